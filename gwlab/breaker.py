@@ -1,0 +1,209 @@
+"""Circuit breaker with exponential backoff, one per provider.
+
+States, with the seed's names and the standard ones::
+
+    HEALTHY   (CLOSED)     no recent failures; calls go through
+    FAILING   (CLOSED)     1 .. threshold-1 consecutive failures; calls still go through,
+                           a success returns to HEALTHY
+    OPEN      (OPEN)       threshold reached: no calls until the cooldown has passed
+    HALF_OPEN (HALF_OPEN)  cooldown over: up to ``half_open_max_calls`` probes at once;
+                           a successful probe -> HEALTHY, a failed one -> OPEN again
+
+The n-th opening since the last recovery cools down for
+``min(base_delay * 2**(n-1), max_cooldown)`` seconds: 1, 2, 4, 8, 16, 30, 30 ... with the
+defaults. OPEN becomes HALF_OPEN by the passage of time alone, computed from ``now`` when
+asked; there are no timers.
+
+Asking and reserving are separate. :meth:`available` is a pure query, used to find the
+eligible providers; :meth:`acquire` is called only for the provider actually chosen and
+returns a :class:`Permit` stamped with the breaker's *generation*, which changes every time
+the breaker opens or recovers. :meth:`record` ignores, for state changes, any outcome whose
+permit is from an older generation: at 1000 requests/s hundreds of calls are in flight when
+a breaker opens, and their late failures must not lengthen its cooldown, nor a late success
+close it.
+
+State changes are announced to listeners (``Transition`` objects); the breaker itself never
+logs or prints.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+from gwlab.config import BreakerConfig
+
+
+class State(enum.Enum):
+    HEALTHY = "healthy"
+    FAILING = "failing"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    @property
+    def standard(self) -> str:
+        """The textbook name: HEALTHY and FAILING are both CLOSED."""
+        return "CLOSED" if self in (State.HEALTHY, State.FAILING) else self.name
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Leave to make one call. ``probe`` permits decide a HALF_OPEN (or forced) trial."""
+
+    generation: int
+    probe: bool
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change: at ``at`` seconds, ``provider`` went from ``source`` to ``target``.
+    ``cooldown`` is the new cooldown when ``target`` is OPEN, else 0."""
+
+    at: float
+    provider: str
+    source: State
+    target: State
+    cooldown: float
+
+
+Listener = Callable[[Transition], None]
+
+
+def cooldown_for(trips: int, config: BreakerConfig) -> float:
+    """Cooldown of the ``trips``-th opening since the last recovery (``trips`` >= 1)."""
+    # Compare exponents rather than computing 2**(trips-1), which overflows a float after
+    # a thousand trips of a provider that never recovers.
+    if trips - 1 >= 1024 or config.base_delay * 2.0 ** (trips - 1) >= config.max_cooldown:
+        return config.max_cooldown
+    return config.base_delay * 2.0 ** (trips - 1)
+
+
+class CircuitBreaker:
+    """The breaker of one provider. Every method that depends on time takes ``now``."""
+
+    def __init__(self, name: str, config: BreakerConfig, listeners: list[Listener] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.listeners: list[Listener] = listeners if listeners is not None else []
+        self.generation = 0
+        self.failures = 0
+        """Consecutive failures in the current closed period."""
+        self.trips = 0
+        """Openings since the last recovery; sets the next cooldown."""
+        self.opened_at = 0.0
+        self.cooldown = 0.0
+        self.probes = 0
+        """Probe permits of the current generation still out."""
+        self._state = State.HEALTHY
+
+    # -- queries (pure) -------------------------------------------------------------
+
+    def state(self, now: float) -> State:
+        """The state at ``now``: OPEN reads as HALF_OPEN once its cooldown has passed."""
+        if self._state is State.OPEN and now >= self.reopens_at:
+            return State.HALF_OPEN
+        return self._state
+
+    @property
+    def reopens_at(self) -> float:
+        """When the current (or last) cooldown ends."""
+        return self.opened_at + self.cooldown
+
+    def cooldown_left(self, now: float) -> float:
+        """Seconds of cooldown still to run (0 unless OPEN)."""
+        return max(0.0, self.reopens_at - now) if self._state is State.OPEN else 0.0
+
+    def available(self, now: float) -> bool:
+        """Would a call be let through at ``now``? (Reserves nothing.)"""
+        if not self.config.enabled:
+            return True
+        state = self.state(now)
+        if state is State.OPEN:
+            return False
+        if state is State.HALF_OPEN:
+            return self.probes < self.config.half_open_max_calls
+        return True
+
+    # -- changes --------------------------------------------------------------------
+
+    def settle(self, now: float) -> None:
+        """Carry out the OPEN -> HALF_OPEN change that time alone brings, announcing it at
+        the moment the cooldown ended (which may be before ``now``)."""
+        if self._state is State.OPEN and now >= self.reopens_at:
+            self._move(State.HALF_OPEN, self.reopens_at)
+
+    def acquire(self, now: float, force: bool = False) -> Permit:
+        """Reserve a call to this provider. Call only after :meth:`available` said yes, or
+        with ``force=True`` for the router's fallback, which may call an OPEN provider: such
+        a call is a probe, deciding the breaker like a HALF_OPEN one."""
+        self.settle(now)
+        if self.config.enabled and (self._state is State.HALF_OPEN or (force and self._state is State.OPEN)):
+            self.probes += 1
+            return Permit(self.generation, probe=True)
+        return Permit(self.generation, probe=False)
+
+    def record(self, permit: Permit, now: float, ok: bool) -> bool:
+        """Take the outcome of a call made under ``permit``. Returns ``False`` when the
+        outcome is stale (from an older generation) and so changed nothing."""
+        self.settle(now)
+        if permit.generation != self.generation or not self.config.enabled:
+            return False
+        if permit.probe:
+            self.probes -= 1
+            if ok:
+                self.trips = 0
+                self.failures = 0
+                self._new_generation(State.HEALTHY, now)
+            else:
+                self._open(now)
+        elif self._state not in (State.HEALTHY, State.FAILING):
+            # Only a permit taken while the breaker was switched off gets here.
+            return False
+        elif ok:
+            if self._state is State.FAILING:
+                self.failures = 0
+                self._move(State.HEALTHY, now)
+        else:
+            self.failures += 1
+            if self.failures >= self.config.failure_threshold:
+                self._open(now)
+            elif self._state is State.HEALTHY:
+                self._move(State.FAILING, now)
+        return True
+
+    def release(self, permit: Permit) -> None:
+        """Give back a permit whose call never finished: its probe slot frees up, and
+        nothing is learned about the provider."""
+        if permit.probe and permit.generation == self.generation:
+            self.probes -= 1
+
+    def configure(self, config: BreakerConfig) -> None:
+        """New parameters, used from the next transition on: a running cooldown keeps the
+        length it was given."""
+        self.config = config
+
+    def reset(self, now: float) -> None:
+        """Back to HEALTHY with no history (outstanding permits become stale)."""
+        self.failures = self.trips = 0
+        self._new_generation(State.HEALTHY, now)
+
+    def _open(self, now: float) -> None:
+        self.trips += 1
+        self.failures = 0
+        self.opened_at = now
+        self.cooldown = cooldown_for(self.trips, self.config)
+        self._new_generation(State.OPEN, now)
+
+    def _new_generation(self, target: State, now: float) -> None:
+        self.generation += 1
+        self.probes = 0
+        self._move(target, now)
+
+    def _move(self, target: State, at: float) -> None:
+        source, self._state = self._state, target
+        if source is target:
+            return
+        event = Transition(at, self.name, source, target, self.cooldown if target is State.OPEN else 0.0)
+        for listener in self.listeners:
+            listener(event)

@@ -1,0 +1,376 @@
+"""A scenario: every parameter of the gateway, its providers and its clients.
+
+Every default lives here, once, as a named constant; the README's table of defaults and
+``scenarios/seed.toml`` repeat them and a test keeps all three equal.
+
+A scenario comes from a TOML file, a dict (a notebook cell, ``PATCH /admin/config``) or the
+defaults. All three go through :func:`from_dict`, so a bad value gets the same message
+wherever it comes from: the source, the dotted field name, the value and what is allowed.
+Runtime changes and scripted events are *patches*: dicts of the same shape, deep-merged into
+a scenario and validated as a whole (:func:`merge`).
+
+The TOML shape::
+
+    [gateway]   balancer, timeout
+    [limiter]   rate, burst
+    [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls
+    [providers.NAME]  weight, latency, distribution, p99, error_rate, outage
+    [workload]  mode, clients, think_time, rate
+    [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gwlab import balancer
+
+# The seed's numbers (../shared/seed): bucket, providers, clients.
+RATE = 1000.0
+"""Token-bucket refill rate, tokens (requests) per second."""
+BURST = 1000.0
+"""Token-bucket capacity; the bucket starts full."""
+CLIENTS = 100
+"""Closed-loop clients of ``gwlab run``."""
+SEED_PROVIDERS = (
+    # name, weight, mean latency (s), error rate
+    ("p1", 70.0, 0.1, 0.05),
+    ("p2", 20.0, 0.5, 0.10),
+    ("p3", 10.0, 2.0, 0.20),
+)
+
+# gwlab's own choices where the seed gives no number (DESIGN.md § Semantics).
+FAILURE_THRESHOLD = 3
+"""Consecutive failures that open a breaker."""
+BASE_DELAY = 1.0
+"""First cooldown in seconds; each further trip doubles it."""
+MAX_COOLDOWN = 30.0
+"""Cap on the cooldown in seconds."""
+HALF_OPEN_MAX_CALLS = 1
+"""Probes a half-open breaker lets through at once."""
+TIMEOUT = 10.0
+"""Provider call timeout in seconds; a slower call answers 504 and counts as a failure."""
+BALANCER = "weighted_random"
+"""The seed's load-balancing policy."""
+DISTRIBUTION = "fixed"
+"""Provider latency distribution: the seed's latencies are fixed."""
+THINK_TIME = 0.0
+"""Seconds a closed-loop client waits between an answer and its next request."""
+OPEN_RATE = 1000.0
+"""Offered requests per second in open-loop mode (when ``mode = "open"`` without ``rate``)."""
+SEED = 1
+"""Random seed of every command when none is given."""
+HOST = "127.0.0.1"
+PORT = 8080
+METRICS_PORT = 9090
+
+DISTRIBUTIONS = ("fixed", "exponential", "lognormal")
+OUTAGES = ("none", "error", "hang")
+MODES = ("closed", "open")
+
+
+class ConfigError(ValueError):
+    """A scenario value that is not allowed. The message is one line, ready to show."""
+
+
+def _spec(allowed: str, check, kind=float) -> dict:
+    return {"allowed": allowed, "check": check, "kind": kind}
+
+
+def _number(lo: float, *, strict: bool = False, hi: float | None = None) -> dict:
+    op = ">" if strict else ">="
+    allowed = f"a number {op} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+
+    def check(v: float) -> bool:
+        return (v > lo if strict else v >= lo) and (hi is None or v <= hi) and math.isfinite(v)
+
+    return _spec(allowed, check)
+
+
+def _integer(lo: int) -> dict:
+    return _spec(f"a whole number >= {lo}", lambda v: v >= lo, int)
+
+
+def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
+    return _spec(lambda: "one of " + ", ".join(repr(o) for o in options()), lambda v: v in options(), str)
+
+
+_BOOL = _spec("true or false", lambda v: True, bool)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    balancer: str = field(default=BALANCER, metadata=_choice(balancer.names))
+    timeout: float = field(default=TIMEOUT, metadata=_number(0, strict=True))
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    rate: float = field(default=RATE, metadata=_number(0, strict=True))
+    burst: float = field(default=BURST, metadata=_number(1))
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    enabled: bool = field(default=True, metadata=_BOOL)
+    failure_threshold: int = field(default=FAILURE_THRESHOLD, metadata=_integer(1))
+    base_delay: float = field(default=BASE_DELAY, metadata=_number(0, strict=True))
+    max_cooldown: float = field(default=MAX_COOLDOWN, metadata=_number(0, strict=True))
+    half_open_max_calls: int = field(default=HALF_OPEN_MAX_CALLS, metadata=_integer(1))
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A simulated provider. ``latency`` is the fixed latency, the exponential's mean or the
+    log-normal's median; ``p99`` is the log-normal's 99th percentile (0 = unused)."""
+
+    name: str
+    weight: float = field(default=1.0, metadata=_number(0))
+    latency: float = field(default=0.1, metadata=_number(0))
+    distribution: str = field(default=DISTRIBUTION, metadata=_choice(lambda: DISTRIBUTIONS))
+    p99: float = field(default=0.0, metadata=_number(0))
+    error_rate: float = field(default=0.0, metadata=_number(0, hi=1))
+    outage: str = field(default="none", metadata=_choice(lambda: OUTAGES))
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    mode: str = field(default="closed", metadata=_choice(lambda: MODES))
+    clients: int = field(default=CLIENTS, metadata=_integer(1))
+    think_time: float = field(default=THINK_TIME, metadata=_number(0))
+    rate: float = field(default=OPEN_RATE, metadata=_number(0, strict=True))
+
+
+@dataclass(frozen=True)
+class Event:
+    """A scripted change: at ``at`` seconds from the start, ``patch`` is merged in."""
+
+    at: float
+    patch: Mapping[str, Any]
+
+
+def _seed_providers() -> tuple[ProviderConfig, ...]:
+    return tuple(
+        ProviderConfig(name=n, weight=w, latency=lat, error_rate=e) for n, w, lat, e in SEED_PROVIDERS
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    gateway: GatewayConfig = GatewayConfig()
+    limiter: LimiterConfig = LimiterConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    providers: tuple[ProviderConfig, ...] = field(default_factory=_seed_providers)
+    workload: WorkloadConfig = WorkloadConfig()
+    events: tuple[Event, ...] = ()
+
+    def provider(self, name: str) -> ProviderConfig:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scenario as plain data, in the TOML shape (round-trips through :func:`from_dict`)."""
+        out: dict[str, Any] = {
+            "gateway": dataclasses.asdict(self.gateway),
+            "limiter": dataclasses.asdict(self.limiter),
+            "breaker": dataclasses.asdict(self.breaker),
+            "providers": {
+                p.name: {k: v for k, v in dataclasses.asdict(p).items() if k != "name"}
+                for p in self.providers
+            },
+            "workload": dataclasses.asdict(self.workload),
+        }
+        if self.events:
+            out["events"] = [{"at": e.at, **_plain(e.patch)} for e in self.events]
+        return out
+
+
+def _plain(m: Mapping) -> dict:
+    return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in m.items()}
+
+
+_SECTIONS = {
+    "gateway": GatewayConfig,
+    "limiter": LimiterConfig,
+    "breaker": BreakerConfig,
+    "workload": WorkloadConfig,
+}
+_TOP_KEYS = (*_SECTIONS, "providers", "events")
+
+
+class _Checker:
+    """Turns untrusted plain data into config objects, naming the source in every error."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, value: Any, allowed: str) -> ConfigError:
+        shown = "(missing)" if value is _MISSING else _show(value)
+        return ConfigError(f"{self.source}: {where} = {shown}: expected {allowed}")
+
+    def table(self, where: str, value: Any) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(where, value, "a table")
+        return value
+
+    def unknown(self, where: str, key: str, known: tuple[str, ...]) -> ConfigError:
+        hint = difflib.get_close_matches(key, known, n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        name = f"{where}.{key}" if where else key
+        return ConfigError(
+            f"{self.source}: unknown key {name!r}{did}; allowed: {', '.join(known)}"
+        )
+
+    def section(self, cls, where: str, data: Any, base):
+        data = self.table(where, data)
+        specs = {f.name: f for f in dataclasses.fields(cls) if f.metadata}
+        values = {}
+        for key, raw in data.items():
+            if key not in specs:
+                raise self.unknown(where, key, tuple(specs))
+            values[key] = self.value(f"{where}.{key}", raw, specs[key].metadata)
+        return dataclasses.replace(base, **values)
+
+    def value(self, where: str, raw: Any, spec: Mapping) -> Any:
+        kind = spec["kind"]
+        if kind is bool:
+            ok = isinstance(raw, bool)
+        elif kind is int:
+            ok = isinstance(raw, int) and not isinstance(raw, bool)
+            if isinstance(raw, float) and raw.is_integer():
+                raw, ok = int(raw), True
+        elif kind is float:
+            ok = isinstance(raw, (int, float)) and not isinstance(raw, bool)
+        else:
+            ok = isinstance(raw, kind)
+        if not ok or not spec["check"](raw):
+            allowed = spec["allowed"]
+            raise self.fail(where, raw, allowed() if callable(allowed) else allowed)
+        return float(raw) if kind is float else raw
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a table"
+    return repr(value)
+
+
+def from_dict(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
+    """Build a scenario from plain data; absent sections and fields take their defaults.
+
+    A ``providers`` table lists the scenario's providers completely, in order (the order
+    breaks ties in the fallback); without one, the seed's three providers are used.
+    Raises :class:`ConfigError` naming ``source``, the field, the value and what is allowed.
+    """
+    return _build(_Checker(source), data, Scenario(), patch=False)
+
+
+def merge(scenario: Scenario, patch: Mapping[str, Any], source: str = "patch") -> Scenario:
+    """``scenario`` with ``patch`` deep-merged in and validated as a whole.
+
+    This is a runtime change or a scripted event: it may change any field of the existing
+    providers, but not add, remove or rename providers.
+    """
+    return _build(_Checker(source), patch, scenario, patch=True)
+
+
+def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
+    data = check.table("scenario", data)
+    allowed = tuple(k for k in _TOP_KEYS if not (patch and k == "events"))
+    for key in data:
+        if key not in allowed:
+            raise check.unknown("", key, allowed)
+    parts: dict[str, Any] = {
+        name: check.section(cls, name, data[name], getattr(base, name))
+        for name, cls in _SECTIONS.items()
+        if name in data
+    }
+    if "providers" in data:
+        parts["providers"] = _providers(check, data["providers"], base if patch else None)
+    if "events" in data:
+        parts["events"] = _events(check, data["events"])
+    scenario = dataclasses.replace(base, **parts)
+    _check_whole(check, scenario)
+    for event in scenario.events:
+        _build(_Checker(f"{check.source}: event at {event.at:g} s"), event.patch, scenario, patch=True)
+    return scenario
+
+
+def _providers(check: _Checker, data: Any, base: Scenario | None) -> tuple[ProviderConfig, ...]:
+    data = check.table("providers", data)
+    if base is None:
+        result: dict[str, ProviderConfig] = {}
+        for name in data:
+            if not name or not name.isidentifier():
+                raise check.fail(f"providers.{name!r}", name, "a provider name of letters, digits and _")
+            result[name] = ProviderConfig(name=name)
+    else:
+        result = {p.name: p for p in base.providers}
+    for name, fields in data.items():
+        if name not in result:
+            raise check.unknown("providers", name, tuple(result))
+        result[name] = check.section(ProviderConfig, f"providers.{name}", fields, result[name])
+    if not result:
+        raise check.fail("providers", {}, "at least one provider")
+    return tuple(result.values())
+
+
+def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
+    if not isinstance(data, list):
+        raise check.fail("events", data, "an array of tables ([[events]])")
+    events = []
+    for i, item in enumerate(data):
+        item = dict(check.table(f"events[{i}]", item))
+        at = item.pop("at", _MISSING)
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not (0 <= at < math.inf):
+            raise check.fail(f"events[{i}].at", at, "a time in seconds >= 0")
+        if not item:
+            raise check.fail(f"events[{i}]", "a table", "at least one change besides 'at'")
+        if "events" in item:
+            raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
+        events.append(Event(at=float(at), patch=item))
+    return tuple(sorted(events, key=lambda e: e.at))
+
+
+def _check_whole(check: _Checker, s: Scenario) -> None:
+    """Rules that involve more than one field."""
+    if sum(p.weight for p in s.providers) <= 0:
+        raise check.fail("providers.*.weight", [p.weight for p in s.providers], "at least one weight > 0")
+    for p in s.providers:
+        if p.distribution == "lognormal" and not p.p99 > p.latency > 0:
+            raise check.fail(
+                f"providers.{p.name}.p99", p.p99,
+                f"a log-normal p99 greater than its median latency ({p.latency:g}), which must be > 0",
+            )
+    if s.breaker.max_cooldown < s.breaker.base_delay:
+        raise check.fail(
+            "breaker.max_cooldown", s.breaker.max_cooldown,
+            f"a number >= breaker.base_delay ({s.breaker.base_delay:g})",
+        )
+
+
+def load(path: str | Path) -> Scenario:
+    """Read a scenario TOML file; any problem raises a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, str(path))

@@ -1,0 +1,95 @@
+"""Simulated LLM providers: how long a call takes and whether it fails.
+
+A :class:`Provider` turns its configuration and two private random streams (one for
+latency, one for errors) into a :class:`Call`: a duration and an outcome. Shells carry the
+call out: the server sleeps for the duration, the simulator schedules an event after it.
+
+Every call draws exactly one number from each stream, whatever the distribution, error
+rate or outage, and draws latency by inverting the distribution's CDF. So the n-th call to a
+provider always sees the same two numbers for a given seed: changing one provider's
+parameters, or any other provider's, leaves every draw of this one unchanged (common random
+numbers), and a sweep over a parameter shows its effect rather than noise.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from random import Random
+from statistics import NormalDist
+
+from gwlab.config import ProviderConfig
+
+_Z99 = NormalDist().inv_cdf(0.99)
+_TINY = 1e-300
+
+
+class Outcome(enum.Enum):
+    """How a provider call ended, and the status the gateway answers with."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self]
+
+    @property
+    def ok(self) -> bool:
+        return self is Outcome.SUCCESS
+
+
+_STATUS = {Outcome.SUCCESS: 200, Outcome.ERROR: 502, Outcome.TIMEOUT: 504}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A provider call decided in advance: it ends after ``duration`` seconds with ``outcome``."""
+
+    duration: float
+    outcome: Outcome
+
+
+def latency_quantile(config: ProviderConfig, u: float) -> float:
+    """The latency at quantile ``u`` (0 <= u < 1) of the provider's distribution."""
+    if config.distribution == "fixed":
+        return config.latency
+    if config.distribution == "exponential":
+        return -config.latency * math.log1p(-u)
+    sigma = math.log(config.p99 / config.latency) / _Z99
+    return config.latency * math.exp(sigma * NormalDist().inv_cdf(max(u, _TINY)))
+
+
+def mean_latency(config: ProviderConfig) -> float:
+    """The distribution's mean, before the timeout cuts it off."""
+    if config.distribution == "lognormal":
+        sigma = math.log(config.p99 / config.latency) / _Z99
+        return config.latency * math.exp(sigma * sigma / 2)
+    return config.latency
+
+
+class Provider:
+    """One simulated provider with its own random streams."""
+
+    def __init__(self, config: ProviderConfig, latency_rng: Random, error_rng: Random) -> None:
+        self.config = config
+        self._latency_rng = latency_rng
+        self._error_rng = error_rng
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def call(self, timeout: float) -> Call:
+        """Decide the next call: an outage ``"hang"`` or a latency beyond ``timeout`` ends in
+        a TIMEOUT after ``timeout`` seconds; otherwise an ERROR (outage ``"error"``, or with
+        probability ``error_rate``) or a SUCCESS after the drawn latency."""
+        latency = latency_quantile(self.config, self._latency_rng.random())
+        failed = self._error_rng.random() < self.config.error_rate
+        if self.config.outage == "hang" or latency > timeout:
+            return Call(timeout, Outcome.TIMEOUT)
+        if failed or self.config.outage == "error":
+            return Call(latency, Outcome.ERROR)
+        return Call(latency, Outcome.SUCCESS)

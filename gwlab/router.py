@@ -1,0 +1,156 @@
+"""The request flow, in one place: admit, pick, check the breaker, fall back, record.
+
+::
+
+    handle(now) ── bucket empty? ──────────────▶ Rejected(retry_after)      429
+         │
+         ├─ eligible = providers whose breaker is available(now)
+         ├─ balancer picks among them (weights renormalised over that set)
+         ├─ none eligible, or their weights sum to 0:
+         │      fallback to the provider whose cooldown ends soonest,
+         │      as a probe (its outcome decides its breaker)
+         └─ breaker.acquire → provider decides the Call ──▶ Route
+    complete(route, now) ── breaker.record(outcome) ──▶ status 200 / 502 / 504
+
+A shell (the aiohttp server, the simulator) calls :meth:`Router.handle`, waits
+``route.call.duration`` in its own kind of time, then calls :meth:`Router.complete`. The
+router never waits, never reads a clock and never counts metrics: it returns decisions and
+the shell records them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from gwlab import balancer as balancers
+from gwlab.breaker import CircuitBreaker, Listener, Permit
+from gwlab.config import Scenario
+from gwlab.limiter import TokenBucket
+from gwlab.providers import Call, Provider
+from gwlab.streams import stream
+
+
+class Upstream:
+    """A provider as the router sees it: the simulated provider, its breaker and the calls
+    in flight to it (what the power-of-two balancer compares)."""
+
+    __slots__ = ("provider", "breaker", "in_flight")
+
+    def __init__(self, provider: Provider, breaker: CircuitBreaker) -> None:
+        self.provider = provider
+        self.breaker = breaker
+        self.in_flight = 0
+
+    @property
+    def name(self) -> str:
+        return self.provider.config.name
+
+    @property
+    def weight(self) -> float:
+        return self.provider.config.weight
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The bucket was empty: answer 429; a token is available in ``retry_after`` seconds."""
+
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An admitted request: where it goes, under which permit, and how the call will end.
+    ``fallback`` is true when no provider was eligible and the soonest-reopening one was
+    called anyway."""
+
+    upstream: Upstream
+    permit: Permit
+    fallback: bool
+    call: Call
+
+    @property
+    def provider(self) -> str:
+        return self.upstream.name
+
+    @property
+    def status(self) -> int:
+        return self.call.outcome.status
+
+
+class Router:
+    """The gateway's policies for one scenario, driven by the caller's clock."""
+
+    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0, listeners: Iterable[Listener] = ()) -> None:
+        self.scenario = scenario
+        self.listeners: list[Listener] = list(listeners)
+        self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
+        self.upstreams = [
+            Upstream(
+                Provider(p, stream(seed, f"{p.name}/latency"), stream(seed, f"{p.name}/errors")),
+                CircuitBreaker(p.name, scenario.breaker, self.listeners),
+            )
+            for p in scenario.providers
+        ]
+        self.balancer = balancers.create(scenario.gateway.balancer)
+        self._rng = stream(seed, "pick")
+
+    def handle(self, now: float) -> Rejected | Route:
+        """Admit a request and decide its provider call, or reject it."""
+        if not self.bucket.try_acquire(now):
+            return Rejected(self.bucket.retry_after(now))
+        eligible = [u for u in self.upstreams if u.breaker.available(now)]
+        chosen = self.balancer.pick(eligible, self._rng) if eligible else None
+        fallback = chosen is None
+        if fallback:
+            chosen = self.soonest_reopening()
+        upstream: Upstream = chosen  # type: ignore[assignment]
+        permit = upstream.breaker.acquire(now, force=fallback)
+        upstream.in_flight += 1
+        return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout))
+
+    def soonest_reopening(self) -> Upstream:
+        """The provider (with weight > 0) whose cooldown ends first; ties go to the one listed
+        first. Used when no provider is eligible: all are cooling down."""
+        return min((u for u in self.upstreams if u.weight > 0), key=lambda u: u.breaker.reopens_at)
+
+    def complete(self, route: Route, now: float) -> int:
+        """The provider call of ``route`` has ended at ``now``: tell its breaker. Returns the
+        status to answer with."""
+        route.upstream.in_flight -= 1
+        route.upstream.breaker.record(route.permit, now, route.call.outcome.ok)
+        return route.status
+
+    def abandon(self, route: Route) -> None:
+        """The call of ``route`` was cut off before it ended (the client went away, the
+        server is stopping): it counts for neither outcome, and a probe slot is freed."""
+        route.upstream.in_flight -= 1
+        route.upstream.breaker.release(route.permit)
+
+    def settle(self, now: float) -> None:
+        """Bring time-driven state up to ``now`` (cooldowns that ended announce HALF_OPEN)."""
+        for u in self.upstreams:
+            u.breaker.settle(now)
+
+    def configure(self, scenario: Scenario, now: float) -> None:
+        """Switch to ``scenario`` (same providers, validated by :func:`gwlab.config.merge`).
+
+        The bucket settles at the old rate first; breakers keep their state and running
+        cooldowns; the balancer is replaced only when its policy changes."""
+        if [p.name for p in scenario.providers] != [u.name for u in self.upstreams]:
+            raise ValueError("configure() cannot add, remove or reorder providers")
+        self.bucket.configure(now, scenario.limiter.rate, scenario.limiter.burst)
+        for upstream, config in zip(self.upstreams, scenario.providers):
+            upstream.provider.config = config
+            upstream.breaker.configure(scenario.breaker)
+        if scenario.gateway.balancer != self.scenario.gateway.balancer:
+            self.balancer = balancers.create(scenario.gateway.balancer)
+        self.scenario = scenario
+
+    def reset(self, now: float) -> None:
+        """A full bucket and healthy breakers with no history; calls in flight finish
+        without effect on the breakers."""
+        self.bucket = TokenBucket(self.scenario.limiter.rate, self.scenario.limiter.burst, now)
+        for u in self.upstreams:
+            u.breaker.reset(now)
+        self.balancer = balancers.create(self.scenario.gateway.balancer)

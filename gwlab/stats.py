@@ -1,0 +1,185 @@
+"""Counting outcomes and latencies, and the run summary shared by every shell.
+
+:class:`LatencyHistogram` is a mergeable logarithmic histogram (the DDSketch mapping): a
+latency ``v > 0`` falls in bucket ``ceil(log(v) / log(gamma))`` with
+``gamma = (1 + a) / (1 - a)``, and the bucket is represented by ``2 * gamma**i / (gamma + 1)``,
+which is within a relative error ``a`` of every value in it. Quantiles read from it are
+therefore within ``a`` (1% by default) of the exact ones, in constant memory however many
+requests are observed, and two histograms merge by adding counts.
+
+:class:`Tally` counts requests by status and provider and keeps the latency histogram of
+admitted ones. :func:`summary` turns a tally into the JSON-ready dict that ``gwlab run
+--json`` and ``gwlab simulate --json`` both write, so a live run and its replay compare field
+by field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Iterable, Mapping
+
+RELATIVE_ERROR = 0.01
+"""Relative accuracy of every latency quantile gwlab reports from a histogram."""
+QUANTILES = (0.5, 0.95, 0.99)
+ADMITTED = (200, 502, 504)
+"""Statuses of requests that passed the rate limiter and reached a provider."""
+RATE_LIMITED = 429
+CUT_OFF = 499
+"""A request still unanswered when the run stopped (the nginx convention)."""
+NO_PROVIDER = "none"
+
+
+class LatencyHistogram:
+    """Latencies in seconds, bucketed with relative error ``alpha``."""
+
+    __slots__ = ("alpha", "_log_gamma", "_gamma", "counts", "zeros", "count", "total", "max")
+
+    def __init__(self, alpha: float = RELATIVE_ERROR) -> None:
+        self.alpha = alpha
+        self._gamma = (1 + alpha) / (1 - alpha)
+        self._log_gamma = math.log(self._gamma)
+        self.counts: Counter[int] = Counter()
+        self.zeros = 0
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+        if seconds > 0:
+            self.counts[math.ceil(math.log(seconds) / self._log_gamma)] += 1
+        else:
+            self.zeros += 1
+
+    def merge(self, other: LatencyHistogram) -> None:
+        if other.alpha != self.alpha:
+            raise ValueError("cannot merge histograms of different accuracy")
+        self.counts.update(other.counts)
+        self.zeros += other.zeros
+        self.count += other.count
+        self.total += other.total
+        self.max = max(self.max, other.max)
+
+    def quantile(self, q: float) -> float | None:
+        """The value of rank ``floor(q * (count - 1))`` (0-based, in sorted order), within the
+        relative error; ``None`` when empty."""
+        if not self.count:
+            return None
+        rank = math.floor(q * (self.count - 1))
+        if rank < self.zeros:
+            return 0.0
+        seen = self.zeros
+        for index in sorted(self.counts):
+            seen += self.counts[index]
+            if seen > rank:
+                return min(2 * self._gamma**index / (self._gamma + 1), self.max)
+        return self.max
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "zeros": self.zeros, "count": self.count, "total": self.total,
+                "max": self.max, "counts": {str(k): v for k, v in sorted(self.counts.items())}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyHistogram:
+        h = cls(data["alpha"])
+        h.counts.update({int(k): v for k, v in data["counts"].items()})
+        h.zeros, h.count, h.total, h.max = data["zeros"], data["count"], data["total"], data["max"]
+        return h
+
+
+class Tally:
+    """Requests counted by (status, provider), with the latency histogram of admitted ones."""
+
+    __slots__ = ("by_status", "latency")
+
+    def __init__(self) -> None:
+        self.by_status: Counter[tuple[int, str]] = Counter()
+        self.latency = LatencyHistogram()
+
+    def record(self, status: int, provider: str, latency: float | None) -> None:
+        self.by_status[status, provider] += 1
+        if status in ADMITTED and latency is not None:
+            self.latency.add(latency)
+
+    def merge(self, other: Tally) -> None:
+        self.by_status.update(other.by_status)
+        self.latency.merge(other.latency)
+
+    def count(self, statuses: Iterable[int] | None = None, provider: str | None = None) -> int:
+        wanted = None if statuses is None else set(statuses)
+        return sum(n for (s, p), n in self.by_status.items()
+                   if (wanted is None or s in wanted) and (provider is None or p == provider))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"by_status": [[s, p, n] for (s, p), n in sorted(self.by_status.items())],
+                "latency": self.latency.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tally:
+        t = cls()
+        t.by_status.update({(s, p): n for s, p, n in data["by_status"]})
+        t.latency = LatencyHistogram.from_dict(data["latency"])
+        return t
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def summary(
+    tally: Tally,
+    duration: float,
+    providers: Iterable[str],
+    trips: Mapping[str, int],
+    fallbacks: Mapping[str, int],
+    breaker_states: Mapping[str, str],
+) -> dict[str, Any]:
+    """The run summary (one schema for ``gwlab run`` and ``gwlab simulate``).
+
+    ``offered`` counts every request sent; ``admitted`` those answered 200, 502 or 504.
+    Availability is 200 / admitted, goodput 200 / offered. Latency quantiles are over admitted
+    requests, within :data:`RELATIVE_ERROR`."""
+    providers = list(providers)
+    offered = tally.count()
+    admitted = tally.count(ADMITTED)
+    ok = tally.count([200])
+    codes = Counter()
+    for (status, _), n in tally.by_status.items():
+        codes[str(status)] += n
+    per_provider = {}
+    for name in providers:
+        calls = tally.count(ADMITTED, name)
+        per_provider[name] = {
+            "requests": calls,
+            "share": _ratio(calls, admitted),
+            "codes": {str(s): tally.by_status[s, name] for s in ADMITTED},
+            "trips": trips.get(name, 0),
+            "fallbacks": fallbacks.get(name, 0),
+            "state": breaker_states.get(name),
+        }
+    per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
+    return {
+        "duration": duration,
+        "offered": offered,
+        "admitted": admitted,
+        "codes": dict(sorted(codes.items())),
+        "rates": {"offered": per_second(offered), "admitted": per_second(admitted), "ok": per_second(ok)},
+        "availability": _ratio(ok, admitted),
+        "goodput": _ratio(ok, offered),
+        "latency": {
+            **{f"p{round(q * 100)}": tally.latency.quantile(q) for q in QUANTILES},
+            "mean": tally.latency.mean,
+            "max": tally.latency.max if tally.latency.count else None,
+        },
+        "providers": per_provider,
+        "trips": sum(trips.values()),
+        "fallbacks": sum(fallbacks.values()),
+    }
