@@ -106,4 +106,6 @@ def names() -> tuple[str, ...]:
 
 def create(name: str) -> Balancer:
     """A fresh balancer of the named policy."""
+    if name not in _REGISTRY:
+        raise ValueError(f"balancer {name!r}: expected one of {', '.join(names())}")
     return _REGISTRY[name]()

@@ -202,7 +202,8 @@ class CircuitBreaker:
 
     def _move(self, target: State, at: float) -> None:
         source, self._state = self._state, target
-        if source is target:
+        # OPEN -> OPEN is a new opening (a failed forced probe) with a longer cooldown: announce it.
+        if source is target and target is not State.OPEN:
             return
         event = Transition(at, self.name, source, target, self.cooldown if target is State.OPEN else 0.0)
         for listener in self.listeners:

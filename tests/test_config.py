@@ -1,0 +1,310 @@
+"""Scenario configuration: defaults, the seed file, round trips, merges and every error message."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from gwlab import config
+from gwlab.config import ConfigError, Event, Scenario
+
+SEED_TOML = Path(__file__).resolve().parent.parent / "scenarios" / "seed.toml"
+
+
+def test_seed_file_equals_the_defaults():
+    assert config.load(SEED_TOML) == Scenario()
+
+
+def test_defaults_are_the_named_constants():
+    s = Scenario()
+    assert (s.gateway.balancer, s.gateway.timeout) == (config.BALANCER, config.TIMEOUT)
+    assert (s.limiter.rate, s.limiter.burst) == (config.RATE, config.BURST) == (1000.0, 1000.0)
+    assert (s.breaker.failure_threshold, s.breaker.base_delay, s.breaker.max_cooldown, s.breaker.half_open_max_calls) == (
+        config.FAILURE_THRESHOLD, config.BASE_DELAY, config.MAX_COOLDOWN, config.HALF_OPEN_MAX_CALLS,
+    )
+    assert s.breaker.enabled is True
+    assert [(p.name, p.weight, p.latency, p.error_rate) for p in s.providers] == list(config.SEED_PROVIDERS) == [
+        ("p1", 70.0, 0.1, 0.05), ("p2", 20.0, 0.5, 0.10), ("p3", 10.0, 2.0, 0.20),
+    ]
+    assert {p.distribution for p in s.providers} == {config.DISTRIBUTION}
+    assert {p.outage for p in s.providers} == {"none"}
+    assert (s.workload.mode, s.workload.clients, s.workload.think_time, s.workload.rate) == (
+        "closed", config.CLIENTS, config.THINK_TIME, config.OPEN_RATE,
+    )
+    assert s.events == ()
+
+
+def test_empty_dict_is_the_default_scenario():
+    assert config.from_dict({}) == Scenario()
+
+
+def test_provider_lookup():
+    s = Scenario()
+    assert s.provider("p2").latency == 0.5
+    with pytest.raises(KeyError):
+        s.provider("p9")
+
+
+def test_absent_fields_take_defaults():
+    s = config.from_dict({"limiter": {"rate": 5}, "providers": {"x": {"weight": 2}}})
+    assert s.limiter == config.LimiterConfig(rate=5.0, burst=config.BURST)
+    assert s.providers == (config.ProviderConfig(name="x", weight=2.0),)
+    assert isinstance(s.limiter.rate, float)
+
+
+def test_providers_keep_file_order():
+    s = config.from_dict({"providers": {"z": {}, "a": {}, "m": {}}})
+    assert [p.name for p in s.providers] == ["z", "a", "m"]
+
+
+def test_whole_float_is_accepted_as_integer():
+    assert config.from_dict({"workload": {"clients": 20.0}}).workload.clients == 20
+
+
+FULL = {
+    "gateway": {"balancer": "power_of_two", "timeout": 2.5},
+    "limiter": {"rate": 50.0, "burst": 5.0},
+    "breaker": {"enabled": False, "failure_threshold": 5, "base_delay": 0.5, "max_cooldown": 8.0,
+                "half_open_max_calls": 2},
+    "providers": {
+        "fast": {"weight": 3.0, "latency": 0.05, "distribution": "exponential", "p99": 0.0,
+                 "error_rate": 0.01, "outage": "none"},
+        "slow": {"weight": 1.0, "latency": 0.4, "distribution": "lognormal", "p99": 3.0,
+                 "error_rate": 0.2, "outage": "hang"},
+    },
+    "workload": {"mode": "open", "clients": 7, "think_time": 0.25, "rate": 300.0},
+    "events": [
+        {"at": 2.0, "providers": {"slow": {"outage": "none"}}},
+        {"at": 5.0, "limiter": {"rate": 10.0}, "breaker": {"enabled": True}},
+    ],
+}
+
+
+def test_to_dict_round_trips():
+    s = config.from_dict(FULL)
+    assert s.to_dict() == FULL
+    assert config.from_dict(s.to_dict()) == s
+    assert config.from_dict(Scenario().to_dict()) == Scenario()
+    assert "events" not in Scenario().to_dict()
+
+
+def test_events_are_sorted_by_time_keeping_order_of_equal_times():
+    s = config.from_dict({"events": [
+        {"at": 5, "limiter": {"rate": 5}},
+        {"at": 1, "limiter": {"rate": 1}},
+        {"at": 3, "limiter": {"rate": 3}},
+        {"at": 1, "limiter": {"rate": 2}},
+    ]})
+    assert s.events == (
+        Event(1.0, {"limiter": {"rate": 1}}),
+        Event(1.0, {"limiter": {"rate": 2}}),
+        Event(3.0, {"limiter": {"rate": 3}}),
+        Event(5.0, {"limiter": {"rate": 5}}),
+    )
+    assert all(isinstance(e.at, float) for e in s.events)
+
+
+def test_merge_changes_only_what_it_names():
+    s = Scenario()
+    m = config.merge(s, {"providers": {"p2": {"outage": "error"}}, "limiter": {"burst": 10}})
+    assert m.provider("p2") == config.ProviderConfig(name="p2", weight=20.0, latency=0.5, error_rate=0.10, outage="error")
+    assert m.provider("p1") == s.provider("p1")
+    assert m.limiter == config.LimiterConfig(rate=1000.0, burst=10.0)
+    assert s.provider("p2").outage == "none"  # the original is untouched
+
+
+def test_merge_keeps_events():
+    s = config.from_dict({"events": [{"at": 1, "limiter": {"rate": 5}}]})
+    assert config.merge(s, {"limiter": {"burst": 9}}).events == s.events
+
+
+def test_merge_may_not_add_providers():
+    with pytest.raises(ConfigError) as error:
+        config.merge(Scenario(), {"providers": {"p4": {"weight": 1}}})
+    assert str(error.value) == "patch: unknown key 'providers.p4'; allowed: p1, p2, p3"
+
+
+def test_merge_validates_the_whole():
+    with pytest.raises(ConfigError) as error:
+        config.merge(Scenario(), {"breaker": {"base_delay": 60}}, source="PATCH /admin/config")
+    assert str(error.value) == (
+        "PATCH /admin/config: breaker.max_cooldown = 30.0: expected a number >= breaker.base_delay (60)"
+    )
+
+
+def test_events_are_checked_in_the_order_they_apply():
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"events": [
+            {"at": 2, "breaker": {"max_cooldown": 5}},
+            {"at": 1, "breaker": {"base_delay": 10, "max_cooldown": 40}},
+        ]})
+    assert str(error.value) == (
+        "scenario: event at 2 s: breaker.max_cooldown = 5.0: expected a number >= breaker.base_delay (10)"
+    )
+
+
+ERRORS = [
+    # (data, message) -- each names the source, the dotted field, the value and what is allowed
+    ({"limiter": {"rate": -1}}, "scenario: limiter.rate = -1: expected a number > 0"),
+    ({"limiter": {"rate": 0.0}}, "scenario: limiter.rate = 0.0: expected a number > 0"),
+    ({"limiter": {"burst": 0.5}}, "scenario: limiter.burst = 0.5: expected a number >= 1"),
+    ({"workload": {"clients": 0}}, "scenario: workload.clients = 0: expected a whole number >= 1"),
+    ({"workload": {"clients": 2.5}}, "scenario: workload.clients = 2.5: expected a whole number >= 1"),
+    ({"workload": {"mode": "burst"}}, "scenario: workload.mode = 'burst': expected one of 'closed', 'open'"),
+    ({"workload": {"think_time": -0.5}}, "scenario: workload.think_time = -0.5: expected a number >= 0"),
+    ({"providers": {"a": {"weight": 0}, "b": {"weight": 0}}},
+     "scenario: providers.*.weight = [0.0, 0.0]: expected at least one weight > 0"),
+    ({"providers": {"p1": {"error_rate": 1.5}}},
+     "scenario: providers.p1.error_rate = 1.5: expected a number >= 0 and <= 1"),
+    ({"providers": {"p1": {"outage": "down"}}},
+     "scenario: providers.p1.outage = 'down': expected one of 'none', 'error', 'hang'"),
+    ({"providers": {"p1": {"distribution": "gamma"}}},
+     "scenario: providers.p1.distribution = 'gamma': expected one of 'fixed', 'exponential', 'lognormal'"),
+    ({"providers": {"p1": {"distribution": "lognormal"}}},
+     "scenario: providers.p1.p99 = 0.0: expected a log-normal p99 greater than its median latency (0.1),"
+     " which must be > 0"),
+    ({"providers": {"p1": {"distribution": "lognormal", "latency": 0.5, "p99": 0.5}}},
+     "scenario: providers.p1.p99 = 0.5: expected a log-normal p99 greater than its median latency (0.5),"
+     " which must be > 0"),
+    ({"providers": {"p-1": {}}}, "scenario: providers.'p-1' = 'p-1': expected a provider name of letters, digits and _"),
+    ({"providers": {}}, "scenario: providers = a table: expected at least one provider"),
+    ({"breaker": {"max_cooldown": 0.5}},
+     "scenario: breaker.max_cooldown = 0.5: expected a number >= breaker.base_delay (1)"),
+    ({"breaker": {"enabled": 1}}, "scenario: breaker.enabled = 1: expected true or false"),
+    ({"breaker": {"failure_threshold": True}}, "scenario: breaker.failure_threshold = true: expected a whole number >= 1"),
+    ({"breaker": {"half_open_max_calls": 0}}, "scenario: breaker.half_open_max_calls = 0: expected a whole number >= 1"),
+    ({"gateway": {"balancer": "fastest"}},
+     "scenario: gateway.balancer = 'fastest': expected one of 'weighted_random', 'round_robin', 'power_of_two'"),
+    ({"gateway": {"timeout": 0}}, "scenario: gateway.timeout = 0: expected a number > 0"),
+    # wrong types, bool where a number belongs, NaN and infinity
+    ({"limiter": {"rate": "fast"}}, "scenario: limiter.rate = 'fast': expected a number > 0"),
+    ({"limiter": {"rate": True}}, "scenario: limiter.rate = true: expected a number > 0"),
+    ({"limiter": {"rate": math.nan}}, "scenario: limiter.rate = nan: expected a number > 0"),
+    ({"providers": {"p1": {"weight": math.inf}}}, "scenario: providers.p1.weight = inf: expected a number >= 0"),
+    ({"providers": {"p1": {"latency": math.nan}}}, "scenario: providers.p1.latency = nan: expected a number >= 0"),
+    ({"gateway": {"balancer": 3}},
+     "scenario: gateway.balancer = 3: expected one of 'weighted_random', 'round_robin', 'power_of_two'"),
+    ({"limiter": 5}, "scenario: limiter = 5: expected a table"),
+    ({"providers": {"p1": 1}}, "scenario: providers.p1 = 1: expected a table"),
+    # unknown keys, with a suggestion, in every section
+    ({"limitter": {}},
+     "scenario: unknown key 'limitter' (did you mean 'limiter'?);"
+     " allowed: gateway, limiter, breaker, workload, providers, events"),
+    ({"gateway": {"balancr": "x"}},
+     "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout"),
+    ({"limiter": {"rat": 5}}, "scenario: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst"),
+    ({"breaker": {"treshold": 2}},
+     "scenario: unknown key 'breaker.treshold' (did you mean 'failure_threshold'?);"
+     " allowed: enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls"),
+    ({"workload": {"think": 1}},
+     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate"),
+    ({"providers": {"p1": {"weigth": 1}}},
+     "scenario: unknown key 'providers.p1.weigth' (did you mean 'weight'?);"
+     " allowed: weight, latency, distribution, p99, error_rate, outage"),
+    ({"events": [{"at": 1, "limiter": {"rat": 5}}]},
+     "scenario: event at 1 s: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst"),
+    ({"events": [{"at": 1, "provders": {}}]},
+     "scenario: event at 1 s: unknown key 'provders' (did you mean 'providers'?);"
+     " allowed: gateway, limiter, breaker, workload, providers"),
+    ({"events": [{"at": 1, "providers": {"p1": {"outge": "error"}}}]},
+     "scenario: event at 1 s: unknown key 'providers.p1.outge' (did you mean 'outage'?);"
+     " allowed: weight, latency, distribution, p99, error_rate, outage"),
+    # events
+    ({"events": [{"at": -1, "limiter": {"rate": 5}}]}, "scenario: events[0].at = -1: expected a time in seconds >= 0"),
+    ({"events": [{"limiter": {"rate": 5}}]}, "scenario: events[0].at = (missing): expected a time in seconds >= 0"),
+    ({"events": [{"at": "soon", "limiter": {"rate": 5}}]},
+     "scenario: events[0].at = 'soon': expected a time in seconds >= 0"),
+    ({"events": [{"at": math.inf, "limiter": {"rate": 5}}]},
+     "scenario: events[0].at = inf: expected a time in seconds >= 0"),
+    ({"events": [{"at": 1, "providers": {"p9": {"outage": "error"}}}]},
+     "scenario: event at 1 s: unknown key 'providers.p9'; allowed: p1, p2, p3"),
+    ({"events": [{"at": 1.5, "limiter": {"rate": -2}}]},
+     "scenario: event at 1.5 s: limiter.rate = -2: expected a number > 0"),
+    ({"events": [{"at": 1, "events": []}]},
+     "scenario: unknown key 'events[0].events'; allowed: gateway, limiter, breaker, workload, providers"),
+    ({"events": {"at": 1}}, "scenario: events = a table: expected an array of tables ([[events]])"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), ERRORS, ids=[m.split(": ", 1)[1][:50] for _, m in ERRORS])
+def test_error_messages(data, message):
+    with pytest.raises(ConfigError) as error:
+        config.from_dict(data)
+    assert str(error.value) == message
+
+
+def test_error_names_the_given_source():
+    with pytest.raises(ConfigError, match=r"^notebook cell: limiter\.rate = -1: expected a number > 0$"):
+        config.from_dict({"limiter": {"rate": -1}}, source="notebook cell")
+
+
+def test_empty_event_is_an_error():
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"events": [{"at": 1}]})
+    message = str(error.value)
+    assert message.startswith("scenario: events[0]")
+    assert "at least one change besides 'at'" in message
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+TOML_ERRORS = [
+    ("[limiter]\nrate = -5\n", "{path}: limiter.rate = -5: expected a number > 0"),
+    ("[limiter]\nrate = nan\n", "{path}: limiter.rate = nan: expected a number > 0"),
+    ("[limiter]\nrate = true\n", "{path}: limiter.rate = true: expected a number > 0"),
+    ("[workload]\nclients = 0\n", "{path}: workload.clients = 0: expected a whole number >= 1"),
+    ('[providers.p1]\nlatency = "fast"\n', "{path}: providers.p1.latency = 'fast': expected a number >= 0"),
+    ("[[events]]\nat = -1\nlimiter.rate = 5\n", "{path}: events[0].at = -1: expected a time in seconds >= 0"),
+    ('[[events]]\nat = 3\nproviders.p7.outage = "error"\n',
+     "{path}: event at 3 s: unknown key 'providers.p7'; allowed: p1, p2, p3"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), TOML_ERRORS)
+def test_load_errors_name_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert str(error.value) == message.format(path=path)
+
+
+def test_load_not_toml(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[limiter\nrate = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert str(error.value).startswith(f"{path}: not valid TOML: ")
+    assert "\n" not in str(error.value)
+
+
+def test_load_missing_file(tmp_path):
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert str(error.value) == f"{path}: cannot read: No such file or directory"
+
+
+def test_load_directory(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        config.load(tmp_path)
+    assert str(error.value) == f"{tmp_path}: cannot read: Is a directory"
+
+
+def test_load_events_file(tmp_path):
+    path = tmp_path / "outage.toml"
+    path.write_text(
+        '[[events]]\nat = 20\nproviders.p1.outage = "none"\n\n'
+        '[[events]]\nat = 10\nproviders.p1.outage = "error"\n',
+        encoding="utf-8",
+    )
+    s = config.load(path)
+    assert s.events == (
+        Event(10.0, {"providers": {"p1": {"outage": "error"}}}),
+        Event(20.0, {"providers": {"p1": {"outage": "none"}}}),
+    )
+    assert s.providers == Scenario().providers

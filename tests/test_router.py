@@ -1,0 +1,353 @@
+"""Router: the request flow (admit, pick, breaker, fallback, record) with exact numbers.
+
+Providers with ``error_rate`` 0 or 1 and fixed latencies make every outcome certain; picks
+are checked against the router's own pick stream replayed by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from gwlab import config
+from gwlab.balancer import PowerOfTwo, RoundRobin, WeightedRandom
+from gwlab.breaker import State, Transition
+from gwlab.providers import Call, Outcome
+from gwlab.router import Rejected, Route, Router, Upstream
+from gwlab.streams import stream
+
+SEED = 7
+
+
+def scenario(providers: dict[str, dict[str, Any]] | None = None, **sections: dict[str, Any]) -> config.Scenario:
+    data: dict[str, Any] = dict(sections)
+    if providers is not None:
+        data["providers"] = providers
+    return config.from_dict(data)
+
+
+def good(weight: float = 1.0, latency: float = 0.125) -> dict[str, Any]:
+    return {"weight": weight, "latency": latency, "error_rate": 0.0}
+
+
+def bad(weight: float = 1.0, latency: float = 0.125) -> dict[str, Any]:
+    return {"weight": weight, "latency": latency, "error_rate": 1.0}
+
+
+def upstream(router: Router, name: str) -> Upstream:
+    return next(u for u in router.upstreams if u.name == name)
+
+
+def trip(router: Router, name: str, now: float) -> None:
+    """Open ``name``'s breaker at ``now`` by recording threshold failures on it directly."""
+    breaker = upstream(router, name).breaker
+    for _ in range(breaker.config.failure_threshold):
+        breaker.record(breaker.acquire(now), now, ok=False)
+    assert breaker.state(now) is State.OPEN
+
+
+def weighted(names_weights: list[tuple[str, float]], u: float) -> str:
+    point = u * sum(w for _, w in names_weights)
+    for (name, _), upper in zip(names_weights, itertools.accumulate(w for _, w in names_weights)):
+        if point < upper:
+            return name
+    raise AssertionError("u must be < 1")
+
+
+def test_admitted_request_routes_and_completes():
+    router = Router(scenario({"a": good(latency=0.25)}), SEED)
+    route = router.handle(0.0)
+    assert isinstance(route, Route)
+    assert route.provider == "a"
+    assert route.fallback is False
+    assert route.permit.probe is False
+    assert route.call == Call(0.25, Outcome.SUCCESS)
+    assert route.status == 200
+    assert router.complete(route, 0.25) == 200
+
+
+def test_rejected_carries_exact_retry_after():
+    router = Router(scenario(limiter={"rate": 0.5, "burst": 2}), SEED)
+    assert isinstance(router.handle(0.0), Route)
+    assert isinstance(router.handle(0.0), Route)
+    assert router.handle(0.0) == Rejected(2.0)
+    assert router.handle(0.5) == Rejected(1.5)  # 0.25 tokens; 0.75 more at 0.5/s
+    assert isinstance(router.handle(2.0), Route)
+    assert router.handle(2.0) == Rejected(2.0)
+
+
+def test_rejected_requests_use_no_pick_and_no_provider():
+    router = Router(scenario(limiter={"rate": 1, "burst": 1}, breaker={"enabled": False}), SEED)
+    draws = stream(SEED, "pick")
+    seed_weights = [(n, w) for n, w, _, _ in config.SEED_PROVIDERS]
+    for second in range(200):
+        route = router.handle(float(second))
+        assert route.provider == weighted(seed_weights, draws.random())
+        assert [router.handle(float(second)) for _ in range(3)] == [Rejected(1.0)] * 3
+    assert sum(u.in_flight for u in router.upstreams) == 200
+
+
+def test_weighted_picks_follow_the_pick_stream():
+    router = Router(scenario(breaker={"enabled": False}), SEED)
+    draws = stream(SEED, "pick")
+    seed_weights = [(n, w) for n, w, _, _ in config.SEED_PROVIDERS]
+    for i in range(500):
+        route = router.handle(i / 1000)
+        assert route.provider == weighted(seed_weights, draws.random())
+        assert route.fallback is False
+
+
+def test_open_provider_is_excluded_and_weights_renormalised():
+    providers = {"p1": good(70), "p2": good(20), "p3": good(10)}
+    router = Router(scenario(providers, breaker={"max_cooldown": 1000, "base_delay": 1000}), SEED)
+    trip(router, "p1", 0.0)
+    draws = stream(SEED, "pick")
+    for i in range(300):
+        route = router.handle(i / 1000)
+        assert route.provider == weighted([("p2", 20), ("p3", 10)], draws.random())
+        router.complete(route, i / 1000)
+
+
+def test_fallback_goes_to_soonest_reopening_and_counts_as_probe():
+    router = Router(scenario({"a": bad(), "b": bad(), "c": bad()}), SEED)
+    trip(router, "b", 0.0)  # reopens at 1.0
+    trip(router, "a", 0.25)  # reopens at 1.25
+    trip(router, "c", 0.5)  # reopens at 1.5
+    route = router.handle(0.75)
+    assert route.provider == "b"
+    assert route.fallback is True
+    assert route.permit.probe is True
+    assert router.complete(route, 0.875) == 502
+    b = upstream(router, "b").breaker
+    assert b.state(0.875) is State.OPEN
+    assert b.cooldown == 2.0  # the second trip's cooldown
+    assert b.reopens_at == 2.875
+    # Now a reopens first.
+    assert router.handle(0.875).provider == "a"
+
+
+def test_fallback_tie_goes_to_configuration_order():
+    router = Router(scenario({"a": bad(), "b": bad(), "c": bad()}), SEED)
+    for name in ("c", "b", "a"):
+        trip(router, name, 0.0)
+    routes = [router.handle(0.5) for _ in range(3)]
+    assert [r.provider for r in routes] == ["a", "a", "a"]
+    assert all(r.fallback and r.permit.probe for r in routes)
+
+
+def test_successful_fallback_closes_the_breaker():
+    router = Router(scenario({"a": good(), "b": good()}), SEED)
+    trip(router, "a", 0.0)
+    trip(router, "b", 0.0)
+    route = router.handle(0.5)
+    assert route.fallback and route.provider == "a"
+    assert router.complete(route, 0.625) == 200
+    a = upstream(router, "a").breaker
+    assert a.state(0.625) is State.HEALTHY
+    assert a.trips == 0
+    assert router.handle(0.625).fallback is False
+
+
+def test_eligible_set_of_zero_weight_counts_as_none_available():
+    router = Router(scenario({"idle": good(weight=0), "main": good(weight=1)}), SEED)
+    assert upstream(router, "idle").breaker.available(0.0)
+    trip(router, "main", 0.0)
+    route = router.handle(0.5)
+    assert route.provider == "main"
+    assert route.fallback is True
+    assert route.permit.probe is True
+
+
+def test_zero_weight_provider_is_never_picked():
+    router = Router(scenario({"idle": good(weight=0), "main": good(weight=1)}), SEED)
+    assert {router.handle(i / 1000).provider for i in range(200)} == {"main"}
+
+
+def test_half_open_probe_routes_and_blocks_further_calls():
+    router = Router(scenario({"a": good(), "b": good(weight=1e-9)}), SEED)
+    trip(router, "a", 0.0)
+    probe = router.handle(1.0)  # a's cooldown has just ended
+    assert probe.provider == "a" and probe.permit.probe and not probe.fallback
+    # Its only probe slot is taken, so b (tiny weight) gets everything meanwhile.
+    assert {router.handle(1.0 + i / 1000).provider for i in range(50)} == {"b"}
+    assert router.complete(probe, 1.125) == 200
+    assert upstream(router, "a").breaker.state(1.125) is State.HEALTHY
+
+
+def test_fallback_prefers_a_half_open_provider_with_busy_probe_slot():
+    # a's cooldown has ended (its probe slot is taken), b still cools down: a ended soonest.
+    router = Router(scenario({"a": good(), "b": good()}), SEED)
+    trip(router, "a", 0.0)
+    trip(router, "b", 0.5)
+    probe = router.handle(1.0)
+    assert (probe.provider, probe.fallback) == ("a", False)
+    forced = router.handle(1.25)
+    assert (forced.provider, forced.fallback, forced.permit.probe) == ("a", True, True)
+    assert upstream(router, "a").breaker.probes == 2
+
+
+def test_in_flight_counts_up_and_down():
+    router = Router(scenario({"a": good()}), SEED)
+    a = upstream(router, "a")
+    routes = [router.handle(0.0) for _ in range(5)]
+    assert a.in_flight == 5
+    router.complete(routes[0], 0.125)
+    router.abandon(routes[1])
+    assert a.in_flight == 3
+    for route in routes[2:]:
+        router.complete(route, 0.125)
+    assert a.in_flight == 0
+
+
+def test_power_of_two_sees_router_in_flight():
+    router = Router(scenario({"a": good(), "b": good()}, gateway={"balancer": "power_of_two"}), SEED)
+    held = [router.handle(0.0) for _ in range(40)]
+    counts = {"a": upstream(router, "a").in_flight, "b": upstream(router, "b").in_flight}
+    # Two choices are both drawn every time, so the one with fewer in flight always wins.
+    assert counts == {"a": 20, "b": 20}
+    for route in held:
+        router.complete(route, 0.125)
+
+
+def test_abandon_frees_a_probe_slot_and_learns_nothing():
+    router = Router(scenario({"a": bad()}), SEED)
+    trip(router, "a", 0.0)
+    a = upstream(router, "a").breaker
+    probe = router.handle(1.0)
+    assert probe.permit.probe
+    assert not a.available(1.0)
+    router.abandon(probe)
+    assert a.available(1.0)
+    assert a.state(1.0) is State.HALF_OPEN
+    assert a.trips == 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "outcome", "duration", "status"),
+    [
+        (good(latency=0.5), Outcome.SUCCESS, 0.5, 200),
+        (bad(latency=0.5), Outcome.ERROR, 0.5, 502),
+        (good(latency=20.0), Outcome.TIMEOUT, 10.0, 504),
+        ({"latency": 0.5, "outage": "error"}, Outcome.ERROR, 0.5, 502),
+        ({"latency": 0.5, "outage": "hang"}, Outcome.TIMEOUT, 10.0, 504),
+    ],
+)
+def test_status_from_outcome(provider, outcome, duration, status):
+    router = Router(scenario({"a": provider}), SEED)
+    route = router.handle(0.0)
+    assert route.call == Call(duration, outcome)
+    assert router.complete(route, duration) == status
+
+
+def test_timeouts_count_as_failures():
+    heard: list[Transition] = []
+    router = Router(scenario({"a": good(latency=20.0)}), SEED, listeners=[heard.append])
+    for _ in range(3):
+        router.complete(router.handle(0.0), 10.0)
+    assert heard[-1] == Transition(10.0, "a", State.FAILING, State.OPEN, 1.0)
+
+
+def test_listeners_hear_every_provider():
+    heard: list[Transition] = []
+    router = Router(scenario({"a": bad(), "b": good()}, breaker={"failure_threshold": 1}), SEED, listeners=[heard.append])
+    trip(router, "a", 0.0)
+    trip(router, "b", 0.0)
+    assert [(t.provider, t.target) for t in heard] == [("a", State.OPEN), ("b", State.OPEN)]
+
+
+def test_late_results_of_old_generation_do_not_touch_the_breaker():
+    router = Router(scenario({"a": bad()}), SEED)
+    routes = [router.handle(0.0) for _ in range(10)]
+    for route in routes[:3]:
+        router.complete(route, 0.125)
+    a = upstream(router, "a").breaker
+    assert a.state(0.125) is State.OPEN
+    for route in routes[3:]:
+        assert router.complete(route, 0.25) == 502  # still answered and counted by the shell
+    assert a.trips == 1
+    assert a.reopens_at == 1.125
+
+
+def test_configure_settles_bucket_then_clamps():
+    base = scenario({"a": good()}, limiter={"rate": 8, "burst": 8})
+    router = Router(base, SEED)
+    for _ in range(8):
+        router.handle(0.0)
+    router.configure(config.merge(base, {"limiter": {"rate": 64, "burst": 4}}), 0.25)
+    assert router.bucket.tokens(0.25) == 2.0  # 0.25 s at the old 8/s
+    assert router.bucket.tokens(0.25 + 1 / 64) == 3.0
+    assert router.bucket.tokens(1.0) == 4.0
+
+
+def test_configure_keeps_running_cooldown_and_breaker_state():
+    base = scenario({"a": bad(), "b": good()})
+    router = Router(base, SEED)
+    trip(router, "a", 0.0)
+    router.configure(config.merge(base, {"breaker": {"base_delay": 4.0, "max_cooldown": 60.0}}), 0.5)
+    a = upstream(router, "a").breaker
+    assert a.state(0.5) is State.OPEN
+    assert a.reopens_at == 1.0
+    a.record(a.acquire(1.0), 1.0, ok=False)
+    assert a.cooldown == 8.0  # second trip under the new base delay
+
+
+def test_configure_weights_take_effect():
+    base = scenario({"a": good(), "b": good()})
+    router = Router(base, SEED)
+    router.configure(config.merge(base, {"providers": {"a": {"weight": 0}}}), 0.0)
+    assert {router.handle(i / 1000).provider for i in range(100)} == {"b"}
+
+
+def test_configure_provider_parameters_take_effect():
+    base = scenario({"a": good(latency=0.25)})
+    router = Router(base, SEED)
+    router.configure(config.merge(base, {"providers": {"a": {"outage": "error"}}}), 0.0)
+    assert router.handle(0.0).call == Call(0.25, Outcome.ERROR)
+
+
+def test_configure_swaps_balancer_only_when_its_name_changes():
+    base = scenario(gateway={"balancer": "round_robin"})
+    router = Router(base, SEED)
+    before = router.balancer
+    assert isinstance(before, RoundRobin)
+    router.configure(config.merge(base, {"providers": {"p1": {"weight": 1}}}), 0.0)
+    assert router.balancer is before
+    router.configure(config.merge(base, {"gateway": {"balancer": "power_of_two"}}), 0.0)
+    assert isinstance(router.balancer, PowerOfTwo)
+    router.configure(config.merge(base, {"gateway": {"balancer": "weighted_random"}}), 0.0)
+    assert isinstance(router.balancer, WeightedRandom)
+
+
+@pytest.mark.parametrize(
+    "providers",
+    [
+        {"p1": {}, "p2": {}, "p3": {}, "p4": {}},
+        {"p1": {}, "p2": {}},
+        {"p2": {}, "p1": {}, "p3": {}},
+        {"p1": {}, "p2": {}, "x3": {}},
+    ],
+    ids=["added", "removed", "reordered", "renamed"],
+)
+def test_configure_rejects_a_different_provider_list(providers):
+    router = Router(config.Scenario(), SEED)
+    with pytest.raises(ValueError, match="cannot add, remove or reorder providers"):
+        router.configure(scenario(providers), 0.0)
+
+
+def test_reset_refills_bucket_and_heals_breakers():
+    base = scenario({"a": bad(), "b": good()}, limiter={"rate": 1, "burst": 4})
+    router = Router(base, SEED)
+    in_flight = router.handle(0.0)
+    while isinstance(router.handle(0.0), Route):
+        pass
+    trip(router, "a", 0.0)
+    router.reset(0.5)
+    assert router.bucket.tokens(0.5) == 4.0
+    a = upstream(router, "a").breaker
+    assert a.state(0.5) is State.HEALTHY
+    assert a.trips == 0
+    router.complete(in_flight, 0.625)  # its permit is stale now
+    assert a.state(0.625) is State.HEALTHY
+    assert a.failures == 0

@@ -1,0 +1,218 @@
+"""Latency histogram accuracy, tallies and the run summary, in exact numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+from random import Random
+
+import pytest
+
+from gwlab.stats import RELATIVE_ERROR, LatencyHistogram, Tally, summary
+
+QS = [i / 200 for i in range(201)]
+
+
+def exact_quantile(ordered: list[float], q: float) -> float:
+    """The order statistic of rank floor(q * (n - 1)) of sorted values."""
+    return ordered[math.floor(q * (len(ordered) - 1))]
+
+
+def data_sets() -> dict[str, list[float]]:
+    rng = Random(2024)
+    return {
+        "lognormal": [rng.lognormvariate(-2, 1) for _ in range(5000)],
+        "wide": [10 ** rng.uniform(-6, 3) for _ in range(5000)],  # a microsecond to 17 minutes
+        "with-zeros": [0.0] * 700 + [rng.expovariate(3) for _ in range(2300)],
+        "mostly-zeros": [0.0] * 95 + [rng.uniform(0.1, 1) for _ in range(5)],
+        "seed-latencies": [rng.choice([0.1, 0.5, 2.0, 10.0]) for _ in range(3000)],
+        "small": [0.3, 0.001, 7.0],
+        "single": [0.25],
+        "duplicates": [0.125] * 50 + [4.0] * 50,
+    }
+
+
+@pytest.mark.parametrize("name", list(data_sets()))
+def test_quantiles_within_relative_error_of_exact_order_statistics(name):
+    # Deterministic bound: the histogram finds the bucket holding the exact order statistic of
+    # the same rank, and a bucket's representative is within alpha of every value in it. The
+    # 1e-12 slack covers a value on a bucket edge that rounding puts in the next bucket.
+    values = data_sets()[name]
+    hist = LatencyHistogram()
+    for v in values:
+        hist.add(v)
+    ordered = sorted(values)
+    for q in QS:
+        exact = exact_quantile(ordered, q)
+        got = hist.quantile(q)
+        assert abs(got - exact) <= RELATIVE_ERROR * exact + 1e-12, (q, got, exact)
+
+
+def test_zero_ranks_read_exactly_zero():
+    hist = LatencyHistogram()
+    for v in [0.0, 0.0, 0.0, 1.0]:
+        hist.add(v)
+    assert [hist.quantile(q) for q in (0, 0.5, 2 / 3)] == [0.0, 0.0, 0.0]
+    assert hist.quantile(1.0) == pytest.approx(1.0, rel=RELATIVE_ERROR)
+
+
+def test_quantile_never_exceeds_max():
+    hist = LatencyHistogram()
+    hist.add(0.1234)
+    assert hist.quantile(0.0) == hist.quantile(1.0) == 0.1234
+
+
+def test_count_total_mean_max():
+    hist = LatencyHistogram()
+    for v in [0.5, 0.25, 0.0, 1.25]:
+        hist.add(v)
+    assert (hist.count, hist.zeros, hist.total, hist.max, hist.mean) == (4, 1, 2.0, 1.25, 0.5)
+
+
+def test_empty_histogram():
+    hist = LatencyHistogram()
+    assert hist.quantile(0.5) is None
+    assert hist.mean is None
+
+
+def test_coarser_alpha_has_fewer_buckets_and_its_own_bound():
+    values = data_sets()["wide"]
+    fine, coarse = LatencyHistogram(0.01), LatencyHistogram(0.05)
+    for v in values:
+        fine.add(v)
+        coarse.add(v)
+    assert len(coarse.counts) < len(fine.counts)
+    ordered = sorted(values)
+    for q in QS:
+        exact = exact_quantile(ordered, q)
+        assert abs(coarse.quantile(q) - exact) <= 0.05 * exact + 1e-12
+
+
+def test_merge_equals_one_histogram_over_the_union():
+    rng = Random(8)
+    a = [rng.expovariate(2) for _ in range(1500)] + [0.0] * 10
+    b = [rng.lognormvariate(0, 2) for _ in range(2500)] + [0.0] * 5
+    left, right, union = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    for v in a:
+        left.add(v)
+        union.add(v)
+    for v in b:
+        right.add(v)
+        union.add(v)
+    left.merge(right)
+    assert left.counts == union.counts
+    assert (left.zeros, left.count, left.max) == (union.zeros, union.count, union.max) == (15, 4015, max(a + b))
+    assert left.total == pytest.approx(union.total, rel=1e-12)
+    assert [left.quantile(q) for q in QS] == [union.quantile(q) for q in QS]
+
+
+def test_merge_refuses_different_accuracy():
+    with pytest.raises(ValueError, match="different accuracy"):
+        LatencyHistogram(0.01).merge(LatencyHistogram(0.02))
+
+
+def test_histogram_dict_round_trip_through_json():
+    hist = LatencyHistogram()
+    for v in data_sets()["with-zeros"]:
+        hist.add(v)
+    data = json.loads(json.dumps(hist.to_dict()))
+    back = LatencyHistogram.from_dict(data)
+    assert back.to_dict() == hist.to_dict()
+    assert [back.quantile(q) for q in QS] == [hist.quantile(q) for q in QS]
+    assert back.alpha == hist.alpha
+
+
+def make_tally() -> Tally:
+    tally = Tally()
+    for _ in range(6):
+        tally.record(200, "p1", 0.1)
+    tally.record(200, "p2", 0.5)
+    tally.record(502, "p2", 0.5)
+    tally.record(502, "p1", 0.1)
+    tally.record(504, "p3", 10.0)
+    for _ in range(3):
+        tally.record(429, "none", 0.0)
+    tally.record(499, "p1", None)
+    return tally
+
+
+def test_tally_counts():
+    tally = make_tally()
+    assert tally.count() == 14
+    assert tally.count([200]) == 7
+    assert tally.count([200, 502, 504]) == 10
+    assert tally.count(provider="p1") == 8
+    assert tally.count([200], provider="p2") == 1
+    assert tally.count([429], provider="none") == 3
+    assert tally.count([503]) == 0
+    # Only admitted requests (200, 502, 504) enter the latency histogram.
+    assert tally.latency.count == 10
+    assert tally.latency.total == pytest.approx(6 * 0.1 + 0.5 + 0.5 + 0.1 + 10.0)
+
+
+def test_admitted_without_latency_is_counted_not_observed():
+    tally = Tally()
+    tally.record(200, "p1", None)
+    assert tally.count() == 1
+    assert tally.latency.count == 0
+
+
+def test_tally_merge_and_round_trip():
+    a, b = make_tally(), make_tally()
+    a.merge(b)
+    assert a.count() == 28
+    assert a.count([502], provider="p2") == 2
+    assert a.latency.count == 20
+    back = Tally.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert back.by_status == a.by_status
+    assert back.latency.to_dict() == a.latency.to_dict()
+
+
+def test_summary_exact():
+    tally = make_tally()
+    s = summary(
+        tally,
+        duration=2.0,
+        providers=["p1", "p2", "p3"],
+        trips={"p3": 2, "p2": 1},
+        fallbacks={"p3": 1},
+        breaker_states={"p1": "healthy", "p2": "failing", "p3": "open"},
+    )
+    assert s["duration"] == 2.0
+    assert (s["offered"], s["admitted"]) == (14, 10)
+    assert s["codes"] == {"200": 7, "429": 3, "499": 1, "502": 2, "504": 1}
+    assert s["rates"] == {"offered": 7.0, "admitted": 5.0, "ok": 3.5}
+    assert s["availability"] == 7 / 10
+    assert s["goodput"] == 7 / 14
+    assert s["providers"] == {
+        "p1": {"requests": 7, "share": 7 / 10, "codes": {"200": 6, "502": 1, "504": 0},
+               "trips": 0, "fallbacks": 0, "state": "healthy"},
+        "p2": {"requests": 2, "share": 2 / 10, "codes": {"200": 1, "502": 1, "504": 0},
+               "trips": 1, "fallbacks": 0, "state": "failing"},
+        "p3": {"requests": 1, "share": 1 / 10, "codes": {"200": 0, "502": 0, "504": 1},
+               "trips": 2, "fallbacks": 1, "state": "open"},
+    }
+    assert (s["trips"], s["fallbacks"]) == (3, 1)
+    assert s["latency"]["max"] == 10.0
+    assert s["latency"]["mean"] == pytest.approx(11.7 / 10)
+    assert s["latency"]["p50"] == pytest.approx(0.1, rel=RELATIVE_ERROR)
+    assert s["latency"]["p95"] == pytest.approx(0.5, rel=RELATIVE_ERROR)  # rank floor(0.95 * 9) = 8
+    assert s["latency"]["p99"] == pytest.approx(0.5, rel=RELATIVE_ERROR)
+    json.dumps(s)  # JSON-ready
+
+
+def test_summary_of_nothing_has_no_ratios():
+    s = summary(Tally(), duration=0.0, providers=["p1"], trips={}, fallbacks={}, breaker_states={})
+    assert (s["offered"], s["admitted"], s["availability"], s["goodput"]) == (0, 0, None, None)
+    assert s["rates"] == {"offered": None, "admitted": None, "ok": None}
+    assert s["latency"] == {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+    assert s["providers"]["p1"]["share"] is None
+    assert s["providers"]["p1"]["state"] is None
+
+
+def test_summary_only_rejections():
+    tally = Tally()
+    for _ in range(4):
+        tally.record(429, "none", 0.0)
+    s = summary(tally, duration=1.0, providers=[], trips={}, fallbacks={}, breaker_states={})
+    assert (s["offered"], s["admitted"], s["availability"], s["goodput"]) == (4, 0, None, 0.0)
