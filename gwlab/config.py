@@ -66,9 +66,29 @@ OPEN_RATE = 1000.0
 """Offered requests per second in open-loop mode (when ``mode = "open"`` without ``rate``)."""
 SEED = 1
 """Random seed of every command when none is given."""
+SIM_DURATION = 60.0
+"""Simulated seconds of ``gwlab.simulate`` when no duration is given."""
+BIN_WIDTH = 1.0
+"""Width in seconds of a simulation's time bins."""
+LAB_BIN_WIDTH = 0.5
+"""Width in seconds of the time bins of a notebook's live charts."""
+LAB_WINDOW = 60.0
+"""Seconds of history a notebook's live charts keep (older bins roll out)."""
+LAB_REDRAW = 0.3
+"""Seconds between two redraws of a notebook's live charts (about 3 per second)."""
 HOST = "127.0.0.1"
 PORT = 8080
 METRICS_PORT = 9090
+CLIENT_GRACE = 2.0
+"""Seconds the requests in flight get to finish when a live run stops; later ones count as 499."""
+LOG_LEVEL = "WARNING"
+"""Log level of the command line; INFO adds the breaker transitions."""
+MODEL = "gwlab-sim"
+"""The model name the gateway lists at ``GET /v1/models`` (any requested model is echoed)."""
+MAX_BODY = 1024 * 1024
+"""Largest request body the gateway reads, in bytes; a bigger one is answered 413."""
+STOP_GRACE = 5.0
+"""Seconds a stopping gateway lets requests in flight finish before cutting them off."""
 
 DISTRIBUTIONS = ("fixed", "exponential", "lognormal")
 OUTAGES = ("none", "error", "hang")
@@ -304,8 +324,12 @@ def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
         parts["events"] = _events(check, data["events"])
     scenario = dataclasses.replace(base, **parts)
     _check_whole(check, scenario)
-    for event in scenario.events:
-        _build(_Checker(f"{check.source}: event at {event.at:g} s"), event.patch, scenario, patch=True)
+    if "events" in data:
+        # Events apply one after another, so each patch is checked against the scenario as
+        # the earlier events left it.
+        current = dataclasses.replace(scenario, events=())
+        for event in scenario.events:
+            current = _build(_Checker(f"{check.source}: event at {event.at:g} s"), event.patch, current, patch=True)
     return scenario
 
 

@@ -1,0 +1,192 @@
+"""Prometheus metrics of one gateway, in a registry of its own.
+
+Each :class:`Metrics` owns a ``CollectorRegistry``, so two gateways in one process (two
+notebooks, a test and its reference) never collide. Names and units:
+
+==================================================  =========  ================================
+gwlab_requests_total{code,provider}                 counter    answers sent (see below)
+gwlab_request_duration_seconds{provider}            histogram  admitted requests, and 429s
+                                                               under ``provider="none"``
+gwlab_rate_limited_total                            counter    429 answers
+gwlab_fallback_total{provider}                      counter    calls forced on the provider
+                                                               whose cooldown ends soonest
+gwlab_in_flight_requests                            gauge      admitted requests not answered
+gwlab_provider_requests_total{provider,outcome}     counter    provider calls that ended:
+                                                               success, error or timeout
+gwlab_provider_request_duration_seconds{provider}   histogram  those calls' durations
+gwlab_breaker_state{provider,state}                 gauge      1 for the current state
+gwlab_breaker_cooldown_seconds{provider}            gauge      cooldown left (0 unless open)
+gwlab_breaker_transitions_total{provider,from_state,to_state}  counter
+gwlab_limiter_tokens                                gauge      tokens in the bucket
+gwlab_provider_weight{provider}                     gauge      balancer weight
+==================================================  =========  ================================
+
+``gwlab_requests_total`` counts every answer to a chat completion request, bad requests
+included (400, 413, 415 ... with ``provider="none"``, since a bad request never reaches the
+router), and every other 4xx or 5xx the gateway sends (unknown path, wrong method, admin
+errors). Successful answers of ``/healthz``, ``/v1/models`` and ``/admin/*`` are not chat
+traffic and are not counted. A request the gateway cuts off while stopping is counted as
+``code="499"`` under the provider it was waiting for, and not as a provider outcome. Bad
+requests are not observed in the duration histogram: latency is about admitted requests.
+
+Everything that depends on time (tokens, breaker state and cooldown) is read from the router
+at scrape time, at the gateway clock's ``now``, after :meth:`Router.settle` has announced
+the cooldowns that ended; so an idle gateway still shows HALF_OPEN once a cooldown has passed,
+and the transitions counter agrees with the state shown. Weights and the in-flight count are
+read from the router too, so they can never go stale. Collect on the gateway's event loop
+thread (the metrics server does), since the router is not thread-safe.
+
+The request path only increments cached label children: no label lookup per request.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from gwlab.breaker import State, Transition
+from gwlab.errors import NO_PROVIDER
+from gwlab.providers import Outcome
+from gwlab.router import Route, Router
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
+"""Latency histogram bounds in seconds, bracketing the seed providers' 0.1, 0.5 and 2 s."""
+STATES = tuple(s.value for s in State)
+CUT_OFF = 499
+"""Status counted for a request cut off by the gateway's shutdown (the nginx convention)."""
+_PRECREATED_CODES = (200, 502, 504)
+_PRECREATED_REFUSALS = (400, 429)
+_DIAGRAM = (
+    (State.HEALTHY, State.FAILING), (State.FAILING, State.HEALTHY), (State.FAILING, State.OPEN),
+    (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.HEALTHY), (State.HALF_OPEN, State.OPEN),
+)
+"""The seed's state diagram; its edges exist as series from the start."""
+
+
+class Metrics:
+    """The metrics of the gateway around ``router``; time-dependent values use ``clock``.
+    Registers itself as a listener of the router's breakers to count their transitions."""
+
+    def __init__(self, router: Router, clock: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        self.router = router
+        self.clock = clock
+        self.fallbacks: collections.Counter[str] = collections.Counter()
+        """Fallback calls per provider."""
+        self.transitions: collections.Counter[tuple[str, str, str]] = collections.Counter(
+            {(u.name, a.value, b.value): 0 for u in router.upstreams for a, b in _DIAGRAM}
+        )
+        """Breaker transitions per (provider, from_state, to_state)."""
+        names = [u.name for u in router.upstreams]
+        for name in names:
+            self.fallbacks[name] = 0
+        router.listeners.append(self.transition)
+
+        r = self.registry
+        self._requests = Counter("gwlab_requests", "Answers sent, by status code and provider.",
+                                 ["code", "provider"], registry=r)
+        self._duration = Histogram("gwlab_request_duration_seconds",
+                                   "Time from a request's arrival to its answer (admitted and 429).",
+                                   ["provider"], buckets=BUCKETS, registry=r)
+        self._rate_limited = Counter("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
+                                     registry=r)
+        self._outcomes = Counter("gwlab_provider_requests", "Provider calls that ended, by outcome.",
+                                 ["provider", "outcome"], registry=r)
+        self._provider_duration = Histogram("gwlab_provider_request_duration_seconds",
+                                            "Duration of provider calls that ended.", ["provider"],
+                                            buckets=BUCKETS, registry=r)
+        r.register(_Live(self))
+
+        self._answers: dict[tuple[int, str], Counter] = {}
+        for name in names:
+            for code in _PRECREATED_CODES:
+                self._answer(code, name)
+        for code in _PRECREATED_REFUSALS:
+            self._answer(code, NO_PROVIDER)
+        self._durations = {name: self._duration.labels(name) for name in (*names, NO_PROVIDER)}
+        self._provider_durations = {name: self._provider_duration.labels(name) for name in names}
+        self._outcome_children = {
+            (name, outcome): self._outcomes.labels(name, outcome.value) for name in names for outcome in Outcome
+        }
+        self._rejected = self._answer(429, NO_PROVIDER)
+        self._none_duration = self._durations[NO_PROVIDER]
+
+    def _answer(self, code: int, provider: str) -> Counter:
+        child = self._answers.get((code, provider))
+        if child is None:
+            child = self._answers[code, provider] = self._requests.labels(str(code), provider)
+        return child
+
+    # -- the request path -----------------------------------------------------------
+
+    def rejected(self, seconds: float) -> None:
+        """A request was answered 429 after ``seconds``."""
+        self._rejected.inc()
+        self._rate_limited.inc()
+        self._none_duration.observe(seconds)
+
+    def refused(self, status: int) -> None:
+        """A request was answered ``status`` (4xx/5xx) without reaching the router."""
+        self._answer(status, NO_PROVIDER).inc()
+
+    def routed(self, route: Route) -> None:
+        """The router admitted a request and chose its provider."""
+        if route.fallback:
+            self.fallbacks[route.provider] += 1
+
+    def completed(self, route: Route, seconds: float, call_seconds: float) -> None:
+        """The provider call of ``route`` ended after ``call_seconds``; the answer went out
+        ``seconds`` after the request arrived."""
+        name = route.provider
+        self._answer(route.status, name).inc()
+        self._durations[name].observe(seconds)
+        self._outcome_children[name, route.call.outcome].inc()
+        self._provider_durations[name].observe(call_seconds)
+
+    def cut_off(self, route: Route) -> None:
+        """The request of ``route`` was cut off before its call ended."""
+        self._answer(CUT_OFF, route.provider).inc()
+
+    def transition(self, event: Transition) -> None:
+        """Breaker listener: count a state change."""
+        self.transitions[event.provider, event.source.value, event.target.value] += 1
+
+
+class _Live:
+    """Collector of the values read from the router at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        router = m.router
+        now = m.clock()
+        router.settle(now)
+        tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.")
+        tokens.add_metric([], router.bucket.tokens(now))
+        in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.")
+        in_flight.add_metric([], sum(u.in_flight for u in router.upstreams))
+        state = GaugeMetricFamily("gwlab_breaker_state", "Breaker state: 1 for the current one, 0 for the others.",
+                                  labels=["provider", "state"])
+        cooldown = GaugeMetricFamily("gwlab_breaker_cooldown_seconds", "Cooldown left before the breaker half-opens.",
+                                     labels=["provider"])
+        weight = GaugeMetricFamily("gwlab_provider_weight", "Provider weight in the load balancer.",
+                                   labels=["provider"])
+        fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
+                                       "soonest, because no provider was available.", labels=["provider"])
+        for u in router.upstreams:
+            current = u.breaker.state(now).value
+            for value in STATES:
+                state.add_metric([u.name, value], 1.0 if value == current else 0.0)
+            cooldown.add_metric([u.name], u.breaker.cooldown_left(now))
+            weight.add_metric([u.name], u.weight)
+            fallback.add_metric([u.name], m.fallbacks[u.name])
+        transitions = CounterMetricFamily("gwlab_breaker_transitions", "Breaker state changes.",
+                                          labels=["provider", "from_state", "to_state"])
+        for labels, count in m.transitions.items():
+            transitions.add_metric(list(labels), count)
+        yield from (tokens, in_flight, state, cooldown, weight, fallback, transitions)

@@ -1,0 +1,136 @@
+"""The admin routes: read and patch the running scenario, reset the policies, and who may."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from gwlab import config
+from gwlab.config import ConfigError
+from gwlab.server import Gateway
+
+CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@contextlib.asynccontextmanager
+async def serving(scenario: config.Scenario, host: str = "127.0.0.1",
+                  **kwargs: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
+    gw = Gateway(scenario, **kwargs)
+    await gw.start(host=host, port=0, metrics_port=0)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{gw.port}") as http:
+            yield gw, http
+    finally:
+        await gw.stop()
+
+
+async def call(http: aiohttp.ClientSession, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    async with http.request(method, path, **kwargs) as r:
+        assert r.content_type == "application/json"
+        return r.status, await r.json()
+
+
+def test_get_and_patch_config():
+    async def main():
+        scenario = config.Scenario()
+        async with serving(scenario) as (gw, http):
+            assert await call(http, "GET", "/admin/config") == (200, scenario.to_dict())
+            patch = {"limiter": {"rate": 5, "burst": 10}, "providers": {"p3": {"weight": 0}}}
+            status, body = await call(http, "PATCH", "/admin/config", json=patch)
+            expected = config.merge(scenario, patch)
+            assert (status, body) == (200, expected.to_dict())
+            assert gw.scenario == expected
+            assert (gw.router.bucket.rate, gw.router.bucket.burst) == (5.0, 10.0)
+            assert await call(http, "GET", "/admin/config") == (200, expected.to_dict())
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("patch", [
+    {"limiter": {"rate": -1}},
+    {"breaker": {"failure_treshold": 2}},
+    {"providers": {"p4": {"weight": 1}}},
+    {"providers": {"p1": {"weight": 0}, "p2": {"weight": 0}, "p3": {"weight": 0}}},
+    [1, 2],
+], ids=["negative rate", "typo", "new provider", "weights all zero", "not a table"])
+def test_bad_patch_is_400_with_the_config_error(patch):
+    scenario = config.Scenario()
+    with pytest.raises(ConfigError) as expected:
+        config.merge(scenario, patch, "PATCH /admin/config")
+
+    async def main():
+        async with serving(scenario) as (gw, http):
+            status, body = await call(http, "PATCH", "/admin/config", json=patch)
+            assert gw.scenario is scenario
+        return status, body
+
+    status, body = asyncio.run(main())
+    assert status == 400
+    assert body["error"] == {"message": str(expected.value), "type": "invalid_request_error",
+                             "param": None, "code": "invalid_config"}
+
+
+def test_patch_that_is_not_json_is_400():
+    async def main():
+        async with serving(config.Scenario()) as (gw, http):
+            return await call(http, "PATCH", "/admin/config", data=b"rate=5",
+                              headers={"Content-Type": "application/json"})
+
+    status, body = asyncio.run(main())
+    assert (status, body["error"]["code"]) == (400, "invalid_json")
+
+
+def test_reset_refills_the_bucket_and_heals_the_breakers():
+    t = [0.0]
+    scenario = config.from_dict({"providers": {"p1": {"latency": 0.0, "error_rate": 1.0}},
+                                 "breaker": {"failure_threshold": 1}})
+
+    async def main():
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            async with http.post("/v1/chat/completions", json=CHAT) as r:
+                assert r.status == 502
+            before = gw.snapshot()
+            status, after = await call(http, "POST", "/admin/reset")
+        return before, status, after
+
+    before, status, after = asyncio.run(main())
+    assert (before["tokens"], before["providers"]["p1"]["state"]) == (config.BURST - 1, "open")
+    assert status == 200
+    assert (after["tokens"], after["providers"]["p1"]["state"], after["providers"]["p1"]["trips"]) == \
+        (config.BURST, "healthy", 0)
+
+
+@pytest.mark.parametrize("authorization,status", [
+    (None, 401), ("Bearer wrong", 401), ("s3cret", 401), ("Bearer s3cret", 200),
+], ids=["none", "wrong token", "no scheme", "right token"])
+def test_admin_token_is_required_when_given(authorization, status):
+    async def main():
+        async with serving(config.Scenario(), admin_token="s3cret") as (gw, http):
+            headers = {"Authorization": authorization} if authorization else {}
+            results = []
+            for method, path in (("GET", "/admin/config"), ("POST", "/admin/reset"), ("PATCH", "/admin/config")):
+                results.append(await call(http, method, path, headers=headers, json={}))
+            return results
+
+    for got, body in asyncio.run(main()):
+        assert got == status
+        if status == 401:
+            assert body["error"]["type"] == "authentication_error"
+            assert "Authorization: Bearer" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("token,status", [(None, 404), ("s3cret", 200)], ids=["no token", "token"])
+def test_admin_routes_on_a_non_loopback_bind_need_a_token(token, status):
+    async def main():
+        async with serving(config.Scenario(), host="0.0.0.0", admin_token=token) as (gw, http):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            return await call(http, "GET", "/admin/config", headers=headers)
+
+    got, body = asyncio.run(main())
+    assert got == status
+    if status == 404:
+        assert body["error"]["code"] == "unknown_url"

@@ -1,0 +1,221 @@
+"""The Prometheus metrics: scraped over HTTP, parsed with prometheus_client's own parser and
+checked against what the test sent; the exposition passes ``promtool check metrics``; values
+that depend on time are computed at scrape time (a fake clock moves them, no traffic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import subprocess
+from typing import Any, AsyncIterator
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from gwlab import config
+from gwlab.server import Gateway
+from tests.conftest import require_tool
+
+CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello"}]}
+STATES = ("healthy", "failing", "open", "half_open")
+
+
+@contextlib.asynccontextmanager
+async def serving(scenario: config.Scenario, **kwargs: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
+    gw = Gateway(scenario, **kwargs)
+    await gw.start(port=0, metrics_port=0)
+    try:
+        async with aiohttp.ClientSession(gw.url) as http:
+            yield gw, http
+    finally:
+        await gw.stop()
+
+
+async def scrape(gw: Gateway) -> tuple[str, dict[tuple[str, frozenset], float]]:
+    """The exposition text and its samples keyed by (name, labels)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(gw.metrics_url) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"].startswith("text/plain; version=")
+            text = await r.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[s.name, frozenset(s.labels.items())] = s.value
+    return text, samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[name, frozenset(labels.items())]
+
+
+def seed_with_no_latency(**limiter: float) -> config.Scenario:
+    """The seed's three providers (weights and error rates) with zero latency."""
+    providers = {name: {"weight": weight, "latency": 0.0, "error_rate": errors}
+                 for name, weight, _, errors in config.SEED_PROVIDERS}
+    return config.from_dict({"providers": providers, "limiter": limiter})
+
+
+def test_counters_equal_what_was_sent_and_promtool_accepts_the_exposition():
+    t = [0.0]
+
+    async def main():
+        # 25 chat requests at one instant with a bucket of 20: 20 admitted, 5 rate limited.
+        async with serving(seed_with_no_latency(burst=20), clock=lambda: t[0]) as (gw, http):
+            sent: collections.Counter[tuple[int, str]] = collections.Counter()
+            for _ in range(25):
+                async with http.post("/v1/chat/completions", json=CHAT) as r:
+                    sent[r.status, r.headers["x-gwlab-provider"]] += 1
+            for path in ("/v1/chat/completions", "/nowhere"):
+                async with http.post(path, json=[]) as r:
+                    sent[r.status, r.headers["x-gwlab-provider"]] += 1
+            text, samples = await scrape(gw)
+        return sent, text, samples
+
+    sent, text, samples = asyncio.run(main())
+    assert sum(n for (status, _), n in sent.items() if status in (200, 502, 504)) == 20
+    assert sent[429, "none"] == 5 and sent[400, "none"] == 1 and sent[404, "none"] == 1
+    counted = {(int(dict(labels)["code"]), dict(labels)["provider"]): v
+               for (name, labels), v in samples.items() if name == "gwlab_requests_total" and v}
+    assert counted == dict(sent)
+    assert value(samples, "gwlab_rate_limited_total") == 5
+    assert value(samples, "gwlab_request_duration_seconds_count", provider="none") == 5
+    for name, *_ in config.SEED_PROVIDERS:
+        answered = sum(n for (status, provider), n in sent.items() if provider == name)
+        outcomes = {o: value(samples, "gwlab_provider_requests_total", provider=name, outcome=o)
+                    for o in ("success", "error", "timeout")}
+        assert outcomes == {"success": sent[200, name], "error": sent[502, name], "timeout": 0}
+        assert value(samples, "gwlab_request_duration_seconds_count", provider=name) == answered
+        assert value(samples, "gwlab_provider_request_duration_seconds_count", provider=name) == answered
+        assert value(samples, "gwlab_provider_request_duration_seconds_bucket", provider=name, le="+Inf") == answered
+        assert value(samples, "gwlab_provider_weight", provider=name) == gw_weight(name)
+    assert value(samples, "gwlab_limiter_tokens") == 0
+    assert value(samples, "gwlab_in_flight_requests") == 0
+
+    promtool = require_tool("promtool")
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def gw_weight(name: str) -> float:
+    return next(w for n, w, *_ in config.SEED_PROVIDERS if n == name)
+
+
+def test_every_known_series_exists_from_the_start():
+    async def main():
+        async with serving(seed_with_no_latency()) as (gw, http):
+            return (await scrape(gw))[1]
+
+    samples = asyncio.run(main())
+    for name, *_ in config.SEED_PROVIDERS:
+        for code in ("200", "502", "504"):
+            assert value(samples, "gwlab_requests_total", code=code, provider=name) == 0
+        for state in STATES:
+            assert value(samples, "gwlab_breaker_state", provider=name, state=state) == (state == "healthy")
+        assert value(samples, "gwlab_breaker_cooldown_seconds", provider=name) == 0
+        assert value(samples, "gwlab_fallback_total", provider=name) == 0
+        assert value(samples, "gwlab_breaker_transitions_total", provider=name,
+                     from_state="open", to_state="half_open") == 0
+    assert value(samples, "gwlab_requests_total", code="429", provider="none") == 0
+    assert value(samples, "gwlab_limiter_tokens") == config.BURST
+
+
+def test_idle_breaker_half_opens_by_time_alone():
+    t = [0.0]
+    scenario = config.from_dict({"providers": {"p1": {"latency": 0.0, "error_rate": 1.0}},
+                                 "breaker": {"failure_threshold": 1}})
+
+    async def main():
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            async with http.post("/v1/chat/completions", json=CHAT) as r:
+                assert r.status == 502
+            before = (await scrape(gw))[1]
+            t[0] = 1.5  # past the 1 s cooldown, with no traffic in between
+            after = (await scrape(gw))[1]
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert {s: value(before, "gwlab_breaker_state", provider="p1", state=s) for s in STATES} == \
+        {"healthy": 0, "failing": 0, "open": 1, "half_open": 0}
+    assert value(before, "gwlab_breaker_cooldown_seconds", provider="p1") == 1.0
+    assert value(before, "gwlab_breaker_transitions_total", provider="p1", from_state="healthy", to_state="open") == 1
+    assert value(before, "gwlab_breaker_transitions_total", provider="p1",
+                 from_state="open", to_state="half_open") == 0
+    assert {s: value(after, "gwlab_breaker_state", provider="p1", state=s) for s in STATES} == \
+        {"healthy": 0, "failing": 0, "open": 0, "half_open": 1}
+    assert value(after, "gwlab_breaker_cooldown_seconds", provider="p1") == 0.0
+    assert value(after, "gwlab_breaker_transitions_total", provider="p1",
+                 from_state="open", to_state="half_open") == 1
+
+
+def test_tokens_and_weights_are_read_at_scrape_time():
+    t = [0.0]
+
+    async def main():
+        async with serving(seed_with_no_latency(rate=1000, burst=10), clock=lambda: t[0]) as (gw, http):
+            for _ in range(3):
+                async with http.post("/v1/chat/completions", json=CHAT) as r:
+                    assert r.status in (200, 502)
+            first = (await scrape(gw))[1]
+            t[0] = 0.002  # two tokens refill at 1000/s
+            gw.configure({"providers": {"p2": {"weight": 0}}})
+            second = (await scrape(gw))[1]
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert value(first, "gwlab_limiter_tokens") == 7
+    assert value(second, "gwlab_limiter_tokens") == 9
+    assert value(first, "gwlab_provider_weight", provider="p2") == 20
+    assert value(second, "gwlab_provider_weight", provider="p2") == 0
+
+
+def test_in_flight_gauge_follows_requests():
+    async def main():
+        scenario = config.from_dict({"providers": {"p1": {"latency": 0.3}}})
+        async with serving(scenario) as (gw, http):
+            call = asyncio.create_task(http.post("/v1/chat/completions", json=CHAT))
+            for _ in range(200):
+                if gw.snapshot()["in_flight"]:
+                    break
+                await asyncio.sleep(0.01)
+            during = value((await scrape(gw))[1], "gwlab_in_flight_requests")
+            response = await call
+            assert response.status == 200
+            response.release()
+            after = value((await scrape(gw))[1], "gwlab_in_flight_requests")
+        return during, after
+
+    assert asyncio.run(main()) == (1, 0)
+
+
+def test_two_gateways_in_one_process_keep_separate_registries():
+    async def main():
+        scenario = seed_with_no_latency()
+        async with serving(scenario) as (a, http_a), serving(scenario) as (b, _):
+            assert a.metrics.registry is not b.metrics.registry
+            for _ in range(2):
+                async with http_a.post("/v1/chat/completions", json=CHAT) as r:
+                    assert r.status in (200, 502)
+            samples_a, samples_b = (await scrape(a))[1], (await scrape(b))[1]
+        return samples_a, samples_b
+
+    samples_a, samples_b = asyncio.run(main())
+
+    def answered(samples):
+        return sum(v for (name, labels), v in samples.items() if name == "gwlab_requests_total")
+
+    assert (answered(samples_a), answered(samples_b)) == (2, 0)
+
+
+def test_index_page_links_to_metrics():
+    async def main():
+        async with serving(seed_with_no_latency()) as (gw, _):
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{gw.metrics_port}/") as r:
+                    return r.status, r.content_type, await r.text()
+
+    status, content_type, text = asyncio.run(main())
+    assert (status, content_type) == (200, "text/html")
+    assert '<a href="/metrics">' in text

@@ -1,0 +1,476 @@
+"""The aiohttp gateway: statuses, headers and bodies of every answer, bad input, shutdown,
+thread-safe controls and port conflicts. Every server listens on an ephemeral port.
+
+Providers with ``latency`` 0 and ``error_rate`` 0 or 1 make each outcome certain; a fake
+clock (``clock=lambda: t[0]``) makes the bucket's token count exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import threading
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from gwlab import config
+from gwlab.config import ConfigError
+from gwlab.server import Gateway, PortInUse
+
+CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
+JSON = {"Content-Type": "application/json"}
+
+
+def single(gateway: dict[str, Any] | None = None, limiter: dict[str, Any] | None = None,
+           breaker: dict[str, Any] | None = None, **p1: Any) -> config.Scenario:
+    """A scenario with one provider ``p1`` (latency 0 unless given)."""
+    data: dict[str, Any] = {"providers": {"p1": {"latency": 0.0, **p1}}}
+    for name, section in (("gateway", gateway), ("limiter", limiter), ("breaker", breaker)):
+        if section is not None:
+            data[name] = section
+    return config.from_dict(data)
+
+
+@contextlib.asynccontextmanager
+async def serving(scenario: config.Scenario, **kwargs: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
+    gw = Gateway(scenario, **kwargs)
+    await gw.start(port=0, metrics_port=0)
+    try:
+        async with aiohttp.ClientSession(gw.url) as http:
+            yield gw, http
+    finally:
+        await gw.stop()
+
+
+async def post(http: aiohttp.ClientSession, body: Any = CHAT, path: str = "/v1/chat/completions",
+               **kwargs: Any) -> tuple[int, Any, Any]:
+    async with http.post(path, json=body, **kwargs) as r:
+        return r.status, r.headers, await r.json()
+
+
+def test_success_is_a_chat_completion():
+    async def main():
+        async with serving(single()) as (gw, http):
+            for path in ("/v1/chat/completions", "/chat/completions"):
+                status, headers, body = await post(http, {**CHAT, "model": "my-model"}, path)
+                assert status == 200
+                assert headers["x-gwlab-provider"] == "p1"
+                assert headers["x-gwlab-route"] == "weighted"
+                assert body["object"] == "chat.completion"
+                assert body["id"].startswith("chatcmpl-")
+                assert body["model"] == "my-model"
+                assert isinstance(body["created"], int)
+                choice = body["choices"][0]
+                assert choice["index"] == 0 and choice["finish_reason"] == "stop"
+                assert choice["message"]["role"] == "assistant"
+                assert "p1" in choice["message"]["content"]
+                usage = body["usage"]
+                # "hello there" is 11 characters: ceil(11 / 4) = 3 prompt tokens.
+                assert usage["prompt_tokens"] == 3
+                assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+            ids = set()
+            for _ in range(3):
+                ids.add((await post(http))[2]["id"])
+            assert len(ids) == 3
+
+    asyncio.run(main())
+
+
+def test_rate_limited_request_gets_429_with_retry_after():
+    t = [0.0]
+
+    async def main():
+        # burst 1, 0.5 tokens/s: the second request at the same instant waits 2 s for a token.
+        async with serving(single(limiter={"rate": 0.5, "burst": 1}), clock=lambda: t[0]) as (gw, http):
+            assert (await post(http))[0] == 200
+            status, headers, body = await post(http)
+            assert status == 429
+            assert headers["Retry-After"] == "2"
+            assert headers["retry-after-ms"] == "2000"
+            assert headers["x-gwlab-provider"] == "none"
+            assert "x-gwlab-route" not in headers
+            assert body["error"]["type"] == "rate_limit_error"
+            assert body["error"]["code"] == "rate_limit_exceeded"
+            assert "rate limit exceeded" in body["error"]["message"]
+            t[0] = 1.5  # 0.75 tokens: 0.25 short, i.e. 0.5 s; Retry-After rounds up to 1
+            status, headers, _ = await post(http)
+            assert (status, headers["Retry-After"], headers["retry-after-ms"]) == (429, "1", "500")
+            t[0] = 2.0
+            assert (await post(http))[0] == 200
+
+    asyncio.run(main())
+
+
+def test_provider_error_is_502():
+    async def main():
+        async with serving(single(error_rate=1.0)) as (gw, http):
+            status, headers, body = await post(http)
+            assert status == 502
+            assert (headers["x-gwlab-provider"], headers["x-gwlab-route"]) == ("p1", "weighted")
+            assert body["error"] == {"message": "provider p1 failed", "type": "api_error",
+                                     "param": None, "code": "provider_error"}
+
+    asyncio.run(main())
+
+
+def test_provider_timeout_is_504():
+    async def main():
+        async with serving(single(gateway={"timeout": 0.01}, outage="hang")) as (gw, http):
+            status, headers, body = await post(http)
+            assert status == 504
+            assert (headers["x-gwlab-provider"], headers["x-gwlab-route"]) == ("p1", "weighted")
+            assert body["error"]["code"] == "provider_timeout"
+            assert body["error"]["type"] == "api_error"
+            assert body["error"]["message"] == "provider p1 did not answer within 0.01 s"
+
+    asyncio.run(main())
+
+
+def test_fallback_route_is_named_in_the_header():
+    t = [0.0]
+
+    async def main():
+        scenario = single(error_rate=1.0, breaker={"failure_threshold": 1})
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            assert (await post(http))[1]["x-gwlab-route"] == "weighted"  # opens p1's breaker
+            status, headers, _ = await post(http)  # nothing eligible: p1 is called as a probe
+            assert (status, headers["x-gwlab-provider"], headers["x-gwlab-route"]) == (502, "p1", "fallback")
+            snap = gw.snapshot()["providers"]["p1"]
+            assert (snap["fallbacks"], snap["trips"], snap["state"], snap["cooldown_left"]) == (1, 2, "open", 2.0)
+
+    asyncio.run(main())
+
+
+def test_models_and_healthz():
+    async def main():
+        async with serving(single()) as (gw, http):
+            async with http.get("/v1/models") as r:
+                body = await r.json()
+                assert (r.status, r.headers["x-gwlab-provider"]) == (200, "none")
+            assert body["object"] == "list"
+            assert [m["id"] for m in body["data"]] == [config.MODEL]
+            async with http.get("/healthz") as r:
+                assert (r.status, await r.json()) == (200, {"status": "ok"})
+
+    asyncio.run(main())
+
+
+def raw(data: bytes, content_type: str | None = "application/json") -> dict[str, Any]:
+    if content_type is None:
+        return {"data": data, "skip_auto_headers": ["Content-Type"]}
+    return {"data": data, "headers": {"Content-Type": content_type}}
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    out = {**CHAT, **changes}
+    return {"json": {k: v for k, v in out.items() if v is not DROP}}
+
+
+DROP = object()
+BIG = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * config.MAX_BODY + b'"}]}'
+VALID = json.dumps(CHAT)
+
+BAD_INPUTS = [
+    # id, method, path, request kwargs, status, code, text in the message
+    ("malformed", "POST", "/v1/chat/completions", raw(b'{"model": '), 400, "invalid_json", "not valid JSON"),
+    ("empty", "POST", "/v1/chat/completions", raw(b""), 400, "invalid_json", "not valid JSON"),
+    ("nan", "POST", "/v1/chat/completions", raw(VALID[:-1].encode() + b', "temperature": NaN}'),
+     400, "invalid_json", "NaN is not allowed in JSON"),
+    ("infinity", "POST", "/v1/chat/completions", raw(VALID[:-1].encode() + b', "top_p": Infinity}'),
+     400, "invalid_json", "Infinity is not allowed in JSON"),
+    ("-infinity", "POST", "/v1/chat/completions", raw(VALID[:-1].encode() + b', "top_p": -Infinity}'),
+     400, "invalid_json", "-Infinity is not allowed in JSON"),
+    ("not utf-8", "POST", "/v1/chat/completions", raw(b'{"model": "\xff"}'), 400, "invalid_json", "not valid JSON"),
+    ("too deep", "POST", "/v1/chat/completions", raw(b"[" * 100_000 + b"]" * 100_000), 400, "invalid_json",
+     "nested too deeply"),
+    ("array body", "POST", "/v1/chat/completions", {"json": [CHAT]}, 400, "invalid_request_body",
+     "must be a JSON object, got an array"),
+    ("string body", "POST", "/v1/chat/completions", {"json": "hi"}, 400, "invalid_request_body",
+     "must be a JSON object, got a string"),
+    ("no model", "POST", "/v1/chat/completions", body(model=DROP), 400, "missing_required_parameter",
+     "'model' is required"),
+    ("model number", "POST", "/v1/chat/completions", body(model=42), 400, "invalid_type",
+     "'model' must be a non-empty string, got a number"),
+    ("model empty", "POST", "/v1/chat/completions", body(model=""), 400, "invalid_type", "got an empty string"),
+    ("no messages", "POST", "/v1/chat/completions", body(messages=DROP), 400, "missing_required_parameter",
+     "'messages' is required"),
+    ("messages object", "POST", "/v1/chat/completions", body(messages={"role": "user"}), 400, "invalid_type",
+     "'messages' must be a non-empty array of message objects, got an object"),
+    ("messages empty", "POST", "/v1/chat/completions", body(messages=[]), 400, "invalid_type", "got an empty array"),
+    ("message string", "POST", "/v1/chat/completions", body(messages=["hi"]), 400, "invalid_type",
+     "'messages[0]' must be an object, got a string"),
+    ("no role", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "a"}, {"content": "b"}]),
+     400, "invalid_type", "'messages[1].role' must be a string, got null"),
+    ("content number", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": 5}]), 400,
+     "invalid_type", "'messages[0].content' must be a string, an array or null, got a number"),
+    ("stream", "POST", "/v1/chat/completions", body(stream=True), 400, "unsupported_parameter",
+     "streaming is not supported yet"),
+    ("stream string", "POST", "/v1/chat/completions", body(stream="yes"), 400, "invalid_type",
+     "'stream' must be true or false, got a string"),
+    ("text/plain", "POST", "/v1/chat/completions", raw(VALID.encode(), "text/plain"), 415,
+     "unsupported_media_type", "Content-Type must be application/json; got 'text/plain'"),
+    ("no content type", "POST", "/chat/completions", raw(VALID.encode(), None), 415, "unsupported_media_type",
+     "got no Content-Type"),
+    ("too large", "POST", "/v1/chat/completions", raw(BIG), 413, "request_too_large",
+     f"request body is larger than {config.MAX_BODY} bytes"),
+    ("unknown path", "POST", "/v1/completions", body(), 404, "unknown_url", "unknown path '/v1/completions'"),
+    ("wrong method", "GET", "/v1/chat/completions", {}, 405, "method_not_allowed",
+     "method GET is not allowed on '/v1/chat/completions'; allowed: POST"),
+    ("put", "PUT", "/chat/completions", body(), 405, "method_not_allowed", "method PUT is not allowed"),
+]
+
+
+@pytest.mark.parametrize("method,path,kwargs,status,code,text", [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_gets_an_openai_error_and_costs_no_token(method, path, kwargs, status, code, text):
+    t = [0.0]
+
+    async def main():
+        async with serving(single(), clock=lambda: t[0]) as (gw, http):
+            async with http.request(method, path, **kwargs) as r:
+                assert r.status == status
+                assert r.headers["x-gwlab-provider"] == "none"
+                assert r.content_type == "application/json"
+                error = (await r.json())["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert error["type"] == "invalid_request_error"
+            assert error["code"] == code
+            assert text in error["message"]
+            assert gw.snapshot()["tokens"] == config.BURST
+            assert gw.metrics.registry.get_sample_value(
+                "gwlab_requests_total", {"code": str(status), "provider": "none"}) == 1
+            # The server keeps serving; the next good request takes the first token.
+            assert (await post(http))[0] == 200
+            assert gw.snapshot()["tokens"] == config.BURST - 1
+
+    asyncio.run(main())
+
+
+def test_an_unexpected_exception_is_a_500_with_an_openai_body(caplog):
+    async def main():
+        async with serving(single()) as (gw, http):
+            def broken(now: float):
+                raise RuntimeError("boom")
+
+            healthy = gw.router.handle
+            gw.router.handle = broken
+            with caplog.at_level(logging.ERROR, logger="gwlab.server"):
+                status, headers, body = await post(http)
+            assert status == 500
+            assert headers["x-gwlab-provider"] == "none"
+            assert body["error"]["type"] == "server_error"
+            assert body["error"]["code"] == "internal_error"
+            assert "boom" not in json.dumps(body)
+            assert "boom" in caplog.text and "Traceback" in caplog.text
+            gw.router.handle = healthy
+            assert (await post(http))[0] == 200
+
+    asyncio.run(main())
+
+
+def test_breaker_transitions_are_logged(caplog):
+    t = [0.0]
+
+    async def main():
+        scenario = single(error_rate=1.0, breaker={"failure_threshold": 2})
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            with caplog.at_level(logging.DEBUG, logger="gwlab.server"):
+                await post(http)
+                await post(http)
+                t[0] = 1.0
+                gw.snapshot()
+        records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "gwlab.server"
+                   and r.getMessage().startswith("breaker")]
+        assert records == [
+            (logging.DEBUG, "breaker p1: healthy -> failing"),
+            (logging.INFO, "breaker p1: failing -> open (cooldown 1 s)"),
+            (logging.INFO, "breaker p1: open -> half_open"),
+        ]
+
+    asyncio.run(main())
+
+
+async def wait_for_in_flight(gw: Gateway, n: int) -> None:
+    """Until ``n`` requests are in flight (they arrive over real sockets)."""
+    for _ in range(500):
+        if gw.snapshot()["in_flight"] == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never saw {n} requests in flight: {gw.snapshot()}")
+
+
+def in_flight_gauge(gw: Gateway) -> float | None:
+    return gw.metrics.registry.get_sample_value("gwlab_in_flight_requests")
+
+
+def test_stop_cuts_off_requests_that_outlast_the_grace():
+    async def main():
+        gw = Gateway(single(latency=5.0))
+        await gw.start(port=0, metrics_port=0)
+        async with aiohttp.ClientSession(gw.url) as http:
+            calls = [asyncio.create_task(post(http)) for _ in range(3)]
+            await wait_for_in_flight(gw, 3)
+            assert in_flight_gauge(gw) == 3
+            await gw.stop(grace=0.05)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, aiohttp.ClientError) for r in results), results
+        assert in_flight_gauge(gw) == 0
+        sample = gw.metrics.registry.get_sample_value
+        assert sample("gwlab_requests_total", {"code": "499", "provider": "p1"}) == 3
+        assert sample("gwlab_requests_total", {"code": "200", "provider": "p1"}) == 0
+        for outcome in ("success", "error", "timeout"):
+            assert sample("gwlab_provider_requests_total", {"provider": "p1", "outcome": outcome}) == 0
+        assert gw.snapshot()["providers"]["p1"]["state"] == "healthy"
+        await gw.stop()  # a second stop does nothing
+
+    asyncio.run(main())
+
+
+def test_stop_lets_requests_within_the_grace_finish():
+    async def main():
+        gw = Gateway(single(latency=0.2))
+        await gw.start(port=0, metrics_port=0)
+        async with aiohttp.ClientSession(gw.url) as http:
+            calls = [asyncio.create_task(post(http)) for _ in range(2)]
+            await wait_for_in_flight(gw, 2)
+            await gw.stop(grace=5.0)
+            results = await asyncio.gather(*calls)
+            assert [status for status, _, _ in results] == [200, 200]
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await post(http)  # no longer listening
+        assert in_flight_gauge(gw) == 0
+
+    asyncio.run(main())
+
+
+def test_requests_arriving_while_stopping_get_503():
+    async def main():
+        gw = Gateway(single(latency=0.3))
+        await gw.start(port=0, metrics_port=0)
+        async with aiohttp.ClientSession(gw.url) as slow, aiohttp.ClientSession(gw.url) as late:
+            async with late.get("/healthz") as r:  # opens a keep-alive connection
+                assert r.status == 200
+            call = asyncio.create_task(post(slow))
+            await wait_for_in_flight(gw, 1)
+            stopping = asyncio.create_task(gw.stop(grace=5.0))
+            await asyncio.sleep(0)  # one loop turn: stop() runs until it waits for the slow request
+            status, headers, body = await post(late)
+            assert (status, headers["x-gwlab-provider"], body["error"]["code"]) == (503, "none", "shutting_down")
+            assert (await call)[0] == 200
+            await stopping
+        assert gw.metrics.registry.get_sample_value("gwlab_requests_total", {"code": "503", "provider": "none"}) == 1
+
+    asyncio.run(main())
+
+
+def test_start_twice_is_a_no_op_and_a_stopped_gateway_starts_again():
+    async def main():
+        gw = Gateway(single())
+        await gw.start(port=0, metrics_port=0)
+        first = (gw.url, gw.metrics_url)
+        await gw.start(port=0, metrics_port=0)
+        assert (gw.url, gw.metrics_url) == first
+        assert gw.url == f"http://127.0.0.1:{gw.port}"
+        assert gw.metrics_url == f"http://127.0.0.1:{gw.metrics_port}/metrics"
+        await gw.stop()
+        await gw.start(port=0, metrics_port=0)
+        async with aiohttp.ClientSession(gw.url) as http:
+            assert (await post(http))[0] == 200
+        await gw.stop()
+
+    asyncio.run(main())
+
+
+def test_controls_from_another_thread_run_on_the_loop_thread():
+    started = threading.Event()
+    done: asyncio.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    gw = Gateway(single())
+    configured_on: list[int] = []
+    router_configure = gw.router.configure
+
+    def spy(scenario, now):
+        configured_on.append(threading.get_ident())
+        router_configure(scenario, now)
+
+    gw.router.configure = spy
+
+    async def serve():
+        nonlocal done, loop
+        done, loop = asyncio.Event(), asyncio.get_running_loop()
+        await gw.start(port=0, metrics_port=0)
+        started.set()
+        await done.wait()
+        await gw.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        assert started.wait(10)
+        scenario = gw.configure({"providers": {"p1": {"weight": 5}}, "limiter": {"rate": 50}})
+        assert scenario.provider("p1").weight == 5 and gw.scenario is scenario
+        assert configured_on == [thread.ident]
+        snap = gw.snapshot()
+        assert (snap["rate"], snap["providers"]["p1"]["weight"]) == (50.0, 5.0)
+        with pytest.raises(ConfigError, match=r"^Gateway.configure: limiter.rate = -1: expected a number > 0$"):
+            gw.configure({"limiter": {"rate": -1}})
+        assert gw.scenario is scenario
+        gw.reset()
+        assert gw.snapshot()["tokens"] == config.BURST
+    finally:
+        loop.call_soon_threadsafe(done.set)
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def can_bind(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_gateway_port_in_use():
+    async def main():
+        with listening_socket() as taken:
+            port = taken.getsockname()[1]
+            gw = Gateway(single())
+            with pytest.raises(PortInUse) as info:
+                await gw.start(port=port, metrics_port=0)
+        assert info.value.port == port
+        assert str(info.value) == f"port {port} is already in use on 127.0.0.1"
+
+    asyncio.run(main())
+
+
+def test_metrics_port_in_use_releases_the_gateway_port():
+    async def main():
+        with listening_socket() as taken:
+            port = taken.getsockname()[1]
+            gw = Gateway(single())
+            with pytest.raises(PortInUse) as info:
+                await gw.start(port=0, metrics_port=port)
+            assert info.value.port == port
+            assert str(info.value) == f"port {port} is already in use on 127.0.0.1"
+            assert gw.port != 0 and can_bind(gw.port)
+            # Not half started: a later start binds both servers.
+            await gw.start(port=0, metrics_port=0)
+            async with aiohttp.ClientSession(gw.url) as http:
+                assert (await post(http))[0] == 200
+            await gw.stop()
+
+    asyncio.run(main())
