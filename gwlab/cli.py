@@ -1,0 +1,265 @@
+"""The ``gwlab`` command: ``gwlab run`` and ``gwlab serve``.
+
+``run`` starts the gateway, its metrics server and the load generator's client processes,
+shows a live status once a second and, at the end (``--duration`` or Ctrl-C / SIGTERM), a
+summary, optionally written as JSON. ``serve`` runs the gateway and metrics server alone, for
+outside clients.
+
+A bad scenario file or flag exits with status 2 and one line on stderr naming the file or
+flag, the value and what is allowed, before any port is bound; so does a port in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from gwlab import __version__, config
+from gwlab.config import ConfigError, Scenario
+from gwlab.live import LiveView, status_lines, summary_lines
+from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator
+from gwlab.server import Gateway
+from gwlab.stats import summary
+
+REFRESH = 1.0
+"""Seconds between two updates of the live status."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad command line or scenario: one line for stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage dump), raised, not exited."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that build a scenario (``--config``, ``--clients | --rate``, ``--seed``,
+    ``--json``): shared by every command that runs one; read them with
+    :func:`scenario_from_args`."""
+    parser.add_argument("--config", metavar="FILE", type=Path,
+                        help="scenario TOML file (default: the seed scenario; flags override it)")
+    load = parser.add_mutually_exclusive_group()
+    load.add_argument("--clients", metavar="N", type=int,
+                      help=f"closed loop: N clients, each waiting for its answer (default {config.CLIENTS})")
+    load.add_argument("--rate", metavar="RPS", type=float,
+                      help="open loop: Poisson arrivals at RPS requests per second in total")
+    parser.add_argument("--seed", metavar="N", type=int, default=config.SEED,
+                        help=f"random seed (default {config.SEED})")
+    parser.add_argument("--json", metavar="FILE", type=Path,
+                        help="write the final summary to FILE as JSON")
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=config.HOST,
+                        help=f"address to listen on (default {config.HOST})")
+    parser.add_argument("--port", metavar="PORT", type=int, default=config.PORT,
+                        help=f"gateway port, 0 for any free one (default {config.PORT})")
+    parser.add_argument("--metrics-port", metavar="PORT", type=int, default=config.METRICS_PORT,
+                        help=f"Prometheus metrics port, 0 for any free one (default {config.METRICS_PORT})")
+    parser.add_argument("--admin-token", metavar="TOKEN",
+                        help="serve /admin/* on any address, to requests with 'Authorization: Bearer "
+                             "TOKEN' (without it, /admin/* is served on a loopback address only)")
+    parser.add_argument("--log-level", default=config.LOG_LEVEL, type=str.upper, choices=LOG_LEVELS,
+                        help=f"log level on stderr (default {config.LOG_LEVEL}; INFO adds every "
+                             "breaker opening and recovery, DEBUG also healthy<->failing)")
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The scenario the flags describe: ``--config`` (or the defaults), then ``--clients N``
+    (closed loop of N clients) or ``--rate R`` (open loop at R per second) merged in and
+    validated like the file, so an error names the flag and its value. Also checks that the
+    ``--json`` file can be written. Raises :class:`ConfigError`."""
+    scenario = config.load(args.config) if args.config else Scenario()
+    if args.clients is not None:
+        scenario = config.merge(scenario, {"workload": {"mode": "closed", "clients": args.clients}}, "--clients")
+    if args.rate is not None:
+        scenario = config.merge(scenario, {"workload": {"mode": "open", "rate": args.rate}}, "--rate")
+    if args.json is not None and not args.json.parent.is_dir():
+        raise ConfigError(f"--json: {str(args.json)!r}: expected a file in an existing directory")
+    return scenario
+
+
+def _check_server_args(args: argparse.Namespace) -> None:
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag} = {port}: expected a port number from 0 to 65535")
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    if args.duration is not None and not args.duration > 0:
+        raise UsageError(f"--duration = {args.duration:g}: expected a number of seconds > 0")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gwlab`` argument parser with its subcommands."""
+    parser = _Parser(prog="gwlab", description="The resilience patterns of an LLM API gateway, live.")
+    parser.add_argument("--version", action="version", version=f"gwlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser(
+        "run", help="gateway + metrics + load generator, with a live status",
+        description="Run the gateway and its metrics server, drive them with client processes "
+                    "(closed loop by default, open loop with --rate) and show a live status every "
+                    "second. Stops after --duration, or on Ctrl-C / SIGTERM, then prints a summary.")
+    add_scenario_arguments(run)
+    run.add_argument("--duration", metavar="SECONDS", type=float,
+                     help="stop after SECONDS (default: run until Ctrl-C or SIGTERM)")
+    _add_server_arguments(run)
+    run.set_defaults(handler=_run)
+    serve = commands.add_parser(
+        "serve", help="gateway + metrics only, for outside clients",
+        description="Run the gateway and its metrics server for outside clients (curl, the OpenAI "
+                    "SDK, wrk, a browser) until Ctrl-C or SIGTERM.")
+    serve.add_argument("--config", metavar="FILE", type=Path,
+                       help="scenario TOML file (default: the seed scenario)")
+    serve.add_argument("--seed", metavar="N", type=int, default=config.SEED,
+                       help=f"random seed (default {config.SEED})")
+    _add_server_arguments(serve)
+    serve.set_defaults(handler=_serve, clients=None, rate=None, json=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        _check_server_args(args)
+        if args.command == "run":
+            _check_run_args(args)
+        scenario = scenario_from_args(args)
+    except (UsageError, ConfigError) as exc:
+        return _fail(str(exc))
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return asyncio.run(args.handler(args, scenario))
+
+
+def _fail(message: str) -> int:
+    print(f"gwlab: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+async def _start(gateway: Gateway, args: argparse.Namespace) -> bool:
+    """Start ``gateway`` and print its URLs; ``False`` (after one line on stderr) when it
+    cannot listen."""
+    try:
+        await gateway.start(args.host, args.port, args.metrics_port)
+    except OSError as exc:
+        where = f"{args.host} (ports {args.port} and {args.metrics_port})"
+        _fail(str(exc) if exc.strerror is None else f"cannot listen on {where}: {exc.strerror}")
+        return False
+    print(f"gateway  {gateway.url}", flush=True)
+    print(f"metrics  {gateway.metrics_url}", flush=True)
+    return True
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (instead of KeyboardInterrupt or death)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
+    stop = _stop_on_signals()
+    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token)
+    if not await _start(gateway, args):
+        return EXIT_USAGE
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+    return 0
+
+
+async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
+    stop = _stop_on_signals()
+    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token)
+    if not await _start(gateway, args):
+        return EXIT_USAGE
+    view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
+    clients = LoadGenerator(gateway.url, scenario.workload, args.seed)
+    try:
+        await clients.start()
+        await _watch(clients, gateway, view, stop, args.duration)
+        await clients.stop()
+        result = _result(clients, gateway, scenario, args.seed)
+    finally:
+        await clients.stop()
+        await gateway.stop()
+    result["gateway_in_flight_at_end"] = gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
+    view.print(summary_lines(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0
+
+
+async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
+                 stop: asyncio.Event, duration: float | None) -> None:
+    """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set or
+    ``duration`` seconds of sending have passed. The ticks fall half-way between two tally
+    reports of the workers, so each view counts whole report intervals."""
+    start = clients.started_at or time.monotonic()
+    end = None if duration is None else start + duration
+    tick = last = start + REPORT_INTERVAL / 2
+    while not stop.is_set():
+        tick += REFRESH
+        wake = tick if end is None else min(tick, end)
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, wake - time.monotonic()))
+        except TimeoutError:
+            pass
+        now = time.monotonic()
+        interval, sent = clients.take_interval()
+        view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start))
+        last = now
+        if end is not None and now >= end:
+            break
+
+
+def _result(clients: LoadGenerator, gateway: Gateway, scenario: Scenario, seed: int) -> dict[str, Any]:
+    """The JSON document of a finished run: the shared summary schema, plus how it was run."""
+    snapshot = gateway.snapshot()["providers"]
+    providers = list(snapshot)
+    result = summary(
+        clients.tally, clients.elapsed, providers,
+        trips=_openings(gateway, providers),
+        fallbacks={name: p["fallbacks"] for name, p in snapshot.items()},
+        breaker_states={name: p["state"] for name, p in snapshot.items()},
+    )
+    result.update({
+        "mode": "live",
+        "seed": seed,
+        "scenario": scenario.to_dict(),
+        "clients": scenario.workload.clients if scenario.workload.mode == "closed" else None,
+        "requested_rate": clients.requested_rate,
+        "achieved_offered_rate": clients.achieved_rate,
+    })
+    return result
+
+
+def _openings(gateway: Gateway, providers: list[str]) -> dict[str, int]:
+    """How many times each provider's breaker opened during the run (from the transitions
+    counter: the breaker's own trip count restarts at every recovery)."""
+    opened = dict.fromkeys(providers, 0)
+    for family in gateway.metrics.registry.collect():
+        if family.name != "gwlab_breaker_transitions":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("to_state") == "open":
+                opened[sample.labels["provider"]] += int(sample.value)
+    return opened

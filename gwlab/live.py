@@ -1,0 +1,103 @@
+"""The terminal view of a live run: a compact status redrawn once a second, and the summary.
+
+:func:`status_lines` and :func:`summary_lines` are pure (data in, text out);
+:class:`LiveView` only decides how the lines reach the terminal: redrawn in place with ANSI
+cursor movement on a terminal, appended as one plain line per update otherwise (a log file,
+a pipe, a CI job).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence, TextIO
+
+from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, Tally
+
+SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
+"""Status codes always shown, even at zero; any other code appears once it occurs."""
+SEPARATOR = "  |  "
+
+
+def _codes(tally: Tally) -> list[int]:
+    seen = {status for status, _ in tally.by_status}
+    return [*SHOWN_CODES, *sorted(seen - set(SHOWN_CODES))]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
+                 snapshot: Mapping[str, Any], elapsed: float) -> list[str]:
+    """The live status: requests/s by status code and latency quantiles over the last
+    ``seconds`` (``interval``, ``sent`` requests), each provider's share of the admitted
+    requests so far (``total``), its breaker state and cooldown left, and the bucket's tokens
+    (from the gateway's ``snapshot``)."""
+    per_second = (lambda n: n / seconds) if seconds > 0 else (lambda n: 0.0)
+    rates = "  ".join(f"{code} {per_second(interval.count([code])):.0f}/s" for code in _codes(interval))
+    admitted = total.count(ADMITTED)
+    providers = []
+    for name, state in snapshot["providers"].items():
+        text = f"{name} {_percent(total.count(ADMITTED, name), admitted)} {state['state']}"
+        if state["cooldown_left"] > 0:
+            text += f" {state['cooldown_left']:.1f}s"
+        providers.append(text)
+    quantiles = "  ".join(f"p{round(q * 100)} {_seconds(interval.latency.quantile(q))}" for q in QUANTILES)
+    return [
+        f"{elapsed:6.1f}s  offered {per_second(sent):.0f}/s  {rates}",
+        "        " + "   ".join(providers),
+        f"        tokens {snapshot['tokens']:.0f}/{snapshot['burst']:.0f}  latency {quantiles}",
+    ]
+
+
+def summary_lines(result: Mapping[str, Any]) -> list[str]:
+    """The final summary of a run, from the JSON document ``gwlab run --json`` writes."""
+    requested = result.get("requested_rate")
+    asked = f"requested {requested:.0f}/s" if requested else f"{result.get('clients')} clients"
+    achieved = result.get("achieved_offered_rate")
+    codes = "  ".join(f"{code} {n}" for code, n in result["codes"].items()) or "none"
+    latency = result["latency"]
+    availability, goodput = result["availability"], result["goodput"]
+    lines = [
+        f"duration {result['duration']:.1f}s  offered {result['offered']} "
+        f"({'-' if achieved is None else f'{achieved:.0f}'}/s, {asked})  admitted {result['admitted']}",
+        f"codes {codes}",
+        f"availability {'-' if availability is None else f'{availability:.1%}'}  "
+        f"goodput {'-' if goodput is None else f'{goodput:.1%}'}",
+        "latency " + "  ".join(f"{key} {_seconds(latency[key])}" for key in ("p50", "p95", "p99", "mean", "max")),
+    ]
+    for name, p in result["providers"].items():
+        share = "-" if p["share"] is None else f"{p['share']:.1%}"
+        outcomes = "  ".join(f"{code} {n}" for code, n in p["codes"].items())
+        lines.append(f"{name}  share {share}  {outcomes}  trips {p['trips']}  "
+                     f"fallbacks {p['fallbacks']}  state {p['state']}")
+    return lines
+
+
+class LiveView:
+    """Writes status updates to ``out``: redrawn in place when ``redraw`` (a terminal), else
+    each update as one plain line."""
+
+    def __init__(self, out: TextIO, redraw: bool) -> None:
+        self.out = out
+        self.redraw = redraw
+        self._drawn = 0
+
+    def show(self, lines: Sequence[str]) -> None:
+        if self.redraw:
+            # Back to the first line drawn last time, clear to the end of the screen, redraw.
+            up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+            self.out.write(up + "\n".join(lines) + "\n")
+            self._drawn = len(lines)
+        else:
+            self.out.write(SEPARATOR.join(line.strip() for line in lines) + "\n")
+        self.out.flush()
+
+    def print(self, lines: Sequence[str]) -> None:
+        """Write ``lines`` below the live status, which is not redrawn over them."""
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn = 0

@@ -1,0 +1,449 @@
+"""Real HTTP clients for the live shells, in their own processes.
+
+The clients run in worker processes so that they never compete with the gateway for its
+event loop: at thousands of requests per second one Python process cannot both send and
+serve. The parent process (which runs the gateway) starts the workers, tells them to go and
+to stop, and merges the :class:`~gwlab.stats.Tally` deltas they send about twice a second.
+
+Two workloads, the ones :mod:`gwlab.workload` describes:
+
+- closed loop: each client sends a request, awaits the answer, pauses for
+  :func:`~gwlab.workload.pause_after` and sends again;
+- open loop: requests arrive as a Poisson process (:func:`~gwlab.workload.next_arrival`, one
+  random stream per worker) whatever happens to earlier ones; each request runs as its own
+  task and its latency counts from its *scheduled* send time, so a late send or a stall shows
+  in the latency instead of silently lowering the offered rate (no coordinated omission).
+
+The HTTP connection pool has no cap (``TCPConnector(limit=0)``): aiohttp's default of 100
+connections would queue requests in the client and turn an open loop into a closed one.
+
+Every request a worker starts is counted exactly once: with its HTTP status and the
+``x-gwlab-provider`` header, with :data:`TRANSPORT_ERROR` when no HTTP answer came, or, when
+it is still unanswered a bounded time after the stop, as :data:`~gwlab.stats.CUT_OFF` (499).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+from gwlab import config
+from gwlab.config import WorkloadConfig
+from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
+from gwlab.streams import stream
+from gwlab.workload import next_arrival, pause_after
+
+log = logging.getLogger(__name__)
+
+OPEN_RATE_PER_WORKER = 1500.0
+"""Open-loop requests per second one worker process offers at most."""
+CLOSED_CLIENTS_PER_WORKER = 500
+"""Closed-loop clients one worker process runs at most."""
+REPORT_INTERVAL = 0.5
+"""Seconds between two tally deltas a worker sends to the parent."""
+SHORTFALL = 0.95
+"""An achieved offered rate below this fraction of the requested one is reported."""
+STARTUP_TIMEOUT = 60.0
+"""Seconds the workers get to start (import, open their session) before the run fails."""
+EXIT_TIMEOUT = 5.0
+"""Seconds, after the stop grace, a worker gets to report and exit before it is killed."""
+TRANSPORT_ERROR = 0
+"""Status recorded for a request that got no HTTP answer (connection refused or reset)."""
+PROVIDER_HEADER = "x-gwlab-provider"
+RETRY_AFTER_MS_HEADER = "retry-after-ms"
+PATH = "/v1/chat/completions"
+BODY = json.dumps({"model": config.MODEL, "messages": [{"role": "user", "content": "Hello"}]}).encode()
+
+
+def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
+    """How many worker processes carry ``workload``: one for a closed loop of up to
+    :data:`CLOSED_CLIENTS_PER_WORKER` clients, enough to keep each open-loop worker at or
+    below :data:`OPEN_RATE_PER_WORKER`; never more than the CPUs."""
+    cpus = max(1, cpus or os.cpu_count() or 1)
+    if workload.mode == "open":
+        wanted = math.ceil(workload.rate / OPEN_RATE_PER_WORKER)
+    else:
+        wanted = math.ceil(workload.clients / CLOSED_CLIENTS_PER_WORKER)
+    return max(1, min(cpus, wanted))
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What one worker process sends: ``clients`` closed-loop clients, or open-loop arrivals
+    at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``."""
+
+    url: str
+    index: int
+    mode: str
+    clients: int
+    rate: float
+    think_time: float
+    seed: int
+    grace: float
+
+
+def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
+         grace: float = config.CLIENT_GRACE) -> list[WorkerPlan]:
+    """Split ``workload`` over ``workers`` processes: clients as evenly as whole numbers
+    allow, the open-loop rate in equal parts (independent Poisson streams add up to a
+    Poisson stream at the total rate)."""
+    base, extra = divmod(workload.clients, workers)
+    return [
+        WorkerPlan(url=url, index=i, mode=workload.mode, clients=base + (i < extra),
+                   rate=workload.rate / workers, think_time=workload.think_time, seed=seed,
+                   grace=grace)
+        for i in range(workers)
+    ]
+
+
+class LoadGenerator:
+    """Worker processes driving ``url`` with ``workload``, and the merged tally of answers.
+
+    Call :meth:`start` and :meth:`stop` from the asyncio loop of the parent process.
+    :attr:`tally` holds every answer received so far; :meth:`take_interval` the ones since
+    its previous call (the live view's "last second")."""
+
+    def __init__(self, url: str, workload: WorkloadConfig, seed: int = config.SEED, *,
+                 workers: int | None = None, grace: float = config.CLIENT_GRACE) -> None:
+        self.url = url.rstrip("/")
+        self.workload = workload
+        self.plans = plan(self.url, workload, seed, workers or worker_count(workload), grace)
+        self.tally = Tally()
+        self.sent = 0
+        self._interval = Tally()
+        self._interval_sent = 0
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._ready: list[asyncio.Future] = []
+        self._final: list[asyncio.Future] = []
+        self._started_at: float | None = None
+        self._stopped_at: float | None = None
+        self._stopping = False
+
+    @property
+    def requested_rate(self) -> float | None:
+        """The offered rate asked for (open loop), ``None`` for a closed loop."""
+        return self.workload.rate if self.workload.mode == "open" else None
+
+    @property
+    def processes(self) -> tuple[multiprocessing.process.BaseProcess, ...]:
+        """The worker processes started so far (their pids, exit codes)."""
+        return tuple(self._processes)
+
+    @property
+    def started_at(self) -> float | None:
+        """``time.monotonic()`` when the workers were told to go; they report their tallies
+        :data:`REPORT_INTERVAL` apart from then."""
+        return self._started_at
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of sending so far (from the go to the stop)."""
+        if self._started_at is None:
+            return 0.0
+        return (self._stopped_at or time.monotonic()) - self._started_at
+
+    @property
+    def achieved_rate(self) -> float | None:
+        """Requests actually sent per second of sending."""
+        elapsed = self.elapsed
+        return self.sent / elapsed if elapsed > 0 else None
+
+    async def start(self) -> None:
+        """Start the workers, wait until every one is ready, then let them all go at once."""
+        if self._processes:
+            return
+        loop = asyncio.get_running_loop()
+        context = multiprocessing.get_context("spawn")
+        for worker_plan in self.plans:
+            mine, theirs = context.Pipe(duplex=True)
+            process = context.Process(target=_worker_main, args=(theirs, worker_plan),
+                                      name=f"gwlab-loadgen-{worker_plan.index}", daemon=True)
+            _start_ignoring_sigint(process)
+            theirs.close()
+            self._processes.append(process)
+            self._conns.append(mine)
+            self._ready.append(loop.create_future())
+            self._final.append(loop.create_future())
+            loop.add_reader(mine.fileno(), self._receive, len(self._conns) - 1)
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._ready), STARTUP_TIMEOUT)
+        except BaseException:
+            await self._kill()
+            raise
+        self._started_at = time.monotonic()
+        for conn in self._conns:
+            conn.send(("go", self._started_at))
+
+    async def stop(self) -> None:
+        """Stop sending; wait for the workers' final tallies (requests still unanswered after
+        the grace count as 499) and for their exit. Safe to call twice."""
+        if self._stopping or not self._processes:
+            return
+        self._stopping = True
+        if self._started_at is not None:
+            self._stopped_at = time.monotonic()
+        for conn, final in zip(self._conns, self._final):
+            if not final.done():
+                try:
+                    conn.send(("stop",))
+                except OSError:
+                    pass
+        grace = max(p.grace for p in self.plans)
+        done, _ = await asyncio.wait(self._final, timeout=grace + EXIT_TIMEOUT)
+        if len(done) < len(self._final):
+            log.warning("%d load generator process(es) did not report; their requests are missing",
+                        len(self._final) - len(done))
+        await self._kill()
+        rate, requested = self.achieved_rate, self.requested_rate
+        if requested and rate is not None and rate < SHORTFALL * requested:
+            log.warning("achieved offered rate %.0f/s is below %.0f%% of the requested %.0f/s",
+                        rate, SHORTFALL * 100, requested)
+
+    def take_interval(self) -> tuple[Tally, int]:
+        """The answers and the number of requests sent since the previous call."""
+        interval, sent = self._interval, self._interval_sent
+        self._interval, self._interval_sent = Tally(), 0
+        return interval, sent
+
+    def _receive(self, index: int) -> None:
+        conn = self._conns[index]
+        try:
+            while conn.poll():
+                kind, *payload = conn.recv()
+                if kind == "ready":
+                    _resolve(self._ready[index])
+                else:
+                    delta, sent = Tally.from_dict(payload[0]), payload[1]
+                    self.tally.merge(delta)
+                    self._interval.merge(delta)
+                    self.sent += sent
+                    self._interval_sent += sent
+                    if kind == "final":
+                        _resolve(self._final[index])
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+            error = RuntimeError(f"load generator process {index} ended unexpectedly")
+            for future in (self._ready[index], self._final[index]):
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()
+
+    async def _kill(self) -> None:
+        """Close the pipes (a worker still running takes that as a stop), wait for the
+        processes to exit and kill those that do not."""
+        loop = asyncio.get_running_loop()
+        for conn in self._conns:
+            if not conn.closed:
+                loop.remove_reader(conn.fileno())
+                conn.close()
+        for process in self._processes:
+            await _wait_exit(loop, process, EXIT_TIMEOUT)
+            if process.exitcode is None:
+                process.kill()
+                await _wait_exit(loop, process, EXIT_TIMEOUT)
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _wait_exit(loop: asyncio.AbstractEventLoop, process, timeout: float) -> None:
+    if process.exitcode is not None:
+        return
+    ended = loop.create_future()
+    loop.add_reader(process.sentinel, _resolve, ended)
+    try:
+        await asyncio.wait_for(ended, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(process.sentinel)
+    if ended.done():
+        # The sentinel closes as the process exits, a moment before it can be reaped.
+        process.join()
+
+
+def _start_ignoring_sigint(process) -> None:
+    """Start ``process`` with SIGINT ignored from its first instruction.
+
+    Ctrl-C in a terminal reaches every process of the foreground group; the workers must not
+    die of it half-way (tracebacks, lost tallies) but stop when the parent tells them. An
+    ignored disposition survives the spawn's exec, and Python keeps SIGINT ignored when it
+    starts that way. Only the main thread can change signal handlers; elsewhere (a notebook
+    running its loop in a thread) the workers start with the parent's disposition."""
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _worker_main(conn: Connection, worker_plan: WorkerPlan) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_Worker(conn, worker_plan).run())
+    else:
+        uvloop.run(_Worker(conn, worker_plan).run())
+
+
+class _Worker:
+    """One worker process's clients, its tally delta and its conversation with the parent."""
+
+    def __init__(self, conn: Connection, worker_plan: WorkerPlan) -> None:
+        self.conn = conn
+        self.plan = worker_plan
+        self.delta = Tally()
+        self.sent = 0
+        self.requests: set[asyncio.Task] = set()
+        self.cut_off = False
+        self.go = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.url = worker_plan.url + PATH
+        self.headers = {"Content-Type": "application/json"}
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.conn.fileno(), self._command)
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+            self.session = session
+            if not self._send("ready"):
+                return
+            await _first(self.go.wait(), self.stop.wait())
+            if not self.stop.is_set():
+                drivers = self._drivers()
+                reporter = asyncio.create_task(self._report())
+                await self.stop.wait()
+                for task in (*drivers, reporter):
+                    task.cancel()
+                await asyncio.gather(*drivers, reporter, return_exceptions=True)
+                await self._drain()
+            self._send("final")
+        self.loop.remove_reader(self.conn.fileno())
+        self.conn.close()
+
+    def _command(self) -> None:
+        try:
+            while self.conn.poll():
+                kind, *payload = self.conn.recv()
+                if kind == "go":
+                    self.started_at = payload[0]
+                    self.go.set()
+                else:
+                    self.stop.set()
+        except (EOFError, OSError):
+            self.loop.remove_reader(self.conn.fileno())
+            self.stop.set()
+
+    def _send(self, kind: str) -> bool:
+        """Send a message (with the tally delta and sent count, except "ready") to the
+        parent; ``False`` when the parent is gone."""
+        message = (kind,) if kind == "ready" else (kind, self.delta.to_dict(), self.sent)
+        try:
+            self.conn.send(message)
+        except OSError:
+            return False
+        self.delta, self.sent = Tally(), 0
+        return True
+
+    async def _report(self) -> None:
+        """Send the tally delta every :data:`REPORT_INTERVAL` seconds after the common start
+        time (the monotonic clock is shared by the processes), so that every worker's
+        reports fall at the same moments and a one-second view holds exactly two of each."""
+        due = self.started_at
+        while True:
+            due += REPORT_INTERVAL
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if not self._send("tally"):
+                self.stop.set()
+
+    def _drivers(self) -> list[asyncio.Task]:
+        if self.plan.mode == "open":
+            return [asyncio.create_task(self._arrivals())]
+        return [asyncio.create_task(self._client()) for _ in range(self.plan.clients)]
+
+    def _launch(self, scheduled: float) -> asyncio.Task:
+        self.sent += 1
+        task = asyncio.create_task(self._request(scheduled))
+        self.requests.add(task)
+        task.add_done_callback(self.requests.discard)
+        return task
+
+    async def _arrivals(self) -> None:
+        rng = stream(self.plan.seed, f"arrivals/{self.plan.index}")
+        loop, rate = self.loop, self.plan.rate
+        scheduled = loop.time()
+        while True:
+            scheduled = next_arrival(scheduled, rate, rng)
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._launch(scheduled)
+
+    async def _client(self) -> None:
+        think_time = self.plan.think_time
+        while True:
+            task = self._launch(self.loop.time())
+            await asyncio.wait((task,))
+            status, retry_after = task.result()
+            pause = pause_after(status, retry_after, think_time)
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def _request(self, scheduled: float) -> tuple[int, float]:
+        """Send one request; record its status, provider and latency from ``scheduled``.
+        Returns the status and the server's retry-after in seconds (0 when absent)."""
+        try:
+            async with self.session.post(self.url, data=BODY, headers=self.headers) as response:
+                await response.read()
+                status = response.status
+                provider = response.headers.get(PROVIDER_HEADER, NO_PROVIDER)
+                retry_ms = response.headers.get(RETRY_AFTER_MS_HEADER)
+        except aiohttp.ClientError as exc:
+            log.debug("request failed: %s", exc)
+            status, provider, retry_ms = TRANSPORT_ERROR, NO_PROVIDER, None
+        if not self.cut_off:
+            self.delta.record(status, provider, self.loop.time() - scheduled)
+        return status, float(retry_ms) / 1000 if retry_ms else 0.0
+
+    async def _drain(self) -> None:
+        """Let requests in flight finish within the grace, then count the rest as 499."""
+        if self.requests:
+            await asyncio.wait(self.requests, timeout=self.plan.grace)
+        remaining = [task for task in self.requests if not task.done()]
+        self.cut_off = True
+        for task in remaining:
+            self.delta.record(CUT_OFF, NO_PROVIDER, None)
+            task.cancel()
+        await asyncio.gather(*remaining, return_exceptions=True)
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` is done; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

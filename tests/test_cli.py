@@ -1,0 +1,347 @@
+"""The command line: flags and scenario building, the live view, and `gwlab run` / `gwlab
+serve` as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gwlab import config
+from gwlab.cli import build_parser, main, scenario_from_args
+from gwlab.config import ConfigError
+from gwlab.live import LiveView, status_lines, summary_lines
+from gwlab.stats import Tally, summary
+
+pytestmark = pytest.mark.timeout(60)
+
+URL_LINE = re.compile(r"^(gateway|metrics)  (http://\S+)$")
+
+
+# -- scenario flags ---------------------------------------------------------------------
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_no_flags_give_the_seed_scenario():
+    args = _args()
+    assert scenario_from_args(args) == config.Scenario()
+    assert args.seed == config.SEED
+
+
+def test_clients_and_rate_set_the_workload_mode():
+    closed = scenario_from_args(_args("--clients", "7")).workload
+    assert (closed.mode, closed.clients, closed.rate) == ("closed", 7, config.OPEN_RATE)
+    opened = scenario_from_args(_args("--rate", "2500")).workload
+    assert (opened.mode, opened.clients, opened.rate) == ("open", config.CLIENTS, 2500.0)
+
+
+def test_flags_override_the_file(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[workload]\nmode = "open"\nrate = 50.0\n[limiter]\nburst = 10.0\n')
+    from_file = scenario_from_args(_args("--config", str(path)))
+    assert (from_file.workload.mode, from_file.workload.rate, from_file.limiter.burst) == ("open", 50.0, 10.0)
+    overridden = scenario_from_args(_args("--config", str(path), "--clients", "3"))
+    assert (overridden.workload.mode, overridden.workload.clients, overridden.limiter.burst) == ("closed", 3, 10.0)
+
+
+def test_a_bad_flag_value_reads_like_a_config_error_naming_the_flag():
+    with pytest.raises(ConfigError) as error:
+        scenario_from_args(_args("--rate", "-5"))
+    assert str(error.value) == "--rate: workload.rate = -5.0: expected a number > 0"
+
+
+@pytest.fixture
+def held_port():
+    """A port this test holds, so a command that binds before validating fails on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+BAD_FILES = {
+    "not_toml": ("this is = = not toml\n", ["not valid TOML"]),
+    "negative_rate": ('[workload]\nmode = "open"\nrate = -3\n', ["workload.rate = -3", "a number > 0"]),
+    "zero_clients": ("[workload]\nclients = 0\n", ["workload.clients = 0", "a whole number >= 1"]),
+    "typo": ("[limiter]\nbrust = 5\n", ["'limiter.brust'", "did you mean 'burst'?"]),
+    "zero_weights": (
+        "[providers.a]\nweight = 0\n[providers.b]\nweight = 0\n",
+        ["providers.*.weight = [0.0, 0.0]", "at least one weight > 0"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_bad_scenario_file_exits_2_with_one_line_naming_it(case, tmp_path, held_port, capsys):
+    text, expected = BAD_FILES[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text(text)
+    status = main(["run", "--config", str(path), "--port", str(held_port)])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"gwlab: error: {path}: ")
+    for part in expected:
+        assert part in err
+
+
+BAD_FLAGS = {
+    "rate": (["--rate", "-5"], "gwlab: error: --rate: workload.rate = -5.0: expected a number > 0"),
+    "clients": (["--clients", "0"], "gwlab: error: --clients: workload.clients = 0: expected a whole number >= 1"),
+    "both": (["--clients", "2", "--rate", "3"],
+             "gwlab: error: argument --rate: not allowed with argument --clients (see gwlab run --help)"),
+    "not_a_number": (["--rate", "fast"],
+                     "gwlab: error: argument --rate: invalid float value: 'fast' (see gwlab run --help)"),
+    "duration": (["--duration", "0"], "gwlab: error: --duration = 0: expected a number of seconds > 0"),
+    "metrics_port": (["--metrics-port", "70000"],
+                     "gwlab: error: --metrics-port = 70000: expected a port number from 0 to 65535"),
+    "missing_file": (["--config", "/nonexistent/s.toml"],
+                     "gwlab: error: /nonexistent/s.toml: cannot read: No such file or directory"),
+    "json_dir": (["--json", "/nonexistent/out.json"],
+                 "gwlab: error: --json: '/nonexistent/out.json': expected a file in an existing directory"),
+    "log_level": (["--log-level", "loud"],
+                  "gwlab: error: argument --log-level: invalid choice: 'LOUD' "
+                  "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR') (see gwlab run --help)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_a_bad_flag_exits_2_with_one_line_naming_it(case, held_port, capsys):
+    argv, expected = BAD_FLAGS[case]
+    status = main(["run", *argv, "--port", str(held_port)])
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (2, "", expected + "\n")
+
+
+# -- the live view ----------------------------------------------------------------------
+
+
+def _tally(*records) -> Tally:
+    tally = Tally()
+    for status, provider, latency, times in records:
+        for _ in range(times):
+            tally.record(status, provider, latency)
+    return tally
+
+
+SNAPSHOT = {
+    "tokens": 12.4, "burst": 1000.0,
+    "providers": {"p1": {"state": "healthy", "cooldown_left": 0.0},
+                  "p2": {"state": "open", "cooldown_left": 3.25}},
+}
+
+
+def test_status_lines_show_rates_shares_breakers_tokens_and_quantiles():
+    interval = _tally((200, "p1", 0.1, 6), (502, "p2", 0.5, 2), (429, "none", None, 4), (499, "none", None, 2))
+    total = _tally((200, "p1", 0.1, 30), (502, "p2", 0.5, 10), (429, "none", None, 4))
+    lines = status_lines(interval, 2.0, 16, total, SNAPSHOT, 12.0)
+    q = {p: f"{interval.latency.quantile(p / 100):.3f}s" for p in (50, 95, 99)}
+    assert lines == [
+        "  12.0s  offered 8/s  200 3/s  429 2/s  502 1/s  504 0/s  499 1/s",
+        "        p1 75.0% healthy   p2 25.0% open 3.2s",
+        f"        tokens 12/1000  latency p50 {q[50]}  p95 {q[95]}  p99 {q[99]}",
+    ]
+
+
+def test_status_lines_before_any_answer():
+    lines = status_lines(Tally(), 1.0, 0, Tally(), SNAPSHOT, 1.0)
+    assert lines[1] == "        p1 - healthy   p2 - open 3.2s"
+    assert lines[2].endswith("latency p50 -  p95 -  p99 -")
+
+
+def test_live_view_redraws_in_place_on_a_terminal_and_appends_plain_lines_otherwise():
+    tty = io.StringIO()
+    view = LiveView(tty, redraw=True)
+    view.show(["a", "b"])
+    view.show(["c", "d"])
+    view.print(["done"])
+    view.show(["e"])
+    assert tty.getvalue() == "a\nb\n\x1b[2F\x1b[Jc\nd\ndone\ne\n"
+    plain = io.StringIO()
+    view = LiveView(plain, redraw=False)
+    view.show(["  a  ", "  b"])
+    view.show(["c"])
+    assert plain.getvalue() == "a  |  b\nc\n"
+
+
+def test_summary_lines():
+    tally = _tally((200, "p1", 0.25, 3), (504, "p2", 1.0, 1))
+    result = summary(tally, 2.0, ["p1", "p2"], {"p2": 1}, {"p1": 0}, {"p1": "healthy", "p2": "open"})
+    result.update(clients=None, requested_rate=2.5, achieved_offered_rate=2.0)
+    h = tally.latency
+    assert summary_lines(result) == [
+        "duration 2.0s  offered 4 (2/s, requested 2/s)  admitted 4",
+        "codes 200 3  504 1",
+        "availability 75.0%  goodput 75.0%",
+        f"latency p50 {h.quantile(0.5):.3f}s  p95 {h.quantile(0.95):.3f}s  p99 {h.quantile(0.99):.3f}s"
+        f"  mean {h.mean:.3f}s  max 1.000s",
+        "p1  share 75.0%  200 3  502 0  504 0  trips 0  fallbacks 0  state healthy",
+        "p2  share 25.0%  200 0  502 0  504 1  trips 1  fallbacks 0  state open",
+    ]
+
+
+# -- real processes ---------------------------------------------------------------------
+
+
+class Process:
+    """``python -m gwlab ARGS`` with its stdout read line by line in the background."""
+
+    def __init__(self, *args: str, cwd: Path):
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "gwlab", *args], cwd=cwd, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line(self, timeout: float = 20) -> str:
+        line = self.lines.get(timeout=timeout)
+        assert line is not None, f"stdout ended; stderr: {self.popen.stderr.read()}"
+        self.seen.append(line)
+        return line
+
+    def urls(self) -> dict[str, str]:
+        return dict(URL_LINE.match(self.line()).groups() for _ in range(2))
+
+    def children(self) -> list[int]:
+        """Pids of this process's children (from /proc)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.popen.pid:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def finish(self, timeout: float = 30) -> tuple[int, list[str], str]:
+        """Wait for the exit; the exit status, every stdout line, stderr."""
+        status = self.popen.wait(timeout)
+        while (line := self.lines.get(timeout=5)) is not None:
+            self.seen.append(line)
+        return status, self.seen, self.popen.stderr.read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_run_with_a_duration_exits_0_and_writes_the_summary(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--duration", "3", "--port", "0", "--metrics-port", "0", "--json", str(out), cwd=tmp_path)
+    status, lines, stderr = process.finish()
+    assert (status, stderr) == (0, "")
+    assert URL_LINE.match(lines[0]).group(1) == "gateway"
+    assert URL_LINE.match(lines[1]).group(1) == "metrics"
+    # Not a terminal: plain lines, one per second, no cursor movement.
+    live = [line for line in lines if " offered " in line and "|" in line]
+    assert 3 <= len(live) <= 4
+    assert not any("\x1b" in line for line in lines)
+    result = json.loads(out.read_text())
+    assert {"duration", "offered", "admitted", "codes", "rates", "availability", "goodput", "latency",
+            "providers", "trips", "fallbacks", "mode", "seed", "scenario", "clients", "requested_rate",
+            "achieved_offered_rate"} <= set(result)
+    assert (result["mode"], result["seed"], result["clients"], result["requested_rate"]) == ("live", 1, 100, None)
+    assert result["scenario"] == config.Scenario().to_dict()
+    assert set(result["providers"]) == {"p1", "p2", "p3"}
+    for name, provider in result["providers"].items():
+        assert provider["requests"] > 0, name
+        assert set(provider) == {"requests", "share", "codes", "trips", "fallbacks", "state"}
+    assert 2.9 < result["duration"] < 3.5
+    assert result["offered"] == sum(result["codes"].values())
+    assert result["achieved_offered_rate"] == pytest.approx(result["offered"] / result["duration"])
+    assert result["gateway_in_flight_at_end"] == 0
+    assert lines[-1].startswith("p3  share ")
+
+
+def test_sigterm_mid_traffic_exits_0_with_nothing_in_flight_and_no_workers_left(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--port", "0", "--metrics-port", "0", "--json", str(out), cwd=tmp_path)
+    urls = process.urls()
+    assert " offered " in process.line()  # the first live status: traffic is flowing
+    children = process.children()
+    assert children
+
+    async def scrape() -> str:
+        async with aiohttp.ClientSession() as session, session.get(urls["metrics"]) as response:
+            return await response.text()
+
+    assert re.search(r'^gwlab_requests_total\{code="200",provider="p1"\} [1-9]', asyncio.run(scrape()), re.M)
+    process.popen.send_signal(signal.SIGTERM)
+    status, lines, stderr = process.finish()
+    assert (status, stderr) == (0, "")
+    result = json.loads(out.read_text())
+    assert result["offered"] > 0
+    assert result["gateway_in_flight_at_end"] == 0
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def test_serve_answers_clients_and_exits_0_on_sigint(tmp_path):
+    process = Process("serve", "--port", "0", "--metrics-port", "0", cwd=tmp_path)
+    urls = process.urls()
+
+    async def use() -> tuple[int, str, dict, str]:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            async with session.post(urls["gateway"] + "/v1/chat/completions", json=body) as response:
+                answer = (response.status, response.headers["x-gwlab-provider"], await response.json())
+            async with session.get(urls["metrics"]) as response:
+                return (*answer, await response.text())
+
+    status, provider, answer, metrics = asyncio.run(use())
+    assert status in (200, 502)
+    assert provider in ("p1", "p2", "p3")
+    assert f'gwlab_requests_total{{code="{status}",provider="{provider}"}} 1.0' in metrics
+    process.popen.send_signal(signal.SIGINT)
+    status, lines, stderr = process.finish()
+    assert (status, lines[2:], stderr) == (0, [], "")
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_port_in_use_exits_2_with_one_line_naming_it(command, tmp_path, held_port):
+    process = Process(command, "--port", "0", "--metrics-port", str(held_port), cwd=tmp_path)
+    status, lines, stderr = process.finish()
+    assert (status, lines) == (2, [])
+    assert stderr == f"gwlab: error: port {held_port} is already in use on 127.0.0.1\n"
+
+
+def test_a_bad_flag_exits_2_as_a_process(tmp_path):
+    process = Process("run", "--rate", "-5", cwd=tmp_path)
+    assert process.finish() == (2, [], "gwlab: error: --rate: workload.rate = -5.0: expected a number > 0\n")
+
+
+def test_help_on_every_command(capsys):
+    for argv in (["--help"], ["run", "--help"], ["serve", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+        assert capsys.readouterr().out.startswith("usage: gwlab")

@@ -1,0 +1,176 @@
+"""The load generator: how it splits the work, and its counts against a real gateway's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gwlab import config
+from gwlab.config import WorkloadConfig
+from gwlab.loadgen import TRANSPORT_ERROR, LoadGenerator, plan, worker_count
+from gwlab.server import Gateway
+from gwlab.stats import CUT_OFF, NO_PROVIDER
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("workload", "cpus", "expected"),
+    [
+        (WorkloadConfig(mode="closed", clients=100), 2, 1),
+        (WorkloadConfig(mode="closed", clients=500), 8, 1),
+        (WorkloadConfig(mode="closed", clients=501), 8, 2),
+        (WorkloadConfig(mode="closed", clients=5000), 4, 4),
+        (WorkloadConfig(mode="open", rate=100.0), 2, 1),
+        (WorkloadConfig(mode="open", rate=1500.0), 2, 1),
+        (WorkloadConfig(mode="open", rate=3000.0), 2, 2),
+        (WorkloadConfig(mode="open", rate=3000.0), 1, 1),
+        (WorkloadConfig(mode="open", rate=10000.0), 8, 7),
+    ],
+)
+def test_worker_count_caps_the_rate_per_worker_and_the_cpus(workload, cpus, expected):
+    assert worker_count(workload, cpus) == expected
+
+
+def test_plan_splits_clients_evenly_and_the_rate_in_equal_parts():
+    closed = plan("http://h:1", WorkloadConfig(mode="closed", clients=7, think_time=0.5), 9, 3)
+    assert [p.clients for p in closed] == [3, 2, 2]
+    assert [p.index for p in closed] == [0, 1, 2]
+    assert {(p.mode, p.think_time, p.seed, p.url, p.grace) for p in closed} == {
+        ("closed", 0.5, 9, "http://h:1", config.CLIENT_GRACE)}
+    opened = plan("http://h:1", WorkloadConfig(mode="open", rate=3000.0), 9, 2, grace=0.5)
+    assert [p.rate for p in opened] == [1500.0, 1500.0]
+    assert {p.grace for p in opened} == {0.5}
+
+
+def _scenario(**sections) -> config.Scenario:
+    return config.from_dict(sections, "test scenario")
+
+
+async def _scrape(gateway: Gateway) -> dict[str, dict[tuple, float]]:
+    """The gateway's metrics over HTTP: {sample name: {sorted label items: value}}."""
+    async with aiohttp.ClientSession() as session, session.get(gateway.metrics_url) as response:
+        text = await response.text()
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+def _server_counts(samples) -> Counter:
+    return Counter({(int(dict(labels)["code"]), dict(labels)["provider"]): int(v)
+                    for labels, v in samples["gwlab_requests_total"].items() if v})
+
+
+async def _drive(scenario: config.Scenario, seconds: float, grace: float = config.CLIENT_GRACE):
+    gateway = Gateway(scenario, seed=3)
+    await gateway.start(port=0, metrics_port=0)
+    clients = LoadGenerator(gateway.url, scenario.workload, seed=3, grace=grace)
+    try:
+        await clients.start()
+        await asyncio.sleep(seconds)
+        await clients.stop()
+        samples = await _scrape(gateway)
+    finally:
+        await clients.stop()
+        await gateway.stop()
+    return clients, samples
+
+
+def test_closed_loop_tallies_equal_the_scraped_counters_exactly():
+    # Fast providers answering 200, 502 (errors) and 504 (p3 hangs past the timeout).
+    scenario = _scenario(
+        gateway={"timeout": 0.05},
+        providers={"p1": {"weight": 60, "latency": 0.005, "error_rate": 0.2},
+                   "p2": {"weight": 30, "latency": 0.01, "error_rate": 0.5},
+                   "p3": {"weight": 10, "outage": "hang"}},
+        workload={"mode": "closed", "clients": 20},
+    )
+    clients, samples = asyncio.run(_drive(scenario, 1.0))
+    tally = clients.tally.by_status
+    assert {status for status, _ in tally} >= {200, 502, 504}
+    assert not {status for status, _ in tally} & {CUT_OFF, TRANSPORT_ERROR}
+    assert tally == _server_counts(samples)
+    assert clients.sent == clients.tally.count() > 100
+    assert samples["gwlab_in_flight_requests"][()] == 0
+
+
+def test_open_loop_rate_limited_answers_are_counted_equally_on_both_sides():
+    # A small bucket (5 tokens, 20 per second) under 200 requests per second.
+    scenario = _scenario(
+        limiter={"rate": 20, "burst": 5},
+        providers={"p1": {"weight": 1, "latency": 0.001}},
+        workload={"mode": "open", "rate": 200},
+    )
+    clients, samples = asyncio.run(_drive(scenario, 1.0))
+    tally = clients.tally
+    limited = tally.by_status[429, NO_PROVIDER]
+    assert limited == samples["gwlab_rate_limited_total"][()] == tally.count([429]) > 0
+    assert tally.by_status == _server_counts(samples)
+    assert tally.count([200]) > 0
+    assert clients.requested_rate == 200
+    assert clients.achieved_rate == clients.sent / clients.elapsed
+
+
+def test_requests_unanswered_after_the_grace_count_as_499():
+    # Every call hangs for 30 s: nothing is answered, so every request sent is cut off.
+    scenario = _scenario(
+        gateway={"timeout": 30},
+        providers={"p1": {"weight": 1, "outage": "hang"}},
+        workload={"mode": "closed", "clients": 5},
+    )
+
+    async def scenario_run():
+        gateway = Gateway(scenario, seed=3)
+        await gateway.start(port=0, metrics_port=0)
+        clients = LoadGenerator(gateway.url, scenario.workload, grace=0.2)
+        try:
+            await clients.start()
+            await asyncio.sleep(0.3)
+            began = time.monotonic()
+            await clients.stop()
+            stopping = time.monotonic() - began
+        finally:
+            await gateway.stop(grace=0)
+        in_flight = gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
+        return clients, stopping, in_flight
+
+    clients, stopping, in_flight = asyncio.run(scenario_run())
+    # Each closed-loop client has exactly one request in flight, and none is ever answered.
+    assert dict(clients.tally.by_status) == {(CUT_OFF, NO_PROVIDER): 5}
+    assert clients.sent == 5
+    assert clients.tally.latency.count == 0
+    assert 0.2 <= stopping < 0.2 + 3.0
+    assert in_flight == 0
+
+
+def test_stop_is_idempotent_and_a_second_start_is_a_no_op():
+    scenario = _scenario(providers={"p1": {"weight": 1, "latency": 0.001}},
+                         workload={"mode": "closed", "clients": 1})
+
+    async def twice():
+        gateway = Gateway(scenario, seed=3)
+        await gateway.start(port=0, metrics_port=0)
+        clients = LoadGenerator(gateway.url, scenario.workload)
+        try:
+            await clients.start()
+            processes = clients.processes
+            await clients.start()
+            assert clients.processes == processes
+            await asyncio.sleep(0.2)
+            await clients.stop()
+            counted = clients.tally.count()
+            await clients.stop()
+        finally:
+            await gateway.stop()
+        return clients, counted, processes
+
+    clients, counted, processes = asyncio.run(twice())
+    assert clients.tally.count() == counted == clients.sent > 0
+    assert [p.exitcode for p in processes] == [0]
