@@ -6,3 +6,7 @@ the notebooks are shells around the same objects.
 """
 
 __version__ = "0.1.0"
+
+from gwlab.sim import SimResult, simulate
+
+__all__ = ["SimResult", "simulate"]

@@ -119,7 +119,7 @@ class Router:
         status to answer with."""
         route.upstream.in_flight -= 1
         route.upstream.breaker.record(route.permit, now, route.call.outcome.ok)
-        return route.status
+        return route.call.outcome.status
 
     def abandon(self, route: Route) -> None:
         """The call of ``route`` was cut off before it ended (the client went away, the

@@ -1,0 +1,167 @@
+"""A run as a sequence of fixed-width time bins, and the columns read from them.
+
+Each :class:`Bin` keeps what can be added up (requests offered and admitted by arrival time,
+a :class:`~gwlab.stats.Tally` of outcomes and latencies by completion time, the integral of
+in-flight requests over the bin) and what is read at the bin's end (tokens in the bucket,
+each breaker's state and cooldown left). Because tallies and their latency histograms merge
+exactly, :meth:`TimeSeries.resample` builds wider bins whose quantiles are those of all their
+requests, not averages of narrower quantiles.
+
+The simulator fills a time series in virtual time; the notebooks' live dashboard can fill one
+from the live gateway, and :mod:`gwlab.plots` draws either.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, NamedTuple, Sequence
+
+from gwlab.breaker import State, Transition
+from gwlab.stats import ADMITTED, CUT_OFF, QUANTILES, RATE_LIMITED, Tally
+
+STATUSES = (200, RATE_LIMITED, 502, 504, CUT_OFF)
+"""Status codes that get a column (``"200"``, ``"429"``, ...)."""
+
+
+class BreakerChange(NamedTuple):
+    """A breaker moving among healthy, open and half_open: at ``time`` seconds, ``provider``
+    went from ``source`` to ``target`` (state names); ``cooldown`` is the new cooldown when
+    ``target`` is ``"open"``, else 0."""
+
+    time: float
+    provider: str
+    source: str
+    target: str
+    cooldown: float
+
+    @classmethod
+    def from_transition(cls, t: Transition) -> BreakerChange:
+        return cls(t.at, t.provider, t.source.value, t.target.value, t.cooldown)
+
+
+def is_listed(t: Transition) -> bool:
+    """Whether a transition is one that a run lists: flips between healthy and failing happen
+    many times a second under load and are only counted."""
+    return not ({t.source, t.target} <= {State.HEALTHY, State.FAILING})
+
+
+@dataclass
+class Bin:
+    """One time bin ``[start, start + width)``."""
+
+    start: float
+    width: float
+    offered: int = 0
+    """Requests that arrived in the bin."""
+    admitted: int = 0
+    """Arrivals that got past the rate limiter."""
+    tally: Tally = field(default_factory=Tally)
+    """Outcomes (and latencies) of requests that completed in the bin."""
+    in_flight_area: float = 0.0
+    """Integral over the bin of the number of requests in flight (request-seconds)."""
+    tokens: float | None = None
+    """Tokens in the bucket at the bin's end."""
+    breakers: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Each provider's breaker state and cooldown left at the bin's end."""
+
+
+class TimeSeries:
+    """Bins of equal width (the last may be shorter) over the providers of a run."""
+
+    def __init__(self, bins: Sequence[Bin], providers: Sequence[str], bin_width: float) -> None:
+        self.bins = list(bins)
+        self.providers = tuple(providers)
+        self.bin_width = bin_width
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def resample(self, width: float) -> TimeSeries:
+        """The same run in bins of ``width`` seconds, a whole multiple of :attr:`bin_width`.
+        Counts and in-flight integrals add up, tallies merge, end-of-bin readings come from
+        the last bin merged."""
+        factor = width / self.bin_width if width > 0 else 0.0
+        k = round(factor)
+        if k < 1 or not math.isclose(factor, k, rel_tol=1e-9):
+            raise ValueError(f"width = {width!r}: expected a whole multiple of the bin width {self.bin_width!r}")
+        if k == 1:
+            return self
+        merged = []
+        for i in range(0, len(self.bins), k):
+            group = self.bins[i:i + k]
+            out = Bin(group[0].start, sum(b.width for b in group))
+            for b in group:
+                out.offered += b.offered
+                out.admitted += b.admitted
+                out.tally.merge(b.tally)
+                out.in_flight_area += b.in_flight_area
+            out.tokens = group[-1].tokens
+            out.breakers = dict(group[-1].breakers)
+            merged.append(out)
+        return TimeSeries(merged, self.providers, self.bin_width * k)
+
+    def columns(self) -> dict[str, list[Any]]:
+        """Plain lists, one value per bin:
+
+        ``time`` (bin start), ``width``, ``offered``, ``admitted``; a column per status code
+        (``"200"``, ``"429"``, ``"502"``, ``"504"``, ``"499"`` for cut off at the end);
+        ``p50``, ``p95``, ``p99`` latency of requests completed in the bin (None when none);
+        ``in_flight`` (time average); ``tokens`` at the bin's end; and per provider ``NAME.calls``
+        (admitted requests it answered in the bin), ``NAME.state`` and ``NAME.cooldown`` at the
+        bin's end."""
+        cols: dict[str, list[Any]] = {"time": [], "width": [], "offered": [], "admitted": []}
+        cols.update({str(s): [] for s in STATUSES})
+        cols.update({f"p{round(q * 100)}": [] for q in QUANTILES})
+        cols.update({"in_flight": [], "tokens": []})
+        for name in self.providers:
+            cols.update({f"{name}.calls": [], f"{name}.state": [], f"{name}.cooldown": []})
+        for b in self.bins:
+            cols["time"].append(b.start)
+            cols["width"].append(b.width)
+            cols["offered"].append(b.offered)
+            cols["admitted"].append(b.admitted)
+            codes = dict.fromkeys(STATUSES, 0)
+            calls = dict.fromkeys(self.providers, 0)
+            for (status, provider), n in b.tally.by_status.items():
+                codes[status] = codes.get(status, 0) + n
+                if status in ADMITTED and provider in calls:
+                    calls[provider] += n
+            for s in STATUSES:
+                cols[str(s)].append(codes[s])
+            for q in QUANTILES:
+                cols[f"p{round(q * 100)}"].append(b.tally.latency.quantile(q))
+            cols["in_flight"].append(b.in_flight_area / b.width if b.width > 0 else 0.0)
+            cols["tokens"].append(b.tokens)
+            for name in self.providers:
+                state, cooldown = b.breakers.get(name, (None, None))
+                cols[f"{name}.calls"].append(calls[name])
+                cols[f"{name}.state"].append(state)
+                cols[f"{name}.cooldown"].append(cooldown)
+        return cols
+
+    def __getitem__(self, column: str) -> list[Any]:
+        return self.columns()[column]
+
+    def __iter__(self) -> Iterator[Bin]:
+        return iter(self.bins)
+
+    def total(self) -> Tally:
+        """Every bin's tally merged: the whole run's outcomes and latencies."""
+        out = Tally()
+        for b in self.bins:
+            out.merge(b.tally)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the bin width, the providers and the columns."""
+        return {"bin_width": self.bin_width, "providers": list(self.providers), "columns": self.columns()}
+
+    def to_pandas(self):
+        """The columns as a ``pandas.DataFrame`` indexed by bin start time."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("TimeSeries.to_pandas() needs pandas, which is not installed: pip install pandas") from None
+        return pandas.DataFrame(self.columns()).set_index("time")
+

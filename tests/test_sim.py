@@ -1,0 +1,272 @@
+"""The simulator against theory: exact where the core makes it exact, stated bounds where
+the numbers are random, and byte-for-byte determinism across processes."""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gwlab
+from gwlab import balancer, config
+from gwlab.config import ConfigError
+from gwlab.sim import simulate
+
+OPEN = {"mode": "open"}
+
+
+def scenario(**sections) -> config.Scenario:
+    return config.from_dict(sections)
+
+
+def admitted(result) -> int:
+    return sum(result.timeseries()["admitted"])
+
+
+@pytest.mark.parametrize("rate, burst", [(1000.0, 1000.0), (100.0, 50.0)])
+def test_overload_at_three_times_admits_burst_plus_rate_times_duration(rate, burst):
+    s = scenario(limiter={"rate": rate, "burst": burst}, workload={**OPEN, "rate": 3 * rate})
+    result = simulate(s, duration=60, seed=5)
+    assert abs(admitted(result) - (burst + rate * 60)) <= 1
+    summary = result.summary()
+    assert summary["codes"]["429"] == summary["offered"] - admitted(result)
+
+
+def test_shares_follow_weights_within_four_sigma_with_breakers_off():
+    # All providers answer after the same 0.1 s, so which requests are cut off at the end
+    # does not depend on the pick: each routed request went to provider i independently with
+    # probability w_i / sum(w), and its count is binomial(N, p_i). A 4-sigma band holds with
+    # probability 1 - 6e-5 per provider (normal approximation; N is about 30000).
+    providers = {name: {"weight": w, "latency": 0.1, "error_rate": e}
+                 for name, w, _, e in config.SEED_PROVIDERS}
+    s = scenario(breaker={"enabled": False}, providers=providers, workload={**OPEN, "rate": 500.0})
+    summary = simulate(s, duration=60, seed=11).summary()
+    n = summary["admitted"]
+    assert n > 29000
+    total = sum(w for _, w, _, _ in config.SEED_PROVIDERS)
+    for name, weight, _, _ in config.SEED_PROVIDERS:
+        p = weight / total
+        got = summary["providers"][name]["requests"]
+        assert abs(got - n * p) <= 4 * math.sqrt(n * p * (1 - p)), (name, got, n * p)
+
+
+def test_littles_law_in_flight_integral_equals_throughput_times_latency():
+    providers = {"p1": {"weight": 70, "latency": 0.1, "distribution": "exponential", "error_rate": 0.05},
+                 "p2": {"weight": 30, "latency": 0.4, "distribution": "lognormal", "p99": 3.0}}
+    s = scenario(providers=providers, workload={**OPEN, "rate": 400.0})
+    duration = 120.0
+    result = simulate(s, duration=duration, seed=3)
+    ts = result.timeseries()
+    mean_in_flight = sum(v * w for v, w in zip(ts["in_flight"], ts["width"])) / duration
+    summary = result.summary()
+    throughput = summary["admitted"] / duration
+    assert mean_in_flight == pytest.approx(throughput * summary["latency"]["mean"], rel=0.01)
+
+
+def failing_alone(**workload) -> config.Scenario:
+    return scenario(providers={"p1": {"weight": 1, "latency": 0.1, "error_rate": 1.0}},
+                    workload={"mode": "closed", "clients": 1, **workload})
+
+
+def test_provider_failing_every_call_shows_golden_cooldowns_through_half_open_probes():
+    # A 40 s think time outlasts every cooldown: each request after the third finds the
+    # breaker half-open, probes, fails and reopens with the next cooldown.
+    result = simulate(failing_alone(think_time=40.0), duration=350, seed=1)
+    opens = [t for t in result.transitions if t.target == "open"]
+    assert [t.cooldown for t in opens] == [1, 2, 4, 8, 16, 30, 30]
+    assert [t.source for t in opens] == ["failing"] + ["half_open"] * 6
+    assert [(t.source, t.target) for t in result.transitions[:3]] == [
+        ("failing", "open"), ("open", "half_open"), ("half_open", "open")]
+    assert result.transitions[1].time == result.transitions[0].time + 1.0
+    assert result.flips == {"p1": 1}
+    assert result.summary()["providers"]["p1"]["trips"] == 7
+
+
+def test_provider_failing_every_call_shows_golden_cooldowns_through_forced_probes():
+    # Without think time the only provider is called while open (the fallback), and each
+    # failed forced probe reopens it with the next cooldown.
+    result = simulate(failing_alone(), duration=2, seed=1)
+    opens = [t.cooldown for t in result.transitions if t.target == "open"]
+    assert opens[:8] == [1, 2, 4, 8, 16, 30, 30, 30]
+    # Every request after the first three found the breaker open and was a fallback.
+    assert result.summary()["fallbacks"] == result.summary()["offered"] - 3
+
+
+def test_common_random_numbers_changing_p2_latency_leaves_arrivals_and_p1_draws():
+    base = {"breaker": {"enabled": False}, "workload": {**OPEN, "rate": 300.0},
+            "providers": {"p1": {"weight": 70, "latency": 0.1, "distribution": "exponential", "error_rate": 0.1},
+                          "p2": {"weight": 30, "latency": 0.5}}}
+    slower = {**base, "providers": {**base["providers"], "p2": {"weight": 30, "latency": 1.5,
+                                                                 "distribution": "lognormal", "p99": 6.0}}}
+    a = simulate(base, duration=20, seed=9, keep_requests=True)
+    b = simulate(slower, duration=20, seed=9, keep_requests=True)
+    assert sorted(r.sent for r in a.requests) == sorted(r.sent for r in b.requests)
+
+    def p1_calls(result):
+        return sorted((r.sent, r.latency, r.status) for r in result.requests if r.provider == "p1")
+
+    assert p1_calls(a) == p1_calls(b)
+    assert len(p1_calls(a)) > 4000
+    assert sorted(r.latency for r in a.requests if r.provider == "p2") != \
+        sorted(r.latency for r in b.requests if r.provider == "p2")
+
+
+OUTAGE = Path(__file__).resolve().parents[1] / "scenarios" / "p1_outage.toml"
+_JSON_SCRIPT = "import sys, gwlab; sys.stdout.write(gwlab.simulate(sys.argv[1], duration=90, seed=int(sys.argv[2])).to_json())"
+
+
+def run_json(seed: int) -> str:
+    done = subprocess.run([sys.executable, "-c", _JSON_SCRIPT, str(OUTAGE), str(seed)],
+                          capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_same_seed_gives_byte_identical_json_across_processes_and_other_seeds_differ():
+    first, second, other = run_json(4), run_json(4), run_json(5)
+    assert first == second
+    assert first != other
+    assert '"mode": "simulated"' in first and '"transitions"' in first
+
+
+def test_global_random_state_untouched():
+    random.seed(123)
+    before = random.getstate()
+    simulate(duration=5, seed=2)
+    assert random.getstate() == before
+
+
+def test_summary_has_the_shared_schema_and_simulation_fields():
+    s = scenario(workload={**OPEN, "rate": 200.0})
+    summary = simulate(s, duration=10, seed=1).summary()
+    assert summary["mode"] == "simulated" and summary["seed"] == 1
+    assert summary["scenario"] == s.to_dict()
+    assert summary["offered"] == sum(int(n) for n in summary["codes"].values())
+    assert set(summary) >= {"duration", "offered", "admitted", "codes", "rates", "availability",
+                            "goodput", "latency", "providers", "trips", "fallbacks"}
+
+
+def test_closed_loop_waits_retry_after_after_a_429():
+    # Two clients, a bucket of one token refilled once a second: every second one request
+    # gets in and the other client is told to retry when the next token is due.
+    s = scenario(limiter={"rate": 1.0, "burst": 1.0}, workload={"mode": "closed", "clients": 2, "think_time": 0.0},
+                 providers={"p1": {"latency": 0.25}})
+    result = simulate(s, duration=10, seed=1, keep_requests=True)
+    assert result.summary()["codes"]["200"] + result.summary()["codes"].get("499", 0) == 10
+    for r in result.requests:
+        if r.status == 429:
+            assert r.sent == r.done
+
+
+def test_open_loop_rate_change_redraws_arrivals_from_the_change():
+    s = scenario(workload={**OPEN, "rate": 100.0}, events=[{"at": 10.0, "workload": {"rate": 1000.0}}])
+    ts = simulate(s, duration=20, seed=8).timeseries(10)
+    low, high = ts["offered"]
+    assert abs(low - 1000) <= 4 * math.sqrt(1000)     # Poisson: variance = mean
+    assert abs(high - 10000) <= 4 * math.sqrt(10000)
+
+
+def test_closed_loop_client_count_events_start_and_retire_clients():
+    s = scenario(providers={"p1": {"latency": 0.5}}, breaker={"enabled": False},
+                 workload={"mode": "closed", "clients": 10},
+                 events=[{"at": 10.0, "workload": {"clients": 30}}, {"at": 20.0, "workload": {"clients": 5}}])
+    ts = simulate(s, duration=30, seed=1).timeseries(10)
+    # One request per client per 0.5 s. The event at 20 s runs before the answers due at
+    # 20 s (it was scheduled first), so 25 clients retire on those answers.
+    assert ts["offered"] == [200, 600, 100]
+    assert ts["in_flight"] == pytest.approx([10, 30, 5])
+
+
+def test_custom_balancer_registered_changes_the_result():
+    class OnlyLast:
+        """Every request to the last eligible provider."""
+
+        def pick(self, choices, rng):
+            return choices[-1]
+
+    balancer.register("only_last_sim_test", OnlyLast)
+    base = {"workload": {**OPEN, "rate": 100.0}, "breaker": {"enabled": False}}
+    plain = simulate(base, duration=10, seed=1).summary()
+    custom = simulate({**base, "gateway": {"balancer": "only_last_sim_test"}}, duration=10, seed=1).summary()
+    assert plain["providers"]["p1"]["requests"] > 0
+    assert custom["providers"]["p1"]["requests"] == custom["providers"]["p2"]["requests"] == 0
+    assert custom["providers"]["p3"]["requests"] == custom["admitted"] > 0
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"duration": -1}, "duration = -1"),
+    ({"duration": math.inf}, "duration = inf"),
+    ({"duration": 10, "bin_width": 0}, "bin_width = 0"),
+    ({"duration": 10, "seed": "x"}, "seed = 'x'"),
+])
+def test_bad_arguments_name_the_argument(kwargs, field):
+    with pytest.raises(ConfigError, match=field.replace("(", r"\(")):
+        simulate(None, **kwargs)
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"events": [{"at": -1.0, "workload": {"rate": 5.0}}]}, "events[0].at = -1"),
+    ({"events": [{"at": 1.0, "providers": {"p9": {"weight": 1}}}]}, "'providers.p9'"),
+    ({"providers": {"p1": {"distribution": "lognormal", "latency": 0.5, "p99": 0.2}}}, "providers.p1.p99 = 0.2"),
+    ({"providers": {"p1": {"latency": 0.0}}, "workload": {"mode": "closed"}},
+     "providers.p1.latency = 0 (fixed) with workload.think_time = 0"),
+    ({"providers": {"p1": {"latency": 0.0, "distribution": "exponential"}, "p2": {"weight": 0}}},
+     "providers.p1.latency = 0 (exponential)"),
+    ({"events": [{"at": 5.0, "providers": {"p2": {"latency": 0.0}}}]},
+     "event at 5 s: providers.p2.latency = 0"),
+])
+def test_bad_scenarios_raise_config_errors_naming_the_field(data, field):
+    with pytest.raises(ConfigError) as err:
+        simulate(data, duration=1)
+    assert field in str(err.value)
+
+
+def test_zero_latency_is_fine_with_think_time_or_open_loop():
+    zero = {"p1": {"latency": 0.0}}
+    assert simulate({"providers": zero, "workload": {"clients": 2, "think_time": 0.5}}, duration=2).summary()["admitted"] == 8
+    assert simulate({"providers": zero, "workload": {**OPEN, "rate": 50.0}}, duration=2).summary()["admitted"] > 50
+
+
+def test_progress_reports_fractions_and_finishes_at_one():
+    seen: list[float] = []
+    simulate(duration=20, seed=1, progress=seen.append)
+    assert seen[-1] == 1.0
+    assert seen == sorted(seen) and all(0 < f <= 1 for f in seen)
+
+
+def test_package_exports_simulate():
+    assert gwlab.simulate is simulate
+
+
+def test_figure_and_offline_report(tmp_path):
+    from gwlab import plots, report
+
+    result = simulate(OUTAGE, duration=90, seed=1)
+    fig = result.figure()
+    assert [a.text for a in fig.layout.annotations] == list(plots.PANELS)
+    names = {t.name for t in fig.data}
+    assert {"200", "502", "p50", "p99", "p1", "p2", "p3", "state", "opened", "tokens"} <= names
+    opened = next(t for t in fig.data if t.name == "opened")
+    assert list(opened.x) == [t.time for t in result.transitions if t.target == "open"]
+    page = report.write_html(result, tmp_path / "run.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script src=" not in page          # plotly.js is inline: the page opens offline
+    assert "Plotly.newPlot" in page
+    assert f"<td>{result.summary()['offered']}</td>" in page
+
+
+def test_switching_between_closed_and_open_loop():
+    s = scenario(providers={"p1": {"latency": 0.5}}, breaker={"enabled": False},
+                 workload={"mode": "closed", "clients": 4},
+                 events=[{"at": 10.0, "workload": {"mode": "open", "rate": 50.0}},
+                         {"at": 20.0, "workload": {"mode": "closed", "clients": 2}}])
+    result = simulate(s, duration=30, seed=1)
+    ts = result.timeseries(10)
+    assert ts["offered"][0] == 80
+    assert abs(ts["offered"][1] - 500) <= 4 * math.sqrt(500)   # Poisson: variance = mean
+    assert ts["offered"][2] == 40
+    # Open-loop requests sent just before 20 s finish by 20.5 s; then only the two clients.
+    assert result.timeseries()["in_flight"][21:] == pytest.approx([2] * 9)
