@@ -1,9 +1,10 @@
-"""The ``gwlab`` command: ``gwlab run`` and ``gwlab serve``.
+"""The ``gwlab`` command: ``gwlab run``, ``gwlab serve`` and ``gwlab simulate``.
 
 ``run`` starts the gateway, its metrics server and the load generator's client processes,
 shows a live status once a second and, at the end (``--duration`` or Ctrl-C / SIGTERM), a
 summary, optionally written as JSON. ``serve`` runs the gateway and metrics server alone, for
-outside clients.
+outside clients. ``simulate`` replays the scenario in virtual time, with no sockets, and
+prints the same summary.
 
 A bad scenario file or flag exits with status 2 and one line on stderr naming the file or
 flag, the value and what is allowed, before any port is bound; so does a port in use.
@@ -30,6 +31,8 @@ from gwlab.stats import summary
 
 REFRESH = 1.0
 """Seconds between two updates of the live status."""
+PROGRESS_AFTER = 2.0
+"""Seconds after which a running simulation starts showing its progress."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
 
@@ -128,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
     serve.set_defaults(handler=_serve, clients=None, rate=None, json=None)
+    simulate = commands.add_parser(
+        "simulate", help="replay the scenario in virtual time, deterministically",
+        description="Run the scenario's gateway, providers and clients as a discrete-event "
+                    "simulation: no sockets, virtual time, the same seed giving the same numbers. "
+                    "Prints the summary; --json writes summary, time series and breaker "
+                    "transitions; --report writes an HTML page with the figures that opens offline.")
+    add_scenario_arguments(simulate)
+    simulate.add_argument("--duration", metavar="SECONDS", type=float, required=True,
+                          help="simulated seconds to run")
+    simulate.add_argument("--report", metavar="FILE.html", type=Path,
+                          help="write an offline HTML report with the run's figures")
     return parser
 
 
@@ -136,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "simulate":
+            _check_run_args(args)
+            if args.report is not None and not args.report.parent.is_dir():
+                raise ConfigError(f"--report: {str(args.report)!r}: expected a file in an existing directory")
+            return _simulate(args, scenario_from_args(args))
         _check_server_args(args)
         if args.command == "run":
             _check_run_args(args)
@@ -144,6 +163,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     return asyncio.run(args.handler(args, scenario))
+
+
+def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
+    """``gwlab simulate``: raises :class:`ConfigError` for a bad duration or scenario."""
+    from gwlab import report
+    from gwlab.sim import simulate
+
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    result = simulate(scenario, args.duration, args.seed, progress=progress)
+    for line in summary_lines(result.summary()):
+        print(line)
+    if args.json is not None:
+        args.json.write_text(result.to_json() + "\n", encoding="utf-8")
+    if args.report is not None:
+        report.write_html(result, args.report)
+    return 0
+
+
+class _Progress:
+    """Progress of a simulation on a terminal: one line rewritten in place, shown only once
+    the run has taken more than :data:`PROGRESS_AFTER` seconds."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: float) -> None:
+        elapsed = time.monotonic() - self.started
+        if not self.shown and elapsed < PROGRESS_AFTER:
+            return
+        self.shown = True
+        end = "\n" if done >= 1.0 else ""
+        self.out.write(f"\rsimulating {done:6.1%}  {elapsed:5.1f}s{end}")
+        self.out.flush()
 
 
 def _fail(message: str) -> int:

@@ -55,9 +55,10 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:
     """The final summary of a run, from the JSON document ``gwlab run --json`` writes."""
-    requested = result.get("requested_rate")
-    asked = f"requested {requested:.0f}/s" if requested else f"{result.get('clients')} clients"
-    achieved = result.get("achieved_offered_rate")
+    workload = result["scenario"]["workload"]
+    asked = (f"requested {workload['rate']:g}/s" if workload["mode"] == "open"
+             else f"{workload['clients']} clients")
+    achieved = result["rates"]["offered"]
     codes = "  ".join(f"{code} {n}" for code, n in result["codes"].items()) or "none"
     latency = result["latency"]
     availability, goodput = result["availability"], result["goodput"]

@@ -182,10 +182,11 @@ def test_live_view_redraws_in_place_on_a_terminal_and_appends_plain_lines_otherw
 def test_summary_lines():
     tally = _tally((200, "p1", 0.25, 3), (504, "p2", 1.0, 1))
     result = summary(tally, 2.0, ["p1", "p2"], {"p2": 1}, {"p1": 0}, {"p1": "healthy", "p2": "open"})
-    result.update(clients=None, requested_rate=2.5, achieved_offered_rate=2.0)
+    workload = {"mode": "open", "clients": 100, "think_time": 0.0, "rate": 2.5}
+    result.update(scenario={"workload": workload})
     h = tally.latency
     assert summary_lines(result) == [
-        "duration 2.0s  offered 4 (2/s, requested 2/s)  admitted 4",
+        "duration 2.0s  offered 4 (2/s, requested 2.5/s)  admitted 4",
         "codes 200 3  504 1",
         "availability 75.0%  goodput 75.0%",
         f"latency p50 {h.quantile(0.5):.3f}s  p95 {h.quantile(0.95):.3f}s  p99 {h.quantile(0.99):.3f}s"

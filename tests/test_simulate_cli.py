@@ -1,0 +1,82 @@
+"""``gwlab simulate`` from the command line: output files, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gwlab.cli import main
+from gwlab.stats import Tally, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _gwlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gwlab", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_json_is_byte_identical_across_processes_and_has_every_part(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (first, second):
+        done = _gwlab("simulate", "--duration", "20", "--rate", "300", "--seed", "3", "--json", str(path))
+        assert done.returncode == 0, done.stderr
+    assert first.read_bytes() == second.read_bytes()
+    data = json.loads(first.read_text())
+    assert set(data) == {"summary", "timeseries", "transitions", "flips"}
+    assert data["summary"]["seed"] == 3
+    assert data["summary"]["scenario"]["workload"] == {"mode": "open", "clients": 100, "think_time": 0.0,
+                                                       "rate": 300.0}
+    printed = done.stdout.splitlines()[0]
+    assert f"offered {data['summary']['offered']} " in printed and "requested 300/s" in printed
+
+
+def test_summary_schema_is_the_live_runs(tmp_path):
+    path = tmp_path / "s.json"
+    assert main(["simulate", "--duration", "5", "--json", str(path)]) == 0
+    simulated = json.loads(path.read_text())["summary"]
+    shared = summary(Tally(), 1.0, ["p1", "p2", "p3"], {}, {}, {})
+
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict) and k not in ("codes", "scenario"):
+                out |= keys(v, f"{prefix}{k}.")
+        return out
+
+    assert keys(shared) <= keys(simulated)
+
+
+def test_report_is_a_self_contained_page(tmp_path):
+    page = tmp_path / "run.html"
+    assert main(["simulate", "--config", str(ROOT / "scenarios/p1_outage.toml"), "--duration", "30",
+                 "--report", str(page)]) == 0
+    html = page.read_text()
+    assert html.startswith("<!") and "<script src=" not in html and "plotly" in html.lower()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--duration", "-1"], "--duration = -1: expected a number of seconds > 0"),
+    ([], "the following arguments are required: --duration"),
+    (["--duration", "5", "--rate", "0"], "--rate: workload.rate = 0.0: expected a number > 0"),
+    (["--duration", "5", "--report", "/nonexistent/dir/r.html"],
+     "--report: '/nonexistent/dir/r.html': expected a file in an existing directory"),
+    (["--duration", "5", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
+    assert main(["simulate", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_zero_time_closed_loop_is_refused(tmp_path, capsys):
+    path = tmp_path / "instant.toml"
+    path.write_text("[providers.fast]\nlatency = 0.0\n")
+    assert main(["simulate", "--config", str(path), "--duration", "5"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "think_time" in err, err
