@@ -33,12 +33,13 @@ class WeightedRandom:
     """The seed's policy: each provider with probability weight / total weight."""
 
     def pick(self, choices: Sequence[Choice], rng: Random) -> Choice | None:
-        total = sum(c.weight for c in choices)
+        weights = [c.weight for c in choices]
+        total = sum(weights)
         if total <= 0:
             return None
         point = rng.random() * total
-        for choice in choices:
-            point -= choice.weight
+        for choice, weight in zip(choices, weights):
+            point -= weight
             if point < 0:
                 return choice
         # Rounding can leave ``point`` a hair above 0 after the last subtraction.

@@ -115,15 +115,14 @@ class CircuitBreaker:
         return max(0.0, self.reopens_at - now) if self._state is State.OPEN else 0.0
 
     def available(self, now: float) -> bool:
-        """Would a call be let through at ``now``? (Reserves nothing.)"""
-        if not self.config.enabled:
+        """Would a call be let through at ``now``? (Reserves nothing.) Called for every
+        provider on every request, so the common closed case is decided first."""
+        state = self._state
+        if state is State.HEALTHY or state is State.FAILING or not self.config.enabled:
             return True
-        state = self.state(now)
-        if state is State.OPEN:
+        if state is State.OPEN and now < self.reopens_at:
             return False
-        if state is State.HALF_OPEN:
-            return self.probes < self.config.half_open_max_calls
-        return True
+        return self.probes < self.config.half_open_max_calls
 
     # -- changes --------------------------------------------------------------------
 
