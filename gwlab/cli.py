@@ -2,7 +2,8 @@
 
 ``run`` starts the gateway, its metrics server and the load generator's client processes,
 shows a live status once a second and, at the end (``--duration`` or Ctrl-C / SIGTERM), a
-summary, optionally written as JSON. ``serve`` runs the gateway and metrics server alone, for
+summary, optionally written as JSON; the scenario's scripted events apply at their times, as
+in a simulation. ``serve`` runs the gateway and metrics server alone, for
 outside clients. ``simulate`` replays the scenario in virtual time, with no sockets, and
 prints the same summary.
 
@@ -20,14 +21,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Scenario
 from gwlab.live import LiveView, status_lines, summary_lines
-from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator
+from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.server import Gateway
 from gwlab.stats import summary
+from gwlab.timeline import Step, steps
 
 REFRESH = 1.0
 """Seconds between two updates of the live status."""
@@ -35,6 +37,8 @@ PROGRESS_AFTER = 2.0
 """Seconds after which a running simulation starts showing its progress."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
+
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -246,10 +250,20 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     if not await _start(gateway, args):
         return EXIT_USAGE
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
-    clients = LoadGenerator(gateway.url, scenario.workload, args.seed)
+    events = steps(scenario)
+    workers = max(worker_count(w) for w in (scenario.workload, *(step.scenario.workload for step in events)))
+    clients = LoadGenerator(gateway.url, scenario.workload, args.seed, workers=workers)
+    opening = [step for step in events if step.at == 0]
     try:
+        for step in opening:
+            apply_event(step, gateway, clients, view)
         await clients.start()
-        await _watch(clients, gateway, view, stop, args.duration)
+        player = asyncio.create_task(play_events(events[len(opening):], gateway, clients, view))
+        try:
+            await _watch(clients, gateway, view, stop, args.duration)
+        finally:
+            player.cancel()
+            await asyncio.gather(player, return_exceptions=True)
         await clients.stop()
         result = _result(clients, gateway, scenario, args.seed)
     finally:
@@ -260,6 +274,48 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
+
+
+def event_line(step: Step) -> str:
+    """One line naming a scripted event and what it changes, e.g.
+    ``event at 60 s: providers.p1.outage = 'error'``."""
+    changes = ", ".join(f"{key} = {value!r}" for key, value in _dotted(step.patch))
+    return f"event at {step.at:g} s: {changes}"
+
+
+def _dotted(patch: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in patch.items():
+        if isinstance(value, Mapping):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def apply_event(step: Step, gateway: Gateway, clients: LoadGenerator, view: LiveView) -> None:
+    """Apply a scripted event now: its patch to the running gateway and, when it touches the
+    workload, the resulting workload to the clients. Logged at INFO and shown in ``view``.
+
+    The patch merges into the gateway's scenario as it stands, which ``PATCH /admin/config``
+    may have changed; a patch that no longer fits is logged and skipped."""
+    line = event_line(step)
+    try:
+        scenario = gateway.configure(step.patch, f"scenario: event at {step.at:g} s")
+    except ConfigError as exc:
+        log.warning("%s: not applied: %s", line, exc)
+        return
+    if "workload" in step.patch:
+        clients.apply(scenario.workload)
+    log.info("%s", line)
+    view.print([line])
+
+
+async def play_events(events: Sequence[Step], gateway: Gateway, clients: LoadGenerator, view: LiveView) -> None:
+    """Apply each of ``events`` (time-ordered, from :func:`gwlab.timeline.steps`) when its
+    time comes, in seconds since the clients started sending; the same steps drive
+    :func:`gwlab.simulate` in virtual time."""
+    for step in events:
+        await asyncio.sleep(max(0.0, clients.started_at + step.at - time.monotonic()))
+        apply_event(step, gateway, clients, view)
 
 
 async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,

@@ -17,6 +17,13 @@ Two workloads, the ones :mod:`gwlab.workload` describes:
 The HTTP connection pool has no cap (``TCPConnector(limit=0)``): aiohttp's default of 100
 connections would queue requests in the client and turn an open loop into a closed one.
 
+Scripted events change the workload while the clients run (:meth:`LoadGenerator.apply`):
+the parent splits the new workload over the same workers as at the start and sends each its
+new :class:`WorkerPlan`. An open loop re-draws its next arrival from the moment of the change
+(Poisson arrivals are memoryless); a closed loop starts the clients it lacks at once and
+retires the ones it has too many of as they finish their request (and pause); a switch
+between the two modes does both.
+
 Every request a worker starts is counted exactly once: with its HTTP status and the
 ``x-gwlab-provider`` header, with :data:`TRANSPORT_ERROR` when no HTTP answer came, or, when
 it is still unanswered a bounded time after the stop, as :data:`~gwlab.stats.CUT_OFF` (499).
@@ -82,7 +89,8 @@ def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
 @dataclass(frozen=True)
 class WorkerPlan:
     """What one worker process sends: ``clients`` closed-loop clients, or open-loop arrivals
-    at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``."""
+    at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``. A worker
+    gets a new plan when the workload changes."""
 
     url: str
     index: int
@@ -111,15 +119,21 @@ def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
 class LoadGenerator:
     """Worker processes driving ``url`` with ``workload``, and the merged tally of answers.
 
-    Call :meth:`start` and :meth:`stop` from the asyncio loop of the parent process.
-    :attr:`tally` holds every answer received so far; :meth:`take_interval` the ones since
-    its previous call (the live view's "last second")."""
+    Call :meth:`start`, :meth:`apply` and :meth:`stop` from the asyncio loop of the parent
+    process. :attr:`tally` holds every answer received so far; :meth:`take_interval` the ones
+    since its previous call (the live view's "last second"). ``workers`` defaults to
+    :func:`worker_count` of ``workload``; a run whose workload will change should pass the
+    most any of its workloads needs, as the number of workers is fixed at the start."""
 
     def __init__(self, url: str, workload: WorkloadConfig, seed: int = config.SEED, *,
                  workers: int | None = None, grace: float = config.CLIENT_GRACE) -> None:
         self.url = url.rstrip("/")
         self.workload = workload
+        self.seed = seed
+        self.grace = grace
         self.plans = plan(self.url, workload, seed, workers or worker_count(workload), grace)
+        self._workloads: list[tuple[float, WorkloadConfig]] = [(0.0, workload)]
+        """Each workload with the seconds of sending after which it applied."""
         self.tally = Tally()
         self.sent = 0
         self._interval = Tally()
@@ -134,8 +148,17 @@ class LoadGenerator:
 
     @property
     def requested_rate(self) -> float | None:
-        """The offered rate asked for (open loop), ``None`` for a closed loop."""
-        return self.workload.rate if self.workload.mode == "open" else None
+        """The offered rate asked for, averaged over the time of sending when it changed;
+        ``None`` when any part of the run was a closed loop."""
+        if any(w.mode != "open" for _, w in self._workloads):
+            return None
+        elapsed = self.elapsed
+        if len(self._workloads) == 1 or elapsed <= 0:
+            return self._workloads[-1][1].rate
+        ends = [at for at, _ in self._workloads[1:]] + [elapsed]
+        asked = sum(w.rate * (min(end, elapsed) - min(at, elapsed))
+                    for (at, w), end in zip(self._workloads, ends))
+        return asked / elapsed
 
     @property
     def processes(self) -> tuple[multiprocessing.process.BaseProcess, ...]:
@@ -186,6 +209,25 @@ class LoadGenerator:
         self._started_at = time.monotonic()
         for conn in self._conns:
             conn.send(("go", self._started_at))
+
+    def apply(self, workload: WorkloadConfig) -> None:
+        """Send ``workload`` from now on: split over the same workers as at the start, as
+        :func:`plan` does, and sent to each of them (before :meth:`start`, it simply replaces
+        the initial workload). Does nothing once stopping."""
+        if self._stopping or workload == self.workload:
+            return
+        self.workload = workload
+        self.plans = plan(self.url, workload, self.seed, len(self.plans), self.grace)
+        if self._started_at is None:
+            self._workloads = [(0.0, workload)]
+        else:
+            self._workloads.append((self.elapsed, workload))
+        for conn, worker_plan in zip(self._conns, self.plans):
+            try:
+                conn.send(("plan", worker_plan))
+            except OSError:
+                log.warning("load generator process %d is gone; it cannot take the new workload",
+                            worker_plan.index)
 
     async def stop(self) -> None:
         """Stop sending; wait for the workers' final tallies (requests still unanswered after
@@ -315,6 +357,13 @@ class _Worker:
         self.delta = Tally()
         self.sent = 0
         self.requests: set[asyncio.Task] = set()
+        self.drivers: set[asyncio.Task] = set()
+        """The closed-loop clients and the open-loop arrivals task."""
+        self.clients = 0
+        """Closed-loop clients running, counting those about to retire."""
+        self.arrivals: asyncio.Task | None = None
+        self.arrival_rate = 0.0
+        self.rng = stream(worker_plan.seed, f"arrivals/{worker_plan.index}")
         self.cut_off = False
         self.go = asyncio.Event()
         self.stop = asyncio.Event()
@@ -332,12 +381,13 @@ class _Worker:
                 return
             await _first(self.go.wait(), self.stop.wait())
             if not self.stop.is_set():
-                drivers = self._drivers()
+                self._drive()
                 reporter = asyncio.create_task(self._report())
                 await self.stop.wait()
-                for task in (*drivers, reporter):
+                tasks = (*self.drivers, reporter)
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(*drivers, reporter, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await self._drain()
             self._send("final")
         self.loop.remove_reader(self.conn.fileno())
@@ -350,6 +400,10 @@ class _Worker:
                 if kind == "go":
                     self.started_at = payload[0]
                     self.go.set()
+                elif kind == "plan":
+                    self.plan = payload[0]
+                    if self.go.is_set() and not self.stop.is_set():
+                        self._drive()
                 else:
                     self.stop.set()
         except (EOFError, OSError):
@@ -378,10 +432,31 @@ class _Worker:
             if not self._send("tally"):
                 self.stop.set()
 
-    def _drivers(self) -> list[asyncio.Task]:
-        if self.plan.mode == "open":
-            return [asyncio.create_task(self._arrivals())]
-        return [asyncio.create_task(self._client()) for _ in range(self.plan.clients)]
+    def _wanted(self) -> int:
+        """Closed-loop clients the plan asks for."""
+        return self.plan.clients if self.plan.mode == "closed" else 0
+
+    def _drive(self) -> None:
+        """Bring the running clients or arrivals in line with the plan: start the missing
+        clients (surplus ones retire by themselves), and restart the arrivals from now when
+        the open-loop rate changed or stop them when the loop is closed."""
+        if self.plan.mode == "open" and (self.arrivals is None or self.plan.rate != self.arrival_rate):
+            if self.arrivals is not None:
+                self.arrivals.cancel()
+            self.arrival_rate = self.plan.rate
+            self.arrivals = self._spawn(self._arrivals(self.arrival_rate))
+        elif self.plan.mode == "closed" and self.arrivals is not None:
+            self.arrivals.cancel()
+            self.arrivals = None
+        for _ in range(self._wanted() - self.clients):
+            self.clients += 1
+            self._spawn(self._client())
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coroutine)
+        self.drivers.add(task)
+        task.add_done_callback(self.drivers.discard)
+        return task
 
     def _launch(self, scheduled: float) -> asyncio.Task:
         self.sent += 1
@@ -390,9 +465,10 @@ class _Worker:
         task.add_done_callback(self.requests.discard)
         return task
 
-    async def _arrivals(self) -> None:
-        rng = stream(self.plan.seed, f"arrivals/{self.plan.index}")
-        loop, rate = self.loop, self.plan.rate
+    async def _arrivals(self, rate: float) -> None:
+        """Poisson arrivals at ``rate`` from now on; the worker's one arrival stream goes on
+        across rate changes."""
+        loop, rng = self.loop, self.rng
         scheduled = loop.time()
         while True:
             scheduled = next_arrival(scheduled, rate, rng)
@@ -402,14 +478,15 @@ class _Worker:
             self._launch(scheduled)
 
     async def _client(self) -> None:
-        think_time = self.plan.think_time
-        while True:
+        """One closed-loop client; it retires before sending when the plan wants fewer."""
+        while self.clients <= self._wanted():
             task = self._launch(self.loop.time())
             await asyncio.wait((task,))
             status, retry_after = task.result()
-            pause = pause_after(status, retry_after, think_time)
+            pause = pause_after(status, retry_after, self.plan.think_time)
             if pause > 0:
                 await asyncio.sleep(pause)
+        self.clients -= 1
 
     async def _request(self, scheduled: float) -> tuple[int, float]:
         """Send one request; record its status, provider and latency from ``scheduled``.
