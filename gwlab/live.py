@@ -58,6 +58,8 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
     workload = result["scenario"]["workload"]
     asked = (f"requested {workload['rate']:g}/s" if workload["mode"] == "open"
              else f"{workload['clients']} clients")
+    if any("workload" in event for event in result["scenario"].get("events", ())):
+        asked += " at the start, then as scripted"
     achieved = result["rates"]["offered"]
     codes = "  ".join(f"{code} {n}" for code, n in result["codes"].items()) or "none"
     latency = result["latency"]

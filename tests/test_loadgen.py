@@ -174,3 +174,14 @@ def test_stop_is_idempotent_and_a_second_start_is_a_no_op():
     clients, counted, processes = asyncio.run(twice())
     assert clients.tally.count() == counted == clients.sent > 0
     assert [p.exitcode for p in processes] == [0]
+
+
+def test_apply_before_the_start_replaces_the_workload_and_its_split_over_the_workers():
+    clients = LoadGenerator("http://h:1/", WorkloadConfig(mode="open", rate=3000.0), seed=9, workers=2)
+    clients.apply(WorkloadConfig(mode="closed", clients=5, think_time=0.1))
+    assert [(p.mode, p.clients, p.think_time, p.index) for p in clients.plans] == [
+        ("closed", 3, 0.1, 0), ("closed", 2, 0.1, 1)]
+    assert clients.requested_rate is None
+    clients.apply(WorkloadConfig(mode="open", rate=500.0))
+    assert [(p.mode, p.rate) for p in clients.plans] == [("open", 250.0), ("open", 250.0)]
+    assert clients.requested_rate == 500.0

@@ -1,0 +1,141 @@
+"""The live gateway and the simulator agree: one policy core, two shells.
+
+The live run and the simulation of the same scenario draw different random numbers (the
+clients' arrivals come from other streams, and real timing interleaves requests
+differently), so their counts are not equal; but every request is an independent trial of
+the same probabilities, so their shares must agree within sampling noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+
+import aiohttp
+import pytest
+
+from gwlab import balancer, config, simulate
+from gwlab.loadgen import BODY, PATH, PROVIDER_HEADER, LoadGenerator
+from gwlab.server import Gateway
+from gwlab.stats import ADMITTED, Tally
+
+pytestmark = pytest.mark.timeout(60)
+
+SEED = 11
+DURATION = 5.0
+RATE = 200.0
+SCENARIO = config.from_dict({
+    "breaker": {"enabled": False},
+    "providers": {
+        "p1": {"weight": 70, "latency": 0.01, "error_rate": 0.05},
+        "p2": {"weight": 20, "latency": 0.03, "error_rate": 0.10},
+        "p3": {"weight": 10, "latency": 0.05, "error_rate": 0.20},
+    },
+    "workload": {"mode": "open", "rate": RATE},
+}, "test scenario")
+
+
+def _agree(x: int, n: int, y: int, m: int) -> bool:
+    """Whether the shares x/n and y/m agree within 4 sigma.
+
+    Under the hypothesis that both runs have the same probability p, the difference of the
+    two shares has mean 0 and variance p(1-p)(1/n + 1/m); p is estimated by the pooled share
+    (x+y)/(n+m). A normal variable strays beyond 4 sigma with probability 6e-5, so the
+    handful of comparisons below fail by chance about once in several thousand runs. The
+    price is resolution: at n = m = 1000 and p = 0.1 the band is +-5.4 percentage points, so
+    the test catches a wrong weight or error rate of that size or more, not a subtle one."""
+    p = (x + y) / (n + m)
+    return abs(x / n - y / m) <= 4 * math.sqrt(p * (1 - p) * (1 / n + 1 / m))
+
+
+async def _live_tally() -> tuple[Tally, float]:
+    gateway = Gateway(SCENARIO, seed=SEED)
+    await gateway.start(port=0, metrics_port=0)
+    clients = LoadGenerator(gateway.url, SCENARIO.workload, seed=SEED, workers=1)
+    try:
+        await clients.start()
+        await asyncio.sleep(DURATION)
+        await clients.stop()
+    finally:
+        await clients.stop()
+        await gateway.stop()
+    return clients.tally, clients.elapsed
+
+
+def test_live_and_simulated_runs_agree_on_status_and_provider_shares():
+    """Breakers off, so every request picks its provider by weight and fails by that
+    provider's error rate, independently of all others. Shares are of the answered admitted
+    requests (200, 502, 504): the simulation cuts off the few calls in flight at its end
+    (499), the live run lets them finish. The bucket (1000/s) never empties at 200/s."""
+    live, elapsed = asyncio.run(_live_tally())
+    sim = simulate(SCENARIO, DURATION, SEED).timeseries().total()
+
+    for tally, seconds in ((live, elapsed), (sim, DURATION)):
+        # The Poisson count of arrivals, within 4 sigma of its mean (sigma = sqrt(mean)).
+        expected = RATE * seconds
+        assert abs(tally.count() - expected) <= 4 * math.sqrt(expected)
+        assert tally.count([429, 504]) == 0
+    assert live.count() == live.count(ADMITTED)
+
+    n, m = live.count(ADMITTED), sim.count(ADMITTED)
+    for status in (200, 502):
+        assert _agree(live.count([status]), n, sim.count([status]), m), status
+    for name in ("p1", "p2", "p3"):
+        assert _agree(live.count(ADMITTED, name), n, sim.count(ADMITTED, name), m), name
+
+
+class LastProvider:
+    """A custom policy: always the last eligible provider that has a weight."""
+
+    def pick(self, choices, rng):
+        return next((c for c in reversed(choices) if c.weight > 0), None)
+
+
+@pytest.fixture
+def last_provider(monkeypatch):
+    """``last_provider`` registered in a private copy of the balancer registry."""
+    monkeypatch.setattr(balancer, "_REGISTRY", dict(balancer._REGISTRY))
+    balancer.register("last_provider", LastProvider)
+    return "last_provider"
+
+
+def test_a_registered_balancer_drives_both_the_simulation_and_the_live_gateway(last_provider):
+    weighted = config.merge(SCENARIO, {"providers": {name: {"error_rate": 0.0} for name in ("p1", "p2", "p3")}})
+    custom = config.merge(weighted, {"gateway": {"balancer": last_provider}})
+
+    shares = {s.gateway.balancer: simulate(s, 2.0, SEED).summary()["providers"] for s in (weighted, custom)}
+    assert shares[last_provider]["p3"]["share"] == 1.0
+    assert shares[last_provider]["p1"]["requests"] == shares[last_provider]["p2"]["requests"] == 0
+    # Weighted random over ~400 requests: p3's share is 0.1, within 0.06 at 4 sigma.
+    assert shares["weighted_random"]["p3"]["share"] < 0.5
+
+    async def live() -> tuple[Counter, Counter, object]:
+        gateway = Gateway(weighted, seed=SEED)
+        await gateway.start(port=0, metrics_port=0)
+        try:
+            before = await _answers(gateway, 30)
+            gateway.configure({"gateway": {"balancer": last_provider}}, "test")
+            after = await _answers(gateway, 30)
+        finally:
+            await gateway.stop()
+        return before, after, gateway.router.balancer
+
+    before, after, policy = asyncio.run(live())
+    assert isinstance(policy, LastProvider)
+    assert after == Counter({"p3": 30})
+    # With weights 70/20/10, 30 picks all of p3 have probability 1e-30.
+    assert before["p3"] < 30 and before["p1"] > 0
+
+
+async def _answers(gateway: Gateway, requests: int) -> Counter:
+    """The providers named in ``requests`` concurrent real HTTP answers of ``gateway`` (all 200)."""
+    headers = {"Content-Type": "application/json"}
+
+    async def one(session: aiohttp.ClientSession) -> str:
+        async with session.post(gateway.url + PATH, data=BODY, headers=headers) as response:
+            assert response.status == 200
+            return response.headers[PROVIDER_HEADER]
+
+    async with aiohttp.ClientSession() as session:
+        return Counter(await asyncio.gather(*(one(session) for _ in range(requests))))
