@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run serve test clean
+.PHONY: run serve simulate lab test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,lab]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
 run: $(VENV)/.installed
 	$(BIN)/gwlab run $(ARGS)
@@ -24,8 +28,16 @@ run: $(VENV)/.installed
 serve: $(VENV)/.installed
 	$(BIN)/gwlab serve $(ARGS)
 
+simulate: $(VENV)/.installed
+	$(BIN)/gwlab simulate $(ARGS)
+
+lab: $(VENV)/.installed-lab
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(ARGS)
+
+# The notebooks run under nbval in strict mode: every output not marked NBVAL_IGNORE_OUTPUT
+# must come out the same as the committed one.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -rs $(ARGS)
+	$(BIN)/python -m pytest -rs --durations=15 --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

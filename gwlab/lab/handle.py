@@ -1,0 +1,309 @@
+"""The handle of a lab running in the kernel: the gateway, its metrics server and the clients
+on a background loop, and what a notebook asks of them.
+
+Every method that touches the running system hands its work to the lab's loop thread and
+waits (or, for the ``*_async`` methods, awaits) the result, so the router is only ever used
+from one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Mapping
+
+from gwlab import live, stats
+from gwlab.config import Scenario
+from gwlab.lab.clients import ClientPool
+from gwlab.lab.loop import LoopThread
+from gwlab.lab.recorder import Recorder
+from gwlab.server import Gateway, PortInUse
+from gwlab.stats import Tally
+from gwlab.timeline import Timeline
+from gwlab.timeseries import BreakerChange, TimeSeries
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from gwlab.lab.dashboard import Dashboard
+
+log = logging.getLogger(__name__)
+
+_STOP_GRACE = 0.0
+"""A lab stops at once: the calls still in flight are abandoned (they decide nothing)."""
+
+
+class Summary(dict):
+    """A run summary (the schema of ``gwlab run --json``) that shows itself as a few lines."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text("\n".join(live.summary_lines(self)))
+
+
+class Lab:
+    """The gateway, its metrics server and in-process clients, running on a loop thread.
+
+    Made by :func:`gwlab.lab.start`. ``url`` and ``metrics_url`` say where they listen;
+    ``port`` and ``metrics_port`` are the ports bound, which differ from the ones asked for
+    (``requested_ports``) when those were taken."""
+
+    def __init__(self, scenario: Scenario, seed: int, host: str, port: int, metrics_port: int) -> None:
+        self.seed = seed
+        self.host = host
+        self.requested_ports = (port, metrics_port)
+        self.initial = scenario
+        self.gateway = Gateway(scenario, seed)
+        self.recorder = Recorder([p.name for p in scenario.providers], self.gateway.clock())
+        self.gateway.router.listeners.append(self.recorder.transition)
+        self.clients: ClientPool | None = None
+        self.running = False
+        self._thread: LoopThread | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._dashboard: Dashboard | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _open(self) -> LoopThread:
+        self._thread = LoopThread(f"gwlab-lab-{id(self):x}")
+        return self._thread
+
+    async def _start(self) -> None:
+        """Listen (falling back to free ports for the ones taken), start the clients, the
+        bin sampler and the scenario's scripted events."""
+        port, metrics_port = self.requested_ports
+        while True:  # each retry asks for one more port 0, which is never taken
+            try:
+                await self.gateway.start(self.host, port, metrics_port)
+                break
+            except PortInUse as exc:
+                log.info("%s; using a free port instead", exc)
+                if exc.port == port and port != 0:
+                    port = 0
+                elif exc.port == metrics_port and metrics_port != 0:
+                    metrics_port = 0
+                else:
+                    raise
+        self.recorder.origin = self.gateway.clock()
+        self.clients = ClientPool(self.gateway.url, self.seed, self.recorder, self.gateway.clock)
+        await self.clients.start(self.gateway.scenario.workload)
+        self._tasks = [asyncio.create_task(self._sample())]
+        if self.initial.events:
+            self._tasks.append(asyncio.create_task(self._events()))
+        self.running = True
+
+    async def _stop(self) -> None:
+        self.running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._dashboard is not None:
+            await self._dashboard.detach()
+        if self.clients is not None:
+            await self.clients.stop()
+        await self.gateway.stop(_STOP_GRACE)
+
+    def stop(self) -> None:
+        """Stop the clients, the gateway and the metrics server, release the ports and end
+        the loop thread. Safe to call twice."""
+        from gwlab import lab
+
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.alive:
+            try:
+                thread.call(self._stop())
+            finally:
+                thread.close()
+        self.running = False
+        lab.forget(self)
+
+    async def stop_async(self) -> None:
+        """:meth:`stop`, awaitable: the kernel's loop stays free meanwhile."""
+        from gwlab import lab
+
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.alive:
+            try:
+                await thread.call_async(self._stop())
+            finally:
+                await asyncio.to_thread(thread.close)
+        self.running = False
+        lab.forget(self)
+
+    # -- where it listens -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.gateway.metrics_url
+
+    @property
+    def port(self) -> int:
+        return self.gateway.port
+
+    @property
+    def metrics_port(self) -> int:
+        return self.gateway.metrics_port
+
+    def __repr__(self) -> str:
+        if not self.running:
+            return "gwlab lab (stopped)"
+        w = self.gateway.scenario.workload
+        traffic = (f"{w.clients} closed-loop clients" if w.mode == "closed"
+                   else f"open loop, {w.rate:g} requests/s offered")
+        lines = ["gwlab lab (running)"]
+        for name, url, bound, asked in (("gateway", self.url, self.port, self.requested_ports[0]),
+                                        ("metrics", self.metrics_url, self.metrics_port, self.requested_ports[1])):
+            taken = f"   (port {asked} was in use)" if asked not in (0, bound) else ""
+            lines.append(f"  {name:8} {url}{taken}")
+        lines.append(f"  clients  {traffic}")
+        return "\n".join(lines)
+
+    # -- running and changing it ----------------------------------------------------------
+
+    def run_for(self, seconds: float) -> Summary:
+        """Let the lab run for ``seconds`` (blocking this cell; the charts keep moving) and
+        return the summary of the requests answered meanwhile."""
+        return self._call(self._run_for(seconds))
+
+    async def run_for_async(self, seconds: float) -> Summary:
+        """:meth:`run_for`, awaitable: the widgets stay responsive while it runs."""
+        return await self._call_async(self._run_for(seconds))
+
+    def configure(self, patch: Mapping[str, Any], source: str = "lab.configure") -> Scenario:
+        """Merge ``patch`` (the scenario's shape, e.g. ``{"providers": {"p1": {"weight": 0}}}``)
+        into the running scenario and apply it within the second: gateway and clients alike.
+        Raises :class:`~gwlab.config.ConfigError` naming ``source`` for a bad patch, leaving
+        everything as it was."""
+        return self._synced(self._call(self._configure(patch, source)))
+
+    async def configure_async(self, patch: Mapping[str, Any], source: str = "lab.configure") -> Scenario:
+        """:meth:`configure`, awaitable."""
+        return self._synced(await self._call_async(self._configure(patch, source)))
+
+    def reset(self) -> Scenario:
+        """Back to the scenario the lab started with: a full bucket, healthy breakers with
+        no history, and empty charts. Returns that scenario."""
+        return self._synced(self._call(self._reset()))
+
+    def _synced(self, scenario: Scenario) -> Scenario:
+        """The dashboard's controls show a change made from code too."""
+        if self._dashboard is not None:
+            self._dashboard.sync()
+        return scenario
+
+    @property
+    def scenario(self) -> Scenario:
+        """The scenario in force."""
+        return self.gateway.scenario
+
+    def snapshot(self) -> dict[str, Any]:
+        """The gateway's state now (see :meth:`gwlab.server.Gateway.snapshot`)."""
+        return self._call(self._snapshot())
+
+    # -- what it shows ----------------------------------------------------------------------
+
+    def timeseries(self) -> TimeSeries:
+        """The last seconds of the run (``config.LAB_WINDOW``) in bins of
+        ``config.LAB_BIN_WIDTH`` seconds; times are seconds since the lab started."""
+        return self._call(self._timeseries())[0]
+
+    def transitions(self) -> list[BreakerChange]:
+        """The breaker changes among healthy, open and half_open in the same window."""
+        return self._call(self._timeseries())[1]
+
+    def figure(self) -> go.Figure:
+        """A static Plotly figure of the window (:func:`gwlab.plots.figure`): it stays in the
+        saved notebook."""
+        from gwlab import plots
+
+        series, transitions = self._call(self._timeseries())
+        return plots.figure(series, transitions, title="the last seconds of the live run")
+
+    def dashboard(self) -> Dashboard:
+        """The live dashboard (controls and charts). One per lab: calling again returns the
+        same one."""
+        from gwlab.lab.dashboard import Dashboard
+
+        if self._dashboard is None:
+            self._dashboard = Dashboard(self)
+            self._call(self._dashboard.attach())
+        return self._dashboard
+
+    # -- on the loop ------------------------------------------------------------------------
+
+    def _call(self, coro):
+        if self._thread is None:
+            coro.close()
+            raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
+        return self._thread.call(coro)
+
+    async def _call_async(self, coro):
+        if self._thread is None:
+            coro.close()
+            raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
+        return await self._thread.call_async(coro)
+
+    async def _run_for(self, seconds: float) -> Summary:
+        tap = Tally()
+        recorder = self.recorder
+        opened = Counter(recorder.openings)
+        before = self.gateway.snapshot()["providers"]
+        recorder.taps.append(tap)
+        began = self.gateway.clock()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            recorder.taps.remove(tap)
+        after = self.gateway.snapshot()["providers"]
+        trips = recorder.openings - opened
+        result = stats.summary(
+            tap, self.gateway.clock() - began, list(after), trips,
+            {name: after[name]["fallbacks"] - before[name]["fallbacks"] for name in after},
+            {name: p["state"] for name, p in after.items()},
+        )
+        scenario = self.gateway.scenario
+        w = scenario.workload
+        result.update(mode="live", seed=self.seed, scenario=scenario.to_dict(),
+                      clients=w.clients if w.mode == "closed" else None,
+                      requested_rate=w.rate if w.mode == "open" else None,
+                      achieved_offered_rate=result["rates"]["offered"])
+        return Summary(result)
+
+    async def _configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
+        scenario = self.gateway.configure(patch, source)
+        self.clients.apply(scenario.workload)
+        return scenario
+
+    async def _reset(self) -> Scenario:
+        data = self.initial.to_dict()
+        data.pop("events", None)
+        scenario = self.gateway.configure(data, "lab.reset")
+        self.gateway.reset()
+        self.clients.apply(scenario.workload)
+        self.recorder.clear(self.gateway.clock())
+        return scenario
+
+    async def _snapshot(self) -> dict[str, Any]:
+        return self.gateway.snapshot()
+
+    async def _timeseries(self) -> tuple[TimeSeries, list[BreakerChange]]:
+        return self.recorder.timeseries(), list(self.recorder.transitions)
+
+    async def _sample(self) -> None:
+        """Close each bin at its edge with the gateway's state at that moment."""
+        clock = self.gateway.clock
+        while True:
+            await asyncio.sleep(max(0.0, self.recorder.next_edge() - clock()))
+            self.recorder.close(self.gateway.snapshot())
+
+    async def _events(self) -> None:
+        """Apply the scenario's scripted events at their times (seconds since the start)."""
+        timeline = Timeline(self.initial)
+        clock = self.gateway.clock
+        for step in timeline.steps:
+            await asyncio.sleep(max(0.0, self.recorder.origin + step.at - clock()))
+            await self._configure(step.patch, f"scenario: event at {step.at:g} s")

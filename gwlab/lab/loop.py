@@ -1,0 +1,69 @@
+"""An asyncio event loop in a background thread, driven from synchronous code.
+
+A notebook cell that runs synchronously (``time.sleep``, a long computation, ``lab.run_for``)
+holds the kernel's own event loop: tasks scheduled there do not progress until the cell ends.
+The lab's servers and clients therefore live on a loop of their own, in a daemon thread,
+and the notebook talks to it through :meth:`LoopThread.call` (blocking) or
+:meth:`LoopThread.call_async` (awaitable from the kernel's loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Coroutine, TypeVar
+
+_T = TypeVar("_T")
+
+
+class LoopThread:
+    """A new event loop running forever in a daemon thread named ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            tasks = asyncio.all_tasks(self.loop)
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        """Schedule ``coro`` on the loop; its future, usable from any thread."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("cannot wait for the lab's loop from its own thread")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the loop and wait for its result. An interrupt (Ctrl-C, the
+        notebook's stop button) cancels it."""
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    async def call_async(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the loop; await its result from another loop."""
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def close(self) -> None:
+        """Stop the loop (pending tasks are cancelled) and wait for the thread to end."""
+        if self.alive:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()

@@ -1,0 +1,247 @@
+"""The notebook layer without a browser: a lab's life cycle, its controls, its charts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import prometheus_client
+import pytest
+
+import gwlab.lab
+from gwlab import config
+from gwlab.config import ConfigError, Scenario
+
+FREE = {"port": 0, "metrics_port": 0}
+
+
+def lab_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("gwlab-lab-")]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def no_lab_left():
+    yield
+    gwlab.lab.stop()
+    assert gwlab.lab.current() is None
+    assert lab_threads() == []
+
+
+@pytest.fixture
+def lab():
+    return gwlab.lab.start(clients=20, **FREE)
+
+
+def test_start_twice_is_one_lab_and_stop_twice_is_safe(lab):
+    assert gwlab.lab.start(clients=20, **FREE) is lab
+    assert gwlab.lab.current() is lab
+    assert len(lab_threads()) == 1
+    ports = (lab.port, lab.metrics_port)
+    lab.stop()
+    lab.stop()
+    gwlab.lab.stop()
+    assert not lab.running and repr(lab) == "gwlab lab (stopped)"
+    assert lab_threads() == []
+    assert all(port_is_free(p) for p in ports)
+    with pytest.raises(RuntimeError, match="this lab is stopped"):
+        lab.run_for(0.1)
+
+
+def test_start_with_other_arguments_replaces_the_running_lab(lab):
+    old_port = lab.port
+    new = gwlab.lab.start(clients=30, **FREE)
+    assert new is not lab and not lab.running and new.running
+    assert gwlab.lab.current() is new
+    assert len(lab_threads()) == 1
+    assert port_is_free(old_port)
+    assert new.scenario.workload.clients == 30
+
+
+def test_taken_ports_fall_back_to_free_ones_and_the_handle_says_so():
+    with socket.socket() as one, socket.socket() as two:
+        for taken in (one, two):
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        port, metrics_port = one.getsockname()[1], two.getsockname()[1]
+        lab = gwlab.lab.start(clients=1, port=port, metrics_port=metrics_port)
+        assert lab.running and lab.port not in (0, port) and lab.metrics_port not in (0, metrics_port)
+        assert lab.url == f"http://127.0.0.1:{lab.port}"
+        assert f"(port {port} was in use)" in repr(lab) and f"(port {metrics_port} was in use)" in repr(lab)
+        assert lab.run_for(0.5)["offered"] > 0
+
+
+def test_each_lab_has_its_own_registry_and_the_global_one_stays_clean(lab):
+    first = lab.gateway.metrics.registry
+    lab.run_for(0.3)
+    lab.stop()
+    second = gwlab.lab.start(clients=20, **FREE)
+    assert second.gateway.metrics.registry is not first
+    names = [m.name for m in second.gateway.metrics.registry.collect()]
+    assert names.count("gwlab_requests") == 1
+    assert not [m for m in prometheus_client.REGISTRY.collect() if m.name.startswith("gwlab")]
+
+
+def test_a_control_change_reaches_the_gateway_and_its_traffic(lab):
+    scenario = lab.configure({"providers": {"p1": {"weight": 0}}})
+    assert scenario.provider("p1").weight == 0
+    assert lab.snapshot()["providers"]["p1"]["weight"] == 0
+    lab.run_for(0.3)  # calls p1 had in flight (0.1 s each) end here
+    after = lab.run_for(1.0)
+    assert after["providers"]["p1"]["requests"] == 0
+    assert after["providers"]["p2"]["requests"] > 0
+
+
+def test_a_bad_change_is_refused_with_the_config_message_and_changes_nothing(lab):
+    before = lab.scenario
+    with pytest.raises(ConfigError, match=r"lab.configure: providers.\*.weight = \[0.0, 0.0, 0.0\]: "
+                                          r"expected at least one weight > 0"):
+        lab.configure({"providers": {name: {"weight": 0} for name in ("p1", "p2", "p3")}})
+    assert lab.scenario == before
+
+
+def test_workload_changes_apply_to_the_in_process_clients():
+    fast = config.merge(Scenario(), {"providers": {name: {"latency": 0.05} for name in ("p1", "p2", "p3")},
+                                     "workload": {"clients": 20}})
+    lab = gwlab.lab.start(fast, **FREE)
+    lab.configure({"workload": {"clients": 5}})
+    lab.run_for(0.3)  # a retiring client ends with its request in flight (0.05 s)
+    assert lab.clients.running == 5
+    lab.configure({"workload": {"clients": 8}})
+    assert lab.clients.running == 8
+    lab.configure({"workload": {"mode": "open", "rate": 200}})
+    lab.run_for(0.5)
+    assert lab.clients.running == 0
+    opened = lab.run_for(1.0)
+    # Poisson arrivals at 200/s for 1 s: 200 expected, sd 14; 6 sd either side.
+    assert 115 < opened["offered"] < 285
+
+
+def test_reset_restores_the_starting_scenario_and_empties_the_history(lab):
+    lab.configure({"limiter": {"rate": 50}, "breaker": {"failure_threshold": 7}})
+    lab.run_for(1.0)
+    assert len(lab.timeseries()) >= 1
+    assert lab.reset() == lab.initial == lab.scenario
+    assert len(lab.timeseries()) == 0
+    assert lab.snapshot()["tokens"] == pytest.approx(lab.initial.limiter.burst, abs=50)
+
+
+def test_scripted_events_happen_at_their_time():
+    scenario = Scenario().to_dict() | {"events": [{"at": 0.3, "providers": {"p3": {"weight": 0}}}]}
+    lab = gwlab.lab.start(scenario, **FREE)
+    assert lab.scenario.provider("p3").weight == 10
+    lab.run_for(0.6)
+    assert lab.scenario.provider("p3").weight == 0
+
+
+def test_async_variants_leave_the_callers_loop_free():
+    async def main():
+        lab = await gwlab.lab.start_async(clients=10, **FREE)
+        assert await gwlab.lab.start_async(clients=10, **FREE) is lab
+        ticks = 0
+
+        async def tick():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        summary = await lab.run_for_async(0.5)
+        ticker.cancel()
+        await lab.configure_async({"limiter": {"burst": 10}})
+        await gwlab.lab.stop_async()
+        return lab, summary, ticks
+
+    lab, summary, ticks = asyncio.run(main())
+    assert summary["offered"] > 0 and ticks >= 5
+    assert not lab.running and lab.scenario.limiter.burst == 10
+
+
+def test_summary_shows_as_lines(lab):
+    summary = lab.run_for(0.5)
+    assert summary["mode"] == "live" and summary["clients"] == 20
+    from IPython.lib.pretty import pretty
+
+    text = pretty(summary)
+    assert text.startswith("duration 0.5s  offered ") and "\np1  share " in text
+
+
+@pytest.fixture
+def dashboard(lab):
+    return lab.dashboard()
+
+
+def test_chart_data_grows_while_a_cell_blocks(lab, dashboard):
+    assert lab.dashboard() is dashboard
+    before = len(dashboard.figure.data[0].x)
+    lab.run_for(1.6)  # the main thread blocks; only the lab's loop thread can redraw
+    grown = len(dashboard.figure.data[0].x)
+    assert grown >= before + 2  # 0.5 s bins, redrawn every 0.3 s
+    assert [t.name for t in dashboard.figure.data][:4] == ["200", "429", "502", "504"]
+    assert "answers/s" in dashboard.status.value and "tokens" in dashboard.status.value
+
+
+def test_paused_charts_stay_still_and_resume(lab, dashboard):
+    dashboard.pause_button.click()
+    assert dashboard.paused and dashboard.pause_button.description == "Resume charts"
+    frozen = len(dashboard.figure.data[0].x)
+    lab.run_for(1.2)
+    assert len(dashboard.figure.data[0].x) == frozen
+    dashboard.pause_button.click()
+    lab.run_for(0.8)
+    assert len(dashboard.figure.data[0].x) > frozen
+
+
+def test_a_slider_changes_the_gateway(lab, dashboard):
+    dashboard.controls["providers", "p1", "weight"].value = 0
+    dashboard.controls["limiter", "rate"].value = 500
+    assert lab.scenario.provider("p1").weight == 0
+    assert lab.snapshot()["rate"] == 500
+    assert dashboard.error.value == ""
+
+
+def test_a_refused_slider_shows_the_reason_and_goes_back(lab, dashboard):
+    dashboard.controls["breaker", "base_delay"].value = 5
+    dashboard.controls["breaker", "max_cooldown"].value = 2
+    assert "refused: dashboard: breaker.max_cooldown = 2.0: expected a number &gt;= breaker.base_delay (5)" \
+        in dashboard.error.value
+    assert dashboard.controls["breaker", "max_cooldown"].value == 30
+    assert lab.scenario.breaker.max_cooldown == 30
+
+
+def test_code_changes_and_reset_move_the_sliders(lab, dashboard):
+    lab.configure({"providers": {"p2": {"latency": 1.5}}, "workload": {"mode": "open", "rate": 100}})
+    assert dashboard.controls["providers", "p2", "latency"].value == 1.5
+    assert dashboard.controls["workload", "clients"].layout.display == "none"
+    dashboard.reset_button.click()
+    assert dashboard.controls["providers", "p2", "latency"].value == 0.5
+    assert dashboard.controls["workload", "mode"].value == "closed"
+    assert dashboard.controls["workload", "rate"].layout.display == "none"
+
+
+def test_callback_errors_land_in_the_output_widget(lab, dashboard, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom in a callback")
+
+    monkeypatch.setattr(lab, "configure", broken)
+    dashboard.controls["limiter", "burst"].value = 10
+    assert any("RuntimeError: boom in a callback" in o.get("text", "") for o in dashboard.output.outputs)
+
+
+def test_stopping_freezes_the_dashboard(lab, dashboard):
+    lab.stop()
+    assert dashboard.status.value == "<b>the lab is stopped</b>"
+    assert all(w.disabled for w in dashboard.controls.values())
+    bundle = dashboard._repr_mimebundle_()
+    assert bundle["text/plain"] == "gwlab live dashboard (shown while the kernel runs)"
+    assert "application/vnd.jupyter.widget-view+json" in bundle
