@@ -4,35 +4,22 @@ The clients run in worker processes so that they never compete with the gateway 
 event loop: at thousands of requests per second one Python process cannot both send and
 serve. The parent process (which runs the gateway) starts the workers, tells them to go and
 to stop, and merges the :class:`~gwlab.stats.Tally` deltas they send about twice a second.
-
-Two workloads, the ones :mod:`gwlab.workload` describes:
-
-- closed loop: each client sends a request, awaits the answer, pauses for
-  :func:`~gwlab.workload.pause_after` and sends again;
-- open loop: requests arrive as a Poisson process (:func:`~gwlab.workload.next_arrival`, one
-  random stream per worker) whatever happens to earlier ones; each request runs as its own
-  task and its latency counts from its *scheduled* send time, so a late send or a stall shows
-  in the latency instead of silently lowering the offered rate (no coordinated omission).
-
-The HTTP connection pool has no cap (``TCPConnector(limit=0)``): aiohttp's default of 100
-connections would queue requests in the client and turn an open loop into a closed one.
+Each worker runs one :class:`~gwlab.clients.Driver` (closed-loop clients or open-loop
+Poisson arrivals, from the random stream ``arrivals/<index>``) and tallies its answers.
 
 Scripted events change the workload while the clients run (:meth:`LoadGenerator.apply`):
 the parent splits the new workload over the same workers as at the start and sends each its
-new :class:`WorkerPlan`. An open loop re-draws its next arrival from the moment of the change
-(Poisson arrivals are memoryless); a closed loop starts the clients it lacks at once and
-retires the ones it has too many of as they finish their request (and pause); a switch
-between the two modes does both.
+new :class:`WorkerPlan`, which its driver follows from then on.
 
 Every request a worker starts is counted exactly once: with its HTTP status and the
-``x-gwlab-provider`` header, with :data:`TRANSPORT_ERROR` when no HTTP answer came, or, when
-it is still unanswered a bounded time after the stop, as :data:`~gwlab.stats.CUT_OFF` (499).
+``x-gwlab-provider`` header, with :data:`~gwlab.clients.TRANSPORT_ERROR` when no HTTP answer
+came, or, when it is still unanswered a bounded time after the stop, as
+:data:`~gwlab.stats.CUT_OFF` (499).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import multiprocessing
@@ -44,13 +31,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import aiohttp
-
 from gwlab import config
+from gwlab.clients import Driver, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
-from gwlab.streams import stream
-from gwlab.workload import next_arrival, pause_after
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +50,6 @@ STARTUP_TIMEOUT = 60.0
 """Seconds the workers get to start (import, open their session) before the run fails."""
 EXIT_TIMEOUT = 5.0
 """Seconds, after the stop grace, a worker gets to report and exit before it is killed."""
-TRANSPORT_ERROR = 0
-"""Status recorded for a request that got no HTTP answer (connection refused or reset)."""
-PROVIDER_HEADER = "x-gwlab-provider"
-RETRY_AFTER_MS_HEADER = "retry-after-ms"
-PATH = "/v1/chat/completions"
-BODY = json.dumps({"model": config.MODEL, "messages": [{"role": "user", "content": "Hello"}]}).encode()
 
 
 def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
@@ -349,49 +327,46 @@ def _worker_main(conn: Connection, worker_plan: WorkerPlan) -> None:
 
 
 class _Worker:
-    """One worker process's clients, its tally delta and its conversation with the parent."""
+    """One worker process: its driver, its tally delta and its conversation with the parent."""
 
     def __init__(self, conn: Connection, worker_plan: WorkerPlan) -> None:
         self.conn = conn
         self.plan = worker_plan
         self.delta = Tally()
         self.sent = 0
-        self.requests: set[asyncio.Task] = set()
-        self.drivers: set[asyncio.Task] = set()
-        """The closed-loop clients and the open-loop arrivals task."""
-        self.clients = 0
-        """Closed-loop clients running, counting those about to retire."""
-        self.arrivals: asyncio.Task | None = None
-        self.arrival_rate = 0.0
-        self.rng = stream(worker_plan.seed, f"arrivals/{worker_plan.index}")
-        self.cut_off = False
+        self.driver: Driver | None = None
+        """Made at the go; it follows every plan received from then until the stop."""
+        self.started_at = 0.0
         self.go = asyncio.Event()
         self.stop = asyncio.Event()
-        self.url = worker_plan.url + PATH
-        self.headers = {"Content-Type": "application/json"}
 
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.conn.fileno(), self._command)
         self.loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
-            self.session = session
+        async with open_session() as session:
             if not self._send("ready"):
                 return
             await _first(self.go.wait(), self.stop.wait())
             if not self.stop.is_set():
-                self._drive()
+                self.driver = Driver(session, self.plan.url, self.plan.seed, f"arrivals/{self.plan.index}",
+                                     self.loop.time, self._sent, self._answered)
+                self.driver.apply(self.plan)
                 reporter = asyncio.create_task(self._report())
                 await self.stop.wait()
-                tasks = (*self.drivers, reporter)
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await self._drain()
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                for _ in range(await self.driver.stop(self.plan.grace)):
+                    self.delta.record(CUT_OFF, NO_PROVIDER, None)
             self._send("final")
         self.loop.remove_reader(self.conn.fileno())
         self.conn.close()
+
+    def _sent(self) -> None:
+        self.sent += 1
+
+    def _answered(self, scheduled: float, done: float, status: int, provider: str) -> None:
+        self.delta.record(status, provider, done - scheduled)
 
     def _command(self) -> None:
         try:
@@ -402,8 +377,8 @@ class _Worker:
                     self.go.set()
                 elif kind == "plan":
                     self.plan = payload[0]
-                    if self.go.is_set() and not self.stop.is_set():
-                        self._drive()
+                    if self.driver is not None and not self.stop.is_set():
+                        self.driver.apply(self.plan)
                 else:
                     self.stop.set()
         except (EOFError, OSError):
@@ -431,89 +406,6 @@ class _Worker:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             if not self._send("tally"):
                 self.stop.set()
-
-    def _wanted(self) -> int:
-        """Closed-loop clients the plan asks for."""
-        return self.plan.clients if self.plan.mode == "closed" else 0
-
-    def _drive(self) -> None:
-        """Bring the running clients or arrivals in line with the plan: start the missing
-        clients (surplus ones retire by themselves), and restart the arrivals from now when
-        the open-loop rate changed or stop them when the loop is closed."""
-        if self.plan.mode == "open" and (self.arrivals is None or self.plan.rate != self.arrival_rate):
-            if self.arrivals is not None:
-                self.arrivals.cancel()
-            self.arrival_rate = self.plan.rate
-            self.arrivals = self._spawn(self._arrivals(self.arrival_rate))
-        elif self.plan.mode == "closed" and self.arrivals is not None:
-            self.arrivals.cancel()
-            self.arrivals = None
-        for _ in range(self._wanted() - self.clients):
-            self.clients += 1
-            self._spawn(self._client())
-
-    def _spawn(self, coroutine) -> asyncio.Task:
-        task = asyncio.create_task(coroutine)
-        self.drivers.add(task)
-        task.add_done_callback(self.drivers.discard)
-        return task
-
-    def _launch(self, scheduled: float) -> asyncio.Task:
-        self.sent += 1
-        task = asyncio.create_task(self._request(scheduled))
-        self.requests.add(task)
-        task.add_done_callback(self.requests.discard)
-        return task
-
-    async def _arrivals(self, rate: float) -> None:
-        """Poisson arrivals at ``rate`` from now on; the worker's one arrival stream goes on
-        across rate changes."""
-        loop, rng = self.loop, self.rng
-        scheduled = loop.time()
-        while True:
-            scheduled = next_arrival(scheduled, rate, rng)
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._launch(scheduled)
-
-    async def _client(self) -> None:
-        """One closed-loop client; it retires before sending when the plan wants fewer."""
-        while self.clients <= self._wanted():
-            task = self._launch(self.loop.time())
-            await asyncio.wait((task,))
-            status, retry_after = task.result()
-            pause = pause_after(status, retry_after, self.plan.think_time)
-            if pause > 0:
-                await asyncio.sleep(pause)
-        self.clients -= 1
-
-    async def _request(self, scheduled: float) -> tuple[int, float]:
-        """Send one request; record its status, provider and latency from ``scheduled``.
-        Returns the status and the server's retry-after in seconds (0 when absent)."""
-        try:
-            async with self.session.post(self.url, data=BODY, headers=self.headers) as response:
-                await response.read()
-                status = response.status
-                provider = response.headers.get(PROVIDER_HEADER, NO_PROVIDER)
-                retry_ms = response.headers.get(RETRY_AFTER_MS_HEADER)
-        except aiohttp.ClientError as exc:
-            log.debug("request failed: %s", exc)
-            status, provider, retry_ms = TRANSPORT_ERROR, NO_PROVIDER, None
-        if not self.cut_off:
-            self.delta.record(status, provider, self.loop.time() - scheduled)
-        return status, float(retry_ms) / 1000 if retry_ms else 0.0
-
-    async def _drain(self) -> None:
-        """Let requests in flight finish within the grace, then count the rest as 499."""
-        if self.requests:
-            await asyncio.wait(self.requests, timeout=self.plan.grace)
-        remaining = [task for task in self.requests if not task.done()]
-        self.cut_off = True
-        for task in remaining:
-            self.delta.record(CUT_OFF, NO_PROVIDER, None)
-            task.cancel()
-        await asyncio.gather(*remaining, return_exceptions=True)
 
 
 async def _first(*aws: Any) -> None:

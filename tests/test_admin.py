@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 from gwlab import config
 from gwlab.config import ConfigError
-from gwlab.server import Gateway
-
-CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello"}]}
-
-
-@contextlib.asynccontextmanager
-async def serving(scenario: config.Scenario, host: str = "127.0.0.1",
-                  **kwargs: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
-    gw = Gateway(scenario, **kwargs)
-    await gw.start(host=host, port=0, metrics_port=0)
-    try:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{gw.port}") as http:
-            yield gw, http
-    finally:
-        await gw.stop()
+from tests.support import CHAT, serving
 
 
 async def call(http: aiohttp.ClientSession, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:

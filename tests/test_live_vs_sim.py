@@ -16,9 +16,11 @@ import aiohttp
 import pytest
 
 from gwlab import balancer, config, simulate
-from gwlab.loadgen import BODY, PATH, PROVIDER_HEADER, LoadGenerator
+from gwlab.clients import BODY, PATH, PROVIDER_HEADER
+from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
 from gwlab.stats import ADMITTED, Tally
+from tests.support import serving
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,14 +113,10 @@ def test_a_registered_balancer_drives_both_the_simulation_and_the_live_gateway(l
     assert shares["weighted_random"]["p3"]["share"] < 0.5
 
     async def live() -> tuple[Counter, Counter, object]:
-        gateway = Gateway(weighted, seed=SEED)
-        await gateway.start(port=0, metrics_port=0)
-        try:
-            before = await _answers(gateway, 30)
+        async with serving(weighted, seed=SEED) as (gateway, http):
+            before = await _answers(http, 30)
             gateway.configure({"gateway": {"balancer": last_provider}}, "test")
-            after = await _answers(gateway, 30)
-        finally:
-            await gateway.stop()
+            after = await _answers(http, 30)
         return before, after, gateway.router.balancer
 
     before, after, policy = asyncio.run(live())
@@ -128,14 +126,13 @@ def test_a_registered_balancer_drives_both_the_simulation_and_the_live_gateway(l
     assert before["p3"] < 30 and before["p1"] > 0
 
 
-async def _answers(gateway: Gateway, requests: int) -> Counter:
-    """The providers named in ``requests`` concurrent real HTTP answers of ``gateway`` (all 200)."""
+async def _answers(http: aiohttp.ClientSession, requests: int) -> Counter:
+    """The providers named in ``requests`` concurrent real HTTP answers through ``http`` (all 200)."""
     headers = {"Content-Type": "application/json"}
 
-    async def one(session: aiohttp.ClientSession) -> str:
-        async with session.post(gateway.url + PATH, data=BODY, headers=headers) as response:
+    async def one() -> str:
+        async with http.post(PATH, data=BODY, headers=headers) as response:
             assert response.status == 200
             return response.headers[PROVIDER_HEADER]
 
-    async with aiohttp.ClientSession() as session:
-        return Counter(await asyncio.gather(*(one(session) for _ in range(requests))))
+    return Counter(await asyncio.gather(*(one() for _ in range(requests))))

@@ -1,4 +1,5 @@
-"""The load generator: how it splits the work, and its counts against a real gateway's."""
+"""The load generator: how it splits the work, and its counts against a real gateway's; the
+client driver it shares with the lab, run in the test's own loop."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
+from gwlab.clients import Driver, open_session
 from gwlab.config import WorkloadConfig
-from gwlab.loadgen import TRANSPORT_ERROR, LoadGenerator, plan, worker_count
+from gwlab.clients import TRANSPORT_ERROR
+from gwlab.loadgen import LoadGenerator, plan, worker_count
 from gwlab.server import Gateway
 from gwlab.stats import CUT_OFF, NO_PROVIDER
+from gwlab.streams import stream
+from gwlab.workload import next_arrival
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,3 +190,118 @@ def test_apply_before_the_start_replaces_the_workload_and_its_split_over_the_wor
     clients.apply(WorkloadConfig(mode="open", rate=500.0))
     assert [(p.mode, p.rate) for p in clients.plans] == [("open", 250.0), ("open", 250.0)]
     assert clients.requested_rate == 500.0
+
+
+class _Books:
+    """What a driver reports: the requests it sent and every answer."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.answers: list[tuple[float, float, int, str]] = []
+
+    def on_sent(self) -> None:
+        self.sent += 1
+
+    def on_answer(self, scheduled: float, done: float, status: int, provider: str) -> None:
+        self.answers.append((scheduled, done, status, provider))
+
+
+async def _with_driver(scenario: config.Scenario, script):
+    """A gateway for ``scenario`` and a driver of it (seed 4, stream ``arrivals/0``) in this
+    loop; ``script(gateway, driver, books)`` drives it. Returns the driver and its books."""
+    gateway = Gateway(scenario, seed=3)
+    await gateway.start(port=0, metrics_port=0)
+    books = _Books()
+    try:
+        async with open_session() as session:
+            driver = Driver(session, gateway.url, 4, "arrivals/0", asyncio.get_running_loop().time,
+                            books.on_sent, books.on_answer)
+            await script(gateway, driver, books)
+    finally:
+        await gateway.stop(grace=0)
+    return driver, books
+
+
+async def _until(condition) -> None:
+    """Poll ``condition`` (real requests over a socket take real time); fail after 5 s."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_driver_open_loop_draws_its_named_stream_and_redraws_at_a_rate_change():
+    scenario = _scenario(providers={"p1": {"weight": 1, "latency": 0.0}})
+    cut = []
+    before_change = []
+
+    async def script(gateway, driver, books):
+        driver.apply(WorkloadConfig(mode="open", rate=200.0))
+        await asyncio.sleep(0.3)
+        before_change.append(books.sent)
+        driver.apply(WorkloadConfig(mode="open", rate=400.0))
+        await asyncio.sleep(0.3)
+        cut.append(await driver.stop(grace=1.0))
+
+    driver, books = asyncio.run(_with_driver(scenario, script))
+    assert cut == [0] and books.sent == len(books.answers)
+    assert {status for _, _, status, _ in books.answers} == {200}
+    assert all(done >= scheduled for scheduled, done, _, _ in books.answers)
+    scheduled = sorted(s for s, _, _, _ in books.answers)
+    n = before_change[0]
+    # At least 0.3 s at 200/s, then at 400/s: 60 and 120 expected; fewer than 10 has
+    # probability below 1e-15. The replay below needs a few arrivals on each side.
+    assert n >= 10 and len(scheduled) - n >= 10
+    # Each arrival is the previous one plus the next draw of stream "arrivals/0", bit for bit.
+    # The draw of the arrival pending at the change is spent; the first one after it starts
+    # from the (unrecorded) moment of the change.
+    rng = stream(4, "arrivals/0")
+    rng.random()
+    for i in range(1, n):
+        assert scheduled[i] == next_arrival(scheduled[i - 1], 200.0, rng)
+    rng.random()
+    rng.random()
+    assert scheduled[n] > scheduled[n - 1]
+    for i in range(n + 1, len(scheduled)):
+        assert scheduled[i] == next_arrival(scheduled[i - 1], 400.0, rng)
+
+
+def test_driver_closed_loop_retires_surplus_clients_as_they_finish():
+    scenario = _scenario(providers={"p1": {"weight": 1, "latency": 0.05}})
+
+    async def script(gateway, driver, books):
+        driver.apply(WorkloadConfig(mode="closed", clients=6))
+        await _until(lambda: gateway.snapshot()["in_flight"] == 6)
+        driver.apply(WorkloadConfig(mode="closed", clients=2))
+        assert driver.running == 6
+        await _until(lambda: driver.running == 2)
+        assert gateway.snapshot()["in_flight"] <= 2
+        assert await driver.stop(grace=1.0) == 0
+
+    driver, books = asyncio.run(_with_driver(scenario, script))
+    assert driver.running == 0
+    assert books.sent == len(books.answers) > 6
+
+
+def test_driver_stop_cuts_off_what_the_grace_leaves_and_sends_nothing_more():
+    # Every call hangs for 30 s: no request is ever answered.
+    scenario = _scenario(gateway={"timeout": 30}, providers={"p1": {"weight": 1, "outage": "hang"}})
+    results = []
+
+    async def script(gateway, driver, books):
+        driver.apply(WorkloadConfig(mode="closed", clients=4))
+        await _until(lambda: gateway.snapshot()["in_flight"] == 4)
+        driver.apply(WorkloadConfig(mode="closed", clients=1))
+        driver.apply(WorkloadConfig(mode="closed", clients=6))
+        await _until(lambda: gateway.snapshot()["in_flight"] == 6)
+        began = time.monotonic()
+        results.append(await driver.stop(grace=0.2))
+        results.append(time.monotonic() - began)
+        results.append(await driver.stop(grace=0.2))
+        driver.apply(WorkloadConfig(mode="open", rate=1000.0))
+        await asyncio.sleep(0.05)
+
+    driver, books = asyncio.run(_with_driver(scenario, script))
+    cut, stopping, again = results
+    # Four clients wait on their first request; of the two more asked for, none retired.
+    assert (cut, books.sent, books.answers, again, driver.running) == (6, 6, [], 0, 0)
+    assert 0.2 <= stopping < 0.2 + 1.0

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import subprocess
-from typing import Any, AsyncIterator
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,20 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gwlab import config
 from gwlab.server import Gateway
 from tests.conftest import require_tool
+from tests.support import CHAT, serving
 
-CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello"}]}
 STATES = ("healthy", "failing", "open", "half_open")
-
-
-@contextlib.asynccontextmanager
-async def serving(scenario: config.Scenario, **kwargs: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
-    gw = Gateway(scenario, **kwargs)
-    await gw.start(port=0, metrics_port=0)
-    try:
-        async with aiohttp.ClientSession(gw.url) as http:
-            yield gw, http
-    finally:
-        await gw.stop()
 
 
 async def scrape(gw: Gateway) -> tuple[str, dict[tuple[str, frozenset], float]]:

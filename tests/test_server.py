@@ -8,12 +8,11 @@ clock (``clock=lambda: t[0]``) makes the bucket's token count exact.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
 import threading
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,8 +20,8 @@ import pytest
 from gwlab import config
 from gwlab.config import ConfigError
 from gwlab.server import Gateway, PortInUse
+from tests.support import CHAT, serving
 
-CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
 JSON = {"Content-Type": "application/json"}
 
 
@@ -34,17 +33,6 @@ def single(gateway: dict[str, Any] | None = None, limiter: dict[str, Any] | None
         if section is not None:
             data[name] = section
     return config.from_dict(data)
-
-
-@contextlib.asynccontextmanager
-async def serving(scenario: config.Scenario, **kwargs: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
-    gw = Gateway(scenario, **kwargs)
-    await gw.start(port=0, metrics_port=0)
-    try:
-        async with aiohttp.ClientSession(gw.url) as http:
-            yield gw, http
-    finally:
-        await gw.stop()
 
 
 async def post(http: aiohttp.ClientSession, body: Any = CHAT, path: str = "/v1/chat/completions",

@@ -100,7 +100,7 @@ class Lab:
         if self._dashboard is not None:
             await self._dashboard.detach()
         if self.clients is not None:
-            await self.clients.stop()
+            await self.clients.stop(_STOP_GRACE)
         await self.gateway.stop(_STOP_GRACE)
 
     def stop(self) -> None:
