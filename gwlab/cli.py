@@ -345,11 +345,13 @@ async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
         except TimeoutError:
             pass
         now = time.monotonic()
+        if now < tick:
+            # Stopped between two ticks: a part-interval would hold a whole or no report of
+            # each worker and show rates that were never there. The summary follows.
+            break
         interval, sent = clients.take_interval()
         view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start))
         last = now
-        if end is not None and now >= end:
-            break
 
 
 def _result(clients: LoadGenerator, gateway: Gateway, scenario: Scenario, seed: int) -> dict[str, Any]:
