@@ -1,0 +1,122 @@
+"""The check cells of notebooks 01-03: each passes its worked solution and fails wrong answers
+with a message that helps."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+from gwlab.exercises import Verdict
+from gwlab.exercises.balancing import check_sample_size, check_share_without_p3, smallest_sample
+from gwlab.exercises.breaker import check_flaky_breaker, flaky_run, score
+from gwlab.exercises.token_bucket import bursty_arrivals, check_burst, rejections
+
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+
+
+def solution(name: str) -> dict:
+    """The names a solution file defines when run, as ``%load`` and a cell run would."""
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
+
+
+# -- 01_token_bucket ------------------------------------------------------------------------
+
+def test_bursty_workload_has_four_batches_on_a_steady_stream():
+    arrivals = bursty_arrivals()
+    assert len(arrivals) == 20 * 40 + 4 * 200
+    assert arrivals == sorted(arrivals)
+
+
+def test_token_bucket_solution_passes_and_is_the_smallest_burst():
+    answer = solution("01_token_bucket")["answer"]
+    verdict = check_burst(answer)
+    assert isinstance(verdict, Verdict) and verdict.ok, verdict.message
+    assert answer == 172
+    assert rejections(answer) == [] and rejections(answer - 1) != []
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (None, "expected the burst"),
+    (True, "expected the burst"),
+    (0, "expected the burst"),
+    (170, "get a 429"),            # the back-of-envelope estimate misses the last tokens
+    (100, "get a 429"),
+    (200, "more than 10% above the smallest"),
+])
+def test_token_bucket_wrong_answers_fail_with_a_hint(answer, hint):
+    verdict = check_burst(answer)
+    assert not verdict.ok
+    assert hint in verdict.message
+    assert repr(verdict).startswith("✘ ")
+
+
+def test_token_bucket_refusals_are_counted_in_the_message():
+    verdict = check_burst(170)
+    assert f"{len(rejections(170))} of the 1600 requests" in verdict.message
+
+
+# -- 02_weighted_balancing -----------------------------------------------------------------
+
+def test_balancing_solutions_pass():
+    names = solution("02_weighted_balancing")
+    assert check_share_without_p3(names["share_answer"]).ok
+    assert check_sample_size(names["sample_answer"]).ok
+    assert names["sample_answer"] == smallest_sample() == 14400
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (None, "expected p1's share"),
+    (0.7, "all three providers are eligible"),
+    (77.78, "looks like a percentage"),
+    (0.5, "divide p1's weight"),
+])
+def test_share_wrong_answers_fail_with_a_hint(answer, hint):
+    verdict = check_share_without_p3(answer)
+    assert not verdict.ok and hint in verdict.message
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (None, "expected a number of requests"),
+    (0, "expected a number of requests > 0"),
+    (3600, "±2.00%, wider than ±1%"),    # the 2-sigma answer
+    (20000, "more than 2% above the smallest"),
+])
+def test_sample_size_wrong_answers_fail_with_a_hint(answer, hint):
+    verdict = check_sample_size(answer)
+    assert not verdict.ok and hint in verdict.message
+
+
+# -- 03_circuit_breaker --------------------------------------------------------------------
+
+def test_breaker_solution_passes_with_its_numbers():
+    answer = solution("03_circuit_breaker")["answer"]
+    verdict = check_flaky_breaker(answer)
+    assert verdict.ok, verdict.message
+    assert score(flaky_run(answer)) == {"open_by_chance": 0.0, "recovery": pytest.approx(3.5)}
+
+
+def test_breaker_defaults_fail_on_chance_openings():
+    verdict = check_flaky_breaker({"failure_threshold": 3, "base_delay": 1.0})
+    assert not verdict.ok
+    assert "opened 7 times by chance and stayed open 6.9 s" in verdict.message
+
+
+def test_breaker_slow_recovery_fails():
+    # No chance openings, but the first probe after the outage fails by chance and the
+    # cooldown doubles to 16 s: p1 is not back before the run ends.
+    verdict = check_flaky_breaker({"failure_threshold": 5, "base_delay": 1.0})
+    assert not verdict.ok
+    assert "still not healthy when the run ended" in verdict.message
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (None, "expected a dict with the keys failure_threshold and base_delay"),
+    ({"threshold": 5, "base_delay": 0.1}, "expected a dict with the keys"),
+    ({"failure_threshold": 0, "base_delay": 0.1}, "breaker.failure_threshold = 0"),
+    ({"failure_threshold": 5, "base_delay": -1}, "breaker.base_delay = -1"),
+])
+def test_breaker_malformed_answers_fail_naming_the_field(answer, hint):
+    verdict = check_flaky_breaker(answer)
+    assert not verdict.ok and hint in verdict.message

@@ -1,0 +1,164 @@
+"""The checks of notebooks 04 to 06: each passes its worked solution and fails a wrong answer
+with a message that helps; the PromQL that notebook 04 gives is valid."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import runpy
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gwlab import simulate
+from gwlab.exercises import capstone, experiments, metrics
+from tests.conftest import require_tool
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+SOLUTIONS = NOTEBOOKS / "solutions"
+
+
+def solution(name: str) -> dict:
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
+
+
+# -- 04 metrics ------------------------------------------------------------------------------
+
+
+def test_reference_histogram_quantile_follows_promql():
+    buckets = [(0.1, 20.0), (1.0, 40.0), (math.inf, 50.0)]
+    assert metrics.histogram_quantile(0.3, buckets) == pytest.approx(0.075)  # rank 15 of 20 in (0, 0.1]
+    assert metrics.histogram_quantile(0.6, buckets) == pytest.approx(0.55)  # rank 30: 10 of 20 into (0.1, 1]
+    assert metrics.histogram_quantile(0.9, buckets) == 1.0  # in the +Inf bucket: the highest finite le
+    assert math.isnan(metrics.histogram_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]))
+
+
+def test_reference_increase_counts_restarts():
+    assert metrics.increase([(0, 100), (15, 130), (30, 12), (45, 40)]) == 70
+    assert metrics.increase([(0, 5)]) == 0
+
+
+def test_metrics_solutions_pass_their_checks():
+    ns = solution("04_metrics_prometheus")
+    assert metrics.check_histogram_quantile(ns["histogram_quantile"]).ok
+    assert metrics.check_increase(ns["increase"]).ok
+    assert ns["answer"] is ns["histogram_quantile"]
+
+
+def test_histogram_quantile_check_names_the_case_that_fails():
+    without_lower_bound = lambda q, b: next(le for le, n in b if n >= q * b[-1][1])  # noqa: E731
+    v = metrics.check_histogram_quantile(without_lower_bound)
+    assert not v.ok
+    assert "histogram_quantile(0.5, [(0.05, 0), (0.1, 60)" in v.message and "interpolate" in v.message
+    assert repr(v).startswith("✘ ")
+
+
+def test_histogram_quantile_check_reports_a_crash_instead_of_raising():
+    def crashes(q, buckets):
+        return buckets[99][0]
+
+    v = metrics.check_histogram_quantile(crashes)
+    assert not v.ok and "IndexError" in v.message
+
+
+def test_increase_check_explains_restarts_to_a_naive_answer():
+    v = metrics.check_increase(lambda samples: samples[-1][1] - samples[0][1])
+    assert not v.ok
+    assert "gave -60.0" in v.message and "restart" in v.message
+
+
+def test_placeholders_fail_with_what_to_write():
+    assert "histogram_quantile(q, buckets)" in metrics.check_histogram_quantile(None).message
+    assert "increase(samples)" in metrics.check_increase(None).message
+    assert not experiments.check_in_flight(None) and not experiments.check_backoff(None)
+    assert "patch" in capstone.check_slo(None).message
+
+
+def _promql(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return [" ".join(block.split()) for block in re.findall(r"```promql\n(.*?)```", text, re.S)]
+
+
+def test_the_promql_of_notebook_04_is_valid(tmp_path):
+    promtool = require_tool("promtool")
+    queries = _promql(NOTEBOOKS / "04_metrics_prometheus.ipynb")
+    assert len(queries) == 7
+    rules = ["groups:", "  - name: dashboard", "    rules:"]
+    for i, query in enumerate(queries):
+        rules += [f"      - record: gwlab:chart{i}", f"        expr: {json.dumps(query)}"]
+    path = tmp_path / "rules.yml"
+    path.write_text("\n".join(rules) + "\n")
+    run = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+# -- 05 experiments --------------------------------------------------------------------------
+
+
+def test_recovery_time_is_read_from_the_transitions():
+    result = simulate(experiments.outage_scenario(40, {"base_delay": 1.0}), duration=90, seed=1)
+    # Cooldowns 1, 2, 4, 8, 16 s reach the 30 s cap at 41.6 s: p1 waits until 71.7 s.
+    assert experiments.recovery_time(result, "p1", 50) == pytest.approx(21.73, abs=0.01)
+    assert experiments.recovery_time(result, "p1", 80) is None
+
+
+def test_littles_law_holds_on_the_exercise_run():
+    result = experiments.little_run()
+    s = result.summary()
+    assert s["rates"]["admitted"] * s["latency"]["mean"] == pytest.approx(experiments.mean_in_flight(result), rel=0.01)
+
+
+def test_experiments_solutions_pass_their_checks():
+    ns = solution("05_experiments")
+    assert experiments.check_backoff(ns["answer"]).ok
+    assert experiments.check_in_flight(ns["in_flight"]).ok
+
+
+def test_in_flight_from_the_configured_weights_is_too_far_off():
+    v = experiments.check_in_flight(500 * 0.37)
+    assert not v.ok and "measured admitted rate" in v.message
+
+
+def test_default_backoff_recovers_too_late():
+    v = experiments.check_backoff({"base_delay": 1.0, "max_cooldown": 30.0})
+    assert not v.ok
+    assert "40 s outage: p1 healthy after 21.7 s" in v.message and "cooldown running" in v.message
+
+
+def test_too_short_cooldowns_waste_probes():
+    v = experiments.check_backoff({"base_delay": 1.0, "max_cooldown": 3.0})
+    assert not v.ok and "opened" in v.message and "failed probe" in v.message
+
+
+def test_backoff_check_passes_config_errors_on():
+    v = experiments.check_backoff({"base_delay": 5.0, "max_cooldown": 4.0})
+    assert not v.ok and "breaker.max_cooldown = 4.0" in v.message
+
+
+# -- 06 capstone -----------------------------------------------------------------------------
+
+
+def test_capstone_solution_meets_the_slo():
+    assert capstone.check_slo(solution("06_capstone")["answer"]).ok
+
+
+def test_capstone_defaults_miss_the_slo_and_say_how():
+    v = capstone.check_slo({})
+    assert not v.ok
+    assert "seed 1: p99 1.507 s >= 1 s, p50 0.402 s > 0.2 s" in v.message
+    assert "seed 2: availability 98.02% < 99%" in v.message
+
+
+@pytest.mark.parametrize("patch, named", [
+    ({"providers": {"p1": {"error_rate": 0.0}}}, "providers.p1: only weight is yours to set, not error_rate"),
+    ({"workload": {"rate": 10}}, "'workload' is not yours to set"),
+    ({"limiter": {"rate": 10}}, "'limiter' is not yours to set"),
+    ({"gateway": {"timeout": 1, "colour": "red"}}, "gateway: colour is not part of this exercise"),
+    ({"breaker": {"failure_threshold": 0}}, "breaker.failure_threshold = 0"),
+])
+def test_capstone_refuses_changes_outside_the_operators_control(patch, named):
+    v = capstone.check_slo(patch)
+    assert not v.ok and named in v.message
