@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run serve simulate lab test clean
+.PHONY: run serve simulate lab test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,lab]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
 run: $(VENV)/.installed
 	$(BIN)/gwlab run $(ARGS)
 
@@ -38,6 +42,11 @@ lab: $(VENV)/.installed-lab
 # must come out the same as the committed one.
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -rs --durations=15 --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks $(ARGS)
+
+# Measurements side by side with a bare aiohttp server (needs Debian's wrk); writes
+# benchmarks/results.json. ARGS="--smoke" runs each once at a tiny size.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

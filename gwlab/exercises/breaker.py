@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gwlab import config
-from gwlab.config import ConfigError, Scenario
+from gwlab.config import ConfigError
 from gwlab.exercises import Verdict
 from gwlab.sim import SimResult, simulate
 

@@ -1,0 +1,131 @@
+"""The gateway under test, in its own process, with a probe of its own time per request.
+
+The gateway runs with every policy on: the token bucket (its rate from ``--rate``, set high
+so that it never rejects unless a measurement wants it to), weighted-random picks over the
+seed's three providers and their weights, breakers, and the Prometheus metrics. The
+providers answer at once and never fail (``--zero-latency``), or keep the seed's latencies.
+
+:class:`ProbedGateway` adds what the measurements need and nothing the gateway itself does:
+an outermost middleware timing each chat request's handler, minus the time its task spent
+waiting for the provider call (from :meth:`Metrics.routed`, just before the wait, to
+:meth:`Router.complete`, just after it); the first and last arrival times; and ``GET
+/bench/stats`` reporting them with the gateway's own request counters.
+
+Run as ``python -m benchmarks.gateway_server [--rate R] [--burst B] [--zero-latency]
+[--probe] [--port P] [--uvloop]``; prints ``PORT <n>``, then serves until terminated.
+Without ``--probe`` it is the plain :class:`Gateway`, as throughput is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from benchmarks.serving import serve
+from gwlab import config
+from gwlab.config import Scenario
+from gwlab.router import Route
+from gwlab.server import Gateway
+from gwlab.stats import LatencyHistogram
+
+_CHAT = ("/v1/chat/completions", "/chat/completions")
+
+
+def scenario(rate: float, burst: float, zero_latency: bool) -> Scenario:
+    """The seed scenario with the bucket at ``rate``/``burst``; with ``zero_latency`` its
+    providers answer at once and never fail (the weights stay 70/20/10)."""
+    patch: dict[str, Any] = {"limiter": {"rate": rate, "burst": burst}}
+    if zero_latency:
+        patch["providers"] = {name: {"latency": 0.0, "error_rate": 0.0} for name, *_ in config.SEED_PROVIDERS}
+    return config.merge(Scenario(), patch, "benchmark scenario")
+
+
+class ProbedGateway(Gateway):
+    """A :class:`Gateway` whose chat handler time is measured from inside the process."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        super().__init__(scenario)
+        self.own_time = LatencyHistogram()
+        """Handler seconds minus provider wait, per chat request answered by a provider."""
+        self.first: float | None = None
+        self.last: float | None = None
+        self._waits: dict[asyncio.Task, float] = {}
+        routed, complete = self.metrics.routed, self.router.complete
+
+        def timed_routed(route: Route) -> None:
+            routed(route)
+            self._waits[asyncio.current_task()] = time.perf_counter()
+
+        def timed_complete(route: Route, now: float) -> int:
+            task = asyncio.current_task()
+            self._waits[task] = time.perf_counter() - self._waits[task]
+            return complete(route, now)
+
+        self.metrics.routed = timed_routed
+        self.router.complete = timed_complete
+
+    def _gateway_app(self, admin: bool) -> web.Application:
+        app = super()._gateway_app(admin)
+        app.middlewares.insert(0, self._probe)
+        app.router.add_get("/bench/stats", self._stats)
+        return app
+
+    @web.middleware
+    async def _probe(self, request: web.Request, handler) -> web.StreamResponse:
+        if request.path not in _CHAT:
+            return await handler(request)
+        arrived = time.monotonic()
+        if self.first is None:
+            self.first = arrived
+        self.last = arrived
+        began = time.perf_counter()
+        response = await handler(request)
+        spent = time.perf_counter() - began
+        wait = self._waits.pop(asyncio.current_task(), None)
+        if wait is not None:
+            self.own_time.add(spent - wait)
+        return response
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        h = self.own_time
+        counts: dict[str, float] = {}
+        for metric in self.metrics.registry.collect():
+            if metric.name == "gwlab_requests":
+                for sample in metric.samples:
+                    if sample.name == "gwlab_requests_total":
+                        code = sample.labels["code"]
+                        counts[code] = counts.get(code, 0) + sample.value
+        return web.json_response({
+            "codes": counts,
+            "first": self.first,
+            "last": self.last,
+            "own_time": {"count": h.count, "p50": h.quantile(0.5), "p99": h.quantile(0.99),
+                         "max": h.max if h.count else None, "mean": h.mean},
+        })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=1e9)
+    parser.add_argument("--burst", type=float, default=1e9)
+    parser.add_argument("--zero-latency", action="store_true")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--probe", action="store_true", help="measure the gateway's own time per request")
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    chosen = scenario(args.rate, args.burst, args.zero_latency)
+    gateway = ProbedGateway(chosen) if args.probe else Gateway(chosen)
+
+    async def start() -> int:
+        await gateway.start("127.0.0.1", args.port, 0)
+        return gateway.port
+
+    serve(start, args.uvloop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Item 4: the seed scenario in one process, as a notebook runs it.
+
+``gwlab.lab.start`` runs the gateway, its metrics server and the clients in this process
+(on the lab's loop thread), pinned to one core. Two runs: the seed scenario (100 closed-loop
+clients), reporting the achieved rate and the process's CPU use; and open-loop arrivals at
+1000 requests/s with the bucket set high, where the achieved offered rate should be within
+2% of the requested one.
+
+Each run is a fresh process: ``python -m benchmarks.lab --mode closed|open --seconds S``
+prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+from benchmarks.common import CpuMeter, Row, run_json
+
+CLOSED_SECONDS, OPEN_SECONDS, SMOKE_SECONDS = 8.0, 15.0, 1.0
+OPEN_RATE = 1000.0
+HIGH_RATE = 1e9
+"""Bucket rate and burst of the open-loop run: nothing is rejected."""
+TOLERANCE = 0.02
+WARM_UP = 3.0
+"""Seconds the lab runs before measuring: until the slowest seed provider (2 s) has answered,
+so that requests in flight, and answers per second, are steady."""
+
+
+def measure(smoke: bool = False) -> list[Row]:
+    closed = run_json("benchmarks.lab", "--mode", "closed", "--seconds", str(SMOKE_SECONDS if smoke else CLOSED_SECONDS))
+    opened = run_json("benchmarks.lab", "--mode", "open", "--seconds", str(SMOKE_SECONDS if smoke else OPEN_SECONDS))
+    error = opened["achieved_offered_rate"] / OPEN_RATE - 1
+    sigma = 1 / math.sqrt(OPEN_RATE * opened["seconds"])
+    return [
+        Row("lab_seed_closed_rps", closed["rates"]["offered"], "requests/s", server_cpu=closed["cpu"],
+            achieved_rate=closed["rates"]["offered"], load_generator="gwlab.lab in-process clients",
+            connections=closed["clients"], limited_by_load_generator=False,
+            detail={"admitted_rps": closed["rates"]["admitted"], "availability": closed["availability"],
+                    "p50_s": closed["latency"]["p50"], "p99_s": closed["latency"]["p99"],
+                    "seconds": closed["seconds"], "cpu_note": "one process: gateway, metrics and clients"}),
+        Row("lab_open_loop_offered_error", error * 100, "% of requested", target=f"within ±{TOLERANCE * 100:g}%",
+            met=abs(error) <= TOLERANCE, offered_rate=OPEN_RATE, achieved_rate=opened["achieved_offered_rate"],
+            server_cpu=opened["cpu"], load_generator="gwlab.lab in-process open loop",
+            limited_by_load_generator=opened["cpu"] >= 0.9,
+            detail={"seconds": opened["seconds"], "poisson_sigma_pct": sigma * 100,
+                    "p99_s": opened["latency"]["p99"], "codes": opened["codes"]}),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one lab run, printed as JSON")
+    parser.add_argument("--mode", choices=("closed", "open"), required=True)
+    parser.add_argument("--seconds", type=float, required=True)
+    args = parser.parse_args()
+    import gwlab.lab
+
+    if args.mode == "closed":
+        lab = gwlab.lab.start(port=0, metrics_port=0)
+    else:
+        lab = gwlab.lab.start({"limiter": {"rate": HIGH_RATE, "burst": HIGH_RATE}}, rate=OPEN_RATE,
+                              port=0, metrics_port=0)
+    try:
+        lab.run_for(WARM_UP)
+        meter = CpuMeter(os.getpid())
+        summary = lab.run_for(args.seconds)
+        cpu = meter.share()
+    finally:
+        lab.stop()
+    print(json.dumps({"rates": summary["rates"], "availability": summary["availability"],
+                      "latency": summary["latency"], "codes": summary["codes"], "cpu": cpu,
+                      "clients": summary["clients"], "seconds": args.seconds,
+                      "achieved_offered_rate": summary["achieved_offered_rate"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Item 1: the gateway's throughput against bare aiohttp, under ``wrk``.
+
+Both servers run at once, each in its own process on :data:`~benchmarks.common.SERVER_CORE`,
+and are loaded in turn (bare, gateway, bare, gateway ...) by one ``wrk`` thread on the other
+core, so a drift in the machine hits both alike; the median of the rounds counts. The ratio
+is valid only when the servers used at least :data:`~benchmarks.common.CPU_BOUND` of their
+core: otherwise something else (a busy machine, the load generator) set the pace. The CPU
+time per request is reported too, as it does not depend on how much of the core a server got.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from benchmarks import common
+from benchmarks.bare import PATH
+from benchmarks.common import CPU_BOUND, Row, Server, WrkResult
+from benchmarks.serving import has_uvloop
+from gwlab.clients import BODY
+
+TARGET = 0.8
+"""The gateway should reach this fraction of bare aiohttp's throughput."""
+CONNECTIONS = 64
+ROUNDS, SECONDS = 3, 4.0
+SMOKE_ROUNDS, SMOKE_SECONDS, SMOKE_CONNECTIONS = 1, 1.0, 8
+
+
+def loops() -> list[str]:
+    """The event loops measured: asyncio (what a notebook runs), and uvloop when installed."""
+    return ["asyncio", "uvloop"] if has_uvloop() else ["asyncio"]
+
+
+def measure(smoke: bool = False) -> list[Row]:
+    rows: list[Row] = []
+    for loop in loops():
+        rows += _measure(loop, smoke)
+    return rows
+
+
+def _measure(loop: str, smoke: bool) -> list[Row]:
+    rounds, seconds = (SMOKE_ROUNDS, SMOKE_SECONDS) if smoke else (ROUNDS, SECONDS)
+    connections = SMOKE_CONNECTIONS if smoke else CONNECTIONS
+    extra = ["--uvloop"] if loop == "uvloop" else []
+    with Server("benchmarks.gateway_server", "--zero-latency", *extra) as gateway:
+        size = len(common.post(gateway.url + PATH, BODY))
+        with Server("benchmarks.bare", "--body-size", str(size), *extra) as bare:
+            runs: dict[str, list[WrkResult]] = {"bare": [], "gateway": []}
+            if not smoke:
+                for server in (bare, gateway):
+                    common.wrk(server.url + PATH, BODY, 1, connections, server.pid)
+            for _ in range(rounds):
+                for name, server in (("bare", bare), ("gateway", gateway)):
+                    runs[name].append(common.wrk(server.url + PATH, BODY, seconds, connections, server.pid))
+    rates = {name: statistics.median(r.rate for r in results) for name, results in runs.items()}
+    cpu = {name: statistics.median(r.server_cpu for r in results) for name, results in runs.items()}
+    cpu_per_request = {name: statistics.median(r.server_cpu / r.rate for r in results)
+                       for name, results in runs.items()}
+    every = [r for results in runs.values() for r in results]
+    valid = min(r.server_cpu for r in every) >= CPU_BOUND
+    wrk_bound = max(r.wrk_cpu for r in every) >= CPU_BOUND
+    ratio = rates["gateway"] / rates["bare"]
+    common_fields = dict(load_generator="wrk (1 thread)", connections=connections,
+                         limited_by_load_generator=wrk_bound)
+    rows = [
+        Row(f"throughput_{name}_{loop}", rates[name], "requests/s", achieved_rate=rates[name], server_cpu=cpu[name],
+            detail={"rounds": [round(r.rate, 1) for r in runs[name]],
+                    "server_cpu_rounds": [round(r.server_cpu, 3) for r in runs[name]],
+                    "wrk_cpu_rounds": [round(r.wrk_cpu, 3) for r in runs[name]],
+                    "cpu_us_per_request": cpu_per_request[name] * 1e6,
+                    "p50_ms": statistics.median(r.p50 for r in runs[name]) * 1e3,
+                    "p99_ms": statistics.median(r.p99 for r in runs[name]) * 1e3,
+                    "non_2xx": sum(r.non_2xx for r in runs[name]),
+                    "socket_errors": sum(r.socket_errors for r in runs[name]),
+                    "response_bytes": size},
+            **common_fields)
+        for name in ("bare", "gateway")
+    ]
+    rows.append(Row(
+        f"throughput_ratio_{loop}", ratio, "gateway/bare", target=f">= {TARGET:g} (valid only if server CPU >= {CPU_BOUND:g})",
+        met=(ratio >= TARGET) if valid and not wrk_bound else None,
+        achieved_rate=rates["gateway"], server_cpu=min(cpu.values()),
+        detail={"valid": valid and not wrk_bound,
+                "cpu_normalised_ratio": cpu_per_request["bare"] / cpu_per_request["gateway"],
+                "rounds": rounds, "seconds_per_round": seconds},
+        **common_fields,
+    ))
+    return rows

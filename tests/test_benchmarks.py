@@ -1,0 +1,153 @@
+"""The benchmarks in smoke mode: every measurement runs once at a tiny size through the
+command line, and the JSON it writes is checked for its schema and for what must hold
+whatever the timing (every answer a 200, the bodies compared are the same size). Timing
+numbers are never asserted: they depend on the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bare
+from benchmarks.common import ROOT, ROW_FIELDS, Server, post
+from benchmarks.gateway_server import scenario
+from benchmarks.serving import has_uvloop
+from gwlab.clients import BODY
+from tests.conftest import require_tool
+
+LOOPS = ["asyncio", "uvloop"] if has_uvloop() else ["asyncio"]
+EXPECTED_ROWS = {
+    *(f"throughput_{kind}_{loop}" for loop in LOOPS for kind in ("bare", "gateway", "ratio")),
+    "overhead_own_time_p99", "overhead_client_p50_vs_bare", "overhead_client_p99_vs_bare",
+    "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
+    "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
+}
+MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
+                  "load_average_1m": float, "date": str}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    require_tool("wrk")
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    data["_stdout"] = done.stdout
+    return data
+
+
+def rows(results: dict) -> dict[str, dict]:
+    return {row["name"]: row for row in results["rows"]}
+
+
+def test_every_measurement_writes_its_rows(results):
+    assert results["smoke"] is True
+    assert set(rows(results)) == EXPECTED_ROWS
+    assert len(results["rows"]) == len(EXPECTED_ROWS)
+
+
+def test_rows_follow_the_schema(results):
+    for row in results["rows"]:
+        assert tuple(row) == ROW_FIELDS, row["name"]
+        assert isinstance(row["value"], float) and math.isfinite(row["value"]), row["name"]
+        assert isinstance(row["unit"], str) and row["unit"], row["name"]
+        assert row["target"] is None or isinstance(row["target"], str)
+        assert row["met"] is None or isinstance(row["met"], bool)
+        if row["met"] is not None:
+            assert row["target"] is not None, f"{row['name']}: met without a target"
+        for key in ("offered_rate", "achieved_rate", "server_cpu"):
+            assert row[key] is None or (isinstance(row[key], float) and row[key] >= 0), (row["name"], key)
+        assert row["connections"] is None or (isinstance(row["connections"], int) and row["connections"] > 0)
+        assert row["limited_by_load_generator"] is None or isinstance(row["limited_by_load_generator"], bool)
+        assert isinstance(row["detail"], dict)
+        assert row["load_generator"], f"{row['name']}: which load generator produced it?"
+
+
+def test_rows_from_real_traffic_carry_what_makes_them_trustworthy(results):
+    for name, row in rows(results).items():
+        if name.startswith("sim_"):
+            continue
+        assert row["achieved_rate"] > 0, name
+        assert row["server_cpu"] > 0, name
+        assert row["limited_by_load_generator"] is not None, name
+
+
+def test_the_machine_is_described(results):
+    machine = results["machine"]
+    assert set(machine) == set(MACHINE_FIELDS)
+    for key, kind in MACHINE_FIELDS.items():
+        assert isinstance(machine[key], kind), key
+    assert isinstance(results["seconds"], float) and isinstance(results["load_average_1m_at_end"], float)
+    json.dumps({k: v for k, v in results.items() if k != "_stdout"}, allow_nan=False)
+
+
+def test_wrk_runs_got_only_200s_and_compared_bodies_of_one_size(results):
+    table = rows(results)
+    for loop in LOOPS:
+        gateway, reference = table[f"throughput_gateway_{loop}"], table[f"throughput_bare_{loop}"]
+        for row in (gateway, reference):
+            assert row["detail"]["non_2xx"] == 0 and row["detail"]["socket_errors"] == 0, row["name"]
+            assert sum(row["detail"]["rounds"]) > 0
+        assert gateway["detail"]["response_bytes"] == reference["detail"]["response_bytes"]
+    assert table["memory_growth_smoke"]["detail"]["non_2xx"] == 0
+    assert table["memory_growth_smoke"]["detail"]["requests"] >= 2000
+
+
+def test_simulated_traffic_is_the_requested_open_loop(results):
+    row = rows(results)["sim_requests_per_wall_second"]
+    seconds = row["detail"]["simulated_seconds"]
+    # Poisson count over the run: mean rate × seconds, standard deviation its square root;
+    # the seed is fixed, and 4 sigma leaves room for a change of streams, not of rate.
+    assert abs(row["detail"]["requests"] - 1000 * seconds) <= 4 * math.sqrt(1000 * seconds)
+
+
+def test_the_table_lists_every_row(results):
+    out = results["_stdout"]
+    for name in EXPECTED_ROWS:
+        assert name in out
+    assert "Python " in out.splitlines()[0]
+
+
+def test_bare_body_has_the_size_asked_and_is_json():
+    for size in (12, 353, 1000):
+        body = bare.body_of_size(size)
+        assert len(body) == size
+        json.loads(body)
+    with pytest.raises(ValueError, match="--body-size = 11"):
+        bare.body_of_size(11)
+
+
+def test_benchmark_scenario_keeps_every_policy_and_zeroes_the_providers():
+    s = scenario(5000.0, 200.0, zero_latency=True)
+    assert (s.limiter.rate, s.limiter.burst) == (5000.0, 200.0)
+    assert s.breaker.enabled
+    assert [(p.name, p.weight, p.latency, p.error_rate) for p in s.providers] == [
+        ("p1", 70.0, 0.0, 0.0), ("p2", 20.0, 0.0, 0.0), ("p3", 10.0, 0.0, 0.0)]
+
+
+def test_probed_gateway_times_every_chat_request_and_counts_it():
+    with Server("benchmarks.gateway_server", "--zero-latency", "--probe", "--rate", "1", "--burst", "3") as gw:
+        for _ in range(3):
+            json.loads(post(gw.url + bare.PATH, BODY))
+        stats = gw.get("/bench/stats")
+    assert stats["own_time"]["count"] == 3
+    assert 0 < stats["own_time"]["p50"] < stats["own_time"]["max"] + 1e-9
+    assert stats["codes"]["200"] == 3
+    assert stats["first"] <= stats["last"]
+
+
+def test_servers_report_their_port_and_stop_on_terminate():
+    server = Server("benchmarks.bare", "--body-size", "100")
+    try:
+        assert len(post(server.url + bare.PATH, BODY)) == 100
+    finally:
+        server.close()
+    assert server.process.returncode == 0
+    assert Path(f"/proc/{server.pid}").exists() is False
