@@ -1,9 +1,13 @@
-"""Helpers shared by the tests that talk to a real gateway over HTTP."""
+"""Helpers shared by the tests: a real gateway over HTTP, free ports, PromQL checked by promtool."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncIterator
+import json
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterable
 
 import aiohttp
 
@@ -27,3 +31,24 @@ async def serving(scenario: config.Scenario, host: str = config.HOST,
             yield gw, http
     finally:
         await gw.stop()
+
+
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` of the IPv4 loopback can be bound now (nothing left listening)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def check_promql(promtool: str, queries: Iterable[str], folder: Path) -> subprocess.CompletedProcess:
+    """Run ``promtool check rules`` on a rules file recording each of ``queries``: it parses
+    every expression the way Prometheus would."""
+    rules = ["groups:", "  - name: checked", "    rules:"]
+    for i, query in enumerate(queries):
+        rules += [f"      - record: checked:query{i}", f"        expr: {json.dumps(query)}"]
+    path = folder / "rules.yml"
+    path.write_text("\n".join(rules) + "\n")
+    return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gwlab import config
 from tests.conftest import require_tool
+from tests.support import check_promql
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -54,12 +55,7 @@ def test_readme_promql_parses(tmp_path):
     promtool = require_tool("promtool")
     queries = [row[1] for row in _table_rows("The PromQL for each number")]
     assert len(queries) >= 8
-    rules = ["groups:", "  - name: readme", "    rules:"]
-    for i, query in enumerate(queries):
-        rules += [f"      - record: readme:query{i}", f"        expr: '{query}'"]
-    path = tmp_path / "rules.yml"
-    path.write_text("\n".join(rules) + "\n")
-    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    done = check_promql(promtool, queries, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -7,7 +7,6 @@ import json
 import math
 import re
 import runpy
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from gwlab import simulate
 from gwlab.exercises import capstone, experiments, metrics
 from tests.conftest import require_tool
+from tests.support import check_promql
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
@@ -86,12 +86,7 @@ def test_the_promql_of_notebook_04_is_valid(tmp_path):
     promtool = require_tool("promtool")
     queries = _promql(NOTEBOOKS / "04_metrics_prometheus.ipynb")
     assert len(queries) == 7
-    rules = ["groups:", "  - name: dashboard", "    rules:"]
-    for i, query in enumerate(queries):
-        rules += [f"      - record: gwlab:chart{i}", f"        expr: {json.dumps(query)}"]
-    path = tmp_path / "rules.yml"
-    path.write_text("\n".join(rules) + "\n")
-    run = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    run = check_promql(promtool, queries, tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
 
 

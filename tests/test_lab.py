@@ -12,21 +12,13 @@ import pytest
 import gwlab.lab
 from gwlab import config
 from gwlab.config import ConfigError, Scenario
+from tests.support import port_is_free
 
 FREE = {"port": 0, "metrics_port": 0}
 
 
 def lab_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("gwlab-lab-")]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
-from gwlab.clients import Driver, open_session
+from gwlab.clients import TRANSPORT_ERROR, Driver, open_session
 from gwlab.config import WorkloadConfig
-from gwlab.clients import TRANSPORT_ERROR
 from gwlab.loadgen import LoadGenerator, plan, worker_count
 from gwlab.server import Gateway
 from gwlab.stats import CUT_OFF, NO_PROVIDER

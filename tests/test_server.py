@@ -20,7 +20,7 @@ import pytest
 from gwlab import config
 from gwlab.config import ConfigError
 from gwlab.server import Gateway, PortInUse
-from tests.support import CHAT, serving
+from tests.support import CHAT, port_is_free, serving
 
 JSON = {"Content-Type": "application/json"}
 
@@ -423,13 +423,6 @@ def listening_socket() -> socket.socket:
     return sock
 
 
-def can_bind(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def test_gateway_port_in_use():
@@ -454,7 +447,7 @@ def test_metrics_port_in_use_releases_the_gateway_port():
                 await gw.start(port=0, metrics_port=port)
             assert info.value.port == port
             assert str(info.value) == f"port {port} is already in use on 127.0.0.1"
-            assert gw.port != 0 and can_bind(gw.port)
+            assert gw.port != 0 and port_is_free(gw.port)
             # Not half started: a later start binds both servers.
             await gw.start(port=0, metrics_port=0)
             async with aiohttp.ClientSession(gw.url) as http:
