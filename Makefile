@@ -35,8 +35,9 @@ serve: $(VENV)/.installed
 simulate: $(VENV)/.installed
 	$(BIN)/gwlab simulate $(ARGS)
 
+# JupyterLab refuses to run as root without --allow-root; containers often run as root.
 lab: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(ARGS)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 # The notebooks run under nbval in strict mode: every output not marked NBVAL_IGNORE_OUTPUT
 # must come out the same as the committed one.
