@@ -73,7 +73,7 @@ def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) ->
         x=cols["time"], y=list(ts.providers),
         z=[[STATE_LEVELS.get(s) for s in cols[f"{name}.state"]] for name in ts.providers],
         zmin=-0.5, zmax=levels - 0.5, colorscale=scale, showscale=True, name="state",
-        colorbar={"tickvals": list(STATE_LEVELS.values()), "ticktext": list(STATE_LEVELS), "len": 0.2, "y": 0.3},
+        colorbar={"tickvals": list(STATE_LEVELS.values()), "ticktext": list(STATE_LEVELS)},
         hovertemplate="%{y} at %{x} s: level %{z}<extra></extra>",
     )
     opened = [t for t in transitions if t.target == "open"]
@@ -87,9 +87,10 @@ def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) ->
 
 
 def token_traces(ts: TimeSeries) -> list[go.Scatter]:
-    """Tokens in the bucket at each bin's end."""
+    """Tokens in the bucket at each bin's end (no legend entry: the panel's title names it)."""
     cols = ts.columns()
-    return [go.Scatter(x=cols["time"], y=cols["tokens"], name="tokens", mode="lines", line={"color": "#17becf"})]
+    return [go.Scatter(x=cols["time"], y=cols["tokens"], name="tokens", mode="lines", line={"color": "#17becf"},
+                       showlegend=False)]
 
 
 def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str | None = None) -> go.Figure:
@@ -98,7 +99,14 @@ def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str
     panels = (status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions), token_traces(ts))
     for row, traces in enumerate(panels, start=1):
         for trace in traces:
+            # One legend group per panel, so each panel's entries stand beside it.
+            trace.legendgroup = PANELS[row - 1]
             fig.add_trace(trace, row=row, col=1)
     fig.update_xaxes(title_text="time (s)", row=len(PANELS), col=1)
-    fig.update_layout(height=1200, title=title, hovermode="x unified", legend={"tracegroupgap": 160})
+    # The state colour scale stands beside the breaker panel, as tall as it.
+    low, high = fig.layout[f"yaxis{PANELS.index('Breaker state') + 1}"].domain
+    fig.update_traces(selector={"type": "heatmap"},
+                      colorbar={"y": (low + high) / 2, "len": high - low, "yanchor": "middle"})
+    fig.update_layout(height=1200, title=title, hovermode="x unified",
+                      legend={"traceorder": "grouped", "tracegroupgap": 120})
     return fig
