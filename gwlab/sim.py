@@ -193,8 +193,10 @@ class _Engine:
     def _edge(self, index: int) -> float:
         return min((index + 1) * self.bin_width, self.duration)
 
-    def _close(self, b: Bin, at: float) -> Bin | None:
-        """Read the end-of-bin gauges of ``b`` at ``at`` and open the next bin, if any."""
+    def _close(self, b: Bin, at: float, offered: int, admitted: int, in_flight_area: float) -> Bin | None:
+        """Close ``b`` at ``at`` with its counts, read its end-of-bin gauges and open the next
+        bin, if any."""
+        b.offered, b.admitted, b.in_flight_area = offered, admitted, in_flight_area
         router = self.router
         router.settle(at)
         b.tokens = router.bucket.tokens(at)
@@ -269,12 +271,9 @@ class _Engine:
                 break
 
             while now >= edge:
-                area += in_flight * (edge - last)
-                last = edge
-                cur.offered, cur.admitted, cur.in_flight_area = offered, admitted, area
+                cur = self._close(cur, edge, offered, admitted, area + in_flight * (edge - last))
                 offered = admitted = 0
-                area = 0.0
-                cur = self._close(cur, edge)
+                area, last = 0.0, edge
                 edge = self._edge(len(self.bins) - 1)
                 by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
 
@@ -353,12 +352,9 @@ class _Engine:
                         cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
                         if keep:
                             requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))
-            area += in_flight * (edge - last)
-            last = edge
-            cur.offered, cur.admitted, cur.in_flight_area = offered, admitted, area
+            cur = self._close(cur, edge, offered, admitted, area + in_flight * (edge - last))
             offered = admitted = 0
-            area = 0.0
-            cur = self._close(cur, edge)
+            area, last = 0.0, edge
             if cur is None:
                 break
             edge = self._edge(len(self.bins) - 1)
