@@ -36,16 +36,22 @@ and the transitions counter agrees with the state shown. Weights and the in-flig
 read from the router too, so they can never go stale. Collect on the gateway's event loop
 thread (the metrics server does), since the router is not thread-safe.
 
-The request path only increments cached label children: no label lookup per request.
+The request path counts in plain numbers (dictionary entries and :class:`Buckets`), which
+the collector hands to prometheus_client's own metric families at scrape time. The library's
+``Counter`` and ``Histogram`` take a lock and run a Python loop on every increment: four of
+them per answer cost more CPU than the router's whole decision. All counting happens on the
+gateway's event loop thread, as the scraping does, so no lock is needed.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
@@ -64,6 +70,34 @@ _DIAGRAM = (
     (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.HEALTHY), (State.HALF_OPEN, State.OPEN),
 )
 """The seed's state diagram; its edges exist as series from the start."""
+_BOUNDS = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
+
+
+class Buckets:
+    """One histogram series: how many observations fell at or below each bound of
+    :data:`BUCKETS` (Prometheus's ``le``), and their sum."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        """Observations per bucket, not cumulative; the last one is above every bound."""
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # The first bound >= value: the bucket whose ``le`` the value is counted under.
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count)`` pairs as the exposition wants them: each bound with every
+        observation at or below it, ending with ``+Inf``."""
+        total = 0
+        pairs = []
+        for bound, count in zip(_BOUNDS, self.counts):
+            total += count
+            pairs.append((bound, total))
+        return pairs
 
 
 class Metrics:
@@ -74,89 +108,66 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.router = router
         self.clock = clock
-        self.fallbacks: collections.Counter[str] = collections.Counter()
+        names = [u.name for u in router.upstreams]
+        self.answers: collections.Counter[tuple[int, str]] = collections.Counter(
+            {(code, name): 0 for name in names for code in _PRECREATED_CODES}
+            | {(code, NO_PROVIDER): 0 for code in _PRECREATED_REFUSALS}
+        )
+        """Answers per (status, provider): ``gwlab_requests_total``."""
+        self.rate_limited = 0
+        self.durations = {name: Buckets() for name in (*names, NO_PROVIDER)}
+        """Arrival to answer, per provider: ``gwlab_request_duration_seconds``."""
+        self.outcomes: dict[tuple[str, Outcome], int] = {(name, o): 0 for name in names for o in Outcome}
+        self.provider_durations = {name: Buckets() for name in names}
+        self.fallbacks: collections.Counter[str] = collections.Counter({name: 0 for name in names})
         """Fallback calls per provider."""
         self.transitions: collections.Counter[tuple[str, str, str]] = collections.Counter(
-            {(u.name, a.value, b.value): 0 for u in router.upstreams for a, b in _DIAGRAM}
+            {(name, a.value, b.value): 0 for name in names for a, b in _DIAGRAM}
         )
         """Breaker transitions per (provider, from_state, to_state)."""
-        names = [u.name for u in router.upstreams]
-        for name in names:
-            self.fallbacks[name] = 0
+        self._none_duration = self.durations[NO_PROVIDER]
         router.listeners.append(self.transition)
-
-        r = self.registry
-        self._requests = Counter("gwlab_requests", "Answers sent, by status code and provider.",
-                                 ["code", "provider"], registry=r)
-        self._duration = Histogram("gwlab_request_duration_seconds",
-                                   "Time from a request's arrival to its answer (admitted and 429).",
-                                   ["provider"], buckets=BUCKETS, registry=r)
-        self._rate_limited = Counter("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
-                                     registry=r)
-        self._outcomes = Counter("gwlab_provider_requests", "Provider calls that ended, by outcome.",
-                                 ["provider", "outcome"], registry=r)
-        self._provider_duration = Histogram("gwlab_provider_request_duration_seconds",
-                                            "Duration of provider calls that ended.", ["provider"],
-                                            buckets=BUCKETS, registry=r)
-        r.register(_Live(self))
-
-        self._answers: dict[tuple[int, str], Counter] = {}
-        for name in names:
-            for code in _PRECREATED_CODES:
-                self._answer(code, name)
-        for code in _PRECREATED_REFUSALS:
-            self._answer(code, NO_PROVIDER)
-        self._durations = {name: self._duration.labels(name) for name in (*names, NO_PROVIDER)}
-        self._provider_durations = {name: self._provider_duration.labels(name) for name in names}
-        self._outcome_children = {
-            (name, outcome): self._outcomes.labels(name, outcome.value) for name in names for outcome in Outcome
-        }
-        self._rejected = self._answer(429, NO_PROVIDER)
-        self._none_duration = self._durations[NO_PROVIDER]
-
-    def _answer(self, code: int, provider: str) -> Counter:
-        child = self._answers.get((code, provider))
-        if child is None:
-            child = self._answers[code, provider] = self._requests.labels(str(code), provider)
-        return child
+        self.registry.register(_Collector(self))
 
     # -- the request path -----------------------------------------------------------
 
     def rejected(self, seconds: float) -> None:
         """A request was answered 429 after ``seconds``."""
-        self._rejected.inc()
-        self._rate_limited.inc()
+        self.answers[429, NO_PROVIDER] += 1
+        self.rate_limited += 1
         self._none_duration.observe(seconds)
 
     def refused(self, status: int) -> None:
         """A request was answered ``status`` (4xx/5xx) without reaching the router."""
-        self._answer(status, NO_PROVIDER).inc()
+        self.answers[status, NO_PROVIDER] += 1
 
     def routed(self, route: Route) -> None:
         """The router admitted a request and chose its provider."""
         if route.fallback:
-            self.fallbacks[route.provider] += 1
+            self.fallbacks[route.upstream.name] += 1
 
     def completed(self, route: Route, seconds: float, call_seconds: float) -> None:
         """The provider call of ``route`` ended after ``call_seconds``; the answer went out
         ``seconds`` after the request arrived."""
-        name = route.provider
-        self._answer(route.status, name).inc()
-        self._durations[name].observe(seconds)
-        self._outcome_children[name, route.call.outcome].inc()
-        self._provider_durations[name].observe(call_seconds)
+        name = route.upstream.name
+        outcome = route.call.outcome
+        self.answers[outcome.status, name] += 1
+        self.durations[name].observe(seconds)
+        self.outcomes[name, outcome] += 1
+        self.provider_durations[name].observe(call_seconds)
 
     def cut_off(self, route: Route) -> None:
         """The request of ``route`` was cut off before its call ended."""
-        self._answer(CUT_OFF, route.provider).inc()
+        self.answers[CUT_OFF, route.upstream.name] += 1
 
     def transition(self, event: Transition) -> None:
         """Breaker listener: count a state change."""
         self.transitions[event.provider, event.source.value, event.target.value] += 1
 
 
-class _Live:
-    """Collector of the values read from the router at scrape time."""
+class _Collector:
+    """Hands the counts to prometheus_client's metric families at scrape time, with the
+    values read from the router (tokens, states, cooldowns, weights, in flight) at ``now``."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -166,10 +177,29 @@ class _Live:
         router = m.router
         now = m.clock()
         router.settle(now)
-        tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.")
-        tokens.add_metric([], router.bucket.tokens(now))
-        in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.")
-        in_flight.add_metric([], sum(u.in_flight for u in router.upstreams))
+        requests = CounterMetricFamily("gwlab_requests", "Answers sent, by status code and provider.",
+                                       labels=["code", "provider"])
+        for (code, provider), count in m.answers.items():
+            requests.add_metric([str(code), provider], count)
+        duration = HistogramMetricFamily("gwlab_request_duration_seconds",
+                                         "Time from a request's arrival to its answer (admitted and 429).",
+                                         labels=["provider"])
+        for provider, buckets in m.durations.items():
+            duration.add_metric([provider], buckets.cumulative(), buckets.sum)
+        rate_limited = CounterMetricFamily("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
+                                           m.rate_limited)
+        outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
+                                       labels=["provider", "outcome"])
+        for (provider, outcome), count in m.outcomes.items():
+            outcomes.add_metric([provider, outcome.value], count)
+        provider_duration = HistogramMetricFamily("gwlab_provider_request_duration_seconds",
+                                                  "Duration of provider calls that ended.", labels=["provider"])
+        for provider, buckets in m.provider_durations.items():
+            provider_duration.add_metric([provider], buckets.cumulative(), buckets.sum)
+        tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.",
+                                   router.bucket.tokens(now))
+        in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.",
+                                      sum(u.in_flight for u in router.upstreams))
         state = GaugeMetricFamily("gwlab_breaker_state", "Breaker state: 1 for the current one, 0 for the others.",
                                   labels=["provider", "state"])
         cooldown = GaugeMetricFamily("gwlab_breaker_cooldown_seconds", "Cooldown left before the breaker half-opens.",
@@ -189,4 +219,5 @@ class _Live:
                                           labels=["provider", "from_state", "to_state"])
         for labels, count in m.transitions.items():
             transitions.add_metric(list(labels), count)
-        yield from (tokens, in_flight, state, cooldown, weight, fallback, transitions)
+        yield from (requests, duration, rate_limited, outcomes, provider_duration,
+                    tokens, in_flight, state, cooldown, weight, fallback, transitions)

@@ -10,9 +10,12 @@ import collections
 import subprocess
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
+from gwlab.metrics import BUCKETS, Buckets
 from gwlab.server import Gateway
 from tests.conftest import require_tool
 from tests.support import CHAT, serving
@@ -194,6 +197,26 @@ def test_two_gateways_in_one_process_keep_separate_registries():
         return sum(v for (name, labels), v in samples.items() if name == "gwlab_requests_total")
 
     assert (answered(samples_a), answered(samples_b)) == (2, 0)
+
+
+def test_buckets_expose_what_prometheus_clients_histogram_would():
+    """The request path counts in :class:`Buckets`; the same observations fed to the
+    library's own ``Histogram`` give the same exposed samples, bounds included (a value
+    equal to a bound counts under that ``le``)."""
+    observed = [0.0, 0.004, 0.005, 0.0050001, 0.1, 0.1, 0.3, 2.0, 9.99, 10.0, 10.5, 400.0, *BUCKETS]
+    buckets = Buckets()
+    registry = CollectorRegistry()
+    reference = Histogram("h_seconds", "reference", buckets=BUCKETS, registry=registry)
+    for v in observed:
+        buckets.observe(v)
+        reference.observe(v)
+    family = HistogramMetricFamily("h_seconds", "reference")
+    family.add_metric([], buckets.cumulative(), buckets.sum)
+    ours = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    theirs = {(s.name, s.labels.get("le")): s.value
+              for m in registry.collect() for s in m.samples if not s.name.endswith("_created")}
+    assert ours == theirs
+    assert ours["h_seconds_bucket", "0.005"] == 4 and ours["h_seconds_count", None] == len(observed)
 
 
 def test_index_page_links_to_metrics():
