@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from gwlab.config import BreakerConfig
 
@@ -47,9 +47,14 @@ class State(enum.Enum):
         return "CLOSED" if self in (State.HEALTHY, State.FAILING) else self.name
 
 
-@dataclass(frozen=True)
-class Permit:
-    """Leave to make one call. ``probe`` permits decide a HALF_OPEN (or forced) trial."""
+_HEALTHY, _FAILING, _OPEN, _HALF_OPEN = State.HEALTHY, State.FAILING, State.OPEN, State.HALF_OPEN
+"""The states under module names: the breaker compares them on every request, and a global
+is read three times faster than a member looked up on its Enum class."""
+
+
+class Permit(NamedTuple):
+    """Leave to make one call. ``probe`` permits decide a HALF_OPEN (or forced) trial.
+    (A named tuple: immutable, and the cheapest record to create once per request.)"""
 
     generation: int
     probe: bool
@@ -95,14 +100,14 @@ class CircuitBreaker:
         self.cooldown = 0.0
         self.probes = 0
         """Probe permits of the current generation still out."""
-        self._state = State.HEALTHY
+        self._state = _HEALTHY
 
     # -- queries (pure) -------------------------------------------------------------
 
     def state(self, now: float) -> State:
         """The state at ``now``: OPEN reads as HALF_OPEN once its cooldown has passed."""
-        if self._state is State.OPEN and now >= self.reopens_at:
-            return State.HALF_OPEN
+        if self._state is _OPEN and now >= self.reopens_at:
+            return _HALF_OPEN
         return self._state
 
     @property
@@ -112,15 +117,15 @@ class CircuitBreaker:
 
     def cooldown_left(self, now: float) -> float:
         """Seconds of cooldown still to run (0 unless OPEN)."""
-        return max(0.0, self.reopens_at - now) if self._state is State.OPEN else 0.0
+        return max(0.0, self.reopens_at - now) if self._state is _OPEN else 0.0
 
     def available(self, now: float) -> bool:
         """Would a call be let through at ``now``? (Reserves nothing.) Called for every
         provider on every request, so the common closed case is decided first."""
         state = self._state
-        if state is State.HEALTHY or state is State.FAILING or not self.config.enabled:
+        if state is _HEALTHY or state is _FAILING or not self.config.enabled:
             return True
-        if state is State.OPEN and now < self.reopens_at:
+        if state is _OPEN and now < self.reopens_at:
             return False
         return self.probes < self.config.half_open_max_calls
 
@@ -129,15 +134,15 @@ class CircuitBreaker:
     def settle(self, now: float) -> None:
         """Carry out the OPEN -> HALF_OPEN change that time alone brings, announcing it at
         the moment the cooldown ended (which may be before ``now``)."""
-        if self._state is State.OPEN and now >= self.reopens_at:
-            self._move(State.HALF_OPEN, self.reopens_at)
+        if self._state is _OPEN and now >= self.reopens_at:
+            self._move(_HALF_OPEN, self.reopens_at)
 
     def acquire(self, now: float, force: bool = False) -> Permit:
         """Reserve a call to this provider. Call only after :meth:`available` said yes, or
         with ``force=True`` for the router's fallback, which may call an OPEN provider: such
         a call is a probe, deciding the breaker like a HALF_OPEN one."""
         self.settle(now)
-        if self.config.enabled and (self._state is State.HALF_OPEN or (force and self._state is State.OPEN)):
+        if self.config.enabled and (self._state is _HALF_OPEN or (force and self._state is _OPEN)):
             self.probes += 1
             return Permit(self.generation, probe=True)
         return Permit(self.generation, probe=False)
@@ -153,22 +158,22 @@ class CircuitBreaker:
             if ok:
                 self.trips = 0
                 self.failures = 0
-                self._new_generation(State.HEALTHY, now)
+                self._new_generation(_HEALTHY, now)
             else:
                 self._open(now)
-        elif self._state not in (State.HEALTHY, State.FAILING):
+        elif self._state not in (_HEALTHY, _FAILING):
             # Only a permit taken while the breaker was switched off gets here.
             return False
         elif ok:
-            if self._state is State.FAILING:
+            if self._state is _FAILING:
                 self.failures = 0
-                self._move(State.HEALTHY, now)
+                self._move(_HEALTHY, now)
         else:
             self.failures += 1
             if self.failures >= self.config.failure_threshold:
                 self._open(now)
-            elif self._state is State.HEALTHY:
-                self._move(State.FAILING, now)
+            elif self._state is _HEALTHY:
+                self._move(_FAILING, now)
         return True
 
     def release(self, permit: Permit) -> None:
@@ -185,14 +190,14 @@ class CircuitBreaker:
     def reset(self, now: float) -> None:
         """Back to HEALTHY with no history (outstanding permits become stale)."""
         self.failures = self.trips = 0
-        self._new_generation(State.HEALTHY, now)
+        self._new_generation(_HEALTHY, now)
 
     def _open(self, now: float) -> None:
         self.trips += 1
         self.failures = 0
         self.opened_at = now
         self.cooldown = cooldown_for(self.trips, self.config)
-        self._new_generation(State.OPEN, now)
+        self._new_generation(_OPEN, now)
 
     def _new_generation(self, target: State, now: float) -> None:
         self.generation += 1
@@ -202,8 +207,8 @@ class CircuitBreaker:
     def _move(self, target: State, at: float) -> None:
         source, self._state = self._state, target
         # OPEN -> OPEN is a new opening (a failed forced probe) with a longer cooldown: announce it.
-        if source is target and target is not State.OPEN:
+        if source is target and target is not _OPEN:
             return
-        event = Transition(at, self.name, source, target, self.cooldown if target is State.OPEN else 0.0)
+        event = Transition(at, self.name, source, target, self.cooldown if target is _OPEN else 0.0)
         for listener in self.listeners:
             listener(event)

@@ -38,7 +38,7 @@ class Outcome(enum.Enum):
 
     @property
     def ok(self) -> bool:
-        return self is Outcome.SUCCESS
+        return self is _SUCCESS
 
 
 _SUCCESS, _ERROR, _TIMEOUT = Outcome.SUCCESS, Outcome.ERROR, Outcome.TIMEOUT

@@ -21,7 +21,7 @@ the shell records them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit
@@ -35,16 +35,14 @@ class Upstream:
     """A provider as the router sees it: the simulated provider, its breaker and the calls
     in flight to it (what the power-of-two balancer compares)."""
 
-    __slots__ = ("provider", "breaker", "in_flight")
+    __slots__ = ("name", "provider", "breaker", "in_flight")
 
     def __init__(self, provider: Provider, breaker: CircuitBreaker) -> None:
+        self.name = provider.config.name
+        """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
         self.provider = provider
         self.breaker = breaker
         self.in_flight = 0
-
-    @property
-    def name(self) -> str:
-        return self.provider.config.name
 
     @property
     def weight(self) -> float:
@@ -58,11 +56,10 @@ class Rejected:
     retry_after: float
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """An admitted request: where it goes, under which permit, and how the call will end.
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
-    called anyway."""
+    called anyway. (A named tuple, like :class:`~gwlab.providers.Call`: made once per request.)"""
 
     upstream: Upstream
     permit: Permit
