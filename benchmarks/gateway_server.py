@@ -6,7 +6,7 @@ seed's three providers and their weights, breakers, and the Prometheus metrics. 
 providers answer at once and never fail (``--zero-latency``), or keep the seed's latencies.
 
 :class:`ProbedGateway` adds what the measurements need and nothing the gateway itself does:
-an outermost middleware timing each chat request's handler, minus the time its task spent
+a wrapper timing each chat request's handler, minus the time its task spent
 waiting for the provider call (from :meth:`Metrics.routed`, just before the wait, to
 :meth:`Router.complete`, just after it); the first and last arrival times; and ``GET
 /bench/stats`` reporting them with the gateway's own request counters.
@@ -68,29 +68,27 @@ class ProbedGateway(Gateway):
         self.metrics.routed = timed_routed
         self.router.complete = timed_complete
 
-    def _gateway_app(self, admin: bool) -> web.Application:
-        app = super()._gateway_app(admin)
-        app.middlewares.insert(0, self._probe)
-        app.router.add_get("/bench/stats", self._stats)
-        return app
+    def _routes(self, admin: bool) -> dict[str, dict[str, Any]]:
+        routes = super()._routes(admin)
+        for path in _CHAT:
+            routes[path]["POST"] = self._probe
+        routes["/bench/stats"] = {"GET": self._stats}
+        return routes
 
-    @web.middleware
-    async def _probe(self, request: web.Request, handler) -> web.StreamResponse:
-        if request.path not in _CHAT:
-            return await handler(request)
+    async def _probe(self, request: web.BaseRequest) -> web.StreamResponse:
         arrived = time.monotonic()
         if self.first is None:
             self.first = arrived
         self.last = arrived
         began = time.perf_counter()
-        response = await handler(request)
+        response = await self._chat(request)
         spent = time.perf_counter() - began
         wait = self._waits.pop(asyncio.current_task(), None)
         if wait is not None:
             self.own_time.add(spent - wait)
         return response
 
-    async def _stats(self, request: web.Request) -> web.Response:
+    async def _stats(self, request: web.BaseRequest) -> web.Response:
         h = self.own_time
         counts: dict[str, float] = {}
         for metric in self.metrics.registry.collect():

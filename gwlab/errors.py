@@ -3,9 +3,9 @@
 Every 4xx and 5xx the gateway sends has the body OpenAI's API uses,
 ``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}``, so that SDKs and
 frameworks pointed at the gateway raise their usual exceptions with a readable message.
-:class:`ApiError` is raised inside the gateway's handlers and turned into such an answer by
-its error middleware, which also converts aiohttp's own plain-text replies (unknown path,
-wrong method, body too large).
+:class:`ApiError` is raised inside the gateway's handlers and turned into such an answer
+where the gateway routes requests, which also converts aiohttp's own errors (a body too
+large).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
 
 PROVIDER_HEADER = "x-gwlab-provider"
 ROUTE_HEADER = "x-gwlab-route"
@@ -67,32 +68,17 @@ def error_body(status: int, message: str, code: str, param: str | None = None) -
 
 def error_response(status: int, message: str, code: str, param: str | None = None,
                    headers: Mapping[str, str] | None = None) -> web.Response:
-    """An error answer with the OpenAI-style JSON body."""
-    return web.Response(status=status, body=error_body(status, message, code, param),
-                        content_type="application/json", headers=headers)
+    """An error answer with the OpenAI-style JSON body (``headers`` may set Content-Type,
+    as long as they set it to JSON)."""
+    answer_headers = CIMultiDict({hdrs.CONTENT_TYPE: "application/json"})
+    if headers:
+        answer_headers.update(headers)
+    return web.Response(status=status, body=error_body(status, message, code, param), headers=answer_headers)
 
 
-_HTTP_CODES = {
-    404: "unknown_url",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-}
-
-
-def from_http_exception(exc: web.HTTPException, request: web.Request, max_body: int) -> ApiError:
-    """aiohttp's own error reply (raised before or instead of a gateway handler) as an
-    :class:`ApiError` with a message that says what was wrong."""
-    status = exc.status
-    if status == 404:
-        message = f"unknown path {request.path!r}; see GET /v1/models and POST /v1/chat/completions"
-    elif status == 405:
-        allowed = exc.headers.get("Allow", "")
-        message = f"method {request.method} is not allowed on {request.path!r}; allowed: {allowed}"
-    elif status == 413:
-        message = f"request body is larger than {max_body} bytes"
-    else:
-        message = exc.text or exc.reason
-    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-    return ApiError(status, message, _HTTP_CODES.get(status, exc.reason.lower().replace(" ", "_")),
-                    headers=headers)
+def from_http_exception(exc: web.HTTPException, max_body: int) -> ApiError:
+    """An error aiohttp raised inside a handler (413 when a body is over ``max_body`` bytes)
+    as an :class:`ApiError` with a message that says what was wrong."""
+    if exc.status == 413:
+        return ApiError(413, f"request body is larger than {max_body} bytes", "request_too_large")
+    return ApiError(exc.status, exc.text or exc.reason, exc.reason.lower().replace(" ", "_"))

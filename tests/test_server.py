@@ -144,6 +144,45 @@ def test_models_and_healthz():
             assert [m["id"] for m in body["data"]] == [config.MODEL]
             async with http.get("/healthz") as r:
                 assert (r.status, await r.json()) == (200, {"status": "ok"})
+            for path in ("/healthz", "/v1/models"):
+                async with http.head(path) as r:
+                    assert (r.status, r.content_type, await r.read()) == (200, "application/json", b"")
+
+    asyncio.run(main())
+
+
+async def exchange(port: int, head: bytes, body: bytes = b"") -> tuple[bytes, bytes]:
+    """Send ``head`` over a raw connection and read what the gateway answers before the
+    body is sent; then send ``body`` and read the rest until the gateway closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(body)
+        rest = await asyncio.wait_for(reader.read(), 5)
+        return first, rest
+    finally:
+        writer.close()
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent():
+    """curl sends ``Expect: 100-continue`` before a body over 1 KiB and waits for this
+    interim answer; the gateway gives it at once, then reads the body and answers as usual."""
+    async def main():
+        async with serving(single()) as (gw, _):
+            payload = json.dumps(CHAT).encode()
+            head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+            first, rest = await exchange(gw.port, head.encode(), payload)
+            assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+            assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert json.loads(rest.partition(b"\r\n\r\n")[2])["object"] == "chat.completion"
+
+            head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 2\r\nExpect: teapot\r\nConnection: close\r\n\r\n")
+            first, rest = await exchange(gw.port, head.encode(), b"{}")
+            assert first.startswith(b"HTTP/1.1 417 Expectation Failed\r\n")
+            assert json.loads(rest)["error"]["code"] == "expectation_failed"
 
     asyncio.run(main())
 
