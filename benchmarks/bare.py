@@ -2,16 +2,20 @@
 
 It reads the request, parses its JSON and answers 200 with a fixed JSON body of the size
 the gateway's answers have (``--body-size``), with access logs off like the gateway. The
-gateway's throughput is measured against this one.
+gateway's throughput is measured against this one: an ``aiohttp.web.Application`` with one
+route, as anyone would write it. With ``--low-level`` the same handler runs on aiohttp's
+low-level ``web.Server`` (no application router), as the gateway does: the floor of what
+aiohttp costs per request.
 
-Run as ``python -m benchmarks.bare --body-size N [--port P] [--uvloop]``; prints
-``PORT <n>`` once listening, then serves until terminated.
+Run as ``python -m benchmarks.bare --body-size N [--low-level] [--port P] [--uvloop]``;
+prints ``PORT <n>`` once listening, then serves until terminated.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -27,29 +31,38 @@ def body_of_size(size: int) -> bytes:
     return json.dumps({"pad": "x" * (size - 11)}).encode()
 
 
-def app(size: int) -> web.Application:
+def handler(size: int) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
+    """The chat handler: parse the request, answer a fixed body of ``size`` bytes."""
     body = body_of_size(size)
 
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.BaseRequest) -> web.Response:
         json.loads(await request.read())
         return web.Response(body=body, content_type="application/json")
 
+    return chat
+
+
+def app(size: int) -> web.Application:
     application = web.Application()
-    application.router.add_post(PATH, chat)
+    application.router.add_post(PATH, handler(size))
     return application
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--body-size", type=int, required=True)
+    parser.add_argument("--low-level", action="store_true", help="serve on aiohttp's low-level web.Server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
-    serve(lambda: _start(args.body_size, args.port), args.uvloop)
+    serve(lambda: _start(args.body_size, args.port, args.low_level), args.uvloop)
 
 
-async def _start(size: int, port: int) -> int:
-    runner = web.AppRunner(app(size), access_log=None)
+async def _start(size: int, port: int, low_level: bool) -> int:
+    if low_level:
+        runner: web.BaseRunner = web.ServerRunner(web.Server(handler(size)), access_log=None)
+    else:
+        runner = web.AppRunner(app(size), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()

@@ -22,7 +22,8 @@ from tests.conftest import require_tool
 
 LOOPS = ["asyncio", "uvloop"] if has_uvloop() else ["asyncio"]
 EXPECTED_ROWS = {
-    *(f"throughput_{kind}_{loop}" for loop in LOOPS for kind in ("bare", "gateway", "ratio")),
+    *(f"throughput_{kind}_{loop}" for loop in LOOPS
+      for kind in ("bare", "bare_low_level", "gateway", "ratio", "ratio_low_level")),
     "overhead_own_time_p99", "overhead_client_p50_vs_bare", "overhead_client_p99_vs_bare",
     "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
@@ -91,11 +92,11 @@ def test_the_machine_is_described(results):
 def test_wrk_runs_got_only_200s_and_compared_bodies_of_one_size(results):
     table = rows(results)
     for loop in LOOPS:
-        gateway, reference = table[f"throughput_gateway_{loop}"], table[f"throughput_bare_{loop}"]
-        for row in (gateway, reference):
+        gateway = table[f"throughput_gateway_{loop}"]
+        for row in (gateway, table[f"throughput_bare_{loop}"], table[f"throughput_bare_low_level_{loop}"]):
             assert row["detail"]["non_2xx"] == 0 and row["detail"]["socket_errors"] == 0, row["name"]
             assert sum(row["detail"]["rounds"]) > 0
-        assert gateway["detail"]["response_bytes"] == reference["detail"]["response_bytes"]
+            assert row["detail"]["response_bytes"] == gateway["detail"]["response_bytes"]
     assert table["memory_growth_smoke"]["detail"]["non_2xx"] == 0
     assert table["memory_growth_smoke"]["detail"]["requests"] >= 2000
 
