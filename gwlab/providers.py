@@ -26,24 +26,26 @@ _TINY = 1e-300
 
 
 class Outcome(enum.Enum):
-    """How a provider call ended, and the status the gateway answers with."""
+    """How a provider call ended: ``status`` is what the gateway answers with, ``ok`` whether
+    the breaker counts a success. (Plain attributes of each member, as they are read on
+    every request.)"""
 
-    SUCCESS = "success"
-    ERROR = "error"
-    TIMEOUT = "timeout"
+    SUCCESS = "success", 200
+    ERROR = "error", 502
+    TIMEOUT = "timeout", 504
 
-    @property
-    def status(self) -> int:
-        return _STATUS[self._value_]
+    def __new__(cls, value: str, status: int) -> Outcome:
+        member = object.__new__(cls)
+        member._value_ = value
+        member.status = status
+        member.ok = value == "success"
+        return member
 
-    @property
-    def ok(self) -> bool:
-        return self is _SUCCESS
+    status: int
+    ok: bool
 
 
 _SUCCESS, _ERROR, _TIMEOUT = Outcome.SUCCESS, Outcome.ERROR, Outcome.TIMEOUT
-# Keyed by value: a str key hashes faster than an Enum member, and this is looked up per request.
-_STATUS = {"success": 200, "error": 502, "timeout": 504}
 
 
 class Call(NamedTuple):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hmac
 import ipaddress
 import itertools
@@ -335,7 +336,7 @@ class Gateway:
 
     def _completion(self, model: str, provider: str, prompt_tokens: int) -> bytes:
         content, completion_tokens = self._replies[provider]
-        return _COMPLETION % (self._id_prefix, next(self._ids), int(time.time()), json.dumps(model).encode(), content,
+        return _COMPLETION % (self._id_prefix, next(self._ids), int(time.time()), _json_string(model), content,
                               prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
 
     async def _models(self, request: web.BaseRequest) -> web.Response:
@@ -450,11 +451,18 @@ def _json(data: Any) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), content_type=_JSON, headers=_NONE_HEADERS)
 
 
+@functools.lru_cache(maxsize=64)
+def _json_string(text: str) -> bytes:
+    """``text`` as an encoded JSON string. Cached: clients name the same few models again
+    and again."""
+    return json.dumps(text).encode()
+
+
 def _reply(provider: str) -> tuple[bytes, int]:
     """The simulated assistant message of ``provider`` as an encoded JSON string, and its
     length in (word) tokens."""
     text = f"This is a simulated answer from gwlab provider {provider}."
-    return json.dumps(text).encode(), len(text.split())
+    return _json_string(text), len(text.split())
 
 
 _COMPLETION = (
