@@ -141,6 +141,9 @@ class CircuitBreaker:
         """Reserve a call to this provider. Call only after :meth:`available` said yes, or
         with ``force=True`` for the router's fallback, which may call an OPEN provider: such
         a call is a probe, deciding the breaker like a HALF_OPEN one."""
+        state = self._state
+        if state is _HEALTHY or state is _FAILING:  # closed: time changes nothing, no probe
+            return Permit(self.generation, False)
         self.settle(now)
         if self.config.enabled and (self._state is _HALF_OPEN or (force and self._state is _OPEN)):
             self.probes += 1

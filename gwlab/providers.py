@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from gwlab.config import ProviderConfig
 
-_Z99 = NormalDist().inv_cdf(0.99)
+_STANDARD_NORMAL = NormalDist()
+_Z99 = _STANDARD_NORMAL.inv_cdf(0.99)
 _TINY = 1e-300
 
 
@@ -63,7 +64,7 @@ def latency_quantile(config: ProviderConfig, u: float) -> float:
     if config.distribution == "exponential":
         return -config.latency * math.log1p(-u)
     sigma = math.log(config.p99 / config.latency) / _Z99
-    return config.latency * math.exp(sigma * NormalDist().inv_cdf(max(u, _TINY)))
+    return config.latency * math.exp(sigma * _STANDARD_NORMAL.inv_cdf(max(u, _TINY)))
 
 
 def mean_latency(config: ProviderConfig) -> float:
@@ -90,9 +91,10 @@ class Provider:
         """Decide the next call: an outage ``"hang"`` or a latency beyond ``timeout`` ends in
         a TIMEOUT after ``timeout`` seconds; otherwise an ERROR (outage ``"error"``, or with
         probability ``error_rate``) or a SUCCESS after the drawn latency."""
-        latency = latency_quantile(self.config, self._latency_rng.random())
-        failed = self._error_rng.random() < self.config.error_rate
-        outage = self.config.outage
+        config = self.config
+        latency = latency_quantile(config, self._latency_rng.random())
+        failed = self._error_rng.random() < config.error_rate
+        outage = config.outage
         if outage == "hang" or latency > timeout:
             return Call(timeout, _TIMEOUT)
         if failed or outage == "error":
