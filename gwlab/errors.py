@@ -4,8 +4,7 @@ Every 4xx and 5xx the gateway sends has the body OpenAI's API uses,
 ``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}``, so that SDKs and
 frameworks pointed at the gateway raise their usual exceptions with a readable message.
 :class:`ApiError` is raised inside the gateway's handlers and turned into such an answer
-where the gateway routes requests, which also converts aiohttp's own errors (a body too
-large).
+where the gateway routes requests.
 """
 
 from __future__ import annotations
@@ -75,10 +74,3 @@ def error_response(status: int, message: str, code: str, param: str | None = Non
         answer_headers.update(headers)
     return web.Response(status=status, body=error_body(status, message, code, param), headers=answer_headers)
 
-
-def from_http_exception(exc: web.HTTPException, max_body: int) -> ApiError:
-    """An error aiohttp raised inside a handler (413 when a body is over ``max_body`` bytes)
-    as an :class:`ApiError` with a message that says what was wrong."""
-    if exc.status == 413:
-        return ApiError(413, f"request body is larger than {max_body} bytes", "request_too_large")
-    return ApiError(exc.status, exc.text or exc.reason, exc.reason.lower().replace(" ", "_"))

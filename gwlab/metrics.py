@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -93,12 +94,7 @@ class Buckets:
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as the exposition wants them: each bound with every
         observation at or below it, ending with ``+Inf``."""
-        total = 0
-        pairs = []
-        for bound, count in zip(_BOUNDS, self.counts):
-            total += count
-            pairs.append((bound, total))
-        return pairs
+        return list(zip(_BOUNDS, itertools.accumulate(self.counts)))
 
 
 class Metrics:
@@ -182,21 +178,16 @@ class _Collector:
                                        labels=["code", "provider"])
         for (code, provider), count in m.answers.items():
             requests.add_metric([str(code), provider], count)
-        duration = HistogramMetricFamily("gwlab_request_duration_seconds",
-                                         "Time from a request's arrival to its answer (admitted and 429).",
-                                         labels=["provider"])
-        for provider, buckets in m.durations.items():
-            duration.add_metric([provider], buckets.cumulative(), buckets.sum)
+        duration = _histogram("gwlab_request_duration_seconds",
+                              "Time from a request's arrival to its answer (admitted and 429).", m.durations)
         rate_limited = CounterMetricFamily("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
                                            m.rate_limited)
         outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
                                        labels=["provider", "outcome"])
         for (provider, outcome), count in m.outcomes.items():
             outcomes.add_metric([provider, outcome.value], count)
-        provider_duration = HistogramMetricFamily("gwlab_provider_request_duration_seconds",
-                                                  "Duration of provider calls that ended.", labels=["provider"])
-        for provider, buckets in m.provider_durations.items():
-            provider_duration.add_metric([provider], buckets.cumulative(), buckets.sum)
+        provider_duration = _histogram("gwlab_provider_request_duration_seconds",
+                                       "Duration of provider calls that ended.", m.provider_durations)
         tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.",
                                    router.bucket.tokens(now))
         in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.",
@@ -222,3 +213,11 @@ class _Collector:
             transitions.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, outcomes, provider_duration,
                     tokens, in_flight, state, cooldown, weight, fallback, transitions)
+
+
+def _histogram(name: str, documentation: str, series: dict[str, Buckets]) -> HistogramMetricFamily:
+    """A histogram family with one series per provider."""
+    family = HistogramMetricFamily(name, documentation, labels=["provider"])
+    for provider, buckets in series.items():
+        family.add_metric([provider], buckets.cumulative(), buckets.sum)
+    return family

@@ -40,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gwlab import config
 from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
-from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response, from_http_exception
+from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
 from gwlab.limiter import retry_after_header
 from gwlab.metrics import Metrics
 from gwlab.router import Rejected, Route, Router
@@ -272,10 +272,8 @@ class Gateway:
             return await handler(request)
         except ApiError as exc:
             error = exc
-        except web.HTTPException as exc:  # aiohttp's own, e.g. 413 from reading a body over MAX_BODY
-            if exc.status < 400:
-                raise
-            error = from_http_exception(exc, config.MAX_BODY)
+        except web.HTTPRequestEntityTooLarge:  # raised by request.read() past MAX_BODY
+            error = ApiError(413, f"request body is larger than {config.MAX_BODY} bytes", "request_too_large")
         except ConnectionResetError:
             raise  # the client went away mid-request: there is nobody to answer
         except Exception:
