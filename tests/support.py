@@ -33,6 +33,13 @@ async def serving(scenario: config.Scenario, host: str = config.HOST,
         await gw.stop()
 
 
+def failing_at_once() -> config.Scenario:
+    """One provider ``p1`` that answers at once and always fails, behind a breaker that
+    opens on the first failure (for 1 s, the default base delay)."""
+    return config.from_dict({"providers": {"p1": {"latency": 0.0, "error_rate": 1.0}},
+                             "breaker": {"failure_threshold": 1}})
+
+
 def port_is_free(port: int) -> bool:
     """Whether ``port`` of the IPv4 loopback can be bound now (nothing left listening)."""
     with socket.socket() as sock:

@@ -10,7 +10,7 @@ import pytest
 
 from gwlab import config
 from gwlab.config import ConfigError
-from tests.support import CHAT, serving
+from tests.support import CHAT, failing_at_once, serving
 
 
 async def call(http: aiohttp.ClientSession, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
@@ -71,8 +71,7 @@ def test_patch_that_is_not_json_is_400():
 
 def test_reset_refills_the_bucket_and_heals_the_breakers():
     t = [0.0]
-    scenario = config.from_dict({"providers": {"p1": {"latency": 0.0, "error_rate": 1.0}},
-                                 "breaker": {"failure_threshold": 1}})
+    scenario = failing_at_once()
 
     async def main():
         async with serving(scenario, clock=lambda: t[0]) as (gw, http):

@@ -18,7 +18,7 @@ from gwlab import config
 from gwlab.metrics import BUCKETS, Buckets
 from gwlab.server import Gateway
 from tests.conftest import require_tool
-from tests.support import CHAT, serving
+from tests.support import CHAT, failing_at_once, serving
 
 STATES = ("healthy", "failing", "open", "half_open")
 
@@ -114,8 +114,7 @@ def test_every_known_series_exists_from_the_start():
 
 def test_idle_breaker_half_opens_by_time_alone():
     t = [0.0]
-    scenario = config.from_dict({"providers": {"p1": {"latency": 0.0, "error_rate": 1.0}},
-                                 "breaker": {"failure_threshold": 1}})
+    scenario = failing_at_once()
 
     async def main():
         async with serving(scenario, clock=lambda: t[0]) as (gw, http):
