@@ -101,6 +101,9 @@ class CircuitBreaker:
         self.probes = 0
         """Probe permits of the current generation still out."""
         self._state = _HEALTHY
+        self._permit = Permit(self.generation, False)
+        """The permit of every ordinary (non-probe) call in this generation: one immutable
+        object, handed out again rather than made per request."""
 
     # -- queries (pure) -------------------------------------------------------------
 
@@ -143,12 +146,12 @@ class CircuitBreaker:
         a call is a probe, deciding the breaker like a HALF_OPEN one."""
         state = self._state
         if state is _HEALTHY or state is _FAILING:  # closed: time changes nothing, no probe
-            return Permit(self.generation, False)
+            return self._permit
         self.settle(now)
         if self.config.enabled and (self._state is _HALF_OPEN or (force and self._state is _OPEN)):
             self.probes += 1
             return Permit(self.generation, probe=True)
-        return Permit(self.generation, probe=False)
+        return self._permit
 
     def record(self, permit: Permit, now: float, ok: bool) -> bool:
         """Take the outcome of a call made under ``permit``. Returns ``False`` when the
@@ -204,6 +207,7 @@ class CircuitBreaker:
 
     def _new_generation(self, target: State, now: float) -> None:
         self.generation += 1
+        self._permit = Permit(self.generation, False)
         self.probes = 0
         self._move(target, now)
 
