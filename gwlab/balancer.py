@@ -33,13 +33,14 @@ class WeightedRandom:
     """The seed's policy: each provider with probability weight / total weight."""
 
     def pick(self, choices: Sequence[Choice], rng: Random) -> Choice | None:
-        weights = [c.weight for c in choices]
-        total = sum(weights)
+        total = 0.0
+        for choice in choices:  # left to right, as every Python adds (sum() compensates from 3.12)
+            total += choice.weight
         if total <= 0:
             return None
         point = rng.random() * total
-        for choice, weight in zip(choices, weights):
-            point -= weight
+        for choice in choices:
+            point -= choice.weight
             if point < 0:
                 return choice
         # Rounding can leave ``point`` a hair above 0 after the last subtraction.

@@ -25,7 +25,7 @@ from typing import Iterable, NamedTuple
 
 from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit
-from gwlab.config import Scenario
+from gwlab.config import ProviderConfig, Scenario
 from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Provider
 from gwlab.streams import stream
@@ -35,18 +35,21 @@ class Upstream:
     """A provider as the router sees it: the simulated provider, its breaker and the calls
     in flight to it (what the power-of-two balancer compares)."""
 
-    __slots__ = ("name", "provider", "breaker", "in_flight")
+    __slots__ = ("name", "weight", "provider", "breaker", "in_flight")
 
     def __init__(self, provider: Provider, breaker: CircuitBreaker) -> None:
         self.name = provider.config.name
         """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
+        self.weight = provider.config.weight
+        """The provider's weight, kept beside it: the balancer reads every weight on every request."""
         self.provider = provider
         self.breaker = breaker
         self.in_flight = 0
 
-    @property
-    def weight(self) -> float:
-        return self.provider.config.weight
+    def configure(self, config: ProviderConfig) -> None:
+        """New parameters for the provider (under the same name)."""
+        self.provider.config = config
+        self.weight = config.weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +141,7 @@ class Router:
             raise ValueError("configure() cannot add, remove or reorder providers")
         self.bucket.configure(now, scenario.limiter.rate, scenario.limiter.burst)
         for upstream, config in zip(self.upstreams, scenario.providers):
-            upstream.provider.config = config
+            upstream.configure(config)
             upstream.breaker.configure(scenario.breaker)
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
