@@ -28,7 +28,6 @@ import ipaddress
 import itertools
 import json
 import logging
-import math
 import os
 import time
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
@@ -477,6 +476,11 @@ one byte string costs a fraction of serialising the nested dict each time."""
 # -- request validation ---------------------------------------------------------------------
 
 
+MAX_MODEL_LENGTH = 256
+"""The longest model name accepted (model names are a few dozen characters). It bounds the
+memory held by the cache of :func:`_json_string`."""
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
@@ -534,6 +538,9 @@ def _chat_request(body: Any) -> tuple[str, int]:
     model = body["model"]
     if not isinstance(model, str) or not model:
         raise ApiError(400, f"'model' must be a non-empty string, got {_kind(model)}", "invalid_type", "model")
+    if len(model) > MAX_MODEL_LENGTH:
+        raise ApiError(400, f"'model' must be at most {MAX_MODEL_LENGTH} characters long, got {len(model)}",
+                       "invalid_value", "model")
     if "messages" not in body:
         raise ApiError(400, "'messages' is required", "missing_required_parameter", "messages")
     messages = body["messages"]
@@ -562,4 +569,4 @@ def _chat_request(body: Any) -> tuple[str, int]:
                        "unsupported_parameter", "stream")
     if stream is not None and stream is not False:
         raise ApiError(400, f"'stream' must be true or false, got {_kind(stream)}", "invalid_type", "stream")
-    return model, max(1, math.ceil(chars / 4))
+    return model, (chars + 3) // 4 or 1  # ceil(chars / 4), at least 1: integer arithmetic is cheaper

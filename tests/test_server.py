@@ -69,6 +69,21 @@ def test_success_is_a_chat_completion():
     asyncio.run(main())
 
 
+def test_completion_body_is_exactly_what_json_dumps_writes():
+    """The body is formatted from cached pieces: it must still be the very bytes that
+    ``json.dumps`` writes for it, model names that need escaping included."""
+    async def main():
+        async with serving(single()) as (gw, http):
+            for model in ("gwlab-default", 'm\u00f6del "x"\n\\', "gwlab-default"):
+                async with http.post("/v1/chat/completions", json={**CHAT, "model": model}) as r:
+                    raw = await r.read()
+                body = json.loads(raw)
+                assert body["model"] == model
+                assert raw == json.dumps(body).encode()
+
+    asyncio.run(main())
+
+
 def test_rate_limited_request_gets_429_with_retry_after():
     t = [0.0]
 
@@ -224,6 +239,8 @@ BAD_INPUTS = [
     ("model number", "POST", "/v1/chat/completions", body(model=42), 400, "invalid_type",
      "'model' must be a non-empty string, got a number"),
     ("model empty", "POST", "/v1/chat/completions", body(model=""), 400, "invalid_type", "got an empty string"),
+    ("model too long", "POST", "/v1/chat/completions", body(model="m" * 257), 400, "invalid_value",
+     "'model' must be at most 256 characters long, got 257"),
     ("no messages", "POST", "/v1/chat/completions", body(messages=DROP), 400, "missing_required_parameter",
      "'messages' is required"),
     ("messages object", "POST", "/v1/chat/completions", body(messages={"role": "user"}), 400, "invalid_type",
