@@ -191,37 +191,49 @@ class WrkResult:
         return self.requests / self.seconds
 
 
-def wrk(url: str, body: bytes, seconds: float, connections: int, server_pid: int) -> WrkResult:
-    """POST ``body`` to ``url`` with ``wrk`` (one thread, on :data:`LOAD_CORE`) for
-    ``seconds`` over ``connections`` keep-alive connections."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT % body.decode())
-    try:
-        server = CpuMeter(server_pid)
-        started = time.monotonic()
-        process = subprocess.Popen(
+class WrkRun:
+    """A ``wrk`` run under way: POSTing ``body`` to ``url`` from one thread on
+    :data:`LOAD_CORE` for ``seconds`` over ``connections`` keep-alive connections. Several
+    may run at once (the servers they load then share what the machine gives); :meth:`result`
+    waits for this one."""
+
+    def __init__(self, url: str, body: bytes, seconds: float, connections: int, server_pid: int) -> None:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+            script.write(_WRK_SCRIPT % body.decode())
+        self.script = script.name
+        self.server = CpuMeter(server_pid)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
             ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", script.name, url],
             stdout=subprocess.PIPE, text=True, preexec_fn=lambda: pin(LOAD_CORE),
         )
-        wrk_children = _children_cpu()
-        out, _ = process.communicate(timeout=seconds + 60)
-        server_cpu = server.share()
-        wrk_cpu = (_children_cpu() - wrk_children) / (time.monotonic() - started)
-    finally:
-        os.unlink(script.name)
-    if process.returncode != 0:
-        raise RuntimeError(f"wrk failed (exit code {process.returncode}): {out[-500:]}")
-    line = next((x for x in out.splitlines() if x.startswith("WRK ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary: {out[-500:]}")
-    data = json.loads(line[4:])
-    return WrkResult(data["requests"], data["duration_us"] / 1e6, data["non_2xx"], data["socket_errors"],
-                     data["p50_us"] / 1e6, data["p99_us"] / 1e6, server_cpu, wrk_cpu)
+
+    def result(self) -> WrkResult:
+        """Wait for wrk to finish; what it counted, and the CPU use of the server and of this
+        wrk process (its own, from ``wait4``, even while other runs go on)."""
+        try:
+            out = self.process.stdout.read()
+            _, status, usage = os.wait4(self.process.pid, 0)
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+            elapsed = time.monotonic() - self.started
+            server_cpu = self.server.share()
+            wrk_cpu = (usage.ru_utime + usage.ru_stime) / elapsed
+        finally:
+            self.process.stdout.close()
+            os.unlink(self.script)
+        if self.process.returncode != 0:
+            raise RuntimeError(f"wrk failed (exit code {self.process.returncode}): {out[-500:]}")
+        line = next((x for x in out.splitlines() if x.startswith("WRK ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk printed no summary: {out[-500:]}")
+        data = json.loads(line[4:])
+        return WrkResult(data["requests"], data["duration_us"] / 1e6, data["non_2xx"], data["socket_errors"],
+                         data["p50_us"] / 1e6, data["p99_us"] / 1e6, server_cpu, wrk_cpu)
 
 
-def _children_cpu() -> float:
-    usage = os.times()
-    return usage.children_user + usage.children_system
+def wrk(url: str, body: bytes, seconds: float, connections: int, server_pid: int) -> WrkResult:
+    """One ``wrk`` run (see :class:`WrkRun`), waited for."""
+    return WrkRun(url, body, seconds, connections, server_pid).result()
 
 
 def machine() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Run every measurement, print a table and write the results as JSON.
 
-``python -m benchmarks.run [--smoke] [--out PATH]``. ``--smoke`` runs each measurement once
-at a tiny size, to check that they all work (CI does this); its numbers mean nothing. The
+``python -m benchmarks.run [--smoke] [--only NAME ...] [--out PATH]``. ``--smoke`` runs each
+measurement once at a tiny size, to check that they all work (CI does this); its numbers mean
+nothing. ``--only`` runs the measurements named (``throughput``, ``instructions`` ...). The
 JSON holds the machine (CPU, cores, Python, load average, date) and one row per number
 (:class:`benchmarks.common.Row`).
 """
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 from benchmarks import (
     common,
+    instructions,
     lab,
     limiter_accuracy,
     memory,
@@ -27,6 +29,7 @@ from benchmarks.common import Row
 
 MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "throughput": throughput.measure,
+    "instructions": instructions.measure,
     "overhead": overhead.measure,
     "limiter": limiter_accuracy.measure,
     "lab": lab.measure,
@@ -36,13 +39,14 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 
 
-def run(smoke: bool = False) -> dict[str, Any]:
-    """Every measurement in turn; the results document."""
+def run(smoke: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+    """Every measurement (or those named in ``only``) in turn; the results document."""
     machine = common.machine()
     started = time.monotonic()
     rows: list[Row] = []
-    for measure in MEASUREMENTS.values():
-        rows += measure(smoke)
+    for name, measure in MEASUREMENTS.items():
+        if only is None or name in only:
+            rows += measure(smoke)
     return {
         "smoke": smoke,
         "machine": machine,
@@ -83,8 +87,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="each measurement once at a tiny size")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file to write (default {DEFAULT_OUT})")
+    parser.add_argument("--only", nargs="+", choices=MEASUREMENTS, metavar="NAME",
+                        help=f"run only these measurements, of: {', '.join(MEASUREMENTS)}")
     args = parser.parse_args()
-    results = run(args.smoke)
+    results = run(args.smoke, args.only)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
     print(f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, load {m['load_average_1m']:.2f}, {m['date']}")

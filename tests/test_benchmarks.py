@@ -23,10 +23,11 @@ from tests.conftest import require_tool
 LOOPS = ["asyncio", "uvloop"] if has_uvloop() else ["asyncio"]
 EXPECTED_ROWS = {
     *(f"throughput_{kind}_{loop}" for loop in LOOPS
-      for kind in ("bare", "bare_low_level", "gateway", "ratio", "ratio_low_level")),
+      for kind in ("bare", "bare_low_level", "gateway", "ratio", "ratio_low_level", "ratio_same_core")),
     "overhead_own_time_p99", "overhead_client_p50_vs_bare", "overhead_client_p99_vs_bare",
     "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
+    "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -35,9 +36,10 @@ MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "plat
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     require_tool("wrk")
+    require_tool("valgrind")
     out = tmp_path_factory.mktemp("bench") / "results.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
     data["_stdout"] = done.stdout
@@ -73,7 +75,7 @@ def test_rows_follow_the_schema(results):
 
 def test_rows_from_real_traffic_carry_what_makes_them_trustworthy(results):
     for name, row in rows(results).items():
-        if name.startswith("sim_"):
+        if name.startswith(("sim_", "instructions_")):  # virtual time; counted, not timed
             continue
         assert row["achieved_rate"] > 0, name
         assert row["server_cpu"] > 0, name
@@ -97,8 +99,23 @@ def test_wrk_runs_got_only_200s_and_compared_bodies_of_one_size(results):
             assert row["detail"]["non_2xx"] == 0 and row["detail"]["socket_errors"] == 0, row["name"]
             assert sum(row["detail"]["rounds"]) > 0
             assert row["detail"]["response_bytes"] == gateway["detail"]["response_bytes"]
+        same_core = table[f"throughput_ratio_same_core_{loop}"]["detail"]
+        assert same_core["non_2xx"] == 0 and same_core["socket_errors"] == 0
+        assert min(same_core["bare_rounds"]) > 0 and min(same_core["gateway_rounds"]) > 0
     assert table["memory_growth_smoke"]["detail"]["non_2xx"] == 0
     assert table["memory_growth_smoke"]["detail"]["requests"] >= 2000
+
+
+def test_instruction_counts_are_per_request_and_consistent(results):
+    table = rows(results)
+    counts = {name: table[f"instructions_{name}"]["value"] for name in ("bare", "bare_low_level", "gateway")}
+    # Serving a request runs Python through aiohttp's parser and writer: tens of thousands of
+    # instructions at least, and far fewer than the interpreter's start-up (about a billion),
+    # which the difference of two runs must have cancelled.
+    assert all(10_000 < count < 10_000_000 for count in counts.values()), counts
+    # The gateway does everything the low-level bare server does, and more.
+    assert counts["gateway"] > counts["bare_low_level"], counts
+    assert table["instructions_ratio"]["value"] == counts["bare"] / counts["gateway"]
 
 
 def test_simulated_traffic_is_the_requested_open_loop(results):
