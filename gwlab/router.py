@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 from gwlab import balancer as balancers
-from gwlab.breaker import CircuitBreaker, Listener, Permit
+from gwlab.breaker import CircuitBreaker, Listener, Permit, Transition
 from gwlab.config import ProviderConfig, Scenario
 from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Provider
@@ -83,15 +83,19 @@ class Router:
 
     def __init__(self, scenario: Scenario, seed: int, now: float = 0.0, listeners: Iterable[Listener] = ()) -> None:
         self.scenario = scenario
-        self.listeners: list[Listener] = list(listeners)
+        self.listeners: list[Listener] = [self._count_open, *listeners]
+        self._open = 0
+        """Breakers OPEN or HALF_OPEN, counted from their transitions. While there are none,
+        which is nearly always, every provider is eligible without asking each breaker."""
         self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
-        self.upstreams = [
+        self.upstreams = tuple(
             Upstream(
                 Provider(p, stream(seed, f"{p.name}/latency"), stream(seed, f"{p.name}/errors")),
                 CircuitBreaker(p.name, scenario.breaker, self.listeners),
             )
             for p in scenario.providers
-        ]
+        )
+        """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
 
@@ -99,7 +103,7 @@ class Router:
         """Admit a request and decide its provider call, or reject it."""
         if not self.bucket.try_acquire(now):
             return Rejected(self.bucket.retry_after(now))
-        eligible = [u for u in self.upstreams if u.breaker.available(now)]
+        eligible = [u for u in self.upstreams if u.breaker.available(now)] if self._open else self.upstreams
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
         if fallback:
@@ -108,6 +112,9 @@ class Router:
         permit = upstream.breaker.acquire(now, force=fallback)
         upstream.in_flight += 1
         return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout))
+
+    def _count_open(self, event: Transition) -> None:
+        self._open += (event.target.standard != "CLOSED") - (event.source.standard != "CLOSED")
 
     def soonest_reopening(self) -> Upstream:
         """The provider (with weight > 0) whose cooldown ends first; ties go to the one listed

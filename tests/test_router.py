@@ -150,6 +150,33 @@ def test_successful_fallback_closes_the_breaker():
     assert router.handle(0.625).fallback is False
 
 
+def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
+    """The router skips asking the breakers while it knows all of them are closed (it counts
+    their transitions). Through thousands of openings, probes, re-openings and recoveries,
+    a provider is picked only when its breaker lets the call through, and the fallback is
+    used only when no breaker does."""
+    flaky = {"error_rate": 0.6, "latency": 0.05}
+    providers = {"a": flaky, "b": {**flaky, "weight": 2.0}, "c": {**flaky, "error_rate": 0.2}}
+    router = Router(scenario(providers, breaker={"failure_threshold": 2, "base_delay": 0.2, "max_cooldown": 1.0}),
+                    SEED)
+    heard: list[Transition] = []
+    router.listeners.append(heard.append)
+    now = 0.0
+    for _ in range(20_000):
+        available = {u.name for u in router.upstreams if u.breaker.available(now)}
+        route = router.handle(now)
+        assert isinstance(route, Route)
+        if route.fallback:
+            assert not available
+        else:
+            assert route.provider in available
+        router.complete(route, now + route.call.duration)
+        now += 0.01
+    kinds = {(t.source, t.target) for t in heard}
+    assert {(State.FAILING, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.OPEN),
+            (State.HALF_OPEN, State.HEALTHY), (State.OPEN, State.OPEN), (State.OPEN, State.HEALTHY)} <= kinds
+
+
 def test_eligible_set_of_zero_weight_counts_as_none_available():
     router = Router(scenario({"idle": good(weight=0), "main": good(weight=1)}), SEED)
     assert upstream(router, "idle").breaker.available(0.0)
