@@ -6,7 +6,7 @@ aiohttp's low-level server, the gateway with every policy on) runs under ``valgr
 --tool=cachegrind --cache-sim=no``, which counts every instruction the process executes, and
 answers two batches of requests over four keep-alive connections. The difference between the
 two totals, divided by the difference in requests, is what one request costs: start-up,
-imports and shutdown cancel out. Counts repeat to within about 1 % between runs.
+imports and shutdown cancel out. Counts repeat to within about 2 % between runs.
 
 Instructions are not time: code that misses the CPU caches more runs slower per
 instruction, and in the running servers the gateway's code does (see ``benchmarks/README.md``).
@@ -16,7 +16,6 @@ So this is the compass for tuning, and the throughput rows stay the measure of t
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import signal
 import subprocess
@@ -63,15 +62,13 @@ def _per_request(args: tuple[str, ...], batches: tuple[int, int]) -> tuple[float
 
 def _count(args: tuple[str, ...], requests: int) -> tuple[int, int]:
     """Run ``python -m ARGS`` under cachegrind, send it ``requests`` chat requests and stop
-    it; the instructions it executed in all, and the size of its answers. String hashing is
-    seeded, so that dictionaries are laid out alike from run to run."""
+    it; the instructions it executed in all, and the size of its answers."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cachegrind.out"
         process = subprocess.Popen(
             ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
              sys.executable, "-m", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=dict(os.environ, PYTHONHASHSEED="0"),
         )
         try:
             line = process.stdout.readline()
