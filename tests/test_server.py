@@ -202,6 +202,38 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent():
     asyncio.run(main())
 
 
+def test_a_body_still_arriving_is_waited_for_and_read_whole():
+    """A body that has all arrived is taken from the buffer at once; one still on its way
+    (sent in two pieces, with or without chunked encoding) is waited for. 40 characters of
+    content make 10 prompt tokens only if the gateway read every byte."""
+    async def main():
+        async with serving(single()) as (gw, _):
+            payload = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 40}]}).encode()
+            half = len(payload) // 2
+            start = "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            sent_as = {
+                "length": (f"{start}Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                           + payload[:half], payload[half:]),
+                "chunked": (f"{start}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+                            + b"%x\r\n%s\r\n" % (half, payload[:half]),
+                            b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload) - half, payload[half:])),
+            }
+            for first, second in sent_as.values():
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+                try:
+                    writer.write(first)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(second)
+                    answer = await asyncio.wait_for(reader.read(), 5)
+                finally:
+                    writer.close()
+                assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
+                assert json.loads(answer.partition(b"\r\n\r\n")[2])["usage"]["prompt_tokens"] == 10
+
+    asyncio.run(main())
+
+
 def raw(data: bytes, content_type: str | None = "application/json") -> dict[str, Any]:
     if content_type is None:
         return {"data": data, "skip_auto_headers": ["Content-Type"]}
