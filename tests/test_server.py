@@ -13,13 +13,16 @@ import logging
 import socket
 import threading
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
+from aiohttp import StreamReader, web
+from aiohttp.test_utils import make_mocked_request
 
 from gwlab import config
 from gwlab.config import ConfigError
-from gwlab.server import Gateway, PortInUse
+from gwlab.server import Gateway, PortInUse, _read_body
 from tests.support import CHAT, port_is_free, serving
 
 JSON = {"Content-Type": "application/json"}
@@ -230,6 +233,34 @@ def test_a_body_still_arriving_is_waited_for_and_read_whole():
                     writer.close()
                 assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:200]
                 assert json.loads(answer.partition(b"\r\n\r\n")[2])["usage"]["prompt_tokens"] == 10
+
+    asyncio.run(main())
+
+
+def test_the_body_limit_is_the_same_whether_the_body_has_arrived_or_not():
+    """Exactly MAX_BODY bytes are accepted and one more is a 413, whether the body is taken
+    from the buffer at once (it has all arrived) or waited for."""
+    async def read(size: int, arrived: bool) -> bytes:
+        loop = asyncio.get_running_loop()
+        payload = StreamReader(mock.Mock(), 2**16, loop=loop)
+        request = make_mocked_request("POST", "/v1/chat/completions", payload=payload,
+                                      client_max_size=config.MAX_BODY)
+
+        def deliver() -> None:
+            payload.feed_data(b"x" * size)
+            payload.feed_eof()
+
+        if arrived:
+            deliver()
+        else:
+            loop.call_soon(deliver)
+        return await _read_body(request)
+
+    async def main():
+        for arrived in (True, False):
+            assert len(await read(config.MAX_BODY, arrived)) == config.MAX_BODY
+            with pytest.raises(web.HTTPRequestEntityTooLarge):
+                await read(config.MAX_BODY + 1, arrived)
 
     asyncio.run(main())
 
