@@ -54,9 +54,15 @@ class Upstream:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """The bucket was empty: answer 429; a token is available in ``retry_after`` seconds."""
+    """The bucket was empty: answer 429; a token is available in ``retry_after_us``
+    microseconds (a whole number, at least 1)."""
 
-    retry_after: float
+    retry_after_us: int
+
+    @property
+    def retry_after(self) -> float:
+        """The wait in seconds."""
+        return self.retry_after_us / 1e6
 
 
 class Route(NamedTuple):
@@ -102,7 +108,7 @@ class Router:
     def handle(self, now: float) -> Rejected | Route:
         """Admit a request and decide its provider call, or reject it."""
         if not self.bucket.try_acquire(now):
-            return Rejected(self.bucket.retry_after(now))
+            return Rejected(self.bucket.retry_after_us(now))
         eligible = [u for u in self.upstreams if u.breaker.available(now)] if self._open else self.upstreams
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None

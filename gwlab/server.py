@@ -40,7 +40,7 @@ from gwlab import config
 from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
-from gwlab.limiter import retry_after_header
+from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.router import Rejected, Route, Router
 
@@ -324,7 +324,7 @@ class Gateway:
         headers = {
             PROVIDER_HEADER: NO_PROVIDER,
             "Retry-After": retry_after_header(wait),
-            "retry-after-ms": f"{wait * 1000:.3f}".rstrip("0").rstrip("."),
+            "retry-after-ms": retry_after_ms_header(rejected.retry_after_us),
         }
         message = (f"rate limit exceeded: the gateway admits {bucket.rate:g} requests/s with bursts of "
                    f"{bucket.burst:g}; retry in {wait:.3f} s")

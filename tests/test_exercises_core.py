@@ -33,7 +33,7 @@ def test_token_bucket_solution_passes_and_is_the_smallest_burst():
     answer = solution("01_token_bucket")["answer"]
     verdict = check_burst(answer)
     assert isinstance(verdict, Verdict) and verdict.ok, verdict.message
-    assert answer == 172
+    assert answer == 171
     assert rejections(answer) == [] and rejections(answer - 1) != []
 
 

@@ -72,10 +72,10 @@ def test_rejected_carries_exact_retry_after():
     router = Router(scenario(limiter={"rate": 0.5, "burst": 2}), SEED)
     assert isinstance(router.handle(0.0), Route)
     assert isinstance(router.handle(0.0), Route)
-    assert router.handle(0.0) == Rejected(2.0)
-    assert router.handle(0.5) == Rejected(1.5)  # 0.25 tokens; 0.75 more at 0.5/s
+    assert router.handle(0.0) == Rejected(2_000_000)
+    assert router.handle(0.5) == Rejected(1_500_000)  # 0.25 tokens; 0.75 more at 0.5/s
     assert isinstance(router.handle(2.0), Route)
-    assert router.handle(2.0) == Rejected(2.0)
+    assert router.handle(2.0) == Rejected(2_000_000)
 
 
 def test_rejected_requests_use_no_pick_and_no_provider():
@@ -85,7 +85,7 @@ def test_rejected_requests_use_no_pick_and_no_provider():
     for second in range(200):
         route = router.handle(float(second))
         assert route.provider == weighted(seed_weights, draws.random())
-        assert [router.handle(float(second)) for _ in range(3)] == [Rejected(1.0)] * 3
+        assert [router.handle(float(second)) for _ in range(3)] == [Rejected(1_000_000)] * 3
     assert sum(u.in_flight for u in router.upstreams) == 200
 
 
