@@ -1,4 +1,5 @@
-"""The README's numbers and queries are the code's: defaults, PromQL and prometheus.yml."""
+"""The README's numbers and queries are the code's: defaults, PromQL and prometheus.yml; and
+the repository's text points at nothing outside it."""
 
 from __future__ import annotations
 
@@ -108,3 +109,17 @@ def test_prometheus_yml_is_valid():
     done = subprocess.run([promtool, "check", "config", str(ROOT / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+OUTSIDE = ("../" + "shared", "DESIGN" + ".md")
+"""Pointers to notes kept beside the repository, not in it (spelled in two pieces here, so
+that this file does not match itself)."""
+
+
+def test_nothing_points_outside_the_repository():
+    texts = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml",
+             *ROOT.glob("gwlab/**/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("benchmarks/*.md"),
+             *ROOT.glob("tests/*.py"), *ROOT.glob("scenarios/*.toml"), *ROOT.glob("notebooks/**/*.ipynb")]
+    found = [f"{path.relative_to(ROOT)}: {pointer}" for path in texts
+             for pointer in OUTSIDE if pointer in path.read_text(encoding="utf-8")]
+    assert found == []
