@@ -180,13 +180,14 @@ def test_closed_loop_client_count_events_start_and_retire_clients():
     assert ts["in_flight"] == pytest.approx([10, 30, 5])
 
 
-def test_custom_balancer_registered_changes_the_result():
+def test_custom_balancer_registered_changes_the_result(monkeypatch):
     class OnlyLast:
         """Every request to the last eligible provider."""
 
         def pick(self, choices, rng):
             return choices[-1]
 
+    monkeypatch.setattr(balancer, "_REGISTRY", dict(balancer._REGISTRY))  # registered for this test only
     balancer.register("only_last_sim_test", OnlyLast)
     base = {"workload": {**OPEN, "rate": 100.0}, "breaker": {"enabled": False}}
     plain = simulate(base, duration=10, seed=1).summary()
