@@ -6,7 +6,8 @@ aiohttp's low-level server, the gateway with every policy on) runs under ``valgr
 --tool=cachegrind --cache-sim=no``, which counts every instruction the process executes, and
 answers two batches of requests over four keep-alive connections. The difference between the
 two totals, divided by the difference in requests, is what one request costs: start-up,
-imports and shutdown cancel out. Counts repeat to within about 2 % between runs.
+imports and shutdown cancel out. How closely counts repeat between runs is stated in
+``benchmarks/README.md``.
 
 Instructions are not time: code that misses the CPU caches more runs slower per
 instruction, and in the running servers the gateway's code does (see ``benchmarks/README.md``).

@@ -48,13 +48,13 @@ class State(enum.Enum):
 
 
 _HEALTHY, _FAILING, _OPEN, _HALF_OPEN = State.HEALTHY, State.FAILING, State.OPEN, State.HALF_OPEN
-"""The states under module names: the breaker compares them on every request, and a global
-is read three times faster than a member looked up on its Enum class."""
+"""The states under module names: the breaker compares them on every request, and a module
+global is read more cheaply than a member looked up on its Enum class."""
 
 
 class Permit(NamedTuple):
     """Leave to make one call. ``probe`` permits decide a HALF_OPEN (or forced) trial.
-    (A named tuple: immutable, and the cheapest record to create once per request.)"""
+    (A named tuple: immutable, so a closed breaker can hand the same one to every call.)"""
 
     generation: int
     probe: bool
@@ -123,8 +123,8 @@ class CircuitBreaker:
         return max(0.0, self.reopens_at - now) if self._state is _OPEN else 0.0
 
     def available(self, now: float) -> bool:
-        """Would a call be let through at ``now``? (Reserves nothing.) Called for every
-        provider on every request, so the common closed case is decided first."""
+        """Would a call be let through at ``now``? (Reserves nothing.) The router asks each
+        provider only while some breaker is OPEN or HALF_OPEN; a closed one answers at once."""
         state = self._state
         if state is _HEALTHY or state is _FAILING or not self.config.enabled:
             return True

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 
 from gwlab import balancer
 
-# The seed's numbers (../shared/seed): bucket, providers, clients.
+# The seed system's numbers (the Go gateway simulator gwlab follows): bucket, providers, clients.
 RATE = 1000.0
 """Token-bucket refill rate, tokens (requests) per second."""
 BURST = 1000.0
@@ -45,7 +45,7 @@ SEED_PROVIDERS = (
     ("p3", 10.0, 2.0, 0.20),
 )
 
-# gwlab's own choices where the seed gives no number (DESIGN.md § Semantics).
+# gwlab's own choices where the seed gives no number (each is in the README's table of defaults).
 FAILURE_THRESHOLD = 3
 """Consecutive failures that open a breaker."""
 BASE_DELAY = 1.0

@@ -38,10 +38,10 @@ thread (the metrics server does), since the router is not thread-safe.
 
 The request path counts in plain numbers (dictionary entries and :class:`Buckets`), which
 the collector hands to prometheus_client's own metric families at scrape time. The library's
-``Counter`` and ``Histogram`` take a lock and run a Python loop on every increment: four of
-them per answer cost about 3 µs, nearly as much as the router's whole decision; counted here,
-1 µs. All counting happens on the gateway's event loop thread, as the scraping does, so no
-lock is needed.
+``Counter`` and ``Histogram`` take a lock and run a Python loop on every increment, four
+times per answer; plain numbers cost a fraction of that (``benchmarks/README.md``). All
+counting happens on the gateway's event loop thread, as the scraping does, so no lock is
+needed.
 """
 
 from __future__ import annotations

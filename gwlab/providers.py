@@ -51,7 +51,7 @@ _SUCCESS, _ERROR, _TIMEOUT = Outcome.SUCCESS, Outcome.ERROR, Outcome.TIMEOUT
 
 class Call(NamedTuple):
     """A provider call decided in advance: it ends after ``duration`` seconds with ``outcome``.
-    (A named tuple: immutable, and the cheapest record to create once per request.)"""
+    (A named tuple: immutable, and cheaper to create than a frozen dataclass.)"""
 
     duration: float
     outcome: Outcome

@@ -1,8 +1,12 @@
-"""The README's numbers and queries are the code's: defaults, PromQL and prometheus.yml."""
+"""The README's numbers and queries are the code's: defaults, PromQL and prometheus.yml; and
+the repository's text points at nothing outside it."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
+import tomllib
+import typing
 from pathlib import Path
 
 from gwlab import config
@@ -25,14 +29,47 @@ def _table_rows(heading: str) -> list[list[str]]:
     return rows[2:]
 
 
+def scenario_fields() -> set[str]:
+    """Every field a scenario can set, dotted as in the README (``limiter.rate``,
+    ``providers.NAME.weight``), found by walking the dataclasses of :mod:`gwlab.config`: a
+    field added there is a field the README and the seed file must show."""
+    hints = typing.get_type_hints(config.Scenario)
+    fields = set()
+    for section in dataclasses.fields(config.Scenario):
+        kind = hints[section.name]
+        if dataclasses.is_dataclass(kind):
+            fields |= {f"{section.name}.{f.name}" for f in dataclasses.fields(kind)}
+        elif typing.get_args(kind) == (config.ProviderConfig, ...):
+            fields |= {f"{section.name}.NAME.{f.name}" for f in dataclasses.fields(config.ProviderConfig)
+                       if f.name != "name"}
+        else:
+            # Events are patches in time, documented in their own section; a new section of
+            # another shape has to be placed here.
+            assert section.name == "events", f"a scenario section of unknown shape: {section.name}"
+    return fields
+
+
+def _shown(value: object) -> str:
+    """A default as the README shows it: TOML's spelling of booleans."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def test_scenario_fields_walks_every_section():
+    fields = scenario_fields()
+    assert {f.split(".")[0] for f in fields} == {"gateway", "limiter", "breaker", "providers", "workload"}
+    assert {"breaker.enabled", "workload.mode", "providers.NAME.p99", "providers.NAME.outage"} <= fields
+
+
 def test_readme_defaults_are_the_code_defaults():
     defaults = config.Scenario()
+    provider = config.ProviderConfig(name="NAME")
     rows = {row[0]: row[1] for row in _table_rows("Every default is one named constant")}
     for dotted, shown in rows.items():
-        if not dotted.count(".") == 1 or dotted.startswith("providers."):
-            continue
-        section, field = dotted.split(".")
-        assert shown == str(getattr(getattr(defaults, section), field)), dotted
+        if dotted.startswith("providers.NAME."):
+            assert shown == _shown(getattr(provider, dotted.rsplit(".", 1)[1])), dotted
+        elif dotted.count(".") == 1 and not dotted.startswith("providers."):
+            section, field = dotted.split(".")
+            assert shown == _shown(getattr(getattr(defaults, section), field)), dotted
     for name, weight, latency, error_rate in config.SEED_PROVIDERS:
         assert rows[f"providers.{name}"] == (
             f"weight {weight:g}, latency {latency:.1f} s, error rate {error_rate:.2f}"
@@ -45,10 +82,18 @@ def test_readme_defaults_are_the_code_defaults():
 
 def test_every_scenario_field_is_in_the_readme_table():
     rows = {row[0] for row in _table_rows("Every default is one named constant")}
-    documented = {f"{s}.{f}" for s, fields in config.Scenario().to_dict().items()
-                  if s in ("limiter", "workload", "gateway") for f in fields if f != "mode"}
-    documented |= {f"breaker.{f}" for f in config.Scenario().to_dict()["breaker"] if f != "enabled"}
-    assert documented <= rows
+    assert sorted(scenario_fields() - rows) == []
+
+
+def test_every_scenario_field_is_in_the_seed_file():
+    # The seed file is the one to copy and edit: it spells out every field, for every provider.
+    seed = tomllib.loads((ROOT / "scenarios" / "seed.toml").read_text(encoding="utf-8"))
+    written = {f"{section}.{key}" for section, table in seed.items() if section != "providers" for key in table}
+    for name, table in seed["providers"].items():
+        missing = {f for f in scenario_fields() if f.startswith("providers.")} - {
+            f"providers.NAME.{key}" for key in table}
+        assert sorted(missing) == [], name
+    assert sorted({f for f in scenario_fields() if not f.startswith("providers.")} - written) == []
 
 
 def test_readme_promql_parses(tmp_path):
@@ -64,3 +109,17 @@ def test_prometheus_yml_is_valid():
     done = subprocess.run([promtool, "check", "config", str(ROOT / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+OUTSIDE = ("../" + "shared", "DESIGN" + ".md")
+"""Pointers to notes kept beside the repository, not in it (spelled in two pieces here, so
+that this file does not match itself)."""
+
+
+def test_nothing_points_outside_the_repository():
+    texts = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml",
+             *ROOT.glob("gwlab/**/*.py"), *ROOT.glob("benchmarks/*.py"), *ROOT.glob("benchmarks/*.md"),
+             *ROOT.glob("tests/*.py"), *ROOT.glob("scenarios/*.toml"), *ROOT.glob("notebooks/**/*.ipynb")]
+    found = [f"{path.relative_to(ROOT)}: {pointer}" for path in texts
+             for pointer in OUTSIDE if pointer in path.read_text(encoding="utf-8")]
+    assert found == []

@@ -1,14 +1,22 @@
 """The core stays pure: no I/O frameworks imported, no clock read, no global random state,
-and one seed gives one run."""
+and one seed gives one run.
+
+A clock can be read without a call to ``time.monotonic`` in sight: ``from time import
+monotonic`` binds the function when the module loads, so patching ``time`` afterwards misses
+it. Two checks cover the ways: the source of every core module is scanned for anything that
+reaches a clock, and a run of the router happens in an interpreter whose clocks were trapped
+before gwlab was imported."""
 
 from __future__ import annotations
 
+import ast
 import heapq
+import importlib
 import os
 import random
 import subprocess
 import sys
-import time
+import textwrap
 
 import pytest
 
@@ -90,18 +98,163 @@ def test_router_leaves_global_random_state_alone():
     assert random.getstate() == before
 
 
-CLOCKS = ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "process_time")
+CLOCKS = ("time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",
+          "process_time", "process_time_ns", "thread_time", "thread_time_ns")
+CLOCK_MODULES = frozenset({
+    "time", "datetime", "os", "uuid", "secrets", "threading", "sched", "signal", "select",
+    "selectors", "socket", "ssl", "subprocess", "multiprocessing", "concurrent", "importlib",
+    *SHELL_ONLY,
+})
+"""Modules that read a clock, draw from the system's randomness or do I/O, or can load any
+module by name: none has a place in the core."""
+CLOCK_NAMES = frozenset({*CLOCKS, "clock_gettime", "clock_gettime_ns", "utcnow", "urandom",
+                         "getrandom", "__import__"})
+"""Names of functions that read a clock or the system's randomness, however they were bound."""
 
 
-def test_router_reads_no_clock(monkeypatch):
-    def refuse(*_args):
-        raise AssertionError("the core read a clock")
+def clock_reads(source: str) -> list[str]:
+    """Every place in ``source`` that reaches a clock, the global random state or a seed the
+    caller did not give: a clock module imported (any spelling, any scope), a clock function
+    named, ``random`` used other than as the type ``Random``, ``Random()`` without a seed, a
+    gwlab module outside the core imported. Empty for a pure module."""
+    found = []
 
-    for name in CLOCKS:
-        monkeypatch.setattr(time, name, refuse)
-    with pytest.raises(AssertionError, match="read a clock"):
-        time.monotonic()  # the trap is set
-    drive(seed=1, requests=3000)
+    def reach(line: int, module: str, names: list[str] | None = None) -> None:
+        top, _, rest = module.partition(".")
+        if top in CLOCK_MODULES:
+            found.append(f"line {line}: imports {module}")
+        elif top == "random" and (names is None or set(names) - {"Random"}):
+            found.append(f"line {line}: uses random's global state ({module} {names or ''})")
+        elif top == "gwlab":
+            # `import gwlab` alone loads the package, and with it the simulator.
+            parts = [rest.partition(".")[0]] if rest else names or []
+            outside = [part for part in parts if part not in CORE]
+            if outside or not parts:
+                found.append(f"line {line}: imports gwlab outside the core ({module} {outside})")
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                reach(node.lineno, alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            module = ".".join(filter(None, ["gwlab" if node.level else None, node.module]))
+            reach(node.lineno, module, [alias.name for alias in node.names])
+        elif isinstance(node, ast.Name) and node.id in CLOCK_NAMES:
+            found.append(f"line {node.lineno}: names {node.id}")
+        elif isinstance(node, ast.Attribute) and node.attr in CLOCK_NAMES:
+            found.append(f"line {node.lineno}: names .{node.attr}")
+        elif isinstance(node, ast.Call) and not node.args and not node.keywords and (
+                getattr(node.func, "id", None) == "Random" or getattr(node.func, "attr", None) == "Random"):
+            found.append(f"line {node.lineno}: Random() seeded by the system, not by the caller")
+    return found
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_module_source_reaches_no_clock(module):
+    path = importlib.import_module(f"gwlab.{module}").__file__
+    with open(path, encoding="utf-8") as f:
+        assert clock_reads(f.read()) == []
+
+
+@pytest.mark.parametrize("fault", [
+    "from time import monotonic\ndef handle():\n    return monotonic()",
+    "import time as clock\nclock.perf_counter()",
+    "def handle():\n    import time\n    return time.time()",
+    "from datetime import datetime\ndatetime.now()",
+    "import os\nos.times()",
+    "import asyncio",
+    "import random\nrandom.random()",
+    "from random import random",
+    "from random import Random\nRandom()",
+    "__import__('time')",
+    "import importlib\nimportlib.import_module('time')",
+    "def handle(clock):\n    return clock.monotonic()",
+    "from gwlab import sim",
+    "from gwlab.sim import simulate",
+    "from . import sim",
+    "import gwlab.sim",
+])
+def test_source_scan_finds_each_way_to_a_clock(fault):
+    assert clock_reads(fault)
+
+
+def test_source_scan_accepts_what_the_core_does():
+    pure = """
+        from random import Random
+        from gwlab import balancer
+        from gwlab.config import Scenario
+        from .limiter import TokenBucket
+        import math
+        def handle(now, rng: Random):
+            return Random("gwlab/1/pick").random() + rng.random() + math.floor(now)
+    """
+    assert clock_reads(textwrap.dedent(pure)) == []
+
+
+TRAPPED_RUN = """
+import datetime, sys, time
+
+CORE = {core!r}
+reads = set()
+
+def in_core():
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_globals.get("__name__") in CORE:
+            return True
+        frame = frame.f_back
+    return False
+
+def trap(name, real):
+    def read(*args, **kwargs):
+        if in_core():
+            reads.add(name)
+        return real(*args, **kwargs)
+    return read
+
+for name in {clocks!r}:
+    setattr(time, name, trap(name, getattr(time, name)))
+
+def trap_method(name, real):
+    def read(cls, *args, **kwargs):
+        if in_core():
+            reads.add(name)
+        return real(*args, **kwargs)
+    return classmethod(read)
+
+class Datetime(datetime.datetime):
+    now = trap_method("datetime.now", datetime.datetime.now)
+    utcnow = trap_method("datetime.utcnow", datetime.datetime.utcnow)
+    today = trap_method("datetime.today", datetime.datetime.today)
+
+class Date(datetime.date):
+    today = trap_method("date.today", datetime.date.today)
+
+datetime.datetime, datetime.date = Datetime, Date
+
+{body}
+print(",".join(sorted(reads)))
+"""
+"""A script that traps every clock before anything binds it, runs ``body`` and prints the
+clocks read from a core module's code (its own frames or anything they called)."""
+
+
+def trapped_run(body: str) -> str:
+    script = TRAPPED_RUN.format(core=[f"gwlab.{m}" for m in CORE], clocks=CLOCKS, body=body)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_router_reads_no_clock():
+    assert trapped_run("from tests.test_purity import drive\ndrive(seed=1, requests=3000)") == ""
+
+
+def test_trap_sees_a_clock_bound_at_import():
+    fault = "from time import monotonic\nfrom datetime import datetime\ndef handle():\n    return monotonic(), datetime.now()"
+    body = f"space = {{'__name__': 'gwlab.router'}}\nexec({fault!r}, space)\nspace['handle']()"
+    assert trapped_run(body) == "datetime.now,monotonic"
 
 
 def test_same_seed_same_run_different_seed_different_run():

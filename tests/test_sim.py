@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import gwlab
-from gwlab import balancer, config
+from gwlab import balancer, config, sim
 from gwlab.config import ConfigError
 from gwlab.sim import simulate
 
@@ -180,13 +180,14 @@ def test_closed_loop_client_count_events_start_and_retire_clients():
     assert ts["in_flight"] == pytest.approx([10, 30, 5])
 
 
-def test_custom_balancer_registered_changes_the_result():
+def test_custom_balancer_registered_changes_the_result(monkeypatch):
     class OnlyLast:
         """Every request to the last eligible provider."""
 
         def pick(self, choices, rng):
             return choices[-1]
 
+    monkeypatch.setattr(balancer, "_REGISTRY", dict(balancer._REGISTRY))  # registered for this test only
     balancer.register("only_last_sim_test", OnlyLast)
     base = {"workload": {**OPEN, "rate": 100.0}, "breaker": {"enabled": False}}
     plain = simulate(base, duration=10, seed=1).summary()
@@ -230,11 +231,36 @@ def test_zero_latency_is_fine_with_think_time_or_open_loop():
     assert simulate({"providers": zero, "workload": {**OPEN, "rate": 50.0}}, duration=2).summary()["admitted"] > 50
 
 
-def test_progress_reports_fractions_and_finishes_at_one():
+class SteppingClock:
+    """A wall clock for :mod:`gwlab.sim` that moves ``step`` seconds at every reading, so
+    whether the throttled progress reports are due does not depend on the machine's speed."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def monotonic(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_progress_reports_fractions_and_finishes_at_one(monkeypatch):
+    # A second of wall clock passes between two readings: every closed bin is due a report.
+    monkeypatch.setattr(sim, "time", SteppingClock(1.0))
     seen: list[float] = []
     simulate(duration=20, seed=1, progress=seen.append)
-    assert seen[-1] == 1.0
-    assert seen == sorted(seen) and all(0 < f <= 1 for f in seen)
+    during = [f for f in seen if f < 1.0]
+    assert len(during) >= 10  # 20 bins of 1 s: one report per bin but the last
+    assert all(0 < f < 1 for f in during)
+    assert all(a < b for a, b in zip(during, during[1:]))
+    assert seen[len(during):] and set(seen[len(during):]) == {1.0}  # then the end, and only it
+
+
+def test_progress_is_throttled_by_the_wall_clock(monkeypatch):
+    # A wall clock that never moves: no report is due before the end.
+    monkeypatch.setattr(sim, "time", SteppingClock(0.0))
+    seen: list[float] = []
+    simulate(duration=20, seed=1, progress=seen.append)
+    assert seen == [1.0]
 
 
 def test_package_exports_simulate():
