@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable
 
 from gwlab.config import BreakerConfig
 
@@ -52,12 +52,35 @@ _HEALTHY, _FAILING, _OPEN, _HALF_OPEN = State.HEALTHY, State.FAILING, State.OPEN
 global is read more cheaply than a member looked up on its Enum class."""
 
 
-class Permit(NamedTuple):
-    """Leave to make one call. ``probe`` permits decide a HALF_OPEN (or forced) trial.
-    (A named tuple: immutable, so a closed breaker can hand the same one to every call.)"""
+class Permit:
+    """Leave to make one call, stamped with the breaker's generation.
 
-    generation: int
-    probe: bool
+    A *probe* permit decides a HALF_OPEN (or forced) trial and holds one of the breaker's
+    probe slots until it is recorded or released, exactly once: a second time raises
+    :class:`PermitError`. Ordinary permits hold no slot and decide nothing alone, so a closed
+    breaker hands the same one to every call of a generation (the router guards their
+    routes against being completed twice)."""
+
+    __slots__ = ("generation", "probe", "out")
+
+    def __init__(self, generation: int, probe: bool) -> None:
+        self.generation = generation
+        self.probe = probe
+        self.out = probe
+        """A probe not yet recorded or released."""
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Permit) and (self.generation, self.probe, self.out)
+                == (other.generation, other.probe, other.out))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Permit(generation={self.generation}, probe={self.probe})"
+
+
+class PermitError(RuntimeError):
+    """A probe permit was recorded or released a second time: the caller miscounts calls."""
 
 
 @dataclass(frozen=True)
@@ -142,25 +165,31 @@ class CircuitBreaker:
 
     def acquire(self, now: float, force: bool = False) -> Permit:
         """Reserve a call to this provider. Call only after :meth:`available` said yes, or
-        with ``force=True`` for the router's fallback, which may call an OPEN provider: such
-        a call is a probe, deciding the breaker like a HALF_OPEN one."""
+        with ``force=True`` for the router's fallback, which may call an OPEN provider (or a
+        HALF_OPEN one whose slots are taken): such a call is a probe, deciding the breaker
+        like a HALF_OPEN one. Raises :class:`PermitError` for a call :meth:`available`
+        would not let through, unless forced."""
         state = self._state
-        if state is _HEALTHY or state is _FAILING:  # closed: time changes nothing, no probe
+        if state is _HEALTHY or state is _FAILING or not self.config.enabled:  # no probe
             return self._permit
         self.settle(now)
-        if self.config.enabled and (self._state is _HALF_OPEN or (force and self._state is _OPEN)):
-            self.probes += 1
-            return Permit(self.generation, probe=True)
-        return self._permit
+        if not force and not self.available(now):
+            raise PermitError(f"breaker {self.name}: acquire() at {now!r} without a free slot; "
+                              "ask available() first, or force the fallback's probe")
+        self.probes += 1
+        return Permit(self.generation, probe=True)
 
     def record(self, permit: Permit, now: float, ok: bool) -> bool:
         """Take the outcome of a call made under ``permit``. Returns ``False`` when the
-        outcome is stale (from an older generation) and so changed nothing."""
+        outcome changed nothing: the permit is from an older generation (stale), or the
+        breaker is switched off. A probe's slot comes back either way; recording a probe
+        permit twice raises :class:`PermitError`."""
         self.settle(now)
+        if permit.probe:
+            self._give_back(permit)
         if permit.generation != self.generation or not self.config.enabled:
             return False
         if permit.probe:
-            self.probes -= 1
             if ok:
                 self.trips = 0
                 self.failures = 0
@@ -184,8 +213,18 @@ class CircuitBreaker:
 
     def release(self, permit: Permit) -> None:
         """Give back a permit whose call never finished: its probe slot frees up, and
-        nothing is learned about the provider."""
-        if permit.probe and permit.generation == self.generation:
+        nothing is learned about the provider. Releasing a probe permit twice (or after
+        recording it) raises :class:`PermitError`."""
+        if permit.probe:
+            self._give_back(permit)
+
+    def _give_back(self, permit: Permit) -> None:
+        """A probe permit comes back: its slot is free again if it is of this generation (a
+        new generation started with every slot free)."""
+        if not permit.out:
+            raise PermitError(f"breaker {self.name}: a probe permit was recorded or released twice")
+        permit.out = False
+        if permit.generation == self.generation:
             self.probes -= 1
 
     def configure(self, config: BreakerConfig) -> None:

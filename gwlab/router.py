@@ -21,7 +21,7 @@ the shell records them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit, Transition
@@ -65,15 +65,20 @@ class Rejected:
         return self.retry_after_us / 1e6
 
 
-class Route(NamedTuple):
+class Route:
     """An admitted request: where it goes, under which permit, and how the call will end.
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
-    called anyway. (A named tuple, like :class:`~gwlab.providers.Call`: made once per request.)"""
+    called anyway. ``pending`` until :meth:`Router.complete` or :meth:`Router.abandon`,
+    which accept it once."""
 
-    upstream: Upstream
-    permit: Permit
-    fallback: bool
-    call: Call
+    __slots__ = ("upstream", "permit", "fallback", "call", "pending")
+
+    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call) -> None:
+        self.upstream = upstream
+        self.permit = permit
+        self.fallback = fallback
+        self.call = call
+        self.pending = True
 
     @property
     def provider(self) -> str:
@@ -82,6 +87,10 @@ class Route(NamedTuple):
     @property
     def status(self) -> int:
         return self.call.outcome.status
+
+
+class RouteError(RuntimeError):
+    """A route was completed or abandoned a second time: the shell miscounts its calls."""
 
 
 class Router:
@@ -129,16 +138,24 @@ class Router:
 
     def complete(self, route: Route, now: float) -> int:
         """The provider call of ``route`` has ended at ``now``: tell its breaker. Returns the
-        status to answer with."""
-        route.upstream.in_flight -= 1
+        status to answer with. Raises :class:`RouteError` if ``route`` was already completed
+        or abandoned."""
+        self._close(route)
         route.upstream.breaker.record(route.permit, now, route.call.outcome.ok)
         return route.call.outcome.status
 
     def abandon(self, route: Route) -> None:
         """The call of ``route`` was cut off before it ended (the client went away, the
         server is stopping): it counts for neither outcome, and a probe slot is freed."""
-        route.upstream.in_flight -= 1
+        self._close(route)
         route.upstream.breaker.release(route.permit)
+
+    @staticmethod
+    def _close(route: Route) -> None:
+        if not route.pending:
+            raise RouteError(f"a route to {route.upstream.name} was completed or abandoned twice")
+        route.pending = False
+        route.upstream.in_flight -= 1
 
     def settle(self, now: float) -> None:
         """Bring time-driven state up to ``now`` (cooldowns that ended announce HALF_OPEN)."""
