@@ -61,9 +61,9 @@ def test_report_is_a_self_contained_page(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--duration", "-1"], "--duration = -1: expected a number of seconds > 0"),
+    (["--duration", "-1"], "--duration = -1.0: expected a number >= 1e-06 and <= 31536000"),
     ([], "the following arguments are required: --duration"),
-    (["--duration", "5", "--rate", "0"], "--rate: workload.rate = 0.0: expected a number > 0"),
+    (["--duration", "5", "--rate", "0"], "--rate: workload.rate = 0.0: expected a number >= 0.001 and <= 1e+06"),
     (["--duration", "5", "--report", "/nonexistent/dir/r.html"],
      "--report: '/nonexistent/dir/r.html': expected a file in an existing directory"),
     (["--duration", "5", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read"),
