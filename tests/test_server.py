@@ -44,6 +44,22 @@ async def post(http: aiohttp.ClientSession, body: Any = CHAT, path: str = "/v1/c
         return r.status, r.headers, await r.json()
 
 
+@pytest.mark.parametrize("rate", [config.MIN_RATE, config.MAX_RATE])
+def test_the_rate_limits_extreme_rates_answer_429_with_finite_waits(rate):
+    t = [0.0]
+
+    async def main():
+        async with serving(single(limiter={"rate": rate, "burst": 1}), clock=lambda: t[0]) as (gw, http):
+            assert (await post(http))[0] == 200
+            status, headers, _ = await post(http)
+            return status, headers["Retry-After"], float(headers["retry-after-ms"])
+
+    status, retry_after, retry_after_ms = asyncio.run(main())
+    assert status == 429
+    assert retry_after == ("1000" if rate == config.MIN_RATE else "1")
+    assert retry_after_ms == pytest.approx(1000 / rate)
+
+
 def test_success_is_a_chat_completion():
     async def main():
         async with serving(single()) as (gw, http):

@@ -63,6 +63,11 @@ def test_report_is_a_self_contained_page(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--duration", "-1"], "--duration = -1.0: expected a number >= 1e-06 and <= 31536000"),
     ([], "the following arguments are required: --duration"),
+    (["--duration", "1e9"], "--duration = 1000000000.0: expected a number >= 1e-06 and <= 31536000"),
+    (["--duration", "200000"], "simulate: duration = 200000: expected at most 100000 bins of bin_width = 1 s"),
+    (["--duration", "5", "--seed", "-1"], "--seed = -1: expected a whole number >= 0 and <= 18446744073709551615"),
+    (["--duration", "5", "--clients", "100001"], "workload.clients = 100001: expected a whole number >= 1 and <= 100000"),
+    (["--duration", "5", "--rate", "1e400"], "--rate: workload.rate = inf: expected a number >= 0.001 and <= 1e+06"),
     (["--duration", "5", "--rate", "0"], "--rate: workload.rate = 0.0: expected a number >= 0.001 and <= 1e+06"),
     (["--duration", "5", "--report", "/nonexistent/dir/r.html"],
      "--report: '/nonexistent/dir/r.html': expected a file in an existing directory"),
