@@ -382,6 +382,15 @@ def from_dict(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
     return _build(_Checker(source), data, Scenario(), patch=False)
 
 
+def check(scenario: Scenario, source: str = "scenario") -> None:
+    """Raise :class:`ConfigError` if ``scenario`` holds a value that :func:`from_dict` refuses:
+    a scenario built from the dataclasses in code has not been through it."""
+    checker = _Checker(source)
+    for event in scenario.events:
+        checker.depth(event.patch)  # before to_dict() walks the patches
+    from_dict(scenario.to_dict(), source)
+
+
 def merge(scenario: Scenario, patch: Mapping[str, Any], source: str = "patch") -> Scenario:
     """``scenario`` with ``patch`` deep-merged in and validated as a whole.
 

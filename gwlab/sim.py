@@ -139,6 +139,7 @@ def _as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None) -> 
     if scenario is None:
         return Scenario()
     if isinstance(scenario, Scenario):
+        config.check(scenario)
         return scenario
     if isinstance(scenario, Mapping):
         return config.from_dict(scenario)

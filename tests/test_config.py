@@ -461,3 +461,22 @@ def test_values_are_shown_in_one_short_line():
     with pytest.raises(ConfigError) as error:
         config.from_dict({"breaker": {"failure_threshold": 2**100}})
     assert str(error.value).startswith("scenario: breaker.failure_threshold = 1.26765E+30: expected ")
+
+
+def test_a_scenario_built_in_code_is_checked_by_every_shell():
+    bad = dataclasses.replace(Scenario(), limiter=config.LimiterConfig(rate=1e-310))
+    deep = dataclasses.replace(Scenario(), events=(Event(1.0, _nested(100_000, 1.0)),))
+    config.check(Scenario())
+    with pytest.raises(ConfigError, match=r"^scenario: limiter\.rate = 1e-310: expected "):
+        config.check(bad)
+    with pytest.raises(ConfigError, match=r"^scenario: data nested 100000 levels deep: "):
+        config.check(deep)
+    from gwlab.server import Gateway
+    from gwlab.sim import simulate
+    with pytest.raises(ConfigError, match=r"^Gateway\(scenario=\.\.\.\): limiter\.rate = 1e-310: "):
+        Gateway(bad)
+    with pytest.raises(ConfigError, match=r"^scenario: limiter\.rate = 1e-310: "):
+        simulate(bad, duration=1)
+    from gwlab import lab
+    with pytest.raises(ConfigError, match=r"^gwlab\.lab\.start\(scenario=\.\.\.\): limiter\.rate = 1e-310: "):
+        lab.start(bad)
