@@ -85,3 +85,11 @@ def test_zero_time_closed_loop_is_refused(tmp_path, capsys):
     assert main(["simulate", "--config", str(path), "--duration", "5"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "think_time" in err, err
+
+
+def test_a_scenario_file_with_an_integer_beyond_floats_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text("[limiter]\nrate = 1" + "0" * 400 + "\n")
+    done = _gwlab("simulate", "--config", str(path), "--duration", "1")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"gwlab: error: {path}: limiter.rate = 1E+400: expected a number >= 0.001 and <= 1e+06\n"
