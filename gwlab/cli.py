@@ -107,8 +107,8 @@ def _check_server_args(args: argparse.Namespace) -> None:
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
-    if args.duration is not None and not args.duration > 0:
-        raise UsageError(f"--duration = {args.duration:g}: expected a number of seconds > 0")
+    if args.duration is not None:
+        config.run_argument("duration", args.duration, "--duration")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +165,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        config.run_argument("seed", args.seed, "--seed")
         if args.command == "simulate":
             _check_run_args(args)
             if args.report is not None and not args.report.parent.is_dir():

@@ -17,15 +17,19 @@ The TOML shape::
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage
     [workload]  mode, clients, think_time, rate
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
+
+Every number has a finite range (the ``MIN_*`` and ``MAX_*`` constants below, kept in each
+field's metadata), chosen so that everything computed from a scenario stays finite: waits,
+sums of weights, latency samples, cooldowns, headers. The README lists them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -90,6 +94,45 @@ MAX_BODY = 1024 * 1024
 STOP_GRACE = 5.0
 """Seconds a stopping gateway lets requests in flight finish before cutting them off."""
 
+# The allowed ranges. Each is finite, and chosen so that everything computed from the
+# scenario stays finite too: waits, sums of weights, latency samples, cooldowns, headers.
+MAX_SECONDS = 365 * 24 * 3600
+"""Longest time any field or run may hold, in seconds (one year): far beyond any experiment,
+and a year in microseconds (3.2e13) stays below 2**53, so every time is exact to the
+microsecond, in floats and in the limiter's integer clock."""
+MIN_SECONDS = 1e-6
+"""Shortest time that must be > 0 (a timeout, a cooldown, a run), in seconds: one
+microsecond, the clock's resolution; a shorter one would not move the clock."""
+MIN_RATE = 0.001
+"""Slowest rate, per second (limiter and open-loop arrivals): the limiter quantises rates to
+0.001/s, and at this rate one token or request comes every 1000 s."""
+MAX_RATE = 1e6
+"""Fastest rate, per second (limiter and open-loop arrivals): a thousand times the seed's
+limiter, and one token per microsecond, the clock's resolution."""
+MAX_BURST = 1e6
+"""Largest bucket capacity, in tokens: a second at the fastest rate; in the limiter's units
+(10**9 a token) it stays below 2**53."""
+MAX_WEIGHT = 1e6
+"""Largest provider weight: with :data:`MAX_PROVIDERS` of them the total stays exact."""
+MAX_PROVIDERS = 100
+"""Most providers in a scenario: keeps the sum of weights (at most 1e8) and every
+per-request scan of the providers small."""
+MAX_P99_RATIO = 1000.0
+"""Largest log-normal p99 / median: then sigma <= 2.97, and even the most extreme normal draw
+the generator can make (|Z| < 8.3) gives a finite latency (at most 1e11 times the median)."""
+MAX_CLIENTS = 100_000
+"""Most closed-loop clients: a thousand times the seed's 100."""
+MAX_COUNT = 1_000_000
+"""Largest count of calls (``failure_threshold``, ``half_open_max_calls``): beyond any run."""
+MAX_BINS = 100_000
+"""Most time bins in one simulation (``duration / bin_width``): each bin keeps its counts in
+memory, about a kilobyte, so a run's time series stays near 100 MB at most."""
+MAX_SEED = 2**64 - 1
+"""Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
+MAX_DEPTH = 3
+"""Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
+the third table. Deeper data is refused before it is walked."""
+
 DISTRIBUTIONS = ("fixed", "exponential", "lognormal")
 OUTAGES = ("none", "error", "hang")
 MODES = ("closed", "open")
@@ -103,18 +146,30 @@ def _spec(allowed: str, check, kind=float) -> dict:
     return {"allowed": allowed, "check": check, "kind": kind}
 
 
-def _number(lo: float, *, strict: bool = False, hi: float | None = None) -> dict:
-    op = ">" if strict else ">="
-    allowed = f"a number {op} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-
-    def check(v: float) -> bool:
-        return (v > lo if strict else v >= lo) and (hi is None or v <= hi) and math.isfinite(v)
-
-    return _spec(allowed, check)
+def _range(kind: type, lo: float, hi: float) -> dict:
+    """A number from ``lo`` to ``hi``, both allowed. Comparing is exact for any int, however
+    large, and false for NaN, so nothing is converted to float before it is known to fit."""
+    what = "a whole number" if kind is int else "a number"
+    spec = _spec(f"{what} >= {_bound(lo)} and <= {_bound(hi)}", lambda v: lo <= v <= hi, kind)
+    return {**spec, "lo": lo, "hi": hi}
 
 
-def _integer(lo: int) -> dict:
-    return _spec(f"a whole number >= {lo}", lambda v: v >= lo, int)
+def _bound(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+_SECONDS = _range(float, 0, MAX_SECONDS)
+_POSITIVE_SECONDS = _range(float, MIN_SECONDS, MAX_SECONDS)
+_RATE = _range(float, MIN_RATE, MAX_RATE)
+_COUNT = _range(int, 1, MAX_COUNT)
+
+RUN_RANGES = {
+    "duration": _POSITIVE_SECONDS,
+    "bin_width": _POSITIVE_SECONDS,
+    "seed": _range(int, 0, MAX_SEED),
+}
+"""The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
+``duration`` (also ``--duration``), ``bin_width`` and ``seed`` (also ``--seed``)."""
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
@@ -127,22 +182,22 @@ _BOOL = _spec("true or false", lambda v: True, bool)
 @dataclass(frozen=True)
 class GatewayConfig:
     balancer: str = field(default=BALANCER, metadata=_choice(balancer.names))
-    timeout: float = field(default=TIMEOUT, metadata=_number(0, strict=True))
+    timeout: float = field(default=TIMEOUT, metadata=_POSITIVE_SECONDS)
 
 
 @dataclass(frozen=True)
 class LimiterConfig:
-    rate: float = field(default=RATE, metadata=_number(0, strict=True))
-    burst: float = field(default=BURST, metadata=_number(1))
+    rate: float = field(default=RATE, metadata=_RATE)
+    burst: float = field(default=BURST, metadata=_range(float, 1, MAX_BURST))
 
 
 @dataclass(frozen=True)
 class BreakerConfig:
     enabled: bool = field(default=True, metadata=_BOOL)
-    failure_threshold: int = field(default=FAILURE_THRESHOLD, metadata=_integer(1))
-    base_delay: float = field(default=BASE_DELAY, metadata=_number(0, strict=True))
-    max_cooldown: float = field(default=MAX_COOLDOWN, metadata=_number(0, strict=True))
-    half_open_max_calls: int = field(default=HALF_OPEN_MAX_CALLS, metadata=_integer(1))
+    failure_threshold: int = field(default=FAILURE_THRESHOLD, metadata=_COUNT)
+    base_delay: float = field(default=BASE_DELAY, metadata=_POSITIVE_SECONDS)
+    max_cooldown: float = field(default=MAX_COOLDOWN, metadata=_POSITIVE_SECONDS)
+    half_open_max_calls: int = field(default=HALF_OPEN_MAX_CALLS, metadata=_COUNT)
 
 
 @dataclass(frozen=True)
@@ -151,27 +206,27 @@ class ProviderConfig:
     log-normal's median; ``p99`` is the log-normal's 99th percentile (0 = unused)."""
 
     name: str
-    weight: float = field(default=1.0, metadata=_number(0))
-    latency: float = field(default=0.1, metadata=_number(0))
+    weight: float = field(default=1.0, metadata=_range(float, 0, MAX_WEIGHT))
+    latency: float = field(default=0.1, metadata=_SECONDS)
     distribution: str = field(default=DISTRIBUTION, metadata=_choice(lambda: DISTRIBUTIONS))
-    p99: float = field(default=0.0, metadata=_number(0))
-    error_rate: float = field(default=0.0, metadata=_number(0, hi=1))
+    p99: float = field(default=0.0, metadata=_SECONDS)
+    error_rate: float = field(default=0.0, metadata=_range(float, 0, 1))
     outage: str = field(default="none", metadata=_choice(lambda: OUTAGES))
 
 
 @dataclass(frozen=True)
 class WorkloadConfig:
     mode: str = field(default="closed", metadata=_choice(lambda: MODES))
-    clients: int = field(default=CLIENTS, metadata=_integer(1))
-    think_time: float = field(default=THINK_TIME, metadata=_number(0))
-    rate: float = field(default=OPEN_RATE, metadata=_number(0, strict=True))
+    clients: int = field(default=CLIENTS, metadata=_range(int, 1, MAX_CLIENTS))
+    think_time: float = field(default=THINK_TIME, metadata=_SECONDS)
+    rate: float = field(default=OPEN_RATE, metadata=_RATE)
 
 
 @dataclass(frozen=True)
 class Event:
     """A scripted change: at ``at`` seconds from the start, ``patch`` is merged in."""
 
-    at: float
+    at: float = field(metadata=_SECONDS)
     patch: Mapping[str, Any]
 
 
@@ -234,7 +289,8 @@ class _Checker:
 
     def fail(self, where: str, value: Any, allowed: str) -> ConfigError:
         shown = "(missing)" if value is _MISSING else _show(value)
-        return ConfigError(f"{self.source}: {where} = {shown}: expected {allowed}")
+        prefix = f"{self.source}: " if self.source else ""
+        return ConfigError(f"{prefix}{where} = {shown}: expected {allowed}")
 
     def table(self, where: str, value: Any) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
@@ -276,16 +332,44 @@ class _Checker:
             raise self.fail(where, raw, allowed() if callable(allowed) else allowed)
         return float(raw) if kind is float else raw
 
+    def depth(self, data: Any) -> None:
+        """Refuse ``data`` nested deeper than :data:`MAX_DEPTH` tables and arrays, counted
+        without recursion (a PATCH body can nest thousands of levels)."""
+        deepest, todo = 0, [(data, 1)]
+        while todo:
+            value, level = todo.pop()
+            if isinstance(value, Mapping):
+                todo.extend((v, level + 1) for v in value.values())
+            elif isinstance(value, list):
+                todo.extend((v, level + 1) for v in value)
+            else:
+                continue
+            deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            raise ConfigError(f"{self.source}: data nested {deepest} levels deep: expected at most "
+                              f"{MAX_DEPTH} levels (the scenario, a section, a provider)")
+
 
 _MISSING = object()
 
 
 def _show(value: Any) -> str:
+    """``value`` as an error message shows it: one short line, whatever the value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping):
         return "a table"
+    if isinstance(value, list) and not all(isinstance(v, float) for v in value):
+        return "an array"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return str(Decimal(value).normalize(Context(prec=6)))  # 1E+400, not every digit
     return repr(value)
+
+
+def run_argument(name: str, value: Any, where: str) -> Any:
+    """``value`` checked against ``RUN_RANGES[name]`` (and made a float or int); raises a
+    one-line :class:`ConfigError` "``where`` = value: expected ..." otherwise."""
+    return _Checker("").value(where, value, RUN_RANGES[name])
 
 
 def from_dict(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
@@ -296,6 +380,15 @@ def from_dict(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
     Raises :class:`ConfigError` naming ``source``, the field, the value and what is allowed.
     """
     return _build(_Checker(source), data, Scenario(), patch=False)
+
+
+def check(scenario: Scenario, source: str = "scenario") -> None:
+    """Raise :class:`ConfigError` if ``scenario`` holds a value that :func:`from_dict` refuses:
+    a scenario built from the dataclasses in code has not been through it."""
+    checker = _Checker(source)
+    for event in scenario.events:
+        checker.depth(event.patch)  # before to_dict() walks the patches
+    from_dict(scenario.to_dict(), source)
 
 
 def merge(scenario: Scenario, patch: Mapping[str, Any], source: str = "patch") -> Scenario:
@@ -309,6 +402,8 @@ def merge(scenario: Scenario, patch: Mapping[str, Any], source: str = "patch") -
 
 def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
     data = check.table("scenario", data)
+    # Each event is a patch of its own, checked when it is applied below.
+    check.depth({k: v for k, v in data.items() if k != "events"})
     allowed = tuple(k for k in _TOP_KEYS if not (patch and k == "events"))
     for key in data:
         if key not in allowed:
@@ -335,6 +430,8 @@ def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
 
 def _providers(check: _Checker, data: Any, base: Scenario | None) -> tuple[ProviderConfig, ...]:
     data = check.table("providers", data)
+    if len(data) > MAX_PROVIDERS:
+        raise check.fail("providers", data, f"at most {MAX_PROVIDERS} providers, not {len(data)}")
     if base is None:
         result: dict[str, ProviderConfig] = {}
         for name in data:
@@ -352,20 +449,21 @@ def _providers(check: _Checker, data: Any, base: Scenario | None) -> tuple[Provi
     return tuple(result.values())
 
 
+_AT = next(f.metadata for f in dataclasses.fields(Event) if f.name == "at")
+
+
 def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
     if not isinstance(data, list):
         raise check.fail("events", data, "an array of tables ([[events]])")
     events = []
     for i, item in enumerate(data):
         item = dict(check.table(f"events[{i}]", item))
-        at = item.pop("at", _MISSING)
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or not (0 <= at < math.inf):
-            raise check.fail(f"events[{i}].at", at, "a time in seconds >= 0")
+        at = check.value(f"events[{i}].at", item.pop("at", _MISSING), _AT)
         if not item:
             raise check.fail(f"events[{i}]", "a table", "at least one change besides 'at'")
         if "events" in item:
             raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
-        events.append(Event(at=float(at), patch=item))
+        events.append(Event(at=at, patch=item))
     return tuple(sorted(events, key=lambda e: e.at))
 
 
@@ -374,10 +472,11 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
     if sum(p.weight for p in s.providers) <= 0:
         raise check.fail("providers.*.weight", [p.weight for p in s.providers], "at least one weight > 0")
     for p in s.providers:
-        if p.distribution == "lognormal" and not p.p99 > p.latency > 0:
+        if p.distribution == "lognormal" and not 0 < p.latency < p.p99 <= MAX_P99_RATIO * p.latency:
             raise check.fail(
                 f"providers.{p.name}.p99", p.p99,
-                f"a log-normal p99 greater than its median latency ({p.latency:g}), which must be > 0",
+                f"a log-normal p99 greater than its median latency ({p.latency:g}), which must be > 0, "
+                f"and at most {MAX_P99_RATIO:g} times it",
             )
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
@@ -395,6 +494,8 @@ def load(path: str | Path) -> Scenario:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return from_dict(data, str(path))

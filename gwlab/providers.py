@@ -58,7 +58,9 @@ class Call(NamedTuple):
 
 
 def latency_quantile(config: ProviderConfig, u: float) -> float:
-    """The latency at quantile ``u`` (0 <= u < 1) of the provider's distribution."""
+    """The latency at quantile ``u`` (0 <= u < 1) of the provider's distribution. Finite for
+    every ``u`` that ``random()`` returns: validation keeps latencies within a year and a
+    log-normal's p99 within :data:`~gwlab.config.MAX_P99_RATIO` times its median."""
     if config.distribution == "fixed":
         return config.latency
     if config.distribution == "exponential":

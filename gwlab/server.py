@@ -76,10 +76,12 @@ class Gateway:
     ``clock`` gives the ``now`` of every decision (monotonic seconds); tests inject a fake one.
     After :meth:`start`, ``url`` and ``metrics_url`` say where to connect and ``port`` and
     ``metrics_port`` are the ports actually bound (the last ones bound, after a failed start).
+    A ``scenario`` holding a value out of its range raises :class:`ConfigError`.
     """
 
     def __init__(self, scenario: Scenario, seed: int = config.SEED, *,
                  admin_token: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        config.check(scenario, "Gateway(scenario=...)")
         self.clock = clock
         self.seed = seed
         self.admin_token = admin_token

@@ -122,32 +122,30 @@ def simulate(
     about ten times per wall-clock second, and with 1.0 at the end.
     Raises :class:`~gwlab.config.ConfigError` for bad input, naming it."""
     scenario = _as_scenario(scenario)
-    _check_positive("duration", duration)
-    _check_positive("bin_width", bin_width)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"simulate: seed = {seed!r}: expected a whole number")
+    duration = config.run_argument("duration", duration, "simulate: duration")
+    bin_width = config.run_argument("bin_width", bin_width, "simulate: bin_width")
+    seed = config.run_argument("seed", seed, "simulate: seed")
+    if duration > config.MAX_BINS * bin_width:
+        raise ConfigError(f"simulate: duration = {duration:g}: expected at most {config.MAX_BINS} bins of "
+                          f"bin_width = {bin_width:g} s, so <= {config.MAX_BINS * bin_width:g}")
     plan = timeline.steps(scenario)
     _check_cycle(scenario, "scenario")
     for step in plan:
         _check_cycle(step.scenario, f"scenario: event at {step.at:g} s")
-    return _Engine(scenario, seed, float(duration), float(bin_width), keep_requests, progress).run(plan)
+    return _Engine(scenario, seed, duration, bin_width, keep_requests, progress).run(plan)
 
 
 def _as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None) -> Scenario:
     if scenario is None:
         return Scenario()
     if isinstance(scenario, Scenario):
+        config.check(scenario)
         return scenario
     if isinstance(scenario, Mapping):
         return config.from_dict(scenario)
     if isinstance(scenario, (str, Path)):
         return config.load(scenario)
     raise ConfigError(f"simulate: scenario = {type(scenario).__name__}: expected a Scenario, a dict, a TOML path or None")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ConfigError(f"simulate: {name} = {value!r}: expected a number of seconds > 0")
 
 
 def _check_cycle(s: Scenario, source: str) -> None:

@@ -41,7 +41,16 @@ def test_get_and_patch_config():
     {"providers": {"p4": {"weight": 1}}},
     {"providers": {"p1": {"weight": 0}, "p2": {"weight": 0}, "p3": {"weight": 0}}},
     [1, 2],
-], ids=["negative rate", "typo", "new provider", "weights all zero", "not a table"])
+    {"limiter": {"rate": 10**400}},
+    {"limiter": {"rate": 1e-310}},
+    {"providers": {"p1": {"distribution": "lognormal", "latency": 1.0, "p99": 1e308}}},
+    {"providers": {"p1": {"distribution": "lognormal", "latency": 1e-300, "p99": 1.0}}},
+    {"providers": {name: {"weight": 1.7e308} for name in ("p1", "p2", "p3")}},
+    {"workload": {"clients": 10**6}},
+    {"limiter": {"rate": [1.0] * 10 + [[[[[1.0]]]]]}},
+], ids=["negative rate", "typo", "new provider", "weights all zero", "not a table", "integer beyond floats",
+        "rate near 0", "huge log-normal p99", "huge log-normal ratio", "weights summing to inf", "a million clients",
+        "nested 8 deep"])
 def test_bad_patch_is_400_with_the_config_error(patch):
     scenario = config.Scenario()
     with pytest.raises(ConfigError) as expected:
@@ -57,6 +66,22 @@ def test_bad_patch_is_400_with_the_config_error(patch):
     assert status == 400
     assert body["error"] == {"message": str(expected.value), "type": "invalid_request_error",
                              "param": None, "code": "invalid_config"}
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_patch_nested_deeper_than_a_scenario_is_400_in_one_line(depth):
+    body = b'{"limiter": ' + b'{"a": ' * depth + b"1" + b"}" * (depth + 1)
+
+    async def main():
+        async with serving(config.Scenario()) as (gw, http):
+            status, answer = await call(http, "PATCH", "/admin/config", data=body,
+                                        headers={"Content-Type": "application/json"})
+            assert gw.scenario == config.Scenario()
+            return status, answer
+
+    status, answer = asyncio.run(main())
+    assert status == 400 and "\n" not in answer["error"]["message"]
+    assert "nested" in answer["error"]["message"] and answer["error"]["code"] in ("invalid_json", "invalid_config")
 
 
 def test_patch_that_is_not_json_is_400():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from random import Random
 
 import pytest
 
-from gwlab import balancer
+from gwlab import balancer, config
 from gwlab.balancer import PowerOfTwo, RoundRobin, WeightedRandom
 
 
@@ -175,3 +176,22 @@ def test_create_unknown_name_names_value_and_allowed():
     message = str(error.value)
     assert "fastest" in message
     assert all(name in message for name in balancer.names())
+
+
+@pytest.mark.parametrize("policy", [WeightedRandom, RoundRobin, PowerOfTwo])
+def test_the_largest_weights_of_the_most_providers_sum_finite_and_each_gets_picked(policy):
+    scenario = config.from_dict({"providers": {f"p{i}": {"weight": config.MAX_WEIGHT}
+                                               for i in range(config.MAX_PROVIDERS)}})
+    choices = [C(p.name, p.weight) for p in scenario.providers]
+    assert sum(c.weight for c in choices) == config.MAX_WEIGHT * config.MAX_PROVIDERS < 2**53
+    pick, rng = policy().pick, Random(7)
+    picked = Counter(pick(choices, rng).name for _ in range(100 * len(choices)))
+    assert set(picked) == {c.name for c in choices}
+    assert min(picked.values()) > 50
+
+
+def test_three_largest_weights_give_each_provider_a_third():
+    choices = [C(f"p{i}", config.MAX_WEIGHT) for i in (1, 2, 3)]
+    rng = Random(3)
+    picked = Counter(WeightedRandom().pick(choices, rng).name for _ in range(3000))
+    assert all(900 < picked[c.name] < 1100 for c in choices)

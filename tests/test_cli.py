@@ -62,7 +62,7 @@ def test_flags_override_the_file(tmp_path):
 def test_a_bad_flag_value_reads_like_a_config_error_naming_the_flag():
     with pytest.raises(ConfigError) as error:
         scenario_from_args(_args("--rate", "-5"))
-    assert str(error.value) == "--rate: workload.rate = -5.0: expected a number > 0"
+    assert str(error.value) == "--rate: workload.rate = -5.0: expected a number >= 0.001 and <= 1e+06"
 
 
 @pytest.fixture
@@ -76,7 +76,11 @@ def held_port():
 
 BAD_FILES = {
     "not_toml": ("this is = = not toml\n", ["not valid TOML"]),
-    "negative_rate": ('[workload]\nmode = "open"\nrate = -3\n', ["workload.rate = -3", "a number > 0"]),
+    "negative_rate": ('[workload]\nmode = "open"\nrate = -3\n', ["workload.rate = -3", "a number >= 0.001"]),
+    "integer_beyond_floats": ("[limiter]\nrate = 1" + "0" * 400 + "\n",
+                              ["limiter.rate = 1E+400: expected a number >= 0.001 and <= 1e+06"]),
+    "integer_of_5000_digits": ("[limiter]\nrate = 1" + "0" * 5000 + "\n", ["not valid TOML", "5001 digits"]),
+    "nested_1000_deep": ("[limiter]\nrate = " + "[" * 1000 + "]" * 1000 + "\n", ["not valid TOML: nested too deeply"]),
     "zero_clients": ("[workload]\nclients = 0\n", ["workload.clients = 0", "a whole number >= 1"]),
     "typo": ("[limiter]\nbrust = 5\n", ["'limiter.brust'", "did you mean 'burst'?"]),
     "zero_weights": (
@@ -101,13 +105,13 @@ def test_a_bad_scenario_file_exits_2_with_one_line_naming_it(case, tmp_path, hel
 
 
 BAD_FLAGS = {
-    "rate": (["--rate", "-5"], "gwlab: error: --rate: workload.rate = -5.0: expected a number > 0"),
-    "clients": (["--clients", "0"], "gwlab: error: --clients: workload.clients = 0: expected a whole number >= 1"),
+    "rate": (["--rate", "-5"], "gwlab: error: --rate: workload.rate = -5.0: expected a number >= 0.001 and <= 1e+06"),
+    "clients": (["--clients", "0"], "gwlab: error: --clients: workload.clients = 0: expected a whole number >= 1 and <= 100000"),
     "both": (["--clients", "2", "--rate", "3"],
              "gwlab: error: argument --rate: not allowed with argument --clients (see gwlab run --help)"),
     "not_a_number": (["--rate", "fast"],
                      "gwlab: error: argument --rate: invalid float value: 'fast' (see gwlab run --help)"),
-    "duration": (["--duration", "0"], "gwlab: error: --duration = 0: expected a number of seconds > 0"),
+    "duration": (["--duration", "0"], "gwlab: error: --duration = 0.0: expected a number >= 1e-06 and <= 31536000"),
     "metrics_port": (["--metrics-port", "70000"],
                      "gwlab: error: --metrics-port = 70000: expected a port number from 0 to 65535"),
     "missing_file": (["--config", "/nonexistent/s.toml"],
@@ -338,7 +342,7 @@ def test_a_port_in_use_exits_2_with_one_line_naming_it(command, tmp_path, held_p
 
 def test_a_bad_flag_exits_2_as_a_process(tmp_path):
     process = Process("run", "--rate", "-5", cwd=tmp_path)
-    assert process.finish() == (2, [], "gwlab: error: --rate: workload.rate = -5.0: expected a number > 0\n")
+    assert process.finish() == (2, [], "gwlab: error: --rate: workload.rate = -5.0: expected a number >= 0.001 and <= 1e+06\n")
 
 
 def test_help_on_every_command(capsys):

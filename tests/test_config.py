@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -147,13 +148,13 @@ def test_events_are_checked_in_the_order_they_apply():
 
 ERRORS = [
     # (data, message) -- each names the source, the dotted field, the value and what is allowed
-    ({"limiter": {"rate": -1}}, "scenario: limiter.rate = -1: expected a number > 0"),
-    ({"limiter": {"rate": 0.0}}, "scenario: limiter.rate = 0.0: expected a number > 0"),
-    ({"limiter": {"burst": 0.5}}, "scenario: limiter.burst = 0.5: expected a number >= 1"),
-    ({"workload": {"clients": 0}}, "scenario: workload.clients = 0: expected a whole number >= 1"),
-    ({"workload": {"clients": 2.5}}, "scenario: workload.clients = 2.5: expected a whole number >= 1"),
+    ({"limiter": {"rate": -1}}, "scenario: limiter.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    ({"limiter": {"rate": 0.0}}, "scenario: limiter.rate = 0.0: expected a number >= 0.001 and <= 1e+06"),
+    ({"limiter": {"burst": 0.5}}, "scenario: limiter.burst = 0.5: expected a number >= 1 and <= 1e+06"),
+    ({"workload": {"clients": 0}}, "scenario: workload.clients = 0: expected a whole number >= 1 and <= 100000"),
+    ({"workload": {"clients": 2.5}}, "scenario: workload.clients = 2.5: expected a whole number >= 1 and <= 100000"),
     ({"workload": {"mode": "burst"}}, "scenario: workload.mode = 'burst': expected one of 'closed', 'open'"),
-    ({"workload": {"think_time": -0.5}}, "scenario: workload.think_time = -0.5: expected a number >= 0"),
+    ({"workload": {"think_time": -0.5}}, "scenario: workload.think_time = -0.5: expected a number >= 0 and <= 31536000"),
     ({"providers": {"a": {"weight": 0}, "b": {"weight": 0}}},
      "scenario: providers.*.weight = [0.0, 0.0]: expected at least one weight > 0"),
     ({"providers": {"p1": {"error_rate": 1.5}}},
@@ -164,26 +165,26 @@ ERRORS = [
      "scenario: providers.p1.distribution = 'gamma': expected one of 'fixed', 'exponential', 'lognormal'"),
     ({"providers": {"p1": {"distribution": "lognormal"}}},
      "scenario: providers.p1.p99 = 0.0: expected a log-normal p99 greater than its median latency (0.1),"
-     " which must be > 0"),
+     " which must be > 0, and at most 1000 times it"),
     ({"providers": {"p1": {"distribution": "lognormal", "latency": 0.5, "p99": 0.5}}},
      "scenario: providers.p1.p99 = 0.5: expected a log-normal p99 greater than its median latency (0.5),"
-     " which must be > 0"),
+     " which must be > 0, and at most 1000 times it"),
     ({"providers": {"p-1": {}}}, "scenario: providers.'p-1' = 'p-1': expected a provider name of letters, digits and _"),
     ({"providers": {}}, "scenario: providers = a table: expected at least one provider"),
     ({"breaker": {"max_cooldown": 0.5}},
      "scenario: breaker.max_cooldown = 0.5: expected a number >= breaker.base_delay (1)"),
     ({"breaker": {"enabled": 1}}, "scenario: breaker.enabled = 1: expected true or false"),
-    ({"breaker": {"failure_threshold": True}}, "scenario: breaker.failure_threshold = true: expected a whole number >= 1"),
-    ({"breaker": {"half_open_max_calls": 0}}, "scenario: breaker.half_open_max_calls = 0: expected a whole number >= 1"),
+    ({"breaker": {"failure_threshold": True}}, "scenario: breaker.failure_threshold = true: expected a whole number >= 1 and <= 1000000"),
+    ({"breaker": {"half_open_max_calls": 0}}, "scenario: breaker.half_open_max_calls = 0: expected a whole number >= 1 and <= 1000000"),
     ({"gateway": {"balancer": "fastest"}},
      "scenario: gateway.balancer = 'fastest': expected one of 'weighted_random', 'round_robin', 'power_of_two'"),
-    ({"gateway": {"timeout": 0}}, "scenario: gateway.timeout = 0: expected a number > 0"),
+    ({"gateway": {"timeout": 0}}, "scenario: gateway.timeout = 0: expected a number >= 1e-06 and <= 31536000"),
     # wrong types, bool where a number belongs, NaN and infinity
-    ({"limiter": {"rate": "fast"}}, "scenario: limiter.rate = 'fast': expected a number > 0"),
-    ({"limiter": {"rate": True}}, "scenario: limiter.rate = true: expected a number > 0"),
-    ({"limiter": {"rate": math.nan}}, "scenario: limiter.rate = nan: expected a number > 0"),
-    ({"providers": {"p1": {"weight": math.inf}}}, "scenario: providers.p1.weight = inf: expected a number >= 0"),
-    ({"providers": {"p1": {"latency": math.nan}}}, "scenario: providers.p1.latency = nan: expected a number >= 0"),
+    ({"limiter": {"rate": "fast"}}, "scenario: limiter.rate = 'fast': expected a number >= 0.001 and <= 1e+06"),
+    ({"limiter": {"rate": True}}, "scenario: limiter.rate = true: expected a number >= 0.001 and <= 1e+06"),
+    ({"limiter": {"rate": math.nan}}, "scenario: limiter.rate = nan: expected a number >= 0.001 and <= 1e+06"),
+    ({"providers": {"p1": {"weight": math.inf}}}, "scenario: providers.p1.weight = inf: expected a number >= 0 and <= 1e+06"),
+    ({"providers": {"p1": {"latency": math.nan}}}, "scenario: providers.p1.latency = nan: expected a number >= 0 and <= 31536000"),
     ({"gateway": {"balancer": 3}},
      "scenario: gateway.balancer = 3: expected one of 'weighted_random', 'round_robin', 'power_of_two'"),
     ({"limiter": 5}, "scenario: limiter = 5: expected a table"),
@@ -212,16 +213,16 @@ ERRORS = [
      "scenario: event at 1 s: unknown key 'providers.p1.outge' (did you mean 'outage'?);"
      " allowed: weight, latency, distribution, p99, error_rate, outage"),
     # events
-    ({"events": [{"at": -1, "limiter": {"rate": 5}}]}, "scenario: events[0].at = -1: expected a time in seconds >= 0"),
-    ({"events": [{"limiter": {"rate": 5}}]}, "scenario: events[0].at = (missing): expected a time in seconds >= 0"),
+    ({"events": [{"at": -1, "limiter": {"rate": 5}}]}, "scenario: events[0].at = -1: expected a number >= 0 and <= 31536000"),
+    ({"events": [{"limiter": {"rate": 5}}]}, "scenario: events[0].at = (missing): expected a number >= 0 and <= 31536000"),
     ({"events": [{"at": "soon", "limiter": {"rate": 5}}]},
-     "scenario: events[0].at = 'soon': expected a time in seconds >= 0"),
+     "scenario: events[0].at = 'soon': expected a number >= 0 and <= 31536000"),
     ({"events": [{"at": math.inf, "limiter": {"rate": 5}}]},
-     "scenario: events[0].at = inf: expected a time in seconds >= 0"),
+     "scenario: events[0].at = inf: expected a number >= 0 and <= 31536000"),
     ({"events": [{"at": 1, "providers": {"p9": {"outage": "error"}}}]},
      "scenario: event at 1 s: unknown key 'providers.p9'; allowed: p1, p2, p3"),
     ({"events": [{"at": 1.5, "limiter": {"rate": -2}}]},
-     "scenario: event at 1.5 s: limiter.rate = -2: expected a number > 0"),
+     "scenario: event at 1.5 s: limiter.rate = -2: expected a number >= 0.001 and <= 1e+06"),
     ({"events": [{"at": 1, "events": []}]},
      "scenario: unknown key 'events[0].events'; allowed: gateway, limiter, breaker, workload, providers"),
     ({"events": {"at": 1}}, "scenario: events = a table: expected an array of tables ([[events]])"),
@@ -236,7 +237,7 @@ def test_error_messages(data, message):
 
 
 def test_error_names_the_given_source():
-    with pytest.raises(ConfigError, match=r"^notebook cell: limiter\.rate = -1: expected a number > 0$"):
+    with pytest.raises(ConfigError, match=r"^notebook cell: limiter\.rate = -1: expected a number >= 0\.001 and <= 1e\+06$"):
         config.from_dict({"limiter": {"rate": -1}}, source="notebook cell")
 
 
@@ -253,12 +254,12 @@ def test_config_error_is_a_value_error():
 
 
 TOML_ERRORS = [
-    ("[limiter]\nrate = -5\n", "{path}: limiter.rate = -5: expected a number > 0"),
-    ("[limiter]\nrate = nan\n", "{path}: limiter.rate = nan: expected a number > 0"),
-    ("[limiter]\nrate = true\n", "{path}: limiter.rate = true: expected a number > 0"),
-    ("[workload]\nclients = 0\n", "{path}: workload.clients = 0: expected a whole number >= 1"),
-    ('[providers.p1]\nlatency = "fast"\n', "{path}: providers.p1.latency = 'fast': expected a number >= 0"),
-    ("[[events]]\nat = -1\nlimiter.rate = 5\n", "{path}: events[0].at = -1: expected a time in seconds >= 0"),
+    ("[limiter]\nrate = -5\n", "{path}: limiter.rate = -5: expected a number >= 0.001 and <= 1e+06"),
+    ("[limiter]\nrate = nan\n", "{path}: limiter.rate = nan: expected a number >= 0.001 and <= 1e+06"),
+    ("[limiter]\nrate = true\n", "{path}: limiter.rate = true: expected a number >= 0.001 and <= 1e+06"),
+    ("[workload]\nclients = 0\n", "{path}: workload.clients = 0: expected a whole number >= 1 and <= 100000"),
+    ('[providers.p1]\nlatency = "fast"\n', "{path}: providers.p1.latency = 'fast': expected a number >= 0 and <= 31536000"),
+    ("[[events]]\nat = -1\nlimiter.rate = 5\n", "{path}: events[0].at = -1: expected a number >= 0 and <= 31536000"),
     ('[[events]]\nat = 3\nproviders.p7.outage = "error"\n',
      "{path}: event at 3 s: unknown key 'providers.p7'; allowed: p1, p2, p3"),
 ]
@@ -308,3 +309,174 @@ def test_load_events_file(tmp_path):
         Event(20.0, {"providers": {"p1": {"outage": "none"}}}),
     )
     assert s.providers == Scenario().providers
+
+
+def _numeric_fields():
+    """(dotted name, field spec, a function giving the scenario data that puts a value there)
+    for every field of every part of a scenario that has a range, read from the dataclass
+    metadata: a new field is walked as soon as it has one."""
+    defaults = Scenario()
+    parts = [(f.name, type(getattr(defaults, f.name)), lambda k, v, s=f.name: {s: {k: v}})
+             for f in dataclasses.fields(Scenario) if dataclasses.is_dataclass(getattr(defaults, f.name))]
+    parts.append(("providers.p1", config.ProviderConfig,
+                  lambda k, v: {"providers": {"p1": {k: v}, "p2": {}}}))
+    parts.append(("events[0]", config.Event, lambda k, v: {"events": [{k: v, "limiter": {"rate": 5}}]}))
+    for where, cls, place in parts:
+        for f in dataclasses.fields(cls):
+            if "lo" in f.metadata:
+                yield f"{where}.{f.name}", f.metadata, lambda v, k=f.name, p=place: p(k, v)
+
+
+NUMERIC_FIELDS = list(_numeric_fields())
+
+ROOM = {
+    # what a boundary value needs from another field to pass the rules across fields
+    "breaker.base_delay": {"breaker": {"max_cooldown": config.MAX_SECONDS}},
+    "breaker.max_cooldown": {"breaker": {"base_delay": config.MIN_SECONDS}},
+}
+
+
+def _with_room(where: str, data: dict) -> dict:
+    for section, fields in ROOM.get(where, {}).items():
+        data[section] = {**fields, **data[section]}
+    return data
+
+
+def _read(scenario: Scenario, where: str):
+    part, name = where.rsplit(".", 1)
+    if part == "events[0]":
+        return scenario.events[0].at
+    return getattr(scenario.provider("p1") if part == "providers.p1" else getattr(scenario, part), name)
+
+
+def test_every_field_but_names_and_patches_has_a_range_or_a_set_of_choices():
+    for cls in (config.GatewayConfig, config.LimiterConfig, config.BreakerConfig, config.ProviderConfig,
+                config.WorkloadConfig, config.Event):
+        for f in dataclasses.fields(cls):
+            if f.name in ("name", "patch"):
+                continue
+            assert f.metadata["kind"] in (str, bool) or math.isfinite(f.metadata["hi"]), (cls, f.name)
+    walked = {where for where, _, _ in NUMERIC_FIELDS}
+    assert {"limiter.rate", "workload.clients", "providers.p1.p99", "events[0].at"} <= walked
+
+
+def _inside(spec) -> list:
+    return [spec["lo"], spec["hi"]]
+
+
+def _outside(spec) -> list:
+    lo, hi = spec["lo"], spec["hi"]
+    near = [lo - 1, hi + 1] if spec["kind"] is int else [math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf)]
+    return [*near, 10**400, -(10**400), math.inf, -math.inf, math.nan]
+
+
+@pytest.mark.parametrize(("where", "spec", "place"), NUMERIC_FIELDS, ids=[w for w, _, _ in NUMERIC_FIELDS])
+def test_every_field_takes_its_bounds_and_refuses_what_lies_just_outside(where, spec, place):
+    for value in _inside(spec):
+        scenario = config.from_dict(_with_room(where, place(value)))
+        assert _read(scenario, where) == value and type(_read(scenario, where)) is spec["kind"]
+        assert config.from_dict(scenario.to_dict()) == scenario
+    for value in _outside(spec):
+        with pytest.raises(ConfigError) as error:
+            config.from_dict(_with_room(where, place(value)))
+        message = str(error.value)
+        assert message.startswith(f"scenario: {where} = ") and message.endswith(f": expected {spec['allowed']}")
+        assert "\n" not in message and len(message) < 200
+
+
+@pytest.mark.parametrize("name", sorted(config.RUN_RANGES))
+def test_every_run_argument_takes_its_bounds_and_refuses_what_lies_just_outside(name):
+    spec = config.RUN_RANGES[name]
+    for value in _inside(spec):
+        assert config.run_argument(name, value, f"simulate: {name}") == value
+    for value in _outside(spec):
+        with pytest.raises(ConfigError) as error:
+            config.run_argument(name, value, f"--{name}")
+        message = str(error.value)
+        assert message.startswith(f"--{name} = ") and message.endswith(f": expected {spec['allowed']}")
+
+
+def test_the_documented_examples_of_numbers_that_used_to_validate():
+    def message(data):
+        with pytest.raises(ConfigError) as error:
+            config.from_dict(data)
+        return str(error.value)
+
+    assert message({"limiter": {"rate": 10**400}}) == (
+        "scenario: limiter.rate = 1E+400: expected a number >= 0.001 and <= 1e+06")
+    assert message({"limiter": {"rate": 1e-310}}) == (
+        "scenario: limiter.rate = 1e-310: expected a number >= 0.001 and <= 1e+06")
+    assert message({"providers": {"p1": {"distribution": "lognormal", "latency": 1.0, "p99": 1e308}}}) == (
+        "scenario: providers.p1.p99 = 1e+308: expected a number >= 0 and <= 31536000")
+    assert message({"providers": {"p1": {"distribution": "lognormal", "latency": 1.0, "p99": 1000.5}}}) == (
+        "scenario: providers.p1.p99 = 1000.5: expected a log-normal p99 greater than its median latency (1),"
+        " which must be > 0, and at most 1000 times it")
+    assert message({"providers": {n: {"weight": 1.7e308} for n in ("p1", "p2", "p3")}}) == (
+        "scenario: providers.p1.weight = 1.7e+308: expected a number >= 0 and <= 1e+06")
+    assert message({"providers": {f"p{i}": {} for i in range(config.MAX_PROVIDERS + 1)}}) == (
+        "scenario: providers = a table: expected at most 100 providers, not 101")
+    assert message({"workload": {"clients": 100_001}}) == (
+        "scenario: workload.clients = 100001: expected a whole number >= 1 and <= 100000")
+    assert message({"limiter": {"rate": -(10**5000)}}) == (
+        "scenario: limiter.rate = -1E+5000: expected a number >= 0.001 and <= 1e+06")
+
+
+def _nested(depth: int, inner):
+    for _ in range(depth):
+        inner = {"a": inner}
+    return inner
+
+
+@pytest.mark.parametrize("depth", [4, 1000, 100_000])
+def test_data_nested_deeper_than_a_scenario_is_refused_without_recursion(depth):
+    deep_list = 1.0
+    for _ in range(depth - 3):
+        deep_list = [deep_list]
+    cases = [
+        ({"limiter": _nested(depth - 1, 1.0)}, f"scenario: data nested {depth} levels deep"),
+        ({"providers": {"p1": {"weight": deep_list}}}, f"scenario: data nested {depth} levels deep"),
+        ({"events": [{"at": 1, "limiter": _nested(depth - 1, 1.0)}]},
+         f"scenario: event at 1 s: data nested {depth} levels deep"),
+    ]
+    for data, start in cases:
+        with pytest.raises(ConfigError) as error:
+            config.from_dict(data)
+        assert str(error.value) == f"{start}: expected at most 3 levels (the scenario, a section, a provider)"
+
+
+def test_a_scenario_at_the_deepest_allowed_nesting_is_fine():
+    scenario = config.from_dict({"providers": {"p1": {"weight": 2}}, "events": [
+        {"at": 1, "providers": {"p1": {"weight": 3}}}]})
+    assert scenario.to_dict()["events"] == [{"at": 1.0, "providers": {"p1": {"weight": 3}}}]
+
+
+def test_values_are_shown_in_one_short_line():
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"limiter": {"rate": ["x" * 10**6]}})
+    assert str(error.value) == "scenario: limiter.rate = an array: expected a number >= 0.001 and <= 1e+06"
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"breaker": {"failure_threshold": 2**64 - 1}})
+    assert str(error.value) == (
+        "scenario: breaker.failure_threshold = 18446744073709551615: expected a whole number >= 1 and <= 1000000")
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"breaker": {"failure_threshold": 2**100}})
+    assert str(error.value).startswith("scenario: breaker.failure_threshold = 1.26765E+30: expected ")
+
+
+def test_a_scenario_built_in_code_is_checked_by_every_shell():
+    bad = dataclasses.replace(Scenario(), limiter=config.LimiterConfig(rate=1e-310))
+    deep = dataclasses.replace(Scenario(), events=(Event(1.0, _nested(100_000, 1.0)),))
+    config.check(Scenario())
+    with pytest.raises(ConfigError, match=r"^scenario: limiter\.rate = 1e-310: expected "):
+        config.check(bad)
+    with pytest.raises(ConfigError, match=r"^scenario: data nested 100000 levels deep: "):
+        config.check(deep)
+    from gwlab.server import Gateway
+    from gwlab.sim import simulate
+    with pytest.raises(ConfigError, match=r"^Gateway\(scenario=\.\.\.\): limiter\.rate = 1e-310: "):
+        Gateway(bad)
+    with pytest.raises(ConfigError, match=r"^scenario: limiter\.rate = 1e-310: "):
+        simulate(bad, duration=1)
+    from gwlab import lab
+    with pytest.raises(ConfigError, match=r"^gwlab\.lab\.start\(scenario=\.\.\.\): limiter\.rate = 1e-310: "):
+        lab.start(bad)

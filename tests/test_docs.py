@@ -96,6 +96,22 @@ def test_every_scenario_field_is_in_the_seed_file():
     assert sorted({f for f in scenario_fields() if not f.startswith("providers.")} - written) == []
 
 
+def test_readme_states_the_range_of_every_number():
+    ranged = {f"{section}.{f.name}": f.metadata["allowed"]
+              for section, cls in (("gateway", config.GatewayConfig), ("limiter", config.LimiterConfig),
+                                   ("breaker", config.BreakerConfig), ("providers.NAME", config.ProviderConfig),
+                                   ("workload", config.WorkloadConfig), ("events[]", config.Event))
+              for f in dataclasses.fields(cls) if "hi" in f.metadata}
+    ranged |= {name: spec["allowed"] for name, spec in config.RUN_RANGES.items()}
+    assert {row[0]: row[1] for row in _table_rows("Every number has a range")} == ranged
+    stated = " ".join(README.split("Every number has a range", 1)[1].split("## Metrics", 1)[0].split())
+    assert f"at most {config.MAX_PROVIDERS} providers" in stated
+    assert f"at most {config.MAX_P99_RATIO:g} times it" in stated
+    assert f"at most {config.MAX_BINS} time bins" in stated
+    assert f"weights sum to at most {config.MAX_PROVIDERS * config.MAX_WEIGHT:g}" in stated
+    assert "at most three tables deep" in stated and config.MAX_DEPTH == 3
+
+
 def test_readme_promql_parses(tmp_path):
     promtool = require_tool("promtool")
     queries = [row[1] for row in _table_rows("The PromQL for each number")]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from random import Random
 from statistics import NormalDist
 
 import pytest
 
+from gwlab import config
 from gwlab.config import ProviderConfig, Scenario
 from gwlab.providers import Call, Outcome, Provider, latency_quantile, mean_latency
+from gwlab.sim import simulate
 from gwlab.streams import stream
 
 FIXED = ProviderConfig(name="f", latency=0.5)
@@ -170,3 +173,50 @@ def test_name_comes_from_config():
 def test_outcome_status(outcome, status, ok):
     assert outcome.status == status
     assert outcome.ok is ok
+
+
+class _Fixed(Random):
+    """A stream whose every draw is ``u``: the extremes ``random()`` can return."""
+
+    def __init__(self, u: float) -> None:
+        super().__init__(0)
+        self.u = u
+
+    def random(self) -> float:
+        return self.u
+
+
+EXTREME_DRAWS = [0.0, 1e-300, 0.5, 0.99, 1 - 2**-53]
+"""``random()`` returns from 0 to 1 - 2**-53; the last is the largest normal deviate (8.2)."""
+
+EXTREME_PROVIDERS = {
+    "widest log-normal, longest": {"distribution": "lognormal", "latency": config.MAX_SECONDS / config.MAX_P99_RATIO,
+                                   "p99": config.MAX_SECONDS},
+    "widest log-normal, shortest": {"distribution": "lognormal", "latency": 5e-324, "p99": 5e-324 * config.MAX_P99_RATIO},
+    "narrowest log-normal, longest": {"distribution": "lognormal", "latency": math.nextafter(config.MAX_SECONDS, 0),
+                                      "p99": config.MAX_SECONDS},
+    "longest exponential": {"distribution": "exponential", "latency": config.MAX_SECONDS},
+}
+
+
+@pytest.mark.parametrize("fields", EXTREME_PROVIDERS.values(), ids=EXTREME_PROVIDERS)
+def test_latencies_at_the_allowed_extremes_stay_finite(fields):
+    scenario = config.from_dict({"gateway": {"timeout": config.MAX_SECONDS}, "providers": {"p1": fields}})
+    provider = scenario.provider("p1")
+    assert math.isfinite(mean_latency(provider))
+    for u in EXTREME_DRAWS:
+        latency = latency_quantile(provider, u)
+        assert 0 <= latency < 1e12 * max(provider.latency, 1e-300)
+        call = Provider(provider, _Fixed(u), _Fixed(u)).call(scenario.gateway.timeout)
+        assert 0 <= call.duration <= scenario.gateway.timeout
+        assert call.outcome in (Outcome.SUCCESS, Outcome.TIMEOUT)
+
+
+@pytest.mark.parametrize("fields", EXTREME_PROVIDERS.values(), ids=EXTREME_PROVIDERS)
+def test_a_simulation_with_extreme_latencies_runs_and_reports_finite_numbers(fields):
+    scenario = {"gateway": {"timeout": config.MAX_SECONDS}, "providers": {"p1": fields},
+                "workload": {"mode": "open", "rate": 200.0}}
+    result = simulate(scenario, duration=5, seed=3)
+    summary = result.summary()
+    assert summary["offered"] > 500
+    json.loads(result.to_json())  # no NaN or infinity anywhere (to_json refuses them)

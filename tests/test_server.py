@@ -44,6 +44,22 @@ async def post(http: aiohttp.ClientSession, body: Any = CHAT, path: str = "/v1/c
         return r.status, r.headers, await r.json()
 
 
+@pytest.mark.parametrize("rate", [config.MIN_RATE, config.MAX_RATE])
+def test_the_rate_limits_extreme_rates_answer_429_with_finite_waits(rate):
+    t = [0.0]
+
+    async def main():
+        async with serving(single(limiter={"rate": rate, "burst": 1}), clock=lambda: t[0]) as (gw, http):
+            assert (await post(http))[0] == 200
+            status, headers, _ = await post(http)
+            return status, headers["Retry-After"], float(headers["retry-after-ms"])
+
+    status, retry_after, retry_after_ms = asyncio.run(main())
+    assert status == 429
+    assert retry_after == ("1000" if rate == config.MIN_RATE else "1")
+    assert retry_after_ms == pytest.approx(1000 / rate)
+
+
 def test_success_is_a_chat_completion():
     async def main():
         async with serving(single()) as (gw, http):
@@ -524,7 +540,7 @@ def test_controls_from_another_thread_run_on_the_loop_thread():
         assert configured_on == [thread.ident]
         snap = gw.snapshot()
         assert (snap["rate"], snap["providers"]["p1"]["weight"]) == (50.0, 5.0)
-        with pytest.raises(ConfigError, match=r"^Gateway.configure: limiter.rate = -1: expected a number > 0$"):
+        with pytest.raises(ConfigError, match=r"^Gateway.configure: limiter.rate = -1: expected a number >= 0\.001 and <= 1e\+06$"):
             gw.configure({"limiter": {"rate": -1}})
         assert gw.scenario is scenario
         gw.reset()

@@ -61,9 +61,14 @@ def test_report_is_a_self_contained_page(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--duration", "-1"], "--duration = -1: expected a number of seconds > 0"),
+    (["--duration", "-1"], "--duration = -1.0: expected a number >= 1e-06 and <= 31536000"),
     ([], "the following arguments are required: --duration"),
-    (["--duration", "5", "--rate", "0"], "--rate: workload.rate = 0.0: expected a number > 0"),
+    (["--duration", "1e9"], "--duration = 1000000000.0: expected a number >= 1e-06 and <= 31536000"),
+    (["--duration", "200000"], "simulate: duration = 200000: expected at most 100000 bins of bin_width = 1 s"),
+    (["--duration", "5", "--seed", "-1"], "--seed = -1: expected a whole number >= 0 and <= 18446744073709551615"),
+    (["--duration", "5", "--clients", "100001"], "workload.clients = 100001: expected a whole number >= 1 and <= 100000"),
+    (["--duration", "5", "--rate", "1e400"], "--rate: workload.rate = inf: expected a number >= 0.001 and <= 1e+06"),
+    (["--duration", "5", "--rate", "0"], "--rate: workload.rate = 0.0: expected a number >= 0.001 and <= 1e+06"),
     (["--duration", "5", "--report", "/nonexistent/dir/r.html"],
      "--report: '/nonexistent/dir/r.html': expected a file in an existing directory"),
     (["--duration", "5", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read"),
@@ -80,3 +85,11 @@ def test_zero_time_closed_loop_is_refused(tmp_path, capsys):
     assert main(["simulate", "--config", str(path), "--duration", "5"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "think_time" in err, err
+
+
+def test_a_scenario_file_with_an_integer_beyond_floats_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text("[limiter]\nrate = 1" + "0" * 400 + "\n")
+    done = _gwlab("simulate", "--config", str(path), "--duration", "1")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"gwlab: error: {path}: limiter.rate = 1E+400: expected a number >= 0.001 and <= 1e+06\n"

@@ -121,6 +121,7 @@ def _scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None, client
     if scenario is None:
         base = Scenario()
     elif isinstance(scenario, Scenario):
+        config.check(scenario, "gwlab.lab.start(scenario=...)")
         base = scenario
     elif isinstance(scenario, Mapping):
         base = config.from_dict(scenario, "gwlab.lab.start(scenario=...)")
