@@ -3,10 +3,26 @@
 The policies (token bucket, load balancers, circuit breaker, the request flow) are a pure
 core that takes the time as an argument; the aiohttp server, the virtual-time simulator and
 the notebooks are shells around the same objects.
+
+``gwlab.simulate`` and ``gwlab.SimResult`` are loaded from :mod:`gwlab.sim` when first used,
+so that importing one part (``import gwlab.limiter``) loads only that part.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from gwlab.sim import SimResult, simulate
-
 __all__ = ["SimResult", "simulate"]
+
+if TYPE_CHECKING:
+    from gwlab.sim import SimResult, simulate
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from gwlab import sim
+
+        return getattr(sim, name)
+    raise AttributeError(f"module 'gwlab' has no attribute {name!r}")

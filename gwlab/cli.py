@@ -22,15 +22,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Sequence
 
 from gwlab import __version__, config
-from gwlab.config import ConfigError, Scenario
+from gwlab.config import ConfigError, Event, Scenario
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.server import Gateway
-from gwlab.stats import summary
-from gwlab.timeline import Step, steps
+from gwlab.summary import Trips, summarise
+from gwlab.timeline import Player, describe, follow, steps
 
 REFRESH = 1.0
 """Seconds between two updates of the live status."""
@@ -39,7 +39,6 @@ PROGRESS_AFTER = 2.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
 
-log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -262,22 +261,26 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     if not await _start(gateway, args):
         return EXIT_USAGE
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
-    events = steps(scenario)
-    workers = max(worker_count(w) for w in (scenario.workload, *(step.scenario.workload for step in events)))
-    clients = LoadGenerator(gateway.url, scenario.workload, args.seed, workers=workers)
-    opening = [step for step in events if step.at == 0]
+    workloads = (scenario.workload, *(step.scenario.workload for step in steps(scenario)))
+    clients = LoadGenerator(gateway.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
+    trips = Trips()
+    gateway.router.subscribe(trips)
+    player = event_player(scenario, gateway, clients, view)
     try:
-        for step in opening:
-            apply_event(step, gateway, clients, view)
+        player.play(0.0)
         await clients.start()
-        player = asyncio.create_task(play_events(events[len(opening):], gateway, clients, view))
+        playing = asyncio.create_task(follow(player, time.monotonic, clients.started_at))
         try:
             await _watch(clients, gateway, view, stop, args.duration)
         finally:
-            player.cancel()
-            await asyncio.gather(player, return_exceptions=True)
+            playing.cancel()
+            await asyncio.gather(playing, return_exceptions=True)
         await clients.stop()
-        result = _result(clients, gateway, scenario, args.seed)
+        result = summarise(
+            clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
+            sent=clients.sent, workloads=clients.workloads, end=gateway.snapshot(), trips=trips.counts,
+            fallbacks=gateway.metrics.fallbacks, events_refused=player.refused,
+        )
     finally:
         await clients.stop()
         await gateway.stop()
@@ -288,46 +291,18 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     return 0
 
 
-def event_line(step: Step) -> str:
-    """One line naming a scripted event and what it changes, e.g.
-    ``event at 60 s: providers.p1.outage = 'error'``."""
-    changes = ", ".join(f"{key} = {value!r}" for key, value in _dotted(step.patch))
-    return f"event at {step.at:g} s: {changes}"
+def event_player(scenario: Scenario, gateway: Gateway, clients: LoadGenerator, view: LiveView) -> Player:
+    """The player of ``scenario``'s events in ``gwlab run``: an event's patch goes to the
+    gateway's scenario as it stands (``PATCH /admin/config`` may have changed it), the
+    resulting workload to the clients, and the event's line to ``view``."""
 
+    def apply(event: Event, source: str) -> None:
+        changed = gateway.configure(event.patch, source)
+        if "workload" in event.patch:
+            clients.apply(changed.workload)
+        view.print([describe(event)])
 
-def _dotted(patch: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in patch.items():
-        if isinstance(value, Mapping):
-            yield from _dotted(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def apply_event(step: Step, gateway: Gateway, clients: LoadGenerator, view: LiveView) -> None:
-    """Apply a scripted event now: its patch to the running gateway and, when it touches the
-    workload, the resulting workload to the clients. Logged at INFO and shown in ``view``.
-
-    The patch merges into the gateway's scenario as it stands, which ``PATCH /admin/config``
-    may have changed; a patch that no longer fits is logged and skipped."""
-    line = event_line(step)
-    try:
-        scenario = gateway.configure(step.patch, f"scenario: event at {step.at:g} s")
-    except ConfigError as exc:
-        log.warning("%s: not applied: %s", line, exc)
-        return
-    if "workload" in step.patch:
-        clients.apply(scenario.workload)
-    log.info("%s", line)
-    view.print([line])
-
-
-async def play_events(events: Sequence[Step], gateway: Gateway, clients: LoadGenerator, view: LiveView) -> None:
-    """Apply each of ``events`` (time-ordered, from :func:`gwlab.timeline.steps`) when its
-    time comes, in seconds since the clients started sending; the same steps drive
-    :func:`gwlab.simulate` in virtual time."""
-    for step in events:
-        await asyncio.sleep(max(0.0, clients.started_at + step.at - time.monotonic()))
-        apply_event(step, gateway, clients, view)
+    return Player(scenario, apply)
 
 
 async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
@@ -353,37 +328,3 @@ async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
         interval, sent = clients.take_interval()
         view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start))
         last = now
-
-
-def _result(clients: LoadGenerator, gateway: Gateway, scenario: Scenario, seed: int) -> dict[str, Any]:
-    """The JSON document of a finished run: the shared summary schema, plus how it was run."""
-    snapshot = gateway.snapshot()["providers"]
-    providers = list(snapshot)
-    result = summary(
-        clients.tally, clients.elapsed, providers,
-        trips=_openings(gateway, providers),
-        fallbacks={name: p["fallbacks"] for name, p in snapshot.items()},
-        breaker_states={name: p["state"] for name, p in snapshot.items()},
-    )
-    result.update({
-        "mode": "live",
-        "seed": seed,
-        "scenario": scenario.to_dict(),
-        "clients": scenario.workload.clients if scenario.workload.mode == "closed" else None,
-        "requested_rate": clients.requested_rate,
-        "achieved_offered_rate": clients.achieved_rate,
-    })
-    return result
-
-
-def _openings(gateway: Gateway, providers: list[str]) -> dict[str, int]:
-    """How many times each provider's breaker opened during the run (from the transitions
-    counter: the breaker's own trip count restarts at every recovery)."""
-    opened = dict.fromkeys(providers, 0)
-    for family in gateway.metrics.registry.collect():
-        if family.name != "gwlab_breaker_transitions":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total") and sample.labels.get("to_state") == "open":
-                opened[sample.labels["provider"]] += int(sample.value)
-    return opened

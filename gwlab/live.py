@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence, TextIO
 
+from gwlab.router import Snapshot
 from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, Tally
 
 SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
@@ -31,7 +32,7 @@ def _percent(part: int, whole: int) -> str:
 
 
 def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
-                 snapshot: Mapping[str, Any], elapsed: float) -> list[str]:
+                 snapshot: Snapshot, elapsed: float) -> list[str]:
     """The live status: requests/s by status code and latency quantiles over the last
     ``seconds`` (``interval``, ``sent`` requests), each provider's share of the admitted
     requests so far (``total``), its breaker state and cooldown left, and the bucket's tokens
@@ -40,16 +41,16 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
     rates = "  ".join(f"{code} {per_second(interval.count([code])):.0f}/s" for code in _codes(interval))
     admitted = total.count(ADMITTED)
     providers = []
-    for name, state in snapshot["providers"].items():
-        text = f"{name} {_percent(total.count(ADMITTED, name), admitted)} {state['state']}"
-        if state["cooldown_left"] > 0:
-            text += f" {state['cooldown_left']:.1f}s"
+    for name, p in snapshot.providers.items():
+        text = f"{name} {_percent(total.count(ADMITTED, name), admitted)} {p.state.value}"
+        if p.cooldown_left > 0:
+            text += f" {p.cooldown_left:.1f}s"
         providers.append(text)
     quantiles = "  ".join(f"p{round(q * 100)} {_seconds(interval.latency.quantile(q))}" for q in QUANTILES)
     return [
         f"{elapsed:6.1f}s  offered {per_second(sent):.0f}/s  {rates}",
         "        " + "   ".join(providers),
-        f"        tokens {snapshot['tokens']:.0f}/{snapshot['burst']:.0f}  latency {quantiles}",
+        f"        tokens {snapshot.tokens:.0f}/{snapshot.burst:.0f}  latency {quantiles}",
     ]
 
 

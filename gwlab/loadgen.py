@@ -35,6 +35,7 @@ from gwlab import config
 from gwlab.clients import Driver, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
+from gwlab.summary import requested_rate
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class LoadGenerator:
         self.seed = seed
         self.grace = grace
         self.plans = plan(self.url, workload, seed, workers or worker_count(workload), grace)
-        self._workloads: list[tuple[float, WorkloadConfig]] = [(0.0, workload)]
+        self.workloads: list[tuple[float, WorkloadConfig]] = [(0.0, workload)]
         """Each workload with the seconds of sending after which it applied."""
         self.tally = Tally()
         self.sent = 0
@@ -127,16 +128,9 @@ class LoadGenerator:
     @property
     def requested_rate(self) -> float | None:
         """The offered rate asked for, averaged over the time of sending when it changed;
-        ``None`` when any part of the run was a closed loop."""
-        if any(w.mode != "open" for _, w in self._workloads):
-            return None
-        elapsed = self.elapsed
-        if len(self._workloads) == 1 or elapsed <= 0:
-            return self._workloads[-1][1].rate
-        ends = [at for at, _ in self._workloads[1:]] + [elapsed]
-        asked = sum(w.rate * (min(end, elapsed) - min(at, elapsed))
-                    for (at, w), end in zip(self._workloads, ends))
-        return asked / elapsed
+        ``None`` when any part of the run was a closed loop
+        (:func:`gwlab.summary.requested_rate`)."""
+        return requested_rate(self.workloads, self.elapsed)
 
     @property
     def processes(self) -> tuple[multiprocessing.process.BaseProcess, ...]:
@@ -197,9 +191,9 @@ class LoadGenerator:
         self.workload = workload
         self.plans = plan(self.url, workload, self.seed, len(self.plans), self.grace)
         if self._started_at is None:
-            self._workloads = [(0.0, workload)]
+            self.workloads = [(0.0, workload)]
         else:
-            self._workloads.append((self.elapsed, workload))
+            self.workloads.append((self.elapsed, workload))
         for conn, worker_plan in zip(self._conns, self.plans):
             try:
                 conn.send(("plan", worker_plan))

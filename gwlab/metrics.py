@@ -30,8 +30,8 @@ traffic and are not counted. A request the gateway cuts off while stopping is co
 requests are not observed in the duration histogram: latency is about admitted requests.
 
 Everything that depends on time (tokens, breaker state and cooldown) is read from the router
-at scrape time, at the gateway clock's ``now``, after :meth:`Router.settle` has announced
-the cooldowns that ended; so an idle gateway still shows HALF_OPEN once a cooldown has passed,
+at scrape time, in one :meth:`Router.snapshot` at the gateway clock's ``now``, which first
+announces the cooldowns that ended; so an idle gateway still shows HALF_OPEN once a cooldown has passed,
 and the transitions counter agrees with the state shown. Weights and the in-flight count are
 read from the router too, so they can never go stale. Collect on the gateway's event loop
 thread (the metrics server does), since the router is not thread-safe.
@@ -99,7 +99,7 @@ class Buckets:
 
 class Metrics:
     """The metrics of the gateway around ``router``; time-dependent values use ``clock``.
-    Registers itself as a listener of the router's breakers to count their transitions."""
+    Subscribes to the router to count its breakers' transitions."""
 
     def __init__(self, router: Router, clock: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
@@ -124,7 +124,7 @@ class Metrics:
         )
         """Breaker transitions per (provider, from_state, to_state)."""
         self._none_duration = self.durations[NO_PROVIDER]
-        router.listeners.append(self.transition)
+        router.subscribe(self.transition)
         self.registry.register(_Collector(self))
 
     # -- the request path -----------------------------------------------------------
@@ -168,16 +168,14 @@ class Metrics:
 
 class _Collector:
     """Hands the counts to prometheus_client's metric families at scrape time, with the
-    values read from the router (tokens, states, cooldowns, weights, in flight) at ``now``."""
+    values of the router's snapshot (tokens, states, cooldowns, weights, in flight) at ``now``."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
-        router = m.router
-        now = m.clock()
-        router.settle(now)
+        state = m.router.snapshot(m.clock())
         requests = CounterMetricFamily("gwlab_requests", "Answers sent, by status code and provider.",
                                        labels=["code", "provider"])
         for (code, provider), count in m.answers.items():
@@ -188,16 +186,15 @@ class _Collector:
                                            m.rate_limited)
         outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
                                        labels=["provider", "outcome"])
-        for u in router.upstreams:
+        for name in state.providers:
             for outcome in Outcome:
-                outcomes.add_metric([u.name, outcome.value], m.answers[outcome.status, u.name])
+                outcomes.add_metric([name, outcome.value], m.answers[outcome.status, name])
         provider_duration = _histogram("gwlab_provider_request_duration_seconds",
                                        "Duration of provider calls that ended.", m.provider_durations)
-        tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.",
-                                   router.bucket.tokens(now))
+        tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.", state.tokens)
         in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.",
-                                      sum(u.in_flight for u in router.upstreams))
-        state = GaugeMetricFamily("gwlab_breaker_state", "Breaker state: 1 for the current one, 0 for the others.",
+                                      state.in_flight)
+        gauge = GaugeMetricFamily("gwlab_breaker_state", "Breaker state: 1 for the current one, 0 for the others.",
                                   labels=["provider", "state"])
         cooldown = GaugeMetricFamily("gwlab_breaker_cooldown_seconds", "Cooldown left before the breaker half-opens.",
                                      labels=["provider"])
@@ -205,19 +202,18 @@ class _Collector:
                                    labels=["provider"])
         fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
                                        "soonest, because no provider was available.", labels=["provider"])
-        for u in router.upstreams:
-            current = u.breaker.state(now).value
+        for name, p in state.providers.items():
             for value in STATES:
-                state.add_metric([u.name, value], 1.0 if value == current else 0.0)
-            cooldown.add_metric([u.name], u.breaker.cooldown_left(now))
-            weight.add_metric([u.name], u.weight)
-            fallback.add_metric([u.name], m.fallbacks[u.name])
+                gauge.add_metric([name, value], 1.0 if value == p.state.value else 0.0)
+            cooldown.add_metric([name], p.cooldown_left)
+            weight.add_metric([name], p.weight)
+            fallback.add_metric([name], m.fallbacks[name])
         transitions = CounterMetricFamily("gwlab_breaker_transitions", "Breaker state changes.",
                                           labels=["provider", "from_state", "to_state"])
         for labels, count in m.transitions.items():
             transitions.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, outcomes, provider_duration,
-                    tokens, in_flight, state, cooldown, weight, fallback, transitions)
+                    tokens, in_flight, gauge, cooldown, weight, fallback, transitions)
 
 
 def _histogram(name: str, documentation: str, series: dict[str, Buckets]) -> HistogramMetricFamily:

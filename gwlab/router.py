@@ -15,16 +15,17 @@
 A shell (the aiohttp server, the simulator) calls :meth:`Router.handle`, waits
 ``route.call.duration`` in its own kind of time, then calls :meth:`Router.complete`. The
 router never waits, never reads a clock and never counts metrics: it returns decisions and
-the shell records them.
+the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
+:meth:`Router.snapshot` is the state a shell shows or samples, typed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from gwlab import balancer as balancers
-from gwlab.breaker import CircuitBreaker, Listener, Permit, Transition
+from gwlab.breaker import CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import ProviderConfig, Scenario
 from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Provider
@@ -93,20 +94,60 @@ class RouteError(RuntimeError):
     """A route was completed or abandoned a second time: the shell miscounts its calls."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    """One provider at one instant: its breaker's state and cooldown left, its weight, the
+    calls in flight to it and its breaker's openings since its last recovery."""
+
+    state: State
+    cooldown_left: float
+    weight: float
+    in_flight: int
+    trips: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The router at ``time``: the bucket's tokens, burst and rate, the calls in flight and
+    each provider's state (in the scenario's order). What every shell shows or samples."""
+
+    time: float
+    tokens: float
+    burst: float
+    rate: float
+    in_flight: int
+    providers: Mapping[str, ProviderState]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (states by their values: ``"half_open"``)."""
+        return {
+            "time": self.time, "tokens": self.tokens, "in_flight": self.in_flight,
+            "rate": self.rate, "burst": self.burst,
+            "providers": {
+                name: {"state": p.state.value, "cooldown_left": p.cooldown_left, "weight": p.weight,
+                       "in_flight": p.in_flight, "trips": p.trips}
+                for name, p in self.providers.items()
+            },
+        }
+
+
 class Router:
     """The gateway's policies for one scenario, driven by the caller's clock."""
 
-    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0, listeners: Iterable[Listener] = ()) -> None:
+    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0) -> None:
         self.scenario = scenario
-        self.listeners: list[Listener] = [self._count_open, *listeners]
+        self._listeners: list[Listener] = []
         self._open = 0
-        """Breakers OPEN or HALF_OPEN, counted from their transitions. While there are none,
-        which is nearly always, every provider is eligible without asking each breaker."""
+        """How many breakers are not CLOSED (OPEN or HALF_OPEN, as their last announced
+        transition left them): every transition passes through :meth:`_announce`, which
+        counts it before anyone else hears it, so between two calls this always equals the
+        number of breakers whose announced state is not CLOSED. While it is 0, which is
+        nearly always, every provider is eligible without asking each breaker."""
         self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
         self.upstreams = tuple(
             Upstream(
                 Provider(p, stream(seed, f"{p.name}/latency"), stream(seed, f"{p.name}/errors")),
-                CircuitBreaker(p.name, scenario.breaker, self.listeners),
+                CircuitBreaker(p.name, scenario.breaker, [self._announce]),
             )
             for p in scenario.providers
         )
@@ -128,8 +169,16 @@ class Router:
         upstream.in_flight += 1
         return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout))
 
-    def _count_open(self, event: Transition) -> None:
+    def subscribe(self, listener: Listener) -> None:
+        """Have ``listener`` hear every breaker transition from now on, after those
+        subscribed before it."""
+        self._listeners.append(listener)
+
+    def _announce(self, event: Transition) -> None:
+        """The one listener of every breaker: keep :attr:`_open`, then tell the subscribers."""
         self._open += (event.target.standard != "CLOSED") - (event.source.standard != "CLOSED")
+        for listener in self._listeners:
+            listener(event)
 
     def soonest_reopening(self) -> Upstream:
         """The provider (with weight > 0) whose cooldown ends first; ties go to the one listed
@@ -149,6 +198,18 @@ class Router:
         server is stopping): it counts for neither outcome, and a probe slot is freed."""
         self._close(route)
         route.upstream.breaker.release(route.permit)
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The state at ``now``, after :meth:`settle` (a cooldown that has ended reads as
+        HALF_OPEN and has been announced)."""
+        self.settle(now)
+        return Snapshot(
+            now, self.bucket.tokens(now), self.bucket.burst, self.bucket.rate,
+            sum(u.in_flight for u in self.upstreams),
+            {u.name: ProviderState(u.breaker.state(now), u.breaker.cooldown_left(now), u.weight, u.in_flight,
+                                   u.breaker.trips)
+             for u in self.upstreams},
+        )
 
     @staticmethod
     def _close(route: Route) -> None:

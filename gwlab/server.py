@@ -42,7 +42,7 @@ from gwlab.config import ConfigError, Scenario
 from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
-from gwlab.router import Rejected, Route, Router
+from gwlab.router import Rejected, Route, Router, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ class Gateway:
         self.clock = clock
         self.seed = seed
         self.admin_token = admin_token
-        self.router = Router(scenario, seed, clock(), listeners=[log_transition])
+        self.router = Router(scenario, seed, clock())
+        self.router.subscribe(log_transition)
         self.metrics = Metrics(self.router, clock)
         self.url = ""
         self.metrics_url = ""
@@ -177,38 +178,23 @@ class Gateway:
         """A full bucket and healthy breakers with no history."""
         self._on_loop(lambda: self.router.reset(self.clock()))
 
-    def snapshot(self) -> dict[str, Any]:
-        """The gateway's state now, as plain JSON-ready data (``fallbacks`` count since the
-        gateway was created; ``trips`` since the provider's last recovery)."""
-        return self._on_loop(self._snapshot)
+    def snapshot(self) -> Snapshot:
+        """The router's state now (:meth:`Router.snapshot` at the gateway clock's ``now``)."""
+        return self._on_loop(lambda: self.router.snapshot(self.clock()))
 
     def _configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
         scenario = config.merge(self.router.scenario, patch, source)
         self.router.configure(scenario, self.clock())
         return scenario
 
-    def _snapshot(self) -> dict[str, Any]:
-        now = self.clock()
-        router = self.router
-        router.settle(now)
-        return {
-            "time": now,
-            "tokens": router.bucket.tokens(now),
-            "in_flight": sum(u.in_flight for u in router.upstreams),
-            "rate": router.bucket.rate,
-            "burst": router.bucket.burst,
-            "providers": {
-                u.name: {
-                    "state": u.breaker.state(now).value,
-                    "cooldown_left": u.breaker.cooldown_left(now),
-                    "weight": u.weight,
-                    "in_flight": u.in_flight,
-                    "trips": u.breaker.trips,
-                    "fallbacks": self.metrics.fallbacks[u.name],
-                }
-                for u in router.upstreams
-            },
-        }
+    def _state(self) -> dict[str, Any]:
+        """What the admin routes answer with: the router's snapshot as JSON, each provider
+        with its ``fallbacks`` (counted by the metrics since the gateway was created; ``trips``
+        count since the provider's last recovery)."""
+        state = self.router.snapshot(self.clock()).to_dict()
+        for name, provider in state["providers"].items():
+            provider["fallbacks"] = self.metrics.fallbacks[name]
+        return state
 
     def _on_loop(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on the gateway's loop thread and return its result; directly when that
@@ -377,7 +363,7 @@ class Gateway:
 
     async def _reset(self, request: web.BaseRequest) -> web.Response:
         self.router.reset(self.clock())
-        return _json(self._snapshot())
+        return _json(self._state())
 
     # -- the metrics app ----------------------------------------------------------------
 

@@ -3,14 +3,19 @@
 The simulator owns only the scheduling. Every request goes through the same
 :class:`~gwlab.router.Router` as the live gateway: ``router.handle(now)`` admits or rejects it
 and decides the provider call, the simulator schedules the call's end ``call.duration`` later
-and then hands it back with ``router.complete(route, t)``. Breaker changes arrive through the
-router's listeners. Clients follow :mod:`gwlab.workload` and scripted events follow
-:mod:`gwlab.timeline`.
+and then hands it back with ``router.complete(route, t)``. Breaker changes arrive through
+:meth:`Router.subscribe`. Clients follow :mod:`gwlab.workload`; scripted events are played by
+a :class:`gwlab.timeline.Player`, as in the live shells.
 
-Events wait on a binary heap of ``(time, sequence, kind, payload)``; the sequence number
-breaks ties, so two events at the same instant run in the order they were scheduled and
-payloads are never compared. Open-loop arrivals do not need the heap: the next one is kept
-aside and compared with the heap's top. All randomness comes from named streams of one seed,
+Events wait on a binary heap of ``(time, sequence, ...)``; the sequence number breaks ties,
+so two events at the same instant run in the order they were scheduled and the rest of an
+entry is never compared. Open-loop arrivals and scripted events do not need the heap: the
+next one of each is kept aside and compared with the heap's top.
+
+Virtual time must always move on: a closed-loop client's next request is scheduled strictly
+after its previous one (so a 429 is never retried at the instant it was given, nor a call
+that took no time repeated with no think time); anything else raises :class:`Stuck`, naming
+the scenario and the time, instead of running for ever. All randomness comes from named streams of one seed,
 so the same scenario and seed give the same run, byte for byte, in any process.
 
 Memory does not grow with the number of requests: outcomes are counted per time bin (see
@@ -28,13 +33,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
 from gwlab import config, stats, timeline, workload
-from gwlab.breaker import State, Transition
-from gwlab.config import ConfigError, Scenario
-from gwlab.router import Rejected, Router
+from gwlab.breaker import Transition
+from gwlab.config import ConfigError, Event, Scenario
+from gwlab.router import Rejected, Route, Router
 from gwlab.streams import stream
+from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
 
-_SEND, _DONE, _STEP = 0, 1, 2
 _PROGRESS_INTERVAL = 0.1
 """Wall-clock seconds between two progress reports."""
 
@@ -56,8 +61,8 @@ class SimResult:
     """What a simulation produced: counts per time bin, breaker transitions, the summary."""
 
     def __init__(self, scenario: Scenario, seed: int, duration: float, series: TimeSeries,
-                 transitions: list[BreakerChange], flips: dict[str, int], fallbacks: dict[str, int],
-                 states: dict[str, str], requests: list[Request] | None) -> None:
+                 transitions: list[BreakerChange], flips: dict[str, int], run: dict[str, Any],
+                 requests: list[Request] | None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.duration = duration
@@ -68,17 +73,13 @@ class SimResult:
         self.requests = requests
         """Every request in order of its answer, or ``None`` unless ``keep_requests``."""
         self._series = series
-        self._fallbacks = fallbacks
-        self._states = states
+        self._run = run
+        """What the summary needs besides the counts (:func:`gwlab.summary.summarise`)."""
 
     def summary(self) -> dict[str, Any]:
-        """The run summary in the schema of ``gwlab run --json`` (:func:`gwlab.stats.summary`),
-        plus ``mode`` ("simulated"), ``seed`` and ``scenario``."""
-        trips = Counter(t.provider for t in self.transitions if t.target == State.OPEN.value)
-        out = stats.summary(self._series.total(), self.duration, self._series.providers, trips,
-                            self._fallbacks, self._states)
-        out.update(mode="simulated", seed=self.seed, scenario=self.scenario.to_dict())
-        return out
+        """The run summary (:func:`gwlab.summary.summarise`, the schema of ``gwlab run
+        --json``), with ``mode`` "simulated"."""
+        return summarise(self._series.total(), **self._run)
 
     def timeseries(self, width: float | None = None) -> TimeSeries:
         """The run per time bin; ``width`` (a whole multiple of the simulation's bin width)
@@ -121,6 +122,7 @@ def simulate(
     ``bin_width`` seconds; ``progress`` is called with the fraction done (0..1) at most
     about ten times per wall-clock second, and with 1.0 at the end.
     Raises :class:`~gwlab.config.ConfigError` for bad input, naming it."""
+    source = str(scenario) if isinstance(scenario, (str, Path)) else "scenario"
     scenario = _as_scenario(scenario)
     duration = config.run_argument("duration", duration, "simulate: duration")
     bin_width = config.run_argument("bin_width", bin_width, "simulate: bin_width")
@@ -128,11 +130,15 @@ def simulate(
     if duration > config.MAX_BINS * bin_width:
         raise ConfigError(f"simulate: duration = {duration:g}: expected at most {config.MAX_BINS} bins of "
                           f"bin_width = {bin_width:g} s, so <= {config.MAX_BINS * bin_width:g}")
-    plan = timeline.steps(scenario)
-    _check_cycle(scenario, "scenario")
-    for step in plan:
-        _check_cycle(step.scenario, f"scenario: event at {step.at:g} s")
-    return _Engine(scenario, seed, duration, bin_width, keep_requests, progress).run(plan)
+    _check_cycle(scenario, source)
+    for step in timeline.steps(scenario, source):
+        _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
+    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress).run()
+
+
+class Stuck(RuntimeError):
+    """Virtual time would stand still: a closed-loop client's next request was scheduled at
+    or before its previous one. A bug, in the engine or in what validation let through."""
 
 
 def _as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None) -> Scenario:
@@ -162,11 +168,18 @@ def _check_cycle(s: Scenario, source: str) -> None:
 
 
 class _Engine:
-    """One simulation run. The event loop keeps its hot state in local variables."""
+    """One simulation run. The event loop keeps its hot state in local variables.
 
-    def __init__(self, scenario: Scenario, seed: int, duration: float, bin_width: float,
+    Every entry of the heap is ``(time, sequence, route, sent, client)``: a request's next
+    moment, its sending when ``route`` is ``None`` and its answer otherwise; ``sent`` is when
+    it was sent and ``client`` whether a closed-loop client waits for it. Open-loop arrivals
+    and scripted events are kept beside the heap, each as the time of the next one; at equal
+    times a scripted event comes first, then the heap's entry or the arrival scheduled first."""
+
+    def __init__(self, scenario: Scenario, source: str, seed: int, duration: float, bin_width: float,
                  keep_requests: bool, progress: Callable[[float], None] | None) -> None:
         self.scenario = scenario
+        self.source = source
         self.seed = seed
         self.duration = duration
         self.bin_width = bin_width
@@ -174,7 +187,13 @@ class _Engine:
         self.progress = progress
         self.transitions: list[BreakerChange] = []
         self.flips: Counter[str] = Counter()
-        self.router = Router(scenario, seed, 0.0, listeners=[self._on_transition])
+        self.trips = Trips()
+        self.router = Router(scenario, seed, 0.0)
+        self.router.subscribe(self._on_transition)
+        self.router.subscribe(self.trips)
+        self.player = timeline.Player(scenario, self._apply, source)
+        self.workloads = [(0.0, scenario.workload)]
+        """Each workload of the run with the time it applied from."""
         self.names = [u.name for u in self.router.upstreams]
         self.bins: list[Bin] = []
         self.bin_count = max(1, math.ceil(duration / bin_width))
@@ -188,17 +207,45 @@ class _Engine:
         else:
             self.flips[t.provider] += 1
 
+    def _apply(self, event: Event, source: str) -> None:
+        """A scripted event: its patch on the scenario in force, from the event's time."""
+        before = self.router.scenario.workload
+        self.router.configure(config.merge(self.router.scenario, event.patch, source), event.at)
+        if self.router.scenario.workload != before:
+            self.workloads.append((event.at, self.router.scenario.workload))
+
+    def _scripted(self) -> float:
+        """The time of the next scripted event, or infinity when none is left in the run."""
+        at = self.player.next_at
+        return at if at < self.duration else math.inf
+
+    def _stuck(self, sent: float, then: float) -> Stuck:
+        return Stuck(f"{self.source}: a closed-loop client that sent at t = {sent!r} s was scheduled to send "
+                     f"again at t = {then!r} s, not later: virtual time would stand still")
+
     def _edge(self, index: int) -> float:
         return min((index + 1) * self.bin_width, self.duration)
+
+    def _advance(self, t: float, cur: Bin, offered: int, admitted: int, area: float, in_flight: int,
+                 last: float) -> Bin | None:
+        """Close every bin that ends by ``t``, the current one with these counts (``area``
+        being the in-flight integral up to ``last``), and return the bin then current (``None``
+        after the last one)."""
+        edge = self._edge(len(self.bins) - 1)
+        while t >= edge:
+            cur = self._close(cur, edge, offered, admitted, area + in_flight * (edge - last))
+            if cur is None:
+                return None
+            offered = admitted = 0
+            area, last = 0.0, edge
+            edge = self._edge(len(self.bins) - 1)
+        return cur
 
     def _close(self, b: Bin, at: float, offered: int, admitted: int, in_flight_area: float) -> Bin | None:
         """Close ``b`` at ``at`` with its counts, read its end-of-bin gauges and open the next
         bin, if any."""
         b.offered, b.admitted, b.in_flight_area = offered, admitted, in_flight_area
-        router = self.router
-        router.settle(at)
-        b.tokens = router.bucket.tokens(at)
-        b.breakers = {u.name: (u.breaker.state(at).value, u.breaker.cooldown_left(at)) for u in router.upstreams}
+        b.read_gauges(self.router.snapshot(at))
         if self.progress is not None:
             wall = time.monotonic()
             if wall - self._wall >= _PROGRESS_INTERVAL:
@@ -211,7 +258,7 @@ class _Engine:
         self.bins.append(nxt)
         return nxt
 
-    def run(self, plan: tuple[timeline.Step, ...]) -> SimResult:
+    def run(self) -> SimResult:
         router = self.router
         handle, complete = router.handle, router.complete
         push, pop = heapq.heappush, heapq.heappop
@@ -221,14 +268,10 @@ class _Engine:
         end = self.duration
         fallbacks: Counter[str] = Counter()
         rejected_key = (stats.RATE_LIMITED, stats.NO_PROVIDER)
+        scripted = self._scripted()
 
-        heap: list[tuple[float, int, int, Any]] = []
+        heap: list[tuple[float, int, Route | None, float, bool]] = []
         seq = 0
-        for step in plan:
-            if step.at < end:
-                push(heap, (step.at, seq, _STEP, step))
-                seq += 1
-
         w = self.scenario.workload
         arrivals = stream(self.seed, "arrivals")
         open_loop = w.mode == "open"
@@ -241,7 +284,7 @@ class _Engine:
         retiring = 0
         if not open_loop:
             for _ in range(w.clients):
-                push(heap, (0.0, seq, _SEND, True))
+                push(heap, (0.0, seq, None, 0.0, True))
                 seq += 1
             clients = w.clients
 
@@ -254,72 +297,23 @@ class _Engine:
         last = 0.0
 
         while True:
-            if open_loop and (not heap or arrival < heap[0][0] or (arrival == heap[0][0] and arrival_seq < heap[0][1])):
-                now, kind, payload = arrival, _SEND, False
-                if now >= end:
-                    break
-                arrival = next_arrival(now, rate, arrivals)
-                arrival_seq = seq
-                seq += 1
-            elif heap:
-                if heap[0][0] >= end:
-                    break
-                now, _, kind, payload = pop(heap)
-            else:
+            from_arrival = open_loop and (not heap or arrival < heap[0][0]
+                                          or (arrival == heap[0][0] and arrival_seq < heap[0][1]))
+            now = arrival if from_arrival else heap[0][0] if heap else math.inf
+            if now >= scripted:
+                now = scripted
+            elif now >= end:
                 break
-
-            while now >= edge:
-                cur = self._close(cur, edge, offered, admitted, area + in_flight * (edge - last))
+            if now >= edge:
+                cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
                 offered = admitted = 0
-                area, last = 0.0, edge
+                area, last = 0.0, cur.start
                 edge = self._edge(len(self.bins) - 1)
                 by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
-
-            if kind == _SEND:  # payload: whether a closed-loop client sends it
-                offered += 1
-                route = handle(now)
-                if route.__class__ is Rejected:
-                    by_status[rejected_key] += 1
-                    if keep:
-                        requests.append(Request(now, now, stats.NO_PROVIDER, stats.RATE_LIMITED, 0.0, False))
-                    if payload:
-                        if retiring:
-                            retiring -= 1
-                            clients -= 1
-                        else:
-                            push(heap, (now + pause_after(stats.RATE_LIMITED, route.retry_after, think), seq, _SEND, True))
-                            seq += 1
-                    continue
-                admitted += 1
-                area += in_flight * (now - last)
-                last = now
-                in_flight += 1
-                if route.fallback:
-                    fallbacks[route.upstream.name] += 1
-                push(heap, (now + route.call.duration, seq, _DONE, (route, now, payload)))
-                seq += 1
-            elif kind == _DONE:
-                route, sent, client = payload
-                area += in_flight * (now - last)
-                last = now
-                in_flight -= 1
-                status = complete(route, now)
-                name = route.upstream.name
-                by_status[status, name] += 1
-                latency = route.call.duration
-                hist_add(latency)
-                if keep:
-                    requests.append(Request(sent, now, name, status, latency, route.fallback))
-                if client:
-                    if retiring:
-                        retiring -= 1
-                        clients -= 1
-                    else:
-                        push(heap, (now + pause_after(status, 0.0, think), seq, _SEND, True))
-                        seq += 1
-            else:
-                router.configure(payload.scenario, now)
-                w = payload.scenario.workload
+            if now == scripted:
+                self.player.play(now)
+                scripted = self._scripted()
+                w = router.scenario.workload
                 think = w.think_time
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
@@ -334,33 +328,83 @@ class _Engine:
                     revived = min(more, retiring)
                     retiring -= revived
                     for _ in range(more - revived):
-                        push(heap, (now, seq, _SEND, True))
+                        push(heap, (now, seq, None, now, True))
                         seq += 1
                     clients += more - revived
                 elif more < 0:
                     retiring -= more
+                continue
+            if from_arrival:
+                route, sent, client = None, now, False
+                arrival = next_arrival(now, rate, arrivals)
+                arrival_seq = seq
+                seq += 1
+            else:
+                _, _, route, sent, client = pop(heap)
 
-        while True:
-            if len(self.bins) == self.bin_count:
-                # Requests still in flight at the end are cut off, as a live run does when it
-                # stops; they count in the last bin.
-                for _, _, kind, payload in heap:
-                    if kind == _DONE:
-                        route, sent, _ = payload
-                        cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
-                        if keep:
-                            requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))
-            cur = self._close(cur, edge, offered, admitted, area + in_flight * (edge - last))
-            offered = admitted = 0
-            area, last = 0.0, edge
-            if cur is None:
-                break
-            edge = self._edge(len(self.bins) - 1)
+            if route is None:  # a request is sent
+                offered += 1
+                route = handle(now)
+                if route.__class__ is Rejected:
+                    by_status[rejected_key] += 1
+                    if keep:
+                        requests.append(Request(now, now, stats.NO_PROVIDER, stats.RATE_LIMITED, 0.0, False))
+                    if not client:
+                        continue
+                    wait = pause_after(stats.RATE_LIMITED, route.retry_after, think)
+                else:
+                    admitted += 1
+                    area += in_flight * (now - last)
+                    last = now
+                    in_flight += 1
+                    if route.fallback:
+                        fallbacks[route.upstream.name] += 1
+                    push(heap, (now + route.call.duration, seq, route, now, client))
+                    seq += 1
+                    continue
+            else:  # its answer arrives
+                area += in_flight * (now - last)
+                last = now
+                in_flight -= 1
+                status = complete(route, now)
+                name = route.upstream.name
+                by_status[status, name] += 1
+                latency = route.call.duration
+                hist_add(latency)
+                if keep:
+                    requests.append(Request(sent, now, name, status, latency, route.fallback))
+                if not client:
+                    continue
+                wait = pause_after(status, 0.0, think)
+            # A closed-loop client's request has ended: it retires, or sends again after ``wait``.
+            if retiring:
+                retiring -= 1
+                clients -= 1
+            else:
+                then = now + wait
+                if not then > sent:
+                    raise self._stuck(sent, then)
+                push(heap, (then, seq, None, then, True))
+                seq += 1
+
+        # Requests still in flight at the end are cut off, as a live run does when it stops;
+        # they count in the last bin.
+        final = self._advance((self.bin_count - 1) * self.bin_width, cur, offered, admitted, area, in_flight, last)
+        if final is not cur:
+            cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start
+        for _, _, route, sent, _ in heap:
+            if route is not None:
+                cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
+                if keep:
+                    requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))
+        self._advance(end, cur, offered, admitted, area, in_flight, last)
         if self.progress is not None:
             self.progress(1.0)
 
         self.transitions.sort(key=lambda t: t.time)
         series = TimeSeries(self.bins, self.names, self.bin_width)
-        states = {u.name: u.breaker.state(end).value for u in router.upstreams}
+        run = dict(mode="simulated", seed=self.seed, scenario=self.scenario, duration=end,
+                   sent=sum(b.offered for b in self.bins), workloads=self.workloads, end=router.snapshot(end),
+                   trips=dict(self.trips.counts), fallbacks=dict(fallbacks), events_refused=self.player.refused)
         return SimResult(self.scenario, self.seed, end, series, self.transitions, dict(sorted(self.flips.items())),
-                         dict(fallbacks), states, requests)
+                         run, requests)

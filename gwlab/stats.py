@@ -1,4 +1,4 @@
-"""Counting outcomes and latencies, and the run summary shared by every shell.
+"""Counting outcomes and latencies.
 
 :class:`LatencyHistogram` is a mergeable logarithmic histogram (the DDSketch mapping): a
 latency ``v > 0`` falls in bucket ``ceil(log(v) / log(gamma))`` with
@@ -8,9 +8,7 @@ therefore within ``a`` (1% by default) of the exact ones, in constant memory how
 requests are observed, and two histograms merge by adding counts.
 
 :class:`Tally` counts requests by status and provider and keeps the latency histogram of
-admitted ones. :func:`summary` turns a tally into the JSON-ready dict that ``gwlab run
---json`` and ``gwlab simulate --json`` both write, so a live run and its replay compare field
-by field.
+admitted ones; :func:`gwlab.summary.summarise` turns one into a run's summary.
 """
 
 from __future__ import annotations
@@ -128,58 +126,3 @@ class Tally:
         t.by_status.update({(s, p): n for s, p, n in data["by_status"]})
         t.latency = LatencyHistogram.from_dict(data["latency"])
         return t
-
-
-def _ratio(a: int, b: int) -> float | None:
-    return a / b if b else None
-
-
-def summary(
-    tally: Tally,
-    duration: float,
-    providers: Iterable[str],
-    trips: Mapping[str, int],
-    fallbacks: Mapping[str, int],
-    breaker_states: Mapping[str, str],
-) -> dict[str, Any]:
-    """The run summary (one schema for ``gwlab run`` and ``gwlab simulate``).
-
-    ``offered`` counts every request sent; ``admitted`` those answered 200, 502 or 504.
-    Availability is 200 / admitted, goodput 200 / offered. Latency quantiles are over admitted
-    requests, within :data:`RELATIVE_ERROR`."""
-    providers = list(providers)
-    offered = tally.count()
-    admitted = tally.count(ADMITTED)
-    ok = tally.count([200])
-    codes = Counter()
-    for (status, _), n in tally.by_status.items():
-        codes[str(status)] += n
-    per_provider = {}
-    for name in providers:
-        calls = tally.count(ADMITTED, name)
-        per_provider[name] = {
-            "requests": calls,
-            "share": _ratio(calls, admitted),
-            "codes": {str(s): tally.by_status[s, name] for s in ADMITTED},
-            "trips": trips.get(name, 0),
-            "fallbacks": fallbacks.get(name, 0),
-            "state": breaker_states.get(name),
-        }
-    per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
-    return {
-        "duration": duration,
-        "offered": offered,
-        "admitted": admitted,
-        "codes": dict(sorted(codes.items())),
-        "rates": {"offered": per_second(offered), "admitted": per_second(admitted), "ok": per_second(ok)},
-        "availability": _ratio(ok, admitted),
-        "goodput": _ratio(ok, offered),
-        "latency": {
-            **{f"p{round(q * 100)}": tally.latency.quantile(q) for q in QUANTILES},
-            "mean": tally.latency.mean,
-            "max": tally.latency.max if tally.latency.count else None,
-        },
-        "providers": per_provider,
-        "trips": sum(trips.values()),
-        "fallbacks": sum(fallbacks.values()),
-    }

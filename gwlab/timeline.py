@@ -1,22 +1,31 @@
-"""Scripted events as a sequence of whole scenarios over time.
+"""Scripted events: checked at load time, then played by every shell in the same way.
 
-A scenario's ``events`` are patches applied one after another: the event at 60 s changes
-the scenario as it stands after every earlier event, not the original one. :func:`steps`
-works that out once, validating each result, so a shell only has to switch to the next
-scenario when its clock reaches the step's time. The simulator does that on its event heap
-and the live ``gwlab run`` on the wall clock; both read the same steps, so one scenario file
-can be watched live and replayed at speed.
+A scenario's ``events`` are patches. :func:`steps` works out, once, the scenario each event
+leads to when the events apply one after another to the starting scenario; the shells use it
+to check a run before it starts (the simulator's zero-time cycles, the load generator's
+worker count).
 
-Nothing here reads a clock: :class:`Timeline` is told the time.
+While a run goes, a :class:`Player` applies each event at its time as a patch on the
+scenario *in force then*, so a runtime change made between two events (``PATCH
+/admin/config``, a slider, ``lab.configure``) is kept. An event that no longer fits that
+scenario is refused: logged at WARNING in one line naming the event and the reason, counted
+in :attr:`Player.refused`, and the later events still apply. The simulator, ``gwlab run``
+and the lab all play their events through a :class:`Player`; the player never reads a clock
+(it is told the time), and :func:`follow` paces it on a real one for the live shells.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from gwlab import config
-from gwlab.config import ConfigError, Scenario
+from gwlab.config import ConfigError, Event, Scenario
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,34 +43,86 @@ def steps(scenario: Scenario, source: str = "scenario") -> tuple[Step, ...]:
     event at a negative time or a patch that does not fit the scenario at that point."""
     current = scenario
     result = []
-    for i, event in enumerate(sorted(scenario.events, key=lambda e: e.at)):
+    for i, event in enumerate(_in_order(scenario.events)):
         if not event.at >= 0:
             raise ConfigError(f"{source}: events[{i}].at = {event.at!r}: expected a time in seconds >= 0")
-        current = config.merge(current, event.patch, f"{source}: event at {event.at:g} s")
+        current = config.merge(current, event.patch, _source(source, event))
         result.append(Step(event.at, event.patch, current))
     return tuple(result)
 
 
-class Timeline:
-    """The scenarios of a run over time, for a shell that learns the time as it goes."""
+def describe(event: Event) -> str:
+    """One line naming a scripted event and what it changes, e.g.
+    ``event at 60 s: providers.p1.outage = 'error'``."""
+    changes = ", ".join(f"{key} = {value!r}" for key, value in _dotted(event.patch))
+    return f"event at {event.at:g} s: {changes}"
 
-    def __init__(self, scenario: Scenario, source: str = "scenario") -> None:
-        self.initial = scenario
-        self.steps = steps(scenario, source)
+
+Apply = Callable[[Event, str], object]
+"""A shell's way to apply one event now: merge ``event.patch`` into the scenario in force
+(raising :class:`ConfigError`, naming the source given, when it does not fit) and carry the
+result out."""
+
+
+class Player:
+    """The scripted events of ``scenario``, applied by ``apply`` as their times come.
+
+    ``apply(event, source)`` is the shell's own runtime change (the gateway's or the
+    simulated router's ``configure`` with the event's patch, and the clients' workload);
+    ``source`` names the event in its error messages."""
+
+    def __init__(self, scenario: Scenario, apply: Apply, source: str = "scenario") -> None:
+        self.events = _in_order(scenario.events)
+        self.apply = apply
+        self.source = source
+        self.refused = 0
+        """Events that did not fit the scenario in force at their time, and were skipped."""
         self._next = 0
 
-    def scenario_at(self, t: float) -> Scenario:
-        """The scenario in force at ``t`` seconds (a step applies from its time on)."""
-        current = self.initial
-        for step in self.steps:
-            if step.at > t:
-                break
-            current = step.scenario
-        return current
+    @property
+    def next_at(self) -> float:
+        """The time of the next event still to play (infinity when none is left)."""
+        return self.events[self._next].at if self._next < len(self.events) else math.inf
 
-    def due(self, now: float) -> list[Step]:
-        """The steps whose time has come by ``now`` and that were not returned before."""
-        start = self._next
-        while self._next < len(self.steps) and self.steps[self._next].at <= now:
+    def play(self, now: float) -> list[Event]:
+        """Apply, in order, every event due by ``now`` and not played before; return those
+        applied. A refused one is logged and counted, and the next ones still apply."""
+        applied = []
+        while self._next < len(self.events) and self.events[self._next].at <= now:
+            event = self.events[self._next]
             self._next += 1
-        return list(self.steps[start:self._next])
+            try:
+                self.apply(event, _source(self.source, event))
+            except ConfigError as exc:
+                self.refused += 1
+                log.warning("%s: not applied: %s", describe(event), exc)
+                continue
+            log.info("%s", describe(event))
+            applied.append(event)
+        return applied
+
+
+async def follow(player: Player, clock: Callable[[], float], origin: float) -> None:
+    """Play every event of ``player`` at its time on ``clock``, in seconds since ``origin``
+    (a reading of that clock): the live shells' way to play events."""
+    while (at := player.next_at) < math.inf:
+        await asyncio.sleep(max(0.0, origin + at - clock()))
+        if clock() >= origin + at:  # compared on the clock: ``clock() - origin`` may round below ``at``
+            player.play(at)
+
+
+def _in_order(events: tuple[Event, ...]) -> tuple[Event, ...]:
+    """Events in time order; events at the same time in the order given."""
+    return tuple(sorted(events, key=lambda e: e.at))
+
+
+def _source(source: str, event: Event) -> str:
+    return f"{source}: event at {event.at:g} s"
+
+
+def _dotted(patch: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in patch.items():
+        if isinstance(value, Mapping):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

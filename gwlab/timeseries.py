@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from gwlab.breaker import State, Transition
 from gwlab.stats import ADMITTED, CUT_OFF, QUANTILES, RATE_LIMITED, Tally
+
+if TYPE_CHECKING:
+    from gwlab.router import Snapshot
 
 STATUSES = (200, RATE_LIMITED, 502, 504, CUT_OFF)
 """Status codes that get a column (``"200"``, ``"429"``, ...)."""
@@ -64,6 +67,11 @@ class Bin:
     """Tokens in the bucket at the bin's end."""
     breakers: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Each provider's breaker state and cooldown left at the bin's end."""
+
+    def read_gauges(self, snapshot: Snapshot) -> None:
+        """Take the bin's end-of-bin gauges (tokens, breakers) from the router's ``snapshot``."""
+        self.tokens = snapshot.tokens
+        self.breakers = {name: (p.state.value, p.cooldown_left) for name, p in snapshot.providers.items()}
 
 
 class TimeSeries:

@@ -19,3 +19,9 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+SIMULATION_TIMEOUT = 60
+"""Wall-clock seconds within which every test of a module that runs simulations must end
+(``pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)``): a simulation whose virtual time
+stood still fails its test instead of hanging the run."""

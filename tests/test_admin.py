@@ -107,7 +107,7 @@ def test_reset_refills_the_bucket_and_heals_the_breakers():
         return before, status, after
 
     before, status, after = asyncio.run(main())
-    assert (before["tokens"], before["providers"]["p1"]["state"]) == (config.BURST - 1, "open")
+    assert (before.tokens, before.providers["p1"].state.value) == (config.BURST - 1, "open")
     assert status == 200
     assert (after["tokens"], after["providers"]["p1"]["state"], after["providers"]["p1"]["trips"]) == \
         (config.BURST, "healthy", 0)

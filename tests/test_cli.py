@@ -23,7 +23,10 @@ from gwlab import config
 from gwlab.cli import build_parser, main, scenario_from_args
 from gwlab.config import ConfigError
 from gwlab.live import LiveView, status_lines, summary_lines
-from gwlab.stats import Tally, summary
+from gwlab.breaker import State
+from gwlab.router import ProviderState, Snapshot
+from gwlab.stats import Tally
+from gwlab.summary import summarise
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -143,11 +146,8 @@ def _tally(*records) -> Tally:
     return tally
 
 
-SNAPSHOT = {
-    "tokens": 12.4, "burst": 1000.0,
-    "providers": {"p1": {"state": "healthy", "cooldown_left": 0.0},
-                  "p2": {"state": "open", "cooldown_left": 3.25}},
-}
+SNAPSHOT = Snapshot(12.0, 12.4, 1000.0, 1000.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 70.0, 0, 0),
+                                                     "p2": ProviderState(State.OPEN, 3.25, 20.0, 0, 1)})
 
 
 def test_status_lines_show_rates_shares_breakers_tokens_and_quantiles():
@@ -185,9 +185,12 @@ def test_live_view_redraws_in_place_on_a_terminal_and_appends_plain_lines_otherw
 
 def test_summary_lines():
     tally = _tally((200, "p1", 0.25, 3), (504, "p2", 1.0, 1))
-    result = summary(tally, 2.0, ["p1", "p2"], {"p2": 1}, {"p1": 0}, {"p1": "healthy", "p2": "open"})
-    workload = {"mode": "open", "clients": 100, "think_time": 0.0, "rate": 2.5}
-    result.update(scenario={"workload": workload})
+    scenario = config.merge(config.Scenario(), {"workload": {"mode": "open", "rate": 2.5}})
+    end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0),
+                                          "p2": ProviderState(State.OPEN, 1.0, 1.0, 0, 1)})
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4,
+                       workloads=[(0.0, scenario.workload)], end=end, trips={"p2": 1}, fallbacks={"p1": 0},
+                       events_refused=0)
     h = tally.latency
     assert summary_lines(result) == [
         "duration 2.0s  offered 4 (2/s, requested 2.5/s)  admitted 4",
@@ -272,7 +275,8 @@ def test_run_with_a_duration_exits_0_and_writes_the_summary(tmp_path):
     result = json.loads(out.read_text())
     assert {"duration", "offered", "admitted", "codes", "rates", "availability", "goodput", "latency",
             "providers", "trips", "fallbacks", "mode", "seed", "scenario", "clients", "requested_rate",
-            "achieved_offered_rate"} <= set(result)
+            "achieved_offered_rate", "events_refused"} <= set(result)
+    assert result["events_refused"] == 0
     assert (result["mode"], result["seed"], result["clients"], result["requested_rate"]) == ("live", 1, 100, None)
     assert result["scenario"] == config.Scenario().to_dict()
     assert set(result["providers"]) == {"p1", "p2", "p3"}

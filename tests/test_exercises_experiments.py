@@ -13,8 +13,10 @@ import pytest
 
 from gwlab import simulate
 from gwlab.exercises import capstone, experiments, metrics
-from tests.conftest import require_tool
+from tests.conftest import SIMULATION_TIMEOUT, require_tool
 from tests.support import check_promql
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"

@@ -86,7 +86,7 @@ def test_each_lab_has_its_own_registry_and_the_global_one_stays_clean(lab):
 def test_a_control_change_reaches_the_gateway_and_its_traffic(lab):
     scenario = lab.configure({"providers": {"p1": {"weight": 0}}})
     assert scenario.provider("p1").weight == 0
-    assert lab.snapshot()["providers"]["p1"]["weight"] == 0
+    assert lab.snapshot().providers["p1"].weight == 0
     lab.run_for(0.3)  # calls p1 had in flight (0.1 s each) end here
     after = lab.run_for(1.0)
     assert after["providers"]["p1"]["requests"] == 0
@@ -124,7 +124,7 @@ def test_reset_restores_the_starting_scenario_and_empties_the_history(lab):
     assert len(lab.timeseries()) >= 1
     assert lab.reset() == lab.initial == lab.scenario
     assert len(lab.timeseries()) == 0
-    assert lab.snapshot()["tokens"] == pytest.approx(lab.initial.limiter.burst, abs=50)
+    assert lab.snapshot().tokens == pytest.approx(lab.initial.limiter.burst, abs=50)
 
 
 def test_scripted_events_happen_at_their_time():
@@ -198,7 +198,7 @@ def test_a_slider_changes_the_gateway(lab, dashboard):
     dashboard.controls["providers", "p1", "weight"].value = 0
     dashboard.controls["limiter", "rate"].value = 500
     assert lab.scenario.provider("p1").weight == 0
-    assert lab.snapshot()["rate"] == 500
+    assert lab.snapshot().rate == 500
     assert dashboard.error.value == ""
 
 
@@ -237,3 +237,21 @@ def test_stopping_freezes_the_dashboard(lab, dashboard):
     bundle = dashboard._repr_mimebundle_()
     assert bundle["text/plain"] == "gwlab live dashboard (shown while the kernel runs)"
     assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_an_event_that_no_longer_fits_is_skipped_and_the_later_ones_still_apply(caplog):
+    scenario = Scenario().to_dict() | {"events": [{"at": 0.4, "breaker": {"base_delay": 20.0}},
+                                                  {"at": 0.6, "limiter": {"rate": 500.0}}]}
+    lab = gwlab.lab.start(scenario, clients=5, **FREE)
+    lab.configure({"breaker": {"max_cooldown": 10.0}})
+    with caplog.at_level("WARNING", logger="gwlab.timeline"):
+        summary = lab.run_for(1.0)
+    assert lab.scenario.limiter.rate == 500.0 and lab.scenario.breaker.max_cooldown == 10.0
+    assert summary["events_refused"] == 1
+    assert [r.getMessage().split(": not applied")[0] for r in caplog.records] == ["event at 0.4 s: breaker.base_delay = 20.0"]
+
+
+def test_run_for_counts_requests_sent_per_second_and_trips_once(lab):
+    summary = lab.run_for(0.5)
+    assert summary["achieved_offered_rate"] == pytest.approx(summary["offered"] / summary["duration"], rel=0.5)
+    assert summary["trips"] == sum(p["trips"] for p in summary["providers"].values())

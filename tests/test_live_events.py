@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from gwlab import config
-from gwlab.cli import event_line, play_events
+from gwlab.cli import event_player
 from gwlab.live import LiveView
 from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
-from gwlab.timeline import Step, steps
+from gwlab.timeline import follow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,11 +34,6 @@ STATUS_LINE = re.compile(r"^\s*\d+\.\d+s  offered ")
 
 def _rate(line: str, code: int) -> int:
     return int(re.search(rf"\b{code} (\d+)/s", line).group(1))
-
-
-def test_event_line_names_every_changed_field_with_its_dotted_key():
-    step = Step(60.0, {"providers": {"p1": {"outage": "error"}}, "workload": {"rate": 3000.0}}, config.Scenario())
-    assert event_line(step) == "event at 60 s: providers.p1.outage = 'error', workload.rate = 3000.0"
 
 
 def test_gwlab_run_applies_an_outage_event_at_its_time(tmp_path: Path):
@@ -63,7 +58,7 @@ def test_gwlab_run_applies_an_outage_event_at_its_time(tmp_path: Path):
     expected = "event at 1.5 s: providers.p1.outage = 'error'"
     lines = done.stdout.splitlines()
     assert lines.count(expected) == 1
-    assert f"INFO gwlab.cli: {expected}" in done.stderr.splitlines()
+    assert f"INFO gwlab.timeline: {expected}" in done.stderr.splitlines()
     event = lines.index(expected)
     before = [line for line in lines[:event] if STATUS_LINE.match(line)]
     after = [line for line in lines[event:] if STATUS_LINE.match(line)]
@@ -85,7 +80,8 @@ async def _live(scenario: config.Scenario, probe) -> tuple[LoadGenerator, str]:
     out = io.StringIO()
     try:
         await clients.start()
-        player = asyncio.create_task(play_events(steps(scenario), gateway, clients, LiveView(out, redraw=False)))
+        events = event_player(scenario, gateway, clients, LiveView(out, redraw=False))
+        player = asyncio.create_task(follow(events, time.monotonic, clients.started_at))
         try:
             await probe(gateway, clients)
         finally:
@@ -148,10 +144,29 @@ def test_events_changing_the_closed_loop_clients_change_the_requests_in_flight()
             seen = []
             for i in range(10):
                 await _until(clients, start + i * 0.04)
-                seen.append(gateway.snapshot()["in_flight"])
+                seen.append(gateway.snapshot().in_flight)
             peaks.append(max(seen))
 
     clients, text = asyncio.run(_live(scenario, probe))
     assert peaks == [20, 4, 12]
     assert text.splitlines() == ["event at 1 s: workload.clients = 4", "event at 2 s: workload.clients = 12"]
     assert clients.requested_rate is None
+
+
+def test_gwlab_run_keeps_a_runtime_change_and_skips_an_event_that_no_longer_fits(caplog):
+    """The player of ``gwlab run`` merges each event into the gateway's scenario as it
+    stands: after ``PATCH /admin/config`` lowered max_cooldown, an event raising base_delay
+    above it is refused (logged, counted), and the next event still applies."""
+    scenario = config.from_dict({"events": [{"at": 1.0, "breaker": {"base_delay": 20.0}},
+                                            {"at": 2.0, "limiter": {"rate": 500.0}}]})
+    gateway = Gateway(scenario, seed=5)
+    clients = LoadGenerator("http://127.0.0.1:1", scenario.workload, seed=5, workers=1)
+    out = io.StringIO()
+    player = event_player(scenario, gateway, clients, LiveView(out, redraw=False))
+    gateway.configure({"breaker": {"max_cooldown": 10.0}}, "PATCH /admin/config")
+    with caplog.at_level("WARNING", logger="gwlab.timeline"):
+        player.play(2.0)
+    assert player.refused == 1 and len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("event at 1 s: breaker.base_delay = 20.0: not applied: ")
+    assert (gateway.scenario.limiter.rate, gateway.scenario.breaker.max_cooldown) == (500.0, 10.0)
+    assert out.getvalue() == "event at 2 s: limiter.rate = 500.0\n"

@@ -20,9 +20,10 @@ from gwlab.clients import BODY, PATH, PROVIDER_HEADER
 from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
 from gwlab.stats import ADMITTED, Tally
+from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import serving
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 SEED = 11
 DURATION = 5.0

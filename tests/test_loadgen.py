@@ -269,11 +269,11 @@ def test_driver_closed_loop_retires_surplus_clients_as_they_finish():
 
     async def script(gateway, driver, books):
         driver.apply(WorkloadConfig(mode="closed", clients=6))
-        await _until(lambda: gateway.snapshot()["in_flight"] == 6)
+        await _until(lambda: gateway.snapshot().in_flight == 6)
         driver.apply(WorkloadConfig(mode="closed", clients=2))
         assert driver.running == 6
         await _until(lambda: driver.running == 2)
-        assert gateway.snapshot()["in_flight"] <= 2
+        assert gateway.snapshot().in_flight <= 2
         assert await driver.stop(grace=1.0) == 0
 
     driver, books = asyncio.run(_with_driver(scenario, script))
@@ -288,10 +288,10 @@ def test_driver_stop_cuts_off_what_the_grace_leaves_and_sends_nothing_more():
 
     async def script(gateway, driver, books):
         driver.apply(WorkloadConfig(mode="closed", clients=4))
-        await _until(lambda: gateway.snapshot()["in_flight"] == 4)
+        await _until(lambda: gateway.snapshot().in_flight == 4)
         driver.apply(WorkloadConfig(mode="closed", clients=1))
         driver.apply(WorkloadConfig(mode="closed", clients=6))
-        await _until(lambda: gateway.snapshot()["in_flight"] == 6)
+        await _until(lambda: gateway.snapshot().in_flight == 6)
         began = time.monotonic()
         results.append(await driver.stop(grace=0.2))
         results.append(time.monotonic() - began)

@@ -166,7 +166,7 @@ def test_in_flight_gauge_follows_requests():
         async with serving(scenario) as (gw, http):
             call = asyncio.create_task(http.post("/v1/chat/completions", json=CHAT))
             for _ in range(200):
-                if gw.snapshot()["in_flight"]:
+                if gw.snapshot().in_flight:
                     break
                 await asyncio.sleep(0.01)
             during = value((await scrape(gw))[1], "gwlab_in_flight_requests")

@@ -7,6 +7,7 @@ are checked against the router's own pick stream replayed by hand.
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 import pytest
@@ -160,7 +161,7 @@ def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
     router = Router(scenario(providers, breaker={"failure_threshold": 2, "base_delay": 0.2, "max_cooldown": 1.0}),
                     SEED)
     heard: list[Transition] = []
-    router.listeners.append(heard.append)
+    router.subscribe(heard.append)
     now = 0.0
     for _ in range(20_000):
         available = {u.name for u in router.upstreams if u.breaker.available(now)}
@@ -270,18 +271,22 @@ def test_status_from_outcome(provider, outcome, duration, status):
 
 def test_timeouts_count_as_failures():
     heard: list[Transition] = []
-    router = Router(scenario({"a": good(latency=20.0)}), SEED, listeners=[heard.append])
+    router = Router(scenario({"a": good(latency=20.0)}), SEED)
+    router.subscribe(heard.append)
     for _ in range(3):
         router.complete(router.handle(0.0), 10.0)
     assert heard[-1] == Transition(10.0, "a", State.FAILING, State.OPEN, 1.0)
 
 
-def test_listeners_hear_every_provider():
+def test_subscribers_hear_every_provider_in_the_order_they_subscribed():
     heard: list[Transition] = []
-    router = Router(scenario({"a": bad(), "b": good()}, breaker={"failure_threshold": 1}), SEED, listeners=[heard.append])
+    router = Router(scenario({"a": bad(), "b": good()}, breaker={"failure_threshold": 1}), SEED)
+    router.subscribe(heard.append)
+    router.subscribe(lambda t: heard.append(t.provider))
     trip(router, "a", 0.0)
     trip(router, "b", 0.0)
-    assert [(t.provider, t.target) for t in heard] == [("a", State.OPEN), ("b", State.OPEN)]
+    assert [(t.provider, t.target) for t in heard[::2]] == [("a", State.OPEN), ("b", State.OPEN)]
+    assert heard[1::2] == ["a", "b"]
 
 
 def test_late_results_of_old_generation_do_not_touch_the_breaker():
@@ -378,3 +383,34 @@ def test_reset_refills_bucket_and_heals_breakers():
     router.complete(in_flight, 0.625)  # its permit is stale now
     assert a.state(0.625) is State.HEALTHY
     assert a.failures == 0
+
+
+def test_the_count_of_breakers_not_closed_matches_them_after_every_step():
+    """``Router._open`` is kept from the transitions alone; after any sequence of calls,
+    outcomes, abandoned calls, configuration changes, resets and time steps it equals the
+    number of breakers that are not CLOSED."""
+    rng = random.Random(7)
+    flaky = {"error_rate": 0.5, "latency": 0.05}
+    router = Router(scenario({"a": flaky, "b": flaky, "c": {**flaky, "error_rate": 0.9}},
+                             breaker={"failure_threshold": 2, "base_delay": 0.1, "max_cooldown": 0.4}), SEED)
+    routes: list[Route] = []
+    now = 0.0
+    for _ in range(5_000):
+        action = rng.random()
+        if action < 0.5:
+            route = router.handle(now)
+            if isinstance(route, Route):
+                routes.append(route)
+        elif action < 0.85 and routes:
+            router.complete(routes.pop(rng.randrange(len(routes))), now)
+        elif action < 0.9 and routes:
+            router.abandon(routes.pop(rng.randrange(len(routes))))
+        elif action < 0.95:
+            patch = {"breaker": {"enabled": rng.random() < 0.8, "failure_threshold": rng.randint(1, 3)}}
+            router.configure(config.merge(router.scenario, patch), now)
+        elif action < 0.97:
+            router.reset(now)
+        else:
+            router.settle(now)
+        now += rng.random() * 0.05
+        assert router._open == sum(u.breaker.state(now).standard != "CLOSED" for u in router.upstreams)

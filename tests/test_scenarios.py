@@ -9,6 +9,9 @@ import pytest
 
 from gwlab import config, timeline
 from gwlab.sim import simulate
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 EXAMPLES = ("p1_outage", "p2_brownout", "spike")

@@ -162,8 +162,8 @@ def test_fallback_route_is_named_in_the_header():
             assert (await post(http))[1]["x-gwlab-route"] == "weighted"  # opens p1's breaker
             status, headers, _ = await post(http)  # nothing eligible: p1 is called as a probe
             assert (status, headers["x-gwlab-provider"], headers["x-gwlab-route"]) == (502, "p1", "fallback")
-            snap = gw.snapshot()["providers"]["p1"]
-            assert (snap["fallbacks"], snap["trips"], snap["state"], snap["cooldown_left"]) == (1, 2, "open", 2.0)
+            snap = gw.snapshot().providers["p1"]
+            assert (gw.metrics.fallbacks["p1"], snap.trips, snap.state.value, snap.cooldown_left) == (1, 2, "open", 2.0)
 
     asyncio.run(main())
 
@@ -364,12 +364,12 @@ def test_bad_input_gets_an_openai_error_and_costs_no_token(method, path, kwargs,
             assert error["type"] == "invalid_request_error"
             assert error["code"] == code
             assert text in error["message"]
-            assert gw.snapshot()["tokens"] == config.BURST
+            assert gw.snapshot().tokens == config.BURST
             assert gw.metrics.registry.get_sample_value(
                 "gwlab_requests_total", {"code": str(status), "provider": "none"}) == 1
             # The server keeps serving; the next good request takes the first token.
             assert (await post(http))[0] == 200
-            assert gw.snapshot()["tokens"] == config.BURST - 1
+            assert gw.snapshot().tokens == config.BURST - 1
 
     asyncio.run(main())
 
@@ -421,7 +421,7 @@ def test_breaker_transitions_are_logged(caplog):
 async def wait_for_in_flight(gw: Gateway, n: int) -> None:
     """Until ``n`` requests are in flight (they arrive over real sockets)."""
     for _ in range(500):
-        if gw.snapshot()["in_flight"] == n:
+        if gw.snapshot().in_flight == n:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never saw {n} requests in flight: {gw.snapshot()}")
@@ -448,7 +448,7 @@ def test_stop_cuts_off_requests_that_outlast_the_grace():
         assert sample("gwlab_requests_total", {"code": "200", "provider": "p1"}) == 0
         for outcome in ("success", "error", "timeout"):
             assert sample("gwlab_provider_requests_total", {"provider": "p1", "outcome": outcome}) == 0
-        assert gw.snapshot()["providers"]["p1"]["state"] == "healthy"
+        assert gw.snapshot().providers["p1"].state.value == "healthy"
         await gw.stop()  # a second stop does nothing
 
     asyncio.run(main())
@@ -539,12 +539,12 @@ def test_controls_from_another_thread_run_on_the_loop_thread():
         assert scenario.provider("p1").weight == 5 and gw.scenario is scenario
         assert configured_on == [thread.ident]
         snap = gw.snapshot()
-        assert (snap["rate"], snap["providers"]["p1"]["weight"]) == (50.0, 5.0)
+        assert (snap.rate, snap.providers["p1"].weight) == (50.0, 5.0)
         with pytest.raises(ConfigError, match=r"^Gateway.configure: limiter.rate = -1: expected a number >= 0\.001 and <= 1e\+06$"):
             gw.configure({"limiter": {"rate": -1}})
         assert gw.scenario is scenario
         gw.reset()
-        assert gw.snapshot()["tokens"] == config.BURST
+        assert gw.snapshot().tokens == config.BURST
     finally:
         loop.call_soon_threadsafe(done.set)
         thread.join(10)

@@ -3,6 +3,8 @@ the numbers are random, and byte-for-byte determinism across processes."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import random
 import re
@@ -13,9 +15,12 @@ from pathlib import Path
 import pytest
 
 import gwlab
-from gwlab import balancer, config, sim
-from gwlab.config import ConfigError
+from gwlab import balancer, config, sim, workload
+from gwlab.config import ConfigError, Event
 from gwlab.sim import simulate
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 OPEN = {"mode": "open"}
 
@@ -304,3 +309,49 @@ def test_switching_between_closed_and_open_loop():
     assert ts["offered"][2] == 40
     # Open-loop requests sent just before 20 s finish by 20.5 s; then only the two clients.
     assert result.timeseries()["in_flight"][21:] == pytest.approx([2] * 9)
+
+
+def test_events_are_patches_so_two_events_on_different_fields_both_hold():
+    s = {"providers": {"p1": {"weight": 1.0, "latency": 0.01}, "p2": {"weight": 1.0, "latency": 0.01}},
+         "workload": {"mode": "open", "rate": 300.0},
+         "events": [{"at": 10.0, "limiter": {"rate": 50.0, "burst": 1.0}}, {"at": 20.0, "providers": {"p1": {"weight": 0.0}}}]}
+    ts = simulate(s, duration=30, seed=4).timeseries(10)
+    assert ts["admitted"][0] > 2500
+    # At most 50/s get in while the second event holds too (fewer: a token waits for an arrival).
+    assert 400 < ts["admitted"][1] <= 501 and 400 < ts["admitted"][2] <= 501
+    assert ts["p1.calls"][2] == 0 < ts["p1.calls"][1]
+
+
+def test_a_refused_event_is_logged_counted_and_the_later_ones_apply(caplog):
+    # Built by hand past the load-time checks: the first event cannot fit, the second can.
+    s = dataclasses.replace(config.Scenario(), events=(
+        Event(1.0, {"breaker": {"max_cooldown": 0.5}}), Event(2.0, {"limiter": {"rate": 500.0}})))
+    engine = sim._Engine(s, "hand-built", 1, 3.0, 1.0, False, None)
+    with caplog.at_level(logging.WARNING, logger="gwlab.timeline"):
+        result = engine.run()
+    assert result.summary()["events_refused"] == 1
+    assert engine.router.scenario.limiter.rate == 500.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "event at 1 s: breaker.max_cooldown = 0.5: not applied: hand-built: event at 1 s: breaker.max_cooldown = 0.5: "
+        "expected a number >= breaker.base_delay (1)"
+    ]
+
+
+def test_the_summary_counts_refused_events_even_when_there_are_none():
+    assert simulate("scenarios/spike.toml", duration=5, seed=1).summary()["events_refused"] == 0
+
+
+def test_a_client_that_would_send_again_at_the_same_instant_stops_the_run_with_its_time(monkeypatch):
+    monkeypatch.setattr(workload, "pause_after", lambda status, retry_after, think_time: 0.0)
+    s = {"limiter": {"rate": 3.0, "burst": 1.0}, "providers": {"a": {"weight": 1.0, "latency": 0.01}},
+         "workload": {"mode": "closed", "clients": 2}}
+    with pytest.raises(sim.Stuck, match=r"^scenario: a closed-loop client that sent at t = 0\.0 s was scheduled "
+                                        r"to send again at t = 0\.0 s, not later: virtual time would stand still$"):
+        simulate(s, duration=2.0)
+
+
+def test_every_test_module_that_simulates_runs_under_a_wall_clock_bound():
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        text = path.read_text()
+        if re.search(r"\bsimulate\(|\"simulate\"", text):
+            assert "pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)" in text, path.name

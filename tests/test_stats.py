@@ -8,7 +8,7 @@ from random import Random
 
 import pytest
 
-from gwlab.stats import RELATIVE_ERROR, LatencyHistogram, Tally, summary
+from gwlab.stats import RELATIVE_ERROR, LatencyHistogram, Tally
 
 QS = [i / 200 for i in range(201)]
 
@@ -166,53 +166,3 @@ def test_tally_merge_and_round_trip():
     back = Tally.from_dict(json.loads(json.dumps(a.to_dict())))
     assert back.by_status == a.by_status
     assert back.latency.to_dict() == a.latency.to_dict()
-
-
-def test_summary_exact():
-    tally = make_tally()
-    s = summary(
-        tally,
-        duration=2.0,
-        providers=["p1", "p2", "p3"],
-        trips={"p3": 2, "p2": 1},
-        fallbacks={"p3": 1},
-        breaker_states={"p1": "healthy", "p2": "failing", "p3": "open"},
-    )
-    assert s["duration"] == 2.0
-    assert (s["offered"], s["admitted"]) == (14, 10)
-    assert s["codes"] == {"200": 7, "429": 3, "499": 1, "502": 2, "504": 1}
-    assert s["rates"] == {"offered": 7.0, "admitted": 5.0, "ok": 3.5}
-    assert s["availability"] == 7 / 10
-    assert s["goodput"] == 7 / 14
-    assert s["providers"] == {
-        "p1": {"requests": 7, "share": 7 / 10, "codes": {"200": 6, "502": 1, "504": 0},
-               "trips": 0, "fallbacks": 0, "state": "healthy"},
-        "p2": {"requests": 2, "share": 2 / 10, "codes": {"200": 1, "502": 1, "504": 0},
-               "trips": 1, "fallbacks": 0, "state": "failing"},
-        "p3": {"requests": 1, "share": 1 / 10, "codes": {"200": 0, "502": 0, "504": 1},
-               "trips": 2, "fallbacks": 1, "state": "open"},
-    }
-    assert (s["trips"], s["fallbacks"]) == (3, 1)
-    assert s["latency"]["max"] == 10.0
-    assert s["latency"]["mean"] == pytest.approx(11.7 / 10)
-    assert s["latency"]["p50"] == pytest.approx(0.1, rel=RELATIVE_ERROR)
-    assert s["latency"]["p95"] == pytest.approx(0.5, rel=RELATIVE_ERROR)  # rank floor(0.95 * 9) = 8
-    assert s["latency"]["p99"] == pytest.approx(0.5, rel=RELATIVE_ERROR)
-    json.dumps(s)  # JSON-ready
-
-
-def test_summary_of_nothing_has_no_ratios():
-    s = summary(Tally(), duration=0.0, providers=["p1"], trips={}, fallbacks={}, breaker_states={})
-    assert (s["offered"], s["admitted"], s["availability"], s["goodput"]) == (0, 0, None, None)
-    assert s["rates"] == {"offered": None, "admitted": None, "ok": None}
-    assert s["latency"] == {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
-    assert s["providers"]["p1"]["share"] is None
-    assert s["providers"]["p1"]["state"] is None
-
-
-def test_summary_only_rejections():
-    tally = Tally()
-    for _ in range(4):
-        tally.record(429, "none", 0.0)
-    s = summary(tally, duration=1.0, providers=[], trips={}, fallbacks={}, breaker_states={})
-    assert (s["offered"], s["admitted"], s["availability"], s["goodput"]) == (4, 0, None, 0.0)

@@ -1,8 +1,11 @@
-"""Scripted events as cumulative scenarios over time (pure: the time is passed in)."""
+"""Scripted events: checked cumulatively at load time, played as patches by a Player."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import math
 
 import pytest
 
@@ -40,23 +43,80 @@ def test_scenario_without_events_has_no_steps():
     assert timeline.steps(config.Scenario()) == ()
 
 
-def test_timeline_hands_out_due_steps_once():
-    tl = timeline.Timeline(with_events({"at": 5.0, "workload": {"rate": 10.0}}, {"at": 8.0, "workload": {"rate": 20.0}}))
-    assert tl.due(4.999) == []
-    assert [st.at for st in tl.due(5.0)] == [5.0]
-    assert tl.due(6.0) == []
-    assert [st.at for st in tl.due(100.0)] == [8.0]
-    assert tl.due(200.0) == []
+class Shell:
+    """A shell reduced to its scenario in force: what a player's ``apply`` changes."""
+
+    def __init__(self, scenario: config.Scenario) -> None:
+        self.scenario = scenario
+        self.applied: list[float] = []
+
+    def configure(self, patch, source: str = "runtime") -> None:
+        self.scenario = config.merge(self.scenario, patch, source)
+
+    def apply(self, event: Event, source: str) -> None:
+        self.configure(event.patch, source)
+        self.applied.append(event.at)
 
 
-def test_scenario_at_a_time():
-    s = with_events({"at": 5.0, "workload": {"rate": 10.0}}, {"at": 8.0, "workload": {"rate": 20.0}})
-    tl = timeline.Timeline(s)
-    assert tl.scenario_at(0.0) is s
-    assert tl.scenario_at(4.9).workload.rate == config.OPEN_RATE
-    assert tl.scenario_at(5.0).workload.rate == 10.0
-    assert tl.scenario_at(7.9).workload.rate == 10.0
-    assert tl.scenario_at(8.0).workload.rate == 20.0
+def test_player_applies_each_event_once_when_its_time_comes():
+    shell = Shell(with_events({"at": 8.0, "workload": {"rate": 20.0}}, {"at": 5.0, "workload": {"rate": 10.0}}))
+    player = timeline.Player(shell.scenario, shell.apply)
+    assert player.next_at == 5.0
+    assert player.play(4.999) == []
+    assert [e.at for e in player.play(5.0)] == [5.0] and shell.scenario.workload.rate == 10.0
+    assert player.play(6.0) == [] and player.next_at == 8.0
+    assert [e.at for e in player.play(100.0)] == [8.0] and shell.scenario.workload.rate == 20.0
+    assert player.play(200.0) == [] and player.next_at == math.inf
+    assert shell.applied == [5.0, 8.0] and player.refused == 0
+
+
+def test_an_event_is_a_patch_on_the_scenario_in_force_so_runtime_changes_are_kept():
+    shell = Shell(with_events({"at": 1.0, "workload": {"rate": 10.0}}, {"at": 2.0, "providers": {"p1": {"weight": 0.0}}}))
+    player = timeline.Player(shell.scenario, shell.apply)
+    player.play(1.0)
+    shell.configure({"limiter": {"rate": 50.0}, "workload": {"rate": 15.0}})
+    player.play(2.0)
+    assert (shell.scenario.limiter.rate, shell.scenario.workload.rate, shell.scenario.provider("p1").weight) == \
+        (50.0, 15.0, 0.0)
+
+
+def test_an_event_that_no_longer_fits_is_logged_counted_and_the_next_ones_still_apply(caplog):
+    # Valid at load (max_cooldown is 30 then); a runtime change makes it refused at 1 s.
+    shell = Shell(with_events({"at": 1.0, "breaker": {"base_delay": 20.0}}, {"at": 2.0, "limiter": {"rate": 500.0}}))
+    player = timeline.Player(shell.scenario, shell.apply)
+    shell.configure({"breaker": {"max_cooldown": 10.0}})
+    with caplog.at_level(logging.WARNING, logger="gwlab.timeline"):
+        assert player.play(3.0) == [shell.scenario.events[1]]
+    assert player.refused == 1
+    assert (shell.scenario.limiter.rate, shell.scenario.breaker.base_delay) == (500.0, config.BASE_DELAY)
+    assert [r.getMessage() for r in caplog.records] == [
+        "event at 1 s: breaker.base_delay = 20.0: not applied: scenario: event at 1 s: breaker.max_cooldown = "
+        "10.0: expected a number >= breaker.base_delay (20)"
+    ]
+
+
+def test_describe_names_every_changed_field_with_its_dotted_key():
+    event = Event(60.0, {"providers": {"p1": {"outage": "error"}}, "workload": {"rate": 3000.0}})
+    assert timeline.describe(event) == "event at 60 s: providers.p1.outage = 'error', workload.rate = 3000.0"
+
+
+def test_follow_plays_the_events_on_a_clock():
+    t = [100.0]
+    shell = Shell(with_events({"at": 0.0, "workload": {"rate": 10.0}}, {"at": 0.02, "workload": {"rate": 20.0}}))
+    player = timeline.Player(shell.scenario, shell.apply)
+
+    def clock() -> float:
+        return t[0]
+
+    async def main():
+        playing = asyncio.create_task(timeline.follow(player, clock, 100.0))
+        await asyncio.sleep(0.005)
+        assert shell.applied == [0.0]
+        t[0] = 100.02
+        await asyncio.wait_for(playing, 1.0)
+
+    asyncio.run(main())
+    assert shell.applied == [0.0, 0.02] and shell.scenario.workload.rate == 20.0
 
 
 def test_negative_time_in_a_hand_built_scenario_is_named():

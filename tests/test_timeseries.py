@@ -12,6 +12,9 @@ import pytest
 from gwlab.sim import simulate
 from gwlab.stats import LatencyHistogram, Tally
 from gwlab.timeseries import Bin, TimeSeries
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 
 def make_bin(start, records, offered, admitted, area, tokens, p2_state) -> Bin:

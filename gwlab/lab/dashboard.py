@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 
 from gwlab import balancer, config, plots
 from gwlab.config import ConfigError, Scenario
+from gwlab.router import Snapshot
 from gwlab.stats import ADMITTED
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class Dashboard:
             self.output,
         ])
         self._show_mode()
+        lab.subscribe(self.sync)
 
     # -- display ----------------------------------------------------------------------------
 
@@ -156,15 +158,16 @@ class Dashboard:
             self.lab.configure(_patch(path, value), source="dashboard")
         except ConfigError as exc:
             self.error.value = f'<span style="color:#d62728">refused: {html.escape(str(exc))}</span>'
-            self.sync()
+            self.sync(self.lab.scenario)
             return
         self.error.value = ""
         if path == ("workload", "mode"):
             self._show_mode()
 
-    def sync(self) -> None:
-        """Set every control to the value in force in the lab's scenario."""
-        scenario = self.lab.scenario
+    def sync(self, scenario: Scenario) -> None:
+        """Set every control to its value in ``scenario``. The dashboard subscribes this to
+        its lab, so the controls follow every change: made here, from code or by a scripted
+        event."""
         self._syncing = True
         try:
             for path, widget in self.controls.items():
@@ -256,17 +259,17 @@ class Dashboard:
                 else:
                     old.update(x=fresh.x, y=fresh.y, text=fresh.text)
 
-    def _status(self, snapshot: dict[str, Any]) -> str:
+    def _status(self, snapshot: Snapshot) -> str:
         recorder = self.lab.recorder
         last = recorder.bins[-1] if recorder.bins else None
         answered = last.tally.count() / last.width if last else 0.0
         admitted = last.tally.count(ADMITTED) if last else 0
         parts = [f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
-                 f"tokens {snapshot['tokens']:.0f} / {snapshot['burst']:.0f}"]
-        for name, p in snapshot["providers"].items():
+                 f"tokens {snapshot.tokens:.0f} / {snapshot.burst:.0f}"]
+        for name, p in snapshot.providers.items():
             share = f"{100 * last.tally.count(ADMITTED, name) / admitted:.0f}%" if admitted else "-"
-            state = p["state"]
-            if p["cooldown_left"] > 0:
-                state += f", {p['cooldown_left']:.1f} s left"
+            state = p.state.value
+            if p.cooldown_left > 0:
+                state += f", {p.cooldown_left:.1f} s left"
             parts.append(f"{name}: {share} ({state})")
         return " · ".join(parts)

@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from gwlab import live, stats
-from gwlab.config import Scenario
+from gwlab import live
+from gwlab.config import Event, Scenario, WorkloadConfig
 from gwlab.lab.clients import ClientPool
 from gwlab.lab.loop import LoopThread
 from gwlab.lab.recorder import Recorder
+from gwlab.router import Snapshot
 from gwlab.server import Gateway, PortInUse
 from gwlab.stats import Tally
-from gwlab.timeline import Timeline
+from gwlab.summary import Trips, summarise
+from gwlab.timeline import Player, follow
 from gwlab.timeseries import BreakerChange, TimeSeries
 
 if TYPE_CHECKING:
@@ -55,7 +57,13 @@ class Lab:
         self.initial = scenario
         self.gateway = Gateway(scenario, seed)
         self.recorder = Recorder([p.name for p in scenario.providers], self.gateway.clock())
-        self.gateway.router.listeners.append(self.recorder.transition)
+        self.trips = Trips()
+        self.gateway.router.subscribe(self.recorder.transition)
+        self.gateway.router.subscribe(self.trips)
+        self.player = Player(scenario, self._apply)
+        self.workloads: list[tuple[float, WorkloadConfig]] = [(self.gateway.clock(), scenario.workload)]
+        """Each workload with the gateway clock's reading from which it applied."""
+        self._listeners: list[Callable[[Scenario], None]] = []
         self.clients: ClientPool | None = None
         self.running = False
         self._thread: LoopThread | None = None
@@ -87,9 +95,8 @@ class Lab:
         self.recorder.origin = self.gateway.clock()
         self.clients = ClientPool(self.gateway.url, self.seed, self.recorder, self.gateway.clock)
         await self.clients.start(self.gateway.scenario.workload)
-        self._tasks = [asyncio.create_task(self._sample())]
-        if self.initial.events:
-            self._tasks.append(asyncio.create_task(self._events()))
+        self._tasks = [asyncio.create_task(self._sample()),
+                       asyncio.create_task(follow(self.player, self.gateway.clock, self.recorder.origin))]
         self.running = True
 
     async def _stop(self) -> None:
@@ -178,29 +185,28 @@ class Lab:
         into the running scenario and apply it within the second: gateway and clients alike.
         Raises :class:`~gwlab.config.ConfigError` naming ``source`` for a bad patch, leaving
         everything as it was."""
-        return self._synced(self._call(self._configure(patch, source)))
+        return self._call(self._configure(patch, source))
 
     async def configure_async(self, patch: Mapping[str, Any], source: str = "lab.configure") -> Scenario:
         """:meth:`configure`, awaitable."""
-        return self._synced(await self._call_async(self._configure(patch, source)))
+        return await self._call_async(self._configure(patch, source))
 
     def reset(self) -> Scenario:
         """Back to the scenario the lab started with: a full bucket, healthy breakers with
         no history, and empty charts. Returns that scenario."""
-        return self._synced(self._call(self._reset()))
+        return self._call(self._reset())
 
-    def _synced(self, scenario: Scenario) -> Scenario:
-        """The dashboard's controls show a change made from code too."""
-        if self._dashboard is not None:
-            self._dashboard.sync()
-        return scenario
+    def subscribe(self, listener: Callable[[Scenario], None]) -> None:
+        """Have ``listener`` called with the scenario in force after every change to it
+        (:meth:`configure`, :meth:`reset`, a scripted event), on the lab's loop thread."""
+        self._listeners.append(listener)
 
     @property
     def scenario(self) -> Scenario:
         """The scenario in force."""
         return self.gateway.scenario
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """The gateway's state now (see :meth:`gwlab.server.Gateway.snapshot`)."""
         return self._call(self._snapshot())
 
@@ -249,45 +255,52 @@ class Lab:
 
     async def _run_for(self, seconds: float) -> Summary:
         tap = Tally()
-        recorder = self.recorder
-        opened = Counter(recorder.openings)
-        before = self.gateway.snapshot()["providers"]
+        recorder, metrics, clock = self.recorder, self.gateway.metrics, self.gateway.clock
+        scenario = self.gateway.scenario
+        trips, fallbacks = Counter(self.trips.counts), Counter(metrics.fallbacks)
+        sent, refused, changes = recorder.sent_total, self.player.refused, len(self.workloads)
         recorder.taps.append(tap)
-        began = self.gateway.clock()
+        began = clock()
         try:
             await asyncio.sleep(seconds)
         finally:
             recorder.taps.remove(tap)
-        after = self.gateway.snapshot()["providers"]
-        trips = recorder.openings - opened
-        result = stats.summary(
-            tap, self.gateway.clock() - began, list(after), trips,
-            {name: after[name]["fallbacks"] - before[name]["fallbacks"] for name in after},
-            {name: p["state"] for name, p in after.items()},
-        )
-        scenario = self.gateway.scenario
-        w = scenario.workload
-        result.update(mode="live", seed=self.seed, scenario=scenario.to_dict(),
-                      clients=w.clients if w.mode == "closed" else None,
-                      requested_rate=w.rate if w.mode == "open" else None,
-                      achieved_offered_rate=result["rates"]["offered"])
-        return Summary(result)
+        return Summary(summarise(
+            tap, mode="live", seed=self.seed, scenario=scenario, duration=clock() - began,
+            sent=recorder.sent_total - sent,
+            workloads=[(0.0, scenario.workload), *((at - began, w) for at, w in self.workloads[changes:])],
+            end=self.gateway.snapshot(), trips=self.trips.counts - trips, fallbacks=metrics.fallbacks - fallbacks,
+            events_refused=self.player.refused - refused,
+        ))
+
+    def _apply(self, event: Event, source: str) -> None:
+        self._change(event.patch, source)
+
+    def _change(self, patch: Mapping[str, Any], source: str) -> Scenario:
+        """Merge ``patch`` into the scenario in force and apply it: gateway, clients and the
+        subscribers."""
+        return self._switched(self.gateway.configure(patch, source))
+
+    def _switched(self, scenario: Scenario) -> Scenario:
+        if scenario.workload != self.clients.workload:
+            self.workloads.append((self.gateway.clock(), scenario.workload))
+        self.clients.apply(scenario.workload)
+        for listener in self._listeners:
+            listener(scenario)
+        return scenario
 
     async def _configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
-        scenario = self.gateway.configure(patch, source)
-        self.clients.apply(scenario.workload)
-        return scenario
+        return self._change(patch, source)
 
     async def _reset(self) -> Scenario:
         data = self.initial.to_dict()
         data.pop("events", None)
         scenario = self.gateway.configure(data, "lab.reset")
         self.gateway.reset()
-        self.clients.apply(scenario.workload)
         self.recorder.clear(self.gateway.clock())
-        return scenario
+        return self._switched(scenario)
 
-    async def _snapshot(self) -> dict[str, Any]:
+    async def _snapshot(self) -> Snapshot:
         return self.gateway.snapshot()
 
     async def _timeseries(self) -> tuple[TimeSeries, list[BreakerChange]]:
@@ -299,11 +312,3 @@ class Lab:
         while True:
             await asyncio.sleep(max(0.0, self.recorder.next_edge() - clock()))
             self.recorder.close(self.gateway.snapshot())
-
-    async def _events(self) -> None:
-        """Apply the scenario's scripted events at their times (seconds since the start)."""
-        timeline = Timeline(self.initial)
-        clock = self.gateway.clock
-        for step in timeline.steps:
-            await asyncio.sleep(max(0.0, self.recorder.origin + step.at - clock()))
-            await self._configure(step.patch, f"scenario: event at {step.at:g} s")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter, deque
-from typing import Any, Iterable, Mapping
+from collections import deque
+from typing import Iterable
 
 from gwlab import config
-from gwlab.breaker import State, Transition
+from gwlab.breaker import Transition
+from gwlab.router import Snapshot
 from gwlab.stats import RATE_LIMITED, Tally
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
 
@@ -37,14 +38,15 @@ class Recorder:
         self.transitions: deque[BreakerChange] = deque()
         self.taps: list[Tally] = []
         """Extra tallies that count every answer while they are here (``Lab.run_for``)."""
-        self.openings: Counter[str] = Counter()
-        """Times each provider's breaker opened since the lab started (never rolls out)."""
+        self.sent_total = 0
+        """Requests sent since the lab started (never rolls out)."""
         self.version = 0
         """Changes whenever a bin closes or the history is cleared."""
 
     def sent(self) -> None:
         """A client sent a request now."""
         self.current.offered += 1
+        self.sent_total += 1
 
     def answered(self, sent: float, done: float, status: int, provider: str) -> None:
         """A request sent at ``sent`` got ``status`` from ``provider`` at ``done`` (clock
@@ -63,19 +65,16 @@ class Recorder:
 
     def transition(self, t: Transition) -> None:
         """Breaker listener: keep the changes a run lists (see :func:`is_listed`)."""
-        if t.target is State.OPEN:
-            self.openings[t.provider] += 1
         if is_listed(t):
             change = BreakerChange.from_transition(t)
             self.transitions.append(change._replace(time=change.time - self.origin))
 
-    def close(self, snapshot: Mapping[str, Any]) -> None:
+    def close(self, snapshot: Snapshot) -> None:
         """End the current bin with the gateway's ``snapshot`` taken at its end, and open the
         next one. The in-flight integral is the count at the end times the width."""
         b = self.current
-        b.tokens = snapshot["tokens"]
-        b.breakers = {name: (p["state"], p["cooldown_left"]) for name, p in snapshot["providers"].items()}
-        b.in_flight_area = snapshot["in_flight"] * b.width
+        b.read_gauges(snapshot)
+        b.in_flight_area = snapshot.in_flight * b.width
         self.bins.append(b)
         self.current = Bin(b.start + self.bin_width, self.bin_width)
         horizon = self.current.start - self.window

@@ -1,0 +1,131 @@
+"""The run summary: one document for ``gwlab run``, ``gwlab simulate`` and ``lab.run_for``.
+
+Every shell builds it with :func:`summarise` from the same kinds of input, so a live run and
+its replay compare field by field, and each field means one thing, stated in
+:func:`summarise`. Breaker openings are counted one way, by a :class:`Trips` subscribed to
+the router (:meth:`gwlab.router.Router.subscribe`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+from gwlab.breaker import State, Transition
+from gwlab.config import Scenario, WorkloadConfig
+from gwlab.router import Snapshot
+from gwlab.stats import ADMITTED, QUANTILES, Tally
+
+
+class Trips:
+    """Breaker listener: how many times each provider's breaker opened (transitions to OPEN,
+    a failed probe's OPEN -> OPEN included)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, event: Transition) -> None:
+        if event.target is State.OPEN:
+            self.counts[event.provider] += 1
+
+
+def requested_rate(workloads: Sequence[tuple[float, WorkloadConfig]], duration: float) -> float | None:
+    """The open-loop rate asked for, averaged over ``duration`` seconds, from each workload
+    with the seconds into the run from which it applied (the first at 0); ``None`` when any
+    of them is a closed loop."""
+    if any(w.mode != "open" for _, w in workloads):
+        return None
+    if len(workloads) == 1 or duration <= 0:
+        return workloads[-1][1].rate
+    ends = [at for at, _ in workloads[1:]] + [duration]
+    asked = sum(w.rate * (min(end, duration) - min(at, duration)) for (at, w), end in zip(workloads, ends))
+    return asked / duration
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def summarise(
+    tally: Tally,
+    *,
+    mode: str,
+    seed: int,
+    scenario: Scenario,
+    duration: float,
+    sent: int,
+    workloads: Sequence[tuple[float, WorkloadConfig]],
+    end: Snapshot,
+    trips: Mapping[str, int],
+    fallbacks: Mapping[str, int],
+    events_refused: int,
+) -> dict[str, Any]:
+    """The summary of a run of ``duration`` seconds, JSON-ready. Its fields:
+
+    - ``mode``: ``"simulated"`` (``gwlab simulate``) or ``"live"`` (``gwlab run``, the lab);
+      ``seed``; ``scenario``: the scenario in force when the run began, as plain data.
+    - ``duration``: seconds of the run (virtual ones in a simulation; of sending in
+      ``gwlab run``; of the window in ``lab.run_for``).
+    - ``offered``: requests counted in ``tally``: each one answered during the run, whatever
+      its status, and each one cut off by the run's end (499). ``admitted``: those answered
+      200, 502 or 504. ``codes``: the count per status.
+    - ``rates``: ``offered``, ``admitted`` and ``ok`` (200) per second of ``duration``.
+    - ``availability`` = 200 / admitted; ``goodput`` = 200 / offered (``None`` over nothing).
+    - ``latency``: p50, p95, p99, mean and max of the admitted requests' latencies, within
+      :data:`gwlab.stats.RELATIVE_ERROR`.
+    - ``providers``, per provider in the scenario's order: ``requests`` (admitted calls to
+      it), ``share`` of the admitted calls, ``codes`` (200, 502, 504), ``trips`` (its
+      breaker's openings during the run, from :class:`Trips`), ``fallbacks`` (calls forced on
+      it because no provider was eligible, during the run) and ``state`` (its breaker's state
+      at the end, from ``end``). ``trips`` and ``fallbacks`` are also given in total.
+    - ``clients``: closed-loop clients when the run began (``None`` for an open loop);
+      ``requested_rate``: see :func:`requested_rate`, from ``workloads``;
+      ``achieved_offered_rate``: requests *sent* per second of the run (``sent`` /
+      ``duration``), however many were answered.
+    - ``events_refused``: scripted events that did not fit the scenario in force at their
+      time and were skipped (see :class:`gwlab.timeline.Player`).
+    """
+    providers = list(end.providers)
+    offered = tally.count()
+    admitted = tally.count(ADMITTED)
+    ok = tally.count([200])
+    codes: Counter[str] = Counter()
+    for (status, _), n in tally.by_status.items():
+        codes[str(status)] += n
+    per_provider = {}
+    for name in providers:
+        calls = tally.count(ADMITTED, name)
+        per_provider[name] = {
+            "requests": calls,
+            "share": _ratio(calls, admitted),
+            "codes": {str(s): tally.by_status[s, name] for s in ADMITTED},
+            "trips": trips.get(name, 0),
+            "fallbacks": fallbacks.get(name, 0),
+            "state": end.providers[name].state.value,
+        }
+    per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
+    w = scenario.workload
+    return {
+        "duration": duration,
+        "offered": offered,
+        "admitted": admitted,
+        "codes": dict(sorted(codes.items())),
+        "rates": {"offered": per_second(offered), "admitted": per_second(admitted), "ok": per_second(ok)},
+        "availability": _ratio(ok, admitted),
+        "goodput": _ratio(ok, offered),
+        "latency": {
+            **{f"p{round(q * 100)}": tally.latency.quantile(q) for q in QUANTILES},
+            "mean": tally.latency.mean,
+            "max": tally.latency.max if tally.latency.count else None,
+        },
+        "providers": per_provider,
+        "trips": sum(trips.get(name, 0) for name in providers),
+        "fallbacks": sum(fallbacks.get(name, 0) for name in providers),
+        "mode": mode,
+        "seed": seed,
+        "scenario": scenario.to_dict(),
+        "clients": w.clients if w.mode == "closed" else None,
+        "requested_rate": requested_rate(workloads, duration),
+        "achieved_offered_rate": per_second(sent),
+        "events_refused": events_refused,
+    }
