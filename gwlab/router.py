@@ -108,10 +108,10 @@ class ProviderState:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The router at ``time``: the bucket's tokens, burst and rate, the calls in flight and
-    each provider's state (in the scenario's order). What every shell shows or samples."""
+    """The router at ``at`` seconds: the bucket's tokens, burst and rate, the calls in flight
+    and each provider's state (in the scenario's order). What every shell shows or samples."""
 
-    time: float
+    at: float
     tokens: float
     burst: float
     rate: float
@@ -121,7 +121,7 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (states by their values: ``"half_open"``)."""
         return {
-            "time": self.time, "tokens": self.tokens, "in_flight": self.in_flight,
+            "time": self.at, "tokens": self.tokens, "in_flight": self.in_flight,
             "rate": self.rate, "burst": self.burst,
             "providers": {
                 name: {"state": p.state.value, "cooldown_left": p.cooldown_left, "weight": p.weight,

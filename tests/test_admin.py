@@ -143,3 +143,38 @@ def test_admin_routes_on_a_non_loopback_bind_need_a_token(token, status):
     assert got == status
     if status == 404:
         assert body["error"]["code"] == "unknown_url"
+
+
+def test_switching_breakers_off_and_on_during_a_probe_keeps_the_provider_in_rotation():
+    # A probe in flight while breakers are switched off used to keep its slot for ever: p1
+    # stayed HALF_OPEN and got none of the requests after breakers were switched on again.
+    t = [0.0]
+    scenario = config.from_dict({
+        "providers": {"p1": {"latency": 0.2}, "p2": {"weight": 0.0, "latency": 0.0}},
+        "breaker": {"failure_threshold": 1},
+    })
+
+    async def chat(http: aiohttp.ClientSession) -> str:
+        async with http.post("/v1/chat/completions", json=CHAT) as r:
+            return f"{r.status} {r.headers['x-gwlab-provider']}"
+
+    async def main():
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            await call(http, "PATCH", "/admin/config", json={"providers": {"p1": {"outage": "error"}}})
+            assert await chat(http) == "502 p1"  # p1 opens until t = 1
+            await call(http, "PATCH", "/admin/config", json={"providers": {"p1": {"outage": "none"}}})
+            t[0] = 2.0
+            probe = asyncio.create_task(chat(http))
+            while gw.router.upstreams[0].breaker.probes == 0:
+                await asyncio.sleep(0.01)
+            await call(http, "PATCH", "/admin/config", json={"breaker": {"enabled": False}})
+            assert await probe == "200 p1"
+            await call(http, "PATCH", "/admin/config",
+                       json={"breaker": {"enabled": True}, "providers": {"p2": {"weight": 1.0}}})
+            assert gw.snapshot().providers["p1"].in_flight == 0
+            answers = [await chat(http) for _ in range(20)]
+            assert "200 p1" in answers  # the probe that closes p1's breaker again
+            answers = await asyncio.gather(*(chat(http) for _ in range(200)))
+            assert answers.count("200 p1") > 50 and answers.count("200 p2") > 50
+
+    asyncio.run(main())

@@ -10,6 +10,9 @@ import pytest
 
 from gwlab import config
 from gwlab.config import ConfigError, Event, Scenario
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 SEED_TOML = Path(__file__).resolve().parent.parent / "scenarios" / "seed.toml"
 

@@ -14,6 +14,9 @@ from gwlab.config import ProviderConfig, Scenario
 from gwlab.providers import Call, Outcome, Provider, latency_quantile, mean_latency
 from gwlab.sim import simulate
 from gwlab.streams import stream
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 FIXED = ProviderConfig(name="f", latency=0.5)
 EXPO = ProviderConfig(name="e", latency=0.5, distribution="exponential")

@@ -355,3 +355,12 @@ def test_every_test_module_that_simulates_runs_under_a_wall_clock_bound():
         text = path.read_text()
         if re.search(r"\bsimulate\(|\"simulate\"", text):
             assert "pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)" in text, path.name
+
+
+def test_a_client_meeting_the_limiter_advances_the_clock_exactly():
+    # The example, which never ended: one client, a bucket of 3 per second. Tokens
+    # come at 0, 1/3, 2/3, 1, 4/3 and 5/3 s; after each answer (10 ms) the client is refused
+    # once and waits for the next token.
+    s = {"limiter": {"rate": 3.0, "burst": 1.0}, "providers": {"a": {"weight": 1.0, "latency": 0.01}},
+         "workload": {"mode": "closed", "clients": 1}}
+    assert simulate(s, duration=2.0).summary()["codes"] == {"200": 6, "429": 6}

@@ -102,3 +102,16 @@ def test_a_scenario_file_with_an_integer_beyond_floats_is_one_line_and_exit_2(tm
     done = _gwlab("simulate", "--config", str(path), "--duration", "1")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"gwlab: error: {path}: limiter.rate = 1E+400: expected a number >= 0.001 and <= 1e+06\n"
+
+
+def test_many_closed_loop_clients_against_an_empty_bucket_finish_and_obey_the_limiter(tmp_path):
+    # 2,000 clients each retrying at the advertised wait used to retry at the same instant
+    # for ever (a wait of 1e-17 s). Now each 429 waits at least a microsecond, and the
+    # gateway admits exactly burst + rate x duration.
+    out = tmp_path / "run.json"
+    done = _gwlab("simulate", "--clients", "2000", "--duration", "0.1", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(out.read_text())["summary"]
+    taken = sum(n for code, n in summary["codes"].items() if code != "429")
+    assert abs(taken - (1000 + 1000 * 0.1)) <= 1
+    assert summary["codes"]["429"] > 2000

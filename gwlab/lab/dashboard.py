@@ -93,6 +93,16 @@ class Dashboard:
         ])
         self._show_mode()
         lab.subscribe(self.sync)
+        lab.on_stop(self.detach)
+
+    @classmethod
+    def of(cls, lab: Lab) -> Dashboard:
+        """The dashboard of ``lab``, made and started on first use (one per lab)."""
+        dashboard = lab.views.get("dashboard")
+        if dashboard is None:
+            dashboard = lab.views["dashboard"] = cls(lab)
+            lab.call(dashboard.attach())
+        return dashboard
 
     # -- display ----------------------------------------------------------------------------
 

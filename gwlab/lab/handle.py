@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
 from gwlab import live
 from gwlab.config import Event, Scenario, WorkloadConfig
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from gwlab.lab.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _STOP_GRACE = 0.0
 """A lab stops at once: the calls still in flight are abandoned (they decide nothing)."""
@@ -64,11 +66,13 @@ class Lab:
         self.workloads: list[tuple[float, WorkloadConfig]] = [(self.gateway.clock(), scenario.workload)]
         """Each workload with the gateway clock's reading from which it applied."""
         self._listeners: list[Callable[[Scenario], None]] = []
+        self._stopping: list[Callable[[], Awaitable[None]]] = []
+        self.views: dict[str, Any] = {}
+        """Views of this lab by kind, made once each (the dashboard keeps itself here)."""
         self.clients: ClientPool | None = None
         self.running = False
         self._thread: LoopThread | None = None
         self._tasks: list[asyncio.Task] = []
-        self._dashboard: Dashboard | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -104,8 +108,8 @@ class Lab:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._dashboard is not None:
-            await self._dashboard.detach()
+        for stopping in self._stopping:
+            await stopping()
         if self.clients is not None:
             await self.clients.stop(_STOP_GRACE)
         await self.gateway.stop(_STOP_GRACE)
@@ -174,7 +178,7 @@ class Lab:
     def run_for(self, seconds: float) -> Summary:
         """Let the lab run for ``seconds`` (blocking this cell; the charts keep moving) and
         return the summary of the requests answered meanwhile."""
-        return self._call(self._run_for(seconds))
+        return self.call(self._run_for(seconds))
 
     async def run_for_async(self, seconds: float) -> Summary:
         """:meth:`run_for`, awaitable: the widgets stay responsive while it runs."""
@@ -185,7 +189,7 @@ class Lab:
         into the running scenario and apply it within the second: gateway and clients alike.
         Raises :class:`~gwlab.config.ConfigError` naming ``source`` for a bad patch, leaving
         everything as it was."""
-        return self._call(self._configure(patch, source))
+        return self.call(self._configure(patch, source))
 
     async def configure_async(self, patch: Mapping[str, Any], source: str = "lab.configure") -> Scenario:
         """:meth:`configure`, awaitable."""
@@ -194,12 +198,17 @@ class Lab:
     def reset(self) -> Scenario:
         """Back to the scenario the lab started with: a full bucket, healthy breakers with
         no history, and empty charts. Returns that scenario."""
-        return self._call(self._reset())
+        return self.call(self._reset())
 
     def subscribe(self, listener: Callable[[Scenario], None]) -> None:
         """Have ``listener`` called with the scenario in force after every change to it
         (:meth:`configure`, :meth:`reset`, a scripted event), on the lab's loop thread."""
         self._listeners.append(listener)
+
+    def on_stop(self, stopping: Callable[[], Awaitable[None]]) -> None:
+        """Have ``stopping()`` awaited on the lab's loop when the lab stops, before its
+        clients and servers."""
+        self._stopping.append(stopping)
 
     @property
     def scenario(self) -> Scenario:
@@ -208,40 +217,39 @@ class Lab:
 
     def snapshot(self) -> Snapshot:
         """The gateway's state now (see :meth:`gwlab.server.Gateway.snapshot`)."""
-        return self._call(self._snapshot())
+        return self.call(self._snapshot())
 
     # -- what it shows ----------------------------------------------------------------------
 
     def timeseries(self) -> TimeSeries:
         """The last seconds of the run (``config.LAB_WINDOW``) in bins of
         ``config.LAB_BIN_WIDTH`` seconds; times are seconds since the lab started."""
-        return self._call(self._timeseries())[0]
+        return self.call(self._timeseries())[0]
 
     def transitions(self) -> list[BreakerChange]:
         """The breaker changes among healthy, open and half_open in the same window."""
-        return self._call(self._timeseries())[1]
+        return self.call(self._timeseries())[1]
 
     def figure(self) -> go.Figure:
         """A static Plotly figure of the window (:func:`gwlab.plots.figure`): it stays in the
         saved notebook."""
         from gwlab import plots
 
-        series, transitions = self._call(self._timeseries())
+        series, transitions = self.call(self._timeseries())
         return plots.figure(series, transitions, title="the last seconds of the live run")
 
     def dashboard(self) -> Dashboard:
         """The live dashboard (controls and charts). One per lab: calling again returns the
-        same one."""
+        same one (see :func:`gwlab.lab.dashboard.Dashboard.of`)."""
         from gwlab.lab.dashboard import Dashboard
 
-        if self._dashboard is None:
-            self._dashboard = Dashboard(self)
-            self._call(self._dashboard.attach())
-        return self._dashboard
+        return Dashboard.of(self)
 
     # -- on the loop ------------------------------------------------------------------------
 
-    def _call(self, coro):
+    def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the lab's loop thread and return its result (the router is only
+        ever used from that thread). Raises :class:`RuntimeError` once the lab is stopped."""
         if self._thread is None:
             coro.close()
             raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
