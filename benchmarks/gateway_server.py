@@ -108,8 +108,8 @@ class ProbedGateway(Gateway):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=1e9)
-    parser.add_argument("--burst", type=float, default=1e9)
+    parser.add_argument("--rate", type=float, default=config.MAX_RATE)
+    parser.add_argument("--burst", type=float, default=config.MAX_BURST)
     parser.add_argument("--zero-latency", action="store_true")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--probe", action="store_true", help="measure the gateway's own time per request")

@@ -21,8 +21,6 @@ from benchmarks.common import CpuMeter, Row, run_json
 
 CLOSED_SECONDS, OPEN_SECONDS, SMOKE_SECONDS = 8.0, 15.0, 1.0
 OPEN_RATE = 1000.0
-HIGH_RATE = 1e9
-"""Bucket rate and burst of the open-loop run: nothing is rejected."""
 TOLERANCE = 0.02
 WARM_UP = 3.0
 """Seconds the lab runs before measuring: until the slowest seed provider (2 s) has answered,
@@ -56,11 +54,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args()
     import gwlab.lab
+    from gwlab import config
 
     if args.mode == "closed":
         lab = gwlab.lab.start(port=0, metrics_port=0)
     else:
-        lab = gwlab.lab.start({"limiter": {"rate": HIGH_RATE, "burst": HIGH_RATE}}, rate=OPEN_RATE,
+        lab = gwlab.lab.start({"limiter": {"rate": config.MAX_RATE, "burst": config.MAX_BURST}}, rate=OPEN_RATE,
                               port=0, metrics_port=0)
     try:
         lab.run_for(WARM_UP)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gwlab import balancer
+from gwlab.limiter import MAX_BURST, MAX_RATE, MIN_RATE  # the range in which the limiter is exact
 
 # The seed system's numbers (the Go gateway simulator gwlab follows): bucket, providers, clients.
 RATE = 1000.0
@@ -103,15 +104,6 @@ microsecond, in floats and in the limiter's integer clock."""
 MIN_SECONDS = 1e-6
 """Shortest time that must be > 0 (a timeout, a cooldown, a run), in seconds: one
 microsecond, the clock's resolution; a shorter one would not move the clock."""
-MIN_RATE = 0.001
-"""Slowest rate, per second (limiter and open-loop arrivals): the limiter quantises rates to
-0.001/s, and at this rate one token or request comes every 1000 s."""
-MAX_RATE = 1e6
-"""Fastest rate, per second (limiter and open-loop arrivals): a thousand times the seed's
-limiter, and one token per microsecond, the clock's resolution."""
-MAX_BURST = 1e6
-"""Largest bucket capacity, in tokens: a second at the fastest rate; in the limiter's units
-(10**9 a token) it stays below 2**53."""
 MAX_WEIGHT = 1e6
 """Largest provider weight: with :data:`MAX_PROVIDERS` of them the total stays exact."""
 MAX_PROVIDERS = 100

@@ -42,11 +42,14 @@ TOKEN = 1e9
 MICROS = 1e6
 """Microseconds in one second."""
 MIN_RATE = 0.001
-"""The smallest rate, tokens per second: the quantum of rates."""
+"""The slowest rate, tokens per second: the quantum of rates (one token per 1000 s). Open-loop
+arrivals share the range."""
 MAX_RATE = 1e6
-"""The largest rate, tokens per second: one token per microsecond, the clock's resolution."""
+"""The fastest rate, tokens per second: one token per microsecond, the clock's resolution (a
+thousand times the seed's limiter)."""
 MAX_BURST = 1e6
-"""The largest capacity in tokens; in nano-tokens it stays below 2⁵³."""
+"""The largest capacity in tokens: a second at the fastest rate; in nano-tokens it stays
+below 2⁵³."""
 
 
 def micros(seconds: float) -> float:
