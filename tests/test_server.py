@@ -270,7 +270,7 @@ def test_the_body_limit_is_the_same_whether_the_body_has_arrived_or_not():
             deliver()
         else:
             loop.call_soon(deliver)
-        return await _read_body(request)
+        return await _read_body(request, config.BODY_TIMEOUT)
 
     async def main():
         for arrived in (True, False):
@@ -330,7 +330,7 @@ BAD_INPUTS = [
     ("no role", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "a"}, {"content": "b"}]),
      400, "invalid_type", "'messages[1].role' must be a string, got null"),
     ("content number", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": 5}]), 400,
-     "invalid_type", "'messages[0].content' must be a string, an array or null, got a number"),
+     "invalid_type", "'messages[0].content' must be a string or an array of content parts, got a number"),
     ("stream", "POST", "/v1/chat/completions", body(stream=True), 400, "unsupported_parameter",
      "streaming is not supported yet"),
     ("stream string", "POST", "/v1/chat/completions", body(stream="yes"), 400, "invalid_type",
