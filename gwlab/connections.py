@@ -39,7 +39,7 @@ import socket
 from typing import Any, Callable
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from gwlab import config
 from gwlab.errors import ApiError
@@ -97,23 +97,25 @@ class GatewayServer(web.Server):
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)
         self.open -= 1
-        if self._room is not None and not self._room.done():
-            self._room.set_result(None)
+        if self._room is not None:
+            _wake(self._room)
 
     async def accept(self, sock: socket.socket) -> None:
         """Accept connections on ``sock`` for ever (cancel to stop), within the cap."""
         loop = self._loop
         while True:
             if self.open >= self.cap:
-                await self._wait_for_room(f"holds {self.open} connections, its limit")
+                await self._wait(sock.fileno())  # until a connection closes or a client waits
+                while self.open >= self.cap:
+                    await self._make_room(f"holds {self.open} connections, its limit")
                 continue
             try:
                 conn, _ = await loop.sock_accept(sock)
             except OSError as exc:
                 if exc.errno not in _OUT_OF_DESCRIPTORS:
                     raise
-                await self._wait_for_room(f"is out of descriptors ({exc.strerror}) at {self.open} connections",
-                                          config.ACCEPT_RETRY)
+                await self._make_room(f"is out of descriptors ({exc.strerror}) at {self.open} connections",
+                                      config.ACCEPT_RETRY)
                 continue
             try:
                 await loop.connect_accepted_socket(self, conn)
@@ -121,9 +123,10 @@ class GatewayServer(web.Server):
                 log.debug("dropped a new connection: %s", exc)
                 conn.close()
 
-    async def _wait_for_room(self, why: str, timeout: float | None = None) -> None:
-        """Close an idle connection if there is one, and wait until a connection closes
-        (or ``timeout`` passes); log ``why`` once per interval."""
+    async def _make_room(self, why: str, timeout: float | None = None) -> None:
+        """A client waits and there is no room for it: close an idle connection if there is
+        one, log ``why`` once per interval, and wait until a connection closes or finishes
+        an answer (or ``timeout`` passes)."""
         idle = next((c for c in self._connections if c.idle), None)  # type: ignore[attr-defined]
         if idle is not None:
             idle.force_close()
@@ -135,13 +138,28 @@ class GatewayServer(web.Server):
                         "closed in the last %g s)", why, self._waits, self._closed_idle, config.LIMIT_LOG_INTERVAL)
             self._next_log = now + config.LIMIT_LOG_INTERVAL
             self._waits = self._closed_idle = 0
-        self._room = self._loop.create_future()
+        await self._wait(timeout=timeout)
+
+    async def _wait(self, readable: int | None = None, timeout: float | None = None) -> None:
+        """Until a connection closes, or the descriptor ``readable`` can be read (a client
+        waits to be accepted), or ``timeout`` passes."""
+        loop = self._loop
+        self._room = room = loop.create_future()
+        if readable is not None:
+            loop.add_reader(readable, _wake, room)
         try:
-            await asyncio.wait_for(self._room, timeout)
+            await asyncio.wait_for(room, timeout)
         except TimeoutError:
             pass
         finally:
             self._room = None
+            if readable is not None:
+                loop.remove_reader(readable)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Connection(RequestHandler):
@@ -156,9 +174,15 @@ class _Connection(RequestHandler):
 
     @property
     def idle(self) -> bool:
-        """Waiting for a request of which nothing has arrived."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done() and self._head_timer is None and not self._messages
+        """Between requests: no request handled, none arriving."""
+        return not (self._request_in_progress or self._messages or self._head_timer or self._force_close)
+
+    def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        """aiohttp calls this once an answer is written (the access log is off): the
+        connection is about to be idle, which an accept loop waiting for room wants to know."""
+        manager = self._manager
+        if manager is not None and manager._room is not None:
+            _wake(manager._room)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -166,6 +190,14 @@ class _Connection(RequestHandler):
             if self._head_timer is not None:  # the head has arrived in time
                 self._head_timer.cancel()
                 self._head_timer = None
+            if self._request_in_progress and self._messages and type(self._messages[-1][0]) is _ErrInfo:
+                # The parser failed inside the body being read (a bad chunk): aiohttp queues
+                # an answer for after the handler's and leaves the handler waiting for the
+                # rest of the body; fail its read instead, so that it answers 400 now.
+                request = self._current_request
+                if request is not None:
+                    error = self._messages.pop()[0]
+                    request.content.set_exception(RequestPayloadError(error.message))
         elif self._head_timer is None and data and self._manager is not None:
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
 
