@@ -49,15 +49,24 @@ def requests_total(gw, code: int) -> float | None:
     return gw.metrics.registry.get_sample_value("gwlab_requests_total", {"code": str(code), "provider": "none"})
 
 
+async def answered_then_closed(port: int) -> tuple[bytes, float]:
+    """Send a chat request on a new connection, check that it is answered 200, then wait
+    for the gateway to close the connection: what it sent after the answer, and how long
+    it kept the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEAD + BODY)
+    answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    try:
+        return await read_until_closed(reader)
+    finally:
+        writer.close()
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout():
     async def main():
         async with serving(single(), keepalive_timeout=0.3) as (gw, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-            writer.write(HEAD + BODY)
-            answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
-            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-            rest, waited = await read_until_closed(reader)
-            writer.close()
+            rest, waited = await answered_then_closed(gw.port)
             assert rest == b""
             assert 0.25 <= waited < 2.0
             # A connection that never sends a byte is idle from the start.
@@ -124,12 +133,7 @@ def test_the_timeouts_never_cut_an_answer_being_prepared():
     async def main():
         async with serving(single(latency=0.6), keepalive_timeout=0.2, header_timeout=0.2,
                            body_timeout=0.2) as (gw, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-            writer.write(HEAD + BODY)
-            answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
-            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-            rest, waited = await read_until_closed(reader)
-            writer.close()
+            rest, waited = await answered_then_closed(gw.port)
             assert rest == b"" and 0.15 <= waited < 2.0
 
     asyncio.run(main())
