@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
@@ -79,9 +79,36 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-token", metavar="TOKEN",
                         help="serve /admin/* on any address, to requests with 'Authorization: Bearer "
                              "TOKEN' (without it, /admin/* is served on a loopback address only)")
+    bounds = parser.add_argument_group("bounds on what clients can hold (see the README's Bounds)")
+    bounds.add_argument("--max-connections", metavar="N", type=_above_zero(int), default=config.MAX_CONNECTIONS,
+                        help=f"client connections held at once, at most the descriptor limit minus "
+                             f"{config.FD_RESERVE} (default {config.MAX_CONNECTIONS})")
+    for flag, default, what in (("--keepalive-timeout", config.KEEPALIVE_TIMEOUT, "an idle connection is kept"),
+                                ("--header-timeout", config.HEADER_TIMEOUT, "a request's head may take"),
+                                ("--body-timeout", config.BODY_TIMEOUT, "a request's body may take")):
+        bounds.add_argument(flag, metavar="SECONDS", type=_above_zero(float), default=default,
+                            help=f"seconds {what} (default {default:g})")
     parser.add_argument("--log-level", default=config.LOG_LEVEL, type=str.upper, choices=LOG_LEVELS,
                         help=f"log level on stderr (default {config.LOG_LEVEL}; INFO adds every "
                              "breaker opening and recovery, DEBUG also healthy<->failing)")
+
+
+def _above_zero(kind: type) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` greater than 0."""
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not 0 < value < float("inf"):
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"{kind.__name__} > 0"  # named in argparse's "invalid ... value" message
+    return parse
+
+
+def _bounds(args: argparse.Namespace) -> dict[str, float]:
+    """The :class:`Gateway` arguments of the bounds flags."""
+    return {"max_connections": args.max_connections, "keepalive_timeout": args.keepalive_timeout,
+            "header_timeout": args.header_timeout, "body_timeout": args.body_timeout}
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
@@ -245,7 +272,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
     stop = _stop_on_signals()
-    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token)
+    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
     if not await _start(gateway, args):
         return EXIT_USAGE
     try:
@@ -257,7 +284,7 @@ async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
 
 async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     stop = _stop_on_signals()
-    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token)
+    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
     if not await _start(gateway, args):
         return EXIT_USAGE
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())

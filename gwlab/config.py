@@ -95,6 +95,39 @@ MAX_BODY = 1024 * 1024
 STOP_GRACE = 5.0
 """Seconds a stopping gateway lets requests in flight finish before cutting them off."""
 
+# What one client can hold of the gateway (the README's "Bounds"). The anchors are the
+# defaults of mature servers: nginx closes an idle keep-alive connection after 75 s and
+# Apache's mod_reqtimeout gives a request 20 s for its head and 20 s for its body.
+KEEPALIVE_TIMEOUT = 75.0
+"""Seconds a connection may wait idle for its next request before the gateway closes it
+(nginx's ``keepalive_timeout``; longer than the 15 s after which aiohttp's and most clients
+drop an idle connection themselves, so a client never sends into a connection being closed)."""
+HEADER_TIMEOUT = 20.0
+"""Seconds from the first byte of a request to the end of its head; a slower one is answered
+408 and closed (Apache's ``RequestReadTimeout header=20``; it stops slowloris)."""
+BODY_TIMEOUT = 20.0
+"""Seconds within which a request body must have arrived whole once the gateway starts
+reading it; a slower one is answered 408 and closed (Apache's ``RequestReadTimeout
+body=20``). Bodies are at most :data:`MAX_BODY` bytes: 20 s asks for 52 KB/s."""
+MAX_CONNECTIONS = 10_000
+"""Most client connections the gateway holds at once. At the limit it closes idle keep-alive
+connections (as nginx does when its ``worker_connections`` run out) and, if none is idle,
+stops accepting until one closes; new connections wait in the listen backlog."""
+FD_RESERVE = 64
+"""File descriptors the gateway's connections leave free under the process's limit
+(``RLIMIT_NOFILE``), whatever :data:`MAX_CONNECTIONS` says: room for the metrics server,
+the log, the event loop and the load generator's pipes, so they keep working when clients
+hold every connection the gateway allows."""
+BACKLOG = 511
+"""Connections the kernel queues for the gateway before it accepts them (nginx's ``listen``
+backlog); at the connection limit, new clients wait there."""
+ACCEPT_RETRY = 1.0
+"""Seconds the gateway waits before accepting again when the process is out of descriptors
+and no connection of its own has closed meanwhile (asyncio's own accept loop waits 1 s)."""
+LIMIT_LOG_INTERVAL = 10.0
+"""Seconds between two log lines saying the gateway is at its connection limit (or out of
+descriptors): once per interval, with counts, never once per connection."""
+
 # The allowed ranges. Each is finite, and chosen so that everything computed from the
 # scenario stays finite too: waits, sums of weights, latency samples, cooldowns, headers.
 MAX_SECONDS = 365 * 24 * 3600

@@ -15,7 +15,11 @@ out on that loop and waited for.
 
 Admin routes (``GET``/``PATCH /admin/config``, ``POST /admin/reset``) are served only when the
 gateway is bound to a loopback address, unless an admin token is given; with a token they
-require ``Authorization: Bearer TOKEN`` on any address.
+require ``Authorization: Bearer TOKEN`` (the scheme in any case) on any address, checked
+before anything else about the request.
+
+What a client can hold (connections, idle time, time to send a request) is bounded by
+:mod:`gwlab.connections`; the body's time here, where it is read.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 import time
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
@@ -38,7 +43,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gwlab import config
 from gwlab.breaker import State, Transition
+from gwlab.chat_request import validate
 from gwlab.config import ConfigError, Scenario
+from gwlab.connections import GatewayServer, bind, parse_error_reason
 from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
@@ -49,6 +56,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json"
+_MERGE_PATCH = "application/merge-patch+json"
 _NONE_HEADERS = {PROVIDER_HEADER: NO_PROVIDER}
 _CLOSED_STATES = {State.HEALTHY, State.FAILING}
 
@@ -74,15 +82,23 @@ class Gateway:
     """Gateway HTTP server and metrics HTTP server around one Router, on one asyncio loop.
 
     ``clock`` gives the ``now`` of every decision (monotonic seconds); tests inject a fake one.
+    ``max_connections``, ``keepalive_timeout``, ``header_timeout`` and ``body_timeout`` bound
+    what clients can hold (:mod:`gwlab.connections`).
     After :meth:`start`, ``url`` and ``metrics_url`` say where to connect and ``port`` and
     ``metrics_port`` are the ports actually bound (the last ones bound, after a failed start).
     A ``scenario`` holding a value out of its range raises :class:`ConfigError`.
     """
 
     def __init__(self, scenario: Scenario, seed: int = config.SEED, *,
-                 admin_token: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 admin_token: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_connections: int = config.MAX_CONNECTIONS, keepalive_timeout: float = config.KEEPALIVE_TIMEOUT,
+                 header_timeout: float = config.HEADER_TIMEOUT, body_timeout: float = config.BODY_TIMEOUT) -> None:
         config.check(scenario, "Gateway(scenario=...)")
         self.clock = clock
+        self.max_connections = max_connections
+        self.keepalive_timeout = keepalive_timeout
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.seed = seed
         self.admin_token = admin_token
         self.router = Router(scenario, seed, clock())
@@ -93,9 +109,12 @@ class Gateway:
         self.port = 0
         self.metrics_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runners: tuple[web.BaseRunner, web.AppRunner] | None = None
+        self._runners: tuple[GatewayServer, asyncio.Task, web.AppRunner] | None = None
+        """The gateway's server, the task accepting its connections, the metrics server."""
         self._handlers: dict[str, dict[str, _Handler]] = {}
         """Handlers by path, then method (set when the gateway starts)."""
+        self._protected: frozenset[str] = frozenset()
+        """Paths that need the admin token (none without one)."""
         self._waiting: set[asyncio.Task] = set()
         """Handler tasks sleeping through a provider call (cut off if a stop runs out of time)."""
         self._idle: asyncio.Event | None = None
@@ -125,15 +144,22 @@ class Gateway:
             return
         self._loop = asyncio.get_running_loop()
         admin = self.admin_token is not None or _is_loopback(host)
-        gateway = web.ServerRunner(self._gateway_server(admin), access_log=None, shutdown_timeout=config.STOP_GRACE)
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(port, host) from None
+            raise
+        self.port = sock.getsockname()[1]
         metrics = web.AppRunner(self._metrics_app(), access_log=None)
-        self.port = await _listen(gateway, host, port)
         try:
             self.metrics_port = await _listen(metrics, host, metrics_port)
         except BaseException:
-            await gateway.cleanup()
+            sock.close()
             raise
-        self._runners = (gateway, metrics)
+        gateway = self._gateway_server(admin)
+        accepting = asyncio.create_task(self._accept(gateway, sock))
+        self._runners = (gateway, accepting, metrics)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self.metrics_url = f"http://{shown}:{self.metrics_port}/metrics"
@@ -145,12 +171,12 @@ class Gateway:
         if not started."""
         if self._runners is None:
             return
-        gateway, metrics = self._runners
+        gateway, accepting, metrics = self._runners
         self._runners = None
         self._stopping = True
         try:
-            for site in list(gateway.sites):
-                await site.stop()
+            accepting.cancel()
+            await asyncio.gather(accepting, return_exceptions=True)
             if self._waiting:
                 self._idle = asyncio.Event()
                 try:
@@ -160,7 +186,9 @@ class Gateway:
                     for task in self._waiting:
                         task.cancel()
                     await self._idle.wait()
-            await gateway.cleanup()
+            await asyncio.sleep(0)  # requests that arrived before the close begin to be handled
+            gateway.pre_shutdown()
+            await gateway.shutdown(config.STOP_GRACE)
             await metrics.cleanup()
         finally:
             self._idle = None
@@ -219,14 +247,20 @@ class Gateway:
             "/healthz": {"GET": self._healthz},
         }
         if admin:
-            routes["/admin/config"] = {"GET": self._admin(self._get_config), "PATCH": self._admin(self._patch_config)}
-            routes["/admin/reset"] = {"POST": self._admin(self._reset)}
+            routes["/admin/config"] = {"GET": self._get_config, "PATCH": self._patch_config}
+            routes["/admin/reset"] = {"POST": self._reset}
         for methods in routes.values():
             if "GET" in methods:
                 methods["HEAD"] = methods["GET"]
         return routes
 
-    def _gateway_server(self, admin: bool) -> web.Server:
+    @staticmethod
+    async def _accept(gateway: GatewayServer, sock: socket.socket) -> None:
+        """Accept ``gateway``'s connections on ``sock`` until cancelled; then close ``sock``."""
+        with sock:
+            await gateway.accept(sock)
+
+    def _gateway_server(self, admin: bool) -> GatewayServer:
         """aiohttp's low-level server with :meth:`_serve` as its one handler.
 
         No application router, middleware chain or signals stand between the socket and the
@@ -235,21 +269,29 @@ class Gateway:
         request than behind an ``Application`` (the ``_low_level`` rows of
         ``benchmarks/README.md``)."""
         self._handlers = self._routes(admin)
+        self._protected = frozenset(p for p in self._handlers if p.startswith("/admin/") and self.admin_token is not None)
         loop = asyncio.get_running_loop()
 
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
             return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=config.MAX_BODY)
 
-        return web.Server(self._serve, request_factory=make_request)
+        return GatewayServer(self._serve, make_request, max_connections=self.max_connections,
+                             keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
+                             refused=self.metrics.refused)
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route ``request`` by path and method; every 4xx/5xx as an OpenAI-style JSON error,
-        counted; never a traceback."""
+        counted; never a traceback. The admin token is checked before anything else about an
+        admin request (its method, its ``Expect``), so a caller without it learns nothing.
+        An error answered before the whole body has arrived closes the connection (the
+        client need not send the rest), and so does every answer while the gateway stops."""
         try:
             methods = self._handlers.get(request.path)
             if methods is None:
                 raise ApiError(404, f"unknown path {request.path!r}; see GET /v1/models and POST /v1/chat/completions",
                                "unknown_url")
+            if self._protected and request.path in self._protected:
+                self._authorize(request)
             handler = methods.get(request.method)
             if handler is None:
                 allowed = ", ".join(methods)
@@ -257,23 +299,31 @@ class Gateway:
                                "method_not_allowed", headers={"Allow": allowed})
             if hdrs.EXPECT in request.headers:
                 await _expect(request)
-            return await handler(request)
+            response = await handler(request)
+            if self._stopping:
+                response.force_close()
+            return response
         except ApiError as exc:
             error = exc
         except web.HTTPRequestEntityTooLarge:  # raised by request.read() past MAX_BODY
-            error = ApiError(413, f"request body is larger than {config.MAX_BODY} bytes", "request_too_large")
+            error = _too_large()
         except ConnectionResetError:
             raise  # the client went away mid-request: there is nobody to answer
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             error = ApiError(500, "internal error in the gateway; see its log", "internal_error")
         self.metrics.refused(error.status)
-        return error.response()
+        response = error.response()
+        if self._stopping or not request.content.is_eof():
+            response.force_close()
+            if hdrs.EXPECT in request.headers and not request.content.is_eof():
+                _stop_reading(request)  # refused before "100 Continue": no body is coming
+        return response
 
     async def _chat(self, request: web.BaseRequest) -> web.Response:
         arrived = self.clock()
         _check_json_content_type(request)
-        model, prompt_tokens = _chat_request(_parse_json(await _read_body(request)))
+        model, prompt_tokens = validate(_parse_json(await _read_body(request, self.body_timeout)))
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
@@ -334,27 +384,26 @@ class Gateway:
 
     # -- admin --------------------------------------------------------------------------
 
-    def _admin(self, handler: _Handler) -> _Handler:
-        """``handler`` behind the admin token, if there is one."""
-        token = self.admin_token
-        if token is None:
-            return handler
-        expected = f"Bearer {token}".encode()
-
-        async def guarded(request: web.BaseRequest) -> web.StreamResponse:
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, expected):
-                raise ApiError(401, "admin routes need the header 'Authorization: Bearer <admin token>'",
-                               "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-            return await handler(request)
-
-        return guarded
+    def _authorize(self, request: web.BaseRequest) -> None:
+        """401 unless ``request`` carries ``Authorization: Bearer <admin token>``; the
+        scheme's case does not matter (RFC 9110, section 11.1)."""
+        assert self.admin_token is not None
+        scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        given = credentials.strip(" ").encode("utf-8", "surrogateescape")
+        if not (hmac.compare_digest(given, self.admin_token.encode()) and scheme.lower() == "bearer"):
+            raise ApiError(401, "admin routes need the header 'Authorization: Bearer <admin token>'",
+                           "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     async def _get_config(self, request: web.BaseRequest) -> web.Response:
         return _json(self.scenario.to_dict())
 
     async def _patch_config(self, request: web.BaseRequest) -> web.Response:
-        patch = await _read_json(request)
+        """Merge the body into the scenario: a JSON merge patch (RFC 7396), sent as
+        ``application/merge-patch+json`` or ``application/json``; ``config.merge`` is that
+        deep merge already, except that ``null`` (remove a field) is refused, as every field
+        has a value."""
+        _check_json_content_type(request, _MERGE_PATCH)
+        patch = _parse_json(await _read_body(request, self.body_timeout))
         try:
             scenario = self._configure(patch, "PATCH /admin/config")
         except ConfigError as exc:
@@ -406,13 +455,16 @@ async def _listen(runner: web.BaseRunner, host: str, port: int) -> int:
 async def _expect(request: web.BaseRequest) -> None:
     """Answer an ``Expect`` header as aiohttp's application router does: ``100 Continue``
     (curl asks for it before sending a body over 1 KiB, and would otherwise wait a second),
-    417 for any other expectation."""
+    417 for any other expectation, and 413 at once for a declared body over MAX_BODY, which
+    the client then need not send."""
     expect = request.headers[hdrs.EXPECT]
     if request.version != HttpVersion11:
         return
     if expect.lower() != "100-continue":
         raise ApiError(417, f"unknown Expect header {expect!r}; only 100-continue is supported",
                        "expectation_failed")
+    if (request.content_length or 0) > config.MAX_BODY:
+        raise _too_large()
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the interim answer is not part of the response's size
 
@@ -462,12 +514,7 @@ id, the time, the model and message as encoded JSON strings, the token counts): 
 one byte string costs a fraction of serialising the nested dict each time."""
 
 
-# -- request validation ---------------------------------------------------------------------
-
-
-MAX_MODEL_LENGTH = 256
-"""The longest model name accepted (model names are a few dozen characters). It bounds the
-memory held by the cache of :func:`_json_string`."""
+# -- reading a request ---------------------------------------------------------------------
 
 
 def _reject_constant(name: str) -> Any:
@@ -478,45 +525,48 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 """Strict JSON, made once: ``json.loads`` with an argument builds a new decoder per call."""
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "an empty string" if not value else "a string"
-    if isinstance(value, list):
-        return "an empty array" if not value else "an array"
-    return "an object"
+def _too_large() -> ApiError:
+    return ApiError(413, f"request body is larger than {config.MAX_BODY} bytes", "request_too_large")
 
 
-async def _read_json(request: web.BaseRequest) -> Any:
-    """The request body as strict JSON (no NaN or Infinity); 415/413/400 otherwise."""
-    _check_json_content_type(request)
-    return _parse_json(await _read_body(request))
-
-
-async def _read_body(request: web.BaseRequest) -> bytes:
+async def _read_body(request: web.BaseRequest, timeout: float) -> bytes:
     """The request body. A request has nearly always arrived whole by the time it is
     handled; its body is then taken from aiohttp's buffer in one step, where
     ``BaseRequest.read`` would gather it in two awaited reads (the saving is in
     ``benchmarks/README.md``). A body still arriving, or larger than MAX_BODY, goes
     through ``BaseRequest.read``, which waits for it and answers 413 past MAX_BODY (the same
-    bound: at most MAX_BODY bytes are accepted either way)."""
+    bound: at most MAX_BODY bytes are accepted either way), within ``timeout`` seconds (408
+    after). A body aiohttp cannot decode (a bad chunk, ``Content-Encoding`` that is not what
+    it says) is a 400. After a 408 or 400 the connection reads nothing more and closes."""
     content = request.content
-    if content.is_eof() and content.total_bytes <= config.MAX_BODY:
-        return content.read_nowait()
-    return await request.read()
+    try:
+        if content.is_eof() and content.total_bytes <= config.MAX_BODY:
+            return content.read_nowait()
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        error = ApiError(408, f"the request body did not arrive within {timeout:g} s", "request_timeout")
+    except web.RequestPayloadError as exc:
+        reason = parse_error_reason(exc)
+        error = ApiError(400, f"request body could not be read: {reason}", "invalid_request_body")
+    _stop_reading(request)
+    raise error
 
 
-def _check_json_content_type(request: web.BaseRequest) -> None:
-    """415 unless the request says its body is JSON."""
+def _stop_reading(request: web.BaseRequest) -> None:
+    """Read nothing more from ``request``'s connection: it closes once answered, without
+    waiting for the rest of a body (aiohttp would read and drop it for up to 10 s)."""
+    request.protocol.close()
+    request.content.feed_eof()
+
+
+def _check_json_content_type(request: web.BaseRequest, also: str | None = None) -> None:
+    """415 unless the request says its body is JSON (or of the media type ``also``)."""
     given = request.headers.get(hdrs.CONTENT_TYPE)
-    if given != _JSON and request.content_type != _JSON:  # the exact header needs no parsing
+    if given != _JSON and request.content_type not in (_JSON, also):  # the exact header needs no parsing
         shown = f"got {given!r}" if given else "got no Content-Type"
-        raise ApiError(415, f"Content-Type must be {_JSON}; {shown}", "unsupported_media_type")
+        allowed = _JSON if also is None else f"{_JSON} or {also}"
+        raise ApiError(415, f"Content-Type must be {allowed}; {shown}", "unsupported_media_type")
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -528,47 +578,3 @@ def _parse_json(raw: bytes) -> Any:
         raise ApiError(400, "request body is not valid JSON: nested too deeply", "invalid_json") from None
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
-
-
-def _chat_request(body: Any) -> tuple[str, int]:
-    """Validate a chat completion request; its model and an estimate of its prompt tokens
-    (about four characters each)."""
-    if not isinstance(body, dict):
-        raise ApiError(400, f"request body must be a JSON object, got {_kind(body)}", "invalid_request_body")
-    if "model" not in body:
-        raise ApiError(400, "'model' is required", "missing_required_parameter", "model")
-    model = body["model"]
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, f"'model' must be a non-empty string, got {_kind(model)}", "invalid_type", "model")
-    if len(model) > MAX_MODEL_LENGTH:
-        raise ApiError(400, f"'model' must be at most {MAX_MODEL_LENGTH} characters long, got {len(model)}",
-                       "invalid_value", "model")
-    if "messages" not in body:
-        raise ApiError(400, "'messages' is required", "missing_required_parameter", "messages")
-    messages = body["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, f"'messages' must be a non-empty array of message objects, got {_kind(messages)}",
-                       "invalid_type", "messages")
-    chars = 0
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ApiError(400, f"'messages[{i}]' must be an object, got {_kind(message)}", "invalid_type",
-                           f"messages[{i}]")
-        if not isinstance(message.get("role"), str):
-            raise ApiError(400, f"'messages[{i}].role' must be a string, got {_kind(message.get('role'))}",
-                           "invalid_type", f"messages[{i}].role")
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-        elif content is not None:
-            raise ApiError(400, f"'messages[{i}].content' must be a string, an array or null, got {_kind(content)}",
-                           "invalid_type", f"messages[{i}].content")
-    stream = body.get("stream")
-    if stream is True:
-        raise ApiError(400, "streaming is not supported yet; leave 'stream' out or set it to false",
-                       "unsupported_parameter", "stream")
-    if stream is not None and stream is not False:
-        raise ApiError(400, f"'stream' must be true or false, got {_kind(stream)}", "invalid_type", "stream")
-    return model, (chars + 3) // 4 or 1  # ceil(chars / 4), at least 1: integer arithmetic is cheaper

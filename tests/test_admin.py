@@ -114,8 +114,9 @@ def test_reset_refills_the_bucket_and_heals_the_breakers():
 
 
 @pytest.mark.parametrize("authorization,status", [
-    (None, 401), ("Bearer wrong", 401), ("s3cret", 401), ("Bearer s3cret", 200),
-], ids=["none", "wrong token", "no scheme", "right token"])
+    (None, 401), ("Bearer wrong", 401), ("s3cret", 401), ("Basic s3cret", 401), ("Bearer s3cret", 200),
+    ("bearer s3cret", 200), ("BEARER s3cret", 200), ("Bearer  s3cret", 200),
+], ids=["none", "wrong token", "no scheme", "other scheme", "right token", "lower case", "upper case", "two spaces"])
 def test_admin_token_is_required_when_given(authorization, status):
     async def main():
         async with serving(config.Scenario(), admin_token="s3cret") as (gw, http):
@@ -178,3 +179,44 @@ def test_switching_breakers_off_and_on_during_a_probe_keeps_the_provider_in_rota
             assert answers.count("200 p1") > 50 and answers.count("200 p2") > 50
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("method,head", [
+    ("DELETE", b""), ("PATCH", b"Content-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n"),
+], ids=["wrong method", "expect 100-continue"])
+def test_without_the_token_an_admin_request_learns_nothing_and_sends_no_body(method, head):
+    """401 comes before the 405 of a wrong method and before any ``100 Continue``."""
+    async def main():
+        async with serving(config.Scenario(), admin_token="s3cret") as (gw, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(b"%s /admin/config HTTP/1.1\r\nHost: gw\r\n%s\r\n" % (method.encode(), head))
+            answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+            writer.close()
+            return answer
+
+    answer = asyncio.run(main())
+    assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"100 Continue" not in answer and b"Allow:" not in answer
+
+
+@pytest.mark.parametrize("content_type", ["application/merge-patch+json", "application/json",
+                                          "application/merge-patch+json; charset=utf-8"])
+def test_patch_accepts_a_json_merge_patch(content_type):
+    async def main():
+        async with serving(config.Scenario()) as (gw, http):
+            status, body = await call(http, "PATCH", "/admin/config", data=b'{"limiter": {"rate": 50}}',
+                                      headers={"Content-Type": content_type})
+            return status, body
+
+    status, body = asyncio.run(main())
+    assert (status, body["limiter"]["rate"]) == (200, 50.0)
+
+
+def test_patch_of_another_media_type_is_415_naming_both():
+    async def main():
+        async with serving(config.Scenario()) as (gw, http):
+            return await call(http, "PATCH", "/admin/config", data=b"{}", headers={"Content-Type": "text/plain"})
+
+    status, body = asyncio.run(main())
+    assert status == 415
+    assert "application/json or application/merge-patch+json" in body["error"]["message"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import threading
 from typing import Any
@@ -270,7 +271,7 @@ def test_the_body_limit_is_the_same_whether_the_body_has_arrived_or_not():
             deliver()
         else:
             loop.call_soon(deliver)
-        return await _read_body(request)
+        return await _read_body(request, config.BODY_TIMEOUT)
 
     async def main():
         for arrived in (True, False):
@@ -330,7 +331,7 @@ BAD_INPUTS = [
     ("no role", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": "a"}, {"content": "b"}]),
      400, "invalid_type", "'messages[1].role' must be a string, got null"),
     ("content number", "POST", "/v1/chat/completions", body(messages=[{"role": "user", "content": 5}]), 400,
-     "invalid_type", "'messages[0].content' must be a string, an array or null, got a number"),
+     "invalid_type", "'messages[0].content' must be a string or an array of content parts, got a number"),
     ("stream", "POST", "/v1/chat/completions", body(stream=True), 400, "unsupported_parameter",
      "streaming is not supported yet"),
     ("stream string", "POST", "/v1/chat/completions", body(stream="yes"), 400, "invalid_type",
@@ -484,6 +485,7 @@ def test_requests_arriving_while_stopping_get_503():
             await asyncio.sleep(0)  # one loop turn: stop() runs until it waits for the slow request
             status, headers, body = await post(late)
             assert (status, headers["x-gwlab-provider"], body["error"]["code"]) == (503, "none", "shutting_down")
+            assert headers["Connection"] == "close"  # a keep-alive client must not come back
             assert (await call)[0] == 200
             await stopping
         assert gw.metrics.registry.get_sample_value("gwlab_requests_total", {"code": "503", "provider": "none"}) == 1
@@ -588,5 +590,174 @@ def test_metrics_port_in_use_releases_the_gateway_port():
             async with aiohttp.ClientSession(gw.url) as http:
                 assert (await post(http))[0] == 200
             await gw.stop()
+
+    asyncio.run(main())
+
+
+# -- every bad request is a 4xx in the OpenAI shape, once -------------------------------------
+
+
+async def answer_to(port: int, data: bytes, then: bytes = b"") -> bytes:
+    """What the gateway answers to ``data`` (and ``then``, sent a moment later) on a raw
+    connection, until it closes it (5 s at most)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        if then:
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(then)
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+def answers(raw_bytes: bytes) -> list[tuple[int, dict]]:
+    """The statuses and bodies of the answers in ``raw_bytes``."""
+    out = []
+    while raw_bytes:
+        head, _, rest = raw_bytes.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        out.append((int(head.split(b" ", 2)[1]), json.loads(rest[:length])))
+        raw_bytes = rest[length:]
+    return out
+
+
+PAYLOAD = json.dumps(CHAT).encode()
+POST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n")
+
+MALFORMED = [
+    # id, bytes sent, bytes sent 50 ms later, status, code
+    ("bad gzip", POST + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello", b"", 400, "invalid_request_body"),
+    ("bad deflate", POST + b"Content-Encoding: deflate\r\nContent-Length: 5\r\n\r\nhello", b"", 400,
+     "invalid_request_body"),
+    ("bad chunk after the body began", POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"mod\r\n", b"zz\r\n", 400,
+     "invalid_request_body"),
+    ("bad chunk at once", POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", b"", 400, "invalid_http_request"),
+    ("unknown method", b"FOO / HTTP/1.1\r\nHost: gw\r\n\r\n", b"", 400, "invalid_http_request"),
+    ("bad header", b"GET /healthz HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n", b"", 400, "invalid_http_request"),
+    ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32 + b"\r\n\r\n", b"", 400,
+     "invalid_http_request"),
+]
+
+
+@pytest.mark.parametrize("data,then,status,code", [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_a_malformed_request_is_answered_in_the_openai_shape_counted_and_logged_once_at_debug(
+        data, then, status, code, caplog):
+    async def main():
+        async with serving(single()) as (gw, _):
+            with caplog.at_level(logging.DEBUG):
+                answer = await answer_to(gw.port, data, then)
+            [(got, body)] = answers(answer)
+            assert (got, body["error"]["code"], body["error"]["type"]) == (status, code, "invalid_request_error")
+            assert b"Content-Type: application/json" in answer  # and the connection closed after it
+            assert gw.metrics.registry.get_sample_value(
+                "gwlab_requests_total", {"code": str(status), "provider": "none"}) == 1
+            assert gw.snapshot().tokens == config.BURST
+        records = [r for r in caplog.records if r.name.startswith(("gwlab", "aiohttp"))
+                   and not r.getMessage().startswith("gateway on")]
+        assert [(r.levelno, r.exc_info) for r in records] in ([], [(logging.DEBUG, None)])
+
+    asyncio.run(main())
+
+
+def test_expect_100_continue_with_a_declared_body_over_the_limit_is_413_at_once():
+    async def main():
+        async with serving(single()) as (gw, _):
+            head = POST + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (5 * 2**20)
+            [(status, body)] = answers(await answer_to(gw.port, head))
+            assert (status, body["error"]["code"]) == (413, "request_too_large")
+
+    asyncio.run(main())
+
+
+CONTENT_CASES = [
+    # id, messages, param of the 400 (None: valid, 200)
+    ("role banana", [{"role": "banana", "content": "hi"}], "messages[0].role"),
+    ("parts of numbers and null", [{"role": "user", "content": [1, None]}], "messages[0].content[0]"),
+    ("text not a string", [{"role": "user", "content": [{"type": "text", "text": 5}]}], "messages[0].content[0].text"),
+    ("no text", [{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text"),
+    ("unknown part type", [{"role": "user", "content": [{"type": "video", "video": {}}]}],
+     "messages[0].content[0].type"),
+    ("image part for system", [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "messages[0].content[0].type"),
+    ("image_url not an object", [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
+     "messages[0].content[0].image_url"),
+    ("empty parts", [{"role": "user", "content": []}], "messages[0].content"),
+    ("user without content", [{"role": "user"}], "messages[0].content"),
+    ("user with null content", [{"role": "user", "content": None}], "messages[0].content"),
+    ("assistant without content or tool_calls", [{"role": "assistant"}], "messages[0].content"),
+    ("tool without tool_call_id", [{"role": "tool", "content": "42"}], "messages[0].tool_call_id"),
+    ("tool_call_id a number", [{"role": "tool", "content": "42", "tool_call_id": 7}], "messages[0].tool_call_id"),
+    ("name a number", [{"role": "user", "content": "hi", "name": 1}], "messages[0].name"),
+    ("function without name", [{"role": "function", "content": "x"}], "messages[0].name"),
+    ("function with parts", [{"role": "function", "name": "f", "content": [{"type": "text", "text": "x"}]}],
+     "messages[0].content"),
+    ("lone surrogate", [{"role": "user", "content": "\ud800"}], "messages[0].content"),
+    ("lone surrogate in a part", [{"role": "user", "content": [{"type": "text", "text": "a\udfffb"}]}],
+     "messages[0].content[0].text"),
+    ("string", [{"role": "user", "content": "hi"}], None),
+    ("text parts", [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], None),
+    ("every user part type", [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        {"type": "file", "file": {"file_id": "f"}}]}], None),
+    ("system and developer", [{"role": "system", "content": "be brief"},
+                              {"role": "developer", "content": [{"type": "text", "text": "really"}]},
+                              {"role": "user", "content": "hi", "name": "ann"}], None),
+    ("assistant with tool_calls and a tool answer", [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}], None),
+    ("assistant refusal part", [{"role": "user", "content": "x"},
+                                {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}], None),
+    ("function message", [{"role": "function", "name": "f", "content": None}], None),
+    ("emoji", [{"role": "user", "content": "h\U0001f600i"}], None),
+]
+
+
+@pytest.mark.parametrize("messages,param", [c[1:] for c in CONTENT_CASES], ids=[c[0] for c in CONTENT_CASES])
+def test_messages_are_checked_as_openai_checks_them(messages, param):
+    t = [0.0]
+
+    async def main():
+        async with serving(single(), clock=lambda: t[0]) as (gw, http):
+            data = json.dumps({**CHAT, "messages": messages}).encode()
+            async with http.post("/v1/chat/completions", data=data, headers=JSON) as r:
+                status, body = r.status, await r.json()
+            if param is None:
+                assert status == 200, body
+                assert gw.snapshot().tokens == config.BURST - 1
+            else:
+                assert (status, body["error"]["param"], body["error"]["type"]) == (400, param, "invalid_request_error")
+                assert gw.snapshot().tokens == config.BURST
+
+    asyncio.run(main())
+
+
+def test_the_fields_the_api_allows_are_accepted_and_ignored():
+    fields = {"temperature": 0.2, "top_p": 0.9, "max_tokens": 5, "max_completion_tokens": 5, "n": 1,
+              "stop": ["\n"], "user": "u", "seed": 3, "presence_penalty": 0, "frequency_penalty": 0,
+              "logit_bias": {"50256": -100}, "response_format": {"type": "json_object"},
+              "tools": [{"type": "function", "function": {"name": "w", "parameters": {}}}], "tool_choice": "auto",
+              "parallel_tool_calls": True, "stream": False, "stream_options": {"include_usage": True},
+              "metadata": {"k": "v"}, "store": False, "reasoning_effort": "low", "logprobs": False}
+
+    async def main():
+        async with serving(single()) as (gw, http):
+            status, _, body = await post(http, {**CHAT, **fields})
+            assert (status, body["object"]) == (200, "chat.completion")
+
+    asyncio.run(main())
+
+
+def test_the_access_log_is_off_at_info(caplog):
+    async def main():
+        async with serving(single()) as (gw, http):
+            with caplog.at_level(logging.INFO):
+                for _ in range(3):
+                    assert (await post(http))[0] == 200
+        assert [r for r in caplog.records if r.name.startswith("aiohttp")] == []
 
     asyncio.run(main())

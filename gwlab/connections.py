@@ -1,0 +1,261 @@
+"""The gateway's connections: how many it holds, and how long one may take or wait.
+
+aiohttp's low-level server bounds neither: it accepts every connection the kernel hands it,
+keeps an idle keep-alive connection for an hour and waits for a request's head and body for
+ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bounds"):
+
+- **Connections.** It runs its own accept loop and holds at most :func:`connection_cap`
+  connections: :data:`~gwlab.config.MAX_CONNECTIONS`, lowered to leave
+  :data:`~gwlab.config.FD_RESERVE` descriptors free under the process's ``RLIMIT_NOFILE``
+  (for the metrics server, the log, the loop). At the cap it closes the connections that
+  sit idle between requests (nginx does the same when its connections run out), so a flood
+  of idle sockets cannot lock out new clients or the admin routes; when none is idle it
+  stops calling ``accept()`` until a connection closes, and new clients wait in the listen
+  backlog instead of being accepted and dropped. It says so in the log once per
+  :data:`~gwlab.config.LIMIT_LOG_INTERVAL`, not once per socket.
+- **Idle.** aiohttp's own keep-alive timer, set to :data:`~gwlab.config.KEEPALIVE_TIMEOUT`,
+  closes a connection that waits that long for its next request.
+- **Head.** A request whose head has not all arrived
+  :data:`~gwlab.config.HEADER_TIMEOUT` seconds after its first byte is answered 408 and its
+  connection closed (slowloris).
+- **Body.** The gateway reads a body within :data:`~gwlab.config.BODY_TIMEOUT` (in
+  ``server.py``, where it reads).
+
+None of these cuts an answer being written: the idle and head timers only act while the
+connection waits for a request, never while a handler runs.
+
+Every answer aiohttp's parser gives (a malformed request line or header, a bad chunk) is
+an OpenAI-style JSON error too, counted like any other and logged in one line at DEBUG:
+a stranger's garbage must not write tracebacks into the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import resource
+import socket
+from typing import Any, Callable
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
+
+from gwlab import config
+from gwlab.errors import ApiError
+
+log = logging.getLogger("gwlab.server")
+
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def connection_cap(max_connections: int) -> int:
+    """The most connections the gateway may hold: ``max_connections``, or fewer when the
+    process's descriptor limit minus :data:`~gwlab.config.FD_RESERVE` is lower (at least 1)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, soft - config.FD_RESERVE))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A non-blocking socket listening on ``host:port`` with the gateway's backlog."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=config.BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class GatewayServer(web.Server):
+    """aiohttp's low-level server with the gateway's bounds (see the module's docstring).
+
+    ``refused(status)`` counts an answer the gateway gives outside its handler (a
+    malformed request, a head too slow). Serve a listening socket with :meth:`accept`.
+    """
+
+    def __init__(self, handler: Callable, request_factory: Callable, *, max_connections: int,
+                 keepalive_timeout: float, header_timeout: float, refused: Callable[[int], None]) -> None:
+        super().__init__(handler, request_factory=request_factory, keepalive_timeout=keepalive_timeout,
+                         access_log=None)
+        self.cap = connection_cap(max_connections)
+        self.header_timeout = header_timeout
+        self.refused = refused
+        self.open = 0
+        """Connections held now."""
+        self._room: asyncio.Future[None] | None = None
+        self._next_log = 0.0
+        self._waits = 0
+        self._closed_idle = 0
+
+    def __call__(self) -> RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.open += 1
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.open -= 1
+        if self._room is not None:
+            _wake(self._room)
+
+    async def accept(self, sock: socket.socket) -> None:
+        """Accept connections on ``sock`` for ever (cancel to stop), within the cap."""
+        loop = self._loop
+        while True:
+            if self.open >= self.cap:
+                await self._wait(sock.fileno())  # until a connection closes or a client waits
+                while self.open >= self.cap:
+                    await self._make_room(f"holds {self.open} connections, its limit")
+                continue
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_DESCRIPTORS:
+                    raise
+                await self._make_room(f"is out of descriptors ({exc.strerror}) at {self.open} connections",
+                                      config.ACCEPT_RETRY)
+                continue
+            try:
+                await loop.connect_accepted_socket(self, conn)
+            except OSError as exc:  # the client left before the connection was set up
+                log.debug("dropped a new connection: %s", exc)
+                conn.close()
+
+    async def _make_room(self, why: str, timeout: float | None = None) -> None:
+        """A client waits and there is no room for it: close an idle connection if there is
+        one, log ``why`` once per interval, and wait until a connection closes or finishes
+        an answer (or ``timeout`` passes)."""
+        idle = next((c for c in self._connections if c.idle), None)  # type: ignore[attr-defined]
+        if idle is not None:
+            idle.force_close()
+            self._closed_idle += 1
+        self._waits += 1
+        now = self._loop.time()
+        if now >= self._next_log:
+            log.warning("the gateway %s: new connections wait in the backlog (%d waits, %d idle connections "
+                        "closed in the last %g s)", why, self._waits, self._closed_idle, config.LIMIT_LOG_INTERVAL)
+            self._next_log = now + config.LIMIT_LOG_INTERVAL
+            self._waits = self._closed_idle = 0
+        await self._wait(timeout=timeout)
+
+    async def _wait(self, readable: int | None = None, timeout: float | None = None) -> None:
+        """Until a connection closes, or the descriptor ``readable`` can be read (a client
+        waits to be accepted), or ``timeout`` passes."""
+        loop = self._loop
+        self._room = room = loop.create_future()
+        if readable is not None:
+            loop.add_reader(readable, _wake, room)
+        try:
+            await asyncio.wait_for(room, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._room = None
+            if readable is not None:
+                loop.remove_reader(readable)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Connection(RequestHandler):
+    """One client connection: aiohttp's protocol with the head timeout, and its parser's
+    errors answered in the OpenAI shape."""
+
+    __slots__ = ("_head_timer",)
+
+    def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Between requests: no request handled, none arriving."""
+        return not (self._request_in_progress or self._messages or self._head_timer or self._force_close)
+
+    def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
+        """aiohttp calls this once an answer is written (the access log is off): the
+        connection is about to be idle, which an accept loop waiting for room wants to know."""
+        manager = self._manager
+        if manager is not None and manager._room is not None:
+            _wake(manager._room)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages or self._request_in_progress:
+            if self._head_timer is not None:  # the head has arrived in time
+                self._head_timer.cancel()
+                self._head_timer = None
+            if self._request_in_progress and self._messages and type(self._messages[-1][0]) is _ErrInfo:
+                # The parser failed inside the body being read (a bad chunk): aiohttp queues
+                # an answer for after the handler's and leaves the handler waiting for the
+                # rest of the body; fail its read instead, so that it answers 400 now.
+                request = self._current_request
+                if request is not None:
+                    error = self._messages.pop()[0]
+                    request.content.set_exception(RequestPayloadError(error.message))
+        elif self._head_timer is None and data and self._manager is not None:
+            self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        manager = self._manager
+        if manager is None or self.transport is None or self._messages or self._request_in_progress:
+            return
+        log.debug("closing a connection whose request head took over %g s", manager.header_timeout)
+        manager.refused(408)
+        error = ApiError(408, f"the request's head did not arrive within {manager.header_timeout:g} s",
+                         "request_timeout")
+        self.transport.write(raw_answer(error))
+        self.force_close()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """The answer to a request aiohttp could not parse (or, never expected, a handler
+        that raised): JSON, counted, one line in the log; the connection closes after it."""
+        if request.writer.output_size > 0:  # as aiohttp: too late for another answer
+            raise ConnectionError("an answer is partly sent; cannot send an error instead")
+        reason = parse_error_reason(exc, message)
+        if status >= 500:
+            log.error("error answering a request from %s", request.remote, exc_info=exc)
+            error = ApiError(status, "internal error in the gateway; see its log", "internal_error")
+        else:
+            log.debug("malformed request from %s: %s", request.remote, reason)
+            error = ApiError(status, f"malformed HTTP request: {reason}", "invalid_http_request")
+        if self._manager is not None:
+            self._manager.refused(status)
+        response = error.response()
+        response.force_close()
+        return response
+
+
+def parse_error_reason(exc: BaseException | None, message: str | None = None) -> str:
+    """The first line of what aiohttp says about a request it could not parse or decode,
+    without its status prefix (``400, message:``) and the quoted bytes that follow it."""
+    for source in (message, getattr(exc, "message", None), getattr(exc, "__cause__", None), exc):
+        text = source if isinstance(source, str) else getattr(source, "message", None) or str(source or "")
+        for line in text.splitlines():
+            line = line.strip().rstrip(":")
+            if line and not line.endswith(", message"):
+                return line
+    return "unreadable request"
+
+
+def raw_answer(error: ApiError) -> bytes:
+    """``error`` as the bytes of a whole HTTP/1.1 answer that closes the connection, for a
+    moment when no request object exists to answer through."""
+    response = error.response()
+    body = response.body
+    head = [f"HTTP/1.1 {response.status} {response.reason}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{name}: {value}" for name, value in response.headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body

@@ -1,0 +1,245 @@
+"""What a client can hold of the gateway: idle, head and body time, and connections.
+
+Each bound is shown doing its job with small limits over raw sockets (slowloris, slow
+bodies, idle keep-alive, floods of connections), and one gateway runs as a process under a
+descriptor limit of 256 while 300 sockets are held open against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from gwlab import config
+from gwlab.connections import connection_cap
+from tests.support import CHAT, serving
+from tests.test_server import single
+
+pytestmark = pytest.mark.timeout(60)
+
+BODY = json.dumps(CHAT).encode()
+HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(BODY))
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> tuple[bytes, float]:
+    """Everything the gateway sends until it closes the connection, and the seconds that took."""
+    started = time.monotonic()
+    data = await asyncio.wait_for(reader.read(), timeout)
+    return data, time.monotonic() - started
+
+
+def status_and_error(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)["error"]
+
+
+def requests_total(gw, code: int) -> float | None:
+    return gw.metrics.registry.get_sample_value("gwlab_requests_total", {"code": str(code), "provider": "none"})
+
+
+async def answered_then_closed(port: int) -> tuple[bytes, float]:
+    """Send a chat request on a new connection, check that it is answered 200, then wait
+    for the gateway to close the connection: what it sent after the answer, and how long
+    it kept the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEAD + BODY)
+    answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    try:
+        return await read_until_closed(reader)
+    finally:
+        writer.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout():
+    async def main():
+        async with serving(single(), keepalive_timeout=0.3) as (gw, _):
+            rest, waited = await answered_then_closed(gw.port)
+            assert rest == b""
+            assert 0.25 <= waited < 2.0
+            # A connection that never sends a byte is idle from the start.
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            rest, waited = await read_until_closed(reader)
+            writer.close()
+            assert (rest, 0.25 <= waited < 2.0) == (b"", True)
+
+    asyncio.run(main())
+
+
+def test_a_head_sent_slowly_is_answered_408_and_closed():
+    """Slowloris: a byte of the head every 50 ms, for ever."""
+    async def main():
+        async with serving(single(), header_timeout=0.3) as (gw, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            started = time.monotonic()
+
+            async def drip() -> None:
+                for byte in HEAD + b"X-Slow: " + b"a" * 1000:
+                    writer.write(bytes([byte]))
+                    await asyncio.sleep(0.05)
+
+            dripping = asyncio.create_task(drip())
+            answer, _ = await read_until_closed(reader)
+            waited = time.monotonic() - started
+            dripping.cancel()
+            writer.close()
+            status, error = status_and_error(answer)
+            assert (status, error["code"]) == (408, "request_timeout")
+            assert b"Connection: close\r\n" in answer
+            assert 0.25 <= waited < 2.0
+            assert requests_total(gw, 408) == 1
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_sent_slowly_or_cut_short_is_answered_408_and_closed(framing):
+    """A body that stops half-way (truncated) never hangs the connection: the body timeout
+    answers it."""
+    async def main():
+        async with serving(single(), body_timeout=0.3) as (gw, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            if framing == "length":
+                writer.write(HEAD + BODY[:10])
+            else:
+                writer.write(HEAD.replace(b"Content-Length: %d" % len(BODY), b"Transfer-Encoding: chunked")
+                             + b"%x\r\n%s\r\n" % (10, BODY[:10]))
+            answer, waited = await read_until_closed(reader)
+            writer.close()
+            status, error = status_and_error(answer)
+            assert (status, error["code"]) == (408, "request_timeout")
+            assert 0.25 <= waited < 2.0
+            assert gw.snapshot().tokens == config.BURST
+            assert requests_total(gw, 408) == 1
+
+    asyncio.run(main())
+
+
+def test_the_timeouts_never_cut_an_answer_being_prepared():
+    """A provider call longer than every timeout still answers 200 on the same connection,
+    and the connection is then idle-timed from the answer on."""
+    async def main():
+        async with serving(single(latency=0.6), keepalive_timeout=0.2, header_timeout=0.2,
+                           body_timeout=0.2) as (gw, _):
+            rest, waited = await answered_then_closed(gw.port)
+            assert rest == b"" and 0.15 <= waited < 2.0
+
+    asyncio.run(main())
+
+
+def test_at_the_connection_limit_the_gateway_stops_accepting_until_one_closes(caplog):
+    """Three connections busy sending their heads fill a limit of 3: twenty more wait in the
+    backlog, unanswered, and the log says so once; when one of the three leaves, the
+    waiting clients are served."""
+    async def main():
+        async with serving(single(), max_connections=3, header_timeout=30) as (gw, _):
+            busy = []
+            for _ in range(3):
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+                writer.write(b"POST /v1/chat/completions HTTP/1.1\r\n")  # a head never finished
+                busy.append((reader, writer))
+            await asyncio.sleep(0.1)  # the heads have begun: none of the three is idle
+            waiting = []
+            with caplog.at_level(logging.DEBUG, logger="gwlab.server"):
+                for _ in range(20):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)  # the kernel's backlog
+                    writer.write(HEAD + BODY)
+                    waiting.append((reader, writer))
+                await asyncio.sleep(0.3)
+                assert gw._runners[0].open == 3
+                for reader, _ in waiting:
+                    assert not reader.at_eof() and len(reader._buffer) == 0  # not answered, not closed
+                busy[0][1].close()
+                for reader, _ in waiting:
+                    answer = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+                    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+                    # (served one at a time: each answered client stays connected and idle,
+                    # and is closed to make room for the next)
+            limit_lines = [r for r in caplog.records if "its limit" in r.getMessage()]
+            assert len(limit_lines) == 1 and limit_lines[0].levelno == logging.WARNING
+            for _, writer in busy[1:] + waiting:
+                writer.close()
+
+    asyncio.run(main())
+
+
+def test_at_the_connection_limit_idle_connections_make_room_for_new_clients():
+    async def main():
+        async with serving(single(), max_connections=3) as (gw, http):
+            idle = [await asyncio.open_connection("127.0.0.1", gw.port) for _ in range(3)]
+            await asyncio.sleep(0.1)
+            async with http.post("/v1/chat/completions", json=CHAT) as r:
+                assert r.status == 200
+            await asyncio.sleep(0.1)
+            closed = [reader.at_eof() or await _closed_now(reader) for reader, _ in idle]
+            for _, writer in idle:
+                writer.close()
+            assert closed == [True, False, False]  # the oldest idle one made room
+
+
+async def _closed_now(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), 0.1) == b""
+    except TimeoutError:
+        return False
+
+    asyncio.run(main())
+
+
+def test_the_connection_cap_leaves_the_descriptor_reserve_free():
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert connection_cap(10**9) == soft - config.FD_RESERVE
+    assert connection_cap(5) == 5
+
+
+def _limit_descriptors() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
+def test_300_idle_sockets_under_256_descriptors_leave_the_gateway_and_metrics_reachable():
+    """``gwlab serve`` as a process limited to 256 descriptors; 300 sockets connect and
+    stay idle. /metrics answers, a chat request is served (idle connections make room),
+    and the log holds a line or two, not one per socket."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gwlab", "serve", "--port", "0", "--metrics-port", "0", "--log-level", "DEBUG"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limit_descriptors,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    sockets = []
+    try:
+        urls = [process.stdout.readline().decode() for _ in range(2)]
+        port = int(re.search(r":(\d+)", urls[0].split()[1]).group(1))
+        metrics_url = urls[1].split()[1]
+        for _ in range(300):
+            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+
+        async def check() -> None:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                async with http.get(metrics_url) as r:
+                    assert r.status == 200
+                    assert "gwlab_requests_total" in await r.text()
+                async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT) as r:
+                    assert r.status == 200
+
+        asyncio.run(check())
+    finally:
+        for sock in sockets:
+            sock.close()
+        process.terminate()
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert "Traceback" not in stderr.decode()
+    assert len(stderr) < 4000, stderr.decode()[-2000:]
