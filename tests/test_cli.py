@@ -162,6 +162,28 @@ def test_status_lines_show_rates_shares_breakers_tokens_and_quantiles():
     ]
 
 
+def test_status_lines_name_transport_errors_and_say_when_the_clients_cannot_keep_up():
+    interval = _tally((200, "p1", 0.1, 100), (0, "none", None, 22))
+    lines = status_lines(interval, 2.0, 122, interval, SNAPSHOT, 4.0, saturated=2878)
+    assert lines[0] == ("   4.0s  offered 61/s  200 50/s  429 0/s  502 0/s  504 0/s  transport_error 11/s"
+                        "  (can't keep up: 61 of 1500 per second sent)")
+
+
+def test_summary_lines_say_how_many_arrivals_were_not_sent():
+    tally = _tally((200, "p1", 0.25, 122))
+    scenario = config.merge(config.Scenario(), {"workload": {"mode": "open", "rate": 1500, "max_in_flight": 40}})
+    end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=122, saturated=2878,
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0)
+    lines = summary_lines(result)
+    assert lines[:3] == [
+        "duration 2.0s  offered 122 (61/s, requested 1500/s)  admitted 122",
+        "codes 200 122",
+        "can't keep up: 61 of 1500 per second sent  (2878 arrivals not sent: the generator was saturated at 40 "
+        "requests in flight)",
+    ]
+
+
 def test_status_lines_before_any_answer():
     lines = status_lines(Tally(), 1.0, 0, Tally(), SNAPSHOT, 1.0)
     assert lines[1] == "        p1 - healthy   p2 - open 3.2s"
@@ -188,7 +210,7 @@ def test_summary_lines():
     scenario = config.merge(config.Scenario(), {"workload": {"mode": "open", "rate": 2.5}})
     end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0),
                                           "p2": ProviderState(State.OPEN, 1.0, 1.0, 0, 1)})
-    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4,
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4, saturated=0,
                        workloads=[(0.0, scenario.workload)], end=end, trips={"p2": 1}, fallbacks={"p1": 0},
                        events_refused=0)
     h = tally.latency
