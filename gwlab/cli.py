@@ -390,13 +390,16 @@ def event_player(scenario: Scenario, gateway: Gateway, clients: LoadGenerator, v
 async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
                  stop: asyncio.Event, duration: float | None) -> None:
     """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set or
-    ``duration`` seconds of sending have passed. The ticks fall half-way between two tally
-    reports of the workers, so each view counts whole report intervals."""
+    ``duration`` seconds of sending have passed, however late the loop wakes up. The ticks
+    fall half-way between two tally reports of the workers, so each view counts whole
+    report intervals."""
     start = clients.started_at or time.monotonic()
     end = None if duration is None else start + duration
     tick = last = start + REPORT_INTERVAL / 2
     while not stop.is_set():
         tick += REFRESH
+        while tick < time.monotonic():  # a busy loop fell behind: skip the ticks it missed
+            tick += REFRESH
         wake = tick if end is None else min(tick, end)
         try:
             await asyncio.wait_for(stop.wait(), max(0.0, wake - time.monotonic()))
@@ -410,3 +413,5 @@ async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
         interval, sent, saturated = clients.take_interval()
         view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start, saturated))
         last = now
+        if end is not None and now >= end:
+            break

@@ -248,7 +248,8 @@ class LoadGenerator:
         await asyncio.wait(self._final, timeout=deadline - time.monotonic())
         await self._end(deadline)
         rate, requested = self.achieved_rate, self.requested_rate
-        if requested and rate is not None and rate < SHORTFALL * requested:
+        # A saturated run says so itself ("can't keep up"); this is for any other shortfall.
+        if requested and rate is not None and rate < SHORTFALL * requested and not self.saturated:
             log.warning("achieved offered rate %.0f/s is below %.0f%% of the requested %.0f/s",
                         rate, SHORTFALL * 100, requested)
 
