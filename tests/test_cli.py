@@ -440,8 +440,9 @@ def test_sigterm_under_overload_exits_0_within_the_bound_with_the_summary(tmp_pa
     out = tmp_path / "run.json"
     process = Process("run", "--rate", "20000", "--port", "0", "--metrics-port", "0", "--json", str(out), cwd=tmp_path)
     process.urls()
-    assert " offered " in process.line()
-    assert " offered " in process.line()
+    # Far more is asked than two cores can serve: within seconds the clients hold their cap.
+    while "can't keep up: " not in process.line():
+        pass
     workers = process.children()
     assert len(_workers(process)) == 2
     process.popen.send_signal(signal.SIGTERM)
@@ -450,7 +451,6 @@ def test_sigterm_under_overload_exits_0_within_the_bound_with_the_summary(tmp_pa
     assert (status, stderr) == (0, "")
     assert time.monotonic() - signalled < EXIT_BOUND
     result = json.loads(out.read_text())
-    # Far more is asked than two cores can serve: the clients hold their cap and say so.
     assert result["saturated"] > 0
     assert result["achieved_offered_rate"] < result["requested_rate"] == 20000
     assert any(line.startswith("can't keep up: ") for line in lines)
