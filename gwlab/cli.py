@@ -8,7 +8,12 @@ outside clients. ``simulate`` replays the scenario in virtual time, with no sock
 prints the same summary.
 
 A bad scenario file or flag exits with status 2 and one line on stderr naming the file or
-flag, the value and what is allowed, before any port is bound; so does a port in use.
+flag, the value and what is allowed, before any port is bound; so does a port in use, or a
+``--json`` or ``--report`` file that cannot be written.
+
+``run`` always ends: after ``--duration`` or the first Ctrl-C / SIGTERM it exits within
+:data:`EXIT_BOUND` seconds whatever its workers or the gateway do (a worker that does not
+stop in time is killed and named); a second Ctrl-C or SIGTERM ends it at once.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -27,7 +33,7 @@ from typing import Callable, Sequence
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.live import LiveView, status_lines, summary_lines
-from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator, worker_count
+from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.server import Gateway
 from gwlab.summary import Trips, summarise
 from gwlab.timeline import Player, describe, follow, steps
@@ -38,6 +44,11 @@ PROGRESS_AFTER = 2.0
 """Seconds after which a running simulation starts showing its progress."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
+EXIT_BOUND = config.CLIENT_GRACE + 2 * EXIT_TIMEOUT + config.STOP_GRACE + config.FINAL_SCRAPE
+"""Most seconds ``gwlab run`` takes to exit after its duration or the first signal: the
+clients' grace, their workers' time to report and exit or be killed
+(:meth:`gwlab.loadgen.LoadGenerator.stop`), the gateway's stop grace and the metrics' final
+scrape."""
 
 
 
@@ -63,6 +74,9 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"closed loop: N clients, each waiting for its answer (default {config.CLIENTS})")
     load.add_argument("--rate", metavar="RPS", type=float,
                       help="open loop: Poisson arrivals at RPS requests per second in total")
+    parser.add_argument("--max-in-flight", metavar="N", type=int,
+                        help="open loop: requests outstanding at most, in total; an arrival finding N "
+                             f"is not sent and counted as saturated (default {config.MAX_IN_FLIGHT})")
     parser.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                         help=f"random seed (default {config.SEED})")
     parser.add_argument("--json", metavar="FILE", type=Path,
@@ -113,23 +127,43 @@ def _bounds(args: argparse.Namespace) -> dict[str, float]:
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario the flags describe: ``--config`` (or the defaults), then ``--clients N``
-    (closed loop of N clients) or ``--rate R`` (open loop at R per second) merged in and
-    validated like the file, so an error names the flag and its value. Also checks that the
-    ``--json`` file can be written. Raises :class:`ConfigError`."""
+    (closed loop of N clients) or ``--rate R`` (open loop at R per second) and
+    ``--max-in-flight N`` merged in and validated like the file, so an error names the flag
+    and its value. Also checks that the ``--json`` file can be written. Raises
+    :class:`ConfigError`."""
     scenario = config.load(args.config) if args.config else Scenario()
     if args.clients is not None:
         scenario = config.merge(scenario, {"workload": {"mode": "closed", "clients": args.clients}}, "--clients")
     if args.rate is not None:
         scenario = config.merge(scenario, {"workload": {"mode": "open", "rate": args.rate}}, "--rate")
-    if args.json is not None and not args.json.parent.is_dir():
-        raise ConfigError(f"--json: {str(args.json)!r}: expected a file in an existing directory")
+    if args.max_in_flight is not None:
+        scenario = config.merge(scenario, {"workload": {"max_in_flight": args.max_in_flight}}, "--max-in-flight")
+    check_writable("--json", args.json)
     return scenario
+
+
+def check_writable(flag: str, path: Path | None) -> None:
+    """Raise :class:`ConfigError` naming ``flag`` unless ``path`` (if given) is a file that
+    can be written: checked before a run, so that its end is not lost to a typo."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{flag}: {str(path)!r} is a directory: expected a file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag}: {str(path)!r}: expected a file in an existing directory")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ConfigError(f"{flag}: {str(path)!r}: not writable")
 
 
 def _check_server_args(args: argparse.Namespace) -> None:
     for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= 65535:
             raise UsageError(f"{flag} = {port}: expected a port number from 0 to 65535")
+    token = args.admin_token
+    if token is not None and not (token and token.isascii() and token.isprintable() and " " not in token):
+        # The value is a secret: never shown.
+        raise UsageError("--admin-token: expected a token a client can send in 'Authorization: Bearer TOKEN': "
+                         "not empty, printable ASCII, no spaces")
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -161,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
-    serve.set_defaults(handler=_serve, clients=None, rate=None, json=None)
+    serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, json=None)
     simulate = commands.add_parser(
         "simulate", help="replay the scenario in virtual time, deterministically",
         description="Run the scenario's gateway, providers and clients as a discrete-event "
@@ -194,8 +228,7 @@ def _main(argv: Sequence[str] | None) -> int:
         config.run_argument("seed", args.seed, "--seed")
         if args.command == "simulate":
             _check_run_args(args)
-            if args.report is not None and not args.report.parent.is_dir():
-                raise ConfigError(f"--report: {str(args.report)!r}: expected a file in an existing directory")
+            check_writable("--report", args.report)
             return _simulate(args, scenario_from_args(args))
         _check_server_args(args)
         if args.command == "run":
@@ -262,12 +295,56 @@ async def _start(gateway: Gateway, args: argparse.Namespace) -> bool:
 
 
 def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (instead of KeyboardInterrupt or death)."""
+    """An event set by SIGINT or SIGTERM (instead of KeyboardInterrupt or death). A second
+    signal ends the process at once, killing its child processes (the load generator's
+    workers) first."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_or_quit(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        for child in multiprocessing.active_children():
+            child.kill()
+        print(f"gwlab: {sig.name} again: exiting at once", file=sys.stderr, flush=True)
+        os._exit(128 + sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_or_quit, sig)
     return stop
+
+
+class _Scrapes:
+    """A collector on the gateway's registry that adds no metric but notes each scrape, so
+    that a run can wait for one last scrape before the metrics server goes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.next = asyncio.Event()
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> list:
+        self.count += 1
+        self.next.set()
+        return []
+
+    async def final(self, stop: asyncio.Event) -> None:
+        """Wait for one more scrape, at most :data:`config.FINAL_SCRAPE` seconds, if there
+        was any before (someone is watching); a signal not yet seen ends the wait."""
+        if not self.count:
+            return
+        self.next.clear()
+        waits = [asyncio.ensure_future(self.next.wait())]
+        if not stop.is_set():
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=config.FINAL_SCRAPE, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
 
 
 async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
@@ -287,6 +364,8 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
     if not await _start(gateway, args):
         return EXIT_USAGE
+    scrapes = _Scrapes()
+    gateway.metrics.registry.register(scrapes)
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
     workloads = (scenario.workload, *(step.scenario.workload for step in steps(scenario)))
     clients = LoadGenerator(gateway.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
@@ -305,13 +384,16 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         await clients.stop()
         result = summarise(
             clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
-            sent=clients.sent, workloads=clients.workloads, end=gateway.snapshot(), trips=trips.counts,
-            fallbacks=gateway.metrics.fallbacks, events_refused=player.refused,
+            sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads, end=gateway.snapshot(),
+            trips=trips.counts, fallbacks=gateway.metrics.fallbacks, events_refused=player.refused,
         )
+        await scrapes.final(stop)
     finally:
         await clients.stop()
         await gateway.stop()
     result["gateway_in_flight_at_end"] = gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
+    if clients.lost:
+        result["workers_killed"] = clients.lost
     view.print(summary_lines(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -335,13 +417,16 @@ def event_player(scenario: Scenario, gateway: Gateway, clients: LoadGenerator, v
 async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
                  stop: asyncio.Event, duration: float | None) -> None:
     """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set or
-    ``duration`` seconds of sending have passed. The ticks fall half-way between two tally
-    reports of the workers, so each view counts whole report intervals."""
+    ``duration`` seconds of sending have passed, however late the loop wakes up. The ticks
+    fall half-way between two tally reports of the workers, so each view counts whole
+    report intervals."""
     start = clients.started_at or time.monotonic()
     end = None if duration is None else start + duration
     tick = last = start + REPORT_INTERVAL / 2
     while not stop.is_set():
         tick += REFRESH
+        while tick < time.monotonic():  # a busy loop fell behind: skip the ticks it missed
+            tick += REFRESH
         wake = tick if end is None else min(tick, end)
         try:
             await asyncio.wait_for(stop.wait(), max(0.0, wake - time.monotonic()))
@@ -352,6 +437,8 @@ async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
             # Stopped between two ticks: a part-interval would hold a whole or no report of
             # each worker and show rates that were never there. The summary follows.
             break
-        interval, sent = clients.take_interval()
-        view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start))
+        interval, sent, saturated = clients.take_interval()
+        view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start, saturated))
         last = now
+        if end is not None and now >= end:
+            break

@@ -11,16 +11,20 @@ lab runs one in its loop thread (:mod:`gwlab.lab.clients`). It sends the same re
   from one named random stream) whatever happens to earlier ones; each request runs as its
   own task and its latency counts from its *scheduled* send time, so a late send or a stall
   shows in the latency instead of silently lowering the offered rate (no coordinated
-  omission).
+  omission). What the driver holds is capped: an arrival that finds the workload's
+  ``max_in_flight`` requests outstanding is not sent and is reported as saturated (k6's
+  dropped iterations), so a gateway that cannot keep up costs a bounded number of sockets,
+  and the arrivals it could not take are counted instead of piling up.
 
 The workload may change while the clients run (:meth:`Driver.apply`). An open loop redraws
 its next arrival from the moment of the change (Poisson arrivals are memoryless); a closed
 loop starts the clients it lacks at once and retires the ones it has too many of as they
 finish their request (and pause); a switch between the two modes does both.
 
-What the driver sees it reports through two callbacks and nothing else, so that each shell
-keeps its own books: ``on_sent()`` as a request starts, ``on_answer(scheduled, done, status,
-provider)`` as its answer arrives (:data:`TRANSPORT_ERROR` when no HTTP answer came). A
+What the driver sees it reports through three callbacks and nothing else, so that each
+shell keeps its own books: ``on_sent()`` as a request starts, ``on_answer(scheduled, done,
+status, provider)`` as its answer arrives (:data:`~gwlab.stats.TRANSPORT_ERROR` when no HTTP
+answer came), ``on_saturated()`` for an arrival not sent because the cap was full. A
 request still unanswered when :meth:`Driver.stop` runs out of grace gets no answer: the
 stop returns how many there were, each a :data:`~gwlab.stats.CUT_OFF` (499) for the caller.
 """
@@ -35,14 +39,12 @@ from typing import Callable, Protocol
 import aiohttp
 
 from gwlab import config
-from gwlab.stats import NO_PROVIDER
+from gwlab.stats import NO_PROVIDER, TRANSPORT_ERROR
 from gwlab.streams import stream
 from gwlab.workload import next_arrival, pause_after
 
 log = logging.getLogger(__name__)
 
-TRANSPORT_ERROR = 0
-"""Status reported for a request that got no HTTP answer (connection refused or reset)."""
 PROVIDER_HEADER = "x-gwlab-provider"
 RETRY_AFTER_MS_HEADER = "retry-after-ms"
 PATH = "/v1/chat/completions"
@@ -66,11 +68,15 @@ class Workload(Protocol):
     @property
     def think_time(self) -> float: ...
 
+    @property
+    def max_in_flight(self) -> int: ...
+
 
 def open_session() -> aiohttp.ClientSession:
     """An HTTP session for a driver: no cap on connections (aiohttp's default of 100 would
-    queue requests in the client and turn an open loop into a closed one) and no timeout
-    (the gateway's own provider timeout decides)."""
+    queue requests in the client and turn an open loop into a closed one; the driver's
+    ``max_in_flight`` bounds them and counts what it cannot send) and no timeout (the
+    gateway's own provider timeout decides)."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                  timeout=aiohttp.ClientTimeout(total=None))
 
@@ -84,12 +90,14 @@ class Driver:
 
     def __init__(self, session: aiohttp.ClientSession, url: str, seed: int, arrivals: str,
                  clock: Callable[[], float], on_sent: Callable[[], None],
-                 on_answer: Callable[[float, float, int, str], None]) -> None:
+                 on_answer: Callable[[float, float, int, str], None],
+                 on_saturated: Callable[[], None]) -> None:
         self.session = session
         self.url = url.rstrip("/") + PATH
         self.clock = clock
         self.on_sent = on_sent
         self.on_answer = on_answer
+        self.on_saturated = on_saturated
         self.workload: Workload | None = None
         self._rng = stream(seed, arrivals)
         self._clients = 0
@@ -163,14 +171,21 @@ class Driver:
 
     async def _open_loop(self, rate: float) -> None:
         """Poisson arrivals at ``rate`` from now on; the one arrival stream goes on across
-        rate changes."""
+        rate changes.
+
+        Each arrival waits for its time, or only yields to the loop when it is overdue (the
+        loop was busy): the answers that came meanwhile are counted before it looks at the
+        cap, and overdue arrivals never go out in one burst. Under the cap it is sent, late
+        if need be, its latency still counted from its schedule; with the cap full it is
+        not sent, and reported as saturated."""
         scheduled = self.clock()
         while True:
             scheduled = next_arrival(scheduled, rate, self._rng)
-            delay = scheduled - self.clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._launch(scheduled)
+            await asyncio.sleep(max(0.0, scheduled - self.clock()))
+            if len(self._requests) < self.workload.max_in_flight:
+                self._launch(scheduled)
+            else:
+                self.on_saturated()
 
     async def _client(self) -> None:
         """One closed-loop client; it retires before sending when the workload wants fewer."""

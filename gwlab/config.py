@@ -15,7 +15,7 @@ The TOML shape::
     [limiter]   rate, burst
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage
-    [workload]  mode, clients, think_time, rate
+    [workload]  mode, clients, think_time, rate, max_in_flight
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
 Every number has a finite range (the ``MIN_*`` and ``MAX_*`` constants below, kept in each
@@ -69,6 +69,14 @@ THINK_TIME = 0.0
 """Seconds a closed-loop client waits between an answer and its next request."""
 OPEN_RATE = 1000.0
 """Offered requests per second in open-loop mode (when ``mode = "open"`` without ``rate``)."""
+MAX_IN_FLIGHT = 3000
+"""Requests the clients keep outstanding at most in open-loop mode, in total over the load
+generator's worker processes (the simulator honours the same cap). An arrival that finds
+this many outstanding is not sent and is counted as saturated, as k6's ``maxVUs`` drops
+iterations: a gateway that cannot keep up then costs a bounded number of sockets on both
+sides instead of one more for every overdue arrival. It is the most the seed system can
+hold: its bucket admits at most ``BURST + RATE * t`` requests in ``t`` seconds and its
+slowest provider answers in 2 s, so no workload reaches the cap against seed providers."""
 SEED = 1
 """Random seed of every command when none is given."""
 SIM_DURATION = 60.0
@@ -94,6 +102,10 @@ MAX_BODY = 1024 * 1024
 """Largest request body the gateway reads, in bytes; a bigger one is answered 413."""
 STOP_GRACE = 5.0
 """Seconds a stopping gateway lets requests in flight finish before cutting them off."""
+FINAL_SCRAPE = 5.0
+"""Seconds the metrics server of an ending ``gwlab run`` stays up for one last scrape, when
+something scraped it during the run: one scrape interval of the README's Prometheus
+configuration, so the run's last seconds reach Prometheus. It ends at that scrape."""
 
 # What one client can hold of the gateway (the README's "Bounds"). The anchors are the
 # defaults of mature servers: nginx closes an idle keep-alive connection after 75 s and
@@ -245,6 +257,7 @@ class WorkloadConfig:
     clients: int = field(default=CLIENTS, metadata=_range(int, 1, MAX_CLIENTS))
     think_time: float = field(default=THINK_TIME, metadata=_SECONDS)
     rate: float = field(default=OPEN_RATE, metadata=_RATE)
+    max_in_flight: int = field(default=MAX_IN_FLIGHT, metadata={**_range(int, 1, MAX_CLIENTS), "added": True})
 
 
 @dataclass(frozen=True)
@@ -279,18 +292,26 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         """The scenario as plain data, in the TOML shape (round-trips through :func:`from_dict`)."""
         out: dict[str, Any] = {
-            "gateway": dataclasses.asdict(self.gateway),
-            "limiter": dataclasses.asdict(self.limiter),
-            "breaker": dataclasses.asdict(self.breaker),
+            "gateway": _fields(self.gateway),
+            "limiter": _fields(self.limiter),
+            "breaker": _fields(self.breaker),
             "providers": {
-                p.name: {k: v for k, v in dataclasses.asdict(p).items() if k != "name"}
+                p.name: {k: v for k, v in _fields(p).items() if k != "name"}
                 for p in self.providers
             },
-            "workload": dataclasses.asdict(self.workload),
+            "workload": _fields(self.workload),
         }
         if self.events:
             out["events"] = [{"at": e.at, **_plain(e.patch)} for e in self.events]
         return out
+
+
+def _fields(section: Any) -> dict[str, Any]:
+    """A section as plain data. A field marked ``added`` (one that came after the first
+    release) is left out while it holds its default, so that the data, and every summary
+    and simulation output holding it, stay byte for byte what they were before it existed."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if not (f.metadata.get("added") and getattr(section, f.name) == f.default)}
 
 
 def _plain(m: Mapping) -> dict:

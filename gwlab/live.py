@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence, TextIO
 
+from gwlab import config
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, Tally
+from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, Tally, code_name
 
 SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
 """Status codes always shown, even at zero; any other code appears once it occurs."""
@@ -31,14 +32,22 @@ def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def cannot_keep_up(sent: float, saturated: float) -> str:
+    """What a status or summary says when the clients could not send every arrival: ``sent``
+    and ``saturated`` (not sent, the in-flight cap being full) per second."""
+    return f"can't keep up: {sent:.0f} of {sent + saturated:.0f} per second sent"
+
+
 def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
-                 snapshot: Snapshot, elapsed: float) -> list[str]:
+                 snapshot: Snapshot, elapsed: float, saturated: int = 0) -> list[str]:
     """The live status: requests/s by status code and latency quantiles over the last
-    ``seconds`` (``interval``, ``sent`` requests), each provider's share of the admitted
-    requests so far (``total``), its breaker state and cooldown left, and the bucket's tokens
-    (from the gateway's ``snapshot``)."""
+    ``seconds`` (``interval``, ``sent`` requests, ``saturated`` arrivals not sent), each
+    provider's share of the admitted requests so far (``total``), its breaker state and
+    cooldown left, and the bucket's tokens (from the gateway's ``snapshot``)."""
     per_second = (lambda n: n / seconds) if seconds > 0 else (lambda n: 0.0)
-    rates = "  ".join(f"{code} {per_second(interval.count([code])):.0f}/s" for code in _codes(interval))
+    rates = "  ".join(f"{code_name(code)} {per_second(interval.count([code])):.0f}/s" for code in _codes(interval))
+    if saturated:
+        rates += f"  ({cannot_keep_up(per_second(sent), per_second(saturated))})"
     admitted = total.count(ADMITTED)
     providers = []
     for name, p in snapshot.providers.items():
@@ -73,6 +82,10 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         f"goodput {'-' if goodput is None else f'{goodput:.1%}'}",
         "latency " + "  ".join(f"{key} {_seconds(latency[key])}" for key in ("p50", "p95", "p99", "mean", "max")),
     ]
+    if result.get("saturated"):
+        cap = workload.get("max_in_flight", config.MAX_IN_FLIGHT)
+        lines.insert(2, f"{cannot_keep_up(result['achieved_offered_rate'], result['saturated'] / result['duration'])}"
+                        f"  ({result['saturated']} arrivals not sent: the generator was saturated at {cap} requests in flight)")
     for name, p in result["providers"].items():
         share = "-" if p["share"] is None else f"{p['share']:.1%}"
         outcomes = "  ".join(f"{code} {n}" for code, n in p["codes"].items())

@@ -12,19 +12,28 @@ the parent splits the new workload over the same workers as at the start and sen
 new :class:`WorkerPlan`, which its driver follows from then on.
 
 Every request a worker starts is counted exactly once: with its HTTP status and the
-``x-gwlab-provider`` header, with :data:`~gwlab.clients.TRANSPORT_ERROR` when no HTTP answer
+``x-gwlab-provider`` header, with :data:`~gwlab.stats.TRANSPORT_ERROR` when no HTTP answer
 came, or, when it is still unanswered a bounded time after the stop, as
-:data:`~gwlab.stats.CUT_OFF` (499).
+:data:`~gwlab.stats.CUT_OFF` (499). An open-loop arrival a worker could not send, its share
+of the workload's ``max_in_flight`` being full, is counted apart as saturated.
+
+A run always ends: :meth:`LoadGenerator.stop` gives the workers the grace and
+:data:`EXIT_TIMEOUT` seconds to report and exit, then kills the ones left (stopped, hung)
+and names them. The workers die with the parent on every path: the kernel kills them when
+it ends, even by SIGKILL (Linux's parent-death signal), and a worker also stops when the
+pipe from the parent closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -50,16 +59,24 @@ SHORTFALL = 0.95
 STARTUP_TIMEOUT = 60.0
 """Seconds the workers get to start (import, open their session) before the run fails."""
 EXIT_TIMEOUT = 5.0
-"""Seconds, after the stop grace, a worker gets to report and exit before it is killed."""
+"""Seconds, after the stop grace, a worker gets to report and exit before it is killed; also
+the most a killed worker is then waited for. A stop therefore ends within the grace and
+twice this."""
+_REAP_POLL = 0.005
+"""Seconds between two looks for the exit status of a worker whose pipes have closed (it
+has exited and is about to be reapable)."""
+_PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when its parent ends."""
 
 
 def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
     """How many worker processes carry ``workload``: one for a closed loop of up to
     :data:`CLOSED_CLIENTS_PER_WORKER` clients, enough to keep each open-loop worker at or
-    below :data:`OPEN_RATE_PER_WORKER`; never more than the CPUs."""
+    below :data:`OPEN_RATE_PER_WORKER` (but not more than ``max_in_flight``, so that each
+    has a share of the cap); never more than the CPUs."""
     cpus = max(1, cpus or os.cpu_count() or 1)
     if workload.mode == "open":
-        wanted = math.ceil(workload.rate / OPEN_RATE_PER_WORKER)
+        wanted = min(math.ceil(workload.rate / OPEN_RATE_PER_WORKER), workload.max_in_flight)
     else:
         wanted = math.ceil(workload.clients / CLOSED_CLIENTS_PER_WORKER)
     return max(1, min(cpus, wanted))
@@ -68,8 +85,9 @@ def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
 @dataclass(frozen=True)
 class WorkerPlan:
     """What one worker process sends: ``clients`` closed-loop clients, or open-loop arrivals
-    at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``. A worker
-    gets a new plan when the workload changes."""
+    at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``, at most
+    ``max_in_flight`` of them outstanding. A worker gets a new plan when the workload
+    changes."""
 
     url: str
     index: int
@@ -77,20 +95,22 @@ class WorkerPlan:
     clients: int
     rate: float
     think_time: float
+    max_in_flight: int
     seed: int
     grace: float
 
 
 def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
          grace: float = config.CLIENT_GRACE) -> list[WorkerPlan]:
-    """Split ``workload`` over ``workers`` processes: clients as evenly as whole numbers
-    allow, the open-loop rate in equal parts (independent Poisson streams add up to a
-    Poisson stream at the total rate)."""
+    """Split ``workload`` over ``workers`` processes: clients and the in-flight cap as
+    evenly as whole numbers allow, the open-loop rate in equal parts (independent Poisson
+    streams add up to a Poisson stream at the total rate)."""
     base, extra = divmod(workload.clients, workers)
+    cap, more = divmod(workload.max_in_flight, workers)
     return [
         WorkerPlan(url=url, index=i, mode=workload.mode, clients=base + (i < extra),
-                   rate=workload.rate / workers, think_time=workload.think_time, seed=seed,
-                   grace=grace)
+                   rate=workload.rate / workers, think_time=workload.think_time,
+                   max_in_flight=cap + (i < more), seed=seed, grace=grace)
         for i in range(workers)
     ]
 
@@ -99,8 +119,10 @@ class LoadGenerator:
     """Worker processes driving ``url`` with ``workload``, and the merged tally of answers.
 
     Call :meth:`start`, :meth:`apply` and :meth:`stop` from the asyncio loop of the parent
-    process. :attr:`tally` holds every answer received so far; :meth:`take_interval` the ones
-    since its previous call (the live view's "last second"). ``workers`` defaults to
+    process. :attr:`tally` holds every answer received so far, :attr:`sent` the requests sent
+    and :attr:`saturated` the open-loop arrivals not sent because the cap was full;
+    :meth:`take_interval` the same since its previous call (the live view's "last second").
+    :attr:`lost` names the workers that had to be killed at the stop. ``workers`` defaults to
     :func:`worker_count` of ``workload``; a run whose workload will change should pass the
     most any of its workloads needs, as the number of workers is fixed at the start."""
 
@@ -115,8 +137,12 @@ class LoadGenerator:
         """Each workload with the seconds of sending after which it applied."""
         self.tally = Tally()
         self.sent = 0
+        self.saturated = 0
+        self.lost: list[int] = []
+        """Pids of the workers that did not report and exit in time and were killed."""
         self._interval = Tally()
         self._interval_sent = 0
+        self._interval_saturated = 0
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._conns: list[Connection] = []
         self._ready: list[asyncio.Future] = []
@@ -164,7 +190,7 @@ class LoadGenerator:
         context = multiprocessing.get_context("spawn")
         for worker_plan in self.plans:
             mine, theirs = context.Pipe(duplex=True)
-            process = context.Process(target=_worker_main, args=(theirs, worker_plan),
+            process = context.Process(target=_worker_main, args=(theirs, worker_plan, os.getpid()),
                                       name=f"gwlab-loadgen-{worker_plan.index}", daemon=True)
             _start_ignoring_sigint(process)
             theirs.close()
@@ -176,7 +202,7 @@ class LoadGenerator:
         try:
             await asyncio.wait_for(asyncio.gather(*self._ready), STARTUP_TIMEOUT)
         except BaseException:
-            await self._kill()
+            await self._end(time.monotonic())
             raise
         self._started_at = time.monotonic()
         for conn in self._conns:
@@ -203,7 +229,10 @@ class LoadGenerator:
 
     async def stop(self) -> None:
         """Stop sending; wait for the workers' final tallies (requests still unanswered after
-        the grace count as 499) and for their exit. Safe to call twice."""
+        the grace count as 499) and for their exit, at most the grace and
+        :data:`EXIT_TIMEOUT` seconds, then kill the workers left (:attr:`lost`). Ends within
+        the grace and twice :data:`EXIT_TIMEOUT` whatever the workers do. Safe to call
+        twice."""
         if self._stopping or not self._processes:
             return
         self._stopping = True
@@ -215,22 +244,21 @@ class LoadGenerator:
                     conn.send(("stop",))
                 except OSError:
                     pass
-        grace = max(p.grace for p in self.plans)
-        done, _ = await asyncio.wait(self._final, timeout=grace + EXIT_TIMEOUT)
-        if len(done) < len(self._final):
-            log.warning("%d load generator process(es) did not report; their requests are missing",
-                        len(self._final) - len(done))
-        await self._kill()
+        deadline = time.monotonic() + max(p.grace for p in self.plans) + EXIT_TIMEOUT
+        await asyncio.wait(self._final, timeout=deadline - time.monotonic())
+        await self._end(deadline)
         rate, requested = self.achieved_rate, self.requested_rate
-        if requested and rate is not None and rate < SHORTFALL * requested:
+        # A saturated run says so itself ("can't keep up"); this is for any other shortfall.
+        if requested and rate is not None and rate < SHORTFALL * requested and not self.saturated:
             log.warning("achieved offered rate %.0f/s is below %.0f%% of the requested %.0f/s",
                         rate, SHORTFALL * 100, requested)
 
-    def take_interval(self) -> tuple[Tally, int]:
-        """The answers and the number of requests sent since the previous call."""
-        interval, sent = self._interval, self._interval_sent
-        self._interval, self._interval_sent = Tally(), 0
-        return interval, sent
+    def take_interval(self) -> tuple[Tally, int, int]:
+        """The answers, the requests sent and the arrivals not sent (saturated) since the
+        previous call."""
+        interval, sent, saturated = self._interval, self._interval_sent, self._interval_saturated
+        self._interval, self._interval_sent, self._interval_saturated = Tally(), 0, 0
+        return interval, sent, saturated
 
     def _receive(self, index: int) -> None:
         conn = self._conns[index]
@@ -240,11 +268,13 @@ class LoadGenerator:
                 if kind == "ready":
                     _resolve(self._ready[index])
                 else:
-                    delta, sent = Tally.from_dict(payload[0]), payload[1]
+                    delta, sent, saturated = Tally.from_dict(payload[0]), payload[1], payload[2]
                     self.tally.merge(delta)
                     self._interval.merge(delta)
                     self.sent += sent
                     self._interval_sent += sent
+                    self.saturated += saturated
+                    self._interval_saturated += saturated
                     if kind == "final":
                         _resolve(self._final[index])
         except (EOFError, OSError):
@@ -255,19 +285,29 @@ class LoadGenerator:
                     future.set_exception(error)
                     future.exception()
 
-    async def _kill(self) -> None:
-        """Close the pipes (a worker still running takes that as a stop), wait for the
-        processes to exit and kill those that do not."""
+    async def _end(self, deadline: float) -> None:
+        """Close the pipes (a worker still running takes that as a stop) and let the workers
+        exit until ``deadline`` (a ``time.monotonic()`` reading); kill the ones left and
+        wait at most :data:`EXIT_TIMEOUT` for them. A worker that did not report its final
+        tally or had to be killed is named in a warning and, if killed, in :attr:`lost`."""
         loop = asyncio.get_running_loop()
         for conn in self._conns:
             if not conn.closed:
                 loop.remove_reader(conn.fileno())
                 conn.close()
-        for process in self._processes:
-            await _wait_exit(loop, process, EXIT_TIMEOUT)
-            if process.exitcode is None:
-                process.kill()
-                await _wait_exit(loop, process, EXIT_TIMEOUT)
+        exited = await asyncio.gather(*(_exited(p, deadline - time.monotonic()) for p in self._processes))
+        left = [p for p, done in zip(self._processes, exited) if not done]
+        for process in left:
+            process.kill()
+        for process, done in zip(left, await asyncio.gather(*(_exited(p, EXIT_TIMEOUT) for p in left))):
+            self.lost.append(process.pid)
+            log.warning("load generator process %s (pid %d) did not exit in time: %s", process.name,
+                        process.pid, "killed" if done else "killed, and still not gone")
+        for process, final in zip(self._processes, self._final):
+            if self._started_at is None or final.done() and final.exception() is None or process.pid in self.lost:
+                continue
+            log.warning("load generator process %s (pid %d) ended (exit code %s) without its final tally; "
+                        "its last requests are missing", process.name, process.pid, process.exitcode)
 
 
 def _resolve(future: asyncio.Future) -> None:
@@ -275,20 +315,23 @@ def _resolve(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-async def _wait_exit(loop: asyncio.AbstractEventLoop, process, timeout: float) -> None:
+async def _exited(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
+    """Whether ``process`` exits, and is reaped, within ``timeout`` seconds; the loop runs
+    meanwhile."""
     if process.exitcode is not None:
-        return
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     ended = loop.create_future()
     loop.add_reader(process.sentinel, _resolve, ended)
     try:
-        await asyncio.wait_for(ended, timeout)
-    except TimeoutError:
-        pass
+        await asyncio.wait((ended,), timeout=max(0.0, timeout))
     finally:
         loop.remove_reader(process.sentinel)
-    if ended.done():
-        # The sentinel closes as the process exits, a moment before it can be reaped.
-        process.join()
+    # The sentinel closes as the process exits, a moment before it can be reaped.
+    while ended.done() and process.exitcode is None and loop.time() < deadline:
+        await asyncio.sleep(_REAP_POLL)
+    return process.exitcode is not None
 
 
 def _start_ignoring_sigint(process) -> None:
@@ -309,15 +352,27 @@ def _start_ignoring_sigint(process) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def _worker_main(conn: Connection, worker_plan: WorkerPlan) -> None:
-    """Entry point of a worker process."""
+def _worker_main(conn: Connection, worker_plan: WorkerPlan, parent: int) -> None:
+    """Entry point of a worker process started by the process ``parent``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with(parent)
     try:
         import uvloop
     except ImportError:
         asyncio.run(_Worker(conn, worker_plan).run())
     else:
         uvloop.run(_Worker(conn, worker_plan).run())
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process as soon as ``parent`` ends, however it ends (Linux's
+    parent-death signal; a worker swamped by overload could take long to see its pipe close,
+    the only sign elsewhere). The signal comes when the parent's thread that started this
+    process ends: the load generator is started from a thread that outlives it."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os._exit(1)
 
 
 class _Worker:
@@ -328,6 +383,7 @@ class _Worker:
         self.plan = worker_plan
         self.delta = Tally()
         self.sent = 0
+        self.saturated = 0
         self.driver: Driver | None = None
         """Made at the go; it follows every plan received from then until the stop."""
         self.started_at = 0.0
@@ -344,7 +400,7 @@ class _Worker:
             await _first(self.go.wait(), self.stop.wait())
             if not self.stop.is_set():
                 self.driver = Driver(session, self.plan.url, self.plan.seed, f"arrivals/{self.plan.index}",
-                                     self.loop.time, self._sent, self._answered)
+                                     self.loop.time, self._sent, self._answered, self._saturated)
                 self.driver.apply(self.plan)
                 reporter = asyncio.create_task(self._report())
                 await self.stop.wait()
@@ -358,6 +414,9 @@ class _Worker:
 
     def _sent(self) -> None:
         self.sent += 1
+
+    def _saturated(self) -> None:
+        self.saturated += 1
 
     def _answered(self, scheduled: float, done: float, status: int, provider: str) -> None:
         self.delta.record(status, provider, done - scheduled)
@@ -380,14 +439,14 @@ class _Worker:
             self.stop.set()
 
     def _send(self, kind: str) -> bool:
-        """Send a message (with the tally delta and sent count, except "ready") to the
-        parent; ``False`` when the parent is gone."""
-        message = (kind,) if kind == "ready" else (kind, self.delta.to_dict(), self.sent)
+        """Send a message (with the tally delta and the sent and saturated counts, except
+        "ready") to the parent; ``False`` when the parent is gone."""
+        message = (kind,) if kind == "ready" else (kind, self.delta.to_dict(), self.sent, self.saturated)
         try:
             self.conn.send(message)
         except OSError:
             return False
-        self.delta, self.sent = Tally(), 0
+        self.delta, self.sent, self.saturated = Tally(), 0, 0
         return True
 
     async def _report(self) -> None:

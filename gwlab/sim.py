@@ -18,6 +18,9 @@ that took no time repeated with no think time); anything else raises :class:`Stu
 the scenario and the time, instead of running for ever. All randomness comes from named streams of one seed,
 so the same scenario and seed give the same run, byte for byte, in any process.
 
+Open-loop arrivals follow the live clients' cap: one that finds the workload's
+``max_in_flight`` requests in flight is not sent and counts as saturated.
+
 Memory does not grow with the number of requests: outcomes are counted per time bin (see
 :mod:`gwlab.timeseries`), and each request is kept only when asked (``keep_requests``).
 """
@@ -277,6 +280,8 @@ class _Engine:
         open_loop = w.mode == "open"
         rate = w.rate
         think = w.think_time
+        cap = w.max_in_flight
+        saturated = 0  # open-loop arrivals not sent: ``cap`` requests were in flight
         arrival = next_arrival(0.0, rate, arrivals) if open_loop else math.inf
         arrival_seq = seq
         seq += 1
@@ -315,6 +320,7 @@ class _Engine:
                 scripted = self._scripted()
                 w = router.scenario.workload
                 think = w.think_time
+                cap = w.max_in_flight
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -339,6 +345,9 @@ class _Engine:
                 arrival = next_arrival(now, rate, arrivals)
                 arrival_seq = seq
                 seq += 1
+                if in_flight >= cap:
+                    saturated += 1
+                    continue
             else:
                 _, _, route, sent, client = pop(heap)
 
@@ -404,7 +413,7 @@ class _Engine:
         self.transitions.sort(key=lambda t: t.time)
         series = TimeSeries(self.bins, self.names, self.bin_width)
         run = dict(mode="simulated", seed=self.seed, scenario=self.scenario, duration=end,
-                   sent=sum(b.offered for b in self.bins), workloads=self.workloads, end=router.snapshot(end),
+                   sent=sum(b.offered for b in self.bins), saturated=saturated, workloads=self.workloads, end=router.snapshot(end),
                    trips=dict(self.trips.counts), fallbacks=dict(fallbacks), events_refused=self.player.refused)
         return SimResult(self.scenario, self.seed, end, series, self.transitions, dict(sorted(self.flips.items())),
                          run, requests)

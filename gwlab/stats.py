@@ -26,6 +26,17 @@ RATE_LIMITED = 429
 CUT_OFF = 499
 """A request still unanswered when the run stopped (the nginx convention)."""
 NO_PROVIDER = "none"
+TRANSPORT_ERROR = 0
+"""Status a client records for a request that got no HTTP answer (connection refused or
+reset): client-side only, the gateway never saw it answered."""
+CODE_NAMES = {TRANSPORT_ERROR: "transport_error"}
+"""Statuses that are not HTTP codes, by the name every summary gives them."""
+
+
+def code_name(status: int) -> str:
+    """How summaries and status lines name ``status``: its HTTP code, or its name in
+    :data:`CODE_NAMES`."""
+    return CODE_NAMES.get(status, str(status))
 
 
 class LatencyHistogram:

@@ -2,7 +2,10 @@
 
 Every shell builds it with :func:`summarise` from the same kinds of input, so a live run and
 its replay compare field by field, and each field means one thing, stated in
-:func:`summarise`. Breaker openings are counted one way, by a :class:`Trips` subscribed to
+:func:`summarise`. A field added after the first release appears only when it holds
+something (not zero), so that the summary of a run it does not concern stays byte for byte
+what it was; the scenario's added fields are left out at their defaults in the same way
+(:meth:`gwlab.config.Scenario.to_dict`). Breaker openings are counted one way, by a :class:`Trips` subscribed to
 the router (:meth:`gwlab.router.Router.subscribe`).
 """
 
@@ -14,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from gwlab.breaker import State, Transition
 from gwlab.config import Scenario, WorkloadConfig
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, Tally
+from gwlab.stats import ADMITTED, QUANTILES, Tally, code_name
 
 
 class Trips:
@@ -54,6 +57,7 @@ def summarise(
     scenario: Scenario,
     duration: float,
     sent: int,
+    saturated: int,
     workloads: Sequence[tuple[float, WorkloadConfig]],
     end: Snapshot,
     trips: Mapping[str, int],
@@ -68,7 +72,8 @@ def summarise(
       ``gwlab run``; of the window in ``lab.run_for``).
     - ``offered``: requests counted in ``tally``: each one answered during the run, whatever
       its status, and each one cut off by the run's end (499). ``admitted``: those answered
-      200, 502 or 504. ``codes``: the count per status.
+      200, 502 or 504. ``codes``: the count per status, by its HTTP code, or
+      ``transport_error`` for a request that got no HTTP answer (client side only).
     - ``rates``: ``offered``, ``admitted`` and ``ok`` (200) per second of ``duration``.
     - ``availability`` = 200 / admitted; ``goodput`` = 200 / offered (``None`` over nothing).
     - ``latency``: p50, p95, p99, mean and max of the admitted requests' latencies, within
@@ -82,6 +87,10 @@ def summarise(
       ``requested_rate``: see :func:`requested_rate`, from ``workloads``;
       ``achieved_offered_rate``: requests *sent* per second of the run (``sent`` /
       ``duration``), however many were answered.
+    - ``saturated`` (added; only when not zero): open-loop arrivals the clients did not send
+      because ``workload.max_in_flight`` requests were outstanding at their time: the load
+      generator could not keep up, whatever the gateway did. They are in no other count;
+      ``achieved_offered_rate`` leaves them out, ``requested_rate`` does not.
     - ``events_refused``: scripted events that did not fit the scenario in force at their
       time and were skipped (see :class:`gwlab.timeline.Player`).
     """
@@ -91,7 +100,7 @@ def summarise(
     ok = tally.count([200])
     codes: Counter[str] = Counter()
     for (status, _), n in tally.by_status.items():
-        codes[str(status)] += n
+        codes[code_name(status)] += n
     per_provider = {}
     for name in providers:
         calls = tally.count(ADMITTED, name)
@@ -105,6 +114,7 @@ def summarise(
         }
     per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
     w = scenario.workload
+    added = {"saturated": saturated} if saturated else {}
     return {
         "duration": duration,
         "offered": offered,
@@ -128,4 +138,5 @@ def summarise(
         "requested_rate": requested_rate(workloads, duration),
         "achieved_offered_rate": per_second(sent),
         "events_refused": events_refused,
+        **added,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import queue
 import re
 import signal
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 
 from gwlab import config
-from gwlab.cli import build_parser, main, scenario_from_args
+from gwlab.cli import EXIT_BOUND, build_parser, main, scenario_from_args
 from gwlab.config import ConfigError
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.breaker import State
@@ -121,6 +122,15 @@ BAD_FLAGS = {
                      "gwlab: error: /nonexistent/s.toml: cannot read: No such file or directory"),
     "json_dir": (["--json", "/nonexistent/out.json"],
                  "gwlab: error: --json: '/nonexistent/out.json': expected a file in an existing directory"),
+    "json_is_a_dir": (["--json", "/tmp"], "gwlab: error: --json: '/tmp' is a directory: expected a file"),
+    "max_in_flight": (["--rate", "100", "--max-in-flight", "0"],
+                      "gwlab: error: --max-in-flight: workload.max_in_flight = 0: expected a whole number >= 1 and <= 100000"),
+    "admin_token_empty": (["--admin-token", ""],
+                          "gwlab: error: --admin-token: expected a token a client can send in 'Authorization: Bearer "
+                          "TOKEN': not empty, printable ASCII, no spaces"),
+    "admin_token_newline": (["--admin-token", "abc\ndef"],
+                            "gwlab: error: --admin-token: expected a token a client can send in 'Authorization: "
+                            "Bearer TOKEN': not empty, printable ASCII, no spaces"),
     "log_level": (["--log-level", "loud"],
                   "gwlab: error: argument --log-level: invalid choice: 'LOUD' "
                   "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR') (see gwlab run --help)"),
@@ -162,6 +172,28 @@ def test_status_lines_show_rates_shares_breakers_tokens_and_quantiles():
     ]
 
 
+def test_status_lines_name_transport_errors_and_say_when_the_clients_cannot_keep_up():
+    interval = _tally((200, "p1", 0.1, 100), (0, "none", None, 22))
+    lines = status_lines(interval, 2.0, 122, interval, SNAPSHOT, 4.0, saturated=2878)
+    assert lines[0] == ("   4.0s  offered 61/s  200 50/s  429 0/s  502 0/s  504 0/s  transport_error 11/s"
+                        "  (can't keep up: 61 of 1500 per second sent)")
+
+
+def test_summary_lines_say_how_many_arrivals_were_not_sent():
+    tally = _tally((200, "p1", 0.25, 122))
+    scenario = config.merge(config.Scenario(), {"workload": {"mode": "open", "rate": 1500, "max_in_flight": 40}})
+    end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=122, saturated=2878,
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0)
+    lines = summary_lines(result)
+    assert lines[:3] == [
+        "duration 2.0s  offered 122 (61/s, requested 1500/s)  admitted 122",
+        "codes 200 122",
+        "can't keep up: 61 of 1500 per second sent  (2878 arrivals not sent: the generator was saturated at 40 "
+        "requests in flight)",
+    ]
+
+
 def test_status_lines_before_any_answer():
     lines = status_lines(Tally(), 1.0, 0, Tally(), SNAPSHOT, 1.0)
     assert lines[1] == "        p1 - healthy   p2 - open 3.2s"
@@ -188,7 +220,7 @@ def test_summary_lines():
     scenario = config.merge(config.Scenario(), {"workload": {"mode": "open", "rate": 2.5}})
     end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0),
                                           "p2": ProviderState(State.OPEN, 1.0, 1.0, 0, 1)})
-    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4,
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4, saturated=0,
                        workloads=[(0.0, scenario.workload)], end=end, trips={"p2": 1}, fallbacks={"p1": 0},
                        events_refused=0)
     h = tally.latency
@@ -355,3 +387,114 @@ def test_help_on_every_command(capsys):
             main(argv)
         assert done.value.code == 0
         assert capsys.readouterr().out.startswith("usage: gwlab")
+
+
+# -- every run ends, and leaves nothing behind ------------------------------------------
+
+
+def _workers(process: Process) -> list[int]:
+    """Pids of the load generator's workers among ``process``'s children (not
+    multiprocessing's resource tracker)."""
+    return [pid for pid in process.children()
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    """The ``pids`` still alive after at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def test_a_stopped_worker_is_killed_and_named_and_the_run_ends_on_time(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--clients", "10", "--duration", "2", "--port", "0", "--metrics-port", "0",
+                      "--json", str(out), cwd=tmp_path)
+    process.urls()
+    assert " offered " in process.line()
+    began = time.monotonic() - 1.25  # the first status comes 1.25 s after the start
+    [worker] = _workers(process)
+    os.kill(worker, signal.SIGSTOP)
+    status, lines, stderr = process.finish(timeout=2 + EXIT_BOUND + 5)
+    took = time.monotonic() - began
+    assert status == 0
+    assert 2 + config.CLIENT_GRACE <= took < 2 + EXIT_BOUND
+    assert f"(pid {worker}) did not exit in time: killed" in stderr
+    assert json.loads(out.read_text())["workers_killed"] == [worker]
+    assert not _alive(worker)
+
+
+def test_the_workers_die_with_their_parent_killed_under_overload(tmp_path):
+    process = Process("run", "--rate", "20000", "--port", "0", "--metrics-port", "0", cwd=tmp_path)
+    process.urls()
+    assert " offered " in process.line()
+    workers = _workers(process)
+    assert len(workers) == 2
+    process.popen.kill()
+    process.popen.wait(5)
+    assert _wait_gone(workers, 5) == []
+
+
+def test_sigterm_under_overload_exits_0_within_the_bound_with_the_summary(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--rate", "20000", "--port", "0", "--metrics-port", "0", "--json", str(out), cwd=tmp_path)
+    process.urls()
+    # Far more is asked than two cores can serve: within seconds the clients hold their cap.
+    while "can't keep up: " not in process.line():
+        pass
+    workers = process.children()
+    assert len(_workers(process)) == 2
+    process.popen.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    status, lines, stderr = process.finish(timeout=EXIT_BOUND + 5)
+    assert (status, stderr) == (0, "")
+    assert time.monotonic() - signalled < EXIT_BOUND
+    result = json.loads(out.read_text())
+    assert result["saturated"] > 0
+    assert result["achieved_offered_rate"] < result["requested_rate"] == 20000
+    assert any(line.startswith("can't keep up: ") for line in lines)
+    assert "workers_killed" not in result
+    assert _wait_gone(workers, 1) == []
+
+
+def test_a_second_signal_ends_the_run_at_once(tmp_path):
+    # Calls hang for a minute: a first signal waits for the clients' grace, a second does not.
+    scenario = tmp_path / "hang.toml"
+    scenario.write_text('[gateway]\ntimeout = 60.0\n[providers.p1]\nweight = 1.0\noutage = "hang"\n')
+    process = Process("run", "--config", str(scenario), "--port", "0", "--metrics-port", "0", cwd=tmp_path)
+    process.urls()
+    assert " offered " in process.line()
+    workers = process.children()
+    process.popen.send_signal(signal.SIGINT)
+    process.popen.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    status, _, stderr = process.finish(timeout=5)
+    assert time.monotonic() - signalled < config.CLIENT_GRACE
+    assert (status, stderr) == (128 + signal.SIGINT, "gwlab: SIGINT again: exiting at once\n")
+    assert _wait_gone(workers, 5) == []
+
+
+def test_the_last_seconds_of_a_run_reach_a_scraper(tmp_path):
+    # A scraper every few seconds, like Prometheus: one scrape during the run, the next well
+    # after the clients stopped. The metrics server waits for it, and it sees every answer.
+    out = tmp_path / "run.json"
+    process = Process("run", "--duration", "2", "--port", "0", "--metrics-port", "0", "--json", str(out), cwd=tmp_path)
+    urls = process.urls()
+    assert " offered " in process.line()
+    began = time.monotonic() - 1.25
+
+    async def scrape() -> dict[str, int]:
+        async with aiohttp.ClientSession() as session, session.get(urls["metrics"]) as response:
+            text = await response.text()
+        counts: dict[str, int] = {}
+        for code, value in re.findall(r'^gwlab_requests_total\{code="(\d+)",provider="[^"]*"\} (\S+)$', text, re.M):
+            counts[code] = counts.get(code, 0) + int(float(value))
+        return {code: n for code, n in counts.items() if n}
+
+    asyncio.run(scrape())
+    time.sleep(max(0.0, began + 2 + config.CLIENT_GRACE + 1.0 - time.monotonic()))
+    final = asyncio.run(scrape())
+    status, _, stderr = process.finish()
+    assert (status, stderr) == (0, "")
+    assert final == json.loads(out.read_text())["codes"]

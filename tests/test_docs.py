@@ -139,3 +139,9 @@ def test_nothing_points_outside_the_repository():
     found = [f"{path.relative_to(ROOT)}: {pointer}" for path in texts
              for pointer in OUTSIDE if pointer in path.read_text(encoding="utf-8")]
     assert found == []
+
+
+def test_readme_states_the_bound_on_a_runs_exit():
+    from gwlab.cli import EXIT_BOUND
+
+    assert f"within {EXIT_BOUND:g} s at most (`gwlab.cli.EXIT_BOUND`)" in " ".join(README.split())

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
-from gwlab.clients import TRANSPORT_ERROR, Driver, open_session
+from gwlab.clients import Driver, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.loadgen import LoadGenerator, plan, worker_count
 from gwlab.server import Gateway
-from gwlab.stats import CUT_OFF, NO_PROVIDER
+from gwlab.stats import CUT_OFF, NO_PROVIDER, TRANSPORT_ERROR
 from gwlab.streams import stream
 from gwlab.workload import next_arrival
 
@@ -196,10 +196,14 @@ class _Books:
 
     def __init__(self) -> None:
         self.sent = 0
+        self.saturated = 0
         self.answers: list[tuple[float, float, int, str]] = []
 
     def on_sent(self) -> None:
         self.sent += 1
+
+    def on_saturated(self) -> None:
+        self.saturated += 1
 
     def on_answer(self, scheduled: float, done: float, status: int, provider: str) -> None:
         self.answers.append((scheduled, done, status, provider))
@@ -214,7 +218,7 @@ async def _with_driver(scenario: config.Scenario, script):
     try:
         async with open_session() as session:
             driver = Driver(session, gateway.url, 4, "arrivals/0", asyncio.get_running_loop().time,
-                            books.on_sent, books.on_answer)
+                            books.on_sent, books.on_answer, books.on_saturated)
             await script(gateway, driver, books)
     finally:
         await gateway.stop(grace=0)
@@ -304,3 +308,89 @@ def test_driver_stop_cuts_off_what_the_grace_leaves_and_sends_nothing_more():
     # Four clients wait on their first request; of the two more asked for, none retired.
     assert (cut, books.sent, books.answers, again, driver.running) == (6, 6, [], 0, 0)
     assert 0.2 <= stopping < 0.2 + 1.0
+
+
+def test_the_in_flight_cap_is_split_over_the_workers_and_bounds_their_number():
+    workload = WorkloadConfig(mode="open", rate=3000.0, max_in_flight=5)
+    assert [p.max_in_flight for p in plan("http://h:1", workload, 9, 2)] == [3, 2]
+    assert worker_count(WorkloadConfig(mode="open", rate=10000.0, max_in_flight=3), 8) == 3
+
+
+HANG = {"gateway": {"timeout": 30}, "providers": {"p1": {"weight": 1, "outage": "hang"}}}
+"""Every call hangs for 30 s: nothing is answered while a test runs."""
+
+
+def test_driver_sends_no_more_than_its_cap_and_counts_the_arrivals_it_could_not_send():
+    counts = []
+
+    async def script(gateway, driver, books):
+        driver.apply(WorkloadConfig(mode="open", rate=400.0, max_in_flight=7))
+        await _until(lambda: books.saturated >= 20)
+        counts.append((books.sent, gateway.snapshot().in_flight))
+        await driver.stop(grace=0)
+
+    driver, books = asyncio.run(_with_driver(_scenario(**HANG), script))
+    assert counts == [(7, 7)]
+    assert books.sent == 7 and books.answers == []
+
+
+def test_overdue_arrivals_never_go_out_in_a_burst_beyond_the_cap():
+    # The loop is starved for 0.5 s (a busy CPU): about 500 arrivals fall due meanwhile.
+    # The cap is full after the first 20 of them; the rest are counted, not sent.
+    counts = []
+
+    async def script(gateway, driver, books):
+        driver.apply(WorkloadConfig(mode="open", rate=1000.0, max_in_flight=20))
+        await asyncio.sleep(0)  # the arrivals task takes its start time and waits
+        time.sleep(0.5)
+        await asyncio.sleep(0)
+        counts.append(books.sent + books.saturated)
+        await _until(lambda: books.sent + books.saturated >= 400)
+        counts.append((books.sent, gateway.snapshot().in_flight))
+        await driver.stop(grace=0)
+
+    driver, books = asyncio.run(_with_driver(_scenario(**HANG), script))
+    # One look at the loop after the stall handles a single arrival, not the ~500 overdue.
+    assert counts[0] <= 1 and counts[1:] == [(20, 20)]
+
+
+def test_an_overdue_arrival_under_the_cap_is_sent_late_and_its_latency_counts_from_its_schedule():
+    scenario = _scenario(providers={"p1": {"weight": 1, "latency": 0.0}})
+    stalled = []
+
+    async def script(gateway, driver, books):
+        driver.apply(WorkloadConfig(mode="open", rate=200.0))
+        await asyncio.sleep(0)  # the arrivals task takes its start time and waits
+        began = asyncio.get_running_loop().time()
+        time.sleep(0.3)
+        stalled.append(began + 0.3)
+        await _until(lambda: len(books.answers) >= 60)
+        await driver.stop(grace=1.0)
+
+    driver, books = asyncio.run(_with_driver(scenario, script))
+    assert books.saturated == 0 and books.sent == len(books.answers)
+    overdue = [(s, d) for s, d, _, _ in books.answers if s < stalled[0] - 0.1]
+    assert len(overdue) >= 5  # at 200/s for 0.2 s, 40 expected; fewer than 5 has odds below 1e-10
+    assert all(done - scheduled >= stalled[0] - scheduled > 0.1 for scheduled, done in overdue)
+
+
+def test_the_cap_is_a_total_over_the_workers_and_what_it_refuses_is_counted():
+    scenario = _scenario(**HANG, workload={"mode": "open", "rate": 300, "max_in_flight": 9})
+
+    async def run():
+        gateway = Gateway(scenario, seed=3)
+        await gateway.start(port=0, metrics_port=0)
+        clients = LoadGenerator(gateway.url, scenario.workload, seed=3, workers=2, grace=0.0)
+        try:
+            await clients.start()
+            await _until(lambda: clients.saturated >= 20)
+            in_flight = gateway.snapshot().in_flight
+            await clients.stop()
+        finally:
+            await gateway.stop(grace=0)
+        return clients, in_flight
+
+    clients, in_flight = asyncio.run(run())
+    assert in_flight == 9 == clients.sent
+    assert dict(clients.tally.by_status) == {(CUT_OFF, NO_PROVIDER): 9}
+    assert clients.lost == []

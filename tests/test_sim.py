@@ -18,6 +18,7 @@ import gwlab
 from gwlab import balancer, config, sim, workload
 from gwlab.config import ConfigError, Event
 from gwlab.sim import simulate
+from gwlab.streams import stream
 from tests.conftest import SIMULATION_TIMEOUT
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
@@ -364,3 +365,25 @@ def test_a_client_meeting_the_limiter_advances_the_clock_exactly():
     s = {"limiter": {"rate": 3.0, "burst": 1.0}, "providers": {"a": {"weight": 1.0, "latency": 0.01}},
          "workload": {"mode": "closed", "clients": 1}}
     assert simulate(s, duration=2.0).summary()["codes"] == {"200": 6, "429": 6}
+
+
+def test_an_open_loop_arrival_finding_the_cap_in_flight_is_not_sent_and_counted():
+    # Calls hang for 10 s, past the 5 s run: the first 50 arrivals stay in flight (cut off at
+    # the end), every later one finds the cap full.
+    s = scenario(providers={"p1": {"weight": 1, "outage": "hang"}}, workload={**OPEN, "rate": 100, "max_in_flight": 50})
+    summary = simulate(s, duration=5, seed=3).summary()
+    rng, t, arrivals = stream(3, "arrivals"), 0.0, -1
+    while t < 5:
+        t, arrivals = workload.next_arrival(t, 100.0, rng), arrivals + 1
+    assert (summary["offered"], summary["codes"]) == (50, {"499": 50})
+    assert summary["saturated"] == arrivals - 50 > 300
+    assert summary["achieved_offered_rate"] == 50 / 5
+
+
+def test_the_default_cap_leaves_every_scenario_as_it_was():
+    # The cap is an added field: at its default it is not in the scenario's data, and no
+    # shipped scenario nor the seed's open loop reaches it, so their outputs are unchanged.
+    assert "max_in_flight" not in config.Scenario().to_dict()["workload"]
+    for path in sorted((Path(gwlab.__file__).parent.parent / "scenarios").glob("*.toml")):
+        assert "saturated" not in simulate(path, duration=120).summary(), path.name
+    assert "saturated" not in simulate(scenario(workload=OPEN), duration=120).summary()

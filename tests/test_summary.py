@@ -9,7 +9,7 @@ import pytest
 from gwlab import config
 from gwlab.breaker import State, Transition
 from gwlab.router import ProviderState, Snapshot
-from gwlab.stats import RELATIVE_ERROR, Tally
+from gwlab.stats import NO_PROVIDER, RELATIVE_ERROR, TRANSPORT_ERROR, Tally
 from gwlab.summary import Trips, requested_rate, summarise
 from tests.test_stats import make_tally
 
@@ -22,8 +22,9 @@ def at_end(**states: State) -> Snapshot:
 
 
 def summary_of(tally: Tally, *, scenario: config.Scenario = OPEN_LOOP, duration: float = 2.0, sent: int = 0,
-               end: Snapshot | None = None, trips=None, fallbacks=None, workloads=None, events_refused: int = 0):
-    return summarise(tally, mode="live", seed=1, scenario=scenario, duration=duration, sent=sent,
+               saturated: int = 0, end: Snapshot | None = None, trips=None, fallbacks=None, workloads=None,
+               events_refused: int = 0):
+    return summarise(tally, mode="live", seed=1, scenario=scenario, duration=duration, sent=sent, saturated=saturated,
                      workloads=workloads or [(0.0, scenario.workload)], end=end or at_end(),
                      trips=trips or {}, fallbacks=fallbacks or {}, events_refused=events_refused)
 
@@ -55,7 +56,21 @@ def test_summary_exact():
     # Sent per second, not answered per second: 15 sent, 14 counted.
     assert (s["clients"], s["requested_rate"], s["achieved_offered_rate"]) == (None, 5.0, 7.5)
     assert s["events_refused"] == 2
+    assert "saturated" not in s  # an added field, shown only when it holds something
     json.dumps(s)  # JSON-ready
+
+
+def test_arrivals_not_sent_are_counted_apart_from_every_answer():
+    s = summary_of(make_tally(), sent=15, saturated=45)
+    assert s["saturated"] == 45
+    assert (s["offered"], s["achieved_offered_rate"], s["requested_rate"]) == (14, 7.5, 5.0)
+
+
+def test_a_transport_error_is_named_in_the_codes():
+    tally = Tally()
+    tally.record(TRANSPORT_ERROR, NO_PROVIDER, None)
+    tally.record(200, "p1", 0.1)
+    assert summary_of(tally)["codes"] == {"200": 1, "transport_error": 1}
 
 
 def test_summary_of_nothing_has_no_ratios():

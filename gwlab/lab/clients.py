@@ -42,7 +42,7 @@ class ClientPool:
         if self._driver is None:
             self._session = open_session()
             self._driver = Driver(self._session, self.url, self.seed, ARRIVALS, self.clock,
-                                  self.recorder.sent, self.recorder.answered)
+                                  self.recorder.sent, self.recorder.answered, self.recorder.saturated)
         self.apply(workload)
 
     def apply(self, workload: WorkloadConfig) -> None:

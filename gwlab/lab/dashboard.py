@@ -29,6 +29,7 @@ import plotly.graph_objects as go
 
 from gwlab import balancer, config, plots
 from gwlab.config import ConfigError, Scenario
+from gwlab.live import cannot_keep_up
 from gwlab.router import Snapshot
 from gwlab.stats import ADMITTED
 
@@ -276,6 +277,8 @@ class Dashboard:
         admitted = last.tally.count(ADMITTED) if last else 0
         parts = [f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
                  f"tokens {snapshot.tokens:.0f} / {snapshot.burst:.0f}"]
+        if last and recorder.saturated_last:
+            parts.insert(2, cannot_keep_up(last.offered / last.width, recorder.saturated_last / last.width))
         for name, p in snapshot.providers.items():
             share = f"{100 * last.tally.count(ADMITTED, name) / admitted:.0f}%" if admitted else "-"
             state = p.state.value

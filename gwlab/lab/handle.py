@@ -266,7 +266,8 @@ class Lab:
         recorder, metrics, clock = self.recorder, self.gateway.metrics, self.gateway.clock
         scenario = self.gateway.scenario
         trips, fallbacks = Counter(self.trips.counts), Counter(metrics.fallbacks)
-        sent, refused, changes = recorder.sent_total, self.player.refused, len(self.workloads)
+        sent, saturated = recorder.sent_total, recorder.saturated_total
+        refused, changes = self.player.refused, len(self.workloads)
         recorder.taps.append(tap)
         began = clock()
         try:
@@ -275,7 +276,7 @@ class Lab:
             recorder.taps.remove(tap)
         return Summary(summarise(
             tap, mode="live", seed=self.seed, scenario=scenario, duration=clock() - began,
-            sent=recorder.sent_total - sent,
+            sent=recorder.sent_total - sent, saturated=recorder.saturated_total - saturated,
             workloads=[(0.0, scenario.workload), *((at - began, w) for at, w in self.workloads[changes:])],
             end=self.gateway.snapshot(), trips=self.trips.counts - trips, fallbacks=metrics.fallbacks - fallbacks,
             events_refused=self.player.refused - refused,

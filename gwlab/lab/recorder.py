@@ -40,6 +40,11 @@ class Recorder:
         """Extra tallies that count every answer while they are here (``Lab.run_for``)."""
         self.sent_total = 0
         """Requests sent since the lab started (never rolls out)."""
+        self.saturated_total = 0
+        """Open-loop arrivals not sent since the lab started: the clients' cap was full."""
+        self.saturated_last = 0
+        """Of those, the ones in the last closed bin (the status line's "can't keep up")."""
+        self._saturated_current = 0
         self.version = 0
         """Changes whenever a bin closes or the history is cleared."""
 
@@ -47,6 +52,11 @@ class Recorder:
         """A client sent a request now."""
         self.current.offered += 1
         self.sent_total += 1
+
+    def saturated(self) -> None:
+        """An open-loop arrival was not sent now: the clients' in-flight cap was full."""
+        self._saturated_current += 1
+        self.saturated_total += 1
 
     def answered(self, sent: float, done: float, status: int, provider: str) -> None:
         """A request sent at ``sent`` got ``status`` from ``provider`` at ``done`` (clock
@@ -76,6 +86,7 @@ class Recorder:
         b.read_gauges(snapshot)
         b.in_flight_area = snapshot.in_flight * b.width
         self.bins.append(b)
+        self.saturated_last, self._saturated_current = self._saturated_current, 0
         self.current = Bin(b.start + self.bin_width, self.bin_width)
         horizon = self.current.start - self.window
         while self.transitions and self.transitions[0].time < horizon:
@@ -90,6 +101,7 @@ class Recorder:
         """Forget the history; the next bin starts at the bin edge before ``now``."""
         self.bins.clear()
         self.transitions.clear()
+        self.saturated_last = self._saturated_current = 0
         self.current = Bin(self._start_of(now), self.bin_width)
         self.version += 1
 
