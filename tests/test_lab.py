@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 
@@ -255,3 +256,74 @@ def test_run_for_counts_requests_sent_per_second_and_trips_once(lab):
     summary = lab.run_for(0.5)
     assert summary["achieved_offered_rate"] == pytest.approx(summary["offered"] / summary["duration"], rel=0.5)
     assert summary["trips"] == sum(p["trips"] for p in summary["providers"].values())
+
+
+def test_threads_starting_at_once_share_one_lab():
+    barrier = threading.Barrier(8)
+    labs = []
+
+    def starter():
+        barrier.wait()
+        labs.append(gwlab.lab.start(clients=1, **FREE))
+
+    threads = [threading.Thread(target=starter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(labs) == 8 and all(lab is labs[0] for lab in labs)
+    assert labs[0].running and gwlab.lab.current() is labs[0]
+    assert len(lab_threads()) == 1
+
+
+def test_threads_starting_and_stopping_at_random_leave_at_most_one_lab_and_no_port():
+    seen = []
+    errors = []
+
+    def churn(seed: int):
+        rng = random.Random(seed)
+        try:
+            for _ in range(6):
+                roll = rng.random()
+                if roll < 0.5:
+                    seen.append(gwlab.lab.start(clients=rng.choice((1, 2)), **FREE))
+                elif roll < 0.75:
+                    gwlab.lab.stop()
+                elif seen:
+                    rng.choice(seen).stop()
+        except Exception as exc:  # noqa: BLE001 - every failure is reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a start or stop never returned"
+    assert errors == []
+    running = [lab for lab in set(seen) if lab.running]
+    assert len(running) <= 1 and len(lab_threads()) == len(running)
+    assert gwlab.lab.current() is (running[0] if running else None)
+    gwlab.lab.stop()
+    assert lab_threads() == []
+    assert all(port_is_free(p) for lab in seen for p in (lab.port, lab.metrics_port))
+
+
+def test_gathered_async_starts_and_stops_share_one_lab_and_leak_nothing():
+    async def main():
+        same = await asyncio.gather(*(gwlab.lab.start_async(clients=1, **FREE) for _ in range(4)))
+        assert all(lab is same[0] for lab in same) and len(lab_threads()) == 1
+        mixed = await asyncio.gather(
+            gwlab.lab.start_async(clients=1, **FREE), gwlab.lab.stop_async(),
+            gwlab.lab.start_async(clients=2, **FREE), same[0].stop_async(),
+            gwlab.lab.start_async(clients=3, **FREE), gwlab.lab.stop_async(),
+            gwlab.lab.start_async(clients=2, **FREE))
+        return [*same, *(lab for lab in mixed if lab is not None)]
+
+    labs = asyncio.run(main())
+    running = [lab for lab in set(labs) if lab.running]
+    assert len(running) <= 1 and len(lab_threads()) == len(running)
+    assert gwlab.lab.current() is (running[0] if running else None)
+    gwlab.lab.stop()
+    assert all(port_is_free(p) for lab in labs for p in (lab.port, lab.metrics_port))
+
