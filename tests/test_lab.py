@@ -327,3 +327,29 @@ def test_gathered_async_starts_and_stops_share_one_lab_and_leak_nothing():
     gwlab.lab.stop()
     assert all(port_is_free(p) for lab in labs for p in (lab.port, lab.metrics_port))
 
+
+def test_a_late_sampler_closes_bins_with_the_answers_of_their_own_time():
+    """A busy kernel delays the lab's sampler; the bins it then closes late still count
+    each request in the bin of its own time, so the chart shows no false stall."""
+    from gwlab.lab.recorder import Recorder
+    from gwlab.router import Snapshot
+
+    now = 100.0
+    recorder = Recorder(["p1"], lambda: now, bin_width=0.5, window=60.0)
+    # 8 requests per bin for 2 s, each answered 0.125 s after it was sent; the sampler sleeps.
+    for k in range(32):
+        sent = 100.0 + k / 16
+        now = sent
+        recorder.sent()
+        now = sent + 0.125
+        recorder.answered(sent, now, 200, "p1")
+    assert recorder.timeseries().bins == []
+    snapshot = Snapshot(at=now, tokens=1000.0, burst=1000.0, rate=1000.0, in_flight=1, providers={})
+    while recorder.next_edge() <= now:
+        recorder.close(snapshot)
+    bins = recorder.timeseries().bins
+    assert [b.start for b in bins] == [0.0, 0.5, 1.0, 1.5]
+    assert [b.offered for b in bins] == [8, 8, 8, 8]
+    assert [b.admitted for b in bins] == [8, 8, 8, 8]
+    assert [b.tally.count() for b in bins] == [6, 8, 8, 8]  # the first two answers came at 0.5 s
+    assert recorder.current.tally.count() == 2  # the last two came at 2.0 s: the open bin's

@@ -58,7 +58,7 @@ class Lab:
         self.requested_ports = (port, metrics_port)
         self.initial = scenario
         self.gateway = Gateway(scenario, seed)
-        self.recorder = Recorder([p.name for p in scenario.providers], self.gateway.clock())
+        self.recorder = Recorder([p.name for p in scenario.providers], self.gateway.clock)
         self.trips = Trips()
         self.gateway.router.subscribe(self.recorder.transition)
         self.gateway.router.subscribe(self.trips)
