@@ -184,6 +184,22 @@ def test_chart_data_grows_while_a_cell_blocks(lab, dashboard):
     assert "answers/s" in dashboard.status.value and "tokens" in dashboard.status.value
 
 
+def test_a_view_opened_later_starts_from_the_charts_of_now(lab, dashboard):
+    """A reloaded page builds its chart from the figure widget's synced state: it must be the
+    figure as redrawn, not as first displayed, traces and data alike."""
+    lab.configure({"providers": {name: {"error_rate": 1.0} for name in ("p1", "p2", "p3")}})
+    lab.run_for(1.6)  # breakers open: the chart gains traces, and every trace more bins
+    figure = dashboard.figure
+
+    async def read():  # on the thread that redraws
+        return figure.to_dict()["data"], figure._widget_data
+
+    drawn, synced = lab.call(read())
+    assert len(drawn[0]["x"]) >= 2
+    assert [t.get("name") for t in synced] == [t.get("name") for t in drawn]
+    assert [list(t.get("x", ())) for t in synced] == [list(t.get("x", ())) for t in drawn]
+
+
 def test_paused_charts_stay_still_and_resume(lab, dashboard):
     dashboard.pause_button.click()
     assert dashboard.paused and dashboard.pause_button.description == "Resume charts"
