@@ -312,7 +312,9 @@ class Lab:
         return self.recorder.timeseries(), list(self.recorder.transitions)
 
     async def _sample(self) -> None:
-        """Close each bin at its edge with the gateway's state at that moment."""
+        """Close each bin once its edge has passed, with the gateway's state at that moment.
+        Held back by a busy kernel, it closes the overdue bins one after the other: their
+        counts are already right (see :class:`Recorder`), only their gauges are late."""
         clock = self.gateway.clock
         while True:
             await asyncio.sleep(max(0.0, self.recorder.next_edge() - clock()))
