@@ -2,8 +2,9 @@
 Playwright (the system browser; nothing is downloaded).
 
 The test opens a copy of the quickstart, runs every cell, and checks what a learner would
-see: the dashboard with its sliders and live chart, a chart whose data grows by itself, and
-a weight slider that, moved to 0, takes its provider out of the traffic. It leaves a
+see: the dashboard with its sliders and live chart, a chart whose data grows by itself, a
+weight slider that, moved to 0, takes its provider out of the traffic, and, after the page
+is saved and reloaded, the same dashboard still live. It leaves a
 screenshot in its temporary folder. Under CI=true a missing browser or Playwright fails the
 test instead of skipping it.
 """
@@ -37,6 +38,11 @@ RECENT_ANSWERS = """((selector, name) => document.querySelector(selector).data
 """JavaScript: the answers of provider ``name`` in the live chart's last three bins (1.5 s)."""
 WAIT = 15_000
 """Milliseconds the live chart gets to show an expected change."""
+LAST_BIN = """(selector) => {
+    const element = document.querySelector(selector);
+    return element === null ? null : element.data[0].x[element.data[0].x.length - 1];
+}"""
+"""JavaScript: the start of the live chart's last bin (seconds), or null while it is not drawn."""
 
 
 def _playwright():
@@ -164,6 +170,16 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
                 arg=LIVE_PLOT, timeout=WAIT,
             )
             assert "p1: 0%" in page.locator(f"{PANEL} .widget-html", has_text="answers/s").first.inner_text()
+
+            # A reloaded page gets the dashboard back from the kernel, and its chart still moves:
+            # its last bin is 1.5 s later a few seconds on.
+            page.keyboard.press("Control+s")
+            page.wait_for_selector(".lm-TabBar-tab.jp-mod-dirty", state="detached", timeout=10_000)  # saved
+            page.reload()
+            page.wait_for_selector(LIVE_PLOT, timeout=60_000)
+            reloaded = page.evaluate(f"({LAST_BIN})({json.dumps(LIVE_PLOT)})")
+            page.wait_for_function(f"(selector) => ({LAST_BIN})(selector) >= {reloaded + 1.5}", arg=LIVE_PLOT,
+                                   timeout=WAIT)
 
             # The picture shows the dashboard from its status line down: controls and charts.
             page.locator(f"{PANEL} .widget-html", has_text="answers/s").first.evaluate(

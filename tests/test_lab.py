@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 
@@ -183,6 +184,22 @@ def test_chart_data_grows_while_a_cell_blocks(lab, dashboard):
     assert "answers/s" in dashboard.status.value and "tokens" in dashboard.status.value
 
 
+def test_a_view_opened_later_starts_from_the_charts_of_now(lab, dashboard):
+    """A reloaded page builds its chart from the figure widget's synced state: it must be the
+    figure as redrawn, not as first displayed, traces and data alike."""
+    lab.configure({"providers": {name: {"error_rate": 1.0} for name in ("p1", "p2", "p3")}})
+    lab.run_for(1.6)  # breakers open: the chart gains traces, and every trace more bins
+    figure = dashboard.figure
+
+    async def read():  # on the thread that redraws
+        return figure.to_dict()["data"], figure._widget_data
+
+    drawn, synced = lab.call(read())
+    assert len(drawn[0]["x"]) >= 2
+    assert [t.get("name") for t in synced] == [t.get("name") for t in drawn]
+    assert [list(t.get("x", ())) for t in synced] == [list(t.get("x", ())) for t in drawn]
+
+
 def test_paused_charts_stay_still_and_resume(lab, dashboard):
     dashboard.pause_button.click()
     assert dashboard.paused and dashboard.pause_button.description == "Resume charts"
@@ -255,3 +272,100 @@ def test_run_for_counts_requests_sent_per_second_and_trips_once(lab):
     summary = lab.run_for(0.5)
     assert summary["achieved_offered_rate"] == pytest.approx(summary["offered"] / summary["duration"], rel=0.5)
     assert summary["trips"] == sum(p["trips"] for p in summary["providers"].values())
+
+
+def test_threads_starting_at_once_share_one_lab():
+    barrier = threading.Barrier(8)
+    labs = []
+
+    def starter():
+        barrier.wait()
+        labs.append(gwlab.lab.start(clients=1, **FREE))
+
+    threads = [threading.Thread(target=starter) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(labs) == 8 and all(lab is labs[0] for lab in labs)
+    assert labs[0].running and gwlab.lab.current() is labs[0]
+    assert len(lab_threads()) == 1
+
+
+def test_threads_starting_and_stopping_at_random_leave_at_most_one_lab_and_no_port():
+    seen = []
+    errors = []
+
+    def churn(seed: int):
+        rng = random.Random(seed)
+        try:
+            for _ in range(6):
+                roll = rng.random()
+                if roll < 0.5:
+                    seen.append(gwlab.lab.start(clients=rng.choice((1, 2)), **FREE))
+                elif roll < 0.75:
+                    gwlab.lab.stop()
+                elif seen:
+                    rng.choice(seen).stop()
+        except Exception as exc:  # noqa: BLE001 - every failure is reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a start or stop never returned"
+    assert errors == []
+    running = [lab for lab in set(seen) if lab.running]
+    assert len(running) <= 1 and len(lab_threads()) == len(running)
+    assert gwlab.lab.current() is (running[0] if running else None)
+    gwlab.lab.stop()
+    assert lab_threads() == []
+    assert all(port_is_free(p) for lab in seen for p in (lab.port, lab.metrics_port))
+
+
+def test_gathered_async_starts_and_stops_share_one_lab_and_leak_nothing():
+    async def main():
+        same = await asyncio.gather(*(gwlab.lab.start_async(clients=1, **FREE) for _ in range(4)))
+        assert all(lab is same[0] for lab in same) and len(lab_threads()) == 1
+        mixed = await asyncio.gather(
+            gwlab.lab.start_async(clients=1, **FREE), gwlab.lab.stop_async(),
+            gwlab.lab.start_async(clients=2, **FREE), same[0].stop_async(),
+            gwlab.lab.start_async(clients=3, **FREE), gwlab.lab.stop_async(),
+            gwlab.lab.start_async(clients=2, **FREE))
+        return [*same, *(lab for lab in mixed if lab is not None)]
+
+    labs = asyncio.run(main())
+    running = [lab for lab in set(labs) if lab.running]
+    assert len(running) <= 1 and len(lab_threads()) == len(running)
+    assert gwlab.lab.current() is (running[0] if running else None)
+    gwlab.lab.stop()
+    assert all(port_is_free(p) for lab in labs for p in (lab.port, lab.metrics_port))
+
+
+def test_a_late_sampler_closes_bins_with_the_answers_of_their_own_time():
+    """A busy kernel delays the lab's sampler; the bins it then closes late still count
+    each request in the bin of its own time, so the chart shows no false stall."""
+    from gwlab.lab.recorder import Recorder
+    from gwlab.router import Snapshot
+
+    now = 100.0
+    recorder = Recorder(["p1"], lambda: now, bin_width=0.5, window=60.0)
+    # 8 requests per bin for 2 s, each answered 0.125 s after it was sent; the sampler sleeps.
+    for k in range(32):
+        sent = 100.0 + k / 16
+        now = sent
+        recorder.sent()
+        now = sent + 0.125
+        recorder.answered(sent, now, 200, "p1")
+    assert recorder.timeseries().bins == []
+    snapshot = Snapshot(at=now, tokens=1000.0, burst=1000.0, rate=1000.0, in_flight=1, providers={})
+    while recorder.next_edge() <= now:
+        recorder.close(snapshot)
+    bins = recorder.timeseries().bins
+    assert [b.start for b in bins] == [0.0, 0.5, 1.0, 1.5]
+    assert [b.offered for b in bins] == [8, 8, 8, 8]
+    assert [b.admitted for b in bins] == [8, 8, 8, 8]
+    assert [b.tally.count() for b in bins] == [6, 8, 8, 8]  # the first two answers came at 0.5 s
+    assert recorder.current.tally.count() == 2  # the last two came at 2.0 s: the open bin's

@@ -15,13 +15,16 @@ synchronous :class:`~gwlab.lab.handle.Lab` handle; ``start_async``, ``run_for_as
 
 One lab runs per kernel. Running a ``start`` cell again with the same arguments returns the
 running lab; with other arguments it stops that lab and starts a new one: never two
-servers, never a leaked port or thread. Unlike the command line, which fails when its port
+servers, never a leaked port or thread. Starts and stops from several threads, or
+``start_async`` calls gathered on one loop, take turns on one lock: every call waits for
+the one before it, and those with the same arguments get the same lab. Unlike the command line, which fails when its port
 is taken, a lab falls back to free ports and says which ones it got: a notebook must just
 work. Each gateway has its own Prometheus registry, so a restart duplicates no series.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import threading
 from pathlib import Path
@@ -34,6 +37,7 @@ from gwlab.lab.handle import Lab, Summary
 __all__ = ["Lab", "Summary", "current", "start", "start_async", "stop", "stop_async"]
 
 _lock = threading.Lock()
+"""Held around every start and stop: the kernel's one lab slot changes in one step at a time."""
 _current: Lab | None = None
 _request: tuple | None = None
 
@@ -52,68 +56,69 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
 
     ``scenario`` is a :class:`~gwlab.config.Scenario`, plain data in the TOML shape, the path
     of a TOML file, or ``None`` for the seed scenario. Returns the running lab when one was
-    started with the same arguments. Raises :class:`~gwlab.config.ConfigError` for bad input."""
-    lab, stale = _claim(_scenario(scenario, clients, rate), seed, host, port, metrics_port)
-    if stale is not None:
-        stale.stop()
-    if not lab.running:
-        try:
-            lab._open().call(lab._start())
-        except BaseException:
-            lab.stop()
-            raise
-    return lab
+    started with the same arguments. Raises :class:`~gwlab.config.ConfigError` for bad input.
+
+    Safe from any thread: calls made at once run one after the other, so the kernel holds at
+    most one lab, and a call with the same arguments gets the lab another one started."""
+    request = (_scenario(scenario, clients, rate), seed, host, port, metrics_port)
+    with _lock:
+        return _start(request)
 
 
 async def start_async(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                       seed: int = config.SEED, clients: int | None = None, rate: float | None = None,
                       host: str = config.HOST, port: int = config.PORT,
                       metrics_port: int = config.METRICS_PORT) -> Lab:
-    """:func:`start`, awaitable: the kernel's loop stays free while the lab starts."""
-    lab, stale = _claim(_scenario(scenario, clients, rate), seed, host, port, metrics_port)
-    if stale is not None:
-        await stale.stop_async()
-    if not lab.running:
-        try:
-            await lab._open().call_async(lab._start())
-        except BaseException:
-            await lab.stop_async()
-            raise
-    return lab
+    """:func:`start`, awaitable: it waits for the lab's lock in a worker thread, so the
+    kernel's loop stays free while another call holds it and while the lab starts."""
+    return await asyncio.to_thread(start, scenario, seed=seed, clients=clients, rate=rate, host=host,
+                                   port=port, metrics_port=metrics_port)
 
 
 def stop() -> None:
-    """Stop the running lab, if any. Safe to call when none runs."""
-    lab = _current
-    if lab is not None:
-        lab.stop()
+    """Stop the running lab, if any. Safe to call when none runs, and from any thread."""
+    with _lock:
+        _drop()
 
 
 async def stop_async() -> None:
     """:func:`stop`, awaitable."""
-    lab = _current
-    if lab is not None:
-        await lab.stop_async()
+    await asyncio.to_thread(stop)
 
 
-def forget(lab: Lab) -> None:
-    """``lab`` has stopped: it is no longer the kernel's lab."""
+def release(lab: Lab) -> None:
+    """Stop ``lab`` (its handle's :meth:`~Lab.stop`) as one step among the starts and stops,
+    and free the kernel's slot if ``lab`` held it."""
     global _current, _request
     with _lock:
+        lab._halt()
         if _current is lab:
             _current = _request = None
 
 
-def _claim(scenario: Scenario, seed: int, host: str, port: int, metrics_port: int) -> tuple[Lab, Lab | None]:
-    """The lab for these arguments (the running one if they match) and the lab it replaces."""
+def _start(request: tuple) -> Lab:
+    """The running lab if it was started for ``request``, else a new one started in its
+    place (with the lock held)."""
     global _current, _request
-    request = (scenario, seed, host, port, metrics_port)
-    with _lock:
-        running = _current
-        if running is not None and _request == request:
-            return running, None
-        _current, _request = Lab(scenario, seed, host, port, metrics_port), request
-        return _current, running
+    if _current is not None and _request == request:
+        return _current
+    _drop()
+    lab = Lab(*request)
+    try:
+        lab._open().call(lab._start())
+    except BaseException:
+        lab._halt()
+        raise
+    _current, _request = lab, request
+    return lab
+
+
+def _drop() -> None:
+    """Stop the kernel's lab, if any, and empty its slot (with the lock held)."""
+    global _current, _request
+    if _current is not None:
+        _current._halt()
+        _current = _request = None
 
 
 def _scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None, clients: int | None,

@@ -4,8 +4,9 @@ The charts are one ``plotly.graph_objects.FigureWidget`` built by :func:`gwlab.p
 from the lab's rolling :class:`~gwlab.timeseries.TimeSeries`, the very code that draws a
 simulation's ``result.figure()``; so a live run and its replay look alike. A task on the
 lab's loop thread redraws them about three times a second (``config.LAB_REDRAW``), in one
-``batch_update`` so the browser gets one message per redraw, and only when a bin has closed
-since the last redraw. It also refreshes a status line with the values of this instant
+``batch_update`` so the views open get one change per redraw, and only when a bin has closed
+since the last redraw. Each redraw also refreshes the figure's synced state, from which a
+view opened later (a reloaded page) draws its first picture. It also refreshes a status line with the values of this instant
 (tokens, each breaker's state and cooldown left), which the binned charts show only at bin
 ends.
 
@@ -20,6 +21,7 @@ pauses the charts, so one error is shown once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import traceback
 from typing import TYPE_CHECKING, Any, Callable
@@ -262,13 +264,19 @@ class Dashboard:
         if [t.name for t in fig.data] != [t.name for t in new.data]:
             fig.data = ()
             fig.add_traces(list(new.data))
-            return
-        with fig.batch_update():
-            for old, fresh in zip(fig.data, new.data):
-                if fresh.type == "heatmap":
-                    old.update(x=fresh.x, y=fresh.y, z=fresh.z)
-                else:
-                    old.update(x=fresh.x, y=fresh.y, text=fresh.text)
+        else:
+            with fig.batch_update():
+                for old, fresh in zip(fig.data, new.data):
+                    if fresh.type == "heatmap":
+                        old.update(x=fresh.x, y=fresh.y, z=fresh.z)
+                    else:
+                        old.update(x=fresh.x, y=fresh.y, text=fresh.text)
+        # The changes above reach the views open now as deltas; a view opened later (a
+        # reloaded page) starts from the figure's synced state, which plotly refreshes only
+        # when the figure is displayed. Without this it would draw the picture of that moment
+        # and apply the next deltas to the wrong traces: a chart frozen after a reload.
+        fig._widget_data = copy.deepcopy(fig._data)
+        fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
 
     def _status(self, snapshot: Snapshot) -> str:
         recorder = self.lab.recorder

@@ -58,7 +58,7 @@ class Lab:
         self.requested_ports = (port, metrics_port)
         self.initial = scenario
         self.gateway = Gateway(scenario, seed)
-        self.recorder = Recorder([p.name for p in scenario.providers], self.gateway.clock())
+        self.recorder = Recorder([p.name for p in scenario.providers], self.gateway.clock)
         self.trips = Trips()
         self.gateway.router.subscribe(self.recorder.transition)
         self.gateway.router.subscribe(self.trips)
@@ -116,30 +116,26 @@ class Lab:
 
     def stop(self) -> None:
         """Stop the clients, the gateway and the metrics server, release the ports and end
-        the loop thread. Safe to call twice."""
+        the loop thread. Safe to call twice, and from any thread (it waits for a start or
+        stop under way to end first)."""
         from gwlab import lab
 
-        thread, self._thread = self._thread, None
-        if thread is not None and thread.alive:
-            try:
-                thread.call(self._stop())
-            finally:
-                thread.close()
-        self.running = False
-        lab.forget(self)
+        lab.release(self)
 
     async def stop_async(self) -> None:
         """:meth:`stop`, awaitable: the kernel's loop stays free meanwhile."""
-        from gwlab import lab
+        await asyncio.to_thread(self.stop)
 
+    def _halt(self) -> None:
+        """Stop everything and end the loop thread (the caller holds the module's lock)."""
         thread, self._thread = self._thread, None
-        if thread is not None and thread.alive:
-            try:
-                await thread.call_async(self._stop())
-            finally:
-                await asyncio.to_thread(thread.close)
         self.running = False
-        lab.forget(self)
+        if thread is not None:
+            try:
+                if thread.alive:
+                    thread.call(self._stop())
+            finally:
+                thread.close()
 
     # -- where it listens -----------------------------------------------------------------
 
@@ -250,16 +246,17 @@ class Lab:
     def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coro`` on the lab's loop thread and return its result (the router is only
         ever used from that thread). Raises :class:`RuntimeError` once the lab is stopped."""
-        if self._thread is None:
-            coro.close()
-            raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
-        return self._thread.call(coro)
+        return self._loop(coro).call(coro)
 
     async def _call_async(self, coro):
-        if self._thread is None:
+        return await self._loop(coro).call_async(coro)
+
+    def _loop(self, coro: Coroutine) -> LoopThread:
+        thread = self._thread  # read once: another thread may be stopping the lab
+        if thread is None:
             coro.close()
             raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
-        return await self._thread.call_async(coro)
+        return thread
 
     async def _run_for(self, seconds: float) -> Summary:
         tap = Tally()
@@ -316,7 +313,9 @@ class Lab:
         return self.recorder.timeseries(), list(self.recorder.transitions)
 
     async def _sample(self) -> None:
-        """Close each bin at its edge with the gateway's state at that moment."""
+        """Close each bin once its edge has passed, with the gateway's state at that moment.
+        Held back by a busy kernel, it closes the overdue bins one after the other: their
+        counts are already right (see :class:`Recorder`), only their gauges are late."""
         clock = self.gateway.clock
         while True:
             await asyncio.sleep(max(0.0, self.recorder.next_edge() - clock()))

@@ -22,6 +22,8 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._closing = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
@@ -42,11 +44,17 @@ class LoopThread:
         return self.thread.is_alive()
 
     def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
-        """Schedule ``coro`` on the loop; its future, usable from any thread."""
+        """Schedule ``coro`` on the loop; its future, usable from any thread. Raises
+        :class:`RuntimeError` once :meth:`close` has begun: a coroutine handed to a stopping
+        loop might never run, and its caller would wait for ever."""
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("cannot wait for the lab's loop from its own thread")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        with self._lock:
+            if self._closing:
+                coro.close()
+                raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coro`` on the loop and wait for its result. An interrupt (Ctrl-C, the
@@ -63,7 +71,11 @@ class LoopThread:
         return await asyncio.wrap_future(self.submit(coro))
 
     def close(self) -> None:
-        """Stop the loop (pending tasks are cancelled) and wait for the thread to end."""
-        if self.alive:
+        """Stop the loop (pending tasks are cancelled, so every future handed out ends) and
+        wait for the thread to end."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join()
+        self.thread.join()

@@ -1,8 +1,11 @@
 """The live run as a rolling :class:`~gwlab.timeseries.TimeSeries`, for the notebook's charts.
 
-The in-process clients report every answer (status, provider, scheduled send time, answer
-time); a sampler closes a bin at each bin edge, reading the gateway's tokens, breaker states
-and requests in flight at that moment. The bins are the simulator's :class:`Bin` type, so
+The in-process clients report every request sent and every answer (status, provider,
+scheduled send time, answer time); each counts in the bin of its own time. A sampler closes
+a bin once its edge has passed, reading the gateway's tokens, breaker states and requests in
+flight at that moment. A busy kernel can hold the sampler back by several bins (it shares
+the interpreter with the lab's thread): the bins then close late, one after the other, but
+each with its own counts, so the charts never show a stall that did not happen. The bins are the simulator's :class:`Bin` type, so
 :mod:`gwlab.plots` draws a live run exactly as it draws a simulated one. Only the last
 ``window`` seconds are kept.
 
@@ -12,10 +15,9 @@ on the lab's loop thread; readers on other threads take a copy through the lab.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
-from typing import Iterable
+from typing import Callable, Iterable
 
 from gwlab import config
 from gwlab.breaker import Transition
@@ -25,16 +27,21 @@ from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
 
 
 class Recorder:
-    """Rolling bins of ``bin_width`` seconds over the last ``window`` seconds."""
+    """Rolling bins of ``bin_width`` seconds over the last ``window`` seconds; ``clock`` is
+    the gateway's, and its reading now is the origin until :attr:`origin` is set."""
 
-    def __init__(self, providers: Iterable[str], origin: float, *,
+    def __init__(self, providers: Iterable[str], clock: Callable[[], float], *,
                  bin_width: float = config.LAB_BIN_WIDTH, window: float = config.LAB_WINDOW) -> None:
         self.providers = tuple(providers)
-        self.origin = origin
+        self.clock = clock
+        self.origin = clock()
         self.bin_width = bin_width
         self.window = window
         self.bins: deque[Bin] = deque(maxlen=max(1, round(window / bin_width)))
-        self.current = Bin(0.0, bin_width)
+        """The closed bins kept, oldest first."""
+        self.open: deque[Bin] = deque([Bin(0.0, bin_width)])
+        """The bins not closed yet, oldest first and without gaps: the first is the one the
+        sampler closes next, later ones open as answers come after its edge."""
         self.transitions: deque[BreakerChange] = deque()
         self.taps: list[Tally] = []
         """Extra tallies that count every answer while they are here (``Lab.run_for``)."""
@@ -48,9 +55,14 @@ class Recorder:
         self.version = 0
         """Changes whenever a bin closes or the history is cleared."""
 
+    @property
+    def current(self) -> Bin:
+        """The bin the sampler closes next."""
+        return self.open[0]
+
     def sent(self) -> None:
         """A client sent a request now."""
-        self.current.offered += 1
+        self._bin(self.clock()).offered += 1
         self.sent_total += 1
 
     def saturated(self) -> None:
@@ -60,18 +72,18 @@ class Recorder:
 
     def answered(self, sent: float, done: float, status: int, provider: str) -> None:
         """A request sent at ``sent`` got ``status`` from ``provider`` at ``done`` (clock
-        readings). Its outcome and latency count in the current bin, its admission in the bin
-        of its sending, if that bin is still kept."""
+        readings). Its outcome and latency count in the bin of ``done``, its admission in the
+        bin of ``sent``, while those bins are kept."""
         latency = done - sent
-        self.current.tally.record(status, provider, latency)
+        answered = self._bin(done)
+        if answered is not None:
+            answered.tally.record(status, provider, latency)
         for tap in self.taps:
             tap.record(status, provider, latency)
         if status != RATE_LIMITED:
-            start = self._start_of(sent)
-            for b in itertools.chain((self.current,), reversed(self.bins)):
-                if abs(b.start - start) < self.bin_width / 2:
-                    b.admitted += 1
-                    break
+            admitted = self._bin(sent)
+            if admitted is not None:
+                admitted.admitted += 1
 
     def transition(self, t: Transition) -> None:
         """Breaker listener: keep the changes a run lists (see :func:`is_listed`)."""
@@ -80,14 +92,16 @@ class Recorder:
             self.transitions.append(change._replace(time=change.time - self.origin))
 
     def close(self, snapshot: Snapshot) -> None:
-        """End the current bin with the gateway's ``snapshot`` taken at its end, and open the
-        next one. The in-flight integral is the count at the end times the width."""
-        b = self.current
+        """End the current bin with the gateway's ``snapshot`` (taken at its end, or later
+        when the sampler was held back). The in-flight integral is the count at that moment
+        times the width."""
+        b = self.open.popleft()
+        if not self.open:
+            self.open.append(Bin(b.start + self.bin_width, self.bin_width))
         b.read_gauges(snapshot)
         b.in_flight_area = snapshot.in_flight * b.width
         self.bins.append(b)
         self.saturated_last, self._saturated_current = self._saturated_current, 0
-        self.current = Bin(b.start + self.bin_width, self.bin_width)
         horizon = self.current.start - self.window
         while self.transitions and self.transitions[0].time < horizon:
             self.transitions.popleft()
@@ -102,12 +116,22 @@ class Recorder:
         self.bins.clear()
         self.transitions.clear()
         self.saturated_last = self._saturated_current = 0
-        self.current = Bin(self._start_of(now), self.bin_width)
+        self.open = deque([Bin(self._index(now) * self.bin_width, self.bin_width)])
         self.version += 1
 
     def timeseries(self) -> TimeSeries:
         """The closed bins kept, as a time series."""
         return TimeSeries(list(self.bins), self.providers, self.bin_width)
 
-    def _start_of(self, t: float) -> float:
-        return math.floor((t - self.origin) / self.bin_width) * self.bin_width
+    def _index(self, t: float) -> int:
+        return math.floor((t - self.origin) / self.bin_width)
+
+    def _bin(self, t: float) -> Bin | None:
+        """The bin of clock reading ``t``: an open one (opening the bins up to it), a closed
+        one still kept, or ``None`` for a time before them all."""
+        i = self._index(t) - round(self.current.start / self.bin_width)
+        while i >= len(self.open):
+            self.open.append(Bin(self.open[-1].start + self.bin_width, self.bin_width))
+        if i >= 0:
+            return self.open[i]
+        return self.bins[i] if -i <= len(self.bins) else None
