@@ -467,8 +467,12 @@ def test_a_second_signal_ends_the_run_at_once(tmp_path):
     assert " offered " in process.line()
     workers = process.children()
     process.popen.send_signal(signal.SIGINT)
-    process.popen.send_signal(signal.SIGINT)
     signalled = time.monotonic()
+    # Two signals sent at once may reach the process as one (a pending signal is not
+    # queued twice), so press again, as a person would, until it has gone.
+    while process.popen.poll() is None and time.monotonic() - signalled < config.CLIENT_GRACE:
+        time.sleep(0.05)
+        process.popen.send_signal(signal.SIGINT)
     status, _, stderr = process.finish(timeout=5)
     assert time.monotonic() - signalled < config.CLIENT_GRACE
     assert (status, stderr) == (128 + signal.SIGINT, "gwlab: SIGINT again: exiting at once\n")
