@@ -177,7 +177,8 @@ class RouterMachine(RuleBasedStateMachine):
 
     @rule()
     def handle(self) -> None:
-        eligible = {u.name for u in self.router.upstreams if u.breaker.available(self.now)}
+        # A set of eligible providers whose weights sum to 0 counts as none.
+        eligible = {u.name for u in self.router.upstreams if u.breaker.available(self.now) and u.weight > 0}
         route = self.router.handle(self.now)
         if isinstance(route, Route):
             assert route.fallback == (not eligible)
