@@ -169,7 +169,11 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
                 }}""",
                 arg=LIVE_PLOT, timeout=WAIT,
             )
-            assert "p1: 0%" in page.locator(f"{PANEL} .widget-html", has_text="answers/s").first.inner_text()
+            # The status line shows the last bin's shares: "p1: 0%" once a bin has admitted
+            # answers (a bin in which every client waits on a 2 s call of p3 shows "-").
+            status = page.locator(f"{PANEL} .widget-html", has_text="answers/s").first
+            page.wait_for_function("(element) => element.innerText.includes('p1: 0%')",
+                                   arg=status.element_handle(), timeout=WAIT)
 
             # A reloaded page gets the dashboard back from the kernel, and its chart still moves:
             # its last bin is 1.5 s later a few seconds on.
