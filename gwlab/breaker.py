@@ -70,10 +70,10 @@ class Permit:
         """A probe not yet recorded or released."""
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Permit) and (self.generation, self.probe, self.out)
-                == (other.generation, other.probe, other.out))
+        return isinstance(other, Permit) and (self.generation, self.probe) == (other.generation, other.probe)
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        return hash((self.generation, self.probe))
 
     def __repr__(self) -> str:
         return f"Permit(generation={self.generation}, probe={self.probe})"

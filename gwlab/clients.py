@@ -118,7 +118,7 @@ class Driver:
         if self._stopped:
             return
         self.workload = workload
-        if workload.mode == "open":
+        if workload.mode == "open" and workload.rate > 0:  # rate 0: a worker without a share of the cap
             if self._arrivals is None or workload.rate != self._rate:
                 if self._arrivals is not None:
                     self._arrivals.cancel()

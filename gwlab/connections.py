@@ -35,6 +35,7 @@ import asyncio
 import errno
 import logging
 import resource
+import select
 import socket
 from typing import Any, Callable
 
@@ -106,7 +107,9 @@ class GatewayServer(web.Server):
         while True:
             if self.open >= self.cap:
                 await self._wait(sock.fileno())  # until a connection closes or a client waits
-                while self.open >= self.cap:
+                # A wake may also come from an answer finishing: make room only for a client
+                # that really waits, one idle connection per wait.
+                while self.open >= self.cap and _client_waits(sock):
                     await self._make_room(f"holds {self.open} connections, its limit")
                 continue
             try:
@@ -155,6 +158,11 @@ class GatewayServer(web.Server):
             self._room = None
             if readable is not None:
                 loop.remove_reader(readable)
+
+
+def _client_waits(sock: socket.socket) -> bool:
+    """Whether a client waits in ``sock``'s backlog (the listening socket is readable)."""
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -20,9 +20,11 @@ Units, chosen so that nothing is rounded per token:
 
 One microsecond then earns exactly ``rate_milli`` nano-tokens, and one token is 10⁹ of them:
 in time scaled by the rate, a token's period is exactly 10⁹ units. (This is the generic cell
-rate algorithm's theoretical arrival time, written as a level.) Every quantity is a whole
-number below 2⁵³, held in a float, where such arithmetic is exact and cheaper than Python's
-integers; a Lua script in Redis (doubles only) can run the same steps.
+rate algorithm's theoretical arrival time, written as a level.) Every stored quantity is a
+whole number below 2⁵³, held in a float, where such arithmetic is exact and cheaper than
+Python's integers; a Lua script in Redis (doubles only) can run the same steps. (The refill
+of a long idle spell may exceed 2⁵³ before it is capped at the burst; rounding is monotonic,
+so the cap still comes out exact.)
 
 The one tolerance comes from the clock's resolution: an arrival counts as on time when the
 bucket's clock puts it less than one microsecond before its token is due. Its own time and
@@ -122,9 +124,10 @@ class TokenBucket:
         return False
 
     def retry_after_us(self, now: float) -> int:
-        """Whole microseconds from ``now`` until a request would be admitted: 0 if one would
-        be now, else at least 1. Rounded up from the exact wait, measured from ``now`` itself
-        rather than its rounded microsecond, so ``now + wait`` is never early."""
+        """Whole microseconds from ``now`` until a whole token is due: 0 if a request would be
+        admitted now, else at least 1. Rounded up from the exact wait, measured from ``now``
+        itself rather than its rounded microsecond, so ``now + wait`` is never early (the
+        clock's tolerance may admit a request up to a microsecond sooner)."""
         level = self._settle(micros(now))
         if level >= self._due:
             return 0
@@ -137,8 +140,8 @@ class TokenBucket:
         return max(1, int(whole) + math.ceil(part / self._rate_milli - offset))
 
     def retry_after(self, now: float) -> float:
-        """Seconds from ``now`` until a request would be admitted (0 if one would be now): a
-        whole number of microseconds, at least one when the bucket refuses."""
+        """:meth:`retry_after_us` in seconds: a whole number of microseconds, at least one
+        when the bucket refuses."""
         return self.retry_after_us(now) / MICROS
 
     def configure(self, now: float, rate: float | None = None, burst: float | None = None) -> None:

@@ -103,14 +103,17 @@ class WorkerPlan:
 def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
          grace: float = config.CLIENT_GRACE) -> list[WorkerPlan]:
     """Split ``workload`` over ``workers`` processes: clients and the in-flight cap as
-    evenly as whole numbers allow, the open-loop rate in equal parts (independent Poisson
-    streams add up to a Poisson stream at the total rate)."""
+    evenly as whole numbers allow, and the open-loop rate in proportion to each worker's cap
+    (independent Poisson streams add up to a Poisson stream at the total rate), so that no
+    worker saturates before the cap in total is reached, and a worker without a share of the
+    cap sends nothing."""
     base, extra = divmod(workload.clients, workers)
     cap, more = divmod(workload.max_in_flight, workers)
+    caps = [cap + (i < more) for i in range(workers)]
     return [
         WorkerPlan(url=url, index=i, mode=workload.mode, clients=base + (i < extra),
-                   rate=workload.rate / workers, think_time=workload.think_time,
-                   max_in_flight=cap + (i < more), seed=seed, grace=grace)
+                   rate=workload.rate * caps[i] / workload.max_in_flight, think_time=workload.think_time,
+                   max_in_flight=caps[i], seed=seed, grace=grace)
         for i in range(workers)
     ]
 

@@ -2,9 +2,11 @@
 
 Every shell builds it with :func:`summarise` from the same kinds of input, so a live run and
 its replay compare field by field, and each field means one thing, stated in
-:func:`summarise`. A field added after the first release appears only when it holds
-something (not zero), so that the summary of a run it does not concern stays byte for byte
-what it was; the scenario's added fields are left out at their defaults in the same way
+:func:`summarise`. The fields of the first release keep their values byte for byte; fields
+added with the one summary builder (``events_refused``, ``clients``, ``requested_rate``,
+``achieved_offered_rate``) are always there, and a field added after it appears only when it
+holds something (not zero), so that the summary of a run it does not concern stays what it
+was; the scenario's added fields are left out at their defaults in the same way
 (:meth:`gwlab.config.Scenario.to_dict`). Breaker openings are counted one way, by a :class:`Trips` subscribed to
 the router (:meth:`gwlab.router.Router.subscribe`).
 """

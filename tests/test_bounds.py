@@ -188,14 +188,14 @@ def test_at_the_connection_limit_idle_connections_make_room_for_new_clients():
                 writer.close()
             assert closed == [True, False, False]  # the oldest idle one made room
 
+    asyncio.run(main())
+
 
 async def _closed_now(reader: asyncio.StreamReader) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), 0.1) == b""
     except TimeoutError:
         return False
-
-    asyncio.run(main())
 
 
 def test_the_connection_cap_leaves_the_descriptor_reserve_free():

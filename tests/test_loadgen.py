@@ -312,7 +312,13 @@ def test_driver_stop_cuts_off_what_the_grace_leaves_and_sends_nothing_more():
 
 def test_the_in_flight_cap_is_split_over_the_workers_and_bounds_their_number():
     workload = WorkloadConfig(mode="open", rate=3000.0, max_in_flight=5)
-    assert [p.max_in_flight for p in plan("http://h:1", workload, 9, 2)] == [3, 2]
+    plans = plan("http://h:1", workload, 9, 2)
+    assert [p.max_in_flight for p in plans] == [3, 2]
+    assert [p.rate for p in plans] == [1800.0, 1200.0]  # in proportion: both saturate together
+    # A cap lowered below the workers already running (an event, a PATCH): the rate follows
+    # the cap, so a worker without a share sends nothing instead of dropping all it draws.
+    fewer = plan("http://h:1", WorkloadConfig(mode="open", rate=3000.0, max_in_flight=1), 9, 2)
+    assert [(p.max_in_flight, p.rate) for p in fewer] == [(1, 3000.0), (0, 0.0)]
     assert worker_count(WorkloadConfig(mode="open", rate=10000.0, max_in_flight=3), 8) == 3
 
 
