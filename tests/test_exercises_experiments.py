@@ -1,4 +1,4 @@
-"""The checks of notebooks 04 to 06: each passes its worked solution and fails a wrong answer
+"""The checks of notebooks 04 to 07: each passes its worked solution and fails a wrong answer
 with a message that helps; the PromQL that notebook 04 gives is valid."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gwlab import simulate
-from gwlab.exercises import capstone, experiments, metrics
+from gwlab.exercises import capstone, fault_drills, load_testing, metrics
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
 from tests.support import check_promql
 
@@ -74,7 +74,7 @@ def test_increase_check_explains_restarts_to_a_naive_answer():
 def test_placeholders_fail_with_what_to_write():
     assert "histogram_quantile(q, buckets)" in metrics.check_histogram_quantile(None).message
     assert "increase(samples)" in metrics.check_increase(None).message
-    assert not experiments.check_in_flight(None) and not experiments.check_backoff(None)
+    assert not load_testing.check_in_flight(None) and not fault_drills.check_backoff(None)
     assert "patch" in capstone.check_slo(None).message
 
 
@@ -92,54 +92,53 @@ def test_the_promql_of_notebook_04_is_valid(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-# -- 05 experiments --------------------------------------------------------------------------
+# -- 05 fault drills, 06 load testing -----------------------------------------------------------
 
 
 def test_recovery_time_is_read_from_the_transitions():
-    result = simulate(experiments.outage_scenario(40, {"base_delay": 1.0}), duration=90, seed=1)
+    result = simulate(fault_drills.outage_scenario(40, {"base_delay": 1.0}), duration=90, seed=1)
     # Cooldowns 1, 2, 4, 8, 16 s reach the 30 s cap at 41.6 s: p1 waits until 71.7 s.
-    assert experiments.recovery_time(result, "p1", 50) == pytest.approx(21.73, abs=0.01)
-    assert experiments.recovery_time(result, "p1", 80) is None
+    assert fault_drills.recovery_time(result, "p1", 50) == pytest.approx(21.73, abs=0.01)
+    assert fault_drills.recovery_time(result, "p1", 80) is None
 
 
 def test_littles_law_holds_on_the_exercise_run():
-    result = experiments.little_run()
+    result = load_testing.little_run()
     s = result.summary()
-    assert s["rates"]["admitted"] * s["latency"]["mean"] == pytest.approx(experiments.mean_in_flight(result), rel=0.01)
+    assert s["rates"]["admitted"] * s["latency"]["mean"] == pytest.approx(load_testing.mean_in_flight(result), rel=0.01)
 
 
-def test_experiments_solutions_pass_their_checks():
-    ns = solution("05_experiments")
-    assert experiments.check_backoff(ns["answer"]).ok
-    assert experiments.check_in_flight(ns["in_flight"]).ok
+def test_fault_drill_and_load_testing_solutions_pass_their_checks():
+    assert fault_drills.check_backoff(solution("05_fault_drills")["answer"]).ok
+    assert load_testing.check_in_flight(solution("06_load_testing")["in_flight"]).ok
 
 
 def test_in_flight_from_the_configured_weights_is_too_far_off():
-    v = experiments.check_in_flight(500 * 0.37)
+    v = load_testing.check_in_flight(500 * 0.37)
     assert not v.ok and "measured admitted rate" in v.message
 
 
 def test_default_backoff_recovers_too_late():
-    v = experiments.check_backoff({"base_delay": 1.0, "max_cooldown": 30.0})
+    v = fault_drills.check_backoff({"base_delay": 1.0, "max_cooldown": 30.0})
     assert not v.ok
     assert "40 s outage: p1 healthy after 21.7 s" in v.message and "cooldown running" in v.message
 
 
 def test_too_short_cooldowns_waste_probes():
-    v = experiments.check_backoff({"base_delay": 1.0, "max_cooldown": 3.0})
+    v = fault_drills.check_backoff({"base_delay": 1.0, "max_cooldown": 3.0})
     assert not v.ok and "opened" in v.message and "failed probe" in v.message
 
 
 def test_backoff_check_passes_config_errors_on():
-    v = experiments.check_backoff({"base_delay": 5.0, "max_cooldown": 4.0})
+    v = fault_drills.check_backoff({"base_delay": 5.0, "max_cooldown": 4.0})
     assert not v.ok and "breaker.max_cooldown = 4.0" in v.message
 
 
-# -- 06 capstone -----------------------------------------------------------------------------
+# -- 07 capstone -----------------------------------------------------------------------------
 
 
 def test_capstone_solution_meets_the_slo():
-    assert capstone.check_slo(solution("06_capstone")["answer"]).ok
+    assert capstone.check_slo(solution("07_capstone")["answer"]).ok
 
 
 def test_capstone_defaults_miss_the_slo_and_say_how():

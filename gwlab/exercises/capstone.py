@@ -1,4 +1,4 @@
-"""Check for ``06_capstone``: a gateway configuration that meets an SLO through a brownout.
+"""Check for ``07_capstone``: a gateway configuration that meets an SLO through a brownout.
 
 The world is fixed (:data:`WORLD`): three providers, open-loop traffic, and a brownout of p1,
 the fast main provider, from :data:`BROWNOUT_START` to :data:`BROWNOUT_END`, during which its
