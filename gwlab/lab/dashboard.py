@@ -5,10 +5,11 @@ from the lab's rolling :class:`~gwlab.timeseries.TimeSeries`, the very code that
 simulation's ``result.figure()``; so a live run and its replay look alike. A task on the
 lab's loop thread redraws them about three times a second (``config.LAB_REDRAW``), in one
 ``batch_update`` so the views open get one change per redraw, and only when a bin has closed
-since the last redraw. Each redraw also refreshes the figure's synced state, from which a
-view opened later (a reloaded page) draws its first picture. It also refreshes a status line with the values of this instant
-(tokens, each breaker's state and cooldown left), which the binned charts show only at bin
-ends.
+since the last redraw, with the axis ranges of :func:`gwlab.plots.axis_ranges` (the tokens
+axis follows the burst). Each redraw also refreshes the figure's synced state, from which a
+view opened later (a reloaded page) draws its first picture. It also refreshes a status line
+with the values of this instant (tokens, each breaker's state and cooldown left), which the
+binned charts show only at bin ends.
 
 A slider change reaches the gateway through :meth:`Lab.configure` (thread-safe) and is in
 force within the second. A change the scenario rules refuse (all weights zero, a maximum
@@ -224,8 +225,8 @@ class Dashboard:
         return self.lab.recorder.timeseries(), list(self.lab.recorder.transitions)
 
     def _figure(self, series, transitions) -> go.Figure:
-        fig = plots.figure(series, transitions, title=f"live: the last {config.LAB_WINDOW:g} s")
-        fig.update_layout(height=HEIGHT, uirevision="live")
+        fig = plots.figure(series, transitions, title=f"live: the last {config.LAB_WINDOW:g} s", height=HEIGHT)
+        fig.update_layout(uirevision="live")
         return fig
 
     async def attach(self) -> None:
@@ -259,7 +260,8 @@ class Dashboard:
         if self.paused or recorder.version == self._drawn:
             return
         self._drawn = recorder.version
-        new = self._figure(*self._data())
+        series, transitions = self._data()
+        new = self._figure(series, transitions)
         fig = self.figure
         if [t.name for t in fig.data] != [t.name for t in new.data]:
             fig.data = ()
@@ -271,6 +273,7 @@ class Dashboard:
                         old.update(x=fresh.x, y=fresh.y, z=fresh.z)
                     else:
                         old.update(x=fresh.x, y=fresh.y, text=fresh.text)
+        fig.update_layout(plots.axis_ranges(series))  # the tokens axis follows the burst
         # The changes above reach the views open now as deltas; a view opened later (a
         # reloaded page) starts from the figure's synced state, which plotly refreshes only
         # when the figure is displayed. Without this it would draw the picture of that moment
