@@ -8,26 +8,89 @@ same panels at once with :func:`figure`:
 - latency quantiles of the requests completed in each bin,
 - each provider's share of the answered requests,
 - each breaker's state over time, with its openings marked,
-- tokens in the rate limiter's bucket.
+- tokens in the rate limiter's bucket, on an axis from 0 to the burst.
+
+Every quantity has one colour wherever it is drawn (live, static, in the report and in a
+notebook's own plots): :data:`STATUS_COLOURS`, :data:`QUANTILE_COLOURS`,
+:data:`STATE_COLOURS` and :func:`provider_colour`. Statuses and breaker states use the
+Okabe–Ito palette, providers Paul Tol's "muted" one, quantiles one hue from light to dark:
+both palettes were made to stay distinct with the common colour-vision deficiencies. No
+provider takes a status's colour, as both are drawn as stacked request rates.
+
+Each panel has its own legend beside its top edge, and the breaker panel's state colour bar
+stands below that panel's legend: nothing on the right overlaps, whatever the figure's width.
 
 Plotly is imported here only; the simulator itself never needs it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import zlib
+from typing import Any, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gwlab import config
+from gwlab.stats import CUT_OFF, RATE_LIMITED, TRANSPORT_ERROR
 from gwlab.timeseries import STATUSES, BreakerChange, TimeSeries
 
+STATUS_COLOURS = {
+    200: "#009E73",              # bluish green: answered
+    RATE_LIMITED: "#E69F00",     # orange: refused by the rate limiter
+    502: "#D55E00",              # vermillion: the provider failed
+    504: "#CC79A7",              # reddish purple: the provider timed out
+    CUT_OFF: "#999999",          # grey: cut off at the end of a run
+    TRANSPORT_ERROR: "#000000",  # black: no HTTP answer at all
+}
+"""A colour per status code (Okabe–Ito)."""
+QUANTILE_COLOURS = {"p50": "#56B4E9", "p95": "#0072B2", "p99": "#003F7F"}
+"""A colour per latency quantile: one blue, darker for a higher quantile."""
 STATE_LEVELS = {"healthy": 0, "failing": 1, "half_open": 2, "open": 3}
 """Breaker states as numbers for the timeline, from best to worst."""
-_STATE_COLOURS = ("#2ca02c", "#bcbd22", "#ff7f0e", "#d62728")
-_STATUS_COLOURS = {200: "#2ca02c", 429: "#9467bd", 502: "#d62728", 504: "#8c564b", 499: "#7f7f7f"}
+STATE_COLOURS = {"healthy": "#009E73", "failing": "#F0E442", "half_open": "#E69F00", "open": "#D55E00"}
+"""A colour per breaker state (Okabe–Ito): healthy as a 200, open as a 502."""
+PROVIDER_PALETTE = ("#332288", "#88CCEE", "#DDCC77", "#882255", "#999933")
+"""Provider colours (Paul Tol's "muted" without its greens and reds): indigo, cyan, sand,
+wine and olive. The first three, far apart in lightness and on the blue–yellow axis that
+every colour vision keeps, go to the seed's providers."""
+PROVIDER_COLOURS = dict(zip((name for name, *_ in config.SEED_PROVIDERS), PROVIDER_PALETTE))
+"""The seed scenario's providers (p1, p2, p3) with the palette's colours in their order."""
+OPENED_COLOUR = "#000000"
+"""The marks of a breaker opening."""
+TOKENS_COLOUR = "#44AA99"
+"""The tokens in the bucket (teal)."""
+BURST_COLOUR = "#999999"
+"""The burst, the bucket's capacity (a grey dashed line)."""
+
 PANELS = ("Requests/s by status", "Latency of answered requests (s)", "Provider share of answers (%)",
           "Breaker state", "Tokens in the bucket")
+BREAKER_PANEL = PANELS.index("Breaker state")
+"""Index of the panel whose colour bar stands below its legend."""
+HEIGHT = 1200
+"""Height of :func:`figure` in pixels."""
+SPACING = 0.05
+"""Gap between two panels, as a fraction of the plotting area's height."""
+MARGIN = {"t": 80, "b": 50}
+"""Margins above (the title) and below (the time axis) the plotting area, in pixels."""
+LEGEND_X = 1.02
+"""Left edge of the legends and the colour bar, as a fraction of the plotting area's width."""
+LEGEND_ENTRY = 20
+"""Height of one legend entry, in pixels (the default 12 px font on one line)."""
+LEGEND_PAD = 10
+"""Height a legend adds to its entries (its border and inner gaps), in pixels."""
+COLOURBAR_GAP = 10
+"""Pixels between the breaker panel's legend and its colour bar."""
+COLOURBAR_THICKNESS = 15
+"""Width of the colour bar, in pixels."""
+
+
+def provider_colour(name: str) -> str:
+    """The colour of provider ``name``: its own for the seed's providers, else one of
+    :data:`PROVIDER_PALETTE` picked by the name's CRC-32. It depends on the name only, so a
+    provider keeps its colour whatever the other providers of a scenario and their order
+    (two providers of other names may share one; the legend tells them apart)."""
+    return PROVIDER_COLOURS.get(name) or PROVIDER_PALETTE[zlib.crc32(name.encode()) % len(PROVIDER_PALETTE)]
 
 
 def _rates(counts: Sequence[int], widths: Sequence[float]) -> list[float]:
@@ -39,24 +102,25 @@ def status_traces(ts: TimeSeries) -> list[go.Scatter]:
     cols = ts.columns()
     return [
         go.Scatter(x=cols["time"], y=_rates(cols[str(s)], cols["width"]), name=str(s), mode="lines",
-                   stackgroup="status", line={"color": _STATUS_COLOURS[s], "width": 0.5})
+                   stackgroup="status", line={"color": STATUS_COLOURS[s], "width": 0.5})
         for s in STATUSES
-        if s != 499 or any(cols["499"])
+        if s != CUT_OFF or any(cols[str(CUT_OFF)])
     ]
 
 
 def latency_traces(ts: TimeSeries) -> list[go.Scatter]:
     """p50, p95 and p99 latency per bin (gaps where nothing completed)."""
     cols = ts.columns()
-    return [go.Scatter(x=cols["time"], y=cols[q], name=q, mode="lines") for q in ("p50", "p95", "p99")]
+    return [go.Scatter(x=cols["time"], y=cols[q], name=q, mode="lines", line={"color": colour})
+            for q, colour in QUANTILE_COLOURS.items()]
 
 
 def share_traces(ts: TimeSeries) -> list[go.Scatter]:
     """Each provider's share of the requests answered in each bin, stacked to 100%."""
     cols = ts.columns()
     return [
-        go.Scatter(x=cols["time"], y=cols[f"{name}.calls"], name=name, mode="lines",
-                   stackgroup="share", groupnorm="percent", line={"width": 0.5})
+        go.Scatter(x=cols["time"], y=cols[f"{name}.calls"], name=name, mode="lines", stackgroup="share",
+                   groupnorm="percent", line={"color": provider_colour(name), "width": 0.5})
         for name in ts.providers
     ]
 
@@ -65,10 +129,10 @@ def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) ->
     """A heat strip per provider with its breaker state at each bin's end, and a marker at
     every opening (a short cooldown can begin and end inside one bin)."""
     cols = ts.columns()
-    levels = len(_STATE_COLOURS)
+    levels = len(STATE_LEVELS)
     scale = []
-    for i, colour in enumerate(_STATE_COLOURS):
-        scale += [[i / levels, colour], [(i + 1) / levels, colour]]
+    for i, state in enumerate(STATE_LEVELS):
+        scale += [[i / levels, STATE_COLOURS[state]], [(i + 1) / levels, STATE_COLOURS[state]]]
     strip = go.Heatmap(
         x=cols["time"], y=list(ts.providers),
         z=[[STATE_LEVELS.get(s) for s in cols[f"{name}.state"]] for name in ts.providers],
@@ -79,7 +143,7 @@ def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) ->
     opened = [t for t in transitions if t.target == "open"]
     marks = go.Scatter(
         x=[t.time for t in opened], y=[t.provider for t in opened], mode="markers", name="opened",
-        marker={"symbol": "x", "color": "black", "size": 7},
+        marker={"symbol": "x", "color": OPENED_COLOUR, "size": 7},
         text=[f"cooldown {t.cooldown:g} s" for t in opened],
         hovertemplate="%{y} opened at %{x:.3f} s, %{text}<extra></extra>",
     )
@@ -87,26 +151,71 @@ def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) ->
 
 
 def token_traces(ts: TimeSeries) -> list[go.Scatter]:
-    """Tokens in the bucket at each bin's end (no legend entry: the panel's title names it)."""
+    """Tokens in the bucket at each bin's end, and the burst in force then (dashed)."""
     cols = ts.columns()
-    return [go.Scatter(x=cols["time"], y=cols["tokens"], name="tokens", mode="lines", line={"color": "#17becf"},
-                       showlegend=False)]
+    return [
+        go.Scatter(x=cols["time"], y=cols["tokens"], name="tokens", mode="lines", line={"color": TOKENS_COLOUR}),
+        go.Scatter(x=cols["time"], y=cols["burst"], name="burst", mode="lines", line_shape="hv",
+                   line={"color": BURST_COLOUR, "dash": "dash", "width": 1}),
+    ]
 
 
-def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str | None = None) -> go.Figure:
-    """All panels, one above the other, sharing the time axis."""
-    fig = make_subplots(rows=len(PANELS), cols=1, shared_xaxes=True, subplot_titles=PANELS, vertical_spacing=0.05)
-    panels = (status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions), token_traces(ts))
-    for row, traces in enumerate(panels, start=1):
+def axis_ranges(ts: TimeSeries) -> dict[str, Any]:
+    """The y axes of :func:`figure`'s panels (in the order of :data:`PANELS`), as
+    ``update_layout`` arguments: rates and
+    latencies from 0 up to what is drawn, shares from 0 to 100 %, one breaker row per
+    provider in the scenario's order from the top, and tokens from 0 to the largest burst
+    in force over the bins (a dip of a few tokens stays a small dip). The live dashboard
+    applies them again at every redraw, so the tokens axis follows a change of the burst."""
+    providers = list(ts.providers)
+    bursts = [b for b in ts.columns()["burst"] if b is not None]
+    return {
+        "yaxis": {"rangemode": "tozero"},
+        "yaxis2": {"rangemode": "tozero"},
+        "yaxis3": {"range": [0, 100]},
+        "yaxis4": {"type": "category", "categoryorder": "array", "categoryarray": providers,
+                   "range": [len(providers) - 0.5, -0.5]},
+        "yaxis5": {"range": [0, max(bursts)]} if bursts else {"rangemode": "tozero"},
+    }
+
+
+def legend_height(entries: int) -> int:
+    """Pixels a legend of ``entries`` entries takes."""
+    return LEGEND_PAD + LEGEND_ENTRY * entries
+
+
+def _legend(panel: int) -> str:
+    """The layout key of ``panel``'s legend: ``legend`` for the first, then ``legend2``..."""
+    return "legend" if panel == 0 else f"legend{panel + 1}"
+
+
+def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str | None = None,
+           height: int = HEIGHT) -> go.Figure:
+    """All panels, one above the other, sharing the time axis; ``height`` in pixels."""
+    fig = make_subplots(rows=len(PANELS), cols=1, shared_xaxes=True, subplot_titles=PANELS,
+                        vertical_spacing=SPACING)
+    panels = (status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions),
+              token_traces(ts))
+    legends = {}
+    for panel, traces in enumerate(panels):
         for trace in traces:
-            # One legend group per panel, so each panel's entries stand beside it.
-            trace.legendgroup = PANELS[row - 1]
-            fig.add_trace(trace, row=row, col=1)
+            trace.legend = _legend(panel)
+            fig.add_trace(trace, row=panel + 1, col=1)
+        top = fig.layout[f"yaxis{panel + 1}"].domain[1]
+        legends[_legend(panel)] = {"x": LEGEND_X, "xanchor": "left", "y": top, "yanchor": "top"}
     fig.update_xaxes(title_text="time (s)", row=len(PANELS), col=1)
-    # The state colour scale stands beside the breaker panel, as tall as it.
-    low, high = fig.layout[f"yaxis{PANELS.index('Breaker state') + 1}"].domain
-    fig.update_traces(selector={"type": "heatmap"},
-                      colorbar={"y": (low + high) / 2, "len": high - low, "yanchor": "middle"})
-    fig.update_layout(height=1200, title=title, hovermode="x unified",
-                      legend={"traceorder": "grouped", "tracegroupgap": 120})
+    fig.update_traces(selector={"type": "heatmap"}, colorbar=_colourbar(fig, panels[BREAKER_PANEL], height))
+    fig.update_layout(height=height, title=title, hovermode="x unified", margin=MARGIN, **legends)
+    fig.update_layout(axis_ranges(ts))
     return fig
+
+
+def _colourbar(fig: go.Figure, traces: Sequence[go.BaseTraceType], height: int) -> dict[str, Any]:
+    """The state colour bar: beside the breaker panel, from below that panel's legend to
+    the panel's bottom edge (positions in pixels converted to fractions of the plotting area)."""
+    low, high = fig.layout[f"yaxis{BREAKER_PANEL + 1}"].domain
+    area = height - MARGIN["t"] - MARGIN["b"]
+    entries = sum(t.type != "heatmap" for t in traces)  # the strip has no legend entry
+    top = high - (legend_height(entries) + COLOURBAR_GAP) / area
+    return {"x": LEGEND_X, "xanchor": "left", "y": top, "yanchor": "top", "lenmode": "fraction",
+            "len": top - low, "thickness": COLOURBAR_THICKNESS}

@@ -2,10 +2,10 @@
 
 Each :class:`Bin` keeps what can be added up (requests offered and admitted by arrival time,
 a :class:`~gwlab.stats.Tally` of outcomes and latencies by completion time, the integral of
-in-flight requests over the bin) and what is read at the bin's end (tokens in the bucket,
-each breaker's state and cooldown left). Because tallies and their latency histograms merge
-exactly, :meth:`TimeSeries.resample` builds wider bins whose quantiles are those of all their
-requests, not averages of narrower quantiles.
+in-flight requests over the bin) and what is read at the bin's end (tokens in the bucket and
+its burst, each breaker's state and cooldown left). Because tallies and their latency
+histograms merge exactly, :meth:`TimeSeries.resample` builds wider bins whose quantiles are
+those of all their requests, not averages of narrower quantiles.
 
 The simulator fills a time series in virtual time; the notebooks' live dashboard can fill one
 from the live gateway, and :mod:`gwlab.plots` draws either.
@@ -67,10 +67,13 @@ class Bin:
     """Tokens in the bucket at the bin's end."""
     breakers: dict[str, tuple[str, float]] = field(default_factory=dict)
     """Each provider's breaker state and cooldown left at the bin's end."""
+    burst: float | None = None
+    """The bucket's capacity in force at the bin's end (tokens)."""
 
     def read_gauges(self, snapshot: Snapshot) -> None:
-        """Take the bin's end-of-bin gauges (tokens, breakers) from the router's ``snapshot``."""
+        """Take the bin's end-of-bin gauges (tokens, burst, breakers) from the router's ``snapshot``."""
         self.tokens = snapshot.tokens
+        self.burst = snapshot.burst
         self.breakers = {name: (p.state.value, p.cooldown_left) for name, p in snapshot.providers.items()}
 
 
@@ -105,6 +108,7 @@ class TimeSeries:
                 out.tally.merge(b.tally)
                 out.in_flight_area += b.in_flight_area
             out.tokens = group[-1].tokens
+            out.burst = group[-1].burst
             out.breakers = dict(group[-1].breakers)
             merged.append(out)
         return TimeSeries(merged, self.providers, self.bin_width * k)
@@ -115,13 +119,13 @@ class TimeSeries:
         ``time`` (bin start), ``width``, ``offered``, ``admitted``; a column per status code
         (``"200"``, ``"429"``, ``"502"``, ``"504"``, ``"499"`` for cut off at the end);
         ``p50``, ``p95``, ``p99`` latency of requests completed in the bin (None when none);
-        ``in_flight`` (time average); ``tokens`` at the bin's end; and per provider ``NAME.calls``
+        ``in_flight`` (time average); ``tokens`` and ``burst`` at the bin's end; and per provider ``NAME.calls``
         (admitted requests it answered in the bin), ``NAME.state`` and ``NAME.cooldown`` at the
         bin's end."""
         cols: dict[str, list[Any]] = {"time": [], "width": [], "offered": [], "admitted": []}
         cols.update({str(s): [] for s in STATUSES})
         cols.update({f"p{round(q * 100)}": [] for q in QUANTILES})
-        cols.update({"in_flight": [], "tokens": []})
+        cols.update({"in_flight": [], "tokens": [], "burst": []})
         for name in self.providers:
             cols.update({f"{name}.calls": [], f"{name}.state": [], f"{name}.cooldown": []})
         for b in self.bins:
@@ -141,6 +145,7 @@ class TimeSeries:
                 cols[f"p{round(q * 100)}"].append(b.tally.latency.quantile(q))
             cols["in_flight"].append(b.in_flight_area / b.width if b.width > 0 else 0.0)
             cols["tokens"].append(b.tokens)
+            cols["burst"].append(b.burst)
             for name in self.providers:
                 state, cooldown = b.breakers.get(name, (None, None))
                 cols[f"{name}.calls"].append(calls[name])

@@ -3,10 +3,12 @@ Playwright (the system browser; nothing is downloaded).
 
 The test opens a copy of the quickstart, runs every cell, and checks what a learner would
 see: the dashboard with its sliders and live chart, a chart whose data grows by itself, a
-weight slider that, moved to 0, takes its provider out of the traffic, and, after the page
-is saved and reloaded, the same dashboard still live. It leaves a
-screenshot in its temporary folder. Under CI=true a missing browser or Playwright fails the
-test instead of skipping it.
+weight slider that, moved to 0, takes its provider out of the traffic, readouts that show a
+typed value as it is, control columns that nothing overflows, legends and colour bars that
+stand beside their own panels without overlapping (live and static), and, after the page is
+saved and reloaded, the same dashboard still live. It leaves screenshots of the dashboard and
+of a static figure in :data:`ARTIFACTS` and prints where. Under CI=true a missing browser or
+Playwright fails the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from gwlab import plots
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,46 @@ LAST_BIN = """(selector) => {
     return element === null ? null : element.data[0].x[element.data[0].x.length - 1];
 }"""
 """JavaScript: the start of the live chart's last bin (seconds), or null while it is not drawn."""
+ARTIFACTS = ROOT / "artifacts" / "browser"
+"""Where the screenshots go (ignored by git): the last run's stay there to be looked at."""
+STATIC_PLOT = f"{PANEL} .jp-OutputArea-child > .js-plotly-plot"
+"""A figure drawn by JupyterLab's Plotly renderer, not inside a widget."""
+CONTROL_PARTS = ".widget-inline-hbox, .widget-label, .widget-readout, select, button"
+"""What a control shows: the control, its description, its value, a drop-down and buttons
+(a slider's inner parts are positioned by transforms and are left out)."""
+CONTROL_COLUMNS = """([selector, parts]) => [...document.querySelectorAll(selector)].map(column => {
+    const edge = column.getBoundingClientRect().right;
+    const cut = [...column.querySelectorAll(parts)]
+        .filter(e => e.getBoundingClientRect().right > edge + 0.5 || e.scrollWidth > e.clientWidth)
+        .map(e => e.className + ': ' + (e.innerText || e.value || '').slice(0, 30));
+    return {scroll: column.scrollWidth, client: column.clientWidth, cut};
+})"""
+"""JavaScript: each control column's widths and the ``parts`` in it that are cut off (beyond
+its right edge, or wider than their own box)."""
+LEGEND_BOXES = """(plot) => {
+    const top = plot.getBoundingClientRect().top;
+    const boxes = [], problems = [];
+    for (const g of plot.querySelectorAll('g')) {
+        const legend = /^legend(\\d*)$/.exec(g.getAttribute('class') || '');
+        if (!legend && !g.classList.contains('colorbar')) continue;
+        const name = legend ? legend[0] : 'colorbar';
+        const box = g.getBoundingClientRect();
+        const axis = plot._fullLayout['yaxis' + (legend ? legend[1] : '4')];
+        const [low, high] = [top + axis._offset, top + axis._offset + axis._length];
+        if (box.top < low - 1 || box.bottom > high + 1) problems.push(`${name} is beside another panel`);
+        for (const [other, seen] of boxes) {
+            if (box.left < seen.right && seen.left < box.right && box.top < seen.bottom && seen.top < box.bottom)
+                problems.push(`${name} overlaps ${other}`);
+        }
+        boxes.push([name, box]);
+    }
+    return [boxes.length, problems];
+}"""
+"""JavaScript: how many legends and colour bars a figure has, and which of them overlap or
+stand beside another panel than their own (the breaker panel, the fourth, holds the colour
+bar)."""
+BOXES = len(plots.PANELS) + 1
+"""A legend per panel and the breaker states' colour bar."""
 
 
 def _playwright():
@@ -122,7 +165,24 @@ def _wait_for_last_prompt(page, text: str, cells: int, timeout: float) -> None:
     )
 
 
-def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
+def _readout(page, description: str):
+    """The readout of the dashboard's slider labelled ``description``."""
+    return page.locator(f"{PANEL} .widget-slider", has_text=description).locator(".widget-readout")
+
+
+def _type_into(page, description: str, typed: str) -> None:
+    """Type ``typed`` into the readout of slider ``description`` and wait until the readout,
+    having been through the kernel, shows exactly that."""
+    readout = _readout(page, description)
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(typed)
+    page.keyboard.press("Enter")
+    page.wait_for_function("([element, text]) => element.innerText === text",
+                           arg=[readout.element_handle(), typed], timeout=WAIT)
+
+
+def test_quickstart_runs_and_its_dashboard_lives(jupyterlab):
     chromium = require_tool("chromium")
     sync_playwright = _playwright()
     code_cells = sum(c["cell_type"] == "code" for c in json.loads(QUICKSTART.read_text())["cells"])
@@ -145,7 +205,9 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
             # The dashboard rendered: every slider and the live chart.
             sliders = page.locator(f"{PANEL} .widget-slider")
             assert sliders.count() == 16  # 3 per provider, 2 limiter, 3 breaker, 2 clients
-            page.wait_for_selector(LIVE_PLOT)
+            # The chart drawn with its traces (an element can be a plot before it has data).
+            page.wait_for_function("(selector) => document.querySelector(selector)?.data?.length > 0",
+                                   arg=LIVE_PLOT, timeout=WAIT)
 
             # The chart's data grows on its own, the kernel idle: 3 more half-second bins.
             before = page.evaluate(f"() => document.querySelector({json.dumps(LIVE_PLOT)}).data[0].x.length")
@@ -156,11 +218,7 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
 
             # p1's weight slider to 0: from then on p1 answers nothing, p2 and p3 everything.
             assert page.evaluate(f"{RECENT_ANSWERS}({json.dumps(LIVE_PLOT)}, 'p1')") > 0
-            readout = page.locator(f"{PANEL} .widget-slider", has_text="p1 weight").locator(".widget-readout")
-            readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("0")
-            page.keyboard.press("Enter")
+            _type_into(page, "p1 weight", "0")
             # Wait for three bins (1.5 s) in a row in which p1 answered nothing and the others did.
             page.wait_for_function(
                 f"""(selector) => {{
@@ -175,6 +233,25 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
             page.wait_for_function("(element) => element.innerText.includes('p1: 0%')",
                                    arg=status.element_handle(), timeout=WAIT)
 
+            # A typed value lands exactly and reads as it is, on a linear and on a log slider.
+            typed = {"p1 error rate": "0.002", "max cooldown": "45.5"}
+            for description, value in typed.items():
+                _type_into(page, description, value)
+
+            # Nothing overflows the control columns; legends and colour bars stand apart, in the
+            # live chart and in the first static figure (pictured: a reloaded page draws only
+            # the cells in view).
+            columns = page.evaluate(CONTROL_COLUMNS, [f"{PANEL} .widget-hbox > .widget-vbox", CONTROL_PARTS])
+            assert len(columns) == 3
+            for column in columns:
+                assert column["scroll"] <= column["client"] and column["cut"] == [], column
+            for plot in (LIVE_PLOT, STATIC_PLOT):
+                assert page.locator(plot).first.evaluate(LEGEND_BOXES) == [BOXES, []], plot
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            static = page.locator(STATIC_PLOT).first
+            static.scroll_into_view_if_needed()
+            static.screenshot(path=str(ARTIFACTS / "static_figure.png"))
+
             # A reloaded page gets the dashboard back from the kernel, and its chart still moves:
             # its last bin is 1.5 s later a few seconds on.
             page.keyboard.press("Control+s")
@@ -185,9 +262,13 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab, tmp_path):
             page.wait_for_function(f"(selector) => ({LAST_BIN})(selector) >= {reloaded + 1.5}", arg=LIVE_PLOT,
                                    timeout=WAIT)
 
+            # The reloaded page shows the values typed before: the kernel kept them as they were.
+            assert {description: _readout(page, description).inner_text() for description in typed} == typed
+
             # The picture shows the dashboard from its status line down: controls and charts.
             page.locator(f"{PANEL} .widget-html", has_text="answers/s").first.evaluate(
                 "element => element.scrollIntoView({block: 'start'})")
-            page.screenshot(path=str(tmp_path / "quickstart.png"))
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+            print(f"screenshots in {ARTIFACTS}")
         finally:
             browser.close()

@@ -13,6 +13,7 @@ import pytest
 import gwlab.lab
 from gwlab import config
 from gwlab.config import ConfigError, Scenario
+from gwlab.lab import controls
 from tests.support import port_is_free
 
 FREE = {"port": 0, "metrics_port": 0}
@@ -237,6 +238,58 @@ def test_code_changes_and_reset_move_the_sliders(lab, dashboard):
     assert dashboard.controls["workload", "mode"].value == "closed"
     assert dashboard.controls["workload", "rate"].layout.display == "none"
 
+
+def record_sources(lab, monkeypatch) -> list[str]:
+    """The sources of every change the lab's gateway gets from now on."""
+    sources = []
+    configure = lab.gateway.configure
+
+    def recording(patch, source):
+        sources.append(source)
+        return configure(patch, source)
+
+    monkeypatch.setattr(lab.gateway, "configure", recording)
+    return sources
+
+
+def test_sliders_follow_code_and_scripted_events_without_sending_them_back(monkeypatch):
+    scenario = Scenario().to_dict() | {"events": [{"at": 2.0, "providers": {"p3": {"error_rate": 0.005}}}]}
+    lab = gwlab.lab.start(scenario, clients=5, **FREE)
+    dashboard = lab.dashboard()
+    sources = record_sources(lab, monkeypatch)
+    error_rate = dashboard.controls["providers", "p3", "error_rate"]
+    assert error_rate.value == 0.2  # the event is still to come
+    lab.configure({"providers": {"p2": {"error_rate": 0.002, "latency": 4.0}}, "breaker": {"max_cooldown": 45.5}})
+    lab.run_for(2.5)
+    latency = dashboard.controls["providers", "p2", "latency"]
+    assert dashboard.controls["providers", "p2", "error_rate"].value == 0.002
+    assert latency.value == 4.0 and latency.max >= 4.0  # widened, not clamped to its range
+    assert dashboard.controls["breaker", "max_cooldown"].value == 45.5
+    assert error_rate.value == 0.005
+    assert error_rate.readout_format == controls.READOUT
+    # The browser hands every value it was given back: nothing reaches the gateway.
+    for widget in dashboard.controls.values():
+        widget.set_state({"value": widget.value})
+    assert sources == ["lab.configure", "scenario: event at 2 s"]
+
+
+def test_a_drag_lands_on_a_value_kept_to_a_few_digits(lab, dashboard, monkeypatch):
+    sources = record_sources(lab, monkeypatch)
+    cooldown = dashboard.controls["breaker", "max_cooldown"]
+    cooldown.set_state({"value": 27.341812})  # a log slider dragged in the browser
+    assert cooldown.value == lab.scenario.breaker.max_cooldown == 27.34
+    error_rate = dashboard.controls["providers", "p1", "error_rate"]
+    error_rate.set_state({"value": 0.011000000000000001})  # a linear step's float noise
+    assert error_rate.value == lab.scenario.provider("p1").error_rate == 0.011
+    assert sources == ["dashboard", "dashboard"]
+
+
+def test_a_log_slider_holds_the_value_it_is_given():
+    slider = controls.log_slider("max_cooldown", 30, 1, 64)
+    assert slider.value == 30 and slider.step is None and not slider.continuous_update
+    assert (slider.base, slider.min, slider.max) == (10, 0, 2)
+    controls.show(slider, 500)
+    assert slider.value == 500 and slider.max == 3
 
 def test_callback_errors_land_in_the_output_widget(lab, dashboard, monkeypatch):
     def broken(*args, **kwargs):

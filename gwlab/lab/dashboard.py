@@ -5,11 +5,17 @@ from the lab's rolling :class:`~gwlab.timeseries.TimeSeries`, the very code that
 simulation's ``result.figure()``; so a live run and its replay look alike. A task on the
 lab's loop thread redraws them about three times a second (``config.LAB_REDRAW``), in one
 ``batch_update`` so the views open get one change per redraw, and only when a bin has closed
-since the last redraw. Each redraw also refreshes the figure's synced state, from which a
-view opened later (a reloaded page) draws its first picture. It also refreshes a status line with the values of this instant
-(tokens, each breaker's state and cooldown left), which the binned charts show only at bin
-ends.
+since the last redraw, with the axis ranges of :func:`gwlab.plots.axis_ranges` (the tokens
+axis follows the burst). Each redraw also refreshes the figure's synced state, from which a
+view opened later (a reloaded page) draws its first picture. It also refreshes a status line
+with the values of this instant (tokens, each breaker's state and cooldown left), which the
+binned charts show only at bin ends.
 
+The controls are the sliders of :mod:`gwlab.lab.controls`, which show the value they hold
+and land on the value they are given, in columns that wrap rather than overflow. They follow
+the scenario in force: the dashboard subscribes to its lab (:meth:`Lab.subscribe`), which
+announces every change (a slider, ``lab.configure`` from a cell, a scripted event, a reset),
+and sets each control to its value; a control set to the value in force sends nothing back.
 A slider change reaches the gateway through :meth:`Lab.configure` (thread-safe) and is in
 force within the second. A change the scenario rules refuse (all weights zero, a maximum
 cooldown below the base delay) is shown with the same message a scenario file would get,
@@ -24,13 +30,14 @@ import asyncio
 import copy
 import html
 import traceback
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from gwlab import balancer, config, plots
 from gwlab.config import ConfigError, Scenario
+from gwlab.lab.controls import float_slider, int_slider, log_slider, show
 from gwlab.live import cannot_keep_up
 from gwlab.router import Snapshot
 from gwlab.stats import ADMITTED
@@ -40,15 +47,60 @@ if TYPE_CHECKING:
 
 HEIGHT = 1000
 """Height of the live figure in pixels."""
-WIDTH = "320px"
-"""Width of a control, its description included."""
-_STYLE = {"description_width": "125px"}
+DESCRIPTION_WIDTH = "130px"
+"""Width of a control's description: the longest, "max cooldown (s)", fits."""
+COLUMN_WIDTH = "300px"
+"""Width a column of controls starts from and never goes below: the columns share the
+output's width and wrap onto a new row where they would not fit, so none overflows."""
+MODE_BUTTON_WIDTH = "100px"
+"""Width of each of the closed loop / open loop buttons."""
+_STYLE = {"description_width": DESCRIPTION_WIDTH}
 _Path = tuple[str, ...]
 
 
-def _slider(kind: type, description: str, lo: float, hi: float, step: float, value: float):
-    return kind(description=description, min=lo, max=max(hi, value), step=step, value=value,
-                continuous_update=False, layout=widgets.Layout(width=WIDTH), style=_STYLE)
+class Slider(NamedTuple):
+    """How the dashboard shows one number of the scenario: its label, its range (widened to
+    hold any value in force) and its kind: ``"linear"`` in steps of ``step``, ``"log"``
+    (lands on any value, for quantities that span decades) or ``"int"``."""
+
+    label: str
+    low: float
+    high: float
+    step: float | None
+    kind: str
+
+
+SLIDERS = {
+    "weight": Slider("weight", 0, 100, 1, "linear"),
+    "latency": Slider("latency (s)", 0, 3, 0.01, "linear"),
+    "error_rate": Slider("error rate", 0, 1, 0.001, "linear"),
+    "limiter.rate": Slider("rate (/s)", 1, 10_000, None, "log"),
+    "limiter.burst": Slider("burst", 1, 10_000, None, "log"),
+    "breaker.failure_threshold": Slider("threshold", 1, 20, 1, "int"),
+    "breaker.base_delay": Slider("base delay (s)", 0.01, 100, None, "log"),
+    "breaker.max_cooldown": Slider("max cooldown (s)", 0.1, 1000, None, "log"),
+    "workload.clients": Slider("clients", 1, 1000, 1, "int"),
+    "workload.rate": Slider("offered (/s)", 1, 10_000, None, "log"),
+}
+"""The dashboard's sliders by field (a provider's fields by their own name)."""
+
+
+def _fill() -> widgets.Layout:
+    """A control's layout: as wide as its column (a layout of its own, as the clients and
+    offered-rate controls are hidden one at a time)."""
+    return widgets.Layout(width="auto")
+
+
+def _slider(field: str, value: float, prefix: str = "") -> widgets.ValueWidget:
+    """The slider of ``field`` (a key of :data:`SLIDERS`) holding ``value``, its label after
+    ``prefix``."""
+    spec = SLIDERS[field]
+    label = f"{prefix}{spec.label}"
+    if spec.kind == "log":
+        return log_slider(label, value, spec.low, spec.high, layout=_fill(), style=_STYLE)
+    if spec.kind == "int":
+        return int_slider(label, value, spec.low, spec.high, layout=_fill(), style=_STYLE)
+    return float_slider(label, value, spec.low, spec.high, spec.step, layout=_fill(), style=_STYLE)
 
 
 def _patch(path: _Path, value: Any) -> dict[str, Any]:
@@ -72,7 +124,6 @@ class Dashboard:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.paused = False
-        self._syncing = False
         self._drawn = -1
         self._task: asyncio.Task | None = None
         self.controls: dict[_Path, widgets.ValueWidget] = {}
@@ -88,7 +139,8 @@ class Dashboard:
         self.reset_button.on_click(self._guard(self._reset))
         self.widget = widgets.VBox([
             self.status,
-            widgets.HBox([self._providers(), self._gateway(), self._traffic()]),
+            widgets.HBox([self._providers(), self._gateway(), self._traffic()],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.pause_button, self.reset_button]),
             self.error,
             self.figure,
@@ -124,49 +176,43 @@ class Dashboard:
     def _providers(self) -> widgets.Widget:
         rows = []
         for p in self.lab.scenario.providers:
-            base = ("providers", p.name)
-            rows += [
-                self._control((*base, "weight"), _slider(widgets.FloatSlider, f"{p.name} weight", 0, 100, 1, p.weight)),
-                self._control((*base, "latency"),
-                              _slider(widgets.FloatSlider, f"{p.name} latency (s)", 0, 3, 0.05, p.latency)),
-                self._control((*base, "error_rate"),
-                              _slider(widgets.FloatSlider, f"{p.name} error rate", 0, 1, 0.01, p.error_rate)),
-            ]
-        return widgets.VBox([widgets.HTML("<b>Providers</b>"), *rows])
+            for field in ("weight", "latency", "error_rate"):
+                rows.append(self._control(("providers", p.name, field),
+                                          _slider(field, getattr(p, field), f"{p.name} ")))
+        return self._column("Providers", rows)
 
     def _gateway(self) -> widgets.Widget:
         s = self.lab.scenario
-        return widgets.VBox([
-            widgets.HTML("<b>Rate limiter</b>"),
-            self._control(("limiter", "rate"), _slider(widgets.FloatSlider, "rate (/s)", 10, 3000, 10, s.limiter.rate)),
-            self._control(("limiter", "burst"), _slider(widgets.FloatSlider, "burst", 1, 3000, 1, s.limiter.burst)),
-            widgets.HTML("<b>Circuit breaker</b>"),
-            self._control(("breaker", "failure_threshold"),
-                          _slider(widgets.IntSlider, "threshold", 1, 20, 1, s.breaker.failure_threshold)),
-            self._control(("breaker", "base_delay"),
-                          _slider(widgets.FloatSlider, "base delay (s)", 0.1, 10, 0.1, s.breaker.base_delay)),
-            self._control(("breaker", "max_cooldown"),
-                          _slider(widgets.FloatSlider, "max cooldown (s)", 1, 120, 1, s.breaker.max_cooldown)),
-        ])
+        limiter = [self._control(("limiter", f), _slider(f"limiter.{f}", getattr(s.limiter, f)))
+                   for f in ("rate", "burst")]
+        breaker = [self._control(("breaker", f), _slider(f"breaker.{f}", getattr(s.breaker, f)))
+                   for f in ("failure_threshold", "base_delay", "max_cooldown")]
+        return self._column("Rate limiter", [*limiter, widgets.HTML("<b>Circuit breaker</b>"), *breaker])
 
     def _traffic(self) -> widgets.Widget:
         s = self.lab.scenario
         picker = widgets.Dropdown(description="balancer", options=list(balancer.names()), value=s.gateway.balancer,
-                                  layout=widgets.Layout(width=WIDTH), style=_STYLE)
+                                  layout=_fill(), style=_STYLE)
         mode = widgets.ToggleButtons(options=[("closed loop", "closed"), ("open loop", "open")],
-                                     value=s.workload.mode, style={"button_width": "100px"})
-        return widgets.VBox([
-            widgets.HTML("<b>Balancer</b>"),
+                                     value=s.workload.mode, style={"button_width": MODE_BUTTON_WIDTH})
+        return self._column("Balancer", [
             self._control(("gateway", "balancer"), picker),
             widgets.HTML("<b>Clients</b>"),
             self._control(("workload", "mode"), mode),
-            self._control(("workload", "clients"), _slider(widgets.IntSlider, "clients", 1, 1000, 1, s.workload.clients)),
-            self._control(("workload", "rate"), _slider(widgets.FloatSlider, "offered (/s)", 10, 3000, 10, s.workload.rate)),
+            self._control(("workload", "clients"), _slider("workload.clients", s.workload.clients)),
+            self._control(("workload", "rate"), _slider("workload.rate", s.workload.rate)),
         ])
 
+    @staticmethod
+    def _column(title: str, children: list[widgets.Widget]) -> widgets.VBox:
+        """A column of controls under ``title``: it shares the row with the others, never
+        narrower than :data:`COLUMN_WIDTH`."""
+        return widgets.VBox([widgets.HTML(f"<b>{title}</b>"), *children],
+                            layout=widgets.Layout(flex=f"1 1 {COLUMN_WIDTH}", min_width=COLUMN_WIDTH))
+
     def _changed(self, path: _Path, value: Any) -> None:
-        if self._syncing:
-            return
+        if value == _read(self.lab.scenario, path):
+            return  # the value in force, set by sync: not a change to send back
         try:
             self.lab.configure(_patch(path, value), source="dashboard")
         except ConfigError as exc:
@@ -180,13 +226,10 @@ class Dashboard:
     def sync(self, scenario: Scenario) -> None:
         """Set every control to its value in ``scenario``. The dashboard subscribes this to
         its lab, so the controls follow every change: made here, from code or by a scripted
-        event."""
-        self._syncing = True
-        try:
-            for path, widget in self.controls.items():
-                widget.value = _read(scenario, path)
-        finally:
-            self._syncing = False
+        event. A control set to the value in force sends nothing back (see :meth:`_changed`),
+        and a slider widens its range to hold a value beyond it rather than clamp it."""
+        for path, widget in self.controls.items():
+            show(widget, _read(scenario, path))
         self._show_mode()
 
     def _show_mode(self) -> None:
@@ -224,8 +267,8 @@ class Dashboard:
         return self.lab.recorder.timeseries(), list(self.lab.recorder.transitions)
 
     def _figure(self, series, transitions) -> go.Figure:
-        fig = plots.figure(series, transitions, title=f"live: the last {config.LAB_WINDOW:g} s")
-        fig.update_layout(height=HEIGHT, uirevision="live")
+        fig = plots.figure(series, transitions, title=f"live: the last {config.LAB_WINDOW:g} s", height=HEIGHT)
+        fig.update_layout(uirevision="live")
         return fig
 
     async def attach(self) -> None:
@@ -259,7 +302,8 @@ class Dashboard:
         if self.paused or recorder.version == self._drawn:
             return
         self._drawn = recorder.version
-        new = self._figure(*self._data())
+        series, transitions = self._data()
+        new = self._figure(series, transitions)
         fig = self.figure
         if [t.name for t in fig.data] != [t.name for t in new.data]:
             fig.data = ()
@@ -271,6 +315,7 @@ class Dashboard:
                         old.update(x=fresh.x, y=fresh.y, z=fresh.z)
                     else:
                         old.update(x=fresh.x, y=fresh.y, text=fresh.text)
+        fig.update_layout(plots.axis_ranges(series))  # the tokens axis follows the burst
         # The changes above reach the views open now as deltas; a view opened later (a
         # reloaded page) starts from the figure's synced state, which plotly refreshes only
         # when the figure is displayed. Without this it would draw the picture of that moment

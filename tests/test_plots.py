@@ -1,0 +1,135 @@
+"""The figures keep their conventions everywhere: one colour per quantity, fixed axis ranges,
+and a legend beside each panel that nothing overlaps; in a simulation's figure whatever its
+statuses and providers, and in the live dashboard's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import gwlab
+import gwlab.lab
+from gwlab import plots
+from gwlab.config import from_dict
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
+
+OUTAGE = Path(__file__).resolve().parents[1] / "scenarios" / "p1_outage.toml"
+TWO_PROVIDERS = {
+    "providers": {"backup": {"weight": 1, "latency": 0.001, "error_rate": 0.05},
+                  "p2": {"weight": 3, "latency": 0.002, "error_rate": 0.0}},
+    "workload": {"mode": "open", "rate": 20},
+    "limiter": {"rate": 100, "burst": 50},
+    "events": [{"at": 10, "limiter": {"burst": 80}}],
+}
+"""Another provider set, in another order, with an unknown name; the burst grows from 50 to
+80; calls so short that nothing is cut off at the end (seed 1)."""
+
+
+def expected_colours(fig, providers) -> dict[str, str]:
+    """The colour each line of ``fig`` must have, by trace name."""
+    statuses = {str(code): colour for code, colour in plots.STATUS_COLOURS.items()
+                if any(t.name == str(code) for t in fig.data)}
+    return {**statuses, **plots.QUANTILE_COLOURS, **{p: plots.provider_colour(p) for p in providers},
+            "tokens": plots.TOKENS_COLOUR, "burst": plots.BURST_COLOUR}
+
+
+def check_conventions(fig, providers: list[str], burst: float) -> None:
+    """Colours, axis ranges and the places of the legends and the colour bar in ``fig``."""
+    lines = {t.name: t.line.color for t in fig.data if t.type == "scatter" and t.mode == "lines"}
+    assert lines == expected_colours(fig, providers)
+    strip = next(t for t in fig.data if t.type == "heatmap")
+    assert [c for _, c in strip.colorscale[::2]] == [plots.STATE_COLOURS[s] for s in plots.STATE_LEVELS]
+    opened = next(t for t in fig.data if t.name == "opened")
+    assert opened.marker.color == plots.OPENED_COLOUR
+
+    layout = fig.layout
+    assert layout.yaxis.rangemode == "tozero" and layout.yaxis2.rangemode == "tozero"
+    assert list(layout.yaxis3.range) == [0, 100]
+    assert list(layout.yaxis4.categoryarray) == providers
+    assert list(layout.yaxis4.range) == [len(providers) - 0.5, -0.5]  # the first provider on top
+    assert list(layout.yaxis5.range) == [0, burst]
+    assert all(layout[f"xaxis{i}"].matches == "x5" for i in range(1, len(plots.PANELS)))
+
+    check_legends(fig)
+
+
+def check_legends(fig) -> None:
+    """Each trace's legend is its own panel's, at the panel's top edge, right of the plots;
+    the breaker panel's colour bar is below that panel's legend; and no two of these boxes
+    share a height (they all stand at the same place across)."""
+    layout = fig.layout
+    area = layout.height - layout.margin.t - layout.margin.b
+    boxes = []
+    for panel in range(len(plots.PANELS)):
+        key = "legend" if panel == 0 else f"legend{panel + 1}"
+        axis = "y" if panel == 0 else f"y{panel + 1}"
+        low, high = layout[f"yaxis{panel + 1}"].domain
+        entries = [t for t in fig.data if t.yaxis == axis and t.type != "heatmap"]
+        assert entries and all(t.legend == key for t in entries)
+        legend = layout[key]
+        assert (legend.x, legend.xanchor, legend.y, legend.yanchor) == (plots.LEGEND_X, "left", high, "top")
+        bottom = high - plots.legend_height(len(entries)) / area
+        assert bottom >= low
+        boxes.append((bottom, high))
+    bar = next(t for t in fig.data if t.type == "heatmap").colorbar
+    assert (bar.x, bar.xanchor, bar.yanchor, bar.lenmode) == (plots.LEGEND_X, "left", "top", "fraction")
+    assert bar.y - bar.len >= layout.yaxis4.domain[0] - 1e-9
+    boxes.append((bar.y - bar.len, bar.y))
+    boxes.sort()
+    assert all(top <= next_bottom for (_, top), (next_bottom, _) in zip(boxes, boxes[1:]))
+
+
+def test_palettes_tell_every_quantity_apart():
+    for palette in (plots.STATUS_COLOURS, plots.QUANTILE_COLOURS, plots.STATE_COLOURS, plots.PROVIDER_COLOURS):
+        assert len(set(palette.values())) == len(palette)
+    assert list(plots.PROVIDER_COLOURS.items()) == list(zip(("p1", "p2", "p3"), plots.PROVIDER_PALETTE))
+    assert len(set(plots.PROVIDER_PALETTE)) == len(plots.PROVIDER_PALETTE)
+    assert not set(plots.PROVIDER_PALETTE) & set(plots.STATUS_COLOURS.values())
+    assert set(plots.STATUS_COLOURS) == {0, 200, 429, 499, 502, 504}
+
+
+def test_a_provider_keeps_its_colour_whatever_the_others():
+    assert plots.provider_colour("p2") == plots.PROVIDER_COLOURS["p2"]
+    assert plots.provider_colour("backup") in plots.PROVIDER_PALETTE
+
+
+def test_a_simulated_figure_with_cut_off_requests():
+    result = gwlab.simulate(OUTAGE, duration=90, seed=1)
+    fig = result.figure()
+    assert "499" in [t.name for t in fig.data]
+    check_conventions(fig, ["p1", "p2", "p3"], 1000)
+
+
+def test_a_simulated_figure_without_cut_off_requests_and_other_providers():
+    result = gwlab.simulate(from_dict(TWO_PROVIDERS), duration=20, seed=1)
+    fig = result.figure()
+    assert "499" not in [t.name for t in fig.data]
+    check_conventions(fig, ["backup", "p2"], 80)  # the largest burst in force
+
+
+def test_the_colours_are_the_same_in_both_figures():
+    seed = gwlab.simulate(OUTAGE, duration=30, seed=1).figure()
+    other = gwlab.simulate(from_dict(TWO_PROVIDERS), duration=20, seed=1).figure()
+    colour = {name: {t.name: t.line.color for t in fig.data if t.type == "scatter"} for name, fig in
+              (("seed", seed), ("other", other))}
+    for name in ("200", "502", "p50", "p95", "p99", "p2", "tokens"):
+        assert colour["seed"][name] == colour["other"][name]
+
+
+@pytest.fixture
+def lab():
+    yield gwlab.lab.start(clients=20, port=0, metrics_port=0)
+    gwlab.lab.stop()
+
+
+def test_the_live_figure_keeps_the_conventions_and_its_tokens_axis_follows_the_burst(lab):
+    dashboard = lab.dashboard()
+    lab.run_for(1.2)
+    check_conventions(dashboard.figure, ["p1", "p2", "p3"], lab.scenario.limiter.burst)
+    lab.configure({"limiter": {"burst": 2000}})
+    lab.run_for(1.2)
+    assert list(dashboard.figure.layout.yaxis5.range) == [0, 2000]
+    assert dashboard.figure._widget_layout["yaxis5"]["range"] == [0, 2000]  # a reloaded page too
