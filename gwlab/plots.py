@@ -189,22 +189,28 @@ def _legend(panel: int) -> str:
     return "legend" if panel == 0 else f"legend{panel + 1}"
 
 
+def panels(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) -> list[list[go.BaseTraceType]]:
+    """The traces of each panel of :data:`PANELS`, in order: what :func:`figure` lays out,
+    and what a live figure updates its traces from without building a new layout."""
+    return [status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions),
+            token_traces(ts)]
+
+
 def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str | None = None,
            height: int = HEIGHT) -> go.Figure:
     """All panels, one above the other, sharing the time axis; ``height`` in pixels."""
     fig = make_subplots(rows=len(PANELS), cols=1, shared_xaxes=True, subplot_titles=PANELS,
                         vertical_spacing=SPACING)
-    panels = (status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions),
-              token_traces(ts))
+    traces_by_panel = panels(ts, transitions)
     legends = {}
-    for panel, traces in enumerate(panels):
+    for panel, traces in enumerate(traces_by_panel):
         for trace in traces:
             trace.legend = _legend(panel)
             fig.add_trace(trace, row=panel + 1, col=1)
         top = fig.layout[f"yaxis{panel + 1}"].domain[1]
         legends[_legend(panel)] = {"x": LEGEND_X, "xanchor": "left", "y": top, "yanchor": "top"}
     fig.update_xaxes(title_text="time (s)", row=len(PANELS), col=1)
-    fig.update_traces(selector={"type": "heatmap"}, colorbar=_colourbar(fig, panels[BREAKER_PANEL], height))
+    fig.update_traces(selector={"type": "heatmap"}, colorbar=_colourbar(fig, traces_by_panel[BREAKER_PANEL], height))
     fig.update_layout(height=height, title=title, hovermode="x unified", margin=MARGIN, **legends)
     fig.update_layout(axis_ranges(ts))
     return fig

@@ -3,7 +3,9 @@
 The charts are one ``plotly.graph_objects.FigureWidget`` built by :func:`gwlab.plots.figure`
 from the lab's rolling :class:`~gwlab.timeseries.TimeSeries`, the very code that draws a
 simulation's ``result.figure()``; so a live run and its replay look alike. A task on the
-lab's loop thread redraws them about three times a second (``config.LAB_REDRAW``), in one
+lab's loop thread redraws them about three times a second (``config.LAB_REDRAW``) from the
+panels' new traces (:func:`gwlab.plots.panels`; laying a whole figure out again would cost
+several times more, and the loop's gateway and clients wait while it draws), in one
 ``batch_update`` so the views open get one change per redraw, and only when a bin has closed
 since the last redraw, with the axis ranges of :func:`gwlab.plots.axis_ranges` (the tokens
 axis follows the burst). Each redraw also refreshes the figure's synced state, from which a
@@ -303,14 +305,14 @@ class Dashboard:
             return
         self._drawn = recorder.version
         series, transitions = self._data()
-        new = self._figure(series, transitions)
+        fresh_traces = [trace for traces in plots.panels(series, transitions) for trace in traces]
         fig = self.figure
-        if [t.name for t in fig.data] != [t.name for t in new.data]:
+        if [t.name for t in fig.data] != [t.name for t in fresh_traces]:  # a trace came or went (a 499 band)
             fig.data = ()
-            fig.add_traces(list(new.data))
-        else:
+            fig.add_traces(list(self._figure(series, transitions).data))
+        else:  # the same traces with new points: no new layout (building one costs several times more)
             with fig.batch_update():
-                for old, fresh in zip(fig.data, new.data):
+                for old, fresh in zip(fig.data, fresh_traces):
                     if fresh.type == "heatmap":
                         old.update(x=fresh.x, y=fresh.y, z=fresh.z)
                     else:
