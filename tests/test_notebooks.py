@@ -7,6 +7,7 @@ committed fit to open anywhere (GitHub, nbviewer, Binder) and cheap to clone.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,33 @@ def test_committed_notebook_is_executed_top_to_bottom_without_errors(path: Path)
     assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
     assert not [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
     assert not [o for c in cells for o in c["outputs"] if o.get("name") == "stderr"]
+
+
+GLOSSARY = NOTEBOOKS[0].parent / "glossary.md"
+ITALICS = re.compile(r"(?<![*\w])\*([^*\n]+?)\*(?![*\w])")
+"""A phrase in *italics* (not **bold**) in a notebook's markdown."""
+
+
+def _terms(glossary: str) -> set[str]:
+    """The headwords of the glossary's entries (``**a, b.**`` gives ``a`` and ``b``), as
+    :func:`_term` writes them."""
+    heads = re.findall(r"^\*\*(.+?)\.\*\*", glossary, re.M)
+    return {_term(t) for head in heads for t in head.split(", ")}
+
+
+def _term(phrase: str) -> str:
+    """A phrase as a glossary headword would be written: lower case, hyphens as spaces."""
+    return phrase.lower().replace("-", " ")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_word_in_italics_is_in_the_glossary(path: Path):
+    terms = _terms(GLOSSARY.read_text(encoding="utf-8"))
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    # Titles of books and journals in the references are in italics as citations are.
+    text = "\n".join("".join(c["source"]) for c in cells
+                     if c["cell_type"] == "markdown" and not "".join(c["source"]).startswith("## References"))
+    assert "[glossary](glossary.md)" in text
+    missing = {p for p in ITALICS.findall(text) if p != "italics" and _term(p) not in terms
+               and _term(p).removesuffix("s") not in terms}
+    assert not missing, f"in italics but not in the glossary (use **bold** for emphasis): {sorted(missing)}"
