@@ -1,5 +1,6 @@
-"""The check cells of notebooks 01-03: each passes its worked solution and fails wrong answers
-with a message that helps."""
+"""The check cells of notebooks 01-03: each passes the right answer and its worked solution,
+and fails the characteristic wrong answers with a message that names the quantity that is off
+and which way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from gwlab.exercises import Verdict
 from gwlab.exercises.balancing import check_sample_size, check_share_without_p3, smallest_sample
 from gwlab.exercises.breaker import check_flaky_breaker, flaky_run, score
 from gwlab.exercises.token_bucket import bursty_arrivals, check_burst, rejections
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
 
@@ -19,6 +23,15 @@ SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
 def solution(name: str) -> dict:
     """The names a solution file defines when run, as ``%load`` and a cell run would."""
     return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
+
+
+def assert_verdict(verdict: Verdict, ok: bool, *named: str) -> None:
+    """``verdict`` is ``ok`` and its message names everything in ``named``."""
+    assert isinstance(verdict, Verdict)
+    assert verdict.ok is ok, verdict.message
+    assert repr(verdict).startswith("✔ " if ok else "✘ ")
+    for words in named:
+        assert words in verdict.message, (words, verdict.message)
 
 
 # -- 01_token_bucket ------------------------------------------------------------------------
@@ -29,32 +42,33 @@ def test_bursty_workload_has_four_batches_on_a_steady_stream():
     assert arrivals == sorted(arrivals)
 
 
-def test_token_bucket_solution_passes_and_is_the_smallest_burst():
+def test_token_bucket_solution_is_the_reasoned_count_and_the_smallest_burst():
     answer = solution("01_token_bucket")["answer"]
-    verdict = check_burst(answer)
-    assert isinstance(verdict, Verdict) and verdict.ok, verdict.message
-    assert answer == 171
+    assert answer == 200 + 21 - 50 == 171
     assert rejections(answer) == [] and rejections(answer - 1) != []
+    assert_verdict(check_burst(answer), True, "smallest burst that does it is 171")
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (None, "expected the burst"),
-    (True, "expected the burst"),
-    (0, "expected the burst"),
-    (170, "get a 429"),            # the back-of-envelope estimate misses the last tokens
-    (100, "get a 429"),
-    (200, "more than 10% above the smallest"),
+@pytest.mark.parametrize("answer, ok, named", [
+    (171, True, ["all 1600 requests admitted"]),
+    (188, True, ["all 1600 requests admitted"]),
+    # The continuous estimate (400 + 40 - 100) * 0.5 counts one steady request too few.
+    (170, False, ["burst 170 is too small by 1 token", "one at each end", "4 of the 1600 requests get a 429"]),
+    (150, False, ["too small by 21 tokens", "leaves out the steady traffic"]),
+    (100, False, ["too small by 71 tokens", "both ends included"]),
+    (200, False, ["too large by 29 tokens", "a batch alone"]),
+    (221, False, ["too large by 50 tokens", "not the 50 tokens that flow back in"]),
+    (250, False, ["too large by 79 tokens", "more than 10% above the smallest"]),
+    (None, False, ["expected the burst"]),
+    (True, False, ["expected the burst"]),
+    (0, False, ["expected the burst"]),
 ])
-def test_token_bucket_wrong_answers_fail_with_a_hint(answer, hint):
-    verdict = check_burst(answer)
-    assert not verdict.ok
-    assert hint in verdict.message
-    assert repr(verdict).startswith("✘ ")
+def test_token_bucket_check(answer, ok, named):
+    assert_verdict(check_burst(answer), ok, *named)
 
 
 def test_token_bucket_refusals_are_counted_in_the_message():
-    verdict = check_burst(170)
-    assert f"{len(rejections(170))} of the 1600 requests" in verdict.message
+    assert f"{len(rejections(150))} of the 1600 requests" in check_burst(150).message
 
 
 # -- 02_weighted_balancing -----------------------------------------------------------------

@@ -11,6 +11,7 @@ notebook; the worked solutions are in ``notebooks/solutions/`` (load one with ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,14 @@ class Verdict:
 def verdict(ok: bool, right: str, wrong: str) -> Verdict:
     """A :class:`Verdict` carrying the message that fits."""
     return Verdict(ok, right if ok else wrong)
+
+
+def direction(got: float, want: float) -> str:
+    """``"too high"`` or ``"too low"``: which way ``got`` misses ``want``."""
+    return "too high" if got > want else "too low"
+
+
+def known_mistake(answer: float, mistakes: Iterable[tuple[float, str]], tolerance: float) -> str | None:
+    """The explanation of the first characteristic wrong answer (``(value, explanation)``)
+    within ``tolerance`` of ``answer``, or ``None``."""
+    return next((why for value, why in mistakes if abs(answer - value) <= tolerance), None)
