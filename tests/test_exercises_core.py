@@ -75,31 +75,41 @@ def test_token_bucket_refusals_are_counted_in_the_message():
 
 def test_balancing_solutions_pass():
     names = solution("02_weighted_balancing")
-    assert check_share_without_p3(names["share_answer"]).ok
-    assert check_sample_size(names["sample_answer"]).ok
+    assert_verdict(check_share_without_p3(names["share_answer"]), True, "70 / (70 + 20) = 0.7778")
+    assert_verdict(check_sample_size(names["sample_answer"]), True, "gives n = 14400")
     assert names["sample_answer"] == smallest_sample() == 14400
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (None, "expected p1's share"),
-    (0.7, "all three providers are eligible"),
-    (77.78, "looks like a percentage"),
-    (0.5, "divide p1's weight"),
+@pytest.mark.parametrize("answer, ok, named", [
+    (70 / 90, True, ["0.7778"]),
+    (0.78, True, ["0.7778"]),                  # 70/90 rounded to two decimals is the idea, rounded
+    (0.7, False, ["p1's share 0.7 is too low by 0.0778", "all three providers are eligible"]),
+    (0.77, False, ["too low by 0.0078", "over the total weight 100", "the weight still eligible, 90"]),
+    (0.8, False, ["too high by 0.0222", "all of p3's share to p1"]),
+    (0.75, False, ["too low", "evenly"]),
+    (0.875, False, ["too high", "p2 excluded"]),
+    (0.5, False, ["too low by 0.2778", "divide p1's weight"]),
+    (77.78, False, ["looks like a percentage"]),
+    (None, False, ["expected p1's share"]),
 ])
-def test_share_wrong_answers_fail_with_a_hint(answer, hint):
-    verdict = check_share_without_p3(answer)
-    assert not verdict.ok and hint in verdict.message
+def test_share_check(answer, ok, named):
+    assert_verdict(check_share_without_p3(answer), ok, *named)
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (None, "expected a number of requests"),
-    (0, "expected a number of requests > 0"),
-    (3600, "±2.00%, wider than ±1%"),    # the 2-sigma answer
-    (20000, "more than 2% above the smallest"),
+@pytest.mark.parametrize("answer, ok, named", [
+    (14400, True, ["n = 14400"]),
+    (14688, True, ["n = 14400"]),
+    (3600, False, ["too few", "2 standard deviations", "±2.00% over them, wider than ±1%"]),
+    (8100, False, ["too few", "3 standard deviations", "±1.33%"]),
+    (120, False, ["too few", "sqrt(n)"]),
+    (16000, False, ["more than needed", "variance of a share as p", "±0.95% over them, narrower"]),
+    (57600, False, ["more than needed", "±0.5%"]),
+    (20000, False, ["more than needed", "±0.85% over them, narrower than the ±1% asked"]),
+    (None, False, ["expected a number of requests"]),
+    (0, False, ["expected a number of requests > 0"]),
 ])
-def test_sample_size_wrong_answers_fail_with_a_hint(answer, hint):
-    verdict = check_sample_size(answer)
-    assert not verdict.ok and hint in verdict.message
+def test_sample_size_check(answer, ok, named):
+    assert_verdict(check_sample_size(answer), ok, *named)
 
 
 # -- 03_circuit_breaker --------------------------------------------------------------------
