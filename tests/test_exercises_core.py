@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gwlab.exercises import Verdict
+from gwlab.exercises import breaker
 from gwlab.exercises.balancing import check_sample_size, check_share_without_p3, smallest_sample
-from gwlab.exercises.breaker import check_flaky_breaker, flaky_run, score
 from gwlab.exercises.token_bucket import bursty_arrivals, check_burst, rejections
 from tests.conftest import SIMULATION_TIMEOUT
 
@@ -114,33 +114,50 @@ def test_sample_size_check(answer, ok, named):
 
 # -- 03_circuit_breaker --------------------------------------------------------------------
 
-def test_breaker_solution_passes_with_its_numbers():
+def test_breaker_runs_differ_in_blip_order_and_timing():
+    schedules = [breaker.blips(run) for run in range(len(breaker.SEEDS))]
+    starts = {round(start % breaker.BLIP_SPACING, 6) for schedule in schedules for start, _ in schedule}
+    assert len(starts) == len(breaker.SEEDS)
+    firsts = [round(end - start, 6) for (start, end), *_ in schedules]
+    assert sorted(set(firsts)) == list(breaker.BLIP_LENGTHS)
+    assert all(end <= breaker.DURATION for schedule in schedules for _, end in schedule)
+
+
+def test_breaker_solution_passes():
     answer = solution("03_circuit_breaker")["answer"]
-    verdict = check_flaky_breaker(answer)
-    assert verdict.ok, verdict.message
-    assert score(flaky_run(answer)) == {"open_by_chance": 0.0, "recovery": pytest.approx(3.5)}
+    assert answer == {"failure_threshold": 5, "base_delay": 0.1}
+    assert_verdict(breaker.check_flaky_breaker(answer), True, "opened for all 30 blips", "healthy again")
 
 
-def test_breaker_defaults_fail_on_chance_openings():
-    verdict = check_flaky_breaker({"failure_threshold": 3, "base_delay": 1.0})
-    assert not verdict.ok
-    assert "opened 7 times by chance and stayed open 6.9 s" in verdict.message
+@pytest.mark.parametrize("answer, ok, named", [
+    # What the summary teaches: a threshold that rarely trips by chance, a short base delay.
+    ({"failure_threshold": 5, "base_delay": 1.0}, True, ["opened for all 30 blips"]),
+    # Long base delays: no chance openings, but a working p1 is kept out long after a blip.
+    ({"failure_threshold": 6, "base_delay": 4.0}, False, ["healthy again", "on average: too slow by"]),
+    ({"failure_threshold": 20, "base_delay": 10.0}, False, ["healthy again", "on average: too slow by"]),
+    # The defaults, and a short base delay that cannot make up for a low threshold.
+    ({"failure_threshold": 3, "base_delay": 1.0}, False, ["opened", "times by chance", "of the time it worked: too "
+                                                         "often"]),
+    ({"failure_threshold": 3, "base_delay": 0.001}, False, ["times by chance", "too often"]),
+    # A breaker that stays closed while p1 is down.
+    ({"failure_threshold": 300, "base_delay": 1.0}, False, ["stayed closed through", "the threshold is too high"]),
+])
+def test_breaker_check(answer, ok, named):
+    assert_verdict(breaker.check_flaky_breaker(answer), ok, *named)
 
 
-def test_breaker_slow_recovery_fails():
-    # No chance openings, but the first probe after the outage fails by chance and the
-    # cooldown doubles to 16 s: p1 is not back before the run ends.
-    verdict = check_flaky_breaker({"failure_threshold": 5, "base_delay": 1.0})
-    assert not verdict.ok
-    assert "still not healthy when the run ended" in verdict.message
-
-
-@pytest.mark.parametrize("answer, hint", [
+@pytest.mark.parametrize("answer, named", [
     (None, "expected a dict with the keys failure_threshold and base_delay"),
     ({"threshold": 5, "base_delay": 0.1}, "expected a dict with the keys"),
     ({"failure_threshold": 0, "base_delay": 0.1}, "breaker.failure_threshold = 0"),
     ({"failure_threshold": 5, "base_delay": -1}, "breaker.base_delay = -1"),
 ])
-def test_breaker_malformed_answers_fail_naming_the_field(answer, hint):
-    verdict = check_flaky_breaker(answer)
-    assert not verdict.ok and hint in verdict.message
+def test_breaker_malformed_answers_fail_naming_the_field(answer, named):
+    assert_verdict(breaker.check_flaky_breaker(answer), False, named)
+
+
+def test_breaker_mean_recovery_is_at_least_the_base_delay_and_a_probe_less_the_mean_blip():
+    # The bound that makes a long base delay fail on any seeds.
+    score = breaker.score({"failure_threshold": 6, "base_delay": 4.0})
+    mean_blip = sum(breaker.BLIP_LENGTHS) / len(breaker.BLIP_LENGTHS)
+    assert score.mean_recovery >= 4.0 + breaker.P1_LATENCY - mean_blip > breaker.MAX_MEAN_RECOVERY
