@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gwlab import simulate
-from gwlab.exercises import capstone, fault_drills, load_testing, metrics
+from gwlab.exercises import Verdict, capstone, fault_drills, load_testing, metrics
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
 from tests.support import check_promql
 
@@ -24,6 +24,15 @@ SOLUTIONS = NOTEBOOKS / "solutions"
 
 def solution(name: str) -> dict:
     return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
+
+
+def assert_verdict(verdict: Verdict, ok: bool, *named: str) -> None:
+    """``verdict`` is ``ok`` and its message names everything in ``named``."""
+    assert isinstance(verdict, Verdict)
+    assert verdict.ok is ok, verdict.message
+    assert repr(verdict).startswith("✔ " if ok else "✘ ")
+    for words in named:
+        assert words in verdict.message, (words, verdict.message)
 
 
 # -- 04 metrics ------------------------------------------------------------------------------
@@ -44,31 +53,67 @@ def test_reference_increase_counts_restarts():
 
 def test_metrics_solutions_pass_their_checks():
     ns = solution("04_metrics_prometheus")
-    assert metrics.check_histogram_quantile(ns["histogram_quantile"]).ok
-    assert metrics.check_increase(ns["increase"]).ok
+    assert_verdict(metrics.check_histogram_quantile(ns["histogram_quantile"]), True, "all 6 cases")
+    assert_verdict(metrics.check_increase(ns["increase"]), True, "all 5 cases")
     assert ns["answer"] is ns["histogram_quantile"]
 
 
-def test_histogram_quantile_check_names_the_case_that_fails():
-    without_lower_bound = lambda q, b: next(le for le, n in b if n >= q * b[-1][1])  # noqa: E731
-    v = metrics.check_histogram_quantile(without_lower_bound)
-    assert not v.ok
-    assert "histogram_quantile(0.5, [(0.05, 0), (0.1, 60)" in v.message and "interpolate" in v.message
-    assert repr(v).startswith("✘ ")
+def upper_bound_only(q, buckets):
+    return next(le for le, n in buckets if n >= q * buckets[-1][1])
 
 
-def test_histogram_quantile_check_reports_a_crash_instead_of_raising():
-    def crashes(q, buckets):
-        return buckets[99][0]
+def interpolated_from_zero(q, buckets):
+    rank, below = q * buckets[-1][1], 0.0
+    for le, n in buckets:
+        if n >= rank:
+            return le * (rank - below) / (n - below) if le != math.inf else below
+        below = n
 
-    v = metrics.check_histogram_quantile(crashes)
-    assert not v.ok and "IndexError" in v.message
+
+def inf_bucket_not_handled(q, buckets):
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            return lower + (le - lower) * (rank - below) / (n - below)
+        lower, below = le, n
 
 
-def test_increase_check_explains_restarts_to_a_naive_answer():
-    v = metrics.check_increase(lambda samples: samples[-1][1] - samples[0][1])
-    assert not v.ok
-    assert "gave -60.0" in v.message and "restart" in v.message
+def crashes(q, buckets):
+    return buckets[99][0]
+
+
+@pytest.mark.parametrize("answer, ok, named", [
+    (metrics.histogram_quantile, True, ["all 6 cases"]),
+    (upper_bound_only, False, ["histogram_quantile(0.5, [(0.05, 0), (0.1, 60)", "gave 0.1, too high",
+                               "(PromQL's rule gives 0.0916667)", "the bucket's upper bound"]),
+    (interpolated_from_zero, False, ["gave 0.0833333, too low", "interpolates from 0"]),
+    (inf_bucket_not_handled, False, ["histogram_quantile(0.99, [(0.1, 2), (0.5, 8), (inf, 10)]) gave inf, too high",
+                                     "highest finite le"]),
+    (crashes, False, ["IndexError", "instead of a number"]),
+    (None, False, ["histogram_quantile(q, buckets)"]),
+])
+def test_histogram_quantile_check(answer, ok, named):
+    assert_verdict(metrics.check_histogram_quantile(answer), ok, *named)
+
+
+@pytest.mark.parametrize("answer, ok, named", [
+    (metrics.increase, True, ["all 5 cases"]),
+    (lambda samples: samples[-1][1] - samples[0][1], False, ["gave -60, too low", "last value minus the first"]),
+    (lambda samples: sum(max(0, b - a) for (_, a), (_, b) in zip(samples, samples[1:])), False,
+     ["gave 58, too low", "skips the drops"]),
+    (lambda samples: sum(abs(b - a) for (_, a), (_, b) in zip(samples, samples[1:])), False,
+     ["gave 176, too high", "a drop as a gain of its size"]),
+    (None, False, ["increase(samples)"]),
+])
+def test_increase_check(answer, ok, named):
+    assert_verdict(metrics.check_increase(answer), ok, *named)
+
+
+def test_every_characteristic_mistake_fails_a_case():
+    for wrong, _ in metrics._QUANTILE_MISTAKES:
+        assert not metrics.check_histogram_quantile(wrong)
+    for wrong, _ in metrics._INCREASE_MISTAKES:
+        assert not metrics.check_increase(wrong)
 
 
 def test_placeholders_fail_with_what_to_write():

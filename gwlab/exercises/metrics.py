@@ -10,6 +10,11 @@ with the rules Prometheus applies:
 - ``increase(samples)`` adds up what a counter gained over ``(time, value)`` samples, where a
   drop means the counter restarted from 0 (a gateway restart, a new registry). Unlike
   PromQL's ``increase``, it does not extrapolate to the edges of a range.
+
+Nothing here is random: the cases are fixed, and chosen so that each characteristic mistake
+(:data:`_QUANTILE_MISTAKES`, :data:`_INCREASE_MISTAKES`) gets at least one case wrong. A
+failing answer is shown the first case it gets wrong, which way it misses PromQL's value, and
+the mistake it made when its value there is that of a characteristic one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-from gwlab.exercises import Verdict
+from gwlab.exercises import Verdict, direction
 
 Buckets = Sequence[tuple[float, float]]
 """Cumulative histogram buckets: ``(le, count of observations <= le)``, ending with ``+Inf``."""
@@ -46,20 +51,54 @@ _INCREASE_CASES: tuple[tuple[Samples, str], ...] = (
 )
 
 
+def _bucket(q: float, buckets: Buckets, strict: bool = False) -> tuple[float, float, float, float, float]:
+    """The bucket holding rank ``q * total``: the first whose cumulative count reaches the rank
+    (passes it, when ``strict``), else the ``+Inf`` one; as ``(rank, lower bound, count below
+    it, le, cumulative count)``, the lower bound being the previous ``le`` (0 for the first)."""
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for le, cumulative in buckets[:-1]:
+        if cumulative > rank or (cumulative == rank and not strict):
+            return rank, lower, below, le, cumulative
+        lower, below = le, cumulative
+    return (rank, lower, below, *buckets[-1])
+
+
 def histogram_quantile(q: float, buckets: Buckets) -> float:
     """PromQL's estimate of quantile ``q`` (0..1) from cumulative ``buckets``; NaN when empty."""
-    total = buckets[-1][1]
-    if total == 0:
+    if buckets[-1][1] == 0:
         return math.nan
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for le, cumulative in buckets:
-        if cumulative >= rank:
-            if le == _INF:
-                return lower
-            return lower + (le - lower) * (rank - below) / (cumulative - below)
-        lower, below = le, cumulative
-    return lower
+    return _interpolated(q, buckets)
+
+
+def _interpolated(q: float, buckets: Buckets, *, strict: bool = False, from_zero: bool = False,
+                  whole_count: bool = False, rank_from_zero: bool = False, to_inf: bool = False) -> float:
+    """PromQL's interpolation inside the bucket of rank ``q * total``, made with the mistakes
+    that are switched on: taking the bucket that passes the rank, interpolating from 0,
+    dividing by the cumulative count, measuring the rank from 0 rather than from the count
+    below the bucket, interpolating towards ``+Inf``."""
+    rank, lower, below, le, cumulative = _bucket(q, buckets, strict)
+    if le == _INF and not to_inf:
+        return lower
+    start = 0.0 if from_zero else lower
+    return start + (le - start) * (rank if rank_from_zero else rank - below) / (
+        cumulative if whole_count else cumulative - below)
+
+
+_QUANTILE_MISTAKES: tuple[tuple[Callable[[float, Buckets], float], str], ...] = (
+    (lambda q, b: _interpolated(q, b, to_inf=True),
+     "a rank in the +Inf bucket has no upper bound to interpolate to: answer the highest finite le"),
+    (lambda q, b: _bucket(q, b)[3], "it answers the bucket's upper bound le: interpolate inside the bucket"),
+    (lambda q, b: _interpolated(q, b, from_zero=True),
+     "it interpolates from 0 in every bucket: the lower bound is the previous bucket's le"),
+    (lambda q, b: _interpolated(q, b, whole_count=True),
+     "it divides by the cumulative count: the bucket itself holds its cumulative count minus the previous one"),
+    (lambda q, b: _interpolated(q, b, rank_from_zero=True),
+     "it measures the rank from 0: inside the bucket, count from the observations below it"),
+    (lambda q, b: _interpolated(q, b, strict=True),
+     "it takes the first bucket whose count passes the rank: PromQL takes the first that reaches it"),
+)
+"""Characteristic wrong versions of :func:`histogram_quantile`, with what each gets wrong."""
 
 
 def increase(samples: Samples) -> float:
@@ -70,27 +109,53 @@ def increase(samples: Samples) -> float:
     return gained
 
 
-def _first_wrong(fn: Callable, cases, expected: Callable) -> tuple[tuple, object, str] | None:
-    for *args, hint in cases:
-        want = expected(*args)
-        try:
-            got = fn(*args)
-        except Exception as exc:  # the learner's code may fail in any way: report, don't raise
-            return tuple(args), f"{type(exc).__name__}: {exc}", hint
-        if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
-            return tuple(args), got, hint
-    return None
+_INCREASE_MISTAKES: tuple[tuple[Callable[[Samples], float], str], ...] = (
+    (lambda s: s[-1][1] - s[0][1], "that is the last value minus the first: a drop is a restart from 0, after "
+                                   "which the value is all new"),
+    (lambda s: sum(max(0.0, b - a) for (_, a), (_, b) in zip(s, s[1:])),
+     "it skips the drops: the value after a drop was gained since the restart, count it"),
+    (lambda s: sum(abs(b - a) for (_, a), (_, b) in zip(s, s[1:])),
+     "it counts a drop as a gain of its size: after a restart the counter counts from 0, so the gain is the "
+     "value after the drop"),
+)
+"""Characteristic wrong versions of :func:`increase`, with what each gets wrong."""
+
+
+def _value(fn: Callable, args: tuple) -> object:
+    try:
+        return fn(*args)
+    except Exception as exc:  # the learner's code may fail in any way: report, don't raise
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _same(got: object, want: float) -> bool:
+    return isinstance(got, (int, float)) and (
+        math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12) or (math.isinf(want) and got == want))
+
+
+def _wrong(fn: Callable, args: tuple, hint: str, expected: Callable, mistakes) -> str | None:
+    """What is wrong with ``fn`` on one case, or ``None``: the value it gave, which way it
+    misses the expected one, and the characteristic mistake that gives the same value (or
+    else the case's ``hint``)."""
+    want = expected(*args)
+    got = _value(fn, args)
+    if _same(got, want):
+        return None
+    if not isinstance(got, (int, float)) or math.isnan(got):
+        return f"gave {got!r} instead of a number ({want:.6g}); look at {hint}"
+    why = next((what for wrong, what in mistakes if _same(got, _value(wrong, args))), f"look at {hint}")
+    return f"gave {got:.6g}, {direction(got, want)} (PromQL's rule gives {want:.6g}): {why}"
 
 
 def check_histogram_quantile(answer: Callable[[float, Buckets], float] | None) -> Verdict:
     """Right when ``answer(q, buckets)`` gives PromQL's estimate on every case."""
     if not callable(answer):
         return Verdict(False, "write a function histogram_quantile(q, buckets) and set answer = histogram_quantile")
-    wrong = _first_wrong(answer, _HISTOGRAM_CASES, histogram_quantile)
-    if wrong is not None:
-        (q, buckets), got, hint = wrong
-        shown = ", ".join(f"({le:g}, {n:g})" for le, n in buckets)
-        return Verdict(False, f"histogram_quantile({q:g}, [{shown}]) gave {got!r}; look at {hint}")
+    for q, buckets, hint in _HISTOGRAM_CASES:
+        wrong = _wrong(answer, (q, buckets), hint, histogram_quantile, _QUANTILE_MISTAKES)
+        if wrong is not None:
+            shown = ", ".join(f"({le:g}, {n:g})" for le, n in buckets)
+            return Verdict(False, f"histogram_quantile({q:g}, [{shown}]) {wrong}")
     return Verdict(True, f"your histogram_quantile agrees with PromQL's on all {len(_HISTOGRAM_CASES)} cases")
 
 
@@ -98,9 +163,9 @@ def check_increase(answer: Callable[[Samples], float] | None) -> Verdict:
     """Right when ``answer(samples)`` counts every restart on every case."""
     if not callable(answer):
         return Verdict(False, "write a function increase(samples) and set answer = increase")
-    wrong = _first_wrong(answer, _INCREASE_CASES, increase)
-    if wrong is not None:
-        (samples,), got, hint = wrong
-        shown = ", ".join(f"({t:g}, {v:g})" for t, v in samples)
-        return Verdict(False, f"increase([{shown}]) gave {got!r}; look at {hint}")
+    for samples, hint in _INCREASE_CASES:
+        wrong = _wrong(answer, (samples,), hint, increase, _INCREASE_MISTAKES)
+        if wrong is not None:
+            shown = ", ".join(f"({t:g}, {v:g})" for t, v in samples)
+            return Verdict(False, f"increase([{shown}]) {wrong}")
     return Verdict(True, f"your increase handles restarts on all {len(_INCREASE_CASES)} cases")
