@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: a real gateway over HTTP, free ports, PromQL checked by promtool."""
+"""Helpers shared by the tests: a real gateway over HTTP, free ports, PromQL checked by promtool,
+the tutorials' worked solutions and the verdicts of their checks."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import runpy
 import socket
 import subprocess
 from pathlib import Path
@@ -12,10 +14,13 @@ from typing import Any, AsyncIterator, Iterable
 import aiohttp
 
 from gwlab import config
+from gwlab.exercises import Verdict
 from gwlab.server import Gateway
 
 CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
 """A valid chat completion request; its 11-character message is 3 prompt tokens."""
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+"""The tutorials' worked solutions."""
 
 
 @contextlib.asynccontextmanager
@@ -59,3 +64,17 @@ def check_promql(promtool: str, queries: Iterable[str], folder: Path) -> subproc
     path = folder / "rules.yml"
     path.write_text("\n".join(rules) + "\n")
     return subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+
+
+def solution(name: str) -> dict:
+    """The names the worked solution ``name`` defines when run, as ``%load`` and a cell run would."""
+    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
+
+
+def assert_verdict(verdict: Verdict, ok: bool, *named: str) -> None:
+    """``verdict`` is ``ok`` and its message names everything in ``named``."""
+    assert isinstance(verdict, Verdict)
+    assert verdict.ok is ok, verdict.message
+    assert repr(verdict).startswith("✔ " if ok else "✘ ")
+    for words in named:
+        assert words in verdict.message, (words, verdict.message)

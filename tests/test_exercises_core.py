@@ -4,34 +4,15 @@ and which way."""
 
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import pytest
 
-from gwlab.exercises import Verdict
 from gwlab.exercises import breaker
 from gwlab.exercises.balancing import check_sample_size, check_share_without_p3, smallest_sample
 from gwlab.exercises.token_bucket import bursty_arrivals, check_burst, rejections
 from tests.conftest import SIMULATION_TIMEOUT
+from tests.support import assert_verdict, solution
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
-
-SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
-
-
-def solution(name: str) -> dict:
-    """The names a solution file defines when run, as ``%load`` and a cell run would."""
-    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
-
-
-def assert_verdict(verdict: Verdict, ok: bool, *named: str) -> None:
-    """``verdict`` is ``ok`` and its message names everything in ``named``."""
-    assert isinstance(verdict, Verdict)
-    assert verdict.ok is ok, verdict.message
-    assert repr(verdict).startswith("✔ " if ok else "✘ ")
-    for words in named:
-        assert words in verdict.message, (words, verdict.message)
 
 
 # -- 01_token_bucket ------------------------------------------------------------------------

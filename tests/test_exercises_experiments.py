@@ -6,33 +6,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import runpy
 from pathlib import Path
 
 import pytest
 
 from gwlab import simulate
-from gwlab.exercises import Verdict, capstone, fault_drills, load_testing, metrics
+from gwlab.exercises import capstone, fault_drills, load_testing, metrics
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
-from tests.support import check_promql
+from tests.support import assert_verdict, check_promql, solution
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-SOLUTIONS = NOTEBOOKS / "solutions"
-
-
-def solution(name: str) -> dict:
-    return runpy.run_path(str(SOLUTIONS / f"{name}.py"))
-
-
-def assert_verdict(verdict: Verdict, ok: bool, *named: str) -> None:
-    """``verdict`` is ``ok`` and its message names everything in ``named``."""
-    assert isinstance(verdict, Verdict)
-    assert verdict.ok is ok, verdict.message
-    assert repr(verdict).startswith("✔ " if ok else "✘ ")
-    for words in named:
-        assert words in verdict.message, (words, verdict.message)
 
 
 # -- 04 metrics ------------------------------------------------------------------------------
