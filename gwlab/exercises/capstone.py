@@ -5,12 +5,20 @@ the fast main provider, from :data:`BROWNOUT_START` to :data:`BROWNOUT_END`, dur
 calls turn slow and uneven and almost a third of them fail. The learner may change only what a
 gateway operator controls: the balancer and the timeout (``gateway``), the breaker settings
 (``breaker``) and the providers' weights. :func:`check_slo` runs the world with that patch
-in virtual time on each of :data:`SEEDS` and asks for the SLO on every one of them, so a
-configuration that passes by luck on one seed does not count:
+in virtual time on each of :data:`CHECK_SEEDS` and asks for the SLO on every one of them:
 
 - availability (200 / admitted) at least :data:`AVAILABILITY`,
 - p99 latency of admitted requests below :data:`P99` seconds,
 - median latency at most :data:`P50` seconds: the fast provider still answers most requests.
+
+Why ten seeds, and every one. Chance decides how many of p1's brownout calls fail, when its
+breaker opens and where it stands when the brownout ends, so one configuration meets the SLO
+on some seeds and not on others. One that misses it on a share f of all seeds passes ten with
+probability (1 − f)^10: about a third for f = 10%, under 1% for f = 40%, a configuration
+whose median hangs on p1 answering just over half of the requests. A configuration with a
+margin (availability some of its seed-to-seed spreads above the target, p1 clearly answering
+most requests) passes on any ten. Three seeds, as the notebook explores with, would pass the
+f = 40% configuration one time in five.
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ BROWNOUT_END = 70.0
 DURATION = 120.0
 """Simulated seconds of each scoring run."""
 SEEDS = (1, 2, 3)
+"""The seeds the notebook explores with (:func:`score`'s runs)."""
+CHECK_SEEDS = tuple(range(1, 11))
+"""The seeds :func:`check_slo` scores on: the SLO must hold on every one."""
 AVAILABILITY = 0.99
 P99 = 1.0
 P50 = 0.2
+P99_MATCH = 0.05
+"""How close (a fraction) a p99 must be to p3's latency to be taken for it."""
 _BROWNOUT = {"error_rate": 0.3, "distribution": "lognormal", "latency": 0.3, "p99": 5.0}
 WORLD: Mapping[str, Any] = {
     "providers": {
@@ -70,38 +83,68 @@ def scenario(patch: Mapping[str, Any] | None = None) -> Scenario:
 
 
 def score(patch: Mapping[str, Any] | None = None, seed: int = SEEDS[0]) -> dict[str, float]:
-    """Availability, p50 and p99 latency (seconds) and breaker openings of one scoring run."""
+    """Availability, p50 and p99 latency (seconds), breaker openings, p1's share of the
+    requests, and the admitted requests and timeouts (504) of one scoring run."""
     s = simulate(scenario(patch), duration=DURATION, seed=seed).summary()
     return {"availability": s["availability"], "p50": s["latency"]["p50"], "p99": s["latency"]["p99"],
-            "trips": s["trips"]}
+            "trips": s["trips"], "p1_share": s["providers"]["p1"]["share"], "admitted": s["admitted"],
+            "timeouts": s["codes"].get("504", 0)}
 
 
-def _misses(result: Mapping[str, float]) -> list[str]:
+def _seeds(results: Mapping[int, Any]) -> str:
+    listed = list(results)
+    return f"seed {listed[0]}" if len(listed) == 1 else f"seeds {', '.join(map(str, listed))}"
+
+
+def _misses(results: Mapping[int, Mapping[str, float]]) -> list[str]:
+    """What the runs of ``results`` (by seed) miss, a sentence per part of the SLO: on which
+    seeds, the worst value and by how much, and the characteristic cause."""
     out = []
-    if result["availability"] < AVAILABILITY:
-        out.append(f"availability {result['availability']:.2%} < {AVAILABILITY:.0%}")
-    if result["p99"] >= P99:
-        out.append(f"p99 {result['p99']:.3f} s >= {P99:g} s")
-    if result["p50"] > P50:
-        out.append(f"p50 {result['p50']:.3f} s > {P50:g} s")
+    latency = {name: values["latency"] for name, values in WORLD["providers"].items()}
+    low = {seed: r for seed, r in results.items() if r["availability"] < AVAILABILITY}
+    if low:
+        seed, r = min(low.items(), key=lambda item: item[1]["availability"])
+        why = ("most of its failures are timeouts (504): a timeout shorter than the brownout's slow calls "
+               "turns them into errors" if r["timeouts"] > (1 - r["availability"]) * r["admitted"] / 2 else
+               "each time p1's breaker lets it back during the brownout, its failing calls go through until the "
+               "breaker opens again")
+        out.append(f"availability below {AVAILABILITY:.0%} on {_seeds(low)}, too low: the worst {r['availability']:.2%} "
+                   f"on seed {seed}, {(AVAILABILITY - r['availability']) * 100:.2f} points short; {why}.")
+    slow = {seed: r for seed, r in results.items() if r["p99"] >= P99}
+    if slow:
+        seed, r = max(slow.items(), key=lambda item: item[1]["p99"])
+        why = (f"that is p3's {latency['p3']:g} s latency: p3 still answers more than 1% of the requests"
+               if abs(r["p99"] - latency["p3"]) < P99_MATCH * latency["p3"] else
+               "p1's slow brownout calls make up more than 1% of the requests")
+        out.append(f"p99 at or above {P99:g} s on {_seeds(slow)}, too high: the worst {r['p99']:.3f} s on seed {seed}, "
+                   f"{r['p99'] - P99:.3f} s over; {why}.")
+    median = {seed: r for seed, r in results.items() if r["p50"] > P50}
+    if median:
+        seed, r = min(median.items(), key=lambda item: item[1]["p1_share"])
+        out.append(f"median above {P50:g} s on {_seeds(median)}, too high: on seed {seed} it is {r['p50']:.3f} s "
+                   f"(p2's latency is {latency['p2']:g} s) and p1 answered only {r['p1_share']:.1%} of the requests. "
+                   f"The median is p1's {latency['p1']:g} s only while p1's fast answers, outside the brownout, are more "
+                   "than half of all requests.")
     return out
 
 
 def check_slo(answer: Mapping[str, Any] | None) -> Verdict:
     """Right when ``answer`` (a patch of gateway, breaker and weights) meets the SLO on every
-    seed of :data:`SEEDS`."""
+    seed of :data:`CHECK_SEEDS`."""
     if not isinstance(answer, Mapping):
         return Verdict(False, 'set answer to a patch such as {"breaker": {"failure_threshold": 3}, '
                               '"providers": {"p3": {"weight": 10}}}')
     try:
-        results = {seed: score(answer, seed) for seed in SEEDS}
+        results = {seed: score(answer, seed) for seed in CHECK_SEEDS}
     except ValueError as exc:  # ConfigError included
         return Verdict(False, str(exc))
-    misses = {seed: _misses(r) for seed, r in results.items()}
-    failed = [f"seed {seed}: {', '.join(m)}" for seed, m in misses.items() if m]
+    failed = [seed for seed, r in results.items()
+              if r["availability"] < AVAILABILITY or r["p99"] >= P99 or r["p50"] > P50]
     if failed:
-        return Verdict(False, "; ".join(failed))
+        return Verdict(False, f"the SLO is missed on {len(failed)} of the {len(CHECK_SEEDS)} seeds. "
+                              + " ".join(_misses(results)))
     worst = min(r["availability"] for r in results.values())
     slowest = max(r["p99"] for r in results.values())
-    return Verdict(True, f"SLO met on seeds {', '.join(map(str, SEEDS))}: availability >= {worst:.2%}, "
-                         f"p99 <= {slowest:.3f} s")
+    median = max(r["p50"] for r in results.values())
+    return Verdict(True, f"SLO met on all {len(CHECK_SEEDS)} seeds ({_seeds(results)}): availability >= {worst:.2%}, "
+                         f"p99 <= {slowest:.3f} s, p50 <= {median:.3f} s")
