@@ -212,6 +212,9 @@ def test_capstone_checks_more_seeds_than_the_notebook_explores():
     # p3 out of the picks alone: the brownout's failures still get through.
     ({"providers": {"p3": {"weight": 0}}}, False, ["availability below 99% on seeds 1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
                                                    "too low", "failing calls go through"]),
+    # A timeout shorter than p2's latency: its calls end in 504.
+    ({"providers": {"p3": {"weight": 0}}, "gateway": {"timeout": 0.3}}, False,
+     ["availability below 99%", "points short", "timeouts (504)"]),
     # A fast breaker alone: p3's latency still sets p99.
     ({"breaker": {"failure_threshold": 2, "base_delay": 3.0}}, False, ["that is p3's 1.5 s latency"]),
     # With p1's weight at 70 its fast answers are barely half: the median holds on some seeds

@@ -6,6 +6,12 @@ learner's answer (a number, a function, a configuration), tests it and returns a
 :class:`Verdict`: true when the answer is right, and shown in the notebook as one line saying
 what is right or what to look at again (so a check is the last expression of its cell). The checks know the answers, so they live here rather than in the
 notebook; the worked solutions are in ``notebooks/solutions/`` (load one with ``%load``).
+
+A check judges the idea, not the luck of one run: where chance is involved it decides over
+enough seeds and cases that a wrong idea fails and a right one passes whatever the chance,
+and its module's docstring states the bound and why it holds. A failing verdict names the
+quantity that is off, which way (:func:`direction`) and by how much or in which case, and
+recognises the characteristic wrong answers (:func:`known_mistake`).
 """
 
 from __future__ import annotations

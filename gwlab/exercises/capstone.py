@@ -43,6 +43,8 @@ P99 = 1.0
 P50 = 0.2
 P99_MATCH = 0.05
 """How close (a fraction) a p99 must be to p3's latency to be taken for it."""
+TIMEOUT_SHARE = 0.5
+"""Share of a run's failed requests above which a miss of availability is put down to timeouts."""
 _BROWNOUT = {"error_rate": 0.3, "distribution": "lognormal", "latency": 0.3, "p99": 5.0}
 WORLD: Mapping[str, Any] = {
     "providers": {
@@ -104,8 +106,8 @@ def _misses(results: Mapping[int, Mapping[str, float]]) -> list[str]:
     low = {seed: r for seed, r in results.items() if r["availability"] < AVAILABILITY}
     if low:
         seed, r = min(low.items(), key=lambda item: item[1]["availability"])
-        why = ("most of its failures are timeouts (504): a timeout shorter than the brownout's slow calls "
-               "turns them into errors" if r["timeouts"] > (1 - r["availability"]) * r["admitted"] / 2 else
+        why = ("most of its failures are timeouts (504): the timeout cuts off calls that would have "
+               "succeeded" if r["timeouts"] > TIMEOUT_SHARE * (1 - r["availability"]) * r["admitted"] else
                "each time p1's breaker lets it back during the brownout, its failing calls go through until the "
                "breaker opens again")
         out.append(f"availability below {AVAILABILITY:.0%} on {_seeds(low)}, too low: the worst {r['availability']:.2%} "

@@ -10,9 +10,9 @@ first is a failed probe: a call wasted on a provider that is down).
 Why the verdict is the idea's and not the luck of the outages' timing. p1 has no errors of
 its own here, so every probe after an outage succeeds, and p1 waits after an outage for what
 is left of the cooldown running when it ended: at most ``max_cooldown``, plus a probe's
-latency (p1's 0.1 s) and the gap to the next arrival. A cap that short of
-:data:`RECOVERY_BOUND` therefore passes every outage, of any length, on any seed (a fallback
-call can only end a cooldown early). A longer cap c fails an outage that ends in the first
+latency (p1's 0.1 s) and the gap to the next arrival. A cap shorter than
+:data:`RECOVERY_BOUND` by that much passes every outage, of any length, on any seed (a
+fallback call can only end a cooldown early). A longer cap c fails an outage that ends in the first
 (c − :data:`RECOVERY_BOUND`) / c or so of a cooldown: the lengths of :data:`OUTAGES` step by
 the golden ratio's fraction of :data:`OUTAGE_SPREAD`, so their ends fall at phases spread
 over any cooldown cycle up to the spread, and a cap well above the bound meets such an
