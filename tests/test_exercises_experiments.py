@@ -1,5 +1,6 @@
-"""The checks of notebooks 04 to 07: each passes its worked solution and fails a wrong answer
-with a message that helps; the PromQL that notebook 04 gives is valid."""
+"""The checks of notebooks 04 to 07: each passes the right answer and its worked solution, and
+fails the characteristic wrong answers with a message that names the quantity that is off and
+which way; the PromQL that notebook 04 gives is valid."""
 
 from __future__ import annotations
 
