@@ -30,6 +30,10 @@ from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "notebooks" / "00_quickstart.ipynb"
+EXERCISE = ROOT / "notebooks" / "02_weighted_balancing.ipynb"
+"""The notebook whose first exercise the learner answers wrong, then right."""
+EXERCISE_ANSWER = "sample_answer = None"
+"""The start of the exercise's answer cell, as committed."""
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 LIVE_PLOT = f"{PANEL} .widget-vbox .js-plotly-plot"
 STARTUP = 60.0
@@ -107,11 +111,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def jupyterlab(tmp_path):
-    """A JupyterLab server on a free port, serving a copy of the quickstart, with its own
+    """A JupyterLab server on a free port, serving copies of the quickstart and of
+    :data:`EXERCISE`, with its own
     HOME (settings, workspaces) so that nothing leaks between runs; its URL."""
     work = tmp_path / "notebooks"
     work.mkdir()
-    shutil.copy(QUICKSTART, work / QUICKSTART.name)
+    for notebook in (QUICKSTART, EXERCISE):
+        shutil.copy(notebook, work / notebook.name)
     home = tmp_path / "home"
     settings = home / ".jupyter" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -270,5 +276,46 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab):
                 "element => element.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
             print(f"screenshots in {ARTIFACTS}")
+        finally:
+            browser.close()
+
+
+def _answer(page, cell, check, answer: str) -> str:
+    """Write ``answer`` in the exercise's answer ``cell``, run it and the ``check`` cell after
+    it (Shift+Enter twice, as a learner does), and return the check's verdict once shown."""
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(answer)
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Shift+Enter")
+    verdict = check.locator(".jp-OutputArea-output")
+    page.wait_for_function("(element) => /^[✔✘]/.test(element?.innerText ?? '')",
+                           arg=verdict.element_handle(timeout=WAIT), timeout=WAIT)
+    return verdict.inner_text()
+
+
+def test_an_exercise_check_judges_a_wrong_answer_then_the_right_one(jupyterlab):
+    chromium = require_tool("chromium")
+    sync_playwright = _playwright()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(f"{jupyterlab}/lab/tree/{EXERCISE.name}?reset")
+            page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+            # Found in the file: the page renders only the cells in view.
+            sources = ["".join(c["source"]) for c in json.loads(EXERCISE.read_text())["cells"] if c["cell_type"] == "code"]
+            index = next(i for i, source in enumerate(sources) if EXERCISE_ANSWER in source)
+            cells = page.locator(f"{PANEL} .jp-CodeCell")
+            cell, check = cells.nth(index), cells.nth(index + 1)
+            cell.scroll_into_view_if_needed()
+
+            # 3600 requests: a band of ±1% at two standard deviations, not four.
+            wrong = _answer(page, cell, check, "from gwlab.exercises.balancing import check_sample_size\n"
+                                                  "sample_answer = 3600")
+            assert wrong.startswith("✘") and "too few" in wrong, wrong
+            right = _answer(page, cell, check, "from gwlab.exercises.balancing import check_sample_size\n"
+                                                  "sample_answer = 14400")
+            assert right.startswith("✔"), right
         finally:
             browser.close()

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from nbval.plugin import get_sanitize_patterns
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 MAX_BYTES = 1024 * 1024
@@ -70,3 +71,26 @@ def test_every_word_in_italics_is_in_the_glossary(path: Path):
     missing = {p for p in ITALICS.findall(text) if p != "italics" and _term(p) not in terms
                and _term(p).removesuffix("s") not in terms}
     assert not missing, f"in italics but not in the glossary (use **bold** for emphasis): {sorted(missing)}"
+
+
+SANITIZE = NOTEBOOKS[0].parent / "nbval_sanitize.cfg"
+
+
+def _sanitized(text: str) -> str:
+    """``text`` as nbval sees it under ``make test``, with the patterns it reads from
+    :data:`SANITIZE` applied in their order."""
+    for regex, replace in get_sanitize_patterns(SANITIZE.read_text(encoding="utf-8")):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_nbval_reads_every_pattern_of_the_sanitize_file():
+    text = SANITIZE.read_text(encoding="utf-8")
+    assert len(get_sanitize_patterns(text)) == len(re.findall(r"^\[.+\]$", text, re.M))
+
+
+def test_a_lab_that_fell_back_to_free_ports_reads_as_one_that_did_not():
+    fell_back = ("gwlab lab (running)\n  gateway  http://127.0.0.1:43121   (port 8080 was in use)\n"
+                 "  metrics  http://127.0.0.1:38001/metrics   (port 9090 was in use)\n")
+    plain = "gwlab lab (running)\n  gateway  http://127.0.0.1:8080\n  metrics  http://127.0.0.1:9090/metrics\n"
+    assert _sanitized(fell_back) == _sanitized(plain)
