@@ -123,6 +123,11 @@ def jupyterlab(tmp_path):
     settings.mkdir(parents=True)
     # No "news" toast over the page.
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    # Every cell laid out, in view or not: a chart drawn in a cell out of view (after a reload,
+    # the page opens at the top) would otherwise wait for its cell to be scrolled to.
+    notebook = settings.parent / "notebook-extension"
+    notebook.mkdir()
+    (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     port = _free_port()
     env = {**os.environ, "HOME": str(home)}
     log = (tmp_path / "jupyterlab.log").open("w")
@@ -303,7 +308,7 @@ def test_an_exercise_check_judges_a_wrong_answer_then_the_right_one(jupyterlab):
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.goto(f"{jupyterlab}/lab/tree/{EXERCISE.name}?reset")
             page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            # Found in the file: the page renders only the cells in view.
+            # Found by its place in the file: on the page, a cell holds what its editor has drawn.
             sources = ["".join(c["source"]) for c in json.loads(EXERCISE.read_text())["cells"] if c["cell_type"] == "code"]
             index = next(i for i, source in enumerate(sources) if EXERCISE_ANSWER in source)
             cells = page.locator(f"{PANEL} .jp-CodeCell")
