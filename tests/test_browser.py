@@ -13,6 +13,7 @@ Playwright fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -193,96 +194,102 @@ def _type_into(page, description: str, typed: str) -> None:
                            arg=[readout.element_handle(), typed], timeout=WAIT)
 
 
-def test_quickstart_runs_and_its_dashboard_lives(jupyterlab):
+@contextlib.contextmanager
+def _opened(jupyterlab: str, notebook: Path):
+    """A page of Debian's chromium showing ``notebook`` in ``jupyterlab``, its kernel idle."""
     chromium = require_tool("chromium")
     sync_playwright = _playwright()
-    code_cells = sum(c["cell_type"] == "code" for c in json.loads(QUICKSTART.read_text())["cells"])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"{jupyterlab}/lab/tree/{QUICKSTART.name}?reset")
+            page.goto(f"{jupyterlab}/lab/tree/{notebook.name}?reset")
             page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=60_000)
             page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-
-            page.locator(f"{PANEL} .jp-Cell").first.click()  # the notebook is the current widget
-            # Clear the committed outputs (and execution counts), so that the last cell's
-            # prompt shows [N]: only once this run has reached it.
-            _menu(page, "Edit", "Clear Outputs of All Cells")
-            _wait_for_last_prompt(page, "[ ]:", code_cells, 10_000)
-            _menu(page, "Run", "Run All Cells")
-            _wait_for_last_prompt(page, f"[{code_cells}]:", code_cells, RUN_ALL)
-
-            # The dashboard rendered: every slider and the live chart.
-            sliders = page.locator(f"{PANEL} .widget-slider")
-            assert sliders.count() == 16  # 3 per provider, 2 limiter, 3 breaker, 2 clients
-            # The chart drawn with its traces (an element can be a plot before it has data).
-            page.wait_for_function("(selector) => document.querySelector(selector)?.data?.length > 0",
-                                   arg=LIVE_PLOT, timeout=WAIT)
-
-            # The chart's data grows on its own, the kernel idle: 3 more half-second bins.
-            before = page.evaluate(f"() => document.querySelector({json.dumps(LIVE_PLOT)}).data[0].x.length")
-            page.wait_for_function(
-                "([selector, n]) => document.querySelector(selector).data[0].x.length >= n",
-                arg=[LIVE_PLOT, before + 3], timeout=WAIT,
-            )
-
-            # p1's weight slider to 0: from then on p1 answers nothing, p2 and p3 everything.
-            assert page.evaluate(f"{RECENT_ANSWERS}({json.dumps(LIVE_PLOT)}, 'p1')") > 0
-            _type_into(page, "p1 weight", "0")
-            # Wait for three bins (1.5 s) in a row in which p1 answered nothing and the others did.
-            page.wait_for_function(
-                f"""(selector) => {{
-                    const answers = name => {RECENT_ANSWERS}(selector, name);
-                    return answers("p1") === 0 && answers("p2") + answers("p3") > 0;
-                }}""",
-                arg=LIVE_PLOT, timeout=WAIT,
-            )
-            # The status line shows the last bin's shares: "p1: 0%" once a bin has admitted
-            # answers (a bin in which every client waits on a 2 s call of p3 shows "-").
-            status = page.locator(f"{PANEL} .widget-html", has_text="answers/s").first
-            page.wait_for_function("(element) => element.innerText.includes('p1: 0%')",
-                                   arg=status.element_handle(), timeout=WAIT)
-
-            # A typed value lands exactly and reads as it is, on a linear and on a log slider.
-            typed = {"p1 error rate": "0.002", "max cooldown": "45.5"}
-            for description, value in typed.items():
-                _type_into(page, description, value)
-
-            # Nothing overflows the control columns; legends and colour bars stand apart, in the
-            # live chart and in the first static figure (pictured: a reloaded page draws only
-            # the cells in view).
-            columns = page.evaluate(CONTROL_COLUMNS, [f"{PANEL} .widget-hbox > .widget-vbox", CONTROL_PARTS])
-            assert len(columns) == 3
-            for column in columns:
-                assert column["scroll"] <= column["client"] and column["cut"] == [], column
-            for plot in (LIVE_PLOT, STATIC_PLOT):
-                assert page.locator(plot).first.evaluate(LEGEND_BOXES) == [BOXES, []], plot
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            static = page.locator(STATIC_PLOT).first
-            static.scroll_into_view_if_needed()
-            static.screenshot(path=str(ARTIFACTS / "static_figure.png"))
-
-            # A reloaded page gets the dashboard back from the kernel, and its chart still moves:
-            # its last bin is 1.5 s later a few seconds on.
-            page.keyboard.press("Control+s")
-            page.wait_for_selector(".lm-TabBar-tab.jp-mod-dirty", state="detached", timeout=10_000)  # saved
-            page.reload()
-            page.wait_for_selector(LIVE_PLOT, timeout=60_000)
-            reloaded = page.evaluate(f"({LAST_BIN})({json.dumps(LIVE_PLOT)})")
-            page.wait_for_function(f"(selector) => ({LAST_BIN})(selector) >= {reloaded + 1.5}", arg=LIVE_PLOT,
-                                   timeout=WAIT)
-
-            # The reloaded page shows the values typed before: the kernel kept them as they were.
-            assert {description: _readout(page, description).inner_text() for description in typed} == typed
-
-            # The picture shows the dashboard from its status line down: controls and charts.
-            page.locator(f"{PANEL} .widget-html", has_text="answers/s").first.evaluate(
-                "element => element.scrollIntoView({block: 'start'})")
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
-            print(f"screenshots in {ARTIFACTS}")
+            yield page
         finally:
             browser.close()
+
+
+def test_quickstart_runs_and_its_dashboard_lives(jupyterlab):
+    code_cells = sum(c["cell_type"] == "code" for c in json.loads(QUICKSTART.read_text())["cells"])
+    with _opened(jupyterlab, QUICKSTART) as page:
+        page.locator(f"{PANEL} .jp-Cell").first.click()  # the notebook is the current widget
+        # Clear the committed outputs (and execution counts), so that the last cell's
+        # prompt shows [N]: only once this run has reached it.
+        _menu(page, "Edit", "Clear Outputs of All Cells")
+        _wait_for_last_prompt(page, "[ ]:", code_cells, 10_000)
+        _menu(page, "Run", "Run All Cells")
+        _wait_for_last_prompt(page, f"[{code_cells}]:", code_cells, RUN_ALL)
+
+        # The dashboard rendered: every slider and the live chart.
+        sliders = page.locator(f"{PANEL} .widget-slider")
+        assert sliders.count() == 16  # 3 per provider, 2 limiter, 3 breaker, 2 clients
+        # The chart drawn with its traces (an element can be a plot before it has data).
+        page.wait_for_function("(selector) => document.querySelector(selector)?.data?.length > 0",
+                               arg=LIVE_PLOT, timeout=WAIT)
+
+        # The chart's data grows on its own, the kernel idle: 3 more half-second bins.
+        before = page.evaluate(f"() => document.querySelector({json.dumps(LIVE_PLOT)}).data[0].x.length")
+        page.wait_for_function(
+            "([selector, n]) => document.querySelector(selector).data[0].x.length >= n",
+            arg=[LIVE_PLOT, before + 3], timeout=WAIT,
+        )
+
+        # p1's weight slider to 0: from then on p1 answers nothing, p2 and p3 everything.
+        assert page.evaluate(f"{RECENT_ANSWERS}({json.dumps(LIVE_PLOT)}, 'p1')") > 0
+        _type_into(page, "p1 weight", "0")
+        # Wait for three bins (1.5 s) in a row in which p1 answered nothing and the others did.
+        page.wait_for_function(
+            f"""(selector) => {{
+                const answers = name => {RECENT_ANSWERS}(selector, name);
+                return answers("p1") === 0 && answers("p2") + answers("p3") > 0;
+            }}""",
+            arg=LIVE_PLOT, timeout=WAIT,
+        )
+        # The status line shows the last bin's shares: "p1: 0%" once a bin has admitted
+        # answers (a bin in which every client waits on a 2 s call of p3 shows "-").
+        status = page.locator(f"{PANEL} .widget-html", has_text="answers/s").first
+        page.wait_for_function("(element) => element.innerText.includes('p1: 0%')",
+                               arg=status.element_handle(), timeout=WAIT)
+
+        # A typed value lands exactly and reads as it is, on a linear and on a log slider.
+        typed = {"p1 error rate": "0.002", "max cooldown": "45.5"}
+        for description, value in typed.items():
+            _type_into(page, description, value)
+
+        # Nothing overflows the control columns; legends and colour bars stand apart, in the
+        # live chart and in the first static figure (pictured: a reloaded page draws only
+        # the cells in view).
+        columns = page.evaluate(CONTROL_COLUMNS, [f"{PANEL} .widget-hbox > .widget-vbox", CONTROL_PARTS])
+        assert len(columns) == 3
+        for column in columns:
+            assert column["scroll"] <= column["client"] and column["cut"] == [], column
+        for plot in (LIVE_PLOT, STATIC_PLOT):
+            assert page.locator(plot).first.evaluate(LEGEND_BOXES) == [BOXES, []], plot
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        static = page.locator(STATIC_PLOT).first
+        static.scroll_into_view_if_needed()
+        static.screenshot(path=str(ARTIFACTS / "static_figure.png"))
+
+        # A reloaded page gets the dashboard back from the kernel, and its chart still moves:
+        # its last bin is 1.5 s later a few seconds on.
+        page.keyboard.press("Control+s")
+        page.wait_for_selector(".lm-TabBar-tab.jp-mod-dirty", state="detached", timeout=10_000)  # saved
+        page.reload()
+        page.wait_for_selector(LIVE_PLOT, timeout=60_000)
+        reloaded = page.evaluate(f"({LAST_BIN})({json.dumps(LIVE_PLOT)})")
+        page.wait_for_function(f"(selector) => ({LAST_BIN})(selector) >= {reloaded + 1.5}", arg=LIVE_PLOT,
+                               timeout=WAIT)
+
+        # The reloaded page shows the values typed before: the kernel kept them as they were.
+        assert {description: _readout(page, description).inner_text() for description in typed} == typed
+
+        # The picture shows the dashboard from its status line down: controls and charts.
+        page.locator(f"{PANEL} .widget-html", has_text="answers/s").first.evaluate(
+            "element => element.scrollIntoView({block: 'start'})")
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        print(f"screenshots in {ARTIFACTS}")
 
 
 def _answer(page, cell, check, answer: str) -> str:
@@ -300,27 +307,18 @@ def _answer(page, cell, check, answer: str) -> str:
 
 
 def test_an_exercise_check_judges_a_wrong_answer_then_the_right_one(jupyterlab):
-    chromium = require_tool("chromium")
-    sync_playwright = _playwright()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"{jupyterlab}/lab/tree/{EXERCISE.name}?reset")
-            page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            # Found by its place in the file: on the page, a cell holds what its editor has drawn.
-            sources = ["".join(c["source"]) for c in json.loads(EXERCISE.read_text())["cells"] if c["cell_type"] == "code"]
-            index = next(i for i, source in enumerate(sources) if EXERCISE_ANSWER in source)
-            cells = page.locator(f"{PANEL} .jp-CodeCell")
-            cell, check = cells.nth(index), cells.nth(index + 1)
-            cell.scroll_into_view_if_needed()
+    with _opened(jupyterlab, EXERCISE) as page:
+        # Found by its place in the file: on the page, a cell holds what its editor has drawn.
+        sources = ["".join(c["source"]) for c in json.loads(EXERCISE.read_text())["cells"] if c["cell_type"] == "code"]
+        index = next(i for i, source in enumerate(sources) if EXERCISE_ANSWER in source)
+        cells = page.locator(f"{PANEL} .jp-CodeCell")
+        cell, check = cells.nth(index), cells.nth(index + 1)
+        cell.scroll_into_view_if_needed()
 
-            # 3600 requests: a band of ±1% at two standard deviations, not four.
-            wrong = _answer(page, cell, check, "from gwlab.exercises.balancing import check_sample_size\n"
-                                                  "sample_answer = 3600")
-            assert wrong.startswith("✘") and "too few" in wrong, wrong
-            right = _answer(page, cell, check, "from gwlab.exercises.balancing import check_sample_size\n"
-                                                  "sample_answer = 14400")
-            assert right.startswith("✔"), right
-        finally:
-            browser.close()
+        # 3600 requests: a band of ±1% at two standard deviations, not four.
+        wrong = _answer(page, cell, check, "from gwlab.exercises.balancing import check_sample_size\n"
+                                          "sample_answer = 3600")
+        assert wrong.startswith("✘") and "too few" in wrong, wrong
+        right = _answer(page, cell, check, "from gwlab.exercises.balancing import check_sample_size\n"
+                                          "sample_answer = 14400")
+        assert right.startswith("✔"), right
