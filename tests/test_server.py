@@ -597,16 +597,17 @@ def test_metrics_port_in_use_releases_the_gateway_port():
 # -- every bad request is a 4xx in the OpenAI shape, once -------------------------------------
 
 
-async def answer_to(port: int, data: bytes, then: bytes = b"") -> bytes:
-    """What the gateway answers to ``data`` (and ``then``, sent a moment later) on a raw
-    connection, until it closes it (5 s at most)."""
+async def answer_to(port: int, *writes: bytes) -> bytes:
+    """What the gateway answers to ``writes``, sent 50 ms apart on one raw connection (an
+    empty one is not sent), until it closes the connection (5 s at most; its keep-alive
+    timeout is far longer)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(data)
-        if then:
-            await writer.drain()
-            await asyncio.sleep(0.05)
-            writer.write(then)
+        for i, data in enumerate(data for data in writes if data):
+            if i:
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(data)
         return await asyncio.wait_for(reader.read(), 5)
     finally:
         writer.close()
