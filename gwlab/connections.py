@@ -201,9 +201,10 @@ class _Connection(RequestHandler):
             if self._request_in_progress and self._messages and type(self._messages[-1][0]) is _ErrInfo:
                 # The parser failed inside the body being read (a bad chunk): aiohttp queues
                 # an answer for after the handler's and leaves the handler waiting for the
-                # rest of the body; fail its read instead, so that it answers 400 now.
+                # rest of the body; fail its read instead, so that it answers 400 now. (After
+                # a body read whole, the error is in what follows, answered after it.)
                 request = self._current_request
-                if request is not None:
+                if request is not None and not request.content.is_eof():
                     error = self._messages.pop()[0]
                     request.content.set_exception(RequestPayloadError(error.message))
         elif self._head_timer is None and data and self._manager is not None:

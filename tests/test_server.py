@@ -662,6 +662,40 @@ def test_a_malformed_request_is_answered_in_the_openai_shape_counted_and_logged_
     asyncio.run(main())
 
 
+# -- pipelined requests: each is answered in order, whatever follows it ------------------------
+
+
+VALID = POST + b"Content-Length: %d\r\n\r\n" % len(PAYLOAD) + PAYLOAD
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+LAST = HEALTHZ.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+"""A last request, sent after the others: the connection was still open and in step."""
+GARBAGE = b"GARBAGE\r\n\r\n"
+
+PIPELINES = [
+    # id, bytes sent (each write 50 ms after the one before), statuses answered in order
+    # before the gateway closes the connection
+    ("three valid", [VALID * 3, LAST], [200, 200, 200, 200]),
+    ("body split across two writes then garbage", [VALID[:-10], VALID[-10:] + GARBAGE], [200, 400]),
+]
+
+
+@pytest.mark.parametrize("writes,statuses", [c[1:] for c in PIPELINES], ids=[c[0] for c in PIPELINES])
+def test_pipelined_requests_are_each_answered_in_order_before_a_malformed_one(writes, statuses, caplog):
+    """As nginx does: every whole request before bytes that are not HTTP is answered, then
+    the 400 for those bytes, which closes the connection at once (reading until it closes
+    takes no timeout)."""
+    async def main():
+        async with serving(single()) as (gw, _):
+            with caplog.at_level(logging.DEBUG):
+                got = [status for status, _ in answers(await answer_to(gw.port, *writes))]
+            assert got == statuses
+            refused = gw.metrics.registry.get_sample_value("gwlab_requests_total", {"code": "400", "provider": "none"})
+            assert (refused or 0) == statuses.count(400)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    asyncio.run(main())
+
+
 def test_expect_100_continue_with_a_declared_body_over_the_limit_is_413_at_once():
     async def main():
         async with serving(single()) as (gw, _):
