@@ -27,6 +27,28 @@ connection waits for a request, never while a handler runs.
 Every answer aiohttp's parser gives (a malformed request line or header, a bad chunk) is
 an OpenAI-style JSON error too, counted like any other and logged in one line at DEBUG:
 a stranger's garbage must not write tracebacks into the log.
+
+**Pipelining.** A client may send requests without waiting for the answers; each is
+answered in turn, as nginx does. aiohttp's C parser loses some of them. It hands over the
+requests of one feed only when the feed ends, so bytes it cannot parse lose the whole
+requests before them in the same packet (it raises, and aiohttp answers only 400). And after
+a request asking to switch protocols (``Upgrade:`` other than websocket) it pauses and drops
+the rest of the packet, so the next request is never answered. The gateway's parser
+(:class:`_PipelineParser`) stops after each request and hands it over:
+
+- every request before bytes that are not HTTP is answered, then the 400, which closes the
+  connection; an error inside the body being read is that request's 400;
+- a request asking to switch protocols (any ``Upgrade:``, ``CONNECT``) is answered like any
+  other, and what follows it is read as more requests: the gateway speaks HTTP/1.1 only
+  (RFC 9110 §7.8);
+- a connection still queues about as many parsed requests as aiohttp lets it (32).
+
+Nothing is parsed twice; a request per packet costs one empty feed of the parser more.
+Not recovered: after a body that aiohttp cannot decode (a ``Content-Encoding`` that is not
+what it says) its parser reads nothing more, so that request's 400 closes the connection and
+requests pipelined after it go unanswered. aiohttp's pure-Python parser (with
+``AIOHTTP_NO_EXTENSIONS``) stops between requests differently and is left as aiohttp builds
+it: the first kind of loss remains there.
 """
 
 from __future__ import annotations
@@ -37,9 +59,12 @@ import logging
 import resource
 import select
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, Sized
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser, HttpRequestParserPy
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from gwlab import config
@@ -170,15 +195,154 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_PIECE = 16 * 1024
+"""The most bytes fed to the parser at once. It copies the bytes after each request it stops
+at, so a packet of many small pipelined requests costs a copy of at most this much per
+request, not of the rest of the packet."""
+
+_NOTHING: tuple[Sequence[tuple[Any, StreamReader]], bool, bytes] = ((), False, b"")
+"""What the parser gives when it has nothing to give."""
+
+
+def _parse_error(exc: HttpProcessingError) -> tuple[_ErrInfo, StreamReader]:
+    """What aiohttp queues for bytes it could not parse: it answers them 400."""
+    return _ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD
+
+
+class _PipelineParser:
+    """aiohttp's C HTTP/1.1 request parser, made to hand over every request it parses (see
+    "Pipelining" in the module's docstring).
+
+    The parser it wraps pauses at the end of each request and keeps the bytes after it
+    (``max_msg_queue_size=1``), so that one feed gives at most one request and a parse error
+    can lose only the request it is in. After a feed that may have stopped it there,
+    :meth:`feed_data` feeds it again, with nothing, until it gives nothing more or ``limit``
+    requests wait in ``queue`` (aiohttp feeds it again, with nothing, as the queue drains)."""
+
+    __slots__ = ("_parser", "_queue", "_limit", "_last", "_careful", "_unfed", "message_consumed")
+
+    def __init__(self, parser: HttpRequestParser, queue: Sized, limit: int) -> None:
+        self._parser = parser
+        self._queue = queue
+        self._limit = limit
+        self._last: tuple[Any, StreamReader] | None = None
+        """The last request parsed, until the parser is known to have stopped after it."""
+        self._careful = False
+        """Whether the parser may hold bytes, or read a request whole without giving one, so
+        that the next feed goes through :meth:`_feed`: the queue filled, the parser failed,
+        flow control paused it inside a body (even an empty feed may end the body then), or a
+        request asking to switch protocols is still arriving."""
+        self._unfed = b""
+        """Bytes received and not fed yet: the queue filled first."""
+        self.message_consumed = parser.message_consumed
+
+    def pause_reading(self) -> None:
+        """aiohttp's flow control: pause the parser inside the body it is reading."""
+        self._careful = True
+        self._parser.pause_reading()
+
+    def feed_data(self, data: bytes) -> tuple[Sequence[tuple[Any, StreamReader]], bool, bytes]:
+        """The requests parsed from ``data`` (after what the parser holds), in order; a parse
+        error ends them as the 400 that aiohttp answers for it (the parser raises it, losing
+        the requests parsed before it in the same feed). Never an upgraded connection.
+
+        The normal path, a request per packet, costs one empty feed more; the empty feeds
+        aiohttp makes after each read of a body cost none."""
+        if self._careful or len(data) > _PIECE:
+            return self._feed(data, []), False, b""
+        if not data:  # the parser holds no bytes
+            return _NOTHING
+        parser = self._parser
+        messages: Sequence[tuple[Any, StreamReader]] = ()
+        try:
+            parsed = parser.feed_data(data)
+            messages = parsed[0]
+            if messages:
+                self._last = messages[-1]
+                if messages[-1][0].upgrade:
+                    return self._feed(b"", list(messages)), False, b""
+            more = parser.feed_data(b"")[0]
+        except HttpProcessingError as exc:
+            self._careful = True
+            return [*messages, _parse_error(exc)], False, b""
+        if not (more or self._careful):
+            return parsed
+        if more:
+            self._last = more[-1]
+        return self._feed(b"", [*messages, *more]), False, b""
+
+    def _feed(self, data: bytes, messages: list[tuple[Any, StreamReader]]) -> list[tuple[Any, StreamReader]]:
+        """``messages`` and the requests parsed from ``data`` (fed after the bytes held back,
+        a piece at a time): the parser is fed again, with nothing, each time it has read a
+        request whole, which stopped it there."""
+        parser = self._parser
+        self._careful = False
+        if self._unfed:  # the parser stopped after a request: what it holds comes first
+            rest, data, self._unfed = self._unfed + data, b"", b""
+        else:
+            data, rest = data[:_PIECE], data[_PIECE:]
+        while True:
+            last = self._last
+            # Only the parser ends a body while the connection reads (the gateway ends one
+            # only as it stops reading): an ended body is a request read whole.
+            if last is not None and last[1].is_eof():
+                self._last = None
+                if last[0].upgrade:
+                    data = self._after_upgrade() + data
+                elif len(self._queue) + len(messages) >= self._limit:
+                    self._unfed = data + rest
+                    self._careful = True
+                    return messages
+            try:
+                parsed, _, _ = parser.feed_data(data)
+            except HttpProcessingError as exc:
+                self._careful = True
+                messages.append(_parse_error(exc))
+                return messages
+            if parsed:
+                messages += parsed
+                self._last = parsed[-1]
+            elif self._last is None or not self._last[1].is_eof():  # it took all it was given
+                if rest:
+                    data, rest = rest[:_PIECE], rest[_PIECE:]
+                    continue
+                if self._last is not None and self._last[0].upgrade:
+                    self._careful = True
+                return messages
+            data = b""
+
+    def _after_upgrade(self) -> bytes:
+        """What the client sent after a request asking to switch protocols (``Upgrade:``,
+        ``CONNECT``), at whose end the parser has stopped.
+
+        At its next feed the parser hands those bytes back as the new protocol's if that is
+        websocket (or the request CONNECT), and drops them otherwise. The gateway switches to
+        no protocol: it answers such a request like any other, and what follows is more
+        HTTP/1.1 (RFC 9110 §7.8). ``set_upgraded(True)`` makes the parser hand the bytes back
+        whatever the protocol."""
+        parser = self._parser
+        parser.set_upgraded(True)
+        _, _, rest = parser.feed_data(b"")
+        parser.set_upgraded(False)
+        return rest
+
+
 class _Connection(RequestHandler):
-    """One client connection: aiohttp's protocol with the head timeout, and its parser's
-    errors answered in the OpenAI shape."""
+    """One client connection: aiohttp's protocol with the head timeout, every request it
+    parses handed over, and its parser's errors answered in the OpenAI shape."""
 
     __slots__ = ("_head_timer",)
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
+            # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
+            # arguments) but for the pause after each request instead of after 32.
+            parser = HttpRequestParser(self, self._loop, self._read_bufsize, max_line_size=self.max_line_size,
+                                       max_field_size=self.max_field_size, max_headers=self.max_headers,
+                                       payload_exception=RequestPayloadError, max_msg_queue_size=1)
+            self._parser = _PipelineParser(parser, self._messages, self._max_msg_queue_size)
 
     @property
     def idle(self) -> bool:

@@ -665,8 +665,16 @@ def test_a_malformed_request_is_answered_in_the_openai_shape_counted_and_logged_
 # -- pipelined requests: each is answered in order, whatever follows it ------------------------
 
 
+def upgrade(request: bytes, protocol: bytes) -> bytes:
+    """``request`` asking to switch the connection to ``protocol``."""
+    return request.replace(b"Host: gw\r\n", b"Host: gw\r\nConnection: Upgrade\r\nUpgrade: %s\r\n" % protocol, 1)
+
+
 VALID = POST + b"Content-Length: %d\r\n\r\n" % len(PAYLOAD) + PAYLOAD
+CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(PAYLOAD), PAYLOAD)
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+LONG_PAYLOAD = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 40_000}]}).encode()
+LONG = POST + b"Content-Length: %d\r\n\r\n" % len(LONG_PAYLOAD) + LONG_PAYLOAD
 LAST = HEALTHZ.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
 """A last request, sent after the others: the connection was still open and in step."""
 GARBAGE = b"GARBAGE\r\n\r\n"
@@ -675,7 +683,29 @@ PIPELINES = [
     # id, bytes sent (each write 50 ms after the one before), statuses answered in order
     # before the gateway closes the connection
     ("three valid", [VALID * 3, LAST], [200, 200, 200, 200]),
+    ("valid then garbage", [VALID + GARBAGE], [200, 400]),
+    ("two valid then garbage", [VALID * 2 + GARBAGE], [200, 200, 400]),
+    ("valid split across two writes then garbage", [VALID[:40], VALID[40:] + GARBAGE], [200, 400]),
     ("body split across two writes then garbage", [VALID[:-10], VALID[-10:] + GARBAGE], [200, 400]),
+    ("chunked body split, then valid, then garbage", [CHUNKED[:-20], CHUNKED[-20:] + VALID + GARBAGE],
+     [200, 200, 400]),
+    ("more than the queue holds, then garbage", [HEALTHZ * 40 + GARBAGE], [200] * 40 + [400]),
+    ("a write of many small requests, then garbage", [HEALTHZ * 1000 + GARBAGE], [200] * 1000 + [400]),
+    ("a request of 40 kB, then garbage", [LONG + GARBAGE], [200, 400]),
+    ("POST with Upgrade: h2c then valid", [upgrade(VALID, b"h2c") + VALID, LAST], [200, 200, 200]),
+    ("GET with Upgrade: h2c then valid", [upgrade(HEALTHZ, b"h2c") + VALID, LAST], [200, 200, 200]),
+    ("Upgrade: h2c with its body split, then valid",
+     [upgrade(VALID, b"h2c")[:-10], upgrade(VALID, b"h2c")[-10:] + VALID, LAST], [200, 200, 200]),
+    ("POST with Upgrade: websocket then valid", [upgrade(VALID, b"websocket") + VALID, LAST], [200, 200, 200]),
+    ("Upgrade: websocket then valid then garbage", [upgrade(HEALTHZ, b"websocket") + VALID + GARBAGE],
+     [200, 200, 400]),
+    ("Upgrade then garbage", [upgrade(HEALTHZ, b"h2c") + GARBAGE], [200, 400]),
+    ("CONNECT then valid", [b"CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n" + VALID, LAST], [404, 200, 200]),
+    ("valid, then a bad chunk, then valid", [VALID + POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + VALID],
+     [200, 400]),
+    # aiohttp reads nothing after a body it cannot decode: its 400 closes the connection
+    ("a body that does not decode, then valid",
+     [POST + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello" + VALID], [400]),
 ]
 
 
@@ -683,7 +713,9 @@ PIPELINES = [
 def test_pipelined_requests_are_each_answered_in_order_before_a_malformed_one(writes, statuses, caplog):
     """As nginx does: every whole request before bytes that are not HTTP is answered, then
     the 400 for those bytes, which closes the connection at once (reading until it closes
-    takes no timeout)."""
+    takes no timeout). The gateway speaks no protocol but HTTP/1.1, so a request asking to
+    switch (``Upgrade:``, ``CONNECT``) is answered like any other and what follows it is read
+    as more requests (RFC 9110 §7.8): the connection stays open for a last request."""
     async def main():
         async with serving(single()) as (gw, _):
             with caplog.at_level(logging.DEBUG):
