@@ -2,18 +2,22 @@
 
 ::
 
-    handle(now) ── bucket empty? ──────────────▶ Rejected(retry_after)      429
-         │
+    admit(now) ── bucket empty? ───────────────▶ Rejected(retry_after)      429
+    route(now)
          ├─ eligible = providers whose breaker is available(now)
          ├─ balancer picks among them (weights renormalised over that set)
          ├─ none eligible, or their weights sum to 0:
          │      fallback to the provider whose cooldown ends soonest,
          │      as a probe (its outcome decides its breaker)
          └─ breaker.acquire → provider decides the Call ──▶ Route
-    complete(route, now) ── breaker.record(outcome) ──▶ status 200 / 502 / 504
+    complete(route, now, outcome) ── breaker.record ──▶ status 200 / 502 / 504
 
-A shell (the aiohttp server, the simulator) calls :meth:`Router.handle`, waits
-``route.call.duration`` in its own kind of time, then calls :meth:`Router.complete`. The
+A shell (the aiohttp server, the simulator) calls :meth:`Router.admit`, and when it admits,
+:meth:`Router.route`; it carries the call out in its own kind of time and tells the router
+the outcome it observed with :meth:`Router.complete`. Admission is a step of its own because
+a shell may have to wait for it (a limit kept elsewhere), and the outcome is the shell's to
+tell because only the shell sees how a call really ended (a stream cut short, a client gone);
+for a simulated provider it is the one the call decided, ``route.call.outcome``. The
 router never waits, never reads a clock and never counts metrics: it returns decisions and
 the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
 :meth:`Router.snapshot` is the state a shell shows or samples, typed.
@@ -28,7 +32,7 @@ from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import ProviderConfig, Scenario
 from gwlab.limiter import TokenBucket
-from gwlab.providers import Call, Provider
+from gwlab.providers import Call, Outcome, Provider
 from gwlab.streams import stream
 
 
@@ -155,10 +159,15 @@ class Router:
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
 
-    def handle(self, now: float) -> Rejected | Route:
-        """Admit a request and decide its provider call, or reject it."""
-        if not self.bucket.try_acquire(now):
-            return Rejected(self.bucket.retry_after_us(now))
+    def admit(self, now: float) -> Rejected | None:
+        """Take a token for a request arriving at ``now``: ``None`` when it is admitted, the
+        wait until a token is available when it must be answered 429."""
+        if self.bucket.try_acquire(now):
+            return None
+        return Rejected(self.bucket.retry_after_us(now))
+
+    def route(self, now: float) -> Route:
+        """Decide the provider call of a request admitted at ``now``."""
         eligible = [u for u in self.upstreams if u.breaker.available(now)] if self._open else self.upstreams
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
@@ -185,13 +194,13 @@ class Router:
         first. Used when no provider is eligible: all are cooling down."""
         return min((u for u in self.upstreams if u.weight > 0), key=lambda u: u.breaker.reopens_at)
 
-    def complete(self, route: Route, now: float) -> int:
-        """The provider call of ``route`` has ended at ``now``: tell its breaker. Returns the
-        status to answer with. Raises :class:`RouteError` if ``route`` was already completed
-        or abandoned."""
+    def complete(self, route: Route, now: float, outcome: Outcome) -> int:
+        """The provider call of ``route`` has ended at ``now`` with ``outcome``, as the shell
+        observed it: tell its breaker. Returns the status to answer with. Raises
+        :class:`RouteError` if ``route`` was already completed or abandoned."""
         self._close(route)
-        route.upstream.breaker.record(route.permit, now, route.call.outcome.ok)
-        return route.call.outcome.status
+        route.upstream.breaker.record(route.permit, now, outcome.ok)
+        return outcome.status
 
     def abandon(self, route: Route) -> None:
         """The call of ``route`` was cut off before it ended (the client went away, the

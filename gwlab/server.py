@@ -49,7 +49,7 @@ from gwlab.connections import GatewayServer, bind, parse_error_reason
 from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
-from gwlab.router import Rejected, Route, Router, Snapshot
+from gwlab.router import Rejected, Router, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -327,10 +327,10 @@ class Gateway:
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
-        decision = self.router.handle(now)
-        if type(decision) is Rejected:
-            return self._reject(decision, arrived)
-        route: Route = decision  # type: ignore[assignment]
+        rejected = self.router.admit(now)
+        if rejected is not None:
+            return self._reject(rejected, arrived)
+        route = self.router.route(now)
         self.metrics.routed(route)
         if route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
             task = asyncio.current_task()
@@ -346,7 +346,7 @@ class Gateway:
                 if self._idle is not None and not self._waiting:
                     self._idle.set()
         ended = self.clock()
-        status = self.router.complete(route, ended)
+        status = self.router.complete(route, ended, route.call.outcome)
         self.metrics.completed(route, ended - arrived, ended - now)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]

@@ -1,9 +1,10 @@
 """Discrete-event simulation of the gateway in virtual time.
 
 The simulator owns only the scheduling. Every request goes through the same
-:class:`~gwlab.router.Router` as the live gateway: ``router.handle(now)`` admits or rejects it
-and decides the provider call, the simulator schedules the call's end ``call.duration`` later
-and then hands it back with ``router.complete(route, t)``. Breaker changes arrive through
+:class:`~gwlab.router.Router` as the live gateway: ``router.admit(now)`` admits or rejects it,
+``router.route(now)`` decides the provider call, the simulator schedules the call's end
+``call.duration`` later and then hands it back with ``router.complete(route, t, outcome)``,
+the outcome the call decided. Breaker changes arrive through
 :meth:`Router.subscribe`. Clients follow :mod:`gwlab.workload`; scripted events are played by
 a :class:`gwlab.timeline.Player`, as in the live shells.
 
@@ -38,7 +39,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
-from gwlab.router import Rejected, Route, Router
+from gwlab.router import Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
@@ -263,7 +264,7 @@ class _Engine:
 
     def run(self) -> SimResult:
         router = self.router
-        handle, complete = router.handle, router.complete
+        admit, route_to, complete = router.admit, router.route, router.complete
         push, pop = heapq.heappush, heapq.heappop
         next_arrival, pause_after = workload.next_arrival, workload.pause_after
         keep = self.keep
@@ -353,15 +354,16 @@ class _Engine:
 
             if route is None:  # a request is sent
                 offered += 1
-                route = handle(now)
-                if route.__class__ is Rejected:
+                rejected = admit(now)
+                if rejected is not None:
                     by_status[rejected_key] += 1
                     if keep:
                         requests.append(Request(now, now, stats.NO_PROVIDER, stats.RATE_LIMITED, 0.0, False))
                     if not client:
                         continue
-                    wait = pause_after(stats.RATE_LIMITED, route.retry_after, think)
+                    wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
                 else:
+                    route = route_to(now)
                     admitted += 1
                     area += in_flight * (now - last)
                     last = now
@@ -375,7 +377,7 @@ class _Engine:
                 area += in_flight * (now - last)
                 last = now
                 in_flight -= 1
-                status = complete(route, now)
+                status = complete(route, now, route.call.outcome)
                 name = route.upstream.name
                 by_status[status, name] += 1
                 latency = route.call.duration

@@ -23,6 +23,7 @@ import pytest
 from gwlab.config import Scenario, merge
 from gwlab.router import Rejected, Router
 from gwlab.streams import stream
+from tests.support import handle
 
 CORE = ["config", "limiter", "balancer", "breaker", "providers", "router", "streams", "stats", "workload"]
 SHELL_ONLY = ("asyncio", "aiohttp", "prometheus_client")
@@ -78,8 +79,8 @@ def drive(seed: int, requests: int = 10_000, scenario: Scenario | None = None) -
         now = i * 0.0005
         while pending and pending[0][0] <= now:
             end, _, route = heapq.heappop(pending)
-            router.complete(route, end)
-        decision = router.handle(now)
+            router.complete(route, end, route.call.outcome)
+        decision = handle(router, now)
         if isinstance(decision, Rejected):
             decisions.append(("429", decision.retry_after))
         else:
@@ -87,7 +88,7 @@ def drive(seed: int, requests: int = 10_000, scenario: Scenario | None = None) -
             heapq.heappush(pending, (now + decision.call.duration, i, decision))
     while pending:
         end, _, route = heapq.heappop(pending)
-        router.complete(route, end)
+        router.complete(route, end, route.call.outcome)
     return decisions
 
 
