@@ -14,7 +14,9 @@ The TOML shape::
     [gateway]   balancer, timeout
     [limiter]   rate, burst
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls
-    [providers.NAME]  weight, latency, distribution, p99, error_rate, outage
+    [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
+                      ttft, ttft_distribution, ttft_p99, decode_rate,
+                      output_tokens, output_distribution, output_p99, stream_error_rate
     [workload]  mode, clients, think_time, rate, max_in_flight
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
@@ -77,6 +79,12 @@ iterations: a gateway that cannot keep up then costs a bounded number of sockets
 sides instead of one more for every overdue arrival. It is the most the seed system can
 hold: its bucket admits at most ``BURST + RATE * t`` requests in ``t`` seconds and its
 slowest provider answers in 2 s, so no workload reaches the cap against seed providers."""
+DECODE_RATE = 50.0
+"""Output tokens per second a provider with token timing (``ttft``) streams to each call:
+the order of a hosted model's decode speed for one stream."""
+MAX_OUTPUT_TOKENS = 1_000_000
+"""Most output tokens one answer may hold (``output_tokens``, its p99, ``max_tokens``): a
+hundred times the longest outputs hosted models give, and a bound on every drawn length."""
 SEED = 1
 """Random seed of every command when none is given."""
 SIM_DURATION = 60.0
@@ -237,10 +245,25 @@ class BreakerConfig:
     half_open_max_calls: int = field(default=HALF_OPEN_MAX_CALLS, metadata=_COUNT)
 
 
+_ADDED_SECONDS = {**_SECONDS, "added": True}
+_ADDED_DISTRIBUTION = {**_choice(lambda: DISTRIBUTIONS), "added": True}
+_ADDED_TOKENS = {**_range(float, 0, MAX_OUTPUT_TOKENS), "added": True}
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     """A simulated provider. ``latency`` is the fixed latency, the exponential's mean or the
-    log-normal's median; ``p99`` is the log-normal's 99th percentile (0 = unused)."""
+    log-normal's median; ``p99`` is the log-normal's 99th percentile (0 = unused).
+
+    Token timing, for LLM traffic (all off by default: a provider then answers after
+    ``latency`` with its fixed reply, as the seed's do). ``ttft`` > 0 gives the provider a
+    time to first token, a distribution like the latency's (``ttft_distribution``,
+    ``ttft_p99``), and a call then lasts ``ttft + (output tokens - 1) / decode_rate``
+    (``latency`` is not used). ``output_tokens`` > 0 draws each answer's length from a
+    distribution of its own (``output_distribution``, ``output_p99``), rounded to a whole
+    number >= 1 and capped by the request's ``max_tokens``. ``stream_error_rate`` is the
+    probability that a call fails after its first token, at a point drawn uniformly over its
+    output."""
 
     name: str
     weight: float = field(default=1.0, metadata=_range(float, 0, MAX_WEIGHT))
@@ -249,6 +272,14 @@ class ProviderConfig:
     p99: float = field(default=0.0, metadata=_SECONDS)
     error_rate: float = field(default=0.0, metadata=_range(float, 0, 1))
     outage: str = field(default="none", metadata=_choice(lambda: OUTAGES))
+    ttft: float = field(default=0.0, metadata=_ADDED_SECONDS)
+    ttft_distribution: str = field(default=DISTRIBUTION, metadata=_ADDED_DISTRIBUTION)
+    ttft_p99: float = field(default=0.0, metadata=_ADDED_SECONDS)
+    decode_rate: float = field(default=DECODE_RATE, metadata={**_RATE, "added": True})
+    output_tokens: float = field(default=0.0, metadata=_ADDED_TOKENS)
+    output_distribution: str = field(default=DISTRIBUTION, metadata=_ADDED_DISTRIBUTION)
+    output_p99: float = field(default=0.0, metadata=_ADDED_TOKENS)
+    stream_error_rate: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
 
 
 @dataclass(frozen=True)
@@ -518,12 +549,17 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
     if sum(p.weight for p in s.providers) <= 0:
         raise check.fail("providers.*.weight", [p.weight for p in s.providers], "at least one weight > 0")
     for p in s.providers:
-        if p.distribution == "lognormal" and not 0 < p.latency < p.p99 <= MAX_P99_RATIO * p.latency:
-            raise check.fail(
-                f"providers.{p.name}.p99", p.p99,
-                f"a log-normal p99 greater than its median latency ({p.latency:g}), which must be > 0, "
-                f"and at most {MAX_P99_RATIO:g} times it",
-            )
+        for median, distribution, p99, what in (("latency", "distribution", "p99", "latency"),
+                                                ("ttft", "ttft_distribution", "ttft_p99", "time to first token"),
+                                                ("output_tokens", "output_distribution", "output_p99",
+                                                 "output length")):
+            m, q = getattr(p, median), getattr(p, p99)
+            if getattr(p, distribution) == "lognormal" and not 0 < m < q <= MAX_P99_RATIO * m:
+                raise check.fail(
+                    f"providers.{p.name}.{p99}", q,
+                    f"a log-normal p99 greater than its median {what} ({m:g}), which must be > 0, "
+                    f"and at most {MAX_P99_RATIO:g} times it",
+                )
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
             "breaker.max_cooldown", s.breaker.max_cooldown,

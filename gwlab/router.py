@@ -150,7 +150,7 @@ class Router:
         self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
         self.upstreams = tuple(
             Upstream(
-                Provider(p, stream(seed, f"{p.name}/latency"), stream(seed, f"{p.name}/errors")),
+                Provider(p, seed),
                 CircuitBreaker(p.name, scenario.breaker, [self._announce]),
             )
             for p in scenario.providers
@@ -166,8 +166,9 @@ class Router:
             return None
         return Rejected(self.bucket.retry_after_us(now))
 
-    def route(self, now: float) -> Route:
-        """Decide the provider call of a request admitted at ``now``."""
+    def route(self, now: float, streaming: bool = False, max_tokens: int | None = None) -> Route:
+        """Decide the provider call of a request admitted at ``now``, which streams or not
+        and caps its output at ``max_tokens`` (``None``: no cap)."""
         eligible = [u for u in self.upstreams if u.breaker.available(now)] if self._open else self.upstreams
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
@@ -176,7 +177,7 @@ class Router:
         upstream: Upstream = chosen  # type: ignore[assignment]
         permit = upstream.breaker.acquire(now, force=fallback)
         upstream.in_flight += 1
-        return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout))
+        return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout, streaming, max_tokens))
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` hear every breaker transition from now on, after those

@@ -20,7 +20,10 @@ from typing import Any, Iterable, Mapping
 RELATIVE_ERROR = 0.01
 """Relative accuracy of every latency quantile gwlab reports from a histogram."""
 QUANTILES = (0.5, 0.95, 0.99)
-ADMITTED = (200, 502, 504)
+STREAM_ERROR = 1
+"""Status of a stream that failed after its first byte: not an HTTP code (the answer had
+begun with 200), counted apart from 200 everywhere."""
+ADMITTED = (200, 502, 504, STREAM_ERROR)
 """Statuses of requests that passed the rate limiter and reached a provider."""
 RATE_LIMITED = 429
 CUT_OFF = 499
@@ -29,7 +32,7 @@ NO_PROVIDER = "none"
 TRANSPORT_ERROR = 0
 """Status a client records for a request that got no HTTP answer (connection refused or
 reset): client-side only, the gateway never saw it answered."""
-CODE_NAMES = {TRANSPORT_ERROR: "transport_error"}
+CODE_NAMES = {TRANSPORT_ERROR: "transport_error", STREAM_ERROR: "stream_error"}
 """Statuses that are not HTTP codes, by the name every summary gives them."""
 
 

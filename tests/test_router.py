@@ -65,7 +65,7 @@ def test_admitted_request_routes_and_completes():
     assert route.provider == "a"
     assert route.fallback is False
     assert route.permit.probe is False
-    assert route.call == Call(0.25, Outcome.SUCCESS)
+    assert route.call == Call(0.25, Outcome.SUCCESS, 0.25)
     assert route.status == 200
     assert router.complete(route, 0.25, route.call.outcome) == 200
 
@@ -266,7 +266,7 @@ def test_abandon_frees_a_probe_slot_and_learns_nothing():
 def test_status_from_outcome(provider, outcome, duration, status):
     router = Router(scenario({"a": provider}), SEED)
     route = handle(router, 0.0)
-    assert route.call == Call(duration, outcome)
+    assert (route.call.duration, route.call.outcome) == (duration, outcome)
     assert router.complete(route, duration, route.call.outcome) == status
 
 
@@ -338,7 +338,7 @@ def test_configure_provider_parameters_take_effect():
     base = scenario({"a": good(latency=0.25)})
     router = Router(base, SEED)
     router.configure(config.merge(base, {"providers": {"a": {"outage": "error"}}}), 0.0)
-    assert handle(router, 0.0).call == Call(0.25, Outcome.ERROR)
+    assert handle(router, 0.0).call == Call(0.25, Outcome.ERROR, 0.25)
 
 
 def test_configure_swaps_balancer_only_when_its_name_changes():
@@ -442,4 +442,4 @@ def test_the_observed_outcome_decides_the_breaker_and_the_status(observed):
     route = router.route(0.0)
     assert route.call.outcome is Outcome.SUCCESS
     assert router.complete(route, 0.1, observed) == observed.status
-    assert router.upstreams[0].breaker.state(0.1) is (State.CLOSED if observed.ok else State.OPEN)
+    assert router.upstreams[0].breaker.state(0.1) is (State.HEALTHY if observed.ok else State.OPEN)
