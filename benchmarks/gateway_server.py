@@ -28,6 +28,7 @@ from aiohttp import web
 from benchmarks.serving import serve
 from gwlab import config
 from gwlab.config import Scenario
+from gwlab.providers import Outcome
 from gwlab.router import Route
 from gwlab.server import Gateway
 from gwlab.stats import LatencyHistogram
@@ -60,10 +61,10 @@ class ProbedGateway(Gateway):
             routed(route)
             self._waits[asyncio.current_task()] = time.perf_counter()
 
-        def timed_complete(route: Route, now: float) -> int:
+        def timed_complete(route: Route, now: float, outcome: Outcome) -> int:
             task = asyncio.current_task()
             self._waits[task] = time.perf_counter() - self._waits[task]
-            return complete(route, now)
+            return complete(route, now, outcome)
 
         self.metrics.routed = timed_routed
         self.router.complete = timed_complete

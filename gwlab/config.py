@@ -17,7 +17,7 @@ The TOML shape::
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
                       ttft, ttft_distribution, ttft_p99, decode_rate,
                       output_tokens, output_distribution, output_p99, stream_error_rate
-    [workload]  mode, clients, think_time, rate, max_in_flight
+    [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
 Every number has a finite range (the ``MIN_*`` and ``MAX_*`` constants below, kept in each
@@ -284,11 +284,18 @@ class ProviderConfig:
 
 @dataclass(frozen=True)
 class WorkloadConfig:
+    """The clients: a closed loop of ``clients`` that wait ``think_time`` between an answer
+    and their next request, or an open loop of Poisson arrivals at ``rate`` per second with
+    at most ``max_in_flight`` outstanding. A share ``stream_share`` of the requests ask for
+    a stream (``stream: true``); ``max_tokens`` > 0 caps each request's output (0: no cap)."""
+
     mode: str = field(default="closed", metadata=_choice(lambda: MODES))
     clients: int = field(default=CLIENTS, metadata=_range(int, 1, MAX_CLIENTS))
     think_time: float = field(default=THINK_TIME, metadata=_SECONDS)
     rate: float = field(default=OPEN_RATE, metadata=_RATE)
     max_in_flight: int = field(default=MAX_IN_FLIGHT, metadata={**_range(int, 1, MAX_CLIENTS), "added": True})
+    stream_share: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
+    max_tokens: int = field(default=0, metadata={**_range(int, 0, MAX_OUTPUT_TOKENS), "added": True})
 
 
 @dataclass(frozen=True)

@@ -73,16 +73,17 @@ class Rejected:
 class Route:
     """An admitted request: where it goes, under which permit, and how the call will end.
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
-    called anyway. ``pending`` until :meth:`Router.complete` or :meth:`Router.abandon`,
-    which accept it once."""
+    called anyway; ``streaming`` whether the request asked for a stream. ``pending`` until
+    :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once."""
 
-    __slots__ = ("upstream", "permit", "fallback", "call", "pending")
+    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "pending")
 
-    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call) -> None:
+    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
         self.upstream = upstream
         self.permit = permit
         self.fallback = fallback
         self.call = call
+        self.streaming = streaming
         self.pending = True
 
     @property
@@ -177,7 +178,8 @@ class Router:
         upstream: Upstream = chosen  # type: ignore[assignment]
         permit = upstream.breaker.acquire(now, force=fallback)
         upstream.in_flight += 1
-        return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout, streaming, max_tokens))
+        call = upstream.provider.call(self.scenario.gateway.timeout, streaming, max_tokens)
+        return Route(upstream, permit, fallback, call, streaming)
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` hear every breaker transition from now on, after those

@@ -347,7 +347,7 @@ class Gateway:
                     self._idle.set()
         ended = self.clock()
         status = self.router.complete(route, ended, route.call.outcome)
-        self.metrics.completed(route, ended - arrived, ended - now)
+        self.metrics.completed(route, route.call.outcome, ended - arrived, ended - now)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
         if status == 200:

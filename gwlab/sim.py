@@ -262,6 +262,16 @@ class _Engine:
         self.bins.append(nxt)
         return nxt
 
+    @staticmethod
+    def _tokens(tally: stats.Tally, route: Route, status: int) -> None:
+        """Count the tokens of an answer given (a success, or a stream up to its failure),
+        and a stream's timing."""
+        if status == 200 or status == stats.STREAM_ERROR:
+            call = route.call
+            tally.output_tokens += call.tokens
+            if route.streaming:
+                tally.record_stream(call.duration, call.ttft, call.tokens)
+
     def run(self) -> SimResult:
         router = self.router
         admit, route_to, complete = router.admit, router.route, router.complete
@@ -282,6 +292,8 @@ class _Engine:
         rate = w.rate
         think = w.think_time
         cap = w.max_in_flight
+        share, max_tokens = w.stream_share, w.max_tokens or None
+        streams = stream(self.seed, "workload/stream")
         saturated = 0  # open-loop arrivals not sent: ``cap`` requests were in flight
         arrival = next_arrival(0.0, rate, arrivals) if open_loop else math.inf
         arrival_seq = seq
@@ -322,6 +334,7 @@ class _Engine:
                 w = router.scenario.workload
                 think = w.think_time
                 cap = w.max_in_flight
+                share, max_tokens = w.stream_share, w.max_tokens or None
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -363,7 +376,9 @@ class _Engine:
                         continue
                     wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
                 else:
-                    route = route_to(now)
+                    # A share strictly between 0 and 1 draws once per admitted request.
+                    streaming = share == 1.0 or (share > 0.0 and streams.random() < share)
+                    route = route_to(now, streaming, max_tokens)
                     admitted += 1
                     area += in_flight * (now - last)
                     last = now
@@ -377,11 +392,14 @@ class _Engine:
                 area += in_flight * (now - last)
                 last = now
                 in_flight -= 1
-                status = complete(route, now, route.call.outcome)
+                call = route.call
+                status = complete(route, now, call.outcome)
                 name = route.upstream.name
                 by_status[status, name] += 1
-                latency = route.call.duration
+                latency = call.duration
                 hist_add(latency)
+                if call.tokens or route.streaming:  # LLM traffic; never for the seed's
+                    self._tokens(cur.tally, route, status)
                 if keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
                 if not client:

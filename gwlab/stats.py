@@ -108,22 +108,41 @@ class LatencyHistogram:
 
 
 class Tally:
-    """Requests counted by (status, provider), with the latency histogram of admitted ones."""
+    """Requests counted by (status, provider), with the latency histogram of admitted ones;
+    for streams, the histograms of their time to first token and time per output token; and
+    the output tokens the answers carried (from providers with token timing or a length
+    model: a fixed reply is not counted).
 
-    __slots__ = ("by_status", "latency")
+    Time per output token follows DESIGN: ``(latency - ttft) / (tokens - 1)`` for a stream of
+    at least two tokens."""
+
+    __slots__ = ("by_status", "latency", "ttft", "tpot", "output_tokens")
 
     def __init__(self) -> None:
         self.by_status: Counter[tuple[int, str]] = Counter()
         self.latency = LatencyHistogram()
+        self.ttft = LatencyHistogram()
+        self.tpot = LatencyHistogram()
+        self.output_tokens = 0
 
     def record(self, status: int, provider: str, latency: float | None) -> None:
         self.by_status[status, provider] += 1
         if status in ADMITTED and latency is not None:
             self.latency.add(latency)
 
+    def record_stream(self, latency: float, ttft: float, tokens: int) -> None:
+        """A stream's timing, once it has ended after its first token: ``latency`` to its
+        last byte and ``ttft`` in seconds, ``tokens`` the output tokens it carried."""
+        self.ttft.add(ttft)
+        if tokens >= 2:
+            self.tpot.add((latency - ttft) / (tokens - 1))
+
     def merge(self, other: Tally) -> None:
         self.by_status.update(other.by_status)
         self.latency.merge(other.latency)
+        self.ttft.merge(other.ttft)
+        self.tpot.merge(other.tpot)
+        self.output_tokens += other.output_tokens
 
     def count(self, statuses: Iterable[int] | None = None, provider: str | None = None) -> int:
         wanted = None if statuses is None else set(statuses)
@@ -131,12 +150,26 @@ class Tally:
                    if (wanted is None or s in wanted) and (provider is None or p == provider))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"by_status": [[s, p, n] for (s, p), n in sorted(self.by_status.items())],
-                "latency": self.latency.to_dict()}
+        """JSON-ready; the stream histograms and token count only when they hold something,
+        so that the tally of a run without streams is what it was before they existed."""
+        out: dict[str, Any] = {"by_status": [[s, p, n] for (s, p), n in sorted(self.by_status.items())],
+                               "latency": self.latency.to_dict()}
+        if self.ttft.count:
+            out["ttft"] = self.ttft.to_dict()
+        if self.tpot.count:
+            out["tpot"] = self.tpot.to_dict()
+        if self.output_tokens:
+            out["output_tokens"] = self.output_tokens
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tally:
         t = cls()
         t.by_status.update({(s, p): n for s, p, n in data["by_status"]})
         t.latency = LatencyHistogram.from_dict(data["latency"])
+        if "ttft" in data:
+            t.ttft = LatencyHistogram.from_dict(data["ttft"])
+        if "tpot" in data:
+            t.tpot = LatencyHistogram.from_dict(data["tpot"])
+        t.output_tokens = data.get("output_tokens", 0)
         return t

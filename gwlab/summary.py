@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from gwlab.breaker import State, Transition
 from gwlab.config import Scenario, WorkloadConfig
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, Tally, code_name
+from gwlab.stats import ADMITTED, QUANTILES, STREAM_ERROR, LatencyHistogram, Tally, code_name
 
 
 class Trips:
@@ -45,6 +45,15 @@ def requested_rate(workloads: Sequence[tuple[float, WorkloadConfig]], duration: 
     ends = [at for at, _ in workloads[1:]] + [duration]
     asked = sum(w.rate * (min(end, duration) - min(at, duration)) for (at, w), end in zip(workloads, ends))
     return asked / duration
+
+
+def _quantiles(histogram: LatencyHistogram) -> dict[str, float | None]:
+    """p50, p95, p99, mean and max in seconds (``None`` over nothing)."""
+    return {
+        **{f"p{round(q * 100)}": histogram.quantile(q) for q in QUANTILES},
+        "mean": histogram.mean,
+        "max": histogram.max if histogram.count else None,
+    }
 
 
 def _ratio(a: int, b: int) -> float | None:
@@ -74,7 +83,7 @@ def summarise(
       ``gwlab run``; of the window in ``lab.run_for``).
     - ``offered``: requests counted in ``tally``: each one answered during the run, whatever
       its status, and each one cut off by the run's end (499). ``admitted``: those answered
-      200, 502 or 504. ``codes``: the count per status, by its HTTP code, or
+      200, 502, 504 or ``stream_error``. ``codes``: the count per status, by its HTTP code, or
       ``transport_error`` for a request that got no HTTP answer (client side only).
     - ``rates``: ``offered``, ``admitted`` and ``ok`` (200) per second of ``duration``.
     - ``availability`` = 200 / admitted; ``goodput`` = 200 / offered (``None`` over nothing).
@@ -95,6 +104,11 @@ def summarise(
       ``achieved_offered_rate`` leaves them out, ``requested_rate`` does not.
     - ``events_refused``: scripted events that did not fit the scenario in force at their
       time and were skipped (see :class:`gwlab.timeline.Player`).
+    - For LLM traffic (added; each only when not empty): ``ttft``, the streams' time to
+      first token, and ``time_per_output_token``, quantiles as ``latency`` gives them;
+      ``output_tokens``: ``total`` and ``per_second`` of the tokens the answers carried
+      (see :class:`gwlab.stats.Tally`). A stream that failed after its first byte is counted
+      under ``stream_error`` in ``codes``, admitted, and not ``ok``.
     """
     providers = list(end.providers)
     offered = tally.count()
@@ -109,14 +123,21 @@ def summarise(
         per_provider[name] = {
             "requests": calls,
             "share": _ratio(calls, admitted),
-            "codes": {str(s): tally.by_status[s, name] for s in ADMITTED},
+            "codes": {code_name(s): tally.by_status[s, name] for s in ADMITTED
+                      if s != STREAM_ERROR or tally.by_status[s, name]},
             "trips": trips.get(name, 0),
             "fallbacks": fallbacks.get(name, 0),
             "state": end.providers[name].state.value,
         }
     per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
     w = scenario.workload
-    added = {"saturated": saturated} if saturated else {}
+    added: dict[str, Any] = {"saturated": saturated} if saturated else {}
+    if tally.ttft.count:
+        added["ttft"] = _quantiles(tally.ttft)
+    if tally.tpot.count:
+        added["time_per_output_token"] = _quantiles(tally.tpot)
+    if tally.output_tokens:
+        added["output_tokens"] = {"total": tally.output_tokens, "per_second": per_second(tally.output_tokens)}
     return {
         "duration": duration,
         "offered": offered,
@@ -125,11 +146,7 @@ def summarise(
         "rates": {"offered": per_second(offered), "admitted": per_second(admitted), "ok": per_second(ok)},
         "availability": _ratio(ok, admitted),
         "goodput": _ratio(ok, offered),
-        "latency": {
-            **{f"p{round(q * 100)}": tally.latency.quantile(q) for q in QUANTILES},
-            "mean": tally.latency.mean,
-            "max": tally.latency.max if tally.latency.count else None,
-        },
+        "latency": _quantiles(tally.latency),
         "providers": per_provider,
         "trips": sum(trips.get(name, 0) for name in providers),
         "fallbacks": sum(fallbacks.get(name, 0) for name in providers),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from gwlab.breaker import State, Transition
-from gwlab.stats import ADMITTED, CUT_OFF, QUANTILES, RATE_LIMITED, Tally
+from gwlab.stats import ADMITTED, CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, Tally, code_name
 
 if TYPE_CHECKING:
     from gwlab.router import Snapshot
@@ -119,6 +119,10 @@ class TimeSeries:
         ``time`` (bin start), ``width``, ``offered``, ``admitted``; a column per status code
         (``"200"``, ``"429"``, ``"502"``, ``"504"``, ``"499"`` for cut off at the end);
         ``p50``, ``p95``, ``p99`` latency of requests completed in the bin (None when none);
+        when the run had LLM traffic (streams, or providers giving tokens): ``stream_error``
+        (streams that failed after their first byte), ``ttft_p50``, ``ttft_p95``, ``ttft_p99``
+        (time to first token of the streams ended in the bin) and ``output_tokens`` (carried
+        by the answers completed in the bin);
         ``in_flight`` (time average); ``tokens`` and ``burst`` at the bin's end; and per provider ``NAME.calls``
         (admitted requests it answered in the bin), ``NAME.state`` and ``NAME.cooldown`` at the
         bin's end."""
@@ -128,6 +132,12 @@ class TimeSeries:
         cols.update({"in_flight": [], "tokens": [], "burst": []})
         for name in self.providers:
             cols.update({f"{name}.calls": [], f"{name}.state": [], f"{name}.cooldown": []})
+        llm = any(b.tally.ttft.count or b.tally.output_tokens or b.tally.count([STREAM_ERROR]) for b in self.bins)
+        if llm:
+            cols[code_name(STREAM_ERROR)] = [b.tally.count([STREAM_ERROR]) for b in self.bins]
+            for q in QUANTILES:
+                cols[f"ttft_p{round(q * 100)}"] = [b.tally.ttft.quantile(q) for b in self.bins]
+            cols["output_tokens"] = [b.tally.output_tokens for b in self.bins]
         for b in self.bins:
             cols["time"].append(b.start)
             cols["width"].append(b.width)

@@ -203,7 +203,7 @@ ERRORS = [
      "scenario: unknown key 'breaker.treshold' (did you mean 'failure_threshold'?);"
      " allowed: enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls"),
     ({"workload": {"think": 1}},
-     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate, max_in_flight"),
+     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens"),
     ({"providers": {"p1": {"weigth": 1}}},
      "scenario: unknown key 'providers.p1.weigth' (did you mean 'weight'?);"
      " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"

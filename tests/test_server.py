@@ -378,11 +378,11 @@ def test_bad_input_gets_an_openai_error_and_costs_no_token(method, path, kwargs,
 def test_an_unexpected_exception_is_a_500_with_an_openai_body(caplog):
     async def main():
         async with serving(single()) as (gw, http):
-            def broken(now: float):
+            def broken(now: float, streaming: bool = False, max_tokens: int | None = None):
                 raise RuntimeError("boom")
 
-            healthy = gw.router.handle
-            gw.router.handle = broken
+            healthy = gw.router.route
+            gw.router.route = broken
             with caplog.at_level(logging.ERROR, logger="gwlab.server"):
                 status, headers, body = await post(http)
             assert status == 500
@@ -391,7 +391,7 @@ def test_an_unexpected_exception_is_a_500_with_an_openai_body(caplog):
             assert body["error"]["code"] == "internal_error"
             assert "boom" not in json.dumps(body)
             assert "boom" in caplog.text and "Traceback" in caplog.text
-            gw.router.handle = healthy
+            gw.router.route = healthy
             assert (await post(http))[0] == 200
 
     asyncio.run(main())
