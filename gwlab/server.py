@@ -43,13 +43,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gwlab import config
 from gwlab.breaker import State, Transition
-from gwlab.chat_request import validate
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
-from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
+from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.router import Rejected, Router, Snapshot
+from gwlab.wire import ApiError, validate
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class Gateway:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             error = ApiError(500, "internal error in the gateway; see its log", "internal_error")
         self.metrics.refused(error.status)
-        response = error.response()
+        response = answer(error)
         if self._stopping or not request.content.is_eof():
             response.force_close()
             if hdrs.EXPECT in request.headers and not request.content.is_eof():
@@ -323,7 +323,10 @@ class Gateway:
     async def _chat(self, request: web.BaseRequest) -> web.Response:
         arrived = self.clock()
         _check_json_content_type(request)
-        model, prompt_tokens = validate(_parse_json(await _read_body(request, self.body_timeout)))
+        chat = validate(_parse_json(await _read_body(request, self.body_timeout)))
+        if chat.stream:
+            raise ApiError(400, "streaming is not supported yet; leave 'stream' out or set it to false",
+                           "unsupported_parameter", "stream")
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
@@ -351,7 +354,7 @@ class Gateway:
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
         if status == 200:
-            return web.Response(body=self._completion(model, name, prompt_tokens), headers=headers)
+            return web.Response(body=self._completion(chat.model, name, chat.prompt_tokens), headers=headers)
         if status == 504:
             message = f"provider {name} did not answer within {route.call.duration:g} s"
             return error_response(504, message, "provider_timeout", headers=headers)

@@ -1,19 +1,62 @@
-"""Validation of a chat completion request, following OpenAI's request schema for what it
-checks, so that a request the API would refuse is a 400 here too (and costs no token).
+"""The OpenAI wire format of chat completions: what a request must be and the error bodies
+the gateway answers with, as values and bytes. No I/O and no clock: the shells
+(:mod:`gwlab.server`, :mod:`gwlab.errors`) send what this module writes.
 
+A request is checked as OpenAI's request schema (API reference, "Create chat completion")
+defines it, so that a request the API would refuse is a 400 here too (and costs no token).
 Checked: ``model``; ``messages``, each by its ``role`` (system, developer, user, assistant,
 tool, function) with that role's content rules, its content parts by their ``type``, and
-the strings it holds (``name``, ``tool_call_id``); ``stream``. Every string checked must be
+the strings it holds (``name``, ``tool_call_id``); ``stream``; ``stream_options`` and its
+``include_usage``; ``max_tokens`` and ``max_completion_tokens``. Every string checked must be
 valid Unicode: a lone surrogate (``"\\ud800"``) is refused. Every other field the API
-defines (``temperature``, ``max_tokens``, ``tools`` ...) is accepted and ignored: the
-simulated providers have no use for it. The README lists both.
+defines (``temperature``, ``tools`` ...) is accepted and ignored: the simulated providers
+have no use for it. The README lists both.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Mapping, NamedTuple
 
-from gwlab.errors import ApiError
+
+class ApiError(Exception):
+    """A request the gateway answers with an error: HTTP status, message, OpenAI ``code``,
+    the offending parameter (``param``, if any) and headers of the answer (if any).
+    :func:`gwlab.errors.answer` turns it into an HTTP answer with :func:`error_body`."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers
+
+
+_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+}
+"""OpenAI error ``type`` by status; every other 4xx is an ``invalid_request_error``."""
+
+
+def error_type(status: int) -> str:
+    """The OpenAI error ``type`` for an HTTP status."""
+    return _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+
+
+def error_body(status: int, message: str, code: str, param: str | None = None) -> bytes:
+    """The JSON body of an error answer, in the shape of OpenAI's:
+    ``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}``."""
+    error = {"message": message, "type": error_type(status), "param": param, "code": code}
+    return json.dumps({"error": error}).encode()
+
 
 MAX_MODEL_LENGTH = 256
 """The longest model name accepted (model names are a few dozen characters). It bounds the
@@ -34,9 +77,27 @@ _PART_FIELD = {"text": "text", "refusal": "refusal", "image_url": "image_url", "
 _ROLES = ", ".join(repr(r) for r in (*_PARTS, "function"))
 
 
-def validate(body: Any) -> tuple[str, int]:
-    """The model and an estimate of the prompt tokens (about four characters each) of a
-    chat completion request; :class:`ApiError` 400 naming the offending field otherwise."""
+class ChatRequest(NamedTuple):
+    """What the gateway needs of a valid chat completion request."""
+
+    model: str
+    prompt_tokens: int
+    """An estimate of the prompt's tokens: one per four characters of its text, at least 1."""
+    stream: bool
+    """Whether the answer is to be streamed (``stream: true``)."""
+    include_usage: bool
+    """Whether a stream ends with a usage frame (``stream_options.include_usage``)."""
+    max_tokens: int | None
+    """The most tokens the reply may have (at least 1: the smaller of ``max_tokens`` and
+    ``max_completion_tokens``), or None for no cap."""
+
+
+def validate(body: Any) -> ChatRequest:
+    """The :class:`ChatRequest` of the JSON value ``body``; :class:`ApiError` 400 naming the
+    offending field otherwise.
+
+    ``max_tokens`` (deprecated by OpenAI) and ``max_completion_tokens`` both cap the reply;
+    when both are given, the smaller one does."""
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {kind(body)}", "invalid_request_body")
     if "model" not in body:
@@ -58,12 +119,46 @@ def validate(body: Any) -> tuple[str, int]:
     for i, message in enumerate(messages):
         chars += _message(message, f"messages[{i}]")
     stream = body.get("stream")
-    if stream is True:
-        raise ApiError(400, "streaming is not supported yet; leave 'stream' out or set it to false",
-                       "unsupported_parameter", "stream")
-    if stream is not None and stream is not False:
+    if stream is not None and not isinstance(stream, bool):
         raise ApiError(400, f"'stream' must be true or false, got {kind(stream)}", "invalid_type", "stream")
-    return model, (chars + 3) // 4 or 1  # ceil(chars / 4), at least 1: integer arithmetic is cheaper
+    streaming = stream is True
+    include_usage = _include_usage(body.get("stream_options"), streaming)
+    caps = [cap for cap in (_cap(body, "max_tokens"), _cap(body, "max_completion_tokens")) if cap is not None]
+    prompt_tokens = (chars + 3) // 4 or 1  # ceil(chars / 4), at least 1: integer arithmetic is cheaper
+    return ChatRequest(model, prompt_tokens, streaming, include_usage, min(caps, default=None))
+
+
+def _include_usage(options: Any, stream: bool) -> bool:
+    """Whether ``stream_options`` asks for a usage frame; 400 unless it is null, or an object
+    sent with ``stream: true`` whose ``include_usage`` (if any) is a boolean. OpenAI refuses
+    ``stream_options`` without ``stream: true`` too."""
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise ApiError(400, f"'stream_options' must be an object or null, got {kind(options)}", "invalid_type",
+                       "stream_options")
+    if not stream:
+        raise ApiError(400, "'stream_options' is only allowed when 'stream' is true; leave it out or set it to null",
+                       "invalid_parameter_combination", "stream_options")
+    include_usage = options.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise ApiError(400, f"'stream_options.include_usage' must be true or false, got {kind(include_usage)}",
+                       "invalid_type", "stream_options.include_usage")
+    return include_usage
+
+
+def _cap(body: dict[str, Any], field: str) -> int | None:
+    """The token cap ``body[field]``: an integer >= 1, or None when absent or null; 400
+    otherwise, for a number written with a point or an exponent (``2.0``) and a boolean too."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApiError(400, f"'{field}' must be an integer >= 1 or null, got {_shown(value)}", "invalid_type", field)
+    if value < 1:
+        raise ApiError(400, f"'{field}' must be an integer >= 1 or null, got {value}", "integer_below_min_value",
+                       field)
+    return value
 
 
 def _message(message: Any, where: str) -> int:
@@ -145,6 +240,11 @@ def _unicode(text: str, where: str) -> None:
     except UnicodeEncodeError:
         raise ApiError(400, f"'{where}' holds a lone surrogate: not valid Unicode text", "invalid_value",
                        where) from None
+
+
+def _shown(value: Any) -> str:
+    """A number or boolean as JSON spells it, any other value by its kind."""
+    return json.dumps(value) if isinstance(value, (int, float)) else kind(value)
 
 
 def _short(text: str) -> str:

@@ -1,0 +1,217 @@
+"""The OpenAI wire format: what a chat completion request must be and the error bodies, each
+input class at its edges. The answers the server sends with them are tested in
+test_server.py and, through the official SDK, in test_openai_sdk.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gwlab.wire import ApiError, ChatRequest, error_body, error_type, validate
+
+CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
+"""A valid request; its 11-character message is 3 prompt tokens."""
+DROP = object()
+
+
+def chat(**changes: Any) -> dict[str, Any]:
+    """:data:`CHAT` with fields changed, or dropped when given :data:`DROP`."""
+    return {k: v for k, v in {**CHAT, **changes}.items() if v is not DROP}
+
+
+def refusal(body: Any) -> ApiError:
+    with pytest.raises(ApiError) as info:
+        validate(body)
+    assert info.value.status == 400
+    return info.value
+
+
+VALID = [
+    # id, changes, (stream, include_usage, max_tokens)
+    ("plain", {}, (False, False, None)),
+    ("stream null", {"stream": None}, (False, False, None)),
+    ("stream false", {"stream": False}, (False, False, None)),
+    ("stream true", {"stream": True}, (True, False, None)),
+    ("stream_options null without stream", {"stream_options": None}, (False, False, None)),
+    ("stream_options null", {"stream": True, "stream_options": None}, (True, False, None)),
+    ("stream_options empty", {"stream": True, "stream_options": {}}, (True, False, None)),
+    ("include_usage true", {"stream": True, "stream_options": {"include_usage": True}}, (True, True, None)),
+    ("include_usage false", {"stream": True, "stream_options": {"include_usage": False}}, (True, False, None)),
+    ("other stream option", {"stream": True, "stream_options": {"include_obfuscation": False}}, (True, False, None)),
+    ("max_tokens null", {"max_tokens": None}, (False, False, None)),
+    ("max_tokens 1", {"max_tokens": 1}, (False, False, 1)),
+    ("max_tokens huge", {"max_tokens": 10**30}, (False, False, 10**30)),
+    ("max_completion_tokens null", {"max_completion_tokens": None}, (False, False, None)),
+    ("max_completion_tokens 1", {"max_completion_tokens": 1}, (False, False, 1)),
+    ("max_completion_tokens huge", {"max_completion_tokens": 10**30}, (False, False, 10**30)),
+    ("both, max_tokens smaller", {"max_tokens": 3, "max_completion_tokens": 5}, (False, False, 3)),
+    ("both, max_completion_tokens smaller", {"max_tokens": 5, "max_completion_tokens": 3}, (False, False, 3)),
+    ("both equal", {"max_tokens": 4, "max_completion_tokens": 4}, (False, False, 4)),
+    ("max_tokens with null max_completion_tokens", {"max_tokens": 5, "max_completion_tokens": None},
+     (False, False, 5)),
+    ("everything", {"stream": True, "stream_options": {"include_usage": True}, "max_completion_tokens": 9},
+     (True, True, 9)),
+]
+
+
+@pytest.mark.parametrize("changes,expected", [c[1:] for c in VALID], ids=[c[0] for c in VALID])
+def test_a_valid_request_gives_what_the_gateway_needs(changes, expected):
+    assert validate(chat(**changes)) == ChatRequest("gwlab-sim", 3, *expected)
+
+
+CAPS = ("max_tokens", "max_completion_tokens")
+INVALID = [
+    # id, changes, param, code, the message
+    ("stream string", {"stream": "yes"}, "stream", "invalid_type", "'stream' must be true or false, got a string"),
+    ("stream 1", {"stream": 1}, "stream", "invalid_type", "'stream' must be true or false, got a number"),
+    ("stream 0", {"stream": 0}, "stream", "invalid_type", "'stream' must be true or false, got a number"),
+    ("stream_options string", {"stream": True, "stream_options": "usage"}, "stream_options", "invalid_type",
+     "'stream_options' must be an object or null, got a string"),
+    ("stream_options array", {"stream": True, "stream_options": []}, "stream_options", "invalid_type",
+     "'stream_options' must be an object or null, got an empty array"),
+    ("stream_options true", {"stream": True, "stream_options": True}, "stream_options", "invalid_type",
+     "'stream_options' must be an object or null, got a boolean"),
+    *[(f"stream_options with stream {shown}", {"stream": stream, "stream_options": {"include_usage": True}},
+       "stream_options", "invalid_parameter_combination",
+       "'stream_options' is only allowed when 'stream' is true; leave it out or set it to null")
+      for shown, stream in (("absent", DROP), ("null", None), ("false", False))],
+    ("include_usage null", {"stream": True, "stream_options": {"include_usage": None}},
+     "stream_options.include_usage", "invalid_type",
+     "'stream_options.include_usage' must be true or false, got null"),
+    ("include_usage string", {"stream": True, "stream_options": {"include_usage": "true"}},
+     "stream_options.include_usage", "invalid_type",
+     "'stream_options.include_usage' must be true or false, got a string"),
+    ("include_usage 1", {"stream": True, "stream_options": {"include_usage": 1}},
+     "stream_options.include_usage", "invalid_type",
+     "'stream_options.include_usage' must be true or false, got a number"),
+    *[(f"{field} {json.dumps(value)}", {field: value}, field, code,
+       f"'{field}' must be an integer >= 1 or null, got {shown}")
+      for field in CAPS
+      for value, code, shown in (
+          (0, "integer_below_min_value", "0"),
+          (-1, "integer_below_min_value", "-1"),
+          (-10**30, "integer_below_min_value", str(-10**30)),
+          (2.0, "invalid_type", "2.0"),
+          (1.5, "invalid_type", "1.5"),
+          (1e300, "invalid_type", "1e+300"),
+          (True, "invalid_type", "true"),
+          (False, "invalid_type", "false"),
+          ("5", "invalid_type", "a string"),
+          ([5], "invalid_type", "an array"),
+          ({}, "invalid_type", "an object"),
+      )],
+    ("both, one bad", {"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens",
+     "integer_below_min_value", "'max_completion_tokens' must be an integer >= 1 or null, got 0"),
+]
+
+
+@pytest.mark.parametrize("changes,param,code,message", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_an_invalid_field_is_a_400_naming_it_its_value_and_what_is_allowed(changes, param, code, message):
+    error = refusal(chat(**changes))
+    assert (error.param, error.code, error.message) == (param, code, message)
+
+
+BODIES = [
+    # id, body, param, code, text in the message
+    ("array", [CHAT], None, "invalid_request_body", "request body must be a JSON object, got an array"),
+    ("null", None, None, "invalid_request_body", "request body must be a JSON object, got null"),
+    ("no model", chat(model=DROP), "model", "missing_required_parameter", "'model' is required"),
+    ("model number", chat(model=42), "model", "invalid_type", "'model' must be a non-empty string, got a number"),
+    ("model empty", chat(model=""), "model", "invalid_type", "got an empty string"),
+    ("model of 256 characters", chat(model="m" * 256), None, None, None),
+    ("model of 257 characters", chat(model="m" * 257), "model", "invalid_value",
+     "'model' must be at most 256 characters long, got 257"),
+    ("model with a lone surrogate", chat(model="m\udc80"), "model", "invalid_value", "lone surrogate"),
+    ("no messages", chat(messages=DROP), "messages", "missing_required_parameter", "'messages' is required"),
+    ("messages empty", chat(messages=[]), "messages", "invalid_type", "got an empty array"),
+]
+
+
+@pytest.mark.parametrize("body,param,code,text", [c[1:] for c in BODIES], ids=[c[0] for c in BODIES])
+def test_the_body_and_the_model_are_checked(body, param, code, text):
+    if code is None:
+        assert validate(body).model == body["model"]
+        return
+    error = refusal(body)
+    assert (error.param, error.code) == (param, code)
+    assert text in error.message
+
+
+CONTENT_CASES = [
+    # id, messages, param of the 400 (None: valid)
+    ("role banana", [{"role": "banana", "content": "hi"}], "messages[0].role"),
+    ("parts of numbers and null", [{"role": "user", "content": [1, None]}], "messages[0].content[0]"),
+    ("text not a string", [{"role": "user", "content": [{"type": "text", "text": 5}]}], "messages[0].content[0].text"),
+    ("no text", [{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text"),
+    ("unknown part type", [{"role": "user", "content": [{"type": "video", "video": {}}]}],
+     "messages[0].content[0].type"),
+    ("image part for system", [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+     "messages[0].content[0].type"),
+    ("image_url not an object", [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}],
+     "messages[0].content[0].image_url"),
+    ("empty parts", [{"role": "user", "content": []}], "messages[0].content"),
+    ("user without content", [{"role": "user"}], "messages[0].content"),
+    ("user with null content", [{"role": "user", "content": None}], "messages[0].content"),
+    ("assistant without content or tool_calls", [{"role": "assistant"}], "messages[0].content"),
+    ("tool without tool_call_id", [{"role": "tool", "content": "42"}], "messages[0].tool_call_id"),
+    ("tool_call_id a number", [{"role": "tool", "content": "42", "tool_call_id": 7}], "messages[0].tool_call_id"),
+    ("name a number", [{"role": "user", "content": "hi", "name": 1}], "messages[0].name"),
+    ("function without name", [{"role": "function", "content": "x"}], "messages[0].name"),
+    ("function with parts", [{"role": "function", "name": "f", "content": [{"type": "text", "text": "x"}]}],
+     "messages[0].content"),
+    ("lone surrogate", [{"role": "user", "content": "\ud800"}], "messages[0].content"),
+    ("lone surrogate in a part", [{"role": "user", "content": [{"type": "text", "text": "a\udfffb"}]}],
+     "messages[0].content[0].text"),
+    ("string", [{"role": "user", "content": "hi"}], None),
+    ("text parts", [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], None),
+    ("every user part type", [{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        {"type": "file", "file": {"file_id": "f"}}]}], None),
+    ("system and developer", [{"role": "system", "content": "be brief"},
+                              {"role": "developer", "content": [{"type": "text", "text": "really"}]},
+                              {"role": "user", "content": "hi", "name": "ann"}], None),
+    ("assistant with tool_calls and a tool answer", [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}], None),
+    ("assistant refusal part", [{"role": "user", "content": "x"},
+                                {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}], None),
+    ("function message", [{"role": "function", "name": "f", "content": None}], None),
+    ("emoji", [{"role": "user", "content": "h\U0001f600i"}], None),
+]
+
+
+@pytest.mark.parametrize("messages,param", [c[1:] for c in CONTENT_CASES], ids=[c[0] for c in CONTENT_CASES])
+def test_messages_are_checked_as_openai_checks_them(messages, param):
+    if param is None:
+        assert validate(chat(messages=messages)).model == "gwlab-sim"
+    else:
+        error = refusal(chat(messages=messages))
+        assert (error.param, error_type(error.status)) == (param, "invalid_request_error")
+
+
+@pytest.mark.parametrize("messages,tokens", [
+    ([{"role": "user", "content": ""}], 1),
+    ([{"role": "user", "content": "abcd"}], 1),
+    ([{"role": "user", "content": "abcde"}], 2),
+    ([{"role": "system", "content": "abcd"}, {"role": "user", "content": [
+        {"type": "text", "text": "ab"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+        {"type": "text", "text": "cde"}]}], 3),
+    ([{"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}], 1),
+], ids=["empty", "four characters", "five characters", "text of every message and part", "no text"])
+def test_prompt_tokens_are_one_per_four_characters_of_text_at_least_one(messages, tokens):
+    assert validate(chat(messages=messages)).prompt_tokens == tokens
+
+
+@pytest.mark.parametrize("status,type_", [
+    (400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"),
+    (404, "invalid_request_error"), (429, "rate_limit_error"), (500, "server_error"), (502, "api_error"),
+    (503, "api_error"), (504, "api_error"), (505, "server_error"),
+])
+def test_error_body_has_the_openai_shape(status, type_):
+    body = json.loads(error_body(status, "went wrong", "some_code", "messages[0]"))
+    assert body == {"error": {"message": "went wrong", "type": type_, "param": "messages[0]", "code": "some_code"}}
