@@ -1,6 +1,6 @@
-"""The OpenAI wire format of chat completions: what a request must be and the error bodies
-the gateway answers with, as values and bytes. No I/O and no clock: the shells
-(:mod:`gwlab.server`, :mod:`gwlab.errors`) send what this module writes.
+"""The OpenAI wire format of chat completions: what a request must be, and the completion
+and error bodies the gateway answers with, as values and bytes. No I/O and no clock: the
+shells (:mod:`gwlab.server`, :mod:`gwlab.errors`) send what this module writes.
 
 A request is checked as OpenAI's request schema (API reference, "Create chat completion")
 defines it, so that a request the API would refuse is a 400 here too (and costs no token).
@@ -15,8 +15,9 @@ have no use for it. The README lists both.
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Literal, Mapping, NamedTuple
 
 
 class ApiError(Exception):
@@ -60,7 +61,7 @@ def error_body(status: int, message: str, code: str, param: str | None = None) -
 
 MAX_MODEL_LENGTH = 256
 """The longest model name accepted (model names are a few dozen characters). It bounds the
-memory held by the server's cache of encoded model names."""
+memory held by the cache of encoded model names."""
 
 _TEXT_ONLY = frozenset({"text"})
 _PARTS = {
@@ -264,3 +265,43 @@ def kind(value: Any) -> str:
     if isinstance(value, list):
         return "an empty array" if not value else "an array"
     return "an object"
+
+
+# -- the completion body --------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+"""Why a reply ended: ``"stop"``, it is whole; ``"length"``, it was cut at the request's cap
+on tokens."""
+
+_COMPLETION = (
+    b'{"id": "chatcmpl-%s%08x", "object": "chat.completion", "created": %d, "model": %s, '
+    b'"choices": [{"index": 0, "message": {"role": "assistant", "content": %s}, "logprobs": null, '
+    b'"finish_reason": "%s"}], '
+    b'"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
+)
+"""A chat.completion body exactly as ``json.dumps`` writes it, filled in per answer: formatting
+one byte string costs a fraction of serialising the nested dict each time."""
+
+
+def completion(id_prefix: bytes, number: int, created: int, model: str, content: bytes, prompt_tokens: int,
+               completion_tokens: int, finish_reason: FinishReason) -> bytes:
+    """The body of a ``chat.completion`` (OpenAI API reference, "The chat completion object"):
+    id ``chatcmpl-`` followed by ``id_prefix`` (ASCII) and ``number`` in at least 8 hex
+    digits; ``created`` in whole Unix seconds; ``content`` the assistant's message as an
+    encoded JSON string (:func:`reply`); the usage in tokens."""
+    return _COMPLETION % (id_prefix, number, created, _json_string(model), content, finish_reason.encode(),
+                          prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_string(text: str) -> bytes:
+    """``text`` as an encoded JSON string. Cached: clients name the same few models again
+    and again."""
+    return json.dumps(text).encode()
+
+
+def reply(provider: str) -> tuple[bytes, int]:
+    """The simulated assistant message of ``provider`` as an encoded JSON string, and its
+    length in (word) tokens."""
+    text = f"This is a simulated answer from gwlab provider {provider}."
+    return _json_string(text), len(text.split())

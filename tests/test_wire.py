@@ -1,5 +1,5 @@
-"""The OpenAI wire format: what a chat completion request must be and the error bodies, each
-input class at its edges. The answers the server sends with them are tested in
+"""The OpenAI wire format: what a chat completion request must be, each input class at its
+edges, and the bodies, read back with the official SDK's own models. The answers the server sends with them are tested in
 test_server.py and, through the official SDK, in test_openai_sdk.py."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 from typing import Any
 
 import pytest
+from openai.types.chat import ChatCompletion
 
-from gwlab.wire import ApiError, ChatRequest, error_body, error_type, validate
+from gwlab.wire import ApiError, ChatRequest, completion, error_body, error_type, reply, validate
 
 CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
 """A valid request; its 11-character message is 3 prompt tokens."""
@@ -215,3 +216,28 @@ def test_prompt_tokens_are_one_per_four_characters_of_text_at_least_one(messages
 def test_error_body_has_the_openai_shape(status, type_):
     body = json.loads(error_body(status, "went wrong", "some_code", "messages[0]"))
     assert body == {"error": {"message": "went wrong", "type": type_, "param": "messages[0]", "code": "some_code"}}
+
+
+def test_the_completion_body_is_the_seeds_to_the_byte():
+    """The body the server has always sent for these inputs: the seed's answers do not change."""
+    content, tokens = reply("p1")
+    assert completion(b"0a1b2c3d", 7, 1700000000, "gwlab-sim", content, 12, tokens, "stop") == (
+        b'{"id": "chatcmpl-0a1b2c3d00000007", "object": "chat.completion", "created": 1700000000, '
+        b'"model": "gwlab-sim", "choices": [{"index": 0, "message": {"role": "assistant", "content": '
+        b'"This is a simulated answer from gwlab provider p1."}, "logprobs": null, "finish_reason": "stop"}], '
+        b'"usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}}')
+
+
+@pytest.mark.parametrize("model", ["gwlab-sim", 'm\u00f6del "x"\n\\', "\U0001f600"])
+@pytest.mark.parametrize("finish_reason", ["stop", "length"])
+def test_the_completion_body_is_a_chat_completion_as_json_dumps_writes_it(model, finish_reason):
+    content, tokens = reply("p_2")
+    raw = completion(b"ffffffff", 2**32 + 5, 0, model, content, 1, tokens, finish_reason)
+    assert raw == json.dumps(json.loads(raw)).encode()
+    body = ChatCompletion.model_validate_json(raw)
+    assert (body.id, body.object, body.created, body.model) == ("chatcmpl-ffffffff100000005", "chat.completion", 0,
+                                                                model)
+    [choice] = body.choices
+    assert (choice.index, choice.finish_reason, choice.logprobs) == (0, finish_reason, None)
+    assert (choice.message.role, choice.message.content) == ("assistant", json.loads(content))
+    assert (body.usage.prompt_tokens, body.usage.completion_tokens, body.usage.total_tokens) == (1, 9, 10)
