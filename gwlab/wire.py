@@ -1,6 +1,7 @@
 """The OpenAI wire format of chat completions: what a request must be, and the completion
-and error bodies the gateway answers with, as values and bytes. No I/O and no clock: the
-shells (:mod:`gwlab.server`, :mod:`gwlab.errors`) send what this module writes.
+body, the frames of a streamed completion and the error bodies the gateway answers with, as
+values and bytes. No I/O and no clock: the shells (:mod:`gwlab.server`,
+:mod:`gwlab.errors`) send what this module writes.
 
 A request is checked as OpenAI's request schema (API reference, "Create chat completion")
 defines it, so that a request the API would refuse is a 400 here too (and costs no token).
@@ -296,12 +297,90 @@ def completion(id_prefix: bytes, number: int, created: int, model: str, content:
 @functools.lru_cache(maxsize=64)
 def _json_string(text: str) -> bytes:
     """``text`` as an encoded JSON string. Cached: clients name the same few models again
-    and again."""
+    and again, and the pieces of replies are a few words."""
     return json.dumps(text).encode()
 
 
-def reply(provider: str) -> tuple[bytes, int]:
-    """The simulated assistant message of ``provider`` as an encoded JSON string, and its
-    length in (word) tokens."""
-    text = f"This is a simulated answer from gwlab provider {provider}."
-    return _json_string(text), len(text.split())
+_REPLY = "This is a simulated answer from gwlab provider {}."
+
+
+def reply(provider: str, tokens: int | None = None) -> tuple[bytes, int]:
+    """The simulated assistant message of ``provider`` as an encoded JSON string (the
+    ``content`` of :func:`completion`), and its length in tokens: the text the pieces of
+    :func:`reply_pieces` join to, for the same ``tokens``."""
+    text = "".join(reply_pieces(provider, tokens))
+    return json.dumps(text).encode(), len(text.split())
+
+
+def reply_pieces(provider: str, tokens: int | None = None, size: int = 1) -> list[str]:
+    """The simulated reply of ``provider``, ``tokens`` long, in pieces of ``size`` tokens
+    (the last may hold fewer): the contents of a stream's content frames, which join to the
+    reply's text.
+
+    A token of the reply is a word: the text of N tokens has ``len(text.split()) == N``,
+    and a piece carries the space before its first word, as a tokenizer's tokens do
+    (``["This", " is", " a", ...]`` for ``size`` 1). ``tokens`` None is the reply once (9
+    tokens: a provider's name is one word); more tokens repeat it, separated by a space,
+    and fewer cut it short. ValueError if ``tokens`` or ``size`` is below 1."""
+    words = _REPLY.format(provider).split()
+    count = len(words) if tokens is None else tokens
+    if count < 1 or size < 1:
+        raise ValueError(f"a reply needs at least 1 token and pieces of at least 1, got {count} and {size}")
+    words = [words[i % len(words)] for i in range(count)]
+    return [(" " if i else "") + " ".join(words[i:i + size]) for i in range(0, count, size)]
+
+
+# -- the frames of a stream ---------------------------------------------------------------
+
+_CHUNK = b'data: {"id": "chatcmpl-%s%08x", "object": "chat.completion.chunk", "created": %d, "model": %s, '
+_FIRST = (b'"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, '
+          b'"finish_reason": null}]')
+_CONTENT = b'"choices": [{"index": 0, "delta": {"content": %s}, "logprobs": null, "finish_reason": null}]'
+_FINISH = b'"choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "%s"}]'
+_USAGE = b'"choices": [], "usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}\n\n'
+
+DONE = b"data: [DONE]\n\n"
+"""The event that ends a stream."""
+
+
+class Chunks:
+    """The frames of one streamed completion (``stream: true``; OpenAI API reference, "The
+    chat completion chunk object"), each the bytes of one server-sent event, ``data:
+    <chat.completion.chunk JSON>\\n\\n``, JSON as ``json.dumps`` writes it.
+
+    A stream sends :meth:`first`, a :meth:`content` frame per piece of the reply
+    (:func:`reply_pieces`), :meth:`finish`, with ``include_usage`` a :meth:`usage` frame, and
+    :data:`DONE`; a failure after the first frame is an :func:`error_frame` instead of the
+    rest. Every frame carries the stream's id, ``created`` and model; with ``include_usage``
+    every frame before the usage frame carries ``"usage": null``, as OpenAI's do. Arguments
+    as for :func:`completion`."""
+
+    __slots__ = ("_head", "_end")
+
+    def __init__(self, id_prefix: bytes, number: int, created: int, model: str, include_usage: bool) -> None:
+        self._head = _CHUNK % (id_prefix, number, created, _json_string(model))
+        self._end = b', "usage": null}\n\n' if include_usage else b"}\n\n"
+
+    def first(self) -> bytes:
+        """The frame that opens the assistant's message: ``delta: {"role": "assistant",
+        "content": ""}``."""
+        return self._head + _FIRST + self._end
+
+    def content(self, piece: str) -> bytes:
+        """The frame of one piece of the reply: ``delta: {"content": piece}``."""
+        return self._head + _CONTENT % _json_string(piece) + self._end
+
+    def finish(self, finish_reason: FinishReason) -> bytes:
+        """The frame after the last piece: an empty delta and the reason the reply ended."""
+        return self._head + _FINISH % finish_reason.encode() + self._end
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        """The frame of the usage in tokens, with no choices: the last before :data:`DONE`
+        when the request asked for it (``stream_options.include_usage``)."""
+        return self._head + _USAGE % (prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+
+
+def error_frame(status: int, message: str, code: str, param: str | None = None) -> bytes:
+    """The frame of a failure after a stream's first frame, when the status has been sent:
+    the body of :func:`error_body` as one server-sent event."""
+    return b"data: " + error_body(status, message, code, param) + b"\n\n"

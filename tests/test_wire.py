@@ -1,16 +1,22 @@
 """The OpenAI wire format: what a chat completion request must be, each input class at its
-edges, and the bodies, read back with the official SDK's own models. The answers the server sends with them are tested in
-test_server.py and, through the official SDK, in test_openai_sdk.py."""
+edges; the completion body, the frames of a stream and the error bodies, read back with the
+official SDK's own models. The answers the server sends are tested in test_server.py and,
+through the SDK, in test_openai_sdk.py."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import openai
 import pytest
-from openai.types.chat import ChatCompletion
+from hypothesis import given
+from hypothesis import strategies as st
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gwlab.wire import ApiError, ChatRequest, completion, error_body, error_type, reply, validate
+from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_body, error_frame, error_type, reply,
+                        reply_pieces, validate)
 
 CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
 """A valid request; its 11-character message is 3 prompt tokens."""
@@ -241,3 +247,116 @@ def test_the_completion_body_is_a_chat_completion_as_json_dumps_writes_it(model,
     assert (choice.index, choice.finish_reason, choice.logprobs) == (0, finish_reason, None)
     assert (choice.message.role, choice.message.content) == ("assistant", json.loads(content))
     assert (body.usage.prompt_tokens, body.usage.completion_tokens, body.usage.total_tokens) == (1, 9, 10)
+
+
+def test_the_reply_is_nine_word_tokens_once_and_repeated_or_cut_to_any_length():
+    once = "This is a simulated answer from gwlab provider p1."
+    assert reply_pieces("p1") == ["This", " is", " a", " simulated", " answer", " from", " gwlab", " provider", " p1."]
+    assert reply("p1") == (json.dumps(once).encode(), 9)
+    assert reply_pieces("p1", 1) == ["This"]
+    assert reply_pieces("p1", 11, 4) == ["This is a simulated", " answer from gwlab provider", " p1. This is"]
+    assert reply_pieces("p1", 9, 100) == [once]
+    assert reply("p1", 12) == (json.dumps(once + " This is a").encode(), 12)
+
+
+@pytest.mark.parametrize("tokens,size", [(0, 1), (-1, 1), (1, 0)])
+def test_a_reply_of_no_tokens_or_in_empty_pieces_is_an_error(tokens, size):
+    with pytest.raises(ValueError):
+        reply_pieces("p1", tokens, size)
+
+
+@given(provider=st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True),
+       tokens=st.integers(1, 400), size=st.integers(1, 60))
+def test_the_pieces_join_to_the_reply_of_exactly_n_tokens_that_the_body_carries(provider, tokens, size):
+    pieces = reply_pieces(provider, tokens, size)
+    text = "".join(pieces)
+    assert len(text.split()) == tokens
+    assert len(pieces) == math.ceil(tokens / size)
+    assert [len(piece.split()) for piece in pieces[:-1]] == [size] * (len(pieces) - 1)
+    assert 1 <= len(pieces[-1].split()) <= size
+    assert all(piece.startswith(" ") for piece in pieces[1:])
+    once = f"This is a simulated answer from gwlab provider {provider}."
+    repeated = " ".join([once] * math.ceil(tokens / 9))
+    assert repeated.startswith(text) and repeated[len(text):][:1] in ("", " ")
+    content, count = reply(provider, tokens)
+    assert count == tokens
+    body = ChatCompletion.model_validate_json(completion(b"ab", 1, 0, "m", content, 1, count, "length"))
+    assert body.choices[0].message.content == text
+
+
+def frame_json(frame: bytes) -> bytes:
+    """The JSON of one server-sent event ``data: <json>\\n\\n``, checked to be one event of
+    one line, as ``json.dumps`` writes it."""
+    assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
+    data = frame[len(b"data: "):-2]
+    assert b"\n" not in data and b"\r" not in data
+    assert data == json.dumps(json.loads(data)).encode()
+    return data
+
+
+def delta(chunk: ChatCompletionChunk) -> tuple[int, str | None, str | None, str | None]:
+    """The one choice of ``chunk``: index, role, content, finish_reason."""
+    [choice] = chunk.choices
+    return choice.index, choice.delta.role, choice.delta.content, choice.finish_reason
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("model", ["gwlab-sim", 'm\u00f6del "x"\n\\'])
+def test_every_frame_is_a_chat_completion_chunk_of_the_one_stream(include_usage, model):
+    stream = Chunks(b"0a1b2c3d", 7, 1700000000, model, include_usage)
+    pieces = ["This", " is", ' "quoted"\n', " \U0001f600"]
+    frames = [stream.first(), *map(stream.content, pieces), stream.finish("length")]
+    if include_usage:
+        frames.append(stream.usage(12, 4))
+    chunks = [ChatCompletionChunk.model_validate_json(frame_json(frame)) for frame in frames]
+    assert {(c.id, c.object, c.created, c.model) for c in chunks} == {
+        ("chatcmpl-0a1b2c3d00000007", "chat.completion.chunk", 1700000000, model)}
+    assert [delta(c) for c in chunks[:len(pieces) + 2]] == [
+        (0, "assistant", "", None), *[(0, None, piece, None) for piece in pieces], (0, None, None, "length")]
+    bodies = [json.loads(frame_json(frame)) for frame in frames]
+    assert bodies[len(pieces) + 1]["choices"][0]["delta"] == {}
+    if include_usage:
+        assert [body["usage"] for body in bodies[:-1]] == [None] * (len(frames) - 1)
+        usage = chunks[-1].usage
+        assert (bodies[-1]["choices"], usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+            [], 12, 4, 16)
+    else:
+        assert ["usage" in body for body in bodies] == [False] * len(frames)
+
+
+def test_the_done_and_error_frames_are_as_openai_sends_them():
+    assert DONE == b"data: [DONE]\n\n"
+    error = json.loads(frame_json(error_frame(504, "provider p1 did not answer within 2 s", "provider_timeout")))
+    assert error == {"error": {"message": "provider p1 did not answer within 2 s", "type": "api_error",
+                               "param": None, "code": "provider_timeout"}}
+
+
+def sdk_stream(raw: bytes) -> list[ChatCompletionChunk]:
+    """The chunks the official SDK reads from a stream whose body is ``raw``."""
+    httpx2 = pytest.importorskip("httpx2")  # the HTTP client of the SDK
+    request = httpx2.Request("POST", "http://gw.invalid/v1/chat/completions")
+    response = httpx2.Response(200, content=raw, headers={"Content-Type": "text/event-stream"}, request=request)
+    client = openai.OpenAI(api_key="x", base_url="http://gw.invalid/v1")
+    return list(openai.Stream(cast_to=ChatCompletionChunk, response=response, client=client))
+
+
+def test_the_sdk_reads_a_whole_stream_as_the_completion_of_the_same_reply():
+    stream = Chunks(b"ab", 1, 0, "gwlab-sim", True)
+    pieces = reply_pieces("p1", 20, 3)
+    frames = [stream.first(), *map(stream.content, pieces), stream.finish("length"), stream.usage(3, 20), DONE]
+    chunks = sdk_stream(b"".join(frames))
+    assert len(chunks) == len(pieces) + 3
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    content, tokens = reply("p1", 20)
+    assert (text, tokens) == (json.loads(content), 20)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.total_tokens == 23
+
+
+def test_the_sdk_raises_its_api_error_for_an_error_frame():
+    stream = Chunks(b"ab", 1, 0, "gwlab-sim", False)
+    raw = stream.first() + stream.content("This") + error_frame(502, "provider p1 failed", "provider_error") + DONE
+    with pytest.raises(openai.APIError) as info:
+        sdk_stream(raw)
+    assert (info.value.message, info.value.code, info.value.type) == ("provider p1 failed", "provider_error",
+                                                                      "api_error")
