@@ -99,7 +99,8 @@ def validate(body: Any) -> ChatRequest:
     offending field otherwise.
 
     ``max_tokens`` (deprecated by OpenAI) and ``max_completion_tokens`` both cap the reply;
-    when both are given, the smaller one does."""
+    when both are given, the smaller one does (OpenAI's own API answers the pair with a 400,
+    ``invalid_parameter_combination``, for its current models)."""
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {kind(body)}", "invalid_request_body")
     if "model" not in body:
