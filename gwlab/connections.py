@@ -68,7 +68,8 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from gwlab import config
-from gwlab.errors import ApiError
+from gwlab.errors import answer
+from gwlab.wire import ApiError
 
 log = logging.getLogger("gwlab.server")
 
@@ -407,7 +408,7 @@ class _Connection(RequestHandler):
             error = ApiError(status, f"malformed HTTP request: {reason}", "invalid_http_request")
         if self._manager is not None:
             self._manager.refused(status)
-        response = error.response()
+        response = answer(error)
         response.force_close()
         return response
 
@@ -427,7 +428,7 @@ def parse_error_reason(exc: BaseException | None, message: str | None = None) ->
 def raw_answer(error: ApiError) -> bytes:
     """``error`` as the bytes of a whole HTTP/1.1 answer that closes the connection, for a
     moment when no request object exists to answer through."""
-    response = error.response()
+    response = answer(error)
     body = response.body
     head = [f"HTTP/1.1 {response.status} {response.reason}", f"Content-Length: {len(body)}", "Connection: close"]
     head += [f"{name}: {value}" for name, value in response.headers.items()]

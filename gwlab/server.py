@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import hmac
 import ipaddress
 import itertools
@@ -43,13 +42,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gwlab import config
 from gwlab.breaker import State, Transition
-from gwlab.chat_request import validate
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
-from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
+from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.router import Rejected, Router, Snapshot
+from gwlab.wire import ApiError, completion, reply, validate
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ class Gateway:
         self._stopping = False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
-        self._replies = {u.name: _reply(u.name) for u in self.router.upstreams}
+        self._replies = {u.name: reply(u.name) for u in self.router.upstreams}
         self._route_headers = {  # case-insensitive dicts already: aiohttp copies them fastest
             (u.name, fallback): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name,
                                              ROUTE_HEADER: "fallback" if fallback else "weighted"})
@@ -313,7 +312,7 @@ class Gateway:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             error = ApiError(500, "internal error in the gateway; see its log", "internal_error")
         self.metrics.refused(error.status)
-        response = error.response()
+        response = answer(error)
         if self._stopping or not request.content.is_eof():
             response.force_close()
             if hdrs.EXPECT in request.headers and not request.content.is_eof():
@@ -323,7 +322,10 @@ class Gateway:
     async def _chat(self, request: web.BaseRequest) -> web.Response:
         arrived = self.clock()
         _check_json_content_type(request)
-        model, prompt_tokens = validate(_parse_json(await _read_body(request, self.body_timeout)))
+        chat = validate(_parse_json(await _read_body(request, self.body_timeout)))
+        if chat.stream:
+            raise ApiError(400, "streaming is not supported yet; leave 'stream' out or set it to false",
+                           "unsupported_parameter", "stream")
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
@@ -351,7 +353,7 @@ class Gateway:
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
         if status == 200:
-            return web.Response(body=self._completion(model, name, prompt_tokens), headers=headers)
+            return web.Response(body=self._completion(chat.model, name, chat.prompt_tokens), headers=headers)
         if status == 504:
             message = f"provider {name} did not answer within {route.call.duration:g} s"
             return error_response(504, message, "provider_timeout", headers=headers)
@@ -372,8 +374,8 @@ class Gateway:
 
     def _completion(self, model: str, provider: str, prompt_tokens: int) -> bytes:
         content, completion_tokens = self._replies[provider]
-        return _COMPLETION % (self._id_prefix, next(self._ids), int(time.time()), _json_string(model), content,
-                              prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+        return completion(self._id_prefix, next(self._ids), int(time.time()), model, content, prompt_tokens,
+                          completion_tokens, "stop")
 
     async def _models(self, request: web.BaseRequest) -> web.Response:
         models = [{"id": config.MODEL, "object": "model", "created": 0, "owned_by": "gwlab"}]
@@ -487,31 +489,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _json(data: Any) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), content_type=_JSON, headers=_NONE_HEADERS)
-
-
-@functools.lru_cache(maxsize=64)
-def _json_string(text: str) -> bytes:
-    """``text`` as an encoded JSON string. Cached: clients name the same few models again
-    and again."""
-    return json.dumps(text).encode()
-
-
-def _reply(provider: str) -> tuple[bytes, int]:
-    """The simulated assistant message of ``provider`` as an encoded JSON string, and its
-    length in (word) tokens."""
-    text = f"This is a simulated answer from gwlab provider {provider}."
-    return _json_string(text), len(text.split())
-
-
-_COMPLETION = (
-    b'{"id": "chatcmpl-%s%08x", "object": "chat.completion", "created": %d, "model": %s, '
-    b'"choices": [{"index": 0, "message": {"role": "assistant", "content": %s}, "logprobs": null, '
-    b'"finish_reason": "stop"}], '
-    b'"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
-)
-"""A chat.completion body exactly as ``json.dumps`` writes it, filled in per answer (the
-id, the time, the model and message as encoded JSON strings, the token counts): formatting
-one byte string costs a fraction of serialising the nested dict each time."""
 
 
 # -- reading a request ---------------------------------------------------------------------
