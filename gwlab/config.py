@@ -82,6 +82,10 @@ slowest provider answers in 2 s, so no workload reaches the cap against seed pro
 DECODE_RATE = 50.0
 """Output tokens per second a provider with token timing (``ttft``) streams to each call:
 the order of a hosted model's decode speed for one stream."""
+STREAM_FRAME_INTERVAL = 0.02
+"""Seconds a stream's frames are at least apart: a token per frame at decode rates up to 50
+tokens per second, and faster ones grouped, as many tokens a frame as come in 20 ms (DESIGN,
+"LLM traffic"): frames at 1000 tokens per second would cost more to frame than to carry."""
 MAX_OUTPUT_TOKENS = 1_000_000
 """Most output tokens one answer may hold (``output_tokens``, its p99, ``max_tokens``): a
 hundred times the longest outputs hosted models give, and a bound on every drawn length."""

@@ -330,13 +330,15 @@ class _PipelineParser:
 
 class _Connection(RequestHandler):
     """One client connection: aiohttp's protocol with the head timeout, every request it
-    parses handed over, and its parser's errors answered in the OpenAI shape."""
+    parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
+    end when the client goes away (:meth:`pause`)."""
 
-    __slots__ = ("_head_timer",)
+    __slots__ = ("_head_timer", "_pause")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._pause: asyncio.Future[None] | None = None
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
             # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
             # arguments) but for the pause after each request instead of after 32.
@@ -375,10 +377,29 @@ class _Connection(RequestHandler):
         elif self._head_timer is None and data and self._manager is not None:
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
 
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (none if <= 0) between two writes of an answer; raises
+        ConnectionResetError as soon as the client closes the connection, or at once if it
+        has. aiohttp does not cancel a handler whose client went away, and a write notices
+        only when it is made: this is how a stream learns at once, however long its pauses."""
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        if seconds <= 0:
+            return
+        pause = self._pause = self._loop.create_future()
+        timer = self._loop.call_later(seconds, _wake, pause)
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            self._pause = None
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._pause is not None and not self._pause.done():
+            self._pause.set_exception(ConnectionResetError("the client closed the connection"))
         super().connection_lost(exc)
 
     def _head_too_slow(self) -> None:

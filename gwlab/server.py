@@ -47,8 +47,9 @@ from gwlab.connections import GatewayServer, bind, parse_error_reason
 from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
-from gwlab.router import Rejected, Router, Snapshot
-from gwlab.wire import ApiError, completion, reply, validate
+from gwlab.providers import Outcome
+from gwlab.router import Rejected, Route, Router, Snapshot
+from gwlab.wire import DONE, ApiError, ChatRequest, Chunks, completion, error_frame, reply, reply_pieces, validate
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,10 @@ class Gateway:
             (u.name, fallback): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name,
                                              ROUTE_HEADER: "fallback" if fallback else "weighted"})
             for u in self.router.upstreams for fallback in (False, True)
+        }
+        self._stream_headers = {
+            key: CIMultiDict({**headers, hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache"})
+            for key, headers in self._route_headers.items()
         }
 
     @property
@@ -323,22 +328,23 @@ class Gateway:
         arrived = self.clock()
         _check_json_content_type(request)
         chat = validate(_parse_json(await _read_body(request, self.body_timeout)))
-        if chat.stream:
-            raise ApiError(400, "streaming is not supported yet; leave 'stream' out or set it to false",
-                           "unsupported_parameter", "stream")
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
         rejected = self.router.admit(now)
         if rejected is not None:
             return self._reject(rejected, arrived)
-        route = self.router.route(now)
+        route = self.router.route(now, chat.stream, chat.max_tokens)
         self.metrics.routed(route)
+        outcome = route.call.outcome
+        if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token comes
+            return await self._stream(request, chat, route, arrived)
         if route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
             task = asyncio.current_task()
             self._waiting.add(task)
             try:
-                await asyncio.sleep(route.call.duration)
+                protocol: Any = request.protocol
+                await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
             except BaseException:
                 self.router.abandon(route)
                 self.metrics.cut_off(route)
@@ -348,12 +354,12 @@ class Gateway:
                 if self._idle is not None and not self._waiting:
                     self._idle.set()
         ended = self.clock()
-        status = self.router.complete(route, ended, route.call.outcome)
-        self.metrics.completed(route, route.call.outcome, ended - arrived, ended - now)
+        status = self.router.complete(route, ended, outcome)
+        self.metrics.completed(route, outcome, ended - arrived, ended - now)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
         if status == 200:
-            return web.Response(body=self._completion(chat.model, name, chat.prompt_tokens), headers=headers)
+            return web.Response(body=self._completion(chat, route), headers=headers)
         if status == 504:
             message = f"provider {name} did not answer within {route.call.duration:g} s"
             return error_response(504, message, "provider_timeout", headers=headers)
@@ -372,10 +378,74 @@ class Gateway:
         self.metrics.rejected(self.clock() - arrived)
         return error_response(429, message, "rate_limit_exceeded", headers=headers)
 
-    def _completion(self, model: str, provider: str, prompt_tokens: int) -> bytes:
-        content, completion_tokens = self._replies[provider]
-        return completion(self._id_prefix, next(self._ids), int(time.time()), model, content, prompt_tokens,
-                          completion_tokens, "stop")
+    def _completion(self, chat: ChatRequest, route: Route) -> bytes:
+        """The body of a completion: the provider's fixed reply, or as many tokens of it as
+        the call gave."""
+        name, call = route.upstream.name, route.call
+        content, completion_tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
+        self.metrics.tokens_used(name, chat.prompt_tokens, completion_tokens)
+        return completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
+                          chat.prompt_tokens, completion_tokens, "length" if call.capped else "stop")
+
+    async def _stream(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
+                      arrived: float) -> web.StreamResponse:
+        """Answer ``stream: true`` for a call that gives a first token: 200 and
+        ``text/event-stream`` at the first token, its frames at the call's pace (a token
+        each, or grouped :data:`~gwlab.config.STREAM_FRAME_INTERVAL` apart), then the end of
+        the reply or, for a mid-stream error, an error frame and the connection closed.
+
+        The breaker hears the stream once, at its end. A client that goes away is noticed at
+        once (:meth:`_Connection.pause`, or the write that fails): the call is abandoned
+        (no outcome: its probe slot is freed) and counted as 499, as is a stream cut off
+        by a stop that runs out of time."""
+        call, name = route.call, route.upstream.name
+        start = self.clock()  # the provider call begins
+        tokens = call.tokens or self._replies[name][1]  # a fixed reply comes whole
+        gap = (call.duration - call.ttft) / (call.tokens - 1) if call.tokens > 1 else 0.0
+        size = max(1, int(config.STREAM_FRAME_INTERVAL / gap)) if gap > 0 else tokens
+        pieces = reply_pieces(name, tokens, size)
+        protocol: Any = request.protocol
+        task = asyncio.current_task()
+        self._waiting.add(task)
+        try:
+            await protocol.pause(start + call.ttft - self.clock())
+            response = web.StreamResponse(headers=self._stream_headers[name, route.fallback])
+            await response.prepare(request)
+            first = self.clock()
+            chunks = Chunks(self._id_prefix, next(self._ids), int(time.time()), chat.model, chat.include_usage)
+            await response.write(chunks.first() + chunks.content(pieces[0]))
+            for i in range(1, len(pieces)):  # each frame when its first token is due
+                await protocol.pause(start + call.ttft + i * size * gap - self.clock())
+                await response.write(chunks.content(pieces[i]))
+            await protocol.pause(start + call.duration - self.clock())  # the last token, or the failure
+        except BaseException:
+            self.router.abandon(route)
+            self.metrics.cut_off(route)
+            raise
+        finally:
+            self._waiting.discard(task)
+            if self._idle is not None and not self._waiting:
+                self._idle.set()
+        ended = self.clock()
+        outcome = call.outcome
+        self.router.complete(route, ended, outcome)
+        self.metrics.completed(route, outcome, ended - arrived, ended - start)
+        self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
+        self.metrics.tokens_used(name, chat.prompt_tokens, tokens)
+        try:
+            if outcome is Outcome.STREAM_ERROR:
+                response.force_close()
+                await response.write(error_frame(502, f"provider {name} failed after {tokens} tokens",
+                                                 "provider_stream_error"))
+            else:
+                end = chunks.finish("length" if call.capped else "stop")
+                if chat.include_usage:
+                    end += chunks.usage(chat.prompt_tokens, tokens)
+                await response.write(end + DONE)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left as the stream ended: the outcome stands
+        return response
 
     async def _models(self, request: web.BaseRequest) -> web.Response:
         models = [{"id": config.MODEL, "object": "model", "created": 0, "owned_by": "gwlab"}]

@@ -333,7 +333,7 @@ def test_the_done_and_error_frames_are_as_openai_sends_them():
 
 def sdk_stream(raw: bytes) -> list[ChatCompletionChunk]:
     """The chunks the official SDK reads from a stream whose body is ``raw``."""
-    httpx2 = pytest.importorskip("httpx2")  # the HTTP client of the SDK
+    import httpx2  # the HTTP client of the SDK, one of its dependencies
     request = httpx2.Request("POST", "http://gw.invalid/v1/chat/completions")
     response = httpx2.Response(200, content=raw, headers={"Content-Type": "text/event-stream"}, request=request)
     client = openai.OpenAI(api_key="x", base_url="http://gw.invalid/v1")
