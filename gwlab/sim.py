@@ -367,6 +367,9 @@ class _Engine:
 
             if route is None:  # a request is sent
                 offered += 1
+                # Whether it streams, as the live clients decide before sending: a share
+                # strictly between 0 and 1 draws once per request sent.
+                streaming = share == 1.0 or (share > 0.0 and streams.random() < share)
                 rejected = admit(now)
                 if rejected is not None:
                     by_status[rejected_key] += 1
@@ -376,8 +379,6 @@ class _Engine:
                         continue
                     wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
                 else:
-                    # A share strictly between 0 and 1 draws once per admitted request.
-                    streaming = share == 1.0 or (share > 0.0 and streams.random() < share)
                     route = route_to(now, streaming, max_tokens)
                     admitted += 1
                     area += in_flight * (now - last)
