@@ -13,10 +13,12 @@ The TOML shape::
 
     [gateway]   balancer, timeout
     [limiter]   rate, burst
-    [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls
+    [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
+                count_rate_limited
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
                       ttft, ttft_distribution, ttft_p99, decode_rate,
-                      output_tokens, output_distribution, output_p99, stream_error_rate
+                      output_tokens, output_distribution, output_p99, stream_error_rate,
+                      capacity, queue, rpm
     [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
@@ -247,6 +249,7 @@ class BreakerConfig:
     base_delay: float = field(default=BASE_DELAY, metadata=_POSITIVE_SECONDS)
     max_cooldown: float = field(default=MAX_COOLDOWN, metadata=_POSITIVE_SECONDS)
     half_open_max_calls: int = field(default=HALF_OPEN_MAX_CALLS, metadata=_COUNT)
+    count_rate_limited: bool = field(default=True, metadata={**_BOOL, "added": True})
 
 
 _ADDED_SECONDS = {**_SECONDS, "added": True}
@@ -267,7 +270,14 @@ class ProviderConfig:
     distribution of its own (``output_distribution``, ``output_p99``), rounded to a whole
     number >= 1 and capped by the request's ``max_tokens``. ``stream_error_rate`` is the
     probability that a call fails after its first token, at a point drawn uniformly over its
-    output."""
+    output.
+
+    Finite capacity (off by default): ``capacity`` > 0 calls are served at once, and up to
+    ``queue`` more wait for a slot, first in, first out (``queue`` is unused while
+    ``capacity`` is 0: no call waits); a call that finds the queue full is answered 429 by
+    the provider at once. ``rpm`` > 0 is the provider's own limit in requests
+    per minute, an exact token bucket of a minute's capacity (``rpm`` tokens) refilled at
+    ``rpm / 60`` per second; a call over it is answered 429 too."""
 
     name: str
     weight: float = field(default=1.0, metadata=_range(float, 0, MAX_WEIGHT))
@@ -284,6 +294,9 @@ class ProviderConfig:
     output_distribution: str = field(default=DISTRIBUTION, metadata=_ADDED_DISTRIBUTION)
     output_p99: float = field(default=0.0, metadata=_ADDED_TOKENS)
     stream_error_rate: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
+    capacity: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
+    queue: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
+    rpm: float = field(default=0.0, metadata={**_range(float, 0, MAX_BURST), "added": True})
 
 
 @dataclass(frozen=True)
@@ -571,6 +584,9 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
                     f"a log-normal p99 greater than its median {what} ({m:g}), which must be > 0, "
                     f"and at most {MAX_P99_RATIO:g} times it",
                 )
+    for p in s.providers:
+        if 0 < p.rpm < 1:
+            raise check.fail(f"providers.{p.name}.rpm", p.rpm, "0 (no limit) or a number >= 1")
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
             "breaker.max_cooldown", s.breaker.max_cooldown,

@@ -377,22 +377,28 @@ class _Connection(RequestHandler):
         elif self._head_timer is None and data and self._manager is not None:
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
 
-    async def pause(self, seconds: float) -> None:
-        """Wait ``seconds`` (none if <= 0) between two writes of an answer; raises
-        ConnectionResetError as soon as the client closes the connection, or at once if it
-        has. aiohttp does not cancel a handler whose client went away, and a write notices
-        only when it is made: this is how a stream learns at once, however long its pauses."""
+    async def pause(self, seconds: float, until: asyncio.Future[None] | None = None) -> bool:
+        """Wait ``seconds`` (none if <= 0), or until ``until`` is done if that comes first
+        (then returns ``True``); raises ConnectionResetError as soon as the client closes the
+        connection, or at once if it has. aiohttp does not cancel a handler whose client
+        went away, and a write notices only when it is made: this is how a call learns at
+        once, however long it waits."""
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
+        if until is not None and until.done():
+            return True
         if seconds <= 0:
-            return
+            return False
         pause = self._pause = self._loop.create_future()
         timer = self._loop.call_later(seconds, _wake, pause)
+        if until is not None:
+            until.add_done_callback(lambda _: _wake(pause))
         try:
             await pause
         finally:
             timer.cancel()
             self._pause = None
+        return until is not None and until.done()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:

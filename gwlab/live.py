@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from gwlab import config
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, Tally, code_name
+from gwlab.stats import QUANTILES, RATE_LIMITED, Tally, code_name
 
 SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
 """Status codes always shown, even at zero; any other code appears once it occurs."""
@@ -48,10 +48,10 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
     rates = "  ".join(f"{code_name(code)} {per_second(interval.count([code])):.0f}/s" for code in _codes(interval))
     if saturated:
         rates += f"  ({cannot_keep_up(per_second(sent), per_second(saturated))})"
-    admitted = total.count(ADMITTED)
+    admitted = total.admitted()
     providers = []
     for name, p in snapshot.providers.items():
-        text = f"{name} {_percent(total.count(ADMITTED, name), admitted)} {p.state.value}"
+        text = f"{name} {_percent(total.admitted(name), admitted)} {p.state.value}"
         if p.cooldown_left > 0:
             text += f" {p.cooldown_left:.1f}s"
         providers.append(text)

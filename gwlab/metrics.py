@@ -12,7 +12,8 @@ gwlab_fallback_total{provider}                      counter    calls forced on t
                                                                whose cooldown ends soonest
 gwlab_in_flight_requests                            gauge      admitted requests not answered
 gwlab_provider_requests_total{provider,outcome}     counter    provider calls that ended:
-                                                               success, error or timeout
+                                                               success, error, timeout,
+                                                               stream_error or rate_limited
 gwlab_provider_request_duration_seconds{provider}   histogram  those calls' durations
 gwlab_breaker_state{provider,state}                 gauge      1 for the current state
 gwlab_breaker_cooldown_seconds{provider}            gauge      cooldown left (0 unless open)
@@ -23,6 +24,9 @@ gwlab_time_to_first_token_seconds{provider}         histogram  streams: arrival 
 gwlab_time_per_output_token_seconds{provider}       histogram  streams of >= 2 tokens: the
                                                                time after the first token
                                                                over the tokens after it
+gwlab_provider_requests_running{provider}           gauge      calls in a slot of a provider
+                                                               with a capacity
+gwlab_provider_requests_waiting{provider}           gauge      calls waiting for a slot
 gwlab_tokens_total{provider,kind}                   counter    ``prompt`` tokens of the
                                                                requests a provider answered
                                                                and ``completion`` tokens
@@ -30,7 +34,8 @@ gwlab_tokens_total{provider,kind}                   counter    ``prompt`` tokens
 ==================================================  =========  ================================
 
 The names of the LLM series follow vLLM's (``vllm:time_to_first_token_seconds``,
-``vllm:time_per_output_token_seconds``, ``vllm:prompt_tokens_total``,
+``vllm:time_per_output_token_seconds``, ``vllm:num_requests_running``,
+``vllm:num_requests_waiting``, ``vllm:prompt_tokens_total``,
 ``vllm:generation_tokens_total``), and so do their buckets (:data:`TTFT_BUCKETS`,
 :data:`TPOT_BUCKETS`). A stream that fails after its first byte is counted under
 ``code="stream_error"`` (its HTTP status was 200) and as the provider outcome
@@ -243,7 +248,13 @@ class _Collector:
                                    labels=["provider"])
         fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
                                        "soonest, because no provider was available.", labels=["provider"])
+        running = GaugeMetricFamily("gwlab_provider_requests_running", "Calls in a slot of a provider with a "
+                                    "capacity.", labels=["provider"])
+        waiting = GaugeMetricFamily("gwlab_provider_requests_waiting", "Calls waiting for a slot of a provider.",
+                                    labels=["provider"])
         for name, p in state.providers.items():
+            running.add_metric([name], p.busy)
+            waiting.add_metric([name], p.waiting)
             for value in STATES:
                 gauge.add_metric([name, value], 1.0 if value == p.state.value else 0.0)
             cooldown.add_metric([name], p.cooldown_left)
@@ -262,7 +273,8 @@ class _Collector:
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, outcomes, provider_duration,
-                    tokens, in_flight, gauge, cooldown, weight, fallback, transitions, ttft, tpot, used)
+                    tokens, in_flight, gauge, cooldown, weight, fallback, transitions, ttft, tpot, used, running,
+                    waiting)
 
 
 def _histogram(name: str, documentation: str, series: dict[str, Buckets]) -> HistogramMetricFamily:

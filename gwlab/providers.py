@@ -49,6 +49,7 @@ class Outcome(enum.Enum):
     ERROR = "error", 502
     TIMEOUT = "timeout", 504
     STREAM_ERROR = "stream_error", STREAM_ERROR
+    RATE_LIMITED = "rate_limited", 429
 
     def __new__(cls, value: str, status: int) -> Outcome:
         member = object.__new__(cls)
@@ -62,6 +63,7 @@ class Outcome(enum.Enum):
 
 
 _SUCCESS, _ERROR, _TIMEOUT, _STREAM_ERROR = Outcome.SUCCESS, Outcome.ERROR, Outcome.TIMEOUT, Outcome.STREAM_ERROR
+_RATE_LIMITED = Outcome.RATE_LIMITED
 
 
 class Call(NamedTuple):
@@ -70,16 +72,31 @@ class Call(NamedTuple):
 
     ``ttft`` is the time to its first token in seconds as drawn (the latency for a provider
     without token timing: its answer comes whole), past ``duration`` when the call timed out
-    before it; ``tokens`` the output tokens it gives (by the end,
-    or before a mid-stream error), 0 when the provider has no length model and answers with
-    its fixed reply; ``capped`` whether the request's ``max_tokens`` cut the answer short
-    (``finish_reason: "length"``)."""
+    before it; ``tokens`` the output tokens it gives (by the end, or before a mid-stream
+    error), 0 when the provider has no length model: it answers with its fixed reply, all of
+    it at the first token; ``capped`` whether the request's ``max_tokens`` cut the answer
+    short (``finish_reason: "length"``); ``retry_after``, for a call the provider refused
+    (429: its queue was full, or its own rate limit), the seconds after which it would take
+    one."""
 
     duration: float
     outcome: Outcome
     ttft: float = 0.0
     tokens: int = 0
     capped: bool = False
+    retry_after: float = 0.0
+
+    def waited(self, seconds: float, timeout: float, streaming: bool) -> Call:
+        """This call, started ``seconds`` after its attempt began (it waited for a slot).
+        The gateway's ``timeout`` runs from the attempt's start, the wait included (DESIGN,
+        "LLM traffic"): a call whose first token (a stream) or end (any other) would now
+        come past it ends in a TIMEOUT when the timeout runs out."""
+        left = max(0.0, timeout - seconds)
+        if self.outcome is Outcome.TIMEOUT:
+            return self._replace(duration=min(self.duration, left))
+        if (self.ttft if streaming else self.duration) > left:
+            return Call(left, Outcome.TIMEOUT, self.ttft)
+        return self
 
 
 def quantile(distribution: str, median: float, p99: float, u: float) -> float:

@@ -26,35 +26,15 @@ the shell records them. Breaker transitions reach the shell through :meth:`Route
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit, State, Transition
-from gwlab.config import ProviderConfig, Scenario
+from gwlab.config import Scenario
 from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Outcome, Provider
 from gwlab.streams import stream
-
-
-class Upstream:
-    """A provider as the router sees it: the simulated provider, its breaker and the calls
-    in flight to it (what the power-of-two balancer compares)."""
-
-    __slots__ = ("name", "weight", "provider", "breaker", "in_flight")
-
-    def __init__(self, provider: Provider, breaker: CircuitBreaker) -> None:
-        self.name = provider.config.name
-        """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
-        self.weight = provider.config.weight
-        """The provider's weight, kept beside it: the balancer reads every weight on every request."""
-        self.provider = provider
-        self.breaker = breaker
-        self.in_flight = 0
-
-    def configure(self, config: ProviderConfig) -> None:
-        """New parameters for the provider (under the same name)."""
-        self.provider.config = config
-        self.weight = config.weight
+from gwlab.upstream import Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,19 +51,27 @@ class Rejected:
 
 
 class Route:
-    """An admitted request: where it goes, under which permit, and how the call will end.
+    """An admitted request: where it goes, under which permit, and how the call will end
+    (``call``'s times count from the moment it starts: at once, or when a slot frees).
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
     called anyway; ``streaming`` whether the request asked for a stream. ``pending`` until
     :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once."""
 
-    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "pending")
+    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending")
 
-    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
+    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool,
+                 routed: float) -> None:
         self.upstream = upstream
         self.permit = permit
         self.fallback = fallback
         self.call = call
         self.streaming = streaming
+        self.routed = routed
+        """When the attempt began: the router's ``now`` at :meth:`Router.route`."""
+        self.waiting = False
+        """Whether the call waits for a slot of its provider: its shell then waits for
+        :attr:`Router.on_start`, or gives up with :meth:`Router.give_up` when the gateway's
+        timeout runs out first."""
         self.pending = True
 
     @property
@@ -102,13 +90,16 @@ class RouteError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class ProviderState:
     """One provider at one instant: its breaker's state and cooldown left, its weight, the
-    calls in flight to it and its breaker's openings since its last recovery."""
+    calls in flight to it (``busy`` of them in a slot and ``waiting`` for one, when it has
+    a capacity) and its breaker's openings since its last recovery."""
 
     state: State
     cooldown_left: float
     weight: float
     in_flight: int
     trips: int
+    busy: int = 0
+    waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +121,7 @@ class Snapshot:
             "rate": self.rate, "burst": self.burst,
             "providers": {
                 name: {"state": p.state.value, "cooldown_left": p.cooldown_left, "weight": p.weight,
-                       "in_flight": p.in_flight, "trips": p.trips}
+                       "in_flight": p.in_flight, "trips": p.trips, "busy": p.busy, "waiting": p.waiting}
                 for name, p in self.providers.items()
             },
         }
@@ -150,15 +141,15 @@ class Router:
         nearly always, every provider is eligible without asking each breaker."""
         self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
         self.upstreams = tuple(
-            Upstream(
-                Provider(p, seed),
-                CircuitBreaker(p.name, scenario.breaker, [self._announce]),
-            )
+            Upstream(Provider(p, seed), CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
             for p in scenario.providers
         )
         """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
+        self.on_start: Callable[[Route, float], None] = _no_shell
+        """Called with a route that waited for a slot and starts at the ``now`` given (the
+        shell waits for this, then for the route's call); set by the shell."""
 
     def admit(self, now: float) -> Rejected | None:
         """Take a token for a request arriving at ``now``: ``None`` when it is admitted, the
@@ -179,7 +170,15 @@ class Router:
         permit = upstream.breaker.acquire(now, force=fallback)
         upstream.in_flight += 1
         call = upstream.provider.call(self.scenario.gateway.timeout, streaming, max_tokens)
-        return Route(upstream, permit, fallback, call, streaming)
+        route = Route(upstream, permit, fallback, call, streaming, now)
+        config = upstream.provider.config
+        if config.capacity or config.rpm:
+            refused = upstream.enter(route, now, now + call.duration)
+            if refused is not None:
+                route.call = Call(0.0, Outcome.RATE_LIMITED, 0.0, retry_after=refused)
+            elif upstream.waiting and upstream.waiting[-1] is route:
+                route.waiting = True
+        return route
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` hear every breaker transition from now on, after those
@@ -202,14 +201,43 @@ class Router:
         observed it: tell its breaker. Returns the status to answer with. Raises
         :class:`RouteError` if ``route`` was already completed or abandoned."""
         self._close(route)
-        route.upstream.breaker.record(route.permit, now, outcome.ok)
+        upstream = route.upstream
+        if outcome is Outcome.RATE_LIMITED and not self.scenario.breaker.count_rate_limited:
+            upstream.breaker.release(route.permit)
+        else:
+            upstream.breaker.record(route.permit, now, outcome.ok)
+        if upstream.busy or route.waiting:
+            self._vacate(route, now)
         return outcome.status
 
-    def abandon(self, route: Route) -> None:
-        """The call of ``route`` was cut off before it ended (the client went away, the
-        server is stopping): it counts for neither outcome, and a probe slot is freed."""
+    def give_up(self, route: Route, now: float) -> int:
+        """The gateway's timeout ran out at ``now`` while ``route`` waited for a slot: it
+        leaves the queue and ends in a TIMEOUT (504, a failure for the breaker)."""
+        return self.complete(route, now, Outcome.TIMEOUT)
+
+    def abandon(self, route: Route, now: float) -> None:
+        """The call of ``route`` was cut off at ``now`` before it ended (the client went
+        away, the server is stopping): it counts for neither outcome, and a probe slot and
+        its provider's slot or place in the queue are freed."""
         self._close(route)
-        route.upstream.breaker.release(route.permit)
+        upstream = route.upstream
+        upstream.breaker.release(route.permit)
+        if upstream.busy or route.waiting:
+            self._vacate(route, now)
+
+    def _vacate(self, route: Route, now: float) -> None:
+        """``route`` leaves its provider at ``now``: the routes waiting for the slot it frees start."""
+        route.waiting = False
+        self._begin(route.upstream.vacate(route), now)
+
+    def _begin(self, routes: list[Route], now: float) -> None:
+        """Start ``routes``, which waited for a slot, at ``now``; their shells hear it."""
+        timeout = self.scenario.gateway.timeout
+        for route in routes:
+            route.waiting = False
+            route.call = route.call.waited(now - route.routed, timeout, route.streaming)
+            route.upstream.start(route, now + route.call.duration)
+            self.on_start(route, now)
 
     def snapshot(self, now: float) -> Snapshot:
         """The state at ``now``, after :meth:`settle` (a cooldown that has ended reads as
@@ -219,7 +247,7 @@ class Router:
             now, self.bucket.tokens(now), self.bucket.burst, self.bucket.rate,
             sum(u.in_flight for u in self.upstreams),
             {u.name: ProviderState(u.breaker.state(now), u.breaker.cooldown_left(now), u.weight, u.in_flight,
-                                   u.breaker.trips)
+                                   u.breaker.trips, u.busy, len(u.waiting))
              for u in self.upstreams},
         )
 
@@ -243,12 +271,12 @@ class Router:
         if [p.name for p in scenario.providers] != [u.name for u in self.upstreams]:
             raise ValueError("configure() cannot add, remove or reorder providers")
         self.bucket.configure(now, scenario.limiter.rate, scenario.limiter.burst)
-        for upstream, config in zip(self.upstreams, scenario.providers):
-            upstream.configure(config)
-            upstream.breaker.configure(scenario.breaker)
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
         self.scenario = scenario
+        for upstream, config in zip(self.upstreams, scenario.providers):
+            upstream.breaker.configure(scenario.breaker)
+            self._begin(upstream.configure(config, now), now)
 
     def reset(self, now: float) -> None:
         """A full bucket and healthy breakers with no history; calls in flight finish
@@ -257,3 +285,7 @@ class Router:
         for u in self.upstreams:
             u.breaker.reset(now)
         self.balancer = balancers.create(self.scenario.gateway.balancer)
+
+
+def _no_shell(route: Route, now: float) -> None:
+    raise RuntimeError("a call waited for a provider's slot, but no shell listens: set Router.on_start")

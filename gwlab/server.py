@@ -31,6 +31,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -118,6 +119,9 @@ class Gateway:
         self._waiting: set[asyncio.Task] = set()
         """Handler tasks sleeping through a provider call (cut off if a stop runs out of time)."""
         self._idle: asyncio.Event | None = None
+        self._starting: dict[Route, asyncio.Future[None]] = {}
+        """Futures of the handlers whose routes wait for a provider's slot."""
+        self.router.on_start = self._started
         self._stopping = False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
@@ -336,17 +340,18 @@ class Gateway:
             return self._reject(rejected, arrived)
         route = self.router.route(now, chat.stream, chat.max_tokens)
         self.metrics.routed(route)
-        outcome = route.call.outcome
+        gave_up = route.waiting and not await self._slot(request, route)
+        outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
         if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token comes
             return await self._stream(request, chat, route, arrived)
-        if route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
+        if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
             task = asyncio.current_task()
             self._waiting.add(task)
             try:
                 protocol: Any = request.protocol
                 await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
             except BaseException:
-                self.router.abandon(route)
+                self.router.abandon(route, self.clock())
                 self.metrics.cut_off(route)
                 raise
             finally:
@@ -354,16 +359,52 @@ class Gateway:
                 if self._idle is not None and not self._waiting:
                     self._idle.set()
         ended = self.clock()
-        status = self.router.complete(route, ended, outcome)
+        status = self.router.give_up(route, ended) if gave_up else self.router.complete(route, ended, outcome)
         self.metrics.completed(route, outcome, ended - arrived, ended - now)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
         if status == 200:
             return web.Response(body=self._completion(chat, route), headers=headers)
         if status == 504:
-            message = f"provider {name} did not answer within {route.call.duration:g} s"
+            waited = "had no free slot" if gave_up else "did not answer"
+            message = f"provider {name} {waited} within {self.scenario.gateway.timeout:g} s"
             return error_response(504, message, "provider_timeout", headers=headers)
+        if status == 429:
+            wait = route.call.retry_after
+            message = (f"provider {name} refused the call: it is at capacity or over its own rate limit; "
+                       f"retry in {wait:.3f} s")
+            refused = {**headers, "Retry-After": retry_after_header(wait),
+                       "retry-after-ms": retry_after_ms_header(math.ceil(wait * 1e6))}
+            return error_response(429, message, "provider_rate_limited", headers=refused)
         return error_response(502, f"provider {name} failed", "provider_error", headers=headers)
+
+    async def _slot(self, request: web.BaseRequest, route: Route) -> bool:
+        """Wait until ``route``, queued for a slot of its provider, starts (``True``), or the
+        gateway's timeout, counted from its routing, runs out (``False``). A client that goes
+        away meanwhile abandons it (499), as does a stop that runs out of grace."""
+        started = self._loop.create_future()
+        self._starting[route] = started
+        task = asyncio.current_task()
+        self._waiting.add(task)
+        try:
+            protocol: Any = request.protocol
+            left = route.routed + self.scenario.gateway.timeout - self.clock()
+            return await protocol.pause(left, started)
+        except BaseException:
+            self.router.abandon(route, self.clock())
+            self.metrics.cut_off(route)
+            raise
+        finally:
+            self._starting.pop(route, None)
+            self._waiting.discard(task)
+            if self._idle is not None and not self._waiting:
+                self._idle.set()
+
+    def _started(self, route: Route, now: float) -> None:
+        """The router started ``route``, which waited for a slot: its handler goes on."""
+        started = self._starting.get(route)
+        if started is not None and not started.done():
+            started.set_result(None)
 
     def _reject(self, rejected: Rejected, arrived: float) -> web.Response:
         wait = rejected.retry_after
@@ -419,7 +460,7 @@ class Gateway:
                 await response.write(chunks.content(pieces[i]))
             await protocol.pause(start + call.duration - self.clock())  # the last token, or the failure
         except BaseException:
-            self.router.abandon(route)
+            self.router.abandon(route, self.clock())
             self.metrics.cut_off(route)
             raise
         finally:

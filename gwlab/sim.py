@@ -263,18 +263,38 @@ class _Engine:
         return nxt
 
     @staticmethod
-    def _tokens(tally: stats.Tally, route: Route, status: int) -> None:
+    def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> None:
         """Count the tokens of an answer given (a success, or a stream up to its failure),
-        and a stream's timing."""
+        and a stream's timing (``latency`` from its arrival, a wait for a slot included)."""
         if status == 200 or status == stats.STREAM_ERROR:
             call = route.call
             tally.output_tokens += call.tokens
             if route.streaming:
-                tally.record_stream(call.duration, call.ttft, call.tokens)
+                tally.record_stream(latency, call.ttft + (latency - call.duration), call.tokens)
+
+    @staticmethod
+    def _start(started: list[Route], queued: dict[Route, list], heap: list, seq: int, now: float) -> int:
+        """Schedule the end of each route that waited for a slot and starts at ``now``;
+        returns the next sequence number."""
+        for route in started:
+            entry = queued[route]
+            entry[2] = seq
+            entry[3] += 1
+            heapq.heappush(heap, (now + route.call.duration, seq, route, entry[0], entry[1]))
+            seq += 1
+        started.clear()
+        return seq
 
     def run(self) -> SimResult:
         router = self.router
         admit, route_to, complete = router.admit, router.route, router.complete
+        started: list[Route] = []  # routes that waited for a provider's slot and start now
+        router.on_start = lambda route, now: started.append(route)
+        queued: dict[Route, list] = {}
+        """Routes that waited for a slot, while the heap holds an event of theirs: [when they
+        were sent, whether by a closed-loop client, the sequence number of their end event
+        (-1 while they wait), their events in the heap (the deadline, and the end once they
+        run)]."""
         push, pop = heapq.heappush, heapq.heappop
         next_arrival, pause_after = workload.next_arrival, workload.pause_after
         keep = self.keep
@@ -330,6 +350,8 @@ class _Engine:
                 by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
             if now == scripted:
                 self.player.play(now)
+                if started:  # a larger capacity
+                    seq = self._start(started, queued, heap, seq, now)
                 scripted = self._scripted()
                 w = router.scenario.workload
                 think = w.think_time
@@ -363,7 +385,7 @@ class _Engine:
                     saturated += 1
                     continue
             else:
-                _, _, route, sent, client = pop(heap)
+                _, event, route, sent, client = pop(heap)
 
             if route is None:  # a request is sent
                 offered += 1
@@ -386,26 +408,43 @@ class _Engine:
                     in_flight += 1
                     if route.fallback:
                         fallbacks[route.upstream.name] += 1
-                    push(heap, (now + route.call.duration, seq, route, now, client))
+                    if route.waiting:  # for a slot, until the gateway's timeout at most
+                        queued[route] = [now, client, -1, 1]
+                        push(heap, (now + router.scenario.gateway.timeout, seq, route, now, client))
+                    else:
+                        push(heap, (now + route.call.duration, seq, route, now, client))
                     seq += 1
                     continue
             else:  # its answer arrives
+                waited = queued and route in queued
+                if waited:
+                    entry = queued[route]
+                    entry[3] -= 1
+                    if not entry[3]:
+                        del queued[route]
+                    if not route.waiting and entry[2] != event:
+                        continue  # the deadline of a route that started in time
                 area += in_flight * (now - last)
                 last = now
                 in_flight -= 1
                 call = route.call
-                status = complete(route, now, call.outcome)
+                if waited and route.waiting:  # the timeout ran out in the queue
+                    status = router.give_up(route, now)
+                else:
+                    status = complete(route, now, call.outcome)
                 name = route.upstream.name
                 by_status[status, name] += 1
-                latency = call.duration
+                latency = now - sent if waited else call.duration
                 hist_add(latency)
                 if call.tokens or route.streaming:  # LLM traffic; never for the seed's
-                    self._tokens(cur.tally, route, status)
+                    self._tokens(cur.tally, route, status, latency)
                 if keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
+                if started:
+                    seq = self._start(started, queued, heap, seq, now)
                 if not client:
                     continue
-                wait = pause_after(status, 0.0, think)
+                wait = pause_after(status, call.retry_after, think)
             # A closed-loop client's request has ended: it retires, or sends again after ``wait``.
             if retiring:
                 retiring -= 1
@@ -422,8 +461,10 @@ class _Engine:
         final = self._advance((self.bin_count - 1) * self.bin_width, cur, offered, admitted, area, in_flight, last)
         if final is not cur:
             cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start
+        cut: set[Route] = set()  # a route that waited is in the heap twice, or after its end
         for _, _, route, sent, _ in heap:
-            if route is not None:
+            if route is not None and route.pending and route not in cut:
+                cut.add(route)
                 cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
                 if keep:
                     requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))

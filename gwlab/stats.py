@@ -24,11 +24,20 @@ STREAM_ERROR = 1
 """Status of a stream that failed after its first byte: not an HTTP code (the answer had
 begun with 200), counted apart from 200 everywhere."""
 ADMITTED = (200, 502, 504, STREAM_ERROR)
-"""Statuses of requests that passed the rate limiter and reached a provider."""
+"""Statuses of requests that passed the rate limiter and reached a provider; a 429 under a
+provider's name (the provider's own limit or queue refused the call) is admitted too, see
+:func:`admitted`."""
 RATE_LIMITED = 429
 CUT_OFF = 499
 """A request still unanswered when the run stopped (the nginx convention)."""
 NO_PROVIDER = "none"
+
+
+def admitted(status: int, provider: str) -> bool:
+    """Whether an answer of ``status`` under ``provider`` passed the gateway's limiter and
+    reached a provider: DESIGN's status table (a 429 is the gateway's under ``"none"``, a
+    provider's under its name)."""
+    return status in ADMITTED or (status == RATE_LIMITED and provider != NO_PROVIDER)
 TRANSPORT_ERROR = 0
 """Status a client records for a request that got no HTTP answer (connection refused or
 reset): client-side only, the gateway never saw it answered."""
@@ -127,7 +136,7 @@ class Tally:
 
     def record(self, status: int, provider: str, latency: float | None) -> None:
         self.by_status[status, provider] += 1
-        if status in ADMITTED and latency is not None:
+        if latency is not None and admitted(status, provider):
             self.latency.add(latency)
 
     def record_stream(self, latency: float, ttft: float, tokens: int) -> None:
@@ -148,6 +157,11 @@ class Tally:
         wanted = None if statuses is None else set(statuses)
         return sum(n for (s, p), n in self.by_status.items()
                    if (wanted is None or s in wanted) and (provider is None or p == provider))
+
+    def admitted(self, provider: str | None = None) -> int:
+        """Requests that reached a provider (:func:`admitted`), or ``provider``."""
+        return sum(n for (s, p), n in self.by_status.items()
+                   if admitted(s, p) and (provider is None or p == provider))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the stream histograms and token count only when they hold something,

@@ -19,7 +19,10 @@ from typing import Any, Mapping, Sequence
 from gwlab.breaker import State, Transition
 from gwlab.config import Scenario, WorkloadConfig
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, STREAM_ERROR, LatencyHistogram, Tally, code_name
+from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, LatencyHistogram, Tally, code_name
+
+_FIRST_RELEASE = (200, 502, 504)
+"""The statuses a provider's ``codes`` always list; the others only when they happened."""
 
 
 class Trips:
@@ -83,14 +86,15 @@ def summarise(
       ``gwlab run``; of the window in ``lab.run_for``).
     - ``offered``: requests counted in ``tally``: each one answered during the run, whatever
       its status, and each one cut off by the run's end (499). ``admitted``: those answered
-      200, 502, 504 or ``stream_error``. ``codes``: the count per status, by its HTTP code, or
+      200, 502, 504 or ``stream_error``, or 429 by a provider. ``codes``: the count per status, by its HTTP code, or
       ``transport_error`` for a request that got no HTTP answer (client side only).
     - ``rates``: ``offered``, ``admitted`` and ``ok`` (200) per second of ``duration``.
     - ``availability`` = 200 / admitted; ``goodput`` = 200 / offered (``None`` over nothing).
     - ``latency``: p50, p95, p99, mean and max of the admitted requests' latencies, within
       :data:`gwlab.stats.RELATIVE_ERROR`.
     - ``providers``, per provider in the scenario's order: ``requests`` (admitted calls to
-      it), ``share`` of the admitted calls, ``codes`` (200, 502, 504), ``trips`` (its
+      it), ``share`` of the admitted calls, ``codes`` (200, 502, 504, and ``stream_error``
+      and 429 when there were any), ``trips`` (its
       breaker's openings during the run, from :class:`Trips`), ``fallbacks`` (calls forced on
       it because no provider was eligible, during the run) and ``state`` (its breaker's state
       at the end, from ``end``). ``trips`` and ``fallbacks`` are also given in total.
@@ -112,19 +116,19 @@ def summarise(
     """
     providers = list(end.providers)
     offered = tally.count()
-    admitted = tally.count(ADMITTED)
+    admitted = tally.admitted()
     ok = tally.count([200])
     codes: Counter[str] = Counter()
     for (status, _), n in tally.by_status.items():
         codes[code_name(status)] += n
     per_provider = {}
     for name in providers:
-        calls = tally.count(ADMITTED, name)
+        calls = tally.admitted(name)
         per_provider[name] = {
             "requests": calls,
             "share": _ratio(calls, admitted),
-            "codes": {code_name(s): tally.by_status[s, name] for s in ADMITTED
-                      if s != STREAM_ERROR or tally.by_status[s, name]},
+            "codes": {code_name(s): tally.by_status[s, name] for s in (*ADMITTED, RATE_LIMITED)
+                      if s in _FIRST_RELEASE or tally.by_status[s, name]},
             "trips": trips.get(name, 0),
             "fallbacks": fallbacks.get(name, 0),
             "state": end.providers[name].state.value,

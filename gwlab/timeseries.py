@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from gwlab.breaker import State, Transition
-from gwlab.stats import ADMITTED, CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, Tally, code_name
+from gwlab.stats import CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, Tally, admitted, code_name
 
 if TYPE_CHECKING:
     from gwlab.router import Snapshot
@@ -147,7 +147,7 @@ class TimeSeries:
             calls = dict.fromkeys(self.providers, 0)
             for (status, provider), n in b.tally.by_status.items():
                 codes[status] = codes.get(status, 0) + n
-                if status in ADMITTED and provider in calls:
+                if provider in calls and admitted(status, provider):
                     calls[provider] += n
             for s in STATUSES:
                 cols[str(s)].append(codes[s])

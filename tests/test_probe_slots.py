@@ -79,7 +79,7 @@ def test_a_route_is_completed_or_abandoned_once(first, second):
     router = Router(config.Scenario(), seed=1)
     route = handle(router, 0.0)
     assert isinstance(route, Route)
-    finish = {"complete": lambda: router.complete(route, 1.0, route.call.outcome), "abandon": lambda: router.abandon(route)}
+    finish = {"complete": lambda: router.complete(route, 1.0, route.call.outcome), "abandon": lambda: router.abandon(route, 1.0)}
     finish[first]()
     with pytest.raises(RouteError, match="completed or abandoned twice"):
         finish[second]()
@@ -198,7 +198,7 @@ class RouterMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.routes)
     @rule(index=st.integers(0))
     def abandon(self, index: int) -> None:
-        self.router.abandon(self.routes.pop(index % len(self.routes)))
+        self.router.abandon(self.routes.pop(index % len(self.routes)), self.now)
 
     @rule(cfg=breaker_configs, weights=st.tuples(*[st.sampled_from([0.0, 1.0, 5.0])] * 3))
     def configure(self, cfg: BreakerConfig, weights: tuple[float, float, float]) -> None:

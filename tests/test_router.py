@@ -16,7 +16,8 @@ from gwlab import config
 from gwlab.balancer import PowerOfTwo, RoundRobin, WeightedRandom
 from gwlab.breaker import State, Transition
 from gwlab.providers import Call, Outcome
-from gwlab.router import Rejected, Route, Router, Upstream
+from gwlab.router import Rejected, Route, Router
+from gwlab.upstream import Upstream
 from gwlab.streams import stream
 from tests.support import handle
 
@@ -223,7 +224,7 @@ def test_in_flight_counts_up_and_down():
     routes = [handle(router, 0.0) for _ in range(5)]
     assert a.in_flight == 5
     router.complete(routes[0], 0.125, routes[0].call.outcome)
-    router.abandon(routes[1])
+    router.abandon(routes[1], 0.0)
     assert a.in_flight == 3
     for route in routes[2:]:
         router.complete(route, 0.125, route.call.outcome)
@@ -247,7 +248,7 @@ def test_abandon_frees_a_probe_slot_and_learns_nothing():
     probe = handle(router, 1.0)
     assert probe.permit.probe
     assert not a.available(1.0)
-    router.abandon(probe)
+    router.abandon(probe, 1.0)
     assert a.available(1.0)
     assert a.state(1.0) is State.HALF_OPEN
     assert a.trips == 1
@@ -407,7 +408,7 @@ def test_the_count_of_breakers_not_closed_matches_them_after_every_step():
             route = routes.pop(rng.randrange(len(routes)))
             router.complete(route, now, route.call.outcome)
         elif action < 0.9 and routes:
-            router.abandon(routes.pop(rng.randrange(len(routes))))
+            router.abandon(routes.pop(rng.randrange(len(routes))), now)
         elif action < 0.95:
             patch = {"breaker": {"enabled": rng.random() < 0.8, "failure_threshold": rng.randint(1, 3)}}
             router.configure(config.merge(router.scenario, patch), now)

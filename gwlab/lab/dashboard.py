@@ -42,7 +42,6 @@ from gwlab.config import ConfigError, Scenario
 from gwlab.lab.controls import float_slider, int_slider, log_slider, show
 from gwlab.live import cannot_keep_up
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED
 
 if TYPE_CHECKING:
     from gwlab.lab.handle import Lab
@@ -329,13 +328,13 @@ class Dashboard:
         recorder = self.lab.recorder
         last = recorder.bins[-1] if recorder.bins else None
         answered = last.tally.count() / last.width if last else 0.0
-        admitted = last.tally.count(ADMITTED) if last else 0
+        admitted = last.tally.admitted() if last else 0
         parts = [f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
                  f"tokens {snapshot.tokens:.0f} / {snapshot.burst:.0f}"]
         if last and recorder.saturated_last:
             parts.insert(2, cannot_keep_up(last.offered / last.width, recorder.saturated_last / last.width))
         for name, p in snapshot.providers.items():
-            share = f"{100 * last.tally.count(ADMITTED, name) / admitted:.0f}%" if admitted else "-"
+            share = f"{100 * last.tally.admitted(name) / admitted:.0f}%" if admitted else "-"
             state = p.state.value
             if p.cooldown_left > 0:
                 state += f", {p.cooldown_left:.1f} s left"
