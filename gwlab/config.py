@@ -11,7 +11,7 @@ a scenario and validated as a whole (:func:`merge`).
 
 The TOML shape::
 
-    [gateway]   balancer, timeout
+    [gateway]   balancer, timeout, stream_idle_timeout
     [limiter]   rate, burst
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
                 count_rate_limited
@@ -64,7 +64,11 @@ MAX_COOLDOWN = 30.0
 HALF_OPEN_MAX_CALLS = 1
 """Probes a half-open breaker lets through at once."""
 TIMEOUT = 10.0
-"""Provider call timeout in seconds; a slower call answers 504 and counts as a failure."""
+"""Provider call timeout in seconds; a slower call answers 504 and counts as a failure. For a
+stream it bounds the time to the first token."""
+STREAM_IDLE_TIMEOUT = 60.0
+"""Seconds a stream may go without a token once it has begun; past them it fails as a
+mid-stream error (nginx's ``proxy_read_timeout``: 60 s between two reads)."""
 BALANCER = "weighted_random"
 """The seed's load-balancing policy."""
 DISTRIBUTION = "fixed"
@@ -234,6 +238,7 @@ _BOOL = _spec("true or false", lambda v: True, bool)
 class GatewayConfig:
     balancer: str = field(default=BALANCER, metadata=_choice(balancer.names))
     timeout: float = field(default=TIMEOUT, metadata=_POSITIVE_SECONDS)
+    stream_idle_timeout: float = field(default=STREAM_IDLE_TIMEOUT, metadata={**_POSITIVE_SECONDS, "added": True})
 
 
 @dataclass(frozen=True)

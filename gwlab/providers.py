@@ -141,17 +141,20 @@ class Provider:
     def name(self) -> str:
         return self.config.name
 
-    def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None) -> Call:
+    def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
+             idle_timeout: float = math.inf) -> Call:
         """Decide the next call of a request that streams or not, whose output may hold at
         most ``max_tokens`` (``None``: no cap). An outage ``"hang"``, or a time beyond
         ``timeout`` (a stream's first token, any other answer's end), ends in a TIMEOUT after
         ``timeout`` seconds; otherwise an ERROR (outage ``"error"``, or with probability
-        ``error_rate``) before the first token, a mid-stream error, or a SUCCESS."""
+        ``error_rate``) before the first token, a mid-stream error (also a stream whose
+        tokens come more than ``idle_timeout`` seconds apart: it fails that long after its
+        first), or a SUCCESS."""
         config = self.config
         latency = latency_quantile(config, self._latency_rng.random())
         failed = self._error_rng.random() < config.error_rate
         if config.ttft or config.output_tokens or config.stream_error_rate:
-            return self._llm_call(config, latency, failed, timeout, streaming, max_tokens)
+            return self._llm_call(config, latency, failed, timeout, streaming, max_tokens, idle_timeout)
         outage = config.outage
         if outage == "hang" or latency > timeout:
             return Call(timeout, _TIMEOUT, latency)
@@ -160,7 +163,7 @@ class Provider:
         return Call(latency, _SUCCESS, latency)
 
     def _llm_call(self, config: ProviderConfig, latency: float, failed: bool, timeout: float, streaming: bool,
-                  max_tokens: int | None) -> Call:
+                  max_tokens: int | None, idle_timeout: float) -> Call:
         """:meth:`call` for a provider with token timing, a length model or mid-stream errors."""
         wanted = 0
         if config.output_tokens:
@@ -180,10 +183,12 @@ class Provider:
             return Call(timeout, _TIMEOUT, first)
         if failed or config.outage == "error":
             return Call(first, _ERROR, first)
-        if broken < config.stream_error_rate:
-            # Given that it fails, the draw is uniform below the rate: its share of the rate
-            # is the share of the output given before the failure (at least the first token).
-            sent = max(1, math.ceil(broken / config.stream_error_rate * tokens))
-            end = first + (sent - 1) * gap
-            return Call(end, _STREAM_ERROR if streaming else _ERROR, first, sent)
+        failing = broken < config.stream_error_rate
+        # Given that it fails, the draw is uniform below the rate: its share of the rate is
+        # the share of the output given before the failure (at least the first token).
+        sent = max(1, math.ceil(broken / config.stream_error_rate * tokens)) if failing else tokens
+        if streaming and sent > 1 and gap > idle_timeout:  # the second token comes too late
+            return Call(first + idle_timeout, _STREAM_ERROR, first, 1)
+        if failing:
+            return Call(first + (sent - 1) * gap, _STREAM_ERROR if streaming else _ERROR, first, sent)
         return Call(last, _SUCCESS, first, tokens, capped)

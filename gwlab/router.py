@@ -169,7 +169,8 @@ class Router:
         upstream: Upstream = chosen  # type: ignore[assignment]
         permit = upstream.breaker.acquire(now, force=fallback)
         upstream.in_flight += 1
-        call = upstream.provider.call(self.scenario.gateway.timeout, streaming, max_tokens)
+        gateway = self.scenario.gateway
+        call = upstream.provider.call(gateway.timeout, streaming, max_tokens, gateway.stream_idle_timeout)
         route = Route(upstream, permit, fallback, call, streaming, now)
         config = upstream.provider.config
         if config.capacity or config.rpm:

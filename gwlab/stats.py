@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 RELATIVE_ERROR = 0.01
 """Relative accuracy of every latency quantile gwlab reports from a histogram."""
@@ -31,6 +31,42 @@ RATE_LIMITED = 429
 CUT_OFF = 499
 """A request still unanswered when the run stopped (the nginx convention)."""
 NO_PROVIDER = "none"
+
+
+class StatusRow(NamedTuple):
+    """One way an answer counts (DESIGN, "Statuses"): what happened, its ``code`` label in
+    the metrics and summaries, whether it passed the gateway's limiter, what its provider's
+    breaker records, and whether it is goodput."""
+
+    answer: str
+    code: str
+    admitted: str
+    breaker: str
+    goodput: str
+
+
+STATUS_TABLE = (
+    StatusRow("200: the provider answered", "`200`", "yes", "success", "yes"),
+    StatusRow("4xx: a bad request", "its code, provider `none`", "no", "-", "no"),
+    StatusRow("429: the gateway's limit", "`429`, provider `none`", "no", "-", "no"),
+    StatusRow("429: the provider's queue or own limit", "`429`, provider named", "yes",
+              "failure (none with `breaker.count_rate_limited = false`)", "no"),
+    StatusRow("502: the provider failed", "`502`", "yes", "failure", "no"),
+    StatusRow("504: past `gateway.timeout`", "`504`", "yes", "failure", "no"),
+    StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
+    StatusRow("499: the client left, or a stop cut it off", "`499`", "yes", "none: a probe slot is freed", "no"),
+    StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),
+)
+"""How every answer counts; the README prints it (:func:`status_table`). A summary's
+``admitted`` counts the answers of admitted requests (:func:`admitted`): a 499 passed the
+limiter but got no answer, so it is not among them."""
+
+
+def status_table() -> str:
+    """:data:`STATUS_TABLE` as the README's Markdown table."""
+    lines = ["| answer | `code` | past the limiter | breaker | goodput |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in STATUS_TABLE]
+    return "\n".join(lines)
 
 
 def admitted(status: int, provider: str) -> bool:

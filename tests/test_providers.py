@@ -342,3 +342,14 @@ def test_every_call_is_consistent(ttft, rate, length, distribution, error_rate, 
             assert call.duration == pytest.approx(call.ttft + (max(call.tokens, 1) - 1) / rate, rel=1e-9)
         if call.outcome is Outcome.STREAM_ERROR:
             assert streaming and call.tokens >= 1
+
+
+@pytest.mark.parametrize("streaming, idle, expected", [
+    (True, 0.04, Call(0.44, Outcome.STREAM_ERROR, 0.4, 1)),  # tokens 50 ms apart: the second is late
+    (True, 0.05, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # exactly on time
+    (False, 0.04, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # a whole answer has no gaps to time
+])
+def test_the_stream_idle_timeout_bounds_the_gap_between_tokens(streaming, idle, expected):
+    call = Provider(LLM, seed=1).call(10.0, streaming, None, idle)
+    assert (call.outcome, call.tokens) == (expected.outcome, expected.tokens)
+    assert (call.duration, call.ttft) == pytest.approx((expected.duration, expected.ttft), rel=1e-12)
