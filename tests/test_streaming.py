@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from langchain_openai import ChatOpenAI
 from gwlab import config
 from gwlab.breaker import State
 from gwlab.wire import reply_pieces
+from tests.conftest import require_tool
 from tests.support import serving
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -238,6 +240,10 @@ def test_stream_metrics_count_ttft_time_per_token_and_tokens():
     assert 'gwlab_time_per_output_token_seconds_bucket{le="0.075",provider="p1"} 3.0' in metrics
     assert 'gwlab_tokens_total{kind="completion",provider="p1"} 48.0' in metrics  # 4 answers of 12
     assert 'gwlab_tokens_total{kind="prompt",provider="p1"} 12.0' in metrics
+    promtool = require_tool("promtool")
+    checked = subprocess.run([promtool, "check", "metrics"], input=metrics, capture_output=True, text=True,
+                             timeout=30)
+    assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr
 
 
 def test_raw_frames_are_server_sent_events_ending_in_done():
