@@ -69,12 +69,16 @@ class Bin:
     """Each provider's breaker state and cooldown left at the bin's end."""
     burst: float | None = None
     """The bucket's capacity in force at the bin's end (tokens)."""
+    slots: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each provider's calls in a slot and calls waiting for one at the bin's end (providers
+    with a capacity)."""
 
     def read_gauges(self, snapshot: Snapshot) -> None:
-        """Take the bin's end-of-bin gauges (tokens, burst, breakers) from the router's ``snapshot``."""
+        """Take the bin's end-of-bin gauges (tokens, burst, breakers, slots) from the router's ``snapshot``."""
         self.tokens = snapshot.tokens
         self.burst = snapshot.burst
         self.breakers = {name: (p.state.value, p.cooldown_left) for name, p in snapshot.providers.items()}
+        self.slots = {name: (p.busy, p.waiting) for name, p in snapshot.providers.items() if p.busy or p.waiting}
 
 
 class TimeSeries:
@@ -110,6 +114,7 @@ class TimeSeries:
             out.tokens = group[-1].tokens
             out.burst = group[-1].burst
             out.breakers = dict(group[-1].breakers)
+            out.slots = dict(group[-1].slots)
             merged.append(out)
         return TimeSeries(merged, self.providers, self.bin_width * k)
 
@@ -122,7 +127,8 @@ class TimeSeries:
         when the run had LLM traffic (streams, or providers giving tokens): ``stream_error``
         (streams that failed after their first byte), ``ttft_p50``, ``ttft_p95``, ``ttft_p99``
         (time to first token of the streams ended in the bin) and ``output_tokens`` (carried
-        by the answers completed in the bin);
+        by the answers completed in the bin); when a provider had calls in a slot or waiting
+        for one at some bin's end, ``NAME.running`` and ``NAME.waiting`` per provider;
         ``in_flight`` (time average); ``tokens`` and ``burst`` at the bin's end; and per provider ``NAME.calls``
         (admitted requests it answered in the bin), ``NAME.state`` and ``NAME.cooldown`` at the
         bin's end."""
@@ -138,6 +144,10 @@ class TimeSeries:
             for q in QUANTILES:
                 cols[f"ttft_p{round(q * 100)}"] = [b.tally.ttft.quantile(q) for b in self.bins]
             cols["output_tokens"] = [b.tally.output_tokens for b in self.bins]
+        if any(b.slots for b in self.bins):
+            for i, column in enumerate(("running", "waiting")):
+                for name in self.providers:
+                    cols[f"{name}.{column}"] = [b.slots.get(name, (0, 0))[i] for b in self.bins]
         for b in self.bins:
             cols["time"].append(b.start)
             cols["width"].append(b.width)

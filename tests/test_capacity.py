@@ -235,3 +235,14 @@ def test_live_a_call_that_waits_past_the_timeout_is_504_and_one_that_gets_a_slot
     assert t1 >= 0.4 and t2 >= 0.6 and t3 >= 0.6
     assert "had no free slot" in body["error"]["message"] or "did not answer" in body["error"]["message"]
     assert (state.busy, state.waiting, state.in_flight) == (0, 0, 0)
+
+
+def test_the_time_series_shows_each_providers_slots_when_it_has_a_capacity():
+    scenario = config.from_dict({
+        "providers": {"a": {"latency": 0.5, "capacity": 2, "queue": 3}, "b": {"latency": 0.1}},
+        "workload": {"clients": 10}, "breaker": {"enabled": False}})
+    columns = simulate(scenario, duration=10, seed=1).timeseries().columns()
+    running, waiting = columns["a.running"], columns["a.waiting"]
+    assert max(running) == 2 and 0 < max(waiting) <= 3
+    assert set(columns["b.running"]) == {0} and set(columns["b.waiting"]) == {0}
+    assert "p1.running" not in simulate(None, duration=10, seed=1).timeseries().columns()
