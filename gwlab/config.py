@@ -343,6 +343,15 @@ class Scenario:
     workload: WorkloadConfig = WorkloadConfig()
     events: tuple[Event, ...] = ()
 
+    @property
+    def llm(self) -> bool:
+        """Whether the scenario has LLM traffic: a provider with token timing, an output
+        length model, mid-stream errors, a capacity or its own rate limit, or clients that
+        stream or cap their output. The live dashboard shows its LLM controls and charts then."""
+        w = self.workload
+        return bool(w.stream_share or w.max_tokens) or any(
+            p.ttft or p.output_tokens or p.stream_error_rate or p.capacity or p.rpm for p in self.providers)
+
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
             if p.name == name:

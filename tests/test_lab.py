@@ -11,7 +11,7 @@ import prometheus_client
 import pytest
 
 import gwlab.lab
-from gwlab import config
+from gwlab import config, plots
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab import controls
 from tests.support import port_is_free
@@ -422,3 +422,28 @@ def test_a_late_sampler_closes_bins_with_the_answers_of_their_own_time():
     assert [b.admitted for b in bins] == [8, 8, 8, 8]
     assert [b.tally.count() for b in bins] == [6, 8, 8, 8]  # the first two answers came at 0.5 s
     assert recorder.current.tally.count() == 2  # the last two came at 2.0 s: the open bin's
+
+
+def test_a_lab_with_llm_traffic_shows_its_controls_and_charts_and_the_seed_lab_does_not():
+    scenario = {"providers": {"a": {"ttft": 0.2, "decode_rate": 50.0, "output_tokens": 20.0, "capacity": 4}},
+                "workload": {"clients": 4, "stream_share": 0.5}}
+    lab = gwlab.lab.start(scenario, **FREE)
+    try:
+        dashboard = lab.dashboard()
+        for field in ("ttft", "decode_rate", "capacity"):
+            assert ("providers", "a", field) in dashboard.controls
+        share = dashboard.controls["workload", "stream_share"]
+        assert share.value == 0.5
+        dashboard.controls["providers", "a", "ttft"].set_state({"value": 0.35})  # a drag in the browser
+        assert lab.scenario.provider("a").ttft == 0.35
+        titles = [a.text for a in dashboard.figure.layout.annotations]
+        assert titles == list(plots.PANELS + plots.LLM_PANELS)
+    finally:
+        gwlab.lab.stop()
+    seed = gwlab.lab.start(clients=2, **FREE)
+    try:
+        dashboard = seed.dashboard()
+        assert not any(path[-1] in ("ttft", "capacity", "stream_share") for path in dashboard.controls)
+        assert [a.text for a in dashboard.figure.layout.annotations] == list(plots.PANELS)
+    finally:
+        gwlab.lab.stop()
