@@ -99,6 +99,9 @@ class Call(NamedTuple):
         return self
 
 
+_new_call = tuple.__new__
+
+
 def quantile(distribution: str, median: float, p99: float, u: float) -> float:
     """The value at quantile ``u`` (0 <= u < 1) of a ``"fixed"`` value ``median``, an
     ``"exponential"`` of mean ``median``, or a ``"lognormal"`` of that median and ``p99``.
@@ -129,7 +132,7 @@ class Provider:
     """One simulated provider with its own random streams, named after it under ``seed``."""
 
     def __init__(self, config: ProviderConfig, seed: int) -> None:
-        self.config = config
+        self.configure(config)
         name = config.name
         self._latency_rng = stream(seed, f"{name}/latency")
         self._error_rng = stream(seed, f"{name}/errors")
@@ -140,6 +143,12 @@ class Provider:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def configure(self, config: ProviderConfig) -> None:
+        """New parameters (under the same name) from the next call on."""
+        self.config = config
+        self._tokens = bool(config.ttft or config.output_tokens or config.stream_error_rate)
+        """Whether calls follow the token model (read on every call: kept beside the config)."""
 
     def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
              idle_timeout: float = math.inf) -> Call:
@@ -153,14 +162,16 @@ class Provider:
         config = self.config
         latency = latency_quantile(config, self._latency_rng.random())
         failed = self._error_rng.random() < config.error_rate
-        if config.ttft or config.output_tokens or config.stream_error_rate:
+        if self._tokens:
             return self._llm_call(config, latency, failed, timeout, streaming, max_tokens, idle_timeout)
         outage = config.outage
+        # Calls built as Call(...) builds them, without its Python-level __new__: this runs
+        # for every request.
         if outage == "hang" or latency > timeout:
-            return Call(timeout, _TIMEOUT, latency)
+            return _new_call(Call, (timeout, _TIMEOUT, latency, 0, False, 0.0))
         if failed or outage == "error":
-            return Call(latency, _ERROR, latency)
-        return Call(latency, _SUCCESS, latency)
+            return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
+        return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
 
     def _llm_call(self, config: ProviderConfig, latency: float, failed: bool, timeout: float, streaming: bool,
                   max_tokens: int | None, idle_timeout: float) -> Call:

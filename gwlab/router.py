@@ -36,6 +36,8 @@ from gwlab.providers import Call, Outcome, Provider
 from gwlab.streams import stream
 from gwlab.upstream import Upstream
 
+_RATE_LIMITED = Outcome.RATE_LIMITED
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -59,19 +61,17 @@ class Route:
 
     __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending")
 
-    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool,
-                 routed: float) -> None:
+    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
         self.upstream = upstream
         self.permit = permit
         self.fallback = fallback
         self.call = call
         self.streaming = streaming
-        self.routed = routed
-        """When the attempt began: the router's ``now`` at :meth:`Router.route`."""
         self.waiting = False
         """Whether the call waits for a slot of its provider: its shell then waits for
         :attr:`Router.on_start`, or gives up with :meth:`Router.give_up` when the gateway's
-        timeout runs out first."""
+        timeout runs out first, counted from :attr:`routed` (set only for such a call: when
+        it was routed)."""
         self.pending = True
 
     @property
@@ -147,6 +147,9 @@ class Router:
         """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
+        self._timeout = scenario.gateway.timeout
+        self._idle_timeout = scenario.gateway.stream_idle_timeout
+        """The gateway's timeouts, read on every request: kept beside the scenario."""
         self.on_start: Callable[[Route, float], None] = _no_shell
         """Called with a route that waited for a slot and starts at the ``now`` given (the
         shell waits for this, then for the route's call); set by the shell."""
@@ -161,24 +164,24 @@ class Router:
     def route(self, now: float, streaming: bool = False, max_tokens: int | None = None) -> Route:
         """Decide the provider call of a request admitted at ``now``, which streams or not
         and caps its output at ``max_tokens`` (``None``: no cap)."""
-        eligible = [u for u in self.upstreams if u.breaker.available(now)] if self._open else self.upstreams
+        eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
+                    else self.upstreams)
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
         if fallback:
             chosen = self.soonest_reopening()
         upstream: Upstream = chosen  # type: ignore[assignment]
-        permit = upstream.breaker.acquire(now, force=fallback)
+        permit = upstream.breaker.acquire(now, fallback)
         upstream.in_flight += 1
-        gateway = self.scenario.gateway
-        call = upstream.provider.call(gateway.timeout, streaming, max_tokens, gateway.stream_idle_timeout)
-        route = Route(upstream, permit, fallback, call, streaming, now)
-        config = upstream.provider.config
-        if config.capacity or config.rpm:
+        call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
+        route = Route(upstream, permit, fallback, call, streaming)
+        if upstream.limited:
             refused = upstream.enter(route, now, now + call.duration)
             if refused is not None:
-                route.call = Call(0.0, Outcome.RATE_LIMITED, 0.0, retry_after=refused)
+                route.call = Call(0.0, _RATE_LIMITED, 0.0, retry_after=refused)
             elif upstream.waiting and upstream.waiting[-1] is route:
                 route.waiting = True
+                route.routed = now
         return route
 
     def subscribe(self, listener: Listener) -> None:
@@ -201,9 +204,12 @@ class Router:
         """The provider call of ``route`` has ended at ``now`` with ``outcome``, as the shell
         observed it: tell its breaker. Returns the status to answer with. Raises
         :class:`RouteError` if ``route`` was already completed or abandoned."""
-        self._close(route)
+        if not route.pending:  # _close(route), written out: this runs for every request
+            raise RouteError(f"a route to {route.upstream.name} was completed or abandoned twice")
+        route.pending = False
         upstream = route.upstream
-        if outcome is Outcome.RATE_LIMITED and not self.scenario.breaker.count_rate_limited:
+        upstream.in_flight -= 1
+        if outcome is _RATE_LIMITED and not self.scenario.breaker.count_rate_limited:
             upstream.breaker.release(route.permit)
         else:
             upstream.breaker.record(route.permit, now, outcome.ok)
@@ -233,7 +239,7 @@ class Router:
 
     def _begin(self, routes: list[Route], now: float) -> None:
         """Start ``routes``, which waited for a slot, at ``now``; their shells hear it."""
-        timeout = self.scenario.gateway.timeout
+        timeout = self._timeout
         for route in routes:
             route.waiting = False
             route.call = route.call.waited(now - route.routed, timeout, route.streaming)
@@ -275,6 +281,8 @@ class Router:
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
         self.scenario = scenario
+        self._timeout = scenario.gateway.timeout
+        self._idle_timeout = scenario.gateway.stream_idle_timeout
         for upstream, config in zip(self.upstreams, scenario.providers):
             upstream.breaker.configure(scenario.breaker)
             self._begin(upstream.configure(config, now), now)

@@ -391,7 +391,7 @@ class _Engine:
                 offered += 1
                 # Whether it streams, as the live clients decide before sending: a share
                 # strictly between 0 and 1 draws once per request sent.
-                streaming = share == 1.0 or (share > 0.0 and streams.random() < share)
+                streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
                 rejected = admit(now)
                 if rejected is not None:
                     by_status[rejected_key] += 1

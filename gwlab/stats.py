@@ -87,6 +87,10 @@ def code_name(status: int) -> str:
     return CODE_NAMES.get(status, str(status))
 
 
+_ceil, _log = math.ceil, math.log
+"""Bound once: :meth:`LatencyHistogram.add` runs for every request."""
+
+
 class LatencyHistogram:
     """Latencies in seconds, bucketed with relative error ``alpha``."""
 
@@ -108,7 +112,7 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
         if seconds > 0:
-            self.counts[math.ceil(math.log(seconds) / self._log_gamma)] += 1
+            self.counts[_ceil(_log(seconds) / self._log_gamma)] += 1
         else:
             self.zeros += 1
 

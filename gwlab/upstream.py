@@ -37,8 +37,8 @@ class Upstream:
     flight to it (what the power-of-two balancer compares) and its capacity: ``busy`` calls
     in service, ``waiting`` routes queued for a slot."""
 
-    __slots__ = ("name", "weight", "provider", "breaker", "in_flight", "busy", "waiting", "_ends", "_serving",
-                 "_live", "_numbers", "_bucket")
+    __slots__ = ("name", "weight", "provider", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
+                 "_serving", "_live", "_numbers", "_bucket")
 
     def __init__(self, provider: Provider, breaker: CircuitBreaker, now: float) -> None:
         self.name = provider.config.name
@@ -48,6 +48,9 @@ class Upstream:
         self.provider = provider
         self.breaker = breaker
         self.in_flight = 0
+        self.limited = bool(provider.config.capacity or provider.config.rpm)
+        """Whether the provider has a capacity or its own rate limit: each call must
+        :meth:`enter` (read on every call: kept beside the config)."""
         self.busy = 0
         """Calls holding a slot (counted only while ``capacity`` > 0 or calls queued since)."""
         self.waiting: deque[Any] = deque()
@@ -69,8 +72,9 @@ class Upstream:
         """New parameters for the provider (under the same name), from ``now``; returns the
         waiting routes that a larger capacity starts now."""
         old = self.provider.config
-        self.provider.config = config
+        self.provider.configure(config)
         self.weight = config.weight
+        self.limited = bool(config.capacity or config.rpm)
         if config.rpm != old.rpm:
             if config.rpm and self._bucket is not None:
                 self._bucket.configure(now, config.rpm / 60, config.rpm)
