@@ -177,13 +177,23 @@ class Metrics:
         if route.fallback:
             self.fallbacks[route.upstream.name] += 1
 
-    def completed(self, route: Route, outcome: Outcome, seconds: float, call_seconds: float) -> None:
+    def completed(self, route: Route, outcome: Outcome, seconds: float, call_seconds: float,
+                  prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """The provider call of ``route`` ended with ``outcome`` after ``call_seconds``; the
-        answer went out ``seconds`` after the request arrived."""
+        answer went out ``seconds`` after the request arrived, carrying ``completion_tokens``
+        for a prompt of ``prompt_tokens`` (0 for an answer with none)."""
         name = route.upstream.name
-        self._count(outcome.status, name)
+        key = outcome.status, name
+        try:
+            self.answers[key] += 1
+        except KeyError:  # a status not precreated (a provider's 429, a stream error)
+            self.answers[key] = 1
         self.durations[name].observe(seconds)
         self.provider_durations[name].observe(call_seconds)
+        if completion_tokens:
+            tokens = self.tokens
+            tokens[name, "prompt"] += prompt_tokens
+            tokens[name, "completion"] += completion_tokens
 
     def streamed(self, route: Route, seconds: float, ttft: float, tokens: int) -> None:
         """The stream of ``route`` ended (after its first token) ``seconds`` after the
@@ -192,11 +202,6 @@ class Metrics:
         self.ttft[name].observe(ttft)
         if tokens >= 2:
             self.tpot[name].observe((seconds - ttft) / (tokens - 1))
-
-    def tokens_used(self, provider: str, prompt: int, completion: int) -> None:
-        """The usage of an answer from ``provider``."""
-        self.tokens[provider, "prompt"] += prompt
-        self.tokens[provider, "completion"] += completion
 
     def cut_off(self, route: Route) -> None:
         """The request of ``route`` was cut off before its call ended."""

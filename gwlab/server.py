@@ -360,11 +360,16 @@ class Gateway:
                     self._idle.set()
         ended = self.clock()
         status = self.router.give_up(route, ended) if gave_up else self.router.complete(route, ended, outcome)
-        self.metrics.completed(route, outcome, ended - arrived, ended - now)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
-        if status == 200:
-            return web.Response(body=self._completion(chat, route), headers=headers)
+        if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
+            call = route.call
+            content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
+            self.metrics.completed(route, outcome, ended - arrived, ended - now, chat.prompt_tokens, tokens)
+            body = completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
+                              chat.prompt_tokens, tokens, "length" if call.capped else "stop")
+            return web.Response(body=body, headers=headers)
+        self.metrics.completed(route, outcome, ended - arrived, ended - now)
         if status == 504:
             waited = "had no free slot" if gave_up else "did not answer"
             message = f"provider {name} {waited} within {self.scenario.gateway.timeout:g} s"
@@ -419,15 +424,6 @@ class Gateway:
         self.metrics.rejected(self.clock() - arrived)
         return error_response(429, message, "rate_limit_exceeded", headers=headers)
 
-    def _completion(self, chat: ChatRequest, route: Route) -> bytes:
-        """The body of a completion: the provider's fixed reply, or as many tokens of it as
-        the call gave."""
-        name, call = route.upstream.name, route.call
-        content, completion_tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
-        self.metrics.tokens_used(name, chat.prompt_tokens, completion_tokens)
-        return completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
-                          chat.prompt_tokens, completion_tokens, "length" if call.capped else "stop")
-
     async def _stream(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
                       arrived: float) -> web.StreamResponse:
         """Answer ``stream: true`` for a call that gives a first token: 200 and
@@ -470,9 +466,8 @@ class Gateway:
         ended = self.clock()
         outcome = call.outcome
         self.router.complete(route, ended, outcome)
-        self.metrics.completed(route, outcome, ended - arrived, ended - start)
+        self.metrics.completed(route, outcome, ended - arrived, ended - start, chat.prompt_tokens, tokens)
         self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
-        self.metrics.tokens_used(name, chat.prompt_tokens, tokens)
         try:
             if outcome is Outcome.STREAM_ERROR:
                 response.force_close()

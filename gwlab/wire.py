@@ -125,18 +125,24 @@ def validate(body: Any) -> ChatRequest:
     if stream is not None and not isinstance(stream, bool):
         raise ApiError(400, f"'stream' must be true or false, got {kind(stream)}", "invalid_type", "stream")
     streaming = stream is True
-    include_usage = _include_usage(body.get("stream_options"), streaming)
-    caps = [cap for cap in (_cap(body, "max_tokens"), _cap(body, "max_completion_tokens")) if cap is not None]
+    options = body.get("stream_options")
+    include_usage = options is not None and _include_usage(options, streaming)
+    cap = None
+    if "max_tokens" in body or "max_completion_tokens" in body:  # most requests set neither
+        caps = [c for c in (_cap(body, "max_tokens"), _cap(body, "max_completion_tokens")) if c is not None]
+        cap = min(caps, default=None)
     prompt_tokens = (chars + 3) // 4 or 1  # ceil(chars / 4), at least 1: integer arithmetic is cheaper
-    return ChatRequest(model, prompt_tokens, streaming, include_usage, min(caps, default=None))
+    # Built as ChatRequest(...) builds it, without its Python-level __new__: this runs for every request.
+    return _new_request(ChatRequest, (model, prompt_tokens, streaming, include_usage, cap))
+
+
+_new_request = tuple.__new__
 
 
 def _include_usage(options: Any, stream: bool) -> bool:
-    """Whether ``stream_options`` asks for a usage frame; 400 unless it is null, or an object
-    sent with ``stream: true`` whose ``include_usage`` (if any) is a boolean. OpenAI refuses
-    ``stream_options`` without ``stream: true`` too."""
-    if options is None:
-        return False
+    """Whether ``stream_options`` (not null) asks for a usage frame; 400 unless it is an
+    object sent with ``stream: true`` whose ``include_usage`` (if any) is a boolean. OpenAI
+    refuses ``stream_options`` without ``stream: true`` too."""
     if not isinstance(options, dict):
         raise ApiError(400, f"'stream_options' must be an object or null, got {kind(options)}", "invalid_type",
                        "stream_options")
@@ -291,8 +297,12 @@ def completion(id_prefix: bytes, number: int, created: int, model: str, content:
     id ``chatcmpl-`` followed by ``id_prefix`` (ASCII) and ``number`` in at least 8 hex
     digits; ``created`` in whole Unix seconds; ``content`` the assistant's message as an
     encoded JSON string (:func:`reply`); the usage in tokens."""
-    return _COMPLETION % (id_prefix, number, created, _json_string(model), content, finish_reason.encode(),
+    return _COMPLETION % (id_prefix, number, created, _json_string(model), content, _REASONS[finish_reason],
                           prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+
+
+_REASONS = {"stop": b"stop", "length": b"length"}
+"""Each finish reason, encoded once."""
 
 
 @functools.lru_cache(maxsize=64)
