@@ -170,3 +170,15 @@ def test_what_summaries_count_as_admitted_follows_the_status_table():
                                           "no HTTP answer (client side only)"}
     for answer, (status, provider) in ANSWERED.items():
         assert stats.admitted(status, provider) == (rows[answer].admitted == "yes"), answer
+
+
+def test_readme_lists_every_tutorial_and_every_scenario():
+    def first_cells(header: str) -> set[str]:
+        rows = README.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
+        return {row.strip("|").split(" | ")[0].strip().replace("`", "") for row in rows}
+
+    notebooks = first_cells("| notebook | what it teaches |")
+    tutorials = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")} - {"00_quickstart"}
+    assert notebooks == tutorials
+    scenarios = first_cells("| scenario | what happens |")
+    assert scenarios == {f"scenarios/{p.name}" for p in (ROOT / "scenarios").glob("*.toml")}
