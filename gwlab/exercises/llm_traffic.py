@@ -112,10 +112,10 @@ def _is_number(answer: Any) -> bool:
     return not isinstance(answer, bool) and isinstance(answer, (int, float)) and math.isfinite(answer)
 
 
-# -- exercise 1: the mean wait of an M/M/c provider ----------------------------------------
+# -- exercise 2: the mean wait of an M/M/c provider ----------------------------------------
 
 MMC: Mapping[str, float] = {"arrival_rate": 3.2, "mean_call": 4.0, "slots": 16}
-"""The provider of exercise 1: 3.2 requests per second, calls of 4 s on average
+"""The provider of exercise 2: 3.2 requests per second, calls of 4 s on average
 (exponentially distributed), 16 slots."""
 MMC_SEEDS = (1, 2, 3)
 MMC_DURATION = 6000.0
@@ -199,10 +199,10 @@ def check_mean_wait(answer: float | None) -> Verdict:
                          f"{abs(measured - want) / se:.1f} of them away")
 
 
-# -- exercise 2: enough slots for a TTFT target ---------------------------------------------
+# -- exercise 3: enough slots for a TTFT target ---------------------------------------------
 
 SLOTS_RATE = 1.5
-"""Requests per second offered to the provider of exercise 2 (90 a minute)."""
+"""Requests per second offered to the provider of exercise 3 (90 a minute)."""
 TTFT_TARGET = 4.0
 """Seconds the 99th percentile of the time to first token may take at most."""
 SLOTS_SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -212,7 +212,7 @@ MAX_SLOTS = 1000
 
 
 def slots_scenario(slots: int, rate: float = SLOTS_RATE) -> config.Scenario:
-    """The provider of exercise 2 with ``slots`` slots and a queue that never fills: a first
+    """The provider of exercise 3 with ``slots`` slots and a queue that never fills: a first
     token after a log-normal time (median 0.4 s, p99 1.5 s), then 50 tokens a second, answers
     log-normal of median 150 tokens and p99 600; every request streams, at ``rate`` per second."""
     return config.from_dict({
@@ -224,7 +224,7 @@ def slots_scenario(slots: int, rate: float = SLOTS_RATE) -> config.Scenario:
 
 
 def offered_load(rate: float = SLOTS_RATE) -> float:
-    """Slots busy on average (a = λ × the mean call) for the provider of exercise 2."""
+    """Slots busy on average (a = λ × the mean call) for the provider of exercise 3."""
     return rate * mean_call(slots_scenario(1).providers[0])
 
 
@@ -262,14 +262,14 @@ def check_slots(answer: int | None) -> Verdict:
                          f"{answer - load:.2f} spare ones absorb the bursts")
 
 
-# -- exercise 3: what a limit in requests lets through in tokens ----------------------------
+# -- exercise 1: what a limit in requests lets through in tokens ----------------------------
 
 RPM_LIMIT = 600
-"""The limit of exercise 3, in requests per minute."""
+"""The limit of exercise 1, in requests per minute."""
 MIX_LONG_SHARE = 0.2
 """The share of long generations in ``scenarios/llm_mix.toml``."""
 HEAVY_LONG_SHARE = 0.5
-"""The share of long generations in the other mix of exercise 3."""
+"""The share of long generations in the other mix of exercise 1."""
 MAX_TOKENS = 2000
 """Every request's max_tokens in ``scenarios/llm_mix.toml``."""
 TOKENS_TOLERANCE = 0.03
