@@ -26,7 +26,7 @@ from gwlab.config import ConfigError
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.breaker import State
 from gwlab.router import ProviderState, Snapshot
-from gwlab.stats import Tally
+from gwlab.stats import STREAM_ERROR, Tally
 from gwlab.summary import summarise
 
 pytestmark = pytest.mark.timeout(60)
@@ -192,6 +192,45 @@ def test_summary_lines_say_how_many_arrivals_were_not_sent():
         "can't keep up: 61 of 1500 per second sent  (2878 arrivals not sent: the generator was saturated at 40 "
         "requests in flight)",
     ]
+
+
+def _streams(tally: Tally, ttft: float, latency: float, tokens: int, times: int) -> Tally:
+    for _ in range(times):
+        tally.record(200, "p1", latency)
+        tally.output_tokens += tokens
+        tally.record_stream(latency, ttft, tokens)
+    return tally
+
+
+def test_status_lines_show_ttft_tokens_per_second_and_stream_errors_once_streams_are_in_play():
+    interval = _streams(_tally((STREAM_ERROR, "p1", 0.3, 2), (429, "none", None, 2)), 0.2, 0.5, 31, 6)
+    interval.ttft.add(0.25)  # the failed streams had their first token
+    interval.ttft.add(0.25)
+    lines = status_lines(interval, 2.0, 10, interval, SNAPSHOT, 12.0)
+    ttft = {p: f"{interval.ttft.quantile(p / 100):.3f}s" for p in (50, 99)}
+    assert lines[0] == "  12.0s  offered 5/s  200 3/s  429 1/s  502 0/s  504 0/s  stream_error 1/s"
+    assert lines[3] == f"        ttft p50 {ttft[50]}  p99 {ttft[99]}  output tokens 93/s"
+    # Streams earlier in the run, none in the last seconds: the line stays, with nothing in it.
+    quiet = status_lines(Tally(), 1.0, 0, interval, SNAPSHOT, 13.0)
+    assert quiet[0].endswith("504 0/s  stream_error 0/s")
+    assert quiet[3] == "        ttft p50 -  p99 -  output tokens 0/s"
+    # Without LLM traffic the status is what it always was: three lines.
+    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), SNAPSHOT, 1.0)) == 3
+
+
+def test_summary_lines_show_ttft_time_per_token_and_output_tokens_of_streams():
+    tally = _streams(_tally((STREAM_ERROR, "p1", 0.3, 1)), 0.2, 0.5, 31, 3)
+    scenario = config.merge(config.Scenario(), {"workload": {"stream_share": 1.0}})
+    end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4, saturated=0,
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0)
+    ttft, tpot = tally.ttft, tally.tpot
+    lines = summary_lines(result)
+    assert lines[1] == "codes 200 3  stream_error 1"
+    assert lines[4] == (f"ttft p50 {ttft.quantile(0.5):.3f}s  p99 {ttft.quantile(0.99):.3f}s  "
+                        f"time per output token p50 {tpot.quantile(0.5):.3f}s  p99 {tpot.quantile(0.99):.3f}s  "
+                        "output tokens 93 (46/s)")
+    assert lines[5] == "p1  share 100.0%  200 3  502 0  504 0  stream_error 1  trips 0  fallbacks 0  state healthy"
 
 
 def test_status_lines_before_any_answer():
