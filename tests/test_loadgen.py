@@ -24,6 +24,7 @@ from gwlab.loadgen import LoadGenerator, plan, worker_count
 from gwlab.server import Gateway
 from gwlab.stats import CUT_OFF, NO_PROVIDER, RELATIVE_ERROR, STREAM_ERROR, TRANSPORT_ERROR
 from gwlab.summary import summarise
+from gwlab.wire import reply
 from gwlab.streams import stream
 from gwlab.workload import next_arrival
 
@@ -491,6 +492,19 @@ def test_a_stream_cut_by_an_error_frame_counts_apart_with_its_ttft_and_no_tokens
     assert all(ttft >= TTFT for _, ttft, _ in books.llm)
     code = samples["gwlab_requests_total"][(("code", "stream_error"), ("provider", "p1"))]
     assert code == books.sent == len(books.answers)
+
+
+def test_a_fixed_reply_counts_its_tokens_live_whether_it_streams_or_not():
+    """A provider without a length model answers its fixed reply, streamed whole after its
+    latency: the live clients count its tokens from its usage, where the simulator counts
+    none (see gwlab.summary.summarise)."""
+    scenario = _scenario(providers={"p1": {"latency": 0.02}},
+                         workload={"mode": "closed", "clients": 2, "stream_share": 0.5})
+    _, books, _ = asyncio.run(_answered(scenario, 20))
+    fixed = reply("p1")[1]
+    assert {(status, tokens) for status, _, tokens in books.llm} == {(200, fixed)}
+    streamed = [ttft for _, ttft, _ in books.llm if ttft is not None]
+    assert streamed and all(ttft >= 0.02 for ttft in streamed)  # none of 20 streaming: odds 1e-6
 
 
 def test_without_llm_traffic_the_request_is_body_byte_for_byte():
