@@ -199,6 +199,13 @@ def test_apply_before_the_start_replaces_the_workload_and_its_split_over_the_wor
     assert clients.requested_rate == 500.0
 
 
+def test_every_worker_plan_carries_the_stream_share_and_the_token_cap():
+    clients = LoadGenerator("http://h:1/", WorkloadConfig(mode="open", rate=3000.0), seed=9, workers=2)
+    assert {(p.stream_share, p.max_tokens) for p in clients.plans} == {(0.0, 0)}
+    clients.apply(WorkloadConfig(mode="open", rate=3000.0, stream_share=0.25, max_tokens=64))
+    assert [(p.stream_share, p.max_tokens) for p in clients.plans] == [(0.25, 64), (0.25, 64)]
+
+
 class _Books:
     """What a driver reports: the requests it sent and every answer."""
 
