@@ -220,7 +220,7 @@ async def read_stream(lines: AsyncIterable[bytes], clock: Callable[[], float]) -
                 raise TypeError(f"a frame of {type(frame).__name__}, not an object")
             if "error" in frame:
                 return STREAM_ERROR, first, 0
-            if first is None and any((choice.get("delta") or {}).get("content") for choice in frame.get("choices") or ()):
+            if first is None and _has_content(frame):
                 first = clock()
             usage = frame.get("usage")
             if usage:
@@ -229,6 +229,12 @@ async def read_stream(lines: AsyncIterable[bytes], clock: Callable[[], float]) -
         log.debug("unreadable stream: %r", exc)
         return TRANSPORT_ERROR, first, tokens
     return (TRANSPORT_ERROR if status is None else status), first, tokens
+
+
+def _has_content(frame: dict[str, Any]) -> bool:
+    """Whether a chunk carries content: a choice whose ``delta.content`` is not empty (the
+    first frame's ``delta`` has only the role and an empty content)."""
+    return any((choice.get("delta") or {}).get("content") for choice in frame.get("choices") or ())
 
 
 def _completion_tokens(body: bytes) -> int:

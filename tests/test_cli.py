@@ -146,7 +146,8 @@ BAD_FLAGS = {
     "stream_share_not_a_number": (["--stream-share", "half"],
                                   "gwlab: error: argument --stream-share: invalid float value: 'half' (see gwlab run --help)"),
     "max_tokens_negative": (["--max-tokens", "-1"],
-                            "gwlab: error: --max-tokens: workload.max_tokens = -1: expected a whole number >= 0 and <= 1000000"),
+                            "gwlab: error: --max-tokens: workload.max_tokens = -1: expected a whole number >= 0 "
+                            "and <= 1000000"),
     "max_tokens_too_many": (["--max-tokens", "1000001"],
                             "gwlab: error: --max-tokens: workload.max_tokens = 1000001: expected a whole number >= 0 "
                             "and <= 1000000"),

@@ -22,8 +22,8 @@ from typing import Callable, Iterable
 
 from gwlab import config
 from gwlab.breaker import Transition
-from gwlab.router import Snapshot
 from gwlab.clients import book
+from gwlab.router import Snapshot
 from gwlab.stats import RATE_LIMITED, Tally
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
 
