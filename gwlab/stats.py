@@ -159,8 +159,9 @@ class LatencyHistogram:
 class Tally:
     """Requests counted by (status, provider), with the latency histogram of admitted ones;
     for streams, the histograms of their time to first token and time per output token; and
-    the output tokens the answers carried (from providers with token timing or a length
-    model: a fixed reply is not counted).
+    the output tokens the answers carried (in a simulation, from providers with token timing
+    or a length model: a fixed reply is not counted; the live clients count what the answers'
+    usage says, see :func:`gwlab.summary.summarise`).
 
     Time per output token follows DESIGN: ``(latency - ttft) / (tokens - 1)`` for a stream of
     at least two tokens."""

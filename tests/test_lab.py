@@ -14,6 +14,7 @@ import gwlab.lab
 from gwlab import config, plots
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab import controls
+from gwlab.stats import RELATIVE_ERROR
 from tests.support import port_is_free
 
 FREE = {"port": 0, "metrics_port": 0}
@@ -325,6 +326,25 @@ def test_run_for_counts_requests_sent_per_second_and_trips_once(lab):
     summary = lab.run_for(0.5)
     assert summary["achieved_offered_rate"] == pytest.approx(summary["offered"] / summary["duration"], rel=0.5)
     assert summary["trips"] == sum(p["trips"] for p in summary["providers"].values())
+
+
+def test_run_for_summarises_the_streams_and_the_bins_get_their_ttft_and_tokens():
+    """Five clients that always stream, to a provider whose first token comes after 0.05 s
+    and whose answers are 6 tokens long."""
+    scenario = {"breaker": {"enabled": False},
+                "providers": {"p1": {"ttft": 0.05, "decode_rate": 100.0, "output_tokens": 6.0}},
+                "workload": {"clients": 5, "stream_share": 1.0}}
+    lab = gwlab.lab.start(scenario, **FREE)
+    summary = lab.run_for(1.0)
+    answered = summary["codes"]["200"]
+    assert answered == summary["offered"] > 10  # 0.1 s a call: about 50
+    for q in ("p50", "p99", "max"):
+        assert summary["ttft"][q] >= 0.05 * (1 - RELATIVE_ERROR)  # late, never early
+    assert summary["output_tokens"]["total"] == 6 * answered
+    columns = lab.timeseries().columns()
+    assert sum(columns["output_tokens"]) == 6 * sum(columns["200"]) > 0
+    assert any(p50 is not None and p50 >= 0.05 * (1 - RELATIVE_ERROR) for p50 in columns["ttft_p50"])
+    assert set(columns["stream_error"]) == {0}
 
 
 def test_threads_starting_at_once_share_one_lab():
