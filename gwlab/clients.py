@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from contextvars import ContextVar
 from typing import Any, AsyncIterable, Callable, Protocol
 
 import aiohttp
@@ -129,56 +128,13 @@ def book(tally: Tally, status: int, provider: str, latency: float, ttft: float |
         tally.record_stream(latency, ttft, tokens)
 
 
-_STREAM: ContextVar[list[Any] | None] = ContextVar("gwlab_stream", default=None)
-"""Set in the task of a request that streams: :class:`_Connector` puts the connection's
-protocol in it."""
-
-
-class _Connector(aiohttp.TCPConnector):
-    """Keep-alive connections, except one whose stream is still being read.
-
-    The gateway closes a connection after an error frame, though the body ended well and
-    its head promised keep-alive: a client cannot know before it reads the frame. aiohttp
-    pools a connection as soon as its body has arrived, before the driver reads the last
-    frames, and another request could take it from the pool meanwhile and fail on its
-    closing (a transport error the gateway never saw). So the connection of a stream is not
-    handed out until the driver has read its end (:meth:`done`): one asked for meanwhile is
-    closed and another used."""
-
-    def __init__(self) -> None:
-        super().__init__(limit=0)
-        self.reading: set[Any] = set()
-        """The protocols of the streams being read."""
-
-    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        while True:
-            connection = await super().connect(req, traces, timeout)
-            if connection.protocol not in self.reading:
-                break
-            self.reading.discard(connection.protocol)
-            connection.close()
-        holder = _STREAM.get()
-        if holder is not None:
-            self.reading.add(connection.protocol)
-            holder.append(connection.protocol)
-        return connection
-
-    def done(self, holder: list[Any], reusable: bool) -> None:
-        """The stream whose protocol is in ``holder`` was read to its end: its connection
-        may serve another request if ``reusable``, else it is closed."""
-        for protocol in holder:
-            self.reading.discard(protocol)
-            if not reusable:
-                protocol.close()
-
-
 def open_session() -> aiohttp.ClientSession:
     """An HTTP session for a driver: no cap on connections (aiohttp's default of 100 would
     queue requests in the client and turn an open loop into a closed one; the driver's
-    ``max_in_flight`` bounds them and counts what it cannot send), no timeout (the
-    gateway's own provider timeout decides), and keep-alive connections that a stream's
-    error frame does not lose another request (:class:`_Connector`)."""
-    return aiohttp.ClientSession(connector=_Connector(), timeout=aiohttp.ClientTimeout(total=None))
+    ``max_in_flight`` bounds them and counts what it cannot send) and no timeout (the
+    gateway's own provider timeout decides)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                 timeout=aiohttp.ClientTimeout(total=None))
 
 
 async def read_stream(lines: AsyncIterable[bytes], clock: Callable[[], float]) -> tuple[int, float | None, int]:
@@ -390,11 +346,6 @@ class Driver:
         scheduled = min(scheduled, self.clock())
         first: float | None = None
         tokens = 0
-        connector = self.session.connector
-        holder: list[Any] | None = [] if streaming and isinstance(connector, _Connector) else None
-        if holder is not None:
-            _STREAM.set(holder)  # this task's own context: for this request alone
-        status = TRANSPORT_ERROR
         try:
             async with self.session.post(self.url, data=body, headers=_HEADERS) as response:
                 status = response.status
@@ -409,9 +360,6 @@ class Driver:
         except aiohttp.ClientError as exc:
             log.debug("request failed: %s", exc)
             status, retry_ms = TRANSPORT_ERROR, None
-        finally:
-            if holder is not None:
-                connector.done(holder, reusable=status not in (STREAM_ERROR, TRANSPORT_ERROR))
         if status == TRANSPORT_ERROR:  # no answer came whole: nothing of it counts
             provider, first, tokens = NO_PROVIDER, None, 0
         ttft = None if first is None else first - scheduled

@@ -424,8 +424,10 @@ class _Connection(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         """The answer to a request aiohttp could not parse (or, never expected, a handler
         that raised): JSON, counted, one line in the log; the connection closes after it."""
-        if request.writer.output_size > 0:  # as aiohttp: too late for another answer
-            raise ConnectionError("an answer is partly sent; cannot send an error instead")
+        if request.writer.output_size > 0 or isinstance(exc, ConnectionResetError):
+            # As aiohttp: too late for another answer, or (the handler noticed the client
+            # leave, and counted it) nobody to give it to; aiohttp closes the connection.
+            raise ConnectionError("an answer is partly sent, or its client has gone")
         reason = parse_error_reason(exc, message)
         if status >= 500:
             log.error("error answering a request from %s", request.remote, exc_info=exc)

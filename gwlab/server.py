@@ -429,7 +429,9 @@ class Gateway:
         """Answer ``stream: true`` for a call that gives a first token: 200 and
         ``text/event-stream`` at the first token, its frames at the call's pace (a token
         each, or grouped :data:`~gwlab.config.STREAM_FRAME_INTERVAL` apart), then the end of
-        the reply or, for a mid-stream error, an error frame and the connection closed.
+        the reply or, for a mid-stream error, an error frame. Either way the body ends
+        properly and the connection stays open for the next request: closing it after a
+        body its client has read whole would race that client's reuse of it.
 
         The breaker hears the stream once, at its end. A client that goes away is noticed at
         once (:meth:`_Connection.pause`, or the write that fails): the call is abandoned
@@ -470,7 +472,6 @@ class Gateway:
         self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
         try:
             if outcome is Outcome.STREAM_ERROR:
-                response.force_close()
                 await response.write(error_frame(502, f"provider {name} failed after {tokens} tokens",
                                                  "provider_stream_error"))
             else:

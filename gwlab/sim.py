@@ -43,6 +43,7 @@ from gwlab.router import Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
+from gwlab.wire import reply
 
 _PROGRESS_INTERVAL = 0.1
 """Wall-clock seconds between two progress reports."""
@@ -264,13 +265,15 @@ class _Engine:
 
     @staticmethod
     def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> None:
-        """Count the tokens of an answer given (a success, or a stream up to its failure),
+        """Count the tokens of an answer given (a success, or a stream up to its failure;
+        a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage),
         and a stream's timing (``latency`` from its arrival, a wait for a slot included)."""
         if status == 200 or status == stats.STREAM_ERROR:
             call = route.call
-            tally.output_tokens += call.tokens
+            tokens = call.tokens or reply(route.upstream.name)[1]
+            tally.output_tokens += tokens
             if route.streaming:
-                tally.record_stream(latency, call.ttft + (latency - call.duration), call.tokens)
+                tally.record_stream(latency, call.ttft + (latency - call.duration), tokens)
 
     @staticmethod
     def _start(started: list[Route], queued: dict[Route, list], heap: list, seq: int, now: float) -> int:
@@ -313,6 +316,7 @@ class _Engine:
         think = w.think_time
         cap = w.max_in_flight
         share, max_tokens = w.stream_share, w.max_tokens or None
+        llm = share > 0.0 or max_tokens is not None  # the clients count every answer's tokens
         streams = stream(self.seed, "workload/stream")
         saturated = 0  # open-loop arrivals not sent: ``cap`` requests were in flight
         arrival = next_arrival(0.0, rate, arrivals) if open_loop else math.inf
@@ -357,6 +361,7 @@ class _Engine:
                 think = w.think_time
                 cap = w.max_in_flight
                 share, max_tokens = w.stream_share, w.max_tokens or None
+                llm = share > 0.0 or max_tokens is not None
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -436,7 +441,7 @@ class _Engine:
                 by_status[status, name] += 1
                 latency = now - sent if waited else call.duration
                 hist_add(latency)
-                if call.tokens or route.streaming:  # LLM traffic; never for the seed's
+                if call.tokens or llm:  # LLM traffic; never for the seed's
                     self._tokens(cur.tally, route, status, latency)
                 if keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))

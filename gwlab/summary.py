@@ -112,19 +112,15 @@ def summarise(
       first token, and ``time_per_output_token``, quantiles as ``latency`` gives them;
       ``output_tokens``: ``total`` and ``per_second`` of the tokens the answers carried
       (see :class:`gwlab.stats.Tally`). A stream that failed after its first byte is counted
-      under ``stream_error`` in ``codes``, admitted, and not ``ok``. The live clients
-      (:mod:`gwlab.clients`) count what the simulator counts, from what a client sees, which
-      differs in three ways: a live time to first token, like a live latency, counts from
-      the request's scheduled send time (a simulated one from the provider call's start);
-      a live client learns a stream's tokens from its usage frame, so a stream cut by an
-      error frame counts no tokens and no time per output token (the simulator counts the
-      tokens given before the failure); and when the workload streams or caps tokens
-      (``stream_share`` or ``max_tokens``), the live clients count the tokens of every 200
-      answer from its ``usage``, a provider's fixed reply included (9 tokens for the seed's
-      providers, and a time per output token near 0 for a stream of it), where the simulator
-      counts tokens only from providers with a length model or token timing. With
-      ``output_tokens`` set on every provider, both count the same tokens but for the stream
-      errors' (``tests/test_live_vs_sim.py`` checks that they agree).
+      under ``stream_error`` in ``codes``, admitted, and not ``ok``. When the workload
+      streams or caps tokens (``stream_share`` or ``max_tokens``), every answer's tokens
+      count, a provider's fixed reply included (9 tokens, all at its first frame: a time
+      per output token of 0); otherwise only those of providers with a length model or
+      token timing. TTFT and latency count from the request's arrival (a live client's
+      scheduled send). Live and simulated runs count alike (``tests/test_live_vs_sim.py``),
+      but for one thing a client cannot see: a live stream cut by an error frame counts no
+      tokens and no time per output token, where the simulator counts the tokens given
+      before the failure.
     """
     providers = list(end.providers)
     offered = tally.count()

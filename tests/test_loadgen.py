@@ -491,8 +491,9 @@ def test_max_tokens_caps_every_answer_streamed_or_not():
 
 
 def test_a_stream_cut_by_an_error_frame_counts_apart_with_its_ttft_and_no_tokens():
-    """The gateway closes the connection after an error frame: no request that follows is
-    lost to it (a transport error), however soon it is sent."""
+    """After an error frame the stream's body ends as any other and its connection serves
+    the next request: no request that follows is lost to it (a transport error), however
+    soon it is sent."""
     workload = {"stream_share": 1.0, "mode": "open", "rate": 200.0}
     _, books, samples = asyncio.run(_answered(_llm(workload, stream_error_rate=1.0), 150))
     assert {(status, tokens) for status, _, tokens in books.llm} == {(STREAM_ERROR, 0)}
@@ -503,8 +504,8 @@ def test_a_stream_cut_by_an_error_frame_counts_apart_with_its_ttft_and_no_tokens
 
 def test_a_fixed_reply_counts_its_tokens_live_whether_it_streams_or_not():
     """A provider without a length model answers its fixed reply, streamed whole after its
-    latency: the live clients count its tokens from its usage, where the simulator counts
-    none (see gwlab.summary.summarise)."""
+    latency: the live clients count its tokens from its usage, as the simulator does (see
+    gwlab.summary.summarise)."""
     scenario = _scenario(providers={"p1": {"latency": 0.02}},
                          workload={"mode": "closed", "clients": 2, "stream_share": 0.5})
     _, books, _ = asyncio.run(_answered(scenario, 20))
