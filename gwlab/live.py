@@ -43,10 +43,11 @@ _LLM_KEYS = tuple(f"p{round(q * 100)}" for q in LLM_QUANTILES)
 
 
 def _llm_quantiles(histogram: LatencyHistogram) -> str:
-    return "  ".join(f"{key} {_seconds(histogram.quantile(q))}" for key, q in zip(_LLM_KEYS, LLM_QUANTILES))
+    return "  ".join(f"{key} {seconds_text(histogram.quantile(q))}" for key, q in zip(_LLM_KEYS, LLM_QUANTILES))
 
 
-def _seconds(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
+    """A time as the status lines show it: ``0.123s``, or ``-`` for none."""
     return "-" if value is None else f"{value:.3f}s"
 
 
@@ -82,7 +83,7 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
         if p.cooldown_left > 0:
             text += f" {p.cooldown_left:.1f}s"
         providers.append(text)
-    quantiles = "  ".join(f"p{round(q * 100)} {_seconds(interval.latency.quantile(q))}" for q in QUANTILES)
+    quantiles = "  ".join(f"p{round(q * 100)} {seconds_text(interval.latency.quantile(q))}" for q in QUANTILES)
     lines = [
         f"{elapsed:6.1f}s  offered {per_second(sent):.0f}/s  {rates}",
         "        " + "   ".join(providers),
@@ -111,9 +112,9 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         f"codes {codes}",
         f"availability {'-' if availability is None else f'{availability:.1%}'}  "
         f"goodput {'-' if goodput is None else f'{goodput:.1%}'}",
-        "latency " + "  ".join(f"{key} {_seconds(latency[key])}" for key in ("p50", "p95", "p99", "mean", "max")),
+        "latency " + "  ".join(f"{key} {seconds_text(latency[key])}" for key in ("p50", "p95", "p99", "mean", "max")),
     ]
-    llm = [f"{name} " + "  ".join(f"{key} {_seconds(result[field][key])}" for key in _LLM_KEYS)
+    llm = [f"{name} " + "  ".join(f"{key} {seconds_text(result[field][key])}" for key in _LLM_KEYS)
            for field, name in (("ttft", "ttft"), ("time_per_output_token", "time per output token"))
            if field in result]
     if "output_tokens" in result:

@@ -458,6 +458,12 @@ def test_a_lab_with_llm_traffic_shows_its_controls_and_charts_and_the_seed_lab_d
         assert lab.scenario.provider("a").ttft == 0.35
         titles = [a.text for a in dashboard.figure.layout.annotations]
         assert titles == list(plots.PANELS + plots.LLM_PANELS)
+        lab.run_for(1.5)
+        dashboard.redraw()
+        assert "TTFT p50 " in dashboard.status.value and "output tokens/s" in dashboard.status.value
+        assert "running" in dashboard.status.value
+        columns = lab.timeseries().columns()
+        assert any(v for v in columns["ttft_p50"] if v) and sum(columns["output_tokens"]) > 0
     finally:
         gwlab.lab.stop()
     seed = gwlab.lab.start(clients=2, **FREE)
@@ -465,5 +471,7 @@ def test_a_lab_with_llm_traffic_shows_its_controls_and_charts_and_the_seed_lab_d
         dashboard = seed.dashboard()
         assert not any(path[-1] in ("ttft", "capacity", "stream_share") for path in dashboard.controls)
         assert [a.text for a in dashboard.figure.layout.annotations] == list(plots.PANELS)
+        dashboard.redraw()
+        assert "TTFT" not in dashboard.status.value and "running" not in dashboard.status.value
     finally:
         gwlab.lab.stop()

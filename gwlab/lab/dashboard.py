@@ -40,7 +40,7 @@ import plotly.graph_objects as go
 from gwlab import balancer, config, plots
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab.controls import float_slider, int_slider, log_slider, show
-from gwlab.live import cannot_keep_up
+from gwlab.live import cannot_keep_up, seconds_text
 from gwlab.router import Snapshot
 
 if TYPE_CHECKING:
@@ -347,6 +347,10 @@ class Dashboard:
         admitted = last.tally.admitted() if last else 0
         parts = [f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
                  f"tokens {snapshot.tokens:.0f} / {snapshot.burst:.0f}"]
+        if self.llm and last:
+            ttft = last.tally.ttft
+            p50, p99 = seconds_text(ttft.quantile(0.5)), seconds_text(ttft.quantile(0.99))
+            parts.insert(2, f"TTFT p50 {p50}, p99 {p99}, {last.tally.output_tokens / last.width:.0f} output tokens/s")
         if last and recorder.saturated_last:
             parts.insert(2, cannot_keep_up(last.offered / last.width, recorder.saturated_last / last.width))
         for name, p in snapshot.providers.items():
@@ -354,5 +358,7 @@ class Dashboard:
             state = p.state.value
             if p.cooldown_left > 0:
                 state += f", {p.cooldown_left:.1f} s left"
+            if p.busy or p.waiting:
+                state += f", {p.busy} running, {p.waiting} waiting"
             parts.append(f"{name}: {share} ({state})")
         return " · ".join(parts)
