@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
+import urllib.request
 import sys
 from pathlib import Path
 
@@ -169,3 +171,30 @@ def test_servers_report_their_port_and_stop_on_terminate():
         server.close()
     assert server.process.returncode == 0
     assert Path(f"/proc/{server.pid}").exists() is False
+
+
+def _stream(url: str) -> tuple[dict[str, str], bytes]:
+    """POST a streamed chat request; the answer's headers (but its date) and its body with each
+    stream's id and ``created`` blanked."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}).encode()
+    request = urllib.request.Request(url + bare.PATH, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        headers = {k.lower(): v for k, v in response.headers.items() if k.lower() != "date"}
+        data = response.read()
+    return headers, re.sub(rb'"chatcmpl-[0-9a-f]{16}", "object": "chat.completion.chunk", "created": \d+',
+                           b"ID", data)
+
+
+def test_bare_sse_server_sends_the_gateways_stream_byte_for_byte():
+    # 1000 tokens/s: the frames group 20 tokens each (20 ms of tokens), as the gateway groups them.
+    timing = ["--ttft", "0.01", "--decode-rate", "1000", "--output-tokens", "45"]
+    with Server("benchmarks.gateway_server", *timing) as gateway, Server("benchmarks.bare_sse", *timing) as sse:
+        gateway_headers, gateway_body = _stream(gateway.url)
+        bare_headers, bare_body = _stream(sse.url)
+    assert bare_headers == gateway_headers
+    assert gateway_headers["content-type"] == "text/event-stream"
+    assert bare_body == gateway_body
+    frames = gateway_body.split(b"\n\n")
+    assert frames[-2:] == [b"data: [DONE]", b""]
+    assert sum(b'"delta": {"content": ' in frame for frame in frames) == 3  # 20 + 20 + 5 tokens
+    assert gateway_body.count(b"ID") == len(frames) - 2
