@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bare
+from benchmarks import bare, simulator
 from benchmarks.common import ROOT, ROW_FIELDS, Server, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
@@ -30,6 +30,7 @@ EXPECTED_ROWS = {
     "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
     "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
+    "sim_llm_mix_requests_per_wall_second",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -126,6 +127,16 @@ def test_simulated_traffic_is_the_requested_open_loop(results):
     # Poisson count over the run: mean rate × seconds, standard deviation its square root;
     # the seed is fixed, and 4 sigma leaves room for a change of streams, not of rate.
     assert abs(row["detail"]["requests"] - 1000 * seconds) <= 4 * math.sqrt(1000 * seconds)
+
+
+def test_llm_mix_is_simulated_whole_and_admitted_whole(results):
+    row = rows(results)["sim_llm_mix_requests_per_wall_second"]
+    detail = row["detail"]
+    expected = simulator.LLM_MIX_RATE * detail["simulated_seconds"]
+    assert abs(detail["requests"] - expected) <= 4 * math.sqrt(expected)
+    assert detail["rejected"] == 0 and detail["saturated"] == 0  # the limiter admits the whole mix
+    assert all(p["requests"] > 0 for p in detail["providers"].values()), detail["providers"]
+    assert detail["output_tokens"] > 0 and detail["ttft_p50_s"] > 0  # LLM traffic: tokens and streams
 
 
 def test_the_table_lists_every_row(results):
