@@ -148,6 +148,7 @@ def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(res
         detail = row["detail"]
         assert row["value"] in (0.0, float(streaming.SMOKE_STREAMS)), name
         assert detail["search_complete"] and detail["trials"] >= 1, name
+        assert isinstance(detail["disturbed"], bool), name
         assert detail["failed"] == {} and detail["lost_connections"] == 0, name
         assert detail["missing_first_frames"] == 0 and detail["unfinished_at_end"] == 0, name
         assert detail["streams_sent_in_window"] > 0 and detail["streams_completed"] > 0, name
@@ -160,6 +161,8 @@ def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(res
     ratio = table["streams_at_20tps_ratio"]
     bare_n, gateway_n = (table[f"streams_at_20tps_{n}"]["value"] for n in ("bare", "gateway"))
     assert ratio["value"] == (gateway_n / bare_n if bare_n else 0.0)
+    assert isinstance(ratio["detail"]["valid"], bool)
+    assert ratio["met"] is None or ratio["detail"]["valid"]
 
 
 def _verdicts(threshold: int, **bounds) -> tuple[streaming.Search, list[int]]:
