@@ -20,7 +20,9 @@ at most :data:`MAX_TRIALS` trials and both together :data:`TIME_BUDGET` seconds,
 the searches stop where they are (``search_complete`` false). A failed trial during which
 other processes took at least :data:`DISTURBED` of the server core is repeated once.
 
-The ratio gateway/bare of the two ``N`` is the number with a target (>= 0.8). The load
+The ratio gateway/bare of the two ``N`` is the number with a target (>= 0.8). Beside it, in
+the detail, each server's CPU time per stream (median over its trials) and their ratio, a
+comparison less sensitive to how much of the core a server got. The load
 generator counts as the bottleneck of a trial when it used :data:`~benchmarks.common.CPU_BOUND`
 of its core or its event loop ran :data:`LATE` late at the 99th percentile. The ratio is valid
 when both searches reached their resolution, and in the trials that decided them (the largest
@@ -178,6 +180,7 @@ def measure(smoke: bool = False) -> list[Row]:
         server_cpu=gateway_row.server_cpu, load_generator=LOAD_GENERATOR, connections=gateway_row.connections,
         limited_by_load_generator=bare_row.limited_by_load_generator or gateway_row.limited_by_load_generator,
         detail={"valid": valid, "bare_streams": bare_row.value, "gateway_streams": gateway_row.value,
+                "cpu_normalised_ratio": bare_row.detail["cpu_ms_per_stream"] / gateway_row.detail["cpu_ms_per_stream"],
                 "resolution": None if smoke else PRECISION},
     ))
     return rows
@@ -245,9 +248,16 @@ def _row(name: str, search: Search, trials: list[Trial], period: float, tokens: 
             "ttft_s": TTFT, "decode_rate": DECODE_RATE, "output_tokens": tokens, "window_s": window,
             "budget_ms": ADDED_TTFT_BUDGET * 1e3,
             "server_cpu_median_of_trials": statistics.median(t.out["server_cpu"] for t in trials),
+            "cpu_ms_per_stream": cpu_per_stream(trials) * 1e3,
             "all_trials": [t.summary() for t in trials],
         },
     )
+
+
+def cpu_per_stream(trials: list[Trial]) -> float:
+    """The server's CPU seconds per stream sent, median over ``trials``: what a stream costs
+    it, whatever share of the core it got."""
+    return statistics.median(t.out["server_cpu"] / (t.out["sent"] / t.out["window_s"]) for t in trials)
 
 
 def _ms(seconds: float | None) -> float | None:

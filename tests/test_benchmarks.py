@@ -156,6 +156,7 @@ def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(res
         assert detail["ttft_ms"]["p50"] >= streaming.TTFT * 1e3, name
         assert detail["stream_seconds"]["p50"] >= detail["stream_seconds"]["configured"], name
         assert len(detail["bytes_per_stream"]) == 1, name
+        assert detail["cpu_ms_per_stream"] > 0, name
         sizes.append(detail["bytes_per_stream"])
     assert sizes[0] == sizes[1]
     ratio = table["streams_at_20tps_ratio"]
