@@ -44,7 +44,8 @@ HEADERS = {
 """The headers of the gateway's streamed answers from its one provider."""
 
 
-def handler(ttft: float, decode_rate: float, output_tokens: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def handler(ttft: float, decode_rate: float,
+            output_tokens: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The chat handler: parse the request, then stream ``output_tokens`` tokens, the first
     after ``ttft`` seconds and ``decode_rate`` per second after it."""
     gap = 1.0 / decode_rate

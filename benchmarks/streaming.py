@@ -153,12 +153,12 @@ def measure(smoke: bool = False) -> list[Row]:
     settle, window = (SMOKE_SETTLE, SMOKE_WINDOW) if smoke else (SETTLE, WINDOW)
     timing = ["--ttft", str(TTFT), "--decode-rate", str(DECODE_RATE), "--output-tokens", str(tokens)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    most = SMOKE_STREAMS if smoke else min(MAX_STREAMS, hard - 2 * FD_RESERVE)
+    descriptors = raise_descriptor_limit(MAX_STREAMS + 2 * FD_RESERVE)  # the servers inherit it
+    most = SMOKE_STREAMS if smoke else min(MAX_STREAMS, descriptors - 2 * FD_RESERVE)
     if smoke:
         searches = {name: Search(SMOKE_STREAMS, SMOKE_STREAMS, SMOKE_STREAMS) for name in ("bare", "gateway")}
     else:
         searches = {name: Search(most=most) for name in ("bare", "gateway")}
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it: a descriptor per stream
     try:
         with Server("benchmarks.gateway_server", *timing) as gateway, Server("benchmarks.bare_sse", *timing) as bare:
             servers = {"bare": bare, "gateway": gateway}
@@ -184,6 +184,17 @@ def measure(smoke: bool = False) -> list[Row]:
                 "resolution": None if smoke else PRECISION},
     ))
     return rows
+
+
+def raise_descriptor_limit(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (a stream holds a
+    descriptor in the server and one in the client), as far as the hard limit allows; the
+    limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return wanted if soft == resource.RLIM_INFINITY else soft
 
 
 def _search(searches: dict[str, Search], trial: Callable[[str, int], Trial], deadline: float

@@ -248,8 +248,10 @@ def main() -> None:
     parser.add_argument("--load-core", type=int, default=LOAD_CORE)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    wanted = args.streams + 64  # a descriptor per stream, and room for the rest
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     load = Load(args.host, args.port, args.streams)
     run = load.run(args.period, args.settle, args.window, args.server_pid, args.server_core,
                    args.load_core)
