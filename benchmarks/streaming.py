@@ -61,7 +61,7 @@ TIME_BUDGET = 300.0
 SETTLE, WINDOW = 0.5, 3.0
 """Seconds after the clients' first requests have spread over one stream's duration, and
 seconds measured."""
-SMOKE_SETTLE, SMOKE_WINDOW = 0.2, 1.0
+SMOKE_SETTLE, SMOKE_WINDOW = 0.1, 0.5
 DISTURBED = 0.2
 """A failed trial during which other processes took this share of the server core is repeated
 once."""
@@ -160,7 +160,10 @@ def measure(smoke: bool = False) -> list[Row]:
     else:
         searches = {name: Search(most=most) for name in ("bare", "gateway")}
     try:
-        with Server("benchmarks.gateway_server", *timing) as gateway, Server("benchmarks.bare_sse", *timing) as bare:
+        with Server("benchmarks.gateway_server", *timing, wait=False) as gateway, \
+                Server("benchmarks.bare_sse", *timing, wait=False) as bare:
+            gateway.wait()
+            bare.wait()
             servers = {"bare": bare, "gateway": gateway}
             trials = _search(searches, lambda name, n: _trial(servers[name], n, tokens, settle, window),
                              time.monotonic() + TIME_BUDGET)

@@ -286,7 +286,10 @@ def _stream(url: str) -> tuple[dict[str, str], bytes]:
 def test_bare_sse_server_sends_the_gateways_stream_byte_for_byte():
     # 1000 tokens/s: the frames group 20 tokens each (20 ms of tokens), as the gateway groups them.
     timing = ["--ttft", "0.01", "--decode-rate", "1000", "--output-tokens", "45"]
-    with Server("benchmarks.gateway_server", *timing) as gateway, Server("benchmarks.bare_sse", *timing) as sse:
+    with Server("benchmarks.gateway_server", *timing, wait=False) as gateway, \
+            Server("benchmarks.bare_sse", *timing, wait=False) as sse:
+        gateway.wait()
+        sse.wait()
         gateway_headers, gateway_body = _stream(gateway.url)
         bare_headers, bare_body = _stream(sse.url)
     assert bare_headers == gateway_headers
