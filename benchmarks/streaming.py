@@ -22,7 +22,12 @@ other processes took at least :data:`DISTURBED` of the server core is repeated o
 
 The ratio gateway/bare of the two ``N`` is the number with a target (>= 0.8). Beside it, in
 the detail, each server's CPU time per stream (median over its trials) and their ratio, a
-comparison less sensitive to how much of the core a server got. The load
+comparison less sensitive to how much of the core a server got. Trials alternate, so the
+servers still see the machine at different moments; ``streams_cpu_ratio_same_core`` compares
+them a second way, as ``throughput_ratio_same_core`` does for requests: both loaded at the
+same time on the one server core, each with half the smaller ``N`` found (at least
+:data:`MIN_STREAMS`), :data:`SAME_CORE_ROUNDS` rounds; bare's CPU time per stream over the
+gateway's, the median of the rounds. The load
 generator counts as the bottleneck of a trial when it used :data:`~benchmarks.common.CPU_BOUND`
 of its core or its event loop ran :data:`LATE` late at the 99th percentile. The ratio is valid
 when both searches reached their resolution, and in the trials that decided them (the largest
@@ -32,13 +37,16 @@ processes took less than :data:`DISTURBED` of the server core.
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from benchmarks.common import CPU_BOUND, LOAD_CORE, Row, Server, run_json
+from benchmarks.common import CPU_BOUND, LOAD_CORE, ROOT, Row, Server, pin, run_json
 from gwlab.config import FD_RESERVE
 
 TTFT, DECODE_RATE, OUTPUT_TOKENS = 0.05, 20.0, 40
@@ -62,6 +70,9 @@ SETTLE, WINDOW = 0.5, 3.0
 """Seconds after the clients' first requests have spread over one stream's duration, and
 seconds measured."""
 SMOKE_SETTLE, SMOKE_WINDOW = 0.1, 0.5
+SAME_CORE_ROUNDS = 3
+"""Rounds with both servers loaded at once (``streams_cpu_ratio_same_core``); the median counts."""
+SMOKE_SAME_CORE_STREAMS = 8
 DISTURBED = 0.2
 """A failed trial during which other processes took this share of the server core is repeated
 once."""
@@ -167,6 +178,10 @@ def measure(smoke: bool = False) -> list[Row]:
             servers = {"bare": bare, "gateway": gateway}
             trials = _search(searches, lambda name, n: _trial(servers[name], n, tokens, settle, window),
                              time.monotonic() + TIME_BUDGET)
+            together_n = SMOKE_SAME_CORE_STREAMS if smoke else max(
+                MIN_STREAMS, min(s.passed for s in searches.values()) // 2)
+            together = [_at_once(servers, together_n, tokens, settle, window)
+                        for _ in range(1 if smoke else SAME_CORE_ROUNDS)]
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     period = stream_seconds(tokens)
@@ -186,6 +201,7 @@ def measure(smoke: bool = False) -> list[Row]:
                 "cpu_normalised_ratio": bare_row.detail["cpu_ms_per_stream"] / gateway_row.detail["cpu_ms_per_stream"],
                 "resolution": None if smoke else PRECISION},
     ))
+    rows.append(_same_core_row(together, together_n, period))
     return rows
 
 
@@ -227,6 +243,55 @@ def _trial(server: Server, n: int, tokens: int, settle: float, window: float) ->
                    "--period", str(stream_seconds(tokens)), "--settle", str(settle), "--window", str(window),
                    "--server-pid", str(server.pid), core=LOAD_CORE)
     return Trial(n, out)
+
+
+def _at_once(servers: dict[str, Server], n: int, tokens: int, settle: float, window: float) -> dict[str, Trial]:
+    """Load every server at the same time with ``n`` streams each, each from its own client
+    process on the load core."""
+    args = ["--streams", str(n), "--period", str(stream_seconds(tokens)), "--settle", str(settle),
+            "--window", str(window)]
+    started = {name: subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.streamload", "--port", str(server.port), "--server-pid", str(server.pid),
+         *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: pin(LOAD_CORE))
+        for name, server in servers.items()}
+    results = {}
+    for name, process in started.items():
+        out, _ = process.communicate(timeout=600)
+        if process.returncode != 0:
+            raise RuntimeError(f"benchmarks.streamload failed (exit code {process.returncode})")
+        results[name] = Trial(n, json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def _same_core_row(rounds: list[dict[str, Trial]], n: int, period: float) -> Row:
+    """Bare's CPU time per stream over the gateway's, both served at once on the one server
+    core with ``n`` streams each: whatever slows the machine slows both in the same instant.
+    The median of the rounds counts."""
+    def per_stream(trial: Trial) -> float:
+        return trial.out["server_cpu"] / (trial.out["sent"] / trial.out["window_s"])
+
+    ratios = [per_stream(r["bare"]) / per_stream(r["gateway"]) for r in rounds]
+    # Each client counts the other server as another process on the core: take it out.
+    others = [max(0.0, r["bare"].out["others_on_server_core"] - r["gateway"].out["server_cpu"]) for r in rounds]
+    bound = any(r["bare"].out["load_generator_cpu"] + r["gateway"].out["load_generator_cpu"] >= CPU_BOUND
+                or any(t.load_generator_bound for t in r.values()) for r in rounds)
+    return Row(
+        "streams_cpu_ratio_same_core", statistics.median(ratios), "bare/gateway CPU per stream",
+        offered_rate=2 * n / period, achieved_rate=statistics.median(
+            sum(t.out["sent"] / t.out["window_s"] for t in r.values()) for r in rounds),
+        server_cpu=statistics.median(sum(t.out["server_cpu"] for t in r.values()) for r in rounds),
+        load_generator=f"{LOAD_GENERATOR} per server", connections=n, limited_by_load_generator=bound,
+        detail={"round_ratios": [round(x, 3) for x in ratios], "streams_each": n,
+                "cpu_ms_per_stream": {name: [round(per_stream(r[name]) * 1e3, 3) for r in rounds]
+                                      for name in ("bare", "gateway")},
+                "added_ttft_p99_ms": {name: [_ms(r[name].added) for r in rounds] for name in ("bare", "gateway")},
+                "passed": {name: [r[name].ok for r in rounds] for name in ("bare", "gateway")},
+                "failed": {name: [r[name].out["failed"] for r in rounds] for name in ("bare", "gateway")},
+                "lost_connections": sum(t.out["lost_connections"] for r in rounds for t in r.values()),
+                "bytes_per_stream": {name: sorted({b for r in rounds for b in r[name].out["bytes_per_stream"]})
+                                     for name in ("bare", "gateway")},
+                "others_on_server_core": [round(x, 3) for x in others], "rounds": len(rounds)},
+    )
 
 
 def _row(name: str, search: Search, trials: list[Trial], period: float, tokens: int, window: float) -> Row:

@@ -30,7 +30,7 @@ EXPECTED_ROWS = {
     "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
     "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
-    "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio",
+    "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio", "streams_cpu_ratio_same_core",
     "sim_llm_mix_requests_per_wall_second",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
@@ -164,6 +164,10 @@ def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(res
     assert ratio["value"] == (gateway_n / bare_n if bare_n else 0.0)
     assert isinstance(ratio["detail"]["valid"], bool)
     assert ratio["met"] is None or ratio["detail"]["valid"]
+    same_core = table["streams_cpu_ratio_same_core"]["detail"]
+    assert same_core["lost_connections"] == 0 and same_core["failed"] == {"bare": [{}], "gateway": [{}]}
+    assert same_core["bytes_per_stream"] == {"bare": sizes[0], "gateway": sizes[0]}
+    assert min(same_core["cpu_ms_per_stream"]["bare"] + same_core["cpu_ms_per_stream"]["gateway"]) > 0
 
 
 def _verdicts(threshold: int, **bounds) -> tuple[streaming.Search, list[int]]:
