@@ -378,16 +378,17 @@ class _Connection(RequestHandler):
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
 
     async def pause(self, seconds: float, until: asyncio.Future[None] | None = None) -> bool:
-        """Wait ``seconds`` (none if <= 0), or until ``until`` is done if that comes first
-        (then returns ``True``); raises ConnectionResetError as soon as the client closes the
-        connection, or at once if it has. aiohttp does not cancel a handler whose client
+        """Wait ``seconds`` (only a turn of the loop if <= 0), or until ``until`` is done if
+        that comes first (then returns ``True``); raises ConnectionResetError as soon as the
+        client closes the connection, or at once if it has. aiohttp does not cancel a handler whose client
         went away, and a write notices only when it is made: this is how a call learns at
         once, however long it waits."""
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
         if until is not None and until.done():
             return True
-        if seconds <= 0:
+        if seconds <= 0:  # overdue: yield all the same, so a stream that fell behind does not
+            await asyncio.sleep(0)  # write its late frames back to back while others wait
             return False
         pause = self._pause = self._loop.create_future()
         timer = self._loop.call_later(seconds, _wake, pause)
