@@ -28,8 +28,9 @@ from gwlab.breaker import State
 from gwlab.router import ProviderState, Snapshot
 from gwlab.stats import RELATIVE_ERROR, STREAM_ERROR, Tally
 from gwlab.summary import summarise
+from tests.conftest import SIMULATION_TIMEOUT
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 URL_LINE = re.compile(r"^(gateway|metrics)  (http://\S+)$")
 
