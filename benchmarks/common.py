@@ -112,13 +112,22 @@ class CpuMeter:
 
 class Server:
     """A server under test in its own process (``python -m MODULE ARGS``), pinned to
-    :data:`SERVER_CORE`. The module prints ``PORT <n>`` once it listens."""
+    :data:`SERVER_CORE`. The module prints ``PORT <n>`` once it listens; the constructor
+    waits for it, unless ``wait`` is false: then :meth:`wait` does, so that several servers
+    can start at once."""
 
-    def __init__(self, module: str, *args: str) -> None:
+    def __init__(self, module: str, *args: str, wait: bool = True) -> None:
+        self.module = module
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
             preexec_fn=lambda: pin(SERVER_CORE),
         )
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Wait until the server listens; its port and URL then."""
+        module = self.module
         deadline = time.monotonic() + STARTUP_TIMEOUT
         line = ""
         while time.monotonic() < deadline and not line.startswith("PORT "):
@@ -278,11 +287,11 @@ def post(url: str, body: bytes) -> bytes:
         return response.read()
 
 
-def run_json(module: str, *args: str) -> dict[str, Any]:
-    """Run ``python -m module args`` pinned to :data:`SERVER_CORE` and return the JSON object
-    it prints last."""
+def run_json(module: str, *args: str, core: int = SERVER_CORE) -> dict[str, Any]:
+    """Run ``python -m module args`` pinned to ``core`` (:data:`SERVER_CORE` unless told) and
+    return the JSON object it prints last."""
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=lambda: pin(SERVER_CORE), timeout=600)
+                          preexec_fn=lambda: pin(core), timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"{module} failed (exit code {done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -11,9 +11,14 @@ waiting for the provider call (from :meth:`Metrics.routed`, just before the wait
 :meth:`Router.complete`, just after it); the first and last arrival times; and ``GET
 /bench/stats`` reporting them with the gateway's own request counters.
 
+With ``--ttft T --decode-rate R --output-tokens K`` the seed's providers give way to one
+provider, ``p1``, that streams: its first token after exactly ``T`` seconds, then ``R``
+tokens per second, ``K`` tokens in all, and no errors (as streaming is measured).
+
 Run as ``python -m benchmarks.gateway_server [--rate R] [--burst B] [--zero-latency]
-[--probe] [--port P] [--uvloop]``; prints ``PORT <n>``, then serves until terminated.
-Without ``--probe`` it is the plain :class:`Gateway`, as throughput is measured.
+[--ttft T --decode-rate R --output-tokens K] [--probe] [--port P] [--uvloop]``; prints
+``PORT <n>``, then serves until terminated. Without ``--probe`` it is the plain
+:class:`Gateway`, as throughput is measured.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks.bare_sse import STREAMING_PROVIDER
 from benchmarks.serving import serve
 from gwlab import config
 from gwlab.config import Scenario
+from gwlab.providers import Outcome
 from gwlab.router import Route
 from gwlab.server import Gateway
 from gwlab.stats import LatencyHistogram
@@ -42,6 +49,16 @@ def scenario(rate: float, burst: float, zero_latency: bool) -> Scenario:
     if zero_latency:
         patch["providers"] = {name: {"latency": 0.0, "error_rate": 0.0} for name, *_ in config.SEED_PROVIDERS}
     return config.merge(Scenario(), patch, "benchmark scenario")
+
+
+def streaming_scenario(rate: float, burst: float, ttft: float, decode_rate: float, output_tokens: int) -> Scenario:
+    """One provider that streams: the first token after exactly ``ttft`` seconds, then
+    ``decode_rate`` tokens per second, ``output_tokens`` in all, and never fails; the bucket
+    at ``rate``/``burst``, breakers and metrics on as ever."""
+    provider = {"weight": 1.0, "ttft": ttft, "decode_rate": decode_rate, "output_tokens": float(output_tokens),
+                "error_rate": 0.0}
+    return config.from_dict({"limiter": {"rate": rate, "burst": burst}, "providers": {STREAMING_PROVIDER: provider}},
+                            "streaming benchmark scenario")
 
 
 class ProbedGateway(Gateway):
@@ -60,10 +77,10 @@ class ProbedGateway(Gateway):
             routed(route)
             self._waits[asyncio.current_task()] = time.perf_counter()
 
-        def timed_complete(route: Route, now: float) -> int:
+        def timed_complete(route: Route, now: float, outcome: Outcome) -> int:
             task = asyncio.current_task()
             self._waits[task] = time.perf_counter() - self._waits[task]
-            return complete(route, now)
+            return complete(route, now, outcome)
 
         self.metrics.routed = timed_routed
         self.router.complete = timed_complete
@@ -111,11 +128,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=config.MAX_RATE)
     parser.add_argument("--burst", type=float, default=config.MAX_BURST)
     parser.add_argument("--zero-latency", action="store_true")
+    parser.add_argument("--ttft", type=float, help="one streaming provider: seconds to its first token")
+    parser.add_argument("--decode-rate", type=float, default=config.DECODE_RATE, help="its tokens per second")
+    parser.add_argument("--output-tokens", type=int, default=40, help="its tokens per answer")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--probe", action="store_true", help="measure the gateway's own time per request")
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
-    chosen = scenario(args.rate, args.burst, args.zero_latency)
+    if args.ttft is not None:
+        chosen = streaming_scenario(args.rate, args.burst, args.ttft, args.decode_rate, args.output_tokens)
+    else:
+        chosen = scenario(args.rate, args.burst, args.zero_latency)
     gateway = ProbedGateway(chosen) if args.probe else Gateway(chosen)
 
     async def start() -> int:

@@ -23,6 +23,7 @@ from benchmarks import (
     memory,
     overhead,
     simulator,
+    streaming,
     throughput,
 )
 from benchmarks.common import Row
@@ -35,6 +36,7 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "lab": lab.measure,
     "simulator": simulator.measure,
     "memory": memory.measure,
+    "streaming": streaming.measure,
 }
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

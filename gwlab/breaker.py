@@ -124,6 +124,11 @@ class CircuitBreaker:
         self.probes = 0
         """Probe permits of the current generation still out."""
         self._state = _HEALTHY
+        self.closed = True
+        """Whether every call goes through without asking more: the breaker is CLOSED
+        (HEALTHY or FAILING) or switched off. Kept with each change of state or
+        configuration, so the router, which asks every breaker while one is not CLOSED, reads
+        an attribute instead of calling :meth:`available` for those."""
         self._permit = Permit(self.generation, False)
         """The permit of every ordinary (non-probe) call in this generation: one immutable
         object, handed out again rather than made per request."""
@@ -148,10 +153,9 @@ class CircuitBreaker:
     def available(self, now: float) -> bool:
         """Would a call be let through at ``now``? (Reserves nothing.) The router asks each
         provider only while some breaker is OPEN or HALF_OPEN; a closed one answers at once."""
-        state = self._state
-        if state is _HEALTHY or state is _FAILING or not self.config.enabled:
+        if self.closed:
             return True
-        if state is _OPEN and now < self.reopens_at:
+        if self._state is _OPEN and now < self.reopens_at:
             return False
         return self.probes < self.config.half_open_max_calls
 
@@ -169,8 +173,7 @@ class CircuitBreaker:
         HALF_OPEN one whose slots are taken): such a call is a probe, deciding the breaker
         like a HALF_OPEN one. Raises :class:`PermitError` for a call :meth:`available`
         would not let through, unless forced."""
-        state = self._state
-        if state is _HEALTHY or state is _FAILING or not self.config.enabled:  # no probe
+        if self.closed:  # no probe
             return self._permit
         self.settle(now)
         if not force and not self.available(now):
@@ -231,6 +234,7 @@ class CircuitBreaker:
         """New parameters, used from the next transition on: a running cooldown keeps the
         length it was given."""
         self.config = config
+        self.closed = self._state is _HEALTHY or self._state is _FAILING or not config.enabled
 
     def reset(self, now: float) -> None:
         """Back to HEALTHY with no history (outstanding permits become stale)."""
@@ -252,6 +256,7 @@ class CircuitBreaker:
 
     def _move(self, target: State, at: float) -> None:
         source, self._state = self._state, target
+        self.closed = target is _HEALTHY or target is _FAILING or not self.config.enabled
         # OPEN -> OPEN is a new opening (a failed forced probe) with a longer cooldown: announce it.
         if source is target and target is not _OPEN:
             return

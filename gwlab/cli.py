@@ -64,9 +64,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that build a scenario (``--config``, ``--clients | --rate``, ``--seed``,
-    ``--json``): shared by every command that runs one; read them with
-    :func:`scenario_from_args`."""
+    """The flags that build a scenario (``--config``, ``--clients | --rate``,
+    ``--max-in-flight``, ``--stream-share``, ``--max-tokens``, ``--seed``, ``--json``):
+    shared by every command that runs one; read them with :func:`scenario_from_args`."""
     parser.add_argument("--config", metavar="FILE", type=Path,
                         help="scenario TOML file (default: the seed scenario; flags override it)")
     load = parser.add_mutually_exclusive_group()
@@ -77,6 +77,11 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-in-flight", metavar="N", type=int,
                         help="open loop: requests outstanding at most, in total; an arrival finding N "
                              f"is not sent and counted as saturated (default {config.MAX_IN_FLIGHT})")
+    parser.add_argument("--stream-share", metavar="SHARE", type=float,
+                        help="share of the requests that ask for a stream (stream: true), from 0 to 1 "
+                             "(default 0: none)")
+    parser.add_argument("--max-tokens", metavar="N", type=int,
+                        help="each request's max_tokens, the cap on its output tokens (default 0: none)")
     parser.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                         help=f"random seed (default {config.SEED})")
     parser.add_argument("--json", metavar="FILE", type=Path,
@@ -127,17 +132,20 @@ def _bounds(args: argparse.Namespace) -> dict[str, float]:
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario the flags describe: ``--config`` (or the defaults), then ``--clients N``
-    (closed loop of N clients) or ``--rate R`` (open loop at R per second) and
-    ``--max-in-flight N`` merged in and validated like the file, so an error names the flag
-    and its value. Also checks that the ``--json`` file can be written. Raises
-    :class:`ConfigError`."""
+    (closed loop of N clients) or ``--rate R`` (open loop at R per second),
+    ``--max-in-flight N``, ``--stream-share S`` and ``--max-tokens N`` merged in and
+    validated like the file, so an error names the flag and its value. Also checks that the
+    ``--json`` file can be written. Raises :class:`ConfigError`."""
     scenario = config.load(args.config) if args.config else Scenario()
     if args.clients is not None:
         scenario = config.merge(scenario, {"workload": {"mode": "closed", "clients": args.clients}}, "--clients")
     if args.rate is not None:
         scenario = config.merge(scenario, {"workload": {"mode": "open", "rate": args.rate}}, "--rate")
-    if args.max_in_flight is not None:
-        scenario = config.merge(scenario, {"workload": {"max_in_flight": args.max_in_flight}}, "--max-in-flight")
+    for flag, field in (("--max-in-flight", "max_in_flight"), ("--stream-share", "stream_share"),
+                        ("--max-tokens", "max_tokens")):
+        value = getattr(args, field)
+        if value is not None:
+            scenario = config.merge(scenario, {"workload": {field: value}}, flag)
     check_writable("--json", args.json)
     return scenario
 
@@ -195,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
-    serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, json=None)
+    serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, stream_share=None,
+                       max_tokens=None, json=None)
     simulate = commands.add_parser(
         "simulate", help="replay the scenario in virtual time, deterministically",
         description="Run the scenario's gateway, providers and clients as a discrete-event "

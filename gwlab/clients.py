@@ -2,8 +2,8 @@
 
 One :class:`Driver` carries the client behaviour of every real-time shell: the command
 line's load generator runs one in each worker process (:mod:`gwlab.loadgen`), the notebook
-lab runs one in its loop thread (:mod:`gwlab.lab.clients`). It sends the same request
-(:data:`BODY` to :data:`PATH`) and behaves as :mod:`gwlab.workload` says:
+lab runs one in its loop thread (:mod:`gwlab.lab.clients`). It sends chat completions to
+:data:`PATH` and behaves as :mod:`gwlab.workload` says:
 
 - closed loop: each client sends a request, awaits the answer, pauses for
   :func:`~gwlab.workload.pause_after` and sends again;
@@ -16,17 +16,28 @@ lab runs one in its loop thread (:mod:`gwlab.lab.clients`). It sends the same re
   dropped iterations), so a gateway that cannot keep up costs a bounded number of sockets,
   and the arrivals it could not take are counted instead of piling up.
 
+LLM traffic, as the simulator sends it: each request sent streams (``stream: true``) with
+the probability ``workload.stream_share``, drawn once per request sent from a named random
+stream of the seed when the share is strictly between 0 and 1 (0 and 1 draw nothing), and
+asks for at most ``workload.max_tokens`` output tokens when that is not 0. Without either,
+every request is :data:`BODY`, byte for byte. A stream is read frame by frame
+(:func:`read_stream`): its time to first token counts from the request's scheduled send
+time, as its latency does, and its output tokens come from the usage frame it is asked to
+end with (``stream_options.include_usage``).
+
 The workload may change while the clients run (:meth:`Driver.apply`). An open loop redraws
 its next arrival from the moment of the change (Poisson arrivals are memoryless); a closed
 loop starts the clients it lacks at once and retires the ones it has too many of as they
-finish their request (and pause); a switch between the two modes does both.
+finish their request (and pause); a switch between the two modes does both. A request keeps
+what it was sent with.
 
 What the driver sees it reports through three callbacks and nothing else, so that each
-shell keeps its own books: ``on_sent()`` as a request starts, ``on_answer(scheduled, done,
-status, provider)`` as its answer arrives (:data:`~gwlab.stats.TRANSPORT_ERROR` when no HTTP
-answer came), ``on_saturated()`` for an arrival not sent because the cap was full. A
-request still unanswered when :meth:`Driver.stop` runs out of grace gets no answer: the
-stop returns how many there were, each a :data:`~gwlab.stats.CUT_OFF` (499) for the caller.
+shell keeps its own books (:func:`book` counts an answer in a tally): ``on_sent()`` as a
+request starts, ``on_answer(scheduled, done, status, provider, ttft, tokens)`` as its answer
+arrives (see :data:`OnAnswer`), ``on_saturated()`` for an arrival not sent because the cap
+was full. A request still unanswered when :meth:`Driver.stop` runs out of grace gets no
+answer: the stop returns how many there were, each a :data:`~gwlab.stats.CUT_OFF` (499) for
+the caller.
 """
 
 from __future__ import annotations
@@ -34,12 +45,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Callable, Protocol
+from typing import Any, AsyncIterable, Callable, Protocol
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gwlab import config
-from gwlab.stats import NO_PROVIDER, TRANSPORT_ERROR
+from gwlab.stats import NO_PROVIDER, STREAM_ERROR, TRANSPORT_ERROR, Tally
 from gwlab.streams import stream
 from gwlab.workload import next_arrival, pause_after
 
@@ -48,8 +60,22 @@ log = logging.getLogger(__name__)
 PROVIDER_HEADER = "x-gwlab-provider"
 RETRY_AFTER_MS_HEADER = "retry-after-ms"
 PATH = "/v1/chat/completions"
-BODY = json.dumps({"model": config.MODEL, "messages": [{"role": "user", "content": "Hello"}]}).encode()
+_MESSAGES = [{"role": "user", "content": "Hello"}]
+BODY = json.dumps({"model": config.MODEL, "messages": _MESSAGES}).encode()
+"""The request of a workload without LLM traffic (no streams, no cap on tokens)."""
+STREAMS = "workload/stream"
+"""The random stream a driver draws whether a request streams from, unless told another
+(the simulator's own name for it)."""
 _HEADERS = {"Content-Type": "application/json"}
+_EVENT_STREAM = "text/event-stream"
+
+OnAnswer = Callable[[float, float, int, str, float | None, int], None]
+"""``on_answer(scheduled, done, status, provider, ttft, tokens)``: a request due at
+``scheduled`` (or sent at that moment, if a loop's coarse timers sent it a little earlier)
+got ``status`` from ``provider`` at ``done``, clock readings. ``ttft`` is a stream's time
+to first token in seconds from ``scheduled``, for a stream that ended (200, or
+:data:`~gwlab.stats.STREAM_ERROR`), else ``None``; ``tokens`` the output tokens the
+answer carried (0 when not known; see :func:`read_stream`)."""
 
 
 class Workload(Protocol):
@@ -71,6 +97,36 @@ class Workload(Protocol):
     @property
     def max_in_flight(self) -> int: ...
 
+    @property
+    def stream_share(self) -> float: ...
+
+    @property
+    def max_tokens(self) -> int: ...
+
+
+def request_body(streaming: bool, max_tokens: int) -> bytes:
+    """The chat completion request a driver sends: :data:`BODY` unless it streams or
+    ``max_tokens`` > 0 caps its output. A stream asks for the usage frame
+    (``stream_options.include_usage``), the only count of its tokens."""
+    if not streaming and not max_tokens:
+        return BODY
+    body: dict[str, Any] = {"model": config.MODEL, "messages": _MESSAGES}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    if streaming:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body).encode()
+
+
+def book(tally: Tally, status: int, provider: str, latency: float, ttft: float | None, tokens: int) -> None:
+    """Count in ``tally`` what :data:`OnAnswer` reports, as the simulator counts its
+    answers: the status and latency, the output tokens, and a stream's timing."""
+    tally.record(status, provider, latency)
+    tally.output_tokens += tokens
+    if ttft is not None:
+        tally.record_stream(latency, ttft, tokens)
+
 
 def open_session() -> aiohttp.ClientSession:
     """An HTTP session for a driver: no cap on connections (aiohttp's default of 100 would
@@ -81,17 +137,82 @@ def open_session() -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=None))
 
 
+async def read_stream(lines: AsyncIterable[bytes], clock: Callable[[], float]) -> tuple[int, float | None, int]:
+    """Read a streamed answer (server-sent ``chat.completion.chunk`` frames, ``data:
+    ...``, a line each) to its end. Returns its status, the ``clock`` reading at its first
+    content frame (``None`` before one) and its output tokens:
+
+    - 200, when ``data: [DONE]`` came; the tokens are the usage frame's
+      ``completion_tokens`` (0 without one: content frames are no count of tokens, as a
+      frame may group several);
+    - :data:`~gwlab.stats.STREAM_ERROR` for a stream cut by an error frame (``data:
+      {"error": ...}``); its tokens are not known and count 0 (the simulator counts those
+      given before the failure);
+    - :data:`~gwlab.stats.TRANSPORT_ERROR` for a stream that ended with neither (the
+      connection dropped: aiohttp raises a ``ClientPayloadError`` from ``lines``, for the
+      caller) or that cannot be read (a frame that is not a JSON object, or a line longer
+      than aiohttp buffers: ``LineTooLong`` past twice the session's read buffer, 512 KiB
+      with aiohttp's default ``read_bufsize``).
+
+    After [DONE] the rest is read and ignored, so that the connection can serve another
+    request; an error frame ends the reading (the server closes the connection after it, and
+    so should the caller). A frame is parsed only when it can tell something: until the
+    first content frame, then those that name an error or a usage count."""
+    first: float | None = None
+    tokens = 0
+    status: int | None = None
+    try:
+        async for line in lines:
+            if status is not None or not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                status = 200
+                continue
+            if first is not None and b'"error"' not in data and b'"completion_tokens"' not in data:
+                continue  # one more content frame
+            frame = json.loads(data)
+            if not isinstance(frame, dict):
+                raise TypeError(f"a frame of {type(frame).__name__}, not an object")
+            if "error" in frame:
+                return STREAM_ERROR, first, 0
+            if first is None and _has_content(frame):
+                first = clock()
+            usage = frame.get("usage")
+            if usage:
+                tokens = int(usage["completion_tokens"])
+    except (ValueError, TypeError, KeyError, AttributeError, HttpProcessingError) as exc:
+        log.debug("unreadable stream: %r", exc)
+        return TRANSPORT_ERROR, first, tokens
+    return (TRANSPORT_ERROR if status is None else status), first, tokens
+
+
+def _has_content(frame: dict[str, Any]) -> bool:
+    """Whether a chunk carries content: a choice whose ``delta.content`` is not empty (the
+    first frame's ``delta`` has only the role and an empty content)."""
+    return any((choice.get("delta") or {}).get("content") for choice in frame.get("choices") or ())
+
+
+def _completion_tokens(body: bytes) -> int:
+    """The ``usage.completion_tokens`` of a completion's JSON body; 0 when it has none."""
+    try:
+        return int(json.loads(body)["usage"]["completion_tokens"])
+    except (ValueError, TypeError, KeyError) as exc:
+        log.debug("no usage in a completion: %r", exc)
+        return 0
+
+
 class Driver:
     """Clients of the gateway at ``url`` sending through ``session``; open-loop arrivals
-    come from the stream ``arrivals`` of ``seed``, times are readings of ``clock``.
+    come from the stream ``arrivals`` of ``seed``, whether a request streams from its
+    stream ``streams``; times are readings of ``clock``.
 
     Nothing is sent before the first :meth:`apply`. Call every method from the loop the
     driver runs in."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, seed: int, arrivals: str,
-                 clock: Callable[[], float], on_sent: Callable[[], None],
-                 on_answer: Callable[[float, float, int, str], None],
-                 on_saturated: Callable[[], None]) -> None:
+                 clock: Callable[[], float], on_sent: Callable[[], None], on_answer: OnAnswer,
+                 on_saturated: Callable[[], None], *, streams: str = STREAMS) -> None:
         self.session = session
         self.url = url.rstrip("/") + PATH
         self.clock = clock
@@ -100,6 +221,12 @@ class Driver:
         self.on_saturated = on_saturated
         self.workload: Workload | None = None
         self._rng = stream(seed, arrivals)
+        self._stream_rng = stream(seed, streams)
+        self._share = 0.0
+        self._bodies = (BODY, BODY)
+        """The request sent without and with a stream."""
+        self._llm = False
+        """Whether the workload streams or caps tokens: then answers are read for their tokens."""
         self._clients = 0
         self._arrivals: asyncio.Task | None = None
         self._rate = 0.0
@@ -118,6 +245,9 @@ class Driver:
         if self._stopped:
             return
         self.workload = workload
+        self._share = workload.stream_share
+        self._bodies = (request_body(False, workload.max_tokens), request_body(True, workload.max_tokens))
+        self._llm = workload.stream_share > 0 or workload.max_tokens > 0
         if workload.mode == "open" and workload.rate > 0:  # rate 0: a worker without a share of the cap
             if self._arrivals is None or workload.rate != self._rate:
                 if self._arrivals is not None:
@@ -162,9 +292,12 @@ class Driver:
 
     def _launch(self, scheduled: float) -> asyncio.Task:
         """Start a request as its own task: a client cancelled at the stop leaves it in
-        flight, for the grace to decide."""
+        flight, for the grace to decide. Whether it streams is drawn here, once per request
+        sent, as the simulator draws it."""
         self.on_sent()
-        task = asyncio.create_task(self._request(scheduled))
+        share = self._share
+        streaming = share == 1.0 or (share > 0.0 and self._stream_rng.random() < share)
+        task = asyncio.create_task(self._request(scheduled, streaming, self._bodies[streaming], self._llm))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
         return task
@@ -200,17 +333,35 @@ class Driver:
         finally:
             self._clients -= 1
 
-    async def _request(self, scheduled: float) -> tuple[int, float]:
+    async def _request(self, scheduled: float, streaming: bool, body: bytes, llm: bool) -> tuple[int, float]:
         """Send one request and report its answer. Returns the status and the server's
-        retry-after in seconds (0 when absent)."""
+        retry-after in seconds (0 when absent).
+
+        Its times count from ``scheduled``, or from its sending if that came first: a loop
+        whose timers count whole milliseconds (uvloop's) may wake an arrival a little before
+        its time, and a time to first token is never shorter than the provider's. A stream
+        (an event stream answering a request that asked for one) is read frame by frame
+        (:func:`read_stream`); any other answer whole, and parsed for its tokens only when
+        ``llm`` (the workload streams or caps tokens)."""
+        scheduled = min(scheduled, self.clock())
+        first: float | None = None
+        tokens = 0
         try:
-            async with self.session.post(self.url, data=BODY, headers=_HEADERS) as response:
-                await response.read()
+            async with self.session.post(self.url, data=body, headers=_HEADERS) as response:
                 status = response.status
                 provider = response.headers.get(PROVIDER_HEADER, NO_PROVIDER)
                 retry_ms = response.headers.get(RETRY_AFTER_MS_HEADER)
+                if streaming and status == 200 and response.content_type == _EVENT_STREAM:
+                    status, first, tokens = await read_stream(response.content, self.clock)
+                elif llm and status == 200:
+                    tokens = _completion_tokens(await response.read())
+                else:
+                    await response.read()
         except aiohttp.ClientError as exc:
             log.debug("request failed: %s", exc)
-            status, provider, retry_ms = TRANSPORT_ERROR, NO_PROVIDER, None
-        self.on_answer(scheduled, self.clock(), status, provider)
+            status, retry_ms = TRANSPORT_ERROR, None
+        if status == TRANSPORT_ERROR:  # no answer came whole: nothing of it counts
+            provider, first, tokens = NO_PROVIDER, None, 0
+        ttft = None if first is None else first - scheduled
+        self.on_answer(scheduled, self.clock(), status, provider, ttft, tokens)
         return status, float(retry_ms) / 1000 if retry_ms else 0.0

@@ -11,11 +11,15 @@ a scenario and validated as a whole (:func:`merge`).
 
 The TOML shape::
 
-    [gateway]   balancer, timeout
+    [gateway]   balancer, timeout, stream_idle_timeout
     [limiter]   rate, burst
-    [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls
-    [providers.NAME]  weight, latency, distribution, p99, error_rate, outage
-    [workload]  mode, clients, think_time, rate, max_in_flight
+    [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
+                count_rate_limited
+    [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
+                      ttft, ttft_distribution, ttft_p99, decode_rate,
+                      output_tokens, output_distribution, output_p99, stream_error_rate,
+                      capacity, queue, rpm
+    [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
 Every number has a finite range (the ``MIN_*`` and ``MAX_*`` constants below, kept in each
@@ -60,7 +64,11 @@ MAX_COOLDOWN = 30.0
 HALF_OPEN_MAX_CALLS = 1
 """Probes a half-open breaker lets through at once."""
 TIMEOUT = 10.0
-"""Provider call timeout in seconds; a slower call answers 504 and counts as a failure."""
+"""Provider call timeout in seconds; a slower call answers 504 and counts as a failure. For a
+stream it bounds the time to the first token."""
+STREAM_IDLE_TIMEOUT = 60.0
+"""Seconds a stream may go without a token once it has begun; past them it fails as a
+mid-stream error (nginx's ``proxy_read_timeout``: 60 s between two reads)."""
 BALANCER = "weighted_random"
 """The seed's load-balancing policy."""
 DISTRIBUTION = "fixed"
@@ -77,6 +85,16 @@ iterations: a gateway that cannot keep up then costs a bounded number of sockets
 sides instead of one more for every overdue arrival. It is the most the seed system can
 hold: its bucket admits at most ``BURST + RATE * t`` requests in ``t`` seconds and its
 slowest provider answers in 2 s, so no workload reaches the cap against seed providers."""
+DECODE_RATE = 50.0
+"""Output tokens per second a provider with token timing (``ttft``) streams to each call:
+the order of a hosted model's decode speed for one stream."""
+STREAM_FRAME_INTERVAL = 0.02
+"""Seconds a stream's frames are at least apart: a token per frame at decode rates up to 50
+tokens per second, and faster ones grouped, as many tokens a frame as come in 20 ms (DESIGN,
+"LLM traffic"): frames at 1000 tokens per second would cost more to frame than to carry."""
+MAX_OUTPUT_TOKENS = 1_000_000
+"""Most output tokens one answer may hold (``output_tokens``, its p99, ``max_tokens``): a
+hundred times the longest outputs hosted models give, and a bound on every drawn length."""
 SEED = 1
 """Random seed of every command when none is given."""
 SIM_DURATION = 60.0
@@ -220,6 +238,7 @@ _BOOL = _spec("true or false", lambda v: True, bool)
 class GatewayConfig:
     balancer: str = field(default=BALANCER, metadata=_choice(balancer.names))
     timeout: float = field(default=TIMEOUT, metadata=_POSITIVE_SECONDS)
+    stream_idle_timeout: float = field(default=STREAM_IDLE_TIMEOUT, metadata={**_POSITIVE_SECONDS, "added": True})
 
 
 @dataclass(frozen=True)
@@ -235,12 +254,35 @@ class BreakerConfig:
     base_delay: float = field(default=BASE_DELAY, metadata=_POSITIVE_SECONDS)
     max_cooldown: float = field(default=MAX_COOLDOWN, metadata=_POSITIVE_SECONDS)
     half_open_max_calls: int = field(default=HALF_OPEN_MAX_CALLS, metadata=_COUNT)
+    count_rate_limited: bool = field(default=True, metadata={**_BOOL, "added": True})
+
+
+_ADDED_SECONDS = {**_SECONDS, "added": True}
+_ADDED_DISTRIBUTION = {**_choice(lambda: DISTRIBUTIONS), "added": True}
+_ADDED_TOKENS = {**_range(float, 0, MAX_OUTPUT_TOKENS), "added": True}
 
 
 @dataclass(frozen=True)
 class ProviderConfig:
     """A simulated provider. ``latency`` is the fixed latency, the exponential's mean or the
-    log-normal's median; ``p99`` is the log-normal's 99th percentile (0 = unused)."""
+    log-normal's median; ``p99`` is the log-normal's 99th percentile (0 = unused).
+
+    Token timing, for LLM traffic (all off by default: a provider then answers after
+    ``latency`` with its fixed reply, as the seed's do). ``ttft`` > 0 gives the provider a
+    time to first token, a distribution like the latency's (``ttft_distribution``,
+    ``ttft_p99``), and a call then lasts ``ttft + (output tokens - 1) / decode_rate``
+    (``latency`` is not used). ``output_tokens`` > 0 draws each answer's length from a
+    distribution of its own (``output_distribution``, ``output_p99``), rounded to a whole
+    number >= 1 and capped by the request's ``max_tokens``. ``stream_error_rate`` is the
+    probability that a call fails after its first token, at a point drawn uniformly over its
+    output.
+
+    Finite capacity (off by default): ``capacity`` > 0 calls are served at once, and up to
+    ``queue`` more wait for a slot, first in, first out (``queue`` is unused while
+    ``capacity`` is 0: no call waits); a call that finds the queue full is answered 429 by
+    the provider at once. ``rpm`` > 0 is the provider's own limit in requests
+    per minute, an exact token bucket of a minute's capacity (``rpm`` tokens) refilled at
+    ``rpm / 60`` per second; a call over it is answered 429 too."""
 
     name: str
     weight: float = field(default=1.0, metadata=_range(float, 0, MAX_WEIGHT))
@@ -249,15 +291,33 @@ class ProviderConfig:
     p99: float = field(default=0.0, metadata=_SECONDS)
     error_rate: float = field(default=0.0, metadata=_range(float, 0, 1))
     outage: str = field(default="none", metadata=_choice(lambda: OUTAGES))
+    ttft: float = field(default=0.0, metadata=_ADDED_SECONDS)
+    ttft_distribution: str = field(default=DISTRIBUTION, metadata=_ADDED_DISTRIBUTION)
+    ttft_p99: float = field(default=0.0, metadata=_ADDED_SECONDS)
+    decode_rate: float = field(default=DECODE_RATE, metadata={**_RATE, "added": True})
+    output_tokens: float = field(default=0.0, metadata=_ADDED_TOKENS)
+    output_distribution: str = field(default=DISTRIBUTION, metadata=_ADDED_DISTRIBUTION)
+    output_p99: float = field(default=0.0, metadata=_ADDED_TOKENS)
+    stream_error_rate: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
+    capacity: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
+    queue: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
+    rpm: float = field(default=0.0, metadata={**_range(float, 0, MAX_BURST), "added": True})
 
 
 @dataclass(frozen=True)
 class WorkloadConfig:
+    """The clients: a closed loop of ``clients`` that wait ``think_time`` between an answer
+    and their next request, or an open loop of Poisson arrivals at ``rate`` per second with
+    at most ``max_in_flight`` outstanding. A share ``stream_share`` of the requests ask for
+    a stream (``stream: true``); ``max_tokens`` > 0 caps each request's output (0: no cap)."""
+
     mode: str = field(default="closed", metadata=_choice(lambda: MODES))
     clients: int = field(default=CLIENTS, metadata=_range(int, 1, MAX_CLIENTS))
     think_time: float = field(default=THINK_TIME, metadata=_SECONDS)
     rate: float = field(default=OPEN_RATE, metadata=_RATE)
     max_in_flight: int = field(default=MAX_IN_FLIGHT, metadata={**_range(int, 1, MAX_CLIENTS), "added": True})
+    stream_share: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
+    max_tokens: int = field(default=0, metadata={**_range(int, 0, MAX_OUTPUT_TOKENS), "added": True})
 
 
 @dataclass(frozen=True)
@@ -282,6 +342,15 @@ class Scenario:
     providers: tuple[ProviderConfig, ...] = field(default_factory=_seed_providers)
     workload: WorkloadConfig = WorkloadConfig()
     events: tuple[Event, ...] = ()
+
+    @property
+    def llm(self) -> bool:
+        """Whether the scenario has LLM traffic: a provider with token timing, an output
+        length model, mid-stream errors, a capacity or its own rate limit, or clients that
+        stream or cap their output. The live dashboard shows its LLM controls and charts then."""
+        w = self.workload
+        return bool(w.stream_share or w.max_tokens) or any(
+            p.ttft or p.output_tokens or p.stream_error_rate or p.capacity or p.rpm for p in self.providers)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -518,12 +587,20 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
     if sum(p.weight for p in s.providers) <= 0:
         raise check.fail("providers.*.weight", [p.weight for p in s.providers], "at least one weight > 0")
     for p in s.providers:
-        if p.distribution == "lognormal" and not 0 < p.latency < p.p99 <= MAX_P99_RATIO * p.latency:
-            raise check.fail(
-                f"providers.{p.name}.p99", p.p99,
-                f"a log-normal p99 greater than its median latency ({p.latency:g}), which must be > 0, "
-                f"and at most {MAX_P99_RATIO:g} times it",
-            )
+        for median, distribution, p99, what in (("latency", "distribution", "p99", "latency"),
+                                                ("ttft", "ttft_distribution", "ttft_p99", "time to first token"),
+                                                ("output_tokens", "output_distribution", "output_p99",
+                                                 "output length")):
+            m, q = getattr(p, median), getattr(p, p99)
+            if getattr(p, distribution) == "lognormal" and not 0 < m < q <= MAX_P99_RATIO * m:
+                raise check.fail(
+                    f"providers.{p.name}.{p99}", q,
+                    f"a log-normal p99 greater than its median {what} ({m:g}), which must be > 0, "
+                    f"and at most {MAX_P99_RATIO:g} times it",
+                )
+    for p in s.providers:
+        if 0 < p.rpm < 1:
+            raise check.fail(f"providers.{p.name}.rpm", p.rpm, "0 (no limit) or a number >= 1")
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
             "breaker.max_cooldown", s.breaker.max_cooldown,

@@ -68,7 +68,8 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from gwlab import config
-from gwlab.errors import ApiError
+from gwlab.errors import answer
+from gwlab.wire import ApiError
 
 log = logging.getLogger("gwlab.server")
 
@@ -329,13 +330,15 @@ class _PipelineParser:
 
 class _Connection(RequestHandler):
     """One client connection: aiohttp's protocol with the head timeout, every request it
-    parses handed over, and its parser's errors answered in the OpenAI shape."""
+    parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
+    end when the client goes away (:meth:`pause`)."""
 
-    __slots__ = ("_head_timer",)
+    __slots__ = ("_head_timer", "_pause")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._pause: asyncio.Future[None] | None = None
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
             # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
             # arguments) but for the pause after each request instead of after 32.
@@ -374,10 +377,36 @@ class _Connection(RequestHandler):
         elif self._head_timer is None and data and self._manager is not None:
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
 
+    async def pause(self, seconds: float, until: asyncio.Future[None] | None = None) -> bool:
+        """Wait ``seconds`` (only a turn of the loop if <= 0), or until ``until`` is done if
+        that comes first (then returns ``True``); raises ConnectionResetError as soon as the
+        client closes the connection, or at once if it has. aiohttp does not cancel a handler whose client
+        went away, and a write notices only when it is made: this is how a call learns at
+        once, however long it waits."""
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        if until is not None and until.done():
+            return True
+        if seconds <= 0:  # overdue: yield all the same, so a stream that fell behind does not
+            await asyncio.sleep(0)  # write its late frames back to back while others wait
+            return False
+        pause = self._pause = self._loop.create_future()
+        timer = self._loop.call_later(seconds, _wake, pause)
+        if until is not None:
+            until.add_done_callback(lambda _: _wake(pause))
+        try:
+            await pause
+        finally:
+            timer.cancel()
+            self._pause = None
+        return until is not None and until.done()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._pause is not None and not self._pause.done():
+            self._pause.set_exception(ConnectionResetError("the client closed the connection"))
         super().connection_lost(exc)
 
     def _head_too_slow(self) -> None:
@@ -396,8 +425,10 @@ class _Connection(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         """The answer to a request aiohttp could not parse (or, never expected, a handler
         that raised): JSON, counted, one line in the log; the connection closes after it."""
-        if request.writer.output_size > 0:  # as aiohttp: too late for another answer
-            raise ConnectionError("an answer is partly sent; cannot send an error instead")
+        if request.writer.output_size > 0 or isinstance(exc, ConnectionResetError):
+            # As aiohttp: too late for another answer, or (the handler noticed the client
+            # leave, and counted it) nobody to give it to; aiohttp closes the connection.
+            raise ConnectionError("an answer is partly sent, or its client has gone")
         reason = parse_error_reason(exc, message)
         if status >= 500:
             log.error("error answering a request from %s", request.remote, exc_info=exc)
@@ -407,7 +438,7 @@ class _Connection(RequestHandler):
             error = ApiError(status, f"malformed HTTP request: {reason}", "invalid_http_request")
         if self._manager is not None:
             self._manager.refused(status)
-        response = error.response()
+        response = answer(error)
         response.force_close()
         return response
 
@@ -427,7 +458,7 @@ def parse_error_reason(exc: BaseException | None, message: str | None = None) ->
 def raw_answer(error: ApiError) -> bytes:
     """``error`` as the bytes of a whole HTTP/1.1 answer that closes the connection, for a
     moment when no request object exists to answer through."""
-    response = error.response()
+    response = answer(error)
     body = response.body
     head = [f"HTTP/1.1 {response.status} {response.reason}", f"Content-Length: {len(body)}", "Connection: close"]
     head += [f"{name}: {value}" for name, value in response.headers.items()]

@@ -4,6 +4,12 @@
 :class:`LiveView` only decides how the lines reach the terminal: redrawn in place with ANSI
 cursor movement on a terminal, appended as one plain line per update otherwise (a log file,
 a pipe, a CI job).
+
+LLM traffic adds to both, and only when it is in play (streams ended, output tokens counted
+or a stream failed), so that the view of a run without it stays what it was: the status
+shows ``stream_error`` among the codes and a line with the time to first token (p50, p99)
+and the output tokens per second; the summary a line with the time to first token, the time
+per output token and the output tokens.
 """
 
 from __future__ import annotations
@@ -12,19 +18,36 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from gwlab import config
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, Tally, code_name
+from gwlab.stats import QUANTILES, RATE_LIMITED, STREAM_ERROR, LatencyHistogram, Tally, code_name
 
 SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
 """Status codes always shown, even at zero; any other code appears once it occurs."""
 SEPARATOR = "  |  "
+LLM_QUANTILES = (0.5, 0.99)
+"""The quantiles of the time to first token (and per output token) the view shows."""
 
 
-def _codes(tally: Tally) -> list[int]:
+def _codes(tally: Tally, llm: bool) -> list[int]:
+    shown = (*SHOWN_CODES, STREAM_ERROR) if llm else SHOWN_CODES
     seen = {status for status, _ in tally.by_status}
-    return [*SHOWN_CODES, *sorted(seen - set(SHOWN_CODES))]
+    return [*shown, *sorted(seen - set(shown))]
 
 
-def _seconds(value: float | None) -> str:
+def llm_traffic(tally: Tally) -> bool:
+    """Whether ``tally`` holds LLM traffic: a stream that ended, output tokens, or a stream
+    that failed after its first byte."""
+    return bool(tally.ttft.count or tally.output_tokens or tally.count([STREAM_ERROR]))
+
+
+_LLM_KEYS = tuple(f"p{round(q * 100)}" for q in LLM_QUANTILES)
+
+
+def _llm_quantiles(histogram: LatencyHistogram) -> str:
+    return "  ".join(f"{key} {seconds_text(histogram.quantile(q))}" for key, q in zip(_LLM_KEYS, LLM_QUANTILES))
+
+
+def seconds_text(value: float | None) -> str:
+    """A time as the status lines show it: ``0.123s``, or ``-`` for none."""
     return "-" if value is None else f"{value:.3f}s"
 
 
@@ -43,24 +66,33 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
     """The live status: requests/s by status code and latency quantiles over the last
     ``seconds`` (``interval``, ``sent`` requests, ``saturated`` arrivals not sent), each
     provider's share of the admitted requests so far (``total``), its breaker state and
-    cooldown left, and the bucket's tokens (from the gateway's ``snapshot``)."""
+    cooldown left, and the bucket's tokens (from the gateway's ``snapshot``). With LLM
+    traffic in the run so far (:func:`llm_traffic` of ``total``), ``stream_error`` is always
+    among the codes, and a fourth line gives the streams' time to first token and the output
+    tokens per second over the last ``seconds``."""
     per_second = (lambda n: n / seconds) if seconds > 0 else (lambda n: 0.0)
-    rates = "  ".join(f"{code_name(code)} {per_second(interval.count([code])):.0f}/s" for code in _codes(interval))
+    llm = llm_traffic(total)
+    rates = "  ".join(f"{code_name(code)} {per_second(interval.count([code])):.0f}/s"
+                      for code in _codes(interval, llm))
     if saturated:
         rates += f"  ({cannot_keep_up(per_second(sent), per_second(saturated))})"
-    admitted = total.count(ADMITTED)
+    admitted = total.admitted()
     providers = []
     for name, p in snapshot.providers.items():
-        text = f"{name} {_percent(total.count(ADMITTED, name), admitted)} {p.state.value}"
+        text = f"{name} {_percent(total.admitted(name), admitted)} {p.state.value}"
         if p.cooldown_left > 0:
             text += f" {p.cooldown_left:.1f}s"
         providers.append(text)
-    quantiles = "  ".join(f"p{round(q * 100)} {_seconds(interval.latency.quantile(q))}" for q in QUANTILES)
-    return [
+    quantiles = "  ".join(f"p{round(q * 100)} {seconds_text(interval.latency.quantile(q))}" for q in QUANTILES)
+    lines = [
         f"{elapsed:6.1f}s  offered {per_second(sent):.0f}/s  {rates}",
         "        " + "   ".join(providers),
         f"        tokens {snapshot.tokens:.0f}/{snapshot.burst:.0f}  latency {quantiles}",
     ]
+    if llm:
+        lines.append(f"        ttft {_llm_quantiles(interval.ttft)}  "
+                     f"output tokens {per_second(interval.output_tokens):.0f}/s")
+    return lines
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:
@@ -80,8 +112,17 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         f"codes {codes}",
         f"availability {'-' if availability is None else f'{availability:.1%}'}  "
         f"goodput {'-' if goodput is None else f'{goodput:.1%}'}",
-        "latency " + "  ".join(f"{key} {_seconds(latency[key])}" for key in ("p50", "p95", "p99", "mean", "max")),
+        "latency " + "  ".join(f"{key} {seconds_text(latency[key])}" for key in ("p50", "p95", "p99", "mean", "max")),
     ]
+    llm = [f"{name} " + "  ".join(f"{key} {seconds_text(result[field][key])}" for key in _LLM_KEYS)
+           for field, name in (("ttft", "ttft"), ("time_per_output_token", "time per output token"))
+           if field in result]
+    if "output_tokens" in result:
+        tokens = result["output_tokens"]
+        rate = "-" if tokens["per_second"] is None else f"{tokens['per_second']:.0f}"
+        llm.append(f"output tokens {tokens['total']} ({rate}/s)")
+    if llm:
+        lines.append("  ".join(llm))
     if result.get("saturated"):
         cap = workload.get("max_in_flight", config.MAX_IN_FLIGHT)
         lines.insert(2, f"{cannot_keep_up(result['achieved_offered_rate'], result['saturated'] / result['duration'])}"

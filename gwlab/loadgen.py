@@ -5,7 +5,9 @@ event loop: at thousands of requests per second one Python process cannot both s
 serve. The parent process (which runs the gateway) starts the workers, tells them to go and
 to stop, and merges the :class:`~gwlab.stats.Tally` deltas they send about twice a second.
 Each worker runs one :class:`~gwlab.clients.Driver` (closed-loop clients or open-loop
-Poisson arrivals, from the random stream ``arrivals/<index>``) and tallies its answers.
+Poisson arrivals, from the random stream ``arrivals/<index>``; which requests stream, from
+``workload/stream/<index>``) and tallies its answers, with the time to first token and the
+output tokens of LLM traffic (:func:`gwlab.clients.book`).
 
 Scripted events change the workload while the clients run (:meth:`LoadGenerator.apply`):
 the parent splits the new workload over the same workers as at the start and sends each its
@@ -41,7 +43,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gwlab import config
-from gwlab.clients import Driver, open_session
+from gwlab.clients import Driver, book, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
 from gwlab.summary import requested_rate
@@ -86,8 +88,9 @@ def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
 class WorkerPlan:
     """What one worker process sends: ``clients`` closed-loop clients, or open-loop arrivals
     at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``, at most
-    ``max_in_flight`` of them outstanding. A worker gets a new plan when the workload
-    changes."""
+    ``max_in_flight`` of them outstanding; a share ``stream_share`` of its requests stream
+    (drawn from the stream ``workload/stream/<index>``), each capped at ``max_tokens`` output
+    tokens (0: no cap). A worker gets a new plan when the workload changes."""
 
     url: str
     index: int
@@ -98,6 +101,8 @@ class WorkerPlan:
     max_in_flight: int
     seed: int
     grace: float
+    stream_share: float = 0.0
+    max_tokens: int = 0
 
 
 def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
@@ -106,14 +111,16 @@ def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
     evenly as whole numbers allow, and the open-loop rate in proportion to each worker's cap
     (independent Poisson streams add up to a Poisson stream at the total rate), so that no
     worker saturates before the cap in total is reached, and a worker without a share of the
-    cap sends nothing."""
+    cap sends nothing. Every worker streams the same share of its requests, with the same
+    cap on tokens."""
     base, extra = divmod(workload.clients, workers)
     cap, more = divmod(workload.max_in_flight, workers)
     caps = [cap + (i < more) for i in range(workers)]
     return [
         WorkerPlan(url=url, index=i, mode=workload.mode, clients=base + (i < extra),
                    rate=workload.rate * caps[i] / workload.max_in_flight, think_time=workload.think_time,
-                   max_in_flight=caps[i], seed=seed, grace=grace)
+                   max_in_flight=caps[i], seed=seed, grace=grace, stream_share=workload.stream_share,
+                   max_tokens=workload.max_tokens)
         for i in range(workers)
     ]
 
@@ -402,8 +409,11 @@ class _Worker:
                 return
             await _first(self.go.wait(), self.stop.wait())
             if not self.stop.is_set():
+                # Times from the monotonic clock itself: uvloop's loop.time() counts whole
+                # milliseconds, as of the loop's last wake-up.
                 self.driver = Driver(session, self.plan.url, self.plan.seed, f"arrivals/{self.plan.index}",
-                                     self.loop.time, self._sent, self._answered, self._saturated)
+                                     time.monotonic, self._sent, self._answered, self._saturated,
+                                     streams=f"workload/stream/{self.plan.index}")
                 self.driver.apply(self.plan)
                 reporter = asyncio.create_task(self._report())
                 await self.stop.wait()
@@ -421,8 +431,9 @@ class _Worker:
     def _saturated(self) -> None:
         self.saturated += 1
 
-    def _answered(self, scheduled: float, done: float, status: int, provider: str) -> None:
-        self.delta.record(status, provider, done - scheduled)
+    def _answered(self, scheduled: float, done: float, status: int, provider: str, ttft: float | None,
+                  tokens: int) -> None:
+        book(self.delta, status, provider, done - scheduled, ttft, tokens)
 
     def _command(self) -> None:
         try:

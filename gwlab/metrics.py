@@ -12,14 +12,34 @@ gwlab_fallback_total{provider}                      counter    calls forced on t
                                                                whose cooldown ends soonest
 gwlab_in_flight_requests                            gauge      admitted requests not answered
 gwlab_provider_requests_total{provider,outcome}     counter    provider calls that ended:
-                                                               success, error or timeout
+                                                               success, error, timeout,
+                                                               stream_error or rate_limited
 gwlab_provider_request_duration_seconds{provider}   histogram  those calls' durations
 gwlab_breaker_state{provider,state}                 gauge      1 for the current state
 gwlab_breaker_cooldown_seconds{provider}            gauge      cooldown left (0 unless open)
 gwlab_breaker_transitions_total{provider,from_state,to_state}  counter
 gwlab_limiter_tokens                                gauge      tokens in the bucket
 gwlab_provider_weight{provider}                     gauge      balancer weight
+gwlab_time_to_first_token_seconds{provider}         histogram  streams: arrival to first token
+gwlab_time_per_output_token_seconds{provider}       histogram  streams of >= 2 tokens: the
+                                                               time after the first token
+                                                               over the tokens after it
+gwlab_provider_requests_running{provider}           gauge      calls in a slot of a provider
+                                                               with a capacity
+gwlab_provider_requests_waiting{provider}           gauge      calls waiting for a slot
+gwlab_tokens_total{provider,kind}                   counter    ``prompt`` tokens of the
+                                                               requests a provider answered
+                                                               and ``completion`` tokens
+                                                               of its answers
 ==================================================  =========  ================================
+
+The names of the LLM series follow vLLM's (``vllm:time_to_first_token_seconds``,
+``vllm:time_per_output_token_seconds``, ``vllm:num_requests_running``,
+``vllm:num_requests_waiting``, ``vllm:prompt_tokens_total``,
+``vllm:generation_tokens_total``), and so do their buckets (:data:`TTFT_BUCKETS`,
+:data:`TPOT_BUCKETS`). A stream that fails after its first byte is counted under
+``code="stream_error"`` (its HTTP status was 200) and as the provider outcome
+``stream_error``.
 
 ``gwlab_requests_total`` counts every answer to a chat completion request, bad requests
 included (400, 413, 415 ... with ``provider="none"``, since a bad request never reaches the
@@ -59,9 +79,15 @@ from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
 from gwlab.providers import Outcome
 from gwlab.router import Route, Router
+from gwlab.stats import code_name
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
 """Latency histogram bounds in seconds, bracketing the seed providers' 0.1, 0.5 and 2 s."""
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+"""Time-to-first-token bounds in seconds: vLLM's (``vllm/engine/metrics.py``)."""
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+"""Time-per-output-token bounds in seconds: vLLM's."""
+TOKEN_KINDS = ("prompt", "completion")
 STATES = tuple(s.value for s in State)
 CUT_OFF = 499
 """Status counted for a request cut off by the gateway's shutdown (the nginx convention)."""
@@ -72,29 +98,30 @@ _DIAGRAM = (
     (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.HEALTHY), (State.HALF_OPEN, State.OPEN),
 )
 """The seed's state diagram; its edges exist as series from the start."""
-_BOUNDS = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
 
 
 class Buckets:
-    """One histogram series: how many observations fell at or below each bound of
-    :data:`BUCKETS` (Prometheus's ``le``), and their sum."""
+    """One histogram series: how many observations fell at or below each of ``bounds``
+    (Prometheus's ``le``; :data:`BUCKETS` by default), and their sum."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         """Observations per bucket, not cumulative; the last one is above every bound."""
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
         # The first bound >= value: the bucket whose ``le`` the value is counted under.
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as the exposition wants them: each bound with every
         observation at or below it, ending with ``+Inf``."""
-        return list(zip(_BOUNDS, itertools.accumulate(self.counts)))
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        return list(zip(les, itertools.accumulate(self.counts)))
 
 
 class Metrics:
@@ -117,6 +144,12 @@ class Metrics:
         self.durations = {name: Buckets() for name in (*names, NO_PROVIDER)}
         """Arrival to answer, per provider: ``gwlab_request_duration_seconds``."""
         self.provider_durations = {name: Buckets() for name in names}
+        self.ttft = {name: Buckets(TTFT_BUCKETS) for name in names}
+        """Arrival to first token of each stream, per provider."""
+        self.tpot = {name: Buckets(TPOT_BUCKETS) for name in names}
+        """Time per output token of each stream of two tokens or more, per provider."""
+        self.tokens = {(name, kind): 0 for name in names for kind in TOKEN_KINDS}
+        """Prompt and completion tokens per (provider, kind)."""
         self.fallbacks: collections.Counter[str] = collections.Counter({name: 0 for name in names})
         """Fallback calls per provider."""
         self.transitions: collections.Counter[tuple[str, str, str]] = collections.Counter(
@@ -144,13 +177,31 @@ class Metrics:
         if route.fallback:
             self.fallbacks[route.upstream.name] += 1
 
-    def completed(self, route: Route, seconds: float, call_seconds: float) -> None:
-        """The provider call of ``route`` ended after ``call_seconds``; the answer went out
-        ``seconds`` after the request arrived."""
+    def completed(self, route: Route, outcome: Outcome, seconds: float, call_seconds: float,
+                  prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """The provider call of ``route`` ended with ``outcome`` after ``call_seconds``; the
+        answer went out ``seconds`` after the request arrived, carrying ``completion_tokens``
+        for a prompt of ``prompt_tokens`` (0 for an answer with none)."""
         name = route.upstream.name
-        self.answers[route.call.outcome.status, name] += 1
+        key = outcome.status, name
+        try:
+            self.answers[key] += 1
+        except KeyError:  # a status not precreated (a provider's 429, a stream error)
+            self.answers[key] = 1
         self.durations[name].observe(seconds)
         self.provider_durations[name].observe(call_seconds)
+        if completion_tokens:
+            tokens = self.tokens
+            tokens[name, "prompt"] += prompt_tokens
+            tokens[name, "completion"] += completion_tokens
+
+    def streamed(self, route: Route, seconds: float, ttft: float, tokens: int) -> None:
+        """The stream of ``route`` ended (after its first token) ``seconds`` after the
+        request arrived, its first token ``ttft`` after it, carrying ``tokens``."""
+        name = route.upstream.name
+        self.ttft[name].observe(ttft)
+        if tokens >= 2:
+            self.tpot[name].observe((seconds - ttft) / (tokens - 1))
 
     def cut_off(self, route: Route) -> None:
         """The request of ``route`` was cut off before its call ended."""
@@ -179,7 +230,7 @@ class _Collector:
         requests = CounterMetricFamily("gwlab_requests", "Answers sent, by status code and provider.",
                                        labels=["code", "provider"])
         for (code, provider), count in m.answers.items():
-            requests.add_metric([str(code), provider], count)
+            requests.add_metric([code_name(code), provider], count)
         duration = _histogram("gwlab_request_duration_seconds",
                               "Time from a request's arrival to its answer (admitted and 429).", m.durations)
         rate_limited = CounterMetricFamily("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
@@ -188,7 +239,7 @@ class _Collector:
                                        labels=["provider", "outcome"])
         for name in state.providers:
             for outcome in Outcome:
-                outcomes.add_metric([name, outcome.value], m.answers[outcome.status, name])
+                outcomes.add_metric([name, outcome.value], m.answers.get((outcome.status, name), 0))
         provider_duration = _histogram("gwlab_provider_request_duration_seconds",
                                        "Duration of provider calls that ended.", m.provider_durations)
         tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.", state.tokens)
@@ -202,7 +253,13 @@ class _Collector:
                                    labels=["provider"])
         fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
                                        "soonest, because no provider was available.", labels=["provider"])
+        running = GaugeMetricFamily("gwlab_provider_requests_running", "Calls in a slot of a provider with a "
+                                    "capacity.", labels=["provider"])
+        waiting = GaugeMetricFamily("gwlab_provider_requests_waiting", "Calls waiting for a slot of a provider.",
+                                    labels=["provider"])
         for name, p in state.providers.items():
+            running.add_metric([name], p.busy)
+            waiting.add_metric([name], p.waiting)
             for value in STATES:
                 gauge.add_metric([name, value], 1.0 if value == p.state.value else 0.0)
             cooldown.add_metric([name], p.cooldown_left)
@@ -212,8 +269,17 @@ class _Collector:
                                           labels=["provider", "from_state", "to_state"])
         for labels, count in m.transitions.items():
             transitions.add_metric(list(labels), count)
+        ttft = _histogram("gwlab_time_to_first_token_seconds",
+                          "Time from a streamed request's arrival to its first token.", m.ttft)
+        tpot = _histogram("gwlab_time_per_output_token_seconds",
+                          "Time per output token of a stream, after its first one.", m.tpot)
+        used = CounterMetricFamily("gwlab_tokens", "Tokens of the requests answered (prompt) and of the answers "
+                                   "(completion).", labels=["provider", "kind"])
+        for labels, count in m.tokens.items():
+            used.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, outcomes, provider_duration,
-                    tokens, in_flight, gauge, cooldown, weight, fallback, transitions)
+                    tokens, in_flight, gauge, cooldown, weight, fallback, transitions, ttft, tpot, used, running,
+                    waiting)
 
 
 def _histogram(name: str, documentation: str, series: dict[str, Buckets]) -> HistogramMetricFamily:

@@ -8,7 +8,13 @@ same panels at once with :func:`figure`:
 - latency quantiles of the requests completed in each bin,
 - each provider's share of the answered requests,
 - each breaker's state over time, with its openings marked,
-- tokens in the rate limiter's bucket, on an axis from 0 to the burst.
+- tokens in the rate limiter's bucket, on an axis from 0 to the burst;
+
+and for LLM traffic (:data:`LLM_PANELS`, when the series holds it or when asked):
+
+- time to first token quantiles of the streams ended in each bin,
+- output tokens per second,
+- each provider's calls waiting for a slot.
 
 Every quantity has one colour wherever it is drawn (live, static, in the report and in a
 notebook's own plots): :data:`STATUS_COLOURS`, :data:`QUANTILE_COLOURS`,
@@ -65,10 +71,13 @@ BURST_COLOUR = "#999999"
 
 PANELS = ("Requests/s by status", "Latency of answered requests (s)", "Provider share of answers (%)",
           "Breaker state", "Tokens in the bucket")
+LLM_PANELS = ("Time to first token of streams (s)", "Output tokens/s", "Calls waiting for a slot")
+"""The panels below :data:`PANELS` for LLM traffic."""
 BREAKER_PANEL = PANELS.index("Breaker state")
 """Index of the panel whose colour bar stands below its legend."""
 HEIGHT = 1200
-"""Height of :func:`figure` in pixels."""
+"""Height of :func:`figure` in pixels, for the panels of :data:`PANELS`; LLM traffic's add
+as much again per panel."""
 SPACING = 0.05
 """Gap between two panels, as a fraction of the plotting area's height."""
 MARGIN = {"t": 80, "b": 50}
@@ -160,16 +169,50 @@ def token_traces(ts: TimeSeries) -> list[go.Scatter]:
     ]
 
 
-def axis_ranges(ts: TimeSeries) -> dict[str, Any]:
+def ttft_traces(ts: TimeSeries) -> list[go.Scatter]:
+    """p50, p95 and p99 time to first token of the streams ended in each bin (gaps where none
+    did), in the latency quantiles' colours."""
+    cols = ts.columns()
+    empty = [None] * len(cols["time"])
+    return [go.Scatter(x=cols["time"], y=cols.get(f"ttft_{q}", empty), name=f"TTFT {q}", mode="lines",
+                       line={"color": colour})
+            for q, colour in QUANTILE_COLOURS.items()]
+
+
+def output_token_traces(ts: TimeSeries) -> list[go.Scatter]:
+    """Output tokens per second carried by the answers of each bin."""
+    cols = ts.columns()
+    tokens = cols.get("output_tokens", [0] * len(cols["time"]))
+    return [go.Scatter(x=cols["time"], y=_rates(tokens, cols["width"]), name="tokens/s", mode="lines",
+                       line={"color": TOKENS_COLOUR})]
+
+
+def waiting_traces(ts: TimeSeries) -> list[go.Scatter]:
+    """Each provider's calls waiting for a slot at each bin's end."""
+    cols = ts.columns()
+    zeros = [0] * len(cols["time"])
+    return [go.Scatter(x=cols["time"], y=cols.get(f"{name}.waiting", zeros), name=f"{name} waiting",
+                       mode="lines", line={"color": provider_colour(name)})
+            for name in ts.providers]
+
+
+def has_llm_traffic(ts: TimeSeries) -> bool:
+    """Whether the series holds LLM traffic: streams, tokens, stream errors or slots."""
+    cols = ts.columns()
+    return "output_tokens" in cols or any(f"{name}.waiting" in cols for name in ts.providers)
+
+
+def axis_ranges(ts: TimeSeries, llm: bool = False) -> dict[str, Any]:
     """The y axes of :func:`figure`'s panels (in the order of :data:`PANELS`), as
     ``update_layout`` arguments: rates and
     latencies from 0 up to what is drawn, shares from 0 to 100 %, one breaker row per
     provider in the scenario's order from the top, and tokens from 0 to the largest burst
-    in force over the bins (a dip of a few tokens stays a small dip). The live dashboard
-    applies them again at every redraw, so the tokens axis follows a change of the burst."""
+    in force over the bins (a dip of a few tokens stays a small dip); with ``llm``, the
+    LLM panels' from 0. The live dashboard applies them again at every redraw, so the tokens
+    axis follows a change of the burst."""
     providers = list(ts.providers)
     bursts = [b for b in ts.columns()["burst"] if b is not None]
-    return {
+    ranges = {
         "yaxis": {"rangemode": "tozero"},
         "yaxis2": {"rangemode": "tozero"},
         "yaxis3": {"range": [0, 100]},
@@ -177,6 +220,9 @@ def axis_ranges(ts: TimeSeries) -> dict[str, Any]:
                    "range": [len(providers) - 0.5, -0.5]},
         "yaxis5": {"range": [0, max(bursts)]} if bursts else {"rangemode": "tozero"},
     }
+    if llm:
+        ranges.update({f"yaxis{len(PANELS) + i + 1}": {"rangemode": "tozero"} for i in range(len(LLM_PANELS))})
+    return ranges
 
 
 def legend_height(entries: int) -> int:
@@ -189,19 +235,31 @@ def _legend(panel: int) -> str:
     return "legend" if panel == 0 else f"legend{panel + 1}"
 
 
-def panels(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) -> list[list[go.BaseTraceType]]:
-    """The traces of each panel of :data:`PANELS`, in order: what :func:`figure` lays out,
-    and what a live figure updates its traces from without building a new layout."""
-    return [status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions),
-            token_traces(ts)]
+def panels(ts: TimeSeries, transitions: Sequence[BreakerChange] = (),
+           llm: bool = False) -> list[list[go.BaseTraceType]]:
+    """The traces of each panel of :data:`PANELS` (and :data:`LLM_PANELS` with ``llm``), in
+    order: what :func:`figure` lays out, and what a live figure updates its traces from
+    without building a new layout."""
+    traces = [status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions),
+              token_traces(ts)]
+    if llm:
+        traces += [ttft_traces(ts), output_token_traces(ts), waiting_traces(ts)]
+    return traces
 
 
 def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str | None = None,
-           height: int = HEIGHT) -> go.Figure:
-    """All panels, one above the other, sharing the time axis; ``height`` in pixels."""
-    fig = make_subplots(rows=len(PANELS), cols=1, shared_xaxes=True, subplot_titles=PANELS,
-                        vertical_spacing=SPACING)
-    traces_by_panel = panels(ts, transitions)
+           height: int | None = None, llm: bool | None = None) -> go.Figure:
+    """All panels, one above the other, sharing the time axis; ``height`` in pixels (by
+    default :data:`HEIGHT`, and more for the LLM panels). ``llm``: whether to draw the LLM
+    panels (by default, when the series holds LLM traffic)."""
+    if llm is None:
+        llm = has_llm_traffic(ts)
+    titles = PANELS + LLM_PANELS if llm else PANELS
+    if height is None:
+        height = HEIGHT * len(titles) // len(PANELS)
+    fig = make_subplots(rows=len(titles), cols=1, shared_xaxes=True, subplot_titles=titles,
+                        vertical_spacing=SPACING * len(PANELS) / len(titles))
+    traces_by_panel = panels(ts, transitions, llm)
     legends = {}
     for panel, traces in enumerate(traces_by_panel):
         for trace in traces:
@@ -209,10 +267,10 @@ def figure(ts: TimeSeries, transitions: Sequence[BreakerChange] = (), title: str
             fig.add_trace(trace, row=panel + 1, col=1)
         top = fig.layout[f"yaxis{panel + 1}"].domain[1]
         legends[_legend(panel)] = {"x": LEGEND_X, "xanchor": "left", "y": top, "yanchor": "top"}
-    fig.update_xaxes(title_text="time (s)", row=len(PANELS), col=1)
+    fig.update_xaxes(title_text="time (s)", row=len(titles), col=1)
     fig.update_traces(selector={"type": "heatmap"}, colorbar=_colourbar(fig, traces_by_panel[BREAKER_PANEL], height))
     fig.update_layout(height=height, title=title, hovermode="x unified", margin=MARGIN, **legends)
-    fig.update_layout(axis_ranges(ts))
+    fig.update_layout(axis_ranges(ts, llm))
     return fig
 
 

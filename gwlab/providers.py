@@ -1,14 +1,26 @@
-"""Simulated LLM providers: how long a call takes and whether it fails.
+"""Simulated LLM providers: how long a call takes, how many tokens it gives and whether it
+fails.
 
-A :class:`Provider` turns its configuration and two private random streams (one for
-latency, one for errors) into a :class:`Call`: a duration and an outcome. Shells carry the
-call out: the server sleeps for the duration, the simulator schedules an event after it.
+A :class:`Provider` turns its configuration and its private random streams into a
+:class:`Call`: a duration, an outcome and, for a provider with token timing, the time to its
+first token and the tokens of its answer. Shells carry the call out: the server sleeps for
+the duration (streaming the tokens on the way), the simulator schedules an event after it.
 
-Every call draws exactly one number from each stream, whatever the distribution, error
-rate or outage, and draws latency by inverting the distribution's CDF. So the n-th call to a
-provider always sees the same two numbers for a given seed: changing one provider's
-parameters, or any other provider's, leaves every draw of this one unchanged (common random
-numbers), and a sweep over a parameter shows its effect rather than noise.
+Every call draws exactly one number from each of the two seed streams (latency, errors),
+whatever the distribution, error rate or outage, and one from each stream of the token model
+that the provider's configuration turns on (time to first token, output length, mid-stream
+errors); every draw inverts the distribution's CDF. So the n-th call to a provider always
+sees the same numbers for a given seed: changing one provider's parameters, or any other
+provider's, leaves every draw of this one unchanged (common random numbers), and a sweep
+over a parameter shows its effect rather than noise. A provider without token timing draws
+nothing more than the seed's did, so its results are the seed's, byte for byte.
+
+With ``ttft`` (see :class:`~gwlab.config.ProviderConfig`), a call's first token comes after
+the drawn time to first token and each further one ``1 / decode_rate`` later. The gateway's
+``timeout`` bounds a stream's time to first token and a whole answer otherwise (DESIGN,
+"LLM traffic"). A drawn error fails the call before its first token (502); a mid-stream
+error (probability ``stream_error_rate``) after a share of its output drawn uniformly, which
+a stream sees as a failure after its first byte and any other request as a 502.
 """
 
 from __future__ import annotations
@@ -19,7 +31,9 @@ from random import Random
 from statistics import NormalDist
 from typing import NamedTuple
 
-from gwlab.config import ProviderConfig
+from gwlab.config import MAX_OUTPUT_TOKENS, ProviderConfig
+from gwlab.stats import STREAM_ERROR
+from gwlab.streams import stream
 
 _STANDARD_NORMAL = NormalDist()
 _Z99 = _STANDARD_NORMAL.inv_cdf(0.99)
@@ -34,6 +48,8 @@ class Outcome(enum.Enum):
     SUCCESS = "success", 200
     ERROR = "error", 502
     TIMEOUT = "timeout", 504
+    STREAM_ERROR = "stream_error", STREAM_ERROR
+    RATE_LIMITED = "rate_limited", 429
 
     def __new__(cls, value: str, status: int) -> Outcome:
         member = object.__new__(cls)
@@ -46,27 +62,62 @@ class Outcome(enum.Enum):
     ok: bool
 
 
-_SUCCESS, _ERROR, _TIMEOUT = Outcome.SUCCESS, Outcome.ERROR, Outcome.TIMEOUT
+_SUCCESS, _ERROR, _TIMEOUT, _STREAM_ERROR = Outcome.SUCCESS, Outcome.ERROR, Outcome.TIMEOUT, Outcome.STREAM_ERROR
+_RATE_LIMITED = Outcome.RATE_LIMITED
 
 
 class Call(NamedTuple):
     """A provider call decided in advance: it ends after ``duration`` seconds with ``outcome``.
-    (A named tuple: immutable, and cheaper to create than a frozen dataclass.)"""
+    (A named tuple: immutable, and cheaper to create than a frozen dataclass.)
+
+    ``ttft`` is the time to its first token in seconds as drawn (the latency for a provider
+    without token timing: its answer comes whole), past ``duration`` when the call timed out
+    before it; ``tokens`` the output tokens it gives (by the end, or before a mid-stream
+    error), 0 when the provider has no length model: it answers with its fixed reply, all of
+    it at the first token; ``capped`` whether the request's ``max_tokens`` cut the answer
+    short (``finish_reason: "length"``); ``retry_after``, for a call the provider refused
+    (429: its queue was full, or its own rate limit), the seconds after which it would take
+    one."""
 
     duration: float
     outcome: Outcome
+    ttft: float = 0.0
+    tokens: int = 0
+    capped: bool = False
+    retry_after: float = 0.0
+
+    def waited(self, seconds: float, timeout: float, streaming: bool) -> Call:
+        """This call, started ``seconds`` after its attempt began (it waited for a slot).
+        The gateway's ``timeout`` runs from the attempt's start, the wait included (DESIGN,
+        "LLM traffic"): a call whose first token (a stream) or end (any other) would now
+        come past it ends in a TIMEOUT when the timeout runs out."""
+        left = max(0.0, timeout - seconds)
+        if self.outcome is Outcome.TIMEOUT:
+            return self._replace(duration=min(self.duration, left))
+        if (self.ttft if streaming else self.duration) > left:
+            return Call(left, Outcome.TIMEOUT, self.ttft)
+        return self
+
+
+_new_call = tuple.__new__
+
+
+def quantile(distribution: str, median: float, p99: float, u: float) -> float:
+    """The value at quantile ``u`` (0 <= u < 1) of a ``"fixed"`` value ``median``, an
+    ``"exponential"`` of mean ``median``, or a ``"lognormal"`` of that median and ``p99``.
+    Finite for every ``u`` that ``random()`` returns: validation keeps a log-normal's p99
+    within :data:`~gwlab.config.MAX_P99_RATIO` times its median."""
+    if distribution == "fixed":
+        return median
+    if distribution == "exponential":
+        return -median * math.log1p(-u)
+    sigma = math.log(p99 / median) / _Z99
+    return median * math.exp(sigma * _STANDARD_NORMAL.inv_cdf(max(u, _TINY)))
 
 
 def latency_quantile(config: ProviderConfig, u: float) -> float:
-    """The latency at quantile ``u`` (0 <= u < 1) of the provider's distribution. Finite for
-    every ``u`` that ``random()`` returns: validation keeps latencies within a year and a
-    log-normal's p99 within :data:`~gwlab.config.MAX_P99_RATIO` times its median."""
-    if config.distribution == "fixed":
-        return config.latency
-    if config.distribution == "exponential":
-        return -config.latency * math.log1p(-u)
-    sigma = math.log(config.p99 / config.latency) / _Z99
-    return config.latency * math.exp(sigma * _STANDARD_NORMAL.inv_cdf(max(u, _TINY)))
+    """The latency at quantile ``u`` (0 <= u < 1) of the provider's distribution."""
+    return quantile(config.distribution, config.latency, config.p99, u)
 
 
 def mean_latency(config: ProviderConfig) -> float:
@@ -78,27 +129,77 @@ def mean_latency(config: ProviderConfig) -> float:
 
 
 class Provider:
-    """One simulated provider with its own random streams."""
+    """One simulated provider with its own random streams, named after it under ``seed``."""
 
-    def __init__(self, config: ProviderConfig, latency_rng: Random, error_rng: Random) -> None:
-        self.config = config
-        self._latency_rng = latency_rng
-        self._error_rng = error_rng
+    def __init__(self, config: ProviderConfig, seed: int) -> None:
+        self.configure(config)
+        name = config.name
+        self._latency_rng = stream(seed, f"{name}/latency")
+        self._error_rng = stream(seed, f"{name}/errors")
+        self._ttft_rng = stream(seed, f"{name}/ttft")
+        self._output_rng = stream(seed, f"{name}/output")
+        self._stream_error_rng = stream(seed, f"{name}/stream_errors")
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def call(self, timeout: float) -> Call:
-        """Decide the next call: an outage ``"hang"`` or a latency beyond ``timeout`` ends in
-        a TIMEOUT after ``timeout`` seconds; otherwise an ERROR (outage ``"error"``, or with
-        probability ``error_rate``) or a SUCCESS after the drawn latency."""
+    def configure(self, config: ProviderConfig) -> None:
+        """New parameters (under the same name) from the next call on."""
+        self.config = config
+        self._tokens = bool(config.ttft or config.output_tokens or config.stream_error_rate)
+        """Whether calls follow the token model (read on every call: kept beside the config)."""
+
+    def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
+             idle_timeout: float = math.inf) -> Call:
+        """Decide the next call of a request that streams or not, whose output may hold at
+        most ``max_tokens`` (``None``: no cap). An outage ``"hang"``, or a time beyond
+        ``timeout`` (a stream's first token, any other answer's end), ends in a TIMEOUT after
+        ``timeout`` seconds; otherwise an ERROR (outage ``"error"``, or with probability
+        ``error_rate``) before the first token, a mid-stream error (also a stream whose
+        tokens come more than ``idle_timeout`` seconds apart: it fails that long after its
+        first), or a SUCCESS."""
         config = self.config
         latency = latency_quantile(config, self._latency_rng.random())
         failed = self._error_rng.random() < config.error_rate
+        if self._tokens:
+            return self._llm_call(config, latency, failed, timeout, streaming, max_tokens, idle_timeout)
         outage = config.outage
+        # Calls built as Call(...) builds them, without its Python-level __new__: this runs
+        # for every request.
         if outage == "hang" or latency > timeout:
-            return Call(timeout, _TIMEOUT)
+            return _new_call(Call, (timeout, _TIMEOUT, latency, 0, False, 0.0))
         if failed or outage == "error":
-            return Call(latency, _ERROR)
-        return Call(latency, _SUCCESS)
+            return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
+        return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
+
+    def _llm_call(self, config: ProviderConfig, latency: float, failed: bool, timeout: float, streaming: bool,
+                  max_tokens: int | None, idle_timeout: float) -> Call:
+        """:meth:`call` for a provider with token timing, a length model or mid-stream errors."""
+        wanted = 0
+        if config.output_tokens:
+            drawn = quantile(config.output_distribution, config.output_tokens, config.output_p99,
+                             self._output_rng.random())
+            wanted = min(max(1, round(drawn)), MAX_OUTPUT_TOKENS)
+        capped = max_tokens is not None and wanted > max_tokens
+        tokens = max_tokens if capped else wanted
+        if config.ttft:
+            first = quantile(config.ttft_distribution, config.ttft, config.ttft_p99, self._ttft_rng.random())
+            gap = 1.0 / config.decode_rate
+        else:  # the answer comes whole after the latency
+            first, gap = latency, 0.0
+        broken = self._stream_error_rng.random() if config.stream_error_rate else 1.0
+        last = first + (max(tokens, 1) - 1) * gap
+        if config.outage == "hang" or (first if streaming else last) > timeout:
+            return Call(timeout, _TIMEOUT, first)
+        if failed or config.outage == "error":
+            return Call(first, _ERROR, first)
+        failing = broken < config.stream_error_rate
+        # Given that it fails, the draw is uniform below the rate: its share of the rate is
+        # the share of the output given before the failure (at least the first token).
+        sent = max(1, math.ceil(broken / config.stream_error_rate * tokens)) if failing else tokens
+        if streaming and sent > 1 and gap > idle_timeout:  # the second token comes too late
+            return Call(first + idle_timeout, _STREAM_ERROR, first, 1)
+        if failing:
+            return Call(first + (sent - 1) * gap, _STREAM_ERROR if streaming else _ERROR, first, sent)
+        return Call(last, _SUCCESS, first, tokens, capped)

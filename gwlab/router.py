@@ -2,18 +2,22 @@
 
 ::
 
-    handle(now) ── bucket empty? ──────────────▶ Rejected(retry_after)      429
-         │
+    admit(now) ── bucket empty? ───────────────▶ Rejected(retry_after)      429
+    route(now)
          ├─ eligible = providers whose breaker is available(now)
          ├─ balancer picks among them (weights renormalised over that set)
          ├─ none eligible, or their weights sum to 0:
          │      fallback to the provider whose cooldown ends soonest,
          │      as a probe (its outcome decides its breaker)
          └─ breaker.acquire → provider decides the Call ──▶ Route
-    complete(route, now) ── breaker.record(outcome) ──▶ status 200 / 502 / 504
+    complete(route, now, outcome) ── breaker.record ──▶ status 200 / 502 / 504
 
-A shell (the aiohttp server, the simulator) calls :meth:`Router.handle`, waits
-``route.call.duration`` in its own kind of time, then calls :meth:`Router.complete`. The
+A shell (the aiohttp server, the simulator) calls :meth:`Router.admit`, and when it admits,
+:meth:`Router.route`; it carries the call out in its own kind of time and tells the router
+the outcome it observed with :meth:`Router.complete`. Admission is a step of its own because
+a shell may have to wait for it (a limit kept elsewhere), and the outcome is the shell's to
+tell because only the shell sees how a call really ended (a stream cut short, a client gone);
+for a simulated provider it is the one the call decided, ``route.call.outcome``. The
 router never waits, never reads a clock and never counts metrics: it returns decisions and
 the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
 :meth:`Router.snapshot` is the state a shell shows or samples, typed.
@@ -22,35 +26,17 @@ the shell records them. Breaker transitions reach the shell through :meth:`Route
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit, State, Transition
-from gwlab.config import ProviderConfig, Scenario
+from gwlab.config import Scenario
 from gwlab.limiter import TokenBucket
-from gwlab.providers import Call, Provider
+from gwlab.providers import Call, Outcome, Provider
 from gwlab.streams import stream
+from gwlab.upstream import Upstream
 
-
-class Upstream:
-    """A provider as the router sees it: the simulated provider, its breaker and the calls
-    in flight to it (what the power-of-two balancer compares)."""
-
-    __slots__ = ("name", "weight", "provider", "breaker", "in_flight")
-
-    def __init__(self, provider: Provider, breaker: CircuitBreaker) -> None:
-        self.name = provider.config.name
-        """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
-        self.weight = provider.config.weight
-        """The provider's weight, kept beside it: the balancer reads every weight on every request."""
-        self.provider = provider
-        self.breaker = breaker
-        self.in_flight = 0
-
-    def configure(self, config: ProviderConfig) -> None:
-        """New parameters for the provider (under the same name)."""
-        self.provider.config = config
-        self.weight = config.weight
+_RATE_LIMITED = Outcome.RATE_LIMITED
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +53,25 @@ class Rejected:
 
 
 class Route:
-    """An admitted request: where it goes, under which permit, and how the call will end.
+    """An admitted request: where it goes, under which permit, and how the call will end
+    (``call``'s times count from the moment it starts: at once, or when a slot frees).
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
-    called anyway. ``pending`` until :meth:`Router.complete` or :meth:`Router.abandon`,
-    which accept it once."""
+    called anyway; ``streaming`` whether the request asked for a stream. ``pending`` until
+    :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once."""
 
-    __slots__ = ("upstream", "permit", "fallback", "call", "pending")
+    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending")
 
-    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call) -> None:
+    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
         self.upstream = upstream
         self.permit = permit
         self.fallback = fallback
         self.call = call
+        self.streaming = streaming
+        self.waiting = False
+        """Whether the call waits for a slot of its provider: its shell then waits for
+        :attr:`Router.on_start`, or gives up with :meth:`Router.give_up` when the gateway's
+        timeout runs out first, counted from :attr:`routed` (set only for such a call: when
+        it was routed)."""
         self.pending = True
 
     @property
@@ -97,13 +90,16 @@ class RouteError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class ProviderState:
     """One provider at one instant: its breaker's state and cooldown left, its weight, the
-    calls in flight to it and its breaker's openings since its last recovery."""
+    calls in flight to it (``busy`` of them in a slot and ``waiting`` for one, when it has
+    a capacity) and its breaker's openings since its last recovery."""
 
     state: State
     cooldown_left: float
     weight: float
     in_flight: int
     trips: int
+    busy: int = 0
+    waiting: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +121,7 @@ class Snapshot:
             "rate": self.rate, "burst": self.burst,
             "providers": {
                 name: {"state": p.state.value, "cooldown_left": p.cooldown_left, "weight": p.weight,
-                       "in_flight": p.in_flight, "trips": p.trips}
+                       "in_flight": p.in_flight, "trips": p.trips, "busy": p.busy, "waiting": p.waiting}
                 for name, p in self.providers.items()
             },
         }
@@ -145,29 +141,48 @@ class Router:
         nearly always, every provider is eligible without asking each breaker."""
         self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
         self.upstreams = tuple(
-            Upstream(
-                Provider(p, stream(seed, f"{p.name}/latency"), stream(seed, f"{p.name}/errors")),
-                CircuitBreaker(p.name, scenario.breaker, [self._announce]),
-            )
+            Upstream(Provider(p, seed), CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
             for p in scenario.providers
         )
         """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
+        self._timeout = scenario.gateway.timeout
+        self._idle_timeout = scenario.gateway.stream_idle_timeout
+        """The gateway's timeouts, read on every request: kept beside the scenario."""
+        self.on_start: Callable[[Route, float], None] = _no_shell
+        """Called with a route that waited for a slot and starts at the ``now`` given (the
+        shell waits for this, then for the route's call); set by the shell."""
 
-    def handle(self, now: float) -> Rejected | Route:
-        """Admit a request and decide its provider call, or reject it."""
-        if not self.bucket.try_acquire(now):
-            return Rejected(self.bucket.retry_after_us(now))
-        eligible = [u for u in self.upstreams if u.breaker.available(now)] if self._open else self.upstreams
+    def admit(self, now: float) -> Rejected | None:
+        """Take a token for a request arriving at ``now``: ``None`` when it is admitted, the
+        wait until a token is available when it must be answered 429."""
+        if self.bucket.try_acquire(now):
+            return None
+        return Rejected(self.bucket.retry_after_us(now))
+
+    def route(self, now: float, streaming: bool = False, max_tokens: int | None = None) -> Route:
+        """Decide the provider call of a request admitted at ``now``, which streams or not
+        and caps its output at ``max_tokens`` (``None``: no cap)."""
+        eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
+                    else self.upstreams)
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
         if fallback:
             chosen = self.soonest_reopening()
         upstream: Upstream = chosen  # type: ignore[assignment]
-        permit = upstream.breaker.acquire(now, force=fallback)
+        permit = upstream.breaker.acquire(now, fallback)
         upstream.in_flight += 1
-        return Route(upstream, permit, fallback, upstream.provider.call(self.scenario.gateway.timeout))
+        call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
+        route = Route(upstream, permit, fallback, call, streaming)
+        if upstream.limited:
+            refused = upstream.enter(route, now, now + call.duration)
+            if refused is not None:
+                route.call = Call(0.0, _RATE_LIMITED, 0.0, retry_after=refused)
+            elif upstream.waiting and upstream.waiting[-1] is route:
+                route.waiting = True
+                route.routed = now
+        return route
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` hear every breaker transition from now on, after those
@@ -185,19 +200,51 @@ class Router:
         first. Used when no provider is eligible: all are cooling down."""
         return min((u for u in self.upstreams if u.weight > 0), key=lambda u: u.breaker.reopens_at)
 
-    def complete(self, route: Route, now: float) -> int:
-        """The provider call of ``route`` has ended at ``now``: tell its breaker. Returns the
-        status to answer with. Raises :class:`RouteError` if ``route`` was already completed
-        or abandoned."""
-        self._close(route)
-        route.upstream.breaker.record(route.permit, now, route.call.outcome.ok)
-        return route.call.outcome.status
+    def complete(self, route: Route, now: float, outcome: Outcome) -> int:
+        """The provider call of ``route`` has ended at ``now`` with ``outcome``, as the shell
+        observed it: tell its breaker. Returns the status to answer with. Raises
+        :class:`RouteError` if ``route`` was already completed or abandoned."""
+        if not route.pending:  # _close(route), written out: this runs for every request
+            raise RouteError(f"a route to {route.upstream.name} was completed or abandoned twice")
+        route.pending = False
+        upstream = route.upstream
+        upstream.in_flight -= 1
+        if outcome is _RATE_LIMITED and not self.scenario.breaker.count_rate_limited:
+            upstream.breaker.release(route.permit)
+        else:
+            upstream.breaker.record(route.permit, now, outcome.ok)
+        if upstream.busy or route.waiting:
+            self._vacate(route, now)
+        return outcome.status
 
-    def abandon(self, route: Route) -> None:
-        """The call of ``route`` was cut off before it ended (the client went away, the
-        server is stopping): it counts for neither outcome, and a probe slot is freed."""
+    def give_up(self, route: Route, now: float) -> int:
+        """The gateway's timeout ran out at ``now`` while ``route`` waited for a slot: it
+        leaves the queue and ends in a TIMEOUT (504, a failure for the breaker)."""
+        return self.complete(route, now, Outcome.TIMEOUT)
+
+    def abandon(self, route: Route, now: float) -> None:
+        """The call of ``route`` was cut off at ``now`` before it ended (the client went
+        away, the server is stopping): it counts for neither outcome, and a probe slot and
+        its provider's slot or place in the queue are freed."""
         self._close(route)
-        route.upstream.breaker.release(route.permit)
+        upstream = route.upstream
+        upstream.breaker.release(route.permit)
+        if upstream.busy or route.waiting:
+            self._vacate(route, now)
+
+    def _vacate(self, route: Route, now: float) -> None:
+        """``route`` leaves its provider at ``now``: the routes waiting for the slot it frees start."""
+        route.waiting = False
+        self._begin(route.upstream.vacate(route), now)
+
+    def _begin(self, routes: list[Route], now: float) -> None:
+        """Start ``routes``, which waited for a slot, at ``now``; their shells hear it."""
+        timeout = self._timeout
+        for route in routes:
+            route.waiting = False
+            route.call = route.call.waited(now - route.routed, timeout, route.streaming)
+            route.upstream.start(route, now + route.call.duration)
+            self.on_start(route, now)
 
     def snapshot(self, now: float) -> Snapshot:
         """The state at ``now``, after :meth:`settle` (a cooldown that has ended reads as
@@ -207,7 +254,7 @@ class Router:
             now, self.bucket.tokens(now), self.bucket.burst, self.bucket.rate,
             sum(u.in_flight for u in self.upstreams),
             {u.name: ProviderState(u.breaker.state(now), u.breaker.cooldown_left(now), u.weight, u.in_flight,
-                                   u.breaker.trips)
+                                   u.breaker.trips, u.busy, len(u.waiting))
              for u in self.upstreams},
         )
 
@@ -231,12 +278,14 @@ class Router:
         if [p.name for p in scenario.providers] != [u.name for u in self.upstreams]:
             raise ValueError("configure() cannot add, remove or reorder providers")
         self.bucket.configure(now, scenario.limiter.rate, scenario.limiter.burst)
-        for upstream, config in zip(self.upstreams, scenario.providers):
-            upstream.configure(config)
-            upstream.breaker.configure(scenario.breaker)
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
         self.scenario = scenario
+        self._timeout = scenario.gateway.timeout
+        self._idle_timeout = scenario.gateway.stream_idle_timeout
+        for upstream, config in zip(self.upstreams, scenario.providers):
+            upstream.breaker.configure(scenario.breaker)
+            self._begin(upstream.configure(config, now), now)
 
     def reset(self, now: float) -> None:
         """A full bucket and healthy breakers with no history; calls in flight finish
@@ -245,3 +294,7 @@ class Router:
         for u in self.upstreams:
             u.breaker.reset(now)
         self.balancer = balancers.create(self.scenario.gateway.balancer)
+
+
+def _no_shell(route: Route, now: float) -> None:
+    raise RuntimeError("a call waited for a provider's slot, but no shell listens: set Router.on_start")

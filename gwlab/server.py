@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import hmac
 import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -43,13 +43,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gwlab import config
 from gwlab.breaker import State, Transition
-from gwlab.chat_request import validate
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
-from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, ApiError, error_response
+from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
+from gwlab.providers import Outcome
 from gwlab.router import Rejected, Route, Router, Snapshot
+from gwlab.wire import DONE, ApiError, ChatRequest, Chunks, completion, error_frame, reply, reply_pieces, validate
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,21 @@ class Gateway:
         self._waiting: set[asyncio.Task] = set()
         """Handler tasks sleeping through a provider call (cut off if a stop runs out of time)."""
         self._idle: asyncio.Event | None = None
+        self._starting: dict[Route, asyncio.Future[None]] = {}
+        """Futures of the handlers whose routes wait for a provider's slot."""
+        self.router.on_start = self._started
         self._stopping = False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
-        self._replies = {u.name: _reply(u.name) for u in self.router.upstreams}
+        self._replies = {u.name: reply(u.name) for u in self.router.upstreams}
         self._route_headers = {  # case-insensitive dicts already: aiohttp copies them fastest
             (u.name, fallback): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name,
                                              ROUTE_HEADER: "fallback" if fallback else "weighted"})
             for u in self.router.upstreams for fallback in (False, True)
+        }
+        self._stream_headers = {
+            key: CIMultiDict({**headers, hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache"})
+            for key, headers in self._route_headers.items()
         }
 
     @property
@@ -313,7 +321,7 @@ class Gateway:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             error = ApiError(500, "internal error in the gateway; see its log", "internal_error")
         self.metrics.refused(error.status)
-        response = error.response()
+        response = answer(error)
         if self._stopping or not request.content.is_eof():
             response.force_close()
             if hdrs.EXPECT in request.headers and not request.content.is_eof():
@@ -323,22 +331,27 @@ class Gateway:
     async def _chat(self, request: web.BaseRequest) -> web.Response:
         arrived = self.clock()
         _check_json_content_type(request)
-        model, prompt_tokens = validate(_parse_json(await _read_body(request, self.body_timeout)))
+        chat = validate(_parse_json(await _read_body(request, self.body_timeout)))
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
-        decision = self.router.handle(now)
-        if type(decision) is Rejected:
-            return self._reject(decision, arrived)
-        route: Route = decision  # type: ignore[assignment]
+        rejected = self.router.admit(now)
+        if rejected is not None:
+            return self._reject(rejected, arrived)
+        route = self.router.route(now, chat.stream, chat.max_tokens)
         self.metrics.routed(route)
-        if route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
+        gave_up = route.waiting and not await self._slot(request, route)
+        outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
+        if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token comes
+            return await self._stream(request, chat, route, arrived)
+        if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
             task = asyncio.current_task()
             self._waiting.add(task)
             try:
-                await asyncio.sleep(route.call.duration)
+                protocol: Any = request.protocol
+                await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
             except BaseException:
-                self.router.abandon(route)
+                self.router.abandon(route, self.clock())
                 self.metrics.cut_off(route)
                 raise
             finally:
@@ -346,16 +359,57 @@ class Gateway:
                 if self._idle is not None and not self._waiting:
                     self._idle.set()
         ended = self.clock()
-        status = self.router.complete(route, ended)
-        self.metrics.completed(route, ended - arrived, ended - now)
+        status = self.router.give_up(route, ended) if gave_up else self.router.complete(route, ended, outcome)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
-        if status == 200:
-            return web.Response(body=self._completion(model, name, prompt_tokens), headers=headers)
+        if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
+            call = route.call
+            content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
+            self.metrics.completed(route, outcome, ended - arrived, ended - now, chat.prompt_tokens, tokens)
+            body = completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
+                              chat.prompt_tokens, tokens, "length" if call.capped else "stop")
+            return web.Response(body=body, headers=headers)
+        self.metrics.completed(route, outcome, ended - arrived, ended - now)
         if status == 504:
-            message = f"provider {name} did not answer within {route.call.duration:g} s"
+            waited = "had no free slot" if gave_up else "did not answer"
+            message = f"provider {name} {waited} within {self.scenario.gateway.timeout:g} s"
             return error_response(504, message, "provider_timeout", headers=headers)
+        if status == 429:
+            wait = route.call.retry_after
+            message = (f"provider {name} refused the call: it is at capacity or over its own rate limit; "
+                       f"retry in {wait:.3f} s")
+            refused = {**headers, "Retry-After": retry_after_header(wait),
+                       "retry-after-ms": retry_after_ms_header(math.ceil(wait * 1e6))}
+            return error_response(429, message, "provider_rate_limited", headers=refused)
         return error_response(502, f"provider {name} failed", "provider_error", headers=headers)
+
+    async def _slot(self, request: web.BaseRequest, route: Route) -> bool:
+        """Wait until ``route``, queued for a slot of its provider, starts (``True``), or the
+        gateway's timeout, counted from its routing, runs out (``False``). A client that goes
+        away meanwhile abandons it (499), as does a stop that runs out of grace."""
+        started = self._loop.create_future()
+        self._starting[route] = started
+        task = asyncio.current_task()
+        self._waiting.add(task)
+        try:
+            protocol: Any = request.protocol
+            left = route.routed + self.scenario.gateway.timeout - self.clock()
+            return await protocol.pause(left, started)
+        except BaseException:
+            self.router.abandon(route, self.clock())
+            self.metrics.cut_off(route)
+            raise
+        finally:
+            self._starting.pop(route, None)
+            self._waiting.discard(task)
+            if self._idle is not None and not self._waiting:
+                self._idle.set()
+
+    def _started(self, route: Route, now: float) -> None:
+        """The router started ``route``, which waited for a slot: its handler goes on."""
+        started = self._starting.get(route)
+        if started is not None and not started.done():
+            started.set_result(None)
 
     def _reject(self, rejected: Rejected, arrived: float) -> web.Response:
         wait = rejected.retry_after
@@ -370,10 +424,65 @@ class Gateway:
         self.metrics.rejected(self.clock() - arrived)
         return error_response(429, message, "rate_limit_exceeded", headers=headers)
 
-    def _completion(self, model: str, provider: str, prompt_tokens: int) -> bytes:
-        content, completion_tokens = self._replies[provider]
-        return _COMPLETION % (self._id_prefix, next(self._ids), int(time.time()), _json_string(model), content,
-                              prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+    async def _stream(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
+                      arrived: float) -> web.StreamResponse:
+        """Answer ``stream: true`` for a call that gives a first token: 200 and
+        ``text/event-stream`` at the first token, its frames at the call's pace (a token
+        each, or grouped :data:`~gwlab.config.STREAM_FRAME_INTERVAL` apart), then the end of
+        the reply or, for a mid-stream error, an error frame. Either way the body ends
+        properly and the connection stays open for the next request: closing it after a
+        body its client has read whole would race that client's reuse of it.
+
+        The breaker hears the stream once, at its end. A client that goes away is noticed at
+        once (:meth:`_Connection.pause`, or the write that fails): the call is abandoned
+        (no outcome: its probe slot is freed) and counted as 499, as is a stream cut off
+        by a stop that runs out of time."""
+        call, name = route.call, route.upstream.name
+        start = self.clock()  # the provider call begins
+        tokens = call.tokens or self._replies[name][1]  # a fixed reply comes whole
+        gap = (call.duration - call.ttft) / (call.tokens - 1) if call.tokens > 1 else 0.0
+        size = max(1, int(config.STREAM_FRAME_INTERVAL / gap)) if gap > 0 else tokens
+        pieces = reply_pieces(name, tokens, size)
+        protocol: Any = request.protocol
+        task = asyncio.current_task()
+        self._waiting.add(task)
+        try:
+            await protocol.pause(start + call.ttft - self.clock())
+            response = web.StreamResponse(headers=self._stream_headers[name, route.fallback])
+            await response.prepare(request)
+            first = self.clock()
+            chunks = Chunks(self._id_prefix, next(self._ids), int(time.time()), chat.model, chat.include_usage)
+            await response.write(chunks.first() + chunks.content(pieces[0]))
+            for i in range(1, len(pieces)):  # each frame when its first token is due
+                await protocol.pause(start + call.ttft + i * size * gap - self.clock())
+                await response.write(chunks.content(pieces[i]))
+            await protocol.pause(start + call.duration - self.clock())  # the last token, or the failure
+        except BaseException:
+            self.router.abandon(route, self.clock())
+            self.metrics.cut_off(route)
+            raise
+        finally:
+            self._waiting.discard(task)
+            if self._idle is not None and not self._waiting:
+                self._idle.set()
+        ended = self.clock()
+        outcome = call.outcome
+        self.router.complete(route, ended, outcome)
+        self.metrics.completed(route, outcome, ended - arrived, ended - start, chat.prompt_tokens, tokens)
+        self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
+        try:
+            if outcome is Outcome.STREAM_ERROR:
+                await response.write(error_frame(502, f"provider {name} failed after {tokens} tokens",
+                                                 "provider_stream_error"))
+            else:
+                end = chunks.finish("length" if call.capped else "stop")
+                if chat.include_usage:
+                    end += chunks.usage(chat.prompt_tokens, tokens)
+                await response.write(end + DONE)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left as the stream ended: the outcome stands
+        return response
 
     async def _models(self, request: web.BaseRequest) -> web.Response:
         models = [{"id": config.MODEL, "object": "model", "created": 0, "owned_by": "gwlab"}]
@@ -487,31 +596,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 def _json(data: Any) -> web.Response:
     return web.Response(body=json.dumps(data).encode(), content_type=_JSON, headers=_NONE_HEADERS)
-
-
-@functools.lru_cache(maxsize=64)
-def _json_string(text: str) -> bytes:
-    """``text`` as an encoded JSON string. Cached: clients name the same few models again
-    and again."""
-    return json.dumps(text).encode()
-
-
-def _reply(provider: str) -> tuple[bytes, int]:
-    """The simulated assistant message of ``provider`` as an encoded JSON string, and its
-    length in (word) tokens."""
-    text = f"This is a simulated answer from gwlab provider {provider}."
-    return _json_string(text), len(text.split())
-
-
-_COMPLETION = (
-    b'{"id": "chatcmpl-%s%08x", "object": "chat.completion", "created": %d, "model": %s, '
-    b'"choices": [{"index": 0, "message": {"role": "assistant", "content": %s}, "logprobs": null, '
-    b'"finish_reason": "stop"}], '
-    b'"usage": {"prompt_tokens": %d, "completion_tokens": %d, "total_tokens": %d}}'
-)
-"""A chat.completion body exactly as ``json.dumps`` writes it, filled in per answer (the
-id, the time, the model and message as encoded JSON strings, the token counts): formatting
-one byte string costs a fraction of serialising the nested dict each time."""
 
 
 # -- reading a request ---------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Discrete-event simulation of the gateway in virtual time.
 
 The simulator owns only the scheduling. Every request goes through the same
-:class:`~gwlab.router.Router` as the live gateway: ``router.handle(now)`` admits or rejects it
-and decides the provider call, the simulator schedules the call's end ``call.duration`` later
-and then hands it back with ``router.complete(route, t)``. Breaker changes arrive through
+:class:`~gwlab.router.Router` as the live gateway: ``router.admit(now)`` admits or rejects it,
+``router.route(now)`` decides the provider call, the simulator schedules the call's end
+``call.duration`` later and then hands it back with ``router.complete(route, t, outcome)``,
+the outcome the call decided. Breaker changes arrive through
 :meth:`Router.subscribe`. Clients follow :mod:`gwlab.workload`; scripted events are played by
 a :class:`gwlab.timeline.Player`, as in the live shells.
 
@@ -38,10 +39,11 @@ from typing import Any, Callable, Mapping, NamedTuple
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
-from gwlab.router import Rejected, Route, Router
+from gwlab.router import Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
+from gwlab.wire import reply
 
 _PROGRESS_INTERVAL = 0.1
 """Wall-clock seconds between two progress reports."""
@@ -261,9 +263,41 @@ class _Engine:
         self.bins.append(nxt)
         return nxt
 
+    @staticmethod
+    def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> None:
+        """Count the tokens of an answer given (a success, or a stream up to its failure;
+        a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage),
+        and a stream's timing (``latency`` from its arrival, a wait for a slot included)."""
+        if status == 200 or status == stats.STREAM_ERROR:
+            call = route.call
+            tokens = call.tokens or reply(route.upstream.name)[1]
+            tally.output_tokens += tokens
+            if route.streaming:
+                tally.record_stream(latency, call.ttft + (latency - call.duration), tokens)
+
+    @staticmethod
+    def _start(started: list[Route], queued: dict[Route, list], heap: list, seq: int, now: float) -> int:
+        """Schedule the end of each route that waited for a slot and starts at ``now``;
+        returns the next sequence number."""
+        for route in started:
+            entry = queued[route]
+            entry[2] = seq
+            entry[3] += 1
+            heapq.heappush(heap, (now + route.call.duration, seq, route, entry[0], entry[1]))
+            seq += 1
+        started.clear()
+        return seq
+
     def run(self) -> SimResult:
         router = self.router
-        handle, complete = router.handle, router.complete
+        admit, route_to, complete = router.admit, router.route, router.complete
+        started: list[Route] = []  # routes that waited for a provider's slot and start now
+        router.on_start = lambda route, now: started.append(route)
+        queued: dict[Route, list] = {}
+        """Routes that waited for a slot, while the heap holds an event of theirs: [when they
+        were sent, whether by a closed-loop client, the sequence number of their end event
+        (-1 while they wait), their events in the heap (the deadline, and the end once they
+        run)]."""
         push, pop = heapq.heappush, heapq.heappop
         next_arrival, pause_after = workload.next_arrival, workload.pause_after
         keep = self.keep
@@ -281,6 +315,9 @@ class _Engine:
         rate = w.rate
         think = w.think_time
         cap = w.max_in_flight
+        share, max_tokens = w.stream_share, w.max_tokens or None
+        llm = share > 0.0 or max_tokens is not None  # the clients count every answer's tokens
+        streams = stream(self.seed, "workload/stream")
         saturated = 0  # open-loop arrivals not sent: ``cap`` requests were in flight
         arrival = next_arrival(0.0, rate, arrivals) if open_loop else math.inf
         arrival_seq = seq
@@ -317,10 +354,14 @@ class _Engine:
                 by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
             if now == scripted:
                 self.player.play(now)
+                if started:  # a larger capacity
+                    seq = self._start(started, queued, heap, seq, now)
                 scripted = self._scripted()
                 w = router.scenario.workload
                 think = w.think_time
                 cap = w.max_in_flight
+                share, max_tokens = w.stream_share, w.max_tokens or None
+                llm = share > 0.0 or max_tokens is not None
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -349,42 +390,66 @@ class _Engine:
                     saturated += 1
                     continue
             else:
-                _, _, route, sent, client = pop(heap)
+                _, event, route, sent, client = pop(heap)
 
             if route is None:  # a request is sent
                 offered += 1
-                route = handle(now)
-                if route.__class__ is Rejected:
+                # Whether it streams, as the live clients decide before sending: a share
+                # strictly between 0 and 1 draws once per request sent.
+                streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
+                rejected = admit(now)
+                if rejected is not None:
                     by_status[rejected_key] += 1
                     if keep:
                         requests.append(Request(now, now, stats.NO_PROVIDER, stats.RATE_LIMITED, 0.0, False))
                     if not client:
                         continue
-                    wait = pause_after(stats.RATE_LIMITED, route.retry_after, think)
+                    wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
                 else:
+                    route = route_to(now, streaming, max_tokens)
                     admitted += 1
                     area += in_flight * (now - last)
                     last = now
                     in_flight += 1
                     if route.fallback:
                         fallbacks[route.upstream.name] += 1
-                    push(heap, (now + route.call.duration, seq, route, now, client))
+                    if route.waiting:  # for a slot, until the gateway's timeout at most
+                        queued[route] = [now, client, -1, 1]
+                        push(heap, (now + router.scenario.gateway.timeout, seq, route, now, client))
+                    else:
+                        push(heap, (now + route.call.duration, seq, route, now, client))
                     seq += 1
                     continue
             else:  # its answer arrives
+                waited = queued and route in queued
+                if waited:
+                    entry = queued[route]
+                    entry[3] -= 1
+                    if not entry[3]:
+                        del queued[route]
+                    if not route.waiting and entry[2] != event:
+                        continue  # the deadline of a route that started in time
                 area += in_flight * (now - last)
                 last = now
                 in_flight -= 1
-                status = complete(route, now)
+                call = route.call
+                if waited and route.waiting:  # the timeout ran out in the queue
+                    status = router.give_up(route, now)
+                else:
+                    status = complete(route, now, call.outcome)
                 name = route.upstream.name
                 by_status[status, name] += 1
-                latency = route.call.duration
+                latency = now - sent if waited else call.duration
                 hist_add(latency)
+                if call.tokens or llm:  # LLM traffic; never for the seed's
+                    self._tokens(cur.tally, route, status, latency)
                 if keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
+                if started:
+                    seq = self._start(started, queued, heap, seq, now)
                 if not client:
                     continue
-                wait = pause_after(status, 0.0, think)
+                wait = pause_after(status, call.retry_after, think)
             # A closed-loop client's request has ended: it retires, or sends again after ``wait``.
             if retiring:
                 retiring -= 1
@@ -401,8 +466,10 @@ class _Engine:
         final = self._advance((self.bin_count - 1) * self.bin_width, cur, offered, admitted, area, in_flight, last)
         if final is not cur:
             cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start
+        cut: set[Route] = set()  # a route that waited is in the heap twice, or after its end
         for _, _, route, sent, _ in heap:
-            if route is not None:
+            if route is not None and route.pending and route not in cut:
+                cut.add(route)
                 cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
                 if keep:
                     requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))

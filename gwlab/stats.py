@@ -15,21 +15,69 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 RELATIVE_ERROR = 0.01
 """Relative accuracy of every latency quantile gwlab reports from a histogram."""
 QUANTILES = (0.5, 0.95, 0.99)
-ADMITTED = (200, 502, 504)
-"""Statuses of requests that passed the rate limiter and reached a provider."""
+STREAM_ERROR = 1
+"""Status of a stream that failed after its first byte: not an HTTP code (the answer had
+begun with 200), counted apart from 200 everywhere."""
+ADMITTED = (200, 502, 504, STREAM_ERROR)
+"""Statuses of requests that passed the rate limiter and reached a provider; a 429 under a
+provider's name (the provider's own limit or queue refused the call) is admitted too, see
+:func:`admitted`."""
 RATE_LIMITED = 429
 CUT_OFF = 499
 """A request still unanswered when the run stopped (the nginx convention)."""
 NO_PROVIDER = "none"
+
+
+class StatusRow(NamedTuple):
+    """One way an answer counts (DESIGN, "Statuses"): what happened, its ``code`` label in
+    the metrics and summaries, whether it passed the gateway's limiter, what its provider's
+    breaker records, and whether it is goodput."""
+
+    answer: str
+    code: str
+    admitted: str
+    breaker: str
+    goodput: str
+
+
+STATUS_TABLE = (
+    StatusRow("200: the provider answered", "`200`", "yes", "success", "yes"),
+    StatusRow("4xx: a bad request", "its code, provider `none`", "no", "-", "no"),
+    StatusRow("429: the gateway's limit", "`429`, provider `none`", "no", "-", "no"),
+    StatusRow("429: the provider's queue or own limit", "`429`, provider named", "yes",
+              "failure (none with `breaker.count_rate_limited = false`)", "no"),
+    StatusRow("502: the provider failed", "`502`", "yes", "failure", "no"),
+    StatusRow("504: past `gateway.timeout`", "`504`", "yes", "failure", "no"),
+    StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
+    StatusRow("499: the client left, or a stop cut it off", "`499`", "yes", "none: a probe slot is freed", "no"),
+    StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),
+)
+"""How every answer counts; the README prints it (:func:`status_table`). A summary's
+``admitted`` counts the answers of admitted requests (:func:`admitted`): a 499 passed the
+limiter but got no answer, so it is not among them."""
+
+
+def status_table() -> str:
+    """:data:`STATUS_TABLE` as the README's Markdown table."""
+    lines = ["| answer | `code` | past the limiter | breaker | goodput |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in STATUS_TABLE]
+    return "\n".join(lines)
+
+
+def admitted(status: int, provider: str) -> bool:
+    """Whether an answer of ``status`` under ``provider`` passed the gateway's limiter and
+    reached a provider: DESIGN's status table (a 429 is the gateway's under ``"none"``, a
+    provider's under its name)."""
+    return status in ADMITTED or (status == RATE_LIMITED and provider != NO_PROVIDER)
 TRANSPORT_ERROR = 0
 """Status a client records for a request that got no HTTP answer (connection refused or
 reset): client-side only, the gateway never saw it answered."""
-CODE_NAMES = {TRANSPORT_ERROR: "transport_error"}
+CODE_NAMES = {TRANSPORT_ERROR: "transport_error", STREAM_ERROR: "stream_error"}
 """Statuses that are not HTTP codes, by the name every summary gives them."""
 
 
@@ -37,6 +85,10 @@ def code_name(status: int) -> str:
     """How summaries and status lines name ``status``: its HTTP code, or its name in
     :data:`CODE_NAMES`."""
     return CODE_NAMES.get(status, str(status))
+
+
+_ceil, _log = math.ceil, math.log
+"""Bound once: :meth:`LatencyHistogram.add` runs for every request."""
 
 
 class LatencyHistogram:
@@ -60,7 +112,7 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
         if seconds > 0:
-            self.counts[math.ceil(math.log(seconds) / self._log_gamma)] += 1
+            self.counts[_ceil(_log(seconds) / self._log_gamma)] += 1
         else:
             self.zeros += 1
 
@@ -105,35 +157,74 @@ class LatencyHistogram:
 
 
 class Tally:
-    """Requests counted by (status, provider), with the latency histogram of admitted ones."""
+    """Requests counted by (status, provider), with the latency histogram of admitted ones;
+    for streams, the histograms of their time to first token and time per output token; and
+    the output tokens the answers carried (in a simulation, from providers with token timing
+    or a length model: a fixed reply is not counted; the live clients count what the answers'
+    usage says, see :func:`gwlab.summary.summarise`).
 
-    __slots__ = ("by_status", "latency")
+    Time per output token follows DESIGN: ``(latency - ttft) / (tokens - 1)`` for a stream of
+    at least two tokens."""
+
+    __slots__ = ("by_status", "latency", "ttft", "tpot", "output_tokens")
 
     def __init__(self) -> None:
         self.by_status: Counter[tuple[int, str]] = Counter()
         self.latency = LatencyHistogram()
+        self.ttft = LatencyHistogram()
+        self.tpot = LatencyHistogram()
+        self.output_tokens = 0
 
     def record(self, status: int, provider: str, latency: float | None) -> None:
         self.by_status[status, provider] += 1
-        if status in ADMITTED and latency is not None:
+        if latency is not None and admitted(status, provider):
             self.latency.add(latency)
+
+    def record_stream(self, latency: float, ttft: float, tokens: int) -> None:
+        """A stream's timing, once it has ended after its first token: ``latency`` to its
+        last byte and ``ttft`` in seconds, ``tokens`` the output tokens it carried."""
+        self.ttft.add(ttft)
+        if tokens >= 2:
+            self.tpot.add((latency - ttft) / (tokens - 1))
 
     def merge(self, other: Tally) -> None:
         self.by_status.update(other.by_status)
         self.latency.merge(other.latency)
+        self.ttft.merge(other.ttft)
+        self.tpot.merge(other.tpot)
+        self.output_tokens += other.output_tokens
 
     def count(self, statuses: Iterable[int] | None = None, provider: str | None = None) -> int:
         wanted = None if statuses is None else set(statuses)
         return sum(n for (s, p), n in self.by_status.items()
                    if (wanted is None or s in wanted) and (provider is None or p == provider))
 
+    def admitted(self, provider: str | None = None) -> int:
+        """Requests that reached a provider (:func:`admitted`), or ``provider``."""
+        return sum(n for (s, p), n in self.by_status.items()
+                   if admitted(s, p) and (provider is None or p == provider))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"by_status": [[s, p, n] for (s, p), n in sorted(self.by_status.items())],
-                "latency": self.latency.to_dict()}
+        """JSON-ready; the stream histograms and token count only when they hold something,
+        so that the tally of a run without streams is what it was before they existed."""
+        out: dict[str, Any] = {"by_status": [[s, p, n] for (s, p), n in sorted(self.by_status.items())],
+                               "latency": self.latency.to_dict()}
+        if self.ttft.count:
+            out["ttft"] = self.ttft.to_dict()
+        if self.tpot.count:
+            out["tpot"] = self.tpot.to_dict()
+        if self.output_tokens:
+            out["output_tokens"] = self.output_tokens
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tally:
         t = cls()
         t.by_status.update({(s, p): n for s, p, n in data["by_status"]})
         t.latency = LatencyHistogram.from_dict(data["latency"])
+        if "ttft" in data:
+            t.ttft = LatencyHistogram.from_dict(data["ttft"])
+        if "tpot" in data:
+            t.tpot = LatencyHistogram.from_dict(data["tpot"])
+        t.output_tokens = data.get("output_tokens", 0)
         return t

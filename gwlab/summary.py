@@ -19,7 +19,10 @@ from typing import Any, Mapping, Sequence
 from gwlab.breaker import State, Transition
 from gwlab.config import Scenario, WorkloadConfig
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, Tally, code_name
+from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, LatencyHistogram, Tally, code_name
+
+_FIRST_RELEASE = (200, 502, 504)
+"""The statuses a provider's ``codes`` always list; the others only when they happened."""
 
 
 class Trips:
@@ -45,6 +48,15 @@ def requested_rate(workloads: Sequence[tuple[float, WorkloadConfig]], duration: 
     ends = [at for at, _ in workloads[1:]] + [duration]
     asked = sum(w.rate * (min(end, duration) - min(at, duration)) for (at, w), end in zip(workloads, ends))
     return asked / duration
+
+
+def _quantiles(histogram: LatencyHistogram) -> dict[str, float | None]:
+    """p50, p95, p99, mean and max in seconds (``None`` over nothing)."""
+    return {
+        **{f"p{round(q * 100)}": histogram.quantile(q) for q in QUANTILES},
+        "mean": histogram.mean,
+        "max": histogram.max if histogram.count else None,
+    }
 
 
 def _ratio(a: int, b: int) -> float | None:
@@ -74,14 +86,15 @@ def summarise(
       ``gwlab run``; of the window in ``lab.run_for``).
     - ``offered``: requests counted in ``tally``: each one answered during the run, whatever
       its status, and each one cut off by the run's end (499). ``admitted``: those answered
-      200, 502 or 504. ``codes``: the count per status, by its HTTP code, or
+      200, 502, 504 or ``stream_error``, or 429 by a provider. ``codes``: the count per status, by its HTTP code, or
       ``transport_error`` for a request that got no HTTP answer (client side only).
     - ``rates``: ``offered``, ``admitted`` and ``ok`` (200) per second of ``duration``.
     - ``availability`` = 200 / admitted; ``goodput`` = 200 / offered (``None`` over nothing).
     - ``latency``: p50, p95, p99, mean and max of the admitted requests' latencies, within
       :data:`gwlab.stats.RELATIVE_ERROR`.
     - ``providers``, per provider in the scenario's order: ``requests`` (admitted calls to
-      it), ``share`` of the admitted calls, ``codes`` (200, 502, 504), ``trips`` (its
+      it), ``share`` of the admitted calls, ``codes`` (200, 502, 504, and ``stream_error``
+      and 429 when there were any), ``trips`` (its
       breaker's openings during the run, from :class:`Trips`), ``fallbacks`` (calls forced on
       it because no provider was eligible, during the run) and ``state`` (its breaker's state
       at the end, from ``end``). ``trips`` and ``fallbacks`` are also given in total.
@@ -95,28 +108,48 @@ def summarise(
       ``achieved_offered_rate`` leaves them out, ``requested_rate`` does not.
     - ``events_refused``: scripted events that did not fit the scenario in force at their
       time and were skipped (see :class:`gwlab.timeline.Player`).
+    - For LLM traffic (added; each only when not empty): ``ttft``, the streams' time to
+      first token, and ``time_per_output_token``, quantiles as ``latency`` gives them;
+      ``output_tokens``: ``total`` and ``per_second`` of the tokens the answers carried
+      (see :class:`gwlab.stats.Tally`). A stream that failed after its first byte is counted
+      under ``stream_error`` in ``codes``, admitted, and not ``ok``. When the workload
+      streams or caps tokens (``stream_share`` or ``max_tokens``), every answer's tokens
+      count, a provider's fixed reply included (9 tokens, all at its first frame: a time
+      per output token of 0); otherwise only those of providers with a length model or
+      token timing. TTFT and latency count from the request's arrival (a live client's
+      scheduled send). Live and simulated runs count alike (``tests/test_live_vs_sim.py``),
+      but for one thing a client cannot see: a live stream cut by an error frame counts no
+      tokens and no time per output token, where the simulator counts the tokens given
+      before the failure.
     """
     providers = list(end.providers)
     offered = tally.count()
-    admitted = tally.count(ADMITTED)
+    admitted = tally.admitted()
     ok = tally.count([200])
     codes: Counter[str] = Counter()
     for (status, _), n in tally.by_status.items():
         codes[code_name(status)] += n
     per_provider = {}
     for name in providers:
-        calls = tally.count(ADMITTED, name)
+        calls = tally.admitted(name)
         per_provider[name] = {
             "requests": calls,
             "share": _ratio(calls, admitted),
-            "codes": {str(s): tally.by_status[s, name] for s in ADMITTED},
+            "codes": {code_name(s): tally.by_status[s, name] for s in (*ADMITTED, RATE_LIMITED)
+                      if s in _FIRST_RELEASE or tally.by_status[s, name]},
             "trips": trips.get(name, 0),
             "fallbacks": fallbacks.get(name, 0),
             "state": end.providers[name].state.value,
         }
     per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
     w = scenario.workload
-    added = {"saturated": saturated} if saturated else {}
+    added: dict[str, Any] = {"saturated": saturated} if saturated else {}
+    if tally.ttft.count:
+        added["ttft"] = _quantiles(tally.ttft)
+    if tally.tpot.count:
+        added["time_per_output_token"] = _quantiles(tally.tpot)
+    if tally.output_tokens:
+        added["output_tokens"] = {"total": tally.output_tokens, "per_second": per_second(tally.output_tokens)}
     return {
         "duration": duration,
         "offered": offered,
@@ -125,11 +158,7 @@ def summarise(
         "rates": {"offered": per_second(offered), "admitted": per_second(admitted), "ok": per_second(ok)},
         "availability": _ratio(ok, admitted),
         "goodput": _ratio(ok, offered),
-        "latency": {
-            **{f"p{round(q * 100)}": tally.latency.quantile(q) for q in QUANTILES},
-            "mean": tally.latency.mean,
-            "max": tally.latency.max if tally.latency.count else None,
-        },
+        "latency": _quantiles(tally.latency),
         "providers": per_provider,
         "trips": sum(trips.get(name, 0) for name in providers),
         "fallbacks": sum(fallbacks.get(name, 0) for name in providers),

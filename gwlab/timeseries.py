@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from gwlab.breaker import State, Transition
-from gwlab.stats import ADMITTED, CUT_OFF, QUANTILES, RATE_LIMITED, Tally
+from gwlab.stats import CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, Tally, admitted, code_name
 
 if TYPE_CHECKING:
     from gwlab.router import Snapshot
@@ -69,12 +69,16 @@ class Bin:
     """Each provider's breaker state and cooldown left at the bin's end."""
     burst: float | None = None
     """The bucket's capacity in force at the bin's end (tokens)."""
+    slots: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each provider's calls in a slot and calls waiting for one at the bin's end (providers
+    with a capacity)."""
 
     def read_gauges(self, snapshot: Snapshot) -> None:
-        """Take the bin's end-of-bin gauges (tokens, burst, breakers) from the router's ``snapshot``."""
+        """Take the bin's end-of-bin gauges (tokens, burst, breakers, slots) from the router's ``snapshot``."""
         self.tokens = snapshot.tokens
         self.burst = snapshot.burst
         self.breakers = {name: (p.state.value, p.cooldown_left) for name, p in snapshot.providers.items()}
+        self.slots = {name: (p.busy, p.waiting) for name, p in snapshot.providers.items() if p.busy or p.waiting}
 
 
 class TimeSeries:
@@ -110,6 +114,7 @@ class TimeSeries:
             out.tokens = group[-1].tokens
             out.burst = group[-1].burst
             out.breakers = dict(group[-1].breakers)
+            out.slots = dict(group[-1].slots)
             merged.append(out)
         return TimeSeries(merged, self.providers, self.bin_width * k)
 
@@ -119,6 +124,11 @@ class TimeSeries:
         ``time`` (bin start), ``width``, ``offered``, ``admitted``; a column per status code
         (``"200"``, ``"429"``, ``"502"``, ``"504"``, ``"499"`` for cut off at the end);
         ``p50``, ``p95``, ``p99`` latency of requests completed in the bin (None when none);
+        when the run had LLM traffic (streams, or providers giving tokens): ``stream_error``
+        (streams that failed after their first byte), ``ttft_p50``, ``ttft_p95``, ``ttft_p99``
+        (time to first token of the streams ended in the bin) and ``output_tokens`` (carried
+        by the answers completed in the bin); when a provider had calls in a slot or waiting
+        for one at some bin's end, ``NAME.running`` and ``NAME.waiting`` per provider;
         ``in_flight`` (time average); ``tokens`` and ``burst`` at the bin's end; and per provider ``NAME.calls``
         (admitted requests it answered in the bin), ``NAME.state`` and ``NAME.cooldown`` at the
         bin's end."""
@@ -128,6 +138,16 @@ class TimeSeries:
         cols.update({"in_flight": [], "tokens": [], "burst": []})
         for name in self.providers:
             cols.update({f"{name}.calls": [], f"{name}.state": [], f"{name}.cooldown": []})
+        llm = any(b.tally.ttft.count or b.tally.output_tokens or b.tally.count([STREAM_ERROR]) for b in self.bins)
+        if llm:
+            cols[code_name(STREAM_ERROR)] = [b.tally.count([STREAM_ERROR]) for b in self.bins]
+            for q in QUANTILES:
+                cols[f"ttft_p{round(q * 100)}"] = [b.tally.ttft.quantile(q) for b in self.bins]
+            cols["output_tokens"] = [b.tally.output_tokens for b in self.bins]
+        if any(b.slots for b in self.bins):
+            for i, column in enumerate(("running", "waiting")):
+                for name in self.providers:
+                    cols[f"{name}.{column}"] = [b.slots.get(name, (0, 0))[i] for b in self.bins]
         for b in self.bins:
             cols["time"].append(b.start)
             cols["width"].append(b.width)
@@ -137,7 +157,7 @@ class TimeSeries:
             calls = dict.fromkeys(self.providers, 0)
             for (status, provider), n in b.tally.by_status.items():
                 codes[status] = codes.get(status, 0) + n
-                if status in ADMITTED and provider in calls:
+                if provider in calls and admitted(status, provider):
                     calls[provider] += n
             for s in STATUSES:
                 cols[str(s)].append(codes[s])

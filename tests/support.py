@@ -15,6 +15,7 @@ import aiohttp
 
 from gwlab import config
 from gwlab.exercises import Verdict
+from gwlab.router import Rejected, Route, Router
 from gwlab.server import Gateway
 
 CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
@@ -78,3 +79,9 @@ def assert_verdict(verdict: Verdict, ok: bool, *named: str) -> None:
     assert repr(verdict).startswith("✔ " if ok else "✘ ")
     for words in named:
         assert words in verdict.message, (words, verdict.message)
+
+
+def handle(router: Router, now: float) -> Rejected | Route:
+    """A request arriving at ``now`` as a shell takes it: admitted, then routed; or the
+    ``Rejected`` of its 429."""
+    return router.admit(now) or router.route(now)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
+import urllib.request
 import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import bare
+from benchmarks import bare, simulator, streaming
 from benchmarks.common import ROOT, ROW_FIELDS, Server, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
@@ -28,6 +30,8 @@ EXPECTED_ROWS = {
     "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
     "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
+    "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio", "streams_cpu_ratio_same_core",
+    "sim_llm_mix_requests_per_wall_second",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -126,6 +130,106 @@ def test_simulated_traffic_is_the_requested_open_loop(results):
     assert abs(row["detail"]["requests"] - 1000 * seconds) <= 4 * math.sqrt(1000 * seconds)
 
 
+def test_llm_mix_is_simulated_whole_and_admitted_whole(results):
+    row = rows(results)["sim_llm_mix_requests_per_wall_second"]
+    detail = row["detail"]
+    expected = simulator.LLM_MIX_RATE * detail["simulated_seconds"]
+    assert abs(detail["requests"] - expected) <= 4 * math.sqrt(expected)
+    assert detail["rejected"] == 0 and detail["saturated"] == 0  # the limiter admits the whole mix
+    assert all(p["requests"] > 0 for p in detail["providers"].values()), detail["providers"]
+    assert detail["output_tokens"] > 0 and detail["ttft_p50_s"] > 0  # LLM traffic: tokens and streams
+
+
+def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(results):
+    table = rows(results)
+    sizes = []
+    for name in ("bare", "gateway"):
+        row = table[f"streams_at_20tps_{name}"]
+        detail = row["detail"]
+        assert row["value"] in (0.0, float(streaming.SMOKE_STREAMS)), name
+        assert detail["search_complete"] and detail["trials"] >= 1, name
+        assert isinstance(detail["disturbed"], bool), name
+        assert detail["failed"] == {} and detail["lost_connections"] == 0, name
+        assert detail["missing_first_frames"] == 0 and detail["unfinished_at_end"] == 0, name
+        assert detail["streams_sent_in_window"] > 0 and detail["streams_completed"] > 0, name
+        # No first token before the provider's, no stream shorter than its tokens take.
+        assert detail["ttft_ms"]["p50"] >= streaming.TTFT * 1e3, name
+        assert detail["stream_seconds"]["p50"] >= detail["stream_seconds"]["configured"], name
+        assert len(detail["bytes_per_stream"]) == 1, name
+        assert detail["cpu_ms_per_stream"] > 0, name
+        sizes.append(detail["bytes_per_stream"])
+    assert sizes[0] == sizes[1]
+    ratio = table["streams_at_20tps_ratio"]
+    bare_n, gateway_n = (table[f"streams_at_20tps_{n}"]["value"] for n in ("bare", "gateway"))
+    assert ratio["value"] == (gateway_n / bare_n if bare_n else 0.0)
+    assert isinstance(ratio["detail"]["valid"], bool)
+    assert ratio["met"] is None or ratio["detail"]["valid"]
+    same_core = table["streams_cpu_ratio_same_core"]["detail"]
+    assert same_core["lost_connections"] == 0 and same_core["failed"] == {"bare": [{}], "gateway": [{}]}
+    assert same_core["bytes_per_stream"] == {"bare": sizes[0], "gateway": sizes[0]}
+    assert min(same_core["cpu_ms_per_stream"]["bare"] + same_core["cpu_ms_per_stream"]["gateway"]) > 0
+
+
+def _verdicts(threshold: int, **bounds) -> tuple[streaming.Search, list[int]]:
+    """Run a search against a server that passes every N up to ``threshold``."""
+    search, tried = streaming.Search(**bounds), []
+    while (n := search.next()) is not None:
+        tried.append(n)
+        search.record(n, n <= threshold)
+    return search, tried
+
+
+def test_stream_search_doubles_then_bisects_to_its_resolution():
+    search, tried = _verdicts(1000)
+    assert tried == [128, 256, 512, 1024, 768, 896, 960, 992]
+    assert (search.passed, search.failed, search.complete) == (992, 1024, True)
+    search, tried = _verdicts(70)  # START fails: halving, then bisection
+    assert tried == [128, 64, 96, 80, 72, 68]
+    assert (search.passed, search.failed, search.complete) == (68, 72, True)
+    search, tried = _verdicts(10)  # nothing passes down to MIN_STREAMS
+    assert tried == [128, 64, 32, 16]
+    assert (search.passed, search.complete) == (0, True)
+    search, tried = _verdicts(10**6)  # everything passes up to MAX_STREAMS
+    assert tried == [128, 256, 512, 1024, 2048, 4096, 8192]
+    assert (search.passed, search.complete) == (8192, True)
+    search, tried = _verdicts(1000, max_trials=5)  # out of trials: stopped short of the resolution
+    assert len(tried) == 5 and (search.passed, search.failed, search.complete) == (768, 1024, False)
+    search, tried = _verdicts(10, start=16, least=16, most=16)  # smoke: one trial
+    assert tried == [16] and search.complete
+
+
+def _out(p99: float, others: float = 0.0) -> dict:
+    return {"ttft_p99_with_missing": p99, "failed": {}, "lost_connections": 0, "sent": 10,
+            "others_on_server_core": others}
+
+
+def test_stream_searches_take_turns_and_repeat_a_disturbed_failure_once():
+    searches = {"bare": streaming.Search(), "gateway": streaming.Search()}
+    limits = {"bare": 1000, "gateway": 700}
+    order = []
+
+    def trial(name: str, n: int) -> streaming.Trial:
+        order.append((name, n))
+        ok = n <= limits[name]
+        disturbed = name == "gateway" and n == 1024  # a busy moment: fails, then is tried again
+        return streaming.Trial(n, _out(streaming.TTFT + (0.001 if ok else 0.05), others=0.5 if disturbed else 0.0))
+
+    trials = streaming._search(searches, trial, deadline=math.inf)
+    assert order[:4] == [("bare", 128), ("gateway", 128), ("bare", 256), ("gateway", 256)]
+    assert order.count(("gateway", 1024)) == 2 and order.count(("bare", 1024)) == 1
+    assert searches["bare"].passed == 992 and searches["gateway"].passed == 672
+    assert len(trials["gateway"]) == searches["gateway"].trials + 1
+    assert streaming._search({"bare": streaming.Search()}, trial, deadline=0.0) == {"bare": []}
+
+
+def test_a_stream_trial_fails_on_an_error_a_lost_connection_or_a_missing_first_token():
+    assert streaming.Trial(8, _out(streaming.TTFT + 0.009)).ok
+    assert not streaming.Trial(8, _out(streaming.TTFT + 0.010)).ok
+    assert not streaming.Trial(8, _out(None)).ok  # a first frame still missing after the window
+    assert not streaming.Trial(8, {**_out(streaming.TTFT), "failed": {"HTTP/1.1 502": 1}}).ok
+    assert not streaming.Trial(8, {**_out(streaming.TTFT), "lost_connections": 1}).ok
+
+
 def test_the_table_lists_every_row(results):
     out = results["_stdout"]
     for name in EXPECTED_ROWS:
@@ -169,3 +273,33 @@ def test_servers_report_their_port_and_stop_on_terminate():
         server.close()
     assert server.process.returncode == 0
     assert Path(f"/proc/{server.pid}").exists() is False
+
+
+def _stream(url: str) -> tuple[dict[str, str], bytes]:
+    """POST a streamed chat request; the answer's headers (but its date) and its body with each
+    stream's id and ``created`` blanked."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}).encode()
+    request = urllib.request.Request(url + bare.PATH, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        headers = {k.lower(): v for k, v in response.headers.items() if k.lower() != "date"}
+        data = response.read()
+    return headers, re.sub(rb'"chatcmpl-[0-9a-f]{16}", "object": "chat.completion.chunk", "created": \d+',
+                           b"ID", data)
+
+
+def test_bare_sse_server_sends_the_gateways_stream_byte_for_byte():
+    # 1000 tokens/s: the frames group 20 tokens each (20 ms of tokens), as the gateway groups them.
+    timing = ["--ttft", "0.01", "--decode-rate", "1000", "--output-tokens", "45"]
+    with Server("benchmarks.gateway_server", *timing, wait=False) as gateway, \
+            Server("benchmarks.bare_sse", *timing, wait=False) as sse:
+        gateway.wait()
+        sse.wait()
+        gateway_headers, gateway_body = _stream(gateway.url)
+        bare_headers, bare_body = _stream(sse.url)
+    assert bare_headers == gateway_headers
+    assert gateway_headers["content-type"] == "text/event-stream"
+    assert bare_body == gateway_body
+    frames = gateway_body.split(b"\n\n")
+    assert frames[-2:] == [b"data: [DONE]", b""]
+    assert sum(b'"delta": {"content": ' in frame for frame in frames) == 3  # 20 + 20 + 5 tokens
+    assert gateway_body.count(b"ID") == len(frames) - 2

@@ -26,10 +26,11 @@ from gwlab.config import ConfigError
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.breaker import State
 from gwlab.router import ProviderState, Snapshot
-from gwlab.stats import Tally
+from gwlab.stats import RELATIVE_ERROR, STREAM_ERROR, Tally
 from gwlab.summary import summarise
+from tests.conftest import SIMULATION_TIMEOUT
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 URL_LINE = re.compile(r"^(gateway|metrics)  (http://\S+)$")
 
@@ -61,6 +62,18 @@ def test_flags_override_the_file(tmp_path):
     assert (from_file.workload.mode, from_file.workload.rate, from_file.limiter.burst) == ("open", 50.0, 10.0)
     overridden = scenario_from_args(_args("--config", str(path), "--clients", "3"))
     assert (overridden.workload.mode, overridden.workload.clients, overridden.limiter.burst) == ("closed", 3, 10.0)
+
+
+def test_the_stream_flags_set_the_workload_over_the_file(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[workload]\nstream_share = 0.25\nmax_tokens = 100\n")
+    from_file = scenario_from_args(_args("--config", str(path))).workload
+    assert (from_file.stream_share, from_file.max_tokens) == (0.25, 100)
+    flags = scenario_from_args(_args("--config", str(path), "--stream-share", "1", "--max-tokens", "0")).workload
+    assert (flags.stream_share, flags.max_tokens) == (1.0, 0)
+    simulated = build_parser().parse_args(["simulate", "--duration", "1", "--stream-share", "0.5", "--max-tokens", "7"])
+    assert (scenario_from_args(simulated).workload.stream_share, scenario_from_args(simulated).workload.max_tokens) == (
+        0.5, 7)
 
 
 def test_a_bad_flag_value_reads_like_a_config_error_naming_the_flag():
@@ -125,6 +138,22 @@ BAD_FLAGS = {
     "json_is_a_dir": (["--json", "/tmp"], "gwlab: error: --json: '/tmp' is a directory: expected a file"),
     "max_in_flight": (["--rate", "100", "--max-in-flight", "0"],
                       "gwlab: error: --max-in-flight: workload.max_in_flight = 0: expected a whole number >= 1 and <= 100000"),
+    "stream_share_above_1": (["--stream-share", "1.5"],
+                             "gwlab: error: --stream-share: workload.stream_share = 1.5: expected a number >= 0 and <= 1"),
+    "stream_share_negative": (["--stream-share", "-0.1"],
+                              "gwlab: error: --stream-share: workload.stream_share = -0.1: expected a number >= 0 and <= 1"),
+    "stream_share_nan": (["--stream-share", "nan"],
+                         "gwlab: error: --stream-share: workload.stream_share = nan: expected a number >= 0 and <= 1"),
+    "stream_share_not_a_number": (["--stream-share", "half"],
+                                  "gwlab: error: argument --stream-share: invalid float value: 'half' (see gwlab run --help)"),
+    "max_tokens_negative": (["--max-tokens", "-1"],
+                            "gwlab: error: --max-tokens: workload.max_tokens = -1: expected a whole number >= 0 "
+                            "and <= 1000000"),
+    "max_tokens_too_many": (["--max-tokens", "1000001"],
+                            "gwlab: error: --max-tokens: workload.max_tokens = 1000001: expected a whole number >= 0 "
+                            "and <= 1000000"),
+    "max_tokens_not_whole": (["--max-tokens", "2.5"],
+                             "gwlab: error: argument --max-tokens: invalid int value: '2.5' (see gwlab run --help)"),
     "admin_token_empty": (["--admin-token", ""],
                           "gwlab: error: --admin-token: expected a token a client can send in 'Authorization: Bearer "
                           "TOKEN': not empty, printable ASCII, no spaces"),
@@ -192,6 +221,45 @@ def test_summary_lines_say_how_many_arrivals_were_not_sent():
         "can't keep up: 61 of 1500 per second sent  (2878 arrivals not sent: the generator was saturated at 40 "
         "requests in flight)",
     ]
+
+
+def _streams(tally: Tally, ttft: float, latency: float, tokens: int, times: int) -> Tally:
+    for _ in range(times):
+        tally.record(200, "p1", latency)
+        tally.output_tokens += tokens
+        tally.record_stream(latency, ttft, tokens)
+    return tally
+
+
+def test_status_lines_show_ttft_tokens_per_second_and_stream_errors_once_streams_are_in_play():
+    interval = _streams(_tally((STREAM_ERROR, "p1", 0.3, 2), (429, "none", None, 2)), 0.2, 0.5, 31, 6)
+    interval.ttft.add(0.25)  # the failed streams had their first token
+    interval.ttft.add(0.25)
+    lines = status_lines(interval, 2.0, 10, interval, SNAPSHOT, 12.0)
+    ttft = {p: f"{interval.ttft.quantile(p / 100):.3f}s" for p in (50, 99)}
+    assert lines[0] == "  12.0s  offered 5/s  200 3/s  429 1/s  502 0/s  504 0/s  stream_error 1/s"
+    assert lines[3] == f"        ttft p50 {ttft[50]}  p99 {ttft[99]}  output tokens 93/s"
+    # Streams earlier in the run, none in the last seconds: the line stays, with nothing in it.
+    quiet = status_lines(Tally(), 1.0, 0, interval, SNAPSHOT, 13.0)
+    assert quiet[0].endswith("504 0/s  stream_error 0/s")
+    assert quiet[3] == "        ttft p50 -  p99 -  output tokens 0/s"
+    # Without LLM traffic the status is what it always was: three lines.
+    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), SNAPSHOT, 1.0)) == 3
+
+
+def test_summary_lines_show_ttft_time_per_token_and_output_tokens_of_streams():
+    tally = _streams(_tally((STREAM_ERROR, "p1", 0.3, 1)), 0.2, 0.5, 31, 3)
+    scenario = config.merge(config.Scenario(), {"workload": {"stream_share": 1.0}})
+    end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4, saturated=0,
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0)
+    ttft, tpot = tally.ttft, tally.tpot
+    lines = summary_lines(result)
+    assert lines[1] == "codes 200 3  stream_error 1"
+    assert lines[4] == (f"ttft p50 {ttft.quantile(0.5):.3f}s  p99 {ttft.quantile(0.99):.3f}s  "
+                        f"time per output token p50 {tpot.quantile(0.5):.3f}s  p99 {tpot.quantile(0.99):.3f}s  "
+                        "output tokens 93 (46/s)")
+    assert lines[5] == "p1  share 100.0%  200 3  502 0  504 0  stream_error 1  trips 0  fallbacks 0  state healthy"
 
 
 def test_status_lines_before_any_answer():
@@ -320,6 +388,30 @@ def test_run_with_a_duration_exits_0_and_writes_the_summary(tmp_path):
     assert result["achieved_offered_rate"] == pytest.approx(result["offered"] / result["duration"])
     assert result["gateway_in_flight_at_end"] == 0
     assert lines[-1].startswith("p3  share ")
+
+
+def test_run_with_the_stream_flags_streams_and_shows_ttft_and_output_tokens(tmp_path):
+    """Ten clients that always stream, capped at 6 tokens, to a provider whose first token
+    comes after 0.05 s: each call lasts 0.1 s."""
+    scenario = tmp_path / "llm.toml"
+    scenario.write_text("[breaker]\nenabled = false\n"
+                        "[providers.p1]\nttft = 0.05\ndecode_rate = 100.0\noutput_tokens = 50.0\n")
+    out = tmp_path / "run.json"
+    process = Process("run", "--config", str(scenario), "--clients", "10", "--stream-share", "1", "--max-tokens", "6",
+                      "--duration", "2", "--port", "0", "--metrics-port", "0", "--json", str(out), cwd=tmp_path)
+    status, lines, stderr = process.finish()
+    assert (status, stderr) == (0, "")
+    live = [line for line in lines if " offered " in line and "|" in line]
+    assert live and all("stream_error 0/s" in line and "  |  ttft p50 " in line and " output tokens " in line
+                        for line in live)
+    result = json.loads(out.read_text())
+    assert (result["scenario"]["workload"]["stream_share"], result["scenario"]["workload"]["max_tokens"]) == (1.0, 6)
+    answered = result["codes"]["200"]
+    assert result["codes"] == {"200": answered} and answered > 20
+    assert result["output_tokens"]["total"] == 6 * answered
+    assert result["ttft"]["p50"] >= 0.05 * (1 - RELATIVE_ERROR)  # late, never early
+    assert [line for line in lines if line.startswith("ttft p50 ")][0].endswith(
+        f"output tokens {6 * answered} ({result['output_tokens']['per_second']:.0f}/s)")
 
 
 def test_sigterm_mid_traffic_exits_0_with_nothing_in_flight_and_no_workers_left(tmp_path):

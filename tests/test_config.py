@@ -197,16 +197,18 @@ ERRORS = [
      "scenario: unknown key 'limitter' (did you mean 'limiter'?);"
      " allowed: gateway, limiter, breaker, workload, providers, events"),
     ({"gateway": {"balancr": "x"}},
-     "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout"),
+     "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout, stream_idle_timeout"),
     ({"limiter": {"rat": 5}}, "scenario: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst"),
     ({"breaker": {"treshold": 2}},
      "scenario: unknown key 'breaker.treshold' (did you mean 'failure_threshold'?);"
-     " allowed: enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls"),
+     " allowed: enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls, count_rate_limited"),
     ({"workload": {"think": 1}},
-     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate, max_in_flight"),
+     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens"),
     ({"providers": {"p1": {"weigth": 1}}},
      "scenario: unknown key 'providers.p1.weigth' (did you mean 'weight'?);"
-     " allowed: weight, latency, distribution, p99, error_rate, outage"),
+     " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"
+     " decode_rate, output_tokens, output_distribution, output_p99, stream_error_rate,"
+     " capacity, queue, rpm"),
     ({"events": [{"at": 1, "limiter": {"rat": 5}}]},
      "scenario: event at 1 s: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst"),
     ({"events": [{"at": 1, "provders": {}}]},
@@ -214,7 +216,9 @@ ERRORS = [
      " allowed: gateway, limiter, breaker, workload, providers"),
     ({"events": [{"at": 1, "providers": {"p1": {"outge": "error"}}}]},
      "scenario: event at 1 s: unknown key 'providers.p1.outge' (did you mean 'outage'?);"
-     " allowed: weight, latency, distribution, p99, error_rate, outage"),
+     " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"
+     " decode_rate, output_tokens, output_distribution, output_p99, stream_error_rate,"
+     " capacity, queue, rpm"),
     # events
     ({"events": [{"at": -1, "limiter": {"rate": 5}}]}, "scenario: events[0].at = -1: expected a number >= 0 and <= 31536000"),
     ({"events": [{"limiter": {"rate": 5}}]}, "scenario: events[0].at = (missing): expected a number >= 0 and <= 31536000"),

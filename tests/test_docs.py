@@ -9,7 +9,7 @@ import tomllib
 import typing
 from pathlib import Path
 
-from gwlab import config
+from gwlab import config, stats
 from tests.conftest import require_tool
 from tests.support import check_promql
 
@@ -145,3 +145,40 @@ def test_readme_states_the_bound_on_a_runs_exit():
     from gwlab.cli import EXIT_BOUND
 
     assert f"within {EXIT_BOUND:g} s at most (`gwlab.cli.EXIT_BOUND`)" in " ".join(README.split())
+
+
+def test_the_readme_prints_the_status_table_of_the_code():
+    assert stats.status_table() in README
+
+
+ANSWERED = {
+    "200: the provider answered": (200, "p1"),
+    "4xx: a bad request": (400, "none"),
+    "429: the gateway's limit": (429, "none"),
+    "429: the provider's queue or own limit": (429, "p1"),
+    "502: the provider failed": (502, "p1"),
+    "504: past `gateway.timeout`": (504, "p1"),
+    "a stream failed after its first byte": (stats.STREAM_ERROR, "p1"),
+}
+"""A status and provider of each row of the status table whose request got an answer (a 499
+and a transport error got none: a summary's ``admitted`` counts answers)."""
+
+
+def test_what_summaries_count_as_admitted_follows_the_status_table():
+    rows = {row.answer: row for row in stats.STATUS_TABLE}
+    assert set(ANSWERED) == set(rows) - {"499: the client left, or a stop cut it off",
+                                          "no HTTP answer (client side only)"}
+    for answer, (status, provider) in ANSWERED.items():
+        assert stats.admitted(status, provider) == (rows[answer].admitted == "yes"), answer
+
+
+def test_readme_lists_every_tutorial_and_every_scenario():
+    def first_cells(header: str) -> set[str]:
+        rows = README.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
+        return {row.strip("|").split(" | ")[0].strip().replace("`", "") for row in rows}
+
+    notebooks = first_cells("| notebook | what it teaches |")
+    tutorials = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")} - {"00_quickstart"}
+    assert notebooks == tutorials
+    scenarios = first_cells("| scenario | what happens |")
+    assert scenarios == {f"scenarios/{p.name}" for p in (ROOT / "scenarios").glob("*.toml")}

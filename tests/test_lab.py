@@ -11,9 +11,10 @@ import prometheus_client
 import pytest
 
 import gwlab.lab
-from gwlab import config
+from gwlab import config, plots
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab import controls
+from gwlab.stats import RELATIVE_ERROR
 from tests.support import port_is_free
 
 FREE = {"port": 0, "metrics_port": 0}
@@ -327,6 +328,25 @@ def test_run_for_counts_requests_sent_per_second_and_trips_once(lab):
     assert summary["trips"] == sum(p["trips"] for p in summary["providers"].values())
 
 
+def test_run_for_summarises_the_streams_and_the_bins_get_their_ttft_and_tokens():
+    """Five clients that always stream, to a provider whose first token comes after 0.05 s
+    and whose answers are 6 tokens long."""
+    scenario = {"breaker": {"enabled": False},
+                "providers": {"p1": {"ttft": 0.05, "decode_rate": 100.0, "output_tokens": 6.0}},
+                "workload": {"clients": 5, "stream_share": 1.0}}
+    lab = gwlab.lab.start(scenario, **FREE)
+    summary = lab.run_for(1.0)
+    answered = summary["codes"]["200"]
+    assert answered == summary["offered"] > 10  # 0.1 s a call: about 50
+    for q in ("p50", "p99", "max"):
+        assert summary["ttft"][q] >= 0.05 * (1 - RELATIVE_ERROR)  # late, never early
+    assert summary["output_tokens"]["total"] == 6 * answered
+    columns = lab.timeseries().columns()
+    assert sum(columns["output_tokens"]) == 6 * sum(columns["200"]) > 0
+    assert any(p50 is not None and p50 >= 0.05 * (1 - RELATIVE_ERROR) for p50 in columns["ttft_p50"])
+    assert set(columns["stream_error"]) == {0}
+
+
 def test_threads_starting_at_once_share_one_lab():
     barrier = threading.Barrier(8)
     labs = []
@@ -422,3 +442,36 @@ def test_a_late_sampler_closes_bins_with_the_answers_of_their_own_time():
     assert [b.admitted for b in bins] == [8, 8, 8, 8]
     assert [b.tally.count() for b in bins] == [6, 8, 8, 8]  # the first two answers came at 0.5 s
     assert recorder.current.tally.count() == 2  # the last two came at 2.0 s: the open bin's
+
+
+def test_a_lab_with_llm_traffic_shows_its_controls_and_charts_and_the_seed_lab_does_not():
+    scenario = {"providers": {"a": {"ttft": 0.2, "decode_rate": 50.0, "output_tokens": 20.0, "capacity": 4}},
+                "workload": {"clients": 4, "stream_share": 0.5}}
+    lab = gwlab.lab.start(scenario, **FREE)
+    try:
+        dashboard = lab.dashboard()
+        for field in ("ttft", "decode_rate", "capacity"):
+            assert ("providers", "a", field) in dashboard.controls
+        share = dashboard.controls["workload", "stream_share"]
+        assert share.value == 0.5
+        dashboard.controls["providers", "a", "ttft"].set_state({"value": 0.35})  # a drag in the browser
+        assert lab.scenario.provider("a").ttft == 0.35
+        titles = [a.text for a in dashboard.figure.layout.annotations]
+        assert titles == list(plots.PANELS + plots.LLM_PANELS)
+        lab.run_for(1.5)
+        dashboard.redraw()
+        assert "TTFT p50 " in dashboard.status.value and "output tokens/s" in dashboard.status.value
+        assert "running" in dashboard.status.value
+        columns = lab.timeseries().columns()
+        assert any(v for v in columns["ttft_p50"] if v) and sum(columns["output_tokens"]) > 0
+    finally:
+        gwlab.lab.stop()
+    seed = gwlab.lab.start(clients=2, **FREE)
+    try:
+        dashboard = seed.dashboard()
+        assert not any(path[-1] in ("ttft", "capacity", "stream_share") for path in dashboard.controls)
+        assert [a.text for a in dashboard.figure.layout.annotations] == list(plots.PANELS)
+        dashboard.redraw()
+        assert "TTFT" not in dashboard.status.value and "running" not in dashboard.status.value
+    finally:
+        gwlab.lab.stop()

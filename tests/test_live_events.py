@@ -153,6 +153,32 @@ def test_events_changing_the_closed_loop_clients_change_the_requests_in_flight()
     assert clients.requested_rate is None
 
 
+def test_an_event_turning_streams_on_reaches_the_workers():
+    """Five clients of a provider with token timing (each call 0.03 s), not streaming, then
+    streaming every request capped at 3 tokens from 1 s on. The reports due at 0.5 and 1.0 s
+    hold only answers sent before the event: no stream, and no tokens read (no LLM traffic
+    was asked for). Those due from 2.0 s on hold only streams, each of 3 tokens."""
+    scenario = config.from_dict({
+        "breaker": {"enabled": False},
+        "providers": {"p1": {"ttft": 0.02, "decode_rate": 500.0, "output_tokens": 6.0}},
+        "workload": {"mode": "closed", "clients": 5},
+        "events": [{"at": 1.0, "workload": {"stream_share": 1.0, "max_tokens": 3}}],
+    }, "test scenario")
+    windows = []
+
+    async def probe(gateway, clients):
+        for t in (1.25, 1.75, 3.25):
+            await _until(clients, t)
+            windows.append(clients.take_interval()[0])
+
+    clients, text = asyncio.run(_live(scenario, probe))
+    before, _, after = windows
+    assert before.count([200]) > 0 and before.ttft.count == before.output_tokens == 0
+    assert after.count() == after.count([200]) == after.ttft.count > 0
+    assert after.output_tokens == 3 * after.count([200])
+    assert text.splitlines() == ["event at 1 s: workload.stream_share = 1.0, workload.max_tokens = 3"]
+
+
 def test_gwlab_run_keeps_a_runtime_change_and_skips_an_event_that_no_longer_fits(caplog):
     """The player of ``gwlab run`` merges each event into the gateway's scenario as it
     stands: after ``PATCH /admin/config`` lowered max_cooldown, an event raising base_delay

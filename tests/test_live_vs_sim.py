@@ -19,7 +19,7 @@ from gwlab import balancer, config, simulate
 from gwlab.clients import BODY, PATH, PROVIDER_HEADER
 from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
-from gwlab.stats import ADMITTED, Tally
+from gwlab.stats import ADMITTED, STREAM_ERROR, Tally
 from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import serving
 
@@ -52,10 +52,10 @@ def _agree(x: int, n: int, y: int, m: int) -> bool:
     return abs(x / n - y / m) <= 4 * math.sqrt(p * (1 - p) * (1 / n + 1 / m))
 
 
-async def _live_tally() -> tuple[Tally, float]:
-    gateway = Gateway(SCENARIO, seed=SEED)
+async def _live_tally(scenario: config.Scenario = SCENARIO) -> tuple[Tally, float]:
+    gateway = Gateway(scenario, seed=SEED)
     await gateway.start(port=0, metrics_port=0)
-    clients = LoadGenerator(gateway.url, SCENARIO.workload, seed=SEED, workers=1)
+    clients = LoadGenerator(gateway.url, scenario.workload, seed=SEED, workers=1)
     try:
         await clients.start()
         await asyncio.sleep(DURATION)
@@ -86,6 +86,46 @@ def test_live_and_simulated_runs_agree_on_status_and_provider_shares():
         assert _agree(live.count([status]), n, sim.count([status]), m), status
     for name in ("p1", "p2", "p3"):
         assert _agree(live.count(ADMITTED, name), n, sim.count(ADMITTED, name), m), name
+
+
+TOKENS = 5
+LLM_SCENARIO = config.from_dict({
+    "breaker": {"enabled": False},
+    "providers": {
+        "p1": {"weight": 70, "ttft": 0.01, "decode_rate": 1000.0, "output_tokens": float(TOKENS),
+               "error_rate": 0.05, "stream_error_rate": 0.1},
+        "p2": {"weight": 30, "ttft": 0.03, "decode_rate": 1000.0, "output_tokens": float(TOKENS),
+               "error_rate": 0.10, "stream_error_rate": 0.3},
+    },
+    "workload": {"mode": "open", "rate": RATE, "stream_share": 0.5},
+}, "test scenario")
+"""Half the requests stream; a stream fails after its first token at its provider's
+``stream_error_rate`` (a stream_error), a request that does not stream at the same rate (a
+502), and any request before its first token at the provider's ``error_rate`` (a 502)."""
+
+
+def test_live_and_simulated_llm_traffic_agree_on_streams_stream_errors_and_shares():
+    """Each request streams or not by its own draw (a different stream of the seed live and
+    simulated), then meets the same provider probabilities: the shares agree within 4 sigma
+    (see :func:`_agree`). A stream counts its time to first token once it has its first
+    token (200 or stream_error), on both sides."""
+    live, _ = asyncio.run(_live_tally(LLM_SCENARIO))
+    sim = simulate(LLM_SCENARIO, DURATION, SEED).timeseries().total()
+    assert live.count() == live.count(ADMITTED)
+    n, m = live.count(ADMITTED), sim.count(ADMITTED)
+    assert n > 500 and m > 500  # 1000 expected
+    # Streams among the answers, and failures among the streams.
+    assert _agree(live.ttft.count, n, sim.ttft.count, m)
+    assert _agree(live.count([STREAM_ERROR]), live.ttft.count, sim.count([STREAM_ERROR]), sim.ttft.count)
+    for status in (200, 502, STREAM_ERROR):
+        assert _agree(live.count([status]), n, sim.count([status]), m), status
+    for name in ("p1", "p2"):
+        assert _agree(live.count(ADMITTED, name), n, sim.count(ADMITTED, name), m), name
+    # Output tokens: every 200 carries 5, live and simulated. A stream_error's tokens are
+    # known to the simulator (between 1 and 5), not to a live client (0).
+    assert live.output_tokens == TOKENS * live.count([200])
+    failed = sim.count([STREAM_ERROR])
+    assert failed <= sim.output_tokens - TOKENS * sim.count([200]) <= TOKENS * failed
 
 
 class LastProvider:

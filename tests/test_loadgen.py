@@ -4,19 +4,27 @@ client driver it shares with the lab, run in the test's own loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import math
 import time
 from collections import Counter
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
-from gwlab.clients import Driver, open_session
+from gwlab.clients import BODY, PATH, Driver, open_session, read_stream, request_body
 from gwlab.config import WorkloadConfig
 from gwlab.loadgen import LoadGenerator, plan, worker_count
 from gwlab.server import Gateway
-from gwlab.stats import CUT_OFF, NO_PROVIDER, TRANSPORT_ERROR
+from gwlab.stats import CUT_OFF, NO_PROVIDER, RELATIVE_ERROR, STREAM_ERROR, TRANSPORT_ERROR
+from gwlab.summary import summarise
+from gwlab.wire import reply
 from gwlab.streams import stream
 from gwlab.workload import next_arrival
 
@@ -191,6 +199,13 @@ def test_apply_before_the_start_replaces_the_workload_and_its_split_over_the_wor
     assert clients.requested_rate == 500.0
 
 
+def test_every_worker_plan_carries_the_stream_share_and_the_token_cap():
+    clients = LoadGenerator("http://h:1/", WorkloadConfig(mode="open", rate=3000.0), seed=9, workers=2)
+    assert {(p.stream_share, p.max_tokens) for p in clients.plans} == {(0.0, 0)}
+    clients.apply(WorkloadConfig(mode="open", rate=3000.0, stream_share=0.25, max_tokens=64))
+    assert [(p.stream_share, p.max_tokens) for p in clients.plans] == [(0.25, 64), (0.25, 64)]
+
+
 class _Books:
     """What a driver reports: the requests it sent and every answer."""
 
@@ -198,6 +213,8 @@ class _Books:
         self.sent = 0
         self.saturated = 0
         self.answers: list[tuple[float, float, int, str]] = []
+        self.llm: list[tuple[int, float | None, int]] = []
+        """Each answer's status, time to first token and output tokens."""
 
     def on_sent(self) -> None:
         self.sent += 1
@@ -205,8 +222,10 @@ class _Books:
     def on_saturated(self) -> None:
         self.saturated += 1
 
-    def on_answer(self, scheduled: float, done: float, status: int, provider: str) -> None:
+    def on_answer(self, scheduled: float, done: float, status: int, provider: str, ttft: float | None,
+                  tokens: int) -> None:
         self.answers.append((scheduled, done, status, provider))
+        self.llm.append((status, ttft, tokens))
 
 
 async def _with_driver(scenario: config.Scenario, script):
@@ -400,3 +419,238 @@ def test_the_cap_is_a_total_over_the_workers_and_what_it_refuses_is_counted():
     assert in_flight == 9 == clients.sent
     assert dict(clients.tally.by_status) == {(CUT_OFF, NO_PROVIDER): 9}
     assert clients.lost == []
+
+
+# -- LLM traffic: streams, their time to first token, output tokens --------------------------
+
+TTFT = 0.05
+TOKENS = 6
+
+
+def _llm(workload: dict | None = None, **provider) -> config.Scenario:
+    """One provider ``p1`` with fixed token timing: the first token after :data:`TTFT`, then
+    one every 10 ms, :data:`TOKENS` of them (each call lasts 0.1 s); breaker off."""
+    fields = {"ttft": TTFT, "decode_rate": 100.0, "output_tokens": float(TOKENS), **provider}
+    return _scenario(breaker={"enabled": False}, providers={"p1": fields},
+                     workload={"mode": "closed", "clients": 5, **(workload or {})})
+
+
+async def _answered(scenario: config.Scenario, answers: int, grace: float = 1.0):
+    """Drive ``scenario``'s gateway with its workload through a driver in this loop until
+    ``answers`` answers came; then stop it (nothing cut off). Returns the driver, its books
+    and the gateway's metrics."""
+    samples = {}
+
+    async def script(gateway, driver, books):
+        driver.apply(scenario.workload)
+        await _until(lambda: len(books.answers) >= answers)
+        assert await driver.stop(grace) == 0
+        samples.update(await _scrape(gateway))
+
+    driver, books = await _with_driver(scenario, script)
+    return driver, books, samples
+
+
+def test_a_stream_share_of_1_streams_every_request_and_reports_ttft_and_usage_tokens():
+    driver, books, samples = asyncio.run(_answered(_llm({"stream_share": 1.0}), 30))
+    assert books.sent == len(books.answers) >= 30
+    assert {status for status, _, _ in books.llm} == {200}
+    # Every request streamed: the gateway timed the first token of each.
+    assert samples["gwlab_time_to_first_token_seconds_count"][(("provider", "p1"),)] == books.sent
+    for (scheduled, done, _, _), (_, ttft, tokens) in zip(books.answers, books.llm):
+        # Late, never early: the first token leaves the gateway TTFT after the call starts,
+        # which is after the request was due.
+        assert TTFT <= ttft <= done - scheduled
+        assert tokens == TOKENS  # from the usage frame: the content came in fewer frames
+    # A share of 1 draws nothing from the stream that decides.
+    assert driver._stream_rng.getstate() == stream(4, "workload/stream").getstate()
+
+
+def test_a_share_between_0_and_1_is_drawn_once_per_request_sent_from_the_named_stream():
+    share = 0.5
+    scenario = _llm({"stream_share": share, "clients": 10}, ttft=0.001, decode_rate=1000.0)
+    driver, books, _ = asyncio.run(_answered(scenario, 400))
+    n = books.sent
+    assert n == len(books.answers)
+    streamed = sum(ttft is not None for _, ttft, _ in books.llm)
+    # The i-th request sent streams when the i-th draw of "workload/stream" is below the share.
+    rng = stream(4, "workload/stream")
+    assert streamed == sum(rng.random() < share for _ in range(n))
+    # Binomial(n, 1/2): beyond 4 standard deviations once in 15,000 runs.
+    assert abs(streamed - n * share) <= 4 * math.sqrt(n * share * (1 - share))
+    # Tokens of answers whole and streamed alike: the whole ones from their body's usage.
+    assert {(status, tokens) for status, _, tokens in books.llm} == {(200, TOKENS)}
+
+
+def test_max_tokens_caps_every_answer_streamed_or_not():
+    scenario = _llm({"stream_share": 0.5, "max_tokens": 4}, output_tokens=50.0, decode_rate=1000.0)
+    _, books, _ = asyncio.run(_answered(scenario, 40))
+    assert {(status, tokens) for status, _, tokens in books.llm} == {(200, 4)}
+    kinds = {ttft is None for _, ttft, _ in books.llm}
+    assert kinds == {True, False}  # 40 answers all of one kind: odds 2e-12
+
+
+def test_a_stream_cut_by_an_error_frame_counts_apart_with_its_ttft_and_no_tokens():
+    """After an error frame the stream's body ends as any other and its connection serves
+    the next request: no request that follows is lost to it (a transport error), however
+    soon it is sent."""
+    workload = {"stream_share": 1.0, "mode": "open", "rate": 200.0}
+    _, books, samples = asyncio.run(_answered(_llm(workload, stream_error_rate=1.0), 150))
+    assert {(status, tokens) for status, _, tokens in books.llm} == {(STREAM_ERROR, 0)}
+    assert all(ttft >= TTFT for _, ttft, _ in books.llm)
+    code = samples["gwlab_requests_total"][(("code", "stream_error"), ("provider", "p1"))]
+    assert code == books.sent == len(books.answers)
+
+
+def test_a_fixed_reply_counts_its_tokens_live_whether_it_streams_or_not():
+    """A provider without a length model answers its fixed reply, streamed whole after its
+    latency: the live clients count its tokens from its usage, as the simulator does (see
+    gwlab.summary.summarise)."""
+    scenario = _scenario(providers={"p1": {"latency": 0.02}},
+                         workload={"mode": "closed", "clients": 2, "stream_share": 0.5})
+    _, books, _ = asyncio.run(_answered(scenario, 20))
+    fixed = reply("p1")[1]
+    assert {(status, tokens) for status, _, tokens in books.llm} == {(200, fixed)}
+    streamed = [ttft for _, ttft, _ in books.llm if ttft is not None]
+    assert streamed and all(ttft >= 0.02 for ttft in streamed)  # none of 20 streaming: odds 1e-6
+
+
+def test_without_llm_traffic_the_request_is_body_byte_for_byte():
+    assert request_body(False, 0) is BODY
+    assert json.loads(request_body(False, 7)) == {**json.loads(BODY), "max_tokens": 7}
+    assert json.loads(request_body(True, 0)) == {**json.loads(BODY), "stream": True,
+                                                 "stream_options": {"include_usage": True}}
+
+
+def _lines(*frames: bytes):
+    """An answer's lines as aiohttp yields them: each event, then the blank line after it."""
+    async def lines():
+        for frame in frames:
+            yield frame + b"\n"
+            yield b"\n"
+    return lines()
+
+
+_ROLE = b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "usage": null}'
+_CONTENT = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi there"}}], "usage": null}'
+_FINISH = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": null}'
+_USAGE = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}}'
+_ERROR = b'data: {"error": {"message": "provider p1 failed", "code": "provider_stream_error"}}'
+_DONE = b"data: [DONE]"
+
+
+@pytest.mark.parametrize("frames, expected", [
+    ((_ROLE, _CONTENT, _CONTENT, _FINISH, _USAGE, _DONE), (200, True, 5)),
+    ((_ROLE, _CONTENT, _FINISH, _DONE), (200, True, 0)),  # no usage frame: no count of tokens
+    ((_ROLE, _CONTENT, _ERROR), (STREAM_ERROR, True, 0)),
+    ((_ROLE, _CONTENT, _USAGE, _ERROR), (STREAM_ERROR, True, 0)),
+    ((_ROLE, _ERROR), (STREAM_ERROR, False, 0)),
+    ((_ROLE, _CONTENT, _FINISH, _USAGE), (TRANSPORT_ERROR, True, 5)),  # ended without [DONE]
+    ((_ROLE, _CONTENT, b"data: {not json"), (TRANSPORT_ERROR, True, 0)),
+    ((_ROLE, b"data: [1, 2]"), (TRANSPORT_ERROR, False, 0)),
+    ((_ROLE, _CONTENT, b'data: "an error"'), (TRANSPORT_ERROR, True, 0)),
+    ((_ROLE, _CONTENT, _DONE, _ERROR, b"data: {not json"), (200, True, 0)),  # nothing after [DONE] counts
+    ((b": a comment", b"event: message", _CONTENT, _USAGE, _DONE), (200, True, 5)),
+], ids=["usage", "no_usage", "error", "usage_then_error", "error_first", "no_done", "not_json", "not_an_object",
+        "a_string", "after_done", "other_lines"])
+def test_read_stream_tells_the_end_of_a_stream_its_first_content_and_its_tokens(frames, expected):
+    ticks = iter(range(1, 100))
+    status, first, tokens = asyncio.run(read_stream(_lines(*frames), lambda: next(ticks)))
+    assert (status, first is not None, tokens) == expected
+    if first is not None:  # the clock is read once, at the first frame with content
+        assert first == 1 and next(ticks) == 2
+
+
+async def _from_server(handler) -> list[tuple[int, float | None, int]]:
+    """One streamed request of a driver to a server answering with ``handler``."""
+    app = web.Application()
+    app.router.add_post(PATH, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    books = _Books()
+    try:
+        async with open_session() as session:
+            driver = Driver(session, f"http://127.0.0.1:{site.port}", 4, "arrivals/0",
+                            asyncio.get_running_loop().time, books.on_sent, books.on_answer, books.on_saturated)
+            driver.apply(WorkloadConfig(mode="closed", clients=1, stream_share=1.0))
+            await _until(lambda: books.answers)
+            await driver.stop(grace=0)
+    finally:
+        await runner.cleanup()
+    return books.llm[:1]
+
+
+async def _begin_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(_ROLE + b"\n\n" + _CONTENT + b"\n\n")
+    return response
+
+
+def test_a_stream_whose_connection_drops_is_a_transport_error(caplog):
+    async def drop(request):
+        response = await _begin_stream(request)
+        request.transport.close()  # no [DONE], no error frame: the chunked body never ends
+        return response
+
+    with caplog.at_level(logging.DEBUG, "gwlab.clients"):
+        assert asyncio.run(_from_server(drop)) == [(TRANSPORT_ERROR, None, 0)]
+    assert "request failed: Response payload is not completed" in caplog.text
+
+
+def test_a_stream_line_longer_than_aiohttp_buffers_is_a_transport_error(caplog):
+    async def long_line(request):
+        response = await _begin_stream(request)
+        # aiohttp buffers a line of twice its read buffer at most; then the stream ends well.
+        long = b'data: {"choices": [], "padding": "' + b"x" * 2 * DEFAULT_CHUNK_SIZE + b'"}\n\n'
+        with contextlib.suppress(ConnectionError):
+            await response.write(long + _USAGE + b"\n\n" + _DONE + b"\n\n")
+        return response
+
+    with caplog.at_level(logging.DEBUG, "gwlab.clients"):
+        assert asyncio.run(_from_server(long_line)) == [(TRANSPORT_ERROR, None, 0)]
+    assert "unreadable stream: <LineTooLong" in caplog.text
+
+
+@pytest.mark.parametrize("stream_error_rate", [0.0, 1.0])
+def test_the_load_generators_summary_shows_the_streams_ttft_tokens_and_stream_errors(stream_error_rate):
+    """Worker processes, as ``gwlab run`` runs them: their tallies reach the parent's
+    summary with the streams' timing and tokens."""
+    scenario = _llm({"stream_share": 1.0, "clients": 10}, stream_error_rate=stream_error_rate)
+
+    async def run():
+        gateway = Gateway(scenario, seed=3)
+        await gateway.start(port=0, metrics_port=0)
+        clients = LoadGenerator(gateway.url, scenario.workload, seed=3)
+        try:
+            await clients.start()
+            await asyncio.sleep(1.0)
+            await clients.stop()
+            samples = await _scrape(gateway)
+            end = gateway.snapshot()
+        finally:
+            await clients.stop()
+            await gateway.stop()
+        return summarise(clients.tally, mode="live", seed=3, scenario=scenario, duration=clients.elapsed,
+                         sent=clients.sent, saturated=0, workloads=clients.workloads, end=end, trips={},
+                         fallbacks={}, events_refused=0), samples
+
+    summary, samples = asyncio.run(run())
+    answered = summary["offered"]
+    assert answered == summary["admitted"] > 20  # 10 clients, 0.1 s a call, for 1 s: about 100
+    # Every request streamed: every one has a time to first token, late and never early.
+    assert summary["ttft"]["max"] <= summary["latency"]["max"]
+    assert samples["gwlab_time_to_first_token_seconds_count"][(("provider", "p1"),)] == answered
+    for q in ("p50", "p99", "max"):
+        assert summary["ttft"][q] >= TTFT * (1 - RELATIVE_ERROR)  # the histogram's accuracy
+    if stream_error_rate:
+        assert summary["codes"] == {"stream_error": answered}
+        assert "output_tokens" not in summary and "time_per_output_token" not in summary
+    else:
+        assert summary["codes"] == {"200": answered}
+        assert summary["output_tokens"]["total"] == answered * TOKENS
+        # From the first content frame to the end, both as late as the machine makes them:
+        # no one-sided bound, but every stream of 6 tokens has one.
+        assert summary["time_per_output_token"]["p50"] > 0

@@ -94,3 +94,44 @@ def test_a_lab_that_fell_back_to_free_ports_reads_as_one_that_did_not():
                  "  metrics  http://127.0.0.1:38001/metrics   (port 9090 was in use)\n")
     plain = "gwlab lab (running)\n  gateway  http://127.0.0.1:8080\n  metrics  http://127.0.0.1:9090/metrics\n"
     assert _sanitized(fell_back) == _sanitized(plain)
+
+
+TUTORIALS = [p for p in NOTEBOOKS if re.match(r"\d\d_", p.name) and p.name != "00_quickstart.ipynb"]
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+"""A Markdown link's target, without its anchor."""
+
+
+def _markdown(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == "markdown"]
+
+
+def test_tutorials_are_numbered_in_order_from_01():
+    assert [p.name[:2] for p in TUTORIALS] == [f"{i:02}" for i in range(1, len(TUTORIALS) + 1)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_relative_link_of_a_notebook_exists(path: Path):
+    targets = {t for text in _markdown(path) for t in LINK.findall(text) if "://" not in t}
+    assert sorted(t for t in targets if not (path.parent / t).exists()) == []
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
+def test_a_tutorial_has_its_sections_and_its_worked_solution(path: Path):
+    heads = [text.split("\n", 1)[0] for text in _markdown(path)]
+    assert heads[0].startswith(f"# {path.name[:2]} · ")
+    for section in ("## Summary", "## References", "## What's next"):
+        assert section in heads, section
+    assert (path.parent / "solutions" / f"{path.stem}.py").exists()
+
+
+@pytest.mark.parametrize("path", TUTORIALS[:-1], ids=lambda p: p.name)
+def test_whats_next_leads_to_the_next_tutorial(path: Path):
+    following = TUTORIALS[TUTORIALS.index(path) + 1].name
+    nxt = next(text for text in _markdown(path) if text.startswith("## What's next"))
+    assert f"]({following})" in nxt
+
+
+def test_the_glossary_names_every_notebook():
+    text = GLOSSARY.read_text(encoding="utf-8").split("\n**", 1)[0]
+    assert sorted(p.name for p in NOTEBOOKS if f"]({p.name})" not in text) == []

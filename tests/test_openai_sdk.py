@@ -87,11 +87,11 @@ def test_provider_failures_are_internal_server_errors(scenario, status, code):
 
 
 @pytest.mark.parametrize("kwargs,text", [
-    ({"stream": True}, "streaming is not supported yet"),
+    ({"stream": True, "max_tokens": 0}, "'max_tokens' must be an integer >= 1"),
     ({"messages": []}, "'messages' must be a non-empty array"),
     ({"messages": [{"role": "user", "content": 5}]}, "'messages[0].content' must be a string"),
     ({"model": ""}, "'model' must be a non-empty string"),
-], ids=["stream", "no messages", "content number", "empty model"])
+], ids=["max_tokens", "no messages", "content number", "empty model"])
 def test_bad_requests_are_bad_request_errors(kwargs, text):
     async def main():
         async with client(single()) as sdk:

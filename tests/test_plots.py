@@ -63,7 +63,7 @@ def check_legends(fig) -> None:
     layout = fig.layout
     area = layout.height - layout.margin.t - layout.margin.b
     boxes = []
-    for panel in range(len(plots.PANELS)):
+    for panel in range(len(layout.annotations)):  # a title per panel
         key = "legend" if panel == 0 else f"legend{panel + 1}"
         axis = "y" if panel == 0 else f"y{panel + 1}"
         low, high = layout[f"yaxis{panel + 1}"].domain
@@ -117,6 +117,32 @@ def test_the_colours_are_the_same_in_both_figures():
               (("seed", seed), ("other", other))}
     for name in ("200", "502", "p50", "p95", "p99", "p2", "tokens"):
         assert colour["seed"][name] == colour["other"][name]
+
+
+LLM = {
+    "providers": {"a": {"ttft": 0.3, "decode_rate": 40.0, "output_tokens": 60.0, "capacity": 3, "queue": 20},
+                  "b": {"latency": 0.2}},
+    "workload": {"clients": 12, "stream_share": 0.8}, "breaker": {"enabled": False},
+}
+"""LLM traffic: streams, tokens and a provider whose queue fills (seed 1)."""
+
+
+def test_a_figure_of_llm_traffic_adds_its_panels_below_the_others():
+    fig = gwlab.simulate(from_dict(LLM), duration=30, seed=1).figure()
+    assert [a.text for a in fig.layout.annotations] == list(plots.PANELS + plots.LLM_PANELS)
+    assert fig.layout.height == plots.HEIGHT * 8 // 5
+    by_name = {t.name: t for t in fig.data}
+    for q, colour in plots.QUANTILE_COLOURS.items():
+        assert by_name[f"TTFT {q}"].line.color == colour
+        assert all(v is None or v >= 0.2 * 0.99 for v in by_name[f"TTFT {q}"].y)  # b answers whole after 0.2 s
+    assert max(by_name["tokens/s"].y) > 0 and max(by_name["a waiting"].y) > 0
+    assert set(by_name["b waiting"].y) == {0}
+    assert by_name["a waiting"].line.color == plots.provider_colour("a")
+    for i in range(len(plots.PANELS), len(plots.PANELS) + len(plots.LLM_PANELS)):
+        assert fig.layout[f"yaxis{i + 1}"].rangemode == "tozero"
+    check_legends(fig)
+    seed = gwlab.simulate(None, duration=10, seed=1).figure()
+    assert [a.text for a in seed.layout.annotations] == list(plots.PANELS) and seed.layout.height == plots.HEIGHT
 
 
 @pytest.fixture

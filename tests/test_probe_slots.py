@@ -20,6 +20,7 @@ from gwlab import config
 from gwlab.breaker import CircuitBreaker, Permit, PermitError, State, Transition
 from gwlab.config import BreakerConfig
 from gwlab.router import Route, RouteError, Router
+from tests.support import handle
 
 CLOSED = (State.HEALTHY, State.FAILING)
 
@@ -76,9 +77,9 @@ def test_acquire_without_a_free_slot_is_refused_unless_forced():
 @pytest.mark.parametrize("first", ["complete", "abandon"])
 def test_a_route_is_completed_or_abandoned_once(first, second):
     router = Router(config.Scenario(), seed=1)
-    route = router.handle(0.0)
+    route = handle(router, 0.0)
     assert isinstance(route, Route)
-    finish = {"complete": lambda: router.complete(route, 1.0), "abandon": lambda: router.abandon(route)}
+    finish = {"complete": lambda: router.complete(route, 1.0, route.call.outcome), "abandon": lambda: router.abandon(route, 1.0)}
     finish[first]()
     with pytest.raises(RouteError, match="completed or abandoned twice"):
         finish[second]()
@@ -179,7 +180,7 @@ class RouterMachine(RuleBasedStateMachine):
     def handle(self) -> None:
         # A set of eligible providers whose weights sum to 0 counts as none.
         eligible = {u.name for u in self.router.upstreams if u.breaker.available(self.now) and u.weight > 0}
-        route = self.router.handle(self.now)
+        route = handle(self.router, self.now)
         if isinstance(route, Route):
             assert route.fallback == (not eligible)
             if not route.fallback:
@@ -191,12 +192,13 @@ class RouterMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.routes)
     @rule(index=st.integers(0))
     def complete(self, index: int) -> None:
-        self.router.complete(self.routes.pop(index % len(self.routes)), self.now)
+        route = self.routes.pop(index % len(self.routes))
+        self.router.complete(route, self.now, route.call.outcome)
 
     @precondition(lambda self: self.routes)
     @rule(index=st.integers(0))
     def abandon(self, index: int) -> None:
-        self.router.abandon(self.routes.pop(index % len(self.routes)))
+        self.router.abandon(self.routes.pop(index % len(self.routes)), self.now)
 
     @rule(cfg=breaker_configs, weights=st.tuples(*[st.sampled_from([0.0, 1.0, 5.0])] * 3))
     def configure(self, cfg: BreakerConfig, weights: tuple[float, float, float]) -> None:

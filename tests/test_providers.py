@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from random import Random
 from statistics import NormalDist
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwlab import config
 from gwlab.config import ProviderConfig, Scenario
@@ -79,10 +82,10 @@ def replay(config: ProviderConfig, timeout: float, u_latency: float, u_error: fl
     """The call a provider must decide for these two uniforms (the rule, restated)."""
     latency = latency_quantile(config, u_latency)
     if config.outage == "hang" or latency > timeout:
-        return Call(timeout, Outcome.TIMEOUT)
+        return Call(timeout, Outcome.TIMEOUT, latency)
     if config.outage == "error" or u_error < config.error_rate:
-        return Call(latency, Outcome.ERROR)
-    return Call(latency, Outcome.SUCCESS)
+        return Call(latency, Outcome.ERROR, latency)
+    return Call(latency, Outcome.SUCCESS, latency)
 
 
 CONFIGS = [
@@ -98,7 +101,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.distribution}-{c.error_rate}-{c.outage}-{c.latency}")
 def test_each_call_draws_exactly_one_number_from_each_stream(cfg):
-    provider = Provider(cfg, stream(3, "p/latency"), stream(3, "p/errors"))
+    provider = Provider(cfg, seed=3)
     lat, err = stream(3, "p/latency"), stream(3, "p/errors")
     for _ in range(300):
         assert provider.call(timeout=1.0) == replay(cfg, 1.0, lat.random(), err.random())
@@ -107,19 +110,22 @@ def test_each_call_draws_exactly_one_number_from_each_stream(cfg):
 def test_common_random_numbers_across_configurations():
     # The same seed under every configuration: after n calls each stream has moved by
     # exactly n draws, so the (n+1)-th call sees the same two uniforms in every variant.
-    streams = [(stream(9, "p/latency"), stream(9, "p/errors")) for _ in CONFIGS]
-    providers = [Provider(cfg, lat, err) for cfg, (lat, err) in zip(CONFIGS, streams)]
+    providers = [Provider(cfg, seed=9) for cfg in CONFIGS]
     for _ in range(250):
         for p in providers:
             p.call(timeout=1.0)
-    assert len({lat.getstate() for lat, _ in streams}) == 1
-    assert len({err.getstate() for _, err in streams}) == 1
+    lat, err = stream(9, "p/latency"), stream(9, "p/errors")
+    for _ in range(250):
+        lat.random(), err.random()
+    u_latency, u_error = lat.random(), err.random()
+    for cfg, p in zip(CONFIGS, providers):
+        assert p.call(timeout=1.0) == replay(cfg, 1.0, u_latency, u_error)
 
 
 def test_changing_error_rate_only_flips_outcomes_where_the_draw_lies_between():
-    low = Provider(ProviderConfig(name="p", latency=0.1, error_rate=0.1), stream(4, "lat"), stream(4, "err"))
-    high = Provider(ProviderConfig(name="p", latency=0.1, error_rate=0.3), stream(4, "lat"), stream(4, "err"))
-    errors = stream(4, "err")
+    low = Provider(ProviderConfig(name="p", latency=0.1, error_rate=0.1), seed=4)
+    high = Provider(ProviderConfig(name="p", latency=0.1, error_rate=0.3), seed=4)
+    errors = stream(4, "p/errors")
     for _ in range(1000):
         a, b, u = low.call(10.0), high.call(10.0), errors.random()
         assert (a.outcome, b.outcome) == (
@@ -131,42 +137,42 @@ def test_changing_error_rate_only_flips_outcomes_where_the_draw_lies_between():
 
 
 def test_scaling_latency_scales_every_call_by_the_same_factor():
-    one = Provider(ProviderConfig(name="p", latency=0.5, distribution="exponential"), stream(5, "l"), Random(0))
-    two = Provider(ProviderConfig(name="p", latency=1.0, distribution="exponential"), stream(5, "l"), Random(0))
+    one = Provider(ProviderConfig(name="p", latency=0.5, distribution="exponential"), seed=5)
+    two = Provider(ProviderConfig(name="p", latency=1.0, distribution="exponential"), seed=5)
     for _ in range(500):
         assert two.call(1e9).duration == pytest.approx(2 * one.call(1e9).duration, rel=1e-12)
 
 
 def test_timeout_cuts_a_slow_call_to_the_timeout():
-    slow = Provider(ProviderConfig(name="p", latency=3.0), Random(1), Random(1))
-    assert slow.call(timeout=2.5) == Call(2.5, Outcome.TIMEOUT)
-    assert slow.call(timeout=3.0) == Call(3.0, Outcome.SUCCESS)  # exactly at the limit is in time
+    slow = Provider(ProviderConfig(name="p", latency=3.0), seed=1)
+    assert slow.call(timeout=2.5) == Call(2.5, Outcome.TIMEOUT, 3.0)
+    assert slow.call(timeout=3.0) == Call(3.0, Outcome.SUCCESS, 3.0)  # exactly at the limit is in time
 
 
 def test_timeout_wins_over_error():
-    slow = Provider(ProviderConfig(name="p", latency=3.0, error_rate=1.0), Random(1), Random(1))
-    assert slow.call(timeout=1.0) == Call(1.0, Outcome.TIMEOUT)
+    slow = Provider(ProviderConfig(name="p", latency=3.0, error_rate=1.0), seed=1)
+    assert slow.call(timeout=1.0) == Call(1.0, Outcome.TIMEOUT, 3.0)
 
 
 def test_outage_error_fails_fast_at_its_latency():
-    p = Provider(ProviderConfig(name="p", latency=0.25, outage="error"), Random(1), Random(1))
-    assert {p.call(10.0) for _ in range(20)} == {Call(0.25, Outcome.ERROR)}
+    p = Provider(ProviderConfig(name="p", latency=0.25, outage="error"), seed=1)
+    assert {p.call(10.0) for _ in range(20)} == {Call(0.25, Outcome.ERROR, 0.25)}
 
 
 def test_outage_hang_always_times_out():
-    p = Provider(ProviderConfig(name="p", latency=0.01, outage="hang"), Random(1), Random(1))
-    assert {p.call(10.0) for _ in range(20)} == {Call(10.0, Outcome.TIMEOUT)}
+    p = Provider(ProviderConfig(name="p", latency=0.01, outage="hang"), seed=1)
+    assert {p.call(10.0) for _ in range(20)} == {Call(10.0, Outcome.TIMEOUT, 0.01)}
 
 
 def test_error_rate_bounds():
-    never = Provider(ProviderConfig(name="p", error_rate=0.0), Random(2), Random(2))
-    always = Provider(ProviderConfig(name="p", error_rate=1.0), Random(2), Random(2))
+    never = Provider(ProviderConfig(name="p", error_rate=0.0), seed=2)
+    always = Provider(ProviderConfig(name="p", error_rate=1.0), seed=2)
     assert {never.call(10.0).outcome for _ in range(500)} == {Outcome.SUCCESS}
     assert {always.call(10.0).outcome for _ in range(500)} == {Outcome.ERROR}
 
 
 def test_name_comes_from_config():
-    assert Provider(ProviderConfig(name="p7"), Random(0), Random(0)).name == "p7"
+    assert Provider(ProviderConfig(name="p7"), seed=0).name == "p7"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +216,9 @@ def test_latencies_at_the_allowed_extremes_stay_finite(fields):
     for u in EXTREME_DRAWS:
         latency = latency_quantile(provider, u)
         assert 0 <= latency < 1e12 * max(provider.latency, 1e-300)
-        call = Provider(provider, _Fixed(u), _Fixed(u)).call(scenario.gateway.timeout)
+        fixed = Provider(provider, seed=1)
+        fixed._latency_rng = fixed._error_rng = _Fixed(u)  # the extreme draw, on both streams
+        call = fixed.call(scenario.gateway.timeout)
         assert 0 <= call.duration <= scenario.gateway.timeout
         assert call.outcome in (Outcome.SUCCESS, Outcome.TIMEOUT)
 
@@ -223,3 +231,125 @@ def test_a_simulation_with_extreme_latencies_runs_and_reports_finite_numbers(fie
     summary = result.summary()
     assert summary["offered"] > 500
     json.loads(result.to_json())  # no NaN or infinity anywhere (to_json refuses them)
+
+
+# -- token timing, output lengths and mid-stream errors (DESIGN, "LLM traffic") -------------
+
+LLM = ProviderConfig(name="p", ttft=0.4, decode_rate=20.0, output_tokens=101)
+"""A fixed time to first token and length: the first token at 0.4 s, the last 5 s later."""
+
+
+@pytest.mark.parametrize("streaming, max_tokens, timeout, expected", [
+    (True, None, 10.0, Call(5.4, Outcome.SUCCESS, 0.4, 101)),
+    (False, None, 10.0, Call(5.4, Outcome.SUCCESS, 0.4, 101)),
+    (True, 11, 10.0, Call(0.9, Outcome.SUCCESS, 0.4, 11, True)),  # capped: finish_reason "length"
+    (True, 101, 10.0, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # a cap it does not reach
+    (True, 1, 10.0, Call(0.4, Outcome.SUCCESS, 0.4, 1, True)),
+    (True, None, 1.0, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # the timeout bounds a stream's first token...
+    (False, None, 1.0, Call(1.0, Outcome.TIMEOUT, 0.4)),  # ...and any other answer's end
+    (False, 11, 1.0, Call(0.9, Outcome.SUCCESS, 0.4, 11, True)),
+    (True, None, 0.4, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # at the timeout is in time
+    (True, None, 0.3, Call(0.3, Outcome.TIMEOUT, 0.4)),
+], ids=["stream", "whole", "capped", "cap-not-reached", "one-token", "stream-slow-ttft-ok", "whole-timeout",
+        "whole-capped-in-time", "ttft-at-timeout", "ttft-past-timeout"])
+def test_token_timing_table(streaming, max_tokens, timeout, expected):
+    call = Provider(LLM, seed=1).call(timeout, streaming, max_tokens)
+    assert (call.outcome, call.tokens, call.capped) == (expected.outcome, expected.tokens, expected.capped)
+    assert (call.duration, call.ttft) == pytest.approx((expected.duration, expected.ttft), rel=1e-12)
+
+
+@pytest.mark.parametrize("fields, streaming, expected", [
+    ({"outage": "hang"}, True, Call(10.0, Outcome.TIMEOUT, 0.4)),
+    ({"outage": "error"}, True, Call(0.4, Outcome.ERROR, 0.4)),  # before the first token
+    ({"error_rate": 1.0}, False, Call(0.4, Outcome.ERROR, 0.4)),
+    ({"stream_error_rate": 1.0}, True, None),
+    ({"stream_error_rate": 1.0}, False, None),
+])
+def test_failures_with_token_timing(fields, streaming, expected):
+    config = dataclasses.replace(LLM, **fields)
+    provider, draws = Provider(config, seed=2), stream(2, "p/stream_errors")
+    for _ in range(200):
+        call = provider.call(10.0, streaming)
+        if expected is not None:
+            assert call == expected
+            continue
+        # Fails for sure, after a share of the output given by the same draw.
+        sent = max(1, math.ceil(draws.random() * 101))
+        assert call.outcome is (Outcome.STREAM_ERROR if streaming else Outcome.ERROR)
+        assert call.tokens == sent and call.ttft == 0.4
+        assert call.duration == pytest.approx(0.4 + (sent - 1) / 20.0, rel=1e-12)
+
+
+def test_a_length_model_without_token_timing_answers_whole_after_its_latency():
+    config = ProviderConfig(name="p", latency=0.25, output_tokens=40, output_distribution="exponential")
+    provider, lengths = Provider(config, seed=3), stream(3, "p/output")
+    for _ in range(200):
+        drawn = max(1, round(-40 * math.log1p(-lengths.random())))
+        call = provider.call(10.0, True, max_tokens=64)
+        assert call == Call(0.25, Outcome.SUCCESS, 0.25, min(drawn, 64), drawn > 64)
+
+
+@pytest.mark.parametrize("fields, streams", [
+    ({"ttft": 0.2}, ["ttft"]),
+    ({"output_tokens": 30.0}, ["output"]),
+    ({"stream_error_rate": 0.5}, ["stream_errors"]),
+    ({"ttft": 0.2, "ttft_distribution": "exponential", "output_tokens": 30.0, "output_distribution": "lognormal",
+      "output_p99": 300.0, "stream_error_rate": 0.1, "error_rate": 0.2}, ["ttft", "output", "stream_errors"]),
+])
+def test_each_stream_the_model_turns_on_is_drawn_once_per_call(fields, streams):
+    """Common random numbers: n calls move each stream of the token model that is on by
+    exactly n draws, and the seed's two streams too; the others are not touched."""
+    provider = Provider(ProviderConfig(name="p", **fields), seed=7)
+    for _ in range(123):
+        provider.call(1.0, True, 50)
+    attributes = {"latency": "_latency_rng", "errors": "_error_rng", "ttft": "_ttft_rng", "output": "_output_rng",
+                  "stream_errors": "_stream_error_rng"}
+    for name, attribute in attributes.items():
+        expected = stream(7, f"p/{name}")
+        if name in ("latency", "errors", *streams):
+            for _ in range(123):
+                expected.random()
+        assert getattr(provider, attribute).getstate() == expected.getstate(), name
+
+
+@settings(max_examples=300, deadline=None)
+@given(ttft=st.floats(0, 20), rate=st.floats(config.MIN_RATE, 1e4), length=st.floats(0, 1e4),
+       distribution=st.sampled_from(["fixed", "exponential"]), error_rate=st.floats(0, 1),
+       stream_error_rate=st.floats(0, 1), streaming=st.booleans(),
+       max_tokens=st.none() | st.integers(1, 10_000), timeout=st.floats(config.MIN_SECONDS, 30), seed=st.integers(0, 99))
+def test_every_call_is_consistent(ttft, rate, length, distribution, error_rate, stream_error_rate, streaming,
+                                  max_tokens, timeout, seed):
+    """Whatever the parameters: a call ends after its first token (or at the timeout before
+    it), a success lasts exactly its tokens' time, no answer outgrows its cap, and the
+    timeout bounds what it is meant to bound."""
+    config = ProviderConfig(name="p", ttft=ttft, ttft_distribution=distribution, decode_rate=rate,
+                            output_tokens=length, output_distribution=distribution, error_rate=error_rate,
+                            stream_error_rate=stream_error_rate)
+    provider = Provider(config, seed)
+    for _ in range(20):
+        call = provider.call(timeout, streaming, max_tokens)
+        assert 0 <= call.ttft and 0 <= call.duration
+        assert max_tokens is None or call.tokens <= max_tokens
+        if call.capped:
+            assert call.outcome is Outcome.SUCCESS and call.tokens == max_tokens
+        if call.outcome is Outcome.TIMEOUT:
+            assert call.duration == timeout
+            assert not streaming or call.ttft > timeout
+            continue
+        assert call.ttft <= call.duration
+        assert (call.ttft if streaming else call.duration) <= timeout
+        if call.outcome is Outcome.SUCCESS and ttft:
+            assert call.duration == pytest.approx(call.ttft + (max(call.tokens, 1) - 1) / rate, rel=1e-9)
+        if call.outcome is Outcome.STREAM_ERROR:
+            assert streaming and call.tokens >= 1
+
+
+@pytest.mark.parametrize("streaming, idle, expected", [
+    (True, 0.04, Call(0.44, Outcome.STREAM_ERROR, 0.4, 1)),  # tokens 50 ms apart: the second is late
+    (True, 0.05, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # exactly on time
+    (False, 0.04, Call(5.4, Outcome.SUCCESS, 0.4, 101)),  # a whole answer has no gaps to time
+])
+def test_the_stream_idle_timeout_bounds_the_gap_between_tokens(streaming, idle, expected):
+    call = Provider(LLM, seed=1).call(10.0, streaming, None, idle)
+    assert (call.outcome, call.tokens) == (expected.outcome, expected.tokens)
+    assert (call.duration, call.ttft) == pytest.approx((expected.duration, expected.ttft), rel=1e-12)

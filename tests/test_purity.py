@@ -23,8 +23,11 @@ import pytest
 from gwlab.config import Scenario, merge
 from gwlab.router import Rejected, Router
 from gwlab.streams import stream
+from tests.support import handle
 
-CORE = ["config", "limiter", "balancer", "breaker", "providers", "router", "streams", "stats", "workload"]
+CORE = ["config", "limiter", "balancer", "breaker", "providers", "upstream", "router", "streams", "stats", "workload"]
+PURE = [*CORE, "wire"]
+"""The modules that do no I/O: the core, and the OpenAI wire format the server speaks."""
 SHELL_ONLY = ("asyncio", "aiohttp", "prometheus_client")
 
 PROBE = """
@@ -36,14 +39,14 @@ print(",".join(sorted(m for m in {shell_only!r} if m in sys.modules)))
 
 @pytest.fixture(scope="module")
 def imports() -> dict[str, str]:
-    """For every core module, the shell-only packages a fresh interpreter has loaded after
+    """For every pure module, the shell-only packages a fresh interpreter has loaded after
     importing it (all interpreters run at once, to keep the test fast)."""
     procs = {
         module: subprocess.Popen(
             [sys.executable, "-c", PROBE.format(module=module, shell_only=SHELL_ONLY)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        for module in CORE
+        for module in PURE
     }
     results = {}
     for module, proc in procs.items():
@@ -53,8 +56,8 @@ def imports() -> dict[str, str]:
     return results
 
 
-@pytest.mark.parametrize("module", CORE)
-def test_core_module_imports_no_io_framework(imports, module):
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_imports_no_io_framework(imports, module):
     assert imports[module] == ""
 
 
@@ -78,8 +81,8 @@ def drive(seed: int, requests: int = 10_000, scenario: Scenario | None = None) -
         now = i * 0.0005
         while pending and pending[0][0] <= now:
             end, _, route = heapq.heappop(pending)
-            router.complete(route, end)
-        decision = router.handle(now)
+            router.complete(route, end, route.call.outcome)
+        decision = handle(router, now)
         if isinstance(decision, Rejected):
             decisions.append(("429", decision.retry_after))
         else:
@@ -87,7 +90,7 @@ def drive(seed: int, requests: int = 10_000, scenario: Scenario | None = None) -
             heapq.heappush(pending, (now + decision.call.duration, i, decision))
     while pending:
         end, _, route = heapq.heappop(pending)
-        router.complete(route, end)
+        router.complete(route, end, route.call.outcome)
     return decisions
 
 
@@ -149,8 +152,8 @@ def clock_reads(source: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("module", CORE)
-def test_core_module_source_reaches_no_clock(module):
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_source_reaches_no_clock(module):
     path = importlib.import_module(f"gwlab.{module}").__file__
     with open(path, encoding="utf-8") as f:
         assert clock_reads(f.read()) == []

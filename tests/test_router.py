@@ -16,8 +16,10 @@ from gwlab import config
 from gwlab.balancer import PowerOfTwo, RoundRobin, WeightedRandom
 from gwlab.breaker import State, Transition
 from gwlab.providers import Call, Outcome
-from gwlab.router import Rejected, Route, Router, Upstream
+from gwlab.router import Rejected, Route, Router
+from gwlab.upstream import Upstream
 from gwlab.streams import stream
+from tests.support import handle
 
 SEED = 7
 
@@ -59,24 +61,24 @@ def weighted(names_weights: list[tuple[str, float]], u: float) -> str:
 
 def test_admitted_request_routes_and_completes():
     router = Router(scenario({"a": good(latency=0.25)}), SEED)
-    route = router.handle(0.0)
+    route = handle(router, 0.0)
     assert isinstance(route, Route)
     assert route.provider == "a"
     assert route.fallback is False
     assert route.permit.probe is False
-    assert route.call == Call(0.25, Outcome.SUCCESS)
+    assert route.call == Call(0.25, Outcome.SUCCESS, 0.25)
     assert route.status == 200
-    assert router.complete(route, 0.25) == 200
+    assert router.complete(route, 0.25, route.call.outcome) == 200
 
 
 def test_rejected_carries_exact_retry_after():
     router = Router(scenario(limiter={"rate": 0.5, "burst": 2}), SEED)
-    assert isinstance(router.handle(0.0), Route)
-    assert isinstance(router.handle(0.0), Route)
-    assert router.handle(0.0) == Rejected(2_000_000)
-    assert router.handle(0.5) == Rejected(1_500_000)  # 0.25 tokens; 0.75 more at 0.5/s
-    assert isinstance(router.handle(2.0), Route)
-    assert router.handle(2.0) == Rejected(2_000_000)
+    assert isinstance(handle(router, 0.0), Route)
+    assert isinstance(handle(router, 0.0), Route)
+    assert handle(router, 0.0) == Rejected(2_000_000)
+    assert handle(router, 0.5) == Rejected(1_500_000)  # 0.25 tokens; 0.75 more at 0.5/s
+    assert isinstance(handle(router, 2.0), Route)
+    assert handle(router, 2.0) == Rejected(2_000_000)
 
 
 def test_rejected_requests_use_no_pick_and_no_provider():
@@ -84,9 +86,9 @@ def test_rejected_requests_use_no_pick_and_no_provider():
     draws = stream(SEED, "pick")
     seed_weights = [(n, w) for n, w, _, _ in config.SEED_PROVIDERS]
     for second in range(200):
-        route = router.handle(float(second))
+        route = handle(router, float(second))
         assert route.provider == weighted(seed_weights, draws.random())
-        assert [router.handle(float(second)) for _ in range(3)] == [Rejected(1_000_000)] * 3
+        assert [handle(router, float(second)) for _ in range(3)] == [Rejected(1_000_000)] * 3
     assert sum(u.in_flight for u in router.upstreams) == 200
 
 
@@ -95,7 +97,7 @@ def test_weighted_picks_follow_the_pick_stream():
     draws = stream(SEED, "pick")
     seed_weights = [(n, w) for n, w, _, _ in config.SEED_PROVIDERS]
     for i in range(500):
-        route = router.handle(i / 1000)
+        route = handle(router, i / 1000)
         assert route.provider == weighted(seed_weights, draws.random())
         assert route.fallback is False
 
@@ -106,9 +108,9 @@ def test_open_provider_is_excluded_and_weights_renormalised():
     trip(router, "p1", 0.0)
     draws = stream(SEED, "pick")
     for i in range(300):
-        route = router.handle(i / 1000)
+        route = handle(router, i / 1000)
         assert route.provider == weighted([("p2", 20), ("p3", 10)], draws.random())
-        router.complete(route, i / 1000)
+        router.complete(route, i / 1000, route.call.outcome)
 
 
 def test_fallback_goes_to_soonest_reopening_and_counts_as_probe():
@@ -116,24 +118,24 @@ def test_fallback_goes_to_soonest_reopening_and_counts_as_probe():
     trip(router, "b", 0.0)  # reopens at 1.0
     trip(router, "a", 0.25)  # reopens at 1.25
     trip(router, "c", 0.5)  # reopens at 1.5
-    route = router.handle(0.75)
+    route = handle(router, 0.75)
     assert route.provider == "b"
     assert route.fallback is True
     assert route.permit.probe is True
-    assert router.complete(route, 0.875) == 502
+    assert router.complete(route, 0.875, route.call.outcome) == 502
     b = upstream(router, "b").breaker
     assert b.state(0.875) is State.OPEN
     assert b.cooldown == 2.0  # the second trip's cooldown
     assert b.reopens_at == 2.875
     # Now a reopens first.
-    assert router.handle(0.875).provider == "a"
+    assert handle(router, 0.875).provider == "a"
 
 
 def test_fallback_tie_goes_to_configuration_order():
     router = Router(scenario({"a": bad(), "b": bad(), "c": bad()}), SEED)
     for name in ("c", "b", "a"):
         trip(router, name, 0.0)
-    routes = [router.handle(0.5) for _ in range(3)]
+    routes = [handle(router, 0.5) for _ in range(3)]
     assert [r.provider for r in routes] == ["a", "a", "a"]
     assert all(r.fallback and r.permit.probe for r in routes)
 
@@ -142,13 +144,13 @@ def test_successful_fallback_closes_the_breaker():
     router = Router(scenario({"a": good(), "b": good()}), SEED)
     trip(router, "a", 0.0)
     trip(router, "b", 0.0)
-    route = router.handle(0.5)
+    route = handle(router, 0.5)
     assert route.fallback and route.provider == "a"
-    assert router.complete(route, 0.625) == 200
+    assert router.complete(route, 0.625, route.call.outcome) == 200
     a = upstream(router, "a").breaker
     assert a.state(0.625) is State.HEALTHY
     assert a.trips == 0
-    assert router.handle(0.625).fallback is False
+    assert handle(router, 0.625).fallback is False
 
 
 def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
@@ -165,13 +167,13 @@ def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
     now = 0.0
     for _ in range(20_000):
         available = {u.name for u in router.upstreams if u.breaker.available(now)}
-        route = router.handle(now)
+        route = handle(router, now)
         assert isinstance(route, Route)
         if route.fallback:
             assert not available
         else:
             assert route.provider in available
-        router.complete(route, now + route.call.duration)
+        router.complete(route, now + route.call.duration, route.call.outcome)
         now += 0.01
     kinds = {(t.source, t.target) for t in heard}
     assert {(State.FAILING, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.OPEN),
@@ -182,7 +184,7 @@ def test_eligible_set_of_zero_weight_counts_as_none_available():
     router = Router(scenario({"idle": good(weight=0), "main": good(weight=1)}), SEED)
     assert upstream(router, "idle").breaker.available(0.0)
     trip(router, "main", 0.0)
-    route = router.handle(0.5)
+    route = handle(router, 0.5)
     assert route.provider == "main"
     assert route.fallback is True
     assert route.permit.probe is True
@@ -190,17 +192,17 @@ def test_eligible_set_of_zero_weight_counts_as_none_available():
 
 def test_zero_weight_provider_is_never_picked():
     router = Router(scenario({"idle": good(weight=0), "main": good(weight=1)}), SEED)
-    assert {router.handle(i / 1000).provider for i in range(200)} == {"main"}
+    assert {handle(router, i / 1000).provider for i in range(200)} == {"main"}
 
 
 def test_half_open_probe_routes_and_blocks_further_calls():
     router = Router(scenario({"a": good(), "b": good(weight=1e-9)}), SEED)
     trip(router, "a", 0.0)
-    probe = router.handle(1.0)  # a's cooldown has just ended
+    probe = handle(router, 1.0)  # a's cooldown has just ended
     assert probe.provider == "a" and probe.permit.probe and not probe.fallback
     # Its only probe slot is taken, so b (tiny weight) gets everything meanwhile.
-    assert {router.handle(1.0 + i / 1000).provider for i in range(50)} == {"b"}
-    assert router.complete(probe, 1.125) == 200
+    assert {handle(router, 1.0 + i / 1000).provider for i in range(50)} == {"b"}
+    assert router.complete(probe, 1.125, probe.call.outcome) == 200
     assert upstream(router, "a").breaker.state(1.125) is State.HEALTHY
 
 
@@ -209,9 +211,9 @@ def test_fallback_prefers_a_half_open_provider_with_busy_probe_slot():
     router = Router(scenario({"a": good(), "b": good()}), SEED)
     trip(router, "a", 0.0)
     trip(router, "b", 0.5)
-    probe = router.handle(1.0)
+    probe = handle(router, 1.0)
     assert (probe.provider, probe.fallback) == ("a", False)
-    forced = router.handle(1.25)
+    forced = handle(router, 1.25)
     assert (forced.provider, forced.fallback, forced.permit.probe) == ("a", True, True)
     assert upstream(router, "a").breaker.probes == 2
 
@@ -219,34 +221,34 @@ def test_fallback_prefers_a_half_open_provider_with_busy_probe_slot():
 def test_in_flight_counts_up_and_down():
     router = Router(scenario({"a": good()}), SEED)
     a = upstream(router, "a")
-    routes = [router.handle(0.0) for _ in range(5)]
+    routes = [handle(router, 0.0) for _ in range(5)]
     assert a.in_flight == 5
-    router.complete(routes[0], 0.125)
-    router.abandon(routes[1])
+    router.complete(routes[0], 0.125, routes[0].call.outcome)
+    router.abandon(routes[1], 0.0)
     assert a.in_flight == 3
     for route in routes[2:]:
-        router.complete(route, 0.125)
+        router.complete(route, 0.125, route.call.outcome)
     assert a.in_flight == 0
 
 
 def test_power_of_two_sees_router_in_flight():
     router = Router(scenario({"a": good(), "b": good()}, gateway={"balancer": "power_of_two"}), SEED)
-    held = [router.handle(0.0) for _ in range(40)]
+    held = [handle(router, 0.0) for _ in range(40)]
     counts = {"a": upstream(router, "a").in_flight, "b": upstream(router, "b").in_flight}
     # Two choices are both drawn every time, so the one with fewer in flight always wins.
     assert counts == {"a": 20, "b": 20}
     for route in held:
-        router.complete(route, 0.125)
+        router.complete(route, 0.125, route.call.outcome)
 
 
 def test_abandon_frees_a_probe_slot_and_learns_nothing():
     router = Router(scenario({"a": bad()}), SEED)
     trip(router, "a", 0.0)
     a = upstream(router, "a").breaker
-    probe = router.handle(1.0)
+    probe = handle(router, 1.0)
     assert probe.permit.probe
     assert not a.available(1.0)
-    router.abandon(probe)
+    router.abandon(probe, 1.0)
     assert a.available(1.0)
     assert a.state(1.0) is State.HALF_OPEN
     assert a.trips == 1
@@ -264,9 +266,9 @@ def test_abandon_frees_a_probe_slot_and_learns_nothing():
 )
 def test_status_from_outcome(provider, outcome, duration, status):
     router = Router(scenario({"a": provider}), SEED)
-    route = router.handle(0.0)
-    assert route.call == Call(duration, outcome)
-    assert router.complete(route, duration) == status
+    route = handle(router, 0.0)
+    assert (route.call.duration, route.call.outcome) == (duration, outcome)
+    assert router.complete(route, duration, route.call.outcome) == status
 
 
 def test_timeouts_count_as_failures():
@@ -274,7 +276,8 @@ def test_timeouts_count_as_failures():
     router = Router(scenario({"a": good(latency=20.0)}), SEED)
     router.subscribe(heard.append)
     for _ in range(3):
-        router.complete(router.handle(0.0), 10.0)
+        route = router.route(0.0)
+        router.complete(route, 10.0, route.call.outcome)
     assert heard[-1] == Transition(10.0, "a", State.FAILING, State.OPEN, 1.0)
 
 
@@ -291,13 +294,13 @@ def test_subscribers_hear_every_provider_in_the_order_they_subscribed():
 
 def test_late_results_of_old_generation_do_not_touch_the_breaker():
     router = Router(scenario({"a": bad()}), SEED)
-    routes = [router.handle(0.0) for _ in range(10)]
+    routes = [handle(router, 0.0) for _ in range(10)]
     for route in routes[:3]:
-        router.complete(route, 0.125)
+        router.complete(route, 0.125, route.call.outcome)
     a = upstream(router, "a").breaker
     assert a.state(0.125) is State.OPEN
     for route in routes[3:]:
-        assert router.complete(route, 0.25) == 502  # still answered and counted by the shell
+        assert router.complete(route, 0.25, route.call.outcome) == 502  # still answered and counted by the shell
     assert a.trips == 1
     assert a.reopens_at == 1.125
 
@@ -306,7 +309,7 @@ def test_configure_settles_bucket_then_clamps():
     base = scenario({"a": good()}, limiter={"rate": 8, "burst": 8})
     router = Router(base, SEED)
     for _ in range(8):
-        router.handle(0.0)
+        handle(router, 0.0)
     router.configure(config.merge(base, {"limiter": {"rate": 64, "burst": 4}}), 0.25)
     assert router.bucket.tokens(0.25) == 2.0  # 0.25 s at the old 8/s
     assert router.bucket.tokens(0.25 + 1 / 64) == 3.0
@@ -329,14 +332,14 @@ def test_configure_weights_take_effect():
     base = scenario({"a": good(), "b": good()})
     router = Router(base, SEED)
     router.configure(config.merge(base, {"providers": {"a": {"weight": 0}}}), 0.0)
-    assert {router.handle(i / 1000).provider for i in range(100)} == {"b"}
+    assert {handle(router, i / 1000).provider for i in range(100)} == {"b"}
 
 
 def test_configure_provider_parameters_take_effect():
     base = scenario({"a": good(latency=0.25)})
     router = Router(base, SEED)
     router.configure(config.merge(base, {"providers": {"a": {"outage": "error"}}}), 0.0)
-    assert router.handle(0.0).call == Call(0.25, Outcome.ERROR)
+    assert handle(router, 0.0).call == Call(0.25, Outcome.ERROR, 0.25)
 
 
 def test_configure_swaps_balancer_only_when_its_name_changes():
@@ -371,8 +374,8 @@ def test_configure_rejects_a_different_provider_list(providers):
 def test_reset_refills_bucket_and_heals_breakers():
     base = scenario({"a": bad(), "b": good()}, limiter={"rate": 1, "burst": 4})
     router = Router(base, SEED)
-    in_flight = router.handle(0.0)
-    while isinstance(router.handle(0.0), Route):
+    in_flight = handle(router, 0.0)
+    while isinstance(handle(router, 0.0), Route):
         pass
     trip(router, "a", 0.0)
     router.reset(0.5)
@@ -380,7 +383,7 @@ def test_reset_refills_bucket_and_heals_breakers():
     a = upstream(router, "a").breaker
     assert a.state(0.5) is State.HEALTHY
     assert a.trips == 0
-    router.complete(in_flight, 0.625)  # its permit is stale now
+    router.complete(in_flight, 0.625, in_flight.call.outcome)  # its permit is stale now
     assert a.state(0.625) is State.HEALTHY
     assert a.failures == 0
 
@@ -398,13 +401,14 @@ def test_the_count_of_breakers_not_closed_matches_them_after_every_step():
     for _ in range(5_000):
         action = rng.random()
         if action < 0.5:
-            route = router.handle(now)
+            route = handle(router, now)
             if isinstance(route, Route):
                 routes.append(route)
         elif action < 0.85 and routes:
-            router.complete(routes.pop(rng.randrange(len(routes))), now)
+            route = routes.pop(rng.randrange(len(routes)))
+            router.complete(route, now, route.call.outcome)
         elif action < 0.9 and routes:
-            router.abandon(routes.pop(rng.randrange(len(routes))))
+            router.abandon(routes.pop(rng.randrange(len(routes))), now)
         elif action < 0.95:
             patch = {"breaker": {"enabled": rng.random() < 0.8, "failure_threshold": rng.randint(1, 3)}}
             router.configure(config.merge(router.scenario, patch), now)
@@ -414,3 +418,29 @@ def test_the_count_of_breakers_not_closed_matches_them_after_every_step():
             router.settle(now)
         now += rng.random() * 0.05
         assert router._open == sum(u.breaker.state(now).standard != "CLOSED" for u in router.upstreams)
+
+
+def test_admission_and_routing_are_separate_steps():
+    """``admit`` takes the bucket's token and nothing else; ``route`` decides the call and
+    takes no token: a shell may wait between the two, or route a request admitted elsewhere."""
+    router = Router(config.from_dict({"limiter": {"rate": 1, "burst": 1}}), seed=1)
+    assert router.admit(0.0) is None
+    assert router.admit(0.0) == Rejected(1_000_000)
+    assert sum(u.in_flight for u in router.upstreams) == 0
+    routes = [router.route(0.0) for _ in range(3)]  # no token is asked for
+    assert sum(u.in_flight for u in router.upstreams) == 3
+    assert router.admit(0.5) == Rejected(500_000)
+    for route in routes:
+        router.complete(route, 0.1, route.call.outcome)
+
+
+@pytest.mark.parametrize("observed", list(Outcome))
+def test_the_observed_outcome_decides_the_breaker_and_the_status(observed):
+    """The shell tells the outcome it saw; the call's own decision is only its default."""
+    scenario = config.from_dict({"providers": {"a": {"latency": 0.1}},
+                                 "breaker": {"failure_threshold": 1}})
+    router = Router(scenario, seed=1)
+    route = router.route(0.0)
+    assert route.call.outcome is Outcome.SUCCESS
+    assert router.complete(route, 0.1, observed) == observed.status
+    assert router.upstreams[0].breaker.state(0.1) is (State.HEALTHY if observed.ok else State.OPEN)

@@ -7,7 +7,8 @@ notebook needs less (100 closed-loop clients offer about 270 requests per second
 seed's providers) but needs every answer at once for its charts, and needs the number of
 clients or the offered rate to follow a slider. So the lab runs the same
 :class:`~gwlab.clients.Driver` in its own process, with the arrival stream ``arrivals`` of
-the seed, and hands every request sent and every answer to its :class:`Recorder`.
+the seed (and the stream ``workload/stream`` for which requests stream, the simulator's
+names for both), and hands every request sent and every answer to its :class:`Recorder`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable
 
 import aiohttp
 
-from gwlab.clients import Driver, open_session
+from gwlab.clients import STREAMS, Driver, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.lab.recorder import Recorder
 
@@ -42,7 +43,8 @@ class ClientPool:
         if self._driver is None:
             self._session = open_session()
             self._driver = Driver(self._session, self.url, self.seed, ARRIVALS, self.clock,
-                                  self.recorder.sent, self.recorder.answered, self.recorder.saturated)
+                                  self.recorder.sent, self.recorder.answered, self.recorder.saturated,
+                                  streams=STREAMS)
         self.apply(workload)
 
     def apply(self, workload: WorkloadConfig) -> None:

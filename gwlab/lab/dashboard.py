@@ -40,15 +40,15 @@ import plotly.graph_objects as go
 from gwlab import balancer, config, plots
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab.controls import float_slider, int_slider, log_slider, show
-from gwlab.live import cannot_keep_up
+from gwlab.live import cannot_keep_up, seconds_text
 from gwlab.router import Snapshot
-from gwlab.stats import ADMITTED
 
 if TYPE_CHECKING:
     from gwlab.lab.handle import Lab
 
 HEIGHT = 1000
-"""Height of the live figure in pixels."""
+"""Height of the live figure in pixels, for the five panels of :data:`gwlab.plots.PANELS`; a
+scenario with LLM traffic adds its three panels in proportion."""
 DESCRIPTION_WIDTH = "130px"
 """Width of a control's description: the longest, "max cooldown (s)", fits."""
 COLUMN_WIDTH = "300px"
@@ -83,8 +83,16 @@ SLIDERS = {
     "breaker.max_cooldown": Slider("max cooldown (s)", 0.1, 1000, None, "log"),
     "workload.clients": Slider("clients", 1, 1000, 1, "int"),
     "workload.rate": Slider("offered (/s)", 1, 10_000, None, "log"),
+    "ttft": Slider("TTFT (s)", 0, 5, 0.01, "linear"),
+    "decode_rate": Slider("decode (tokens/s)", 1, 1000, None, "log"),
+    "capacity": Slider("capacity", 0, 256, 1, "int"),
+    "workload.stream_share": Slider("streaming share", 0, 1, 0.01, "linear"),
 }
-"""The dashboard's sliders by field (a provider's fields by their own name)."""
+"""The dashboard's sliders by field (a provider's fields by their own name). The LLM ones
+(:data:`LLM_PROVIDER_FIELDS`, the streaming share) are shown for a scenario with LLM
+traffic (:attr:`gwlab.config.Scenario.llm`), with its charts."""
+PROVIDER_FIELDS = ("weight", "latency", "error_rate")
+LLM_PROVIDER_FIELDS = ("ttft", "decode_rate", "capacity")
 
 
 def _fill() -> widgets.Layout:
@@ -125,6 +133,8 @@ class Dashboard:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        self.llm = lab.scenario.llm
+        """Whether it shows the LLM controls and charts: decided by the scenario it starts with."""
         self.paused = False
         self._drawn = -1
         self._task: asyncio.Task | None = None
@@ -177,8 +187,9 @@ class Dashboard:
 
     def _providers(self) -> widgets.Widget:
         rows = []
+        fields = PROVIDER_FIELDS + LLM_PROVIDER_FIELDS if self.llm else PROVIDER_FIELDS
         for p in self.lab.scenario.providers:
-            for field in ("weight", "latency", "error_rate"):
+            for field in fields:
                 rows.append(self._control(("providers", p.name, field),
                                           _slider(field, getattr(p, field), f"{p.name} ")))
         return self._column("Providers", rows)
@@ -203,6 +214,8 @@ class Dashboard:
             self._control(("workload", "mode"), mode),
             self._control(("workload", "clients"), _slider("workload.clients", s.workload.clients)),
             self._control(("workload", "rate"), _slider("workload.rate", s.workload.rate)),
+            *([self._control(("workload", "stream_share"), _slider("workload.stream_share", s.workload.stream_share))]
+              if self.llm else []),
         ])
 
     @staticmethod
@@ -269,7 +282,9 @@ class Dashboard:
         return self.lab.recorder.timeseries(), list(self.lab.recorder.transitions)
 
     def _figure(self, series, transitions) -> go.Figure:
-        fig = plots.figure(series, transitions, title=f"live: the last {config.LAB_WINDOW:g} s", height=HEIGHT)
+        panels = len(plots.PANELS) + (len(plots.LLM_PANELS) if self.llm else 0)
+        fig = plots.figure(series, transitions, title=f"live: the last {config.LAB_WINDOW:g} s",
+                           height=HEIGHT * panels // len(plots.PANELS), llm=self.llm)
         fig.update_layout(uirevision="live")
         return fig
 
@@ -305,7 +320,7 @@ class Dashboard:
             return
         self._drawn = recorder.version
         series, transitions = self._data()
-        fresh_traces = [trace for traces in plots.panels(series, transitions) for trace in traces]
+        fresh_traces = [trace for traces in plots.panels(series, transitions, self.llm) for trace in traces]
         fig = self.figure
         if [t.name for t in fig.data] != [t.name for t in fresh_traces]:  # a trace came or went (a 499 band)
             fig.data = ()
@@ -317,7 +332,7 @@ class Dashboard:
                         old.update(x=fresh.x, y=fresh.y, z=fresh.z)
                     else:
                         old.update(x=fresh.x, y=fresh.y, text=fresh.text)
-        fig.update_layout(plots.axis_ranges(series))  # the tokens axis follows the burst
+        fig.update_layout(plots.axis_ranges(series, self.llm))  # the tokens axis follows the burst
         # The changes above reach the views open now as deltas; a view opened later (a
         # reloaded page) starts from the figure's synced state, which plotly refreshes only
         # when the figure is displayed. Without this it would draw the picture of that moment
@@ -329,15 +344,21 @@ class Dashboard:
         recorder = self.lab.recorder
         last = recorder.bins[-1] if recorder.bins else None
         answered = last.tally.count() / last.width if last else 0.0
-        admitted = last.tally.count(ADMITTED) if last else 0
+        admitted = last.tally.admitted() if last else 0
         parts = [f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
                  f"tokens {snapshot.tokens:.0f} / {snapshot.burst:.0f}"]
+        if self.llm and last:
+            ttft = last.tally.ttft
+            p50, p99 = seconds_text(ttft.quantile(0.5)), seconds_text(ttft.quantile(0.99))
+            parts.insert(2, f"TTFT p50 {p50}, p99 {p99}, {last.tally.output_tokens / last.width:.0f} output tokens/s")
         if last and recorder.saturated_last:
             parts.insert(2, cannot_keep_up(last.offered / last.width, recorder.saturated_last / last.width))
         for name, p in snapshot.providers.items():
-            share = f"{100 * last.tally.count(ADMITTED, name) / admitted:.0f}%" if admitted else "-"
+            share = f"{100 * last.tally.admitted(name) / admitted:.0f}%" if admitted else "-"
             state = p.state.value
             if p.cooldown_left > 0:
                 state += f", {p.cooldown_left:.1f} s left"
+            if p.busy or p.waiting:
+                state += f", {p.busy} running, {p.waiting} waiting"
             parts.append(f"{name}: {share} ({state})")
         return " · ".join(parts)

@@ -1,7 +1,8 @@
 """The live run as a rolling :class:`~gwlab.timeseries.TimeSeries`, for the notebook's charts.
 
 The in-process clients report every request sent and every answer (status, provider,
-scheduled send time, answer time); each counts in the bin of its own time. A sampler closes
+scheduled send time, answer time, and for LLM traffic a stream's time to first token and
+the output tokens); each counts in the bin of its own time. A sampler closes
 a bin once its edge has passed, reading the gateway's tokens, breaker states and requests in
 flight at that moment. A busy kernel can hold the sampler back by several bins (it shares
 the interpreter with the lab's thread): the bins then close late, one after the other, but
@@ -21,6 +22,7 @@ from typing import Callable, Iterable
 
 from gwlab import config
 from gwlab.breaker import Transition
+from gwlab.clients import book
 from gwlab.router import Snapshot
 from gwlab.stats import RATE_LIMITED, Tally
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
@@ -70,16 +72,19 @@ class Recorder:
         self._saturated_current += 1
         self.saturated_total += 1
 
-    def answered(self, sent: float, done: float, status: int, provider: str) -> None:
+    def answered(self, sent: float, done: float, status: int, provider: str, ttft: float | None = None,
+                 tokens: int = 0) -> None:
         """A request sent at ``sent`` got ``status`` from ``provider`` at ``done`` (clock
-        readings). Its outcome and latency count in the bin of ``done``, its admission in the
-        bin of ``sent``, while those bins are kept."""
+        readings), a stream's first token ``ttft`` seconds after ``sent`` (``None``: not a
+        stream, or it did not end) and ``tokens`` output tokens. Its outcome, latency, time
+        to first token and tokens count in the bin of ``done``, its admission in the bin of
+        ``sent``, while those bins are kept."""
         latency = done - sent
         answered = self._bin(done)
         if answered is not None:
-            answered.tally.record(status, provider, latency)
+            book(answered.tally, status, provider, latency, ttft, tokens)
         for tap in self.taps:
-            tap.record(status, provider, latency)
+            book(tap, status, provider, latency, ttft, tokens)
         if status != RATE_LIMITED:
             admitted = self._bin(sent)
             if admitted is not None:

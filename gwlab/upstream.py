@@ -1,0 +1,135 @@
+"""A provider as the router sees it: the simulated provider, its breaker, the calls in flight
+to it, and its finite capacity.
+
+Capacity follows DESIGN ("LLM traffic"), and like every policy here it is pure: ``now`` in,
+decisions out, the shells wait. With ``capacity`` > 0 the provider serves that many calls at
+once; a call that finds every slot busy waits in a first-in-first-out queue of at most
+``queue`` calls, and one that finds the queue full is refused at once (429) with a
+retry-after equal to the wait until the soonest call in service ends (at least 1 ms). With
+``rpm`` > 0 the provider's own limit is an exact token bucket of ``rpm`` tokens refilled at
+``rpm / 60`` per second (rates to the nearest 0.001 per second, as the gateway's bucket);
+a call it refuses is a 429 with the bucket's own wait. A call the queue refuses has already
+taken its ``rpm`` token: the provider saw it.
+
+A call waiting for a slot starts when a call in service ends or is abandoned (or when a
+larger capacity is configured): :meth:`Upstream.vacate` returns the calls that start, in
+queue order, for the router to hand to its shell.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from typing import Any
+
+from gwlab.breaker import CircuitBreaker
+from gwlab.config import ProviderConfig
+from gwlab.limiter import TokenBucket
+from gwlab.providers import Provider
+
+MIN_RETRY_AFTER = 0.001
+"""The least retry-after of a "queue full" 429, in seconds (DESIGN: at least 1 ms)."""
+
+
+class Upstream:
+    """One provider of the router: its simulated :class:`Provider`, its breaker, the calls in
+    flight to it (what the power-of-two balancer compares) and its capacity: ``busy`` calls
+    in service, ``waiting`` routes queued for a slot."""
+
+    __slots__ = ("name", "weight", "provider", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
+                 "_serving", "_live", "_numbers", "_bucket")
+
+    def __init__(self, provider: Provider, breaker: CircuitBreaker, now: float) -> None:
+        self.name = provider.config.name
+        """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
+        self.weight = provider.config.weight
+        """The provider's weight, kept beside it: the balancer reads every weight on every request."""
+        self.provider = provider
+        self.breaker = breaker
+        self.in_flight = 0
+        self.limited = bool(provider.config.capacity or provider.config.rpm)
+        """Whether the provider has a capacity or its own rate limit: each call must
+        :meth:`enter` (read on every call: kept beside the config)."""
+        self.busy = 0
+        """Calls holding a slot (counted only while ``capacity`` > 0 or calls queued since)."""
+        self.waiting: deque[Any] = deque()
+        """Routes waiting for a slot, first come first."""
+        self._ends: list[tuple[float, int]] = []
+        """(end, number) of the calls in service: a heap, whose ended entries are dropped lazily."""
+        self._serving: dict[Any, int] = {}
+        """The number of each route in service."""
+        self._live: set[int] = set()
+        """The numbers of the routes in service."""
+        self._numbers = itertools.count()
+        self._bucket = self._rpm_bucket(provider.config, now)
+
+    @staticmethod
+    def _rpm_bucket(config: ProviderConfig, now: float) -> TokenBucket | None:
+        return TokenBucket(config.rpm / 60, config.rpm, now) if config.rpm else None
+
+    def configure(self, config: ProviderConfig, now: float) -> list[Any]:
+        """New parameters for the provider (under the same name), from ``now``; returns the
+        waiting routes that a larger capacity starts now."""
+        old = self.provider.config
+        self.provider.configure(config)
+        self.weight = config.weight
+        self.limited = bool(config.capacity or config.rpm)
+        if config.rpm != old.rpm:
+            if config.rpm and self._bucket is not None:
+                self._bucket.configure(now, config.rpm / 60, config.rpm)
+            else:
+                self._bucket = self._rpm_bucket(config, now)
+        return self._start_waiting()
+
+    def enter(self, route: Any, now: float, end: float) -> float | None:
+        """A call routed here at ``now``, which would end at ``end`` if it started now:
+        ``None`` when it starts or waits (then it is in ``waiting``), or the seconds after
+        which the provider would take it when it refuses it (429)."""
+        config = self.provider.config
+        if self._bucket is not None and not self._bucket.try_acquire(now):
+            return self._bucket.retry_after(now)
+        if not config.capacity or self.busy < config.capacity and not self.waiting:
+            if config.capacity:
+                self.start(route, end)
+            return None
+        if len(self.waiting) < config.queue:
+            self.waiting.append(route)
+            return None
+        return max(MIN_RETRY_AFTER, self._soonest_end() - now)
+
+    def start(self, route: Any, end: float) -> None:
+        """``route``'s call takes a slot until ``end``."""
+        number = next(self._numbers)
+        self.busy += 1
+        self._serving[route] = number
+        self._live.add(number)
+        heapq.heappush(self._ends, (end, number))
+
+    def vacate(self, route: Any) -> list[Any]:
+        """``route`` no longer needs the provider (its call ended, it was abandoned, or it
+        gave up waiting): free its slot or its place in the queue. Returns the waiting routes
+        that start now, first come first."""
+        number = self._serving.pop(route, None)
+        if number is not None:
+            self._live.discard(number)
+            self.busy -= 1
+            return self._start_waiting()
+        if self.waiting and route in self.waiting:
+            self.waiting.remove(route)
+        return []
+
+    def _start_waiting(self) -> list[Any]:
+        """Waiting routes taken off the queue while slots are free (they have no slot yet:
+        the router starts each with :meth:`start`, once it knows its end)."""
+        capacity = self.provider.config.capacity
+        started = []
+        while self.waiting and (not capacity or self.busy + len(started) < capacity):
+            started.append(self.waiting.popleft())
+        return started
+
+    def _soonest_end(self) -> float:
+        ends = self._ends
+        while ends and ends[0][1] not in self._live:
+            heapq.heappop(ends)
+        return ends[0][0] if ends else 0.0

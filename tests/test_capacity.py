@@ -1,0 +1,248 @@
+"""Providers with finite capacity: slots, a bounded FIFO queue, their own rate limit; in the
+pure router (exact, with ``now`` fed), in virtual time (against the Erlang C formula) and in
+the live gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import openai
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from gwlab import config
+from gwlab.breaker import State
+from gwlab.providers import Outcome
+from gwlab.router import Route, Router
+from gwlab.sim import simulate
+from tests.conftest import SIMULATION_TIMEOUT
+from tests.support import serving
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
+
+
+def one(breaker: dict | None = None, **fields) -> config.Scenario:
+    return config.from_dict({"providers": {"a": {"latency": 1.0, **fields}}, "breaker": breaker or {}})
+
+
+def listening(router: Router) -> list[tuple[Route, float]]:
+    starts: list[tuple[Route, float]] = []
+    router.on_start = lambda route, now: starts.append((route, now))
+    return starts
+
+
+def test_slots_then_the_queue_then_429_with_the_wait_for_a_slot():
+    router = Router(one(capacity=2, queue=1), seed=1)
+    starts = listening(router)
+    first, second = router.route(0.0), router.route(0.25)
+    third, fourth = router.route(0.5), router.route(0.75)
+    assert (first.waiting, second.waiting, third.waiting) == (False, False, True)
+    assert fourth.call.outcome is Outcome.RATE_LIMITED and fourth.call.duration == 0.0
+    assert fourth.call.retry_after == pytest.approx(0.25)  # the first ends at 1.0
+    assert router.complete(fourth, 0.75, fourth.call.outcome) == 429
+    assert router.snapshot(0.75).providers["a"].waiting == 1
+    router.complete(first, 1.0, first.call.outcome)
+    assert starts == [(third, 1.0)] and not third.waiting
+    assert third.call.duration == 1.0  # waited 0.5 s of its 10 s timeout: unchanged
+    snapshot = router.snapshot(1.0).providers["a"]
+    assert (snapshot.busy, snapshot.waiting, snapshot.in_flight) == (2, 0, 2)
+
+
+def test_the_gateway_timeout_counts_the_wait():
+    scenario = config.merge(one(capacity=1, queue=5, latency=3.0), {"gateway": {"timeout": 4.0}})
+    router = Router(scenario, seed=1)
+    starts = listening(router)
+    running, late, later = router.route(0.0), router.route(0.5), router.route(1.0)
+    router.complete(running, 3.0, running.call.outcome)
+    # It waited 2.5 s: its 3 s call would end 5.5 s after its routing, past the 4 s timeout.
+    assert starts == [(late, 3.0)] and late.call.outcome is Outcome.TIMEOUT and late.call.duration == 1.5
+    assert router.give_up(later, 5.0) == 504
+    assert router.snapshot(5.0).providers["a"].waiting == 0
+
+
+def test_abandoning_a_waiting_call_frees_its_place_and_charges_nothing():
+    router = Router(one(capacity=1, queue=1, error_rate=0.0), seed=1)
+    starts = listening(router)
+    running, waiting = router.route(0.0), router.route(0.0)
+    router.abandon(waiting, 0.5)
+    assert router.snapshot(0.5).providers["a"].waiting == 0
+    nxt = router.route(0.5)
+    assert nxt.waiting
+    router.abandon(running, 0.6)  # frees the slot: the next one starts
+    assert starts == [(nxt, 0.6)]
+
+
+def test_own_rate_limit_is_an_exact_bucket_of_a_minute():
+    router = Router(one(rpm=60, latency=0.0), seed=1)
+    routes = [router.route(0.0) for _ in range(61)]
+    assert [r.call.outcome for r in routes[:60]] == [Outcome.SUCCESS] * 60
+    assert routes[60].call.outcome is Outcome.RATE_LIMITED and routes[60].call.retry_after == 1.0
+    assert router.route(1.0).call.outcome is Outcome.SUCCESS  # one token a second
+
+
+@pytest.mark.parametrize("count, state", [(True, State.OPEN), (False, State.HEALTHY)])
+def test_a_provider_429_charges_the_breaker_unless_told_not_to(count, state):
+    router = Router(one({"failure_threshold": 1, "count_rate_limited": count}, capacity=1), seed=1)
+    router.route(0.0)
+    refused = router.route(0.0)
+    assert router.complete(refused, 0.0, refused.call.outcome) == 429
+    assert router.upstreams[0].breaker.state(0.0) is state
+
+
+def test_a_larger_capacity_starts_the_waiting_calls_at_once():
+    router = Router(one(capacity=1, queue=3), seed=1)
+    starts = listening(router)
+    routes = [router.route(0.0) for _ in range(4)]
+    router.configure(config.merge(router.scenario, {"providers": {"a": {"capacity": 3}}}), 0.5)
+    assert starts == [(routes[1], 0.5), (routes[2], 0.5)]
+    assert [r.waiting for r in routes] == [False, False, False, True]
+
+
+class CapacityMachine(RuleBasedStateMachine):
+    """Random routing, endings, abandons, timeouts and capacity changes: no slot is lost or
+    made, nobody waits beside a free slot, and calls start first come, first served."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.capacity, self.queue = 2, 3
+        self.router = Router(one(capacity=self.capacity, queue=self.queue, latency=0.5), seed=1)
+        self.router.on_start = self._started
+        self.running: list[Route] = []
+        self.waiting: list[Route] = []
+
+    def _started(self, route: Route, now: float) -> None:
+        assert route is self.waiting[0], "started out of order"
+        self.waiting.pop(0)
+        self.running.append(route)
+
+    @rule(dt=st.sampled_from([0.0, 0.1, 1.0]))
+    def route(self, dt: float) -> None:
+        self.now += dt
+        route = self.router.route(self.now)
+        if route.call.outcome is Outcome.RATE_LIMITED:
+            assert len(self.waiting) >= self.queue and route.call.retry_after >= 0.001
+            self.router.complete(route, self.now, route.call.outcome)
+        elif route.waiting:
+            self.waiting.append(route)
+        else:
+            self.running.append(route)
+
+    @precondition(lambda self: self.running)
+    @rule(i=st.integers(0, 100), abandon=st.booleans())
+    def end(self, i: int, abandon: bool) -> None:
+        route = self.running.pop(i % len(self.running))
+        if abandon:
+            self.router.abandon(route, self.now)
+        else:
+            self.router.complete(route, self.now, route.call.outcome)
+
+    @precondition(lambda self: self.waiting)
+    @rule(i=st.integers(0, 100), give_up=st.booleans())
+    def leave(self, i: int, give_up: bool) -> None:
+        route = self.waiting.pop(i % len(self.waiting))
+        if give_up:
+            assert self.router.give_up(route, self.now) == 504
+        else:
+            self.router.abandon(route, self.now)
+
+    @rule(capacity=st.integers(1, 4))
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        patch = {"providers": {"a": {"capacity": capacity}}}
+        self.router.configure(config.merge(self.router.scenario, patch), self.now)
+
+    @invariant()
+    def books_balance(self) -> None:
+        state = self.router.snapshot(self.now).providers["a"]
+        assert state.busy == len(self.running)
+        assert state.waiting == len(self.waiting) <= self.queue
+        assert state.in_flight == len(self.running) + len(self.waiting)
+        assert not self.waiting or state.busy >= self.capacity
+
+
+TestCapacity = CapacityMachine.TestCase
+TestCapacity.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """The probability that an arrival waits in an M/M/c queue (Erlang C), ``load`` = λ/μ < c."""
+    top = load ** servers / math.factorial(servers) * servers / (servers - load)
+    return top / (sum(load ** k / math.factorial(k) for k in range(servers)) + top)
+
+
+def test_an_m_m_c_provider_waits_as_erlang_c_says():
+    """Poisson arrivals at 30/s, exponential calls of mean 0.1 s, 4 slots, a queue that never
+    fills: the mean wait for a slot is C(4, 3) / (4 μ - λ) (Erlang C).
+
+    The simulated mean comes from 40 batches of 90 s (108,000 calls): batches much longer
+    than the queue's relaxation time (about a second here) are nearly independent, so
+    their means' spread gives the standard error; the check allows 4 of them (a correct
+    simulator fails it by chance about once in 15,000 runs)."""
+    scenario = config.from_dict({
+        "providers": {"a": {"latency": 0.1, "distribution": "exponential", "capacity": 4, "queue": 10_000}},
+        "workload": {"mode": "open", "rate": 30.0}, "breaker": {"enabled": False},
+        "limiter": {"rate": 1000.0}, "gateway": {"timeout": 1000.0}})
+    series = simulate(scenario, duration=3600, seed=1, bin_width=90).timeseries()
+    waits = [b.tally.latency.total / b.tally.latency.count - 0.1 for b in series]
+    mean = sum(waits) / len(waits)
+    error = math.sqrt(sum((w - mean) ** 2 for w in waits) / (len(waits) - 1) / len(waits))
+    expected = erlang_c(4, 3.0) / (4 * 10 - 30)
+    assert abs(mean - expected) <= 4 * error, (mean, expected, error)
+    assert error < expected / 10  # the check is sharp enough to mean something
+
+
+def test_live_queue_full_is_the_sdks_rate_limit_error_naming_the_provider():
+    async def main():
+        async with serving(one(capacity=1, queue=0, latency=0.5)) as (gw, _):
+            async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as sdk:
+                create = sdk.chat.completions.create
+                first = asyncio.create_task(create(model="m", messages=[{"role": "user", "content": "x"}]))
+                await asyncio.sleep(0.1)
+                with pytest.raises(openai.RateLimitError) as refused:
+                    await create(model="m", messages=[{"role": "user", "content": "x"}])
+                await first
+                return refused.value
+
+    error = asyncio.run(main())
+    assert error.code == "provider_rate_limited"
+    assert error.response.headers["x-gwlab-provider"] == "a"
+    # The wait until the first call ends: less than its 0.5 s, by the time it has run.
+    assert 0.001 <= float(error.response.headers["retry-after-ms"]) / 1000 < 0.5
+
+
+def test_live_a_call_that_waits_past_the_timeout_is_504_and_one_that_gets_a_slot_runs():
+    async def main():
+        scenario = config.merge(one(capacity=1, queue=2, latency=0.4), {"gateway": {"timeout": 0.6}})
+        async with serving(scenario) as (gw, http):
+            async def post() -> tuple[int, float, dict]:
+                start = time.monotonic()
+                response = await http.post("/v1/chat/completions",
+                                           json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+                return response.status, time.monotonic() - start, await response.json()
+
+            results = await asyncio.gather(post(), post(), post())
+            return results, gw.snapshot().providers["a"]
+
+    results, state = asyncio.run(main())
+    (s1, t1, _), (s2, t2, _), (s3, t3, body) = results
+    # The second waits 0.4 s and runs 0.4 s: 0.8 s from its routing, past 0.6 s: a timeout.
+    assert (s1, s2, s3) == (200, 504, 504)
+    assert t1 >= 0.4 and t2 >= 0.6 and t3 >= 0.6
+    assert "had no free slot" in body["error"]["message"] or "did not answer" in body["error"]["message"]
+    assert (state.busy, state.waiting, state.in_flight) == (0, 0, 0)
+
+
+def test_the_time_series_shows_each_providers_slots_when_it_has_a_capacity():
+    scenario = config.from_dict({
+        "providers": {"a": {"latency": 0.5, "capacity": 2, "queue": 3}, "b": {"latency": 0.1}},
+        "workload": {"clients": 10}, "breaker": {"enabled": False}})
+    columns = simulate(scenario, duration=10, seed=1).timeseries().columns()
+    running, waiting = columns["a.running"], columns["a.waiting"]
+    assert max(running) == 2 and 0 < max(waiting) <= 3
+    assert set(columns["b.running"]) == {0} and set(columns["b.waiting"]) == {0}
+    assert "p1.running" not in simulate(None, duration=10, seed=1).timeseries().columns()
