@@ -92,7 +92,7 @@ class TokenBucket:
     token. Raises :class:`ValueError` unless :data:`MIN_RATE` <= ``rate`` <= :data:`MAX_RATE`
     and 1 <= ``burst`` <= :data:`MAX_BURST`."""
 
-    __slots__ = ("rate", "burst", "_unit", "_earn", "_cap", "_due", "_level", "_stamp")
+    __slots__ = ("rate", "burst", "_unit", "_earn", "_cap", "_whole", "_due", "_level", "_stamp")
 
     def __init__(self, rate: float, burst: float, now: float = 0.0) -> None:
         self._set(rate, burst)
@@ -114,6 +114,8 @@ class TokenBucket:
         """Units earned per microsecond (the rate in thousandths of a token per second here)."""
         self._cap = cap
         """The capacity in units."""
+        self._whole = int(cap // unit)
+        """The whole tokens of a full bucket."""
         self._due = unit - earn + 1
         """The least level that admits: a token, less what just under a microsecond earns
         (the clock's tolerance)."""
@@ -206,15 +208,23 @@ class TokenBucket:
     def status(self, now: float) -> tuple[int, int]:
         """What OpenAI's rate-limit headers tell at ``now``: the whole tokens left (never below
         0), and the whole microseconds until the bucket is full again (0 when it is full),
-        rounded up as :meth:`retry_after_us` is."""
+        rounded up and counted from the bucket's own microsecond of ``now``, which is what
+        it will take a client's arrival to be."""
+        # _settle(micros(now)), written out: this runs for every answer.
         t = (now * 1e6 + 0.5) // 1.0
-        level = self._settle(t)
+        level = self._level
+        if t > self._stamp:
+            level += (t - self._stamp) * self._earn
+            if level > self._cap:
+                level = self._cap
+            self._level = level
+            self._stamp = t
         cap = self._cap
         if level >= cap:
-            return int(cap // self._unit), 0
-        whole, part = divmod(cap - level, self._earn)
-        wait = int(whole) + math.ceil(part / self._earn - (now * MICROS - t))
-        return (int(level // self._unit) if level > 0 else 0), (wait if wait > 1 else 1)
+            return self._whole, 0
+        # Floor division of whole numbers in floats is exact: -((level - cap) // earn) is
+        # the exact ceiling of (cap - level) / earn.
+        return (int(level // self._unit) if level > 0 else 0), int(-((level - cap) // self._earn))
 
     def configure(self, now: float, rate: float | None = None, burst: float | None = None) -> None:
         """Change rate and/or burst: tokens earned up to ``now`` count at the old rate, then

@@ -48,8 +48,9 @@ from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, err
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.providers import Outcome
-from gwlab.router import Rejected, Route, Router, Snapshot
-from gwlab.wire import DONE, ApiError, ChatRequest, Chunks, completion, error_frame, reply, reply_pieces, validate
+from gwlab.router import CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Rejected, Route, Router, Snapshot
+from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_frame, ratelimit_headers, reply,
+                        reply_pieces, validate)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ class Gateway:
             key: CIMultiDict({**headers, hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache"})
             for key, headers in self._route_headers.items()
         }
+        self._full: tuple[int, dict[tuple[str, bool], CIMultiDict]] = (0, {})
+        """The headers of an answer given while the requests bucket is full and no tokens
+        limit is on, which is how a gateway under its limit answers nearly always, for the
+        capacity they were written for: only then do the rate-limit headers' values repeat."""
 
     @property
     def scenario(self) -> Scenario:
@@ -331,10 +336,13 @@ class Gateway:
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
-        rejected = self.router.admit(now)
+        router = self.router
+        reserved = 0 if router.tokens is None else router.reservation(chat.prompt_tokens, chat.max_tokens)
+        rejected = router.admit(now, reserved)
         if rejected is not None:
-            return self._reject(rejected, arrived)
-        route = self.router.route(now, chat.stream, chat.max_tokens)
+            return self._reject(rejected, arrived, chat, reserved)
+        route = router.route(now, chat.stream, chat.max_tokens)
+        route.reserved = reserved
         self.metrics.routed(route)
         outcome = route.call.outcome
         if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token comes
@@ -354,29 +362,81 @@ class Gateway:
                 if self._idle is not None and not self._waiting:
                     self._idle.set()
         ended = self.clock()
-        status = self.router.complete(route, ended, outcome)
+        status = router.complete(route, ended, outcome)
         self.metrics.completed(route, outcome, ended - arrived, ended - now)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
+        if reserved:  # what the answer used: the prompt, and the reply's tokens for a 200
+            output = (route.call.tokens or self._replies[name][1]) if status == 200 else 0
+            router.refund(route, ended, chat.prompt_tokens + output)
         if status == 200:
-            return web.Response(body=self._completion(chat, route), headers=headers)
-        if status == 504:
+            body = self._completion(chat, route)
+            if router.tokens is None:
+                remaining, reset_us = router.bucket.status(ended)
+                if not reset_us:  # a full bucket: the headers are written already
+                    full = self._full
+                    if full[0] != remaining:
+                        full = self._full = self._full_headers(remaining)
+                    return web.Response(body=body, headers=full[1][name, route.fallback])
+            response = web.Response(body=body, headers=headers)
+        elif status == 504:
             message = f"provider {name} did not answer within {route.call.duration:g} s"
-            return error_response(504, message, "provider_timeout", headers=headers)
-        return error_response(502, f"provider {name} failed", "provider_error", headers=headers)
+            response = error_response(504, message, "provider_timeout", headers=headers)
+        else:
+            response = error_response(502, f"provider {name} failed", "provider_error", headers=headers)
+        response.headers.extend(self._ratelimit(ended))
+        return response
 
-    def _reject(self, rejected: Rejected, arrived: float) -> web.Response:
+    def _full_headers(self, limit: int) -> tuple[int, dict[tuple[str, bool], CIMultiDict]]:
+        """The headers of each provider's answers while the requests bucket, of ``limit``
+        whole tokens, is full (and no tokens limit is on)."""
+        full = ratelimit_headers("requests", limit, limit, 0)
+        return limit, {key: CIMultiDict([*headers.items(), *full]) for key, headers in self._route_headers.items()}
+
+    def _ratelimit(self, now: float) -> list[tuple[str, str]]:
+        """OpenAI's rate-limit headers at ``now``: the requests bucket's, and the tokens
+        bucket's when that limit is on. The limit is the most whole requests (tokens) a full
+        bucket admits at once."""
+        router = self.router
+        bucket = router.bucket
+        remaining, reset_us = bucket.status(now)
+        headers = ratelimit_headers("requests", int(bucket.burst), remaining, reset_us)
+        tokens = router.tokens
+        if tokens is not None:
+            remaining, reset_us = tokens.status(now)
+            headers += ratelimit_headers("tokens", tokens.limit, remaining, reset_us)
+        return headers
+
+    def _reject(self, rejected: Rejected, arrived: float, chat: ChatRequest, reserved: int) -> web.Response:
+        """The answer to a request the limits refused: 429 with the wait, or the 400 of a
+        request that reserves more tokens than the tokens bucket holds (an ApiError,
+        answered and counted as every 400 is)."""
+        now = self.clock()
+        limits = self._ratelimit(now)
+        if rejected.code == CONTEXT_EXCEEDS_LIMIT:
+            asked = f"max_tokens {chat.max_tokens}" if chat.max_tokens else (
+                f"limiter.default_max_tokens {self.scenario.limiter.default_max_tokens} (no max_tokens)")
+            raise ApiError(400, f"this request reserves {reserved} tokens ({chat.prompt_tokens} of the prompt and "
+                                f"{asked}), more than the gateway's limit of {self.router.tokens.limit} tokens per "
+                                "minute can ever admit; lower max_tokens or shorten the prompt",
+                           CONTEXT_EXCEEDS_LIMIT, "max_tokens" if chat.max_tokens else "messages", headers=dict(limits))
         wait = rejected.retry_after
-        bucket = self.router.bucket
-        headers = {
-            PROVIDER_HEADER: NO_PROVIDER,
-            "Retry-After": retry_after_header(wait),
-            "retry-after-ms": retry_after_ms_header(rejected.retry_after_us),
-        }
-        message = (f"rate limit exceeded: the gateway admits {bucket.rate:g} requests/s with bursts of "
-                   f"{bucket.burst:g}; retry in {wait:.3f} s")
-        self.metrics.rejected(self.clock() - arrived)
-        return error_response(429, message, "rate_limit_exceeded", headers=headers)
+        headers = [
+            (PROVIDER_HEADER, NO_PROVIDER),
+            ("Retry-After", retry_after_header(wait)),
+            ("retry-after-ms", retry_after_ms_header(rejected.retry_after_us)),
+            *limits,
+        ]
+        if rejected.code == RATE_LIMIT_TOKENS:
+            limit = self.router.tokens.limit
+            message = (f"rate limit exceeded: this request reserves {reserved} tokens and the gateway admits "
+                       f"{limit} tokens per minute; retry in {wait:.3f} s")
+        else:
+            bucket = self.router.bucket
+            message = (f"rate limit exceeded: the gateway admits {bucket.rate:g} requests/s with bursts of "
+                       f"{bucket.burst:g}; retry in {wait:.3f} s")
+        self.metrics.rejected(now - arrived, rejected.code)
+        return error_response(429, message, rejected.code, headers=dict(headers))
 
     def _completion(self, chat: ChatRequest, route: Route) -> bytes:
         """The body of a completion: the provider's fixed reply, or as many tokens of it as
@@ -410,6 +470,7 @@ class Gateway:
         try:
             await protocol.pause(start + call.ttft - self.clock())
             response = web.StreamResponse(headers=self._stream_headers[name, route.fallback])
+            response.headers.extend(self._ratelimit(self.clock()))
             await response.prepare(request)
             first = self.clock()
             chunks = Chunks(self._id_prefix, next(self._ids), int(time.time()), chat.model, chat.include_usage)
@@ -429,6 +490,7 @@ class Gateway:
         ended = self.clock()
         outcome = call.outcome
         self.router.complete(route, ended, outcome)
+        self.router.refund(route, ended, chat.prompt_tokens + tokens)
         self.metrics.completed(route, outcome, ended - arrived, ended - start)
         self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
         self.metrics.tokens_used(name, chat.prompt_tokens, tokens)

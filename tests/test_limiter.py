@@ -541,7 +541,7 @@ def test_property_net_usage_up_to_any_admission_is_at_most_the_level_plus_rate_t
 def test_property_taking_n_at_once_is_taking_one_n_times(pair, script, n):
     bucket, _ = pair
     twin = TokenBucket.__new__(type(bucket))
-    for name in ("rate", "burst", "_unit", "_earn", "_cap", "_due", "_level", "_stamp"):
+    for name in ("rate", "burst", "_unit", "_earn", "_cap", "_whole", "_due", "_level", "_stamp"):
         setattr(twin, name, getattr(bucket, name))
     t = 0
     for gap, _, m in script:
