@@ -420,5 +420,7 @@ def ratelimit_headers(kind: str, limit: int, remaining: int, reset_us: int) -> l
     as ``(name, value)`` pairs: ``x-ratelimit-limit-KIND``, the most it permits before it is
     exhausted; ``x-ratelimit-remaining-KIND``, what is left of it; ``x-ratelimit-reset-KIND``,
     the time until it is whole again (:func:`reset_duration` of ``reset_us``)."""
-    names = _RATELIMIT_NAMES[kind]
-    return [(names[0], str(limit)), (names[1], str(remaining)), (names[2], reset_duration(reset_us))]
+    limit_name, remaining_name, reset_name = _RATELIMIT_NAMES[kind]
+    ms = -(-reset_us // 1000)  # reset_duration(reset_us), its usual case written out: this runs for every answer
+    return [(limit_name, str(limit)), (remaining_name, str(remaining)),
+            (reset_name, _MILLIS[ms] if ms < 1000 else reset_duration(reset_us))]
