@@ -499,6 +499,8 @@ def test_the_reservation_is_the_prompt_and_max_tokens_or_the_default():
     router = tokens_router(default_max_tokens=256)
     assert router.reservation(10, 100) == 110
     assert router.reservation(10, None) == 266
+    # Validation lets max_tokens be any integer >= 1: one no bucket could hold is a 400.
+    assert router.admit(0.0, router.reservation(10, 10**30)) == Rejected(0, "context_exceeds_limit")
     assert config.DEFAULT_MAX_TOKENS == Router(scenario(limiter={"tpm": 10**6}), SEED).reservation(0, None)
 
 
