@@ -19,16 +19,16 @@ A shell (the aiohttp server, the simulator) calls :meth:`Router.admit`, and when
 the outcome it observed with :meth:`Router.complete`. Admission is a step of its own because
 a shell may have to wait for it (a limit kept elsewhere), and the outcome is the shell's to
 tell because only the shell sees how a call really ended (a stream cut short, a client gone);
-for a simulated provider it is the one the call decided, ``route.call.outcome``.
+for a simulated provider it is the one the call decided, ``route.call.outcome``. The
+router never waits, never reads a clock and never counts metrics: it returns decisions and
+the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
+:meth:`Router.snapshot` is the state a shell shows or samples, typed.
 
 With a tokens-per-minute limit (``limiter.tpm`` > 0), a request reserves its prompt's tokens
 and its ``max_tokens`` (:meth:`Router.reservation`) from a second bucket as it is admitted,
 and the shell tells what it used once the call has ended (:meth:`Router.refund`, with the
 tokens the answer carried): the unused part goes back, usage beyond the reservation is
-taken as debt. A call abandoned uses its whole reservation. The
-router never waits, never reads a clock and never counts metrics: it returns decisions and
-the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
-:meth:`Router.snapshot` is the state a shell shows or samples, typed.
+taken as debt. A call abandoned uses its whole reservation.
 """
 
 from __future__ import annotations
