@@ -12,14 +12,14 @@ a scenario and validated as a whole (:func:`merge`).
 The TOML shape::
 
     [gateway]   balancer, timeout, stream_idle_timeout
-    [limiter]   rate, burst
+    [limiter]   rate, burst, tpm, default_max_tokens
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
                 count_rate_limited
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
                       ttft, ttft_distribution, ttft_p99, decode_rate,
                       output_tokens, output_distribution, output_p99, stream_error_rate,
                       capacity, queue, rpm
-    [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens
+    [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
 Every number has a finite range (the ``MIN_*`` and ``MAX_*`` constants below, kept in each
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gwlab import balancer
-from gwlab.limiter import MAX_BURST, MAX_RATE, MIN_RATE  # the range in which the limiter is exact
+from gwlab.limiter import MAX_BURST, MAX_PER_MINUTE, MAX_RATE, MIN_RATE  # the ranges in which the limiter is exact
 
 # The seed system's numbers (the Go gateway simulator gwlab follows): bucket, providers, clients.
 RATE = 1000.0
@@ -95,6 +95,19 @@ tokens per second, and faster ones grouped, as many tokens a frame as come in 20
 MAX_OUTPUT_TOKENS = 1_000_000
 """Most output tokens one answer may hold (``output_tokens``, its p99, ``max_tokens``): a
 hundred times the longest outputs hosted models give, and a bound on every drawn length."""
+TPM = 0
+"""Tokens per minute the gateway admits (``limiter.tpm``): 0, no limit on tokens, as in the
+seed, whose limit is on requests only."""
+DEFAULT_MAX_TOKENS = 4096
+"""Output tokens reserved for a request that caps none (no ``max_tokens``) while the tokens
+limit is on: the longest output of gpt-3.5-turbo and gpt-4-turbo. OpenAI counts a request
+against its limit as its ``max_tokens`` (or its prompt's estimate when larger), and Azure
+OpenAI reserves a model's longest output when a request gives none; what a request did not
+use is given back when it ends."""
+PROMPT_TOKENS = 2
+"""Prompt tokens of each simulated request (``workload.prompt_tokens``): the live clients'
+request, whose one message is ``"Hello"``, by the gateway's estimate (one token per four
+characters, rounded up)."""
 SEED = 1
 """Random seed of every command when none is given."""
 SIM_DURATION = 60.0
@@ -243,8 +256,15 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class LimiterConfig:
+    """The gateway's limits: ``rate`` requests per second with bursts of ``burst``, and
+    ``tpm`` > 0 tokens per minute (0: off), for which a request reserves its prompt's
+    tokens and its ``max_tokens``, or ``default_max_tokens`` when it gives none."""
+
     rate: float = field(default=RATE, metadata=_RATE)
     burst: float = field(default=BURST, metadata=_range(float, 1, MAX_BURST))
+    tpm: int = field(default=TPM, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
+    default_max_tokens: int = field(default=DEFAULT_MAX_TOKENS,
+                                    metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
 
 
 @dataclass(frozen=True)
@@ -309,7 +329,8 @@ class WorkloadConfig:
     """The clients: a closed loop of ``clients`` that wait ``think_time`` between an answer
     and their next request, or an open loop of Poisson arrivals at ``rate`` per second with
     at most ``max_in_flight`` outstanding. A share ``stream_share`` of the requests ask for
-    a stream (``stream: true``); ``max_tokens`` > 0 caps each request's output (0: no cap)."""
+    a stream (``stream: true``); ``max_tokens`` > 0 caps each request's output (0: no cap).
+    Each request's prompt holds ``prompt_tokens`` tokens (what the tokens limit counts)."""
 
     mode: str = field(default="closed", metadata=_choice(lambda: MODES))
     clients: int = field(default=CLIENTS, metadata=_range(int, 1, MAX_CLIENTS))
@@ -318,6 +339,7 @@ class WorkloadConfig:
     max_in_flight: int = field(default=MAX_IN_FLIGHT, metadata={**_range(int, 1, MAX_CLIENTS), "added": True})
     stream_share: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
     max_tokens: int = field(default=0, metadata={**_range(int, 0, MAX_OUTPUT_TOKENS), "added": True})
+    prompt_tokens: int = field(default=PROMPT_TOKENS, metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
 
 
 @dataclass(frozen=True)

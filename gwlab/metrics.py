@@ -8,6 +8,9 @@ gwlab_requests_total{code,provider}                 counter    answers sent (see
 gwlab_request_duration_seconds{provider}            histogram  admitted requests, and 429s
                                                                under ``provider="none"``
 gwlab_rate_limited_total                            counter    429 answers
+gwlab_limiter_rejected_total{limit}                 counter    429 answers by the limit that
+                                                               refused: ``requests`` or
+                                                               ``tokens``
 gwlab_fallback_total{provider}                      counter    calls forced on the provider
                                                                whose cooldown ends soonest
 gwlab_in_flight_requests                            gauge      admitted requests not answered
@@ -19,6 +22,9 @@ gwlab_breaker_state{provider,state}                 gauge      1 for the current
 gwlab_breaker_cooldown_seconds{provider}            gauge      cooldown left (0 unless open)
 gwlab_breaker_transitions_total{provider,from_state,to_state}  counter
 gwlab_limiter_tokens                                gauge      tokens in the bucket
+gwlab_limiter_tpm_tokens                            gauge      tokens in the tokens-per-minute
+                                                               bucket (below 0 in debt), while
+                                                               ``limiter.tpm`` is on
 gwlab_provider_weight{provider}                     gauge      balancer weight
 gwlab_time_to_first_token_seconds{provider}         histogram  streams: arrival to first token
 gwlab_time_per_output_token_seconds{provider}       histogram  streams of >= 2 tokens: the
@@ -40,6 +46,12 @@ The names of the LLM series follow vLLM's (``vllm:time_to_first_token_seconds``,
 :data:`TPOT_BUCKETS`). A stream that fails after its first byte is counted under
 ``code="stream_error"`` (its HTTP status was 200) and as the provider outcome
 ``stream_error``.
+
+The tokens-per-minute limit adds series of its own rather than a label on the requests
+limit's: ``gwlab_limiter_tokens`` and ``gwlab_rate_limited_total`` keep their meaning (the
+requests bucket's tokens; every 429 of the gateway), so queries written for them still
+answer the same question, and a gauge of requests and one of LLM tokens never meet in one
+series.
 
 ``gwlab_requests_total`` counts every answer to a chat completion request, bad requests
 included (400, 413, 415 ... with ``provider="none"``, since a bad request never reaches the
@@ -78,7 +90,7 @@ from prometheus_client.utils import floatToGoString
 from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
 from gwlab.providers import Outcome
-from gwlab.router import Route, Router
+from gwlab.router import RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, Route, Router
 from gwlab.stats import code_name
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
@@ -88,6 +100,8 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 """Time-per-output-token bounds in seconds: vLLM's."""
 TOKEN_KINDS = ("prompt", "completion")
+LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens"}
+"""The ``limit`` label of ``gwlab_limiter_rejected_total`` by the 429's code."""
 STATES = tuple(s.value for s in State)
 CUT_OFF = 499
 """Status counted for a request cut off by the gateway's shutdown (the nginx convention)."""
@@ -141,6 +155,8 @@ class Metrics:
         Python indexes faster than a Counter; it also gives the provider outcomes, as each
         outcome has a status of its own (``gwlab_provider_requests_total``)."""
         self.rate_limited = 0
+        self.rejected_by = {code: 0 for code in LIMITS}
+        """429 answers by the code of the limit that refused."""
         self.durations = {name: Buckets() for name in (*names, NO_PROVIDER)}
         """Arrival to answer, per provider: ``gwlab_request_duration_seconds``."""
         self.provider_durations = {name: Buckets() for name in names}
@@ -162,10 +178,12 @@ class Metrics:
 
     # -- the request path -----------------------------------------------------------
 
-    def rejected(self, seconds: float) -> None:
-        """A request was answered 429 after ``seconds``."""
+    def rejected(self, seconds: float, code: str = RATE_LIMIT_REQUESTS) -> None:
+        """A request was answered 429 after ``seconds``, for want of what the limit of
+        ``code`` (:data:`LIMITS`) holds."""
         self.answers[429, NO_PROVIDER] += 1
         self.rate_limited += 1
+        self.rejected_by[code] += 1
         self._none_duration.observe(seconds)
 
     def refused(self, status: int) -> None:
@@ -235,6 +253,10 @@ class _Collector:
                               "Time from a request's arrival to its answer (admitted and 429).", m.durations)
         rate_limited = CounterMetricFamily("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
                                            m.rate_limited)
+        rejected = CounterMetricFamily("gwlab_limiter_rejected", "Requests answered 429, by the limit that refused.",
+                                       labels=["limit"])
+        for code, count in m.rejected_by.items():
+            rejected.add_metric([LIMITS[code]], count)
         outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
                                        labels=["provider", "outcome"])
         for name in state.providers:
@@ -243,6 +265,10 @@ class _Collector:
         provider_duration = _histogram("gwlab_provider_request_duration_seconds",
                                        "Duration of provider calls that ended.", m.provider_durations)
         tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.", state.tokens)
+        limiters = [tokens]
+        if state.tpm_tokens is not None:
+            limiters.append(GaugeMetricFamily("gwlab_limiter_tpm_tokens", "Tokens in the tokens-per-minute bucket "
+                                              "(below 0 in debt).", state.tpm_tokens))
         in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.",
                                       state.in_flight)
         gauge = GaugeMetricFamily("gwlab_breaker_state", "Breaker state: 1 for the current one, 0 for the others.",
@@ -277,8 +303,8 @@ class _Collector:
                                    "(completion).", labels=["provider", "kind"])
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
-        yield from (requests, duration, rate_limited, outcomes, provider_duration,
-                    tokens, in_flight, gauge, cooldown, weight, fallback, transitions, ttft, tpot, used, running,
+        yield from (requests, duration, rate_limited, rejected, outcomes, provider_duration,
+                    *limiters, in_flight, gauge, cooldown, weight, fallback, transitions, ttft, tpot, used, running,
                     waiting)
 
 

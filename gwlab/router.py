@@ -2,7 +2,8 @@
 
 ::
 
-    admit(now) ── bucket empty? ───────────────▶ Rejected(retry_after)      429
+    admit(now, tokens) ── more tokens than the tokens bucket holds? ─▶ Rejected          400
+         ├─ either bucket short? (take both or neither) ────────────▶ Rejected(retry_after)  429
     route(now)
          ├─ eligible = providers whose breaker is available(now)
          ├─ balancer picks among them (weights renormalised over that set)
@@ -11,6 +12,7 @@
          │      as a probe (its outcome decides its breaker)
          └─ breaker.acquire → provider decides the Call ──▶ Route
     complete(route, now, outcome) ── breaker.record ──▶ status 200 / 502 / 504
+    refund(route, now, used) ── the unused part of the tokens reserved, or the excess as debt
 
 A shell (the aiohttp server, the simulator) calls :meth:`Router.admit`, and when it admits,
 :meth:`Router.route`; it carries the call out in its own kind of time and tells the router
@@ -21,6 +23,12 @@ for a simulated provider it is the one the call decided, ``route.call.outcome``.
 router never waits, never reads a clock and never counts metrics: it returns decisions and
 the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
 :meth:`Router.snapshot` is the state a shell shows or samples, typed.
+
+With a tokens-per-minute limit (``limiter.tpm`` > 0), a request reserves its prompt's tokens
+and its ``max_tokens`` (:meth:`Router.reservation`) from a second bucket as it is admitted,
+and the shell tells what it used once the call has ended (:meth:`Router.refund`, with the
+tokens the answer carried): the unused part goes back, usage beyond the reservation is
+taken as debt. A call abandoned uses its whole reservation.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any, Callable, Iterable, Mapping
 from gwlab import balancer as balancers
 from gwlab.breaker import CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import Scenario
-from gwlab.limiter import TokenBucket
+from gwlab.limiter import PerMinuteBucket, TokenBucket
 from gwlab.providers import Call, Outcome, Provider
 from gwlab.streams import stream
 from gwlab.upstream import Upstream
@@ -39,17 +47,33 @@ from gwlab.upstream import Upstream
 _RATE_LIMITED = Outcome.RATE_LIMITED
 
 
+RATE_LIMIT_REQUESTS = "rate_limit_requests"
+"""The ``code`` of a 429 for want of a request token."""
+RATE_LIMIT_TOKENS = "rate_limit_tokens"
+"""The ``code`` of a 429 for want of the tokens a request reserves."""
+CONTEXT_EXCEEDS_LIMIT = "context_exceeds_limit"
+"""The ``code`` of a 400 for a request that reserves more tokens than the tokens bucket holds."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """The bucket was empty: answer 429; a token is available in ``retry_after_us``
-    microseconds (a whole number, at least 1)."""
+    """A request not admitted, and why (``code``): a bucket was short, answer 429, and what
+    it lacks is available in ``retry_after_us`` microseconds (a whole number, at least 1;
+    the later bucket's when both were short); or the request reserves more tokens than the
+    tokens bucket can ever hold (:data:`CONTEXT_EXCEEDS_LIMIT`), answer 400 (no wait)."""
 
     retry_after_us: int
+    code: str = RATE_LIMIT_REQUESTS
 
     @property
     def retry_after(self) -> float:
         """The wait in seconds."""
         return self.retry_after_us / 1e6
+
+    @property
+    def status(self) -> int:
+        """The HTTP status to answer with: 429, or 400 for a request that can never be admitted."""
+        return 400 if self.code == CONTEXT_EXCEEDS_LIMIT else 429
 
 
 class Route:
@@ -57,9 +81,11 @@ class Route:
     (``call``'s times count from the moment it starts: at once, or when a slot frees).
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
     called anyway; ``streaming`` whether the request asked for a stream. ``pending`` until
-    :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once."""
+    :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once. ``reserved``
+    holds the tokens its shell reserved at admission (0 without a tokens limit), for
+    :meth:`Router.refund`."""
 
-    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending")
+    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending", "reserved")
 
     def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
         self.upstream = upstream
@@ -73,6 +99,7 @@ class Route:
         timeout runs out first, counted from :attr:`routed` (set only for such a call: when
         it was routed)."""
         self.pending = True
+        self.reserved = 0
 
     @property
     def provider(self) -> str:
@@ -105,7 +132,9 @@ class ProviderState:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """The router at ``at`` seconds: the bucket's tokens, burst and rate, the calls in flight
-    and each provider's state (in the scenario's order). What every shell shows or samples."""
+    and each provider's state (in the scenario's order); with a tokens-per-minute limit, the
+    tokens in its bucket (``tpm_tokens``, below 0 in debt; ``None`` without one). What every
+    shell shows or samples."""
 
     at: float
     tokens: float
@@ -113,10 +142,12 @@ class Snapshot:
     rate: float
     in_flight: int
     providers: Mapping[str, ProviderState]
+    tpm_tokens: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (states by their values: ``"half_open"``)."""
-        return {
+        """Plain JSON-ready data (states by their values: ``"half_open"``); ``tpm_tokens``
+        only with a tokens limit."""
+        data = {
             "time": self.at, "tokens": self.tokens, "in_flight": self.in_flight,
             "rate": self.rate, "burst": self.burst,
             "providers": {
@@ -125,6 +156,9 @@ class Snapshot:
                 for name, p in self.providers.items()
             },
         }
+        if self.tpm_tokens is not None:
+            data["tpm_tokens"] = self.tpm_tokens
+        return data
 
 
 class Router:
@@ -140,6 +174,9 @@ class Router:
         number of breakers whose announced state is not CLOSED. While it is 0, which is
         nearly always, every provider is eligible without asking each breaker."""
         self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
+        """The requests bucket."""
+        self.tokens = PerMinuteBucket(scenario.limiter.tpm, now) if scenario.limiter.tpm else None
+        """The tokens bucket (``limiter.tpm`` per minute), or ``None`` when that limit is off."""
         self.upstreams = tuple(
             Upstream(Provider(p, seed), CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
             for p in scenario.providers
@@ -154,12 +191,48 @@ class Router:
         """Called with a route that waited for a slot and starts at the ``now`` given (the
         shell waits for this, then for the route's call); set by the shell."""
 
-    def admit(self, now: float) -> Rejected | None:
-        """Take a token for a request arriving at ``now``: ``None`` when it is admitted, the
-        wait until a token is available when it must be answered 429."""
+    def reservation(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        """The tokens a request reserves: its prompt's and its ``max_tokens``, or
+        ``limiter.default_max_tokens`` when it gives none; 0 without a tokens limit."""
+        if self.tokens is None:
+            return 0
+        return prompt_tokens + (self.scenario.limiter.default_max_tokens if max_tokens is None else max_tokens)
+
+    def admit(self, now: float, tokens: int = 0) -> Rejected | None:
+        """Admit a request arriving at ``now`` that reserves ``tokens`` (its
+        :meth:`reservation`): ``None`` when it is admitted, having taken a request token and,
+        with a tokens limit, ``tokens`` tokens, both or neither. Otherwise what to answer:
+        400 if ``tokens`` exceed the tokens bucket's capacity (nothing is taken or checked),
+        else 429 with the wait until the bucket that is short has what the request needs
+        (the later one when both are)."""
+        bucket = self.tokens
+        if bucket is None or not tokens:
+            if self.bucket.try_acquire(now):
+                return None
+            return Rejected(self.bucket.retry_after_us(now))
+        if tokens > bucket.limit:
+            return Rejected(0, CONTEXT_EXCEEDS_LIMIT)
         if self.bucket.try_acquire(now):
-            return None
-        return Rejected(self.bucket.retry_after_us(now))
+            if bucket.take(now, tokens):
+                return None
+            self.bucket.refund(now, 1)  # neither: the request token goes back as it was
+            return Rejected(bucket.retry_after_us(now, tokens), RATE_LIMIT_TOKENS)
+        wait, tokens_wait = self.bucket.retry_after_us(now), bucket.retry_after_us(now, tokens)
+        return Rejected(tokens_wait, RATE_LIMIT_TOKENS) if tokens_wait > wait else Rejected(wait)
+
+    def refund(self, route: Route, now: float, used: int) -> None:
+        """The request of ``route`` used ``used`` tokens in all (its prompt's and the output
+        its answer carried; the prompt's alone for an answer with no output): give back what
+        it reserved and did not use, never above the bucket's capacity, or take what it used
+        beyond that as debt. Nothing without a reservation, or once the limit is off."""
+        reserved, bucket = route.reserved, self.tokens
+        if not reserved or bucket is None:
+            return
+        route.reserved = 0  # settled once
+        if used < reserved:
+            bucket.refund(now, reserved - used)
+        elif used > reserved:
+            bucket.charge(now, used - reserved)
 
     def route(self, now: float, streaming: bool = False, max_tokens: int | None = None) -> Route:
         """Decide the provider call of a request admitted at ``now``, which streams or not
@@ -256,6 +329,7 @@ class Router:
             {u.name: ProviderState(u.breaker.state(now), u.breaker.cooldown_left(now), u.weight, u.in_flight,
                                    u.breaker.trips, u.busy, len(u.waiting))
              for u in self.upstreams},
+            None if self.tokens is None else self.tokens.level(now),
         )
 
     @staticmethod
@@ -273,11 +347,19 @@ class Router:
     def configure(self, scenario: Scenario, now: float) -> None:
         """Switch to ``scenario`` (same providers, validated by :func:`gwlab.config.merge`).
 
-        The bucket settles at the old rate first; breakers keep their state and running
+        The buckets settle at the old rates first (a tokens limit switched on starts full,
+        and switched off forgets its bucket); breakers keep their state and running
         cooldowns; the balancer is replaced only when its policy changes."""
         if [p.name for p in scenario.providers] != [u.name for u in self.upstreams]:
             raise ValueError("configure() cannot add, remove or reorder providers")
         self.bucket.configure(now, scenario.limiter.rate, scenario.limiter.burst)
+        tpm = scenario.limiter.tpm
+        if not tpm:
+            self.tokens = None
+        elif self.tokens is None:
+            self.tokens = PerMinuteBucket(tpm, now)
+        else:
+            self.tokens.configure(now, tpm)
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
         self.scenario = scenario
@@ -288,9 +370,12 @@ class Router:
             self._begin(upstream.configure(config, now), now)
 
     def reset(self, now: float) -> None:
-        """A full bucket and healthy breakers with no history; calls in flight finish
-        without effect on the breakers."""
+        """Full buckets and healthy breakers with no history; calls in flight finish
+        without effect on the breakers (their refunds go to the new tokens bucket, which
+        is full already)."""
         self.bucket = TokenBucket(self.scenario.limiter.rate, self.scenario.limiter.burst, now)
+        tpm = self.scenario.limiter.tpm
+        self.tokens = PerMinuteBucket(tpm, now) if tpm else None
         for u in self.upstreams:
             u.breaker.reset(now)
         self.balancer = balancers.create(self.scenario.gateway.balancer)

@@ -49,8 +49,9 @@ from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, err
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.providers import Outcome
-from gwlab.router import Rejected, Route, Router, Snapshot
-from gwlab.wire import DONE, ApiError, ChatRequest, Chunks, completion, error_frame, reply, reply_pieces, validate
+from gwlab.router import CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Rejected, Route, Router, Snapshot
+from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_frame, ratelimit_headers, reply,
+                        reply_pieces, validate)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,10 @@ class Gateway:
             key: CIMultiDict({**headers, hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache"})
             for key, headers in self._route_headers.items()
         }
+        self._full: tuple[int, dict[tuple[str, bool], CIMultiDict]] = (0, {})
+        """The headers of an answer given while the requests bucket is full and no tokens
+        limit is on, which is how a gateway under its limit answers nearly always, for the
+        capacity they were written for: only then do the rate-limit headers' values repeat."""
 
     @property
     def scenario(self) -> Scenario:
@@ -335,10 +340,13 @@ class Gateway:
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
-        rejected = self.router.admit(now)
+        router = self.router
+        reserved = 0 if router.tokens is None else router.reservation(chat.prompt_tokens, chat.max_tokens)
+        rejected = router.admit(now, reserved)
         if rejected is not None:
-            return self._reject(rejected, arrived)
-        route = self.router.route(now, chat.stream, chat.max_tokens)
+            return self._reject(rejected, arrived, chat, reserved)
+        route = router.route(now, chat.stream, chat.max_tokens)
+        route.reserved = reserved
         self.metrics.routed(route)
         gave_up = route.waiting and not await self._slot(request, route)
         outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
@@ -359,29 +367,45 @@ class Gateway:
                 if self._idle is not None and not self._waiting:
                     self._idle.set()
         ended = self.clock()
-        status = self.router.give_up(route, ended) if gave_up else self.router.complete(route, ended, outcome)
+        status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
         name = route.upstream.name
         headers = self._route_headers[name, route.fallback]
         if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
             call = route.call
             content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
+            if reserved:  # what the answer used: the prompt and the reply's tokens
+                router.refund(route, ended, chat.prompt_tokens + tokens)
             self.metrics.completed(route, outcome, ended - arrived, ended - now, chat.prompt_tokens, tokens)
             body = completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
                               chat.prompt_tokens, tokens, "length" if call.capped else "stop")
-            return web.Response(body=body, headers=headers)
+            if router.tokens is None:
+                remaining, reset_us = router.bucket.status(ended)
+                if not reset_us:  # a full bucket: the headers are written already
+                    full = self._full
+                    if full[0] != remaining:
+                        full = self._full = self._full_headers(remaining)
+                    return web.Response(body=body, headers=full[1][name, route.fallback])
+            response = web.Response(body=body, headers=headers)
+            response.headers.extend(self._ratelimit(ended))
+            return response
+        if reserved:  # an answer with no reply used its prompt alone
+            router.refund(route, ended, chat.prompt_tokens)
         self.metrics.completed(route, outcome, ended - arrived, ended - now)
         if status == 504:
             waited = "had no free slot" if gave_up else "did not answer"
             message = f"provider {name} {waited} within {self.scenario.gateway.timeout:g} s"
-            return error_response(504, message, "provider_timeout", headers=headers)
-        if status == 429:
+            response = error_response(504, message, "provider_timeout", headers=headers)
+        elif status == 429:
             wait = route.call.retry_after
             message = (f"provider {name} refused the call: it is at capacity or over its own rate limit; "
                        f"retry in {wait:.3f} s")
             refused = {**headers, "Retry-After": retry_after_header(wait),
                        "retry-after-ms": retry_after_ms_header(math.ceil(wait * 1e6))}
-            return error_response(429, message, "provider_rate_limited", headers=refused)
-        return error_response(502, f"provider {name} failed", "provider_error", headers=headers)
+            response = error_response(429, message, "provider_rate_limited", headers=refused)
+        else:
+            response = error_response(502, f"provider {name} failed", "provider_error", headers=headers)
+        response.headers.extend(self._ratelimit(ended))
+        return response
 
     async def _slot(self, request: web.BaseRequest, route: Route) -> bool:
         """Wait until ``route``, queued for a slot of its provider, starts (``True``), or the
@@ -411,18 +435,56 @@ class Gateway:
         if started is not None and not started.done():
             started.set_result(None)
 
-    def _reject(self, rejected: Rejected, arrived: float) -> web.Response:
+    def _full_headers(self, limit: int) -> tuple[int, dict[tuple[str, bool], CIMultiDict]]:
+        """The headers of each provider's answers while the requests bucket, of ``limit``
+        whole tokens, is full (and no tokens limit is on)."""
+        full = ratelimit_headers("requests", limit, limit, 0)
+        return limit, {key: CIMultiDict([*headers.items(), *full]) for key, headers in self._route_headers.items()}
+
+    def _ratelimit(self, now: float) -> list[tuple[str, str]]:
+        """OpenAI's rate-limit headers at ``now``: the requests bucket's, and the tokens
+        bucket's when that limit is on. The limit is the most whole requests (tokens) a full
+        bucket admits at once."""
+        router = self.router
+        bucket = router.bucket
+        remaining, reset_us = bucket.status(now)
+        headers = ratelimit_headers("requests", int(bucket.burst), remaining, reset_us)
+        tokens = router.tokens
+        if tokens is not None:
+            remaining, reset_us = tokens.status(now)
+            headers += ratelimit_headers("tokens", tokens.limit, remaining, reset_us)
+        return headers
+
+    def _reject(self, rejected: Rejected, arrived: float, chat: ChatRequest, reserved: int) -> web.Response:
+        """The answer to a request the limits refused: 429 with the wait, or the 400 of a
+        request that reserves more tokens than the tokens bucket holds (an ApiError,
+        answered and counted as every 400 is)."""
+        now = self.clock()
+        limits = self._ratelimit(now)
+        if rejected.code == CONTEXT_EXCEEDS_LIMIT:
+            asked = f"max_tokens {chat.max_tokens}" if chat.max_tokens else (
+                f"limiter.default_max_tokens {self.scenario.limiter.default_max_tokens} (no max_tokens)")
+            raise ApiError(400, f"this request reserves {reserved} tokens ({chat.prompt_tokens} of the prompt and "
+                                f"{asked}), more than the gateway's limit of {self.router.tokens.limit} tokens per "
+                                "minute can ever admit; lower max_tokens or shorten the prompt",
+                           CONTEXT_EXCEEDS_LIMIT, "max_tokens" if chat.max_tokens else "messages", headers=dict(limits))
         wait = rejected.retry_after
-        bucket = self.router.bucket
-        headers = {
-            PROVIDER_HEADER: NO_PROVIDER,
-            "Retry-After": retry_after_header(wait),
-            "retry-after-ms": retry_after_ms_header(rejected.retry_after_us),
-        }
-        message = (f"rate limit exceeded: the gateway admits {bucket.rate:g} requests/s with bursts of "
-                   f"{bucket.burst:g}; retry in {wait:.3f} s")
-        self.metrics.rejected(self.clock() - arrived)
-        return error_response(429, message, "rate_limit_exceeded", headers=headers)
+        headers = [
+            (PROVIDER_HEADER, NO_PROVIDER),
+            ("Retry-After", retry_after_header(wait)),
+            ("retry-after-ms", retry_after_ms_header(rejected.retry_after_us)),
+            *limits,
+        ]
+        if rejected.code == RATE_LIMIT_TOKENS:
+            limit = self.router.tokens.limit
+            message = (f"rate limit exceeded: this request reserves {reserved} tokens and the gateway admits "
+                       f"{limit} tokens per minute; retry in {wait:.3f} s")
+        else:
+            bucket = self.router.bucket
+            message = (f"rate limit exceeded: the gateway admits {bucket.rate:g} requests/s with bursts of "
+                       f"{bucket.burst:g}; retry in {wait:.3f} s")
+        self.metrics.rejected(now - arrived, rejected.code)
+        return error_response(429, message, rejected.code, headers=dict(headers))
 
     async def _stream(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
                       arrived: float) -> web.StreamResponse:
@@ -449,6 +511,7 @@ class Gateway:
         try:
             await protocol.pause(start + call.ttft - self.clock())
             response = web.StreamResponse(headers=self._stream_headers[name, route.fallback])
+            response.headers.extend(self._ratelimit(self.clock()))
             await response.prepare(request)
             first = self.clock()
             chunks = Chunks(self._id_prefix, next(self._ids), int(time.time()), chat.model, chat.include_usage)
@@ -468,6 +531,7 @@ class Gateway:
         ended = self.clock()
         outcome = call.outcome
         self.router.complete(route, ended, outcome)
+        self.router.refund(route, ended, chat.prompt_tokens + tokens)
         self.metrics.completed(route, outcome, ended - arrived, ended - start, chat.prompt_tokens, tokens)
         self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
         try:

@@ -1,10 +1,14 @@
 """Discrete-event simulation of the gateway in virtual time.
 
 The simulator owns only the scheduling. Every request goes through the same
-:class:`~gwlab.router.Router` as the live gateway: ``router.admit(now)`` admits or rejects it,
+:class:`~gwlab.router.Router` as the live gateway: ``router.admit(now, tokens)`` admits or rejects it,
 ``router.route(now)`` decides the provider call, the simulator schedules the call's end
 ``call.duration`` later and then hands it back with ``router.complete(route, t, outcome)``,
-the outcome the call decided. Breaker changes arrive through
+the outcome the call decided. With a tokens-per-minute limit (``limiter.tpm``), each request
+reserves ``workload.prompt_tokens`` and its ``max_tokens`` (or ``limiter.default_max_tokens``)
+as it is admitted, and ``router.refund(route, t, used)`` settles what its answer used: the
+prompt, and the tokens of the reply for a 200 (the call's, or the provider's fixed reply) or
+those sent before a mid-stream error. Breaker changes arrive through
 :meth:`Router.subscribe`. Clients follow :mod:`gwlab.workload`; scripted events are played by
 a :class:`gwlab.timeline.Player`, as in the live shells.
 
@@ -136,8 +140,10 @@ def simulate(
         raise ConfigError(f"simulate: duration = {duration:g}: expected at most {config.MAX_BINS} bins of "
                           f"bin_width = {bin_width:g} s, so <= {config.MAX_BINS * bin_width:g}")
     _check_cycle(scenario, source)
+    _check_reservation(scenario, source)
     for step in timeline.steps(scenario, source):
         _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
+        _check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
     return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress).run()
 
 
@@ -170,6 +176,21 @@ def _check_cycle(s: Scenario, source: str) -> None:
                 f"{source}: providers.{p.name}.latency = 0 ({p.distribution}) with workload.think_time = 0: "
                 "a closed-loop client could send again in zero time; expected a latency > 0 or a think_time > 0"
             )
+
+
+def _check_reservation(s: Scenario, source: str) -> None:
+    """Every simulated request reserves the same tokens; if they exceed the tokens limit, the
+    gateway would answer each one 400 and the run would show nothing else."""
+    w, limiter = s.workload, s.limiter
+    reserved = w.prompt_tokens + (w.max_tokens or limiter.default_max_tokens)
+    if limiter.tpm and reserved > limiter.tpm:
+        cap = f"workload.max_tokens = {w.max_tokens}" if w.max_tokens else \
+            f"limiter.default_max_tokens = {limiter.default_max_tokens} (workload.max_tokens = 0)"
+        raise ConfigError(
+            f"{source}: limiter.tpm = {limiter.tpm}: each request reserves {reserved} tokens "
+            f"(workload.prompt_tokens = {w.prompt_tokens} and {cap}), more than the limit can ever admit; "
+            f"expected a limiter.tpm >= {reserved}, or a smaller workload.max_tokens"
+        )
 
 
 class _Engine:
@@ -263,6 +284,10 @@ class _Engine:
         self.bins.append(nxt)
         return nxt
 
+    def _prompt(self, sent: float) -> int:
+        """The prompt tokens of a request sent at ``sent``: those of the workload then in force."""
+        return next(w for at, w in reversed(self.workloads) if at <= sent).prompt_tokens
+
     @staticmethod
     def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> None:
         """Count the tokens of an answer given (a success, or a stream up to its failure;
@@ -317,6 +342,9 @@ class _Engine:
         cap = w.max_in_flight
         share, max_tokens = w.stream_share, w.max_tokens or None
         llm = share > 0.0 or max_tokens is not None  # the clients count every answer's tokens
+        reserve = router.reservation(w.prompt_tokens, max_tokens)  # 0 without a tokens limit
+        prompt = w.prompt_tokens  # while no scripted event changes the workload
+        replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
         streams = stream(self.seed, "workload/stream")
         saturated = 0  # open-loop arrivals not sent: ``cap`` requests were in flight
         arrival = next_arrival(0.0, rate, arrivals) if open_loop else math.inf
@@ -362,6 +390,7 @@ class _Engine:
                 cap = w.max_in_flight
                 share, max_tokens = w.stream_share, w.max_tokens or None
                 llm = share > 0.0 or max_tokens is not None
+                reserve = router.reservation(w.prompt_tokens, max_tokens)
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -397,7 +426,7 @@ class _Engine:
                 # Whether it streams, as the live clients decide before sending: a share
                 # strictly between 0 and 1 draws once per request sent.
                 streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
-                rejected = admit(now)
+                rejected = admit(now, reserve)
                 if rejected is not None:
                     by_status[rejected_key] += 1
                     if keep:
@@ -407,6 +436,7 @@ class _Engine:
                     wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
                 else:
                     route = route_to(now, streaming, max_tokens)
+                    route.reserved = reserve
                     admitted += 1
                     area += in_flight * (now - last)
                     last = now
@@ -438,6 +468,10 @@ class _Engine:
                 else:
                     status = complete(route, now, call.outcome)
                 name = route.upstream.name
+                if route.reserved:  # what the answer used: the prompt and the tokens it carried
+                    answered = status == 200 or status == stats.STREAM_ERROR
+                    used = (call.tokens or replies[name]) if answered else 0
+                    router.refund(route, now, used + (prompt if len(self.workloads) == 1 else self._prompt(sent)))
                 by_status[status, name] += 1
                 latency = now - sent if waited else call.duration
                 hist_add(latency)

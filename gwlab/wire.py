@@ -395,3 +395,42 @@ def error_frame(status: int, message: str, code: str, param: str | None = None) 
     """The frame of a failure after a stream's first frame, when the status has been sent:
     the body of :func:`error_body` as one server-sent event."""
     return b"data: " + error_body(status, message, code, param) + b"\n\n"
+
+
+# -- the rate-limit headers -----------------------------------------------------------------
+
+RATELIMIT_KINDS = ("requests", "tokens")
+"""The limits OpenAI's headers name: ``x-ratelimit-limit-requests``, ``...-tokens``."""
+_RATELIMIT_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
+                           f"x-ratelimit-reset-{kind}") for kind in RATELIMIT_KINDS}
+_MILLIS = ["0s"] + [f"{ms}ms" for ms in range(1, 1000)]
+"""Every duration under a second, written once: most resets of a busy gateway are."""
+
+
+def reset_duration(wait_us: int) -> str:
+    """A wait in whole microseconds as OpenAI writes ``x-ratelimit-reset-*``: rounded up to
+    a whole millisecond (the resolution of OpenAI's values), then as Go's
+    ``time.Duration.String`` writes it (``0s``, ``20ms``, ``1s``, ``1.5s``, ``6m0s``,
+    ``1h0m0s``), which Go's ``time.ParseDuration`` and the clients that read these headers
+    parse back. Rounded up, a client that waits it finds the limit whole again."""
+    ms = -(-wait_us // 1000)
+    if ms < 1000:
+        return _MILLIS[ms]
+    seconds, fraction = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{seconds}.{fraction:03d}".rstrip("0") + "s" if fraction else f"{seconds}s"
+    if minutes:
+        hours, minutes = divmod(minutes, 60)
+        text = f"{hours}h{minutes}m{text}" if hours else f"{minutes}m{text}"
+    return text
+
+
+def ratelimit_headers(kind: str, limit: int, remaining: int, reset_us: int) -> list[tuple[str, str]]:
+    """OpenAI's rate-limit headers of one limit (``kind``, one of :data:`RATELIMIT_KINDS`),
+    as ``(name, value)`` pairs: ``x-ratelimit-limit-KIND``, the most it permits before it is
+    exhausted; ``x-ratelimit-remaining-KIND``, what is left of it; ``x-ratelimit-reset-KIND``,
+    the time until it is whole again (:func:`reset_duration` of ``reset_us``)."""
+    limit_name, remaining_name, reset_name = _RATELIMIT_NAMES[kind]
+    ms = -(-reset_us // 1000)  # reset_duration(reset_us), its usual case written out: this runs for every answer
+    return [(limit_name, str(limit)), (remaining_name, str(remaining)),
+            (reset_name, _MILLIS[ms] if ms < 1000 else reset_duration(reset_us))]

@@ -9,7 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gwlab.config import BURST, RATE
-from gwlab.limiter import TokenBucket, micros, retry_after_header, retry_after_ms_header
+from gwlab.limiter import (MAX_PER_MINUTE, MINUTE_UNIT, PerMinuteBucket, TokenBucket, micros, retry_after_header,
+                           retry_after_ms_header)
 
 
 def drain(bucket: TokenBucket, now: float) -> int:
@@ -332,3 +333,244 @@ def test_property_configure_settles_at_the_old_rate_then_clamps(rate, burst, new
     # owed, at most what a microsecond earns at the old rate, and is refilled first.
     slack = 1e-12 * max(1.0, expected)
     assert expected - old_rate * 1e-6 - slack <= grown <= expected + slack
+
+
+# -- n tokens at once, refunds and debt (the tokens-per-minute limit) -------------------------
+
+
+def test_take_takes_n_tokens_or_nothing():
+    bucket = TokenBucket(rate=4, burst=10)
+    assert bucket.take(0.0, 7)
+    assert bucket.tokens(0.0) == 3.0
+    assert not bucket.take(0.0, 4)  # 3 left: nothing is taken
+    assert bucket.tokens(0.0) == 3.0
+    assert bucket.retry_after_us(0.0, 4) == 250_000  # one more token at 4/s
+    assert bucket.take(0.25, 4)
+    assert bucket.tokens(0.25) == 0.0
+
+
+def test_a_refund_gives_back_up_to_the_capacity_and_no_more():
+    bucket = TokenBucket(rate=1, burst=10)
+    assert bucket.take(0.0, 8)
+    bucket.refund(0.0, 5)
+    assert bucket.tokens(0.0) == 7.0
+    bucket.refund(1.0, 5)  # 8 after a second's refill: 13 would be above the capacity
+    assert bucket.tokens(1.0) == 10.0
+
+
+def test_debt_takes_the_level_below_zero_and_it_refills_from_there():
+    bucket = TokenBucket(rate=2, burst=10)
+    assert bucket.take(0.0, 10)
+    bucket.charge(0.0, 3)  # three tokens used beyond the reservation
+    assert bucket.level(0.0) == -3.0 and bucket.tokens(0.0) == 0.0
+    assert bucket.retry_after_us(0.0) == 2_000_000  # 4 tokens at 2/s before one is whole
+    assert bucket.level(1.5) == 0.0
+    assert not bucket.try_acquire(1.999)
+    assert bucket.try_acquire(2.0)
+
+
+def test_debt_is_recorded_down_to_two_to_the_53_units():
+    bucket = PerMinuteBucket(MAX_PER_MINUTE)
+    bucket.charge(0.0, 2 * MAX_PER_MINUTE)  # down to -150 million tokens: recorded
+    assert bucket.level(0.0) == -MAX_PER_MINUTE
+    bucket.charge(0.0, 1_000_000)  # 2**53 units is 150,119,987.6 tokens
+    assert bucket.level(0.0) == -2**53 / MINUTE_UNIT
+    bucket.refund(0.0, 1)
+    assert bucket.level(0.0) * MINUTE_UNIT == -2**53 + MINUTE_UNIT
+
+
+@pytest.mark.parametrize(("n", "due_us"), [(1, 60_000), (2, 120_000), (1000, 60_000_000)])
+def test_a_per_minute_bucket_refills_at_exactly_its_limit_per_minute(n, due_us):
+    # 1000 tokens a minute is 16.666... a second: no thousandth of a token per second holds it.
+    bucket = PerMinuteBucket(1000)
+    assert (bucket.limit, bucket.burst, bucket.rate) == (1000, 1000.0, 1000 / 60)
+    assert bucket.take(0.0, 1000)
+    assert bucket.retry_after_us(0.0, n) == due_us
+    assert not bucket.take((due_us - 2) / 1e6, n)  # a whole microsecond early
+    assert bucket.take(due_us / 1e6, n)
+
+
+def test_a_client_taking_n_tokens_at_exactly_the_per_minute_rate_is_never_refused():
+    for limit, n in ((7, 1), (1000, 3), (60_001, 17), (MAX_PER_MINUTE, 4096)):
+        bucket = PerMinuteBucket(limit)
+        assert bucket.take(0.0, limit)
+        assert all(bucket.take(k * n * 60 / limit, n) for k in range(1, 2000)), (limit, n)
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.0, 2.5, True, MAX_PER_MINUTE + 1, float("nan")])
+def test_a_per_minute_limit_is_a_whole_number_in_range(limit):
+    with pytest.raises(ValueError, match="1 <= limit <= 150000000"):
+        PerMinuteBucket(limit)
+
+
+def test_configure_a_per_minute_bucket_settles_then_clamps_and_keeps_debt():
+    bucket = PerMinuteBucket(600)  # 10 tokens a second
+    assert bucket.take(0.0, 600)
+    bucket.charge(0.0, 100)
+    bucket.configure(5.0, 60)  # -100 + 50 at the old limit, then 1 a second
+    assert bucket.level(5.0) == -50.0
+    assert bucket.level(6.0) == -49.0
+    bucket.configure(6.0, 6000)
+    assert bucket.level(6.0) == -49.0 and bucket.level(106.0) == 6000.0
+    with pytest.raises(ValueError):
+        bucket.configure(6.0, 0)
+    assert bucket.limit == 6000
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "taken", "now", "status"),
+    [
+        (10, 100, 0, 0.0, (100, 0)),  # full
+        (10, 100, 1, 0.0, (99, 100_000)),
+        (10, 100, 100, 0.0, (0, 10_000_000)),
+        (10, 100, 100, 0.05, (0, 9_950_000)),  # half a token: 0 whole ones
+        (3, 1, 1, 0.0, (0, 333_334)),  # rounded up
+        (1, 1.5, 1, 0.0, (0, 1_000_000)),  # half a token left shows as 0
+        (1e6, 1e6, 1, 0.0, (999_999, 1)),
+    ],
+)
+def test_status_is_the_whole_tokens_left_and_the_wait_until_full(rate, burst, taken, now, status):
+    bucket = TokenBucket(rate, burst)
+    assert bucket.take(0.0, taken) if taken else True
+    assert bucket.status(now) == status
+
+
+def test_status_of_a_bucket_in_debt_counts_the_debt_in_its_wait():
+    bucket = PerMinuteBucket(60)
+    assert bucket.take(0.0, 60)
+    bucket.charge(0.0, 30)
+    assert bucket.status(0.0) == (0, 90_000_000)
+    assert bucket.status(90.0) == (60, 0)
+
+
+# -- properties of n-token takes, refunds and debt, against an integer model -----------------
+
+
+class Model:
+    """The bucket's rules in Python's integers, with no float anywhere: what the bucket
+    must equal, unit for unit, after every step."""
+
+    def __init__(self, unit: int, earn: int, cap: int) -> None:
+        self.unit, self.earn, self.cap = unit, earn, cap
+        self.level, self.stamp = cap, 0
+
+    def settle(self, t: int) -> None:
+        if t > self.stamp:
+            self.level = min(self.cap, self.level + (t - self.stamp) * self.earn)
+            self.stamp = t
+
+    def take(self, t: int, n: int) -> bool:
+        self.settle(t)
+        if self.level >= n * self.unit - self.earn + 1:
+            self.level -= n * self.unit
+            return True
+        return False
+
+    def refund(self, t: int, n: int) -> None:
+        self.settle(t)
+        self.level = min(self.cap, self.level + n * self.unit)
+
+    def charge(self, t: int, n: int) -> None:
+        self.settle(t)
+        self.level -= n * self.unit
+
+
+def buckets():
+    """A per-second bucket (rate and burst as quantised) or a per-minute one, with its
+    integer model."""
+    per_second = st.builds(lambda milli, nano: (TokenBucket(milli / 1000, nano / 1e9), Model(10**9, milli, nano)),
+                           st.integers(1, 10**9), st.integers(10**9, 10**12))
+    per_minute = st.integers(1, MAX_PER_MINUTE).map(
+        lambda limit: (PerMinuteBucket(limit), Model(60_000_000, limit, limit * 60_000_000)))
+    return st.one_of(per_second, per_minute)
+
+
+steps = st.lists(st.tuples(st.integers(0, 5_000_000), st.sampled_from(["take", "refund", "charge"]),
+                           st.integers(1, 5000)), min_size=1, max_size=200)
+
+
+@settings(max_examples=400, deadline=None)
+@given(buckets(), steps)
+def test_property_takes_refunds_and_debt_are_exact_unit_for_unit(pair, script):
+    bucket, model = pair
+    t = 0
+    for gap, op, n in script:
+        t += gap
+        now = t / 1e6
+        if op == "take":
+            assert bucket.take(now, n) == model.take(t, n)
+        else:
+            getattr(bucket, op)(now, n)
+            getattr(model, op)(t, n)
+        assert bucket._level == model.level  # nothing rounded, created or lost
+        assert bucket.tokens(now) == max(0, model.level) / model.unit
+
+
+@settings(max_examples=400, deadline=None)
+@given(buckets(), steps)
+def test_property_net_usage_up_to_any_admission_is_at_most_the_level_plus_rate_times_elapsed(pair, script):
+    """From the start of any window to any admission in it, tokens taken, less those
+    refunded, plus those charged, are at most the level at the window's start (at most the
+    capacity) plus rate × T, and less than a microsecond's refill more (the tolerance)."""
+    bucket, model = pair
+    t, marks = 0, []  # (time, level, net usage so far) at the start of each step
+    net = 0
+    for gap, op, n in script:
+        t += gap
+        model.settle(t)
+        marks.append((t, model.level, net))
+        level = model.level
+        if op == "take":
+            if not bucket.take(t / 1e6, n):
+                continue
+            net += n * model.unit
+            for start, start_level, start_net in marks:
+                assert start_level <= model.cap
+                assert net - start_net <= start_level + model.earn * (t - start) + model.earn - 1
+        elif op == "refund":
+            bucket.refund(t / 1e6, n)
+            net -= min(model.cap, level + n * model.unit) - level  # what actually went back
+        else:
+            bucket.charge(t / 1e6, n)
+            net += n * model.unit
+        getattr(model, op)(t, n)
+
+
+@settings(max_examples=300, deadline=None)
+@given(buckets(), steps, st.integers(1, 10_000))
+def test_property_taking_n_at_once_is_taking_one_n_times(pair, script, n):
+    bucket, _ = pair
+    twin = TokenBucket.__new__(type(bucket))
+    for name in ("rate", "burst", "_unit", "_earn", "_cap", "_whole", "_due", "_level", "_stamp"):
+        setattr(twin, name, getattr(bucket, name))
+    t = 0
+    for gap, _, m in script:
+        t += gap
+        bucket.take(t / 1e6, m)
+        twin.take(t / 1e6, m)
+    now = t / 1e6
+    assume(n <= bucket.burst)
+    took = bucket.take(now, n)
+    singles = [twin.try_acquire(now) for _ in range(n)]
+    # One at a time, the first refusal ends the run: n at once is all of them or none.
+    assert took == all(singles)
+    if took:
+        assert bucket._level == twin._level
+
+
+@settings(max_examples=300, deadline=None)
+@given(buckets(), steps, st.integers(1, 10_000), st.floats(0, 100, allow_subnormal=False))
+def test_property_a_client_that_waits_the_advertised_time_gets_its_n_tokens(pair, script, n, later):
+    bucket, _ = pair
+    assume(n <= bucket.burst)
+    t = 0
+    for gap, op, m in script:
+        t += gap
+        getattr(bucket, op)(t / 1e6, m)
+    now = t / 1e6 + later
+    wait = bucket.retry_after_us(now, n)
+    if wait:
+        assert not bucket.take(now, n)
+        assert bucket.take(now + wait / 1e6, n)
+    else:
+        assert bucket.take(now, n)

@@ -110,6 +110,9 @@ def test_every_known_series_exists_from_the_start():
                      from_state="open", to_state="half_open") == 0
     assert value(samples, "gwlab_requests_total", code="429", provider="none") == 0
     assert value(samples, "gwlab_limiter_tokens") == config.BURST
+    for limit in ("requests", "tokens"):
+        assert value(samples, "gwlab_limiter_rejected_total", limit=limit) == 0
+    assert not any(name == "gwlab_limiter_tpm_tokens" for name, _ in samples)  # the limit is off
 
 
 def test_idle_breaker_half_opens_by_time_alone():
@@ -228,3 +231,36 @@ def test_index_page_links_to_metrics():
     status, content_type, text = asyncio.run(main())
     assert (status, content_type) == (200, "text/html")
     assert '<a href="/metrics">' in text
+
+
+def test_the_tokens_limit_shows_its_bucket_and_its_429s_apart_from_the_requests_limits():
+    t = [0.0]
+
+    async def main():
+        # Each request reserves 3 + 40 tokens and uses 3 + 9 of them (the fixed reply).
+        scenario = config.from_dict({"providers": {"p1": {"latency": 0.0}}, "limiter": {"burst": 3, "tpm": 60}})
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            codes = []
+            for _ in range(4):  # 60 -> 48 -> 36 -> 24 left: the third is short of tokens
+                async with http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 40}) as r:
+                    codes.append((r.status, (await r.json()).get("error", {}).get("code")))
+            t[0] = 30.0  # both buckets are full again
+            # Three admitted, each reserving 3 + 2 and using 3 + 9 (the fixed reply has no cap):
+            # 7 tokens each beyond the reservation; the fourth is out of request tokens.
+            for _ in range(4):
+                async with http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2}) as r:
+                    codes.append((r.status, (await r.json()).get("error", {}).get("code")))
+            samples = (await scrape(gw))[1]
+            t[0] = 40.0
+            later = (await scrape(gw))[1]
+        return codes, samples, later
+
+    codes, samples, later = asyncio.run(main())
+    assert [c for c in codes if c[0] == 429] == [(429, "rate_limit_tokens"), (429, "rate_limit_tokens"),
+                                               (429, "rate_limit_requests")]
+    assert value(samples, "gwlab_limiter_rejected_total", limit="tokens") == 2
+    assert value(samples, "gwlab_limiter_rejected_total", limit="requests") == 1
+    assert value(samples, "gwlab_rate_limited_total") == 3  # every 429, as before
+    assert value(samples, "gwlab_limiter_tpm_tokens") == 60 - 3 * 12
+    assert value(later, "gwlab_limiter_tpm_tokens") == 34
+    assert value(samples, "gwlab_limiter_tokens") == 0

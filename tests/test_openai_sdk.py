@@ -66,7 +66,7 @@ def test_rate_limit_error():
 
     error = asyncio.run(main())
     assert error.status_code == 429
-    assert (error.code, error.type) == ("rate_limit_exceeded", "rate_limit_error")
+    assert (error.code, error.type) == ("rate_limit_requests", "rate_limit_error")
     assert error.response.headers["retry-after-ms"] == "2000"
 
 
@@ -114,3 +114,50 @@ def test_unknown_endpoint_is_not_found():
 
     error = asyncio.run(main())
     assert (error.status_code, error.code) == (404, "unknown_url")
+
+
+RATELIMIT = [f"x-ratelimit-{name}-{kind}" for kind in ("requests", "tokens") for name in ("limit", "remaining", "reset")]
+
+
+def test_raw_responses_carry_openais_rate_limit_headers():
+    t = [0.0]
+
+    async def main():
+        scenario = single(limiter={"rate": 1, "burst": 60, "tpm": 150_000})
+        async with client(scenario, clock=lambda: t[0]) as sdk:
+            raw = await sdk.chat.completions.with_raw_response.create(model="gwlab-sim", messages=MESSAGES,
+                                                                      max_tokens=10)
+            return raw.headers, raw.parse()
+
+    headers, completion = asyncio.run(main())
+    assert isinstance(completion, ChatCompletion)
+    # "hello" is 2 prompt tokens; the reply 9: 11 used of the 12 reserved, at 2500 tokens a second.
+    assert [headers[name] for name in RATELIMIT] == ["60", "59", "1s", "150000", "149989", "5ms"]
+
+
+def test_a_request_short_of_tokens_is_a_rate_limit_error_naming_that_limit():
+    t = [0.0]
+
+    async def main():
+        async with client(single(limiter={"tpm": 60}), clock=lambda: t[0]) as sdk:
+            await sdk.chat.completions.create(model="gwlab-sim", messages=MESSAGES, max_tokens=40)
+            with pytest.raises(openai.RateLimitError) as info:
+                await sdk.chat.completions.create(model="gwlab-sim", messages=MESSAGES, max_tokens=50)
+        return info.value
+
+    error = asyncio.run(main())
+    assert (error.status_code, error.code, error.type) == (429, "rate_limit_tokens", "rate_limit_error")
+    # 60 - 11 = 49 tokens left; 52 needed: 3 s at a token a second.
+    headers = error.response.headers
+    assert (headers["retry-after-ms"], headers["x-ratelimit-remaining-tokens"]) == ("3000", "49")
+
+
+def test_a_request_larger_than_the_tokens_limit_is_a_bad_request_error():
+    async def main():
+        async with client(single(limiter={"tpm": 60})) as sdk:
+            with pytest.raises(openai.BadRequestError) as info:
+                await sdk.chat.completions.create(model="gwlab-sim", messages=MESSAGES)  # reserves 2 + 4096
+        return info.value
+
+    error = asyncio.run(main())
+    assert (error.status_code, error.code, error.param) == (400, "context_exceeds_limit", "messages")

@@ -444,3 +444,113 @@ def test_the_observed_outcome_decides_the_breaker_and_the_status(observed):
     assert route.call.outcome is Outcome.SUCCESS
     assert router.complete(route, 0.1, observed) == observed.status
     assert router.upstreams[0].breaker.state(0.1) is (State.HEALTHY if observed.ok else State.OPEN)
+
+
+# -- the tokens-per-minute limit ------------------------------------------------------------
+
+
+def tokens_router(rate: float = 1.0, burst: float = 2.0, tpm: int = 600, **limiter: Any) -> Router:
+    """One always-successful provider; ``burst`` requests at ``rate`` per second and ``tpm``
+    tokens a minute (10 a second with the default 600)."""
+    return Router(scenario({"a": good()}, limiter={"rate": rate, "burst": burst, "tpm": tpm, **limiter}), SEED)
+
+
+@pytest.mark.parametrize(("requests_taken", "tokens_taken", "tokens", "expected", "requests_left", "tokens_left"), [
+    # both have what the request needs: it takes one request token and its reservation
+    (0, 0, 100, None, 1, 500),
+    # the requests bucket is empty (a token in 1 s), the tokens bucket is not: nothing is taken
+    (2, 0, 100, Rejected(1_000_000, "rate_limit_requests"), 0, 600),
+    # the tokens bucket is short (50 tokens at 10/s: 5 s), the requests bucket is not: neither is taken
+    (0, 550, 100, Rejected(5_000_000, "rate_limit_tokens"), 2, 50),
+    # both are short: the later wait, and the code of the bucket that gives it
+    (2, 590, 20, Rejected(1_000_000, "rate_limit_requests"), 0, 10),  # tokens in 1 s too: a tie is the requests'
+    (2, 550, 100, Rejected(5_000_000, "rate_limit_tokens"), 0, 50),
+    (2, 595, 6, Rejected(1_000_000, "rate_limit_requests"), 0, 5),  # tokens in 0.1 s
+    # more than the tokens bucket can ever hold: 400, nothing taken or even looked at
+    (0, 0, 601, Rejected(0, "context_exceeds_limit"), 2, 600),
+    (2, 600, 601, Rejected(0, "context_exceeds_limit"), 0, 0),
+    # exactly the capacity is fine
+    (0, 0, 600, None, 1, 0),
+], ids=["both ok", "requests empty", "tokens short", "both, tie", "both, tokens later", "both, requests later",
+        "oversize", "oversize, both empty", "exactly the capacity"])
+def test_admission_takes_both_buckets_or_neither(requests_taken, tokens_taken, tokens, expected, requests_left,
+                                                 tokens_left):
+    router = tokens_router()
+    assert router.bucket.take(0.0, requests_taken) if requests_taken else True
+    assert router.tokens.take(0.0, tokens_taken) if tokens_taken else True
+    rejected = router.admit(0.0, tokens)
+    assert rejected == expected
+    if expected is not None:
+        assert rejected.status == (400 if expected.code == "context_exceeds_limit" else 429)
+    assert (router.bucket.tokens(0.0), router.tokens.level(0.0)) == (requests_left, tokens_left)
+    if expected is not None and expected.status == 429:  # the advertised wait admits it
+        assert router.admit(expected.retry_after, tokens) is None
+
+
+def test_without_a_tokens_limit_admission_takes_only_a_request_token():
+    router = tokens_router(tpm=0)
+    assert router.tokens is None
+    assert router.reservation(10, 100) == 0
+    assert router.admit(0.0, 10**9) is None  # no bucket to exceed
+    assert router.snapshot(0.0).tpm_tokens is None
+    assert "tpm_tokens" not in router.snapshot(0.0).to_dict()
+
+
+def test_the_reservation_is_the_prompt_and_max_tokens_or_the_default():
+    router = tokens_router(default_max_tokens=256)
+    assert router.reservation(10, 100) == 110
+    assert router.reservation(10, None) == 266
+    # Validation lets max_tokens be any integer >= 1: one no bucket could hold is a 400.
+    assert router.admit(0.0, router.reservation(10, 10**30)) == Rejected(0, "context_exceeds_limit")
+    assert config.DEFAULT_MAX_TOKENS == Router(scenario(limiter={"tpm": 10**6}), SEED).reservation(0, None)
+
+
+@pytest.mark.parametrize(("used", "level"), [
+    (100, 500),  # all of it
+    (30, 570),  # 70 unused come back
+    (0, 600),  # nothing used: all of it comes back
+    (250, 350),  # 150 beyond the reservation: debt
+])
+def test_a_refund_gives_back_the_unused_reservation_or_takes_debt(used, level):
+    router = tokens_router()
+    assert router.admit(0.0, 100) is None
+    route = router.route(0.0)
+    route.reserved = 100
+    router.complete(route, 0.0, route.call.outcome)
+    router.refund(route, 0.0, used)
+    assert router.tokens.level(0.0) == level
+    router.refund(route, 0.0, 0)  # settled once: a second refund changes nothing
+    assert router.tokens.level(0.0) == level
+
+
+def test_debt_below_zero_refills_from_there_and_refunds_never_pass_the_capacity():
+    router = tokens_router(tpm=60, burst=10)  # a token a second
+    routes = []
+    for _ in range(2):
+        assert router.admit(0.0, 30) is None
+        route = router.route(0.0)
+        route.reserved = 30
+        routes.append(route)
+    assert router.admit(0.0, 1) == Rejected(1_000_000, "rate_limit_tokens")
+    router.refund(routes[0], 0.0, 50)  # 20 beyond: the level goes to -20
+    assert router.snapshot(0.0).tpm_tokens == -20.0
+    assert router.admit(20.5, 1) == Rejected(500_000, "rate_limit_tokens")
+    router.refund(routes[1], 100.0, 1)  # 80 s later the level is 60: the 29 unused are capped
+    assert router.tokens.level(100.0) == 60.0
+
+
+def test_the_tokens_limit_can_be_switched_on_changed_and_off_at_run_time():
+    base = scenario({"a": good()})
+    router = Router(base, SEED)
+    assert router.tokens is None
+    router.configure(config.merge(base, {"limiter": {"tpm": 120}}), 1.0)
+    assert router.tokens.level(1.0) == 120.0  # starts full
+    assert router.admit(1.0, 100) is None
+    router.configure(config.merge(base, {"limiter": {"tpm": 60}}), 2.0)  # 20 + 2 at 2/s, then 1/s
+    assert router.tokens.level(2.0) == 22.0 and router.tokens.level(3.0) == 23.0
+    router.configure(config.merge(base, {"limiter": {"tpm": 10}}), 3.0)
+    assert router.tokens.level(3.0) == 10.0  # clamped to the new capacity
+    router.reset(3.0)
+    assert router.tokens.level(3.0) == 10.0
+    router.configure(base, 4.0)
+    assert router.tokens is None and router.admit(4.0, 100) is None

@@ -118,7 +118,7 @@ def test_rate_limited_request_gets_429_with_retry_after():
             assert headers["x-gwlab-provider"] == "none"
             assert "x-gwlab-route" not in headers
             assert body["error"]["type"] == "rate_limit_error"
-            assert body["error"]["code"] == "rate_limit_exceeded"
+            assert body["error"]["code"] == "rate_limit_requests"
             assert "rate limit exceeded" in body["error"]["message"]
             t[0] = 1.5  # 0.75 tokens: 0.25 short, i.e. 0.5 s; Retry-After rounds up to 1
             status, headers, _ = await post(http)
@@ -767,3 +767,240 @@ def test_the_access_log_is_off_at_info(caplog):
         assert [r for r in caplog.records if r.name.startswith("aiohttp")] == []
 
     asyncio.run(main())
+
+
+# -- the tokens-per-minute limit and OpenAI's rate-limit headers ----------------------------
+
+RATELIMIT = ("limit", "remaining", "reset")
+
+
+def limits(headers: Any, kind: str = "requests") -> tuple[str, str, str] | None:
+    """The ``x-ratelimit-{limit,remaining,reset}-KIND`` values of an answer (None if absent)."""
+    values = tuple(headers.get(f"x-ratelimit-{name}-{kind}") for name in RATELIMIT)
+    assert values == (None,) * 3 or None not in values, values  # all three or none
+    return None if values[0] is None else values
+
+
+def capped(max_tokens: int) -> dict[str, Any]:
+    """``CHAT`` (3 prompt tokens) with ``max_tokens``: it reserves 3 + max_tokens tokens."""
+    return {**CHAT, "max_tokens": max_tokens}
+
+
+@pytest.mark.parametrize(("provider", "status"), [({}, 200), ({"error_rate": 1.0}, 502),
+                                                  ({"outage": "hang"}, 504)], ids=["200", "502", "504"])
+def test_every_answer_carries_the_requests_limits_headers_and_no_tokens_ones_while_tpm_is_off(provider, status):
+    t = [0.0]
+
+    async def main():
+        scenario = single(gateway={"timeout": 0.01}, limiter={"rate": 2, "burst": 10}, **provider)
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            first = await post(http)
+            t[0] = 0.25  # half a token back
+            second = await post(http)
+            for _ in range(8):
+                await post(http)
+            return first, second, await post(http)
+
+    first, second, refused = asyncio.run(main())
+    assert first[0] == status and limits(first[1]) == ("10", "9", "500ms")
+    assert limits(first[1], "tokens") is None
+    assert limits(second[1]) == ("10", "8", "750ms")  # 8.5 tokens: 8 whole ones, full in 0.75 s
+    assert refused[0] == 429 and limits(refused[1]) == ("10", "0", "4.75s")
+    assert limits(refused[1], "tokens") is None
+
+
+def test_a_streamed_answer_carries_the_headers_with_its_200_and_gives_back_what_it_did_not_use():
+    t = [0.0]
+
+    async def main():
+        async with serving(single(limiter={"rate": 1, "burst": 10, "tpm": 600}), clock=lambda: t[0]) as (gw, http):
+            async with http.post("/v1/chat/completions", json={**capped(20), "stream": True}) as r:
+                status, headers = r.status, r.headers
+                events = await r.read()
+            after = await post(http, capped(20))
+            return status, headers, events, after
+
+    status, headers, events, after = asyncio.run(main())
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    assert events.endswith(b"data: [DONE]\n\n")
+    assert limits(headers) == ("10", "9", "1s")
+    # Sent at the first token: the reservation (3 + 20) is held while the stream runs.
+    assert limits(headers, "tokens") == ("600", "577", "2.3s")
+    # The stream used 3 + 9 (the fixed reply); the next request reserved 23 and used 12 too.
+    assert after[0] == 200 and limits(after[1], "tokens") == ("600", "576", "2.4s")
+
+
+@pytest.mark.parametrize(("provider", "used", "reset"), [({}, 12, "1.2s"), ({"error_rate": 1.0}, 3, "300ms")],
+                         ids=["200", "502"])
+def test_the_unused_reservation_comes_back_before_the_answer_is_sent(provider, used, reset):
+    t = [0.0]
+
+    async def main():
+        async with serving(single(limiter={"tpm": 600}, **provider), clock=lambda: t[0]) as (gw, http):
+            return await post(http, capped(100))
+
+    _, headers, _ = asyncio.run(main())
+    # 103 reserved; the prompt's 3 and the reply's 9 (none for a failure) used; 10 tokens a second.
+    assert limits(headers, "tokens") == ("600", str(600 - used), reset)
+    assert limits(headers) == ("1000", "999", "1ms")
+
+
+def test_a_request_short_of_tokens_is_a_429_rate_limit_tokens_with_that_buckets_wait():
+    t = [0.0]
+
+    async def main():
+        # 60 tokens a minute: one a second. Each request reserves 3 + 40 and uses 3 + 9.
+        async with serving(single(limiter={"rate": 1, "burst": 10, "tpm": 60}), clock=lambda: t[0]) as (gw, http):
+            answers = [await post(http, capped(40)) for _ in range(3)]
+            t[0] = 7.0
+            answers.append(await post(http, capped(40)))
+            return answers
+
+    answers = asyncio.run(main())
+    assert [a[0] for a in answers] == [200, 200, 429, 200]
+    status, headers, body = answers[2]
+    # 60 - 12 - 12 = 36 tokens; 43 are needed: 7 s.
+    assert (headers["Retry-After"], headers["retry-after-ms"]) == ("7", "7000")
+    assert body["error"]["code"] == "rate_limit_tokens" and body["error"]["type"] == "rate_limit_error"
+    assert "reserves 43 tokens" in body["error"]["message"] and "60 tokens per minute" in body["error"]["message"]
+    assert limits(headers, "tokens") == ("60", "36", "24s")
+    assert limits(headers) == ("10", "8", "2s")  # the refused request's token went back
+    assert headers["x-gwlab-provider"] == "none"
+
+
+@pytest.mark.parametrize(("reserved", "code", "wait_ms"), [
+    (43, "rate_limit_tokens", "7000"),  # 7 tokens short: 7 s; a request token in 2 s
+    (37, "rate_limit_requests", "2000"),  # 1 token short: 1 s
+    (38, "rate_limit_requests", "2000"),  # 2 tokens short: 2 s, a tie
+], ids=["tokens later", "requests later", "a tie"])
+def test_when_both_limits_are_short_the_429_names_the_later_one(reserved, code, wait_ms):
+    t = [0.0]
+
+    async def main():
+        # Two requests empty the requests bucket (a token in 2 s) and leave 60 - 2 * 12 = 36 tokens.
+        async with serving(single(limiter={"rate": 0.5, "burst": 2, "tpm": 60}), clock=lambda: t[0]) as (gw, http):
+            for _ in range(2):
+                assert (await post(http, capped(40)))[0] == 200
+            return await post(http, capped(reserved - 3))
+
+    status, headers, body = asyncio.run(main())
+    assert (status, body["error"]["code"], headers["retry-after-ms"]) == (429, code, wait_ms)
+    assert limits(headers) == ("2", "0", "4s") and limits(headers, "tokens") == ("60", "36", "24s")
+
+
+@pytest.mark.parametrize(("request_body", "param", "text"), [
+    (capped(58), "max_tokens", "reserves 61 tokens (3 of the prompt and max_tokens 58)"),
+    (CHAT, "messages", "reserves 4099 tokens (3 of the prompt and limiter.default_max_tokens 4096 (no max_tokens))"),
+], ids=["max_tokens", "the default"])
+def test_a_request_larger_than_the_tokens_limit_is_a_400_that_takes_nothing(request_body, param, text):
+    t = [0.0]
+
+    async def main():
+        scenario = single(limiter={"burst": 5, "tpm": 60}, breaker={"failure_threshold": 1}, error_rate=1.0)
+        async with serving(scenario, clock=lambda: t[0]) as (gw, http):
+            answer = await post(http, request_body)
+            return answer, gw.router.snapshot(0.0), gw.metrics.answers.get((400, "none"))
+
+    (status, headers, body), snapshot, counted = asyncio.run(main())
+    assert status == 400 and body["error"]["code"] == "context_exceeds_limit"
+    assert body["error"]["param"] == param and text in body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error"
+    # Nothing taken from either bucket, no provider called, no breaker charged.
+    assert limits(headers) == ("5", "5", "0s") and limits(headers, "tokens") == ("60", "60", "0s")
+    assert (snapshot.tokens, snapshot.tpm_tokens, snapshot.in_flight) == (5.0, 60.0, 0)
+    assert snapshot.providers["p1"].state.value == "healthy"
+    assert headers["x-gwlab-provider"] == "none" and counted == 1
+
+
+def test_a_tokens_limit_switched_on_at_run_time_starts_full_and_shows_in_the_headers():
+    t = [0.0]
+
+    async def main():
+        async with serving(single(), clock=lambda: t[0]) as (gw, http):
+            before = await post(http, capped(20))
+            gw.configure({"limiter": {"tpm": 6000}})
+            after = await post(http, capped(20))
+            state = await (await http.get("/admin/config")).json()
+            return before, after, state
+
+    before, after, state = asyncio.run(main())
+    assert limits(before[1], "tokens") is None
+    assert limits(after[1], "tokens") == ("6000", "5988", "120ms")
+    assert state["limiter"]["tpm"] == 6000
+
+
+def test_answers_while_the_bucket_is_full_carry_its_capacity_also_after_it_changes():
+    t = [0.0]
+
+    async def main():
+        async with serving(single(limiter={"rate": 100, "burst": 10}), clock=lambda: t[0]) as (gw, http):
+            answers = []
+            for at, patch in ((1.0, None), (2.0, None), (3.0, {"limiter": {"burst": 20}}), (100.0, None)):
+                if patch:
+                    gw.configure(patch)
+                t[0] = at
+                answers.append(await post(http))
+            return answers
+
+    answers = asyncio.run(main())
+    # Each request takes a token and the answer goes out at the same instant: 9 of 10...
+    assert [limits(a[1]) for a in answers] == [("10", "9", "10ms")] * 2 + [("20", "19", "10ms")] * 2
+    # ... while a provider that takes time answers once the bucket is full again.
+
+    async def later():
+        scenario = single(limiter={"rate": 1000, "burst": 10}, latency=0.05)  # refills 50 in a call
+        async with serving(scenario) as (gw, http):
+            first = await post(http)
+            gw.configure({"limiter": {"burst": 30}})
+            return first, await post(http)
+
+    first, second = asyncio.run(later())
+    assert limits(first[1]) == ("10", "10", "0s") and limits(second[1]) == ("30", "30", "0s")
+    for status, headers, _ in (first, second):
+        assert (status, headers["x-gwlab-provider"], headers["x-gwlab-route"]) == (200, "p1", "weighted")
+        assert headers["Content-Type"] == "application/json"
+
+
+def test_a_providers_429_carries_the_rate_limit_headers_and_gives_back_all_but_the_prompt():
+    async def main():
+        # One slot, no queue: the second request, sent while the first runs, is the provider's 429.
+        async with serving(single(limiter={"tpm": 60}, latency=0.5, capacity=1, queue=0)) as (gw, http):
+            first = asyncio.create_task(post(http, capped(20)))
+            await asyncio.sleep(0.1)
+            refused = await post(http, capped(20))
+            answered = await first
+            return refused, answered, gw.router.snapshot(gw.clock()).tpm_tokens
+
+    (status, headers, body), answered, level = asyncio.run(main())
+    assert (status, body["error"]["code"], headers["x-gwlab-provider"]) == (429, "provider_rate_limited", "p1")
+    # 60 less the first's 23 reserved and the refused one's prompt (3): its reservation's rest went back.
+    assert limits(headers, "tokens")[:2] == ("60", "34") and limits(headers)[0] == "1000"
+    assert answered[0] == 200 and limits(answered[1], "tokens")[:2] == ("60", "45")
+    assert 45 <= level < 47  # the prompts (3 + 3) and the reply (9) used, and under a second's refill
+
+
+def test_a_call_that_gave_up_waiting_for_a_slot_carries_the_rate_limit_headers_and_uses_its_prompt():
+    async def main():
+        # A stream of 40 tokens holds the one slot for 0.8 s (its first token within the
+        # timeout); a call that waits for the slot gives up 0.3 s after its routing.
+        scenario = single(gateway={"timeout": 0.3}, limiter={"tpm": 60}, ttft=0.01, output_tokens=40.0,
+                          decode_rate=50.0, capacity=1, queue=1)
+        async with serving(scenario) as (gw, http):
+            async def streamed():
+                async with http.post("/v1/chat/completions", json={**capped(50), "stream": True}) as r:
+                    return r.status, r.headers, await r.text()
+
+            first = asyncio.create_task(streamed())
+            await asyncio.sleep(0.1)
+            waited = await post(http, capped(2))
+            answered = await first
+            return waited, answered, gw.router.snapshot(gw.clock()).tpm_tokens
+
+    (status, headers, body), answered, level = asyncio.run(main())
+    assert (status, body["error"]["code"]) == (504, "provider_timeout") and "had no free slot" in body["error"]["message"]
+    # 60 less the stream's 53 reserved and the 504's prompt (3): the rest of its 5 went back.
+    assert limits(headers, "tokens")[:2] == ("60", "4") and limits(headers)[0] == "1000"
+    # The stream's headers at its first frame: 60 less its 53.
+    assert answered[0] == 200 and limits(answered[1], "tokens")[:2] == ("60", "7")
+    # Both ended: the stream's 3 + 40 used, the 504's 3, and under a second and a half's refill.
+    assert 14 <= level < 15.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,58 @@ def test_llm_runs_are_deterministic():
                          stream_error_rate=0.05, error_rate=0.05)
     scenario = config.merge(scenario, {"workload": {"stream_share": 0.6, "max_tokens": 300}})
     assert simulate(scenario, duration=120, seed=5).to_json() == simulate(scenario, duration=120, seed=5).to_json()
+
+
+# -- the tokens-per-minute limit --------------------------------------------------------------
+
+
+def tokens_limited(clients: int, events: list | None = None, **workload) -> config.Scenario:
+    """``clients`` closed-loop clients to one provider that answers 8 tokens after 0.1 s;
+    600 tokens a minute (10 a second) at the gateway, its request limit far away. Each
+    request's prompt is 2 tokens."""
+    return config.from_dict({"providers": {"a": {"latency": 0.1, "output_tokens": 8.0}},
+                             "limiter": {"tpm": 600, "default_max_tokens": 50},
+                             "workload": {"clients": clients, "prompt_tokens": 2, **workload},
+                             "events": events or []})
+
+
+def test_a_tokens_limit_admits_exactly_its_capacity_then_its_rate():
+    """Each request reserves 2 + 8 tokens and uses them all. Ten clients take 100 tokens every
+    0.1 s while a 0.1 s earns 1: 60 requests by t = 0.5 (5 tokens left), then the ten
+    clients all wait for the next 10 tokens, due at each whole second from 1 s on; one gets
+    them, nine are refused again, and the one admitted is refused on its return 0.1 s later."""
+    summary = simulate(tokens_limited(10, max_tokens=8), duration=30.5, seed=1).summary()
+    assert summary["codes"] == {"200": 60 + 30, "429": 10 + 30 * 10}
+    assert summary["output_tokens"]["total"] == 90 * 8
+
+
+def test_a_reservation_larger_than_the_use_is_given_back_at_the_end_of_each_call():
+    """One client reserves 2 + 50 (the default max_tokens) and uses 2 + 8: each 0.1 s cycle
+    nets 10 tokens less the 1 it earns. It is admitted while 600 - 9k >= 52, for k = 0 .. 60;
+    then it waits 0.1 s for its 52nd token, and from then on each answer leaves 43 tokens,
+    9 short, so it is admitted once a second (6.2 s, 7.2 s, ... 20.2 s) and refused in
+    between. Without the refund it would be admitted 11 times, then once every 5.2 s."""
+    summary = simulate(tokens_limited(1), duration=20.5, seed=1).summary()
+    assert summary["codes"] == {"200": 61 + 15, "429": 1 + 15}
+
+
+def test_without_a_tokens_limit_the_prompt_and_default_change_nothing():
+    plain = config.from_dict({"providers": {"a": {"latency": 0.1, "output_tokens": 8.0}}})
+    changed = config.merge(plain, {"workload": {"prompt_tokens": 1000}, "limiter": {"default_max_tokens": 7}})
+    results = [simulate(s, duration=10, seed=1).to_dict() for s in (plain, changed)]
+    for result in results:
+        del result["summary"]["scenario"]  # which shows the fields changed
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"workload": {"max_tokens": 599}}, "each request reserves 601 tokens (workload.prompt_tokens = 2 and "
+                                        "workload.max_tokens = 599)"),
+    ({"limiter": {"default_max_tokens": 4096}}, "each request reserves 4098 tokens (workload.prompt_tokens = 2 and "
+                                                "limiter.default_max_tokens = 4096 (workload.max_tokens = 0))"),
+])
+def test_a_workload_whose_requests_the_tokens_limit_can_never_admit_is_refused(patch, message):
+    with pytest.raises(config.ConfigError, match=re.escape(f"scenario: limiter.tpm = 600: {message}")):
+        simulate(config.merge(tokens_limited(1), patch), duration=1)
+    with pytest.raises(config.ConfigError, match=re.escape(f"scenario: event at 5 s: limiter.tpm = 600: {message}")):
+        simulate(tokens_limited(1, [{"at": 5, **patch}]), duration=10)

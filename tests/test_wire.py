@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import openai
@@ -15,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_body, error_frame, error_type, reply,
-                        reply_pieces, validate)
+from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_body, error_frame, error_type,
+                        ratelimit_headers, reply, reply_pieces, reset_duration, validate)
 
 CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
 """A valid request; its 11-character message is 3 prompt tokens."""
@@ -360,3 +361,67 @@ def test_the_sdk_raises_its_api_error_for_an_error_frame():
         sdk_stream(raw)
     assert (info.value.message, info.value.code, info.value.type) == ("provider p1 failed", "provider_error",
                                                                       "api_error")
+
+
+# -- the rate-limit headers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("wait_us", "text"), [
+    (0, "0s"),  # whole already
+    (1, "1ms"),  # a microsecond rounds up to a millisecond, never to 0s
+    (999, "1ms"),
+    (1000, "1ms"),
+    (1001, "2ms"),
+    (20_000, "20ms"),
+    (999_000, "999ms"),
+    (999_001, "1s"),
+    (1_000_000, "1s"),  # OpenAI's sample
+    (1_500_000, "1.5s"),
+    (1_020_000, "1.02s"),
+    (1_000_001, "1.001s"),
+    (59_999_000, "59.999s"),
+    (60_000_000, "1m0s"),
+    (61_500_000, "1m1.5s"),
+    (360_000_000, "6m0s"),  # OpenAI's sample
+    (3_599_999_000, "59m59.999s"),
+    (3_600_000_000, "1h0m0s"),
+    (3_661_001_000, "1h1m1.001s"),
+    (90_061_000_000, "25h1m1s"),  # Go writes hours however many
+    (31_536_000_000_000, "8760h0m0s"),  # a year, the longest time a scenario holds
+])
+def test_reset_durations_are_whole_milliseconds_rounded_up_as_go_writes_them(wait_us, text):
+    assert reset_duration(wait_us) == text
+
+
+_GO_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a duration as Go's ``time.ParseDuration`` reads the forms Go writes."""
+    match = _GO_DURATION.fullmatch(text)
+    assert match and text, text
+    hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+@given(st.integers(0, 31_536_000_000_000))
+def test_a_reset_duration_reads_back_as_the_wait_rounded_up_to_a_millisecond(wait_us):
+    millis = round(parse_go_duration(reset_duration(wait_us)) * 1000)
+    assert millis == -(-wait_us // 1000)
+    assert millis * 1000 >= wait_us  # never early
+
+
+@pytest.mark.parametrize(("kind", "limit", "remaining", "reset_us", "headers"), [
+    ("requests", 60, 59, 1_000_000, [("x-ratelimit-limit-requests", "60"), ("x-ratelimit-remaining-requests", "59"),
+                                      ("x-ratelimit-reset-requests", "1s")]),
+    ("tokens", 150_000, 149_984, 360_000_000, [("x-ratelimit-limit-tokens", "150000"),
+                                               ("x-ratelimit-remaining-tokens", "149984"),
+                                               ("x-ratelimit-reset-tokens", "6m0s")]),
+    ("requests", 1, 0, 1, [("x-ratelimit-limit-requests", "1"), ("x-ratelimit-remaining-requests", "0"),
+                           ("x-ratelimit-reset-requests", "1ms")]),
+    ("tokens", 150_000_000, 150_000_000, 0, [("x-ratelimit-limit-tokens", "150000000"),
+                                             ("x-ratelimit-remaining-tokens", "150000000"),
+                                             ("x-ratelimit-reset-tokens", "0s")]),
+], ids=["openai's requests sample", "openai's tokens sample", "empty", "full"])
+def test_the_ratelimit_headers_are_openais(kind, limit, remaining, reset_us, headers):
+    assert ratelimit_headers(kind, limit, remaining, reset_us) == headers
