@@ -353,19 +353,9 @@ class Gateway:
         if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token comes
             return await self._stream(request, chat, route, arrived)
         if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
-            task = asyncio.current_task()
-            self._waiting.add(task)
-            try:
+            with _Waiting(self, route):
                 protocol: Any = request.protocol
                 await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
-            except BaseException:
-                self.router.abandon(route, self.clock())
-                self.metrics.cut_off(route)
-                raise
-            finally:
-                self._waiting.discard(task)
-                if self._idle is not None and not self._waiting:
-                    self._idle.set()
         ended = self.clock()
         status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
         name = route.upstream.name
@@ -413,21 +403,13 @@ class Gateway:
         away meanwhile abandons it (499), as does a stop that runs out of grace."""
         started = self._loop.create_future()
         self._starting[route] = started
-        task = asyncio.current_task()
-        self._waiting.add(task)
         try:
-            protocol: Any = request.protocol
-            left = route.routed + self.scenario.gateway.timeout - self.clock()
-            return await protocol.pause(left, started)
-        except BaseException:
-            self.router.abandon(route, self.clock())
-            self.metrics.cut_off(route)
-            raise
+            with _Waiting(self, route):
+                protocol: Any = request.protocol
+                left = route.routed + self.scenario.gateway.timeout - self.clock()
+                return await protocol.pause(left, started)
         finally:
             self._starting.pop(route, None)
-            self._waiting.discard(task)
-            if self._idle is not None and not self._waiting:
-                self._idle.set()
 
     def _started(self, route: Route, now: float) -> None:
         """The router started ``route``, which waited for a slot: its handler goes on."""
@@ -506,9 +488,7 @@ class Gateway:
         size = max(1, int(config.STREAM_FRAME_INTERVAL / gap)) if gap > 0 else tokens
         pieces = reply_pieces(name, tokens, size)
         protocol: Any = request.protocol
-        task = asyncio.current_task()
-        self._waiting.add(task)
-        try:
+        with _Waiting(self, route):
             await protocol.pause(start + call.ttft - self.clock())
             response = web.StreamResponse(headers=self._stream_headers[name, route.fallback])
             response.headers.extend(self._ratelimit(self.clock()))
@@ -520,14 +500,6 @@ class Gateway:
                 await protocol.pause(start + call.ttft + i * size * gap - self.clock())
                 await response.write(chunks.content(pieces[i]))
             await protocol.pause(start + call.duration - self.clock())  # the last token, or the failure
-        except BaseException:
-            self.router.abandon(route, self.clock())
-            self.metrics.cut_off(route)
-            raise
-        finally:
-            self._waiting.discard(task)
-            if self._idle is not None and not self._waiting:
-                self._idle.set()
         ended = self.clock()
         outcome = call.outcome
         self.router.complete(route, ended, outcome)
@@ -726,3 +698,30 @@ def _parse_json(raw: bytes) -> Any:
         raise ApiError(400, "request body is not valid JSON: nested too deeply", "invalid_json") from None
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
+
+
+class _Waiting:
+    """A handler waiting on its provider call (for a slot, for the call, for a stream's
+    tokens), as a ``with`` block: a stop that runs out of grace cuts it off (cancels it), and
+    any exception out of the wait (its client gone, the cut-off) abandons the call and counts
+    it 499 before it propagates."""
+
+    __slots__ = ("gateway", "route", "task")
+
+    def __init__(self, gateway: Gateway, route: Route) -> None:
+        self.gateway = gateway
+        self.route = route
+        self.task = asyncio.current_task()
+
+    def __enter__(self) -> None:
+        self.gateway._waiting.add(self.task)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
+        gateway = self.gateway
+        if kind is not None:
+            gateway.router.abandon(self.route, gateway.clock())
+            gateway.metrics.cut_off(self.route)
+        gateway._waiting.discard(self.task)
+        if gateway._idle is not None and not gateway._waiting:
+            gateway._idle.set()
+        return False
