@@ -26,21 +26,26 @@ import time
 from typing import Awaitable, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from benchmarks.bare import PATH
 from benchmarks.serving import serve
 from gwlab.config import BACKLOG, STREAM_FRAME_INTERVAL
-from gwlab.wire import DONE, Chunks, reply_pieces
+from gwlab.limiter import MAX_BURST
+from gwlab.wire import DONE, Chunks, ratelimit_headers, reply_pieces
 
 STREAMING_PROVIDER = "p1"
 """The provider the gateway streams from when serving ``--ttft ...``: the streams' text is
 its reply."""
-HEADERS = {
-    "Content-Type": "text/event-stream",
-    "x-gwlab-provider": STREAMING_PROVIDER,
-    "x-gwlab-route": "weighted",
-    "Cache-Control": "no-cache",
-}
+HEADERS = [
+    ("Content-Type", "text/event-stream"),
+    ("x-gwlab-provider", STREAMING_PROVIDER),
+    ("x-gwlab-route", "weighted"),
+    ("Cache-Control", "no-cache"),
+    # OpenAI's rate-limit headers as the benchmark's gateway sends them: its requests bucket
+    # (benchmarks.gateway_server's default, the largest) is full again at every first token.
+    *ratelimit_headers("requests", int(MAX_BURST), int(MAX_BURST), 0),
+]
 """The headers of the gateway's streamed answers from its one provider."""
 
 
@@ -60,7 +65,7 @@ def handler(ttft: float, decode_rate: float,
         loop = asyncio.get_running_loop()
         start = loop.time()
         await asyncio.sleep(ttft)
-        response = web.StreamResponse(headers=HEADERS)
+        response = web.StreamResponse(headers=CIMultiDict(HEADERS))
         await response.prepare(request)
         chunks = Chunks(prefix, next(ids), int(time.time()), model, False)
         await response.write(chunks.first() + chunks.content(pieces[0]))
