@@ -29,7 +29,7 @@ import enum
 import math
 from random import Random
 from statistics import NormalDist
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from gwlab.config import MAX_OUTPUT_TOKENS, ProviderConfig
 from gwlab.stats import STREAM_ERROR
@@ -102,22 +102,24 @@ class Call(NamedTuple):
 _new_call = tuple.__new__
 
 
-def quantile(distribution: str, median: float, p99: float, u: float) -> float:
-    """The value at quantile ``u`` (0 <= u < 1) of a ``"fixed"`` value ``median``, an
-    ``"exponential"`` of mean ``median``, or a ``"lognormal"`` of that median and ``p99``.
-    Finite for every ``u`` that ``random()`` returns: validation keeps a log-normal's p99
-    within :data:`~gwlab.config.MAX_P99_RATIO` times its median."""
+def sampler(distribution: str, median: float, p99: float) -> Callable[[float], float]:
+    """The quantile function (``u`` in 0 <= u < 1 to a value) of a ``"fixed"`` value
+    ``median``, an ``"exponential"`` of mean ``median``, or a ``"lognormal"`` of that median
+    and ``p99``, its constants worked out once. Finite for every ``u`` that ``random()``
+    returns: validation keeps a log-normal's p99 within
+    :data:`~gwlab.config.MAX_P99_RATIO` times its median."""
     if distribution == "fixed":
-        return median
+        return lambda u: median
     if distribution == "exponential":
-        return -median * math.log1p(-u)
+        return lambda u: -median * math.log1p(-u)
     sigma = math.log(p99 / median) / _Z99
-    return median * math.exp(sigma * _STANDARD_NORMAL.inv_cdf(max(u, _TINY)))
+    inv_cdf, exp = _STANDARD_NORMAL.inv_cdf, math.exp
+    return lambda u: median * exp(sigma * inv_cdf(u if u > _TINY else _TINY))
 
 
 def latency_quantile(config: ProviderConfig, u: float) -> float:
     """The latency at quantile ``u`` (0 <= u < 1) of the provider's distribution."""
-    return quantile(config.distribution, config.latency, config.p99, u)
+    return sampler(config.distribution, config.latency, config.p99)(u)
 
 
 def mean_latency(config: ProviderConfig) -> float:
@@ -149,6 +151,9 @@ class Provider:
         self.config = config
         self._tokens = bool(config.ttft or config.output_tokens or config.stream_error_rate)
         """Whether calls follow the token model (read on every call: kept beside the config)."""
+        self._latency = sampler(config.distribution, config.latency, config.p99)
+        self._ttft = sampler(config.ttft_distribution, config.ttft, config.ttft_p99)
+        self._output = sampler(config.output_distribution, config.output_tokens, config.output_p99)
 
     def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
              idle_timeout: float = math.inf) -> Call:
@@ -160,7 +165,7 @@ class Provider:
         tokens come more than ``idle_timeout`` seconds apart: it fails that long after its
         first), or a SUCCESS."""
         config = self.config
-        latency = latency_quantile(config, self._latency_rng.random())
+        latency = self._latency(self._latency_rng.random())
         failed = self._error_rng.random() < config.error_rate
         if self._tokens:
             return self._llm_call(config, latency, failed, timeout, streaming, max_tokens, idle_timeout)
@@ -178,22 +183,21 @@ class Provider:
         """:meth:`call` for a provider with token timing, a length model or mid-stream errors."""
         wanted = 0
         if config.output_tokens:
-            drawn = quantile(config.output_distribution, config.output_tokens, config.output_p99,
-                             self._output_rng.random())
+            drawn = self._output(self._output_rng.random())
             wanted = min(max(1, round(drawn)), MAX_OUTPUT_TOKENS)
         capped = max_tokens is not None and wanted > max_tokens
         tokens = max_tokens if capped else wanted
         if config.ttft:
-            first = quantile(config.ttft_distribution, config.ttft, config.ttft_p99, self._ttft_rng.random())
+            first = self._ttft(self._ttft_rng.random())
             gap = 1.0 / config.decode_rate
         else:  # the answer comes whole after the latency
             first, gap = latency, 0.0
         broken = self._stream_error_rng.random() if config.stream_error_rate else 1.0
         last = first + (max(tokens, 1) - 1) * gap
         if config.outage == "hang" or (first if streaming else last) > timeout:
-            return Call(timeout, _TIMEOUT, first)
+            return _new_call(Call, (timeout, _TIMEOUT, first, 0, False, 0.0))
         if failed or config.outage == "error":
-            return Call(first, _ERROR, first)
+            return _new_call(Call, (first, _ERROR, first, 0, False, 0.0))
         failing = broken < config.stream_error_rate
         # Given that it fails, the draw is uniform below the rate: its share of the rate is
         # the share of the output given before the failure (at least the first token).
@@ -201,5 +205,6 @@ class Provider:
         if streaming and sent > 1 and gap > idle_timeout:  # the second token comes too late
             return Call(first + idle_timeout, _STREAM_ERROR, first, 1)
         if failing:
-            return Call(first + (sent - 1) * gap, _STREAM_ERROR if streaming else _ERROR, first, sent)
-        return Call(last, _SUCCESS, first, tokens, capped)
+            return _new_call(Call, (first + (sent - 1) * gap, _STREAM_ERROR if streaming else _ERROR, first, sent,
+                                    False, 0.0))
+        return _new_call(Call, (last, _SUCCESS, first, tokens, capped, 0.0))
