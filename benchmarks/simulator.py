@@ -4,9 +4,10 @@ One simulated hour of open-loop traffic at 1000 requests/s through the seed scen
 fresh process pinned to one core: simulated requests per wall-clock second, the wall time,
 and the process's peak resident memory (VmHWM) against its size before the run.
 
-Then LLM traffic (:data:`LLM_MIX`): ten simulated minutes of a mix of short chat answers and
-long generations, most of them streamed, in another fresh process; simulated requests per
-wall-clock second again, beside the seed's in the same run.
+Then LLM traffic (:func:`llm_mix`, ``scenarios/llm_mix.toml`` scaled up): ten simulated
+minutes of a mix of short chat answers and long generations, most of them streamed, in
+another fresh process; simulated requests per wall-clock second again, beside the seed's in
+the same run.
 
 ``python -m benchmarks.simulator --duration S [--scenario seed|llm_mix]`` runs one and prints
 one JSON object.
@@ -18,6 +19,8 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Row, peak_rss_bytes, rss_bytes, run_json
 
@@ -29,31 +32,28 @@ AIM = 250_000.0
 """Simulated requests per wall second aimed at."""
 MB = 1024 * 1024
 
-LLM_MIX_RATE = 500.0
-"""Open-loop requests per second of the LLM mix: half the bucket's rate, so the gateway's
-limiter (the seed's 1000/s, burst 1000) admits every one."""
-LLM_MIX: dict = {
-    # Long generations outlast the seed's 10 s timeout, which bounds a whole answer when it
-    # is not streamed; max_tokens keeps the longest (2048 tokens at 35/s) under 60 s.
-    "gateway": {"timeout": 60.0},
-    "providers": {
-        "chat": {"weight": 70.0, "ttft": 0.25, "ttft_distribution": "lognormal", "ttft_p99": 1.0,
-                 "decode_rate": 60.0, "output_tokens": 120.0, "output_distribution": "lognormal",
-                 "output_p99": 600.0, "error_rate": 0.01, "stream_error_rate": 0.002},
-        "longgen": {"weight": 30.0, "ttft": 0.6, "ttft_distribution": "lognormal", "ttft_p99": 2.5,
-                    "decode_rate": 35.0, "output_tokens": 900.0, "output_distribution": "lognormal",
-                    "output_p99": 3000.0, "error_rate": 0.002, "stream_error_rate": 0.002},
-    },
-    "workload": {"mode": "open", "rate": LLM_MIX_RATE, "stream_share": 0.6, "max_tokens": 2048,
-                 "max_in_flight": 20_000},
-}
-"""The LLM mix the simulator is timed on (until ``scenarios/llm_mix.toml`` exists): a chat
-provider with short log-normal answers (median 120 tokens, p99 600, 60 tokens/s) and a
-long-generation one (median 900, p99 3000, 35 tokens/s), 70/30; 60 % of the requests
-streamed; at most 2048 tokens an answer. About 5,000 requests are in flight at once. The
-long provider's errors are rare: its failures end long before its successes, and a few in a
-row while its first answers are still being written would open its breaker (with the default
-three-failure threshold) again and again, leaving the mix to the chat provider."""
+LLM_MIX_SCALE = 62.5
+"""How many times ``scenarios/llm_mix.toml`` is scaled up for timing: its 8 requests a
+second become 500, and its limiter, provider capacities and queues grow alike, so the same
+share of slots is busy and nothing is refused; at 8 a second a wall second would simulate
+too few requests to time."""
+
+
+def llm_mix() -> Any:
+    """``scenarios/llm_mix.toml`` scaled up :data:`LLM_MIX_SCALE` times: its arrival rate,
+    its cap on requests in flight (at most :data:`gwlab.config.MAX_CLIENTS`), its limiter's
+    rate and burst, and each provider's capacity and queue."""
+    from gwlab import config
+
+    s = config.load(Path(__file__).parent.parent / "scenarios" / "llm_mix.toml")
+    k = LLM_MIX_SCALE
+    return config.merge(s, {
+        "workload": {"rate": s.workload.rate * k, "max_in_flight": min(round(s.workload.max_in_flight * k), config.MAX_CLIENTS)},
+        "limiter": {"rate": s.limiter.rate * k, "burst": s.limiter.burst * k},
+        "providers": {p.name: {"capacity": round(p.capacity * k), "queue": round(p.queue * k)} for p in s.providers},
+    })
+
+
 LLM_MIX_DURATION, SMOKE_LLM_MIX_DURATION = 600.0, 10.0
 LLM_MIX_AIM = 100_000.0
 """Simulated requests per wall second aimed at for the LLM mix."""
@@ -90,7 +90,7 @@ def _llm_mix(smoke: bool) -> Row:
     summary = out["summary"]
     return Row(
         "sim_llm_mix_requests_per_wall_second", speed, "requests/s", target=f">= {LLM_MIX_AIM:,.0f}/s (aim)",
-        met=speed >= LLM_MIX_AIM, offered_rate=LLM_MIX_RATE, achieved_rate=out["requests"] / duration,
+        met=speed >= LLM_MIX_AIM, offered_rate=out["rate"], achieved_rate=out["requests"] / duration,
         server_cpu=out["cpu"], load_generator="gwlab.simulate (virtual time)",
         detail={"simulated_seconds": duration, "requests": out["requests"], "wall_s": out["wall"],
                 "rejected": summary["codes"].get("429", 0), "codes": summary["codes"],
@@ -99,7 +99,8 @@ def _llm_mix(smoke: bool) -> Row:
                               for name, p in summary["providers"].items()},
                 "ttft_p50_s": summary.get("ttft", {}).get("p50"),
                 "output_tokens": summary.get("output_tokens", {}).get("total", 0),
-                "peak_memory_mb": out["peak_rss"] / MB, "scenario": "benchmarks.simulator.LLM_MIX"},
+                "peak_memory_mb": out["peak_rss"] / MB,
+                "scenario": f"scenarios/llm_mix.toml scaled {LLM_MIX_SCALE:g} times"},
     )
 
 
@@ -109,9 +110,10 @@ def main() -> None:
     parser.add_argument("--scenario", choices=("seed", "llm_mix"), default="seed")
     args = parser.parse_args()
     import gwlab
+    from gwlab import config
 
     pid = os.getpid()
-    scenario = LLM_MIX if args.scenario == "llm_mix" else {"workload": {"mode": "open", "rate": RATE}}
+    scenario = llm_mix() if args.scenario == "llm_mix" else config.from_dict({"workload": {"mode": "open", "rate": RATE}})
     gwlab.simulate(scenario, duration=1.0)
     before = rss_bytes(pid)
     cpu = time.process_time()
@@ -119,7 +121,7 @@ def main() -> None:
     result = gwlab.simulate(scenario, duration=args.duration)
     wall = time.perf_counter() - started
     summary = result.summary()
-    out = {"requests": summary["offered"], "wall": wall, "rss_before": before, "peak_rss": peak_rss_bytes(pid),
+    out = {"requests": summary["offered"], "rate": scenario.workload.rate, "wall": wall, "rss_before": before, "peak_rss": peak_rss_bytes(pid),
            "cpu": (time.process_time() - cpu) / wall}
     if args.scenario != "seed":
         out["summary"] = {k: v for k, v in summary.items() if k != "scenario"}

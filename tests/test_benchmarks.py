@@ -133,7 +133,7 @@ def test_simulated_traffic_is_the_requested_open_loop(results):
 def test_llm_mix_is_simulated_whole_and_admitted_whole(results):
     row = rows(results)["sim_llm_mix_requests_per_wall_second"]
     detail = row["detail"]
-    expected = simulator.LLM_MIX_RATE * detail["simulated_seconds"]
+    expected = simulator.llm_mix().workload.rate * detail["simulated_seconds"]
     assert abs(detail["requests"] - expected) <= 4 * math.sqrt(expected)
     assert detail["rejected"] == 0 and detail["saturated"] == 0  # the limiter admits the whole mix
     assert all(p["requests"] > 0 for p in detail["providers"].values()), detail["providers"]
