@@ -18,7 +18,7 @@ The TOML shape::
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
                       ttft, ttft_distribution, ttft_p99, decode_rate,
                       output_tokens, output_distribution, output_p99, stream_error_rate,
-                      capacity, queue, rpm
+                      capacity, queue, rpm, tpm
     [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
@@ -302,7 +302,11 @@ class ProviderConfig:
     ``capacity`` is 0: no call waits); a call that finds the queue full is answered 429 by
     the provider at once. ``rpm`` > 0 is the provider's own limit in requests
     per minute, an exact token bucket of a minute's capacity (``rpm`` tokens) refilled at
-    ``rpm / 60`` per second; a call over it is answered 429 too."""
+    ``rpm`` per minute; a call over it is answered 429 too. ``tpm`` > 0 is its limit in
+    tokens per minute, a bucket like the gateway's ``limiter.tpm``: a call reserves the
+    request's prompt and ``max_tokens`` (or ``limiter.default_max_tokens``) from it, 429 when
+    it is short, and gives back what its answer did not use; a request that reserves more
+    than ``tpm`` is never sent to this provider."""
 
     name: str
     weight: float = field(default=1.0, metadata=_range(float, 0, MAX_WEIGHT))
@@ -321,7 +325,8 @@ class ProviderConfig:
     stream_error_rate: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
     capacity: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
     queue: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
-    rpm: float = field(default=0.0, metadata={**_range(float, 0, MAX_BURST), "added": True})
+    rpm: int = field(default=0, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
+    tpm: int = field(default=0, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
 
 
 @dataclass(frozen=True)
@@ -372,7 +377,7 @@ class Scenario:
         stream or cap their output. The live dashboard shows its LLM controls and charts then."""
         w = self.workload
         return bool(w.stream_share or w.max_tokens) or any(
-            p.ttft or p.output_tokens or p.stream_error_rate or p.capacity or p.rpm for p in self.providers)
+            p.ttft or p.output_tokens or p.stream_error_rate or p.capacity or p.rpm or p.tpm for p in self.providers)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -620,9 +625,6 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
                     f"a log-normal p99 greater than its median {what} ({m:g}), which must be > 0, "
                     f"and at most {MAX_P99_RATIO:g} times it",
                 )
-    for p in s.providers:
-        if 0 < p.rpm < 1:
-            raise check.fail(f"providers.{p.name}.rpm", p.rpm, "0 (no limit) or a number >= 1")
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
             "breaker.max_cooldown", s.breaker.max_cooldown,

@@ -2,15 +2,17 @@
 
 ::
 
-    admit(now, tokens) ── more tokens than the tokens bucket holds? ─▶ Rejected          400
+    admit(now, tokens) ── more tokens than any tokens bucket holds? ─▶ Rejected         400
          ├─ either bucket short? (take both or neither) ────────────▶ Rejected(retry_after)  429
-    route(now)
+    route(now, tokens)
          ├─ eligible = providers whose breaker is available(now)
+         │             (and whose own tokens limit could ever take the request's tokens)
          ├─ balancer picks among them (weights renormalised over that set)
          ├─ none eligible, or their weights sum to 0:
          │      fallback to the provider whose cooldown ends soonest,
          │      as a probe (its outcome decides its breaker)
          └─ breaker.acquire → provider decides the Call ──▶ Route
+                (its own capacity and limits may refuse it: a 429 Call)
     complete(route, now, outcome) ── breaker.record ──▶ status 200 / 502 / 504
     refund(route, now, used) ── the unused part of the tokens reserved, or the excess as debt
 
@@ -24,15 +26,17 @@ router never waits, never reads a clock and never counts metrics: it returns dec
 the shell records them. Breaker transitions reach the shell through :meth:`Router.subscribe`;
 :meth:`Router.snapshot` is the state a shell shows or samples, typed.
 
-With a tokens-per-minute limit (``limiter.tpm`` > 0), a request reserves its prompt's tokens
-and its ``max_tokens`` (:meth:`Router.reservation`) from a second bucket as it is admitted,
-and the shell tells what it used once the call has ended (:meth:`Router.refund`, with the
-tokens the answer carried): the unused part goes back, usage beyond the reservation is
+With a tokens-per-minute limit (``limiter.tpm`` > 0, or a provider's own ``tpm``), a request
+reserves its prompt's tokens and its ``max_tokens`` (:meth:`Router.reservation`) from the
+gateway's tokens bucket as it is admitted and from its provider's as it is routed there, and
+the shell tells what it used once the call has ended (:meth:`Router.refund`, with the tokens
+the answer carried): the unused part goes back to each, usage beyond the reservation is
 taken as debt. A call abandoned uses its whole reservation.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -52,15 +56,16 @@ RATE_LIMIT_REQUESTS = "rate_limit_requests"
 RATE_LIMIT_TOKENS = "rate_limit_tokens"
 """The ``code`` of a 429 for want of the tokens a request reserves."""
 CONTEXT_EXCEEDS_LIMIT = "context_exceeds_limit"
-"""The ``code`` of a 400 for a request that reserves more tokens than the tokens bucket holds."""
+"""The ``code`` of a 400 for a request that reserves more tokens than the gateway's tokens
+bucket holds, or than every provider's own tokens bucket holds."""
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A request not admitted, and why (``code``): a bucket was short, answer 429, and what
     it lacks is available in ``retry_after_us`` microseconds (a whole number, at least 1;
-    the later bucket's when both were short); or the request reserves more tokens than the
-    tokens bucket can ever hold (:data:`CONTEXT_EXCEEDS_LIMIT`), answer 400 (no wait)."""
+    the later bucket's when both were short); or the request reserves more tokens than a
+    tokens limit can ever take (:data:`CONTEXT_EXCEEDS_LIMIT`), answer 400 (no wait)."""
 
     retry_after_us: int
     code: str = RATE_LIMIT_REQUESTS
@@ -82,10 +87,12 @@ class Route:
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
     called anyway; ``streaming`` whether the request asked for a stream. ``pending`` until
     :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once. ``reserved``
-    holds the tokens its shell reserved at admission (0 without a tokens limit), for
-    :meth:`Router.refund`."""
+    holds the tokens the request took from the gateway's tokens bucket at admission, and
+    ``provider_reserved`` those its call took from its provider's (0 without such a limit),
+    until :meth:`Router.refund` settles them."""
 
-    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending", "reserved")
+    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending", "reserved",
+                 "provider_reserved")
 
     def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
         self.upstream = upstream
@@ -100,6 +107,7 @@ class Route:
         it was routed)."""
         self.pending = True
         self.reserved = 0
+        self.provider_reserved = 0
 
     @property
     def provider(self) -> str:
@@ -190,11 +198,23 @@ class Router:
         self.on_start: Callable[[Route, float], None] = _no_shell
         """Called with a route that waited for a slot and starts at the ``now`` given (the
         shell waits for this, then for the route's call); set by the shell."""
+        self._token_limits()
+
+    def _token_limits(self) -> None:
+        """Keep what the tokens limits allow, read on every request: whether any counts
+        tokens, the most tokens a request may reserve (the gateway's limit, and the largest
+        provider limit of those with a weight, none counting as unbounded) and the least
+        that every provider takes (beyond it, :meth:`route` skips the providers too small)."""
+        limits = [u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams if u.weight > 0]
+        self._counts_tokens = self.tokens is not None or any(u.tokens is not None for u in self.upstreams)
+        self._most_tokens = min(max(limits), math.inf if self.tokens is None else self.tokens.limit)
+        self._every_provider_takes = min(u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams)
 
     def reservation(self, prompt_tokens: int, max_tokens: int | None) -> int:
         """The tokens a request reserves: its prompt's and its ``max_tokens``, or
-        ``limiter.default_max_tokens`` when it gives none; 0 without a tokens limit."""
-        if self.tokens is None:
+        ``limiter.default_max_tokens`` when it gives none; 0 without a tokens limit (the
+        gateway's or a provider's)."""
+        if not self._counts_tokens:
             return 0
         return prompt_tokens + (self.scenario.limiter.default_max_tokens if max_tokens is None else max_tokens)
 
@@ -202,16 +222,16 @@ class Router:
         """Admit a request arriving at ``now`` that reserves ``tokens`` (its
         :meth:`reservation`): ``None`` when it is admitted, having taken a request token and,
         with a tokens limit, ``tokens`` tokens, both or neither. Otherwise what to answer:
-        400 if ``tokens`` exceed the tokens bucket's capacity (nothing is taken or checked),
-        else 429 with the wait until the bucket that is short has what the request needs
-        (the later one when both are)."""
+        400 if ``tokens`` exceed the gateway's tokens limit or every provider's own (of those
+        with a weight: nothing is taken or checked), else 429 with the wait until the bucket
+        that is short has what the request needs (the later one when both are)."""
+        if tokens > self._most_tokens:
+            return Rejected(0, CONTEXT_EXCEEDS_LIMIT)
         bucket = self.tokens
         if bucket is None or not tokens:
             if self.bucket.try_acquire(now):
                 return None
             return Rejected(self.bucket.retry_after_us(now))
-        if tokens > bucket.limit:
-            return Rejected(0, CONTEXT_EXCEEDS_LIMIT)
         if self.bucket.try_acquire(now):
             if bucket.take(now, tokens):
                 return None
@@ -222,34 +242,39 @@ class Router:
 
     def refund(self, route: Route, now: float, used: int) -> None:
         """The request of ``route`` used ``used`` tokens in all (its prompt's and the output
-        its answer carried; the prompt's alone for an answer with no output): give back what
-        it reserved and did not use, never above the bucket's capacity, or take what it used
-        beyond that as debt. Nothing without a reservation, or once the limit is off."""
-        reserved, bucket = route.reserved, self.tokens
-        if not reserved or bucket is None:
-            return
-        route.reserved = 0  # settled once
-        if used < reserved:
-            bucket.refund(now, reserved - used)
-        elif used > reserved:
-            bucket.charge(now, used - reserved)
+        its answer carried; the prompt's alone for an answer with no output): give back to
+        the gateway's tokens bucket and to its provider's what it reserved from each and did
+        not use, never above a bucket's capacity, or take what it used beyond that as debt.
+        Nothing for a bucket it reserved nothing from, or whose limit is off by now."""
+        if route.reserved:
+            _settle(self.tokens, now, route.reserved, used)
+            route.reserved = 0  # settled once
+        if route.provider_reserved:
+            _settle(route.upstream.tokens, now, route.provider_reserved, used)
+            route.provider_reserved = 0
 
-    def route(self, now: float, streaming: bool = False, max_tokens: int | None = None) -> Route:
-        """Decide the provider call of a request admitted at ``now``, which streams or not
-        and caps its output at ``max_tokens`` (``None``: no cap)."""
+    def route(self, now: float, streaming: bool = False, max_tokens: int | None = None, tokens: int = 0) -> Route:
+        """Decide the provider call of a request admitted at ``now``, which streams or not,
+        caps its output at ``max_tokens`` (``None``: no cap) and reserves ``tokens`` (its
+        :meth:`reservation`, as admitted). Providers whose own tokens limit is below
+        ``tokens`` are never chosen (:meth:`admit` refuses a request no provider takes)."""
         eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
                     else self.upstreams)
+        if tokens > self._every_provider_takes:
+            eligible = [u for u in eligible if u.fits(tokens)]
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
         if fallback:
-            chosen = self.soonest_reopening()
+            chosen = self.soonest_reopening(tokens)
         upstream: Upstream = chosen  # type: ignore[assignment]
         permit = upstream.breaker.acquire(now, fallback)
         upstream.in_flight += 1
         call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
         route = Route(upstream, permit, fallback, call, streaming)
+        if self.tokens is not None:
+            route.reserved = tokens
         if upstream.limited:
-            refused = upstream.enter(route, now, now + call.duration)
+            refused = upstream.enter(route, now, now + call.duration, tokens)
             if refused is not None:
                 route.call = Call(0.0, _RATE_LIMITED, 0.0, retry_after=refused)
             elif upstream.waiting and upstream.waiting[-1] is route:
@@ -268,10 +293,11 @@ class Router:
         for listener in self._listeners:
             listener(event)
 
-    def soonest_reopening(self) -> Upstream:
-        """The provider (with weight > 0) whose cooldown ends first; ties go to the one listed
-        first. Used when no provider is eligible: all are cooling down."""
-        return min((u for u in self.upstreams if u.weight > 0), key=lambda u: u.breaker.reopens_at)
+    def soonest_reopening(self, tokens: int = 0) -> Upstream:
+        """The provider (with weight > 0, and whose own tokens limit could take ``tokens``)
+        whose cooldown ends first; ties go to the one listed first. Used when no provider
+        is eligible: all are cooling down."""
+        return min((u for u in self.upstreams if u.weight > 0 and u.fits(tokens)), key=lambda u: u.breaker.reopens_at)
 
     def complete(self, route: Route, now: float, outcome: Outcome) -> int:
         """The provider call of ``route`` has ended at ``now`` with ``outcome``, as the shell
@@ -368,6 +394,7 @@ class Router:
         for upstream, config in zip(self.upstreams, scenario.providers):
             upstream.breaker.configure(scenario.breaker)
             self._begin(upstream.configure(config, now), now)
+        self._token_limits()
 
     def reset(self, now: float) -> None:
         """Full buckets and healthy breakers with no history; calls in flight finish
@@ -376,9 +403,21 @@ class Router:
         self.bucket = TokenBucket(self.scenario.limiter.rate, self.scenario.limiter.burst, now)
         tpm = self.scenario.limiter.tpm
         self.tokens = PerMinuteBucket(tpm, now) if tpm else None
+        self._token_limits()
         for u in self.upstreams:
             u.breaker.reset(now)
         self.balancer = balancers.create(self.scenario.gateway.balancer)
+
+
+def _settle(bucket: TokenBucket | None, now: float, reserved: int, used: int) -> None:
+    """Settle a reservation of ``reserved`` tokens from ``bucket`` (``None``: its limit is
+    off now) to the ``used`` tokens: give back the unused part, or take the excess as debt."""
+    if bucket is None:
+        return
+    if used < reserved:
+        bucket.refund(now, reserved - used)
+    elif used > reserved:
+        bucket.charge(now, used - reserved)
 
 
 def _no_shell(route: Route, now: float) -> None:

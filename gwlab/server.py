@@ -341,12 +341,11 @@ class Gateway:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
         router = self.router
-        reserved = 0 if router.tokens is None else router.reservation(chat.prompt_tokens, chat.max_tokens)
+        reserved = router.reservation(chat.prompt_tokens, chat.max_tokens)
         rejected = router.admit(now, reserved)
         if rejected is not None:
             return self._reject(rejected, arrived, chat, reserved)
-        route = router.route(now, chat.stream, chat.max_tokens)
-        route.reserved = reserved
+        route = router.route(now, chat.stream, chat.max_tokens, reserved)
         self.metrics.routed(route)
         gave_up = route.waiting and not await self._slot(request, route)
         outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
@@ -447,8 +446,8 @@ class Gateway:
             asked = f"max_tokens {chat.max_tokens}" if chat.max_tokens else (
                 f"limiter.default_max_tokens {self.scenario.limiter.default_max_tokens} (no max_tokens)")
             raise ApiError(400, f"this request reserves {reserved} tokens ({chat.prompt_tokens} of the prompt and "
-                                f"{asked}), more than the gateway's limit of {self.router.tokens.limit} tokens per "
-                                "minute can ever admit; lower max_tokens or shorten the prompt",
+                                f"{asked}), more than {self._token_limits(reserved)} can ever admit; lower "
+                                "max_tokens or shorten the prompt",
                            CONTEXT_EXCEEDS_LIMIT, "max_tokens" if chat.max_tokens else "messages", headers=dict(limits))
         wait = rejected.retry_after
         headers = [
@@ -467,6 +466,15 @@ class Gateway:
                        f"{bucket.burst:g}; retry in {wait:.3f} s")
         self.metrics.rejected(now - arrived, rejected.code)
         return error_response(429, message, rejected.code, headers=dict(headers))
+
+    def _token_limits(self, reserved: int) -> str:
+        """The tokens limits that refuse a request reserving ``reserved`` tokens: the
+        gateway's, or else every provider's own."""
+        tokens = self.router.tokens
+        if tokens is not None and reserved > tokens.limit:
+            return f"the gateway's limit of {tokens.limit} tokens per minute"
+        limits = ", ".join(f"{p.name} {p.tpm}" for p in self.scenario.providers if p.weight > 0)
+        return f"the providers' own limits in tokens per minute ({limits})"
 
     async def _stream(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
                       arrived: float) -> web.StreamResponse:

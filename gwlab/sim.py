@@ -179,17 +179,25 @@ def _check_cycle(s: Scenario, source: str) -> None:
 
 
 def _check_reservation(s: Scenario, source: str) -> None:
-    """Every simulated request reserves the same tokens; if they exceed the tokens limit, the
-    gateway would answer each one 400 and the run would show nothing else."""
+    """Every simulated request reserves the same tokens; if they exceed the gateway's tokens
+    limit, or every provider's own, the gateway would answer each one 400 and the run would
+    show nothing else."""
     w, limiter = s.workload, s.limiter
     reserved = w.prompt_tokens + (w.max_tokens or limiter.default_max_tokens)
+    cap = f"workload.max_tokens = {w.max_tokens}" if w.max_tokens else \
+        f"limiter.default_max_tokens = {limiter.default_max_tokens} (workload.max_tokens = 0)"
+    reserves = f"each request reserves {reserved} tokens (workload.prompt_tokens = {w.prompt_tokens} and {cap})"
     if limiter.tpm and reserved > limiter.tpm:
-        cap = f"workload.max_tokens = {w.max_tokens}" if w.max_tokens else \
-            f"limiter.default_max_tokens = {limiter.default_max_tokens} (workload.max_tokens = 0)"
         raise ConfigError(
-            f"{source}: limiter.tpm = {limiter.tpm}: each request reserves {reserved} tokens "
-            f"(workload.prompt_tokens = {w.prompt_tokens} and {cap}), more than the limit can ever admit; "
+            f"{source}: limiter.tpm = {limiter.tpm}: {reserves}, more than the limit can ever admit; "
             f"expected a limiter.tpm >= {reserved}, or a smaller workload.max_tokens"
+        )
+    used = [p for p in s.providers if p.weight > 0]
+    if all(0 < p.tpm < reserved for p in used):
+        limits = ", ".join(f"providers.{p.name}.tpm = {p.tpm}" for p in used)
+        raise ConfigError(
+            f"{source}: {limits}: {reserves}, more than any provider's limit can ever take; "
+            f"expected a providers.NAME.tpm >= {reserved} (or 0), or a smaller workload.max_tokens"
         )
 
 
@@ -342,7 +350,7 @@ class _Engine:
         cap = w.max_in_flight
         share, max_tokens = w.stream_share, w.max_tokens or None
         llm = share > 0.0 or max_tokens is not None  # the clients count every answer's tokens
-        reserve = router.reservation(w.prompt_tokens, max_tokens)  # 0 without a tokens limit
+        reserve = router.reservation(w.prompt_tokens, max_tokens)  # 0 without tokens limits
         prompt = w.prompt_tokens  # while no scripted event changes the workload
         replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
         streams = stream(self.seed, "workload/stream")
@@ -435,8 +443,7 @@ class _Engine:
                         continue
                     wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
                 else:
-                    route = route_to(now, streaming, max_tokens)
-                    route.reserved = reserve
+                    route = route_to(now, streaming, max_tokens, reserve)
                     admitted += 1
                     area += in_flight * (now - last)
                     last = now
@@ -468,7 +475,7 @@ class _Engine:
                 else:
                     status = complete(route, now, call.outcome)
                 name = route.upstream.name
-                if route.reserved:  # what the answer used: the prompt and the tokens it carried
+                if route.reserved or route.provider_reserved:  # what the answer used: the prompt and its tokens
                     answered = status == 200 or status == stats.STREAM_ERROR
                     used = (call.tokens or replies[name]) if answered else 0
                     router.refund(route, now, used + (prompt if len(self.workloads) == 1 else self._prompt(sent)))

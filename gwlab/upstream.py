@@ -7,9 +7,11 @@ once; a call that finds every slot busy waits in a first-in-first-out queue of a
 ``queue`` calls, and one that finds the queue full is refused at once (429) with a
 retry-after equal to the wait until the soonest call in service ends (at least 1 ms). With
 ``rpm`` > 0 the provider's own limit is an exact token bucket of ``rpm`` tokens refilled at
-``rpm / 60`` per second (rates to the nearest 0.001 per second, as the gateway's bucket);
-a call it refuses is a 429 with the bucket's own wait. A call the queue refuses has already
-taken its ``rpm`` token: the provider saw it.
+``rpm`` per minute, exactly (as the gateway's ``limiter.tpm``); with ``tpm`` > 0 a call also reserves its request's tokens (prompt and ``max_tokens``) from a
+bucket of ``tpm`` tokens per minute, which is settled to what the answer used when the call
+ends (:meth:`gwlab.router.Router.refund`). A call takes from both buckets or from neither;
+one it refuses is a 429 with the wait until both would admit it (the later bucket's). A call
+the queue refuses has already taken from them: the provider saw it.
 
 A call waiting for a slot starts when a call in service ends or is abandoned (or when a
 larger capacity is configured): :meth:`Upstream.vacate` returns the calls that start, in
@@ -25,7 +27,7 @@ from typing import Any
 
 from gwlab.breaker import CircuitBreaker
 from gwlab.config import ProviderConfig
-from gwlab.limiter import TokenBucket
+from gwlab.limiter import PerMinuteBucket
 from gwlab.providers import Provider
 
 MIN_RETRY_AFTER = 0.001
@@ -38,7 +40,7 @@ class Upstream:
     in service, ``waiting`` routes queued for a slot."""
 
     __slots__ = ("name", "weight", "provider", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
-                 "_serving", "_live", "_numbers", "_bucket")
+                 "_serving", "_live", "_numbers", "requests", "tokens")
 
     def __init__(self, provider: Provider, breaker: CircuitBreaker, now: float) -> None:
         self.name = provider.config.name
@@ -48,8 +50,8 @@ class Upstream:
         self.provider = provider
         self.breaker = breaker
         self.in_flight = 0
-        self.limited = bool(provider.config.capacity or provider.config.rpm)
-        """Whether the provider has a capacity or its own rate limit: each call must
+        self.limited = bool(provider.config.capacity or provider.config.rpm or provider.config.tpm)
+        """Whether the provider has a capacity or its own rate limits: each call must
         :meth:`enter` (read on every call: kept beside the config)."""
         self.busy = 0
         """Calls holding a slot (counted only while ``capacity`` > 0 or calls queued since)."""
@@ -62,33 +64,38 @@ class Upstream:
         self._live: set[int] = set()
         """The numbers of the routes in service."""
         self._numbers = itertools.count()
-        self._bucket = self._rpm_bucket(provider.config, now)
+        self.requests = _per_minute(None, provider.config.rpm, now)
+        """The provider's own requests bucket (``rpm`` per minute), or ``None`` without that limit."""
+        self.tokens = _per_minute(None, provider.config.tpm, now)
+        """The provider's own tokens bucket (``tpm`` per minute), or ``None`` without that limit."""
 
-    @staticmethod
-    def _rpm_bucket(config: ProviderConfig, now: float) -> TokenBucket | None:
-        return TokenBucket(config.rpm / 60, config.rpm, now) if config.rpm else None
+    def fits(self, tokens: int) -> bool:
+        """Whether a request reserving ``tokens`` could ever be taken by the provider's own
+        tokens limit (always, without one)."""
+        return self.tokens is None or tokens <= self.tokens.limit
 
     def configure(self, config: ProviderConfig, now: float) -> list[Any]:
         """New parameters for the provider (under the same name), from ``now``; returns the
         waiting routes that a larger capacity starts now."""
-        old = self.provider.config
         self.provider.configure(config)
         self.weight = config.weight
-        self.limited = bool(config.capacity or config.rpm)
-        if config.rpm != old.rpm:
-            if config.rpm and self._bucket is not None:
-                self._bucket.configure(now, config.rpm / 60, config.rpm)
-            else:
-                self._bucket = self._rpm_bucket(config, now)
+        self.limited = bool(config.capacity or config.rpm or config.tpm)
+        self.requests = _per_minute(self.requests, config.rpm, now)
+        self.tokens = _per_minute(self.tokens, config.tpm, now)
         return self._start_waiting()
 
-    def enter(self, route: Any, now: float, end: float) -> float | None:
-        """A call routed here at ``now``, which would end at ``end`` if it started now:
-        ``None`` when it starts or waits (then it is in ``waiting``), or the seconds after
-        which the provider would take it when it refuses it (429)."""
+    def enter(self, route: Any, now: float, end: float, tokens: int = 0) -> float | None:
+        """A call routed here at ``now``, which would end at ``end`` if it started now and
+        reserves ``tokens`` (taken from the tokens bucket, when there is one, and then set
+        as ``route.provider_reserved``): ``None`` when it starts or waits (then it is in
+        ``waiting``), or the seconds after which the provider would take it when it refuses
+        it (429)."""
         config = self.provider.config
-        if self._bucket is not None and not self._bucket.try_acquire(now):
-            return self._bucket.retry_after(now)
+        wait = self._take(now, tokens)
+        if wait:
+            return wait / 1e6
+        if self.tokens is not None:
+            route.provider_reserved = tokens
         if not config.capacity or self.busy < config.capacity and not self.waiting:
             if config.capacity:
                 self.start(route, end)
@@ -97,6 +104,23 @@ class Upstream:
             self.waiting.append(route)
             return None
         return max(MIN_RETRY_AFTER, self._soonest_end() - now)
+
+    def _take(self, now: float, tokens: int) -> int:
+        """Take a request token and ``tokens`` tokens at ``now``, from the buckets there are,
+        all or nothing: 0 when taken, else the microseconds until every short bucket has
+        what the call needs."""
+        requests, bucket = self.requests, self.tokens
+        if bucket is None or not tokens:
+            if requests is None or requests.try_acquire(now):
+                return 0
+            return requests.retry_after_us(now)
+        if requests is None or requests.try_acquire(now):
+            if bucket.take(now, tokens):
+                return 0
+            if requests is not None:
+                requests.refund(now, 1)  # neither: the request token goes back as it was
+            return bucket.retry_after_us(now, tokens)
+        return max(requests.retry_after_us(now), bucket.retry_after_us(now, tokens))
 
     def start(self, route: Any, end: float) -> None:
         """``route``'s call takes a slot until ``end``."""
@@ -133,3 +157,14 @@ class Upstream:
         while ends and ends[0][1] not in self._live:
             heapq.heappop(ends)
         return ends[0][0] if ends else 0.0
+
+
+def _per_minute(bucket: PerMinuteBucket | None, limit: int, now: float) -> PerMinuteBucket | None:
+    """``bucket`` at a new ``limit`` per minute from ``now`` (0: no limit, ``None``): one
+    switched on starts full, one changed keeps its level (clamped to the new capacity)."""
+    if not limit:
+        return None
+    if bucket is None:
+        return PerMinuteBucket(limit, now)
+    bucket.configure(now, limit)
+    return bucket

@@ -162,3 +162,47 @@ def test_a_workload_whose_requests_the_tokens_limit_can_never_admit_is_refused(p
         simulate(config.merge(tokens_limited(1), patch), duration=1)
     with pytest.raises(config.ConfigError, match=re.escape(f"scenario: event at 5 s: limiter.tpm = 600: {message}")):
         simulate(tokens_limited(1, [{"at": 5, **patch}]), duration=10)
+
+
+def provider_limited(clients: int, tpm: int = 600, **provider) -> config.Scenario:
+    """:func:`tokens_limited`, with the limit of 600 tokens a minute the provider's own
+    instead of the gateway's (and no breaker: its 429s would open it)."""
+    scenario = tokens_limited(clients)
+    return config.merge(scenario, {"limiter": {"tpm": 0}, "breaker": {"enabled": False},
+                                   "providers": {"a": {"tpm": tpm, **provider}}})
+
+
+@pytest.mark.parametrize(("clients", "workload", "duration"), [(10, {"max_tokens": 8}, 30.5), (1, {}, 20.5)],
+                         ids=["capacity-then-rate", "refunds"])
+def test_a_providers_own_tokens_limit_refuses_as_the_gateways_would_but_as_the_provider(clients, workload, duration):
+    """The two runs above, with the limit moved to the provider: the same answers at the same
+    moments (both take and settle the same reservations, and a client waits the same
+    retry-after), but each 429 is the provider's, told apart in the summary."""
+    gateway = simulate(config.merge(tokens_limited(clients), {"workload": workload, "breaker": {"enabled": False}}),
+                       duration=duration, seed=1, keep_requests=True)
+    provider = simulate(config.merge(provider_limited(clients), {"workload": workload}),
+                        duration=duration, seed=1, keep_requests=True)
+    assert provider.summary()["codes"] == gateway.summary()["codes"]
+    assert [(r.sent, r.status) for r in provider.requests] == [(r.sent, r.status) for r in gateway.requests]
+    refused = {r.provider for r in provider.requests if r.status == 429}
+    assert refused == {"a"} and {r.provider for r in gateway.requests if r.status == 429} == {"none"}
+
+
+@pytest.mark.parametrize(("providers", "fails"), [
+    ({"a": {"tpm": 600}}, True),
+    ({"a": {"tpm": 600}, "b": {"tpm": 700}}, True),
+    ({"a": {"tpm": 600}, "b": {"tpm": 4098}}, False),  # b takes them all
+    ({"a": {"tpm": 600}, "b": {"tpm": 0}}, False),  # b has no limit
+    ({"a": {"tpm": 600}, "b": {"tpm": 0, "weight": 0.0}}, True),  # b is never called
+])
+def test_a_workload_no_provider_can_ever_take_is_refused(providers, fails):
+    scenario = config.from_dict({"providers": providers, "workload": {"clients": 1}})
+    if not fails:
+        assert simulate(scenario, duration=1, seed=1).summary()["codes"]["200"] > 0
+        return
+    limits = ", ".join(f"providers.{name}.tpm = {p['tpm']}" for name, p in providers.items()
+                       if p.get("weight", 1.0) > 0)
+    with pytest.raises(config.ConfigError, match=re.escape(
+            f"scenario: {limits}: each request reserves 4098 tokens (workload.prompt_tokens = 2 and "
+            "limiter.default_max_tokens = 4096 (workload.max_tokens = 0)), more than any provider's limit")):
+        simulate(scenario, duration=1)
