@@ -79,6 +79,12 @@ class Permit:
         return f"Permit(generation={self.generation}, probe={self.probe})"
 
 
+UNCOUNTED = Permit(-1, probe=False)
+"""The permit of a call whose outcome no breaker hears: of a generation no breaker has, so
+:meth:`CircuitBreaker.record` changes nothing. The router's ``panic`` fallback calls
+providers whose breakers are open under it (DESIGN: "breakers recover by their own probes")."""
+
+
 class PermitError(RuntimeError):
     """A probe permit was recorded or released a second time: the caller miscounts calls."""
 

@@ -11,7 +11,7 @@ a scenario and validated as a whole (:func:`merge`).
 
 The TOML shape::
 
-    [gateway]   balancer, timeout, stream_idle_timeout
+    [gateway]   balancer, timeout, stream_idle_timeout, fallback
     [limiter]   rate, burst, tpm, default_max_tokens
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
                 count_rate_limited
@@ -71,6 +71,9 @@ STREAM_IDLE_TIMEOUT = 60.0
 mid-stream error (nginx's ``proxy_read_timeout``: 60 s between two reads)."""
 BALANCER = "weighted_random"
 """The seed's load-balancing policy."""
+FALLBACK = "soonest"
+"""What the gateway does when no provider is eligible (every breaker open): the seed's rule,
+a probe of the provider whose cooldown ends soonest."""
 DISTRIBUTION = "fixed"
 """Provider latency distribution: the seed's latencies are fixed."""
 THINK_TIME = 0.0
@@ -203,6 +206,7 @@ the third table. Deeper data is refused before it is walked."""
 
 DISTRIBUTIONS = ("fixed", "exponential", "lognormal")
 OUTAGES = ("none", "error", "hang")
+FALLBACKS = ("soonest", "panic", "reject")
 MODES = ("closed", "open")
 
 
@@ -249,9 +253,17 @@ _BOOL = _spec("true or false", lambda v: True, bool)
 
 @dataclass(frozen=True)
 class GatewayConfig:
+    """The gateway's routing: its ``balancer``, its ``timeout`` (to a stream's first token,
+    or to any other answer), the most seconds between two tokens of a stream
+    (``stream_idle_timeout``), and what it does when no provider is eligible, every breaker
+    being open (``fallback``): ``"soonest"`` probes the provider whose cooldown ends first,
+    ``"panic"`` lets the balancer pick among all of them with their breakers ignored,
+    ``"reject"`` answers 503 until one reopens."""
+
     balancer: str = field(default=BALANCER, metadata=_choice(balancer.names))
     timeout: float = field(default=TIMEOUT, metadata=_POSITIVE_SECONDS)
     stream_idle_timeout: float = field(default=STREAM_IDLE_TIMEOUT, metadata={**_POSITIVE_SECONDS, "added": True})
+    fallback: str = field(default=FALLBACK, metadata={**_choice(lambda: FALLBACKS), "added": True})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ gwlab_limiter_rejected_total{limit}                 counter    429 answers by th
                                                                ``tokens``
 gwlab_fallback_total{provider}                      counter    calls forced on the provider
                                                                whose cooldown ends soonest
+gwlab_panic_total{provider}                         counter    calls made with every breaker
+                                                               open (``gateway.fallback =
+                                                               "panic"``)
 gwlab_in_flight_requests                            gauge      admitted requests not answered
 gwlab_provider_requests_total{provider,outcome}     counter    provider calls that ended:
                                                                success, error, timeout,
@@ -168,6 +171,8 @@ class Metrics:
         """Prompt and completion tokens per (provider, kind)."""
         self.fallbacks: collections.Counter[str] = collections.Counter({name: 0 for name in names})
         """Fallback calls per provider."""
+        self.panics: collections.Counter[str] = collections.Counter({name: 0 for name in names})
+        """Panic calls per provider."""
         self.transitions: collections.Counter[tuple[str, str, str]] = collections.Counter(
             {(name, a.value, b.value): 0 for name in names for a, b in _DIAGRAM}
         )
@@ -187,13 +192,16 @@ class Metrics:
         self._none_duration.observe(seconds)
 
     def refused(self, status: int) -> None:
-        """A request was answered ``status`` (4xx/5xx) without reaching the router."""
+        """A request was answered ``status`` (4xx/5xx) by the gateway itself: it reached no
+        provider."""
         self._count(status, NO_PROVIDER)
 
     def routed(self, route: Route) -> None:
         """The router admitted a request and chose its provider."""
         if route.fallback:
             self.fallbacks[route.upstream.name] += 1
+        elif route.panic:
+            self.panics[route.upstream.name] += 1
 
     def completed(self, route: Route, outcome: Outcome, seconds: float, call_seconds: float,
                   prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
@@ -279,6 +287,8 @@ class _Collector:
                                    labels=["provider"])
         fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
                                        "soonest, because no provider was available.", labels=["provider"])
+        panic = CounterMetricFamily("gwlab_panic", "Calls made while no provider was available, picked among all "
+                                    "of them (gateway.fallback = panic).", labels=["provider"])
         running = GaugeMetricFamily("gwlab_provider_requests_running", "Calls in a slot of a provider with a "
                                     "capacity.", labels=["provider"])
         waiting = GaugeMetricFamily("gwlab_provider_requests_waiting", "Calls waiting for a slot of a provider.",
@@ -291,6 +301,7 @@ class _Collector:
             cooldown.add_metric([name], p.cooldown_left)
             weight.add_metric([name], p.weight)
             fallback.add_metric([name], m.fallbacks[name])
+            panic.add_metric([name], m.panics[name])
         transitions = CounterMetricFamily("gwlab_breaker_transitions", "Breaker state changes.",
                                           labels=["provider", "from_state", "to_state"])
         for labels, count in m.transitions.items():
@@ -304,7 +315,7 @@ class _Collector:
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, rejected, outcomes, provider_duration,
-                    *limiters, in_flight, gauge, cooldown, weight, fallback, transitions, ttft, tpot, used, running,
+                    *limiters, in_flight, gauge, cooldown, weight, fallback, panic, transitions, ttft, tpot, used, running,
                     waiting)
 
 

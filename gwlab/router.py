@@ -8,9 +8,12 @@
          ├─ eligible = providers whose breaker is available(now)
          │             (and whose own tokens limit could ever take the request's tokens)
          ├─ balancer picks among them (weights renormalised over that set)
-         ├─ none eligible, or their weights sum to 0:
-         │      fallback to the provider whose cooldown ends soonest,
-         │      as a probe (its outcome decides its breaker)
+         ├─ none eligible, or their weights sum to 0: gateway.fallback
+         │      soonest: the provider whose cooldown ends soonest, as a probe
+         │               (its outcome decides its breaker)
+         │      panic:   the balancer's pick over every provider, breakers ignored
+         │               (the call's outcome changes no breaker)
+         │      reject: ──────────────────────────────────────────▶ Rejected(retry_after)  503
          └─ breaker.acquire → provider decides the Call ──▶ Route
                 (its own capacity and limits may refuse it: a 429 Call)
     complete(route, now, outcome) ── breaker.record ──▶ status 200 / 502 / 504
@@ -41,12 +44,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from gwlab import balancer as balancers
-from gwlab.breaker import CircuitBreaker, Listener, Permit, State, Transition
+from gwlab.breaker import UNCOUNTED, CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import Scenario
 from gwlab.limiter import PerMinuteBucket, TokenBucket
 from gwlab.providers import Call, Outcome, Provider
 from gwlab.streams import stream
-from gwlab.upstream import Upstream
+from gwlab.upstream import MIN_RETRY_AFTER, Upstream
 
 _RATE_LIMITED = Outcome.RATE_LIMITED
 
@@ -55,6 +58,8 @@ RATE_LIMIT_REQUESTS = "rate_limit_requests"
 """The ``code`` of a 429 for want of a request token."""
 RATE_LIMIT_TOKENS = "rate_limit_tokens"
 """The ``code`` of a 429 for want of the tokens a request reserves."""
+ALL_COOLING_DOWN = "all_providers_cooling_down"
+"""The ``code`` of a 503: no provider is eligible and ``gateway.fallback`` is ``"reject"``."""
 CONTEXT_EXCEEDS_LIMIT = "context_exceeds_limit"
 """The ``code`` of a 400 for a request that reserves more tokens than the gateway's tokens
 bucket holds, or than every provider's own tokens bucket holds."""
@@ -65,7 +70,9 @@ class Rejected:
     """A request not admitted, and why (``code``): a bucket was short, answer 429, and what
     it lacks is available in ``retry_after_us`` microseconds (a whole number, at least 1;
     the later bucket's when both were short); or the request reserves more tokens than a
-    tokens limit can ever take (:data:`CONTEXT_EXCEEDS_LIMIT`), answer 400 (no wait)."""
+    tokens limit can ever take (:data:`CONTEXT_EXCEEDS_LIMIT`), answer 400 (no wait); or,
+    from :meth:`Router.route`, every provider is cooling down and the fallback rejects
+    (:data:`ALL_COOLING_DOWN`), answer 503 with the wait until the soonest reopens."""
 
     retry_after_us: int
     code: str = RATE_LIMIT_REQUESTS
@@ -77,22 +84,27 @@ class Rejected:
 
     @property
     def status(self) -> int:
-        """The HTTP status to answer with: 429, or 400 for a request that can never be admitted."""
-        return 400 if self.code == CONTEXT_EXCEEDS_LIMIT else 429
+        """The HTTP status to answer with: 429, 400 for a request that can never be
+        admitted, or 503 when every provider is cooling down."""
+        return _STATUS.get(self.code, 429)
+
+
+_STATUS = {CONTEXT_EXCEEDS_LIMIT: 400, ALL_COOLING_DOWN: 503}
 
 
 class Route:
     """An admitted request: where it goes, under which permit, and how the call will end
     (``call``'s times count from the moment it starts: at once, or when a slot frees).
     ``fallback`` is true when no provider was eligible and the soonest-reopening one was
-    called anyway; ``streaming`` whether the request asked for a stream. ``pending`` until
+    called anyway, ``panic`` when none was and the balancer picked among all of them
+    (``gateway.fallback``); ``streaming`` whether the request asked for a stream. ``pending`` until
     :meth:`Router.complete` or :meth:`Router.abandon`, which accept it once. ``reserved``
     holds the tokens the request took from the gateway's tokens bucket at admission, and
     ``provider_reserved`` those its call took from its provider's (0 without such a limit),
     until :meth:`Router.refund` settles them."""
 
-    __slots__ = ("upstream", "permit", "fallback", "call", "streaming", "routed", "waiting", "pending", "reserved",
-                 "provider_reserved")
+    __slots__ = ("upstream", "permit", "fallback", "panic", "call", "streaming", "routed", "waiting", "pending",
+                 "reserved", "provider_reserved")
 
     def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
         self.upstream = upstream
@@ -108,10 +120,17 @@ class Route:
         self.pending = True
         self.reserved = 0
         self.provider_reserved = 0
+        self.panic = False
 
     @property
     def provider(self) -> str:
         return self.upstream.name
+
+    @property
+    def how(self) -> str:
+        """How the provider was chosen, as ``x-gwlab-route`` tells it: ``"weighted"`` (the
+        balancer, among the eligible), ``"fallback"`` or ``"panic"``."""
+        return "panic" if self.panic else "fallback" if self.fallback else "weighted"
 
     @property
     def status(self) -> int:
@@ -253,24 +272,42 @@ class Router:
             _settle(route.upstream.tokens, now, route.provider_reserved, used)
             route.provider_reserved = 0
 
-    def route(self, now: float, streaming: bool = False, max_tokens: int | None = None, tokens: int = 0) -> Route:
+    def route(self, now: float, streaming: bool = False, max_tokens: int | None = None,
+              tokens: int = 0) -> Route | Rejected:
         """Decide the provider call of a request admitted at ``now``, which streams or not,
         caps its output at ``max_tokens`` (``None``: no cap) and reserves ``tokens`` (its
         :meth:`reservation`, as admitted). Providers whose own tokens limit is below
-        ``tokens`` are never chosen (:meth:`admit` refuses a request no provider takes)."""
+        ``tokens`` are never chosen (:meth:`admit` refuses a request no provider takes).
+
+        When no provider is eligible, ``gateway.fallback`` decides: ``"soonest"`` and
+        ``"panic"`` give a route (:attr:`Route.fallback`, :attr:`Route.panic`); ``"reject"``
+        gives a :class:`Rejected` (503, :data:`ALL_COOLING_DOWN`) with the wait until the
+        soonest cooldown ends, and the tokens reserved go back (the request token stays
+        taken: the limiter admitted the request)."""
         eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
                     else self.upstreams)
         if tokens > self._every_provider_takes:
             eligible = [u for u in eligible if u.fits(tokens)]
         chosen = self.balancer.pick(eligible, self._rng) if eligible else None
         fallback = chosen is None
+        panic = False
         if fallback:
-            chosen = self.soonest_reopening(tokens)
+            policy = self.scenario.gateway.fallback
+            if policy == "reject":
+                return self._cooling_down(now, tokens)
+            if policy == "panic":
+                # Every provider with a weight (that can take the request): at least one can.
+                chosen = self.balancer.pick([u for u in self.upstreams if u.fits(tokens)], self._rng)
+                fallback, panic = False, True
+            else:
+                chosen = self.soonest_reopening(tokens)
         upstream: Upstream = chosen  # type: ignore[assignment]
-        permit = upstream.breaker.acquire(now, fallback)
+        permit = UNCOUNTED if panic else upstream.breaker.acquire(now, fallback)
         upstream.in_flight += 1
         call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
         route = Route(upstream, permit, fallback, call, streaming)
+        if panic:
+            route.panic = True
         if self.tokens is not None:
             route.reserved = tokens
         if upstream.limited:
@@ -281,6 +318,21 @@ class Router:
                 route.waiting = True
                 route.routed = now
         return route
+
+    def _cooling_down(self, now: float, tokens: int) -> Rejected:
+        """The 503 of ``gateway.fallback = "reject"``, with the wait until the soonest
+        provider that could take the request reopens. A half-open breaker whose probes are
+        all out has reopened already, and when its probes end is not known: it counts as
+        ``breaker.base_delay`` away, the shortest cooldown. At least
+        :data:`~gwlab.upstream.MIN_RETRY_AFTER`. The tokens reserved from the gateway's
+        bucket go back."""
+        if tokens and self.tokens is not None:
+            self.tokens.refund(now, tokens)
+        base = self.scenario.breaker.base_delay
+        wait = min(u.breaker.cooldown_left(now) or base for u in self.upstreams if u.weight > 0 and u.fits(tokens))
+        # Whole microseconds, rounded up; a float's error (1.5 - 1.2 is 0.30000000000000004)
+        # is rounded away first, at a thousandth of a microsecond.
+        return Rejected(math.ceil(round(max(MIN_RETRY_AFTER, wait) * 1e6, 3)), ALL_COOLING_DOWN)
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` hear every breaker transition from now on, after those

@@ -49,7 +49,7 @@ from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, err
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.providers import Outcome
-from gwlab.router import CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Rejected, Route, Router, Snapshot
+from gwlab.router import ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Rejected, Route, Router, Snapshot
 from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_frame, ratelimit_headers, reply,
                         reply_pieces, validate)
 
@@ -128,15 +128,14 @@ class Gateway:
         self._id_prefix = os.urandom(4).hex().encode()
         self._replies = {u.name: reply(u.name) for u in self.router.upstreams}
         self._route_headers = {  # case-insensitive dicts already: aiohttp copies them fastest
-            (u.name, fallback): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name,
-                                             ROUTE_HEADER: "fallback" if fallback else "weighted"})
-            for u in self.router.upstreams for fallback in (False, True)
+            (u.name, how): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name, ROUTE_HEADER: how})
+            for u in self.router.upstreams for how in ("weighted", "fallback", "panic")
         }
         self._stream_headers = {
             key: CIMultiDict({**headers, hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache"})
             for key, headers in self._route_headers.items()
         }
-        self._full: tuple[int, dict[tuple[str, bool], CIMultiDict]] = (0, {})
+        self._full: tuple[int, dict[tuple[str, str], CIMultiDict]] = (0, {})
         """The headers of an answer given while the requests bucket is full and no tokens
         limit is on, which is how a gateway under its limit answers nearly always, for the
         capacity they were written for: only then do the rate-limit headers' values repeat."""
@@ -346,6 +345,8 @@ class Gateway:
         if rejected is not None:
             return self._reject(rejected, arrived, chat, reserved)
         route = router.route(now, chat.stream, chat.max_tokens, reserved)
+        if route.__class__ is Rejected:  # every provider is cooling down: 503
+            return self._reject(route, arrived, chat, reserved)
         self.metrics.routed(route)
         gave_up = route.waiting and not await self._slot(request, route)
         outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
@@ -358,7 +359,8 @@ class Gateway:
         ended = self.clock()
         status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
         name = route.upstream.name
-        headers = self._route_headers[name, route.fallback]
+        how = route.how
+        headers = self._route_headers[name, how]
         if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
             call = route.call
             content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
@@ -373,7 +375,7 @@ class Gateway:
                     full = self._full
                     if full[0] != remaining:
                         full = self._full = self._full_headers(remaining)
-                    return web.Response(body=body, headers=full[1][name, route.fallback])
+                    return web.Response(body=body, headers=full[1][name, how])
             response = web.Response(body=body, headers=headers)
             response.headers.extend(self._ratelimit(ended))
             return response
@@ -416,7 +418,7 @@ class Gateway:
         if started is not None and not started.done():
             started.set_result(None)
 
-    def _full_headers(self, limit: int) -> tuple[int, dict[tuple[str, bool], CIMultiDict]]:
+    def _full_headers(self, limit: int) -> tuple[int, dict[tuple[str, str], CIMultiDict]]:
         """The headers of each provider's answers while the requests bucket, of ``limit``
         whole tokens, is full (and no tokens limit is on)."""
         full = ratelimit_headers("requests", limit, limit, 0)
@@ -437,9 +439,10 @@ class Gateway:
         return headers
 
     def _reject(self, rejected: Rejected, arrived: float, chat: ChatRequest, reserved: int) -> web.Response:
-        """The answer to a request the limits refused: 429 with the wait, or the 400 of a
-        request that reserves more tokens than the tokens bucket holds (an ApiError,
-        answered and counted as every 400 is)."""
+        """The answer to a request the gateway refused itself: 429 with the wait, the 503
+        of every provider cooling down under ``gateway.fallback = "reject"``, with the wait
+        until the soonest reopens, or the 400 of a request that reserves more tokens than a
+        tokens limit holds (an ApiError, answered and counted as every 400 is)."""
         now = self.clock()
         limits = self._ratelimit(now)
         if rejected.code == CONTEXT_EXCEEDS_LIMIT:
@@ -456,6 +459,11 @@ class Gateway:
             ("retry-after-ms", retry_after_ms_header(rejected.retry_after_us)),
             *limits,
         ]
+        if rejected.code == ALL_COOLING_DOWN:
+            message = (f"every provider's circuit breaker is open (gateway.fallback = reject); the soonest "
+                       f"reopens in {wait:.3f} s")
+            self.metrics.refused(503)
+            return error_response(503, message, ALL_COOLING_DOWN, headers=dict(headers))
         if rejected.code == RATE_LIMIT_TOKENS:
             limit = self.router.tokens.limit
             message = (f"rate limit exceeded: this request reserves {reserved} tokens and the gateway admits "
@@ -498,7 +506,7 @@ class Gateway:
         protocol: Any = request.protocol
         with _Waiting(self, route):
             await protocol.pause(start + call.ttft - self.clock())
-            response = web.StreamResponse(headers=self._stream_headers[name, route.fallback])
+            response = web.StreamResponse(headers=self._stream_headers[name, route.how])
             response.headers.extend(self._ratelimit(self.clock()))
             await response.prepare(request)
             first = self.clock()

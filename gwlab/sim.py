@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
-from gwlab.router import Route, Router
+from gwlab.router import Rejected, Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
@@ -435,15 +435,19 @@ class _Engine:
                 # strictly between 0 and 1 draws once per request sent.
                 streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
                 rejected = admit(now, reserve)
+                if rejected is None:
+                    route = route_to(now, streaming, max_tokens, reserve)
+                    if route.__class__ is Rejected:  # every provider cooling down: 503
+                        rejected = route
                 if rejected is not None:
-                    by_status[rejected_key] += 1
+                    status = rejected.status
+                    by_status[rejected_key if status == 429 else (status, stats.NO_PROVIDER)] += 1
                     if keep:
-                        requests.append(Request(now, now, stats.NO_PROVIDER, stats.RATE_LIMITED, 0.0, False))
+                        requests.append(Request(now, now, stats.NO_PROVIDER, status, 0.0, False))
                     if not client:
                         continue
-                    wait = pause_after(stats.RATE_LIMITED, rejected.retry_after, think)
+                    wait = pause_after(status, rejected.retry_after, think)
                 else:
-                    route = route_to(now, streaming, max_tokens, reserve)
                     admitted += 1
                     area += in_flight * (now - last)
                     last = now

@@ -28,6 +28,8 @@ ADMITTED = (200, 502, 504, STREAM_ERROR)
 provider's name (the provider's own limit or queue refused the call) is admitted too, see
 :func:`admitted`."""
 RATE_LIMITED = 429
+UNAVAILABLE = 503
+"""Every provider cooling down, under ``gateway.fallback = "reject"``."""
 CUT_OFF = 499
 """A request still unanswered when the run stopped (the nginx convention)."""
 NO_PROVIDER = "none"
@@ -52,6 +54,8 @@ STATUS_TABLE = (
     StatusRow("429: the provider's queue or own limit", "`429`, provider named", "yes",
               "failure (none with `breaker.count_rate_limited = false`)", "no"),
     StatusRow("502: the provider failed", "`502`", "yes", "failure", "no"),
+    StatusRow("503: every breaker open, `gateway.fallback = reject`", "`503`, provider `none`",
+              "no: the gateway answers it itself, as its 429", "-", "no"),
     StatusRow("504: past `gateway.timeout`", "`504`", "yes", "failure", "no"),
     StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
     StatusRow("499: the client left, or a stop cut it off", "`499`", "yes", "none: a probe slot is freed", "no"),

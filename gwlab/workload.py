@@ -1,7 +1,7 @@
 """Client behaviour, shared by the real load generator and the simulator.
 
 Closed loop: each of N clients sends a request, waits for the answer, then waits
-:func:`pause_after` (its think time, plus the server's ``retry-after-ms`` after a 429) and
+:func:`pause_after` (its think time, plus the server's ``retry-after-ms`` after a 429 or a 503) and
 sends again. The offered rate then falls as the gateway slows down, and requests that would
 have been sent during a stall are never sent: measured latencies look better than what an
 independent stream of users would see (coordinated omission).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from random import Random
 
-from gwlab.stats import RATE_LIMITED
+from gwlab.stats import RATE_LIMITED, UNAVAILABLE
 
 
 def next_arrival(now: float, rate: float, rng: Random) -> float:
@@ -25,5 +25,7 @@ def next_arrival(now: float, rate: float, rng: Random) -> float:
 
 
 def pause_after(status: int, retry_after: float, think_time: float) -> float:
-    """Seconds a closed-loop client waits after an answer before its next request."""
-    return think_time + (retry_after if status == RATE_LIMITED else 0.0)
+    """Seconds a closed-loop client waits after an answer before its next request: its
+    think time, and the answer's retry-after when it is a 429 or a 503 (RFC 9110 § 10.2.3
+    gives both a ``Retry-After``)."""
+    return think_time + (retry_after if status == RATE_LIMITED or status == UNAVAILABLE else 0.0)

@@ -197,7 +197,7 @@ ERRORS = [
      "scenario: unknown key 'limitter' (did you mean 'limiter'?);"
      " allowed: gateway, limiter, breaker, workload, providers, events"),
     ({"gateway": {"balancr": "x"}},
-     "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout, stream_idle_timeout"),
+     "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout, stream_idle_timeout, fallback"),
     ({"limiter": {"rat": 5}}, "scenario: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens"),
     ({"breaker": {"treshold": 2}},
      "scenario: unknown key 'breaker.treshold' (did you mean 'failure_threshold'?);"

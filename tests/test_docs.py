@@ -157,6 +157,7 @@ ANSWERED = {
     "429: the gateway's limit": (429, "none"),
     "429: the provider's queue or own limit": (429, "p1"),
     "502: the provider failed": (502, "p1"),
+    "503: every breaker open, `gateway.fallback = reject`": (503, "none"),
     "504: past `gateway.timeout`": (504, "p1"),
     "a stream failed after its first byte": (stats.STREAM_ERROR, "p1"),
 }

@@ -121,10 +121,11 @@ def _patch(path: _Path, value: Any) -> dict[str, Any]:
 
 
 def _read(scenario: Scenario, path: _Path) -> Any:
-    data: Any = scenario.to_dict()
-    for key in path:
-        data = data[key]
-    return data
+    """The value in force of the field at ``path`` (``(section, field)`` or ``("providers",
+    name, field)``), read from the scenario itself: its plain data leaves out the fields
+    added after the first release while they hold their defaults."""
+    section = scenario.provider(path[1]) if path[0] == "providers" else getattr(scenario, path[0])
+    return getattr(section, path[-1])
 
 
 class Dashboard:
@@ -200,7 +201,10 @@ class Dashboard:
                    for f in ("rate", "burst")]
         breaker = [self._control(("breaker", f), _slider(f"breaker.{f}", getattr(s.breaker, f)))
                    for f in ("failure_threshold", "base_delay", "max_cooldown")]
-        return self._column("Rate limiter", [*limiter, widgets.HTML("<b>Circuit breaker</b>"), *breaker])
+        fallback = widgets.Dropdown(description="fallback", options=list(config.FALLBACKS), value=s.gateway.fallback,
+                                    layout=_fill(), style=_STYLE)
+        return self._column("Rate limiter", [*limiter, widgets.HTML("<b>Circuit breaker</b>"), *breaker,
+                                             self._control(("gateway", "fallback"), fallback)])
 
     def _traffic(self) -> widgets.Widget:
         s = self.lab.scenario
