@@ -41,6 +41,7 @@ HEADERS = [
     ("Content-Type", "text/event-stream"),
     ("x-gwlab-provider", STREAMING_PROVIDER),
     ("x-gwlab-route", "weighted"),
+    ("x-gwlab-attempts", "1"),
     ("Cache-Control", "no-cache"),
     # OpenAI's rate-limit headers as the benchmark's gateway sends them: its requests bucket
     # (benchmarks.gateway_server's default, the largest) is full again at every first token.

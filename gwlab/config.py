@@ -20,6 +20,8 @@ The TOML shape::
                       output_tokens, output_distribution, output_p99, stream_error_rate,
                       capacity, queue, rpm, tpm
     [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens
+    [retry]     attempts, retry_on, base_delay, max_delay, jitter, deadline,
+                budget_ratio, budget_min_per_second, budget_window
     [[events]]  at = SECONDS, then any patch, e.g. providers.p1.outage = "error"
 
 Every number has a finite range (the ``MIN_*`` and ``MAX_*`` constants below, kept in each
@@ -69,6 +71,31 @@ stream it bounds the time to the first token."""
 STREAM_IDLE_TIMEOUT = 60.0
 """Seconds a stream may go without a token once it has begun; past them it fails as a
 mid-stream error (nginx's ``proxy_read_timeout``: 60 s between two reads)."""
+RETRY_ATTEMPTS = 1
+"""Attempts the gateway makes at a request: 1, no retries, as in the seed (``retry.attempts``)."""
+RETRY_ON = (429, 502, 504)
+"""The answers the gateway retries when ``retry.attempts`` > 1 (DESIGN): a provider's 429, a
+failure and a timeout."""
+RETRY_BASE_DELAY = 0.025
+"""Seconds of the first retry's backoff, doubling with each retry: Envoy's default
+``base_interval`` (25 ms)."""
+RETRY_MAX_DELAY = 0.25
+"""The backoff's cap in seconds: Envoy's default ``max_interval``, ten times the base."""
+RETRY_JITTER = "full"
+"""How the backoff is spread (:data:`gwlab.retry.JITTERS`): Envoy's, a uniform draw below it."""
+RETRY_DEADLINE = 15.0
+"""Seconds from a request's arrival after which the gateway starts no retry of it: Envoy's
+default route timeout."""
+RETRY_BUDGET_RATIO = 0.2
+"""Retries a retry budget allows, as a share of the requests in its window: Finagle's
+``RetryBudget`` default (20 %)."""
+RETRY_BUDGET_MIN_PER_SECOND = 10.0
+"""Retries a second a retry budget allows whatever the requests: Finagle's default floor."""
+RETRY_BUDGET_WINDOW = 10
+"""Seconds a retry budget counts requests and retries over: Finagle's default ``ttl``."""
+MAX_ATTEMPTS = 10
+"""Most attempts at one request: beyond it retries only multiply load (LiteLLM, Envoy and
+the openai SDK all default to 3 or fewer)."""
 BALANCER = "weighted_random"
 """The seed's load-balancing policy."""
 FALLBACK = "soonest"
@@ -207,6 +234,7 @@ the third table. Deeper data is refused before it is walked."""
 DISTRIBUTIONS = ("fixed", "exponential", "lognormal")
 OUTAGES = ("none", "error", "hang")
 FALLBACKS = ("soonest", "panic", "reject")
+JITTERS = ("none", "full", "equal", "decorrelated")
 MODES = ("closed", "open")
 
 
@@ -277,6 +305,37 @@ class LimiterConfig:
     tpm: int = field(default=TPM, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
     default_max_tokens: int = field(default=DEFAULT_MAX_TOKENS,
                                     metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
+
+
+def _statuses(allowed: tuple[int, ...]) -> dict:
+    """A list of distinct statuses among ``allowed`` (kept as a tuple)."""
+    return _spec(f"a list of distinct statuses among {list(allowed)}",
+                 lambda v: all(isinstance(x, int) and not isinstance(x, bool) and x in allowed for x in v)
+                 and len(set(v)) == len(v), list)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """The gateway's retries (DESIGN, "Retries and fallbacks"), off while ``attempts`` is 1.
+
+    A request whose attempt ends in a status of ``retry_on`` is tried again, on a provider
+    not tried yet when one is eligible, up to ``attempts`` attempts in all, after a backoff
+    of ``min(max_delay, base_delay × 2^(n−1))`` before the n-th retry spread by ``jitter``
+    (:mod:`gwlab.retry`); never after a stream's first byte, and never a retry whose backoff
+    would end more than ``deadline`` seconds after the request arrived. A retry budget
+    allows at most ``budget_min_per_second × budget_window + budget_ratio × requests``
+    retries over the last ``budget_window`` seconds."""
+
+    attempts: int = field(default=RETRY_ATTEMPTS, metadata={**_range(int, 1, MAX_ATTEMPTS), "added": True})
+    retry_on: tuple[int, ...] = field(default=RETRY_ON, metadata={**_statuses(RETRY_ON), "added": True})
+    base_delay: float = field(default=RETRY_BASE_DELAY, metadata={**_POSITIVE_SECONDS, "added": True})
+    max_delay: float = field(default=RETRY_MAX_DELAY, metadata={**_POSITIVE_SECONDS, "added": True})
+    jitter: str = field(default=RETRY_JITTER, metadata={**_choice(lambda: JITTERS), "added": True})
+    deadline: float = field(default=RETRY_DEADLINE, metadata={**_POSITIVE_SECONDS, "added": True})
+    budget_ratio: float = field(default=RETRY_BUDGET_RATIO, metadata={**_range(float, 0, MAX_WEIGHT), "added": True})
+    budget_min_per_second: float = field(default=RETRY_BUDGET_MIN_PER_SECOND,
+                                         metadata={**_range(float, 0, MAX_RATE), "added": True})
+    budget_window: int = field(default=RETRY_BUDGET_WINDOW, metadata={**_range(int, 1, 3600), "added": True})
 
 
 @dataclass(frozen=True)
@@ -380,6 +439,7 @@ class Scenario:
     breaker: BreakerConfig = BreakerConfig()
     providers: tuple[ProviderConfig, ...] = field(default_factory=_seed_providers)
     workload: WorkloadConfig = WorkloadConfig()
+    retry: RetryConfig = RetryConfig()
     events: tuple[Event, ...] = ()
 
     @property
@@ -409,6 +469,9 @@ class Scenario:
             },
             "workload": _fields(self.workload),
         }
+        retry = _fields(self.retry)
+        if retry:  # a section of fields added after the first release: left out at its defaults
+            out["retry"] = {k: list(v) if isinstance(v, tuple) else v for k, v in retry.items()}
         if self.events:
             out["events"] = [{"at": e.at, **_plain(e.patch)} for e in self.events]
         return out
@@ -431,6 +494,7 @@ _SECTIONS = {
     "limiter": LimiterConfig,
     "breaker": BreakerConfig,
     "workload": WorkloadConfig,
+    "retry": RetryConfig,
 }
 _TOP_KEYS = (*_SECTIONS, "providers", "events")
 
@@ -484,7 +548,7 @@ class _Checker:
         if not ok or not spec["check"](raw):
             allowed = spec["allowed"]
             raise self.fail(where, raw, allowed() if callable(allowed) else allowed)
-        return float(raw) if kind is float else raw
+        return float(raw) if kind is float else tuple(raw) if kind is list else raw
 
     def depth(self, data: Any) -> None:
         """Refuse ``data`` nested deeper than :data:`MAX_DEPTH` tables and arrays, counted
@@ -637,6 +701,8 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
                     f"a log-normal p99 greater than its median {what} ({m:g}), which must be > 0, "
                     f"and at most {MAX_P99_RATIO:g} times it",
                 )
+    if s.retry.max_delay < s.retry.base_delay:
+        raise check.fail("retry.max_delay", s.retry.max_delay, f"a number >= retry.base_delay ({s.retry.base_delay:g})")
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
             "breaker.max_cooldown", s.breaker.max_cooldown,

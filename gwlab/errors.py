@@ -18,6 +18,8 @@ from gwlab.wire import ApiError, error_body
 
 PROVIDER_HEADER = "x-gwlab-provider"
 ROUTE_HEADER = "x-gwlab-route"
+ATTEMPTS_HEADER = "x-gwlab-attempts"
+"""How many provider calls a request took (more than one when the gateway retried it)."""
 NO_PROVIDER = "none"
 """The ``x-gwlab-provider`` value of answers no provider took part in (429, 4xx)."""
 

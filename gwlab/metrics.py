@@ -13,6 +13,10 @@ gwlab_limiter_rejected_total{limit}                 counter    429 answers by th
                                                                ``tokens``
 gwlab_fallback_total{provider}                      counter    calls forced on the provider
                                                                whose cooldown ends soonest
+gwlab_retry_decisions_total{decision}               counter    failed attempts the gateway
+                                                               retried (``retry``) or not, for
+                                                               want of ``attempts``, time
+                                                               (``deadline``) or ``budget``
 gwlab_panic_total{provider}                         counter    calls made with every breaker
                                                                open (``gateway.fallback =
                                                                "panic"``)
@@ -20,6 +24,7 @@ gwlab_in_flight_requests                            gauge      admitted requests
 gwlab_provider_requests_total{provider,outcome}     counter    provider calls that ended:
                                                                success, error, timeout,
                                                                stream_error or rate_limited
+                                                               (every attempt of a request)
 gwlab_provider_request_duration_seconds{provider}   histogram  those calls' durations
 gwlab_breaker_state{provider,state}                 gauge      1 for the current state
 gwlab_breaker_cooldown_seconds{provider}            gauge      cooldown left (0 unless open)
@@ -107,6 +112,8 @@ LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens"}
 """The ``limit`` label of ``gwlab_limiter_rejected_total`` by the 429's code."""
 STATES = tuple(s.value for s in State)
 CUT_OFF = 499
+RETRY_DECISIONS = ("retry", "attempts", "deadline", "budget")
+"""The decisions ``gwlab_retry_decisions_total`` counts (:class:`~gwlab.router.Retry`)."""
 """Status counted for a request cut off by the gateway's shutdown (the nginx convention)."""
 _PRECREATED_CODES = (200, 502, 504)
 _PRECREATED_REFUSALS = (400, 429)
@@ -173,6 +180,10 @@ class Metrics:
         """Fallback calls per provider."""
         self.panics: collections.Counter[str] = collections.Counter({name: 0 for name in names})
         """Panic calls per provider."""
+        self.attempts: collections.Counter[tuple[int, str]] = collections.Counter()
+        """Outcomes of the attempts the gateway retried, per (status, provider)."""
+        self.decisions = {decision: 0 for decision in RETRY_DECISIONS}
+        """Retry decisions after a failed attempt: :data:`RETRY_DECISIONS`."""
         self.transitions: collections.Counter[tuple[str, str, str]] = collections.Counter(
             {(name, a.value, b.value): 0 for name in names for a, b in _DIAGRAM}
         )
@@ -229,6 +240,23 @@ class Metrics:
         if tokens >= 2:
             self.tpot[name].observe((seconds - ttft) / (tokens - 1))
 
+    def decided(self, reason: str) -> None:
+        """The gateway decided whether to retry a failed attempt (a :class:`~gwlab.router.Retry`'s
+        ``reason``; ``not_retried``, for an answer it never retries, is not counted)."""
+        if reason in self.decisions:
+            self.decisions[reason] += 1
+
+    def attempted(self, route: Route, outcome: Outcome, call_seconds: float) -> None:
+        """An attempt that the gateway retries ended with ``outcome`` after ``call_seconds``
+        (its last attempt is counted by :meth:`completed`)."""
+        name = route.upstream.name
+        self.attempts[outcome.status, name] += 1
+        self.provider_durations[name].observe(call_seconds)
+
+    def gone(self) -> None:
+        """A request's client left while it waited for its next attempt: 499 under ``none``."""
+        self._count(CUT_OFF, NO_PROVIDER)
+
     def cut_off(self, route: Route) -> None:
         """The request of ``route`` was cut off before its call ended."""
         self._count(CUT_OFF, route.upstream.name)
@@ -269,7 +297,8 @@ class _Collector:
                                        labels=["provider", "outcome"])
         for name in state.providers:
             for outcome in Outcome:
-                outcomes.add_metric([name, outcome.value], m.answers.get((outcome.status, name), 0))
+                key = outcome.status, name
+                outcomes.add_metric([name, outcome.value], m.answers.get(key, 0) + m.attempts.get(key, 0))
         provider_duration = _histogram("gwlab_provider_request_duration_seconds",
                                        "Duration of provider calls that ended.", m.provider_durations)
         tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.", state.tokens)
@@ -287,6 +316,10 @@ class _Collector:
                                    labels=["provider"])
         fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
                                        "soonest, because no provider was available.", labels=["provider"])
+        decisions = CounterMetricFamily("gwlab_retry_decisions", "Failed attempts retried, or not for want of "
+                                        "attempts, time or budget.", labels=["decision"])
+        for decision, count in m.decisions.items():
+            decisions.add_metric([decision], count)
         panic = CounterMetricFamily("gwlab_panic", "Calls made while no provider was available, picked among all "
                                     "of them (gateway.fallback = panic).", labels=["provider"])
         running = GaugeMetricFamily("gwlab_provider_requests_running", "Calls in a slot of a provider with a "
@@ -315,7 +348,7 @@ class _Collector:
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, rejected, outcomes, provider_duration,
-                    *limiters, in_flight, gauge, cooldown, weight, fallback, panic, transitions, ttft, tpot, used, running,
+                    *limiters, in_flight, gauge, cooldown, weight, fallback, panic, decisions, transitions, ttft, tpot, used, running,
                     waiting)
 
 

@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from gwlab import balancer as balancers
 from gwlab.breaker import UNCOUNTED, CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import Scenario
 from gwlab.limiter import PerMinuteBucket, TokenBucket
 from gwlab.providers import Call, Outcome, Provider
+from gwlab.retry import Backoff, RetryBudget
 from gwlab.streams import stream
 from gwlab.upstream import MIN_RETRY_AFTER, Upstream
 
@@ -106,10 +107,12 @@ class Route:
     __slots__ = ("upstream", "permit", "fallback", "panic", "call", "streaming", "routed", "waiting", "pending",
                  "reserved", "provider_reserved")
 
-    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool) -> None:
+    def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool,
+                 panic: bool = False) -> None:
         self.upstream = upstream
         self.permit = permit
         self.fallback = fallback
+        self.panic = panic
         self.call = call
         self.streaming = streaming
         self.waiting = False
@@ -120,7 +123,6 @@ class Route:
         self.pending = True
         self.reserved = 0
         self.provider_reserved = 0
-        self.panic = False
 
     @property
     def provider(self) -> str:
@@ -135,6 +137,33 @@ class Route:
     @property
     def status(self) -> int:
         return self.call.outcome.status
+
+
+class Attempts:
+    """One request's attempts while the gateway retries (``retry.attempts`` > 1): when it
+    arrived, how many attempts it has made, the providers they went to, its backoff, and the
+    tokens it reserved from the gateway's bucket, held from one attempt to the next and
+    settled once, by its last attempt's refund."""
+
+    __slots__ = ("arrived", "made", "tried", "backoff", "reserved")
+
+    def __init__(self, arrived: float, backoff: Backoff) -> None:
+        self.arrived = arrived
+        self.made = 0
+        self.tried: list[Upstream] = []
+        self.backoff = backoff
+        self.reserved = 0
+
+
+class Retry(NamedTuple):
+    """What :meth:`Router.retry` decided: ``wait`` seconds before the next attempt, or
+    ``None`` when the request ends with its last attempt's answer, for ``reason``:
+    ``"retry"``, ``"not_retried"`` (its status is not in ``retry.retry_on``, or was a
+    success), ``"attempts"`` (all made), ``"deadline"`` (the backoff would end past it) or
+    ``"budget"`` (the retry budget refused it)."""
+
+    wait: float | None
+    reason: str
 
 
 class RouteError(RuntimeError):
@@ -214,10 +243,50 @@ class Router:
         self._timeout = scenario.gateway.timeout
         self._idle_timeout = scenario.gateway.stream_idle_timeout
         """The gateway's timeouts, read on every request: kept beside the scenario."""
+        self.budget = self._budget(scenario)
+        """The retry budget while retries are on (``retry.attempts`` > 1), else ``None``."""
+        self._retry_rng = stream(seed, "retry/jitter")
         self.on_start: Callable[[Route, float], None] = _no_shell
         """Called with a route that waited for a slot and starts at the ``now`` given (the
         shell waits for this, then for the route's call); set by the shell."""
         self._token_limits()
+
+    @staticmethod
+    def _budget(scenario: Scenario) -> RetryBudget | None:
+        r = scenario.retry
+        return RetryBudget(r.budget_ratio, r.budget_min_per_second, r.budget_window) if r.attempts > 1 else None
+
+    def attempts(self, now: float) -> Attempts | None:
+        """A request admitted at ``now`` that the gateway may retry: its :class:`Attempts`
+        (counted by the retry budget as a request), or ``None`` while retries are off."""
+        budget = self.budget
+        if budget is None:
+            return None
+        budget.request(now)
+        r = self.scenario.retry
+        return Attempts(now, Backoff(r.base_delay, r.max_delay, r.jitter, self._retry_rng))
+
+    def retry(self, attempts: Attempts, route: Route, now: float, status: int) -> Retry:
+        """The attempt of ``route`` ended at ``now`` with ``status``, after the shell
+        completed it: is the request tried again, and after how long? A retry waits its
+        backoff, or the provider's retry-after when longer (a 429), and needs a status in
+        ``retry.retry_on``, an attempt left, its wait ending by ``retry.deadline`` after
+        the request's arrival, and the retry budget's leave (asked last: only a retry that
+        would happen counts against it). When it retries, the gateway's tokens reservation
+        passes from ``route`` to the next attempt (``route``'s refund then settles only its
+        provider's)."""
+        r = self.scenario.retry
+        if status not in r.retry_on:
+            return Retry(None, "not_retried")
+        if attempts.made >= r.attempts:
+            return Retry(None, "attempts")
+        wait = max(attempts.backoff.next(), route.call.retry_after)
+        if now + wait > attempts.arrived + r.deadline:
+            return Retry(None, "deadline")
+        if self.budget is None or not self.budget.allows(now):
+            return Retry(None, "budget")
+        attempts.reserved, route.reserved = route.reserved, 0
+        return Retry(wait, "retry")
 
     def _token_limits(self) -> None:
         """Keep what the tokens limits allow, read on every request: whether any counts
@@ -273,11 +342,14 @@ class Router:
             route.provider_reserved = 0
 
     def route(self, now: float, streaming: bool = False, max_tokens: int | None = None,
-              tokens: int = 0) -> Route | Rejected:
+              tokens: int = 0, attempts: Attempts | None = None) -> Route | Rejected:
         """Decide the provider call of a request admitted at ``now``, which streams or not,
         caps its output at ``max_tokens`` (``None``: no cap) and reserves ``tokens`` (its
         :meth:`reservation`, as admitted). Providers whose own tokens limit is below
         ``tokens`` are never chosen (:meth:`admit` refuses a request no provider takes).
+        With ``attempts`` (the gateway retries: :meth:`attempts`), a retry goes to a
+        provider not tried yet by the request when one is eligible (with a weight), else to
+        any eligible one.
 
         When no provider is eligible, ``gateway.fallback`` decides: ``"soonest"`` and
         ``"panic"`` give a route (:attr:`Route.fallback`, :attr:`Route.panic`); ``"reject"``
@@ -288,28 +360,42 @@ class Router:
                     else self.upstreams)
         if tokens > self._every_provider_takes:
             eligible = [u for u in eligible if u.fits(tokens)]
-        chosen = self.balancer.pick(eligible, self._rng) if eligible else None
-        fallback = chosen is None
-        panic = False
-        if fallback:
+        chosen = None
+        if attempts is not None and attempts.tried:
+            untried = [u for u in eligible if u not in attempts.tried]
+            chosen = self.balancer.pick(untried, self._rng) if untried else None
+        if chosen is None:
+            chosen = self.balancer.pick(eligible, self._rng) if eligible else None
+        if chosen is not None:
+            upstream: Upstream = chosen  # type: ignore[assignment]
+            permit = upstream.breaker.acquire(now)
+            fallback = panic = False
+        else:  # no provider is eligible
             policy = self.scenario.gateway.fallback
             if policy == "reject":
-                return self._cooling_down(now, tokens)
-            if policy == "panic":
-                # Every provider with a weight (that can take the request): at least one can.
-                chosen = self.balancer.pick([u for u in self.upstreams if u.fits(tokens)], self._rng)
-                fallback, panic = False, True
+                if attempts is not None and attempts.made:  # a retry: its reservation is held
+                    held, attempts.reserved = attempts.reserved, 0
+                else:
+                    held = tokens if self.tokens is not None else 0
+                return self._cooling_down(now, tokens, held)
+            fallback, panic = policy == "soonest", policy == "panic"
+            if panic:  # every provider with a weight (that can take the request): at least one can
+                upstream = self.balancer.pick([u for u in self.upstreams if u.fits(tokens)], self._rng)
+                permit = UNCOUNTED
             else:
-                chosen = self.soonest_reopening(tokens)
-        upstream: Upstream = chosen  # type: ignore[assignment]
-        permit = UNCOUNTED if panic else upstream.breaker.acquire(now, fallback)
+                upstream = self.soonest_reopening(tokens)
+                permit = upstream.breaker.acquire(now, True)
         upstream.in_flight += 1
         call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
-        route = Route(upstream, permit, fallback, call, streaming)
-        if panic:
-            route.panic = True
-        if self.tokens is not None:
-            route.reserved = tokens
+        route = Route(upstream, permit, fallback, call, streaming, panic)
+        if attempts is None:
+            if self.tokens is not None:
+                route.reserved = tokens
+        else:
+            attempts.made += 1
+            attempts.tried.append(upstream)
+            # The request's reservation: taken with its first attempt, held from there.
+            route.reserved = attempts.reserved if attempts.made > 1 else tokens if self.tokens is not None else 0
         if upstream.limited:
             refused = upstream.enter(route, now, now + call.duration, tokens)
             if refused is not None:
@@ -319,15 +405,15 @@ class Router:
                 route.routed = now
         return route
 
-    def _cooling_down(self, now: float, tokens: int) -> Rejected:
+    def _cooling_down(self, now: float, tokens: int, held: int) -> Rejected:
         """The 503 of ``gateway.fallback = "reject"``, with the wait until the soonest
         provider that could take the request reopens. A half-open breaker whose probes are
         all out has reopened already, and when its probes end is not known: it counts as
         ``breaker.base_delay`` away, the shortest cooldown. At least
-        :data:`~gwlab.upstream.MIN_RETRY_AFTER`. The tokens reserved from the gateway's
-        bucket go back."""
-        if tokens and self.tokens is not None:
-            self.tokens.refund(now, tokens)
+        :data:`~gwlab.upstream.MIN_RETRY_AFTER`. The ``held`` tokens reserved from the
+        gateway's bucket go back."""
+        if held and self.tokens is not None:
+            self.tokens.refund(now, held)
         base = self.scenario.breaker.base_delay
         wait = min(u.breaker.cooldown_left(now) or base for u in self.upstreams if u.weight > 0 and u.fits(tokens))
         # Whole microseconds, rounded up; a float's error (1.5 - 1.2 is 0.30000000000000004)
@@ -440,6 +526,8 @@ class Router:
             self.tokens.configure(now, tpm)
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
+        if scenario.retry != self.scenario.retry:  # a fresh budget, for the new parameters
+            self.budget = self._budget(scenario)
         self.scenario = scenario
         self._timeout = scenario.gateway.timeout
         self._idle_timeout = scenario.gateway.stream_idle_timeout
@@ -459,6 +547,7 @@ class Router:
         for u in self.upstreams:
             u.breaker.reset(now)
         self.balancer = balancers.create(self.scenario.gateway.balancer)
+        self.budget = self._budget(self.scenario)
 
 
 def _settle(bucket: TokenBucket | None, now: float, reserved: int, used: int) -> None:

@@ -45,11 +45,12 @@ from gwlab import config
 from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
-from gwlab.errors import NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
+from gwlab.errors import ATTEMPTS_HEADER, NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.providers import Outcome
-from gwlab.router import ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Rejected, Route, Router, Snapshot
+from gwlab.router import (ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Attempts, Rejected, Route,
+                          Router, Snapshot)
 from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_frame, ratelimit_headers, reply,
                         reply_pieces, validate)
 
@@ -128,7 +129,8 @@ class Gateway:
         self._id_prefix = os.urandom(4).hex().encode()
         self._replies = {u.name: reply(u.name) for u in self.router.upstreams}
         self._route_headers = {  # case-insensitive dicts already: aiohttp copies them fastest
-            (u.name, how): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name, ROUTE_HEADER: how})
+            (u.name, how): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name, ROUTE_HEADER: how,
+                                        ATTEMPTS_HEADER: "1"})
             for u in self.router.upstreams for how in ("weighted", "fallback", "panic")
         }
         self._stream_headers = {
@@ -344,23 +346,36 @@ class Gateway:
         rejected = router.admit(now, reserved)
         if rejected is not None:
             return self._reject(rejected, arrived, chat, reserved)
-        route = router.route(now, chat.stream, chat.max_tokens, reserved)
-        if route.__class__ is Rejected:  # every provider is cooling down: 503
-            return self._reject(route, arrived, chat, reserved)
-        self.metrics.routed(route)
-        gave_up = route.waiting and not await self._slot(request, route)
-        outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
-        if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token comes
-            return await self._stream(request, chat, route, arrived)
-        if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
-            with _Waiting(self, route):
-                protocol: Any = request.protocol
-                await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
-        ended = self.clock()
-        status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
+        attempts = router.attempts(now)  # None while the gateway does not retry
+        protocol: Any = request.protocol
+        while True:  # an attempt
+            route = router.route(now, chat.stream, chat.max_tokens, reserved, attempts)
+            if route.__class__ is Rejected:  # every provider is cooling down: 503
+                return self._reject(route, arrived, chat, reserved, attempts)
+            self.metrics.routed(route)
+            gave_up = route.waiting and not await self._slot(request, route)
+            outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
+            if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token
+                return await self._stream(request, chat, route, arrived, attempts)  # never retried from here
+            if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
+                with _Waiting(self, route):
+                    await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
+            ended = self.clock()
+            status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
+            if attempts is None or status == 200:
+                break
+            retry = router.retry(attempts, route, ended, status)
+            self.metrics.decided(retry.reason)
+            if retry.wait is None:
+                break
+            router.refund(route, ended, chat.prompt_tokens)  # its provider's reservation: the prompt alone
+            self.metrics.attempted(route, outcome, ended - now)
+            with _Waiting(self, None):
+                await protocol.pause(retry.wait)
+            now = self.clock()
         name = route.upstream.name
         how = route.how
-        headers = self._route_headers[name, how]
+        headers = _attempted(self._route_headers[name, how], attempts)
         if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
             call = route.call
             content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
@@ -375,7 +390,7 @@ class Gateway:
                     full = self._full
                     if full[0] != remaining:
                         full = self._full = self._full_headers(remaining)
-                    return web.Response(body=body, headers=full[1][name, how])
+                    return web.Response(body=body, headers=_attempted(full[1][name, how], attempts))
             response = web.Response(body=body, headers=headers)
             response.headers.extend(self._ratelimit(ended))
             return response
@@ -438,11 +453,13 @@ class Gateway:
             headers += ratelimit_headers("tokens", tokens.limit, remaining, reset_us)
         return headers
 
-    def _reject(self, rejected: Rejected, arrived: float, chat: ChatRequest, reserved: int) -> web.Response:
+    def _reject(self, rejected: Rejected, arrived: float, chat: ChatRequest, reserved: int,
+                attempts: Attempts | None = None) -> web.Response:
         """The answer to a request the gateway refused itself: 429 with the wait, the 503
         of every provider cooling down under ``gateway.fallback = "reject"``, with the wait
-        until the soonest reopens, or the 400 of a request that reserves more tokens than a
-        tokens limit holds (an ApiError, answered and counted as every 400 is)."""
+        until the soonest reopens (and the attempts made before it, of a request the
+        gateway retries), or the 400 of a request that reserves more tokens than a tokens
+        limit holds (an ApiError, answered and counted as every 400 is)."""
         now = self.clock()
         limits = self._ratelimit(now)
         if rejected.code == CONTEXT_EXCEEDS_LIMIT:
@@ -459,6 +476,8 @@ class Gateway:
             ("retry-after-ms", retry_after_ms_header(rejected.retry_after_us)),
             *limits,
         ]
+        if attempts is not None:
+            headers.append((ATTEMPTS_HEADER, str(attempts.made)))
         if rejected.code == ALL_COOLING_DOWN:
             message = (f"every provider's circuit breaker is open (gateway.fallback = reject); the soonest "
                        f"reopens in {wait:.3f} s")
@@ -485,7 +504,7 @@ class Gateway:
         return f"the providers' own limits in tokens per minute ({limits})"
 
     async def _stream(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
-                      arrived: float) -> web.StreamResponse:
+                      arrived: float, attempts: Attempts | None = None) -> web.StreamResponse:
         """Answer ``stream: true`` for a call that gives a first token: 200 and
         ``text/event-stream`` at the first token, its frames at the call's pace (a token
         each, or grouped :data:`~gwlab.config.STREAM_FRAME_INTERVAL` apart), then the end of
@@ -506,7 +525,7 @@ class Gateway:
         protocol: Any = request.protocol
         with _Waiting(self, route):
             await protocol.pause(start + call.ttft - self.clock())
-            response = web.StreamResponse(headers=self._stream_headers[name, route.how])
+            response = web.StreamResponse(headers=_attempted(self._stream_headers[name, route.how], attempts))
             response.headers.extend(self._ratelimit(self.clock()))
             await response.prepare(request)
             first = self.clock()
@@ -716,15 +735,26 @@ def _parse_json(raw: bytes) -> Any:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
 
 
+def _attempted(headers: CIMultiDict, attempts: Attempts | None) -> CIMultiDict:
+    """``headers`` (which say one attempt), or for a request the gateway may retry a copy
+    saying how many attempts it made."""
+    if attempts is None:
+        return headers
+    copy = CIMultiDict(headers)
+    copy[ATTEMPTS_HEADER] = str(attempts.made)
+    return copy
+
+
 class _Waiting:
     """A handler waiting on its provider call (for a slot, for the call, for a stream's
-    tokens), as a ``with`` block: a stop that runs out of grace cuts it off (cancels it), and
-    any exception out of the wait (its client gone, the cut-off) abandons the call and counts
-    it 499 before it propagates."""
+    tokens), or with no call (``route`` ``None``) for its next attempt, as a ``with`` block: a
+    stop that runs out of grace cuts it off (cancels it), and any exception out of the wait
+    (its client gone, the cut-off) abandons the call and counts it 499 before it propagates
+    (under provider ``none`` between attempts)."""
 
     __slots__ = ("gateway", "route", "task")
 
-    def __init__(self, gateway: Gateway, route: Route) -> None:
+    def __init__(self, gateway: Gateway, route: Route | None) -> None:
         self.gateway = gateway
         self.route = route
         self.task = asyncio.current_task()
@@ -734,7 +764,9 @@ class _Waiting:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
         gateway = self.gateway
-        if kind is not None:
+        if kind is not None and self.route is None:
+            gateway.metrics.gone()
+        elif kind is not None:
             gateway.router.abandon(self.route, gateway.clock())
             gateway.metrics.cut_off(self.route)
         gateway._waiting.discard(self.task)

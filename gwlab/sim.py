@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
-from gwlab.router import Rejected, Route, Router
+from gwlab.router import Attempts, Rejected, Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
@@ -331,6 +331,11 @@ class _Engine:
         were sent, whether by a closed-loop client, the sequence number of their end event
         (-1 while they wait), their events in the heap (the deadline, and the end once they
         run)]."""
+        attempts_of: dict[Route, Attempts] = {}
+        """The attempts of each route in flight whose request the gateway may retry."""
+        retrying: dict[Route, Attempts] = {}
+        """Requests waiting for their next attempt, by the route of their last one (its heap
+        event is the retry's moment)."""
         push, pop = heapq.heappush, heapq.heappop
         next_arrival, pause_after = workload.next_arrival, workload.pause_after
         keep = self.keep
@@ -351,6 +356,7 @@ class _Engine:
         share, max_tokens = w.stream_share, w.max_tokens or None
         llm = share > 0.0 or max_tokens is not None  # the clients count every answer's tokens
         reserve = router.reservation(w.prompt_tokens, max_tokens)  # 0 without tokens limits
+        retries = router.budget is not None  # the gateway retries (retry.attempts > 1)
         prompt = w.prompt_tokens  # while no scripted event changes the workload
         replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
         streams = stream(self.seed, "workload/stream")
@@ -399,6 +405,7 @@ class _Engine:
                 share, max_tokens = w.stream_share, w.max_tokens or None
                 llm = share > 0.0 or max_tokens is not None
                 reserve = router.reservation(w.prompt_tokens, max_tokens)
+                retries = router.budget is not None
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -429,36 +436,46 @@ class _Engine:
             else:
                 _, event, route, sent, client = pop(heap)
 
-            if route is None:  # a request is sent
-                offered += 1
-                # Whether it streams, as the live clients decide before sending: a share
-                # strictly between 0 and 1 draws once per request sent.
-                streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
-                rejected = admit(now, reserve)
+            if route is None or (retrying and route in retrying):  # a request is sent, or tried again
+                if route is None:
+                    offered += 1
+                    # Whether it streams, as the live clients decide before sending: a share
+                    # strictly between 0 and 1 draws once per request sent.
+                    streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
+                    rejected = admit(now, reserve)
+                    attempts = router.attempts(now) if retries and rejected is None else None
+                else:  # it leaves the provider it failed on, and is routed again at once
+                    attempts, streaming, rejected = retrying.pop(route), route.streaming, None
+                    area += in_flight * (now - last)
+                    last = now
+                    in_flight -= 1
                 if rejected is None:
-                    route = route_to(now, streaming, max_tokens, reserve)
+                    route = route_to(now, streaming, max_tokens, reserve, attempts)
                     if route.__class__ is Rejected:  # every provider cooling down: 503
                         rejected = route
                 if rejected is not None:
                     status = rejected.status
                     by_status[rejected_key if status == 429 else (status, stats.NO_PROVIDER)] += 1
                     if keep:
-                        requests.append(Request(now, now, stats.NO_PROVIDER, status, 0.0, False))
+                        requests.append(Request(sent, now, stats.NO_PROVIDER, status, now - sent, False))
                     if not client:
                         continue
                     wait = pause_after(status, rejected.retry_after, think)
                 else:
-                    admitted += 1
+                    if attempts is None or attempts.made == 1:  # a retry was admitted with its first attempt
+                        admitted += 1
+                    if attempts is not None:
+                        attempts_of[route] = attempts
                     area += in_flight * (now - last)
                     last = now
                     in_flight += 1
                     if route.fallback:
                         fallbacks[route.upstream.name] += 1
                     if route.waiting:  # for a slot, until the gateway's timeout at most
-                        queued[route] = [now, client, -1, 1]
-                        push(heap, (now + router.scenario.gateway.timeout, seq, route, now, client))
+                        queued[route] = [sent, client, -1, 1]
+                        push(heap, (now + router.scenario.gateway.timeout, seq, route, sent, client))
                     else:
-                        push(heap, (now + route.call.duration, seq, route, now, client))
+                        push(heap, (now + route.call.duration, seq, route, sent, client))
                     seq += 1
                     continue
             else:  # its answer arrives
@@ -478,13 +495,25 @@ class _Engine:
                     status = router.give_up(route, now)
                 else:
                     status = complete(route, now, call.outcome)
+                attempts = attempts_of.pop(route, None) if attempts_of else None
+                if attempts is not None and status != 200:
+                    retry = router.retry(attempts, route, now, status)
+                    if retry.wait is not None:  # it ends here, and its request tries again after the wait
+                        router.refund(route, now, prompt if len(self.workloads) == 1 else self._prompt(sent))
+                        in_flight += 1
+                        retrying[route] = attempts
+                        push(heap, (now + retry.wait, seq, route, sent, client))
+                        seq += 1
+                        if started:
+                            seq = self._start(started, queued, heap, seq, now)
+                        continue
                 name = route.upstream.name
                 if route.reserved or route.provider_reserved:  # what the answer used: the prompt and its tokens
                     answered = status == 200 or status == stats.STREAM_ERROR
                     used = (call.tokens or replies[name]) if answered else 0
                     router.refund(route, now, used + (prompt if len(self.workloads) == 1 else self._prompt(sent)))
                 by_status[status, name] += 1
-                latency = now - sent if waited else call.duration
+                latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
                 if call.tokens or llm:  # LLM traffic; never for the seed's
                     self._tokens(cur.tally, route, status, latency)
@@ -513,7 +542,7 @@ class _Engine:
             cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start
         cut: set[Route] = set()  # a route that waited is in the heap twice, or after its end
         for _, _, route, sent, _ in heap:
-            if route is not None and route.pending and route not in cut:
+            if route is not None and (route.pending or route in retrying) and route not in cut:
                 cut.add(route)
                 cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
                 if keep:

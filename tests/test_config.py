@@ -195,7 +195,7 @@ ERRORS = [
     # unknown keys, with a suggestion, in every section
     ({"limitter": {}},
      "scenario: unknown key 'limitter' (did you mean 'limiter'?);"
-     " allowed: gateway, limiter, breaker, workload, providers, events"),
+     " allowed: gateway, limiter, breaker, workload, retry, providers, events"),
     ({"gateway": {"balancr": "x"}},
      "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout, stream_idle_timeout, fallback"),
     ({"limiter": {"rat": 5}}, "scenario: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens"),
@@ -213,7 +213,7 @@ ERRORS = [
      "scenario: event at 1 s: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens"),
     ({"events": [{"at": 1, "provders": {}}]},
      "scenario: event at 1 s: unknown key 'provders' (did you mean 'providers'?);"
-     " allowed: gateway, limiter, breaker, workload, providers"),
+     " allowed: gateway, limiter, breaker, workload, retry, providers"),
     ({"events": [{"at": 1, "providers": {"p1": {"outge": "error"}}}]},
      "scenario: event at 1 s: unknown key 'providers.p1.outge' (did you mean 'outage'?);"
      " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"
@@ -231,7 +231,7 @@ ERRORS = [
     ({"events": [{"at": 1.5, "limiter": {"rate": -2}}]},
      "scenario: event at 1.5 s: limiter.rate = -2: expected a number >= 0.001 and <= 1e+06"),
     ({"events": [{"at": 1, "events": []}]},
-     "scenario: unknown key 'events[0].events'; allowed: gateway, limiter, breaker, workload, providers"),
+     "scenario: unknown key 'events[0].events'; allowed: gateway, limiter, breaker, workload, retry, providers"),
     ({"events": {"at": 1}}, "scenario: events = a table: expected an array of tables ([[events]])"),
 ]
 
@@ -340,6 +340,8 @@ ROOM = {
     # what a boundary value needs from another field to pass the rules across fields
     "breaker.base_delay": {"breaker": {"max_cooldown": config.MAX_SECONDS}},
     "breaker.max_cooldown": {"breaker": {"base_delay": config.MIN_SECONDS}},
+    "retry.base_delay": {"retry": {"max_delay": config.MAX_SECONDS}},
+    "retry.max_delay": {"retry": {"base_delay": config.MIN_SECONDS}},
 }
 
 

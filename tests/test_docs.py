@@ -50,13 +50,15 @@ def scenario_fields() -> set[str]:
 
 
 def _shown(value: object) -> str:
-    """A default as the README shows it: TOML's spelling of booleans."""
+    """A default as the README shows it: TOML's spelling of booleans and arrays."""
+    if isinstance(value, tuple):
+        return str(list(value))
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def test_scenario_fields_walks_every_section():
     fields = scenario_fields()
-    assert {f.split(".")[0] for f in fields} == {"gateway", "limiter", "breaker", "providers", "workload"}
+    assert {f.split(".")[0] for f in fields} == {"gateway", "limiter", "breaker", "providers", "workload", "retry"}
     assert {"breaker.enabled", "workload.mode", "providers.NAME.p99", "providers.NAME.outage"} <= fields
 
 
@@ -100,7 +102,8 @@ def test_readme_states_the_range_of_every_number():
     ranged = {f"{section}.{f.name}": f.metadata["allowed"]
               for section, cls in (("gateway", config.GatewayConfig), ("limiter", config.LimiterConfig),
                                    ("breaker", config.BreakerConfig), ("providers.NAME", config.ProviderConfig),
-                                   ("workload", config.WorkloadConfig), ("events[]", config.Event))
+                                   ("workload", config.WorkloadConfig), ("retry", config.RetryConfig),
+                                   ("events[]", config.Event))
               for f in dataclasses.fields(cls) if "hi" in f.metadata}
     ranged |= {name: spec["allowed"] for name, spec in config.RUN_RANGES.items()}
     assert {row[0]: row[1] for row in _table_rows("Every number has a range")} == ranged
