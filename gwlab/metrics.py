@@ -208,7 +208,8 @@ class Metrics:
         self._count(status, NO_PROVIDER)
 
     def routed(self, route: Route) -> None:
-        """The router admitted a request and chose its provider."""
+        """The router chose the provider of a request by its fallback (``route.fallback`` or
+        ``route.panic``; the shell skips the call for the others, nearly every one)."""
         if route.fallback:
             self.fallbacks[route.upstream.name] += 1
         elif route.panic:

@@ -129,12 +129,6 @@ class Route:
         return self.upstream.name
 
     @property
-    def how(self) -> str:
-        """How the provider was chosen, as ``x-gwlab-route`` tells it: ``"weighted"`` (the
-        balancer, among the eligible), ``"fallback"`` or ``"panic"``."""
-        return "panic" if self.panic else "fallback" if self.fallback else "weighted"
-
-    @property
     def status(self) -> int:
         return self.call.outcome.status
 
@@ -290,11 +284,11 @@ class Router:
 
     def _token_limits(self) -> None:
         """Keep what the tokens limits allow, read on every request: whether any counts
-        tokens, the most tokens a request may reserve (the gateway's limit, and the largest
+        tokens (:attr:`counts_tokens`: the shells skip :meth:`reservation` otherwise), the most tokens a request may reserve (the gateway's limit, and the largest
         provider limit of those with a weight, none counting as unbounded) and the least
         that every provider takes (beyond it, :meth:`route` skips the providers too small)."""
         limits = [u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams if u.weight > 0]
-        self._counts_tokens = self.tokens is not None or any(u.tokens is not None for u in self.upstreams)
+        self.counts_tokens = self.tokens is not None or any(u.tokens is not None for u in self.upstreams)
         self._most_tokens = min(max(limits), math.inf if self.tokens is None else self.tokens.limit)
         self._every_provider_takes = min(u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams)
 
@@ -302,7 +296,7 @@ class Router:
         """The tokens a request reserves: its prompt's and its ``max_tokens``, or
         ``limiter.default_max_tokens`` when it gives none; 0 without a tokens limit (the
         gateway's or a provider's)."""
-        if not self._counts_tokens:
+        if not self.counts_tokens:
             return 0
         return prompt_tokens + (self.scenario.limiter.default_max_tokens if max_tokens is None else max_tokens)
 

@@ -129,15 +129,16 @@ class Gateway:
         self._id_prefix = os.urandom(4).hex().encode()
         self._replies = {u.name: reply(u.name) for u in self.router.upstreams}
         self._route_headers = {  # case-insensitive dicts already: aiohttp copies them fastest
-            (u.name, how): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name, ROUTE_HEADER: how,
+            (u.name, fallback, panic): CIMultiDict({hdrs.CONTENT_TYPE: _JSON, PROVIDER_HEADER: u.name,
+                                                    ROUTE_HEADER: _ROUTE_KINDS[fallback, panic],
                                         ATTEMPTS_HEADER: "1"})
-            for u in self.router.upstreams for how in ("weighted", "fallback", "panic")
+            for u in self.router.upstreams for fallback, panic in _ROUTE_KINDS
         }
         self._stream_headers = {
             key: CIMultiDict({**headers, hdrs.CONTENT_TYPE: "text/event-stream", hdrs.CACHE_CONTROL: "no-cache"})
             for key, headers in self._route_headers.items()
         }
-        self._full: tuple[int, dict[tuple[str, str], CIMultiDict]] = (0, {})
+        self._full: tuple[int, dict[tuple[str, bool, bool], CIMultiDict]] = (0, {})
         """The headers of an answer given while the requests bucket is full and no tokens
         limit is on, which is how a gateway under its limit answers nearly always, for the
         capacity they were written for: only then do the rate-limit headers' values repeat."""
@@ -342,17 +343,18 @@ class Gateway:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
         router = self.router
-        reserved = router.reservation(chat.prompt_tokens, chat.max_tokens)
+        reserved = router.reservation(chat.prompt_tokens, chat.max_tokens) if router.counts_tokens else 0
         rejected = router.admit(now, reserved)
         if rejected is not None:
             return self._reject(rejected, arrived, chat, reserved)
-        attempts = router.attempts(now)  # None while the gateway does not retry
+        attempts = router.attempts(now) if router.budget is not None else None  # None while it does not retry
         protocol: Any = request.protocol
         while True:  # an attempt
             route = router.route(now, chat.stream, chat.max_tokens, reserved, attempts)
             if route.__class__ is Rejected:  # every provider is cooling down: 503
                 return self._reject(route, arrived, chat, reserved, attempts)
-            self.metrics.routed(route)
+            if route.fallback or route.panic:
+                self.metrics.routed(route)
             gave_up = route.waiting and not await self._slot(request, route)
             outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
             if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token
@@ -374,8 +376,10 @@ class Gateway:
                 await protocol.pause(retry.wait)
             now = self.clock()
         name = route.upstream.name
-        how = route.how
-        headers = _attempted(self._route_headers[name, how], attempts)
+        key = name, route.fallback, route.panic
+        headers = self._route_headers[key]
+        if attempts is not None:
+            headers = _attempted(headers, attempts)
         if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
             call = route.call
             content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
@@ -390,7 +394,8 @@ class Gateway:
                     full = self._full
                     if full[0] != remaining:
                         full = self._full = self._full_headers(remaining)
-                    return web.Response(body=body, headers=_attempted(full[1][name, how], attempts))
+                    return web.Response(body=body, headers=full[1][key] if attempts is None else
+                                        _attempted(full[1][key], attempts))
             response = web.Response(body=body, headers=headers)
             response.headers.extend(self._ratelimit(ended))
             return response
@@ -433,7 +438,7 @@ class Gateway:
         if started is not None and not started.done():
             started.set_result(None)
 
-    def _full_headers(self, limit: int) -> tuple[int, dict[tuple[str, str], CIMultiDict]]:
+    def _full_headers(self, limit: int) -> tuple[int, dict[tuple[str, bool, bool], CIMultiDict]]:
         """The headers of each provider's answers while the requests bucket, of ``limit``
         whole tokens, is full (and no tokens limit is on)."""
         full = ratelimit_headers("requests", limit, limit, 0)
@@ -525,7 +530,8 @@ class Gateway:
         protocol: Any = request.protocol
         with _Waiting(self, route):
             await protocol.pause(start + call.ttft - self.clock())
-            response = web.StreamResponse(headers=_attempted(self._stream_headers[name, route.how], attempts))
+            headers = self._stream_headers[name, route.fallback, route.panic]
+            response = web.StreamResponse(headers=headers if attempts is None else _attempted(headers, attempts))
             response.headers.extend(self._ratelimit(self.clock()))
             await response.prepare(request)
             first = self.clock()
@@ -735,11 +741,13 @@ def _parse_json(raw: bytes) -> Any:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
 
 
-def _attempted(headers: CIMultiDict, attempts: Attempts | None) -> CIMultiDict:
-    """``headers`` (which say one attempt), or for a request the gateway may retry a copy
-    saying how many attempts it made."""
-    if attempts is None:
-        return headers
+_ROUTE_KINDS = {(False, False): "weighted", (True, False): "fallback", (False, True): "panic"}
+"""``x-gwlab-route`` by a route's (``fallback``, ``panic``)."""
+
+
+def _attempted(headers: CIMultiDict, attempts: Attempts) -> CIMultiDict:
+    """A copy of ``headers`` (which say one attempt) saying how many attempts a request the
+    gateway may retry made."""
     copy = CIMultiDict(headers)
     copy[ATTEMPTS_HEADER] = str(attempts.made)
     return copy
