@@ -395,6 +395,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
             clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
             sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads, end=gateway.snapshot(),
             trips=trips.counts, fallbacks=gateway.metrics.fallbacks, events_refused=player.refused,
+            retries=gateway.metrics.decisions,
         )
         await scrapes.final(stop)
     finally:

@@ -98,7 +98,7 @@ from prometheus_client.utils import floatToGoString
 from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
 from gwlab.providers import Outcome
-from gwlab.router import RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, Route, Router
+from gwlab.router import RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, RETRY_DECISIONS, Route, Router
 from gwlab.stats import code_name
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
@@ -112,8 +112,6 @@ LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens"}
 """The ``limit`` label of ``gwlab_limiter_rejected_total`` by the 429's code."""
 STATES = tuple(s.value for s in State)
 CUT_OFF = 499
-RETRY_DECISIONS = ("retry", "attempts", "deadline", "budget")
-"""The decisions ``gwlab_retry_decisions_total`` counts (:class:`~gwlab.router.Retry`)."""
 """Status counted for a request cut off by the gateway's shutdown (the nginx convention)."""
 _PRECREATED_CODES = (200, 502, 504)
 _PRECREATED_REFUSALS = (400, 429)

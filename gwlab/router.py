@@ -149,6 +149,11 @@ class Attempts:
         self.reserved = 0
 
 
+RETRY_DECISIONS = ("retry", "attempts", "deadline", "budget")
+"""The reasons of :meth:`Router.retry` that metrics and summaries count: all but
+``"not_retried"`` (an answer the gateway never retries)."""
+
+
 class Retry(NamedTuple):
     """What :meth:`Router.retry` decided: ``wait`` seconds before the next attempt, or
     ``None`` when the request ends with its last attempt's answer, for ``reason``:

@@ -342,6 +342,7 @@ class _Engine:
         requests: list[Request] | None = [] if keep else None
         end = self.duration
         fallbacks: Counter[str] = Counter()
+        decisions: Counter[str] = Counter()  # the router's retry decisions (gwlab.router.RETRY_DECISIONS)
         rejected_key = (stats.RATE_LIMITED, stats.NO_PROVIDER)
         scripted = self._scripted()
 
@@ -498,6 +499,7 @@ class _Engine:
                 attempts = attempts_of.pop(route, None) if attempts_of else None
                 if attempts is not None and status != 200:
                     retry = router.retry(attempts, route, now, status)
+                    decisions[retry.reason] += 1
                     if retry.wait is not None:  # it ends here, and its request tries again after the wait
                         router.refund(route, now, prompt if len(self.workloads) == 1 else self._prompt(sent))
                         in_flight += 1
@@ -555,6 +557,7 @@ class _Engine:
         series = TimeSeries(self.bins, self.names, self.bin_width)
         run = dict(mode="simulated", seed=self.seed, scenario=self.scenario, duration=end,
                    sent=sum(b.offered for b in self.bins), saturated=saturated, workloads=self.workloads, end=router.snapshot(end),
-                   trips=dict(self.trips.counts), fallbacks=dict(fallbacks), events_refused=self.player.refused)
+                   trips=dict(self.trips.counts), fallbacks=dict(fallbacks), events_refused=self.player.refused,
+                   retries=dict(decisions))
         return SimResult(self.scenario, self.seed, end, series, self.transitions, dict(sorted(self.flips.items())),
                          run, requests)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from gwlab.breaker import State, Transition
 from gwlab.config import Scenario, WorkloadConfig
-from gwlab.router import Snapshot
+from gwlab.router import RETRY_DECISIONS, Snapshot
 from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, LatencyHistogram, Tally, code_name
 
 _FIRST_RELEASE = (200, 502, 504)
@@ -77,6 +77,7 @@ def summarise(
     trips: Mapping[str, int],
     fallbacks: Mapping[str, int],
     events_refused: int,
+    retries: Mapping[str, int],
 ) -> dict[str, Any]:
     """The summary of a run of ``duration`` seconds, JSON-ready. Its fields:
 
@@ -108,6 +109,11 @@ def summarise(
       ``achieved_offered_rate`` leaves them out, ``requested_rate`` does not.
     - ``events_refused``: scripted events that did not fit the scenario in force at their
       time and were skipped (see :class:`gwlab.timeline.Player`).
+    - ``retries`` (added; only when the gateway retried): its decisions after failed
+      attempts, by :data:`gwlab.router.RETRY_DECISIONS` (``retries``, from the shell's
+      counts): ``retry`` (tried again) and not, for want of ``attempts``, time
+      (``deadline``) or ``budget``. ``offered`` and ``codes`` count requests, each once
+      however many attempts it took.
     - For LLM traffic (added; each only when not empty): ``ttft``, the streams' time to
       first token, and ``time_per_output_token``, quantiles as ``latency`` gives them;
       ``output_tokens``: ``total`` and ``per_second`` of the tokens the answers carried
@@ -148,6 +154,8 @@ def summarise(
         added["ttft"] = _quantiles(tally.ttft)
     if tally.tpot.count:
         added["time_per_output_token"] = _quantiles(tally.tpot)
+    if any(retries.values()):
+        added["retries"] = {decision: retries.get(decision, 0) for decision in RETRY_DECISIONS}
     if tally.output_tokens:
         added["output_tokens"] = {"total": tally.output_tokens, "per_second": per_second(tally.output_tokens)}
     return {

@@ -213,7 +213,7 @@ def test_summary_lines_say_how_many_arrivals_were_not_sent():
     scenario = config.merge(config.Scenario(), {"workload": {"mode": "open", "rate": 1500, "max_in_flight": 40}})
     end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
     result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=122, saturated=2878,
-                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0)
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0, retries={})
     lines = summary_lines(result)
     assert lines[:3] == [
         "duration 2.0s  offered 122 (61/s, requested 1500/s)  admitted 122",
@@ -252,7 +252,7 @@ def test_summary_lines_show_ttft_time_per_token_and_output_tokens_of_streams():
     scenario = config.merge(config.Scenario(), {"workload": {"stream_share": 1.0}})
     end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
     result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4, saturated=0,
-                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0)
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0, retries={})
     ttft, tpot = tally.ttft, tally.tpot
     lines = summary_lines(result)
     assert lines[1] == "codes 200 3  stream_error 1"
@@ -290,7 +290,7 @@ def test_summary_lines():
                                           "p2": ProviderState(State.OPEN, 1.0, 1.0, 0, 1)})
     result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=2.0, sent=4, saturated=0,
                        workloads=[(0.0, scenario.workload)], end=end, trips={"p2": 1}, fallbacks={"p1": 0},
-                       events_refused=0)
+                       events_refused=0, retries={})
     h = tally.latency
     assert summary_lines(result) == [
         "duration 2.0s  offered 4 (2/s, requested 2.5/s)  admitted 4",

@@ -635,7 +635,7 @@ def test_the_load_generators_summary_shows_the_streams_ttft_tokens_and_stream_er
             await gateway.stop()
         return summarise(clients.tally, mode="live", seed=3, scenario=scenario, duration=clients.elapsed,
                          sent=clients.sent, saturated=0, workloads=clients.workloads, end=end, trips={},
-                         fallbacks={}, events_refused=0), samples
+                         fallbacks={}, events_refused=0, retries={}), samples
 
     summary, samples = asyncio.run(run())
     answered = summary["offered"]

@@ -276,3 +276,14 @@ def test_simulated_requests_waiting_for_a_retry_at_the_end_are_cut_off():
                             {"workload": {"clients": 1, "think_time": 0.1}, "providers": {"b": {"weight": 0.0}}})
     result = simulate(scenario, duration=3, seed=1)
     assert result.summary()["codes"] == {"499": 1}  # its one request waits for its retry at 5 s
+
+
+def test_a_simulations_summary_counts_the_retry_decisions():
+    scenario = config.merge(flaky_then_good(), {"workload": {"clients": 10, "think_time": 0.1}})
+    summary = simulate(scenario, duration=30, seed=1).summary()
+    retries = summary["retries"]
+    assert set(retries) == {"retry", "attempts", "deadline", "budget"}
+    assert retries["retry"] > 0 and retries["budget"] > 0  # 50 failures a second against 30 retries
+    assert retries["attempts"] == retries["deadline"] == 0  # b never fails: a retry is the last attempt needed
+    assert summary["codes"]["502"] == retries["budget"]  # a request the budget refused answers its 502
+    assert "retries" not in simulate(config.merge(scenario, {"retry": {"attempts": 1}}), duration=5, seed=1).summary()

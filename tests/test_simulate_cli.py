@@ -48,7 +48,7 @@ def test_summary_schema_is_the_live_runs(tmp_path):
     scenario = Scenario()
     live = summarise(Tally(), mode="live", seed=1, scenario=scenario, duration=1.0, sent=0, saturated=0,
                      workloads=[(0.0, scenario.workload)], end=Router(scenario, 1).snapshot(0.0), trips={},
-                     fallbacks={}, events_refused=0)
+                     fallbacks={}, events_refused=0, retries={})
 
     def keys(d: dict, prefix: str = "") -> set[str]:
         out = set()

@@ -23,10 +23,11 @@ def at_end(**states: State) -> Snapshot:
 
 def summary_of(tally: Tally, *, scenario: config.Scenario = OPEN_LOOP, duration: float = 2.0, sent: int = 0,
                saturated: int = 0, end: Snapshot | None = None, trips=None, fallbacks=None, workloads=None,
-               events_refused: int = 0):
+               events_refused: int = 0, retries=None):
     return summarise(tally, mode="live", seed=1, scenario=scenario, duration=duration, sent=sent, saturated=saturated,
                      workloads=workloads or [(0.0, scenario.workload)], end=end or at_end(),
-                     trips=trips or {}, fallbacks=fallbacks or {}, events_refused=events_refused)
+                     trips=trips or {}, fallbacks=fallbacks or {}, events_refused=events_refused,
+                     retries=retries or {})
 
 
 def test_summary_exact():
@@ -109,3 +110,13 @@ def test_trips_count_every_transition_to_open():
                            (State.OPEN, State.OPEN), (State.OPEN, State.HEALTHY), (State.HEALTHY, State.FAILING)):
         trips(Transition(0.0, "p1", source, target, 1.0 if target is State.OPEN else 0.0))
     assert trips.counts == {"p1": 3}
+
+
+@pytest.mark.parametrize(("retries", "shown"), [
+    ({}, None),
+    ({"retry": 0, "attempts": 0, "deadline": 0, "budget": 0}, None),  # retries on, none needed
+    ({"budget": 3}, {"retry": 0, "attempts": 0, "deadline": 0, "budget": 3}),
+    ({"retry": 5, "deadline": 1}, {"retry": 5, "attempts": 0, "deadline": 1, "budget": 0}),
+])
+def test_retries_show_only_when_the_gateway_decided_any(retries, shown):
+    assert summary_of(make_tally(), retries=retries).get("retries") == shown

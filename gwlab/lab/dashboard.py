@@ -81,6 +81,7 @@ SLIDERS = {
     "breaker.failure_threshold": Slider("threshold", 1, 20, 1, "int"),
     "breaker.base_delay": Slider("base delay (s)", 0.01, 100, None, "log"),
     "breaker.max_cooldown": Slider("max cooldown (s)", 0.1, 1000, None, "log"),
+    "retry.attempts": Slider("retry attempts", 1, 10, 1, "int"),
     "workload.clients": Slider("clients", 1, 1000, 1, "int"),
     "workload.rate": Slider("offered (/s)", 1, 10_000, None, "log"),
     "ttft": Slider("TTFT (s)", 0, 5, 0.01, "linear"),
@@ -203,8 +204,9 @@ class Dashboard:
                    for f in ("failure_threshold", "base_delay", "max_cooldown")]
         fallback = widgets.Dropdown(description="fallback", options=list(config.FALLBACKS), value=s.gateway.fallback,
                                     layout=_fill(), style=_STYLE)
+        attempts = self._control(("retry", "attempts"), _slider("retry.attempts", s.retry.attempts))
         return self._column("Rate limiter", [*limiter, widgets.HTML("<b>Circuit breaker</b>"), *breaker,
-                                             self._control(("gateway", "fallback"), fallback)])
+                                             self._control(("gateway", "fallback"), fallback), attempts])
 
     def _traffic(self) -> widgets.Widget:
         s = self.lab.scenario

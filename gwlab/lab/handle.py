@@ -262,7 +262,7 @@ class Lab:
         tap = Tally()
         recorder, metrics, clock = self.recorder, self.gateway.metrics, self.gateway.clock
         scenario = self.gateway.scenario
-        trips, fallbacks = Counter(self.trips.counts), Counter(metrics.fallbacks)
+        trips, fallbacks, retries = Counter(self.trips.counts), Counter(metrics.fallbacks), Counter(metrics.decisions)
         sent, saturated = recorder.sent_total, recorder.saturated_total
         refused, changes = self.player.refused, len(self.workloads)
         recorder.taps.append(tap)
@@ -276,7 +276,7 @@ class Lab:
             sent=recorder.sent_total - sent, saturated=recorder.saturated_total - saturated,
             workloads=[(0.0, scenario.workload), *((at - began, w) for at, w in self.workloads[changes:])],
             end=self.gateway.snapshot(), trips=self.trips.counts - trips, fallbacks=metrics.fallbacks - fallbacks,
-            events_refused=self.player.refused - refused,
+            events_refused=self.player.refused - refused, retries=Counter(metrics.decisions) - retries,
         ))
 
     def _apply(self, event: Event, source: str) -> None:
