@@ -35,7 +35,7 @@ from benchmarks.serving import serve
 from gwlab import config
 from gwlab.config import Scenario
 from gwlab.providers import Outcome
-from gwlab.router import Route
+from gwlab.router import Rejected, Route
 from gwlab.server import Gateway
 from gwlab.stats import LatencyHistogram
 
@@ -71,18 +71,20 @@ class ProbedGateway(Gateway):
         self.first: float | None = None
         self.last: float | None = None
         self._waits: dict[asyncio.Task, float] = {}
-        routed, complete = self.metrics.routed, self.router.complete
+        route_to, complete = self.router.route, self.router.complete
 
-        def timed_routed(route: Route) -> None:
-            routed(route)
-            self._waits[asyncio.current_task()] = time.perf_counter()
+        def timed_route(*args: Any) -> Route | Rejected:
+            route = route_to(*args)
+            if route.__class__ is not Rejected:  # a provider call begins
+                self._waits[asyncio.current_task()] = time.perf_counter()
+            return route
 
         def timed_complete(route: Route, now: float, outcome: Outcome) -> int:
             task = asyncio.current_task()
             self._waits[task] = time.perf_counter() - self._waits[task]
             return complete(route, now, outcome)
 
-        self.metrics.routed = timed_routed
+        self.router.route = timed_route
         self.router.complete = timed_complete
 
     def _routes(self, admin: bool) -> dict[str, dict[str, Any]]:
