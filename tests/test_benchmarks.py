@@ -31,7 +31,7 @@ EXPECTED_ROWS = {
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
     "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
     "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio", "streams_cpu_ratio_same_core",
-    "sim_llm_mix_requests_per_wall_second",
+    "sim_llm_mix_requests_per_wall_second", "sim_retries_attempts_per_wall_second",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -138,6 +138,13 @@ def test_llm_mix_is_simulated_whole_and_admitted_whole(results):
     assert detail["rejected"] == 0 and detail["saturated"] == 0  # the limiter admits the whole mix
     assert all(p["requests"] > 0 for p in detail["providers"].values()), detail["providers"]
     assert detail["output_tokens"] > 0 and detail["ttft_p50_s"] > 0  # LLM traffic: tokens and streams
+
+
+def test_the_retries_row_counts_the_attempts_the_gateway_made(results):
+    detail = rows(results)["sim_retries_attempts_per_wall_second"]["detail"]
+    retries = detail["retries"]
+    assert retries["retry"] > 0  # the seed's providers fail: the gateway retried
+    assert detail["attempts"] == detail["requests"] + retries["retry"]
 
 
 def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(results):
