@@ -365,6 +365,10 @@ class Router:
             chosen = self.balancer.pick(untried, self._rng) if untried else None
         if chosen is None:
             chosen = self.balancer.pick(eligible, self._rng) if eligible else None
+        # The tokens the request holds from the gateway's bucket: taken with its first attempt,
+        # held from there (Attempts.reserved) while it is retried.
+        held = (attempts.reserved if attempts is not None and attempts.made else
+                tokens if self.tokens is not None else 0)
         if chosen is not None:
             upstream: Upstream = chosen  # type: ignore[assignment]
             permit = upstream.breaker.acquire(now)
@@ -372,10 +376,8 @@ class Router:
         else:  # no provider is eligible
             policy = self.scenario.gateway.fallback
             if policy == "reject":
-                if attempts is not None and attempts.made:  # a retry: its reservation is held
-                    held, attempts.reserved = attempts.reserved, 0
-                else:
-                    held = tokens if self.tokens is not None else 0
+                if attempts is not None:
+                    attempts.reserved = 0  # given back by _cooling_down
                 return self._cooling_down(now, tokens, held)
             fallback, panic = policy == "soonest", policy == "panic"
             if panic:  # every provider with a weight (that can take the request): at least one can
@@ -387,14 +389,10 @@ class Router:
         upstream.in_flight += 1
         call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
         route = Route(upstream, permit, fallback, call, streaming, panic)
-        if attempts is None:
-            if self.tokens is not None:
-                route.reserved = tokens
-        else:
+        route.reserved = held
+        if attempts is not None:
             attempts.made += 1
             attempts.tried.append(upstream)
-            # The request's reservation: taken with its first attempt, held from there.
-            route.reserved = attempts.reserved if attempts.made > 1 else tokens if self.tokens is not None else 0
         if upstream.limited:
             refused = upstream.enter(route, now, now + call.duration, tokens)
             if refused is not None:
