@@ -134,6 +134,45 @@ limit is on: the longest output of gpt-3.5-turbo and gpt-4-turbo. OpenAI counts 
 against its limit as its ``max_tokens`` (or its prompt's estimate when larger), and Azure
 OpenAI reserves a model's longest output when a request gives none; what a request did not
 use is given back when it ends."""
+CLIENT_RETRY_POLICY = "none"
+"""How the clients retry a failed request (``workload.retry_policy``): not at all, as the
+seed's clients do."""
+CLIENT_RETRIES = 2
+"""Retries a client makes after a request's first attempt (``workload.retries``): the
+``openai`` SDK's ``DEFAULT_MAX_RETRIES``."""
+CLIENT_RETRY_DELAY = 0.5
+"""Seconds before a client's first retry (``workload.retry_delay``; the wait of every retry
+for ``fixed``): the ``openai`` SDK's ``INITIAL_RETRY_DELAY``."""
+CLIENT_RETRY_MAX_DELAY = 8.0
+"""The most seconds a client's backoff grows to (``workload.retry_max_delay``): the
+``openai`` SDK's ``MAX_RETRY_DELAY``."""
+OPENAI_MAX_RETRY_AFTER = 120.0
+"""The longest ``retry-after`` the ``openai`` SDK (3.57) waits for; past it, it does not
+retry (``MAX_RETRY_AFTER_DELAY`` in its ``_constants.py``)."""
+CLIENT_TIMEOUT = 0.0
+"""Seconds a client waits for an answer before it gives up on the attempt
+(``workload.timeout``): 0, no timeout of its own, as the seed's clients (the gateway's
+timeout decides)."""
+ADAPTIVE_K = 2.0
+"""The multiplier K of client-side adaptive throttling (``workload.adaptive_k``): a client
+rejects locally with probability max(0, (requests - K × accepts) / (requests + 1)); the
+Google SRE book's value ("Handling Overload", chapter 21)."""
+ADAPTIVE_WINDOW = 30
+"""Seconds of history adaptive throttling counts (``workload.adaptive_window``): Envoy's
+admission control's default ``sampling_window``."""
+PERSISTS_FOR = 10.0
+"""A storm *persists* when goodput per user request stays below :data:`COLLAPSED_SHARE` of its
+level before the trigger for this many times the trigger's length after it ends (DESIGN,
+"Retries and fallbacks")."""
+COLLAPSED_SHARE = 0.5
+RECOVERED_SHARE = 0.9
+"""A run has *recovered* once goodput per user request is back to this share of its level
+before the trigger for :data:`RECOVERED_FOR` seconds (DESIGN, "Retries and fallbacks")."""
+RECOVERED_FOR = 30.0
+JUDGED_BIN = 5.0
+"""Seconds of each bin in which goodput per user request is judged for "persists" and
+"recovered": five one-second bins, so that a second in which few requests ended does not
+decide alone."""
 PROMPT_TOKENS = 2
 """Prompt tokens of each simulated request (``workload.prompt_tokens``): the live clients'
 request, whose one message is ``"Hello"``, by the gateway's estimate (one token per four
@@ -236,6 +275,7 @@ OUTAGES = ("none", "error", "hang")
 FALLBACKS = ("soonest", "panic", "reject")
 JITTERS = ("none", "full", "equal", "decorrelated")
 MODES = ("closed", "open")
+CLIENT_RETRY_POLICIES = ("none", "openai_sdk", "fixed", "exponential_jitter", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -406,7 +446,16 @@ class WorkloadConfig:
     and their next request, or an open loop of Poisson arrivals at ``rate`` per second with
     at most ``max_in_flight`` outstanding. A share ``stream_share`` of the requests ask for
     a stream (``stream: true``); ``max_tokens`` > 0 caps each request's output (0: no cap).
-    Each request's prompt holds ``prompt_tokens`` tokens (what the tokens limit counts)."""
+    Each request's prompt holds ``prompt_tokens`` tokens (what the tokens limit counts).
+
+    A user request may take several attempts (DESIGN, "Retries and fallbacks";
+    :class:`gwlab.workload.ClientRetry`): after a failed attempt a client retries it by
+    ``retry_policy``, at most ``retries`` times, waiting ``retry_delay`` (``fixed``,
+    ``adaptive``) or a backoff from ``retry_delay`` doubling up to ``retry_max_delay``
+    (``exponential_jitter``); ``openai_sdk`` retries as that SDK does with its own delays.
+    ``timeout`` > 0 is how long a client waits for an answer before it gives the attempt up
+    (the gateway is not told). ``adaptive`` also rejects attempts locally, by the SRE book's
+    rule with ``adaptive_k`` over the last ``adaptive_window`` seconds."""
 
     mode: str = field(default="closed", metadata=_choice(lambda: MODES))
     clients: int = field(default=CLIENTS, metadata=_range(int, 1, MAX_CLIENTS))
@@ -416,6 +465,13 @@ class WorkloadConfig:
     stream_share: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
     max_tokens: int = field(default=0, metadata={**_range(int, 0, MAX_OUTPUT_TOKENS), "added": True})
     prompt_tokens: int = field(default=PROMPT_TOKENS, metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
+    retry_policy: str = field(default=CLIENT_RETRY_POLICY, metadata={**_choice(lambda: CLIENT_RETRY_POLICIES), "added": True})
+    retries: int = field(default=CLIENT_RETRIES, metadata={**_range(int, 0, MAX_ATTEMPTS - 1), "added": True})
+    retry_delay: float = field(default=CLIENT_RETRY_DELAY, metadata={**_POSITIVE_SECONDS, "added": True})
+    retry_max_delay: float = field(default=CLIENT_RETRY_MAX_DELAY, metadata={**_POSITIVE_SECONDS, "added": True})
+    timeout: float = field(default=CLIENT_TIMEOUT, metadata=_ADDED_SECONDS)
+    adaptive_k: float = field(default=ADAPTIVE_K, metadata={**_range(float, 1, MAX_WEIGHT), "added": True})
+    adaptive_window: int = field(default=ADAPTIVE_WINDOW, metadata={**_range(int, 1, 3600), "added": True})
 
 
 @dataclass(frozen=True)
@@ -703,6 +759,10 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
                 )
     if s.retry.max_delay < s.retry.base_delay:
         raise check.fail("retry.max_delay", s.retry.max_delay, f"a number >= retry.base_delay ({s.retry.base_delay:g})")
+    w = s.workload
+    if w.retry_max_delay < w.retry_delay:
+        raise check.fail("workload.retry_max_delay", w.retry_max_delay,
+                         f"a number >= workload.retry_delay ({w.retry_delay:g})")
     if s.breaker.max_cooldown < s.breaker.base_delay:
         raise check.fail(
             "breaker.max_cooldown", s.breaker.max_cooldown,

@@ -14,6 +14,10 @@ retry is allowed while ``retries + 1 <= min_per_second × window + ratio × requ
 counted over the last ``window`` seconds in one-second buckets (DESIGN, "Retries and
 fallbacks"). A request is a first attempt; a retry refused leaves the request with the
 outcome of its last attempt.
+
+**Adaptive throttling.** A client's own defence: it rejects attempts locally as the share of
+them its backend accepts falls (:class:`AdaptiveThrottle`), counted in the same one-second
+buckets.
 """
 
 from __future__ import annotations
@@ -56,55 +60,127 @@ class Backoff:
         return ceiling
 
 
+class SlidingCounts:
+    """Two counts of events over the last ``window`` whole seconds, kept in one-second
+    buckets: what a retry budget and adaptive throttling both look back on. Time runs
+    forward: a ``now`` earlier than the last one counts in the latest second."""
+
+    __slots__ = ("window", "_seconds", "totals")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._seconds: deque[list[int]] = deque()
+        """[second, first count, second count] of each second with any, oldest first."""
+        self.totals = [0, 0]
+        """The two counts summed over the window, as of the last :meth:`at`."""
+
+    def at(self, now: float) -> list[int]:
+        """Drop the seconds that left the window at ``now``; returns ``now``'s bucket, whose
+        items 1 and 2 are its counts (add to them through :meth:`add`)."""
+        second = math.floor(now)
+        seconds, totals = self._seconds, self.totals
+        while seconds and seconds[0][0] <= second - self.window:
+            _, first, other = seconds.popleft()
+            totals[0] -= first
+            totals[1] -= other
+        if not seconds or seconds[-1][0] < second:
+            seconds.append([second, 0, 0])
+        return seconds[-1]
+
+    def add(self, now: float, which: int) -> None:
+        """Count one event of kind ``which`` (0 or 1) at ``now``."""
+        self.at(now)[which + 1] += 1
+        self.totals[which] += 1
+
+
+def _whole_window(window: int) -> bool:
+    return not isinstance(window, bool) and isinstance(window, int) and window >= 1
+
+
 class RetryBudget:
     """Requests and retries of the last ``window`` whole seconds, and whether one more retry
     fits: at most ``min_per_second × window + ratio × requests`` retries in the window.
 
     ``ratio`` >= 0, ``min_per_second`` >= 0 and a whole ``window`` >= 1 second;
-    :class:`ValueError` otherwise. Time runs forward: a ``now`` earlier than the last one
-    counts in the latest second."""
+    :class:`ValueError` otherwise."""
 
-    __slots__ = ("ratio", "min_per_second", "window", "_seconds", "_requests", "_retries")
+    __slots__ = ("ratio", "min_per_second", "window", "_counts")
 
     def __init__(self, ratio: float, min_per_second: float, window: int) -> None:
-        if not (ratio >= 0 and min_per_second >= 0) or isinstance(window, bool) or not isinstance(window, int) \
-                or window < 1:
+        if not (ratio >= 0 and min_per_second >= 0) or not _whole_window(window):
             raise ValueError(f"RetryBudget needs ratio >= 0, min_per_second >= 0 and a whole window >= 1; "
                              f"got {ratio!r}, {min_per_second!r}, {window!r}")
         self.ratio, self.min_per_second, self.window = ratio, min_per_second, window
-        self._seconds: deque[list[int]] = deque()
-        """[second, requests, retries] of each second with any, oldest first."""
-        self._requests = 0
-        self._retries = 0
-        """The sums over :attr:`_seconds`."""
-
-    def _now(self, now: float) -> list[int]:
-        """The bucket of ``now``'s second, after dropping those that left the window."""
-        second = math.floor(now)
-        seconds = self._seconds
-        while seconds and seconds[0][0] <= second - self.window:
-            _, requests, retries = seconds.popleft()
-            self._requests -= requests
-            self._retries -= retries
-        if not seconds or seconds[-1][0] < second:
-            seconds.append([second, 0, 0])
-        return seconds[-1]
+        self._counts = SlidingCounts(window)
+        """Requests (0) and retries (1)."""
 
     def request(self, now: float) -> None:
         """A request arrived at ``now`` (its first attempt)."""
-        self._now(now)[1] += 1
-        self._requests += 1
+        self._counts.add(now, 0)
 
     def allows(self, now: float) -> bool:
         """Whether a retry at ``now`` fits the budget; if it does, it is counted."""
-        bucket = self._now(now)
-        if self._retries + 1 > self.min_per_second * self.window + self.ratio * self._requests:
+        counts = self._counts
+        counts.at(now)
+        requests, retries = counts.totals
+        if retries + 1 > self.min_per_second * self.window + self.ratio * requests:
             return False
-        bucket[2] += 1
-        self._retries += 1
+        counts.add(now, 1)
         return True
 
     def counts(self, now: float) -> tuple[int, int]:
         """(requests, retries) in the window at ``now``."""
-        self._now(now)
-        return self._requests, self._retries
+        self._counts.at(now)
+        requests, retries = self._counts.totals
+        return requests, retries
+
+
+class AdaptiveThrottle:
+    """Client-side adaptive throttling (Google's SRE book, chapter 21, "Handling Overload"):
+    each attempt is rejected locally, before it is sent, with probability
+    ``max(0, (requests - k × accepts) / (requests + 1))``, where ``requests`` are the
+    attempts whose outcome is known (answered, given up at the client's timeout, or rejected
+    locally) and ``accepts`` those the backend answered with success, both over the last
+    ``window`` whole seconds. A client that sees its backend accept everything never
+    rejects; one that sees half its attempts fail with ``k = 2`` still never does; past
+    that, it sheds load in proportion to the failures.
+
+    Attempts count as they end, as Envoy's admission control counts them, and not as they
+    are sent: counted at sending, a client starting with an empty window would see requests
+    for a whole latency before the first accept and reject nearly everything, a state the
+    rule leaves only slowly.
+
+    ``k`` >= 1, a whole ``window`` >= 1 second; :class:`ValueError` otherwise. Draws from
+    ``rng`` only when the probability is above 0."""
+
+    __slots__ = ("k", "window", "_rng", "_counts")
+
+    def __init__(self, k: float, window: int, rng: Random) -> None:
+        if not k >= 1 or not _whole_window(window):
+            raise ValueError(f"AdaptiveThrottle needs k >= 1 and a whole window >= 1; got {k!r}, {window!r}")
+        self.k, self.window = k, window
+        self._rng = rng
+        self._counts = SlidingCounts(window)
+        """Requests (0) and accepts (1)."""
+
+    def rejection_probability(self, now: float) -> float:
+        """The probability of rejecting an attempt at ``now``."""
+        counts = self._counts
+        counts.at(now)
+        requests, accepts = counts.totals
+        return max(0.0, (requests - self.k * accepts) / (requests + 1))
+
+    def admits(self, now: float) -> bool:
+        """Whether an attempt at ``now`` goes out; one rejected counts as a request."""
+        p = self.rejection_probability(now)
+        if p <= 0.0 or self._rng.random() >= p:
+            return True
+        self._counts.add(now, 0)
+        return False
+
+    def answered(self, now: float, accepted: bool) -> None:
+        """An attempt sent ended at ``now``: answered with success (``accepted``), or not
+        (any other answer, or given up at the client's timeout)."""
+        self._counts.add(now, 0)
+        if accepted:
+            self._counts.add(now, 1)

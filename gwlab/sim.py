@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
+from gwlab.retry import AdaptiveThrottle
 from gwlab.router import Attempts, Rejected, Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
@@ -64,6 +65,44 @@ class Request(NamedTuple):
     status: int
     latency: float
     fallback: bool
+
+
+class _User:
+    """A user request of clients that time out or retry: ``closed`` whether a closed-loop
+    client waits for it, its ``retry`` decisions, whether it ``streaming``, the attempt it
+    waits for (``current``, ``None`` between attempts) and how many it sent (``attempts``)."""
+
+    __slots__ = ("closed", "retry", "streaming", "current", "attempts")
+
+    def __init__(self, closed: bool, retry: workload.ClientRetry, streaming: bool) -> None:
+        self.closed, self.retry, self.streaming = closed, retry, streaming
+        self.current: _Try | None = None
+        self.attempts = 0
+
+
+class _Try:
+    """One attempt of a :class:`_User`'s request: its heap events carry it, so that an answer
+    or a timeout can tell whether its user still waits for it."""
+
+    __slots__ = ("user",)
+
+    def __init__(self, user: _User) -> None:
+        self.user = user
+
+
+class _LocalRejection(NamedTuple):
+    """An attempt its client's adaptive throttling rejected: it never reaches the gateway."""
+
+    status: int = -1
+    retry_after: float = 0.0
+
+
+_THROTTLED = _LocalRejection()
+
+
+def _users(w: config.WorkloadConfig) -> bool:
+    """Whether the clients of ``w`` time out or retry: user requests are then followed."""
+    return w.retry_policy != "none" or w.timeout > 0
 
 
 class SimResult:
@@ -208,7 +247,12 @@ class _Engine:
     moment, its sending when ``route`` is ``None`` and its answer otherwise; ``sent`` is when
     it was sent and ``client`` whether a closed-loop client waits for it. Open-loop arrivals
     and scripted events are kept beside the heap, each as the time of the next one; at equal
-    times a scripted event comes first, then the heap's entry or the arrival scheduled first."""
+    times a scripted event comes first, then the heap's entry or the arrival scheduled first.
+
+    With clients that time out or retry (:func:`_users`), ``client`` is the request's
+    :class:`_Try` instead (a :class:`_User` in a sending entry: the user request's next
+    attempt), and an entry whose ``route`` is a :class:`_Try` is that attempt's client
+    timeout."""
 
     def __init__(self, scenario: Scenario, source: str, seed: int, duration: float, bin_width: float,
                  keep_requests: bool, progress: Callable[[float], None] | None) -> None:
@@ -361,6 +405,13 @@ class _Engine:
         prompt = w.prompt_tokens  # while no scripted event changes the workload
         replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
         streams = stream(self.seed, "workload/stream")
+        users = _users(w)  # once on, user requests are followed to the end of the run
+        timeout = w.timeout
+        client_rng = stream(self.seed, "workload/retry")
+        throttle_rng = stream(self.seed, "workload/throttle")
+        throttle = AdaptiveThrottle(w.adaptive_k, w.adaptive_window, throttle_rng) \
+            if w.retry_policy == "adaptive" else None
+        pending_users = pending_attempts = 0  # user requests not ended, and the attempts they sent
         saturated = 0  # open-loop arrivals not sent: ``cap`` requests were in flight
         arrival = next_arrival(0.0, rate, arrivals) if open_loop else math.inf
         arrival_seq = seq
@@ -407,6 +458,12 @@ class _Engine:
                 llm = share > 0.0 or max_tokens is not None
                 reserve = router.reservation(w.prompt_tokens, max_tokens)
                 retries = router.budget is not None
+                users = users or _users(w)
+                timeout = w.timeout
+                if w.retry_policy != "adaptive":
+                    throttle = None
+                elif throttle is None or (throttle.k, throttle.window) != (w.adaptive_k, w.adaptive_window):
+                    throttle = AdaptiveThrottle(w.adaptive_k, w.adaptive_window, throttle_rng)
                 was_open, open_loop = open_loop, w.mode == "open"
                 if open_loop and (not was_open or w.rate != rate):
                     # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
@@ -437,14 +494,41 @@ class _Engine:
             else:
                 _, event, route, sent, client = pop(heap)
 
-            if route is None or (retrying and route in retrying):  # a request is sent, or tried again
+            if users and route.__class__ is _Try:  # an attempt's client timeout
+                if route.user.current is not route:
+                    continue  # it was answered in time
+                client, status, retry_after = route, stats.CLIENT_TIMEOUT, 0.0
+                by_status[status, stats.NO_PROVIDER] += 1
+                if keep:
+                    requests.append(Request(sent, now, stats.NO_PROVIDER, status, now - sent, False))
+            elif route is None or (retrying and route in retrying):  # a request is sent, or tried again
                 if route is None:
-                    offered += 1
-                    # Whether it streams, as the live clients decide before sending: a share
-                    # strictly between 0 and 1 draws once per request sent.
-                    streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
-                    rejected = admit(now, reserve)
-                    attempts = router.attempts(now) if retries and rejected is None else None
+                    if users:  # an attempt of a user request
+                        if client.__class__ is _User:  # its next one
+                            user = client
+                            streaming = user.streaming
+                        else:
+                            streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
+                            user = _User(client, workload.ClientRetry(w, client_rng), streaming)
+                            pending_users += 1
+                        client = user.current = _Try(user)
+                    else:
+                        # Whether it streams, as the live clients decide before sending: a share
+                        # strictly between 0 and 1 draws once per request sent.
+                        streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
+                    if users and throttle is not None and not throttle.admits(now):
+                        rejected = _THROTTLED  # by the client itself: the gateway never sees it
+                        attempts = None
+                    else:
+                        if users:
+                            user.attempts += 1
+                            pending_attempts += 1
+                            if timeout:
+                                push(heap, (now + timeout, seq, client, now, False))
+                                seq += 1
+                        offered += 1
+                        rejected = admit(now, reserve)
+                        attempts = router.attempts(now) if retries and rejected is None else None
                 else:  # it leaves the provider it failed on, and is routed again at once
                     attempts, streaming, rejected = retrying.pop(route), route.streaming, None
                     area += in_flight * (now - last)
@@ -455,13 +539,11 @@ class _Engine:
                     if route.__class__ is Rejected:  # every provider cooling down: 503
                         rejected = route
                 if rejected is not None:
-                    status = rejected.status
-                    by_status[rejected_key if status == 429 else (status, stats.NO_PROVIDER)] += 1
-                    if keep:
-                        requests.append(Request(sent, now, stats.NO_PROVIDER, status, now - sent, False))
-                    if not client:
-                        continue
-                    wait = pause_after(status, rejected.retry_after, think)
+                    status, retry_after = rejected.status, rejected.retry_after
+                    if rejected is not _THROTTLED:
+                        by_status[rejected_key if status == 429 else (status, stats.NO_PROVIDER)] += 1
+                        if keep:
+                            requests.append(Request(sent, now, stats.NO_PROVIDER, status, now - sent, False))
                 else:
                     if attempts is None or attempts.made == 1:  # a retry was admitted with its first attempt
                         admitted += 1
@@ -514,6 +596,11 @@ class _Engine:
                     answered = status == 200 or status == stats.STREAM_ERROR
                     used = (call.tokens or replies[name]) if answered else 0
                     router.refund(route, now, used + (prompt if len(self.workloads) == 1 else self._prompt(sent)))
+                if started:
+                    seq = self._start(started, queued, heap, seq, now)
+                if users and client.__class__ is _Try and client.user.current is not client:
+                    cur.tally.users["wasted"] += 1  # its client stopped waiting: no one sees the answer
+                    continue
                 by_status[status, name] += 1
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
@@ -521,11 +608,36 @@ class _Engine:
                     self._tokens(cur.tally, route, status, latency)
                 if keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
-                if started:
-                    seq = self._start(started, queued, heap, seq, now)
-                if not client:
+                retry_after = call.retry_after
+            # The client has seen ``status`` (with ``retry_after``): a user request tries again
+            # or ends; a closed-loop client whose request ended waits ``wait``.
+            if users and client.__class__ is _Try:
+                user = client.user
+                user.current = None
+                if throttle is not None and status != _THROTTLED.status:
+                    throttle.answered(now, status == 200)
+                if status == 200:
+                    outcome = "ok"
+                else:
+                    again = user.retry.after(status, retry_after)
+                    if again is not None:
+                        push(heap, (now + again, seq, None, now + again, user))
+                        seq += 1
+                        continue
+                    outcome = "timed_out" if status == stats.CLIENT_TIMEOUT else \
+                        "throttled" if status == _THROTTLED.status else "failed"
+                user_counts = cur.tally.users
+                user_counts[outcome] += 1
+                user_counts["attempts"] += user.attempts
+                pending_users -= 1
+                pending_attempts -= user.attempts
+                if not user.closed:
                     continue
-                wait = pause_after(status, call.retry_after, think)
+                wait = pause_after(status, retry_after, think) if outcome != "throttled" else max(think, w.retry_delay)
+            elif not client:
+                continue
+            else:
+                wait = pause_after(status, retry_after, think)
             # A closed-loop client's request has ended: it retires, or sends again after ``wait``.
             if retiring:
                 retiring -= 1
@@ -543,12 +655,19 @@ class _Engine:
         if final is not cur:
             cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start
         cut: set[Route] = set()  # a route that waited is in the heap twice, or after its end
-        for _, _, route, sent, _ in heap:
-            if route is not None and (route.pending or route in retrying) and route not in cut:
-                cut.add(route)
+        for _, _, route, sent, client in heap:
+            if route is None or route.__class__ is _Try or route in cut or not (route.pending or route in retrying):
+                continue
+            cut.add(route)
+            if client.__class__ is _Try and client.user.current is not client:
+                cur.tally.users["wasted"] += 1
+            else:
                 cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
                 if keep:
                     requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))
+        if pending_users:
+            cur.tally.users["cut_off"] += pending_users
+            cur.tally.users["attempts"] += pending_attempts
         self._advance(end, cur, offered, admitted, area, in_flight, last)
         if self.progress is not None:
             self.progress(1.0)

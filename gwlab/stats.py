@@ -60,6 +60,8 @@ STATUS_TABLE = (
     StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
     StatusRow("499: the client left, or a stop cut it off", "`499`", "yes", "none: a probe slot is freed", "no"),
     StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),
+    StatusRow("the client stopped waiting, `workload.timeout` (client side only)", "`client_timeout`", "-",
+              "none: the gateway goes on serving it", "no"),
 )
 """How every answer counts; the README prints it (:func:`status_table`). A summary's
 ``admitted`` counts the answers of admitted requests (:func:`admitted`): a 499 passed the
@@ -81,7 +83,10 @@ def admitted(status: int, provider: str) -> bool:
 TRANSPORT_ERROR = 0
 """Status a client records for a request that got no HTTP answer (connection refused or
 reset): client-side only, the gateway never saw it answered."""
-CODE_NAMES = {TRANSPORT_ERROR: "transport_error", STREAM_ERROR: "stream_error"}
+CLIENT_TIMEOUT = 2
+"""Status a client records for an attempt it gave up waiting for (``workload.timeout``):
+client-side only, the gateway goes on serving it (DESIGN, "Retries and fallbacks")."""
+CODE_NAMES = {TRANSPORT_ERROR: "transport_error", STREAM_ERROR: "stream_error", CLIENT_TIMEOUT: "client_timeout"}
 """Statuses that are not HTTP codes, by the name every summary gives them."""
 
 
@@ -160,6 +165,12 @@ class LatencyHistogram:
         return h
 
 
+USER_OUTCOMES = ("ok", "failed", "timed_out", "throttled", "cut_off")
+"""How a user request ends: a success; a failure its client does not retry (or no retry
+left); its last attempt given up at the client's timeout; rejected by the client's own
+adaptive throttling; still going when the run stopped."""
+
+
 class Tally:
     """Requests counted by (status, provider), with the latency histogram of admitted ones;
     for streams, the histograms of their time to first token and time per output token; and
@@ -170,7 +181,7 @@ class Tally:
     Time per output token follows DESIGN: ``(latency - ttft) / (tokens - 1)`` for a stream of
     at least two tokens."""
 
-    __slots__ = ("by_status", "latency", "ttft", "tpot", "output_tokens")
+    __slots__ = ("by_status", "latency", "ttft", "tpot", "output_tokens", "users")
 
     def __init__(self) -> None:
         self.by_status: Counter[tuple[int, str]] = Counter()
@@ -178,6 +189,11 @@ class Tally:
         self.ttft = LatencyHistogram()
         self.tpot = LatencyHistogram()
         self.output_tokens = 0
+        self.users: Counter[str] = Counter()
+        """User requests of clients that time out or retry (:mod:`gwlab.workload`), counted
+        as they end, by outcome (:data:`USER_OUTCOMES`); ``"attempts"``, the attempts those
+        sent to the gateway; and ``"wasted"`` (simulated runs only), the gateway's answers to
+        attempts whose clients had stopped waiting. Empty for clients that do neither."""
 
     def record(self, status: int, provider: str, latency: float | None) -> None:
         self.by_status[status, provider] += 1
@@ -197,6 +213,7 @@ class Tally:
         self.ttft.merge(other.ttft)
         self.tpot.merge(other.tpot)
         self.output_tokens += other.output_tokens
+        self.users.update(other.users)
 
     def count(self, statuses: Iterable[int] | None = None, provider: str | None = None) -> int:
         wanted = None if statuses is None else set(statuses)
@@ -219,6 +236,8 @@ class Tally:
             out["tpot"] = self.tpot.to_dict()
         if self.output_tokens:
             out["output_tokens"] = self.output_tokens
+        if self.users:
+            out["users"] = dict(sorted(self.users.items()))
         return out
 
     @classmethod
@@ -231,4 +250,5 @@ class Tally:
         if "tpot" in data:
             t.tpot = LatencyHistogram.from_dict(data["tpot"])
         t.output_tokens = data.get("output_tokens", 0)
+        t.users.update(data.get("users", {}))
         return t

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from gwlab.breaker import State, Transition
 from gwlab.config import Scenario, WorkloadConfig
 from gwlab.router import RETRY_DECISIONS, Snapshot
-from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, LatencyHistogram, Tally, code_name
+from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, USER_OUTCOMES, LatencyHistogram, Tally, code_name
 
 _FIRST_RELEASE = (200, 502, 504)
 """The statuses a provider's ``codes`` always list; the others only when they happened."""
@@ -48,6 +48,19 @@ def requested_rate(workloads: Sequence[tuple[float, WorkloadConfig]], duration: 
     ends = [at for at, _ in workloads[1:]] + [duration]
     asked = sum(w.rate * (min(end, duration) - min(at, duration)) for (at, w), end in zip(workloads, ends))
     return asked / duration
+
+
+def user_requests(tally: Tally) -> dict[str, Any]:
+    """The ``user_requests`` block of a summary from ``tally``'s user counts (see
+    :func:`summarise`)."""
+    users = tally.users
+    outcomes = {outcome: users[outcome] for outcome in USER_OUTCOMES}
+    offered = sum(outcomes.values())
+    block = {"offered": offered, "outcomes": outcomes, "goodput": _ratio(outcomes["ok"], offered),
+             "attempts": users["attempts"], "attempts_per_request": _ratio(users["attempts"], offered)}
+    if users["wasted"]:
+        block["wasted"] = users["wasted"]
+    return block
 
 
 def _quantiles(histogram: LatencyHistogram) -> dict[str, float | None]:
@@ -114,6 +127,14 @@ def summarise(
       counts): ``retry`` (tried again) and not, for want of ``attempts``, time
       (``deadline``) or ``budget``. ``offered`` and ``codes`` count requests, each once
       however many attempts it took.
+    - ``user_requests`` (added; only for clients that time out or retry): what people asked
+      for, against the attempts that reached the gateway (DESIGN, "Retries and fallbacks"):
+      ``offered`` (user requests, each counted as it ended, or cut off by the run's end),
+      ``outcomes`` (by :data:`gwlab.stats.USER_OUTCOMES`), ``goodput`` = ``ok`` / offered,
+      ``attempts`` (sent to the gateway) and ``attempts_per_request``; ``wasted`` (simulated
+      runs only), the gateway's answers to attempts whose clients had stopped waiting: work
+      done for no one. ``offered`` and ``codes`` above then count attempts, as their clients
+      saw them (``client_timeout`` for one given up).
     - For LLM traffic (added; each only when not empty): ``ttft``, the streams' time to
       first token, and ``time_per_output_token``, quantiles as ``latency`` gives them;
       ``output_tokens``: ``total`` and ``per_second`` of the tokens the answers carried
@@ -156,6 +177,8 @@ def summarise(
         added["time_per_output_token"] = _quantiles(tally.tpot)
     if any(retries.values()):
         added["retries"] = {decision: retries.get(decision, 0) for decision in RETRY_DECISIONS}
+    if tally.users:
+        added["user_requests"] = user_requests(tally)
     if tally.output_tokens:
         added["output_tokens"] = {"total": tally.output_tokens, "per_second": per_second(tally.output_tokens)}
     return {

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from gwlab.breaker import State, Transition
-from gwlab.stats import CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, Tally, admitted, code_name
+from gwlab.stats import (CLIENT_TIMEOUT, CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, USER_OUTCOMES, Tally,
+                         admitted, code_name)
 
 if TYPE_CHECKING:
     from gwlab.router import Snapshot
@@ -128,7 +129,10 @@ class TimeSeries:
         (streams that failed after their first byte), ``ttft_p50``, ``ttft_p95``, ``ttft_p99``
         (time to first token of the streams ended in the bin) and ``output_tokens`` (carried
         by the answers completed in the bin); when a provider had calls in a slot or waiting
-        for one at some bin's end, ``NAME.running`` and ``NAME.waiting`` per provider;
+        for one at some bin's end, ``NAME.running`` and ``NAME.waiting`` per provider; for
+        clients that time out or retry, ``client_timeout`` (attempts given up),
+        ``user_requests`` and ``user_ok`` (user requests that ended in the bin, and those
+        that succeeded) and ``user_goodput`` (their ratio, None when none ended);
         ``in_flight`` (time average); ``tokens`` and ``burst`` at the bin's end; and per provider ``NAME.calls``
         (admitted requests it answered in the bin), ``NAME.state`` and ``NAME.cooldown`` at the
         bin's end."""
@@ -144,6 +148,11 @@ class TimeSeries:
             for q in QUANTILES:
                 cols[f"ttft_p{round(q * 100)}"] = [b.tally.ttft.quantile(q) for b in self.bins]
             cols["output_tokens"] = [b.tally.output_tokens for b in self.bins]
+        if any(b.tally.users for b in self.bins):
+            cols[code_name(CLIENT_TIMEOUT)] = [b.tally.count([CLIENT_TIMEOUT]) for b in self.bins]
+            cols["user_requests"] = [sum(b.tally.users[o] for o in USER_OUTCOMES) for b in self.bins]
+            cols["user_ok"] = [b.tally.users["ok"] for b in self.bins]
+            cols["user_goodput"] = [ok / n if n else None for ok, n in zip(cols["user_ok"], cols["user_requests"])]
         if any(b.slots for b in self.bins):
             for i, column in enumerate(("running", "waiting")):
                 for name in self.providers:

@@ -9,6 +9,12 @@ independent stream of users would see (coordinated omission).
 Open loop: requests arrive as a Poisson process at the offered rate whatever happens to
 earlier ones (:func:`next_arrival`); latency is measured from each request's scheduled send
 time, so a stall shows in full.
+
+A *user request* (what a person asked for) may take several *attempts* (what reached the
+gateway): a client may stop waiting for an answer after ``workload.timeout`` seconds, and
+retries a failed attempt as its ``workload.retry_policy`` says (:class:`ClientRetry`). A user
+request ends at its first success, or when its policy gives up (DESIGN, "Retries and
+fallbacks"); a closed-loop client waits for its user request to end before its think time.
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ from __future__ import annotations
 import math
 from random import Random
 
-from gwlab.stats import RATE_LIMITED, UNAVAILABLE
+from gwlab.config import OPENAI_MAX_RETRY_AFTER, WorkloadConfig
+from gwlab.stats import CLIENT_TIMEOUT, RATE_LIMITED, TRANSPORT_ERROR, UNAVAILABLE
+
+RETRIED = frozenset((408, 409, RATE_LIMITED, 500, 502, UNAVAILABLE, 504, TRANSPORT_ERROR, CLIENT_TIMEOUT))
+"""The outcomes of an attempt a client retries: those the ``openai`` SDK retries (408, 409,
+429, 5xx, no answer, a timeout; ``_should_retry`` in its ``_base_client.py``). Never a stream
+that failed after its first byte (the SDK raises it to the caller mid-iteration) nor another
+4xx."""
 
 
 def next_arrival(now: float, rate: float, rng: Random) -> float:
@@ -29,3 +42,52 @@ def pause_after(status: int, retry_after: float, think_time: float) -> float:
     think time, and the answer's retry-after when it is a 429 or a 503 (RFC 9110 § 10.2.3
     gives both a ``Retry-After``)."""
     return think_time + (retry_after if status == RATE_LIMITED or status == UNAVAILABLE else 0.0)
+
+
+class ClientRetry:
+    """The retries of one user request under the workload ``w``'s ``retry_policy``, drawing
+    its jitter from ``rng``. :meth:`after` decides after each failed attempt.
+
+    - ``none``: never retries.
+    - ``openai_sdk``: the ``openai`` SDK's rule (3.57, ``_calculate_retry_timeout``): the
+      server's retry-after when it is above 0 and at most :data:`OPENAI_MAX_RETRY_AFTER`
+      seconds; no retry when it is longer; otherwise ``min(retry_delay × 2^n,
+      retry_max_delay) × (1 - 0.25 × U)`` before retry n + 1 (n = 0, 1, ...), U uniform on
+      [0, 1) (the SDK's own 0.5 s and 8 s are the defaults).
+    - ``fixed`` and ``adaptive``: ``retry_delay`` each time, or the server's retry-after when
+      longer (``adaptive`` also throttles, :class:`gwlab.retry.AdaptiveThrottle`).
+    - ``exponential_jitter``: full jitter (Brooker, "Exponential Backoff And Jitter", 2015),
+      a uniform draw from 0 to ``min(retry_max_delay, retry_delay × 2^n)``, or the server's
+      retry-after when longer.
+
+    Every policy but ``none`` retries the outcomes of :data:`RETRIED`, ``retries`` times at
+    most."""
+
+    __slots__ = ("policy", "retries", "delay", "cap", "made", "_rng")
+
+    def __init__(self, w: WorkloadConfig, rng: Random) -> None:
+        self.policy = w.retry_policy
+        self.retries = 0 if w.retry_policy == "none" else w.retries
+        self.delay, self.cap = w.retry_delay, w.retry_max_delay
+        self.made = 0
+        """Retries decided so far."""
+        self._rng = rng
+
+    def after(self, status: int, retry_after: float) -> float | None:
+        """Seconds to wait before the next attempt, after one that ended in ``status`` with
+        the server's ``retry_after`` in seconds (0 when none); ``None`` when the user request
+        ends with this attempt."""
+        if self.made >= self.retries or status not in RETRIED:
+            return None
+        policy, n = self.policy, self.made
+        if policy == "openai_sdk":
+            if retry_after > OPENAI_MAX_RETRY_AFTER:
+                return None
+            self.made += 1
+            if retry_after > 0:
+                return retry_after
+            return min(self.delay * 2.0 ** n, self.cap) * (1 - 0.25 * self._rng.random())
+        self.made += 1
+        if policy == "exponential_jitter":
+            return max(self._rng.uniform(0.0, min(self.cap, self.delay * 2.0 ** n)), retry_after)
+        return max(self.delay, retry_after)

@@ -203,7 +203,8 @@ ERRORS = [
      "scenario: unknown key 'breaker.treshold' (did you mean 'failure_threshold'?);"
      " allowed: enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls, count_rate_limited"),
     ({"workload": {"think": 1}},
-     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens"),
+     "scenario: unknown key 'workload.think' (did you mean 'think_time'?); allowed: mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens, "
+     "retry_policy, retries, retry_delay, retry_max_delay, timeout, adaptive_k, adaptive_window"),
     ({"providers": {"p1": {"weigth": 1}}},
      "scenario: unknown key 'providers.p1.weigth' (did you mean 'weight'?);"
      " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"
@@ -342,6 +343,8 @@ ROOM = {
     "breaker.max_cooldown": {"breaker": {"base_delay": config.MIN_SECONDS}},
     "retry.base_delay": {"retry": {"max_delay": config.MAX_SECONDS}},
     "retry.max_delay": {"retry": {"base_delay": config.MIN_SECONDS}},
+    "workload.retry_delay": {"workload": {"retry_max_delay": config.MAX_SECONDS}},
+    "workload.retry_max_delay": {"workload": {"retry_delay": config.MIN_SECONDS}},
 }
 
 

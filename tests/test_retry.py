@@ -97,7 +97,7 @@ def test_the_budget_never_allows_more_and_never_refuses_less_than_its_rule(ratio
         if allowed:
             retries.append(now)
         assert budget.counts(now) == (in_window(requests), in_window(retries))
-        assert len(budget._seconds) <= window  # its memory: one bucket per second of the window, at most
+        assert len(budget._counts._seconds) <= window  # its memory: one bucket per second of the window, at most
 
 
 @pytest.mark.parametrize(("window", "ratio"), [(0, 0.2), (1.5, 0.2), (True, 0.2), (10, -0.1)])
