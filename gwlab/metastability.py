@@ -20,11 +20,14 @@ A bin in which no user request ended counts as goodput 0: its users are all stil
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gwlab import config
 from gwlab.stats import USER_OUTCOMES
 from gwlab.timeseries import TimeSeries
+
+if TYPE_CHECKING:
+    from gwlab.sim import SimResult
 
 
 class Recovery(NamedTuple):
@@ -74,3 +77,21 @@ def recovery(series: TimeSeries, start: float, end: float) -> Recovery:
             recovered_after = bins[i].start - end
             break
     return Recovery(baseline, persists, recovered_after)
+
+
+def judge(result: SimResult) -> dict[str, Any]:
+    """A simulated run judged by :func:`recovery` around its trigger, the stretch from its
+    scenario's first scripted event to its second: ``trigger`` (its length in seconds),
+    ``baseline``, ``persists``, ``recovered`` (whether the run recovered before its end) and
+    ``recovered_after`` (seconds, ``None`` when it did not). A measure for
+    :func:`gwlab.sweep.sweep`, as in a phase diagram (:func:`gwlab.plots.phase_diagram`).
+
+    Raises :class:`ValueError` for a scenario with fewer than two events, or as
+    :func:`recovery` does."""
+    events = result.scenario.events
+    if len(events) < 2:
+        raise ValueError(f"judge: {len(events)} scripted events: expected a trigger from the first to the second")
+    start, end = events[0].at, events[1].at
+    judged = recovery(result.timeseries(), start, end)
+    return {"trigger": end - start, "baseline": judged.baseline, "persists": judged.persists,
+            "recovered": judged.recovered_after is not None, "recovered_after": judged.recovered_after}

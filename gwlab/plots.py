@@ -16,6 +16,9 @@ and for LLM traffic (:data:`LLM_PANELS`, when the series holds it or when asked)
 - output tokens per second,
 - each provider's calls waiting for a slot.
 
+and, for a sweep of storms judged by :func:`gwlab.metastability.judge`, a phase diagram
+(:func:`phase_diagram`).
+
 Every quantity has one colour wherever it is drawn (live, static, in the report and in a
 notebook's own plots): :data:`STATUS_COLOURS`, :data:`QUANTILE_COLOURS`,
 :data:`STATE_COLOURS` and :func:`provider_colour`. Statuses and breaker states use the
@@ -283,3 +286,40 @@ def _colourbar(fig: go.Figure, traces: Sequence[go.BaseTraceType], height: int) 
     top = high - (legend_height(entries) + COLOURBAR_GAP) / area
     return {"x": LEGEND_X, "xanchor": "left", "y": top, "yanchor": "top", "lenmode": "fraction",
             "len": top - low, "thickness": COLOURBAR_THICKNESS}
+
+
+def phase_diagram(rows: Any, x: str, y: str = "trigger", facet: str | None = None,
+                  title: str | None = None) -> go.Figure:
+    """A heat map of whether runs recovered: for each value of ``x`` (columns) and ``y``
+    (rows), the share of the runs (seeds) that ``recovered``, from vermillion (none: the
+    storm persisted or never ended) to bluish green (all), the share written in each cell;
+    one panel per value of ``facet`` when given.
+
+    ``rows`` are :func:`gwlab.sweep.sweep`'s rows with :func:`gwlab.metastability.judge`'s
+    columns (a list of dicts, or a pandas DataFrame). Raises :class:`KeyError` naming a
+    column that no row has."""
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    for column in (x, y, "recovered", *((facet,) if facet else ())):
+        if not records or column not in records[0]:
+            raise KeyError(f"phase_diagram: no column {column!r} in the rows")
+    facets = sorted({r[facet] for r in records}, key=str) if facet else [None]
+    xs, ys = sorted({r[x] for r in records}), sorted({r[y] for r in records})
+    fig = make_subplots(rows=1, cols=len(facets), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"{facet} = {f}" for f in facets] if facet else None)
+    scale = [[0.0, STATUS_COLOURS[502]], [0.5, STATE_COLOURS["failing"]], [1.0, STATUS_COLOURS[200]]]
+    for col, value in enumerate(facets, start=1):
+        share = [[None] * len(xs) for _ in ys]
+        for j, yv in enumerate(ys):
+            for i, xv in enumerate(xs):
+                runs = [r["recovered"] for r in records if r[x] == xv and r[y] == yv
+                        and (facet is None or r[facet] == value)]
+                share[j][i] = sum(bool(v) for v in runs) / len(runs) if runs else None
+        fig.add_heatmap(x=[str(v) for v in xs], y=[str(v) for v in ys], z=share, zmin=0, zmax=1,
+                        colorscale=scale, showscale=col == len(facets),
+                        colorbar={"title": "recovered", "tickformat": ".0%"},
+                        texttemplate="%{z:.0%}", hovertemplate=f"{x} %{{x}}<br>{y} %{{y}}<br>recovered %{{z:.0%}}"
+                                                               "<extra></extra>", row=1, col=col)
+        fig.update_xaxes(title_text=x, type="category", row=1, col=col)
+    fig.update_yaxes(title_text=y, type="category", row=1, col=1)
+    fig.update_layout(height=380, title=title, margin={"t": 70 if title else 50, "b": 50})
+    return fig

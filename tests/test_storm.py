@@ -35,8 +35,10 @@ def test_the_trigger_is_the_scenarios_latency_spike():
 
 @pytest.mark.parametrize("name, patch", [
     ("no mitigation", {}),
-    ("exponential backoff with jitter", {"workload": {"retry_policy": "exponential_jitter"}}),
-    ("the openai SDK's retries", {"workload": {"retry_policy": "openai_sdk"}}),
+    # Backing off from 0.5 s (the openai SDK's first delay) doubling up to 8 s, with full jitter
+    # or with the SDK's own: the same attempts per user request, spread out.
+    ("exponential backoff with jitter", {"workload": {"retry_policy": "exponential_jitter", "retry_delay": 0.5}}),
+    ("the openai SDK's retries", {"workload": {"retry_policy": "openai_sdk", "retry_delay": 0.5}}),
     ("a retry budget at the gateway", {"retry": {"budget_ratio": 0.1, "budget_min_per_second": 1.0}}),
 ])
 @pytest.mark.parametrize("seed", SEEDS)
