@@ -100,11 +100,6 @@ class _LocalRejection(NamedTuple):
 _THROTTLED = _LocalRejection()
 
 
-def _users(w: config.WorkloadConfig) -> bool:
-    """Whether the clients of ``w`` time out or retry: user requests are then followed."""
-    return w.retry_policy != "none" or w.timeout > 0
-
-
 class SimResult:
     """What a simulation produced: counts per time bin, breaker transitions, the summary."""
 
@@ -249,10 +244,10 @@ class _Engine:
     and scripted events are kept beside the heap, each as the time of the next one; at equal
     times a scripted event comes first, then the heap's entry or the arrival scheduled first.
 
-    With clients that time out or retry (:func:`_users`), ``client`` is the request's
-    :class:`_Try` instead (a :class:`_User` in a sending entry: the user request's next
-    attempt), and an entry whose ``route`` is a :class:`_Try` is that attempt's client
-    timeout."""
+    With clients that time out or retry (:func:`~gwlab.workload.follows_users`), ``client``
+    is the request's :class:`_Try` instead (a :class:`_User` in a sending entry: the user
+    request's next attempt), and an entry whose ``route`` is a :class:`_Try` is that
+    attempt's client timeout."""
 
     def __init__(self, scenario: Scenario, source: str, seed: int, duration: float, bin_width: float,
                  keep_requests: bool, progress: Callable[[float], None] | None) -> None:
@@ -405,7 +400,7 @@ class _Engine:
         prompt = w.prompt_tokens  # while no scripted event changes the workload
         replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
         streams = stream(self.seed, "workload/stream")
-        users = _users(w)  # once on, user requests are followed to the end of the run
+        users = workload.follows_users(w)  # once on, user requests are followed to the end of the run
         timeout = w.timeout
         client_rng = stream(self.seed, "workload/retry")
         throttle_rng = stream(self.seed, "workload/throttle")
@@ -458,7 +453,7 @@ class _Engine:
                 llm = share > 0.0 or max_tokens is not None
                 reserve = router.reservation(w.prompt_tokens, max_tokens)
                 retries = router.budget is not None
-                users = users or _users(w)
+                users = users or workload.follows_users(w)
                 timeout = w.timeout
                 if w.retry_policy != "adaptive":
                     throttle = None

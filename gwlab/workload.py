@@ -44,6 +44,12 @@ def pause_after(status: int, retry_after: float, think_time: float) -> float:
     return think_time + (retry_after if status == RATE_LIMITED or status == UNAVAILABLE else 0.0)
 
 
+def follows_users(w: WorkloadConfig) -> bool:
+    """Whether the clients of ``w`` time out or retry: their user requests are then followed
+    apart from their attempts (:data:`gwlab.stats.USER_OUTCOMES`)."""
+    return w.retry_policy != "none" or w.timeout > 0
+
+
 class ClientRetry:
     """The retries of one user request under the workload ``w``'s ``retry_policy``, drawing
     its jitter from ``rng``. :meth:`after` decides after each failed attempt.
