@@ -31,13 +31,32 @@ loop starts the clients it lacks at once and retires the ones it has too many of
 finish their request (and pause); a switch between the two modes does both. A request keeps
 what it was sent with.
 
-What the driver sees it reports through three callbacks and nothing else, so that each
-shell keeps its own books (:func:`book` counts an answer in a tally): ``on_sent()`` as a
-request starts, ``on_answer(scheduled, done, status, provider, ttft, tokens)`` as its answer
-arrives (see :data:`OnAnswer`), ``on_saturated()`` for an arrival not sent because the cap
-was full. A request still unanswered when :meth:`Driver.stop` runs out of grace gets no
-answer: the stop returns how many there were, each a :data:`~gwlab.stats.CUT_OFF` (499) for
-the caller.
+Clients that time out or retry, as the simulator's (:func:`~gwlab.workload.follows_users`;
+DESIGN, "Retries and fallbacks"): each request above is then a *user request*, one task
+that sends its *attempts* one after another. With ``workload.timeout`` > 0 a client gives an
+attempt up that many seconds after sending it, closes its connection and sees
+:data:`~gwlab.stats.CLIENT_TIMEOUT` (the live gateway notices the connection close at once,
+abandons the call and counts it 499: unlike the simulator's, it does not serve on). After an attempt that did not succeed,
+:class:`~gwlab.workload.ClientRetry` (its jitter from the random stream ``retries``) says
+how long to wait before the next one, honouring the server's ``retry-after-ms``, or that the
+user request ends. With ``retry_policy = "adaptive"`` every attempt first asks the driver's
+:class:`~gwlab.retry.AdaptiveThrottle` (its draws from the stream ``throttle``), which every
+attempt sent informs as it ends (a success or not, a client timeout being not); one it
+rejects is never sent and ends its user request. A retry keeps its user request's body and
+whether it streams; the open loop's cap counts user requests, each holding at most one
+connection; a closed-loop client pauses after its whole user request, for
+:func:`~gwlab.workload.pause_after` of the last attempt, or ``max(think_time,
+retry_delay)`` after a local rejection.
+
+What the driver sees it reports through callbacks and nothing else, so that each shell
+keeps its own books (:func:`book` counts an answer in a tally, :func:`book_user` a user
+request): ``on_sent()`` as a request (an attempt) starts, ``on_answer(scheduled, done,
+status, provider, ttft, tokens)`` as its answer arrives (see :data:`OnAnswer`),
+``on_saturated()`` for an arrival not sent because the cap was full, and, only for clients
+that time out or retry, ``on_user(outcome, attempts)`` as a user request ends (see
+:data:`OnUser`). A request still unanswered when :meth:`Driver.stop` runs out of grace gets
+no answer: the stop returns how many there were, each a :data:`~gwlab.stats.CUT_OFF` (499)
+for the caller; the user requests still going then end ``"cut_off"``.
 """
 
 from __future__ import annotations
@@ -51,9 +70,10 @@ import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gwlab import config
-from gwlab.stats import NO_PROVIDER, STREAM_ERROR, TRANSPORT_ERROR, Tally
+from gwlab.retry import AdaptiveThrottle
+from gwlab.stats import CLIENT_TIMEOUT, NO_PROVIDER, STREAM_ERROR, TRANSPORT_ERROR, Tally
 from gwlab.streams import stream
-from gwlab.workload import next_arrival, pause_after
+from gwlab.workload import ClientRetry, follows_users, next_arrival, pause_after
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +86,11 @@ BODY = json.dumps({"model": config.MODEL, "messages": _MESSAGES}).encode()
 STREAMS = "workload/stream"
 """The random stream a driver draws whether a request streams from, unless told another
 (the simulator's own name for it)."""
+RETRIES = "workload/retry"
+"""The random stream of the retries' jitter, unless told another (the simulator's name)."""
+THROTTLE = "workload/throttle"
+"""The random stream of adaptive throttling's draws, unless told another (the simulator's
+name)."""
 _HEADERS = {"Content-Type": "application/json"}
 _EVENT_STREAM = "text/event-stream"
 
@@ -76,6 +101,10 @@ got ``status`` from ``provider`` at ``done``, clock readings. ``ttft`` is a stre
 to first token in seconds from ``scheduled``, for a stream that ended (200, or
 :data:`~gwlab.stats.STREAM_ERROR`), else ``None``; ``tokens`` the output tokens the
 answer carried (0 when not known; see :func:`read_stream`)."""
+OnUser = Callable[[str, int], None]
+"""``on_user(outcome, attempts)``: a user request ended ``outcome`` (one of
+:data:`~gwlab.stats.USER_OUTCOMES`) after sending ``attempts`` attempts to the gateway (0
+when its first was rejected locally)."""
 
 
 class Workload(Protocol):
@@ -103,6 +132,27 @@ class Workload(Protocol):
     @property
     def max_tokens(self) -> int: ...
 
+    @property
+    def retry_policy(self) -> str: ...
+
+    @property
+    def retries(self) -> int: ...
+
+    @property
+    def retry_delay(self) -> float: ...
+
+    @property
+    def retry_max_delay(self) -> float: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def adaptive_k(self) -> float: ...
+
+    @property
+    def adaptive_window(self) -> int: ...
+
 
 def request_body(streaming: bool, max_tokens: int) -> bytes:
     """The chat completion request a driver sends: :data:`BODY` unless it streams or
@@ -128,11 +178,19 @@ def book(tally: Tally, status: int, provider: str, latency: float, ttft: float |
         tally.record_stream(latency, ttft, tokens)
 
 
+def book_user(tally: Tally, outcome: str, attempts: int) -> None:
+    """Count in ``tally`` what :data:`OnUser` reports, as the simulator counts a user
+    request: its outcome, and its attempts among ``"attempts"``."""
+    tally.users[outcome] += 1
+    tally.users["attempts"] += attempts
+
+
 def open_session() -> aiohttp.ClientSession:
     """An HTTP session for a driver: no cap on connections (aiohttp's default of 100 would
     queue requests in the client and turn an open loop into a closed one; the driver's
-    ``max_in_flight`` bounds them and counts what it cannot send) and no timeout (the
-    gateway's own provider timeout decides)."""
+    ``max_in_flight`` bounds them and counts what it cannot send) and no timeout of its own
+    (the gateway's provider timeout decides, or the workload's client timeout, which the
+    driver sets on each attempt)."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                  timeout=aiohttp.ClientTimeout(total=None))
 
@@ -202,26 +260,57 @@ def _completion_tokens(body: bytes) -> int:
         return 0
 
 
+_REJECTED = (-1, 0.0, "throttled")
+"""What a closed-loop client makes of a user request whose first attempt its adaptive
+throttling rejected: no status, no retry-after, the outcome."""
+
+
+class _User:
+    """A user request in progress: its ``retry`` decisions (``None`` when its clients
+    neither time out nor retry: it is not followed), whether it is ``streaming``, its
+    ``body``, whether its answers are read for tokens (``llm``), the attempts it sent and
+    whether one is ``sending``."""
+
+    __slots__ = ("retry", "streaming", "body", "llm", "attempts", "sending")
+
+    def __init__(self, retry: ClientRetry | None, streaming: bool, body: bytes, llm: bool) -> None:
+        self.retry, self.streaming, self.body, self.llm = retry, streaming, body, llm
+        self.attempts = 0
+        self.sending = False
+
+
 class Driver:
     """Clients of the gateway at ``url`` sending through ``session``; open-loop arrivals
     come from the stream ``arrivals`` of ``seed``, whether a request streams from its
-    stream ``streams``; times are readings of ``clock``.
+    stream ``streams``, the retries' jitter from ``retries`` and adaptive throttling's draws
+    from ``throttle``; times are readings of ``clock``. ``on_user`` hears the user requests
+    of clients that time out or retry (nothing else calls it; ``None``: no one listens).
 
-    Nothing is sent before the first :meth:`apply`. Call every method from the loop the
-    driver runs in."""
+    The driver's clients share one :class:`~gwlab.retry.AdaptiveThrottle` (in the command
+    line's load generator, the clients of one worker process): it sees every attempt they
+    send, as the simulator's one throttle sees all of its clients'. Nothing is sent before
+    the first :meth:`apply`. Call every method from the loop the driver runs in."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, seed: int, arrivals: str,
                  clock: Callable[[], float], on_sent: Callable[[], None], on_answer: OnAnswer,
-                 on_saturated: Callable[[], None], *, streams: str = STREAMS) -> None:
+                 on_saturated: Callable[[], None], *, streams: str = STREAMS, retries: str = RETRIES,
+                 throttle: str = THROTTLE, on_user: OnUser | None = None) -> None:
         self.session = session
         self.url = url.rstrip("/") + PATH
         self.clock = clock
         self.on_sent = on_sent
         self.on_answer = on_answer
         self.on_saturated = on_saturated
+        self.on_user = on_user
         self.workload: Workload | None = None
         self._rng = stream(seed, arrivals)
         self._stream_rng = stream(seed, streams)
+        self._retry_rng = stream(seed, retries)
+        self._throttle_rng = stream(seed, throttle)
+        self._throttle: AdaptiveThrottle | None = None
+        self._followed = False
+        """Whether user requests are followed: once a workload times out or retries, to the
+        end (as the simulator follows them)."""
         self._share = 0.0
         self._bodies = (BODY, BODY)
         """The request sent without and with a stream."""
@@ -232,7 +321,8 @@ class Driver:
         self._rate = 0.0
         self._drivers: set[asyncio.Task] = set()
         """The closed-loop clients and the open-loop arrivals task."""
-        self._requests: set[asyncio.Task] = set()
+        self._requests: dict[asyncio.Task, _User] = {}
+        """The user requests in progress, each its task."""
         self._stopped = False
 
     @property
@@ -248,6 +338,12 @@ class Driver:
         self._share = workload.stream_share
         self._bodies = (request_body(False, workload.max_tokens), request_body(True, workload.max_tokens))
         self._llm = workload.stream_share > 0 or workload.max_tokens > 0
+        self._followed = self._followed or follows_users(workload)
+        throttle = self._throttle
+        if workload.retry_policy != "adaptive":
+            self._throttle = None
+        elif throttle is None or (throttle.k, throttle.window) != (workload.adaptive_k, workload.adaptive_window):
+            self._throttle = AdaptiveThrottle(workload.adaptive_k, workload.adaptive_window, self._throttle_rng)
         if workload.mode == "open" and workload.rate > 0:  # rate 0: a worker without a share of the cap
             if self._arrivals is None or workload.rate != self._rate:
                 if self._arrivals is not None:
@@ -263,14 +359,17 @@ class Driver:
 
     async def stop(self, grace: float) -> int:
         """Send nothing more; let the requests in flight finish within ``grace`` seconds,
-        then cut off the rest. Returns how many were cut off (0 when already stopped)."""
+        then cut off the rest. Returns how many were cut off (0 when already stopped). The
+        user requests that have not ended by then (waiting to retry, or with an attempt cut
+        off) end ``"cut_off"``."""
         if self._stopped:
             return 0
         self._stopped = True
-        drivers = list(self._drivers)
-        for task in drivers:
+        waiting = [task for task, user in self._requests.items() if not user.sending]  # to retry: nothing more
+        stopped = [*self._drivers, *waiting]
+        for task in stopped:
             task.cancel()
-        await asyncio.gather(*drivers, return_exceptions=True)
+        await asyncio.gather(*stopped, return_exceptions=True)
         if self._requests and grace > 0:
             await asyncio.wait(self._requests, timeout=grace)
         remaining = [task for task in self._requests if not task.done()]
@@ -290,17 +389,38 @@ class Driver:
         task.add_done_callback(self._drivers.discard)
         return task
 
-    def _launch(self, scheduled: float) -> asyncio.Task:
-        """Start a request as its own task: a client cancelled at the stop leaves it in
-        flight, for the grace to decide. Whether it streams is drawn here, once per request
-        sent, as the simulator draws it."""
-        self.on_sent()
+    def _launch(self, scheduled: float) -> asyncio.Task | None:
+        """Start a user request as its own task: a client cancelled at the stop leaves it
+        in flight, for the grace to decide. Whether it streams is drawn here, once per user
+        request, as the simulator draws it. ``None`` when adaptive throttling rejected its
+        first attempt: nothing is sent, and the user request has ended."""
         share = self._share
         streaming = share == 1.0 or (share > 0.0 and self._stream_rng.random() < share)
-        task = asyncio.create_task(self._request(scheduled, streaming, self._bodies[streaming], self._llm))
-        self._requests.add(task)
-        task.add_done_callback(self._requests.discard)
+        retry = ClientRetry(self.workload, self._retry_rng) if self._followed else None
+        user = _User(retry, streaming, self._bodies[streaming], self._llm)
+        if not self._admits():
+            self._ended(user, "throttled")
+            return None
+        self._send(user)
+        task = asyncio.create_task(self._user(user, scheduled))
+        self._requests[task] = user
+        task.add_done_callback(self._requests.pop)
         return task
+
+    def _admits(self) -> bool:
+        """Whether an attempt may go out now: adaptive throttling, when on, may reject it."""
+        throttle = self._throttle
+        return throttle is None or throttle.admits(self.clock())
+
+    def _send(self, user: _User) -> None:
+        """``user`` sends an attempt now."""
+        user.attempts += 1
+        user.sending = True
+        self.on_sent()
+
+    def _ended(self, user: _User, outcome: str) -> None:
+        if user.retry is not None and self.on_user is not None:
+            self.on_user(outcome, user.attempts)
 
     async def _open_loop(self, rate: float) -> None:
         """Poisson arrivals at ``rate`` from now on; the one arrival stream goes on across
@@ -325,43 +445,85 @@ class Driver:
         try:
             while self._clients <= self._wanted():
                 request = self._launch(self.clock())
-                await asyncio.wait((request,))
-                status, retry_after = request.result()
-                pause = pause_after(status, retry_after, self.workload.think_time)
+                if request is not None:
+                    await asyncio.wait((request,))
+                status, retry_after, outcome = _REJECTED if request is None else request.result()
+                w = self.workload
+                pause = max(w.think_time, w.retry_delay) if outcome == "throttled" else \
+                    pause_after(status, retry_after, w.think_time)
                 if pause > 0:
                     await asyncio.sleep(pause)
         finally:
             self._clients -= 1
 
-    async def _request(self, scheduled: float, streaming: bool, body: bytes, llm: bool) -> tuple[int, float]:
-        """Send one request and report its answer. Returns the status and the server's
-        retry-after in seconds (0 when absent).
+    async def _user(self, user: _User, scheduled: float) -> tuple[int, float, str | None]:
+        """Send ``user``'s attempts, the first (sent already) due at ``scheduled``, until it
+        ends; report its end. Returns the last attempt's status and retry-after in seconds,
+        and the user request's outcome (``None`` when it is not followed), which a
+        closed-loop client pauses after. Cancelled (at the stop), a followed user request
+        ends ``"cut_off"``."""
+        try:
+            while True:
+                status, retry_after, done = await self._request(scheduled, user)
+                user.sending = False
+                if user.retry is None:  # not followed: one attempt
+                    return status, retry_after, None
+                if self._throttle is not None:
+                    self._throttle.answered(done, status == 200)
+                wait = None if status == 200 else user.retry.after(status, retry_after)
+                if wait is None:
+                    outcome = "ok" if status == 200 else "timed_out" if status == CLIENT_TIMEOUT else "failed"
+                    break
+                if self._stopped:  # nothing more is sent
+                    outcome = "cut_off"
+                    break
+                scheduled = done + wait
+                await asyncio.sleep(wait)  # a stop meanwhile cancels it
+                if not self._admits():
+                    outcome = "throttled"
+                    break
+                self._send(user)
+        except asyncio.CancelledError:
+            self._ended(user, "cut_off")
+            raise
+        self._ended(user, outcome)
+        return status, retry_after, outcome
+
+    async def _request(self, scheduled: float, user: _User) -> tuple[int, float, float]:
+        """Send one attempt of ``user`` and report its answer. Returns the status, the
+        server's retry-after in seconds (0 when absent) and the clock reading at its end.
 
         Its times count from ``scheduled``, or from its sending if that came first: a loop
         whose timers count whole milliseconds (uvloop's) may wake an arrival a little before
         its time, and a time to first token is never shorter than the provider's. A stream
         (an event stream answering a request that asked for one) is read frame by frame
         (:func:`read_stream`); any other answer whole, and parsed for its tokens only when
-        ``llm`` (the workload streams or caps tokens)."""
+        the workload streams or caps tokens. With the workload's ``timeout`` > 0 the attempt
+        is given up that many seconds after its sending, its connection closed: a
+        :data:`~gwlab.stats.CLIENT_TIMEOUT`."""
         scheduled = min(scheduled, self.clock())
         first: float | None = None
         tokens = 0
         try:
-            async with self.session.post(self.url, data=body, headers=_HEADERS) as response:
-                status = response.status
-                provider = response.headers.get(PROVIDER_HEADER, NO_PROVIDER)
-                retry_ms = response.headers.get(RETRY_AFTER_MS_HEADER)
-                if streaming and status == 200 and response.content_type == _EVENT_STREAM:
-                    status, first, tokens = await read_stream(response.content, self.clock)
-                elif llm and status == 200:
-                    tokens = _completion_tokens(await response.read())
-                else:
-                    await response.read()
+            async with asyncio.timeout(self.workload.timeout or None):
+                async with self.session.post(self.url, data=user.body, headers=_HEADERS) as response:
+                    status = response.status
+                    provider = response.headers.get(PROVIDER_HEADER, NO_PROVIDER)
+                    retry_ms = response.headers.get(RETRY_AFTER_MS_HEADER)
+                    if user.streaming and status == 200 and response.content_type == _EVENT_STREAM:
+                        status, first, tokens = await read_stream(response.content, self.clock)
+                    elif user.llm and status == 200:
+                        tokens = _completion_tokens(await response.read())
+                    else:
+                        await response.read()
         except aiohttp.ClientError as exc:
             log.debug("request failed: %s", exc)
             status, retry_ms = TRANSPORT_ERROR, None
-        if status == TRANSPORT_ERROR:  # no answer came whole: nothing of it counts
+        except TimeoutError:
+            status, retry_ms = CLIENT_TIMEOUT, None
+        if status == TRANSPORT_ERROR or status == CLIENT_TIMEOUT:  # no answer came whole: nothing of it counts
             provider, first, tokens = NO_PROVIDER, None, 0
         ttft = None if first is None else first - scheduled
-        self.on_answer(scheduled, self.clock(), status, provider, ttft, tokens)
-        return status, float(retry_ms) / 1000 if retry_ms else 0.0
+        done = self.clock()
+        self.on_answer(scheduled, done, status, provider, ttft, tokens)
+        return status, float(retry_ms) / 1000 if retry_ms else 0.0, done
