@@ -6,8 +6,11 @@ serve. The parent process (which runs the gateway) starts the workers, tells the
 to stop, and merges the :class:`~gwlab.stats.Tally` deltas they send about twice a second.
 Each worker runs one :class:`~gwlab.clients.Driver` (closed-loop clients or open-loop
 Poisson arrivals, from the random stream ``arrivals/<index>``; which requests stream, from
-``workload/stream/<index>``) and tallies its answers, with the time to first token and the
-output tokens of LLM traffic (:func:`gwlab.clients.book`).
+``workload/stream/<index>``; the jitter of its clients' retries, from
+``workload/retry/<index>``, and adaptive throttling's draws, from
+``workload/throttle/<index>``, one throttle per worker) and tallies its answers, with the
+time to first token and the output tokens of LLM traffic (:func:`gwlab.clients.book`), and,
+for clients that time out or retry, its user requests (:func:`gwlab.clients.book_user`).
 
 Scripted events change the workload while the clients run (:meth:`LoadGenerator.apply`):
 the parent splits the new workload over the same workers as at the start and sends each its
@@ -43,7 +46,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gwlab import config
-from gwlab.clients import Driver, book, open_session
+from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, book, book_user, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
 from gwlab.summary import requested_rate
@@ -90,7 +93,9 @@ class WorkerPlan:
     at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``, at most
     ``max_in_flight`` of them outstanding; a share ``stream_share`` of its requests stream
     (drawn from the stream ``workload/stream/<index>``), each capped at ``max_tokens`` output
-    tokens (0: no cap). A worker gets a new plan when the workload changes."""
+    tokens (0: no cap). Its clients time out and retry as the workload's fields of the same
+    names say (:class:`~gwlab.config.WorkloadConfig`). A worker gets a new plan when the
+    workload changes."""
 
     url: str
     index: int
@@ -103,6 +108,18 @@ class WorkerPlan:
     grace: float
     stream_share: float = 0.0
     max_tokens: int = 0
+    retry_policy: str = config.CLIENT_RETRY_POLICY
+    retries: int = config.CLIENT_RETRIES
+    retry_delay: float = config.CLIENT_RETRY_DELAY
+    retry_max_delay: float = config.CLIENT_RETRY_MAX_DELAY
+    timeout: float = config.CLIENT_TIMEOUT
+    adaptive_k: float = config.ADAPTIVE_K
+    adaptive_window: int = config.ADAPTIVE_WINDOW
+
+
+_CARRIED = ("think_time", "stream_share", "max_tokens", "retry_policy", "retries", "retry_delay", "retry_max_delay",
+            "timeout", "adaptive_k", "adaptive_window")
+"""The fields of a workload that every worker's plan carries as they are."""
 
 
 def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
@@ -112,15 +129,15 @@ def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
     (independent Poisson streams add up to a Poisson stream at the total rate), so that no
     worker saturates before the cap in total is reached, and a worker without a share of the
     cap sends nothing. Every worker streams the same share of its requests, with the same
-    cap on tokens."""
+    cap on tokens, and its clients time out and retry alike."""
     base, extra = divmod(workload.clients, workers)
     cap, more = divmod(workload.max_in_flight, workers)
     caps = [cap + (i < more) for i in range(workers)]
+    carried = {name: getattr(workload, name) for name in _CARRIED}
     return [
         WorkerPlan(url=url, index=i, mode=workload.mode, clients=base + (i < extra),
-                   rate=workload.rate * caps[i] / workload.max_in_flight, think_time=workload.think_time,
-                   max_in_flight=caps[i], seed=seed, grace=grace, stream_share=workload.stream_share,
-                   max_tokens=workload.max_tokens)
+                   rate=workload.rate * caps[i] / workload.max_in_flight, max_in_flight=caps[i], seed=seed,
+                   grace=grace, **carried)
         for i in range(workers)
     ]
 
@@ -411,9 +428,11 @@ class _Worker:
             if not self.stop.is_set():
                 # Times from the monotonic clock itself: uvloop's loop.time() counts whole
                 # milliseconds, as of the loop's last wake-up.
-                self.driver = Driver(session, self.plan.url, self.plan.seed, f"arrivals/{self.plan.index}",
+                index = self.plan.index
+                self.driver = Driver(session, self.plan.url, self.plan.seed, f"arrivals/{index}",
                                      time.monotonic, self._sent, self._answered, self._saturated,
-                                     streams=f"workload/stream/{self.plan.index}")
+                                     streams=f"{STREAMS}/{index}", retries=f"{RETRIES}/{index}",
+                                     throttle=f"{THROTTLE}/{index}", on_user=self._user)
                 self.driver.apply(self.plan)
                 reporter = asyncio.create_task(self._report())
                 await self.stop.wait()
@@ -434,6 +453,9 @@ class _Worker:
     def _answered(self, scheduled: float, done: float, status: int, provider: str, ttft: float | None,
                   tokens: int) -> None:
         book(self.delta, status, provider, done - scheduled, ttft, tokens)
+
+    def _user(self, outcome: str, attempts: int) -> None:
+        book_user(self.delta, outcome, attempts)
 
     def _command(self) -> None:
         try:

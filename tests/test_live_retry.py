@@ -1,6 +1,7 @@
 """Live clients that time out and retry, against a real gateway on loopback: the rules the
 simulator follows (:class:`gwlab.workload.ClientRetry`, :class:`gwlab.retry.AdaptiveThrottle`)
-carried out by :class:`gwlab.clients.Driver` over real sockets, in the test's own loop."""
+carried out by :class:`gwlab.clients.Driver` over real sockets, in the test's own loop, and
+through the lab's recorder and the load generator's plans."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Any, Callable
 import aiohttp
 import pytest
 
+import gwlab.lab
 from gwlab import config
 from gwlab.breaker import State
 from gwlab.clients import Driver, open_session
 from gwlab.config import WorkloadConfig
+from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
-from gwlab.stats import CLIENT_TIMEOUT, NO_PROVIDER, STREAM_ERROR
+from gwlab.stats import CLIENT_TIMEOUT, NO_PROVIDER, STREAM_ERROR, USER_OUTCOMES
 from gwlab.streams import stream
 
 pytestmark = pytest.mark.timeout(60)
@@ -231,3 +234,31 @@ def test_the_stop_cuts_off_the_user_requests_in_flight_and_those_waiting_to_retr
                                  lambda books: len(books.answers) == 4))
     assert (waiting.cut, waiting.books.users) == (0, [("cut_off", 1)] * 4)
     assert waiting.stopping < 1.0 and len(waiting.books.sent) == 4
+
+
+def test_the_lab_books_user_requests_in_its_bins_and_its_summaries():
+    scenario = {"breaker": {"enabled": False}, "providers": {"p1": {"latency": 0.01, "error_rate": 1.0}},
+                "workload": {"clients": 5, "retry_policy": "fixed", "retry_delay": 0.01}}
+    lab = gwlab.lab.start(scenario, port=0, metrics_port=0)
+    try:
+        users = lab.run_for(1.0)["user_requests"]
+        # Every user request that ended in the window made its three attempts, however many
+        # of them came before it.
+        assert users["outcomes"] == {**dict.fromkeys(USER_OUTCOMES, 0), "failed": users["offered"]} and \
+            users["offered"] > 10
+        assert users["attempts"] == 3 * users["offered"]
+        columns = lab.timeseries().columns()
+        assert sum(columns["user_requests"]) > 0
+        assert {g for g in columns["user_goodput"] if g is not None} == {0.0}
+    finally:
+        gwlab.lab.stop()
+
+
+def test_every_worker_plan_carries_how_the_clients_time_out_and_retry():
+    workload = WorkloadConfig(mode="open", rate=3000.0, retry_policy="adaptive", retries=4, retry_delay=0.2,
+                              retry_max_delay=3.0, timeout=1.5, adaptive_k=1.5, adaptive_window=10)
+    clients = LoadGenerator("http://h:1/", WorkloadConfig(), seed=9, workers=2)
+    clients.apply(workload)
+    fields = ("retry_policy", "retries", "retry_delay", "retry_max_delay", "timeout", "adaptive_k", "adaptive_window")
+    assert [tuple(getattr(p, f) for f in fields) for p in clients.plans] == \
+        [tuple(getattr(workload, f) for f in fields)] * 2

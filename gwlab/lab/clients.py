@@ -7,8 +7,10 @@ notebook needs less (100 closed-loop clients offer about 270 requests per second
 seed's providers) but needs every answer at once for its charts, and needs the number of
 clients or the offered rate to follow a slider. So the lab runs the same
 :class:`~gwlab.clients.Driver` in its own process, with the arrival stream ``arrivals`` of
-the seed (and the stream ``workload/stream`` for which requests stream, the simulator's
-names for both), and hands every request sent and every answer to its :class:`Recorder`.
+the seed (and the streams ``workload/stream`` for which requests stream, ``workload/retry``
+for the jitter of clients' retries and ``workload/throttle`` for adaptive throttling's
+draws, the simulator's names for all), and hands every request sent, every answer and every
+user request of clients that time out or retry to its :class:`Recorder`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Callable
 
 import aiohttp
 
-from gwlab.clients import STREAMS, Driver, open_session
+from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.lab.recorder import Recorder
 
@@ -44,7 +46,7 @@ class ClientPool:
             self._session = open_session()
             self._driver = Driver(self._session, self.url, self.seed, ARRIVALS, self.clock,
                                   self.recorder.sent, self.recorder.answered, self.recorder.saturated,
-                                  streams=STREAMS)
+                                  streams=STREAMS, retries=RETRIES, throttle=THROTTLE, on_user=self.recorder.user)
         self.apply(workload)
 
     def apply(self, workload: WorkloadConfig) -> None:

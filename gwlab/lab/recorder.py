@@ -2,7 +2,8 @@
 
 The in-process clients report every request sent and every answer (status, provider,
 scheduled send time, answer time, and for LLM traffic a stream's time to first token and
-the output tokens); each counts in the bin of its own time. A sampler closes
+the output tokens), and for clients that time out or retry every user request as it ends;
+each counts in the bin of its own time. A sampler closes
 a bin once its edge has passed, reading the gateway's tokens, breaker states and requests in
 flight at that moment. A busy kernel can hold the sampler back by several bins (it shares
 the interpreter with the lab's thread): the bins then close late, one after the other, but
@@ -22,7 +23,7 @@ from typing import Callable, Iterable
 
 from gwlab import config
 from gwlab.breaker import Transition
-from gwlab.clients import book
+from gwlab.clients import book, book_user
 from gwlab.router import Snapshot
 from gwlab.stats import RATE_LIMITED, Tally
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
@@ -89,6 +90,12 @@ class Recorder:
             admitted = self._bin(sent)
             if admitted is not None:
                 admitted.admitted += 1
+
+    def user(self, outcome: str, attempts: int) -> None:
+        """A user request ended now, ``outcome`` after ``attempts`` attempts: it counts in the
+        bin of now, as the simulator counts it."""
+        for tally in (self._bin(self.clock()).tally, *self.taps):
+            book_user(tally, outcome, attempts)
 
     def transition(self, t: Transition) -> None:
         """Breaker listener: keep the changes a run lists (see :func:`is_listed`)."""
