@@ -65,8 +65,9 @@ class _Parser(argparse.ArgumentParser):
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags that build a scenario (``--config``, ``--clients | --rate``,
-    ``--max-in-flight``, ``--stream-share``, ``--max-tokens``, ``--seed``, ``--json``):
-    shared by every command that runs one; read them with :func:`scenario_from_args`."""
+    ``--max-in-flight``, ``--stream-share``, ``--max-tokens``, ``--retry-policy``,
+    ``--client-timeout``, ``--seed``, ``--json``): shared by every command that runs one;
+    read them with :func:`scenario_from_args`."""
     parser.add_argument("--config", metavar="FILE", type=Path,
                         help="scenario TOML file (default: the seed scenario; flags override it)")
     load = parser.add_mutually_exclusive_group()
@@ -82,6 +83,12 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0: none)")
     parser.add_argument("--max-tokens", metavar="N", type=int,
                         help="each request's max_tokens, the cap on its output tokens (default 0: none)")
+    parser.add_argument("--retry-policy", metavar="POLICY",
+                        help="how the clients retry a failed or timed-out request: "
+                             f"{', '.join(config.CLIENT_RETRY_POLICIES)} (default {config.CLIENT_RETRY_POLICY})")
+    parser.add_argument("--client-timeout", metavar="SECONDS", type=float,
+                        help="seconds a client waits for an answer before it gives the request up and retries "
+                             "by its policy (default 0: it waits for the gateway)")
     parser.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                         help=f"random seed (default {config.SEED})")
     parser.add_argument("--json", metavar="FILE", type=Path,
@@ -133,8 +140,9 @@ def _bounds(args: argparse.Namespace) -> dict[str, float]:
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario the flags describe: ``--config`` (or the defaults), then ``--clients N``
     (closed loop of N clients) or ``--rate R`` (open loop at R per second),
-    ``--max-in-flight N``, ``--stream-share S`` and ``--max-tokens N`` merged in and
-    validated like the file, so an error names the flag and its value. Also checks that the
+    ``--max-in-flight N``, ``--stream-share S``, ``--max-tokens N``, ``--retry-policy P``
+    and ``--client-timeout S`` (``workload.timeout``) merged in and validated like the file,
+    so an error names the flag and its value. Also checks that the
     ``--json`` file can be written. Raises :class:`ConfigError`."""
     scenario = config.load(args.config) if args.config else Scenario()
     if args.clients is not None:
@@ -142,8 +150,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     if args.rate is not None:
         scenario = config.merge(scenario, {"workload": {"mode": "open", "rate": args.rate}}, "--rate")
     for flag, field in (("--max-in-flight", "max_in_flight"), ("--stream-share", "stream_share"),
-                        ("--max-tokens", "max_tokens")):
-        value = getattr(args, field)
+                        ("--max-tokens", "max_tokens"), ("--retry-policy", "retry_policy"),
+                        ("--client-timeout", "timeout")):
+        value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             scenario = config.merge(scenario, {"workload": {field: value}}, flag)
     check_writable("--json", args.json)
@@ -204,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
     serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, stream_share=None,
-                       max_tokens=None, json=None)
+                       max_tokens=None, retry_policy=None, client_timeout=None, json=None)
     simulate = commands.add_parser(
         "simulate", help="replay the scenario in virtual time, deterministically",
         description="Run the scenario's gateway, providers and clients as a discrete-event "

@@ -10,6 +10,10 @@ or a stream failed), so that the view of a run without it stays what it was: the
 shows ``stream_error`` among the codes and a line with the time to first token (p50, p99)
 and the output tokens per second; the summary a line with the time to first token, the time
 per output token and the output tokens.
+
+Clients that time out or retry add a line to both, only then: the user requests that ended
+(per second in the status), their goodput (the share that succeeded) and the attempts each
+made on average; the summary's also counts them by outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from gwlab import config
 from gwlab.router import Snapshot
-from gwlab.stats import QUANTILES, RATE_LIMITED, STREAM_ERROR, LatencyHistogram, Tally, code_name
+from gwlab.stats import QUANTILES, RATE_LIMITED, STREAM_ERROR, USER_OUTCOMES, LatencyHistogram, Tally, code_name
 
 SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
 """Status codes always shown, even at zero; any other code appears once it occurs."""
@@ -55,6 +59,13 @@ def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
+def _users(ended: str, ok: int, offered: int, attempts: int) -> str:
+    """The user requests' line: ``ended`` (how many, as shown), their goodput and attempts
+    per request."""
+    per_request = f"{attempts / offered:.2f}" if offered else "-"
+    return f"user requests {ended}  goodput {_percent(ok, offered)}  attempts per request {per_request}"
+
+
 def cannot_keep_up(sent: float, saturated: float) -> str:
     """What a status or summary says when the clients could not send every arrival: ``sent``
     and ``saturated`` (not sent, the in-flight cap being full) per second."""
@@ -69,7 +80,9 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
     cooldown left, and the bucket's tokens (from the gateway's ``snapshot``). With LLM
     traffic in the run so far (:func:`llm_traffic` of ``total``), ``stream_error`` is always
     among the codes, and a fourth line gives the streams' time to first token and the output
-    tokens per second over the last ``seconds``."""
+    tokens per second over the last ``seconds``. With clients that time out or retry (user
+    requests in ``total``), a line gives the user requests that ended over the last
+    ``seconds``, per second, their goodput and attempts per request."""
     per_second = (lambda n: n / seconds) if seconds > 0 else (lambda n: 0.0)
     llm = llm_traffic(total)
     rates = "  ".join(f"{code_name(code)} {per_second(interval.count([code])):.0f}/s"
@@ -92,6 +105,10 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
     if llm:
         lines.append(f"        ttft {_llm_quantiles(interval.ttft)}  "
                      f"output tokens {per_second(interval.output_tokens):.0f}/s")
+    if total.users:
+        users = interval.users
+        ended = sum(users[outcome] for outcome in USER_OUTCOMES)
+        lines.append("        " + _users(f"{per_second(ended):.0f}/s", users["ok"], ended, users["attempts"]))
     return lines
 
 
@@ -123,6 +140,12 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
         llm.append(f"output tokens {tokens['total']} ({rate}/s)")
     if llm:
         lines.append("  ".join(llm))
+    if "user_requests" in result:
+        users = result["user_requests"]
+        counts = "  ".join(f"{outcome} {n}" for outcome, n in users["outcomes"].items())
+        wasted = f"  wasted {users['wasted']}" if "wasted" in users else ""
+        lines.append(f"{_users(str(users['offered']), users['outcomes']['ok'], users['offered'], users['attempts'])}"
+                     f"  {counts}{wasted}")
     if result.get("saturated"):
         cap = workload.get("max_in_flight", config.MAX_IN_FLIGHT)
         lines.insert(2, f"{cannot_keep_up(result['achieved_offered_rate'], result['saturated'] / result['duration'])}"

@@ -61,7 +61,7 @@ STATUS_TABLE = (
     StatusRow("499: the client left, or a stop cut it off", "`499`", "yes", "none: a probe slot is freed", "no"),
     StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),
     StatusRow("the client stopped waiting, `workload.timeout` (client side only)", "`client_timeout`", "-",
-              "none: the gateway goes on serving it", "no"),
+              "none: the simulated gateway serves on, the live one counts a 499", "no"),
 )
 """How every answer counts; the README prints it (:func:`status_table`). A summary's
 ``admitted`` counts the answers of admitted requests (:func:`admitted`): a 499 passed the
@@ -85,7 +85,8 @@ TRANSPORT_ERROR = 0
 reset): client-side only, the gateway never saw it answered."""
 CLIENT_TIMEOUT = 2
 """Status a client records for an attempt it gave up waiting for (``workload.timeout``):
-client-side only, the gateway goes on serving it (DESIGN, "Retries and fallbacks")."""
+client-side only. The simulated gateway goes on serving it (DESIGN, "Retries and
+fallbacks"); the live one notices its connection close, abandons the call and counts a 499."""
 CODE_NAMES = {TRANSPORT_ERROR: "transport_error", STREAM_ERROR: "stream_error", CLIENT_TIMEOUT: "client_timeout"}
 """Statuses that are not HTTP codes, by the name every summary gives them."""
 

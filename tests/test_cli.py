@@ -76,6 +76,15 @@ def test_the_stream_flags_set_the_workload_over_the_file(tmp_path):
         0.5, 7)
 
 
+def test_the_retry_flags_set_how_the_clients_retry_and_time_out_over_the_file(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[workload]\nretry_policy = "fixed"\nretry_delay = 0.05\n')
+    flags = scenario_from_args(_args("--config", str(path), "--retry-policy", "adaptive", "--client-timeout", "1.5"))
+    assert (flags.workload.retry_policy, flags.workload.timeout, flags.workload.retry_delay) == ("adaptive", 1.5, 0.05)
+    simulated = build_parser().parse_args(["simulate", "--duration", "1", "--retry-policy", "openai_sdk"])
+    assert scenario_from_args(simulated).workload.retry_policy == "openai_sdk"
+
+
 def test_a_bad_flag_value_reads_like_a_config_error_naming_the_flag():
     with pytest.raises(ConfigError) as error:
         scenario_from_args(_args("--rate", "-5"))
@@ -154,6 +163,12 @@ BAD_FLAGS = {
                             "and <= 1000000"),
     "max_tokens_not_whole": (["--max-tokens", "2.5"],
                              "gwlab: error: argument --max-tokens: invalid int value: '2.5' (see gwlab run --help)"),
+    "retry_policy": (["--retry-policy", "sometimes"],
+                     "gwlab: error: --retry-policy: workload.retry_policy = 'sometimes': expected one of 'none', "
+                     "'openai_sdk', 'fixed', 'exponential_jitter', 'adaptive'"),
+    "client_timeout_negative": (["--client-timeout", "-1"],
+                                "gwlab: error: --client-timeout: workload.timeout = -1.0: expected a number >= 0 "
+                                "and <= 31536000"),
     "admin_token_empty": (["--admin-token", ""],
                           "gwlab: error: --admin-token: expected a token a client can send in 'Authorization: Bearer "
                           "TOKEN': not empty, printable ASCII, no spaces"),
@@ -260,6 +275,31 @@ def test_summary_lines_show_ttft_time_per_token_and_output_tokens_of_streams():
                         f"time per output token p50 {tpot.quantile(0.5):.3f}s  p99 {tpot.quantile(0.99):.3f}s  "
                         "output tokens 93 (46/s)")
     assert lines[5] == "p1  share 100.0%  200 3  502 0  504 0  stream_error 1  trips 0  fallbacks 0  state healthy"
+
+
+def _users(tally: Tally, **outcomes: int) -> Tally:
+    """``tally`` with user requests ended by outcome; each ``ok`` one took one attempt, the
+    others three."""
+    for outcome, n in outcomes.items():
+        tally.users[outcome] += n
+        tally.users["attempts"] += n * (1 if outcome == "ok" else 3)
+    return tally
+
+
+def test_status_and_summary_lines_show_user_requests_of_clients_that_retry():
+    interval = _users(_tally((200, "p1", 0.1, 6), (502, "p1", 0.1, 6)), ok=6, failed=2)
+    lines = status_lines(interval, 2.0, 12, interval, SNAPSHOT, 12.0)
+    assert lines[3] == "        user requests 4/s  goodput 75.0%  attempts per request 1.50"
+    quiet = status_lines(Tally(), 1.0, 0, interval, SNAPSHOT, 13.0)
+    assert quiet[3] == "        user requests 0/s  goodput -  attempts per request -"
+    scenario = config.merge(config.Scenario(), {"workload": {"retry_policy": "fixed"}})
+    end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
+    result = summarise(interval, mode="live", seed=1, scenario=scenario, duration=2.0, sent=12, saturated=0,
+                       workloads=[(0.0, scenario.workload)], end=end, trips={}, fallbacks={}, events_refused=0, retries={})
+    assert summary_lines(result)[4] == ("user requests 8  goodput 75.0%  attempts per request 1.50  ok 6  failed 2  "
+                                        "timed_out 0  throttled 0  cut_off 0")
+    # Without user requests the lines are what they were.
+    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), SNAPSHOT, 1.0)) == 3
 
 
 def test_status_lines_before_any_answer():
@@ -412,6 +452,29 @@ def test_run_with_the_stream_flags_streams_and_shows_ttft_and_output_tokens(tmp_
     assert result["ttft"]["p50"] >= 0.05 * (1 - RELATIVE_ERROR)  # late, never early
     assert [line for line in lines if line.startswith("ttft p50 ")][0].endswith(
         f"output tokens {6 * answered} ({result['output_tokens']['per_second']:.0f}/s)")
+
+
+def test_run_with_the_retry_flags_times_out_retries_and_counts_user_requests(tmp_path):
+    """Five clients that give an attempt up after 0.2 s and retry it twice, 0.05 s later, to
+    a provider that takes a second: every user request makes three attempts, each abandoned
+    by the gateway as its client leaves (a 499 there)."""
+    scenario = tmp_path / "slow.toml"
+    scenario.write_text("[breaker]\nenabled = false\n[providers.p1]\nlatency = 1.0\n[workload]\nretry_delay = 0.05\n")
+    out = tmp_path / "run.json"
+    process = Process("run", "--config", str(scenario), "--clients", "5", "--retry-policy", "fixed",
+                      "--client-timeout", "0.2", "--duration", "2", "--port", "0", "--metrics-port", "0",
+                      "--json", str(out), cwd=tmp_path)
+    status, lines, stderr = process.finish()
+    assert (status, stderr) == (0, "")
+    live = [line for line in lines if " offered " in line and "|" in line]
+    assert live and all("  |  user requests " in line for line in live)
+    result = json.loads(out.read_text())
+    users = result["user_requests"]
+    assert users["outcomes"]["timed_out"] >= 5 and users["outcomes"]["ok"] == 0
+    assert users["attempts"] == result["offered"] == result["codes"]["client_timeout"]
+    assert 3 * users["outcomes"]["timed_out"] <= users["attempts"] <= 3 * users["offered"]
+    assert [line for line in lines if line.startswith("user requests ")][0].startswith(
+        f"user requests {users['offered']}  goodput 0.0%  ")
 
 
 def test_sigterm_mid_traffic_exits_0_with_nothing_in_flight_and_no_workers_left(tmp_path):
