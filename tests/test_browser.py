@@ -224,7 +224,7 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab):
 
         # The dashboard rendered: every slider and the live chart.
         sliders = page.locator(f"{PANEL} .widget-slider")
-        assert sliders.count() == 17  # 3 per provider, 2 limiter, 3 breaker, 1 retry, 2 clients
+        assert sliders.count() == 18  # 3 per provider, 2 limiter, 3 breaker, 1 retry, 3 clients
         # The chart drawn with its traces (an element can be a plot before it has data).
         page.wait_for_function("(selector) => document.querySelector(selector)?.data?.length > 0",
                                arg=LIVE_PLOT, timeout=WAIT)

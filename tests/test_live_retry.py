@@ -254,6 +254,21 @@ def test_the_lab_books_user_requests_in_its_bins_and_its_summaries():
         gwlab.lab.stop()
 
 
+def test_the_dashboard_sets_how_the_lab_clients_retry_and_time_out():
+    lab = gwlab.lab.start(clients=2, port=0, metrics_port=0)
+    try:
+        dashboard = lab.dashboard()
+        assert dashboard.controls["workload", "retry_policy"].value == "none"
+        dashboard.controls["workload", "retry_policy"].value = "adaptive"
+        dashboard.controls["workload", "timeout"].value = 0.5
+        assert (lab.scenario.workload.retry_policy, lab.scenario.workload.timeout) == ("adaptive", 0.5)
+        assert dashboard.error.value == ""
+        lab.configure({"workload": {"retry_policy": "fixed"}})
+        assert dashboard.controls["workload", "retry_policy"].value == "fixed"
+    finally:
+        gwlab.lab.stop()
+
+
 def test_every_worker_plan_carries_how_the_clients_time_out_and_retry():
     workload = WorkloadConfig(mode="open", rate=3000.0, retry_policy="adaptive", retries=4, retry_delay=0.2,
                               retry_max_delay=3.0, timeout=1.5, adaptive_k=1.5, adaptive_window=10)

@@ -88,6 +88,7 @@ SLIDERS = {
     "decode_rate": Slider("decode (tokens/s)", 1, 1000, None, "log"),
     "capacity": Slider("capacity", 0, 256, 1, "int"),
     "workload.stream_share": Slider("streaming share", 0, 1, 0.01, "linear"),
+    "workload.timeout": Slider("client timeout (s)", 0, 10, 0.1, "linear"),
 }
 """The dashboard's sliders by field (a provider's fields by their own name). The LLM ones
 (:data:`LLM_PROVIDER_FIELDS`, the streaming share) are shown for a scenario with LLM
@@ -214,6 +215,8 @@ class Dashboard:
                                   layout=_fill(), style=_STYLE)
         mode = widgets.ToggleButtons(options=[("closed loop", "closed"), ("open loop", "open")],
                                      value=s.workload.mode, style={"button_width": MODE_BUTTON_WIDTH})
+        policy = widgets.Dropdown(description="retry policy", options=list(config.CLIENT_RETRY_POLICIES),
+                                  value=s.workload.retry_policy, layout=_fill(), style=_STYLE)
         return self._column("Balancer", [
             self._control(("gateway", "balancer"), picker),
             widgets.HTML("<b>Clients</b>"),
@@ -222,6 +225,8 @@ class Dashboard:
             self._control(("workload", "rate"), _slider("workload.rate", s.workload.rate)),
             *([self._control(("workload", "stream_share"), _slider("workload.stream_share", s.workload.stream_share))]
               if self.llm else []),
+            self._control(("workload", "retry_policy"), policy),
+            self._control(("workload", "timeout"), _slider("workload.timeout", s.workload.timeout)),
         ])
 
     @staticmethod
