@@ -19,7 +19,8 @@ from gwlab import balancer, config, simulate
 from gwlab.clients import BODY, PATH, PROVIDER_HEADER
 from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
-from gwlab.stats import ADMITTED, STREAM_ERROR, Tally
+from gwlab.stats import ADMITTED, CLIENT_TIMEOUT, STREAM_ERROR, Tally
+from gwlab.summary import user_requests
 from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import serving
 
@@ -52,7 +53,10 @@ def _agree(x: int, n: int, y: int, m: int) -> bool:
     return abs(x / n - y / m) <= 4 * math.sqrt(p * (1 - p) * (1 / n + 1 / m))
 
 
-async def _live_tally(scenario: config.Scenario = SCENARIO) -> tuple[Tally, float]:
+async def _live_tally(scenario: config.Scenario = SCENARIO) -> tuple[Tally, float, Counter]:
+    """A live run of ``scenario`` for :data:`DURATION` seconds, its clients in one worker
+    process: their tally, the seconds they sent for, and the gateway's answers by (status,
+    provider), 499s included."""
     gateway = Gateway(scenario, seed=SEED)
     await gateway.start(port=0, metrics_port=0)
     clients = LoadGenerator(gateway.url, scenario.workload, seed=SEED, workers=1)
@@ -63,7 +67,7 @@ async def _live_tally(scenario: config.Scenario = SCENARIO) -> tuple[Tally, floa
     finally:
         await clients.stop()
         await gateway.stop()
-    return clients.tally, clients.elapsed
+    return clients.tally, clients.elapsed, Counter({key: n for key, n in gateway.metrics.answers.items() if n})
 
 
 def test_live_and_simulated_runs_agree_on_status_and_provider_shares():
@@ -71,7 +75,7 @@ def test_live_and_simulated_runs_agree_on_status_and_provider_shares():
     provider's error rate, independently of all others. Shares are of the answered admitted
     requests (200, 502, 504): the simulation cuts off the few calls in flight at its end
     (499), the live run lets them finish. The bucket (1000/s) never empties at 200/s."""
-    live, elapsed = asyncio.run(_live_tally())
+    live, elapsed, _ = asyncio.run(_live_tally())
     sim = simulate(SCENARIO, DURATION, SEED).timeseries().total()
 
     for tally, seconds in ((live, elapsed), (sim, DURATION)):
@@ -109,7 +113,7 @@ def test_live_and_simulated_llm_traffic_agree_on_streams_stream_errors_and_share
     simulated), then meets the same provider probabilities: the shares agree within 4 sigma
     (see :func:`_agree`). A stream counts its time to first token once it has its first
     token (200 or stream_error), on both sides."""
-    live, _ = asyncio.run(_live_tally(LLM_SCENARIO))
+    live, _, _ = asyncio.run(_live_tally(LLM_SCENARIO))
     sim = simulate(LLM_SCENARIO, DURATION, SEED).timeseries().total()
     assert live.count() == live.count(ADMITTED)
     n, m = live.count(ADMITTED), sim.count(ADMITTED)
@@ -126,6 +130,51 @@ def test_live_and_simulated_llm_traffic_agree_on_streams_stream_errors_and_share
     assert live.output_tokens == TOKENS * live.count([200])
     failed = sim.count([STREAM_ERROR])
     assert failed <= sim.output_tokens - TOKENS * sim.count([200]) <= TOKENS * failed
+
+
+RETRY_SCENARIO = config.from_dict({
+    "breaker": {"enabled": False},
+    "providers": {
+        "p1": {"weight": 70, "latency": 0.01, "error_rate": 0.2},
+        "p2": {"weight": 30, "latency": 1.0},
+    },
+    "workload": {"mode": "open", "rate": 100.0, "retry_policy": "fixed", "retries": 2, "retry_delay": 0.05,
+                 "timeout": 0.2},
+}, "test scenario")
+"""Clients that give an attempt up after 0.2 s and retry it twice: an attempt fails with
+probability q = 0.44, at p2 (a client timeout, p2 answering in 1 s) or at p1 (a 502). The
+providers have no capacity limit, so that what the gateway does with an attempt given up
+cannot change the next ones' odds."""
+
+
+def test_live_and_simulated_clients_that_time_out_and_retry_agree_on_their_user_requests():
+    """User requests are independent trials: each ends ok with probability 1 - q³, timed out
+    with q² × 0.3, failed with q² × 0.14, and makes 1 + q + q² attempts on average. Outcome
+    shares agree within 4 sigma (:func:`_agree`), live and simulated, and ``ok`` with the
+    model; attempts per request agree within 4 sigma of a variable in [1, 3], whose
+    variance is at most 1. Those in progress at the end are cut off on both sides (the live
+    clients let an attempt in flight finish first)."""
+    live, _, served = asyncio.run(_live_tally(RETRY_SCENARIO))
+    sim_result = simulate(RETRY_SCENARIO, DURATION, SEED)
+    sim = sim_result.timeseries().total()
+    live_users, sim_users = user_requests(live), sim_result.summary()["user_requests"]
+    assert set(live_users) == set(sim_users) - {"wasted"}
+    n, m = live_users["offered"], sim_users["offered"]
+    assert n > 300 and m > 300  # 500 expected
+    q = 0.3 + 0.7 * 0.2
+    for outcome in ("ok", "timed_out", "failed", "cut_off"):
+        assert _agree(live_users["outcomes"][outcome], n, sim_users["outcomes"][outcome], m), outcome
+    for users, offered in ((live_users, n), (sim_users, m)):
+        p = 1 - q ** 3
+        assert abs(users["outcomes"]["ok"] / offered - p) <= 4 * math.sqrt(p * (1 - p) / offered)
+        assert users["outcomes"]["throttled"] == 0
+    assert abs(live_users["attempts_per_request"] - sim_users["attempts_per_request"]) <= 4 * math.sqrt(1 / n + 1 / m)
+    # Attempts as the clients saw them: each once in the codes, a client timeout under its own
+    # name. The live gateway abandoned each of those (a 499 of its own); the simulated one
+    # served them on, for no one.
+    assert live.count() == live_users["attempts"] and sim.count() == sim_users["attempts"]
+    assert served[499, "p2"] == live.count([CLIENT_TIMEOUT]) > 0
+    assert sim_users["wasted"] > 0 and (499, "p2") not in sim.by_status
 
 
 class LastProvider:
