@@ -62,6 +62,7 @@ for the caller; the user requests still going then end ``"cut_off"``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any, AsyncIterable, Callable, Protocol
@@ -92,6 +93,9 @@ THROTTLE = "workload/throttle"
 """The random stream of adaptive throttling's draws, unless told another (the simulator's
 name)."""
 _HEADERS = {"Content-Type": "application/json"}
+_UNBOUNDED = contextlib.nullcontext()
+"""An attempt's wait without a client timeout: nothing set up on every attempt, where
+``asyncio.timeout(None)`` would make and enter a timeout each time."""
 _EVENT_STREAM = "text/event-stream"
 
 OnAnswer = Callable[[float, float, int, str, float | None, int], None]
@@ -504,8 +508,9 @@ class Driver:
         scheduled = min(scheduled, self.clock())
         first: float | None = None
         tokens = 0
+        timeout = self.workload.timeout
         try:
-            async with asyncio.timeout(self.workload.timeout or None):
+            async with asyncio.timeout(timeout) if timeout else _UNBOUNDED:
                 async with self.session.post(self.url, data=user.body, headers=_HEADERS) as response:
                     status = response.status
                     provider = response.headers.get(PROVIDER_HEADER, NO_PROVIDER)
