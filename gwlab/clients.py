@@ -35,8 +35,8 @@ Clients that time out or retry, as the simulator's (:func:`~gwlab.workload.follo
 DESIGN, "Retries and fallbacks"): each request above is then a *user request*, one task
 that sends its *attempts* one after another. With ``workload.timeout`` > 0 a client gives an
 attempt up that many seconds after sending it, closes its connection and sees
-:data:`~gwlab.stats.CLIENT_TIMEOUT` (the live gateway notices the connection close at once,
-abandons the call and counts it 499: unlike the simulator's, it does not serve on). After an attempt that did not succeed,
+:data:`~gwlab.stats.CLIENT_TIMEOUT` (the gateway serves the attempt on, and counts a 499
+when it writes the answer to no one). After an attempt that did not succeed,
 :class:`~gwlab.workload.ClientRetry` (its jitter from the random stream ``retries``) says
 how long to wait before the next one, honouring the server's ``retry-after-ms``, or that the
 user request ends. With ``retry_policy = "adaptive"`` every attempt first asks the driver's

@@ -331,7 +331,7 @@ class _PipelineParser:
 class _Connection(RequestHandler):
     """One client connection: aiohttp's protocol with the head timeout, every request it
     parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
-    end when the client goes away (:meth:`pause`)."""
+    may end when the client goes away (:meth:`pause`)."""
 
     __slots__ = ("_head_timer", "_pause")
 
@@ -377,20 +377,24 @@ class _Connection(RequestHandler):
         elif self._head_timer is None and data and self._manager is not None:
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
 
-    async def pause(self, seconds: float, until: asyncio.Future[None] | None = None) -> bool:
+    async def pause(self, seconds: float, until: asyncio.Future[None] | None = None, *, notice: bool = True) -> bool:
         """Wait ``seconds`` (only a turn of the loop if <= 0), or until ``until`` is done if
-        that comes first (then returns ``True``); raises ConnectionResetError as soon as the
-        client closes the connection, or at once if it has. aiohttp does not cancel a handler whose client
-        went away, and a write notices only when it is made: this is how a call learns at
-        once, however long it waits."""
-        if self.transport is None:
+        that comes first (then returns ``True``). With ``notice``, raises ConnectionResetError
+        as soon as the client closes the connection, or at once if it has: aiohttp does not
+        cancel a handler whose client went away, and a write notices only when it is made, so
+        this is how a stream under way learns at once, however long its next token takes.
+        Without, the wait goes on whatever the client does (the gateway serves a request
+        until it writes to it: DESIGN, "Retries and fallbacks")."""
+        if notice and self.transport is None:
             raise ConnectionResetError("the client closed the connection")
         if until is not None and until.done():
             return True
         if seconds <= 0:  # overdue: yield all the same, so a stream that fell behind does not
             await asyncio.sleep(0)  # write its late frames back to back while others wait
             return False
-        pause = self._pause = self._loop.create_future()
+        pause = self._loop.create_future()
+        if notice:
+            self._pause = pause
         timer = self._loop.call_later(seconds, _wake, pause)
         if until is not None:
             until.add_done_callback(lambda _: _wake(pause))
@@ -398,7 +402,8 @@ class _Connection(RequestHandler):
             await pause
         finally:
             timer.cancel()
-            self._pause = None
+            if notice:
+                self._pause = None
         return until is not None and until.done()
 
     def connection_lost(self, exc: BaseException | None) -> None:

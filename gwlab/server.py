@@ -361,7 +361,7 @@ class Gateway:
                 return await self._stream(request, chat, route, arrived, attempts)  # never retried from here
             if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
                 with _Waiting(self, route):
-                    await protocol.pause(route.call.duration)  # ConnectionResetError once the client is gone
+                    await protocol.pause(route.call.duration, notice=False)  # served, even to a client gone
             ended = self.clock()
             status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
             if attempts is None or status == 200:
@@ -373,8 +373,14 @@ class Gateway:
             router.refund(route, ended, chat.prompt_tokens)  # its provider's reservation: the prompt alone
             self.metrics.attempted(route, outcome, ended - now)
             with _Waiting(self, None):
-                await protocol.pause(retry.wait)
+                await protocol.pause(retry.wait, notice=False)
             now = self.clock()
+        if protocol.transport is None:  # its client left: the work is done, for no one
+            if reserved:
+                router.refund(route, ended, chat.prompt_tokens)
+            self.metrics.attempted(route, outcome, ended - now)
+            self.metrics.cut_off(route)
+            raise ConnectionResetError("the client left before its answer")
         name = route.upstream.name
         key = name, route.fallback, route.panic
         headers = self._route_headers[key]
@@ -420,15 +426,16 @@ class Gateway:
 
     async def _slot(self, request: web.BaseRequest, route: Route) -> bool:
         """Wait until ``route``, queued for a slot of its provider, starts (``True``), or the
-        gateway's timeout, counted from its routing, runs out (``False``). A client that goes
-        away meanwhile abandons it (499), as does a stop that runs out of grace."""
+        gateway's timeout, counted from its routing, runs out (``False``), whether or not its
+        client is still there (it is served until it is written to); a stop that runs out of
+        grace abandons it (499)."""
         started = self._loop.create_future()
         self._starting[route] = started
         try:
             with _Waiting(self, route):
                 protocol: Any = request.protocol
                 left = route.routed + self.scenario.gateway.timeout - self.clock()
-                return await protocol.pause(left, started)
+                return await protocol.pause(left, started, notice=False)
         finally:
             self._starting.pop(route, None)
 
@@ -517,10 +524,11 @@ class Gateway:
         properly and the connection stays open for the next request: closing it after a
         body its client has read whole would race that client's reuse of it.
 
-        The breaker hears the stream once, at its end. A client that goes away is noticed at
-        once (:meth:`_Connection.pause`, or the write that fails): the call is abandoned
-        (no outcome: its probe slot is freed) and counted as 499, as is a stream cut off
-        by a stop that runs out of time."""
+        The breaker hears the stream once, at its end. A client that goes away before the
+        first token is noticed when it is written, one that goes away later at once
+        (:meth:`_Connection.pause`, or the write that fails): the call is abandoned (no
+        outcome: its probe slot is freed) and counted as 499, as is a stream cut off by a
+        stop that runs out of time."""
         call, name = route.call, route.upstream.name
         start = self.clock()  # the provider call begins
         tokens = call.tokens or self._replies[name][1]  # a fixed reply comes whole
@@ -529,7 +537,7 @@ class Gateway:
         pieces = reply_pieces(name, tokens, size)
         protocol: Any = request.protocol
         with _Waiting(self, route):
-            await protocol.pause(start + call.ttft - self.clock())
+            await protocol.pause(start + call.ttft - self.clock(), notice=False)  # a client gone: seen at the first write
             headers = self._stream_headers[name, route.fallback, route.panic]
             response = web.StreamResponse(headers=headers if attempts is None else _attempted(headers, attempts))
             response.headers.extend(self._ratelimit(self.clock()))

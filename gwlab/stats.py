@@ -58,10 +58,12 @@ STATUS_TABLE = (
               "no: the gateway answers it itself, as its 429", "-", "no"),
     StatusRow("504: past `gateway.timeout`", "`504`", "yes", "failure", "no"),
     StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
-    StatusRow("499: the client left, or a stop cut it off", "`499`", "yes", "none: a probe slot is freed", "no"),
+    StatusRow("499: the client left (seen when its answer is written, or mid-stream at once), or a stop cut it off",
+              "`499`", "yes", "its call's outcome when the call ran its course; none when cut off: a probe slot is freed",
+              "no"),
     StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),
     StatusRow("the client stopped waiting, `workload.timeout` (client side only)", "`client_timeout`", "-",
-              "none: the simulated gateway serves on, the live one counts a 499", "no"),
+              "none: the gateway serves it on, then counts a 499", "no"),
 )
 """How every answer counts; the README prints it (:func:`status_table`). A summary's
 ``admitted`` counts the answers of admitted requests (:func:`admitted`): a 499 passed the
@@ -85,8 +87,8 @@ TRANSPORT_ERROR = 0
 reset): client-side only, the gateway never saw it answered."""
 CLIENT_TIMEOUT = 2
 """Status a client records for an attempt it gave up waiting for (``workload.timeout``):
-client-side only. The simulated gateway goes on serving it (DESIGN, "Retries and
-fallbacks"); the live one notices its connection close, abandons the call and counts a 499."""
+client-side only. The gateway goes on serving it until it writes to it (DESIGN, "Retries
+and fallbacks"): the live one then counts a 499, the simulated one ``wasted`` work."""
 CODE_NAMES = {TRANSPORT_ERROR: "transport_error", STREAM_ERROR: "stream_error", CLIENT_TIMEOUT: "client_timeout"}
 """Statuses that are not HTTP codes, by the name every summary gives them."""
 

@@ -177,21 +177,16 @@ def _stream_request(stream: bool = True) -> bytes:
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
-@pytest.mark.parametrize("leave", ["before the first token", "mid-stream", "not streaming"])
-def test_a_client_that_goes_away_frees_the_call_at_once_and_charges_no_breaker(leave, caplog):
-    """The next token is 5 or 100 s away: only noticing the closed connection frees the call."""
+def test_a_client_that_goes_away_mid_stream_frees_the_call_at_once_and_charges_no_breaker(caplog):
+    """The next token is 100 s away: only noticing the closed connection frees the call."""
     async def main():
-        ttft = 5.0 if leave == "before the first token" else 0.05
-        scenario = config.merge(provider(ttft=ttft, decode_rate=0.01), {"breaker": {"failure_threshold": 1}})
+        scenario = config.merge(provider(ttft=0.05, decode_rate=0.01), {"breaker": {"failure_threshold": 1}})
         async with serving(scenario) as (gw, http):
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-            writer.write(_stream_request(leave != "not streaming"))
-            if leave == "mid-stream":
-                head = await reader.readuntil(b"\r\n\r\n")
-                assert b"200 OK" in head and b"text/event-stream" in head
-                assert b'"role": "assistant"' in await reader.readuntil(b"\n\n")
-            else:
-                await asyncio.sleep(0.2)
+            writer.write(_stream_request())
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"200 OK" in head and b"text/event-stream" in head
+            assert b'"role": "assistant"' in await reader.readuntil(b"\n\n")
             assert gw.snapshot().in_flight == 1
             writer.transport.abort()  # a reset, as a killed client leaves it
             left = time.monotonic()
@@ -208,6 +203,44 @@ def test_a_client_that_goes_away_frees_the_call_at_once_and_charges_no_breaker(l
     assert snapshot.providers["p1"].state is State.HEALTHY
     assert 'gwlab_requests_total{code="499",provider="p1"} 1.0' in metrics
     assert 'gwlab_provider_requests_total{outcome="success",provider="p1"} 0.0' in metrics
+
+
+@pytest.mark.parametrize("leave, outcome", [("before the first token", "success"), ("not streaming", "success"),
+                                            ("not streaming", "error")])
+def test_a_client_that_goes_away_before_its_answer_is_served_until_the_gateway_writes_to_it(leave, outcome, caplog):
+    """DESIGN, "Retries and fallbacks": the gateway keeps serving a request whose client has
+    left until it writes to it. The call (its first token 0.6 s away, or its whole answer)
+    holds its slot to its end; then the answer finds no one, a 499. A whole answer's call ran
+    its course, so its provider's calls and its breaker count its outcome; a stream's first
+    token found no one to go to, so it is abandoned there, its breaker told nothing."""
+    async def main():
+        fields = {"ttft": 0.6, "decode_rate": 0.01 if leave != "not streaming" else 1000.0}
+        if outcome == "error":
+            fields["error_rate"] = 1.0
+        scenario = config.merge(provider(**fields), {"breaker": {"failure_threshold": 1}})
+        async with serving(scenario) as (gw, http):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(_stream_request(leave != "not streaming"))
+            await asyncio.sleep(0.2)
+            writer.transport.abort()
+            left = time.monotonic()
+            await asyncio.sleep(0.2)
+            served_on = gw.snapshot().in_flight
+            while gw.snapshot().in_flight and time.monotonic() - left < 5:
+                await asyncio.sleep(0.005)
+            freed = time.monotonic() - left
+            metrics = await (await http.get(gw.metrics_url)).text()
+            return served_on, freed, gw.snapshot(), metrics
+
+    with caplog.at_level(logging.DEBUG):
+        served_on, freed, snapshot, metrics = asyncio.run(main())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert served_on == 1 and 0.3 <= freed < 2.0  # held to its end, 0.4 s after the client left
+    assert snapshot.in_flight == 0
+    assert 'gwlab_requests_total{code="499",provider="p1"} 1.0' in metrics
+    counted = leave == "not streaming"
+    assert f'gwlab_provider_requests_total{{outcome="{outcome}",provider="p1"}} {float(counted)}' in metrics
+    assert snapshot.providers["p1"].state is (State.OPEN if counted and outcome == "error" else State.HEALTHY)
 
 
 def test_a_stop_cuts_off_a_long_stream_after_its_grace():
