@@ -1,8 +1,9 @@
-"""Parameter sweeps: the same rows whatever runs them, in the grid's order, and a grid checked
-whole before any run."""
+"""Parameter sweeps: the same rows whatever runs them, in the grid's order, a grid checked
+whole before any run, and ``gwlab sweep`` writing the rows ``sweep()`` returns."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import multiprocessing
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gwlab import config
+from gwlab.cli import _toml_values, main
 from gwlab.config import ConfigError
 from gwlab.sim import SimResult, simulate
 from gwlab.sweep import Plan, summary_measure, sweep
@@ -214,3 +216,73 @@ def test_bad_run_arguments_are_refused_naming_them():
         sweep(None, {}, 0, 1)
     with pytest.raises(ConfigError, match=r"^sweep: workers = 0: expected a whole number >= 1"):
         sweep(None, {}, DURATION, 1, workers=0)
+
+
+# -- gwlab sweep ----------------------------------------------------------------------------
+
+
+def test_the_command_writes_the_rows_of_sweep_as_csv(tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    assert main(["sweep", str(SCENARIOS / "seed.toml"), "--grid", "workload.rate=200,400",
+                 "--grid", "workload.mode=open", "--grid", "breaker.enabled=true,false", "--duration", str(DURATION),
+                 "--seed-list", "7,2", "--workers", "2", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"8 runs (4 points x 2 seeds) written to {out}\n"
+    grid = {"workload.rate": [200, 400], "workload.mode": ["open"], "breaker.enabled": [True, False]}
+    expected = records(sweep(SCENARIOS / "seed.toml", grid, DURATION, SEEDS, workers=1))
+    with out.open(newline="") as f:
+        written = list(csv.DictReader(f))
+    assert written == [{k: "" if v is None else str(v) for k, v in row.items()} for row in expected]
+
+
+def test_the_command_writes_csv_to_stdout_without_out(capsys):
+    assert main(["sweep", "--grid", "workload.clients=5", "--duration", "1", "--seeds", "2", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "workload.clients,seed," + ",".join(MEASURED)
+    assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "workload.rate", "--duration", "1"],
+     "--grid 'workload.rate': expected PATH=V1,V2,..., like workload.rate=500,1000"),
+    (["--grid", "workload.rate=-1,5", "--duration", "1"],
+     "--grid point workload.rate=-1: workload.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    (["--grid", "workload.rate=1", "--grid", "workload.rate=2", "--duration", "1"],
+     "--grid workload.rate: given twice: expected each path once, its values separated by commas"),
+    (["--grid", "workload.rate=1", "--duration", "0"],
+     "--duration = 0.0: expected a number >= 1e-06 and <= 31536000"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seeds", "0"],
+     "--seeds = 0: expected a whole number >= 1 (seeds 1 to N)"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seed-list", "1,x"],
+     "--seed-list '1,x': expected whole numbers separated by commas, like 1,2,3"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--out", "/nonexistent/dir/s.csv"],
+     "--out: '/nonexistent/dir/s.csv': expected a file in an existing directory"),
+    (["--duration", "1"], "the following arguments are required: --grid (see gwlab sweep --help)"),
+])
+def test_a_bad_flag_is_one_line_and_exit_2(args, message, capsys):
+    assert main(["sweep", *args]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"gwlab: error: {message}\n")
+
+
+@pytest.mark.parametrize("text, values", [
+    ("500,1000", [500, 1000]),
+    ("0.5, 1", [0.5, 1]),
+    ("true,false", [True, False]),
+    ("none,error", ["none", "error"]),
+    ('"a,b","c"', ["a,b", "c"]),
+    ("[502, 504],[502]", [[502, 504], [502]]),
+    ("1,error", [1, "error"]),
+    ("", []),
+])
+def test_grid_values_are_typed_as_toml_types_them(text, values):
+    assert _toml_values(text) == values
+
+
+def test_help_names_every_flag(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gwlab sweep")
+    for flag in ("SCENARIO", "--grid", "--duration", "--seeds", "--seed-list", "--workers", "--out"):
+        assert flag in out
