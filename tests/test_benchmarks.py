@@ -156,7 +156,9 @@ def test_the_sweep_rows_time_one_grid_both_ways_with_the_same_rows(results):
     assert detail["runs"] == detail["points"] * detail["seeds"] == sweep.SMOKE_RATES * sweep.SEEDS
     one, many = (table[f"sim_sweep_runs_per_minute_{name}"] for name in ("one_process", "processes"))
     assert (one["detail"]["workers"], many["detail"]["workers"]) == (1, detail["cores"])
-    assert speedup["value"] == one["detail"]["wall_s"] / many["detail"]["wall_s"]
+    [only] = detail["rounds"]  # smoke: one round, whose numbers are the rows'
+    assert (one["detail"]["wall_s"], many["detail"]["wall_s"]) == (only["one"]["wall"], only["pool"]["wall"])
+    assert speedup["value"] == only["speedup"] == only["one"]["wall"] / only["pool"]["wall"]
     assert speedup["met"] == (speedup["value"] >= sweep.SHARE_OF_CORES * detail["cores"])
 
 
