@@ -4,6 +4,7 @@ whole before any run, and ``gwlab sweep`` writing the rows ``sweep()`` returns."
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import multiprocessing
 import sys
@@ -174,8 +175,8 @@ def test_a_grid_may_move_the_scenarios_events():
      "sweep: grid point workloads.rate=1: unknown key 'workloads' (did you mean 'workload'?); allowed: gateway, "
      "limiter, breaker, workload, retry, providers"),
     ({"workload.rat": [1]}, 1,
-     "sweep: grid point workload.rat=1: unknown key 'workload.rat' (did you mean 'rate'?); allowed: mode, clients, "
-     "think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens"),
+     "sweep: grid point workload.rat=1: unknown key 'workload.rat' (did you mean 'rate'?); allowed: "
+     + ", ".join(f.name for f in dataclasses.fields(config.WorkloadConfig))),
     ({"providers.p9.latency": [1]}, 1, "sweep: grid point providers.p9.latency=1: unknown key 'providers.p9'; "
                                        "allowed: p1, p2, p3"),
     ({"events.2.at": [1]}, 1,
