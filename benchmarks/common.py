@@ -287,11 +287,11 @@ def post(url: str, body: bytes) -> bytes:
         return response.read()
 
 
-def run_json(module: str, *args: str, core: int = SERVER_CORE) -> dict[str, Any]:
-    """Run ``python -m module args`` pinned to ``core`` (:data:`SERVER_CORE` unless told) and
-    return the JSON object it prints last."""
+def run_json(module: str, *args: str, core: int | None = SERVER_CORE) -> dict[str, Any]:
+    """Run ``python -m module args`` pinned to ``core`` (:data:`SERVER_CORE` unless told; on
+    every core the machine gives with ``None``) and return the JSON object it prints last."""
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=lambda: pin(core), timeout=600)
+                          preexec_fn=None if core is None else lambda: pin(core), timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"{module} failed (exit code {done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

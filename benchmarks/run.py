@@ -24,6 +24,7 @@ from benchmarks import (
     overhead,
     simulator,
     streaming,
+    sweep,
     throughput,
 )
 from benchmarks.common import Row
@@ -37,6 +38,7 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "simulator": simulator.measure,
     "memory": memory.measure,
     "streaming": streaming.measure,
+    "sweep": sweep.measure,
 }
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

@@ -1,15 +1,17 @@
-"""The ``gwlab`` command: ``gwlab run``, ``gwlab serve`` and ``gwlab simulate``.
+"""The ``gwlab`` command: ``gwlab run``, ``gwlab serve``, ``gwlab simulate`` and ``gwlab sweep``.
 
 ``run`` starts the gateway, its metrics server and the load generator's client processes,
 shows a live status once a second and, at the end (``--duration`` or Ctrl-C / SIGTERM), a
 summary, optionally written as JSON; the scenario's scripted events apply at their times, as
 in a simulation. ``serve`` runs the gateway and metrics server alone, for
 outside clients. ``simulate`` replays the scenario in virtual time, with no sockets, and
-prints the same summary.
+prints the same summary. ``sweep`` simulates the scenario at every combination of the
+values of its ``--grid`` flags, with each seed, in parallel processes, and writes one CSV row
+per run (:mod:`gwlab.sweep`).
 
 A bad scenario file or flag exits with status 2 and one line on stderr naming the file or
-flag, the value and what is allowed, before any port is bound; so does a port in use, or a
-``--json`` or ``--report`` file that cannot be written.
+flag, the value and what is allowed, before any port is bound or any run starts; so does a
+port in use, or a ``--json``, ``--report`` or ``--out`` file that cannot be written.
 
 ``run`` always ends: after ``--duration`` or the first Ctrl-C / SIGTERM it exits within
 :data:`EXIT_BOUND` seconds whatever its workers or the gateway do (a worker that does not
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import logging
 import multiprocessing
@@ -27,6 +30,7 @@ import os
 import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -225,7 +229,37 @@ def build_parser() -> argparse.ArgumentParser:
                           help="simulated seconds to run")
     simulate.add_argument("--report", metavar="FILE.html", type=Path,
                           help="write an offline HTML report with the run's figures")
+    _add_sweep_parser(commands)
     return parser
+
+
+def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="simulate every combination of parameter values, in parallel; a CSV row per run",
+        description="Simulate SCENARIO (default: the seed scenario) for --duration at every combination of "
+                    "the --grid values, with each seed, in parallel processes, and write one CSV row per run: "
+                    "the grid's values, the seed, offered, admitted, goodput, availability, latency_p50 and "
+                    "latency_p99 (seconds), trips, saturated and retries. The rows are the same whatever "
+                    "--workers. A progress bar goes to stderr when it is a terminal.")
+    sweep.add_argument("scenario", metavar="SCENARIO", nargs="?", type=Path,
+                       help="scenario TOML file (default: the seed scenario)")
+    sweep.add_argument("--grid", metavar="PATH=V1,V2,...", action="append", required=True,
+                       help="a dotted field of the scenario and its values, e.g. workload.rate=500,1000 or "
+                            "providers.p1.outage=none,error (events.0.at for the first event's time); each value "
+                            "typed as TOML types it: 1000 a whole number, 0.5 a number, true a boolean, [502, 504] "
+                            "an array, anything else a string. Repeat for more fields: every combination runs")
+    sweep.add_argument("--duration", metavar="SECONDS", type=float, required=True,
+                       help="simulated seconds of each run")
+    seeds = sweep.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", metavar="N", type=int, default=1,
+                       help="run each point with seeds 1 to N (default 1)")
+    seeds.add_argument("--seed-list", metavar="S1,S2,...",
+                       help="run each point with these seeds")
+    sweep.add_argument("--workers", metavar="N", type=_above_zero(int),
+                       help=f"processes running simulations (default: one per core, {os.cpu_count()} here; "
+                            "1 runs them in this process)")
+    sweep.add_argument("--out", metavar="FILE.csv", type=Path,
+                       help="write the CSV to FILE (default: stdout)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,6 +277,8 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "sweep":
+            return _sweep(args)
         config.run_argument("seed", args.seed, "--seed")
         if args.command == "simulate":
             _check_run_args(args)
@@ -272,6 +308,85 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     if args.report is not None:
         report.write_html(result, args.report)
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """``gwlab sweep``: raises :class:`UsageError` or :class:`ConfigError` for a bad flag or
+    scenario, before any run."""
+    from gwlab.sweep import Plan
+
+    config.run_argument("duration", args.duration, "--duration")
+    check_writable("--out", args.out)
+    grid: dict[str, list] = {}
+    for text in args.grid:
+        path, values = _grid_flag(text)
+        if path in grid:
+            raise UsageError(f"--grid {path}: given twice: expected each path once, its values separated by commas")
+        grid[path] = values
+    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), source="--grid")
+    try:
+        rows = plan.run(workers=args.workers)
+    except KeyboardInterrupt:
+        print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
+        return 128 + signal.SIGINT
+    if args.out is None:
+        _write_csv(sys.stdout, rows)
+    else:
+        with args.out.open("w", encoding="utf-8", newline="") as out:
+            _write_csv(out, rows)
+        print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {args.out}")
+    return 0
+
+
+def _grid_flag(text: str) -> tuple[str, list]:
+    """``PATH=V1,V2,...`` as the path and its values, each typed as TOML types it, or a string
+    when it is not TOML (``none,error``)."""
+    path, equals, values = text.partition("=")
+    path = path.strip()
+    if not equals or not path:
+        raise UsageError(f"--grid {text!r}: expected PATH=V1,V2,..., like workload.rate=500,1000")
+    return path, _toml_values(values)
+
+
+def _toml_values(text: str) -> list:
+    listed = _toml(f"[{text}]")
+    if isinstance(listed, list):
+        return listed
+    return [_toml(item.strip()) for item in text.split(",")]
+
+
+def _toml(text: str) -> object:
+    """``text`` as TOML reads the value ``v = text``, or ``text`` itself when it is not one."""
+    try:
+        document = tomllib.loads(f"v = {text}")
+    except tomllib.TOMLDecodeError:
+        return text
+    return document["v"] if list(document) == ["v"] else text
+
+
+def _seeds_flag(args: argparse.Namespace) -> int | list[int]:
+    if args.seed_list is None:
+        if args.seeds < 1:
+            raise UsageError(f"--seeds = {args.seeds}: expected a whole number >= 1 (seeds 1 to N)")
+        return args.seeds
+    seeds = []
+    for item in args.seed_list.split(","):
+        seed = _toml(item.strip())
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UsageError(f"--seed-list {args.seed_list!r}: expected whole numbers separated by commas, like 1,2,3")
+        seeds.append(config.run_argument("seed", seed, "--seed-list"))
+    if len(set(seeds)) < len(seeds):
+        raise UsageError(f"--seed-list {args.seed_list!r}: expected distinct seeds (a seed gives the same run every "
+                         "time)")
+    return seeds
+
+
+def _write_csv(out, rows: list[dict]) -> None:
+    """``rows`` as CSV with a header line: ``None`` as an empty field, floats as Python
+    writes them (read back exactly)."""
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 class _Progress:

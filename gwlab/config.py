@@ -264,6 +264,10 @@ MAX_COUNT = 1_000_000
 MAX_BINS = 100_000
 """Most time bins in one simulation (``duration / bin_width``): each bin keeps its counts in
 memory, about a kilobyte, so a run's time series stays near 100 MB at most."""
+MAX_SWEEP_RUNS = 100_000
+"""Most simulations in one parameter sweep (grid points times seeds, :mod:`gwlab.sweep`): the
+sweep keeps a row of results per run until it ends, and checks every point before it runs
+one, so its memory and its start grow with the runs; a larger study is several sweeps."""
 MAX_SEED = 2**64 - 1
 """Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
 MAX_DEPTH = 3

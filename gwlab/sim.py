@@ -166,19 +166,35 @@ def simulate(
     about ten times per wall-clock second, and with 1.0 at the end.
     Raises :class:`~gwlab.config.ConfigError` for bad input, naming it."""
     source = str(scenario) if isinstance(scenario, (str, Path)) else "scenario"
-    scenario = _as_scenario(scenario)
-    duration = config.run_argument("duration", duration, "simulate: duration")
-    bin_width = config.run_argument("bin_width", bin_width, "simulate: bin_width")
+    scenario = as_scenario(scenario)
+    duration, bin_width = run_arguments(duration, bin_width, "simulate")
     seed = config.run_argument("seed", seed, "simulate: seed")
+    check_runnable(scenario, source)
+    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress).run()
+
+
+def run_arguments(duration: float, bin_width: float, where: str) -> tuple[float, float]:
+    """``duration`` and ``bin_width`` as :func:`simulate` takes them (floats within
+    :data:`gwlab.config.RUN_RANGES`, and at most :data:`gwlab.config.MAX_BINS` bins); raises
+    :class:`~gwlab.config.ConfigError` "``where``: duration = ..." otherwise."""
+    duration = config.run_argument("duration", duration, f"{where}: duration")
+    bin_width = config.run_argument("bin_width", bin_width, f"{where}: bin_width")
     if duration > config.MAX_BINS * bin_width:
-        raise ConfigError(f"simulate: duration = {duration:g}: expected at most {config.MAX_BINS} bins of "
+        raise ConfigError(f"{where}: duration = {duration:g}: expected at most {config.MAX_BINS} bins of "
                           f"bin_width = {bin_width:g} s, so <= {config.MAX_BINS * bin_width:g}")
+    return duration, bin_width
+
+
+def check_runnable(scenario: Scenario, source: str = "scenario") -> None:
+    """Raise :class:`~gwlab.config.ConfigError`, naming ``source``, if :func:`simulate` would
+    refuse ``scenario`` for more than a field's value: at its start or after any of its
+    events, a closed loop that could stand still in virtual time, or requests that no
+    tokens limit could ever admit."""
     _check_cycle(scenario, source)
     _check_reservation(scenario, source)
     for step in timeline.steps(scenario, source):
         _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
         _check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
-    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress).run()
 
 
 class Stuck(RuntimeError):
@@ -186,7 +202,10 @@ class Stuck(RuntimeError):
     or before its previous one. A bug, in the engine or in what validation let through."""
 
 
-def _as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None) -> Scenario:
+def as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None) -> Scenario:
+    """What :func:`simulate` accepts as its scenario (a :class:`~gwlab.config.Scenario`, plain
+    data in the TOML shape, a TOML file's path or ``None`` for the seed), as a checked
+    :class:`~gwlab.config.Scenario`. Raises :class:`~gwlab.config.ConfigError`."""
     if scenario is None:
         return Scenario()
     if isinstance(scenario, Scenario):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+from types import ModuleType
 
 import pytest
 from hypothesis import settings
@@ -21,11 +23,25 @@ def require_tool(name: str) -> str:
     everything its tests use."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian: see .ci/run)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing(f"{name} is not installed (Debian: see .ci/run)")
     return path
+
+
+def require_module(name: str) -> ModuleType:
+    """A Python package a test needs from an extra (``make test`` installs them), imported.
+    Without it the test is skipped with the reason shown, except under CI=true, where it fails
+    the test, as :func:`require_tool` does."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _missing(f"{name} is not installed (pip install -e '.[test,lab,sweep]')")
+
+
+def _missing(message: str) -> None:
+    """Skip the test for want of something, or fail it under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 SIMULATION_TIMEOUT = 60

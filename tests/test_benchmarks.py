@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bare, simulator, streaming
+from benchmarks import bare, simulator, streaming, sweep
 from benchmarks.common import ROOT, ROW_FIELDS, Server, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
@@ -32,6 +32,7 @@ EXPECTED_ROWS = {
     "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
     "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio", "streams_cpu_ratio_same_core",
     "sim_llm_mix_requests_per_wall_second", "sim_retries_attempts_per_wall_second",
+    "sim_sweep_runs_per_minute_one_process", "sim_sweep_runs_per_minute_processes", "sim_sweep_speedup",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -145,6 +146,20 @@ def test_the_retries_row_counts_the_attempts_the_gateway_made(results):
     retries = detail["retries"]
     assert retries["retry"] > 0  # the seed's providers fail: the gateway retried
     assert detail["attempts"] == detail["requests"] + retries["retry"]
+
+
+def test_the_sweep_rows_time_one_grid_both_ways_with_the_same_rows(results):
+    table = rows(results)
+    speedup = table["sim_sweep_speedup"]
+    detail = speedup["detail"]
+    assert detail["identical_rows"] is True  # processes or not, the same rows
+    assert detail["runs"] == detail["points"] * detail["seeds"] == sweep.SMOKE_RATES * sweep.SEEDS
+    one, many = (table[f"sim_sweep_runs_per_minute_{name}"] for name in ("one_process", "processes"))
+    assert (one["detail"]["workers"], many["detail"]["workers"]) == (1, detail["cores"])
+    [only] = detail["rounds"]  # smoke: one round, whose numbers are the rows'
+    assert (one["detail"]["wall_s"], many["detail"]["wall_s"]) == (only["one"]["wall"], only["pool"]["wall"])
+    assert speedup["value"] == only["speedup"] == only["one"]["wall"] / only["pool"]["wall"]
+    assert speedup["met"] == (speedup["value"] >= sweep.SHARE_OF_CORES * detail["cores"])
 
 
 def test_every_stream_was_answered_whole_with_the_same_bytes_by_both_servers(results):

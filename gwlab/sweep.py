@@ -1,0 +1,463 @@
+"""Parameter sweeps: one simulation per grid point and seed, run in parallel, as a table.
+
+::
+
+    from gwlab.sweep import sweep
+    table = sweep("scenarios/seed.toml", {"workload.rate": [500, 1000, 2000], "retry.attempts": [1, 3]},
+                  duration=60, seeds=5)
+
+simulates every combination of the grid's values (3 x 2 points here) with each seed (1 to 5)
+for 60 simulated seconds, and returns one row per run: the grid's values, the seed, and what
+the measure took from the run (by default :func:`summary_measure`: offered, admitted,
+goodput, availability, latency p50 and p99, trips ...).
+
+A run is a pure function of its point and its seed (:func:`gwlab.simulate` gives the same
+result for the same scenario and seed in any process), and each row is placed by its index,
+never by the order in which runs finish: the rows are the same, value for value, whoever
+runs them, this process (``workers=1``), a pool of processes (the default) or any
+:class:`concurrent.futures.Executor` given, such as a dask cluster's
+(``distributed.Client(cluster).get_executor()``).
+
+The grid is checked whole before anything runs (:class:`Plan`): every point's scenario is
+built and checked as :func:`gwlab.simulate` checks it, so a bad value fails at once with a
+:class:`~gwlab.config.ConfigError` naming the path, the value and what is allowed, not after
+an hour of runs. A sweep holds at most :data:`gwlab.config.MAX_SWEEP_RUNS` runs, and hands
+an executor at most two runs per worker at a time: a large grid is never queued whole, and
+its scenarios are built again as their runs are handed out rather than kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import pickle
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from gwlab import config, sim
+from gwlab.config import ConfigError, Scenario
+from gwlab.sim import SimResult, simulate
+
+Value = Union[float, int, bool, str, None]
+"""What a measure may put in a row: a number, a boolean, a string or ``None`` (nothing to
+measure, such as a latency with no request admitted)."""
+Measure = Callable[[SimResult], Mapping[str, Value]]
+Row = dict[str, Any]
+SEED = "seed"
+"""The column of each row's seed, between the grid's paths and the measure's keys."""
+OUTSTANDING_PER_WORKER = 2
+"""Runs handed to an executor at a time, per worker: one running and one waiting, so a
+worker never idles for want of a run, and no more of the grid sits in queues."""
+
+
+def summary_measure(result: SimResult) -> dict[str, Value]:
+    """The default measure: a flat dict from ``result.summary()``.
+
+    - ``offered``, ``admitted``: requests (ints); ``goodput`` (200 / offered) and
+      ``availability`` (200 / admitted), floats from 0 to 1, ``None`` over no request;
+    - ``latency_p50``, ``latency_p99``: seconds, over the admitted requests, ``None`` when
+      none was admitted;
+    - ``trips``: breaker openings, all providers;
+    - ``saturated``: open-loop arrivals not sent for ``workload.max_in_flight`` (0 when none);
+    - ``retries``: failed attempts the gateway tried again (0 when it did not retry).
+
+    The summary has more (per provider, per status, tokens): a measure of your own can take
+    any of it, or anything else of the :class:`~gwlab.sim.SimResult`."""
+    s = result.summary()
+    return {
+        "offered": s["offered"],
+        "admitted": s["admitted"],
+        "goodput": s["goodput"],
+        "availability": s["availability"],
+        "latency_p50": s["latency"]["p50"],
+        "latency_p99": s["latency"]["p99"],
+        "trips": s["trips"],
+        "saturated": s.get("saturated", 0),
+        "retries": s.get("retries", {}).get("retry", 0),
+    }
+
+
+def sweep(
+    scenario: Scenario | Mapping[str, Any] | str | Path | None,
+    grid: Mapping[str, Iterable[Any]],
+    duration: float,
+    seeds: int | Iterable[int],
+    *,
+    measure: Measure | None = None,
+    executor: Executor | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    bin_width: float = config.BIN_WIDTH,
+):
+    """Simulate ``scenario`` at every point of ``grid`` with every seed; one row per run.
+
+    - ``scenario``: what :func:`gwlab.simulate` accepts (a Scenario, plain data in the TOML
+      shape, a TOML file's path, ``None`` for the seed scenario).
+    - ``grid``: dotted paths into the scenario's TOML shape (see :class:`Plan`), each with a
+      non-empty list of values; the points are every combination of the values, the first
+      path varying slowest. An empty grid is one point: the scenario as it is.
+    - ``duration``: simulated seconds of each run; ``bin_width`` as :func:`gwlab.simulate`
+      takes it.
+    - ``seeds``: a whole number n (seeds 1 to n) or a list of distinct seeds.
+    - ``measure(result) -> dict``: what a run's row holds besides its point and seed, the
+      same keys for every run, each value a number, a boolean, a string or ``None``
+      (default :func:`summary_measure`). It runs in the worker processes, so it must be
+      picklable: a function defined at the top level of a module, or an instance of a class
+      defined there (a lambda or a nested function works only with ``workers=1``).
+    - ``executor``: any :class:`concurrent.futures.Executor` to run on (a dask cluster's
+      ``Client(cluster).get_executor()``); it is used, not shut down. Without one, a
+      :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
+      ``os.cpu_count()``) is started and shut down at the end, its processes stopped even
+      when a run fails or the sweep is interrupted; ``workers=1`` runs in this process, with
+      no pool. ``workers`` also sets how many runs an executor given holds at a time (two
+      per worker).
+    - ``progress``: a progress bar (tqdm; a widget in a notebook) when true; ``None``, when
+      stderr is a terminal.
+
+    Returns the rows in the order of the points, then of the seeds: the grid's paths as
+    columns, then ``seed``, then the measure's keys. A ``pandas.DataFrame`` when pandas is
+    installed (the ``sweep`` extra: ``pip install gwlab[sweep]``), else a list of dicts with
+    the same columns as keys.
+
+    Raises :class:`~gwlab.config.ConfigError` for a bad scenario, grid, duration, seeds or
+    workers, before any run; :class:`TypeError` for a measure that is not callable or
+    cannot reach the worker processes, or that returns other keys or values than above; and
+    whatever a run raised, with a note naming its point and seed."""
+    plan = Plan(scenario, grid, duration, seeds, bin_width=bin_width)
+    rows = plan.run(measure, executor=executor, workers=workers, progress=progress)
+    try:
+        import pandas
+    except ImportError:
+        return rows
+    return pandas.DataFrame(rows, columns=list(rows[0]))
+
+
+class Plan:
+    """The runs of a sweep, checked: the same arguments as :func:`sweep` takes, every point's
+    scenario built and checked here, before any run. :meth:`run` runs them.
+
+    A grid path is a dotted key of the scenario's TOML shape
+    (:meth:`gwlab.config.Scenario.to_dict`): ``workload.rate``, ``limiter.burst``,
+    ``providers.p1.latency``, ``retry.attempts``. A whole number indexes the scenario's
+    events, in time order: ``events.0.at``, ``events.1.providers.p1.outage``. A point sets
+    its paths' values on the scenario, as a patch would, and leaves the rest as it was (a
+    path may also set a table: ``workload`` = ``{"mode": "open", "rate": 500}``); its
+    scenario is refused, naming the path and value, wherever :func:`gwlab.simulate` would
+    refuse it. ``source`` starts the messages about the grid (``--grid`` for the command
+    line)."""
+
+    def __init__(
+        self,
+        scenario: Scenario | Mapping[str, Any] | str | Path | None,
+        grid: Mapping[str, Iterable[Any]],
+        duration: float,
+        seeds: int | Iterable[int],
+        *,
+        bin_width: float = config.BIN_WIDTH,
+        source: str = "sweep: grid",
+    ) -> None:
+        self.base = sim.as_scenario(scenario)
+        """The scenario the points change."""
+        self.duration, self.bin_width = sim.run_arguments(duration, bin_width, "sweep")
+        self.seeds: Sequence[int] = _seeds(seeds)
+        self.source = source
+        if not isinstance(grid, Mapping):
+            raise ConfigError(f"{source}: {_kind(grid)}: expected a mapping of dotted paths to lists "
+                              "of values, like {'workload.rate': [500, 1000]}")
+        self.paths: tuple[str, ...] = tuple(grid)
+        """The grid's paths, in its order: the first columns of every row."""
+        self._parts = [self._path(path) for path in self.paths]
+        self._check_overlaps()
+        axes = [self._values(path, grid[path]) for path in self.paths]
+        points = math.prod(len(axis) for axis in axes)
+        runs = points * len(self.seeds)
+        if runs > config.MAX_SWEEP_RUNS:
+            raise ConfigError(f"sweep: {_count(points, 'point')} x {_count(len(self.seeds), 'seed')} = {runs} runs: "
+                              f"expected at most {config.MAX_SWEEP_RUNS} (gwlab.config.MAX_SWEEP_RUNS): split it")
+        self.points: list[tuple[Any, ...]] = list(itertools.product(*axes))
+        """Each point's values, in the order of :attr:`paths`; the points in the grid's order."""
+        for point in self.points:
+            self.scenario(point)  # checked now; built again when its runs are handed out
+
+    def __len__(self) -> int:
+        """The number of runs: points x seeds."""
+        return len(self.points) * len(self.seeds)
+
+    def scenario(self, point: Sequence[Any]) -> Scenario:
+        """The scenario of ``point`` (values in the order of :attr:`paths`), checked as
+        :func:`gwlab.simulate` checks it. Raises :class:`~gwlab.config.ConfigError` naming
+        the point, the field, the value and what is allowed."""
+        where = f"{self.source} point {_describe(self.paths, point)}"
+        patch: dict[str, Any] = {}
+        events = []
+        for parts, value in zip(self._parts, point):
+            if parts[0] == "events":
+                events.append((parts[1:], value))
+            else:
+                _put(patch, parts, value)
+        scenario = config.merge(self.base, patch, where) if patch else self.base
+        if events:
+            # A patch cannot change events: they are set in the scenario's data, checked whole.
+            data = scenario.to_dict()
+            for parts, value in events:
+                data["events"] = _assign(data["events"], parts, value)
+            scenario = config.from_dict(data, where)
+        sim.check_runnable(scenario, where)
+        return scenario
+
+    def run(self, measure: Measure | None = None, *, executor: Executor | None = None, workers: int | None = None,
+            progress: bool | None = None) -> list[Row]:
+        """Run every point with every seed; the rows as a list of dicts (see :func:`sweep`,
+        which takes the same arguments and raises the same errors)."""
+        if measure is not None and not callable(measure):
+            raise TypeError(f"sweep: measure = {measure!r}: expected a function of a SimResult returning a dict")
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(f"sweep: executor = {executor!r}: expected a concurrent.futures.Executor")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"sweep: workers = {workers!r}: expected a whole number >= 1, or None for one per core")
+        count = workers or os.cpu_count() or 1
+        pooled = executor is None and count > 1
+        if pooled and measure is not None:
+            try:
+                pickle.dumps(measure)
+            except Exception as exc:
+                raise TypeError(f"sweep: measure = {measure!r} cannot be sent to the worker processes ({exc}): "
+                                "expected a function defined at the top level of a module, or an instance of a "
+                                "class defined there (or workers=1)") from None
+        table = _Table(self)
+        bar = _bar(progress, len(self))
+        try:
+            tasks = self._tasks(measure)
+            if executor is not None:
+                self._execute(executor.submit, tasks, OUTSTANDING_PER_WORKER * count, table, bar)
+            elif not pooled:
+                for index, task in enumerate(tasks):
+                    table.put(index, self._result(index, lambda: _run(*task)))
+                    _tick(bar)
+            else:
+                pool = ProcessPoolExecutor(max_workers=min(count, len(self)))
+                try:
+                    self._execute(pool.submit, tasks, OUTSTANDING_PER_WORKER * count, table, bar)
+                except BaseException:
+                    _stop(pool)
+                    raise
+                pool.shutdown()
+        finally:
+            if bar is not None:
+                bar.close()
+        return table.done()
+
+    def where(self, index: int) -> str:
+        """The point and seed of run ``index``, for messages."""
+        point, seed = divmod(index, len(self.seeds))
+        values = _describe(self.paths, self.points[point]) or "the scenario as it is"
+        return f"sweep: point {point} ({values}), seed {self.seeds[seed]}"
+
+    def _tasks(self, measure: Measure | None) -> Iterator[tuple]:
+        """The arguments of :func:`_run` for every run, in order; each point's scenario is
+        built when its first run is handed out."""
+        for point in self.points:
+            scenario = self.scenario(point)
+            for seed in self.seeds:
+                yield scenario, self.duration, seed, self.bin_width, measure
+
+    def _execute(self, submit: Callable[..., Future], tasks: Iterator[tuple], limit: int, table: _Table,
+                 bar: Any) -> None:
+        """Run ``tasks`` through ``submit``, at most ``limit`` at a time, into ``table``;
+        runs not yet started are cancelled when one fails."""
+        queued = enumerate(tasks)
+        pending: dict[Future, int] = {}
+
+        def hand_out(n: int) -> None:
+            for index, task in itertools.islice(queued, n):
+                pending[submit(_run, *task)] = index
+
+        try:
+            hand_out(limit)
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=pending.__getitem__):  # a failure is reported by index
+                    index = pending.pop(future)
+                    table.put(index, self._result(index, future.result))
+                    _tick(bar)
+                hand_out(len(done))
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _result(self, index: int, get: Callable[[], Any]) -> Any:
+        try:
+            return get()
+        except BaseException as exc:
+            exc.add_note(self.where(index))
+            raise
+
+    def _path(self, path: Any) -> list[str]:
+        parts = path.split(".") if isinstance(path, str) else []
+        if not parts or not all(parts):
+            raise ConfigError(f"{self.source} {path!r}: expected a dotted path of the scenario's TOML shape, like "
+                              "'workload.rate' or 'providers.p1.latency'")
+        if parts[0] == "events" and len(parts) > 1:
+            n, index = len(self.base.events), parts[1]
+            if not (index.isascii() and index.isdigit() and int(index) < n):
+                expected = f"expected a whole number from 0 to {n - 1} ({_count(n, 'event')} in the scenario)" \
+                    if n else "the scenario has no events"
+                raise ConfigError(f"{self.source} {path!r}: events index {index!r}: {expected}")
+        return parts
+
+    def _check_overlaps(self) -> None:
+        for a, b in itertools.permutations(self.paths, 2):
+            if b.startswith(a + "."):
+                raise ConfigError(f"{self.source} {a!r} and {b!r}: the first holds the second: expected paths of "
+                                  "which none holds another")
+
+    def _values(self, path: str, values: Any) -> list[Any]:
+        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+            raise ConfigError(f"{self.source} {path!r}: expected a list of values, not {_kind(values)}")
+        if isinstance(values, Sequence) and len(values) > config.MAX_SWEEP_RUNS:
+            raise ConfigError(f"{self.source} {path!r}: {len(values)} values: expected at most "
+                              f"{config.MAX_SWEEP_RUNS} (gwlab.config.MAX_SWEEP_RUNS)")
+        listed = [_plain(v) for v in values]
+        if not listed:
+            raise ConfigError(f"{self.source} {path!r}: no values: expected at least one")
+        return listed
+
+
+class _Table:
+    """The rows of a sweep, filled by run index as results come, each result checked as it
+    comes."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.rows: list[Row | None] = [None] * len(plan)
+        self.keys: set[str] | None = None
+        """The measure's keys, as the first result to come gave them."""
+
+    def put(self, index: int, measured: Any) -> None:
+        plan = self.plan
+        point, seed = divmod(index, len(plan.seeds))
+        where = plan.where(index)
+        if not isinstance(measured, Mapping):
+            raise TypeError(f"{where}: the measure returned {_kind(measured)}: expected a dict")
+        measured = {key: _plain(value) for key, value in measured.items()}
+        if self.keys is None:
+            taken = [key for key in measured if key in plan.paths or key == SEED or not isinstance(key, str)]
+            if taken:
+                raise TypeError(f"{where}: the measure returned the key {taken[0]!r}: expected strings other than "
+                                f"{SEED!r} and the grid's paths")
+            self.keys = set(measured)
+        elif set(measured) != self.keys:
+            raise TypeError(f"{where}: the measure returned the keys {sorted(measured)}: expected the keys of "
+                            f"every other run, {sorted(self.keys)}")
+        for key, value in measured.items():
+            if not (value is None or isinstance(value, (bool, int, float, str))):
+                raise TypeError(f"{where}: the measure returned {key!r} = {value!r}: expected a number, a boolean, "
+                                "a string or None")
+        self.rows[index] = {**dict(zip(plan.paths, plan.points[point])), SEED: plan.seeds[seed], **measured}
+
+    def done(self) -> list[Row]:
+        """Every row, its columns in the order of the first row's."""
+        columns = list(self.rows[0])
+        return [row if list(row) == columns else {key: row[key] for key in columns} for row in self.rows]
+
+
+def _run(scenario: Scenario, duration: float, seed: int, bin_width: float, measure: Measure | None) -> dict:
+    """One run, in whichever process: the simulation, then its measure."""
+    measured = (measure or summary_measure)(simulate(scenario, duration, seed, bin_width=bin_width))
+    return dict(measured) if isinstance(measured, Mapping) else measured  # anything else is refused where it comes
+
+
+def _seeds(seeds: Any) -> Sequence[int]:
+    seeds = _plain(seeds)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if not 1 <= seeds <= config.MAX_SWEEP_RUNS:
+            raise ConfigError(f"sweep: seeds = {seeds}: expected a whole number from 1 to {config.MAX_SWEEP_RUNS} "
+                              "(seeds 1 to n), or a list of seeds")
+        return range(1, seeds + 1)
+    if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
+        raise ConfigError(f"sweep: seeds = {seeds!r}: expected a whole number n (seeds 1 to n) or a list of seeds")
+    listed = tuple(config.run_argument("seed", _plain(s), f"sweep: seeds[{i}]") for i, s in enumerate(seeds))
+    if not listed:
+        raise ConfigError("sweep: seeds = []: expected at least one seed")
+    twice = [s for s, n in itertools.groupby(sorted(listed)) if len(list(n)) > 1]
+    if twice:
+        raise ConfigError(f"sweep: seeds: {twice[0]} is given twice: expected distinct seeds (a seed gives the "
+                          "same run every time)")
+    return listed
+
+
+def _describe(paths: Sequence[str], point: Sequence[Any]) -> str:
+    """A point as messages show it: ``workload.rate=500, providers.p1.outage="error"``."""
+    return ", ".join(f"{path}={json.dumps(value, default=repr)}" for path, value in zip(paths, point))
+
+
+def _kind(value: Any) -> str:
+    """``value``'s type as messages name it: "an int", "a str"."""
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar (``np.float64``, ``np.int64`` ...) as the Python number it holds."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _put(patch: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``value`` at ``parts`` in the nested ``patch``, adding tables on the way."""
+    for key in parts[:-1]:
+        patch = patch.setdefault(key, {})
+    patch[parts[-1]] = value
+
+
+def _assign(node: Any, parts: list[str], value: Any) -> Any:
+    """``node`` with ``value`` at ``parts`` (a whole number indexes a list), copied along the
+    path and shared elsewhere; a table is added where there is none."""
+    if not parts:
+        return value
+    key, rest = parts[0], parts[1:]
+    if isinstance(node, list):
+        copy = list(node)
+        copy[int(key)] = _assign(node[int(key)], rest, value)
+        return copy
+    copy = dict(node) if isinstance(node, Mapping) else {}
+    copy[key] = _assign(copy.get(key), rest, value)
+    return copy
+
+
+def _bar(progress: bool | None, total: int) -> Any:
+    """A tqdm progress bar of ``total`` runs, or ``None`` for none."""
+    if progress is None:
+        progress = sys.stderr is not None and sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="run", desc="sweep", file=sys.stderr)
+
+
+def _tick(bar: Any) -> None:
+    if bar is not None:
+        bar.update(1)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End ``pool`` at once: runs not started are cancelled, running ones stopped with their
+    processes (a run cannot be cancelled otherwise, and may be long)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
+    if terminate is not None:
+        terminate()
+    else:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,289 @@
+"""Parameter sweeps: the same rows whatever runs them, in the grid's order, a grid checked
+whole before any run, and ``gwlab sweep`` writing the rows ``sweep()`` returns."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gwlab import config
+from gwlab.cli import _toml_values, main
+from gwlab.config import ConfigError
+from gwlab.sim import SimResult, simulate
+from gwlab.sweep import Plan, summary_measure, sweep
+from tests.conftest import SIMULATION_TIMEOUT, require_module
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+OPEN = {"workload": {"mode": "open"}}
+GRID = {"workload.rate": [200, 400], "retry.attempts": [1, 3]}
+DURATION = 3.0
+SEEDS = [7, 2]
+MEASURED = ["offered", "admitted", "goodput", "availability", "latency_p50", "latency_p99", "trips", "saturated",
+            "retries"]
+
+
+def records(table) -> list[dict]:
+    """The rows of ``sweep()``'s answer, whichever form it took."""
+    return table if isinstance(table, list) else table.to_dict("records")
+
+
+@pytest.fixture(scope="module")
+def in_process() -> list[dict]:
+    """The grid swept in this process: what every other way of running it must give."""
+    return records(sweep(OPEN, GRID, DURATION, SEEDS, workers=1))
+
+
+def test_rows_follow_the_grid_then_the_seeds_with_the_paths_the_seed_and_the_measure_as_columns(in_process):
+    assert [list(row) for row in in_process] == [["workload.rate", "retry.attempts", "seed", *MEASURED]] * 8
+    assert [(r["workload.rate"], r["retry.attempts"], r["seed"]) for r in in_process] == list(
+        itertools.product([200, 400], [1, 3], SEEDS))
+
+
+def test_each_row_is_its_simulation_measured(in_process):
+    for row in in_process:
+        scenario = config.from_dict({"workload": {"mode": "open", "rate": row["workload.rate"]},
+                                     "retry": {"attempts": row["retry.attempts"]}})
+        expected = summary_measure(simulate(scenario, DURATION, row["seed"]))
+        assert {k: row[k] for k in MEASURED} == expected
+    assert in_process[4]["retries"] == 0 < in_process[6]["retries"]  # the grid changed what ran
+
+
+def test_a_pool_of_processes_gives_the_same_rows(in_process):
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        assert records(sweep(OPEN, GRID, DURATION, SEEDS, executor=pool)) == in_process
+    assert records(sweep(OPEN, GRID, DURATION, SEEDS, workers=2)) == in_process
+    assert multiprocessing.active_children() == []
+
+
+def test_an_executor_given_is_used_and_left_open(in_process):
+    with ThreadPoolExecutor(max_workers=3) as threads:
+        assert records(sweep(OPEN, GRID, DURATION, SEEDS, executor=threads, workers=1)) == in_process
+        assert threads.submit(lambda: 42).result() == 42
+
+
+@pytest.mark.timeout(300)
+def test_a_dask_cluster_gives_the_same_rows(in_process):
+    distributed = require_module("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        assert records(sweep(OPEN, GRID, DURATION, SEEDS, executor=client.get_executor())) == in_process
+
+
+def test_the_rows_are_a_data_frame_with_pandas_and_a_list_of_dicts_without(in_process, monkeypatch):
+    pandas = require_module("pandas")
+    frame = sweep(OPEN, GRID, DURATION, SEEDS, workers=1)
+    assert isinstance(frame, pandas.DataFrame) and list(frame.columns) == list(in_process[0])
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    rows = sweep(OPEN, GRID, DURATION, SEEDS, workers=1)
+    assert isinstance(rows, list) and rows == in_process
+
+
+def test_an_empty_grid_is_the_scenario_as_it_is_once_per_seed():
+    rows = records(sweep(OPEN, {}, DURATION, 2, workers=1))
+    assert [list(row)[:2] for row in rows] == [["seed", "offered"]] * 2
+    assert [row["seed"] for row in rows] == [1, 2]
+    assert rows[1]["offered"] == simulate(OPEN, DURATION, 2).summary()["offered"]
+
+
+def codes(result: SimResult) -> dict:
+    """A measure of the tests' own: answers per status and the breaker's first state change."""
+    s = result.summary()
+    first = result.transitions[0].target if result.transitions else None
+    return {"ok": s["codes"].get("200", 0), "bad": s["codes"].get("502", 0), "first_change": first,
+            "all_ok": s["codes"].get("502", 0) == 0}
+
+
+def test_a_measure_of_ones_own_gives_the_columns_and_runs_in_the_workers():
+    grid = {"providers.p1.error_rate": [0.0, 1.0]}
+    rows = records(sweep(None, grid, DURATION, 1, measure=codes, workers=2))
+    columns = ["providers.p1.error_rate", "seed", "ok", "bad", "first_change", "all_ok"]
+    assert [list(row) for row in rows] == [columns] * 2
+    for row in rows:
+        p1 = {"error_rate": row["providers.p1.error_rate"]}
+        scenario = config.merge(config.Scenario(), {"providers": {"p1": p1}})
+        result = simulate(scenario, DURATION, 1)
+        assert {k: row[k] for k in ("ok", "bad", "first_change", "all_ok")} == codes(result)
+    assert rows[1]["first_change"] == "open" and rows[1]["all_ok"] is False
+
+
+def test_a_measure_the_workers_cannot_receive_is_refused_before_any_run():
+    with pytest.raises(TypeError, match="cannot be sent to the worker processes"):
+        sweep(None, {}, DURATION, 1, measure=lambda result: {}, workers=2)
+    rows = records(sweep(None, {}, DURATION, 1, measure=lambda result: {"seed_seen": result.seed}, workers=1))
+    assert rows == [{"seed": 1, "seed_seen": 1}]
+
+
+class Failing:
+    """A measure that fails on seed 2, with the exception given."""
+
+    def __init__(self, exception: type[BaseException]) -> None:
+        self.exception = exception
+
+    def __call__(self, result: SimResult) -> dict:
+        if result.seed == 2:
+            raise self.exception("measure failed")
+        return {"n": 1}
+
+
+@pytest.mark.parametrize("exception", [ValueError, KeyboardInterrupt])
+def test_a_failed_run_stops_the_sweep_names_its_point_and_leaves_no_process(exception):
+    with pytest.raises(exception, match="measure failed") as failed:
+        sweep(None, {"workload.clients": [10, 20, 30]}, DURATION, 3, measure=Failing(exception), workers=2)
+    assert failed.value.__notes__ == ["sweep: point 0 (workload.clients=10), seed 2"]
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("measure, message", [
+    (lambda r: {"seed": 1},
+     "the measure returned the key 'seed': expected strings other than 'seed' and the grid's paths"),
+    (lambda r: {"x": [1]}, "the measure returned 'x' = [1]: expected a number, a boolean, a string or None"),
+    (lambda r: {f"x{r.seed}": 1},
+     "the measure returned the keys ['x2']: expected the keys of every other run, ['x1']"),
+    (lambda r: 5, "the measure returned an int: expected a dict"),
+])
+def test_a_measure_must_return_the_same_flat_keys_every_run(measure, message):
+    with pytest.raises(TypeError) as refused:
+        sweep(None, {}, DURATION, 2, measure=measure, workers=1)
+    assert message in str(refused.value)
+
+
+def test_progress_bar_counts_the_runs_on_stderr(capsys):
+    sweep(None, {}, DURATION, 2, workers=1, progress=True)
+    assert "2/2" in capsys.readouterr().err
+    sweep(None, {}, DURATION, 2, workers=1)  # auto: stderr is no terminal here
+    assert capsys.readouterr().err == ""
+
+
+def test_a_grid_may_move_the_scenarios_events():
+    rows = records(sweep(SCENARIOS / "p1_outage.toml", {"events.0.at": [1.0, 100.0]}, DURATION, 1, workers=1))
+    assert rows[0]["events.0.at"] == 1.0 and rows[0]["availability"] < rows[1]["availability"]
+    plan = Plan(SCENARIOS / "p1_outage.toml", {"events.1.providers.p1.latency": [0.3]}, DURATION, 1)
+    assert plan.scenario(plan.points[0]).events[1].patch == {"providers": {"p1": {"outage": "none", "latency": 0.3}}}
+
+
+@pytest.mark.parametrize("grid, seeds, message", [
+    ({"workloads.rate": [1]}, 1,
+     "sweep: grid point workloads.rate=1: unknown key 'workloads' (did you mean 'workload'?); allowed: gateway, "
+     "limiter, breaker, workload, retry, providers"),
+    ({"workload.rat": [1]}, 1,
+     "sweep: grid point workload.rat=1: unknown key 'workload.rat' (did you mean 'rate'?); allowed: "
+     + ", ".join(f.name for f in dataclasses.fields(config.WorkloadConfig))),
+    ({"providers.p9.latency": [1]}, 1, "sweep: grid point providers.p9.latency=1: unknown key 'providers.p9'; "
+                                       "allowed: p1, p2, p3"),
+    ({"events.2.at": [1]}, 1,
+     "sweep: grid 'events.2.at': events index '2': expected a whole number from 0 to 1 (2 events in the scenario)"),
+    ({"events.x.at": [1]}, 1,
+     "sweep: grid 'events.x.at': events index 'x': expected a whole number from 0 to 1 (2 events in the scenario)"),
+    ({"workload.rate": []}, 1, "sweep: grid 'workload.rate': no values: expected at least one"),
+    ([("workload.rate", [1])], 1,
+     "sweep: grid: a list: expected a mapping of dotted paths to lists of values, like {'workload.rate': [500, 1000]}"),
+    ({"workload.rate": 500}, 1, "sweep: grid 'workload.rate': expected a list of values, not an int"),
+    ({"workload..rate": [1]}, 1, "sweep: grid 'workload..rate': expected a dotted path of the scenario's TOML "
+                                 "shape, like 'workload.rate' or 'providers.p1.latency'"),
+    ({"workload": [{}], "workload.rate": [1]}, 1, "sweep: grid 'workload' and 'workload.rate': the first holds the "
+                                                  "second: expected paths of which none holds another"),
+    ({"workload.rate": [500, -1]}, 1,
+     "sweep: grid point workload.rate=-1: workload.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    ({"events.0.providers.p1.error_rate": [2]}, 1,
+     "sweep: grid point events.0.providers.p1.error_rate=2: event at 60 s: providers.p1.error_rate = 2: expected a "
+     "number >= 0 and <= 1"),
+    ({"providers.p1.latency": [0.0]}, 1,
+     "sweep: grid point providers.p1.latency=0.0: providers.p1.latency = 0 (fixed) with workload.think_time = 0: a "
+     "closed-loop client could send again in zero time; expected a latency > 0 or a think_time > 0"),
+    ({"workload.rate": list(range(1, 1001)), "limiter.rate": list(range(1, 11))}, 11,
+     "sweep: 10000 points x 11 seeds = 110000 runs: expected at most 100000 (gwlab.config.MAX_SWEEP_RUNS): split it"),
+    ({}, 0, "sweep: seeds = 0: expected a whole number from 1 to 100000 (seeds 1 to n), or a list of seeds"),
+    ({}, [3, 1, 3], "sweep: seeds: 3 is given twice: expected distinct seeds (a seed gives the same run every time)"),
+    ({}, [1, -1], "sweep: seeds[1] = -1: expected a whole number >= 0 and <= 18446744073709551615"),
+])
+def test_a_bad_grid_is_refused_whole_before_any_run(grid, seeds, message):
+    with pytest.raises(ConfigError) as refused:
+        sweep(SCENARIOS / "p1_outage.toml", grid, DURATION, seeds, measure=pytest.fail)
+    assert str(refused.value) == message
+    assert config.MAX_SWEEP_RUNS == 100_000
+
+
+def test_bad_run_arguments_are_refused_naming_them():
+    with pytest.raises(ConfigError, match=r"^sweep: duration = 0: expected a number >= 1e-06"):
+        sweep(None, {}, 0, 1)
+    with pytest.raises(ConfigError, match=r"^sweep: workers = 0: expected a whole number >= 1"):
+        sweep(None, {}, DURATION, 1, workers=0)
+
+
+# -- gwlab sweep ----------------------------------------------------------------------------
+
+
+def test_the_command_writes_the_rows_of_sweep_as_csv(tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    assert main(["sweep", str(SCENARIOS / "seed.toml"), "--grid", "workload.rate=200,400",
+                 "--grid", "workload.mode=open", "--grid", "breaker.enabled=true,false", "--duration", str(DURATION),
+                 "--seed-list", "7,2", "--workers", "2", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"8 runs (4 points x 2 seeds) written to {out}\n"
+    grid = {"workload.rate": [200, 400], "workload.mode": ["open"], "breaker.enabled": [True, False]}
+    expected = records(sweep(SCENARIOS / "seed.toml", grid, DURATION, SEEDS, workers=1))
+    with out.open(newline="") as f:
+        written = list(csv.DictReader(f))
+    assert written == [{k: "" if v is None else str(v) for k, v in row.items()} for row in expected]
+
+
+def test_the_command_writes_csv_to_stdout_without_out(capsys):
+    assert main(["sweep", "--grid", "workload.clients=5", "--duration", "1", "--seeds", "2", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "workload.clients,seed," + ",".join(MEASURED)
+    assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "workload.rate", "--duration", "1"],
+     "--grid 'workload.rate': expected PATH=V1,V2,..., like workload.rate=500,1000"),
+    (["--grid", "workload.rate=-1,5", "--duration", "1"],
+     "--grid point workload.rate=-1: workload.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    (["--grid", "workload.rate=1", "--grid", "workload.rate=2", "--duration", "1"],
+     "--grid workload.rate: given twice: expected each path once, its values separated by commas"),
+    (["--grid", "workload.rate=1", "--duration", "0"],
+     "--duration = 0.0: expected a number >= 1e-06 and <= 31536000"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seeds", "0"],
+     "--seeds = 0: expected a whole number >= 1 (seeds 1 to N)"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seed-list", "1,x"],
+     "--seed-list '1,x': expected whole numbers separated by commas, like 1,2,3"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--out", "/nonexistent/dir/s.csv"],
+     "--out: '/nonexistent/dir/s.csv': expected a file in an existing directory"),
+    (["--duration", "1"], "the following arguments are required: --grid (see gwlab sweep --help)"),
+])
+def test_a_bad_flag_is_one_line_and_exit_2(args, message, capsys):
+    assert main(["sweep", *args]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", f"gwlab: error: {message}\n")
+
+
+@pytest.mark.parametrize("text, values", [
+    ("500,1000", [500, 1000]),
+    ("0.5, 1", [0.5, 1]),
+    ("true,false", [True, False]),
+    ("none,error", ["none", "error"]),
+    ('"a,b","c"', ["a,b", "c"]),
+    ("[502, 504],[502]", [[502, 504], [502]]),
+    ("1,error", [1, "error"]),
+    ("", []),
+])
+def test_grid_values_are_typed_as_toml_types_them(text, values):
+    assert _toml_values(text) == values
+
+
+def test_help_names_every_flag(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gwlab sweep")
+    for flag in ("SCENARIO", "--grid", "--duration", "--seeds", "--seed-list", "--workers", "--out"):
+        assert flag in out
