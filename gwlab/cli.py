@@ -258,6 +258,10 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--workers", metavar="N", type=_above_zero(int),
                        help=f"processes running simulations (default: one per core, {os.cpu_count()} here; "
                             "1 runs them in this process)")
+    sweep.add_argument("--measure", choices=("summary", "recovery"), default="summary",
+                       help="what each row takes from its run: summary (the columns above) or recovery (the run "
+                            "judged around its trigger, from the scenario's first event to its second: trigger, "
+                            "baseline, persists, recovered, recovered_after; DESIGN's definitions)")
     sweep.add_argument("--out", metavar="FILE.csv", type=Path,
                        help="write the CSV to FILE (default: stdout)")
 
@@ -313,6 +317,7 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     """``gwlab sweep``: raises :class:`UsageError` or :class:`ConfigError` for a bad flag or
     scenario, before any run."""
+    from gwlab.metastability import judge
     from gwlab.sweep import Plan
 
     config.run_argument("duration", args.duration, "--duration")
@@ -325,7 +330,7 @@ def _sweep(args: argparse.Namespace) -> int:
         grid[path] = values
     plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), source="--grid")
     try:
-        rows = plan.run(workers=args.workers)
+        rows = plan.run(judge if args.measure == "recovery" else None, workers=args.workers)
     except KeyboardInterrupt:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
         return 128 + signal.SIGINT

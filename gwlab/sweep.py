@@ -64,7 +64,9 @@ def summary_measure(result: SimResult) -> dict[str, Value]:
       none was admitted;
     - ``trips``: breaker openings, all providers;
     - ``saturated``: open-loop arrivals not sent for ``workload.max_in_flight`` (0 when none);
-    - ``retries``: failed attempts the gateway tried again (0 when it did not retry).
+    - ``retries``: failed attempts the gateway tried again (0 when it did not retry);
+    - ``user_goodput`` and ``attempts_per_request``: for clients that time out or retry, the
+      summary's ``user_requests.goodput`` and ``attempts_per_request`` (``None`` otherwise).
 
     The summary has more (per provider, per status, tokens): a measure of your own can take
     any of it, or anything else of the :class:`~gwlab.sim.SimResult`."""
@@ -79,6 +81,8 @@ def summary_measure(result: SimResult) -> dict[str, Value]:
         "trips": s["trips"],
         "saturated": s.get("saturated", 0),
         "retries": s.get("retries", {}).get("retry", 0),
+        "user_goodput": s.get("user_requests", {}).get("goodput"),
+        "attempts_per_request": s.get("user_requests", {}).get("attempts_per_request"),
     }
 
 

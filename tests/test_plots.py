@@ -159,3 +159,21 @@ def test_the_live_figure_keeps_the_conventions_and_its_tokens_axis_follows_the_b
     lab.run_for(1.2)
     assert list(dashboard.figure.layout.yaxis5.range) == [0, 2000]
     assert dashboard.figure._widget_layout["yaxis5"]["range"] == [0, 2000]  # a reloaded page too
+
+
+def test_a_phase_diagram_shows_the_share_of_runs_that_recovered_per_cell_and_panel():
+    rows = [{"workload.rate": rate, "trigger": trigger, "policy": policy, "seed": seed,
+             "recovered": (rate < 40 or policy == "adaptive") and not (seed == 2 and trigger == 30)}
+            for policy in ("fixed", "adaptive") for rate in (30, 40) for trigger in (10, 30) for seed in (1, 2)]
+    fig = plots.phase_diagram(rows, "workload.rate", "trigger", facet="policy")
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert [list(t.x) for t in heatmaps] == [["30", "40"]] * 2 and [list(t.y) for t in heatmaps] == [["10", "30"]] * 2
+    # Panels in sorted order: adaptive, fixed; rows by trigger, columns by rate.
+    assert [list(map(list, t.z)) for t in heatmaps] == [[[1.0, 1.0], [0.5, 0.5]], [[1.0, 0.0], [0.5, 0.0]]]
+    assert [a.text for a in fig.layout.annotations] == ["policy = adaptive", "policy = fixed"]
+    assert [t.showscale for t in heatmaps] == [False, True]
+
+
+def test_a_phase_diagram_names_a_missing_column():
+    with pytest.raises(KeyError, match="phase_diagram: no column 'trigger' in the rows"):
+        plots.phase_diagram([{"workload.rate": 1, "recovered": True}], "workload.rate")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from gwlab import config
-from gwlab.metastability import Recovery, recovery
+from gwlab.metastability import Recovery, judge, recovery
 from gwlab.sim import simulate
 from gwlab.stats import Tally
+from gwlab.sweep import sweep
 from gwlab.timeseries import Bin, TimeSeries
 from tests.conftest import SIMULATION_TIMEOUT
 
@@ -97,3 +98,17 @@ def test_recovery_refuses_a_trigger_it_cannot_judge(start, end, duration, messag
         recovery(_series([1.0] * duration), start, end)
     with pytest.raises(ValueError, match="no user request ended before the trigger"):
         recovery(_series([None] * 200), 40.0, 45.0)
+
+
+def test_a_sweep_judges_each_run_around_its_scenarios_trigger():
+    rows = sweep(STORM, {"workload.retries": [1, 2], "events.1.at": [75.0]}, 60.0 + 15 * 11, [1],
+                 measure=judge, workers=1, progress=False)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    assert [(r["workload.retries"], r["trigger"], r["persists"], r["recovered"]) for r in rows] == [
+        (1, 15.0, False, True), (2, 15.0, True, False)]
+    assert rows[0]["recovered_after"] == 20.0  # seconds after the trigger ended
+
+
+def test_judge_needs_a_trigger():
+    with pytest.raises(ValueError, match="judge: 0 scripted events: expected a trigger from the first to the second"):
+        judge(simulate(config.Scenario(workload=STORM.workload), 40.0, 1))

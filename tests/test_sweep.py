@@ -28,7 +28,7 @@ GRID = {"workload.rate": [200, 400], "retry.attempts": [1, 3]}
 DURATION = 3.0
 SEEDS = [7, 2]
 MEASURED = ["offered", "admitted", "goodput", "availability", "latency_p50", "latency_p99", "trips", "saturated",
-            "retries"]
+            "retries", "user_goodput", "attempts_per_request"]
 
 
 def records(table) -> list[dict]:
