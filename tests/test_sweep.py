@@ -242,6 +242,15 @@ def test_the_command_writes_csv_to_stdout_without_out(capsys):
     assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"]]
 
 
+def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(capsys):
+    assert main(["sweep", str(SCENARIOS / "retry_storm.toml"), "--grid", "workload.retries=1,2",
+                 "--grid", "events.1.at=65", "--duration", "125", "--workers", "1", "--measure", "recovery"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["workload.retries"], r["trigger"], r["persists"], r["recovered"]) for r in rows] == [
+        ("1", "5.0", "False", "True"), ("2", "5.0", "True", "False")]
+    assert list(rows[0])[-5:] == ["trigger", "baseline", "persists", "recovered", "recovered_after"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--grid", "workload.rate", "--duration", "1"],
      "--grid 'workload.rate': expected PATH=V1,V2,..., like workload.rate=500,1000"),
