@@ -135,17 +135,18 @@ class Route:
 
 class Attempts:
     """One request's attempts while the gateway retries (``retry.attempts`` > 1): when it
-    arrived, how many attempts it has made, the providers they went to, its backoff, and the
-    tokens it reserved from the gateway's bucket, held from one attempt to the next and
-    settled once, by its last attempt's refund."""
+    arrived, how many attempts it has made, the providers they went to, its backoff (made at
+    its first retry: most requests never need one), and the tokens it reserved from the
+    gateway's bucket, held from one attempt to the next and settled once, by its last
+    attempt's refund."""
 
     __slots__ = ("arrived", "made", "tried", "backoff", "reserved")
 
-    def __init__(self, arrived: float, backoff: Backoff) -> None:
+    def __init__(self, arrived: float) -> None:
         self.arrived = arrived
         self.made = 0
         self.tried: list[Upstream] = []
-        self.backoff = backoff
+        self.backoff: Backoff | None = None
         self.reserved = 0
 
 
@@ -262,8 +263,7 @@ class Router:
         if budget is None:
             return None
         budget.request(now)
-        r = self.scenario.retry
-        return Attempts(now, Backoff(r.base_delay, r.max_delay, r.jitter, self._retry_rng))
+        return Attempts(now)
 
     def retry(self, attempts: Attempts, route: Route, now: float, status: int) -> Retry:
         """The attempt of ``route`` ended at ``now`` with ``status``, after the shell
@@ -279,6 +279,8 @@ class Router:
             return Retry(None, "not_retried")
         if attempts.made >= r.attempts:
             return Retry(None, "attempts")
+        if attempts.backoff is None:
+            attempts.backoff = Backoff(r.base_delay, r.max_delay, r.jitter, self._retry_rng)
         wait = max(attempts.backoff.next(), route.call.retry_after)
         if now + wait > attempts.arrived + r.deadline:
             return Retry(None, "deadline")
