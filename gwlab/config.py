@@ -268,6 +268,9 @@ MAX_SWEEP_RUNS = 100_000
 """Most simulations in one parameter sweep (grid points times seeds, :mod:`gwlab.sweep`): the
 sweep keeps a row of results per run until it ends, and checks every point before it runs
 one, so its memory and its start grow with the runs; a larger study is several sweeps."""
+SWEEP_OUTSTANDING_PER_WORKER = 2
+"""Runs a sweep hands an executor at a time, per worker: one running and one waiting, so a
+worker never idles for want of a run, and no more of the grid sits in queues."""
 MAX_SEED = 2**64 - 1
 """Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
 MAX_DEPTH = 3

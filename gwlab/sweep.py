@@ -50,9 +50,6 @@ Measure = Callable[[SimResult], Mapping[str, Value]]
 Row = dict[str, Any]
 SEED = "seed"
 """The column of each row's seed, between the grid's paths and the measure's keys."""
-OUTSTANDING_PER_WORKER = 2
-"""Runs handed to an executor at a time, per worker: one running and one waiting, so a
-worker never idles for want of a run, and no more of the grid sits in queues."""
 
 
 def summary_measure(result: SimResult) -> dict[str, Value]:
@@ -238,7 +235,7 @@ class Plan:
         try:
             tasks = self._tasks(measure)
             if executor is not None:
-                self._execute(executor.submit, tasks, OUTSTANDING_PER_WORKER * count, table, bar)
+                self._execute(executor.submit, tasks, config.SWEEP_OUTSTANDING_PER_WORKER * count, table, bar)
             elif not pooled:
                 for index, task in enumerate(tasks):
                     table.put(index, self._result(index, lambda: _run(*task)))
@@ -246,7 +243,7 @@ class Plan:
             else:
                 pool = ProcessPoolExecutor(max_workers=min(count, len(self)))
                 try:
-                    self._execute(pool.submit, tasks, OUTSTANDING_PER_WORKER * count, table, bar)
+                    self._execute(pool.submit, tasks, config.SWEEP_OUTSTANDING_PER_WORKER * count, table, bar)
                 except BaseException:
                     _stop(pool)
                     raise

@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -68,6 +69,38 @@ def test_an_executor_given_is_used_and_left_open(in_process):
     with ThreadPoolExecutor(max_workers=3) as threads:
         assert records(sweep(OPEN, GRID, DURATION, SEEDS, executor=threads, workers=1)) == in_process
         assert threads.submit(lambda: 42).result() == 42
+
+
+class _Counting(ThreadPoolExecutor):
+    """An executor that keeps the most runs it ever held at once (submitted, not finished)."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers)
+        self.held = self.most = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self._lock:
+            self.held += 1
+            self.most = max(self.most, self.held)
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _) -> None:
+        with self._lock:
+            self.held -= 1
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_executor_never_holds_more_than_its_share_of_runs(in_process, workers):
+    with _Counting(workers) as executor:
+        assert records(sweep(OPEN, GRID, DURATION, SEEDS, executor=executor, workers=workers)) == in_process
+    # Held at once: never more than the share (a run may end before the first ones are all
+    # handed out, so fewer is possible), and one worker's share exactly.
+    assert 1 <= executor.most <= config.SWEEP_OUTSTANDING_PER_WORKER * workers < len(in_process)
+    if workers == 1:
+        assert executor.most == config.SWEEP_OUTSTANDING_PER_WORKER
 
 
 @pytest.mark.timeout(300)
