@@ -131,16 +131,19 @@ def mean_latency(config: ProviderConfig) -> float:
 
 
 class Provider:
-    """One simulated provider with its own random streams, named after it under ``seed``."""
+    """One simulated provider with its own random streams, named after it under ``seed``
+    (``NAME/latency``, ``NAME/errors`` ...), or after it and ``draws`` (``NAME/retry/latency``
+    ... for ``draws = "retry/"``: the calls of retries, which then draw apart from first
+    attempts; DESIGN, "Retries and fallbacks")."""
 
-    def __init__(self, config: ProviderConfig, seed: int) -> None:
+    def __init__(self, config: ProviderConfig, seed: int, draws: str = "") -> None:
         self.configure(config)
-        name = config.name
-        self._latency_rng = stream(seed, f"{name}/latency")
-        self._error_rng = stream(seed, f"{name}/errors")
-        self._ttft_rng = stream(seed, f"{name}/ttft")
-        self._output_rng = stream(seed, f"{name}/output")
-        self._stream_error_rng = stream(seed, f"{name}/stream_errors")
+        name = f"{config.name}/{draws}"
+        self._latency_rng = stream(seed, f"{name}latency")
+        self._error_rng = stream(seed, f"{name}errors")
+        self._ttft_rng = stream(seed, f"{name}ttft")
+        self._output_rng = stream(seed, f"{name}output")
+        self._stream_error_rng = stream(seed, f"{name}stream_errors")
 
     @property
     def name(self) -> str:

@@ -234,12 +234,16 @@ class Router:
         self.tokens = PerMinuteBucket(scenario.limiter.tpm, now) if scenario.limiter.tpm else None
         """The tokens bucket (``limiter.tpm`` per minute), or ``None`` when that limit is off."""
         self.upstreams = tuple(
-            Upstream(Provider(p, seed), CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
+            Upstream(Provider(p, seed), Provider(p, seed, "retry/"), CircuitBreaker(p.name, scenario.breaker,
+                                                                               [self._announce]), now)
             for p in scenario.providers
         )
         """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
+        self._retry_pick_rng = stream(seed, "retry/pick")
+        """The balancer's draws for retries, apart from first attempts' (as the providers'
+        own: :attr:`Upstream.retry_provider`)."""
         self._timeout = scenario.gateway.timeout
         self._idle_timeout = scenario.gateway.stream_idle_timeout
         """The gateway's timeouts, read on every request: kept beside the scenario."""
@@ -343,20 +347,26 @@ class Router:
             route.provider_reserved = 0
 
     def route(self, now: float, streaming: bool = False, max_tokens: int | None = None,
-              tokens: int = 0, attempts: Attempts | None = None) -> Route | Rejected:
+              tokens: int = 0, attempts: Attempts | None = None, retry: bool = False) -> Route | Rejected:
         """Decide the provider call of a request admitted at ``now``, which streams or not,
         caps its output at ``max_tokens`` (``None``: no cap) and reserves ``tokens`` (its
         :meth:`reservation`, as admitted). Providers whose own tokens limit is below
         ``tokens`` are never chosen (:meth:`admit` refuses a request no provider takes).
         With ``attempts`` (the gateway retries: :meth:`attempts`), a retry goes to a
         provider not tried yet by the request when one is eligible (with a weight), else to
-        any eligible one.
+        any eligible one. A retry, the gateway's or a client's (``retry``: a user request's
+        attempt after its first), draws its pick and its call from streams of its own, so
+        that first attempts draw as they would without retries (common random numbers
+        across retry policies; DESIGN, "Retries and fallbacks").
 
         When no provider is eligible, ``gateway.fallback`` decides: ``"soonest"`` and
         ``"panic"`` give a route (:attr:`Route.fallback`, :attr:`Route.panic`); ``"reject"``
         gives a :class:`Rejected` (503, :data:`ALL_COOLING_DOWN`) with the wait until the
         soonest cooldown ends, and the tokens reserved go back (the request token stays
         taken: the limiter admitted the request)."""
+        # A retry (the gateway's, or a client's: ``retry``) draws apart from first attempts.
+        retrying = retry or (attempts is not None and attempts.made > 0)
+        rng = self._retry_pick_rng if retrying else self._rng
         eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
                     else self.upstreams)
         if tokens > self._every_provider_takes:
@@ -364,9 +374,9 @@ class Router:
         chosen = None
         if attempts is not None and attempts.tried:
             untried = [u for u in eligible if u not in attempts.tried]
-            chosen = self.balancer.pick(untried, self._rng) if untried else None
+            chosen = self.balancer.pick(untried, rng) if untried else None
         if chosen is None:
-            chosen = self.balancer.pick(eligible, self._rng) if eligible else None
+            chosen = self.balancer.pick(eligible, rng) if eligible else None
         # The tokens the request holds from the gateway's bucket: taken with its first attempt,
         # held from there (Attempts.reserved) while it is retried.
         held = (attempts.reserved if attempts is not None and attempts.made else
@@ -383,13 +393,14 @@ class Router:
                 return self._cooling_down(now, tokens, held)
             fallback, panic = policy == "soonest", policy == "panic"
             if panic:  # every provider with a weight (that can take the request): at least one can
-                upstream = self.balancer.pick([u for u in self.upstreams if u.fits(tokens)], self._rng)
+                upstream = self.balancer.pick([u for u in self.upstreams if u.fits(tokens)], rng)
                 permit = UNCOUNTED
             else:
                 upstream = self.soonest_reopening(tokens)
                 permit = upstream.breaker.acquire(now, True)
         upstream.in_flight += 1
-        call = upstream.provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
+        provider = upstream.retry_provider if retrying else upstream.provider
+        call = provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
         route = Route(upstream, permit, fallback, call, streaming, panic)
         route.reserved = held
         if attempts is not None:

@@ -549,7 +549,8 @@ class _Engine:
                     last = now
                     in_flight -= 1
                 if rejected is None:
-                    route = route_to(now, streaming, max_tokens, reserve, attempts)
+                    route = route_to(now, streaming, max_tokens, reserve, attempts,
+                                     users and client.__class__ is _Try and client.user.attempts > 1)
                     if route.__class__ is Rejected:  # every provider cooling down: 503
                         rejected = route
                 if rejected is not None:

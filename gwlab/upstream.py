@@ -39,15 +39,18 @@ class Upstream:
     flight to it (what the power-of-two balancer compares) and its capacity: ``busy`` calls
     in service, ``waiting`` routes queued for a slot."""
 
-    __slots__ = ("name", "weight", "provider", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
+    __slots__ = ("name", "weight", "provider", "retry_provider", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
                  "_serving", "_live", "_numbers", "requests", "tokens")
 
-    def __init__(self, provider: Provider, breaker: CircuitBreaker, now: float) -> None:
+    def __init__(self, provider: Provider, retry_provider: Provider, breaker: CircuitBreaker, now: float) -> None:
         self.name = provider.config.name
         """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
         self.weight = provider.config.weight
         """The provider's weight, kept beside it: the balancer reads every weight on every request."""
         self.provider = provider
+        self.retry_provider = retry_provider
+        """The same provider drawing from streams of its own, for retries' calls (first
+        attempts draw as they would without retries: common random numbers)."""
         self.breaker = breaker
         self.in_flight = 0
         self.limited = bool(provider.config.capacity or provider.config.rpm or provider.config.tpm)
@@ -78,6 +81,7 @@ class Upstream:
         """New parameters for the provider (under the same name), from ``now``; returns the
         waiting routes that a larger capacity starts now."""
         self.provider.configure(config)
+        self.retry_provider.configure(config)
         self.weight = config.weight
         self.limited = bool(config.capacity or config.rpm or config.tpm)
         self.requests = _per_minute(self.requests, config.rpm, now)
