@@ -46,6 +46,9 @@ RECENT_ANSWERS = """((selector, name) => document.querySelector(selector).data
 """JavaScript: the answers of provider ``name`` in the live chart's last three bins (1.5 s)."""
 WAIT = 15_000
 """Milliseconds the live chart gets to show an expected change."""
+ANSWER = 60_000
+"""Milliseconds a learner's two cells (an answer, its check) get to run and show a verdict:
+the kernel, JupyterLab and the browser share the machine with the other tests' processes."""
 LAST_BIN = """(selector) => {
     const element = document.querySelector(selector);
     return element === null ? null : element.data[0].x[element.data[0].x.length - 1];
@@ -302,7 +305,7 @@ def _answer(page, cell, check, answer: str) -> str:
     page.keyboard.press("Shift+Enter")
     verdict = check.locator(".jp-OutputArea-output")
     page.wait_for_function("(element) => /^[✔✘]/.test(element?.innerText ?? '')",
-                           arg=verdict.element_handle(timeout=WAIT), timeout=WAIT)
+                           arg=verdict.element_handle(timeout=ANSWER), timeout=ANSWER)
     return verdict.inner_text()
 
 
