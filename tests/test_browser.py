@@ -7,8 +7,10 @@ weight slider that, moved to 0, takes its provider out of the traffic, readouts 
 typed value as it is, control columns that nothing overflows, legends and colour bars that
 stand beside their own panels without overlapping (live and static), and, after the page is
 saved and reloaded, the same dashboard still live. It leaves screenshots of the dashboard and
-of a static figure in :data:`ARTIFACTS` and prints where. Under CI=true a missing browser or
-Playwright fails the test instead of skipping it.
+of a static figure in :data:`ARTIFACTS` and prints where. A second test answers an exercise
+wrong, then right, as a learner types it, and reads the check's verdicts. A failing test
+leaves a picture of its page there too. Under CI=true a missing browser or Playwright fails
+the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ RECENT_ANSWERS = """((selector, name) => document.querySelector(selector).data
 WAIT = 15_000
 """Milliseconds the live chart gets to show an expected change."""
 ANSWER = 60_000
-"""Milliseconds a learner's two cells (an answer, its check) get to run and show a verdict:
-the kernel, JupyterLab and the browser share the machine with the other tests' processes."""
+"""Milliseconds a learner's cell (an answer, its check) gets to run: the kernel, JupyterLab
+and the browser share the machine with the other tests' processes."""
 LAST_BIN = """(selector) => {
     const element = document.querySelector(selector);
     return element === null ? null : element.data[0].x[element.data[0].x.length - 1];
@@ -197,6 +199,21 @@ def _type_into(page, description: str, typed: str) -> None:
                            arg=[readout.element_handle(), typed], timeout=WAIT)
 
 
+def _wait_for_idle_kernel(jupyterlab: str, name: str) -> None:
+    """Wait until the server says the kernel of notebook ``name`` has started and is idle (the
+    page's indicator reads "idle" before its kernel has answered, and a cell run then waits
+    on a kernel that a loaded machine may take long to start)."""
+    deadline = time.monotonic() + STARTUP
+    states = []
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{jupyterlab}/api/sessions", timeout=2) as answer:
+            states = [s["kernel"]["execution_state"] for s in json.load(answer) if s["path"].endswith(name)]
+        if states == ["idle"]:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the kernel of {name} is not idle after {STARTUP} s: {states}")
+
+
 @contextlib.contextmanager
 def _opened(jupyterlab: str, notebook: Path):
     """A page of Debian's chromium showing ``notebook`` in ``jupyterlab``, its kernel idle."""
@@ -208,8 +225,15 @@ def _opened(jupyterlab: str, notebook: Path):
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.goto(f"{jupyterlab}/lab/tree/{notebook.name}?reset")
             page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=60_000)
+            _wait_for_idle_kernel(jupyterlab, notebook.name)
             page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            yield page
+            try:
+                yield page
+            except BaseException:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "failed.png"))
+                print(f"the page when the test failed: {ARTIFACTS / 'failed.png'}")
+                raise
         finally:
             browser.close()
 
@@ -295,18 +319,33 @@ def test_quickstart_runs_and_its_dashboard_lives(jupyterlab):
         print(f"screenshots in {ARTIFACTS}")
 
 
+def _run_and_wait(page, cell) -> None:
+    """Press Shift+Enter on the selected ``cell`` and wait until it has run: its prompt shows a
+    number it did not show before (a prompt reads "[*]:" while the cell runs)."""
+    prompt = cell.locator(".jp-InputPrompt")
+    before = prompt.inner_text().strip()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function(
+        "([element, before]) => { const text = element.textContent.trim();"
+        " return /^\\[\\d+\\]:$/.test(text) && text !== before; }",
+        arg=[prompt.element_handle(), before], timeout=ANSWER,
+    )
+
+
 def _answer(page, cell, check, answer: str) -> str:
     """Write ``answer`` in the exercise's answer ``cell``, run it and the ``check`` cell after
-    it (Shift+Enter twice, as a learner does), and return the check's verdict once shown."""
-    cell.locator(".cm-content").click()
+    it (Shift+Enter twice, as a learner does), and return the check's verdict. Each step waits
+    for what a learner would see before taking the next: the answer in the editor, the answer
+    cell run, the check run."""
+    editor = cell.locator(".cm-content")
+    editor.click()
     page.keyboard.press("Control+A")
     page.keyboard.type(answer)
-    page.keyboard.press("Shift+Enter")
-    page.keyboard.press("Shift+Enter")
-    verdict = check.locator(".jp-OutputArea-output")
-    page.wait_for_function("(element) => /^[✔✘]/.test(element?.innerText ?? '')",
-                           arg=verdict.element_handle(timeout=ANSWER), timeout=ANSWER)
-    return verdict.inner_text()
+    page.wait_for_function("([element, text]) => element.innerText === text",
+                           arg=[editor.element_handle(), answer], timeout=WAIT)
+    _run_and_wait(page, cell)
+    _run_and_wait(page, check)  # Shift+Enter selected the check cell
+    return check.locator(".jp-OutputArea-output").inner_text()
 
 
 def test_an_exercise_check_judges_a_wrong_answer_then_the_right_one(jupyterlab):
