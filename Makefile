@@ -40,7 +40,7 @@ lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 # The tests run in two processes at once, one core each: the tests that drive other processes
-# (a browser, the benchmarks' servers, the command line) and the rest, whose output comes
+# (a browser, the benchmarks' servers, the command line, the replicas) and the rest, whose output comes
 # first; then the notebooks, under nbval in strict mode (every output not marked
 # NBVAL_IGNORE_OUTPUT must come out the same as the committed one), NOTEBOOK_WORKERS at a
 # time: each runs in a kernel of its own and mostly waits on its live lab. (pytest-xdist's
@@ -48,7 +48,7 @@ lab: $(VENV)/.installed-lab
 # on every call of some hot loops, several times slower: hence two plain processes.) ARGS go
 # to every run; a run that ARGS leave without tests (pytest's exit status 5) is not a failure.
 NOTEBOOK_WORKERS ?= 3
-PROCESS_TESTS := tests/test_browser.py tests/test_benchmarks.py tests/test_cli.py
+PROCESS_TESTS := tests/test_browser.py tests/test_benchmarks.py tests/test_cli.py tests/test_replicas.py
 test: $(VENV)/.installed-test
 	@mkdir -p build; status=0; \
 	$(BIN)/python -m pytest -rs --durations=5 $(PROCESS_TESTS) $(ARGS) > build/process-tests.log 2>&1 & \

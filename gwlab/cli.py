@@ -38,6 +38,7 @@ from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
+from gwlab.replicas import ReplicaError, Replicas, scrape_config
 from gwlab.server import Gateway
 from gwlab.summary import Trips, summarise
 from gwlab.timeline import Player, describe, follow, steps
@@ -187,6 +188,15 @@ def _check_server_args(args: argparse.Namespace) -> None:
                          "not empty, printable ASCII, no spaces")
 
 
+def _check_replicas_args(args: argparse.Namespace) -> None:
+    if not 1 <= args.replicas <= config.MAX_REPLICAS:
+        raise UsageError(f"--replicas = {args.replicas}: expected 1 to {config.MAX_REPLICAS}")
+    if args.metrics_port and args.metrics_port + args.replicas - 1 > 65535:
+        raise UsageError(f"--metrics-port = {args.metrics_port}: the replicas' metrics ports "
+                         f"{args.metrics_port} to {args.metrics_port + args.replicas - 1} must be at most 65535")
+    check_writable("--scrape-config", args.scrape_config)
+
+
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.duration is not None:
         config.run_argument("duration", args.duration, "--duration")
@@ -216,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
+    serve.add_argument("--replicas", metavar="N", type=int, default=config.REPLICAS,
+                       help=f"gateway processes sharing --port (SO_REUSEPORT), each with its own metrics port "
+                            f"(--metrics-port + i, or any free one for 0), 1 to {config.MAX_REPLICAS} "
+                            f"(default {config.REPLICAS})")
+    serve.add_argument("--scrape-config", metavar="FILE", type=Path, default=Path(config.SCRAPE_CONFIG),
+                       help="with --replicas, where to write Prometheus's scrape configuration for the "
+                            f"replicas' metrics (default {config.SCRAPE_CONFIG})")
     serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, stream_share=None,
                        max_tokens=None, retry_policy=None, client_timeout=None, json=None)
     simulate = commands.add_parser(
@@ -291,6 +308,8 @@ def _main(argv: Sequence[str] | None) -> int:
         _check_server_args(args)
         if args.command == "run":
             _check_run_args(args)
+        elif args.replicas != 1:
+            _check_replicas_args(args)
         scenario = scenario_from_args(args)
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc))
@@ -486,6 +505,8 @@ class _Scrapes:
 
 
 async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
+    if args.replicas != 1:
+        return await _serve_replicas(args, scenario)
     stop = _stop_on_signals()
     gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
     if not await _start(gateway, args):
@@ -494,6 +515,28 @@ async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
         await stop.wait()
     finally:
         await gateway.stop()
+    return 0
+
+
+async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
+    """``gwlab serve --replicas N``: N gateways on one port, until a signal."""
+    stop = _stop_on_signals()
+    replicas = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
+    try:
+        await replicas.start(args.host, args.port, args.metrics_port)
+    except (OSError, ReplicaError) as exc:
+        where = f"{args.host} (port {args.port}, metrics ports from {args.metrics_port})"
+        return _fail(str(exc) if not isinstance(exc, OSError) or exc.strerror is None
+                     else f"cannot listen on {where}: {exc.strerror}")
+    try:
+        args.scrape_config.write_text(scrape_config(replicas.targets()), encoding="utf-8")
+        print(f"gateway  {replicas.url} ({args.replicas} replicas)", flush=True)
+        for index, url in enumerate(replicas.metrics_urls):
+            print(f"metrics  {url} (replica {index})", flush=True)
+        print(f"Prometheus scrape configuration: {args.scrape_config}", flush=True)
+        await stop.wait()
+    finally:
+        await replicas.stop()
     return 0
 
 

@@ -202,6 +202,15 @@ MAX_BODY = 1024 * 1024
 """Largest request body the gateway reads, in bytes; a bigger one is answered 413."""
 STOP_GRACE = 5.0
 """Seconds a stopping gateway lets requests in flight finish before cutting them off."""
+REPLICAS = 1
+"""Gateway processes ``gwlab serve`` and ``gwlab run`` start (``--replicas``): one, the plain
+gateway."""
+MAX_REPLICAS = 64
+"""The most replicas one command starts (each a process with a gateway and its metrics
+server)."""
+SCRAPE_CONFIG = "gwlab-replicas.yml"
+"""Where ``--replicas`` writes Prometheus's scrape configuration for the replicas' metrics
+servers (``--scrape-config``), relative to the working directory."""
 FINAL_SCRAPE = 5.0
 """Seconds the metrics server of an ending ``gwlab run`` stays up for one last scrape, when
 something scraped it during the run: one scrape interval of the README's Prometheus

@@ -85,10 +85,12 @@ def connection_cap(max_connections: int) -> int:
     return max(1, min(max_connections, soft - config.FD_RESERVE))
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A non-blocking socket listening on ``host:port`` with the gateway's backlog."""
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking socket listening on ``host:port`` with the gateway's backlog; with
+    ``reuse_port``, one of several (``SO_REUSEPORT``: the kernel spreads new connections over
+    the sockets listening on the port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=config.BACKLOG)
+    sock = socket.create_server((host, port), family=family, backlog=config.BACKLOG, reuse_port=reuse_port)
     sock.setblocking(False)
     return sock
 

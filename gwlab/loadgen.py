@@ -32,20 +32,18 @@ pipe from the parent closes.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import math
 import multiprocessing
 import os
 import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from gwlab import config
+from gwlab.children import die_with, exited, resolve, spawn
 from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, book, book_user, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
@@ -67,11 +65,6 @@ EXIT_TIMEOUT = 5.0
 """Seconds, after the stop grace, a worker gets to report and exit before it is killed; also
 the most a killed worker is then waited for. A stop therefore ends within the grace and
 twice this."""
-_REAP_POLL = 0.005
-"""Seconds between two looks for the exit status of a worker whose pipes have closed (it
-has exited and is about to be reapable)."""
-_PR_SET_PDEATHSIG = 1
-"""Linux ``prctl`` option: the signal a process gets when its parent ends."""
 
 
 def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
@@ -214,13 +207,8 @@ class LoadGenerator:
         if self._processes:
             return
         loop = asyncio.get_running_loop()
-        context = multiprocessing.get_context("spawn")
         for worker_plan in self.plans:
-            mine, theirs = context.Pipe(duplex=True)
-            process = context.Process(target=_worker_main, args=(theirs, worker_plan, os.getpid()),
-                                      name=f"gwlab-loadgen-{worker_plan.index}", daemon=True)
-            _start_ignoring_sigint(process)
-            theirs.close()
+            process, mine = spawn(_worker_main, worker_plan, f"gwlab-loadgen-{worker_plan.index}")
             self._processes.append(process)
             self._conns.append(mine)
             self._ready.append(loop.create_future())
@@ -293,7 +281,7 @@ class LoadGenerator:
             while conn.poll():
                 kind, *payload = conn.recv()
                 if kind == "ready":
-                    _resolve(self._ready[index])
+                    resolve(self._ready[index])
                 else:
                     delta, sent, saturated = Tally.from_dict(payload[0]), payload[1], payload[2]
                     self.tally.merge(delta)
@@ -303,7 +291,7 @@ class LoadGenerator:
                     self.saturated += saturated
                     self._interval_saturated += saturated
                     if kind == "final":
-                        _resolve(self._final[index])
+                        resolve(self._final[index])
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(conn.fileno())
             error = RuntimeError(f"load generator process {index} ended unexpectedly")
@@ -322,11 +310,11 @@ class LoadGenerator:
             if not conn.closed:
                 loop.remove_reader(conn.fileno())
                 conn.close()
-        exited = await asyncio.gather(*(_exited(p, deadline - time.monotonic()) for p in self._processes))
-        left = [p for p, done in zip(self._processes, exited) if not done]
+        gone = await asyncio.gather(*(exited(p, deadline - time.monotonic()) for p in self._processes))
+        left = [p for p, done in zip(self._processes, gone) if not done]
         for process in left:
             process.kill()
-        for process, done in zip(left, await asyncio.gather(*(_exited(p, EXIT_TIMEOUT) for p in left))):
+        for process, done in zip(left, await asyncio.gather(*(exited(p, EXIT_TIMEOUT) for p in left))):
             self.lost.append(process.pid)
             log.warning("load generator process %s (pid %d) did not exit in time: %s", process.name,
                         process.pid, "killed" if done else "killed, and still not gone")
@@ -337,69 +325,16 @@ class LoadGenerator:
                         "its last requests are missing", process.name, process.pid, process.exitcode)
 
 
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def _exited(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
-    """Whether ``process`` exits, and is reaped, within ``timeout`` seconds; the loop runs
-    meanwhile."""
-    if process.exitcode is not None:
-        return True
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    ended = loop.create_future()
-    loop.add_reader(process.sentinel, _resolve, ended)
-    try:
-        await asyncio.wait((ended,), timeout=max(0.0, timeout))
-    finally:
-        loop.remove_reader(process.sentinel)
-    # The sentinel closes as the process exits, a moment before it can be reaped.
-    while ended.done() and process.exitcode is None and loop.time() < deadline:
-        await asyncio.sleep(_REAP_POLL)
-    return process.exitcode is not None
-
-
-def _start_ignoring_sigint(process) -> None:
-    """Start ``process`` with SIGINT ignored from its first instruction.
-
-    Ctrl-C in a terminal reaches every process of the foreground group; the workers must not
-    die of it half-way (tracebacks, lost tallies) but stop when the parent tells them. An
-    ignored disposition survives the spawn's exec, and Python keeps SIGINT ignored when it
-    starts that way. Only the main thread can change signal handlers; elsewhere (a notebook
-    running its loop in a thread) the workers start with the parent's disposition."""
-    if threading.current_thread() is not threading.main_thread():
-        process.start()
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        process.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _worker_main(conn: Connection, worker_plan: WorkerPlan, parent: int) -> None:
     """Entry point of a worker process started by the process ``parent``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with(parent)
+    die_with(parent)
     try:
         import uvloop
     except ImportError:
         asyncio.run(_Worker(conn, worker_plan).run())
     else:
         uvloop.run(_Worker(conn, worker_plan).run())
-
-
-def _die_with(parent: int) -> None:
-    """Have the kernel kill this process as soon as ``parent`` ends, however it ends (Linux's
-    parent-death signal; a worker swamped by overload could take long to see its pipe close,
-    the only sign elsewhere). The signal comes when the parent's thread that started this
-    process ends: the load generator is started from a thread that outlives it."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it ended before the signal was asked for
-        os._exit(1)
 
 
 class _Worker:

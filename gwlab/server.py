@@ -124,6 +124,11 @@ class Gateway:
         self._starting: dict[Route, asyncio.Future[None]] = {}
         """Futures of the handlers whose routes wait for a provider's slot."""
         self.router.on_start = self._started
+        self.fan_out: Callable[[str, Any], Awaitable[Scenario | None]] | None = None
+        """Set in a replica (:mod:`gwlab.replicas`): the admin API's changes, ``("configure",
+        patch)``, and resets, ``("reset", None)``, go through it to the parent, which applies
+        them to every replica and returns the new scenario (raising :class:`ConfigError` for
+        a patch it refuses)."""
         self._stopping = False
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
@@ -151,16 +156,17 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self, host: str = config.HOST, port: int = config.PORT,
-                    metrics_port: int = config.METRICS_PORT) -> None:
+                    metrics_port: int = config.METRICS_PORT, reuse_port: bool = False) -> None:
         """Listen on ``host``: the gateway on ``port``, metrics on ``metrics_port`` (0 picks a
-        free port). Does nothing if already started. Raises :class:`PortInUse` with nothing
-        left bound."""
+        free port); with ``reuse_port``, beside the other replicas on ``port``
+        (:mod:`gwlab.replicas`). Does nothing if already started. Raises :class:`PortInUse`
+        with nothing left bound."""
         if self._runners is not None:
             return
         self._loop = asyncio.get_running_loop()
         admin = self.admin_token is not None or _is_loopback(host)
         try:
-            sock = bind(host, port)
+            sock = bind(host, port, reuse_port)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(port, host) from None
@@ -598,14 +604,21 @@ class Gateway:
         has a value."""
         _check_json_content_type(request, _MERGE_PATCH)
         patch = _parse_json(await _read_body(request, self.body_timeout))
+        source = "PATCH /admin/config"
         try:
-            scenario = self._configure(patch, "PATCH /admin/config")
+            if self.fan_out is None:
+                scenario = self._configure(patch, source)
+            else:
+                scenario = await self.fan_out("configure", patch)
         except ConfigError as exc:
             raise ApiError(400, str(exc), "invalid_config") from None
         return _json(scenario.to_dict())
 
     async def _reset(self, request: web.BaseRequest) -> web.Response:
-        self.router.reset(self.clock())
+        if self.fan_out is None:
+            self.router.reset(self.clock())
+        else:
+            await self.fan_out("reset", None)
         return _json(self._state())
 
     # -- the metrics app ----------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""Child processes that start without Ctrl-C, die with their parent and are reaped in time:
+the load generator's workers and the gateway's replicas.
+
+Both are started with :mod:`multiprocessing`'s spawn context and talk to the parent over a
+pipe that the parent's event loop reads; nothing here blocks that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+REAP_POLL = 0.005
+"""Seconds between two looks for the exit status of a child whose pipes have closed (it
+has exited and is about to be reapable)."""
+PR_SET_PDEATHSIG = 1
+"""Linux ``prctl`` option: the signal a process gets when its parent ends."""
+
+
+def resolve(future: asyncio.Future) -> None:
+    """Set ``future``'s result to ``None`` unless it is done already."""
+    if not future.done():
+        future.set_result(None)
+
+
+async def exited(process: multiprocessing.process.BaseProcess, timeout: float) -> bool:
+    """Whether ``process`` exits, and is reaped, within ``timeout`` seconds; the loop runs
+    meanwhile."""
+    if process.exitcode is not None:
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ended = loop.create_future()
+    loop.add_reader(process.sentinel, resolve, ended)
+    try:
+        await asyncio.wait((ended,), timeout=max(0.0, timeout))
+    finally:
+        loop.remove_reader(process.sentinel)
+    # The sentinel closes as the process exits, a moment before it can be reaped.
+    while ended.done() and process.exitcode is None and loop.time() < deadline:
+        await asyncio.sleep(REAP_POLL)
+    return process.exitcode is not None
+
+
+def start_ignoring_sigint(process) -> None:
+    """Start ``process`` with SIGINT ignored from its first instruction.
+
+    Ctrl-C in a terminal reaches every process of the foreground group; the children must not
+    die of it half-way (tracebacks, lost tallies) but stop when the parent tells them. An
+    ignored disposition survives the spawn's exec, and Python keeps SIGINT ignored when it
+    starts that way. Only the main thread can change signal handlers; elsewhere (a notebook
+    running its loop in a thread) the children start with the parent's disposition."""
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def die_with(parent: int) -> None:
+    """Have the kernel kill this process as soon as ``parent`` ends, however it ends (Linux's
+    parent-death signal; a child swamped by overload could take long to see its pipe close,
+    the only sign elsewhere). The signal comes when the parent's thread that started this
+    process ends: start children from a thread that outlives them."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before the signal was asked for
+        os._exit(1)
+
+
+def spawn(target: Callable[..., None], plan: Any, name: str) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    """Start ``target(conn, plan, parent_pid)`` in a new process called ``name`` (spawned,
+    daemonic, with SIGINT ignored from the start: :func:`start_ignoring_sigint`); the process
+    and the parent's end of the duplex pipe whose other end is ``conn``."""
+    context = multiprocessing.get_context("spawn")
+    mine, theirs = context.Pipe(duplex=True)
+    process = context.Process(target=target, args=(theirs, plan, os.getpid()), name=name, daemon=True)
+    start_ignoring_sigint(process)
+    theirs.close()
+    return process, mine

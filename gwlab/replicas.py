@@ -1,0 +1,364 @@
+"""Several gateways behind one port: replica processes and the parent that controls them.
+
+``gwlab serve --replicas N`` runs N full gateways (:class:`~gwlab.server.Gateway`), each in
+a process of its own, listening on one port with ``SO_REUSEPORT``: Linux spreads new
+connections over the sockets listening on a port by a hash of their addresses, as real
+gateways' replicas are spread by a load balancer in front of them. Each replica serves its
+metrics on a port of its own (``metrics_port + i``, or a free port each when it is 0), and
+Prometheus adds the ``replica`` label from its scrape configuration
+(:func:`scrape_config`), not gwlab.
+
+What a replica has of its own (DESIGN, "Upstreams and replicas"): its breakers (as Envoy's
+hosts are ejected per proxy), its limiter unless the limiter's backend is shared, and its
+copy of each simulated provider, so that simulated capacities and provider limits multiply
+by N. Replica 0 draws from the run's seed, replica i from a seed of its own derived from it
+(:func:`replica_seed`), so that replicas do not fail in step.
+
+The parent keeps a pipe to each replica, read by its event loop. It fans configuration
+changes and resets out to all (an admin request that reaches one replica is passed up and
+applied to all; the reply says what all now run), gathers their snapshots, and stops them.
+Replicas die with the parent: the kernel kills them when it ends (Linux's parent-death
+signal), and a replica whose pipe closes stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import multiprocessing
+import signal
+import socket
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Mapping
+
+from gwlab import config
+from gwlab.children import die_with, exited, spawn
+from gwlab.config import ConfigError, Scenario
+from gwlab.router import Snapshot
+from gwlab.server import Gateway, PortInUse
+from gwlab.streams import stream
+
+STARTUP_TIMEOUT = 60.0
+"""Seconds the replicas get to start (import, bind, listen) before the start fails."""
+REPLY_TIMEOUT = 10.0
+"""Seconds a replica gets to answer the parent (a configuration change, a reset, a
+snapshot) before it is taken for stuck and the request fails."""
+EXIT_TIMEOUT = 5.0
+"""Seconds, after the stop grace, a replica gets to exit before it is killed."""
+
+
+def replica_seed(seed: int, index: int) -> int:
+    """The seed of replica ``index`` of a run seeded ``seed``: the seed itself for replica 0
+    (one replica is the plain gateway), else 63 bits of the named stream ``replica/INDEX``."""
+    return seed if index == 0 else stream(seed, f"replica/{index}").getrandbits(63)
+
+
+def scrape_config(targets: list[str], job: str = "gwlab", interval: float = 1.0) -> str:
+    """Prometheus's scrape configuration (YAML) for the metrics servers at ``targets``
+    (``host:port``, in replica order), each labelled ``replica="i"``."""
+    lines = ["scrape_configs:", f"  - job_name: {job}", f"    scrape_interval: {interval:g}s", "    static_configs:"]
+    for index, target in enumerate(targets):
+        lines += [f"      - targets: ['{target}']", f"        labels: {{replica: '{index}'}}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a replica process is started with."""
+
+    index: int
+    scenario: Scenario
+    seed: int
+    host: str
+    port: int
+    metrics_port: int
+    admin_token: str | None
+    bounds: Mapping[str, float]
+
+
+class ReplicaError(RuntimeError):
+    """A replica failed to start, to answer in time, or ended unexpectedly."""
+
+
+class Replicas:
+    """``count`` gateway replicas of ``scenario`` sharing one port, from their parent.
+
+    ``bounds`` are :class:`~gwlab.server.Gateway`'s keyword bounds (``max_connections`` ...),
+    each replica's own. After :meth:`start`, ``url`` is the one address of all, ``port`` the
+    port they share, ``metrics_urls`` and ``metrics_ports`` each replica's."""
+
+    def __init__(self, scenario: Scenario, seed: int, count: int, *, admin_token: str | None = None,
+                 **bounds: float) -> None:
+        if not 1 <= count <= config.MAX_REPLICAS:
+            raise ConfigError(f"replicas = {count}: allowed are 1 to {config.MAX_REPLICAS}")
+        config.check(scenario, "Replicas(scenario=...)")
+        self._scenario = scenario
+        self.seed = seed
+        self.count = count
+        self.admin_token = admin_token
+        self.bounds = bounds
+        self.url = ""
+        self.port = 0
+        self._host = config.HOST
+        self.metrics_urls: list[str] = []
+        self.metrics_ports: list[int] = []
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._started: list[asyncio.Future] = []
+        self._replies: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+        """Admin requests passed up by a replica, being fanned out."""
+        self._stopping = False
+
+    @property
+    def scenario(self) -> Scenario:
+        """The scenario every replica runs."""
+        return self._scenario
+
+    @property
+    def pids(self) -> list[int]:
+        """The replicas' process ids, in replica order."""
+        return [p.pid for p in self._processes]
+
+    async def start(self, host: str = config.HOST, port: int = config.PORT,
+                    metrics_port: int = config.METRICS_PORT) -> None:
+        """Start the replicas on ``host:port`` (0: a free port, the same for all) and wait
+        until every one listens. Raises :class:`~gwlab.server.PortInUse` when ``port`` (or a
+        replica's metrics port) is taken, :class:`ReplicaError` when a replica fails to
+        start within :data:`STARTUP_TIMEOUT`; then no replica is left running."""
+        if self._processes:
+            return
+        self.port = _free_to_share(host, port)
+        self._host = host
+        loop = asyncio.get_running_loop()
+        for index in range(self.count):
+            plan = _Plan(index, self._scenario, replica_seed(self.seed, index), host, self.port,
+                         metrics_port + index if metrics_port else 0, self.admin_token, self.bounds)
+            process, mine = spawn(_replica_main, plan, f"gwlab-replica-{index}")
+            self._processes.append(process)
+            self._conns.append(mine)
+            self._started.append(loop.create_future())
+            loop.add_reader(mine.fileno(), self._receive, index)
+        try:
+            ports = await asyncio.wait_for(asyncio.gather(*self._started), STARTUP_TIMEOUT)
+        except BaseException as exc:
+            await self._end(0.0)
+            if isinstance(exc, TimeoutError):
+                raise ReplicaError(f"the replicas did not start within {STARTUP_TIMEOUT:g} s") from None
+            raise
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.port}"
+        self.metrics_ports = list(ports)
+        self.metrics_urls = [f"http://{shown}:{p}/metrics" for p in ports]
+
+    def targets(self) -> list[str]:
+        """Each replica's metrics server as ``host:port``, as Prometheus scrapes it."""
+        return [url.removeprefix("http://").removesuffix("/metrics") for url in self.metrics_urls]
+
+    async def configure(self, patch: Mapping[str, Any], source: str = "Replicas.configure") -> Scenario:
+        """Merge ``patch`` into the scenario (validated here first: a :class:`ConfigError`
+        naming ``source`` changes no replica) and apply it in every replica. Returns the new
+        scenario."""
+        scenario = config.merge(self._scenario, patch, source)
+        await self._ask_all("configure", patch, source)
+        self._scenario = scenario
+        return scenario
+
+    async def reset(self) -> None:
+        """Full buckets and healthy breakers with no history, in every replica."""
+        await self._ask_all("reset")
+
+    async def snapshots(self) -> list[Snapshot]:
+        """Every replica's router state now, in replica order."""
+        return await self._ask_all("snapshot")
+
+    async def stop(self, grace: float = config.STOP_GRACE) -> None:
+        """Stop every replica as :meth:`Gateway.stop` does (requests in flight get ``grace``
+        seconds), wait for them to exit, and kill those still running :data:`EXIT_TIMEOUT`
+        seconds later. Safe to call twice."""
+        if self._stopping or not self._processes:
+            return
+        self._stopping = True
+        for conn in self._conns:
+            _send(conn, ("stop", grace))
+        await self._end(grace + EXIT_TIMEOUT)
+
+    async def _ask_all(self, kind: str, *args: Any) -> list[Any]:
+        return await asyncio.gather(*(self._ask(index, kind, *args) for index in range(self.count)))
+
+    async def _ask(self, index: int, kind: str, *args: Any) -> Any:
+        """Send replica ``index`` a request and wait at most :data:`REPLY_TIMEOUT` for its reply."""
+        number = next(self._ids)
+        reply = self._replies[number] = asyncio.get_running_loop().create_future()
+        try:
+            if not _send(self._conns[index], (kind, number, *args)):
+                raise ReplicaError(f"replica {index} is gone")
+            return await asyncio.wait_for(reply, REPLY_TIMEOUT)
+        except TimeoutError:
+            raise ReplicaError(f"replica {index} did not answer {kind!r} within {REPLY_TIMEOUT:g} s") from None
+        finally:
+            self._replies.pop(number, None)
+
+    def _receive(self, index: int) -> None:
+        conn = self._conns[index]
+        try:
+            while conn.poll():
+                kind, *payload = conn.recv()
+                if kind == "reply":
+                    number, result = payload
+                    future = self._replies.get(number)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+                elif kind == "started":
+                    if not self._started[index].done():
+                        self._started[index].set_result(payload[0])
+                elif kind == "failed":
+                    taken, message = payload  # the port in use, or None
+                    self._fail(index, ReplicaError(f"replica {index} did not start: {message}") if taken is None
+                               else PortInUse(taken, self._host))
+                else:  # "admin": a replica's admin API asks for a change of all
+                    task = asyncio.create_task(self._admin(index, *payload))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+            self._fail(index, ReplicaError(f"replica {index} ended unexpectedly"))
+
+    def _fail(self, index: int, error: BaseException) -> None:
+        started = self._started[index]
+        if not started.done():
+            started.set_exception(error)
+            started.exception()
+
+    async def _admin(self, index: int, number: int, kind: str, patch: Any) -> None:
+        """Apply an admin request that replica ``index`` passed up, in every replica, and
+        answer it: ``None`` when done, else the refusal's message."""
+        try:
+            if kind == "configure":
+                await self.configure(patch, "PATCH /admin/config")
+            else:
+                await self.reset()
+            error = None
+        except (ConfigError, ReplicaError) as exc:
+            error = str(exc)
+        _send(self._conns[index], ("answer", number, error))
+
+    async def _end(self, wait: float) -> None:
+        """Close the pipes (a replica still running takes that as a stop), let the replicas
+        exit for ``wait`` seconds, then kill the ones left."""
+        loop = asyncio.get_running_loop()
+        for task in self._tasks:
+            task.cancel()
+        for conn in self._conns:
+            if not conn.closed:
+                loop.remove_reader(conn.fileno())
+                conn.close()
+        done = await asyncio.gather(*(exited(p, wait) for p in self._processes))
+        left = [p for p, ended in zip(self._processes, done) if not ended]
+        for process in left:
+            process.kill()
+        await asyncio.gather(*(exited(p, EXIT_TIMEOUT) for p in left))
+
+
+def _free_to_share(host: str, port: int) -> int:
+    """The port the replicas will share: ``port``, or a free one for 0. Raises
+    :class:`PortInUse` when anything listens there already, another set of replicas
+    included (a plain bind, without ``SO_REUSEPORT``, fails on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family) as probe:
+            return probe.getsockname()[1]
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(port, host) from None
+        raise
+
+
+def _send(conn: Connection, message: tuple) -> bool:
+    """Send ``message`` on ``conn``; ``False`` when the other end is gone."""
+    try:
+        conn.send(message)
+    except OSError:
+        return False
+    return True
+
+
+def _replica_main(conn: Connection, plan: _Plan, parent: int) -> None:
+    """Entry point of replica process ``plan.index``, started by the process ``parent``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with(parent)
+    asyncio.run(_Replica(conn, plan).run())
+
+
+class _Replica:
+    """One replica process: its gateway and its conversation with the parent."""
+
+    def __init__(self, conn: Connection, plan: _Plan) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.gateway = Gateway(plan.scenario, plan.seed, admin_token=plan.admin_token, **plan.bounds)
+        self.gateway.fan_out = self._fan_out
+        self.stop = asyncio.Event()
+        self.grace = config.STOP_GRACE
+        self._answers: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        plan = self.plan
+        try:
+            await self.gateway.start(plan.host, plan.port, plan.metrics_port, reuse_port=True)
+        except OSError as exc:
+            _send(self.conn, ("failed", exc.port if isinstance(exc, PortInUse) else None, str(exc)))
+            return
+        loop.add_reader(self.conn.fileno(), self._command)
+        if _send(self.conn, ("started", self.gateway.metrics_port)):
+            await self.stop.wait()
+        loop.remove_reader(self.conn.fileno())
+        await self.gateway.stop(self.grace)
+        self.conn.close()
+
+    def _command(self) -> None:
+        try:
+            while self.conn.poll():
+                kind, *payload = self.conn.recv()
+                if kind == "stop":
+                    self.grace = payload[0]
+                    self.stop.set()
+                    return
+                number, *args = payload
+                if kind == "answer":
+                    future = self._answers.get(number)
+                    if future is not None and not future.done():
+                        future.set_result(args[0])
+                elif kind == "snapshot":
+                    _send(self.conn, ("reply", number, self.gateway.snapshot()))
+                else:
+                    if kind == "configure":
+                        self.gateway.configure(*args)
+                    else:
+                        self.gateway.reset()
+                    _send(self.conn, ("reply", number, None))
+        except (EOFError, OSError):
+            self.stop.set()
+
+    async def _fan_out(self, kind: str, patch: Any) -> Scenario:
+        """Pass an admin request up to the parent and wait for it to be applied in every
+        replica (this one included); the scenario now in force."""
+        number = next(self._ids)
+        answer = self._answers[number] = asyncio.get_running_loop().create_future()
+        try:
+            if not _send(self.conn, ("admin", number, kind, patch)):
+                raise ConfigError("the replicas' parent is gone: nothing was changed")
+            error = await asyncio.wait_for(answer, REPLY_TIMEOUT * 2)
+        except TimeoutError:
+            raise ConfigError(f"the replicas' parent did not answer within {REPLY_TIMEOUT * 2:g} s") from None
+        finally:
+            self._answers.pop(number, None)
+        if error is not None:
+            raise ConfigError(error)
+        return self.gateway.scenario

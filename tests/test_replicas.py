@@ -1,0 +1,179 @@
+"""Replicas: N gateway processes on one port (SO_REUSEPORT), each with its metrics port, under
+one parent that fans admin changes out to all and takes them down with it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import aiohttp
+import pytest
+
+from gwlab import config
+from gwlab.replicas import Replicas, replica_seed, scrape_config
+from gwlab.server import PortInUse
+from tests.conftest import SIMULATION_TIMEOUT, require_tool
+from tests.support import CHAT
+from tests.test_cli import Process, _alive, _wait_gone
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
+
+REPLICA_LINE = re.compile(r"^metrics  (http://\S+) \(replica (\d+)\)$")
+
+
+def test_replica_0_keeps_the_seed_and_the_others_get_seeds_of_their_own():
+    seeds = [replica_seed(7, i) for i in range(8)]
+    assert seeds[0] == 7
+    assert len(set(seeds)) == 8 and all(0 <= s < 2**63 for s in seeds)
+    assert seeds == [replica_seed(7, i) for i in range(8)]  # the same in every process
+    assert replica_seed(8, 1) != seeds[1]
+
+
+def test_the_scrape_configuration_is_valid_for_promtool_and_labels_each_replica(tmp_path):
+    promtool = require_tool("promtool")
+    text = scrape_config(["127.0.0.1:9090", "127.0.0.1:9091"])
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text)
+    checked = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "- targets: ['127.0.0.1:9091']\n        labels: {replica: '1'}" in text
+
+
+@pytest.mark.parametrize("count", [0, config.MAX_REPLICAS + 1])
+def test_a_count_out_of_range_is_refused_naming_the_range(count):
+    with pytest.raises(config.ConfigError, match=f"replicas = {count}: allowed are 1 to {config.MAX_REPLICAS}"):
+        Replicas(config.Scenario(), 1, count)
+
+
+async def _post_on_new_connections(url: str, n: int) -> list[int]:
+    """``n`` chat requests, each on a connection of its own; their statuses."""
+    statuses = []
+    for _ in range(n):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            async with http.post(f"{url}/v1/chat/completions", json=CHAT) as answer:
+                await answer.read()
+                statuses.append(answer.status)
+    return statuses
+
+
+async def _thresholds(url: str, n: int) -> list[int]:
+    """The breakers' failure threshold that ``GET /admin/config`` reads, ``n`` times, each on
+    a connection of its own."""
+    thresholds = []
+    for _ in range(n):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            async with http.get(f"{url}/admin/config") as answer:
+                thresholds.append((await answer.json())["breaker"]["failure_threshold"])
+    return thresholds
+
+
+async def _answered(http: aiohttp.ClientSession, metrics_url: str) -> float:
+    """The requests a replica has answered, from its own metrics."""
+    async with http.get(metrics_url) as answer:
+        text = await answer.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("gwlab_requests_total{"))
+
+
+def test_replicas_share_one_port_and_apply_every_admin_change_together():
+    async def scenario() -> None:
+        instant = config.from_dict({"providers": {name: {"latency": 0.0, "error_rate": 0.0} for name in ("p1", "p2", "p3")}})
+        replicas = Replicas(instant, 1, 3)
+        await replicas.start("127.0.0.1", 0, 0)
+        try:
+            assert len(set(replicas.metrics_ports)) == 3 and replicas.port not in replicas.metrics_ports
+            # 60 connections, each hashed by the kernel to one of 3 listeners: a replica is
+            # left without any with probability at most 3 * (2/3)**60 < 1e-10.
+            assert await _post_on_new_connections(replicas.url, 60) == [200] * 60
+            async with aiohttp.ClientSession() as http:
+                answered = [await _answered(http, url) for url in replicas.metrics_urls]
+                assert sum(answered) == 60 and min(answered) > 0, answered
+                # A change through the one address reaches every replica; a refused one none.
+                limiter = {"rate": 1, "burst": 2}
+                async with http.patch(f"{replicas.url}/admin/config", json={"limiter": limiter}) as answer:
+                    assert answer.status == 200 and (await answer.json())["limiter"] == limiter
+                assert [(s.rate, s.burst) for s in await replicas.snapshots()] == [(1.0, 2.0)] * 3
+                async with http.patch(f"{replicas.url}/admin/config", json={"limiter": {"rate": -1}}) as answer:
+                    assert answer.status == 400 and "limiter.rate = -1" in (await answer.json())["error"]["message"]
+                assert [s.rate for s in await replicas.snapshots()] == [1.0] * 3
+                assert replicas.scenario.limiter.rate == 1
+                # 30 requests: some replica takes 10 or more, against 2 tokens and 1 a second.
+                assert 429 in await _post_on_new_connections(replicas.url, 30)
+                # A reset through the one address refills every replica's bucket.
+                async with http.post(f"{replicas.url}/admin/reset") as answer:
+                    assert answer.status == 200
+                assert [s.tokens for s in await replicas.snapshots()] == [2.0] * 3
+            # A change made by the parent (as scripted events are) reaches every replica:
+            # 30 connections leave one unasked with probability 3 * (2/3)**30 < 2e-5.
+            await replicas.configure({"breaker": {"failure_threshold": 9}})
+            assert replicas.scenario.breaker.failure_threshold == 9
+            assert set(await _thresholds(replicas.url, 30)) == {9}
+        finally:
+            await replicas.stop()
+        assert [p.exitcode for p in replicas._processes] == [0, 0, 0]
+        assert replicas.pids and not any(_alive(pid) for pid in replicas.pids)
+
+    asyncio.run(scenario())
+
+
+def test_a_port_taken_by_anything_fails_the_start_with_no_replica_left():
+    async def start(port: int, metrics_port: int, taken: int) -> None:
+        replicas = Replicas(config.Scenario(), 1, 2)
+        with pytest.raises(PortInUse, match=f"port {taken} is already in use"):
+            await replicas.start("127.0.0.1", port, metrics_port)
+        assert not any(_alive(pid) for pid in replicas.pids)
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even a socket that shares
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        held = sock.getsockname()[1]
+        asyncio.run(start(held, 0, held))  # the gateway's port
+        asyncio.run(start(0, held - 1, held))  # replica 1's metrics port
+
+
+def test_serve_with_replicas_writes_the_scrape_configuration_and_ends_on_sigterm(tmp_path):
+    scrape = tmp_path / "scrape.yml"
+    process = Process("serve", "--replicas", "2", "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(scrape), cwd=tmp_path)
+    assert re.match(r"^gateway  http://127\.0\.0\.1:\d+ \(2 replicas\)$", process.line(60))
+    metrics = [REPLICA_LINE.match(process.line()).groups() for _ in range(2)]
+    assert [index for _, index in metrics] == ["0", "1"]
+    assert process.line() == f"Prometheus scrape configuration: {scrape}"
+    ports = [url.rsplit(":", 1)[1].removesuffix("/metrics") for url, _ in metrics]
+    assert scrape.read_text() == scrape_config([f"127.0.0.1:{port}" for port in ports])
+    children = process.children()
+    replicas = [pid for pid in children if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(replicas) == 2
+    began = time.monotonic()
+    process.popen.send_signal(signal.SIGTERM)
+    status, _, stderr = process.finish()
+    assert status == 0, stderr
+    assert time.monotonic() - began < config.STOP_GRACE
+    assert _wait_gone(replicas, 1) == []
+
+
+def test_the_replicas_die_with_their_parent_killed(tmp_path):
+    process = Process("serve", "--replicas", "2", "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
+    process.line(60)
+    replicas = [pid for pid in process.children() if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(replicas) == 2
+    process.popen.kill()
+    process.popen.wait(5)
+    assert _wait_gone(replicas, 5) == []
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--replicas", "0"], f"--replicas = 0: expected 1 to {config.MAX_REPLICAS}"),
+    (["--replicas", "3", "--metrics-port", "65534"], "--metrics-port = 65534: the replicas' metrics ports 65534 to 65536"),
+    (["--replicas", "2", "--scrape-config", "/"], "--scrape-config: '/' is a directory"),
+])
+def test_bad_replica_flags_exit_2_with_one_line_naming_them(argv, expected, tmp_path):
+    process = Process("serve", "--port", "0", *argv, cwd=tmp_path)
+    status, lines, stderr = process.finish()
+    assert (status, lines) == (2, [])
+    assert stderr.startswith(f"gwlab: error: {expected}") and stderr.count("\n") == 1, stderr
