@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 
 import aiohttp
 import pytest
@@ -177,3 +178,49 @@ def test_bad_replica_flags_exit_2_with_one_line_naming_them(argv, expected, tmp_
     status, lines, stderr = process.finish()
     assert (status, lines) == (2, [])
     assert stderr.startswith(f"gwlab: error: {expected}") and stderr.count("\n") == 1, stderr
+
+
+async def _offer(url: str, seconds: float, concurrency: int) -> tuple[Counter, float]:
+    """Chat requests from ``concurrency`` clients for ``seconds``, each request on a
+    connection of its own (so the kernel spreads them over the replicas); their statuses
+    and the seconds from the first send to the last answer."""
+    statuses: Counter = Counter()
+    began = time.monotonic()
+    end = began + seconds
+
+    async def client() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            while time.monotonic() < end:
+                async with http.post(f"{url}/v1/chat/completions", json=CHAT) as answer:
+                    await answer.read()
+                    statuses[answer.status] += 1
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return statuses, time.monotonic() - began
+
+
+def test_replicas_with_local_limiters_admit_n_times_the_rate():
+    """The lesson of replicas: a limit each replica keeps for itself lets N times the rate
+    through. Each of 4 replicas admits a burst of 10 and 20/s; offered several times that on
+    connections the kernel spreads over them, together they admit 4 x (10 + 20/s x T). The
+    bound: each replica's bucket admits at most its burst plus rate x T, and at least that
+    less the tokens its bucket could not hold, which it only loses while no request comes for
+    a whole burst's time (here 0.5 s, against an offer several times the rate)."""
+    rate, burst, seconds, count = 20.0, 10.0, 3.0, 4
+    limited = config.from_dict({
+        "providers": {name: {"latency": 0.0, "error_rate": 0.0} for name in ("p1", "p2", "p3")},
+        "limiter": {"rate": rate, "burst": burst},
+    })
+
+    async def scenario() -> tuple[Counter, float]:
+        replicas = Replicas(limited, 1, count)
+        await replicas.start("127.0.0.1", 0, 0)
+        try:
+            return await _offer(replicas.url, seconds, concurrency=16)
+        finally:
+            await replicas.stop()
+
+    statuses, took = asyncio.run(scenario())
+    assert set(statuses) == {200, 429} and statuses[429] > statuses[200], statuses
+    one_limit = burst + rate * took
+    assert 0.9 * count * one_limit <= statuses[200] <= count * one_limit, (statuses, took)
