@@ -22,6 +22,7 @@ from benchmarks import (
     limiter_accuracy,
     memory,
     overhead,
+    replicas,
     simulator,
     streaming,
     sweep,
@@ -39,6 +40,7 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "memory": memory.measure,
     "streaming": streaming.measure,
     "sweep": sweep.measure,
+    "replicas": replicas.measure,
 }
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

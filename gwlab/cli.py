@@ -32,11 +32,13 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Callable, Sequence
+from collections import Counter
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.live import LiveView, status_lines, summary_lines
+from gwlab.router import Snapshot
 from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.replicas import ReplicaError, Replicas, scrape_config
 from gwlab.server import Gateway
@@ -119,6 +121,13 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                                 ("--body-timeout", config.BODY_TIMEOUT, "a request's body may take")):
         bounds.add_argument(flag, metavar="SECONDS", type=_above_zero(float), default=default,
                             help=f"seconds {what} (default {default:g})")
+    parser.add_argument("--replicas", metavar="N", type=int, default=config.REPLICAS,
+                        help=f"gateway processes sharing --port (SO_REUSEPORT), each with its own metrics port "
+                             f"(--metrics-port + i, or any free one for 0), 1 to {config.MAX_REPLICAS} "
+                             f"(default {config.REPLICAS})")
+    parser.add_argument("--scrape-config", metavar="FILE", type=Path, default=Path(config.SCRAPE_CONFIG),
+                        help="with --replicas, where to write Prometheus's scrape configuration for the "
+                             f"replicas' metrics (default {config.SCRAPE_CONFIG})")
     parser.add_argument("--log-level", default=config.LOG_LEVEL, type=str.upper, choices=LOG_LEVELS,
                         help=f"log level on stderr (default {config.LOG_LEVEL}; INFO adds every "
                              "breaker opening and recovery, DEBUG also healthy<->failing)")
@@ -226,13 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", metavar="N", type=int, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
-    serve.add_argument("--replicas", metavar="N", type=int, default=config.REPLICAS,
-                       help=f"gateway processes sharing --port (SO_REUSEPORT), each with its own metrics port "
-                            f"(--metrics-port + i, or any free one for 0), 1 to {config.MAX_REPLICAS} "
-                            f"(default {config.REPLICAS})")
-    serve.add_argument("--scrape-config", metavar="FILE", type=Path, default=Path(config.SCRAPE_CONFIG),
-                       help="with --replicas, where to write Prometheus's scrape configuration for the "
-                            f"replicas' metrics (default {config.SCRAPE_CONFIG})")
     serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, stream_share=None,
                        max_tokens=None, retry_policy=None, client_timeout=None, json=None)
     simulate = commands.add_parser(
@@ -308,7 +310,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _check_server_args(args)
         if args.command == "run":
             _check_run_args(args)
-        elif args.replicas != 1:
+        if args.replicas != 1:
             _check_replicas_args(args)
         scenario = scenario_from_args(args)
     except (UsageError, ConfigError) as exc:
@@ -518,62 +520,106 @@ async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
     return 0
 
 
+async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
+    """Start ``replicas``, write their scrape configuration and print their URLs; ``False``
+    (after one line on stderr) when they cannot start."""
+    try:
+        await replicas.start(args.host, args.port, args.metrics_port)
+    except (OSError, ReplicaError) as exc:
+        where = f"{args.host} (port {args.port}, metrics ports from {args.metrics_port})"
+        _fail(str(exc) if not isinstance(exc, OSError) or exc.strerror is None
+              else f"cannot listen on {where}: {exc.strerror}")
+        return False
+    args.scrape_config.write_text(scrape_config(replicas.targets()), encoding="utf-8")
+    print(f"gateway  {replicas.url} ({replicas.count} replicas)", flush=True)
+    for index, url in enumerate(replicas.metrics_urls):
+        print(f"metrics  {url} (replica {index})", flush=True)
+    print(f"Prometheus scrape configuration: {args.scrape_config}", flush=True)
+    return True
+
+
 async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
     """``gwlab serve --replicas N``: N gateways on one port, until a signal."""
     stop = _stop_on_signals()
     replicas = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
     try:
-        await replicas.start(args.host, args.port, args.metrics_port)
-    except (OSError, ReplicaError) as exc:
-        where = f"{args.host} (port {args.port}, metrics ports from {args.metrics_port})"
-        return _fail(str(exc) if not isinstance(exc, OSError) or exc.strerror is None
-                     else f"cannot listen on {where}: {exc.strerror}")
-    try:
-        args.scrape_config.write_text(scrape_config(replicas.targets()), encoding="utf-8")
-        print(f"gateway  {replicas.url} ({args.replicas} replicas)", flush=True)
-        for index, url in enumerate(replicas.metrics_urls):
-            print(f"metrics  {url} (replica {index})", flush=True)
-        print(f"Prometheus scrape configuration: {args.scrape_config}", flush=True)
+        if not await _start_replicas(replicas, args):
+            return EXIT_USAGE
         await stop.wait()
     finally:
         await replicas.stop()
     return 0
 
 
+class _OneGateway:
+    """One gateway behind the interface :class:`~gwlab.replicas.Replicas` gives ``gwlab run``:
+    ``configure``, ``snapshots()``, ``ends()`` and ``stop()``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.url = gateway.url
+        self.trips = Trips()
+        gateway.router.subscribe(self.trips)
+        self.scrapes = _Scrapes()
+        gateway.metrics.registry.register(self.scrapes)
+
+    def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
+        return self.gateway.configure(patch, source)
+
+    async def snapshots(self) -> list[Snapshot]:
+        return [self.gateway.snapshot()]
+
+    async def ends(self) -> list[dict[str, Any]]:
+        metrics = self.gateway.metrics
+        return [{"trips": self.trips.counts, "fallbacks": metrics.fallbacks, "decisions": metrics.decisions}]
+
+    async def stop(self) -> None:
+        await self.gateway.stop()
+
+
 async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     stop = _stop_on_signals()
-    gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
-    if not await _start(gateway, args):
-        return EXIT_USAGE
-    scrapes = _Scrapes()
-    gateway.metrics.registry.register(scrapes)
+    if args.replicas == 1:
+        gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
+        if not await _start(gateway, args):
+            return EXIT_USAGE
+        served: _OneGateway | Replicas = _OneGateway(gateway)
+    else:
+        served = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
+        if not await _start_replicas(served, args):
+            await served.stop()
+            return EXIT_USAGE
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
     workloads = (scenario.workload, *(step.scenario.workload for step in steps(scenario)))
-    clients = LoadGenerator(gateway.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
-    trips = Trips()
-    gateway.router.subscribe(trips)
-    player = event_player(scenario, gateway, clients, view)
+    clients = LoadGenerator(served.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
+    player = event_player(scenario, served, clients, view)
     try:
         player.play(0.0)
         await clients.start()
         playing = asyncio.create_task(follow(player, time.monotonic, clients.started_at))
         try:
-            await _watch(clients, gateway, view, stop, args.duration)
+            await _watch(clients, served, view, stop, args.duration)
         finally:
             playing.cancel()
             await asyncio.gather(playing, return_exceptions=True)
         await clients.stop()
+        snapshots, ends = await served.snapshots(), await served.ends()
         result = summarise(
             clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
-            sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads, end=gateway.snapshot(),
-            trips=trips.counts, fallbacks=gateway.metrics.fallbacks, events_refused=player.refused,
-            retries=gateway.metrics.decisions,
+            sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads, end=snapshots[0],
+            trips=_total(e["trips"] for e in ends), fallbacks=_total(e["fallbacks"] for e in ends),
+            events_refused=player.refused, retries=_total(e["decisions"] for e in ends),
+            replicas=[{"end": snapshot, **e} for snapshot, e in zip(snapshots, ends)] if len(ends) > 1 else (),
         )
-        await scrapes.final(stop)
+        if isinstance(served, _OneGateway):
+            await served.scrapes.final(stop)
     finally:
         await clients.stop()
-        await gateway.stop()
-    result["gateway_in_flight_at_end"] = gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
+        await served.stop()
+    if isinstance(served, _OneGateway):
+        result["gateway_in_flight_at_end"] = served.gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
+    else:
+        result["gateway_in_flight_at_end"] = sum(e["in_flight"] for e in ends)
     if clients.lost:
         result["workers_killed"] = clients.lost
     view.print(summary_lines(result))
@@ -582,10 +628,19 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     return 0
 
 
-def event_player(scenario: Scenario, gateway: Gateway, clients: LoadGenerator, view: LiveView) -> Player:
+def _total(counts: Iterable[Mapping[str, int]]) -> Counter[str]:
+    """The sum of ``counts``, key by key."""
+    total: Counter[str] = Counter()
+    for each in counts:
+        total.update(each)
+    return total
+
+
+def event_player(scenario: Scenario, gateway: Gateway | _OneGateway | Replicas, clients: LoadGenerator,
+                 view: LiveView) -> Player:
     """The player of ``scenario``'s events in ``gwlab run``: an event's patch goes to the
-    gateway's scenario as it stands (``PATCH /admin/config`` may have changed it), the
-    resulting workload to the clients, and the event's line to ``view``."""
+    gateway's scenario as it stands (``PATCH /admin/config`` may have changed it), or to every
+    replica's, the resulting workload to the clients, and the event's line to ``view``."""
 
     def apply(event: Event, source: str) -> None:
         changed = gateway.configure(event.patch, source)
@@ -596,7 +651,7 @@ def event_player(scenario: Scenario, gateway: Gateway, clients: LoadGenerator, v
     return Player(scenario, apply)
 
 
-async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
+async def _watch(clients: LoadGenerator, served: _OneGateway | Replicas, view: LiveView,
                  stop: asyncio.Event, duration: float | None) -> None:
     """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set or
     ``duration`` seconds of sending have passed, however late the loop wakes up. The ticks
@@ -620,7 +675,8 @@ async def _watch(clients: LoadGenerator, gateway: Gateway, view: LiveView,
             # each worker and show rates that were never there. The summary follows.
             break
         interval, sent, saturated = clients.take_interval()
-        view.show(status_lines(interval, now - last, sent, clients.tally, gateway.snapshot(), now - start, saturated))
+        view.show(status_lines(interval, now - last, sent, clients.tally, await served.snapshots(), now - start,
+                               saturated))
         last = now
         if end is not None and now >= end:
             break

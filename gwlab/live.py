@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from gwlab import config
 from gwlab.router import Snapshot
+from gwlab.summary import breaker_states
 from gwlab.stats import QUANTILES, RATE_LIMITED, STREAM_ERROR, USER_OUTCOMES, LatencyHistogram, Tally, code_name
 
 SHOWN_CODES = (200, RATE_LIMITED, 502, 504)
@@ -73,11 +74,13 @@ def cannot_keep_up(sent: float, saturated: float) -> str:
 
 
 def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
-                 snapshot: Snapshot, elapsed: float, saturated: int = 0) -> list[str]:
+                 snapshots: Sequence[Snapshot], elapsed: float, saturated: int = 0) -> list[str]:
     """The live status: requests/s by status code and latency quantiles over the last
     ``seconds`` (``interval``, ``sent`` requests, ``saturated`` arrivals not sent), each
     provider's share of the admitted requests so far (``total``), its breaker state and
-    cooldown left, and the bucket's tokens (from the gateway's ``snapshot``). With LLM
+    cooldown left, and the bucket's tokens (from ``snapshots``: the gateway's, or one per
+    replica; then each provider's states are counted over the replicas, its longest cooldown
+    is shown, and the tokens are summed). With LLM
     traffic in the run so far (:func:`llm_traffic` of ``total``), ``stream_error`` is always
     among the codes, and a fourth line gives the streams' time to first token and the output
     tokens per second over the last ``seconds``. With clients that time out or retry (user
@@ -91,16 +94,20 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
         rates += f"  ({cannot_keep_up(per_second(sent), per_second(saturated))})"
     admitted = total.admitted()
     providers = []
-    for name, p in snapshot.providers.items():
-        text = f"{name} {_percent(total.admitted(name), admitted)} {p.state.value}"
-        if p.cooldown_left > 0:
-            text += f" {p.cooldown_left:.1f}s"
+    for name in snapshots[0].providers:
+        text = f"{name} {_percent(total.admitted(name), admitted)} {breaker_states(snapshots, name)}"
+        cooldown = max(s.providers[name].cooldown_left for s in snapshots)
+        if cooldown > 0:
+            text += f" {cooldown:.1f}s"
         providers.append(text)
+    tokens = f"{sum(s.tokens for s in snapshots):.0f}/{sum(s.burst for s in snapshots):.0f}"
+    if len(snapshots) > 1:
+        tokens += f" in {len(snapshots)} replicas"
     quantiles = "  ".join(f"p{round(q * 100)} {seconds_text(interval.latency.quantile(q))}" for q in QUANTILES)
     lines = [
         f"{elapsed:6.1f}s  offered {per_second(sent):.0f}/s  {rates}",
         "        " + "   ".join(providers),
-        f"        tokens {snapshot.tokens:.0f}/{snapshot.burst:.0f}  latency {quantiles}",
+        f"        tokens {tokens}  latency {quantiles}",
     ]
     if llm:
         lines.append(f"        ttft {_llm_quantiles(interval.ttft)}  "

@@ -38,6 +38,7 @@ from gwlab.children import die_with, exited, spawn
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
 from gwlab.server import Gateway, PortInUse
+from gwlab.summary import Trips
 from gwlab.streams import stream
 
 STARTUP_TIMEOUT = 60.0
@@ -158,22 +159,35 @@ class Replicas:
         """Each replica's metrics server as ``host:port``, as Prometheus scrapes it."""
         return [url.removeprefix("http://").removesuffix("/metrics") for url in self.metrics_urls]
 
-    async def configure(self, patch: Mapping[str, Any], source: str = "Replicas.configure") -> Scenario:
+    def configure(self, patch: Mapping[str, Any], source: str = "Replicas.configure") -> Scenario:
         """Merge ``patch`` into the scenario (validated here first: a :class:`ConfigError`
-        naming ``source`` changes no replica) and apply it in every replica. Returns the new
-        scenario."""
+        naming ``source`` changes no replica) and send it to every replica, which apply it
+        in the order sent (:meth:`sync` waits until they have). Returns the new scenario.
+        Must be called on the loop that started the replicas."""
         scenario = config.merge(self._scenario, patch, source)
-        await self._ask_all("configure", patch, source)
+        self._tell_all("configure", patch, source)
         self._scenario = scenario
         return scenario
 
-    async def reset(self) -> None:
-        """Full buckets and healthy breakers with no history, in every replica."""
-        await self._ask_all("reset")
+    def reset(self) -> None:
+        """Full buckets and healthy breakers with no history, in every replica (sent as
+        :meth:`configure` sends)."""
+        self._tell_all("reset")
+
+    async def sync(self) -> None:
+        """Wait until every replica has applied every change sent so far. Raises
+        :class:`ReplicaError` when one does not within :data:`REPLY_TIMEOUT`."""
+        await self._wait(list(self._replies.values()), "a change")
 
     async def snapshots(self) -> list[Snapshot]:
         """Every replica's router state now, in replica order."""
-        return await self._ask_all("snapshot")
+        return await self._wait(self._tell_all("snapshot"), "a snapshot")
+
+    async def ends(self) -> list[dict[str, Any]]:
+        """What each replica counted since it started, for a run's summary: its breakers'
+        openings (``trips``, by provider), its ``fallbacks`` and retry ``decisions`` (as its
+        :class:`~gwlab.metrics.Metrics` counts them) and its requests in flight."""
+        return await self._wait(self._tell_all("ends"), "its counts")
 
     async def stop(self, grace: float = config.STOP_GRACE) -> None:
         """Stop every replica as :meth:`Gateway.stop` does (requests in flight get ``grace``
@@ -186,21 +200,25 @@ class Replicas:
             _send(conn, ("stop", grace))
         await self._end(grace + EXIT_TIMEOUT)
 
-    async def _ask_all(self, kind: str, *args: Any) -> list[Any]:
-        return await asyncio.gather(*(self._ask(index, kind, *args) for index in range(self.count)))
+    def _tell_all(self, kind: str, *args: Any) -> list[asyncio.Future]:
+        """Send every replica a request; the futures of their replies, in replica order."""
+        loop = asyncio.get_running_loop()
+        replies = []
+        for index, conn in enumerate(self._conns):
+            number = next(self._ids)
+            reply = self._replies[number] = loop.create_future()
+            reply.add_done_callback(lambda _, number=number: self._replies.pop(number, None))
+            if not _send(conn, (kind, number, *args)):
+                reply.set_exception(ReplicaError(f"replica {index} is gone"))
+            replies.append(reply)
+        return replies
 
-    async def _ask(self, index: int, kind: str, *args: Any) -> Any:
-        """Send replica ``index`` a request and wait at most :data:`REPLY_TIMEOUT` for its reply."""
-        number = next(self._ids)
-        reply = self._replies[number] = asyncio.get_running_loop().create_future()
+    async def _wait(self, replies: list[asyncio.Future], what: str) -> list[Any]:
+        """The results of ``replies``, waited for at most :data:`REPLY_TIMEOUT`."""
         try:
-            if not _send(self._conns[index], (kind, number, *args)):
-                raise ReplicaError(f"replica {index} is gone")
-            return await asyncio.wait_for(reply, REPLY_TIMEOUT)
+            return await asyncio.wait_for(asyncio.gather(*replies), REPLY_TIMEOUT)
         except TimeoutError:
-            raise ReplicaError(f"replica {index} did not answer {kind!r} within {REPLY_TIMEOUT:g} s") from None
-        finally:
-            self._replies.pop(number, None)
+            raise ReplicaError(f"a replica did not answer with {what} within {REPLY_TIMEOUT:g} s") from None
 
     def _receive(self, index: int) -> None:
         conn = self._conns[index]
@@ -238,9 +256,10 @@ class Replicas:
         answer it: ``None`` when done, else the refusal's message."""
         try:
             if kind == "configure":
-                await self.configure(patch, "PATCH /admin/config")
+                self.configure(patch, "PATCH /admin/config")
             else:
-                await self.reset()
+                self.reset()
+            await self.sync()
             error = None
         except (ConfigError, ReplicaError) as exc:
             error = str(exc)
@@ -301,6 +320,8 @@ class _Replica:
         self.plan = plan
         self.gateway = Gateway(plan.scenario, plan.seed, admin_token=plan.admin_token, **plan.bounds)
         self.gateway.fan_out = self._fan_out
+        self.trips = Trips()
+        self.gateway.router.subscribe(self.trips)
         self.stop = asyncio.Event()
         self.grace = config.STOP_GRACE
         self._answers: dict[int, asyncio.Future] = {}
@@ -337,6 +358,8 @@ class _Replica:
                         future.set_result(args[0])
                 elif kind == "snapshot":
                     _send(self.conn, ("reply", number, self.gateway.snapshot()))
+                elif kind == "ends":
+                    _send(self.conn, ("reply", number, self._ends()))
                 else:
                     if kind == "configure":
                         self.gateway.configure(*args)
@@ -345,6 +368,12 @@ class _Replica:
                     _send(self.conn, ("reply", number, None))
         except (EOFError, OSError):
             self.stop.set()
+
+    def _ends(self) -> dict[str, Any]:
+        metrics = self.gateway.metrics
+        return {"trips": dict(self.trips.counts), "fallbacks": dict(metrics.fallbacks),
+                "decisions": dict(metrics.decisions),
+                "in_flight": metrics.registry.get_sample_value("gwlab_in_flight_requests")}
 
     async def _fan_out(self, kind: str, patch: Any) -> Scenario:
         """Pass an admin request up to the parent and wait for it to be applied in every

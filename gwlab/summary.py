@@ -37,6 +37,15 @@ class Trips:
             self.counts[event.provider] += 1
 
 
+def breaker_states(snapshots: Sequence[Snapshot], name: str) -> str:
+    """The state of provider ``name``'s breaker in ``snapshots``: its value (``healthy``) for
+    one gateway, else how many replicas are in each state (``healthy×2 open×1``)."""
+    if len(snapshots) == 1:
+        return snapshots[0].providers[name].state.value
+    states = Counter(s.providers[name].state.value for s in snapshots)
+    return " ".join(f"{state}×{n}" for state, n in sorted(states.items()))
+
+
 def requested_rate(workloads: Sequence[tuple[float, WorkloadConfig]], duration: float) -> float | None:
     """The open-loop rate asked for, averaged over ``duration`` seconds, from each workload
     with the seconds into the run from which it applied (the first at 0); ``None`` when any
@@ -91,6 +100,7 @@ def summarise(
     fallbacks: Mapping[str, int],
     events_refused: int,
     retries: Mapping[str, int],
+    replicas: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The summary of a run of ``duration`` seconds, JSON-ready. Its fields:
 
@@ -112,6 +122,11 @@ def summarise(
       breaker's openings during the run, from :class:`Trips`), ``fallbacks`` (calls forced on
       it because no provider was eligible, during the run) and ``state`` (its breaker's state
       at the end, from ``end``). ``trips`` and ``fallbacks`` are also given in total.
+    - With replicas (``replicas``, one per replica, given when there are more than one:
+      its ``end`` snapshot, its ``trips`` and ``fallbacks`` by provider), ``trips`` and
+      ``fallbacks`` are the totals over the replicas, each provider's ``state`` counts the
+      replicas in each state (``healthy×3 open×1``), and ``replicas`` (added) lists, per
+      replica, each provider's ``state``, ``trips`` and ``fallbacks``.
     - ``clients``: closed-loop clients when the run began (``None`` for an open loop);
       ``requested_rate``: see :func:`requested_rate`, from ``workloads``;
       ``achieved_offered_rate``: requests *sent* per second of the run (``sent`` /
@@ -166,7 +181,7 @@ def summarise(
                       if s in _FIRST_RELEASE or tally.by_status[s, name]},
             "trips": trips.get(name, 0),
             "fallbacks": fallbacks.get(name, 0),
-            "state": end.providers[name].state.value,
+            "state": breaker_states([r["end"] for r in replicas] or [end], name),
         }
     per_second = (lambda n: n / duration) if duration > 0 else (lambda n: None)
     w = scenario.workload
@@ -179,6 +194,12 @@ def summarise(
         added["retries"] = {decision: retries.get(decision, 0) for decision in RETRY_DECISIONS}
     if tally.users:
         added["user_requests"] = user_requests(tally)
+    if replicas:
+        added["replicas"] = [
+            {"providers": {name: {"state": r["end"].providers[name].state.value, "trips": r["trips"].get(name, 0),
+                                  "fallbacks": r["fallbacks"].get(name, 0)} for name in providers}}
+            for r in replicas
+        ]
     if tally.output_tokens:
         added["output_tokens"] = {"total": tally.output_tokens, "per_second": per_second(tally.output_tokens)}
     return {

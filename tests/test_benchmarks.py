@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bare, simulator, streaming, sweep
+from benchmarks import bare, replicas, simulator, streaming, sweep
 from benchmarks.common import ROOT, ROW_FIELDS, Server, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
@@ -33,6 +33,7 @@ EXPECTED_ROWS = {
     "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio", "streams_cpu_ratio_same_core",
     "sim_llm_mix_requests_per_wall_second", "sim_retries_attempts_per_wall_second",
     "sim_sweep_runs_per_minute_one_process", "sim_sweep_runs_per_minute_processes", "sim_sweep_speedup",
+    "replicas_one_throughput", "replicas_many_throughput", "replicas_many_vs_one_ratio",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -325,3 +326,14 @@ def test_bare_sse_server_sends_the_gateways_stream_byte_for_byte():
     assert frames[-2:] == [b"data: [DONE]", b""]
     assert sum(b'"delta": {"content": ' in frame for frame in frames) == 3  # 20 + 20 + 5 tokens
     assert gateway_body.count(b"ID") == len(frames) - 2
+
+
+def test_the_replicas_rows_compare_one_gateway_with_one_per_core(results):
+    table = rows(results)
+    one, many = table["replicas_one_throughput"], table["replicas_many_throughput"]
+    assert [one["detail"]["replicas"], many["detail"]["replicas"]] == replicas.counts()
+    for row in (one, many):
+        assert row["value"] > 0 and len(row["detail"]["rounds"]) == replicas.SMOKE_ROUNDS
+        assert row["detail"]["non_2xx"] == row["detail"]["socket_errors"] == 0, row["name"]
+    ratio = table["replicas_many_vs_one_ratio"]
+    assert ratio["value"] == pytest.approx(many["value"] / one["value"], rel=1e-12)

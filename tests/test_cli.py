@@ -207,7 +207,7 @@ SNAPSHOT = Snapshot(12.0, 12.4, 1000.0, 1000.0, 0, {"p1": ProviderState(State.HE
 def test_status_lines_show_rates_shares_breakers_tokens_and_quantiles():
     interval = _tally((200, "p1", 0.1, 6), (502, "p2", 0.5, 2), (429, "none", None, 4), (499, "none", None, 2))
     total = _tally((200, "p1", 0.1, 30), (502, "p2", 0.5, 10), (429, "none", None, 4))
-    lines = status_lines(interval, 2.0, 16, total, SNAPSHOT, 12.0)
+    lines = status_lines(interval, 2.0, 16, total, [SNAPSHOT], 12.0)
     q = {p: f"{interval.latency.quantile(p / 100):.3f}s" for p in (50, 95, 99)}
     assert lines == [
         "  12.0s  offered 8/s  200 3/s  429 2/s  502 1/s  504 0/s  499 1/s",
@@ -218,7 +218,7 @@ def test_status_lines_show_rates_shares_breakers_tokens_and_quantiles():
 
 def test_status_lines_name_transport_errors_and_say_when_the_clients_cannot_keep_up():
     interval = _tally((200, "p1", 0.1, 100), (0, "none", None, 22))
-    lines = status_lines(interval, 2.0, 122, interval, SNAPSHOT, 4.0, saturated=2878)
+    lines = status_lines(interval, 2.0, 122, interval, [SNAPSHOT], 4.0, saturated=2878)
     assert lines[0] == ("   4.0s  offered 61/s  200 50/s  429 0/s  502 0/s  504 0/s  transport_error 11/s"
                         "  (can't keep up: 61 of 1500 per second sent)")
 
@@ -250,16 +250,16 @@ def test_status_lines_show_ttft_tokens_per_second_and_stream_errors_once_streams
     interval = _streams(_tally((STREAM_ERROR, "p1", 0.3, 2), (429, "none", None, 2)), 0.2, 0.5, 31, 6)
     interval.ttft.add(0.25)  # the failed streams had their first token
     interval.ttft.add(0.25)
-    lines = status_lines(interval, 2.0, 10, interval, SNAPSHOT, 12.0)
+    lines = status_lines(interval, 2.0, 10, interval, [SNAPSHOT], 12.0)
     ttft = {p: f"{interval.ttft.quantile(p / 100):.3f}s" for p in (50, 99)}
     assert lines[0] == "  12.0s  offered 5/s  200 3/s  429 1/s  502 0/s  504 0/s  stream_error 1/s"
     assert lines[3] == f"        ttft p50 {ttft[50]}  p99 {ttft[99]}  output tokens 93/s"
     # Streams earlier in the run, none in the last seconds: the line stays, with nothing in it.
-    quiet = status_lines(Tally(), 1.0, 0, interval, SNAPSHOT, 13.0)
+    quiet = status_lines(Tally(), 1.0, 0, interval, [SNAPSHOT], 13.0)
     assert quiet[0].endswith("504 0/s  stream_error 0/s")
     assert quiet[3] == "        ttft p50 -  p99 -  output tokens 0/s"
     # Without LLM traffic the status is what it always was: three lines.
-    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), SNAPSHOT, 1.0)) == 3
+    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), [SNAPSHOT], 1.0)) == 3
 
 
 def test_summary_lines_show_ttft_time_per_token_and_output_tokens_of_streams():
@@ -288,9 +288,9 @@ def _users(tally: Tally, **outcomes: int) -> Tally:
 
 def test_status_and_summary_lines_show_user_requests_of_clients_that_retry():
     interval = _users(_tally((200, "p1", 0.1, 6), (502, "p1", 0.1, 6)), ok=6, failed=2)
-    lines = status_lines(interval, 2.0, 12, interval, SNAPSHOT, 12.0)
+    lines = status_lines(interval, 2.0, 12, interval, [SNAPSHOT], 12.0)
     assert lines[3] == "        user requests 4/s  goodput 75.0%  attempts per request 1.50"
-    quiet = status_lines(Tally(), 1.0, 0, interval, SNAPSHOT, 13.0)
+    quiet = status_lines(Tally(), 1.0, 0, interval, [SNAPSHOT], 13.0)
     assert quiet[3] == "        user requests 0/s  goodput -  attempts per request -"
     scenario = config.merge(config.Scenario(), {"workload": {"retry_policy": "fixed"}})
     end = Snapshot(2.0, 0.0, 1.0, 1.0, 0, {"p1": ProviderState(State.HEALTHY, 0.0, 1.0, 0, 0)})
@@ -299,11 +299,11 @@ def test_status_and_summary_lines_show_user_requests_of_clients_that_retry():
     assert summary_lines(result)[4] == ("user requests 8  goodput 75.0%  attempts per request 1.50  ok 6  failed 2  "
                                         "timed_out 0  throttled 0  cut_off 0")
     # Without user requests the lines are what they were.
-    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), SNAPSHOT, 1.0)) == 3
+    assert len(status_lines(_tally((200, "p1", 0.1, 6)), 2.0, 6, _tally((200, "p1", 0.1, 6)), [SNAPSHOT], 1.0)) == 3
 
 
 def test_status_lines_before_any_answer():
-    lines = status_lines(Tally(), 1.0, 0, Tally(), SNAPSHOT, 1.0)
+    lines = status_lines(Tally(), 1.0, 0, Tally(), [SNAPSHOT], 1.0)
     assert lines[1] == "        p1 - healthy   p2 - open 3.2s"
     assert lines[2].endswith("latency p50 -  p95 -  p99 -")
 

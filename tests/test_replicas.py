@@ -4,6 +4,7 @@ one parent that fans admin changes out to all and takes them down with it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
@@ -15,8 +16,13 @@ import aiohttp
 import pytest
 
 from gwlab import config
+from gwlab.breaker import State
+from gwlab.live import status_lines
 from gwlab.replicas import Replicas, replica_seed, scrape_config
+from gwlab.router import ProviderState, Snapshot
 from gwlab.server import PortInUse
+from gwlab.stats import Tally
+from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
 from tests.support import CHAT
 from tests.test_cli import Process, _alive, _wait_gone
@@ -109,8 +115,9 @@ def test_replicas_share_one_port_and_apply_every_admin_change_together():
                 assert [s.tokens for s in await replicas.snapshots()] == [2.0] * 3
             # A change made by the parent (as scripted events are) reaches every replica:
             # 30 connections leave one unasked with probability 3 * (2/3)**30 < 2e-5.
-            await replicas.configure({"breaker": {"failure_threshold": 9}})
+            replicas.configure({"breaker": {"failure_threshold": 9}})
             assert replicas.scenario.breaker.failure_threshold == 9
+            await replicas.sync()
             assert set(await _thresholds(replicas.url, 30)) == {9}
         finally:
             await replicas.stop()
@@ -224,3 +231,66 @@ def test_replicas_with_local_limiters_admit_n_times_the_rate():
     assert set(statuses) == {200, 429} and statuses[429] > statuses[200], statuses
     one_limit = burst + rate * took
     assert 0.9 * count * one_limit <= statuses[200] <= count * one_limit, (statuses, took)
+
+
+# -- what a run with replicas shows -------------------------------------------------------
+
+def _snapshot(tokens: float, p1: State, cooldown: float = 0.0) -> Snapshot:
+    return Snapshot(3.0, tokens, 1000.0, 1000.0, 0, {"p1": ProviderState(p1, cooldown, 70.0, 0, 0),
+                                                     "p2": ProviderState(State.HEALTHY, 0.0, 30.0, 0, 0)})
+
+
+def test_the_status_counts_each_breakers_states_over_the_replicas_and_sums_their_tokens():
+    tally = Tally()
+    for _ in range(3):
+        tally.record(200, "p1", 0.1)
+    tally.record(200, "p2", 0.1)
+    snapshots = [_snapshot(900.0, State.HEALTHY), _snapshot(12.4, State.OPEN, 2.5), _snapshot(50.0, State.OPEN, 0.75)]
+    lines = status_lines(tally, 1.0, 4, tally, snapshots, 3.0)
+    assert lines[1] == "        p1 75.0% healthy×1 open×2 2.5s   p2 25.0% healthy×3"
+    assert lines[2].startswith("        tokens 962/3000 in 3 replicas  latency ")
+    assert status_lines(tally, 1.0, 4, tally, snapshots[1:2], 3.0)[1] == "        p1 75.0% open 2.5s   p2 25.0% healthy"
+
+
+def test_a_summary_with_replicas_gives_totals_and_each_replicas_breakers():
+    tally = Tally()
+    tally.record(200, "p1", 0.1)
+    scenario = config.Scenario()
+    ends = [{"end": _snapshot(1.0, State.HEALTHY), "trips": {"p1": 2}, "fallbacks": {"p2": 1}},
+            {"end": _snapshot(1.0, State.OPEN), "trips": {"p1": 3, "p2": 1}, "fallbacks": {}}]
+    result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=1.0, sent=1, saturated=0,
+                       workloads=[(0.0, scenario.workload)], end=ends[0]["end"], trips={"p1": 5, "p2": 1},
+                       fallbacks={"p2": 1}, events_refused=0, retries={}, replicas=ends)
+    assert (result["trips"], result["fallbacks"]) == (6, 1)
+    assert [(p["state"], p["trips"], p["fallbacks"]) for p in result["providers"].values()] == [
+        ("healthy×1 open×1", 5, 0), ("healthy×2", 1, 1)]
+    assert result["replicas"] == [
+        {"providers": {"p1": {"state": "healthy", "trips": 2, "fallbacks": 0},
+                       "p2": {"state": "healthy", "trips": 0, "fallbacks": 1}}},
+        {"providers": {"p1": {"state": "open", "trips": 3, "fallbacks": 0},
+                       "p2": {"state": "healthy", "trips": 1, "fallbacks": 0}}},
+    ]
+    assert "replicas" not in summarise(tally, mode="live", seed=1, scenario=scenario, duration=1.0, sent=1,
+                                       saturated=0, workloads=[(0.0, scenario.workload)], end=ends[0]["end"],
+                                       trips={}, fallbacks={}, events_refused=0, retries={})
+
+
+def test_run_with_replicas_drives_them_all_and_sums_them_in_the_summary(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--replicas", "2", "--duration", "3", "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(tmp_path / "scrape.yml"), "--json", str(out), cwd=tmp_path)
+    assert re.match(r"^gateway  http://\S+ \(2 replicas\)$", process.line(60))
+    replicas = [pid for pid in process.children() if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    status, lines, stderr = process.finish(timeout=60)
+    assert status == 0, stderr
+    assert any(" in 2 replicas  latency " in line for line in lines), lines
+    result = json.loads(out.read_text())
+    assert len(result["replicas"]) == 2
+    for name, provider in result["providers"].items():
+        each = [r["providers"][name] for r in result["replicas"]]
+        assert provider["trips"] == sum(e["trips"] for e in each)
+        assert provider["fallbacks"] == sum(e["fallbacks"] for e in each)
+        assert sum(int(n) for n in re.findall(r"×(\d+)", provider["state"])) == 2
+    assert result["trips"] == sum(p["trips"] for p in result["providers"].values())
+    assert result["offered"] > 0 and result["gateway_in_flight_at_end"] == 0
+    assert _wait_gone(replicas, 5) == []  # the load generator's workers and the replicas
