@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
+from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.server import Gateway
@@ -292,6 +293,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "run":
             _check_run_args(args)
         scenario = scenario_from_args(args)
+        keys(scenario, str(args.config or "scenario"))  # a real upstream's key: there before anything starts
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")

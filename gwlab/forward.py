@@ -25,31 +25,33 @@ from gwlab.config import ConfigError, ProviderConfig
 from gwlab.observe import InvalidAnswer
 
 
-def keys(scenario: config.Scenario, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def keys(scenario: config.Scenario, source: str = "scenario",
+         environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The API key of each real upstream of ``scenario`` that names a variable, by provider,
-    from ``environ``. Raises :class:`ConfigError` naming the provider and the variable
-    when it is not set or empty."""
+    from ``environ``. Raises :class:`ConfigError` naming ``source``, the provider and the
+    variable (never a value) when it is not set or empty."""
     found = {}
     for p in scenario.providers:
         if p.kind == "openai" and p.api_key_env:
             key = environ.get(p.api_key_env, "")
             if not key:
-                raise ConfigError(f"providers.{p.name}.api_key_env = {p.api_key_env!r}: the environment variable "
-                                  f"{p.api_key_env} is not set (or empty); expected it to hold the upstream's API key")
+                raise ConfigError(f"{source}: providers.{p.name}.api_key_env = {p.api_key_env!r}: the environment "
+                                  f"variable {p.api_key_env} is not set (or empty); expected it to hold the "
+                                  "upstream's API key")
             found[p.name] = key
     return found
 
 
 class Forwarder:
     """One real upstream's client: :meth:`start` opens its pool, :meth:`post` sends a chat
-    request, :meth:`close` ends its connections. ``key`` is its API key (``None``: none)."""
+    request, :meth:`close` ends its connections. ``key`` is its API key (``None``: none);
+    its URL and pool are fixed (``base_url`` and ``connections`` cannot change at runtime)."""
 
-    __slots__ = ("name", "url", "model", "connections", "_headers", "_session")
+    __slots__ = ("name", "url", "connections", "_headers", "_session")
 
     def __init__(self, provider: ProviderConfig, key: str | None) -> None:
         self.name = provider.name
         self.url = provider.base_url.rstrip("/") + "/chat/completions"
-        self.model = provider.model
         self.connections = provider.connections
         self._headers = {"Content-Type": "application/json"}
         if key is not None:
@@ -72,15 +74,15 @@ class Forwarder:
         if session is not None:
             await session.close()
 
-    def post(self, request: dict[str, Any], connect_timeout: float) -> Any:
-        """Send ``request`` (the client's chat request, as JSON data) with this upstream's
-        model name when it sets one; an ``async with`` block gives the response once its
-        head has arrived. Connecting takes at most ``connect_timeout`` seconds."""
-        if self.model:
-            request = {**request, "model": self.model}
+    def post(self, request: dict[str, Any], provider: ProviderConfig) -> Any:
+        """Send ``request`` (the client's chat request, as JSON data) with the model name of
+        ``provider`` (its parameters now) when it sets one, connecting within its
+        ``connect_timeout``; awaited, the response once its head has arrived."""
+        if provider.model:
+            request = {**request, "model": provider.model}
         assert self._session is not None, "Forwarder.post before start"
         return self._session.post(self.url, data=json.dumps(request).encode(),
-                                  timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout))
+                                  timeout=aiohttp.ClientTimeout(total=None, sock_connect=provider.connect_timeout))
 
 
 async def read_body(response: aiohttp.ClientResponse, limit: int = config.UPSTREAM_MAX_BODY) -> bytes:

@@ -57,9 +57,9 @@ def retry_after(headers: Mapping[str, str]) -> float:
     ``retry-after-ms`` (OpenAI's, exact), else its ``Retry-After`` in seconds (RFC 9110; a
     date counts as absent: reading it would need a clock), at least
     :data:`~gwlab.upstream.MIN_RETRY_AFTER` whatever they say."""
-    for name, scale in (("retry-after-ms", 1e-3), ("Retry-After", 1.0)):
+    for name, per_second in (("retry-after-ms", 1000.0), ("Retry-After", 1.0)):
         try:
-            wait = float(headers.get(name, "")) * scale
+            wait = float(headers.get(name, "")) / per_second
         except ValueError:
             continue
         if math.isfinite(wait):

@@ -108,7 +108,7 @@ class Gateway:
         self.body_timeout = body_timeout
         self.seed = seed
         self.admin_token = admin_token
-        found = keys(scenario)
+        found = keys(scenario, "Gateway(scenario=...)")
         self._forwarders = {p.name: Forwarder(p, found.get(p.name)) for p in scenario.providers if p.kind == "openai"}
         """The client of each real upstream, by provider (their pools open as the gateway starts)."""
         self.router = Router(scenario, seed, clock())
@@ -438,8 +438,10 @@ class Gateway:
             wait = route.call.retry_after
             message = (f"provider {name} refused the call: it is at capacity or over its own rate limit; "
                        f"retry in {wait:.3f} s")
+            # Whole microseconds, a float's error rounded away first (as the router's waits):
+            # an upstream's retry-after-ms of 999.123 reaches the client as it was.
             refused = {**headers, "Retry-After": retry_after_header(wait),
-                       "retry-after-ms": retry_after_ms_header(math.ceil(wait * 1e6))}
+                       "retry-after-ms": retry_after_ms_header(math.ceil(round(wait * 1e6, 3)))}
             response = error_response(429, message, "provider_rate_limited", headers=refused)
         else:
             response = error_response(502, f"provider {name} failed", "provider_error", headers=headers)
@@ -616,7 +618,6 @@ class Gateway:
         passed through. The gateway's timeout runs from ``now`` to the answer, or to a
         stream's first content frame."""
         name = route.upstream.name
-        provider = route.upstream.provider.config
         start = self.clock()
         answer = None
         body, tokens, wait = b"", 0, 0.0
@@ -624,7 +625,7 @@ class Gateway:
             try:
                 try:
                     async with asyncio.timeout(now + self.scenario.gateway.timeout - start) as deadline:
-                        answer = await self._forwarders[name].post(data, provider.connect_timeout)
+                        answer = await self._forwarders[name].post(data, route.upstream.provider.config)
                         outcome = observe.outcome(answer.status)
                         if chat.stream and outcome is Outcome.SUCCESS:
                             frames = Frames(config.UPSTREAM_MAX_BODY)
