@@ -369,8 +369,10 @@ class Gateway:
                 self.metrics.routed(route)
             gave_up = route.waiting and not await self._slot(request, route)
             if route.upstream.real:
-                forwarded = (Outcome.TIMEOUT, b"") if gave_up else await self._forward(request, chat, data, route,
-                                                                                      now, arrived, attempts)
+                if gave_up or route.call.outcome is Outcome.RATE_LIMITED:  # never sent: no slot came in time, or
+                    forwarded = Outcome.TIMEOUT if gave_up else Outcome.RATE_LIMITED, b""  # its own limits refused it
+                else:
+                    forwarded = await self._forward(request, chat, data, route, now, arrived, attempts)
                 if forwarded.__class__ is not tuple:  # the answer: a stream under way, or passed through
                     return forwarded
                 outcome, body = forwarded

@@ -9,6 +9,8 @@ import contextlib
 import json
 import logging
 import time
+import tomllib
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -20,7 +22,8 @@ from gwlab import config
 from gwlab.breaker import State
 from gwlab.cli import main
 from gwlab.config import ConfigError
-from gwlab.forward import Forwarder
+from gwlab.forward import Forwarder, read_body
+from gwlab.observe import InvalidAnswer
 from gwlab.server import Gateway
 from gwlab.sim import simulate
 from gwlab.stats import STREAM_ERROR
@@ -28,6 +31,7 @@ from tests.support import CHAT, serving
 
 pytestmark = pytest.mark.timeout(60)
 
+SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "upstream.toml"
 KEY = "sk-test-0123456789abcdef"
 """The API key the tests put in the environment: it must reach the upstream and nothing else."""
 
@@ -190,6 +194,19 @@ def test_simulated_and_real_providers_mix_and_a_retry_goes_from_one_to_the_other
     assert (status, headers["x-gwlab-provider"], headers["x-gwlab-attempts"]) == (200, "sim", "2")
     assert "provider sim" in body["choices"][0]["message"]["content"]
     assert attempts == {(502, "up"): 1}
+
+
+def test_a_real_upstreams_own_limits_apply_at_the_gateway_without_a_call():
+    async def main_():
+        async with upstream_gateway({"b": {"latency": 0.0}}) as back:
+            async with serving(front({"up": real(back.url + "/v1", rpm=1)})) as (_, http):
+                answers = [await post(http) for _ in range(3)]
+                return [(status, json.loads(body).get("error", {}).get("code")) for status, _, body in answers], \
+                    back.metrics.answers[200, "b"]
+
+    answers, forwarded = asyncio.run(main_())
+    assert answers == [(200, None), (429, "provider_rate_limited"), (429, "provider_rate_limited")]
+    assert forwarded == 1
 
 
 # -- upstreams that misbehave ---------------------------------------------------------------------
@@ -507,9 +524,44 @@ def test_the_model_sent_upstream_can_change_at_runtime():
     assert models == [CHAT["model"], "llama3.2"]
 
 
+def test_the_example_scenario_forwards_to_a_second_gateway():
+    data = tomllib.loads(SCENARIO.read_text(encoding="utf-8"))
+    assert data["providers"]["upstream"]["base_url"] == "http://127.0.0.1:8081/v1"  # its comments' gwlab serve
+
+    async def main_():
+        async with upstream_gateway({"b": {"latency": 0.0}}) as back:
+            data["providers"]["upstream"]["base_url"] = back.url + "/v1"
+            async with serving(config.from_dict(data)) as (gw, http):
+                answers = [await post(http) for _ in range(20)]
+                return [(status, headers["x-gwlab-provider"]) for status, headers, _ in answers], back.metrics
+
+    seen, back = asyncio.run(main_())
+    forwarded = seen.count((200, "upstream"))
+    assert forwarded > 0 and set(seen) <= {(200, "upstream"), (200, "local"), (502, "local")}
+    assert back.answers[200, "b"] == forwarded  # every call the front sent upstream, and no other
+
+
 def test_a_real_upstream_cannot_be_simulated():
     with pytest.raises(ConfigError) as error:
         simulate({"providers": {"sim": {}, "up": real("http://127.0.0.1:9/v1")}}, duration=1)
     assert str(error.value) == (
         "scenario: providers.up.kind = 'openai': a real upstream cannot be simulated (it answers in real time, "
         "not virtual); expected 'simulated', or run it live with gwlab serve or gwlab run")
+    with pytest.raises(ConfigError, match=f"^{SCENARIO}: providers.upstream.kind = 'openai': a real upstream"):
+        simulate(SCENARIO, duration=1)
+
+
+def test_an_answer_longer_than_the_bound_is_invalid():
+    async def long(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 101)
+
+    async def main_():
+        async with upstream_app(long) as url, aiohttp.ClientSession() as http:
+            async with http.post(url + "/chat/completions") as r:
+                with pytest.raises(InvalidAnswer, match="longer than 100 bytes"):
+                    await read_body(r, 100)
+            async with http.post(url + "/chat/completions") as r:
+                return await read_body(r, 101)
+
+    assert asyncio.run(main_()) == b"x" * 101
+    assert config.UPSTREAM_MAX_BODY == 16 * 1024 * 1024
