@@ -24,6 +24,8 @@ from gwlab.cli import main
 from gwlab.config import ConfigError
 from gwlab.forward import Forwarder, read_body
 from gwlab.observe import InvalidAnswer
+from gwlab.providers import Call, Outcome
+from gwlab.router import Router
 from gwlab.server import Gateway
 from gwlab.sim import simulate
 from gwlab.stats import STREAM_ERROR
@@ -99,12 +101,19 @@ def test_an_upstream_whose_provider_always_fails_trips_the_breaker_after_the_thr
                 for _ in range(4):
                     status, headers, _ = await post(http)
                     seen.append((status, headers["x-gwlab-provider"], state(gw).value))
-                return seen, back.metrics.answers[502, "b"], gw.snapshot().providers["up"].trips
+                async with aiohttp.ClientSession() as direct:
+                    async with direct.get(gw.metrics_url) as r:
+                        scraped = (await r.text()).splitlines()
+                return seen, back.metrics.answers[502, "b"], gw.snapshot().providers["up"].trips, scraped
 
-    seen, upstream_502s, trips = asyncio.run(main_())
+    seen, upstream_502s, trips, scraped = asyncio.run(main_())
     assert config.FAILURE_THRESHOLD == 3
     assert seen == [(502, "up", "failing"), (502, "up", "failing"), (502, "up", "open"), (503, "none", "open")]
     assert (upstream_502s, trips) == (3, 1)  # the fourth never left the front gateway
+    # Counted as a simulated provider's calls are.
+    assert {'gwlab_requests_total{code="502",provider="up"} 3.0', 'gwlab_requests_total{code="503",provider="none"} 1.0',
+            'gwlab_provider_requests_total{outcome="error",provider="up"} 3.0',
+            'gwlab_breaker_transitions_total{from_state="failing",provider="up",to_state="open"} 1.0'} <= set(scraped)
 
 
 def test_the_upstreams_429_and_its_retry_after_reach_the_client():
@@ -539,6 +548,23 @@ def test_the_example_scenario_forwards_to_a_second_gateway():
     forwarded = seen.count((200, "upstream"))
     assert forwarded > 0 and set(seen) <= {(200, "upstream"), (200, "local"), (502, "local")}
     assert back.answers[200, "b"] == forwarded  # every call the front sent upstream, and no other
+
+
+def test_the_router_draws_nothing_for_a_real_upstream():
+    off = {"enabled": False}  # no breaker opening: round robin alternates all along
+    mixed = front({"sim": {"latency": 0.25, "error_rate": 0.5}, "up": real("http://h/v1")},
+                  gateway={"balancer": "round_robin", "timeout": 7.0}, breaker=off)
+    alone = front({"sim": {"latency": 0.25, "error_rate": 0.5}}, gateway={"timeout": 7.0}, breaker=off)
+    with_real, without = Router(mixed, seed=5), Router(alone, seed=5)
+    calls = []
+    for i in range(40):
+        route = with_real.route(float(i))
+        calls.append(route.call)
+        with_real.complete(route, float(i), route.call.outcome)
+    assert [u.real for u in with_real.upstreams] == [False, True]
+    assert calls[1::2] == [Call(7.0, Outcome.TIMEOUT, 7.0)] * 20  # the real one's: a bound, not a draw
+    # The simulated provider beside it draws as it does alone.
+    assert calls[0::2] == [without.route(float(i)).call for i in range(20)]
 
 
 def test_a_real_upstream_cannot_be_simulated():
