@@ -5,8 +5,9 @@ Two servers run on one asyncio loop: the OpenAI-compatible gateway (``POST
 /metrics``, port 9090). A chat completion request is validated first, so a bad one costs no
 token; then the router decides (429, or a provider call decided in advance), the shell
 sleeps for the call's duration and reports its end to the router at the gateway clock's
-``now``. All policy lives in the router; this module only carries its decisions out, speaks
-HTTP and counts.
+``now``. A call to a real upstream (``kind = "openai"``) is forwarded instead, and the router
+is told the outcome observed (:mod:`gwlab.observe`, :mod:`gwlab.forward`). All policy lives
+in the router; this module only carries its decisions out, speaks HTTP and counts.
 
 :class:`Gateway` also offers the runtime controls the notebooks and the admin routes use
 (:meth:`Gateway.configure`, :meth:`Gateway.reset`, :meth:`Gateway.snapshot`). They may be
@@ -47,8 +48,8 @@ from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
 from gwlab.errors import ATTEMPTS_HEADER, NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
-from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.forward import Forwarder, keys, read_body
+from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
 from gwlab.observe import Frame, Frames, InvalidAnswer
 from gwlab.providers import Call, Outcome
@@ -369,8 +370,9 @@ class Gateway:
                 self.metrics.routed(route)
             gave_up = route.waiting and not await self._slot(request, route)
             if route.upstream.real:
-                if gave_up or route.call.outcome is Outcome.RATE_LIMITED:  # never sent: no slot came in time, or
-                    forwarded = Outcome.TIMEOUT if gave_up else Outcome.RATE_LIMITED, b""  # its own limits refused it
+                if gave_up or route.call.outcome is Outcome.RATE_LIMITED:
+                    # Never sent: no slot came in time, or its own capacity or limits refused it.
+                    forwarded = Outcome.TIMEOUT if gave_up else Outcome.RATE_LIMITED, b""
                 else:
                     forwarded = await self._forward(request, chat, data, route, now, arrived, attempts)
                 if forwarded.__class__ is not tuple:  # the answer: a stream under way, or passed through
@@ -648,7 +650,7 @@ class Gateway:
                     outcome, reason = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
                 else:
                     if outcome is None:
-                        return self._passed(request, route, answer, body, chat, arrived, start, attempts)
+                        return self._passed(route, answer, body, chat, arrived, start, attempts)
                     if chat.stream and outcome is Outcome.SUCCESS:
                         return await self._relay(request, chat, route, answer, frames, tally, head, arrived, start,
                                                  attempts)
@@ -661,8 +663,8 @@ class Gateway:
         route.call = Call(self.clock() - start, outcome, 0.0, tokens, False, wait)
         return outcome, body
 
-    def _passed(self, request: web.BaseRequest, route: Route, answer: aiohttp.ClientResponse, body: bytes,
-                chat: ChatRequest, arrived: float, start: float, attempts: Attempts | None) -> web.Response:
+    def _passed(self, route: Route, answer: aiohttp.ClientResponse, body: bytes, chat: ChatRequest, arrived: float,
+                start: float, attempts: Attempts | None) -> web.Response:
         """The upstream's 400, 404 or 422, passed to the client as it came: the request was at
         fault, so its breaker hears nothing (the route is abandoned) and the gateway's headers
         are added."""
