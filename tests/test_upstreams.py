@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 import tomllib
 from pathlib import Path
@@ -416,6 +417,26 @@ def test_an_upstream_that_refuses_connections_is_a_502():
 
     (status, _, body), took = asyncio.run(main_())
     assert status == 502 and took < 1
+
+
+@pytest.mark.parametrize("connect_timeout, timeout, status, took", [(0.2, 5.0, 502, 0.2), (10.0, 0.3, 504, 0.3)])
+def test_a_connection_that_does_not_open_fails_at_the_connect_timeout(connect_timeout, timeout, status, took):
+    with socket.socket() as listening, socket.socket() as queued:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(0)  # never accepted: once one connection waits, the kernel drops new SYNs
+        queued.connect(listening.getsockname())
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
+
+        async def main_():
+            scenario = front({"up": real(url, connect_timeout=connect_timeout)}, gateway={"timeout": timeout})
+            async with serving(scenario) as (_, http):
+                started = time.monotonic()
+                return await post(http), time.monotonic() - started
+
+        (got, _, _), elapsed = asyncio.run(main_())
+    assert config.UPSTREAM_CONNECT_TIMEOUT == 5.0
+    assert got == status  # the connect timeout's 502, or the gateway's timeout first
+    assert took <= elapsed < took + 0.5
 
 
 # -- the API key --------------------------------------------------------------------------------
