@@ -30,9 +30,10 @@ from gwlab.router import Router
 from gwlab.server import Gateway
 from gwlab.sim import simulate
 from gwlab.stats import STREAM_ERROR
+from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import CHAT, serving
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)  # it simulates, once, to be refused
 
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "upstream.toml"
 KEY = "sk-test-0123456789abcdef"
