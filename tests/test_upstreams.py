@@ -118,6 +118,20 @@ def test_an_upstream_whose_provider_always_fails_trips_the_breaker_after_the_thr
             'gwlab_breaker_transitions_total{from_state="failing",provider="up",to_state="open"} 1.0'} <= set(scraped)
 
 
+def test_an_upstream_slower_than_the_gateway_timeout_is_a_504_and_a_breaker_failure():
+    async def main_():
+        async with upstream_gateway({"b": {"latency": 0.5}}) as back:
+            scenario = front({"up": real(back.url + "/v1")}, gateway={"timeout": 0.2}, breaker={"failure_threshold": 1})
+            async with serving(scenario) as (gw, http):
+                started = time.monotonic()
+                status, _, body = await post(http)
+                return status, json.loads(body)["error"]["message"], time.monotonic() - started, state(gw)
+
+    status, message, took, breaker = asyncio.run(main_())
+    assert (status, message, breaker) == (504, "provider up did not answer within 0.2 s", State.OPEN)
+    assert 0.2 <= took < 0.5  # the upstream's 0.5 s answer is not waited for
+
+
 def test_the_upstreams_429_and_its_retry_after_reach_the_client():
     async def main_():
         async with upstream_gateway({"b": {"latency": 0.0}}, limiter={"rate": 0.5, "burst": 1}) as back:
@@ -235,15 +249,16 @@ def status_answer(status: int) -> Callable[[web.Request], Awaitable[web.Response
     return handler
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("status", [400, 404, 422])
-def test_the_upstreams_400_404_422_pass_through_and_charge_no_breaker(status):
+def test_the_upstreams_400_404_422_pass_through_and_charge_no_breaker(status, stream):
     async def main_():
         async with upstream_app(status_answer(status)) as url:
             async with serving(front({"up": real(url)}, breaker={"failure_threshold": 1})) as (gw, http):
                 async with aiohttp.ClientSession() as direct:
                     async with direct.post(url + "/chat/completions", json=CHAT) as r:
                         upstream = await r.read()
-                answered = await post(http)
+                answered = await post(http, {**CHAT, "stream": stream})
                 return upstream, answered, state(gw), gw.metrics.answers[status, "up"]
 
     upstream, (got, headers, body), breaker, counted = asyncio.run(main_())
