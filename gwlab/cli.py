@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
+from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.router import Snapshot
 from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
@@ -313,6 +314,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.replicas != 1:
             _check_replicas_args(args)
         scenario = scenario_from_args(args)
+        keys(scenario, str(args.config or "scenario"))  # a real upstream's key: there before anything starts
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")

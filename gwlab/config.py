@@ -18,7 +18,8 @@ The TOML shape::
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
                       ttft, ttft_distribution, ttft_p99, decode_rate,
                       output_tokens, output_distribution, output_p99, stream_error_rate,
-                      capacity, queue, rpm, tpm
+                      capacity, queue, rpm, tpm,
+                      kind, base_url, api_key_env, model, connections, connect_timeout
     [workload]  mode, clients, think_time, rate, max_in_flight, stream_share, max_tokens, prompt_tokens
     [retry]     attempts, retry_on, base_delay, max_delay, jitter, deadline,
                 budget_ratio, budget_min_per_second, budget_window
@@ -33,11 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from gwlab import balancer
 from gwlab.limiter import MAX_BURST, MAX_PER_MINUTE, MAX_RATE, MIN_RATE  # the ranges in which the limiter is exact
@@ -245,6 +248,18 @@ backlog); at the connection limit, new clients wait there."""
 ACCEPT_RETRY = 1.0
 """Seconds the gateway waits before accepting again when the process is out of descriptors
 and no connection of its own has closed meanwhile (asyncio's own accept loop waits 1 s)."""
+UPSTREAM_CONNECTIONS = 100
+"""Most connections the gateway holds open to one real upstream (``kind = "openai"``) at
+once; a call that finds them all busy waits for one, within its ``gateway.timeout``
+(aiohttp's ``TCPConnector`` default ``limit``)."""
+UPSTREAM_CONNECT_TIMEOUT = 5.0
+"""Seconds a real upstream has to accept a connection; past them the call fails (502), so a
+host that is down costs a failure, not a whole ``gateway.timeout`` (Envoy's default cluster
+``connect_timeout``)."""
+UPSTREAM_MAX_BODY = 16 * 1024 * 1024
+"""Largest answer, or stream frame, the gateway reads from a real upstream, in bytes; a
+larger one fails the call (502): sixteen times the largest request it reads
+(:data:`MAX_BODY`), room for the longest answers models give."""
 LIMIT_LOG_INTERVAL = 10.0
 """Seconds between two log lines saying the gateway is at its connection limit (or out of
 descriptors): once per interval, with counts, never once per connection."""
@@ -282,6 +297,9 @@ SWEEP_OUTSTANDING_PER_WORKER = 2
 worker never idles for want of a run, and no more of the grid sits in queues."""
 MAX_SEED = 2**64 - 1
 """Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
+MAX_MODEL_LENGTH = 256
+"""The longest model name accepted, in a request or a provider's ``model`` (model names are
+a few dozen characters). It bounds the memory held by the cache of encoded model names."""
 MAX_DEPTH = 3
 """Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
 the third table. Deeper data is refused before it is walked."""
@@ -291,6 +309,14 @@ OUTAGES = ("none", "error", "hang")
 FALLBACKS = ("soonest", "panic", "reject")
 JITTERS = ("none", "full", "equal", "decorrelated")
 MODES = ("closed", "open")
+KINDS = ("simulated", "openai")
+"""What a provider is: simulated by gwlab, or a real OpenAI-compatible server it forwards to."""
+UPSTREAM_NAMES = ("base_url", "api_key_env", "model")
+"""A provider's fields that name what a real upstream (``kind = "openai"``) is: empty for a
+simulated provider."""
+FIXED_FIELDS = ("kind", "base_url", "api_key_env", "connections")
+"""A provider's fields that cannot change at runtime: they make its connection pool and key."""
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CLIENT_RETRY_POLICIES = ("none", "openai_sdk", "fixed", "exponential_jitter", "adaptive")
 
 
@@ -333,6 +359,23 @@ def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
 
 
 _BOOL = _spec("true or false", lambda v: True, bool)
+
+
+def _base_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # a port that is not a number raises
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+
+
+_URL = {**_spec("an http:// or https:// URL with a host and no query, such as 'http://127.0.0.1:11434/v1' "
+                "(or '' for a simulated provider)", lambda v: not v or _base_url(v), str), "added": True}
+_ENV = {**_spec("the name of an environment variable (letters, digits and _, not starting with a digit), or ''",
+                lambda v: not v or _ENV_NAME.fullmatch(v) is not None, str), "added": True}
+_MODEL = {**_spec(f"a model name of at most {MAX_MODEL_LENGTH} characters ('': the client's)",
+                  lambda v: len(v) <= MAX_MODEL_LENGTH, str), "added": True}
 
 
 @dataclass(frozen=True)
@@ -433,7 +476,16 @@ class ProviderConfig:
     tokens per minute, a bucket like the gateway's ``limiter.tpm``: a call reserves the
     request's prompt and ``max_tokens`` (or ``limiter.default_max_tokens``) from it, 429 when
     it is short, and gives back what its answer did not use; a request that reserves more
-    than ``tpm`` is never sent to this provider."""
+    than ``tpm`` is never sent to this provider.
+
+    A real upstream (``kind = "openai"``; DESIGN, "Upstreams and replicas"): the gateway
+    forwards its calls to the OpenAI-compatible server at ``base_url`` (``POST
+    {base_url}/chat/completions``), sending the key held by the environment variable named
+    ``api_key_env`` as ``Authorization: Bearer`` ('': no key), and ``model`` as the model
+    name ('': the client's), over at most ``connections`` connections, each given
+    ``connect_timeout`` seconds to open. The simulated fields (latency, errors, token
+    timing) are unused; capacity and limits still apply, at the gateway. ``kind``,
+    ``base_url``, ``api_key_env`` and ``connections`` cannot change at runtime."""
 
     name: str
     weight: float = field(default=1.0, metadata=_range(float, 0, MAX_WEIGHT))
@@ -454,6 +506,12 @@ class ProviderConfig:
     queue: int = field(default=0, metadata={**_range(int, 0, MAX_CLIENTS), "added": True})
     rpm: int = field(default=0, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
     tpm: int = field(default=0, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
+    kind: str = field(default=KINDS[0], metadata={**_choice(lambda: KINDS), "added": True})
+    base_url: str = field(default="", metadata=_URL)
+    api_key_env: str = field(default="", metadata=_ENV)
+    model: str = field(default="", metadata=_MODEL)
+    connections: int = field(default=UPSTREAM_CONNECTIONS, metadata={**_range(int, 1, MAX_CLIENTS), "added": True})
+    connect_timeout: float = field(default=UPSTREAM_CONNECT_TIMEOUT, metadata={**_POSITIVE_SECONDS, "added": True})
 
 
 @dataclass(frozen=True)
@@ -733,7 +791,14 @@ def _providers(check: _Checker, data: Any, base: Scenario | None) -> tuple[Provi
     for name, fields in data.items():
         if name not in result:
             raise check.unknown("providers", name, tuple(result))
-        result[name] = check.section(ProviderConfig, f"providers.{name}", fields, result[name])
+        was = result[name]
+        result[name] = check.section(ProviderConfig, f"providers.{name}", fields, was)
+        if base is not None:
+            for key in FIXED_FIELDS:
+                if getattr(result[name], key) != getattr(was, key):
+                    raise check.fail(f"providers.{name}.{key}", getattr(result[name], key),
+                                     f"its value at start, {getattr(was, key)!r}: {', '.join(FIXED_FIELDS)} "
+                                     "cannot change at runtime")
     if not result:
         raise check.fail("providers", {}, "at least one provider")
     return tuple(result.values())
@@ -762,6 +827,7 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
     if sum(p.weight for p in s.providers) <= 0:
         raise check.fail("providers.*.weight", [p.weight for p in s.providers], "at least one weight > 0")
     for p in s.providers:
+        _check_kind(check, p)
         for median, distribution, p99, what in (("latency", "distribution", "p99", "latency"),
                                                 ("ttft", "ttft_distribution", "ttft_p99", "time to first token"),
                                                 ("output_tokens", "output_distribution", "output_p99",
@@ -784,6 +850,19 @@ def _check_whole(check: _Checker, s: Scenario) -> None:
             "breaker.max_cooldown", s.breaker.max_cooldown,
             f"a number >= breaker.base_delay ({s.breaker.base_delay:g})",
         )
+
+
+def _check_kind(check: _Checker, p: ProviderConfig) -> None:
+    """A real upstream needs its URL; a simulated provider has no URL, key or model."""
+    if p.kind == "openai":
+        if not p.base_url:
+            raise check.fail(f"providers.{p.name}.base_url", p.base_url,
+                             "the upstream's URL for kind = 'openai', such as 'http://127.0.0.1:11434/v1'")
+        return
+    for key in UPSTREAM_NAMES:
+        if getattr(p, key):
+            raise check.fail(f"providers.{p.name}.{key}", getattr(p, key),
+                             "'' for a simulated provider: set kind = 'openai' to forward to a real upstream")
 
 
 def load(path: str | Path) -> Scenario:

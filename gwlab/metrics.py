@@ -231,6 +231,14 @@ class Metrics:
             tokens[name, "prompt"] += prompt_tokens
             tokens[name, "completion"] += completion_tokens
 
+    def passed(self, route: Route, status: int, seconds: float, call_seconds: float) -> None:
+        """A real upstream's ``status`` (400, 404 or 422) went to the client as it came, after
+        ``call_seconds`` of the call and ``seconds`` from the request's arrival."""
+        name = route.upstream.name
+        self._count(status, name)
+        self.durations[name].observe(seconds)
+        self.provider_durations[name].observe(call_seconds)
+
     def streamed(self, route: Route, seconds: float, ttft: float, tokens: int) -> None:
         """The stream of ``route`` ended (after its first token) ``seconds`` after the
         request arrived, its first token ``ttft`` after it, carrying ``tokens``."""

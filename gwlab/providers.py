@@ -130,6 +130,33 @@ def mean_latency(config: ProviderConfig) -> float:
     return config.latency
 
 
+class Forwarded:
+    """A real upstream (``kind = "openai"``) as the router sees it: its calls are not decided
+    in advance but observed by the shell, which forwards them (:mod:`gwlab.forward`). A call
+    is known only to end by the gateway's ``timeout`` at the latest, which is what the
+    provider's capacity counts on; it draws no random number, so the simulated providers
+    beside it draw as they would without it."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.configure(config)
+
+    def configure(self, config: ProviderConfig) -> None:
+        """New parameters (under the same name) from the next call on."""
+        self.config = config
+
+    def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
+             idle_timeout: float = math.inf) -> Call:
+        """The call as it is known before it is made: a TIMEOUT after ``timeout`` seconds,
+        unless the shell observes it ending otherwise."""
+        return _new_call(Call, (timeout, _TIMEOUT, timeout, 0, False, 0.0))
+
+
+def make_provider(config: ProviderConfig, seed: int, draws: str = "") -> Provider | Forwarded:
+    """The provider of ``config``: a simulated :class:`Provider` drawing from its streams
+    under ``seed`` and ``draws``, or a :class:`Forwarded` real upstream."""
+    return Forwarded(config) if config.kind == "openai" else Provider(config, seed, draws)
+
+
 class Provider:
     """One simulated provider with its own random streams, named after it under ``seed``
     (``NAME/latency``, ``NAME/errors`` ...), or after it and ``draws`` (``NAME/retry/latency``

@@ -47,7 +47,7 @@ from gwlab import balancer as balancers
 from gwlab.breaker import UNCOUNTED, CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import Scenario
 from gwlab.limiter import PerMinuteBucket, TokenBucket
-from gwlab.providers import Call, Outcome, Provider
+from gwlab.providers import Call, Outcome, make_provider
 from gwlab.retry import Backoff, RetryBudget
 from gwlab.streams import stream
 from gwlab.upstream import MIN_RETRY_AFTER, Upstream
@@ -218,7 +218,10 @@ class Snapshot:
 
 
 class Router:
-    """The gateway's policies for one scenario, driven by the caller's clock."""
+    """The gateway's policies for one scenario, driven by the caller's clock. A real upstream
+    (:attr:`Upstream.real`) is routed as any provider, but its :class:`Route`'s ``call`` is
+    only a bound (a TIMEOUT at the gateway's timeout): the shell forwards it and completes
+    the route with the outcome it observed."""
 
     def __init__(self, scenario: Scenario, seed: int, now: float = 0.0) -> None:
         self.scenario = scenario
@@ -234,8 +237,8 @@ class Router:
         self.tokens = PerMinuteBucket(scenario.limiter.tpm, now) if scenario.limiter.tpm else None
         """The tokens bucket (``limiter.tpm`` per minute), or ``None`` when that limit is off."""
         self.upstreams = tuple(
-            Upstream(Provider(p, seed), Provider(p, seed, "retry/"), CircuitBreaker(p.name, scenario.breaker,
-                                                                               [self._announce]), now)
+            Upstream(make_provider(p, seed), make_provider(p, seed, "retry/"),
+                     CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
             for p in scenario.providers
         )
         """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""

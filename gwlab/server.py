@@ -5,8 +5,9 @@ Two servers run on one asyncio loop: the OpenAI-compatible gateway (``POST
 /metrics``, port 9090). A chat completion request is validated first, so a bad one costs no
 token; then the router decides (429, or a provider call decided in advance), the shell
 sleeps for the call's duration and reports its end to the router at the gateway clock's
-``now``. All policy lives in the router; this module only carries its decisions out, speaks
-HTTP and counts.
+``now``. A call to a real upstream (``kind = "openai"``) is forwarded instead, and the router
+is told the outcome observed (:mod:`gwlab.observe`, :mod:`gwlab.forward`). All policy lives
+in the router; this module only carries its decisions out, speaks HTTP and counts.
 
 :class:`Gateway` also offers the runtime controls the notebooks and the admin routes use
 (:meth:`Gateway.configure`, :meth:`Gateway.reset`, :meth:`Gateway.snapshot`). They may be
@@ -37,18 +38,21 @@ import socket
 import time
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
+import aiohttp
 from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gwlab import config
+from gwlab import config, observe
 from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
 from gwlab.errors import ATTEMPTS_HEADER, NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
+from gwlab.forward import Forwarder, keys, read_body
 from gwlab.limiter import retry_after_header, retry_after_ms_header
 from gwlab.metrics import Metrics
-from gwlab.providers import Outcome
+from gwlab.observe import Frame, Frames, InvalidAnswer
+from gwlab.providers import Call, Outcome
 from gwlab.router import (ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Attempts, Rejected, Route,
                           Router, Snapshot)
 from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_frame, ratelimit_headers, reply,
@@ -89,7 +93,8 @@ class Gateway:
     what clients can hold (:mod:`gwlab.connections`).
     After :meth:`start`, ``url`` and ``metrics_url`` say where to connect and ``port`` and
     ``metrics_port`` are the ports actually bound (the last ones bound, after a failed start).
-    A ``scenario`` holding a value out of its range raises :class:`ConfigError`.
+    A ``scenario`` holding a value out of its range, or a real upstream whose key variable is
+    not set (:func:`gwlab.forward.keys`), raises :class:`ConfigError`.
     """
 
     def __init__(self, scenario: Scenario, seed: int = config.SEED, *,
@@ -104,6 +109,9 @@ class Gateway:
         self.body_timeout = body_timeout
         self.seed = seed
         self.admin_token = admin_token
+        found = keys(scenario, "Gateway(scenario=...)")
+        self._forwarders = {p.name: Forwarder(p, found.get(p.name)) for p in scenario.providers if p.kind == "openai"}
+        """The client of each real upstream, by provider (their pools open as the gateway starts)."""
         self.router = Router(scenario, seed, clock())
         self.router.subscribe(log_transition)
         self.metrics = Metrics(self.router, clock)
@@ -178,6 +186,8 @@ class Gateway:
         except BaseException:
             sock.close()
             raise
+        for forwarder in self._forwarders.values():
+            await forwarder.start()
         gateway = self._gateway_server(admin)
         accepting = asyncio.create_task(self._accept(gateway, sock))
         self._runners = (gateway, accepting, metrics)
@@ -211,6 +221,8 @@ class Gateway:
             gateway.pre_shutdown()
             await gateway.shutdown(config.STOP_GRACE)
             await metrics.cleanup()
+            for forwarder in self._forwarders.values():
+                await forwarder.close()
         finally:
             self._idle = None
             self._stopping = False
@@ -344,7 +356,8 @@ class Gateway:
     async def _chat(self, request: web.BaseRequest) -> web.Response:
         arrived = self.clock()
         _check_json_content_type(request)
-        chat = validate(_parse_json(await _read_body(request, self.body_timeout)))
+        data = _parse_json(await _read_body(request, self.body_timeout))
+        chat = validate(data)
         if self._stopping:
             raise ApiError(503, "the gateway is shutting down", "shutting_down")
         now = self.clock()
@@ -362,12 +375,22 @@ class Gateway:
             if route.fallback or route.panic:
                 self.metrics.routed(route)
             gave_up = route.waiting and not await self._slot(request, route)
-            outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
-            if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token
-                return await self._stream(request, chat, route, arrived, attempts)  # never retried from here
-            if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
-                with _Waiting(self, route):
-                    await protocol.pause(route.call.duration, notice=False)  # served, even to a client gone
+            if route.upstream.real:
+                if gave_up or route.call.outcome is Outcome.RATE_LIMITED:
+                    # Never sent: no slot came in time, or its own capacity or limits refused it.
+                    forwarded = Outcome.TIMEOUT if gave_up else Outcome.RATE_LIMITED, b""
+                else:
+                    forwarded = await self._forward(request, chat, data, route, now, arrived, attempts)
+                if forwarded.__class__ is not tuple:  # the answer: a stream under way, or passed through
+                    return forwarded
+                outcome, body = forwarded
+            else:
+                outcome = Outcome.TIMEOUT if gave_up else route.call.outcome
+                if chat.stream and (outcome is Outcome.SUCCESS or outcome is Outcome.STREAM_ERROR):  # a first token
+                    return await self._stream(request, chat, route, arrived, attempts)  # never retried from here
+                if not gave_up and route.call.duration > 0:  # a call that takes no time ends at once: no trip through the loop
+                    with _Waiting(self, route):
+                        await protocol.pause(route.call.duration, notice=False)  # served, even to a client gone
             ended = self.clock()
             status = router.give_up(route, ended) if gave_up else router.complete(route, ended, outcome)
             if attempts is None or status == 200:
@@ -394,12 +417,15 @@ class Gateway:
             headers = _attempted(headers, attempts)
         if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
             call = route.call
-            content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
+            if route.upstream.real:  # the upstream's own answer, as _forward read it
+                tokens = call.tokens
+            else:
+                content, tokens = reply(name, call.tokens) if call.tokens else self._replies[name]
+                body = completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
+                                  chat.prompt_tokens, tokens, "length" if call.capped else "stop")
             if reserved:  # what the answer used: the prompt and the reply's tokens
                 router.refund(route, ended, chat.prompt_tokens + tokens)
             self.metrics.completed(route, outcome, ended - arrived, ended - now, chat.prompt_tokens, tokens)
-            body = completion(self._id_prefix, next(self._ids), int(time.time()), chat.model, content,
-                              chat.prompt_tokens, tokens, "length" if call.capped else "stop")
             if router.tokens is None:
                 remaining, reset_us = router.bucket.status(ended)
                 if not reset_us:  # a full bucket: the headers are written already
@@ -422,8 +448,10 @@ class Gateway:
             wait = route.call.retry_after
             message = (f"provider {name} refused the call: it is at capacity or over its own rate limit; "
                        f"retry in {wait:.3f} s")
+            # Whole microseconds, a float's error rounded away first (as the router's waits):
+            # an upstream's retry-after-ms of 999.123 reaches the client as it was.
             refused = {**headers, "Retry-After": retry_after_header(wait),
-                       "retry-after-ms": retry_after_ms_header(math.ceil(wait * 1e6))}
+                       "retry-after-ms": retry_after_ms_header(math.ceil(round(wait * 1e6, 3)))}
             response = error_response(429, message, "provider_rate_limited", headers=refused)
         else:
             response = error_response(502, f"provider {name} failed", "provider_error", headers=headers)
@@ -544,10 +572,7 @@ class Gateway:
         protocol: Any = request.protocol
         with _Waiting(self, route):
             await protocol.pause(start + call.ttft - self.clock(), notice=False)  # a client gone: seen at the first write
-            headers = self._stream_headers[name, route.fallback, route.panic]
-            response = web.StreamResponse(headers=headers if attempts is None else _attempted(headers, attempts))
-            response.headers.extend(self._ratelimit(self.clock()))
-            await response.prepare(request)
+            response = await self._stream_response(request, route, attempts)
             first = self.clock()
             chunks = Chunks(self._id_prefix, next(self._ids), int(time.time()), chat.model, chat.include_usage)
             await response.write(chunks.first() + chunks.content(pieces[0]))
@@ -555,21 +580,157 @@ class Gateway:
                 await protocol.pause(start + call.ttft + i * size * gap - self.clock())
                 await response.write(chunks.content(pieces[i]))
             await protocol.pause(start + call.duration - self.clock())  # the last token, or the failure
-        ended = self.clock()
         outcome = call.outcome
-        self.router.complete(route, ended, outcome)
-        self.router.refund(route, ended, chat.prompt_tokens + tokens)
-        self.metrics.completed(route, outcome, ended - arrived, ended - start, chat.prompt_tokens, tokens)
-        self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
+        self._streamed(route, outcome, chat, arrived, start, first, tokens)
         try:
             if outcome is Outcome.STREAM_ERROR:
-                await response.write(error_frame(502, f"provider {name} failed after {tokens} tokens",
-                                                 "provider_stream_error"))
+                await response.write(_broken(name, tokens))
             else:
                 end = chunks.finish("length" if call.capped else "stop")
                 if chat.include_usage:
                     end += chunks.usage(chat.prompt_tokens, tokens)
                 await response.write(end + DONE)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left as the stream ended: the outcome stands
+        return response
+
+    async def _stream_response(self, request: web.BaseRequest, route: Route,
+                               attempts: Attempts | None) -> web.StreamResponse:
+        """The 200 of a stream to ``route``'s provider, its headers sent."""
+        headers = self._stream_headers[route.upstream.name, route.fallback, route.panic]
+        response = web.StreamResponse(headers=headers if attempts is None else _attempted(headers, attempts))
+        response.headers.extend(self._ratelimit(self.clock()))
+        await response.prepare(request)
+        return response
+
+    def _streamed(self, route: Route, outcome: Outcome, chat: ChatRequest, arrived: float, start: float,
+                  first: float, tokens: int) -> None:
+        """The stream of ``route``, whose call began at ``start`` and gave its first token at
+        ``first``, ends now with ``outcome`` after ``tokens`` tokens: the breaker, the tokens
+        limits and the metrics hear it."""
+        ended = self.clock()
+        self.router.complete(route, ended, outcome)
+        self.router.refund(route, ended, chat.prompt_tokens + tokens)
+        self.metrics.completed(route, outcome, ended - arrived, ended - start, chat.prompt_tokens, tokens)
+        self.metrics.streamed(route, ended - arrived, first - arrived, tokens)
+
+    # -- real upstreams -------------------------------------------------------------------
+
+    async def _forward(self, request: web.BaseRequest, chat: ChatRequest, data: dict[str, Any], route: Route,
+                       now: float, arrived: float, attempts: Attempts | None) -> Any:
+        """Forward the attempt begun at ``now`` of the chat request ``data`` to ``route``'s
+        real upstream, and observe how it ends (:mod:`gwlab.observe`). Returns ``(outcome,
+        body)`` for a call that ended before anything was sent to the client (``body``: the
+        upstream's answer to a 200; ``route.call`` then holds its tokens and retry-after)
+        for :meth:`_chat` to complete as any call, or the answer itself: a stream that gave
+        its first token (relayed whole, :meth:`_relay`) or the upstream's 400, 404 or 422
+        passed through. The gateway's timeout runs from ``now`` to the answer, or to a
+        stream's first content frame."""
+        name = route.upstream.name
+        start = self.clock()
+        answer = None
+        body, tokens, wait = b"", 0, 0.0
+        with _Waiting(self, route):
+            try:
+                try:
+                    async with asyncio.timeout(now + self.scenario.gateway.timeout - start) as deadline:
+                        answer = await self._forwarders[name].post(data, route.upstream.provider.config)
+                        outcome = observe.outcome(answer.status)
+                        if chat.stream and outcome is Outcome.SUCCESS:
+                            frames = Frames(config.UPSTREAM_MAX_BODY)
+                            tally = _Tally()
+                            head = await _first_token(answer, frames, tally)
+                            deadline.reschedule(None)  # the stream's first token came in time
+                        else:
+                            body = await read_body(answer)
+                            if outcome is Outcome.SUCCESS:
+                                tokens = observe.completion_tokens(body)
+                            elif outcome is Outcome.RATE_LIMITED:
+                                wait = observe.retry_after(answer.headers)
+                except aiohttp.ClientError as exc:  # before TimeoutError: a connect timeout is a failure
+                    outcome, reason = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+                except TimeoutError:
+                    outcome, reason = Outcome.TIMEOUT, "timeout"
+                except (OSError, InvalidAnswer) as exc:
+                    outcome, reason = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
+                else:
+                    if outcome is None:
+                        return self._passed(route, answer, body, chat, arrived, start, attempts)
+                    if chat.stream and outcome is Outcome.SUCCESS:
+                        return await self._relay(request, chat, route, answer, frames, tally, head, arrived, start,
+                                                 attempts)
+                    reason = f"status {answer.status}"
+                if outcome is not Outcome.SUCCESS:
+                    log.debug("upstream %s: %s", name, reason)
+            finally:
+                if answer is not None:
+                    answer.release()  # the connection goes back to the pool, or is closed if the answer is unread
+        route.call = Call(self.clock() - start, outcome, 0.0, tokens, False, wait)
+        return outcome, body
+
+    def _passed(self, route: Route, answer: aiohttp.ClientResponse, body: bytes, chat: ChatRequest, arrived: float,
+                start: float, attempts: Attempts | None) -> web.Response:
+        """The upstream's 400, 404 or 422, passed to the client as it came: the request was at
+        fault, so its breaker hears nothing (the route is abandoned) and the gateway's headers
+        are added."""
+        ended = self.clock()
+        self.router.abandon(route, ended)
+        self.router.refund(route, ended, chat.prompt_tokens)
+        self.metrics.passed(route, answer.status, ended - arrived, ended - start)
+        headers = self._route_headers[route.upstream.name, route.fallback, route.panic]
+        response = web.Response(status=answer.status, body=body,
+                                headers=headers if attempts is None else _attempted(headers, attempts))
+        response.content_type = answer.content_type or _JSON
+        response.headers.extend(self._ratelimit(ended))
+        return response
+
+    async def _relay(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
+                     answer: aiohttp.ClientResponse, frames: Frames, tally: _Tally, head: bytes, arrived: float,
+                     start: float, attempts: Attempts | None) -> web.StreamResponse:
+        """Relay the stream of a real upstream from its first content frame (``head``, the
+        frames up to it): 200 and the frames as they arrive, then the upstream's end, or, when
+        it fails (an error frame, a reset, an invalid frame, no frame within
+        ``gateway.stream_idle_timeout``, an end without ``[DONE]``), the error frame of a
+        mid-stream failure. A client that leaves is noticed at once: the upstream request is
+        closed and the route abandoned (499, the breaker not charged)."""
+        first = self.clock()
+        response = await self._stream_response(request, route, attempts)
+        await response.write(head)
+        protocol: Any = request.protocol
+        idle = self.scenario.gateway.stream_idle_timeout
+        failed = tally.error
+        while not (tally.done or failed):
+            read = asyncio.ensure_future(answer.content.readany())
+            try:
+                ready = await protocol.pause(idle, read)  # ConnectionResetError: the client left
+            except BaseException:
+                read.cancel()
+                answer.close()
+                raise
+            if not ready:
+                read.cancel()
+                failed = True
+                break
+            try:
+                data = read.result()
+                if not data:
+                    raise InvalidAnswer("the upstream's stream ended without [DONE]")
+                out = tally.take(frames.feed(data))
+            except (aiohttp.ClientError, OSError, InvalidAnswer) as exc:
+                log.debug("upstream %s: %s after the first token", route.upstream.name, exc)
+                failed = True
+                break
+            failed = tally.error
+            if out:
+                await response.write(out)  # ConnectionResetError: the client left
+        if failed:
+            answer.close()
+        outcome = Outcome.STREAM_ERROR if failed else Outcome.SUCCESS
+        self._streamed(route, outcome, chat, arrived, start, first, tally.tokens)
+        try:
+            if failed:
+                await response.write(_broken(route.upstream.name, tally.tokens))
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left as the stream ended: the outcome stands
@@ -772,6 +933,66 @@ def _attempted(headers: CIMultiDict, attempts: Attempts) -> CIMultiDict:
     copy = CIMultiDict(headers)
     copy[ATTEMPTS_HEADER] = str(attempts.made)
     return copy
+
+
+def _broken(provider: str, tokens: int) -> bytes:
+    """The error frame of a stream whose provider failed after ``tokens`` tokens."""
+    return error_frame(502, f"provider {provider} failed after {tokens} tokens", "provider_stream_error")
+
+
+class _Tally:
+    """What a real upstream's stream has given so far: its frames' tokens (its usage frame's
+    count when it sends one, else one per content frame), and whether it has ended
+    (``done``) or sent an error frame (``error``)."""
+
+    __slots__ = ("counted", "usage", "done", "error")
+
+    def __init__(self) -> None:
+        self.counted = 0
+        self.usage: int | None = None
+        self.done = False
+        self.error = False
+
+    @property
+    def tokens(self) -> int:
+        return self.counted if self.usage is None else self.usage
+
+    def take(self, frames: list[Frame]) -> bytes:
+        """The bytes of ``frames`` to pass on, counted, up to the end or an error frame
+        (neither passed on: the end is the stream's, an error becomes the gateway's)."""
+        out = []
+        for frame in frames:
+            if frame.error:
+                self.error = True
+                break
+            out.append(frame.raw)
+            self.counted += frame.content
+            if frame.usage is not None:
+                self.usage = frame.usage
+            if frame.done:
+                self.done = True
+                break
+        return b"".join(out)
+
+
+async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _Tally) -> bytes:
+    """The frames of a stream up to its first content frame, or its end when it has none;
+    :class:`InvalidAnswer` for an error frame before it, or a stream that ends without
+    ``[DONE]`` (a failure before the first byte: an ordinary 502)."""
+    head = []
+    while True:
+        data = await answer.content.readany()
+        if not data:
+            raise InvalidAnswer("the upstream's stream ended before its first token")
+        pieces = frames.feed(data)
+        before = tally.counted
+        for i, frame in enumerate(pieces):
+            head.append(tally.take([frame]))
+            if tally.error:
+                raise InvalidAnswer("the upstream sent an error frame before its first token")
+            if tally.counted > before or tally.done:
+                rest = tally.take(pieces[i + 1:])  # frames that came in the same read
+                return b"".join(head) + rest
 
 
 class _Waiting:

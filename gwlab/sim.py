@@ -189,7 +189,13 @@ def check_runnable(scenario: Scenario, source: str = "scenario") -> None:
     """Raise :class:`~gwlab.config.ConfigError`, naming ``source``, if :func:`simulate` would
     refuse ``scenario`` for more than a field's value: at its start or after any of its
     events, a closed loop that could stand still in virtual time, or requests that no
-    tokens limit could ever admit."""
+    tokens limit could ever admit, or a real upstream (``kind = "openai"``, which
+    cannot change at runtime)."""
+    for p in scenario.providers:
+        if p.kind != "simulated":
+            raise ConfigError(f"{source}: providers.{p.name}.kind = {p.kind!r}: a real upstream cannot be simulated "
+                              "(it answers in real time, not virtual); expected 'simulated', or run it live with "
+                              "gwlab serve or gwlab run")
     _check_cycle(scenario, source)
     _check_reservation(scenario, source)
     for step in timeline.steps(scenario, source):

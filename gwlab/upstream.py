@@ -28,21 +28,23 @@ from typing import Any
 from gwlab.breaker import CircuitBreaker
 from gwlab.config import ProviderConfig
 from gwlab.limiter import PerMinuteBucket
-from gwlab.providers import Provider
+from gwlab.providers import Forwarded, Provider
 
 MIN_RETRY_AFTER = 0.001
 """The least retry-after of a "queue full" 429, in seconds (DESIGN: at least 1 ms)."""
 
 
 class Upstream:
-    """One provider of the router: its simulated :class:`Provider`, its breaker, the calls in
-    flight to it (what the power-of-two balancer compares) and its capacity: ``busy`` calls
-    in service, ``waiting`` routes queued for a slot."""
+    """One provider of the router: its simulated :class:`Provider` (or a real upstream's
+    :class:`Forwarded`), its breaker, the calls in flight to it (what the power-of-two
+    balancer compares) and its capacity: ``busy`` calls in service, ``waiting`` routes
+    queued for a slot."""
 
-    __slots__ = ("name", "weight", "provider", "retry_provider", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
+    __slots__ = ("name", "weight", "provider", "retry_provider", "real", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
                  "_serving", "_live", "_numbers", "requests", "tokens")
 
-    def __init__(self, provider: Provider, retry_provider: Provider, breaker: CircuitBreaker, now: float) -> None:
+    def __init__(self, provider: Provider | Forwarded, retry_provider: Provider | Forwarded, breaker: CircuitBreaker,
+                 now: float) -> None:
         self.name = provider.config.name
         """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
         self.weight = provider.config.weight
@@ -51,6 +53,9 @@ class Upstream:
         self.retry_provider = retry_provider
         """The same provider drawing from streams of its own, for retries' calls (first
         attempts draw as they would without retries: common random numbers)."""
+        self.real = provider.config.kind == "openai"
+        """Whether the provider is a real upstream, whose calls the shell forwards (fixed:
+        ``kind`` cannot change at runtime)."""
         self.breaker = breaker
         self.in_flight = 0
         self.limited = bool(provider.config.capacity or provider.config.rpm or provider.config.tpm)

@@ -20,6 +20,8 @@ import functools
 import json
 from typing import Any, Literal, Mapping, NamedTuple
 
+from gwlab.config import MAX_MODEL_LENGTH
+
 
 class ApiError(Exception):
     """A request the gateway answers with an error: HTTP status, message, OpenAI ``code``,
@@ -60,9 +62,6 @@ def error_body(status: int, message: str, code: str, param: str | None = None) -
     return json.dumps({"error": error}).encode()
 
 
-MAX_MODEL_LENGTH = 256
-"""The longest model name accepted (model names are a few dozen characters). It bounds the
-memory held by the cache of encoded model names."""
 
 _TEXT_ONLY = frozenset({"text"})
 _PARTS = {

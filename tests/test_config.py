@@ -209,7 +209,7 @@ ERRORS = [
      "scenario: unknown key 'providers.p1.weigth' (did you mean 'weight'?);"
      " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"
      " decode_rate, output_tokens, output_distribution, output_p99, stream_error_rate,"
-     " capacity, queue, rpm, tpm"),
+     " capacity, queue, rpm, tpm, kind, base_url, api_key_env, model, connections, connect_timeout"),
     ({"events": [{"at": 1, "limiter": {"rat": 5}}]},
      "scenario: event at 1 s: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens"),
     ({"events": [{"at": 1, "provders": {}}]},
@@ -219,7 +219,7 @@ ERRORS = [
      "scenario: event at 1 s: unknown key 'providers.p1.outge' (did you mean 'outage'?);"
      " allowed: weight, latency, distribution, p99, error_rate, outage, ttft, ttft_distribution, ttft_p99,"
      " decode_rate, output_tokens, output_distribution, output_p99, stream_error_rate,"
-     " capacity, queue, rpm, tpm"),
+     " capacity, queue, rpm, tpm, kind, base_url, api_key_env, model, connections, connect_timeout"),
     # events
     ({"events": [{"at": -1, "limiter": {"rate": 5}}]}, "scenario: events[0].at = -1: expected a number >= 0 and <= 31536000"),
     ({"events": [{"limiter": {"rate": 5}}]}, "scenario: events[0].at = (missing): expected a number >= 0 and <= 31536000"),

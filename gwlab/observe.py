@@ -1,0 +1,157 @@
+"""What a real upstream's answer means to the gateway: the outcome of its status, its
+retry-after, the tokens of its completion, and the frames of its stream. No I/O: the server
+(:mod:`gwlab.server`) feeds in the bytes and headers it received.
+
+The outcomes follow DESIGN ("Upstreams and replicas"):
+
+======================================  =========================  ====================
+upstream answer                         gateway answers            breaker
+======================================  =========================  ====================
+2xx with a valid body                   200, the upstream's body   success
+429                                     429, its retry-after kept  failure (by default)
+400, 404, 422                           the same, passed through   not charged
+401, 403 (a misconfigured key)          502                        failure
+408, 5xx, any other status              502                        failure
+an invalid body, a reset, no connection 502                        failure
+no answer (stream: no first content     504                        failure
+token) within ``gateway.timeout``
+======================================  =========================  ====================
+
+A stream (Server-Sent Events, as OpenAI's) is cut into its events by :class:`Frames`; each
+event's ``data`` is one ``chat.completion.chunk`` object, an ``{"error": ...}`` object or
+``[DONE]``. Line ends may be ``\\n`` or ``\\r\\n``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping, NamedTuple
+
+from gwlab.providers import Outcome
+from gwlab.upstream import MIN_RETRY_AFTER
+
+PASSED_THROUGH = frozenset({400, 404, 422})
+"""Upstream statuses the client gets as they are: the request was at fault, not the upstream."""
+
+
+class InvalidAnswer(ValueError):
+    """An upstream's body or stream that is not what the OpenAI API sends (a failure: 502)."""
+
+
+def outcome(status: int) -> Outcome | None:
+    """The outcome of an upstream's answer with HTTP ``status``; ``None`` for a status
+    passed through to the client (:data:`PASSED_THROUGH`), which says nothing of the
+    upstream's health."""
+    if 200 <= status < 300:
+        return Outcome.SUCCESS
+    if status == 429:
+        return Outcome.RATE_LIMITED
+    if status in PASSED_THROUGH:
+        return None
+    return Outcome.ERROR
+
+
+def retry_after(headers: Mapping[str, str]) -> float:
+    """The seconds a 429's headers (a case-insensitive mapping) ask to wait: its
+    ``retry-after-ms`` (OpenAI's, exact), else its ``Retry-After`` in seconds (RFC 9110; a
+    date counts as absent: reading it would need a clock), at least
+    :data:`~gwlab.upstream.MIN_RETRY_AFTER` whatever they say."""
+    for name, per_second in (("retry-after-ms", 1000.0), ("Retry-After", 1.0)):
+        try:
+            wait = float(headers.get(name, "")) / per_second
+        except ValueError:
+            continue
+        if math.isfinite(wait):
+            return max(MIN_RETRY_AFTER, wait)
+    return MIN_RETRY_AFTER
+
+
+def completion_tokens(body: bytes) -> int:
+    """The output tokens of a ``chat.completion`` body: its ``usage.completion_tokens``, or
+    without usage an estimate from its messages' characters (one token per four, rounded
+    up, as the gateway estimates prompts). Raises :class:`InvalidAnswer` for a body that
+    is not a JSON object with a ``choices`` array."""
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        raise InvalidAnswer("the upstream's answer is not JSON") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise InvalidAnswer("the upstream's answer is not a chat.completion object")
+    used = _usage(answer)
+    if used is not None:
+        return used
+    chars = sum(len(c["message"]["content"]) for c in answer["choices"]
+                if isinstance(c, dict) and isinstance(c.get("message"), dict)
+                and isinstance(c["message"].get("content"), str))
+    return (chars + 3) // 4
+
+
+def _usage(chunk: dict[str, Any]) -> int | None:
+    usage = chunk.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
+
+
+class Frame(NamedTuple):
+    """One event of an upstream's stream: ``raw``, its bytes to pass on (ending in a blank
+    line); whether it carries ``content`` (a content delta, a refusal or a tool call: one
+    token or more), the ``usage`` it reports (its ``completion_tokens``, else ``None``),
+    whether it is the stream's end (``done``: ``[DONE]``) or an ``error``."""
+
+    raw: bytes
+    content: bool = False
+    usage: int | None = None
+    done: bool = False
+    error: bool = False
+
+
+_DELTA_FIELDS = ("content", "refusal", "tool_calls")
+
+
+class Frames:
+    """Cuts a Server-Sent Events stream into :class:`Frame` objects as its bytes arrive.
+    An event longer than ``limit`` bytes, or whose data is neither JSON object nor
+    ``[DONE]``, raises :class:`InvalidAnswer`. Events without data (comments, keep-alives)
+    are dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = b""
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """The events that ``data`` completes, in order."""
+        held = (self._held + data).replace(b"\r\n", b"\n")
+        *events, self._held = held.split(b"\n\n")
+        if len(self._held) > self.limit:
+            raise InvalidAnswer(f"an event of the upstream's stream is longer than {self.limit} bytes")
+        frames = []
+        for event in events:
+            frame = _frame(event)
+            if frame is not None:
+                frames.append(frame)
+        return frames
+
+
+def _frame(event: bytes) -> Frame | None:
+    """The frame of one event (its lines, without the blank line that ended it)."""
+    data = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not data:
+        return None
+    payload = b"\n".join(data)
+    raw = event + b"\n\n"
+    if payload.strip() == b"[DONE]":
+        return Frame(raw, done=True)
+    try:
+        chunk = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise InvalidAnswer("an event of the upstream's stream is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise InvalidAnswer("an event of the upstream's stream is not a JSON object")
+    if "error" in chunk:
+        return Frame(raw, error=True)
+    choices = chunk.get("choices")
+    content = isinstance(choices, list) and any(
+        isinstance(c, dict) and isinstance(c.get("delta"), dict) and any(c["delta"].get(f) for f in _DELTA_FIELDS)
+        for c in choices)
+    return Frame(raw, content, _usage(chunk))
