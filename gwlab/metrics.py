@@ -69,6 +69,12 @@ traffic and are not counted. A request the gateway cuts off while stopping is co
 ``code="499"`` under the provider it was waiting for, and not as a provider outcome. Bad
 requests are not observed in the duration histogram: latency is about admitted requests.
 
+The registry also holds prometheus_client's process and platform collectors (``process_*``:
+CPU seconds, resident memory, open file descriptors, start time; ``python_info``), which its
+default registry would have shown. The metrics server hands the registry to
+prometheus_client's own aiohttp handler, which answers in the text format or in OpenMetrics
+as the scraper's ``Accept`` asks, gzipped when its ``Accept-Encoding`` allows.
+
 Everything that depends on time (tokens, breaker state and cooldown) is read from the router
 at scrape time, in one :meth:`Router.snapshot` at the gateway clock's ``now``, which first
 announces the cooldowns that ended; so an idle gateway still shows HALF_OPEN once a cooldown has passed,
@@ -91,7 +97,7 @@ import collections
 import itertools
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -189,6 +195,10 @@ class Metrics:
         self._none_duration = self.durations[NO_PROVIDER]
         router.subscribe(self.transition)
         self.registry.register(_Collector(self))
+        # The process's CPU, memory and file descriptors (``process_*``) and the Python
+        # running it (``python_info``), as prometheus_client's default registry shows them.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     # -- the request path -----------------------------------------------------------
 
