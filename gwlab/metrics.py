@@ -143,9 +143,13 @@ _PRECREATED_CODES = (200, 502, 504)
 _PRECREATED_REFUSALS = (400, 429)
 _DIAGRAM = (
     (State.HEALTHY, State.FAILING), (State.FAILING, State.HEALTHY), (State.FAILING, State.OPEN),
+    (State.HEALTHY, State.OPEN),
     (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.HEALTHY), (State.HALF_OPEN, State.OPEN),
 )
-"""The seed's state diagram; its edges exist as series from the start."""
+"""The seed's state diagram, with the edge a breaker of ``failure_threshold = 1`` takes from
+healthy straight to open; its edges exist as series from the start, so that PromQL's
+``increase`` counts even the first transition along each (a series first seen at 1 has not
+increased)."""
 
 
 class Buckets:

@@ -16,8 +16,9 @@ import aiohttp
 import pytest
 
 from gwlab import config
+from gwlab.providers import Outcome
 from tests.prometheus import SCRAPE_INTERVAL, prometheus
-from tests.support import CHAT, serving
+from tests.support import CHAT, failing_at_once, handle, readme_table, serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -126,3 +127,31 @@ def test_every_panel_query_returns_data_from_two_replicas(tmp_path):
         assert {s["metric"]["replica"] for s in results[name]} == {"0", "1"}, name
     openings = {s["metric"]["provider"]: float(s["value"][1]) for s in results["Breaker openings per minute / A"]}
     assert openings["p2"] > 0 and openings["p1"] == 0
+
+
+def test_an_opening_between_two_scrapes_is_counted_though_no_scrape_sees_it(tmp_path):
+    """Why the README and the dashboard count openings from the transitions counter: a
+    breaker that opens and recovers between two scrapes never shows ``open`` in the state
+    gauge, and the README's openings query still counts it."""
+    t = [0.0]
+    openings = next(q for n, q, _ in readme_table("The PromQL for each number") if n == "breaker openings per minute")
+
+    async def main():
+        async with serving(failing_at_once(), clock=lambda: t[0]) as (gw, _):
+            async with prometheus(tmp_path, {"0": gw.metrics_port}) as prom:
+                await prom.wait_for_scrapes(1, 20 * SCRAPE_INTERVAL)
+                # With no await in between, no scrape can come: p1 fails and opens for 1 s;
+                # past its cooldown a probe succeeds and it is healthy again.
+                router = gw.router
+                router.complete(handle(router, 0.0), 0.0, Outcome.ERROR)
+                t[0] = 1.5
+                router.complete(handle(router, 1.5), 1.5, Outcome.SUCCESS)
+                await prom.wait_for_scrapes(2, 20 * SCRAPE_INTERVAL)
+                return (await prom.query(openings),
+                        await prom.value('max_over_time(gwlab_breaker_state{provider="p1",state="open"}[1m])'),
+                        await prom.value('gwlab_breaker_state{provider="p1",state="healthy"}'))
+
+    counted, seen_open, healthy = asyncio.run(main())
+    assert [s["metric"] for s in counted] == [{"provider": "p1"}]
+    assert float(counted[0]["value"][1]) >= 1
+    assert (seen_open, healthy) == (0, 1)
