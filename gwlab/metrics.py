@@ -206,7 +206,9 @@ class Metrics:
         self.provider_durations = {name: Buckets() for name in names}
         self.ttft: dict[str, Buckets] = collections.defaultdict(Buckets)
         """Arrival to first token of each stream, per provider that streamed: a gateway
-        without streams shows none of these series (:data:`BUCKETS` make hundreds each)."""
+        without streams shows none of these series (:data:`BUCKETS` make hundreds each). The
+        price: PromQL's ``rate`` starts from a series' first scrape, so it leaves out a
+        provider's streams before the scrape that first shows them."""
         self.tpot: dict[str, Buckets] = collections.defaultdict(lambda: Buckets(TPOT_BUCKETS))
         """Time per output token of each stream of two tokens or more, per provider that
         had one."""
