@@ -112,14 +112,32 @@ async def promql_quantiles(scenario: config.Scenario, requests: list, folder: Pa
             return {key: await prom.value(expr) for key, expr in quantile_queries().items() if key[0] in fields}
 
 
-@pytest.mark.parametrize("path, duration, fields", [
-    ("scenarios/seed.toml", 60.0, {"latency"}),
-    ("scenarios/llm_mix.toml", 600.0, {"latency", "ttft", "time_per_output_token"}),
+FIELDS = {"latency": "latency", "time to first token": "ttft", "time per output token": "time_per_output_token"}
+"""The README's names of the summary's fields."""
+
+
+def readme_measurements(scenario: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """The README's table of measured quantiles for ``scenario``: (PromQL's, the summary's)
+    by (summary field, quantile)."""
+    rows = readme_table("Measured with Prometheus")
+    return {(FIELDS[quantile.rsplit(" ", 1)[0]], quantile.rsplit(" ", 1)[1]): (float(promql.split()[0]),
+                                                                           float(exact.split()[0]))
+            for name, quantile, promql, exact, _ in rows if name == scenario}
+
+
+@pytest.mark.parametrize("path, name, duration, fields", [
+    ("scenarios/seed.toml", "seed", 60.0, {"latency"}),
+    ("scenarios/llm_mix.toml", "LLM mix", 600.0, {"latency", "ttft", "time_per_output_token"}),
 ])
-def test_the_readmes_quantiles_read_within_5_percent_in_prometheus(tmp_path, path, duration, fields):
+def test_the_readmes_quantiles_read_within_5_percent_in_prometheus(tmp_path, path, name, duration, fields):
     run = simulate(ROOT / path, duration=duration, keep_requests=True)
     summary = run.summary()
     read = asyncio.run(promql_quantiles(run.scenario, run.requests, tmp_path, fields))
     assert {key[0] for key in read} == fields
     for (field, q), value in read.items():
         assert value == pytest.approx(summary[field][q], rel=TOLERANCE), (field, q, value, summary[field][q])
+    # The README shows these very numbers, to four significant digits.
+    shown = readme_measurements(name)
+    assert set(shown) == set(read)
+    for key, (promql, exact) in shown.items():
+        assert (promql, exact) == (pytest.approx(read[key], rel=5e-4), pytest.approx(summary[key[0]][key[1]], rel=5e-4))
