@@ -1,6 +1,8 @@
 """The Grafana dashboard (``dashboards/gwlab.json``) is a dashboard JSON model Grafana imports
 as is, and every query of every panel returns data from a real Prometheus scraping two real
-gateways (labelled ``replica`` by its scrape configuration) under real clients' traffic."""
+gateways (labelled ``replica`` by its scrape configuration) under real clients' traffic; so
+does every recording rule of ``prometheus/rules.yml`` that this traffic gives something to
+record."""
 
 from __future__ import annotations
 
@@ -97,28 +99,43 @@ async def client(url: str, stop: asyncio.Event) -> None:
                 await r.read()
 
 
+RULES = Path(__file__).resolve().parent.parent / "prometheus" / "rules.yml"
+NOT_RECORDED_HERE = {
+    "job:gwlab_retry_budget_refused:ratio_rate1m": "the gateway does not retry: 0 / 0",
+    "job_provider:gwlab_provider_rate_limited:rate1m": "no provider answers 429",
+    "job_provider:gwlab_stream_errors:rate1m": "no stream fails",
+}
+"""Recording rules that have nothing to record from this traffic, and why."""
+
+
+def recorded_names() -> list[str]:
+    return re.findall(r"- record: (\S+)", RULES.read_text(encoding="utf-8"))
+
+
 async def evaluate(folder: Path) -> dict[str, list[dict]]:
+    """Every panel's query, and every recording rule's series, as Prometheus answers them
+    while it scrapes two gateways under traffic (and evaluates the rules)."""
     async with contextlib.AsyncExitStack() as stack:
         gateways = [(await stack.enter_async_context(serving(SCENARIO)))[0] for _ in range(2)]
         prom = await stack.enter_async_context(
-            prometheus(folder, {str(i): gw.metrics_port for i, gw in enumerate(gateways)}))
+            prometheus(folder, {str(i): gw.metrics_port for i, gw in enumerate(gateways)}, RULES))
         stop = asyncio.Event()
         clients = [asyncio.create_task(client(gw.url, stop)) for gw in gateways for _ in range(CLIENTS)]
         try:
             # 8 scrapes of each gateway under traffic: the 4 s rate windows and the 1 min
             # increases have samples to work on.
             await prom.wait_for_scrapes(2 * 8, 30 * SCRAPE_INTERVAL)
-            return {name: await prom.query(expr) for name, expr in queries()}
+            return {name: await prom.query(expr) for name, expr in [*queries(), *((n, n) for n in recorded_names())]}
         finally:
             stop.set()
             await asyncio.gather(*clients)
 
 
-def test_every_panel_query_returns_data_from_two_replicas(tmp_path):
+def test_every_panel_query_and_recording_rule_returns_data_from_two_replicas(tmp_path):
     results = asyncio.run(evaluate(tmp_path))
     empty = [name for name, result in results.items()
              if not any(math.isfinite(float(s["value"][1])) for s in result)]
-    assert empty == []
+    assert sorted(empty) == sorted(NOT_RECORDED_HERE)
     # A query keeps the replicas apart unless it sums them: by other labels, or all of them.
     per_replica = [name for name, expr in queries()
                    if "by (replica" in expr or "sum without" in expr or not re.search(r"\bsum\b", expr)]
