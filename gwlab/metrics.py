@@ -50,8 +50,7 @@ gwlab_tokens_total{provider,kind}                   counter    ``prompt`` tokens
 The names of the LLM series follow vLLM's (``vllm:time_to_first_token_seconds``,
 ``vllm:time_per_output_token_seconds``, ``vllm:num_requests_running``,
 ``vllm:num_requests_waiting``, ``vllm:prompt_tokens_total``,
-``vllm:generation_tokens_total``), and so do their buckets (:data:`TTFT_BUCKETS`,
-:data:`TPOT_BUCKETS`). A stream that fails after its first byte is counted under
+``vllm:generation_tokens_total``). A stream that fails after its first byte is counted under
 ``code="stream_error"`` (its HTTP status was 200) and as the provider outcome
 ``stream_error``.
 
@@ -68,6 +67,12 @@ errors). Successful answers of ``/healthz``, ``/v1/models`` and ``/admin/*`` are
 traffic and are not counted. A request the gateway cuts off while stopping is counted as
 ``code="499"`` under the provider it was waiting for, and not as a provider outcome. Bad
 requests are not observed in the duration histogram: latency is about admitted requests.
+
+The registry also holds prometheus_client's process and platform collectors (``process_*``:
+CPU seconds, resident memory, open file descriptors, start time; ``python_info``), which its
+default registry would have shown. The metrics server hands the registry to
+prometheus_client's own aiohttp handler, which answers in the text format or in OpenMetrics
+as the scraper's ``Accept`` asks, gzipped when its ``Accept-Encoding`` allows.
 
 Everything that depends on time (tokens, breaker state and cooldown) is read from the router
 at scrape time, in one :meth:`Router.snapshot` at the gateway clock's ``now``, which first
@@ -88,10 +93,11 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import itertools
 from typing import Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -101,12 +107,32 @@ from gwlab.providers import Outcome
 from gwlab.router import RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, RETRY_DECISIONS, Route, Router
 from gwlab.stats import code_name
 
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
-"""Latency histogram bounds in seconds, bracketing the seed providers' 0.1, 0.5 and 2 s."""
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-"""Time-to-first-token bounds in seconds: vLLM's (``vllm/engine/metrics.py``)."""
-TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-"""Time-per-output-token bounds in seconds: vLLM's."""
+BUCKET_RATIO = 1.038
+"""Ratio of consecutive histogram bounds. PromQL's ``histogram_quantile`` interpolates
+linearly inside the bucket ``(a, b]`` that holds the quantile's rank, and the true quantile
+lies in that bucket too, so the estimate is within a factor ``b / a`` of it, whatever the
+distribution (a single latency included). With bounds rounded to four significant digits
+``b / a`` stays below 1.039, and the summaries' quantiles are within
+:data:`gwlab.stats.RELATIVE_ERROR` (1 %) of the true ones: 1.039 x 1.01 < 1.05, so a
+quantile PromQL reads from these histograms is within 5 % of the summary's."""
+
+
+def log_bounds(low: float, high: float, ratio: float = BUCKET_RATIO) -> tuple[float, ...]:
+    """Histogram bounds in seconds: ``low * ratio**k`` for k = 0, 1, ... up to the first at or
+    above ``high``, each rounded to four significant digits (short ``le`` labels)."""
+    bounds = [low]
+    while bounds[-1] < high:
+        bounds.append(float(f"{low * ratio ** len(bounds):.4g}"))
+    return tuple(bounds)
+
+
+BUCKETS = log_bounds(0.005, 120.0)
+"""Bounds of the latency and time-to-first-token histograms, in seconds: quantiles between 5 ms
+and 2 minutes read within :data:`BUCKET_RATIO`; at or below 5 ms an estimate is off by 5 ms at
+most, and above 2 minutes it reads as the last bound."""
+TPOT_BUCKETS = log_bounds(0.001, 1.0)
+"""Bounds of the time-per-output-token histogram, in seconds: from 1 ms (1000 tokens a
+second) to 1 s (one a second) within :data:`BUCKET_RATIO`."""
 TOKEN_KINDS = ("prompt", "completion")
 LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens"}
 """The ``limit`` label of ``gwlab_limiter_rejected_total`` by the 429's code."""
@@ -117,9 +143,13 @@ _PRECREATED_CODES = (200, 502, 504)
 _PRECREATED_REFUSALS = (400, 429)
 _DIAGRAM = (
     (State.HEALTHY, State.FAILING), (State.FAILING, State.HEALTHY), (State.FAILING, State.OPEN),
+    (State.HEALTHY, State.OPEN),
     (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.HEALTHY), (State.HALF_OPEN, State.OPEN),
 )
-"""The seed's state diagram; its edges exist as series from the start."""
+"""The seed's state diagram, with the edge a breaker of ``failure_threshold = 1`` takes from
+healthy straight to open; its edges exist as series from the start, so that PromQL's
+``increase`` counts even the first transition along each (a series first seen at 1 has not
+increased)."""
 
 
 class Buckets:
@@ -142,8 +172,14 @@ class Buckets:
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as the exposition wants them: each bound with every
         observation at or below it, ending with ``+Inf``."""
-        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
-        return list(zip(les, itertools.accumulate(self.counts)))
+        return list(zip(_les(self.bounds), itertools.accumulate(self.counts)))
+
+
+@functools.cache
+def _les(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """The ``le`` labels of ``bounds``, ``+Inf`` last: spelled once per set of bounds, not
+    at every scrape."""
+    return (*(floatToGoString(b) for b in bounds), "+Inf")
 
 
 class Metrics:
@@ -168,10 +204,14 @@ class Metrics:
         self.durations = {name: Buckets() for name in (*names, NO_PROVIDER)}
         """Arrival to answer, per provider: ``gwlab_request_duration_seconds``."""
         self.provider_durations = {name: Buckets() for name in names}
-        self.ttft = {name: Buckets(TTFT_BUCKETS) for name in names}
-        """Arrival to first token of each stream, per provider."""
-        self.tpot = {name: Buckets(TPOT_BUCKETS) for name in names}
-        """Time per output token of each stream of two tokens or more, per provider."""
+        self.ttft: dict[str, Buckets] = collections.defaultdict(Buckets)
+        """Arrival to first token of each stream, per provider that streamed: a gateway
+        without streams shows none of these series (:data:`BUCKETS` make hundreds each). The
+        price: PromQL's ``rate`` starts from a series' first scrape, so it leaves out a
+        provider's streams before the scrape that first shows them."""
+        self.tpot: dict[str, Buckets] = collections.defaultdict(lambda: Buckets(TPOT_BUCKETS))
+        """Time per output token of each stream of two tokens or more, per provider that
+        had one."""
         self.tokens = {(name, kind): 0 for name in names for kind in TOKEN_KINDS}
         """Prompt and completion tokens per (provider, kind)."""
         self.fallbacks: collections.Counter[str] = collections.Counter({name: 0 for name in names})
@@ -189,6 +229,10 @@ class Metrics:
         self._none_duration = self.durations[NO_PROVIDER]
         router.subscribe(self.transition)
         self.registry.register(_Collector(self))
+        # The process's CPU, memory and file descriptors (``process_*``) and the Python
+        # running it (``python_info``), as prometheus_client's default registry shows them.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     # -- the request path -----------------------------------------------------------
 

@@ -41,7 +41,7 @@ from typing import Any, Awaitable, Callable, Mapping, TypeVar
 import aiohttp
 from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gwlab import config, observe
 from gwlab.breaker import State, Transition
@@ -786,12 +786,11 @@ class Gateway:
 
     def _metrics_app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/metrics", self._scrape)
+        # prometheus_client's handler: the text format or OpenMetrics as the scraper's Accept
+        # asks, gzip when its Accept-Encoding allows, ``name[]`` to restrict the families.
+        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
         app.router.add_get("/", self._index)
         return app
-
-    async def _scrape(self, request: web.BaseRequest) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _index(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text=_INDEX, content_type="text/html")

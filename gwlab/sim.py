@@ -65,6 +65,11 @@ class Request(NamedTuple):
     status: int
     latency: float
     fallback: bool
+    ttft: float | None = None
+    """A stream's time to first token from its arrival, as the summary counts it; ``None``
+    for an answer that came whole, or none."""
+    tokens: int = 0
+    """The output tokens of an answer, as the summary counts them (LLM traffic only)."""
 
 
 class _User:
@@ -361,16 +366,21 @@ class _Engine:
         return next(w for at, w in reversed(self.workloads) if at <= sent).prompt_tokens
 
     @staticmethod
-    def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> None:
+    def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> tuple[float | None, int]:
         """Count the tokens of an answer given (a success, or a stream up to its failure;
         a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage),
-        and a stream's timing (``latency`` from its arrival, a wait for a slot included)."""
-        if status == 200 or status == stats.STREAM_ERROR:
-            call = route.call
-            tokens = call.tokens or reply(route.upstream.name)[1]
-            tally.output_tokens += tokens
-            if route.streaming:
-                tally.record_stream(latency, call.ttft + (latency - call.duration), tokens)
+        and a stream's timing (``latency`` from its arrival, a wait for a slot included).
+        Returns the stream's time to first token (``None`` for a whole answer) and the tokens."""
+        if status != 200 and status != stats.STREAM_ERROR:
+            return None, 0
+        call = route.call
+        tokens = call.tokens or reply(route.upstream.name)[1]
+        tally.output_tokens += tokens
+        if not route.streaming:
+            return None, tokens
+        ttft = call.ttft + (latency - call.duration)
+        tally.record_stream(latency, ttft, tokens)
+        return ttft, tokens
 
     @staticmethod
     def _start(started: list[Route], queued: dict[Route, list], heap: list, seq: int, now: float) -> int:
@@ -626,8 +636,10 @@ class _Engine:
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
                 if call.tokens or llm:  # LLM traffic; never for the seed's
-                    self._tokens(cur.tally, route, status, latency)
-                if keep:
+                    timing = self._tokens(cur.tally, route, status, latency)
+                    if keep:
+                        requests.append(Request(sent, now, name, status, latency, route.fallback, *timing))
+                elif keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
                 retry_after = call.retry_after
             # The client has seen ``status`` (with ``retry_after``): a user request tries again

@@ -56,6 +56,30 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def readme_table(heading: str) -> list[list[str]]:
+    """The cells of the README's first Markdown table after ``heading``, without the header
+    rows and backquotes."""
+    section = README.split(heading, 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            rows.append([c.strip().replace("`", "") for c in line.strip("|").split(" | ")])
+        elif rows:
+            break
+    return rows[2:]
+
+
+def free_port() -> int:
+    """A port of the IPv4 loopback that nothing listened on a moment ago (for a process
+    that takes its port as an argument: it may be taken meanwhile)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def check_promql(promtool: str, queries: Iterable[str], folder: Path) -> subprocess.CompletedProcess:
     """Run ``promtool check rules`` on a rules file recording each of ``queries``: it parses
     every expression the way Prometheus would."""

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 
 from gwlab import plots
 from tests.conftest import require_tool
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "notebooks" / "00_quickstart.ipynb"
@@ -109,12 +109,6 @@ def _playwright():
     return sync_playwright
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def jupyterlab(tmp_path):
     """A JupyterLab server on a free port, serving copies of the quickstart and of
@@ -134,7 +128,7 @@ def jupyterlab(tmp_path):
     notebook = settings.parent / "notebook-extension"
     notebook.mkdir()
     (notebook / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOME": str(home)}
     log = (tmp_path / "jupyterlab.log").open("w")
     server = subprocess.Popen(

@@ -11,22 +11,9 @@ from pathlib import Path
 
 from gwlab import config, stats
 from tests.conftest import require_tool
-from tests.support import check_promql
+from tests.support import README, check_promql, readme_table
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def _table_rows(heading: str) -> list[list[str]]:
-    """The cells of the first Markdown table after ``heading``."""
-    section = README.split(heading, 1)[1]
-    rows = []
-    for line in section.splitlines():
-        if line.startswith("|"):
-            rows.append([c.strip().replace("`", "") for c in line.strip("|").split(" | ")])
-        elif rows:
-            break
-    return rows[2:]
 
 
 def scenario_fields() -> set[str]:
@@ -65,7 +52,7 @@ def test_scenario_fields_walks_every_section():
 def test_readme_defaults_are_the_code_defaults():
     defaults = config.Scenario()
     provider = config.ProviderConfig(name="NAME")
-    rows = {row[0]: row[1] for row in _table_rows("Every default is one named constant")}
+    rows = {row[0]: row[1] for row in readme_table("Every default is one named constant")}
     for dotted, shown in rows.items():
         if dotted.startswith("providers.NAME."):
             assert shown == _shown(getattr(provider, dotted.rsplit(".", 1)[1])), dotted
@@ -83,7 +70,7 @@ def test_readme_defaults_are_the_code_defaults():
 
 
 def test_every_scenario_field_is_in_the_readme_table():
-    rows = {row[0] for row in _table_rows("Every default is one named constant")}
+    rows = {row[0] for row in readme_table("Every default is one named constant")}
     assert sorted(scenario_fields() - rows) == []
 
 
@@ -106,7 +93,7 @@ def test_readme_states_the_range_of_every_number():
                                    ("events[]", config.Event))
               for f in dataclasses.fields(cls) if "hi" in f.metadata}
     ranged |= {name: spec["allowed"] for name, spec in config.RUN_RANGES.items()}
-    assert {row[0]: row[1] for row in _table_rows("Every number has a range")} == ranged
+    assert {row[0]: row[1] for row in readme_table("Every number has a range")} == ranged
     stated = " ".join(README.split("Every number has a range", 1)[1].split("## Metrics", 1)[0].split())
     assert f"at most {config.MAX_PROVIDERS} providers" in stated
     assert f"at most {config.MAX_P99_RATIO:g} times it" in stated
@@ -117,7 +104,7 @@ def test_readme_states_the_range_of_every_number():
 
 def test_readme_promql_parses(tmp_path):
     promtool = require_tool("promtool")
-    queries = [row[1] for row in _table_rows("The PromQL for each number")]
+    queries = [row[1] for row in readme_table("The PromQL for each number")]
     assert len(queries) >= 8
     done = check_promql(promtool, queries, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gzip
 import subprocess
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
@@ -264,3 +266,37 @@ def test_the_tokens_limit_shows_its_bucket_and_its_429s_apart_from_the_requests_
     assert value(samples, "gwlab_limiter_tpm_tokens") == 60 - 3 * 12
     assert value(later, "gwlab_limiter_tpm_tokens") == 34
     assert value(samples, "gwlab_limiter_tokens") == 0
+
+
+def test_metrics_negotiate_openmetrics_and_gzip_and_show_the_process():
+    """prometheus_client's handler serves /metrics: OpenMetrics to a scraper that asks for it
+    (ending ``# EOF``), gzip to one that accepts it, the text format otherwise; the process
+    and platform collectors are in the gateway's registry. promtool checks the text format
+    (it reads no other); prometheus_client's strict OpenMetrics parser reads the OpenMetrics."""
+
+    async def get(gw: Gateway, **headers: str) -> tuple[str, str, bytes]:
+        async with aiohttp.ClientSession(auto_decompress=False, skip_auto_headers=("Accept-Encoding",)) as http:
+            async with http.get(gw.metrics_url, headers=headers) as r:
+                assert r.status == 200
+                return r.headers["Content-Type"], r.headers.get("Content-Encoding", ""), await r.read()
+
+    async def main():
+        async with serving(seed_with_no_latency()) as (gw, _):
+            return (await get(gw), await get(gw, Accept="application/openmetrics-text; version=1.0.0"),
+                    await get(gw, **{"Accept-Encoding": "gzip"}))
+
+    (text_type, text_coding, text), (om_type, om_coding, om), (gz_type, gz_coding, gz) = asyncio.run(main())
+    assert text_type.startswith("text/plain; version=0.0.4") and text_coding == ""
+    assert om_type.startswith("application/openmetrics-text; version=1.0.0") and om_coding == ""
+    assert om.endswith(b"# EOF\n") and not text.endswith(b"# EOF\n")
+    assert gz_type == text_type and gz_coding == "gzip"
+    plain = gzip.decompress(gz).decode()
+    samples = {s.name for family in text_string_to_metric_families(plain) for s in family.samples}
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+            "python_info", "gwlab_requests_total"} <= samples
+    assert {s.name for f in openmetrics_families(om.decode()) for s in f.samples} >= {
+        "process_cpu_seconds_total", "python_info", "gwlab_requests_total"}
+    promtool = require_tool("promtool")
+    result = subprocess.run([promtool, "check", "metrics"], input=text.decode(), capture_output=True, text=True,
+                            timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -271,9 +271,9 @@ def test_stream_metrics_count_ttft_time_per_token_and_tokens():
 
     metrics = asyncio.run(main())
     assert 'gwlab_time_to_first_token_seconds_count{provider="p1"} 3.0' in metrics
-    assert 'gwlab_time_to_first_token_seconds_bucket{le="0.1",provider="p1"} 0.0' in metrics
+    assert 'gwlab_time_to_first_token_seconds_bucket{le="0.1026",provider="p1"} 0.0' in metrics
     assert 'gwlab_time_per_output_token_seconds_count{provider="p1"} 3.0' in metrics
-    assert 'gwlab_time_per_output_token_seconds_bucket{le="0.075",provider="p1"} 3.0' in metrics
+    assert 'gwlab_time_per_output_token_seconds_bucket{le="0.07566",provider="p1"} 3.0' in metrics
     assert 'gwlab_tokens_total{kind="completion",provider="p1"} 48.0' in metrics  # 4 answers of 12
     assert 'gwlab_tokens_total{kind="prompt",provider="p1"} 12.0' in metrics
     promtool = require_tool("promtool")
