@@ -214,6 +214,9 @@ server)."""
 SCRAPE_CONFIG = "gwlab-replicas.yml"
 """Where ``--replicas`` writes Prometheus's scrape configuration for the replicas' metrics
 servers (``--scrape-config``), relative to the working directory."""
+SCRAPE_INTERVAL = 5.0
+"""Seconds between two scrapes in the Prometheus configurations gwlab gives (the repository's
+``prometheus.yml``, and the one ``--replicas`` writes)."""
 FINAL_SCRAPE = 5.0
 """Seconds the metrics server of an ending ``gwlab run`` stays up for one last scrape, when
 something scraped it during the run: one scrape interval of the README's Prometheus

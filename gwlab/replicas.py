@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import json
 import multiprocessing
 import signal
 import socket
@@ -56,12 +57,19 @@ def replica_seed(seed: int, index: int) -> int:
     return seed if index == 0 else stream(seed, f"replica/{index}").getrandbits(63)
 
 
-def scrape_config(targets: list[str], job: str = "gwlab", interval: float = 1.0) -> str:
-    """Prometheus's scrape configuration (YAML) for the metrics servers at ``targets``
-    (``host:port``, in replica order), each labelled ``replica="i"``."""
-    lines = ["scrape_configs:", f"  - job_name: {job}", f"    scrape_interval: {interval:g}s", "    static_configs:"]
+def scrape_config(targets: list[str], interval: float = config.SCRAPE_INTERVAL, rules: str | None = None,
+                  job: str = "gwlab") -> str:
+    """Prometheus's configuration (YAML, shaped as the repository's ``prometheus.yml``) that
+    scrapes the metrics servers at ``targets`` (``host:port``, in replica order), each
+    labelled ``replica="i"``, every ``interval`` seconds, evaluating the rules of the file
+    ``rules`` (a path as Prometheus reads it: relative to the configuration's folder) if
+    given."""
+    lines = ["global:", f"  scrape_interval: {interval:g}s", f"  evaluation_interval: {interval:g}s", ""]
+    if rules is not None:
+        lines += ["rule_files:", f"  - {json.dumps(rules)}", ""]
+    lines += ["scrape_configs:", f"  - job_name: {job}", "    static_configs:"]
     for index, target in enumerate(targets):
-        lines += [f"      - targets: ['{target}']", f"        labels: {{replica: '{index}'}}"]
+        lines += [f"      - targets: [{json.dumps(target)}]", f"        labels: {{replica: \"{index}\"}}"]
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import AsyncIterator
 
 import aiohttp
 
+from gwlab.replicas import scrape_config
 from tests.conftest import require_tool
 from tests.support import free_port
 
@@ -61,29 +61,20 @@ class Prometheus:
             await asyncio.sleep(SCRAPE_INTERVAL / 4)
 
 
-def scrape_config(targets: dict[str, int], rules: Path | None = None) -> dict:
-    """A configuration scraping ``targets`` (replica label -> metrics port on the loopback)
-    every :data:`SCRAPE_INTERVAL`, each target labelled ``replica`` as the README's is."""
-    interval = f"{SCRAPE_INTERVAL:g}s"
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        **({"rule_files": [str(rules)]} if rules else {}),
-        "scrape_configs": [{"job_name": "gwlab", "static_configs": [
-            {"targets": [f"127.0.0.1:{port}"], "labels": {"replica": replica}} for replica, port in targets.items()]}],
-    }
-
-
 PORT_ATTEMPTS = 3
 """Free ports tried in turn, for one taken between its choice and Prometheus's bind."""
 
 
 @contextlib.asynccontextmanager
-async def prometheus(folder: Path, targets: dict[str, int], rules: Path | None = None) -> AsyncIterator[Prometheus]:
-    """Prometheus scraping ``targets`` (see :func:`scrape_config`), with ``rules`` loaded,
-    its configuration and storage under ``folder``."""
+async def prometheus(folder: Path, ports: list[int], rules: Path | None = None) -> AsyncIterator[Prometheus]:
+    """Prometheus scraping the metrics servers on the loopback's ``ports`` every
+    :data:`SCRAPE_INTERVAL`, each labelled ``replica`` by its place in ``ports``, with the
+    configuration gwlab writes for its replicas (:func:`gwlab.replicas.scrape_config`) and
+    ``rules`` loaded; its configuration and storage under ``folder``."""
     binary = require_tool("prometheus")
     path = folder / "prometheus.yml"
-    path.write_text(json.dumps(scrape_config(targets, rules)))  # YAML reads JSON
+    targets = [f"127.0.0.1:{port}" for port in ports]
+    path.write_text(scrape_config(targets, SCRAPE_INTERVAL, None if rules is None else str(rules)))
     log = folder / "prometheus.log"
     async with aiohttp.ClientSession() as http:
         for _ in range(PORT_ATTEMPTS):

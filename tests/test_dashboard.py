@@ -1,13 +1,13 @@
 """The Grafana dashboard (``dashboards/gwlab.json``) is a dashboard JSON model Grafana imports
-as is, and every query of every panel returns data from a real Prometheus scraping two real
-gateways (labelled ``replica`` by its scrape configuration) under real clients' traffic; so
+as is, and every query of every panel returns data from a real Prometheus scraping two
+replicas (``gwlab.replicas``, labelled ``replica`` by the scrape configuration gwlab writes for
+them) under real clients' traffic; so
 does every recording rule of ``prometheus/rules.yml`` that this traffic gives something to
 record."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import math
@@ -19,6 +19,7 @@ import pytest
 
 from gwlab import config
 from gwlab.providers import Outcome
+from gwlab.replicas import Replicas
 from tests.prometheus import SCRAPE_INTERVAL, prometheus
 from tests.support import CHAT, failing_at_once, handle, readme_table, serving
 
@@ -86,12 +87,13 @@ SCENARIO = config.from_dict({
 """Two providers: p1 streams 5 tokens, p2 fails every other call behind a breaker that opens
 on a failure and half-opens 50 ms later: openings every second."""
 CLIENTS = 3
-"""Clients per gateway, each sending its next request when the last is answered."""
+"""Clients per replica, each sending its next request when the last is answered."""
 
 
 async def client(url: str, stop: asyncio.Event) -> None:
-    """Requests until ``stop``: every other one a stream, each read to its end."""
-    async with aiohttp.ClientSession(url) as http:
+    """Requests until ``stop``, each on a connection of its own (the kernel spreads them over
+    the replicas): every other one a stream, each read to its end."""
+    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(force_close=True)) as http:
         for i in itertools.count():
             if stop.is_set():
                 return
@@ -114,21 +116,23 @@ def recorded_names() -> list[str]:
 
 async def evaluate(folder: Path) -> dict[str, list[dict]]:
     """Every panel's query, and every recording rule's series, as Prometheus answers them
-    while it scrapes two gateways under traffic (and evaluates the rules)."""
-    async with contextlib.AsyncExitStack() as stack:
-        gateways = [(await stack.enter_async_context(serving(SCENARIO)))[0] for _ in range(2)]
-        prom = await stack.enter_async_context(
-            prometheus(folder, {str(i): gw.metrics_port for i, gw in enumerate(gateways)}, RULES))
-        stop = asyncio.Event()
-        clients = [asyncio.create_task(client(gw.url, stop)) for gw in gateways for _ in range(CLIENTS)]
-        try:
-            # 8 scrapes of each gateway under traffic: the 4 s rate windows and the 1 min
-            # increases have samples to work on.
-            await prom.wait_for_scrapes(2 * 8, 30 * SCRAPE_INTERVAL)
-            return {name: await prom.query(expr) for name, expr in [*queries(), *((n, n) for n in recorded_names())]}
-        finally:
-            stop.set()
-            await asyncio.gather(*clients)
+    while it scrapes two replicas under traffic (and evaluates the rules)."""
+    replicas = Replicas(SCENARIO, 1, 2)
+    await replicas.start("127.0.0.1", 0, 0)
+    try:
+        async with prometheus(folder, replicas.metrics_ports, RULES) as prom:
+            stop = asyncio.Event()
+            clients = [asyncio.create_task(client(replicas.url, stop)) for _ in range(2 * CLIENTS)]
+            try:
+                # 8 scrapes of each replica under traffic: the 4 s rate windows and the 1 min
+                # increases have samples to work on.
+                await prom.wait_for_scrapes(2 * 8, 30 * SCRAPE_INTERVAL)
+                return {name: await prom.query(expr) for name, expr in [*queries(), *((n, n) for n in recorded_names())]}
+            finally:
+                stop.set()
+                await asyncio.gather(*clients)
+    finally:
+        await replicas.stop()
 
 
 def test_every_panel_query_and_recording_rule_returns_data_from_two_replicas(tmp_path):
@@ -155,7 +159,7 @@ def test_an_opening_between_two_scrapes_is_counted_though_no_scrape_sees_it(tmp_
 
     async def main():
         async with serving(failing_at_once(), clock=lambda: t[0]) as (gw, _):
-            async with prometheus(tmp_path, {"0": gw.metrics_port}) as prom:
+            async with prometheus(tmp_path, [gw.metrics_port]) as prom:
                 await prom.wait_for_scrapes(1, 20 * SCRAPE_INTERVAL)
                 # With no await in between, no scrape can come: p1 fails and opens for 1 s;
                 # past its cooldown a probe succeeds and it is healthy again.

@@ -99,7 +99,7 @@ async def promql_quantiles(scenario: config.Scenario, requests: list, folder: Pa
         m = gw.metrics
         for name in m.provider_durations:  # a provider's first stream creates these series: empty here
             m.ttft[name], m.tpot[name] = Buckets(), Buckets(TPOT_BUCKETS)
-        async with prometheus(folder, {"0": gw.metrics_port}) as prom:
+        async with prometheus(folder, [gw.metrics_port]) as prom:
             await prom.wait_for_scrapes(1, 20 * SCRAPE_INTERVAL)  # every bucket at 0
             for r in requests:
                 if stats.admitted(r.status, r.provider):

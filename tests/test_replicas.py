@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from collections import Counter
 
 import aiohttp
@@ -42,12 +43,18 @@ def test_replica_0_keeps_the_seed_and_the_others_get_seeds_of_their_own():
 
 def test_the_scrape_configuration_is_valid_for_promtool_and_labels_each_replica(tmp_path):
     promtool = require_tool("promtool")
-    text = scrape_config(["127.0.0.1:9090", "127.0.0.1:9091"])
+    rules = Path(__file__).resolve().parent.parent / "prometheus" / "rules.yml"
+    text = scrape_config(["127.0.0.1:9090", "127.0.0.1:9091"], rules=str(rules))
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
     checked = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "- targets: ['127.0.0.1:9091']\n        labels: {replica: '1'}" in text
+    assert 'targets: ["127.0.0.1:9091"]\n        labels: {replica: "1"}' in text
+    assert "SUCCESS: 1 rule files found" in checked.stdout + checked.stderr
+    # The repository's own prometheus.yml, which the README runs, is one of these.
+    repository = (rules.parent.parent / "prometheus.yml").read_text()
+    assert "".join(line + "\n" for line in repository.splitlines() if not line.startswith("#")) == scrape_config(
+        ["127.0.0.1:9090"], rules="prometheus/rules.yml")
 
 
 @pytest.mark.parametrize("count", [0, config.MAX_REPLICAS + 1])
