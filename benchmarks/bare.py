@@ -7,8 +7,11 @@ route, as anyone would write it. With ``--low-level`` the same handler runs on a
 low-level ``web.Server`` (no application router), as the gateway does: the floor of what
 aiohttp costs per request.
 
-Run as ``python -m benchmarks.bare --body-size N [--low-level] [--port P] [--uvloop]``;
-prints ``PORT <n>`` once listening, then serves until terminated.
+With ``--completion`` it answers a ``chat.completion`` body of a gwlab reply instead (an
+OpenAI-compatible upstream, which a gateway with a ``kind = "openai"`` provider can forward to).
+
+Run as ``python -m benchmarks.bare (--body-size N | --completion) [--low-level] [--port P]
+[--uvloop]``; prints ``PORT <n>`` once listening, then serves until terminated.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from benchmarks.serving import serve
+from gwlab.wire import completion, reply
 
 PATH = "/v1/chat/completions"
 
@@ -31,9 +35,16 @@ def body_of_size(size: int) -> bytes:
     return json.dumps({"pad": "x" * (size - 11)}).encode()
 
 
+def completion_body() -> bytes:
+    """A ``chat.completion`` answering with provider ``upstream``'s reply (9 tokens)."""
+    content, tokens = reply("upstream")
+    return completion(b"bare", 1, 0, "gwlab-sim", content, 3, tokens, "stop")
+
+
 def handler(size: int) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
-    """The chat handler: parse the request, answer a fixed body of ``size`` bytes."""
-    body = body_of_size(size)
+    """The chat handler: parse the request, answer a fixed body of ``size`` bytes (0: the
+    :func:`completion_body`)."""
+    body = body_of_size(size) if size else completion_body()
 
     async def chat(request: web.BaseRequest) -> web.Response:
         json.loads(await request.read())
@@ -50,12 +61,15 @@ def app(size: int) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--body-size", type=int, required=True)
+    body = parser.add_mutually_exclusive_group(required=True)
+    body.add_argument("--body-size", type=int)
+    body.add_argument("--completion", action="store_true", help="answer a chat.completion body")
     parser.add_argument("--low-level", action="store_true", help="serve on aiohttp's low-level web.Server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
-    serve(lambda: _start(args.body_size, args.port, args.low_level), args.uvloop)
+    size = 0 if args.completion else args.body_size
+    serve(lambda: _start(size, args.port, args.low_level), args.uvloop)
 
 
 async def _start(size: int, port: int, low_level: bool) -> int:

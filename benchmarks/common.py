@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,42 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+class GwlabServe(Server):
+    """``gwlab serve ARGS`` on free ports, as a user starts it, pinned to
+    :data:`SERVER_CORE` when ``pinned`` (else free to use every core: replicas); closed as
+    any :class:`Server` is. ``pids`` are the process's and its children's at the start."""
+
+    def __init__(self, *args: str, pinned: bool = True) -> None:
+        self.module = "gwlab serve"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gwlab", "serve", "--port", "0", "--metrics-port", "0", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=(lambda: pin(SERVER_CORE)) if pinned else None,
+        )
+        first = self.process.stdout.readline()  # it prints the URL, or fails, within its startup timeout
+        match = re.match(r"^gateway  (http://\S+)", first)
+        if match is None:
+            self.close()
+            raise RuntimeError(f"gwlab serve {' '.join(args)} did not start: {first!r}")
+        self.url = match.group(1)
+        self.pids = [self.process.pid, *children(self.process.pid)]
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by the process and its children."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
 
 _WRK_SCRIPT = """
 wrk.method = "POST"

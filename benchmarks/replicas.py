@@ -12,17 +12,14 @@ cores) says how much they had.
 from __future__ import annotations
 
 import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks import common
 from benchmarks.bare import PATH
-from benchmarks.common import CPU_BOUND, ROOT, Row, Server, WrkResult, cpu_seconds
+from benchmarks.common import CPU_BOUND, GwlabServe, Row, WrkResult
 from gwlab.clients import BODY
 
 CONNECTIONS = 64
@@ -39,49 +36,14 @@ def counts() -> list[int]:
     return [1, max(2, os.cpu_count() or 1)]
 
 
-class Replicas(Server):
-    """``gwlab serve --replicas N`` on free ports, not pinned (its replicas may use every
-    core); closed as any :class:`~benchmarks.common.Server` is."""
-
-    def __init__(self, n: int, scenario: Path, folder: Path) -> None:
-        self.module = "gwlab serve"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gwlab", "serve", "--replicas", str(n), "--config", str(scenario),
-             "--port", "0", "--metrics-port", "0", "--scrape-config", str(folder / f"scrape-{n}.yml")],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        )
-        first = self.process.stdout.readline()  # it prints the URL, or fails, within its startup timeout
-        match = re.match(r"^gateway  (http://\S+)", first)
-        if match is None:
-            self.close()
-            raise RuntimeError(f"gwlab serve --replicas {n} did not start: {first!r}")
-        self.url = match.group(1)
-        self.pids = [self.process.pid, *_children(self.process.pid)]
-
-    def cpu(self) -> float:
-        """CPU seconds used so far by the parent and its replicas."""
-        return sum(cpu_seconds(pid) for pid in self.pids)
-
-
-def _children(pid: int) -> list[int]:
-    """The pids of ``pid``'s child processes (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def measure(smoke: bool = False) -> list[Row]:
     rounds, seconds = (SMOKE_ROUNDS, SMOKE_SECONDS) if smoke else (ROUNDS, SECONDS)
     connections = SMOKE_CONNECTIONS if smoke else CONNECTIONS
     with tempfile.TemporaryDirectory() as folder:
         scenario = Path(folder) / "wide_open.toml"
         scenario.write_text(WIDE_OPEN)
-        servers = {n: Replicas(n, scenario, Path(folder)) for n in counts()}
+        servers = {n: GwlabServe("--replicas", str(n), "--config", str(scenario), "--scrape-config",
+                                 str(Path(folder) / f"scrape-{n}.yml"), pinned=False) for n in counts()}
         try:
             runs: dict[int, list[WrkResult]] = {n: [] for n in servers}
             cores: dict[int, list[float]] = {n: [] for n in servers}

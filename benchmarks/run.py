@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from benchmarks import (
     common,
+    forwarding,
     instructions,
     lab,
     limiter_accuracy,
@@ -41,6 +42,7 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "streaming": streaming.measure,
     "sweep": sweep.measure,
     "replicas": replicas.measure,
+    "forwarding": forwarding.measure,
 }
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bare, replicas, simulator, streaming, sweep
+from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep
 from benchmarks.common import ROOT, ROW_FIELDS, Server, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
@@ -34,6 +34,8 @@ EXPECTED_ROWS = {
     "sim_llm_mix_requests_per_wall_second", "sim_retries_attempts_per_wall_second",
     "sim_sweep_runs_per_minute_one_process", "sim_sweep_runs_per_minute_processes", "sim_sweep_speedup",
     "replicas_one_throughput", "replicas_many_throughput", "replicas_many_vs_one_ratio",
+    "forwarding_throughput_direct", "forwarding_throughput_gateway", "forwarding_throughput_ratio",
+    "forwarding_added_latency_p50", "forwarding_added_latency_p99",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -337,3 +339,21 @@ def test_the_replicas_rows_compare_one_gateway_with_one_per_core(results):
         assert row["detail"]["non_2xx"] == row["detail"]["socket_errors"] == 0, row["name"]
     ratio = table["replicas_many_vs_one_ratio"]
     assert ratio["value"] == pytest.approx(many["value"] / one["value"], rel=1e-12)
+
+
+def test_the_forwarding_rows_compare_the_upstream_direct_and_through_the_gateway(results):
+    table = rows(results)
+    direct, through = table["forwarding_throughput_direct"], table["forwarding_throughput_gateway"]
+    for row in (direct, through):
+        assert row["value"] > 0 and row["detail"]["non_2xx"] == row["detail"]["socket_errors"] == 0, row["name"]
+    assert table["forwarding_throughput_ratio"]["value"] == pytest.approx(through["value"] / direct["value"], rel=1e-12)
+    for q in ("p50", "p99"):
+        row = table[f"forwarding_added_latency_{q}"]
+        assert row["value"] == pytest.approx(row["detail"]["gateway"][f"{q}_ms"] - row["detail"]["direct"][f"{q}_ms"])
+    assert table["forwarding_added_latency_p99"]["met"] == (table["forwarding_added_latency_p99"]["value"] < 1.0)
+
+
+def test_the_bare_upstream_answers_a_completion_the_gateway_can_forward():
+    body = json.loads(bare.completion_body())
+    assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 9
+    assert "kind = \"openai\"" in forwarding.scenario("http://127.0.0.1:1")
