@@ -12,7 +12,8 @@ a scenario and validated as a whole (:func:`merge`).
 The TOML shape::
 
     [gateway]   balancer, timeout, stream_idle_timeout, fallback
-    [limiter]   rate, burst, tpm, default_max_tokens
+    [limiter]   rate, burst, tpm, default_max_tokens,
+                backend, redis_url, redis_prefix, redis_timeout, redis_failure
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
                 count_rate_limited
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
@@ -134,6 +135,37 @@ limit is on: the longest output of gpt-3.5-turbo and gpt-4-turbo. OpenAI counts 
 against its limit as its ``max_tokens`` (or its prompt's estimate when larger), and Azure
 OpenAI reserves a model's longest output when a request gives none; what a request did not
 use is given back when it ends."""
+LIMITER_BACKEND = "local"
+"""Where the gateway keeps its limits (``limiter.backend``): ``"local"``, in the gateway's own
+process (each replica its own buckets), or ``"redis"``, one pair of buckets in Redis shared by
+every gateway using the same Redis and prefix (DESIGN, "Upstreams and replicas")."""
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis of ``limiter.backend = "redis"``: redis-server's own default port, database 0."""
+REDIS_PREFIX = "gwlab"
+"""The prefix of the shared buckets' keys in Redis: ``PREFIX:bucket:requests`` and
+``PREFIX:bucket:tokens``."""
+REDIS_TIMEOUT = 0.05
+"""Seconds one call to Redis may take before the limiter counts it failed and follows
+``limiter.redis_failure`` (DESIGN, "Upstreams and replicas"): two orders of magnitude over a
+loopback round trip, and what a request may pay at most while Redis hangs."""
+REDIS_FAILURE = "open"
+"""What the gateway does while Redis cannot be reached: ``"open"`` admits (counted in
+``gwlab_limiter_backend_errors_total``), ``"closed"`` answers 429 ``limiter_unavailable``."""
+REDIS_RECONNECT_BASE = 0.1
+"""Seconds the gateway lets pass after a failed Redis call before it tries Redis again,
+doubling after each failure in a row up to :data:`REDIS_RECONNECT_MAX`; meanwhile every
+admission follows ``limiter.redis_failure`` at once, paying no timeout."""
+REDIS_RECONNECT_MAX = 2.0
+"""The longest wait between two tries of an unreachable Redis, seconds: a Redis back on its
+feet is used again within two seconds."""
+REDIS_LOG_INTERVAL = 10.0
+"""Seconds between two log lines saying the limiter's Redis is failing (with the count of
+failed calls): once per interval, never once per request."""
+LIMITER_BACKENDS = ("local", "redis")
+REDIS_FAILURES = ("open", "closed")
+RESTART_ONLY = ("limiter.backend", "limiter.redis_url")
+"""Fields a running gateway cannot change (``PATCH /admin/config``, ``Gateway.configure``,
+scripted events): it would have to move its buckets to another store."""
 CLIENT_RETRY_POLICY = "none"
 """How the clients retry a failed request (``workload.retry_policy``): not at all, as the
 seed's clients do."""
@@ -271,6 +303,10 @@ one, so its memory and its start grow with the runs; a larger study is several s
 SWEEP_OUTSTANDING_PER_WORKER = 2
 """Runs a sweep hands an executor at a time, per worker: one running and one waiting, so a
 worker never idles for want of a run, and no more of the grid sits in queues."""
+MAX_REDIS_TIMEOUT = 10.0
+"""The longest ``limiter.redis_timeout``, seconds: every admission may wait that long."""
+MAX_PREFIX = 100
+"""The longest ``limiter.redis_prefix``, characters."""
 MAX_SEED = 2**64 - 1
 """Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
 MAX_DEPTH = 3
@@ -324,6 +360,10 @@ def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
 
 
 _BOOL = _spec("true or false", lambda v: True, bool)
+_REDIS_URL = _spec("a redis:// or rediss:// URL (or unix:// for a socket)",
+                   lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and len(v.split("://", 1)) == 2, str)
+_REDIS_PREFIX = _spec(f"1 to {MAX_PREFIX} printable ASCII characters, no spaces",
+                      lambda v: 0 < len(v) <= MAX_PREFIX and v.isascii() and v.isprintable() and " " not in v, str)
 
 
 @dataclass(frozen=True)
@@ -345,13 +385,22 @@ class GatewayConfig:
 class LimiterConfig:
     """The gateway's limits: ``rate`` requests per second with bursts of ``burst``, and
     ``tpm`` > 0 tokens per minute (0: off), for which a request reserves its prompt's
-    tokens and its ``max_tokens``, or ``default_max_tokens`` when it gives none."""
+    tokens and its ``max_tokens``, or ``default_max_tokens`` when it gives none. They are
+    kept in the gateway (``backend = "local"``) or in the Redis at ``redis_url``, under keys
+    starting ``redis_prefix``, each call bounded by ``redis_timeout`` seconds, admitting or
+    refusing by ``redis_failure`` when Redis fails (:mod:`gwlab.redis_bucket`)."""
 
     rate: float = field(default=RATE, metadata=_RATE)
     burst: float = field(default=BURST, metadata=_range(float, 1, MAX_BURST))
     tpm: int = field(default=TPM, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
     default_max_tokens: int = field(default=DEFAULT_MAX_TOKENS,
                                     metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
+    backend: str = field(default=LIMITER_BACKEND, metadata={**_choice(lambda: LIMITER_BACKENDS), "added": True})
+    redis_url: str = field(default=REDIS_URL, metadata={**_REDIS_URL, "added": True})
+    redis_prefix: str = field(default=REDIS_PREFIX, metadata={**_REDIS_PREFIX, "added": True})
+    redis_timeout: float = field(default=REDIS_TIMEOUT,
+                                 metadata={**_range(float, MIN_SECONDS, MAX_REDIS_TIMEOUT), "added": True})
+    redis_failure: str = field(default=REDIS_FAILURE, metadata={**_choice(lambda: REDIS_FAILURES), "added": True})
 
 
 def _statuses(allowed: tuple[int, ...]) -> dict:
@@ -744,8 +793,25 @@ def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
             raise check.fail(f"events[{i}]", "a table", "at least one change besides 'at'")
         if "events" in item:
             raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
+        for dotted in RESTART_ONLY:
+            section, key = dotted.split(".")
+            if isinstance(item.get(section), Mapping) and key in item[section]:
+                raise check.fail(f"events[{i}].{dotted}", item[section][key], _RESTART)
         events.append(Event(at=at, patch=item))
     return tuple(sorted(events, key=lambda e: e.at))
+
+
+_RESTART = "no change: it is fixed while the gateway runs (restart it with the new value)"
+
+
+def check_restart_only(old: Scenario, new: Scenario, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``source`` if ``new`` changes a field of
+    :data:`RESTART_ONLY` from ``old``: what a running gateway is asked to change."""
+    for dotted in RESTART_ONLY:
+        section, key = dotted.split(".")
+        value = getattr(getattr(new, section), key)
+        if value != getattr(getattr(old, section), key):
+            raise _Checker(source).fail(dotted, value, _RESTART)
 
 
 def _check_whole(check: _Checker, s: Scenario) -> None:

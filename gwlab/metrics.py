@@ -9,8 +9,12 @@ gwlab_request_duration_seconds{provider}            histogram  admitted requests
                                                                under ``provider="none"``
 gwlab_rate_limited_total                            counter    429 answers
 gwlab_limiter_rejected_total{limit}                 counter    429 answers by the limit that
-                                                               refused: ``requests`` or
-                                                               ``tokens``
+                                                               refused: ``requests``,
+                                                               ``tokens``, or ``unavailable``
+                                                               (Redis failing closed)
+gwlab_limiter_backend_errors_total                  counter    admissions, refunds and changes
+                                                               that the limiter's Redis failed
+                                                               (``limiter.backend = "redis"``)
 gwlab_fallback_total{provider}                      counter    calls forced on the provider
                                                                whose cooldown ends soonest
 gwlab_retry_decisions_total{decision}               counter    failed attempts the gateway
@@ -98,7 +102,7 @@ from prometheus_client.utils import floatToGoString
 from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
 from gwlab.providers import Outcome
-from gwlab.router import RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, RETRY_DECISIONS, Route, Router
+from gwlab.router import LIMITER_UNAVAILABLE, RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, RETRY_DECISIONS, Route, Router
 from gwlab.stats import code_name
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0)
@@ -108,7 +112,7 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 """Time-per-output-token bounds in seconds: vLLM's."""
 TOKEN_KINDS = ("prompt", "completion")
-LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens"}
+LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens", LIMITER_UNAVAILABLE: "unavailable"}
 """The ``limit`` label of ``gwlab_limiter_rejected_total`` by the 429's code."""
 STATES = tuple(s.value for s in State)
 CUT_OFF = 499
@@ -292,6 +296,8 @@ class _Collector:
                                        labels=["limit"])
         for code, count in m.rejected_by.items():
             rejected.add_metric([LIMITS[code]], count)
+        backend_errors = CounterMetricFamily("gwlab_limiter_backend_errors", "Admissions, refunds and changes that "
+                                             "the limiter's Redis failed.", m.router.admission.errors)
         outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
                                        labels=["provider", "outcome"])
         for name in state.providers:
@@ -346,7 +352,7 @@ class _Collector:
                                    "(completion).", labels=["provider", "kind"])
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
-        yield from (requests, duration, rate_limited, rejected, outcomes, provider_duration,
+        yield from (requests, duration, rate_limited, rejected, backend_errors, outcomes, provider_duration,
                     *limiters, in_flight, gauge, cooldown, weight, fallback, panic, decisions, transitions, ttft, tpot, used, running,
                     waiting)
 
