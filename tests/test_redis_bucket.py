@@ -4,10 +4,12 @@ step; the failure modes; and gateways sharing one limit."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import logging
 import socket
 import time
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,15 +26,18 @@ from tests.redis_server import RedisServer
 from gwlab.wire import reply
 from tests.support import CHAT, serving
 
-redis = require_module("redis")
-
-from gwlab import redis_bucket  # noqa: E402  (needs the redis extra, required just above)
-
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def server():
+def redis_bucket() -> ModuleType:
+    """:mod:`gwlab.redis_bucket`, which needs redis-py (the ``redis`` extra)."""
+    require_module("redis")
+    return importlib.import_module("gwlab.redis_bucket")
+
+
+@pytest.fixture(scope="module")
+def server(redis_bucket):
     """One redis-server for the module's tests that do not stop it."""
     server = RedisServer()
     server.start()
@@ -41,7 +46,7 @@ def server():
 
 
 @pytest.fixture
-def own_server():
+def own_server(redis_bucket):
     """A redis-server of the test's own, which it may stop and start again."""
     server = RedisServer()
     server.start()
@@ -94,8 +99,8 @@ _steps = st.lists(st.tuples(
     (0, "charge", 2 * MAX_PER_MINUTE, (1.0, 1.0, 0)), (1, "admit", 3, (1.0, 1.0, 0)),
     (0, "configure", 0, (1.0, 1.0, MAX_PER_MINUTE)), (0, "charge", 155_804_598, (1.0, 1.0, 0)),
     (10**9, "admit", 1, (1.0, 1.0, 0))])
-def test_the_script_answers_as_the_local_buckets_at_every_step(server, start, steps):
-    client = redis.Redis(port=server.port)
+def test_the_script_answers_as_the_local_buckets_at_every_step(redis_bucket, server, start, steps):
+    client = require_module("redis").Redis(port=server.port)
     script = client.register_script(redis_bucket.SCRIPT)
     keys = redis_bucket.keys(next(_prefixes))
     t = _exact(10**12)
@@ -136,7 +141,7 @@ def test_the_script_answers_as_the_local_buckets_at_every_step(server, start, st
         client.close()
 
 
-def test_arguments_carry_each_buckets_units():
+def test_arguments_carry_each_buckets_units(redis_bucket):
     assert redis_bucket.arguments("admit", TokenBucket(2.5, 10), None, 3, 12) == [
         "admit", "12", "3", "1000000000", "2500", "10000000000", "0", "0", "0"]
     assert redis_bucket.arguments("refund", TokenBucket(1000, 1000), PerMinuteBucket(90_000), 7)[:2] == ["refund", ""]
@@ -174,7 +179,7 @@ def test_tokens_are_reserved_and_settled_in_redis(server):
     used = 3 + reply("p1")[1]  # CHAT's 3 prompt tokens and the fixed reply's
 
     async def main():
-        async with redis.asyncio.Redis(port=server.port) as client, serving(scenario) as (gw, http):
+        async with require_module("redis.asyncio").Redis(port=server.port) as client, serving(scenario) as (gw, http):
             status, headers, _ = await _post(http, {**CHAT, "max_tokens": 100})
             assert status == 200
             # Seen at admission: the 103 tokens reserved taken from 10,000 (and what 1 µs earns, nothing whole).
@@ -246,7 +251,7 @@ def test_redis_stopped_fails_closed_with_429_limiter_unavailable(own_server):
     asyncio.run(main())
 
 
-def test_a_redis_that_never_answers_costs_at_most_the_timeout_and_never_blocks_the_loop():
+def test_a_redis_that_never_answers_costs_at_most_the_timeout_and_never_blocks_the_loop(redis_bucket):
     # A socket that accepts connections (the kernel does, into its backlog) and never answers.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -361,7 +366,7 @@ def test_two_gateways_share_one_redis_limit_where_local_ones_admit_twice(server)
     assert local == pytest.approx(2 * (BURST + RATE * longest), rel=0.01)
 
 
-def test_the_wait_before_trying_redis_again_doubles_up_to_its_cap():
+def test_the_wait_before_trying_redis_again_doubles_up_to_its_cap(redis_bucket):
     with socket.socket() as unused:  # a port nothing listens on: every connection refused at once
         unused.bind(("127.0.0.1", 0))
         url = f"redis://127.0.0.1:{unused.getsockname()[1]}/0"
