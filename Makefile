@@ -19,7 +19,7 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,lab,sweep]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lab,sweep,redis]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python

@@ -129,6 +129,12 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scrape-config", metavar="FILE", type=Path, default=Path(config.SCRAPE_CONFIG),
                         help="with --replicas, where to write Prometheus's scrape configuration for the "
                              f"replicas' metrics (default {config.SCRAPE_CONFIG})")
+    limiter = parser.add_argument_group("where the limits are kept (see the README's Redis backend)")
+    limiter.add_argument("--limiter-backend", metavar="BACKEND",
+                         help=f"limiter.backend: {' or '.join(config.LIMITER_BACKENDS)} (one bucket shared by every "
+                              f"gateway using the same Redis; default {config.LIMITER_BACKEND})")
+    limiter.add_argument("--redis-url", metavar="URL",
+                         help=f"limiter.redis_url, the Redis of --limiter-backend redis (default {config.REDIS_URL})")
     parser.add_argument("--log-level", default=config.LOG_LEVEL, type=str.upper, choices=LOG_LEVELS,
                         help=f"log level on stderr (default {config.LOG_LEVEL}; INFO adds every "
                              "breaker opening and recovery, DEBUG also healthy<->failing)")
@@ -156,7 +162,9 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     """The scenario the flags describe: ``--config`` (or the defaults), then ``--clients N``
     (closed loop of N clients) or ``--rate R`` (open loop at R per second),
     ``--max-in-flight N``, ``--stream-share S``, ``--max-tokens N``, ``--retry-policy P``
-    and ``--client-timeout S`` (``workload.timeout``) merged in and validated like the file,
+    and ``--client-timeout S`` (``workload.timeout``), and a gateway's ``--limiter-backend``
+    and ``--redis-url`` (``limiter.backend``, ``limiter.redis_url``) merged in and validated
+    like the file,
     so an error names the flag and its value. Also checks that the
     ``--json`` file can be written. Raises :class:`ConfigError`."""
     scenario = config.load(args.config) if args.config else Scenario()
@@ -170,6 +178,10 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             scenario = config.merge(scenario, {"workload": {field: value}}, flag)
+    for flag, field in (("--limiter-backend", "backend"), ("--redis-url", "redis_url")):
+        value = getattr(args, flag[2:].replace("-", "_"), None)  # a gateway's flags: not simulate's
+        if value is not None:
+            scenario = config.merge(scenario, {"limiter": {field: value}}, flag, at_start=True)
     check_writable("--json", args.json)
     return scenario
 

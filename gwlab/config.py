@@ -12,7 +12,8 @@ a scenario and validated as a whole (:func:`merge`).
 The TOML shape::
 
     [gateway]   balancer, timeout, stream_idle_timeout, fallback
-    [limiter]   rate, burst, tpm, default_max_tokens
+    [limiter]   rate, burst, tpm, default_max_tokens,
+                backend, redis_url, redis_prefix, redis_timeout, redis_failure
     [breaker]   enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls,
                 count_rate_limited
     [providers.NAME]  weight, latency, distribution, p99, error_rate, outage,
@@ -137,6 +138,38 @@ limit is on: the longest output of gpt-3.5-turbo and gpt-4-turbo. OpenAI counts 
 against its limit as its ``max_tokens`` (or its prompt's estimate when larger), and Azure
 OpenAI reserves a model's longest output when a request gives none; what a request did not
 use is given back when it ends."""
+LIMITER_BACKEND = "local"
+"""Where the gateway keeps its limits (``limiter.backend``): ``"local"``, in the gateway's own
+process (each replica its own buckets), or ``"redis"``, one pair of buckets in Redis shared by
+every gateway using the same Redis and prefix (DESIGN, "Upstreams and replicas")."""
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis of ``limiter.backend = "redis"``: redis-server's own default port, database 0."""
+REDIS_PREFIX = "gwlab"
+"""The prefix of the shared buckets' keys in Redis: ``PREFIX:bucket:requests`` and
+``PREFIX:bucket:tokens``."""
+REDIS_TIMEOUT = 0.05
+"""Seconds one call to Redis may take before the limiter counts it failed and follows
+``limiter.redis_failure`` (DESIGN, "Upstreams and replicas"): two orders of magnitude over a
+loopback round trip, and what a request may pay at most while Redis hangs."""
+REDIS_FAILURE = "open"
+"""What the gateway does while Redis cannot be reached: ``"open"`` admits (counted in
+``gwlab_limiter_backend_errors_total``), ``"closed"`` answers 429 ``limiter_unavailable``."""
+REDIS_RECONNECT_BASE = 0.1
+"""Seconds the gateway lets pass after a failed Redis call before it tries Redis again,
+doubling after each failure in a row up to :data:`REDIS_RECONNECT_MAX`; meanwhile every
+admission follows ``limiter.redis_failure`` at once, paying no timeout."""
+REDIS_RECONNECT_MAX = 2.0
+"""The longest wait between two tries of an unreachable Redis, seconds: a Redis back on its
+feet is used again within two seconds."""
+REDIS_LOG_INTERVAL = 10.0
+"""Seconds between two log lines saying the limiter's Redis is failing (with the count of
+failed calls): once per interval, never once per request."""
+LIMITER_BACKENDS = ("local", "redis")
+REDIS_FAILURES = ("open", "closed")
+RESTART_ONLY = ("limiter.backend", "limiter.redis_url")
+"""Fields no patch can change (``PATCH /admin/config``, ``Gateway.configure``, scripted
+events): a running gateway would have to move its buckets to another store. A provider's
+own are :data:`FIXED_FIELDS`."""
 CLIENT_RETRY_POLICY = "none"
 """How the clients retry a failed request (``workload.retry_policy``): not at all, as the
 seed's clients do."""
@@ -298,6 +331,10 @@ one, so its memory and its start grow with the runs; a larger study is several s
 SWEEP_OUTSTANDING_PER_WORKER = 2
 """Runs a sweep hands an executor at a time, per worker: one running and one waiting, so a
 worker never idles for want of a run, and no more of the grid sits in queues."""
+MAX_REDIS_TIMEOUT = 10.0
+"""The longest ``limiter.redis_timeout``, seconds: every admission may wait that long."""
+MAX_PREFIX = 100
+"""The longest ``limiter.redis_prefix``, characters."""
 MAX_SEED = 2**64 - 1
 """Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
 MAX_MODEL_LENGTH = 256
@@ -318,7 +355,8 @@ UPSTREAM_NAMES = ("base_url", "api_key_env", "model")
 """A provider's fields that name what a real upstream (``kind = "openai"``) is: empty for a
 simulated provider."""
 FIXED_FIELDS = ("kind", "base_url", "api_key_env", "connections")
-"""A provider's fields that cannot change at runtime: they make its connection pool and key."""
+"""A provider's fields no patch can change (as :data:`RESTART_ONLY`): they make its connection
+pool and key."""
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CLIENT_RETRY_POLICIES = ("none", "openai_sdk", "fixed", "exponential_jitter", "adaptive")
 
@@ -362,6 +400,10 @@ def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
 
 
 _BOOL = _spec("true or false", lambda v: True, bool)
+_REDIS_URL = _spec("a redis:// or rediss:// URL (or unix:// for a socket)",
+                   lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and len(v.split("://", 1)) == 2, str)
+_REDIS_PREFIX = _spec(f"1 to {MAX_PREFIX} printable ASCII characters, no spaces",
+                      lambda v: 0 < len(v) <= MAX_PREFIX and v.isascii() and v.isprintable() and " " not in v, str)
 
 
 def _base_url(url: str) -> bool:
@@ -400,13 +442,22 @@ class GatewayConfig:
 class LimiterConfig:
     """The gateway's limits: ``rate`` requests per second with bursts of ``burst``, and
     ``tpm`` > 0 tokens per minute (0: off), for which a request reserves its prompt's
-    tokens and its ``max_tokens``, or ``default_max_tokens`` when it gives none."""
+    tokens and its ``max_tokens``, or ``default_max_tokens`` when it gives none. They are
+    kept in the gateway (``backend = "local"``) or in the Redis at ``redis_url``, under keys
+    starting ``redis_prefix``, each call bounded by ``redis_timeout`` seconds, admitting or
+    refusing by ``redis_failure`` when Redis fails (:mod:`gwlab.redis_bucket`)."""
 
     rate: float = field(default=RATE, metadata=_RATE)
     burst: float = field(default=BURST, metadata=_range(float, 1, MAX_BURST))
     tpm: int = field(default=TPM, metadata={**_range(int, 0, MAX_PER_MINUTE), "added": True})
     default_max_tokens: int = field(default=DEFAULT_MAX_TOKENS,
                                     metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
+    backend: str = field(default=LIMITER_BACKEND, metadata={**_choice(lambda: LIMITER_BACKENDS), "added": True})
+    redis_url: str = field(default=REDIS_URL, metadata={**_REDIS_URL, "added": True})
+    redis_prefix: str = field(default=REDIS_PREFIX, metadata={**_REDIS_PREFIX, "added": True})
+    redis_timeout: float = field(default=REDIS_TIMEOUT,
+                                 metadata={**_range(float, MIN_SECONDS, MAX_REDIS_TIMEOUT), "added": True})
+    redis_failure: str = field(default=REDIS_FAILURE, metadata={**_choice(lambda: REDIS_FAILURES), "added": True})
 
 
 def _statuses(allowed: tuple[int, ...]) -> dict:
@@ -742,16 +793,18 @@ def check(scenario: Scenario, source: str = "scenario") -> None:
     from_dict(scenario.to_dict(), source)
 
 
-def merge(scenario: Scenario, patch: Mapping[str, Any], source: str = "patch") -> Scenario:
+def merge(scenario: Scenario, patch: Mapping[str, Any], source: str = "patch", at_start: bool = False) -> Scenario:
     """``scenario`` with ``patch`` deep-merged in and validated as a whole.
 
     This is a runtime change or a scripted event: it may change any field of the existing
-    providers, but not add, remove or rename providers.
+    providers but those fixed while a gateway runs (:data:`RESTART_ONLY`,
+    :data:`FIXED_FIELDS`), and not add, remove or rename providers. With ``at_start`` it
+    makes the scenario a gateway starts with (a command-line flag): fixed fields may change.
     """
-    return _build(_Checker(source), patch, scenario, patch=True)
+    return _build(_Checker(source), patch, scenario, patch=True, fixed=not at_start)
 
 
-def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
+def _build(check: _Checker, data: Any, base: Scenario, patch: bool, fixed: bool = True) -> Scenario:
     data = check.table("scenario", data)
     # Each event is a patch of its own, checked when it is applied below.
     check.depth({k: v for k, v in data.items() if k != "events"})
@@ -765,9 +818,15 @@ def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
         if name in data
     }
     if "providers" in data:
-        parts["providers"] = _providers(check, data["providers"], base if patch else None)
+        parts["providers"] = _providers(check, data["providers"], base if patch else None, fixed)
     if "events" in data:
         parts["events"] = _events(check, data["events"])
+    if patch and fixed:
+        for dotted in RESTART_ONLY:
+            section, key = dotted.split(".")
+            value, was = getattr(parts.get(section, getattr(base, section)), key), getattr(getattr(base, section), key)
+            if value != was:
+                raise check.fail(dotted, value, _restart(was))
     scenario = dataclasses.replace(base, **parts)
     _check_whole(check, scenario)
     if "events" in data:
@@ -779,7 +838,7 @@ def _build(check: _Checker, data: Any, base: Scenario, patch: bool) -> Scenario:
     return scenario
 
 
-def _providers(check: _Checker, data: Any, base: Scenario | None) -> tuple[ProviderConfig, ...]:
+def _providers(check: _Checker, data: Any, base: Scenario | None, fixed: bool) -> tuple[ProviderConfig, ...]:
     data = check.table("providers", data)
     if len(data) > MAX_PROVIDERS:
         raise check.fail("providers", data, f"at most {MAX_PROVIDERS} providers, not {len(data)}")
@@ -796,12 +855,10 @@ def _providers(check: _Checker, data: Any, base: Scenario | None) -> tuple[Provi
             raise check.unknown("providers", name, tuple(result))
         was = result[name]
         result[name] = check.section(ProviderConfig, f"providers.{name}", fields, was)
-        if base is not None:
+        if base is not None and fixed:
             for key in FIXED_FIELDS:
                 if getattr(result[name], key) != getattr(was, key):
-                    raise check.fail(f"providers.{name}.{key}", getattr(result[name], key),
-                                     f"its value at start, {getattr(was, key)!r}: {', '.join(FIXED_FIELDS)} "
-                                     "cannot change at runtime")
+                    raise check.fail(f"providers.{name}.{key}", getattr(result[name], key), _restart(getattr(was, key)))
     if not result:
         raise check.fail("providers", {}, "at least one provider")
     return tuple(result.values())
@@ -823,6 +880,11 @@ def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
             raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
         events.append(Event(at=at, patch=item))
     return tuple(sorted(events, key=lambda e: e.at))
+
+
+def _restart(was: Any) -> str:
+    """What a patch may set a field of :data:`RESTART_ONLY` or :data:`FIXED_FIELDS` to."""
+    return f"{was!r}, its value at start: it is fixed while the gateway runs (restart it with the new value)"
 
 
 def _check_whole(check: _Checker, s: Scenario) -> None:

@@ -226,6 +226,11 @@ class TokenBucket:
         # the exact ceiling of (cap - level) / earn.
         return (int(level // self._unit) if level > 0 else 0), int(-((level - cap) // self._earn))
 
+    def units(self) -> tuple[float, float, float]:
+        """The bucket's arithmetic, as a copy kept elsewhere (:mod:`gwlab.redis_bucket`) runs
+        it: units in one token, units earned per microsecond, the capacity in units."""
+        return self._unit, self._earn, self._cap
+
     def configure(self, now: float, rate: float | None = None, burst: float | None = None) -> None:
         """Change rate and/or burst: tokens earned up to ``now`` count at the old rate, then
         the level is clamped to the new capacity. Raises :class:`ValueError` like the

@@ -9,8 +9,12 @@ gwlab_request_duration_seconds{provider}            histogram  admitted requests
                                                                under ``provider="none"``
 gwlab_rate_limited_total                            counter    429 answers
 gwlab_limiter_rejected_total{limit}                 counter    429 answers by the limit that
-                                                               refused: ``requests`` or
-                                                               ``tokens``
+                                                               refused: ``requests``,
+                                                               ``tokens``, or ``unavailable``
+                                                               (Redis failing closed)
+gwlab_limiter_backend_errors_total                  counter    admissions, refunds and changes
+                                                               that the limiter's Redis failed
+                                                               (``limiter.backend = "redis"``)
 gwlab_fallback_total{provider}                      counter    calls forced on the provider
                                                                whose cooldown ends soonest
 gwlab_retry_decisions_total{decision}               counter    failed attempts the gateway
@@ -104,7 +108,7 @@ from prometheus_client.utils import floatToGoString
 from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
 from gwlab.providers import Outcome
-from gwlab.router import RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, RETRY_DECISIONS, Route, Router
+from gwlab.router import LIMITER_UNAVAILABLE, RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, RETRY_DECISIONS, Route, Router
 from gwlab.stats import code_name
 
 BUCKET_RATIO = 1.038
@@ -134,7 +138,7 @@ TPOT_BUCKETS = log_bounds(0.001, 1.0)
 """Bounds of the time-per-output-token histogram, in seconds: from 1 ms (1000 tokens a
 second) to 1 s (one a second) within :data:`BUCKET_RATIO`."""
 TOKEN_KINDS = ("prompt", "completion")
-LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens"}
+LIMITS = {RATE_LIMIT_REQUESTS: "requests", RATE_LIMIT_TOKENS: "tokens", LIMITER_UNAVAILABLE: "unavailable"}
 """The ``limit`` label of ``gwlab_limiter_rejected_total`` by the 429's code."""
 STATES = tuple(s.value for s in State)
 CUT_OFF = 499
@@ -344,6 +348,8 @@ class _Collector:
                                        labels=["limit"])
         for code, count in m.rejected_by.items():
             rejected.add_metric([LIMITS[code]], count)
+        backend_errors = CounterMetricFamily("gwlab_limiter_backend_errors", "Admissions, refunds and changes that "
+                                             "the limiter's Redis failed.", m.router.admission.errors)
         outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
                                        labels=["provider", "outcome"])
         for name in state.providers:
@@ -398,7 +404,7 @@ class _Collector:
                                    "(completion).", labels=["provider", "kind"])
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
-        yield from (requests, duration, rate_limited, rejected, outcomes, provider_duration,
+        yield from (requests, duration, rate_limited, rejected, backend_errors, outcomes, provider_duration,
                     *limiters, in_flight, gauge, cooldown, weight, fallback, panic, decisions, transitions, ttft, tpot, used, running,
                     waiting)
 

@@ -20,8 +20,12 @@
     refund(route, now, used) ── the unused part of the tokens reserved, or the excess as debt
 
 A shell (the aiohttp server, the simulator) calls :meth:`Router.admit`, and when it admits,
-:meth:`Router.route`; it carries the call out in its own kind of time and tells the router
-the outcome it observed with :meth:`Router.complete`. Admission is a step of its own because
+:meth:`Router.route`. The router admits with the admission object it is given
+(:mod:`gwlab.admission`: its own buckets by default; the server may give it buckets kept
+in Redis, and then awaits their admission itself, after :meth:`Router.oversized`);
+:meth:`Router.reset` resets that object's buckets, shared ones included. The shell carries
+the call out in its own kind of time and tells the router the outcome it observed with
+:meth:`Router.complete`. Admission is a step of its own because
 a shell may have to wait for it (a limit kept elsewhere), and the outcome is the shell's to
 tell because only the shell sees how a call really ended (a stream cut short, a client gone);
 for a simulated provider it is the one the call decided, ``route.call.outcome``. The
@@ -44,53 +48,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from gwlab import balancer as balancers
+from gwlab.admission import (  # the codes and Rejected, importable from here too
+    ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, LIMITER_UNAVAILABLE, RATE_LIMIT_REQUESTS,
+    RATE_LIMIT_TOKENS, LocalAdmission, Rejected)
 from gwlab.breaker import UNCOUNTED, CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import Scenario
-from gwlab.limiter import PerMinuteBucket, TokenBucket
+from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Outcome, make_provider
 from gwlab.retry import Backoff, RetryBudget
 from gwlab.streams import stream
 from gwlab.upstream import MIN_RETRY_AFTER, Upstream
 
 _RATE_LIMITED = Outcome.RATE_LIMITED
-
-
-RATE_LIMIT_REQUESTS = "rate_limit_requests"
-"""The ``code`` of a 429 for want of a request token."""
-RATE_LIMIT_TOKENS = "rate_limit_tokens"
-"""The ``code`` of a 429 for want of the tokens a request reserves."""
-ALL_COOLING_DOWN = "all_providers_cooling_down"
-"""The ``code`` of a 503: no provider is eligible and ``gateway.fallback`` is ``"reject"``."""
-CONTEXT_EXCEEDS_LIMIT = "context_exceeds_limit"
-"""The ``code`` of a 400 for a request that reserves more tokens than the gateway's tokens
-bucket holds, or than every provider's own tokens bucket holds."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A request not admitted, and why (``code``): a bucket was short, answer 429, and what
-    it lacks is available in ``retry_after_us`` microseconds (a whole number, at least 1;
-    the later bucket's when both were short); or the request reserves more tokens than a
-    tokens limit can ever take (:data:`CONTEXT_EXCEEDS_LIMIT`), answer 400 (no wait); or,
-    from :meth:`Router.route`, every provider is cooling down and the fallback rejects
-    (:data:`ALL_COOLING_DOWN`), answer 503 with the wait until the soonest reopens."""
-
-    retry_after_us: int
-    code: str = RATE_LIMIT_REQUESTS
-
-    @property
-    def retry_after(self) -> float:
-        """The wait in seconds."""
-        return self.retry_after_us / 1e6
-
-    @property
-    def status(self) -> int:
-        """The HTTP status to answer with: 429, 400 for a request that can never be
-        admitted, or 503 when every provider is cooling down."""
-        return _STATUS.get(self.code, 429)
-
-
-_STATUS = {CONTEXT_EXCEEDS_LIMIT: 400, ALL_COOLING_DOWN: 503}
 
 
 class Route:
@@ -223,7 +192,7 @@ class Router:
     only a bound (a TIMEOUT at the gateway's timeout): the shell forwards it and completes
     the route with the outcome it observed."""
 
-    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0) -> None:
+    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0, admission: Any = None) -> None:
         self.scenario = scenario
         self._listeners: list[Listener] = []
         self._open = 0
@@ -232,10 +201,10 @@ class Router:
         counts it before anyone else hears it, so between two calls this always equals the
         number of breakers whose announced state is not CLOSED. While it is 0, which is
         nearly always, every provider is eligible without asking each breaker."""
-        self.bucket = TokenBucket(scenario.limiter.rate, scenario.limiter.burst, now)
-        """The requests bucket."""
-        self.tokens = PerMinuteBucket(scenario.limiter.tpm, now) if scenario.limiter.tpm else None
-        """The tokens bucket (``limiter.tpm`` per minute), or ``None`` when that limit is off."""
+        self.admission = LocalAdmission(scenario.limiter, now) if admission is None else admission
+        """What admits requests (:mod:`gwlab.admission`): the buckets of this process unless
+        the shell gives it another (:class:`gwlab.redis_bucket.RedisAdmission`)."""
+        self._take = self.admission.admit
         self.upstreams = tuple(
             Upstream(make_provider(p, seed), make_provider(p, seed, "retry/"),
                      CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
@@ -297,10 +266,14 @@ class Router:
         return Retry(wait, "retry")
 
     def _token_limits(self) -> None:
-        """Keep what the tokens limits allow, read on every request: whether any counts
+        """Keep the admission's buckets at hand, :attr:`bucket` (requests) and :attr:`tokens`
+        (``limiter.tpm`` per minute, or ``None`` when that limit is off), and what the tokens
+        limits allow, read on every request: whether any counts
         tokens (:attr:`counts_tokens`: the shells skip :meth:`reservation` otherwise), the most tokens a request may reserve (the gateway's limit, and the largest
         provider limit of those with a weight, none counting as unbounded) and the least
         that every provider takes (beyond it, :meth:`route` skips the providers too small)."""
+        self.bucket = self.admission.requests
+        self.tokens = self.admission.tokens
         limits = [u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams if u.weight > 0]
         self.counts_tokens = self.tokens is not None or any(u.tokens is not None for u in self.upstreams)
         self._most_tokens = min(max(limits), math.inf if self.tokens is None else self.tokens.limit)
@@ -319,22 +292,18 @@ class Router:
         :meth:`reservation`): ``None`` when it is admitted, having taken a request token and,
         with a tokens limit, ``tokens`` tokens, both or neither. Otherwise what to answer:
         400 if ``tokens`` exceed the gateway's tokens limit or every provider's own (of those
-        with a weight: nothing is taken or checked), else 429 with the wait until the bucket
-        that is short has what the request needs (the later one when both are)."""
+        with a weight: nothing is taken or checked, :meth:`oversized`), else 429 with the wait
+        until the bucket that is short has what the request needs (the later one when both
+        are). For an admission that answers at once (:class:`~gwlab.admission.LocalAdmission`);
+        a shell whose admission is awaited asks :meth:`oversized` itself, then awaits it."""
         if tokens > self._most_tokens:
             return Rejected(0, CONTEXT_EXCEEDS_LIMIT)
-        bucket = self.tokens
-        if bucket is None or not tokens:
-            if self.bucket.try_acquire(now):
-                return None
-            return Rejected(self.bucket.retry_after_us(now))
-        if self.bucket.try_acquire(now):
-            if bucket.take(now, tokens):
-                return None
-            self.bucket.refund(now, 1)  # neither: the request token goes back as it was
-            return Rejected(bucket.retry_after_us(now, tokens), RATE_LIMIT_TOKENS)
-        wait, tokens_wait = self.bucket.retry_after_us(now), bucket.retry_after_us(now, tokens)
-        return Rejected(tokens_wait, RATE_LIMIT_TOKENS) if tokens_wait > wait else Rejected(wait)
+        return self._take(now, tokens)
+
+    def oversized(self, tokens: int) -> Rejected | None:
+        """The 400 of a request that reserves ``tokens``, more than the gateway's tokens limit
+        or every provider's own can ever take; ``None`` for any other."""
+        return Rejected(0, CONTEXT_EXCEEDS_LIMIT) if tokens > self._most_tokens else None
 
     def refund(self, route: Route, now: float, used: int) -> None:
         """The request of ``route`` used ``used`` tokens in all (its prompt's and the output
@@ -350,7 +319,8 @@ class Router:
             route.provider_reserved = 0
 
     def route(self, now: float, streaming: bool = False, max_tokens: int | None = None,
-              tokens: int = 0, attempts: Attempts | None = None, retry: bool = False) -> Route | Rejected:
+              tokens: int = 0, attempts: Attempts | None = None, retry: bool = False,
+              unreserved: bool = False) -> Route | Rejected:
         """Decide the provider call of a request admitted at ``now``, which streams or not,
         caps its output at ``max_tokens`` (``None``: no cap) and reserves ``tokens`` (its
         :meth:`reservation`, as admitted). Providers whose own tokens limit is below
@@ -360,7 +330,9 @@ class Router:
         any eligible one. A retry, the gateway's or a client's (``retry``: a user request's
         attempt after its first), draws its pick and its call from streams of its own, so
         that first attempts draw as they would without retries (common random numbers
-        across retry policies; DESIGN, "Retries and fallbacks").
+        across retry policies; DESIGN, "Retries and fallbacks"). ``unreserved``: the
+        gateway's tokens bucket took nothing for the request (its admission failed open), so
+        nothing goes back to it.
 
         When no provider is eligible, ``gateway.fallback`` decides: ``"soonest"`` and
         ``"panic"`` give a route (:attr:`Route.fallback`, :attr:`Route.panic`); ``"reject"``
@@ -383,7 +355,7 @@ class Router:
         # The tokens the request holds from the gateway's bucket: taken with its first attempt,
         # held from there (Attempts.reserved) while it is retried.
         held = (attempts.reserved if attempts is not None and attempts.made else
-                tokens if self.tokens is not None else 0)
+                tokens if self.tokens is not None and not unreserved else 0)
         if chosen is not None:
             upstream: Upstream = chosen  # type: ignore[assignment]
             permit = upstream.breaker.acquire(now)
@@ -529,14 +501,7 @@ class Router:
         cooldowns; the balancer is replaced only when its policy changes."""
         if [p.name for p in scenario.providers] != [u.name for u in self.upstreams]:
             raise ValueError("configure() cannot add, remove or reorder providers")
-        self.bucket.configure(now, scenario.limiter.rate, scenario.limiter.burst)
-        tpm = scenario.limiter.tpm
-        if not tpm:
-            self.tokens = None
-        elif self.tokens is None:
-            self.tokens = PerMinuteBucket(tpm, now)
-        else:
-            self.tokens.configure(now, tpm)
+        self.admission.configure(scenario.limiter, now)
         if scenario.gateway.balancer != self.scenario.gateway.balancer:
             self.balancer = balancers.create(scenario.gateway.balancer)
         if scenario.retry != self.scenario.retry:  # a fresh budget, for the new parameters
@@ -550,12 +515,10 @@ class Router:
         self._token_limits()
 
     def reset(self, now: float) -> None:
-        """Full buckets and healthy breakers with no history; calls in flight finish
-        without effect on the breakers (their refunds go to the new tokens bucket, which
-        is full already)."""
-        self.bucket = TokenBucket(self.scenario.limiter.rate, self.scenario.limiter.burst, now)
-        tpm = self.scenario.limiter.tpm
-        self.tokens = PerMinuteBucket(tpm, now) if tpm else None
+        """Full buckets (the admission's: shared ones too) and healthy breakers with no
+        history; calls in flight finish without effect on the breakers (their refunds go to
+        the new tokens bucket, which is full already)."""
+        self.admission.reset(self.scenario.limiter, now)
         self._token_limits()
         for u in self.upstreams:
             u.breaker.reset(now)

@@ -44,6 +44,7 @@ from multidict import CIMultiDict
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gwlab import config, observe
+from gwlab.admission import FAILED_OPEN, LIMITER_UNAVAILABLE
 from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import GatewayServer, bind, parse_error_reason
@@ -112,7 +113,10 @@ class Gateway:
         found = keys(scenario, "Gateway(scenario=...)")
         self._forwarders = {p.name: Forwarder(p, found.get(p.name)) for p in scenario.providers if p.kind == "openai"}
         """The client of each real upstream, by provider (their pools open as the gateway starts)."""
-        self.router = Router(scenario, seed, clock())
+        self._remote = _admission(scenario, clock)
+        """The admission kept in Redis (``limiter.backend = "redis"``), awaited; ``None``:
+        the router's own buckets, which answer at once."""
+        self.router = Router(scenario, seed, clock(), self._remote)
         self.router.subscribe(log_transition)
         self.metrics = Metrics(self.router, clock)
         self.url = ""
@@ -223,6 +227,8 @@ class Gateway:
             await metrics.cleanup()
             for forwarder in self._forwarders.values():
                 await forwarder.close()
+            if self._remote is not None:
+                await self._remote.aclose()
         finally:
             self._idle = None
             self._stopping = False
@@ -236,7 +242,8 @@ class Gateway:
         return self._on_loop(self._configure, patch, source)
 
     def reset(self) -> None:
-        """A full bucket and healthy breakers with no history."""
+        """Full buckets and healthy breakers with no history. With ``limiter.backend =
+        "redis"`` the buckets are the shared ones: full for every gateway that uses them."""
         self._on_loop(lambda: self.router.reset(self.clock()))
 
     def snapshot(self) -> Snapshot:
@@ -363,13 +370,19 @@ class Gateway:
         now = self.clock()
         router = self.router
         reserved = router.reservation(chat.prompt_tokens, chat.max_tokens) if router.counts_tokens else 0
-        rejected = router.admit(now, reserved)
+        unreserved = False
+        if self._remote is None:
+            rejected = router.admit(now, reserved)
+        else:
+            rejected = router.oversized(reserved) or await self._remote.admit(now, reserved)
+            if rejected is FAILED_OPEN:  # admitted without Redis: the gateway's bucket holds nothing of it
+                rejected, unreserved = None, True
         if rejected is not None:
             return self._reject(rejected, arrived, chat, reserved)
         attempts = router.attempts(now) if router.budget is not None else None  # None while it does not retry
         protocol: Any = request.protocol
         while True:  # an attempt
-            route = router.route(now, chat.stream, chat.max_tokens, reserved, attempts)
+            route = router.route(now, chat.stream, chat.max_tokens, reserved, attempts, False, unreserved)
             if route.__class__ is Rejected:  # every provider is cooling down: 503
                 return self._reject(route, arrived, chat, reserved, attempts)
             if route.fallback or route.panic:
@@ -529,7 +542,10 @@ class Gateway:
                        f"reopens in {wait:.3f} s")
             self.metrics.refused(503)
             return error_response(503, message, ALL_COOLING_DOWN, headers=dict(headers))
-        if rejected.code == RATE_LIMIT_TOKENS:
+        if rejected.code == LIMITER_UNAVAILABLE:
+            message = (f"the gateway's rate limiter cannot reach its Redis (limiter.redis_failure = closed); "
+                       f"retry in {wait:.3f} s")
+        elif rejected.code == RATE_LIMIT_TOKENS:
             limit = self.router.tokens.limit
             message = (f"rate limit exceeded: this request reserves {reserved} tokens and the gateway admits "
                        f"{limit} tokens per minute; retry in {wait:.3f} s")
@@ -834,6 +850,16 @@ async def _expect(request: web.BaseRequest) -> None:
         raise _too_large()
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the interim answer is not part of the response's size
+
+
+def _admission(scenario: Scenario, clock: Callable[[], float]) -> Any:
+    """The shared admission of ``limiter.backend = "redis"`` (:mod:`gwlab.redis_bucket`,
+    which needs the ``redis`` extra), or ``None`` for the router's own buckets."""
+    if scenario.limiter.backend != "redis":
+        return None
+    from gwlab.redis_bucket import RedisAdmission
+
+    return RedisAdmission(scenario.limiter, clock)
 
 
 def _is_loopback(host: str) -> bool:

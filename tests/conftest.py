@@ -34,7 +34,7 @@ def require_module(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        _missing(f"{name} is not installed (pip install -e '.[test,lab,sweep]')")
+        _missing(f"{name} is not installed (pip install -e '.[test,lab,sweep,redis]')")
 
 
 def _missing(message: str) -> None:

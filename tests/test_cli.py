@@ -85,6 +85,18 @@ def test_the_retry_flags_set_how_the_clients_retry_and_time_out_over_the_file(tm
     assert scenario_from_args(simulated).workload.retry_policy == "openai_sdk"
 
 
+def test_the_limiter_flags_set_where_a_gateway_keeps_its_limits_over_the_file(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[limiter]\nbackend = "redis"\nredis_prefix = "lab"\n')
+    from_file = scenario_from_args(_args("--config", str(path))).limiter
+    assert (from_file.backend, from_file.redis_url, from_file.redis_prefix) == ("redis", config.REDIS_URL, "lab")
+    flags = scenario_from_args(_args("--config", str(path), "--limiter-backend", "local",
+                                     "--redis-url", "redis://10.0.0.5:6380/2")).limiter
+    assert (flags.backend, flags.redis_url, flags.redis_prefix) == ("local", "redis://10.0.0.5:6380/2", "lab")
+    served = build_parser().parse_args(["serve", "--limiter-backend", "redis"])
+    assert scenario_from_args(served).limiter.backend == "redis"
+
+
 def test_a_bad_flag_value_reads_like_a_config_error_naming_the_flag():
     with pytest.raises(ConfigError) as error:
         scenario_from_args(_args("--rate", "-5"))
@@ -175,6 +187,12 @@ BAD_FLAGS = {
     "admin_token_newline": (["--admin-token", "abc\ndef"],
                             "gwlab: error: --admin-token: expected a token a client can send in 'Authorization: "
                             "Bearer TOKEN': not empty, printable ASCII, no spaces"),
+    "limiter_backend": (["--limiter-backend", "memcached"],
+                        "gwlab: error: --limiter-backend: limiter.backend = 'memcached': expected one of 'local', "
+                        "'redis'"),
+    "redis_url": (["--redis-url", "127.0.0.1:6379"],
+                  "gwlab: error: --redis-url: limiter.redis_url = '127.0.0.1:6379': expected a redis:// or rediss:// "
+                  "URL (or unix:// for a socket)"),
     "log_level": (["--log-level", "loud"],
                   "gwlab: error: argument --log-level: invalid choice: 'LOUD' "
                   "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR') (see gwlab run --help)"),

@@ -154,6 +154,29 @@ ERRORS = [
     ({"limiter": {"rate": -1}}, "scenario: limiter.rate = -1: expected a number >= 0.001 and <= 1e+06"),
     ({"limiter": {"rate": 0.0}}, "scenario: limiter.rate = 0.0: expected a number >= 0.001 and <= 1e+06"),
     ({"limiter": {"burst": 0.5}}, "scenario: limiter.burst = 0.5: expected a number >= 1 and <= 1e+06"),
+    ({"limiter": {"backend": "memcached"}}, "scenario: limiter.backend = 'memcached': expected one of 'local', 'redis'"),
+    ({"limiter": {"redis_url": "http://127.0.0.1:6379"}},
+     "scenario: limiter.redis_url = 'http://127.0.0.1:6379': expected a redis:// or rediss:// URL (or unix:// for a "
+     "socket)"),
+    ({"limiter": {"redis_url": "127.0.0.1:6379"}},
+     "scenario: limiter.redis_url = '127.0.0.1:6379': expected a redis:// or rediss:// URL (or unix:// for a socket)"),
+    ({"limiter": {"redis_prefix": ""}},
+     "scenario: limiter.redis_prefix = '': expected 1 to 100 printable ASCII characters, no spaces"),
+    ({"limiter": {"redis_prefix": "my gateway"}},
+     "scenario: limiter.redis_prefix = 'my gateway': expected 1 to 100 printable ASCII characters, no spaces"),
+    ({"limiter": {"redis_prefix": "g" * 101}},
+     f"scenario: limiter.redis_prefix = {'g' * 101!r}: expected 1 to 100 printable ASCII characters, no spaces"),
+    ({"limiter": {"redis_timeout": 0}}, "scenario: limiter.redis_timeout = 0: expected a number >= 1e-06 and <= 10"),
+    ({"limiter": {"redis_timeout": 10.5}},
+     "scenario: limiter.redis_timeout = 10.5: expected a number >= 1e-06 and <= 10"),
+    ({"limiter": {"redis_failure": "retry"}},
+     "scenario: limiter.redis_failure = 'retry': expected one of 'open', 'closed'"),
+    ({"events": [{"at": 1, "limiter": {"backend": "redis"}}]},
+     "scenario: event at 1 s: limiter.backend = 'redis': expected 'local', its value at start: it is fixed while "
+     "the gateway runs (restart it with the new value)"),
+    ({"events": [{"at": 1, "limiter": {"redis_url": "redis://10.0.0.1"}}]},
+     "scenario: event at 1 s: limiter.redis_url = 'redis://10.0.0.1': expected 'redis://127.0.0.1:6379/0', its "
+     "value at start: it is fixed while the gateway runs (restart it with the new value)"),
     ({"workload": {"clients": 0}}, "scenario: workload.clients = 0: expected a whole number >= 1 and <= 100000"),
     ({"workload": {"clients": 2.5}}, "scenario: workload.clients = 2.5: expected a whole number >= 1 and <= 100000"),
     ({"workload": {"mode": "burst"}}, "scenario: workload.mode = 'burst': expected one of 'closed', 'open'"),
@@ -198,7 +221,8 @@ ERRORS = [
      " allowed: gateway, limiter, breaker, workload, retry, providers, events"),
     ({"gateway": {"balancr": "x"}},
      "scenario: unknown key 'gateway.balancr' (did you mean 'balancer'?); allowed: balancer, timeout, stream_idle_timeout, fallback"),
-    ({"limiter": {"rat": 5}}, "scenario: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens"),
+    ({"limiter": {"rat": 5}}, "scenario: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens, "
+     "backend, redis_url, redis_prefix, redis_timeout, redis_failure"),
     ({"breaker": {"treshold": 2}},
      "scenario: unknown key 'breaker.treshold' (did you mean 'failure_threshold'?);"
      " allowed: enabled, failure_threshold, base_delay, max_cooldown, half_open_max_calls, count_rate_limited"),
@@ -211,7 +235,8 @@ ERRORS = [
      " decode_rate, output_tokens, output_distribution, output_p99, stream_error_rate,"
      " capacity, queue, rpm, tpm, kind, base_url, api_key_env, model, connections, connect_timeout"),
     ({"events": [{"at": 1, "limiter": {"rat": 5}}]},
-     "scenario: event at 1 s: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens"),
+     "scenario: event at 1 s: unknown key 'limiter.rat' (did you mean 'rate'?); allowed: rate, burst, tpm, default_max_tokens, "
+     "backend, redis_url, redis_prefix, redis_timeout, redis_failure"),
     ({"events": [{"at": 1, "provders": {}}]},
      "scenario: event at 1 s: unknown key 'provders' (did you mean 'providers'?);"
      " allowed: gateway, limiter, breaker, workload, retry, providers"),

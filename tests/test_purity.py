@@ -25,8 +25,8 @@ from gwlab.router import Rejected, Router
 from gwlab.streams import stream
 from tests.support import handle
 
-CORE = ["config", "limiter", "balancer", "breaker", "providers", "upstream", "observe", "retry", "router", "streams", "stats",
-        "workload"]
+CORE = ["config", "limiter", "admission", "balancer", "breaker", "providers", "upstream", "observe", "retry", "router",
+        "streams", "stats", "workload"]
 PURE = [*CORE, "wire"]
 """The modules that do no I/O: the core, and the OpenAI wire format the server speaks."""
 SHELL_ONLY = ("asyncio", "aiohttp", "prometheus_client")
