@@ -25,6 +25,7 @@ from gwlab.server import PortInUse
 from gwlab.stats import Tally
 from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
+from tests.redis_server import RedisServer
 from tests.support import CHAT
 from tests.test_cli import Process, _alive, _wait_gone
 
@@ -194,50 +195,88 @@ def test_bad_replica_flags_exit_2_with_one_line_naming_them(argv, expected, tmp_
     assert stderr.startswith(f"gwlab: error: {expected}") and stderr.count("\n") == 1, stderr
 
 
-async def _offer(url: str, seconds: float, concurrency: int) -> tuple[Counter, float]:
+async def _offer(url: str, seconds: float, concurrency: int) -> list[tuple[float, float, int]]:
     """Chat requests from ``concurrency`` clients for ``seconds``, each request on a
-    connection of its own (so the kernel spreads them over the replicas); their statuses
-    and the seconds from the first send to the last answer."""
-    statuses: Counter = Counter()
-    began = time.monotonic()
-    end = began + seconds
+    connection of its own (so the kernel spreads them over the replicas): each one's send
+    and answer times (``time.monotonic()``) and status."""
+    answers: list[tuple[float, float, int]] = []
+    end = time.monotonic() + seconds
 
     async def client() -> None:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            while time.monotonic() < end:
+            while (sent := time.monotonic()) < end:
                 async with http.post(f"{url}/v1/chat/completions", json=CHAT) as answer:
                     await answer.read()
-                    statuses[answer.status] += 1
+                    answers.append((sent, time.monotonic(), answer.status))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return statuses, time.monotonic() - began
+    return answers
+
+
+RATE, BURST, REPLICAS_N = 20.0, 10.0, 4
+"""The lesson's limiter (each replica's, or the one they share) and replicas."""
+
+
+@pytest.fixture
+def redis_url():
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _lesson(limiter: dict) -> list[tuple[float, float, int]]:
+    """4 replicas with ``limiter`` (rate 20/s, burst 10, and its backend), offered several
+    times what they admit for 4 s on connections the kernel spreads over them; the answers."""
+    scenario = config.from_dict({
+        "providers": {name: {"latency": 0.0, "error_rate": 0.0} for name in ("p1", "p2", "p3")},
+        "limiter": {"rate": RATE, "burst": BURST, **limiter},
+    })
+
+    async def offer() -> list[tuple[float, float, int]]:
+        replicas = Replicas(scenario, 1, REPLICAS_N)
+        await replicas.start("127.0.0.1", 0, 0)
+        try:
+            return await _offer(replicas.url, 4.0, concurrency=16)
+        finally:
+            await replicas.stop()
+
+    answers = asyncio.run(offer())
+    statuses = Counter(status for _, _, status in answers)
+    assert set(statuses) == {200, 429} and statuses[429] > statuses[200], statuses
+    return answers
 
 
 def test_replicas_with_local_limiters_admit_n_times_the_rate():
     """The lesson of replicas: a limit each replica keeps for itself lets N times the rate
-    through. Each of 4 replicas admits a burst of 10 and 20/s; offered several times that on
-    connections the kernel spreads over them, together they admit 4 x (10 + 20/s x T). The
-    bound: each replica's bucket admits at most its burst plus rate x T, and at least that
-    less the tokens its bucket could not hold, which it only loses while no request comes for
-    a whole burst's time (here 0.5 s, against an offer several times the rate)."""
-    rate, burst, seconds, count = 20.0, 10.0, 3.0, 4
-    limited = config.from_dict({
-        "providers": {name: {"latency": 0.0, "error_rate": 0.0} for name in ("p1", "p2", "p3")},
-        "limiter": {"rate": rate, "burst": burst},
-    })
+    through. Each replica's bucket admits at most its burst plus rate x T (T: the offer's
+    time), and at least that less the tokens it could not hold, which it only loses while no
+    request comes for a whole burst's time (0.5 s, against an offer several times the rate)."""
+    answers = _lesson({})
+    took = max(answered for _, answered, _ in answers) - min(sent for sent, _, _ in answers)
+    one_limit = BURST + RATE * took
+    admitted = sum(status == 200 for _, _, status in answers)
+    assert 0.9 * REPLICAS_N * one_limit <= admitted <= REPLICAS_N * one_limit, (admitted, took)
 
-    async def scenario() -> tuple[Counter, float]:
-        replicas = Replicas(limited, 1, count)
-        await replicas.start("127.0.0.1", 0, 0)
-        try:
-            return await _offer(replicas.url, seconds, concurrency=16)
-        finally:
-            await replicas.stop()
 
-    statuses, took = asyncio.run(scenario())
-    assert set(statuses) == {200, 429} and statuses[429] > statuses[200], statuses
-    one_limit = burst + rate * took
-    assert 0.9 * count * one_limit <= statuses[200] <= count * one_limit, (statuses, took)
+def test_replicas_sharing_the_redis_bucket_admit_the_rate_once(redis_url):
+    """The same replicas with the one bucket in Redis admit the rate once between them: from
+    its first admission (which created it full) to its last, the bucket admits exactly burst
+    + rate x that time, and less than one token more (the clock's tolerance). Each is known
+    to lie between its request's send and its answer, which brackets the count; and it is
+    within 1 % of the middle of the bracket."""
+    # A timeout of 1 s: on this small machine, four replicas and their clients can keep Redis
+    # from answering within the default 50 ms, and the replicas would then admit unlimited
+    # (failing open, as they should).
+    answers = _lesson({"backend": "redis", "redis_url": redis_url, "redis_prefix": "lesson", "redis_timeout": 1.0})
+    admitted = sorted((sent, answered) for sent, answered, status in answers if status == 200)
+    first_sent, first_answered = min(sent for sent, _ in admitted), min(answered for _, answered in admitted)
+    last_sent, last_answered = max(sent for sent, _ in admitted), max(answered for _, answered in admitted)
+    shortest, longest = max(0.0, last_sent - first_answered), last_answered - first_sent
+    assert BURST + RATE * shortest <= len(admitted) < BURST + RATE * longest + 1, (len(admitted), shortest, longest)
+    assert len(admitted) == pytest.approx(BURST + RATE * (shortest + longest) / 2, rel=0.01)
 
 
 # -- what a run with replicas shows -------------------------------------------------------
