@@ -23,7 +23,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench,redis]'
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -60,7 +60,8 @@ test: $(VENV)/.installed-test
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks $(ARGS) || [ $$? -eq 5 ] || status=1; \
 	exit $$status
 
-# Measurements side by side with a bare aiohttp server (needs Debian's wrk); writes
+# Measurements side by side with a bare aiohttp server (needs Debian's wrk, valgrind and
+# redis-server); writes
 # benchmarks/results.json. ARGS="--smoke" runs each once at a tiny size.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.run $(ARGS)

@@ -23,6 +23,7 @@ from benchmarks import (
     limiter_accuracy,
     memory,
     overhead,
+    redis_limiter,
     replicas,
     simulator,
     streaming,
@@ -43,6 +44,7 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "sweep": sweep.measure,
     "replicas": replicas.measure,
     "forwarding": forwarding.measure,
+    "redis_limiter": redis_limiter.measure,
 }
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

@@ -36,6 +36,8 @@ EXPECTED_ROWS = {
     "replicas_one_throughput", "replicas_many_throughput", "replicas_many_vs_one_ratio",
     "forwarding_throughput_direct", "forwarding_throughput_gateway", "forwarding_throughput_ratio",
     "forwarding_added_latency_p50", "forwarding_added_latency_p99",
+    "redis_limiter_throughput_local", "redis_limiter_throughput_redis", "redis_limiter_throughput_ratio",
+    "redis_limiter_added_latency_p50", "redis_limiter_added_latency_p99",
 }
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
@@ -341,15 +343,16 @@ def test_the_replicas_rows_compare_one_gateway_with_one_per_core(results):
     assert ratio["value"] == pytest.approx(many["value"] / one["value"], rel=1e-12)
 
 
-def test_the_forwarding_rows_compare_the_upstream_direct_and_through_the_gateway(results):
+@pytest.mark.parametrize("prefix, names", [("forwarding", ("direct", "gateway")), ("redis_limiter", ("local", "redis"))])
+def test_the_pairs_compare_a_reference_with_what_adds_to_it(results, prefix, names):
     table = rows(results)
-    direct, through = table["forwarding_throughput_direct"], table["forwarding_throughput_gateway"]
-    for row in (direct, through):
+    reference, other = (table[f"{prefix}_throughput_{name}"] for name in names)
+    for row in (reference, other):
         assert row["value"] > 0 and row["detail"]["non_2xx"] == row["detail"]["socket_errors"] == 0, row["name"]
-    assert table["forwarding_throughput_ratio"]["value"] == pytest.approx(through["value"] / direct["value"], rel=1e-12)
+    assert table[f"{prefix}_throughput_ratio"]["value"] == pytest.approx(other["value"] / reference["value"], rel=1e-12)
     for q in ("p50", "p99"):
-        row = table[f"forwarding_added_latency_{q}"]
-        assert row["value"] == pytest.approx(row["detail"]["gateway"][f"{q}_ms"] - row["detail"]["direct"][f"{q}_ms"])
+        row = table[f"{prefix}_added_latency_{q}"]
+        assert row["value"] == pytest.approx(row["detail"][names[1]][f"{q}_ms"] - row["detail"][names[0]][f"{q}_ms"])
     assert table["forwarding_added_latency_p99"]["met"] == (table["forwarding_added_latency_p99"]["value"] < 1.0)
 
 
