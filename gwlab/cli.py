@@ -39,6 +39,7 @@ from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
+from gwlab.metrics import Scrapes
 from gwlab.router import Snapshot
 from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.replicas import ReplicaError, Replicas, scrape_config
@@ -330,7 +331,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    return asyncio.run(args.handler(args, scenario))
+    try:
+        return asyncio.run(args.handler(args, scenario))
+    except ReplicaError as exc:  # every replica gone at the end of a run
+        print(f"gwlab: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
@@ -488,38 +493,6 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-class _Scrapes:
-    """A collector on the gateway's registry that adds no metric but notes each scrape, so
-    that a run can wait for one last scrape before the metrics server goes."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.next = asyncio.Event()
-
-    def describe(self) -> list:
-        return []
-
-    def collect(self) -> list:
-        self.count += 1
-        self.next.set()
-        return []
-
-    async def final(self, stop: asyncio.Event) -> None:
-        """Wait for one more scrape, at most :data:`config.FINAL_SCRAPE` seconds, if there
-        was any before (someone is watching); a signal not yet seen ends the wait."""
-        if not self.count:
-            return
-        self.next.clear()
-        waits = [asyncio.ensure_future(self.next.wait())]
-        if not stop.is_set():
-            waits.append(asyncio.ensure_future(stop.wait()))
-        try:
-            await asyncio.wait(waits, timeout=config.FINAL_SCRAPE, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-
-
 async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
     if args.replicas != 1:
         return await _serve_replicas(args, scenario)
@@ -546,8 +519,8 @@ async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
         return False
     args.scrape_config.write_text(scrape_config(replicas.targets()), encoding="utf-8")
     print(f"gateway  {replicas.url} ({replicas.count} replicas)", flush=True)
-    for index, url in enumerate(replicas.metrics_urls):
-        print(f"metrics  {url} (replica {index})", flush=True)
+    for index, (url, pid) in enumerate(zip(replicas.metrics_urls, replicas.pids)):
+        print(f"metrics  {url} (replica {index}, pid {pid})", flush=True)
     print(f"Prometheus scrape configuration: {args.scrape_config}", flush=True)
     return True
 
@@ -567,27 +540,32 @@ async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
 
 class _OneGateway:
     """One gateway behind the interface :class:`~gwlab.replicas.Replicas` gives ``gwlab run``:
-    ``configure``, ``snapshots()``, ``ends()`` and ``stop()``."""
+    ``configure``, ``snapshots()``, ``ends()`` (as replica 0's) and ``stop()``. ``signalled``
+    ends the wait for a final scrape."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, signalled: asyncio.Event) -> None:
         self.gateway = gateway
         self.url = gateway.url
+        self.lost: list[int] = []
         self.trips = Trips()
         gateway.router.subscribe(self.trips)
-        self.scrapes = _Scrapes()
+        self.scrapes = Scrapes()
         gateway.metrics.registry.register(self.scrapes)
+        self.signalled = signalled
 
     def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
         return self.gateway.configure(patch, source)
 
-    async def snapshots(self) -> list[Snapshot]:
-        return [self.gateway.snapshot()]
+    async def snapshots(self, timeout: float = 0.0) -> dict[int, Snapshot]:
+        return {0: self.gateway.snapshot()}
 
-    async def ends(self) -> list[dict[str, Any]]:
+    async def ends(self) -> dict[int, dict[str, Any]]:
         metrics = self.gateway.metrics
-        return [{"trips": self.trips.counts, "fallbacks": metrics.fallbacks, "decisions": metrics.decisions}]
+        return {0: {"trips": self.trips.counts, "fallbacks": metrics.fallbacks, "decisions": metrics.decisions}}
 
-    async def stop(self) -> None:
+    async def stop(self, final_scrape: bool = False) -> None:
+        if final_scrape:
+            await self.scrapes.final(self.signalled)
         await self.gateway.stop()
 
 
@@ -597,7 +575,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
         if not await _start(gateway, args):
             return EXIT_USAGE
-        served: _OneGateway | Replicas = _OneGateway(gateway)
+        served: _OneGateway | Replicas = _OneGateway(gateway, stop)
     else:
         served = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
         if not await _start_replicas(served, args):
@@ -607,6 +585,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     workloads = (scenario.workload, *(step.scenario.workload for step in steps(scenario)))
     clients = LoadGenerator(served.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
     player = event_player(scenario, served, clients, view)
+    ended = False
     try:
         player.play(0.0)
         await clients.start()
@@ -618,22 +597,28 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
             await asyncio.gather(playing, return_exceptions=True)
         await clients.stop()
         snapshots, ends = await served.snapshots(), await served.ends()
+        answered = sorted(set(snapshots) & set(ends))
+        if not answered:
+            raise ReplicaError("no replica answered at the end of the run: there is no summary to give")
         result = summarise(
             clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
-            sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads, end=snapshots[0],
-            trips=_total(e["trips"] for e in ends), fallbacks=_total(e["fallbacks"] for e in ends),
-            events_refused=player.refused, retries=_total(e["decisions"] for e in ends),
-            replicas=[{"end": snapshot, **e} for snapshot, e in zip(snapshots, ends)] if len(ends) > 1 else (),
+            sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads,
+            end=snapshots[answered[0]], trips=_total(ends[i]["trips"] for i in answered),
+            fallbacks=_total(ends[i]["fallbacks"] for i in answered), events_refused=player.refused,
+            retries=_total(ends[i]["decisions"] for i in answered),
+            replicas=[{"replica": i, "end": snapshots[i], **ends[i]} for i in answered] if args.replicas > 1 else (),
         )
-        if isinstance(served, _OneGateway):
-            await served.scrapes.final(stop)
+        missing = sorted(set(range(args.replicas)) - set(answered))
+        if missing:
+            result["replicas_lost"] = missing
+        ended = True
     finally:
         await clients.stop()
-        await served.stop()
+        await served.stop(final_scrape=ended)
     if isinstance(served, _OneGateway):
         result["gateway_in_flight_at_end"] = served.gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
     else:
-        result["gateway_in_flight_at_end"] = sum(e["in_flight"] for e in ends)
+        result["gateway_in_flight_at_end"] = sum(ends[i]["in_flight"] for i in answered)
     if clients.lost:
         result["workers_killed"] = clients.lost
     view.print(summary_lines(result))
@@ -674,6 +659,7 @@ async def _watch(clients: LoadGenerator, served: _OneGateway | Replicas, view: L
     start = clients.started_at or time.monotonic()
     end = None if duration is None else start + duration
     tick = last = start + REPORT_INTERVAL / 2
+    snapshots: list[Snapshot] = []
     while not stop.is_set():
         tick += REFRESH
         while tick < time.monotonic():  # a busy loop fell behind: skip the ticks it missed
@@ -689,8 +675,10 @@ async def _watch(clients: LoadGenerator, served: _OneGateway | Replicas, view: L
             # each worker and show rates that were never there. The summary follows.
             break
         interval, sent, saturated = clients.take_interval()
-        view.show(status_lines(interval, now - last, sent, clients.tally, await served.snapshots(), now - start,
-                               saturated))
+        # A replica that does not answer within half a refresh is shown as it last was.
+        snapshots = list((await served.snapshots(REFRESH / 2)).values()) or snapshots
+        if snapshots:
+            view.show(status_lines(interval, now - last, sent, clients.tally, snapshots, now - start, saturated))
         last = now
         if end is not None and now >= end:
             break

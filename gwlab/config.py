@@ -185,6 +185,10 @@ CLIENT_RETRY_MAX_DELAY = 8.0
 OPENAI_MAX_RETRY_AFTER = 120.0
 """The longest ``retry-after`` the ``openai`` SDK (3.57) waits for; past it, it does not
 retry (``MAX_RETRY_AFTER_DELAY`` in its ``_constants.py``)."""
+UPSTREAM_MAX_RETRY_AFTER = 3600.0
+"""The longest wait a real upstream's 429 is passed on with, in seconds (an hour): a longer
+``retry-after-ms`` or ``Retry-After`` is clamped to it, so that the gateway's own headers and
+retry waits stay finite and of sane size."""
 CLIENT_TIMEOUT = 0.0
 """Seconds a client waits for an answer before it gives up on the attempt
 (``workload.timeout``): 0, no timeout of its own, as the seed's clients (the gateway's
@@ -412,13 +416,23 @@ def _base_url(url: str) -> bool:
         parts.port  # a port that is not a number raises
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)
+            and not (parts.query or parts.fragment or parts.username or parts.password))
 
 
-_URL = {**_spec("an http:// or https:// URL with a host and no query, such as 'http://127.0.0.1:11434/v1' "
-                "(or '' for a simulated provider)", lambda v: not v or _base_url(v), str), "added": True}
+_NOT_SHOWN = "(not shown: it may hold a secret)"
+"""What an error shows of a refused value that may be a key (a field's ``secret`` says which):
+a ``base_url`` with a user or password, or anything given where the name of the key's
+variable goes (a key pasted there, most likely)."""
+
+
+def _nothing(value: str) -> bool:
+    return False
+_URL = {**_spec("an http:// or https:// URL with a host, no user or password (the key goes in the variable "
+                "api_key_env names) and no query, such as 'http://127.0.0.1:11434/v1' (or '' for a simulated "
+                "provider)", lambda v: not v or _base_url(v), str), "added": True, "secret": lambda v: "@" in v}
 _ENV = {**_spec("the name of an environment variable (letters, digits and _, not starting with a digit), or ''",
-                lambda v: not v or _ENV_NAME.fullmatch(v) is not None, str), "added": True}
+                lambda v: not v or _ENV_NAME.fullmatch(v) is not None, str), "added": True, "secret": lambda v: True}
 _MODEL = {**_spec(f"a model name of at most {MAX_MODEL_LENGTH} characters ('': the client's)",
                   lambda v: len(v) <= MAX_MODEL_LENGTH, str), "added": True}
 
@@ -690,7 +704,7 @@ class _Checker:
         self.source = source
 
     def fail(self, where: str, value: Any, allowed: str) -> ConfigError:
-        shown = "(missing)" if value is _MISSING else _show(value)
+        shown = "(missing)" if value is _MISSING else value if value is _NOT_SHOWN else _show(value)
         prefix = f"{self.source}: " if self.source else ""
         return ConfigError(f"{prefix}{where} = {shown}: expected {allowed}")
 
@@ -731,7 +745,8 @@ class _Checker:
             ok = isinstance(raw, kind)
         if not ok or not spec["check"](raw):
             allowed = spec["allowed"]
-            raise self.fail(where, raw, allowed() if callable(allowed) else allowed)
+            shown = _NOT_SHOWN if isinstance(raw, str) and spec.get("secret", _nothing)(raw) else raw
+            raise self.fail(where, shown, allowed() if callable(allowed) else allowed)
         return float(raw) if kind is float else tuple(raw) if kind is list else raw
 
     def depth(self, data: Any) -> None:

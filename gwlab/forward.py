@@ -77,11 +77,12 @@ class Forwarder:
     def post(self, request: dict[str, Any], provider: ProviderConfig) -> Any:
         """Send ``request`` (the client's chat request, as JSON data) with the model name of
         ``provider`` (its parameters now) when it sets one, connecting within its
-        ``connect_timeout``; awaited, the response once its head has arrived."""
+        ``connect_timeout``; awaited, the response once its head has arrived. A redirect is not
+        followed: its 3xx is the answer (a 502, as any status DESIGN does not list)."""
         if provider.model:
             request = {**request, "model": provider.model}
         assert self._session is not None, "Forwarder.post before start"
-        return self._session.post(self.url, data=json.dumps(request).encode(),
+        return self._session.post(self.url, data=json.dumps(request).encode(), allow_redirects=False,
                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=provider.connect_timeout))
 
 

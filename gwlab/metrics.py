@@ -95,6 +95,7 @@ needed.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import collections
 import functools
@@ -105,6 +106,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from gwlab import config
 from gwlab.breaker import State, Transition
 from gwlab.errors import NO_PROVIDER
 from gwlab.providers import Outcome
@@ -415,3 +417,35 @@ def _histogram(name: str, documentation: str, series: dict[str, Buckets]) -> His
     for provider, buckets in series.items():
         family.add_metric([provider], buckets.cumulative(), buckets.sum)
     return family
+
+
+class Scrapes:
+    """A collector on the gateway's registry that adds no metric but notes each scrape, so
+    that a run can wait for one last scrape before the metrics server goes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.next = asyncio.Event()
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> list:
+        self.count += 1
+        self.next.set()
+        return []
+
+    async def final(self, stop: asyncio.Event) -> None:
+        """Wait for one more scrape, at most :data:`config.FINAL_SCRAPE` seconds, if there
+        was any before (someone is watching); a signal not yet seen ends the wait."""
+        if not self.count:
+            return
+        self.next.clear()
+        waits = [asyncio.ensure_future(self.next.wait())]
+        if not stop.is_set():
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=config.FINAL_SCRAPE, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()

@@ -28,6 +28,7 @@ import json
 import math
 from typing import Any, Mapping, NamedTuple
 
+from gwlab.config import UPSTREAM_MAX_RETRY_AFTER
 from gwlab.providers import Outcome
 from gwlab.upstream import MIN_RETRY_AFTER
 
@@ -56,14 +57,15 @@ def retry_after(headers: Mapping[str, str]) -> float:
     """The seconds a 429's headers (a case-insensitive mapping) ask to wait: its
     ``retry-after-ms`` (OpenAI's, exact), else its ``Retry-After`` in seconds (RFC 9110; a
     date counts as absent: reading it would need a clock), at least
-    :data:`~gwlab.upstream.MIN_RETRY_AFTER` whatever they say."""
+    :data:`~gwlab.upstream.MIN_RETRY_AFTER` and at most
+    :data:`~gwlab.config.UPSTREAM_MAX_RETRY_AFTER` whatever they say."""
     for name, per_second in (("retry-after-ms", 1000.0), ("Retry-After", 1.0)):
         try:
             wait = float(headers.get(name, "")) / per_second
         except ValueError:
             continue
-        if math.isfinite(wait):
-            return max(MIN_RETRY_AFTER, wait)
+        if not math.isnan(wait):
+            return min(max(MIN_RETRY_AFTER, wait), UPSTREAM_MAX_RETRY_AFTER)
     return MIN_RETRY_AFTER
 
 

@@ -27,6 +27,7 @@ import asyncio
 import errno
 import itertools
 import json
+import logging
 import multiprocessing
 import signal
 import socket
@@ -38,9 +39,13 @@ from gwlab import config
 from gwlab.children import die_with, exited, spawn
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
+from gwlab.metrics import Scrapes
 from gwlab.server import Gateway, PortInUse
 from gwlab.summary import Trips
 from gwlab.streams import stream
+from gwlab.wire import ApiError
+
+log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 60.0
 """Seconds the replicas get to start (import, bind, listen) before the start fails."""
@@ -49,6 +54,9 @@ REPLY_TIMEOUT = 10.0
 snapshot) before it is taken for stuck and the request fails."""
 EXIT_TIMEOUT = 5.0
 """Seconds, after the stop grace, a replica gets to exit before it is killed."""
+REPLICAS_UNAVAILABLE = "replicas_unavailable"
+"""The ``code`` of the 503 an admin change gets when a replica did not confirm it (it was
+sent to all: a stalled replica applies it when it resumes)."""
 
 
 def replica_seed(seed: int, index: int) -> int:
@@ -116,7 +124,10 @@ class Replicas:
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._conns: list[Connection] = []
         self._started: list[asyncio.Future] = []
-        self._replies: dict[int, asyncio.Future] = {}
+        self._replies: dict[int, tuple[int, asyncio.Future]] = {}
+        """Requests awaiting a replica's reply, by number: the replica's index and the future."""
+        self.lost: list[int] = []
+        """Replicas that ended unexpectedly, by index: the others go on without them."""
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         """Admin requests passed up by a replica, being fanned out."""
@@ -138,6 +149,8 @@ class Replicas:
         until every one listens. Raises :class:`~gwlab.server.PortInUse` when ``port`` (or a
         replica's metrics port) is taken, :class:`ReplicaError` when a replica fails to
         start within :data:`STARTUP_TIMEOUT`; then no replica is left running."""
+        if self._stopping:
+            raise ReplicaError("these replicas were stopped: make a new Replicas to start again")
         if self._processes:
             return
         self.port = _free_to_share(host, port)
@@ -169,9 +182,10 @@ class Replicas:
 
     def configure(self, patch: Mapping[str, Any], source: str = "Replicas.configure") -> Scenario:
         """Merge ``patch`` into the scenario (validated here first: a :class:`ConfigError`
-        naming ``source`` changes no replica) and send it to every replica, which apply it
-        in the order sent (:meth:`sync` waits until they have). Returns the new scenario.
-        Must be called on the loop that started the replicas."""
+        naming ``source`` changes no replica) and send it to every replica still running,
+        which apply it in the order sent (:meth:`sync` waits until they have). Returns the
+        new scenario. Must be called on the loop that started the replicas; raises
+        :class:`ReplicaError` once they are stopped."""
         scenario = config.merge(self._scenario, patch, source)
         self._tell_all("configure", patch, source)
         self._scenario = scenario
@@ -182,51 +196,66 @@ class Replicas:
         :meth:`configure` sends)."""
         self._tell_all("reset")
 
-    async def sync(self) -> None:
-        """Wait until every replica has applied every change sent so far. Raises
-        :class:`ReplicaError` when one does not within :data:`REPLY_TIMEOUT`."""
-        await self._wait(list(self._replies.values()), "a change")
+    async def sync(self) -> list[int]:
+        """Wait, at most :data:`REPLY_TIMEOUT`, until every replica still running has applied
+        every change sent so far; the replicas that have not (stalled: they apply it when
+        they resume), by index."""
+        return sorted({index for index, _ in (await self._wait(dict(self._replies)))[1]})
 
-    async def snapshots(self) -> list[Snapshot]:
-        """Every replica's router state now, in replica order."""
-        return await self._wait(self._tell_all("snapshot"), "a snapshot")
+    async def snapshots(self, timeout: float | None = None) -> dict[int, Snapshot]:
+        """The router state now of every replica that answers within ``timeout`` seconds
+        (:data:`REPLY_TIMEOUT` by default), by index (in replica order)."""
+        return (await self._wait(self._tell_all("snapshot"), timeout))[0]
 
-    async def ends(self) -> list[dict[str, Any]]:
-        """What each replica counted since it started, for a run's summary: its breakers'
-        openings (``trips``, by provider), its ``fallbacks`` and retry ``decisions`` (as its
+    async def ends(self) -> dict[int, dict[str, Any]]:
+        """What each replica that answers within :data:`REPLY_TIMEOUT` counted since it
+        started, by index, for a run's summary: its breakers' openings (``trips``, by
+        provider), its ``fallbacks`` and retry ``decisions`` (as its
         :class:`~gwlab.metrics.Metrics` counts them) and its requests in flight."""
-        return await self._wait(self._tell_all("ends"), "its counts")
+        return (await self._wait(self._tell_all("ends")))[0]
 
-    async def stop(self, grace: float = config.STOP_GRACE) -> None:
+    async def stop(self, grace: float = config.STOP_GRACE, final_scrape: bool = False) -> None:
         """Stop every replica as :meth:`Gateway.stop` does (requests in flight get ``grace``
-        seconds), wait for them to exit, and kill those still running :data:`EXIT_TIMEOUT`
+        seconds; with ``final_scrape``, a replica whose metrics were scraped first waits for
+        one more scrape, at most :data:`~gwlab.config.FINAL_SCRAPE` seconds, as ``gwlab run``
+        does), wait for them to exit, and kill those still running :data:`EXIT_TIMEOUT`
         seconds later. Safe to call twice."""
         if self._stopping or not self._processes:
+            self._stopping = True
             return
         self._stopping = True
         for conn in self._conns:
-            _send(conn, ("stop", grace))
-        await self._end(grace + EXIT_TIMEOUT)
+            _send(conn, ("stop", grace, final_scrape))
+        await self._end(grace + (config.FINAL_SCRAPE if final_scrape else 0.0) + EXIT_TIMEOUT)
 
-    def _tell_all(self, kind: str, *args: Any) -> list[asyncio.Future]:
-        """Send every replica a request; the futures of their replies, in replica order."""
+    def _tell_all(self, kind: str, *args: Any) -> dict[int, asyncio.Future]:
+        """Send every replica still running a request; the futures of their replies, by index."""
+        if self._stopping:
+            raise ReplicaError("these replicas are stopped")
         loop = asyncio.get_running_loop()
-        replies = []
+        replies = {}
         for index, conn in enumerate(self._conns):
+            if index in self.lost:
+                continue
             number = next(self._ids)
-            reply = self._replies[number] = loop.create_future()
+            reply = loop.create_future()
+            self._replies[number] = index, reply
             reply.add_done_callback(lambda _, number=number: self._replies.pop(number, None))
-            if not _send(conn, (kind, number, *args)):
-                reply.set_exception(ReplicaError(f"replica {index} is gone"))
-            replies.append(reply)
-        return replies
+            if _send(conn, (kind, number, *args)):
+                replies[number] = index, reply
+            else:
+                reply.cancel()
+        return {index: reply for index, reply in replies.values()}
 
-    async def _wait(self, replies: list[asyncio.Future], what: str) -> list[Any]:
-        """The results of ``replies``, waited for at most :data:`REPLY_TIMEOUT`."""
-        try:
-            return await asyncio.wait_for(asyncio.gather(*replies), REPLY_TIMEOUT)
-        except TimeoutError:
-            raise ReplicaError(f"a replica did not answer with {what} within {REPLY_TIMEOUT:g} s") from None
+    async def _wait(self, replies: Mapping[Any, Any], timeout: float | None = None) -> tuple[dict[int, Any], list[Any]]:
+        """``replies`` (futures by replica index, or ``(index, future)`` by number) waited for at
+        most ``timeout`` seconds (:data:`REPLY_TIMEOUT` by default): the results by index, and
+        the values of those not answered."""
+        futures = {key: value[1] if isinstance(value, tuple) else value for key, value in replies.items()}
+        if futures:
+            await asyncio.wait(futures.values(), timeout=REPLY_TIMEOUT if timeout is None else timeout)
+        done = {key: f.result() for key, f in futures.items() if f.done() and not f.cancelled()}
+        return dict(sorted(done.items())), [replies[key] for key, f in futures.items() if not f.done()]
 
     def _receive(self, index: int) -> None:
         conn = self._conns[index]
@@ -235,7 +264,7 @@ class Replicas:
                 kind, *payload = conn.recv()
                 if kind == "reply":
                     number, result = payload
-                    future = self._replies.get(number)
+                    _, future = self._replies.get(number, (index, None))
                     if future is not None and not future.done():
                         future.set_result(result)
                 elif kind == "started":
@@ -252,6 +281,19 @@ class Replicas:
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(conn.fileno())
             self._fail(index, ReplicaError(f"replica {index} ended unexpectedly"))
+            if self._started[index].done() and not self._stopping:
+                self._lose(index)
+
+    def _lose(self, index: int) -> None:
+        """Replica ``index`` ended unexpectedly: say so once, and go on without it (its
+        requests awaiting a reply get none)."""
+        self.lost.append(index)
+        process = self._processes[index]
+        log.warning("replica %d (pid %d) ended unexpectedly; the other %d go on", index, process.pid,
+                    self.count - len(self.lost))
+        for number, (owner, future) in list(self._replies.items()):
+            if owner == index:
+                future.cancel()
 
     def _fail(self, index: int, error: BaseException) -> None:
         started = self._started[index]
@@ -261,17 +303,22 @@ class Replicas:
 
     async def _admin(self, index: int, number: int, kind: str, patch: Any) -> None:
         """Apply an admin request that replica ``index`` passed up, in every replica, and
-        answer it: ``None`` when done, else the refusal's message."""
+        answer it: ``None`` when done, else ``("refused", message)`` for a patch that does not
+        fit or ``("unavailable", message)`` when a replica did not confirm it."""
         try:
             if kind == "configure":
                 self.configure(patch, "PATCH /admin/config")
             else:
                 self.reset()
-            await self.sync()
-            error = None
-        except (ConfigError, ReplicaError) as exc:
-            error = str(exc)
-        _send(self._conns[index], ("answer", number, error))
+            late = await self.sync()
+            answer = None if not late else (
+                "unavailable", f"the change was sent to every replica, but replicas {', '.join(map(str, late))} did "
+                               f"not confirm it within {REPLY_TIMEOUT:g} s (they apply it when they resume)")
+        except ConfigError as exc:
+            answer = "refused", str(exc)
+        except ReplicaError as exc:
+            answer = "unavailable", str(exc)
+        _send(self._conns[index], ("answer", number, answer))
 
     async def _end(self, wait: float) -> None:
         """Close the pipes (a replica still running takes that as a stop), let the replicas
@@ -330,6 +377,9 @@ class _Replica:
         self.gateway.fan_out = self._fan_out
         self.trips = Trips()
         self.gateway.router.subscribe(self.trips)
+        self.scrapes = Scrapes()
+        self.gateway.metrics.registry.register(self.scrapes)
+        self.final_scrape = False
         self.stop = asyncio.Event()
         self.grace = config.STOP_GRACE
         self._answers: dict[int, asyncio.Future] = {}
@@ -348,6 +398,8 @@ class _Replica:
         if _send(self.conn, ("started", self.gateway.metrics_port)):
             await self.stop.wait()
         loop.remove_reader(self.conn.fileno())
+        if self.final_scrape:
+            await self.scrapes.final(self.stop)
         await self.gateway.stop(self.grace)
         self.conn.close()
 
@@ -356,7 +408,7 @@ class _Replica:
             while self.conn.poll():
                 kind, *payload = self.conn.recv()
                 if kind == "stop":
-                    self.grace = payload[0]
+                    self.grace, self.final_scrape = payload
                     self.stop.set()
                     return
                 number, *args = payload
@@ -385,17 +437,23 @@ class _Replica:
 
     async def _fan_out(self, kind: str, patch: Any) -> Scenario:
         """Pass an admin request up to the parent and wait for it to be applied in every
-        replica (this one included); the scenario now in force."""
+        replica (this one included); the scenario now in force. Raises :class:`ConfigError`
+        for a patch the parent refuses, and an :class:`~gwlab.wire.ApiError` 503 when a
+        replica did not confirm it or the parent is gone."""
         number = next(self._ids)
         answer = self._answers[number] = asyncio.get_running_loop().create_future()
         try:
             if not _send(self.conn, ("admin", number, kind, patch)):
-                raise ConfigError("the replicas' parent is gone: nothing was changed")
-            error = await asyncio.wait_for(answer, REPLY_TIMEOUT * 2)
+                raise ApiError(503, "the replicas' parent is gone: nothing was changed", REPLICAS_UNAVAILABLE)
+            outcome = await asyncio.wait_for(answer, REPLY_TIMEOUT * 2)
         except TimeoutError:
-            raise ConfigError(f"the replicas' parent did not answer within {REPLY_TIMEOUT * 2:g} s") from None
+            raise ApiError(503, f"the replicas' parent did not answer within {REPLY_TIMEOUT * 2:g} s",
+                           REPLICAS_UNAVAILABLE) from None
         finally:
             self._answers.pop(number, None)
-        if error is not None:
-            raise ConfigError(error)
+        if outcome is not None:
+            refusal, message = outcome
+            if refusal == "refused":
+                raise ConfigError(message)
+            raise ApiError(503, message, REPLICAS_UNAVAILABLE)
         return self.gateway.scenario

@@ -122,11 +122,11 @@ def summarise(
       breaker's openings during the run, from :class:`Trips`), ``fallbacks`` (calls forced on
       it because no provider was eligible, during the run) and ``state`` (its breaker's state
       at the end, from ``end``). ``trips`` and ``fallbacks`` are also given in total.
-    - With replicas (``replicas``, one per replica, given when there are more than one:
-      its ``end`` snapshot, its ``trips`` and ``fallbacks`` by provider), ``trips`` and
-      ``fallbacks`` are the totals over the replicas, each provider's ``state`` counts the
-      replicas in each state (``healthy×3 open×1``), and ``replicas`` (added) lists, per
-      replica, each provider's ``state``, ``trips`` and ``fallbacks``.
+    - With replicas (``replicas``, one per replica, given when there are more than one: its
+      index ``replica``, its ``end`` snapshot, its ``trips`` and ``fallbacks`` by provider),
+      ``trips`` and ``fallbacks`` are the totals over the replicas, each provider's ``state``
+      counts the replicas in each state (``healthy×3 open×1``), and ``replicas`` (added)
+      lists, per replica, its index and each provider's ``state``, ``trips`` and ``fallbacks``.
     - ``clients``: closed-loop clients when the run began (``None`` for an open loop);
       ``requested_rate``: see :func:`requested_rate`, from ``workloads``;
       ``achieved_offered_rate``: requests *sent* per second of the run (``sent`` /
@@ -196,7 +196,8 @@ def summarise(
         added["user_requests"] = user_requests(tally)
     if replicas:
         added["replicas"] = [
-            {"providers": {name: {"state": r["end"].providers[name].state.value, "trips": r["trips"].get(name, 0),
+            {"replica": r["replica"],
+             "providers": {name: {"state": r["end"].providers[name].state.value, "trips": r["trips"].get(name, 0),
                                   "fallbacks": r["fallbacks"].get(name, 0)} for name in providers}}
             for r in replicas
         ]

@@ -38,7 +38,11 @@ def test_outcome_of_each_status(status, expected):
     ({"Retry-After": "0"}, 1000),
     ({"Retry-After": "-5"}, 1000),
     ({"retry-after-ms": "nan"}, 1000),
-    ({"retry-after-ms": "inf"}, 1000),
+    ({"retry-after-ms": "inf"}, 3_600_000_000),  # clamped to UPSTREAM_MAX_RETRY_AFTER
+    ({"retry-after-ms": "1e300"}, 3_600_000_000),
+    ({"Retry-After": "1e15"}, 3_600_000_000),
+    ({"Retry-After": "3600"}, 3_600_000_000),
+    ({"retry-after-ms": "-inf"}, 1000),
     ({}, 1000),
 ])
 def test_retry_after(headers, wait_us):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -31,7 +32,7 @@ from tests.test_cli import Process, _alive, _wait_gone
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
-REPLICA_LINE = re.compile(r"^metrics  (http://\S+) \(replica (\d+)\)$")
+REPLICA_LINE = re.compile(r"^metrics  (http://\S+) \(replica (\d+), pid (\d+)\)$")
 
 
 def test_replica_0_keeps_the_seed_and_the_others_get_seeds_of_their_own():
@@ -110,17 +111,17 @@ def test_replicas_share_one_port_and_apply_every_admin_change_together():
                 limiter = {"rate": 1, "burst": 2}
                 async with http.patch(f"{replicas.url}/admin/config", json={"limiter": limiter}) as answer:
                     assert answer.status == 200 and (await answer.json())["limiter"] == limiter
-                assert [(s.rate, s.burst) for s in await replicas.snapshots()] == [(1.0, 2.0)] * 3
+                assert [(s.rate, s.burst) for s in (await replicas.snapshots()).values()] == [(1.0, 2.0)] * 3
                 async with http.patch(f"{replicas.url}/admin/config", json={"limiter": {"rate": -1}}) as answer:
                     assert answer.status == 400 and "limiter.rate = -1" in (await answer.json())["error"]["message"]
-                assert [s.rate for s in await replicas.snapshots()] == [1.0] * 3
+                assert [s.rate for s in (await replicas.snapshots()).values()] == [1.0] * 3
                 assert replicas.scenario.limiter.rate == 1
                 # 30 requests: some replica takes 10 or more, against 2 tokens and 1 a second.
                 assert 429 in await _post_on_new_connections(replicas.url, 30)
                 # A reset through the one address refills every replica's bucket.
                 async with http.post(f"{replicas.url}/admin/reset") as answer:
                     assert answer.status == 200
-                assert [s.tokens for s in await replicas.snapshots()] == [2.0] * 3
+                assert [s.tokens for s in (await replicas.snapshots()).values()] == [2.0] * 3
             # A change made by the parent (as scripted events are) reaches every replica:
             # 30 connections leave one unasked with probability 3 * (2/3)**30 < 2e-5.
             replicas.configure({"breaker": {"failure_threshold": 9}})
@@ -157,9 +158,9 @@ def test_serve_with_replicas_writes_the_scrape_configuration_and_ends_on_sigterm
                       "--scrape-config", str(scrape), cwd=tmp_path)
     assert re.match(r"^gateway  http://127\.0\.0\.1:\d+ \(2 replicas\)$", process.line(60))
     metrics = [REPLICA_LINE.match(process.line()).groups() for _ in range(2)]
-    assert [index for _, index in metrics] == ["0", "1"]
+    assert [index for _, index, _ in metrics] == ["0", "1"]
     assert process.line() == f"Prometheus scrape configuration: {scrape}"
-    ports = [url.rsplit(":", 1)[1].removesuffix("/metrics") for url, _ in metrics]
+    ports = [url.rsplit(":", 1)[1].removesuffix("/metrics") for url, _, _ in metrics]
     assert scrape.read_text() == scrape_config([f"127.0.0.1:{port}" for port in ports])
     children = process.children()
     replicas = [pid for pid in children if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
@@ -302,8 +303,8 @@ def test_a_summary_with_replicas_gives_totals_and_each_replicas_breakers():
     tally = Tally()
     tally.record(200, "p1", 0.1)
     scenario = config.Scenario()
-    ends = [{"end": _snapshot(1.0, State.HEALTHY), "trips": {"p1": 2}, "fallbacks": {"p2": 1}},
-            {"end": _snapshot(1.0, State.OPEN), "trips": {"p1": 3, "p2": 1}, "fallbacks": {}}]
+    ends = [{"replica": 0, "end": _snapshot(1.0, State.HEALTHY), "trips": {"p1": 2}, "fallbacks": {"p2": 1}},
+            {"replica": 2, "end": _snapshot(1.0, State.OPEN), "trips": {"p1": 3, "p2": 1}, "fallbacks": {}}]
     result = summarise(tally, mode="live", seed=1, scenario=scenario, duration=1.0, sent=1, saturated=0,
                        workloads=[(0.0, scenario.workload)], end=ends[0]["end"], trips={"p1": 5, "p2": 1},
                        fallbacks={"p2": 1}, events_refused=0, retries={}, replicas=ends)
@@ -311,10 +312,10 @@ def test_a_summary_with_replicas_gives_totals_and_each_replicas_breakers():
     assert [(p["state"], p["trips"], p["fallbacks"]) for p in result["providers"].values()] == [
         ("healthy×1 open×1", 5, 0), ("healthy×2", 1, 1)]
     assert result["replicas"] == [
-        {"providers": {"p1": {"state": "healthy", "trips": 2, "fallbacks": 0},
-                       "p2": {"state": "healthy", "trips": 0, "fallbacks": 1}}},
-        {"providers": {"p1": {"state": "open", "trips": 3, "fallbacks": 0},
-                       "p2": {"state": "healthy", "trips": 1, "fallbacks": 0}}},
+        {"replica": 0, "providers": {"p1": {"state": "healthy", "trips": 2, "fallbacks": 0},
+                                     "p2": {"state": "healthy", "trips": 0, "fallbacks": 1}}},
+        {"replica": 2, "providers": {"p1": {"state": "open", "trips": 3, "fallbacks": 0},
+                                     "p2": {"state": "healthy", "trips": 1, "fallbacks": 0}}},
     ]
     assert "replicas" not in summarise(tally, mode="live", seed=1, scenario=scenario, duration=1.0, sent=1,
                                        saturated=0, workloads=[(0.0, scenario.workload)], end=ends[0]["end"],
@@ -340,3 +341,104 @@ def test_run_with_replicas_drives_them_all_and_sums_them_in_the_summary(tmp_path
     assert result["trips"] == sum(p["trips"] for p in result["providers"].values())
     assert result["offered"] > 0 and result["gateway_in_flight_at_end"] == 0
     assert _wait_gone(replicas, 5) == []  # the load generator's workers and the replicas
+
+
+# -- a replica that dies or stalls ------------------------------------------------------------
+
+def test_a_replica_that_dies_is_named_and_the_others_go_on(caplog):
+    async def scenario() -> int:
+        replicas = Replicas(config.Scenario(), 1, 3)
+        await replicas.start("127.0.0.1", 0, 0)
+        try:
+            os.kill(replicas.pids[1], signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while not replicas.lost and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert replicas.lost == [1]
+            async with aiohttp.ClientSession() as http:
+                for _ in range(5):  # whichever replica a connection reaches
+                    async with http.patch(f"{replicas.url}/admin/config", json={"limiter": {"rate": 7}},
+                                          headers={"Connection": "close"}) as answer:
+                        assert answer.status == 200, await answer.text()
+            assert list(await replicas.snapshots()) == [0, 2]
+            assert [s.rate for s in (await replicas.snapshots()).values()] == [7.0, 7.0]
+        finally:
+            await replicas.stop()
+        return replicas.pids[1]
+
+    pid = asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records if r.name == "gwlab.replicas"] == [
+        f"replica 1 (pid {pid}) ended unexpectedly; the other 2 go on"]
+
+
+def test_a_change_a_stalled_replica_does_not_confirm_is_a_503_and_it_applies_it_on_resuming(monkeypatch):
+    monkeypatch.setattr("gwlab.replicas.REPLY_TIMEOUT", 1.0)
+
+    async def scenario() -> None:
+        replicas = Replicas(config.Scenario(), 1, 2)
+        await replicas.start("127.0.0.1", 0, 0)
+        stalled = replicas.pids[1]
+        try:
+            os.kill(stalled, signal.SIGSTOP)
+            async with aiohttp.ClientSession() as http:
+                for path, body in (("/admin/config", {"limiter": {"rate": 7}}), ("/admin/reset", None)):
+                    # A connection to the stalled replica waits; one to the other gets the answer.
+                    while True:
+                        try:
+                            async with http.request("PATCH" if body else "POST", replicas.url + path, json=body,
+                                                    headers={"Connection": "close"},
+                                                    timeout=aiohttp.ClientTimeout(total=3)) as answer:
+                                error = (await answer.json())["error"]
+                                break
+                        except TimeoutError:
+                            continue
+                    assert answer.status == 503 and error["code"] == "replicas_unavailable", error
+                    assert "replicas 1 did not confirm it within 1 s" in error["message"]
+            assert list(await replicas.snapshots()) == [0]
+            os.kill(stalled, signal.SIGCONT)
+            assert [s.rate for s in (await replicas.snapshots()).values()] == [7.0, 7.0]
+        finally:
+            os.kill(stalled, signal.SIGCONT)
+            await replicas.stop()
+
+    asyncio.run(scenario())
+
+
+def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--replicas", "3", "--duration", "4", "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(tmp_path / "scrape.yml"), "--json", str(out), cwd=tmp_path)
+    process.line(60)
+    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(3)]
+    process.line()  # the scrape configuration
+    assert " offered " in process.line()  # the first status: the clients run
+    os.kill(replicas[1], signal.SIGKILL)
+    status, lines, stderr = process.finish(timeout=60)
+    assert status == 0, stderr
+    assert "ended unexpectedly; the other 2 go on" in stderr
+    result = json.loads(out.read_text())
+    assert [r["replica"] for r in result["replicas"]] == [0, 2] and result["replicas_lost"] == [1]
+
+
+def test_a_replica_that_was_scraped_waits_for_one_last_scrape_when_a_run_ends():
+    """As ``gwlab run`` with one gateway: a replica scraped during the run stays up, at the
+    run's end, until its next scrape (at most FINAL_SCRAPE); one never scraped does not wait."""
+    async def stop_after(scraped: bool, again: bool) -> float:
+        replicas = Replicas(config.Scenario(), 1, 2)
+        await replicas.start("127.0.0.1", 0, 0)
+        async with aiohttp.ClientSession() as http:
+            if scraped:
+                async with http.get(replicas.metrics_urls[0]) as answer:
+                    assert answer.status == 200
+            began = time.monotonic()
+            stopping = asyncio.create_task(replicas.stop(final_scrape=True))
+            if again:
+                await asyncio.sleep(0.5)
+                async with http.get(replicas.metrics_urls[0]) as answer:
+                    assert answer.status == 200  # the last scrape is served
+            await stopping
+        return time.monotonic() - began
+
+    assert asyncio.run(stop_after(scraped=True, again=True)) < config.FINAL_SCRAPE - 1
+    assert asyncio.run(stop_after(scraped=False, again=False)) < config.FINAL_SCRAPE - 1
+    assert asyncio.run(stop_after(scraped=True, again=False)) >= config.FINAL_SCRAPE

@@ -280,6 +280,22 @@ def test_the_upstreams_401_403_408_5xx_are_a_502_and_a_breaker_failure(status):
     assert breaker is State.OPEN
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_but_a_502_and_a_breaker_failure(status):
+    # Followed, it would reach a path the upstream does not serve (a 404 or 405, passed through).
+    async def redirect(request: web.Request) -> web.Response:
+        return web.Response(status=status, headers={"Location": "/elsewhere"})
+
+    async def main_():
+        async with upstream_app(redirect) as url:
+            async with serving(front({"up": real(url)}, breaker={"failure_threshold": 1})) as (gw, http):
+                return await post(http), state(gw)
+
+    (got, _, body), breaker = asyncio.run(main_())
+    assert got == 502 and json.loads(body)["error"]["code"] == "provider_error"
+    assert breaker is State.OPEN
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_garbage_body_is_a_502(stream):
     async def main_():
@@ -520,13 +536,18 @@ def test_the_repr_of_a_forwarder_holds_no_key():
                          "'http://127.0.0.1:11434/v1'"),
     ({"kind": "remote"}, "providers.up.kind = 'remote': expected one of 'simulated', 'openai'"),
     (real("ftp://host/v1"), "providers.up.base_url = 'ftp://host/v1': expected an http:// or https:// URL with a "
-                            "host and no query, such as 'http://127.0.0.1:11434/v1' (or '' for a simulated provider)"),
+                            "host, no user or password (the key goes in the variable api_key_env names) and no query, "
+                            "such as 'http://127.0.0.1:11434/v1' (or '' for a simulated provider)"),
+    # A URL with credentials, or anything where the key's variable is named: maybe a key, never shown.
+    (real("http://user:sk-SECRET@host/v1"), "providers.up.base_url = (not shown: it may hold a secret): expected "
+                                            "an http:// or https:// URL with a host, no user or password"),
+    (real("http://sk-SECRET@host/v1"), "providers.up.base_url = (not shown: it may hold a secret)"),
     (real("http:///v1"), "providers.up.base_url = 'http:///v1': expected an http:// or https:// URL"),
     (real("http://host:port/v1"), "providers.up.base_url = 'http://host:port/v1': expected an http://"),
     (real("http://host/v1?x=1"), "providers.up.base_url = 'http://host/v1?x=1': expected an http://"),
-    (real("http://h/v1", api_key_env="1KEY"), "providers.up.api_key_env = '1KEY': expected the name of an "
-                                              "environment variable"),
-    (real("http://h/v1", api_key_env="MY-KEY"), "providers.up.api_key_env = 'MY-KEY': expected the name"),
+    (real("http://h/v1", api_key_env="1KEY"), "providers.up.api_key_env = (not shown: it may hold a secret): "
+                                              "expected the name of an environment variable"),
+    (real("http://h/v1", api_key_env="sk-SECRET"), "providers.up.api_key_env = (not shown: it may hold a secret)"),
     (real("http://h/v1", model="m" * 257), "expected a model name of at most 256 characters"),
     (real("http://h/v1", connections=0), "providers.up.connections = 0: expected a whole number >= 1 and <= 100000"),
     (real("http://h/v1", connect_timeout=0), "providers.up.connect_timeout = 0: expected a number >= 1e-06"),
@@ -538,7 +559,7 @@ def test_the_repr_of_a_forwarder_holds_no_key():
 def test_bad_upstream_fields_are_refused_at_load(provider, message):
     with pytest.raises(ConfigError) as error:
         front({"up": provider})
-    assert message in str(error.value)
+    assert message in str(error.value) and "SECRET" not in str(error.value)
 
 
 @pytest.mark.parametrize("field, value", [("kind", "simulated"), ("base_url", "http://other/v1"),
