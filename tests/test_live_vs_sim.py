@@ -173,9 +173,10 @@ def test_live_and_simulated_clients_that_time_out_and_retry_agree_on_their_user_
     assert abs(live_users["attempts_per_request"] - sim_users["attempts_per_request"]) <= 4 * math.sqrt(1 / n + 1 / m)
     # Attempts as the clients saw them: each once in the codes, a client timeout under its own
     # name. Both gateways served those on, for no one: the live one counted each a 499 when
-    # it wrote its answer, the simulated one counts them as wasted.
+    # it wrote its answer (nearly all at p2; one at p1 only if a loop stalled for 0.5 s), the
+    # simulated one counts them as wasted.
     assert live.count() == live_users["attempts"] and sim.count() == sim_users["attempts"]
-    assert served[499, "p2"] == live.count([CLIENT_TIMEOUT]) > 0
+    assert served[499, "p1"] + served[499, "p2"] == live.count([CLIENT_TIMEOUT]) > 0
     assert sim_users["wasted"] > 0 and (499, "p2") not in sim.by_status
 
 
