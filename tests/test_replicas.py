@@ -149,7 +149,7 @@ def test_a_port_taken_by_anything_fails_the_start_with_no_replica_left():
         sock.listen()
         held = sock.getsockname()[1]
         asyncio.run(start(held, 0, held))  # the gateway's port
-        asyncio.run(start(0, held - 1, held))  # replica 1's metrics port
+        asyncio.run(start(0, held, held))  # replica 0's metrics port (replica 1's, held + 1, may be free)
 
 
 def test_serve_with_replicas_writes_the_scrape_configuration_and_ends_on_sigterm(tmp_path):
