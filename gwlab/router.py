@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from gwlab import balancer as balancers
 from gwlab.admission import (  # the codes and Rejected, importable from here too
@@ -57,7 +57,7 @@ from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Outcome, make_provider
 from gwlab.retry import Backoff, RetryBudget
 from gwlab.streams import stream
-from gwlab.upstream import MIN_RETRY_AFTER, Upstream
+from gwlab.upstream import MIN_RETRY_AFTER, Host, Upstream
 
 _RATE_LIMITED = Outcome.RATE_LIMITED
 
@@ -192,7 +192,8 @@ class Router:
     only a bound (a TIMEOUT at the gateway's timeout): the shell forwards it and completes
     the route with the outcome it observed."""
 
-    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0, admission: Any = None) -> None:
+    def __init__(self, scenario: Scenario, seed: int, now: float = 0.0, admission: Any = None,
+                 hosts: Sequence[Host] | None = None) -> None:
         self.scenario = scenario
         self._listeners: list[Listener] = []
         self._open = 0
@@ -205,17 +206,18 @@ class Router:
         """What admits requests (:mod:`gwlab.admission`): the buckets of this process unless
         the shell gives it another (:class:`gwlab.redis_bucket.RedisAdmission`)."""
         self._take = self.admission.admit
+        if hosts is None:
+            hosts = make_hosts(scenario, seed, now)
         self.upstreams = tuple(
-            Upstream(make_provider(p, seed), make_provider(p, seed, "retry/"),
-                     CircuitBreaker(p.name, scenario.breaker, [self._announce]), now)
-            for p in scenario.providers
+            Upstream(host, CircuitBreaker(p.name, scenario.breaker, [self._announce]))
+            for p, host in zip(scenario.providers, hosts)
         )
         """The providers in the scenario's order (a tuple: balancers may be handed it as is)."""
         self.balancer = balancers.create(scenario.gateway.balancer)
         self._rng = stream(seed, "pick")
         self._retry_pick_rng = stream(seed, "retry/pick")
         """The balancer's draws for retries, apart from first attempts' (as the providers'
-        own: :attr:`Upstream.retry_provider`)."""
+        own: :attr:`Host.retry_provider`)."""
         self._timeout = scenario.gateway.timeout
         self._idle_timeout = scenario.gateway.stream_idle_timeout
         """The gateway's timeouts, read on every request: kept beside the scenario."""
@@ -274,10 +276,11 @@ class Router:
         that every provider takes (beyond it, :meth:`route` skips the providers too small)."""
         self.bucket = self.admission.requests
         self.tokens = self.admission.tokens
-        limits = [u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams if u.weight > 0]
-        self.counts_tokens = self.tokens is not None or any(u.tokens is not None for u in self.upstreams)
+        own = [u.host.tokens for u in self.upstreams]
+        limits = [b.limit if b is not None else math.inf for b, u in zip(own, self.upstreams) if u.weight > 0]
+        self.counts_tokens = self.tokens is not None or any(b is not None for b in own)
         self._most_tokens = min(max(limits), math.inf if self.tokens is None else self.tokens.limit)
-        self._every_provider_takes = min(u.tokens.limit if u.tokens is not None else math.inf for u in self.upstreams)
+        self._every_provider_takes = min(b.limit if b is not None else math.inf for b in own)
 
     def reservation(self, prompt_tokens: int, max_tokens: int | None) -> int:
         """The tokens a request reserves: its prompt's and its ``max_tokens``, or
@@ -315,7 +318,7 @@ class Router:
             _settle(self.tokens, now, route.reserved, used)
             route.reserved = 0  # settled once
         if route.provider_reserved:
-            _settle(route.upstream.tokens, now, route.provider_reserved, used)
+            _settle(route.upstream.host.tokens, now, route.provider_reserved, used)
             route.provider_reserved = 0
 
     def route(self, now: float, streaming: bool = False, max_tokens: int | None = None,
@@ -345,7 +348,7 @@ class Router:
         eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
                     else self.upstreams)
         if tokens > self._every_provider_takes:
-            eligible = [u for u in eligible if u.fits(tokens)]
+            eligible = [u for u in eligible if u.host.fits(tokens)]
         chosen = None
         if attempts is not None and attempts.tried:
             untried = [u for u in eligible if u not in attempts.tried]
@@ -368,24 +371,25 @@ class Router:
                 return self._cooling_down(now, tokens, held)
             fallback, panic = policy == "soonest", policy == "panic"
             if panic:  # every provider with a weight (that can take the request): at least one can
-                upstream = self.balancer.pick([u for u in self.upstreams if u.fits(tokens)], rng)
+                upstream = self.balancer.pick([u for u in self.upstreams if u.host.fits(tokens)], rng)
                 permit = UNCOUNTED
             else:
                 upstream = self.soonest_reopening(tokens)
                 permit = upstream.breaker.acquire(now, True)
         upstream.in_flight += 1
-        provider = upstream.retry_provider if retrying else upstream.provider
+        host = upstream.host
+        provider = host.retry_provider if retrying else host.provider
         call = provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
         route = Route(upstream, permit, fallback, call, streaming, panic)
         route.reserved = held
         if attempts is not None:
             attempts.made += 1
             attempts.tried.append(upstream)
-        if upstream.limited:
-            refused = upstream.enter(route, now, now + call.duration, tokens)
+        if host.limited:
+            refused = host.enter(route, now, now + call.duration, tokens)
             if refused is not None:
                 route.call = Call(0.0, _RATE_LIMITED, 0.0, retry_after=refused)
-            elif upstream.waiting and upstream.waiting[-1] is route:
+            elif host.waiting and host.waiting[-1] is route:
                 route.waiting = True
                 route.routed = now
         return route
@@ -400,7 +404,7 @@ class Router:
         if held and self.tokens is not None:
             self.tokens.refund(now, held)
         base = self.scenario.breaker.base_delay
-        wait = min(u.breaker.cooldown_left(now) or base for u in self.upstreams if u.weight > 0 and u.fits(tokens))
+        wait = min(u.breaker.cooldown_left(now) or base for u in self.upstreams if u.weight > 0 and u.host.fits(tokens))
         # Whole microseconds, rounded up; a float's error (1.5 - 1.2 is 0.30000000000000004)
         # is rounded away first, at a thousandth of a microsecond.
         return Rejected(math.ceil(round(max(MIN_RETRY_AFTER, wait) * 1e6, 3)), ALL_COOLING_DOWN)
@@ -420,7 +424,7 @@ class Router:
         """The provider (with weight > 0, and whose own tokens limit could take ``tokens``)
         whose cooldown ends first; ties go to the one listed first. Used when no provider
         is eligible: all are cooling down."""
-        return min((u for u in self.upstreams if u.weight > 0 and u.fits(tokens)), key=lambda u: u.breaker.reopens_at)
+        return min((u for u in self.upstreams if u.weight > 0 and u.host.fits(tokens)), key=lambda u: u.breaker.reopens_at)
 
     def complete(self, route: Route, now: float, outcome: Outcome) -> int:
         """The provider call of ``route`` has ended at ``now`` with ``outcome``, as the shell
@@ -435,7 +439,7 @@ class Router:
             upstream.breaker.release(route.permit)
         else:
             upstream.breaker.record(route.permit, now, outcome.ok)
-        if upstream.busy or route.waiting:
+        if upstream.host.busy or route.waiting:
             self._vacate(route, now)
         return outcome.status
 
@@ -451,13 +455,13 @@ class Router:
         self._close(route)
         upstream = route.upstream
         upstream.breaker.release(route.permit)
-        if upstream.busy or route.waiting:
+        if upstream.host.busy or route.waiting:
             self._vacate(route, now)
 
     def _vacate(self, route: Route, now: float) -> None:
         """``route`` leaves its provider at ``now``: the routes waiting for the slot it frees start."""
         route.waiting = False
-        self._begin(route.upstream.vacate(route), now)
+        self._begin(route.upstream.host.vacate(route), now)
 
     def _begin(self, routes: list[Route], now: float) -> None:
         """Start ``routes``, which waited for a slot, at ``now``; their shells hear it."""
@@ -465,7 +469,7 @@ class Router:
         for route in routes:
             route.waiting = False
             route.call = route.call.waited(now - route.routed, timeout, route.streaming)
-            route.upstream.start(route, now + route.call.duration)
+            route.upstream.host.start(route, now + route.call.duration)
             self.on_start(route, now)
 
     def snapshot(self, now: float) -> Snapshot:
@@ -476,7 +480,7 @@ class Router:
             now, self.bucket.tokens(now), self.bucket.burst, self.bucket.rate,
             sum(u.in_flight for u in self.upstreams),
             {u.name: ProviderState(u.breaker.state(now), u.breaker.cooldown_left(now), u.weight, u.in_flight,
-                                   u.breaker.trips, u.busy, len(u.waiting))
+                                   u.breaker.trips, u.host.busy, len(u.host.waiting))
              for u in self.upstreams},
             None if self.tokens is None else self.tokens.level(now),
         )
@@ -524,6 +528,13 @@ class Router:
             u.breaker.reset(now)
         self.balancer = balancers.create(self.scenario.gateway.balancer)
         self.budget = self._budget(self.scenario)
+
+
+def make_hosts(scenario: Scenario, seed: int, now: float = 0.0) -> tuple[Host, ...]:
+    """The providers of ``scenario`` as hosts (:class:`~gwlab.upstream.Host`), in its order,
+    drawing from the named streams of ``seed``: what :class:`Router` makes when it is given
+    none, and what a simulation's replicas share."""
+    return tuple(Host(make_provider(p, seed), make_provider(p, seed, "retry/"), now) for p in scenario.providers)
 
 
 def _settle(bucket: TokenBucket | None, now: float, reserved: int, used: int) -> None:

@@ -651,7 +651,7 @@ class Gateway:
             try:
                 try:
                     async with asyncio.timeout(now + self.scenario.gateway.timeout - start) as deadline:
-                        answer = await self._forwarders[name].post(data, route.upstream.provider.config)
+                        answer = await self._forwarders[name].post(data, route.upstream.host.provider.config)
                         outcome = observe.outcome(answer.status)
                         if chat.stream and outcome is Outcome.SUCCESS:
                             frames = Frames(config.UPSTREAM_MAX_BODY)

@@ -1,5 +1,6 @@
-"""A provider as the router sees it: the simulated provider, its breaker, the calls in flight
-to it, and its finite capacity.
+"""A provider as the router sees it: the provider itself (:class:`Host`: its calls' draws, its
+finite capacity and its own limits) and the router's view of it (:class:`Upstream`: its
+weight, its breaker and the router's calls in flight to it).
 
 Capacity follows DESIGN ("LLM traffic"), and like every policy here it is pure: ``now`` in,
 decisions out, the shells wait. With ``capacity`` > 0 the provider serves that many calls at
@@ -34,30 +35,21 @@ MIN_RETRY_AFTER = 0.001
 """The least retry-after of a "queue full" 429, in seconds (DESIGN: at least 1 ms)."""
 
 
-class Upstream:
-    """One provider of the router: its simulated :class:`Provider` (or a real upstream's
-    :class:`Forwarded`), its breaker, the calls in flight to it (what the power-of-two
-    balancer compares) and its capacity: ``busy`` calls in service, ``waiting`` routes
-    queued for a slot."""
+class Host:
+    """A provider itself, whoever calls it: its simulated :class:`Provider` (or a real
+    upstream's :class:`Forwarded`) and the draws of its calls, and its capacity and own
+    limits: ``busy`` calls in service, ``waiting`` routes queued for a slot, its buckets.
+    Every replica of a simulated gateway routes to the same hosts (DESIGN, "Upstreams and
+    replicas"); each has its own :class:`Upstream` view of them."""
 
-    __slots__ = ("name", "weight", "provider", "retry_provider", "real", "breaker", "in_flight", "limited", "busy", "waiting", "_ends",
-                 "_serving", "_live", "_numbers", "requests", "tokens")
+    __slots__ = ("provider", "retry_provider", "limited", "busy", "waiting", "_ends", "_serving", "_live",
+                 "_numbers", "requests", "tokens")
 
-    def __init__(self, provider: Provider | Forwarded, retry_provider: Provider | Forwarded, breaker: CircuitBreaker,
-                 now: float) -> None:
-        self.name = provider.config.name
-        """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
-        self.weight = provider.config.weight
-        """The provider's weight, kept beside it: the balancer reads every weight on every request."""
+    def __init__(self, provider: Provider | Forwarded, retry_provider: Provider | Forwarded, now: float) -> None:
         self.provider = provider
         self.retry_provider = retry_provider
         """The same provider drawing from streams of its own, for retries' calls (first
         attempts draw as they would without retries: common random numbers)."""
-        self.real = provider.config.kind == "openai"
-        """Whether the provider is a real upstream, whose calls the shell forwards (fixed:
-        ``kind`` cannot change at runtime)."""
-        self.breaker = breaker
-        self.in_flight = 0
         self.limited = bool(provider.config.capacity or provider.config.rpm or provider.config.tpm)
         """Whether the provider has a capacity or its own rate limits: each call must
         :meth:`enter` (read on every call: kept beside the config)."""
@@ -84,10 +76,11 @@ class Upstream:
 
     def configure(self, config: ProviderConfig, now: float) -> list[Any]:
         """New parameters for the provider (under the same name), from ``now``; returns the
-        waiting routes that a larger capacity starts now."""
+        waiting routes that a larger capacity starts now. Configuring a host again with the
+        same parameters at the same ``now`` changes nothing (every replica's router
+        configures the hosts they share)."""
         self.provider.configure(config)
         self.retry_provider.configure(config)
-        self.weight = config.weight
         self.limited = bool(config.capacity or config.rpm or config.tpm)
         self.requests = _per_minute(self.requests, config.rpm, now)
         self.tokens = _per_minute(self.tokens, config.tpm, now)
@@ -166,6 +159,33 @@ class Upstream:
         while ends and ends[0][1] not in self._live:
             heapq.heappop(ends)
         return ends[0][0] if ends else 0.0
+
+
+class Upstream:
+    """A provider as one router sees it: its :class:`Host` (shared with the other replicas'
+    routers, in a simulation with replicas), and what this router alone keeps of it: its
+    weight, its breaker and the calls this router has in flight to it (what the
+    power-of-two balancer compares)."""
+
+    __slots__ = ("name", "weight", "host", "real", "breaker", "in_flight")
+
+    def __init__(self, host: Host, breaker: CircuitBreaker) -> None:
+        config = host.provider.config
+        self.name = config.name
+        """The provider's name (fixed: :meth:`Router.configure` cannot rename providers)."""
+        self.weight = config.weight
+        """The provider's weight, kept beside it: the balancer reads every weight on every request."""
+        self.host = host
+        self.real = config.kind == "openai"
+        """Whether the provider is a real upstream, whose calls the shell forwards (fixed:
+        ``kind`` cannot change at runtime)."""
+        self.breaker = breaker
+        self.in_flight = 0
+
+    def configure(self, config: ProviderConfig, now: float) -> list[Any]:
+        """New parameters for the provider from ``now`` (see :meth:`Host.configure`)."""
+        self.weight = config.weight
+        return self.host.configure(config, now)
 
 
 def _per_minute(bucket: PerMinuteBucket | None, limit: int, now: float) -> PerMinuteBucket | None:

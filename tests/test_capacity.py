@@ -121,7 +121,7 @@ def test_a_provider_takes_its_request_and_tokens_both_or_neither(rpm, tokens, re
         assert router.route(retry_after, tokens=tokens).call.outcome is Outcome.SUCCESS
         router = Router(one(rpm=rpm, tpm=100, latency=0.0), seed=1)  # again, to read what the refusal left
         router.route(0.0, tokens=70), router.route(0.0, tokens=tokens)
-    assert router.upstreams[0].tokens.level(0.0) == tokens_left
+    assert router.upstreams[0].host.tokens.level(0.0) == tokens_left
     if requests_left is not None:
         assert calls_left(router, 0.0) == requests_left
 
@@ -141,7 +141,7 @@ def test_one_refund_settles_the_gateways_and_the_providers_reservation(used, pro
     router.complete(route, 0.0, route.call.outcome)
     router.refund(route, 0.0, used)
     router.refund(route, 0.0, 0)  # settled once: a second refund changes nothing
-    assert router.upstreams[0].tokens.level(0.0) == provider_level
+    assert router.upstreams[0].host.tokens.level(0.0) == provider_level
     assert router.tokens.level(0.0) == gateway_level
 
 
@@ -152,7 +152,7 @@ def test_a_call_the_provider_refused_reserved_nothing_there():
     assert refused.call.outcome is Outcome.RATE_LIMITED and refused.call.retry_after == 0.6
     router.complete(refused, 0.0, refused.call.outcome)
     router.refund(refused, 0.0, 1)
-    assert router.upstreams[0].tokens.level(0.0) == 0
+    assert router.upstreams[0].host.tokens.level(0.0) == 0
 
 
 def providers(**tpms: tuple[float, int]) -> config.Scenario:
@@ -255,10 +255,10 @@ class ProviderLimitsMachine(RuleBasedStateMachine):
 
     @invariant()
     def levels_match_the_model(self) -> None:
-        upstream = self.router.upstreams[0]
+        host = self.router.upstreams[0].host
         now = self.now / 1000
-        assert upstream.tokens.level(now) == pytest.approx(float(self.tokens), abs=1e-6)
-        assert upstream.requests.tokens(now) == pytest.approx(float(self.requests), abs=1e-6)
+        assert host.tokens.level(now) == pytest.approx(float(self.tokens), abs=1e-6)
+        assert host.requests.tokens(now) == pytest.approx(float(self.requests), abs=1e-6)
 
 
 ProviderLimitsMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
@@ -383,7 +383,7 @@ def test_live_queue_full_is_the_sdks_rate_limit_error_naming_the_provider():
             async with openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0) as sdk:
                 create = sdk.chat.completions.create
                 first = asyncio.create_task(create(model="m", messages=[{"role": "user", "content": "x"}]))
-                while not gw.router.upstreams[0].busy:  # until the first call holds the one slot
+                while not gw.router.upstreams[0].host.busy:  # until the first call holds the one slot
                     await asyncio.sleep(0.005)
                 with pytest.raises(openai.RateLimitError) as refused:
                     await create(model="m", messages=[{"role": "user", "content": "x"}])
@@ -415,7 +415,7 @@ def test_live_a_providers_tokens_limit_is_its_own_429_and_too_large_a_request_a_
             if max_tokens is not None:
                 body["max_tokens"] = max_tokens
             async with http.post("/v1/chat/completions", json=body) as second:
-                return second.status, second.headers, await second.json(), gw.router.upstreams[0].tokens.level(0.0)
+                return second.status, second.headers, await second.json(), gw.router.upstreams[0].host.tokens.level(0.0)
 
     answer_status, headers, answer, level = asyncio.run(main())
     assert answer_status == status
