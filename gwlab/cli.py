@@ -180,7 +180,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         if value is not None:
             scenario = config.merge(scenario, {"workload": {field: value}}, flag)
     for flag, field in (("--limiter-backend", "backend"), ("--redis-url", "redis_url")):
-        value = getattr(args, flag[2:].replace("-", "_"), None)  # a gateway's flags: not simulate's
+        value = getattr(args, flag[2:].replace("-", "_"), None)  # --redis-url: a gateway's flag, not simulate's
         if value is not None:
             scenario = config.merge(scenario, {"limiter": {field: value}}, flag, at_start=True)
     check_writable("--json", args.json)
@@ -262,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="simulated seconds to run")
     simulate.add_argument("--report", metavar="FILE.html", type=Path,
                           help="write an offline HTML report with the run's figures")
+    simulate.add_argument("--replicas", metavar="N", type=int, default=config.REPLICAS,
+                          help=f"gateways sharing the providers, each request reaching one drawn at random, "
+                               f"1 to {config.MAX_REPLICAS} (default {config.REPLICAS})")
+    simulate.add_argument("--limiter-backend", metavar="BACKEND",
+                          help=f"limiter.backend: {' or '.join(config.LIMITER_BACKENDS)} (redis: one bucket "
+                               f"for every replica, kept exactly in virtual time; default {config.LIMITER_BACKEND})")
     _add_sweep_parser(commands)
     return parser
 
@@ -319,6 +325,7 @@ def _main(argv: Sequence[str] | None) -> int:
         config.run_argument("seed", args.seed, "--seed")
         if args.command == "simulate":
             _check_run_args(args)
+            config.run_argument("replicas", args.replicas, "--replicas")
             check_writable("--report", args.report)
             return _simulate(args, scenario_from_args(args))
         _check_server_args(args)
@@ -344,7 +351,7 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     from gwlab.sim import simulate
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    result = simulate(scenario, args.duration, args.seed, progress=progress)
+    result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas)
     for line in summary_lines(result.summary()):
         print(line)
     if args.json is not None:

@@ -243,11 +243,11 @@ MAX_BODY = 1024 * 1024
 STOP_GRACE = 5.0
 """Seconds a stopping gateway lets requests in flight finish before cutting them off."""
 REPLICAS = 1
-"""Gateway processes ``gwlab serve`` and ``gwlab run`` start (``--replicas``): one, the plain
-gateway."""
+"""Gateway processes ``gwlab serve`` and ``gwlab run`` start, and gateways ``gwlab simulate``
+models (``--replicas``): one, the plain gateway."""
 MAX_REPLICAS = 64
 """The most replicas one command starts (each a process with a gateway and its metrics
-server)."""
+server) or simulates."""
 SCRAPE_CONFIG = "gwlab-replicas.yml"
 """Where ``--replicas`` writes Prometheus's scrape configuration for the replicas' metrics
 servers (``--scrape-config``), relative to the working directory."""
@@ -394,9 +394,11 @@ RUN_RANGES = {
     "duration": _POSITIVE_SECONDS,
     "bin_width": _POSITIVE_SECONDS,
     "seed": _range(int, 0, MAX_SEED),
+    "replicas": _range(int, 1, MAX_REPLICAS),
 }
 """The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
-``duration`` (also ``--duration``), ``bin_width`` and ``seed`` (also ``--seed``)."""
+``duration`` (also ``--duration``), ``bin_width``, ``seed`` (also ``--seed``) and
+``replicas`` (also ``--replicas``)."""
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:

@@ -42,7 +42,7 @@ from gwlab.router import Snapshot
 from gwlab.metrics import Scrapes
 from gwlab.server import Gateway, PortInUse
 from gwlab.summary import Trips
-from gwlab.streams import stream
+from gwlab.streams import replica_seed
 from gwlab.wire import ApiError
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,6 @@ EXIT_TIMEOUT = 5.0
 REPLICAS_UNAVAILABLE = "replicas_unavailable"
 """The ``code`` of the 503 an admin change gets when a replica did not confirm it (it was
 sent to all: a stalled replica applies it when it resumes)."""
-
-
-def replica_seed(seed: int, index: int) -> int:
-    """The seed of replica ``index`` of a run seeded ``seed``: the seed itself for replica 0
-    (one replica is the plain gateway), else 63 bits of the named stream ``replica/INDEX``."""
-    return seed if index == 0 else stream(seed, f"replica/{index}").getrandbits(63)
 
 
 def scrape_config(targets: list[str], interval: float = config.SCRAPE_INTERVAL, rules: str | None = None,

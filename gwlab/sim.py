@@ -44,10 +44,12 @@ from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.retry import AdaptiveThrottle
-from gwlab.router import Attempts, Rejected, Route, Router
+from gwlab.fleet import Fleet
+from gwlab.router import Attempts, Rejected, Route
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
+from gwlab.upstream import Upstream
 from gwlab.wire import reply
 
 _PROGRESS_INTERVAL = 0.1
@@ -144,7 +146,7 @@ class SimResult:
         return {
             "summary": self.summary(),
             "timeseries": self._series.to_dict(),
-            "transitions": [t._asdict() for t in self.transitions],
+            "transitions": [t.to_dict() for t in self.transitions],
             "flips": dict(self.flips),
         }
 
@@ -162,6 +164,7 @@ def simulate(
     bin_width: float = config.BIN_WIDTH,
     keep_requests: bool = False,
     progress: Callable[[float], None] | None = None,
+    replicas: int = config.REPLICAS,
 ) -> SimResult:
     """Run ``scenario`` for ``duration`` simulated seconds.
 
@@ -169,13 +172,20 @@ def simulate(
     of a TOML file, or ``None`` for the seed scenario. Outcomes are counted in bins of
     ``bin_width`` seconds; ``progress`` is called with the fraction done (0..1) at most
     about ten times per wall-clock second, and with 1.0 at the end.
+
+    ``replicas`` gateways (:class:`gwlab.fleet.Fleet`) share the providers, each request
+    reaching one of them drawn uniformly from the named stream ``replicas``; with
+    ``limiter.backend = "redis"`` they admit with one bucket, else each with its own. The
+    summary then lists each replica's breakers (``replicas``), and the time series shows
+    each provider in the least available state any replica has it in.
     Raises :class:`~gwlab.config.ConfigError` for bad input, naming it."""
     source = str(scenario) if isinstance(scenario, (str, Path)) else "scenario"
     scenario = as_scenario(scenario)
     duration, bin_width = run_arguments(duration, bin_width, "simulate")
     seed = config.run_argument("seed", seed, "simulate: seed")
+    replicas = config.run_argument("replicas", replicas, "simulate: replicas")
     check_runnable(scenario, source)
-    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress).run()
+    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress, replicas).run()
 
 
 def run_arguments(duration: float, bin_width: float, where: str) -> tuple[float, float]:
@@ -280,7 +290,7 @@ class _Engine:
     attempt's client timeout."""
 
     def __init__(self, scenario: Scenario, source: str, seed: int, duration: float, bin_width: float,
-                 keep_requests: bool, progress: Callable[[float], None] | None) -> None:
+                 keep_requests: bool, progress: Callable[[float], None] | None, replicas: int) -> None:
         self.scenario = scenario
         self.source = source
         self.seed = seed
@@ -290,10 +300,13 @@ class _Engine:
         self.progress = progress
         self.transitions: list[BreakerChange] = []
         self.flips: Counter[str] = Counter()
-        self.trips = Trips()
-        self.router = Router(scenario, seed, 0.0)
-        self.router.subscribe(self._on_transition)
-        self.router.subscribe(self.trips)
+        self.fleet = Fleet(scenario, seed, replicas)
+        self.router = self.fleet.routers[0]
+        self.trips = [Trips() for _ in self.fleet.routers]
+        """Each replica's breaker openings."""
+        for index, router in enumerate(self.fleet.routers):
+            router.subscribe(self._listener(None if replicas == 1 else index))
+            router.subscribe(self.trips[index])
         self.player = timeline.Player(scenario, self._apply, source)
         self.workloads = [(0.0, scenario.workload)]
         """Each workload of the run with the time it applied from."""
@@ -304,16 +317,19 @@ class _Engine:
             self.bin_count -= 1
         self._wall = time.monotonic()
 
-    def _on_transition(self, t: Transition) -> None:
-        if is_listed(t):
-            self.transitions.append(BreakerChange.from_transition(t))
-        else:
-            self.flips[t.provider] += 1
+    def _listener(self, replica: int | None) -> Callable[[Transition], None]:
+        """The listener of the breakers of ``replica`` (``None``: the one gateway)."""
+        def on_transition(t: Transition) -> None:
+            if is_listed(t):
+                self.transitions.append(BreakerChange.from_transition(t, replica))
+            else:
+                self.flips[t.provider] += 1
+        return on_transition
 
     def _apply(self, event: Event, source: str) -> None:
         """A scripted event: its patch on the scenario in force, from the event's time."""
         before = self.router.scenario.workload
-        self.router.configure(config.merge(self.router.scenario, event.patch, source), event.at)
+        self.fleet.configure(config.merge(self.router.scenario, event.patch, source), event.at)
         if self.router.scenario.workload != before:
             self.workloads.append((event.at, self.router.scenario.workload))
 
@@ -348,7 +364,7 @@ class _Engine:
         """Close ``b`` at ``at`` with its counts, read its end-of-bin gauges and open the next
         bin, if any."""
         b.offered, b.admitted, b.in_flight_area = offered, admitted, in_flight_area
-        b.read_gauges(self.router.snapshot(at))
+        b.read_gauges(self.fleet.snapshot(at))
         if self.progress is not None:
             wall = time.monotonic()
             if wall - self._wall >= _PROGRESS_INTERVAL:
@@ -398,8 +414,14 @@ class _Engine:
     def run(self) -> SimResult:
         router = self.router
         admit, route_to, complete = router.admit, router.route, router.complete
+        # With replicas, each attempt reaching the gateway is drawn a replica, whose router
+        # admits and routes it; the replica that routed a call completes it and retries it.
+        routers, owner = self.fleet.routers, self.fleet.owner
+        count = len(routers)
+        spread = stream(self.seed, "replicas").randrange
         started: list[Route] = []  # routes that waited for a provider's slot and start now
-        router.on_start = lambda route, now: started.append(route)
+        for each in routers:
+            each.on_start = lambda route, now: started.append(route)
         queued: dict[Route, list] = {}
         """Routes that waited for a slot, while the heap holds an event of theirs: [when they
         were sent, whether by a closed-loop client, the sequence number of their end event
@@ -415,7 +437,7 @@ class _Engine:
         keep = self.keep
         requests: list[Request] | None = [] if keep else None
         end = self.duration
-        fallbacks: Counter[str] = Counter()
+        fallbacks: Counter[Upstream] = Counter()  # calls forced on each provider, by the replica's view of it
         decisions: Counter[str] = Counter()  # the router's retry decisions (gwlab.router.RETRY_DECISIONS)
         rejected_key = (stats.RATE_LIMITED, stats.NO_PROVIDER)
         scripted = self._scripted()
@@ -557,10 +579,16 @@ class _Engine:
                                 push(heap, (now + timeout, seq, client, now, False))
                                 seq += 1
                         offered += 1
+                        if count > 1:
+                            router = routers[spread(count)]
+                            admit, route_to = router.admit, router.route
                         rejected = admit(now, reserve)
                         attempts = router.attempts(now) if retries and rejected is None else None
                 else:  # it leaves the provider it failed on, and is routed again at once
                     attempts, streaming, rejected = retrying.pop(route), route.streaming, None
+                    if count > 1:
+                        router = owner[route.upstream]
+                        route_to = router.route
                     area += in_flight * (now - last)
                     last = now
                     in_flight -= 1
@@ -584,7 +612,7 @@ class _Engine:
                     last = now
                     in_flight += 1
                     if route.fallback:
-                        fallbacks[route.upstream.name] += 1
+                        fallbacks[route.upstream] += 1
                     if route.waiting:  # for a slot, until the gateway's timeout at most
                         queued[route] = [sent, client, -1, 1]
                         push(heap, (now + router.scenario.gateway.timeout, seq, route, sent, client))
@@ -605,6 +633,9 @@ class _Engine:
                 last = now
                 in_flight -= 1
                 call = route.call
+                if count > 1:
+                    router = owner[route.upstream]
+                    complete = router.complete
                 if waited and route.waiting:  # the timeout ran out in the queue
                     status = router.give_up(route, now)
                 else:
@@ -707,9 +738,18 @@ class _Engine:
 
         self.transitions.sort(key=lambda t: t.time)
         series = TimeSeries(self.bins, self.names, self.bin_width)
+        by_name: Counter[str] = Counter()
+        for upstream, n in fallbacks.items():
+            by_name[upstream.name] += n
         run = dict(mode="simulated", seed=self.seed, scenario=self.scenario, duration=end,
-                   sent=sum(b.offered for b in self.bins), saturated=saturated, workloads=self.workloads, end=router.snapshot(end),
-                   trips=dict(self.trips.counts), fallbacks=dict(fallbacks), events_refused=self.player.refused,
-                   retries=dict(decisions))
+                   sent=sum(b.offered for b in self.bins), saturated=saturated, workloads=self.workloads,
+                   end=self.fleet.snapshot(end), trips=dict(sum((t.counts for t in self.trips), Counter())),
+                   fallbacks=dict(by_name), events_refused=self.player.refused, retries=dict(decisions))
+        if count > 1:
+            run["replicas"] = [
+                {"replica": i, "end": r.snapshot(end), "trips": dict(self.trips[i].counts),
+                 "fallbacks": {u.name: fallbacks[u] for u in r.upstreams if fallbacks[u]}}
+                for i, r in enumerate(routers)
+            ]
         return SimResult(self.scenario, self.seed, end, series, self.transitions, dict(sorted(self.flips.items())),
                          run, requests)

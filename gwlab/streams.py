@@ -15,3 +15,11 @@ from random import Random
 def stream(seed: int, name: str) -> Random:
     """The random stream called ``name`` under ``seed``."""
     return Random(f"gwlab/{seed}/{name}")
+
+
+def replica_seed(seed: int, index: int) -> int:
+    """The seed of replica ``index`` of a run seeded ``seed``: the seed itself for replica 0
+    (one replica is the plain gateway), else 63 bits of the named stream ``replica/INDEX``.
+    Live replicas draw from their own seed; a simulation's replicas pick providers and
+    retries with it (the providers they share draw from the run's)."""
+    return seed if index == 0 else stream(seed, f"replica/{index}").getrandbits(63)

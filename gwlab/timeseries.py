@@ -31,17 +31,26 @@ STATUSES = (200, RATE_LIMITED, 502, 504, CUT_OFF)
 class BreakerChange(NamedTuple):
     """A breaker moving among healthy, open and half_open: at ``time`` seconds, ``provider``
     went from ``source`` to ``target`` (state names); ``cooldown`` is the new cooldown when
-    ``target`` is ``"open"``, else 0."""
+    ``target`` is ``"open"``, else 0; ``replica``: the index of the replica whose breaker it
+    is, in a run of several (``None`` for one gateway)."""
 
     time: float
     provider: str
     source: str
     target: str
     cooldown: float
+    replica: int | None = None
 
     @classmethod
-    def from_transition(cls, t: Transition) -> BreakerChange:
-        return cls(t.at, t.provider, t.source.value, t.target.value, t.cooldown)
+    def from_transition(cls, t: Transition, replica: int | None = None) -> BreakerChange:
+        return cls(t.at, t.provider, t.source.value, t.target.value, t.cooldown, replica)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``replica`` only in a run of several."""
+        data = self._asdict()
+        if self.replica is None:
+            del data["replica"]
+        return data
 
 
 def is_listed(t: Transition) -> bool:

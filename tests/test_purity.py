@@ -25,7 +25,7 @@ from gwlab.router import Rejected, Router
 from gwlab.streams import stream
 from tests.support import handle
 
-CORE = ["config", "limiter", "admission", "balancer", "breaker", "providers", "upstream", "observe", "retry", "router",
+CORE = ["config", "limiter", "admission", "balancer", "breaker", "providers", "upstream", "observe", "retry", "router", "fleet",
         "streams", "stats", "workload"]
 PURE = [*CORE, "wire"]
 """The modules that do no I/O: the core, and the OpenAI wire format the server speaks."""

@@ -20,7 +20,8 @@ import pytest
 from gwlab import config
 from gwlab.breaker import State
 from gwlab.live import status_lines
-from gwlab.replicas import Replicas, replica_seed, scrape_config
+from gwlab.replicas import Replicas, scrape_config
+from gwlab.streams import replica_seed
 from gwlab.router import ProviderState, Snapshot
 from gwlab.server import PortInUse
 from gwlab.stats import Tally

@@ -327,7 +327,7 @@ def test_a_refused_event_is_logged_counted_and_the_later_ones_apply(caplog):
     # Built by hand past the load-time checks: the first event cannot fit, the second can.
     s = dataclasses.replace(config.Scenario(), events=(
         Event(1.0, {"breaker": {"max_cooldown": 0.5}}), Event(2.0, {"limiter": {"rate": 500.0}})))
-    engine = sim._Engine(s, "hand-built", 1, 3.0, 1.0, False, None)
+    engine = sim._Engine(s, "hand-built", 1, 3.0, 1.0, False, None, 1)
     with caplog.at_level(logging.WARNING, logger="gwlab.timeline"):
         result = engine.run()
     assert result.summary()["events_refused"] == 1

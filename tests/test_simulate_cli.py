@@ -81,6 +81,10 @@ def test_report_is_a_self_contained_page(tmp_path):
     (["--duration", "5", "--report", "/nonexistent/dir/r.html"],
      "--report: '/nonexistent/dir/r.html': expected a file in an existing directory"),
     (["--duration", "5", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read"),
+    (["--duration", "5", "--replicas", "0"], "--replicas = 0: expected a whole number >= 1 and <= 64"),
+    (["--duration", "5", "--replicas", "65"], "--replicas = 65: expected a whole number >= 1 and <= 64"),
+    (["--duration", "5", "--limiter-backend", "etcd"],
+     "--limiter-backend: limiter.backend = 'etcd': expected one of 'local', 'redis'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
     assert main(["simulate", *args]) == 2
@@ -115,3 +119,22 @@ def test_many_closed_loop_clients_against_an_empty_bucket_finish_and_obey_the_li
     taken = sum(n for code, n in summary["codes"].items() if code != "429")
     assert abs(taken - (1000 + 1000 * 0.1)) <= 1
     assert summary["codes"]["429"] > 2000
+
+
+@pytest.mark.parametrize("backend, buckets", [("local", 4), ("redis", 1)])
+def test_replicas_with_local_or_shared_limits(tmp_path, capsys, backend, buckets):
+    # The seed's limit (1000/s, a burst of 1000) and 4 replicas offered 6000/s for 10 s: each
+    # replica receives about 1500/s, more than a bucket refills, so every bucket binds:
+    # local ones let 4 x 11,000 through (less a few tokens wasted while a bucket is full),
+    # the shared one 11,000.
+    path = tmp_path / "run.json"
+    argv = ["simulate", "--duration", "10", "--rate", "6000", "--replicas", "4", "--limiter-backend", backend,
+            "--seed", "2", "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    states = [line.rsplit("  state ", 1)[1].split() for line in out.splitlines() if line.startswith("p")]
+    assert len(states) == 3 and all(sum(int(s.split("×")[1]) for s in each) == 4 for each in states)  # by replica
+    summary = json.loads(path.read_text())["summary"]
+    through = summary["offered"] - summary["codes"]["429"]
+    assert 0.99 * buckets * 11_000 <= through <= buckets * 11_001
+    assert summary["scenario"]["limiter"].get("backend", "local") == backend and len(summary["replicas"]) == 4
