@@ -164,6 +164,12 @@ feet is used again within two seconds."""
 REDIS_LOG_INTERVAL = 10.0
 """Seconds between two log lines saying the limiter's Redis is failing (with the count of
 failed calls): once per interval, never once per request."""
+REDIS_START_TIMEOUT = 10.0
+"""Seconds a redis-server started by :class:`gwlab.redis_server.RedisServer` has to answer
+PING before the start fails."""
+REDIS_START_TRIES = 5
+"""Free ports :class:`gwlab.redis_server.RedisServer` tries before giving up: another process
+may take the one chosen before the server binds it."""
 LIMITER_BACKENDS = ("local", "redis")
 REDIS_FAILURES = ("open", "closed")
 RESTART_ONLY = ("limiter.backend", "limiter.redis_url")

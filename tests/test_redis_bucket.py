@@ -20,10 +20,10 @@ from gwlab import config
 from gwlab.admission import LocalAdmission
 from gwlab.config import LimiterConfig
 from gwlab.limiter import MAX_BURST, MAX_PER_MINUTE, MAX_RATE, MIN_RATE, PerMinuteBucket, TokenBucket
+from gwlab.redis_server import RedisServer
 from gwlab.server import Gateway
-from tests.conftest import require_module
-from tests.redis_server import RedisServer
 from gwlab.wire import reply
+from tests.conftest import require_module, require_tool
 from tests.support import CHAT, serving
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,19 +39,15 @@ def redis_bucket() -> ModuleType:
 @pytest.fixture(scope="module")
 def server(redis_bucket):
     """One redis-server for the module's tests that do not stop it."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(require_tool("redis-server")) as server:
+        yield server
 
 
 @pytest.fixture
 def own_server(redis_bucket):
     """A redis-server of the test's own, which it may stop and start again."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(require_tool("redis-server")) as server:
+        yield server
 
 
 _prefixes = (f"test{i}" for i in itertools.count())

@@ -20,6 +20,7 @@ import pytest
 from gwlab import config
 from gwlab.breaker import State
 from gwlab.live import status_lines
+from gwlab.redis_server import RedisServer
 from gwlab.replicas import Replicas, scrape_config
 from gwlab.streams import replica_seed
 from gwlab.router import ProviderState, Snapshot
@@ -27,7 +28,6 @@ from gwlab.server import PortInUse
 from gwlab.stats import Tally
 from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
-from tests.redis_server import RedisServer
 from tests.support import CHAT
 from tests.test_cli import Process, _alive, _wait_gone
 
@@ -221,12 +221,8 @@ RATE, BURST, REPLICAS_N = 20.0, 10.0, 4
 
 @pytest.fixture
 def redis_url():
-    server = RedisServer()
-    server.start()
-    try:
+    with RedisServer(require_tool("redis-server")) as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 def _lesson(limiter: dict) -> list[tuple[float, float, int]]:
