@@ -48,8 +48,6 @@ class Fleet:
         self.owner = {u: router for router in self.routers for u in router.upstreams}
         """The router of each :class:`~gwlab.upstream.Upstream` (a route's ``upstream``): the
         replica that routed a call completes it, and retries it."""
-        self.replica = {upstream: i for i, router in enumerate(self.routers) for upstream in router.upstreams}
-        """The index of the replica each :class:`~gwlab.upstream.Upstream` belongs to."""
 
     def configure(self, scenario: Scenario, now: float) -> None:
         """Every replica switches to ``scenario`` at ``now`` (:meth:`Router.configure`; the

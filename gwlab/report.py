@@ -59,10 +59,18 @@ def render(result: SimResult) -> str:
     )
     shown = result.transitions[:MAX_TRANSITIONS]
     more = len(result.transitions) - len(shown)
-    transitions = _table(["time (s)", "provider", "from", "to", "cooldown (s)"],
-                         [[t.time, t.provider, t.source, t.target, t.cooldown] for t in shown])
+    replicas = s.get("replicas", [])
+    by_replica = ["replica"] if replicas else []
+    transitions = _table([*by_replica, "time (s)", "provider", "from", "to", "cooldown (s)"],
+                         [[*([t.replica] if replicas else []), t.time, t.provider, t.source, t.target, t.cooldown]
+                          for t in shown])
     if more:
         transitions += f"<p>… and {more} more.</p>"
+    if replicas:
+        providers += "<h3>Each replica's breakers</h3>" + _table(
+            ["replica", "provider", "trips", "fallbacks", "state at end"],
+            [[r["replica"], name, p["trips"], p["fallbacks"], p["state"]]
+             for r in replicas for name, p in r["providers"].items()])
     chart = pio.to_html(result.figure(), include_plotlyjs=True, full_html=False)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

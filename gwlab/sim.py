@@ -503,6 +503,7 @@ class _Engine:
                 if started:  # a larger capacity
                     seq = self._start(started, queued, heap, seq, now)
                 scripted = self._scripted()
+                router = self.router  # every replica has the scenario of the event
                 w = router.scenario.workload
                 think = w.think_time
                 cap = w.max_in_flight

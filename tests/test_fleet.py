@@ -14,6 +14,9 @@ from gwlab.breaker import State
 from gwlab.config import ConfigError, Scenario
 from gwlab.fleet import Fleet, merge
 from gwlab.router import ProviderState, Snapshot
+from tests.conftest import SIMULATION_TIMEOUT
+
+pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
 HEALTHY_PAIR = {"p1": {"weight": 1.0, "latency": 0.01, "error_rate": 0.0},
                 "p2": {"weight": 1.0, "latency": 0.01, "error_rate": 0.0}}
@@ -153,3 +156,15 @@ def test_a_merged_snapshot_shows_the_least_available_state(states, shown):
 def test_a_merged_snapshot_counts_a_shared_bucket_once(shared, tokens, burst, rate):
     merged = merge([_snapshot(1.0, {}), _snapshot(2.0, {})], shared)
     assert (merged.tokens, merged.burst, merged.rate) == (tokens, burst, rate)
+
+
+def test_the_report_says_whose_breaker_changed():
+    from gwlab.report import render
+
+    s = {"workload": {"mode": "closed", "clients": 1, "think_time": 0.05},
+         "breaker": {"failure_threshold": 3, "base_delay": 1000.0, "max_cooldown": 1000.0},
+         "providers": {"p1": {"weight": 1.0, "latency": 0.01, "error_rate": 1.0},
+                       "p2": {"weight": 1.0, "latency": 0.01, "error_rate": 0.0}}}
+    page = render(simulate(s, duration=30, seed=3, replicas=2))
+    assert "<th>replica</th><th>time (s)</th>" in page and "<h3>Each replica's breakers</h3>" in page
+    assert "<th>replica</th>" not in render(simulate(s, duration=30, seed=3))
