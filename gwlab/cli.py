@@ -41,7 +41,7 @@ from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.metrics import Scrapes
 from gwlab.router import Snapshot
-from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
+from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.replicas import ReplicaError, Replicas, scrape_config
 from gwlab.server import Gateway
 from gwlab.summary import Trips, summarise
@@ -53,7 +53,7 @@ PROGRESS_AFTER = 2.0
 """Seconds after which a running simulation starts showing its progress."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
-EXIT_BOUND = config.CLIENT_GRACE + 2 * EXIT_TIMEOUT + config.STOP_GRACE + config.FINAL_SCRAPE
+EXIT_BOUND = config.CLIENT_GRACE + 2 * config.CHILD_EXIT_TIMEOUT + config.STOP_GRACE + config.FINAL_SCRAPE
 """Most seconds ``gwlab run`` takes to exit after its duration or the first signal: the
 clients' grace, their workers' time to report and exit or be killed
 (:meth:`gwlab.loadgen.LoadGenerator.stop`), the gateway's stop grace and the metrics' final

@@ -254,6 +254,27 @@ models (``--replicas``): one, the plain gateway."""
 MAX_REPLICAS = 64
 """The most replicas one command starts (each a process with a gateway and its metrics
 server) or simulates."""
+CHILD_START_TIMEOUT = 60.0
+"""Seconds the child processes of a command (the load generator's workers, the replicas)
+get to start and say they are ready (a worker with its HTTP session open, a replica
+listening) before the start fails and every child is ended: a Python process importing
+gwlab and its libraries, far less than this even with :data:`MAX_REPLICAS` replicas
+starting at once on a busy machine, so a child that has not said so within a minute is taken
+for hung."""
+CHILD_EXIT_TIMEOUT = 5.0
+"""Seconds a stopping child process (a worker, a replica) gets, after its grace, to report
+and exit before it is killed; then as long again, at most, to see it gone (a killed process
+ends at once unless the kernel holds it in an uninterruptible wait). As long as the
+gateway's own stop grace (:data:`STOP_GRACE`): a child has nothing left to do by then but
+send its last counts and close."""
+REPLICA_REPLY_TIMEOUT = 10.0
+"""Seconds a replica gets to answer its parent (a configuration change, a reset, a
+snapshot, its counts at a run's end) before it is taken for stalled: the parent goes on
+without its answer, and an admin change it did not confirm answers 503
+``replicas_unavailable``. As long as a provider call may take by default (:data:`TIMEOUT`):
+an admin change waits no longer for a replica than a request waits for a provider. A
+replica waits twice this for the parent's answer to an admin request it passed up, so that
+the parent's own wait ends first."""
 SCRAPE_CONFIG = "gwlab-replicas.yml"
 """Where ``--replicas`` writes Prometheus's scrape configuration for the replicas' metrics
 servers (``--scrape-config``), relative to the working directory."""
