@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gwlab import config
-from gwlab.children import die_with, exited, resolve, spawn
+from gwlab.children import die_with, end, resolve, spawn
 from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, book, book_user, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
@@ -295,21 +295,11 @@ class LoadGenerator:
                     future.exception()
 
     async def _end(self, deadline: float) -> None:
-        """Close the pipes (a worker still running takes that as a stop) and let the workers
-        exit until ``deadline`` (a ``time.monotonic()`` reading); kill the ones left and
-        wait at most :data:`~gwlab.config.CHILD_EXIT_TIMEOUT` for them. A worker that did not
-        report its final tally or had to be killed is named in a warning and, if killed, in
-        :attr:`lost`."""
-        loop = asyncio.get_running_loop()
-        for conn in self._conns:
-            if not conn.closed:
-                loop.remove_reader(conn.fileno())
-                conn.close()
-        gone = await asyncio.gather(*(exited(p, deadline - time.monotonic()) for p in self._processes))
-        left = [p for p, done in zip(self._processes, gone) if not done]
-        for process in left:
-            process.kill()
-        for process, done in zip(left, await asyncio.gather(*(exited(p, config.CHILD_EXIT_TIMEOUT) for p in left))):
+        """End the workers as :func:`gwlab.children.end` does: a worker still running takes
+        its closed pipe as a stop, and is killed at ``deadline`` (a ``time.monotonic()``
+        reading). A worker that did not report its final tally or had to be killed is named
+        in a warning and, if killed, in :attr:`lost`."""
+        for process, done in await end(self._processes, self._conns, deadline - time.monotonic()):
             self.lost.append(process.pid)
             log.warning("load generator process %s (pid %d) did not exit in time: %s", process.name,
                         process.pid, "killed" if done else "killed, and still not gone")

@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Mapping
 
 from gwlab import config
-from gwlab.children import die_with, exited, spawn
+from gwlab.children import die_with, end, spawn
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
 from gwlab.metrics import Scrapes
@@ -323,20 +323,12 @@ class Replicas:
         _send(self._conns[index], ("answer", number, answer))
 
     async def _end(self, wait: float) -> None:
-        """Close the pipes (a replica still running takes that as a stop), let the replicas
-        exit for ``wait`` seconds, then kill the ones left."""
-        loop = asyncio.get_running_loop()
+        """Drop the admin requests being fanned out, then end the replicas as
+        :func:`gwlab.children.end` does: a replica still running takes its closed pipe as a
+        stop, and is killed once ``wait`` seconds have passed."""
         for task in self._tasks:
             task.cancel()
-        for conn in self._conns:
-            if not conn.closed:
-                loop.remove_reader(conn.fileno())
-                conn.close()
-        done = await asyncio.gather(*(exited(p, wait) for p in self._processes))
-        left = [p for p, ended in zip(self._processes, done) if not ended]
-        for process in left:
-            process.kill()
-        await asyncio.gather(*(exited(p, config.CHILD_EXIT_TIMEOUT) for p in left))
+        await end(self._processes, self._conns, wait)
 
 
 def _free_to_share(host: str, port: int) -> int:
