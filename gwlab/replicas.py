@@ -200,7 +200,7 @@ class Replicas:
         """Wait, at most :data:`~gwlab.config.REPLICA_REPLY_TIMEOUT`, until every replica
         still running has applied every change sent so far; the replicas that have not
         (stalled: they apply it when they resume), by index."""
-        return sorted({index for index, _ in (await self._wait(dict(self._replies)))[1]})
+        return (await self._wait(list(self._replies.values())))[1]
 
     async def snapshots(self, timeout: float | None = None) -> dict[int, Snapshot]:
         """The router state now of every replica that answers within ``timeout`` seconds
@@ -229,12 +229,13 @@ class Replicas:
             _send(conn, ("stop", grace, final_scrape))
         await self._end(grace + (config.FINAL_SCRAPE if final_scrape else 0.0) + config.CHILD_EXIT_TIMEOUT)
 
-    def _tell_all(self, kind: str, *args: Any) -> dict[int, asyncio.Future]:
-        """Send every replica still running a request; the futures of their replies, by index."""
+    def _tell_all(self, kind: str, *args: Any) -> list[tuple[int, asyncio.Future]]:
+        """Send every replica still running a request; each one's index with the future of
+        its reply."""
         if self._stopping:
             raise ReplicaError("these replicas are stopped")
         loop = asyncio.get_running_loop()
-        replies = {}
+        sent = []
         for index, conn in enumerate(self._conns):
             if index in self.lost:
                 continue
@@ -243,20 +244,22 @@ class Replicas:
             self._replies[number] = index, reply
             reply.add_done_callback(lambda _, number=number: self._replies.pop(number, None))
             if _send(conn, (kind, number, *args)):
-                replies[number] = index, reply
+                sent.append((index, reply))
             else:
                 reply.cancel()
-        return {index: reply for index, reply in replies.values()}
+        return sent
 
-    async def _wait(self, replies: Mapping[Any, Any], timeout: float | None = None) -> tuple[dict[int, Any], list[Any]]:
-        """``replies`` (futures by replica index, or ``(index, future)`` by number) waited for at
-        most ``timeout`` seconds (:data:`~gwlab.config.REPLICA_REPLY_TIMEOUT` by default): the results by index, and
-        the values of those not answered."""
-        futures = {key: value[1] if isinstance(value, tuple) else value for key, value in replies.items()}
-        if futures:
-            await asyncio.wait(futures.values(), timeout=config.REPLICA_REPLY_TIMEOUT if timeout is None else timeout)
-        done = {key: f.result() for key, f in futures.items() if f.done() and not f.cancelled()}
-        return dict(sorted(done.items())), [replies[key] for key, f in futures.items() if not f.done()]
+    async def _wait(self, replies: list[tuple[int, asyncio.Future]],
+                    timeout: float | None = None) -> tuple[dict[int, Any], list[int]]:
+        """Wait at most ``timeout`` seconds (:data:`~gwlab.config.REPLICA_REPLY_TIMEOUT` by
+        default) for ``replies``, each a replica's index with the future of its reply: the
+        replies received, by index (in replica order), and the replicas that did not answer
+        (a replica lost meanwhile is neither)."""
+        if replies:
+            await asyncio.wait([reply for _, reply in replies],
+                               timeout=config.REPLICA_REPLY_TIMEOUT if timeout is None else timeout)
+        answered = {index: reply.result() for index, reply in replies if reply.done() and not reply.cancelled()}
+        return dict(sorted(answered.items())), sorted({index for index, reply in replies if not reply.done()})
 
     def _receive(self, index: int) -> None:
         conn = self._conns[index]
