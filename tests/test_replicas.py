@@ -462,6 +462,25 @@ def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
     assert "ended unexpectedly; the other 2 go on" in stderr
     result = json.loads(out.read_text())
     assert [r["replica"] for r in result["replicas"]] == [0, 2] and result["replicas_lost"] == [1]
+    statuses = [line for line in lines if " offered " in line and "  tokens " in line]
+    assert " in 3 replicas " in statuses[0] and " in 2 replicas " in statuses[-1]  # the lost one is no longer shown
+
+
+def test_runs_status_shows_a_stalled_replica_as_it_last_was(tmp_path):
+    process = Process("run", "--replicas", "2", "--clients", "10", "--duration", "4", "--port", "0",
+                      "--metrics-port", "0", "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
+    process.line(60)
+    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(2)]
+    process.line()  # the scrape configuration
+    assert " in 2 replicas " in process.line()  # the first status, taken from both replicas
+    os.kill(replicas[1], signal.SIGSTOP)
+    try:
+        status = process.line()  # the next one, which replica 1 does not answer
+    finally:
+        os.kill(replicas[1], signal.SIGCONT)
+    assert " offered " in status and " in 2 replicas " in status, status
+    exit_status, _, stderr = process.finish(timeout=60)
+    assert exit_status == 0, stderr
 
 
 def test_a_replica_that_was_scraped_waits_for_one_last_scrape_when_a_run_ends():
