@@ -1,5 +1,5 @@
-"""Child processes that start without Ctrl-C, die with their parent and are reaped in time:
-the load generator's workers and the gateway's replicas.
+"""Child processes that start without Ctrl-C, die with their parent and are ended and reaped
+in time: the load generator's workers and the gateway's replicas.
 
 Both are started with :mod:`multiprocessing`'s spawn context and talk to the parent over a
 pipe that the parent's event loop reads; nothing here blocks that loop.
@@ -15,7 +15,9 @@ import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
+
+from gwlab import config
 
 REAP_POLL = 0.005
 """Seconds between two looks for the exit status of a child whose pipes have closed (it
@@ -88,3 +90,22 @@ def spawn(target: Callable[..., None], plan: Any, name: str) -> tuple[multiproce
     start_ignoring_sigint(process)
     theirs.close()
     return process, mine
+
+
+async def end(processes: Sequence[multiprocessing.process.BaseProcess], conns: Iterable[Connection],
+              wait: float) -> list[tuple[multiprocessing.process.BaseProcess, bool]]:
+    """Close the parent's ends of the pipes ``conns`` (their readers removed from the loop; a
+    child still running takes that as a stop), give ``processes`` ``wait`` seconds to exit,
+    then kill the ones left and wait at most :data:`~gwlab.config.CHILD_EXIT_TIMEOUT` for
+    each to be gone. The processes killed, each with whether it is gone; the loop runs
+    meanwhile."""
+    loop = asyncio.get_running_loop()
+    for conn in conns:
+        if not conn.closed:
+            loop.remove_reader(conn.fileno())
+            conn.close()
+    ended = await asyncio.gather(*(exited(p, wait) for p in processes))
+    left = [p for p, done in zip(processes, ended) if not done]
+    for process in left:
+        process.kill()
+    return list(zip(left, await asyncio.gather(*(exited(p, config.CHILD_EXIT_TIMEOUT) for p in left))))

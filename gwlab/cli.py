@@ -33,7 +33,7 @@ import time
 import tomllib
 from pathlib import Path
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gwlab import __version__, config
 from gwlab.config import ConfigError, Event, Scenario
@@ -41,7 +41,7 @@ from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.metrics import Scrapes
 from gwlab.router import Snapshot
-from gwlab.loadgen import EXIT_TIMEOUT, REPORT_INTERVAL, LoadGenerator, worker_count
+from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator, worker_count
 from gwlab.replicas import ReplicaError, Replicas, scrape_config
 from gwlab.server import Gateway
 from gwlab.summary import Trips, summarise
@@ -53,7 +53,7 @@ PROGRESS_AFTER = 2.0
 """Seconds after which a running simulation starts showing its progress."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
-EXIT_BOUND = config.CLIENT_GRACE + 2 * EXIT_TIMEOUT + config.STOP_GRACE + config.FINAL_SCRAPE
+EXIT_BOUND = config.CLIENT_GRACE + 2 * config.CHILD_EXIT_TIMEOUT + config.STOP_GRACE + config.FINAL_SCRAPE
 """Most seconds ``gwlab run`` takes to exit after its duration or the first signal: the
 clients' grace, their workers' time to report and exit or be killed
 (:meth:`gwlab.loadgen.LoadGenerator.stop`), the gateway's stop grace and the metrics' final
@@ -545,9 +545,31 @@ async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
     return 0
 
 
+class _Served(Protocol):
+    """What ``gwlab run`` drives its clients at: the gateways at ``url``, either
+    :class:`~gwlab.replicas.Replicas` or one gateway (:class:`_OneGateway`, replica 0 of
+    one), of which those in ``lost`` (by index) ended unexpectedly."""
+
+    url: str
+    lost: list[int]
+
+    def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
+        """Apply ``patch`` in every gateway; the scenario they now run."""
+
+    async def snapshots(self, timeout: float | None = None) -> dict[int, Snapshot]:
+        """The router state of every gateway that answers within ``timeout`` seconds, by
+        index."""
+
+    async def ends(self) -> dict[int, dict[str, Any]]:
+        """What each gateway counted for the run's summary, by index."""
+
+    async def stop(self, *, final_scrape: bool = False) -> None:
+        """Stop every gateway, after one last scrape of each scraped one with
+        ``final_scrape``."""
+
+
 class _OneGateway:
-    """One gateway behind the interface :class:`~gwlab.replicas.Replicas` gives ``gwlab run``:
-    ``configure``, ``snapshots()``, ``ends()`` (as replica 0's) and ``stop()``. ``signalled``
+    """One gateway served as :class:`_Served`: replica 0 of one, never lost. ``signalled``
     ends the wait for a final scrape."""
 
     def __init__(self, gateway: Gateway, signalled: asyncio.Event) -> None:
@@ -563,7 +585,9 @@ class _OneGateway:
     def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
         return self.gateway.configure(patch, source)
 
-    async def snapshots(self, timeout: float = 0.0) -> dict[int, Snapshot]:
+    async def snapshots(self, timeout: float | None = None) -> dict[int, Snapshot]:
+        """The gateway's router state, at once: it runs on this loop, so it answers within
+        any ``timeout``."""
         return {0: self.gateway.snapshot()}
 
     async def ends(self) -> dict[int, dict[str, Any]]:
@@ -582,12 +606,13 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
         if not await _start(gateway, args):
             return EXIT_USAGE
-        served: _OneGateway | Replicas = _OneGateway(gateway, stop)
+        served: _Served = _OneGateway(gateway, stop)
     else:
-        served = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
-        if not await _start_replicas(served, args):
-            await served.stop()
+        replicas = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
+        if not await _start_replicas(replicas, args):
+            await replicas.stop()
             return EXIT_USAGE
+        served = replicas
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
     workloads = (scenario.workload, *(step.scenario.workload for step in steps(scenario)))
     clients = LoadGenerator(served.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
@@ -642,7 +667,7 @@ def _total(counts: Iterable[Mapping[str, int]]) -> Counter[str]:
     return total
 
 
-def event_player(scenario: Scenario, gateway: Gateway | _OneGateway | Replicas, clients: LoadGenerator,
+def event_player(scenario: Scenario, gateway: Gateway | _Served, clients: LoadGenerator,
                  view: LiveView) -> Player:
     """The player of ``scenario``'s events in ``gwlab run``: an event's patch goes to the
     gateway's scenario as it stands (``PATCH /admin/config`` may have changed it), or to every
@@ -657,7 +682,7 @@ def event_player(scenario: Scenario, gateway: Gateway | _OneGateway | Replicas, 
     return Player(scenario, apply)
 
 
-async def _watch(clients: LoadGenerator, served: _OneGateway | Replicas, view: LiveView,
+async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
                  stop: asyncio.Event, duration: float | None) -> None:
     """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set or
     ``duration`` seconds of sending have passed, however late the loop wakes up. The ticks
@@ -666,7 +691,8 @@ async def _watch(clients: LoadGenerator, served: _OneGateway | Replicas, view: L
     start = clients.started_at or time.monotonic()
     end = None if duration is None else start + duration
     tick = last = start + REPORT_INTERVAL / 2
-    snapshots: list[Snapshot] = []
+    shown: dict[int, Snapshot] = {}
+    """Each gateway's router state as the status shows it, by index."""
     while not stop.is_set():
         tick += REFRESH
         while tick < time.monotonic():  # a busy loop fell behind: skip the ticks it missed
@@ -682,9 +708,13 @@ async def _watch(clients: LoadGenerator, served: _OneGateway | Replicas, view: L
             # each worker and show rates that were never there. The summary follows.
             break
         interval, sent, saturated = clients.take_interval()
-        # A replica that does not answer within half a refresh is shown as it last was.
-        snapshots = list((await served.snapshots(REFRESH / 2)).values()) or snapshots
-        if snapshots:
+        # A replica that does not answer within half a refresh is shown as it last was; one
+        # that ended, no longer.
+        shown.update(await served.snapshots(REFRESH / 2))
+        for index in served.lost:
+            shown.pop(index, None)
+        if shown:
+            snapshots = [shown[index] for index in sorted(shown)]
             view.show(status_lines(interval, now - last, sent, clients.tally, snapshots, now - start, saturated))
         last = now
         if end is not None and now >= end:

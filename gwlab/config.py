@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from gwlab import balancer
 from gwlab.limiter import MAX_BURST, MAX_PER_MINUTE, MAX_RATE, MIN_RATE  # the ranges in which the limiter is exact
@@ -254,6 +254,27 @@ models (``--replicas``): one, the plain gateway."""
 MAX_REPLICAS = 64
 """The most replicas one command starts (each a process with a gateway and its metrics
 server) or simulates."""
+CHILD_START_TIMEOUT = 60.0
+"""Seconds the child processes of a command (the load generator's workers, the replicas)
+get to start and say they are ready (a worker with its HTTP session open, a replica
+listening) before the start fails and every child is ended: a Python process importing
+gwlab and its libraries, far less than this even with :data:`MAX_REPLICAS` replicas
+starting at once on a busy machine, so a child that has not said so within a minute is taken
+for hung."""
+CHILD_EXIT_TIMEOUT = 5.0
+"""Seconds a stopping child process (a worker, a replica) gets, after its grace, to report
+and exit before it is killed; then as long again, at most, to see it gone (a killed process
+ends at once unless the kernel holds it in an uninterruptible wait). As long as the
+gateway's own stop grace (:data:`STOP_GRACE`): a child has nothing left to do by then but
+send its last counts and close."""
+REPLICA_REPLY_TIMEOUT = 10.0
+"""Seconds a replica gets to answer its parent (a configuration change, a reset, a
+snapshot, its counts at a run's end) before it is taken for stalled: the parent goes on
+without its answer, and an admin change it did not confirm answers 503
+``replicas_unavailable``. As long as a provider call may take by default (:data:`TIMEOUT`):
+an admin change waits no longer for a replica than a request waits for a provider. A
+replica waits twice this for the parent's answer to an admin request it passed up, so that
+the parent's own wait ends first."""
 SCRAPE_CONFIG = "gwlab-replicas.yml"
 """Where ``--replicas`` writes Prometheus's scrape configuration for the replicas' metrics
 servers (``--scrape-config``), relative to the working directory."""
@@ -412,8 +433,34 @@ def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
 
 
 _BOOL = _spec("true or false", lambda v: True, bool)
-_REDIS_URL = _spec("a redis:// or rediss:// URL (or unix:// for a socket)",
-                   lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and len(v.split("://", 1)) == 2, str)
+REDACTED = "***"
+"""What gwlab shows in place of a password."""
+
+
+def redacted(url: str) -> str:
+    """``url`` as gwlab shows it (the admin API, summaries, log lines, error messages): the
+    password in its user part (``redis://user:PASSWORD@host``) and in a ``password`` query
+    argument (which redis-py reads too) replaced by :data:`REDACTED`, everything else kept as
+    given, e.g. ``redis://:***@10.0.0.5:6379/0``. Of a value with no ``://``, all before its
+    last ``@`` is replaced."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return f"{REDACTED}@{url.rpartition('@')[2]}" if "@" in url else url
+    # Split as urllib.parse does (and redis-py with it): the host part ends at / ? or #.
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    before, hash_, fragment = rest[end:].partition("#")
+    path, question, query = before.partition("?")
+    query = "&".join(f"{name}={REDACTED}" if equals and unquote_plus(name) == "password" else piece
+                     for piece in query.split("&") for name, equals, _ in [piece.partition("=")])
+    return (f"{scheme}://{user}{colon and ':' + REDACTED}{at}{host}"
+            f"{path}{question}{query}{hash_}{fragment}")
+
+
+_REDIS_URL = {**_spec("a redis:// or rediss:// URL (or unix:// for a socket)",
+                      lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and len(v.split("://", 1)) == 2,
+                      str), "redact": redacted}
 _REDIS_PREFIX = _spec(f"1 to {MAX_PREFIX} printable ASCII characters, no spaces",
                       lambda v: 0 < len(v) <= MAX_PREFIX and v.isascii() and v.isprintable() and " " not in v, str)
 
@@ -436,6 +483,20 @@ variable goes (a key pasted there, most likely)."""
 
 def _nothing(value: str) -> bool:
     return False
+
+
+def _redact(spec: Mapping[str, Any], value: Any) -> Any:
+    """``value`` of a field whose metadata is ``spec``, with the password the field's
+    ``redact`` finds in it redacted (:func:`redacted`)."""
+    return spec["redact"](value) if "redact" in spec and isinstance(value, str) else value
+
+
+def _safe(spec: Mapping[str, Any], value: Any) -> Any:
+    """``value`` of a field whose metadata is ``spec`` as an error message may show it: not
+    at all when the field's ``secret`` says it may be a key, else :func:`_redact`-ed."""
+    return _NOT_SHOWN if isinstance(value, str) and spec.get("secret", _nothing)(value) else _redact(spec, value)
+
+
 _URL = {**_spec("an http:// or https:// URL with a host, no user or password (the key goes in the variable "
                 "api_key_env names) and no query, such as 'http://127.0.0.1:11434/v1' (or '' for a simulated "
                 "provider)", lambda v: not v or _base_url(v), str), "added": True, "secret": lambda v: "@" in v}
@@ -480,6 +541,12 @@ class LimiterConfig:
     redis_timeout: float = field(default=REDIS_TIMEOUT,
                                  metadata={**_range(float, MIN_SECONDS, MAX_REDIS_TIMEOUT), "added": True})
     redis_failure: str = field(default=REDIS_FAILURE, metadata={**_choice(lambda: REDIS_FAILURES), "added": True})
+
+    def __repr__(self) -> str:
+        """As the dataclass's own, with the password in ``redis_url`` redacted."""
+        fields = ", ".join(f"{f.name}={_redact(f.metadata, getattr(self, f.name))!r}"
+                           for f in dataclasses.fields(self))
+        return f"{type(self).__name__}({fields})"
 
 
 def _statuses(allowed: tuple[int, ...]) -> dict:
@@ -631,6 +698,10 @@ class Event:
     at: float = field(metadata=_SECONDS)
     patch: Mapping[str, Any]
 
+    def __repr__(self) -> str:
+        """As the dataclass's own, with any password in the patch redacted (:func:`shown`)."""
+        return f"{type(self).__name__}(at={self.at!r}, patch={shown(self.patch)!r})"
+
 
 def _seed_providers() -> tuple[ProviderConfig, ...]:
     return tuple(
@@ -689,6 +760,21 @@ def _fields(section: Any) -> dict[str, Any]:
     and simulation output holding it, stay byte for byte what they were before it existed."""
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
             if not (f.metadata.get("added") and getattr(section, f.name) == f.default)}
+
+
+def shown(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain scenario data (:meth:`Scenario.to_dict`, a patch) as gwlab shows it in the admin
+    API, summaries and log lines: the password in any value of a field that may hold one
+    (``limiter.redis_url``) redacted (:func:`redacted`), in each section and in each event;
+    the rest as it is."""
+    out = dict(data)
+    for name, cls in _SECTIONS.items():
+        if isinstance(out.get(name), Mapping):
+            specs = {f.name: f.metadata for f in dataclasses.fields(cls)}
+            out[name] = {key: _redact(specs.get(key, {}), value) for key, value in out[name].items()}
+    if isinstance(out.get("events"), list):
+        out["events"] = [shown(event) if isinstance(event, Mapping) else event for event in out["events"]]
+    return out
 
 
 def _plain(m: Mapping) -> dict:
@@ -753,8 +839,7 @@ class _Checker:
             ok = isinstance(raw, kind)
         if not ok or not spec["check"](raw):
             allowed = spec["allowed"]
-            shown = _NOT_SHOWN if isinstance(raw, str) and spec.get("secret", _nothing)(raw) else raw
-            raise self.fail(where, shown, allowed() if callable(allowed) else allowed)
+            raise self.fail(where, _safe(spec, raw), allowed() if callable(allowed) else allowed)
         return float(raw) if kind is float else tuple(raw) if kind is list else raw
 
     def depth(self, data: Any) -> None:
@@ -847,9 +932,14 @@ def _build(check: _Checker, data: Any, base: Scenario, patch: bool, fixed: bool 
     if patch and fixed:
         for dotted in RESTART_ONLY:
             section, key = dotted.split(".")
-            value, was = getattr(parts.get(section, getattr(base, section)), key), getattr(getattr(base, section), key)
-            if value != was:
-                raise check.fail(dotted, value, _restart(was))
+            spec = next(f.metadata for f in dataclasses.fields(_SECTIONS[section]) if f.name == key)
+            current, was = parts.get(section, getattr(base, section)), getattr(getattr(base, section), key)
+            value = getattr(current, key)
+            if value == _redact(spec, was) != was:
+                # The value as gwlab shows it (GET /admin/config), password redacted: no change.
+                parts[section] = dataclasses.replace(current, **{key: was})
+            elif value != was:
+                raise check.fail(dotted, _safe(spec, value), _restart(_safe(spec, was)))
     scenario = dataclasses.replace(base, **parts)
     _check_whole(check, scenario)
     if "events" in data:

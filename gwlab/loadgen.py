@@ -23,8 +23,8 @@ came, or, when it is still unanswered a bounded time after the stop, as
 of the workload's ``max_in_flight`` being full, is counted apart as saturated.
 
 A run always ends: :meth:`LoadGenerator.stop` gives the workers the grace and
-:data:`EXIT_TIMEOUT` seconds to report and exit, then kills the ones left (stopped, hung)
-and names them. The workers die with the parent on every path: the kernel kills them when
+:data:`~gwlab.config.CHILD_EXIT_TIMEOUT` seconds to report and exit, then kills the ones
+left (stopped, hung) and names them. The workers die with the parent on every path: the kernel kills them when
 it ends, even by SIGKILL (Linux's parent-death signal), and a worker also stops when the
 pipe from the parent closes.
 """
@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gwlab import config
-from gwlab.children import die_with, exited, resolve, spawn
+from gwlab.children import die_with, end, resolve, spawn
 from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, book, book_user, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
@@ -59,12 +59,6 @@ REPORT_INTERVAL = 0.5
 """Seconds between two tally deltas a worker sends to the parent."""
 SHORTFALL = 0.95
 """An achieved offered rate below this fraction of the requested one is reported."""
-STARTUP_TIMEOUT = 60.0
-"""Seconds the workers get to start (import, open their session) before the run fails."""
-EXIT_TIMEOUT = 5.0
-"""Seconds, after the stop grace, a worker gets to report and exit before it is killed; also
-the most a killed worker is then waited for. A stop therefore ends within the grace and
-twice this."""
 
 
 def worker_count(workload: WorkloadConfig, cpus: int | None = None) -> int:
@@ -215,7 +209,7 @@ class LoadGenerator:
             self._final.append(loop.create_future())
             loop.add_reader(mine.fileno(), self._receive, len(self._conns) - 1)
         try:
-            await asyncio.wait_for(asyncio.gather(*self._ready), STARTUP_TIMEOUT)
+            await asyncio.wait_for(asyncio.gather(*self._ready), config.CHILD_START_TIMEOUT)
         except BaseException:
             await self._end(time.monotonic())
             raise
@@ -245,9 +239,9 @@ class LoadGenerator:
     async def stop(self) -> None:
         """Stop sending; wait for the workers' final tallies (requests still unanswered after
         the grace count as 499) and for their exit, at most the grace and
-        :data:`EXIT_TIMEOUT` seconds, then kill the workers left (:attr:`lost`). Ends within
-        the grace and twice :data:`EXIT_TIMEOUT` whatever the workers do. Safe to call
-        twice."""
+        :data:`~gwlab.config.CHILD_EXIT_TIMEOUT` seconds, then kill the workers left
+        (:attr:`lost`). Ends within the grace and twice that bound whatever the workers do.
+        Safe to call twice."""
         if self._stopping or not self._processes:
             return
         self._stopping = True
@@ -259,7 +253,7 @@ class LoadGenerator:
                     conn.send(("stop",))
                 except OSError:
                     pass
-        deadline = time.monotonic() + max(p.grace for p in self.plans) + EXIT_TIMEOUT
+        deadline = time.monotonic() + max(p.grace for p in self.plans) + config.CHILD_EXIT_TIMEOUT
         await asyncio.wait(self._final, timeout=deadline - time.monotonic())
         await self._end(deadline)
         rate, requested = self.achieved_rate, self.requested_rate
@@ -301,20 +295,11 @@ class LoadGenerator:
                     future.exception()
 
     async def _end(self, deadline: float) -> None:
-        """Close the pipes (a worker still running takes that as a stop) and let the workers
-        exit until ``deadline`` (a ``time.monotonic()`` reading); kill the ones left and
-        wait at most :data:`EXIT_TIMEOUT` for them. A worker that did not report its final
-        tally or had to be killed is named in a warning and, if killed, in :attr:`lost`."""
-        loop = asyncio.get_running_loop()
-        for conn in self._conns:
-            if not conn.closed:
-                loop.remove_reader(conn.fileno())
-                conn.close()
-        gone = await asyncio.gather(*(exited(p, deadline - time.monotonic()) for p in self._processes))
-        left = [p for p, done in zip(self._processes, gone) if not done]
-        for process in left:
-            process.kill()
-        for process, done in zip(left, await asyncio.gather(*(exited(p, EXIT_TIMEOUT) for p in left))):
+        """End the workers as :func:`gwlab.children.end` does: a worker still running takes
+        its closed pipe as a stop, and is killed at ``deadline`` (a ``time.monotonic()``
+        reading). A worker that did not report its final tally or had to be killed is named
+        in a warning and, if killed, in :attr:`lost`."""
+        for process, done in await end(self._processes, self._conns, deadline - time.monotonic()):
             self.lost.append(process.pid)
             log.warning("load generator process %s (pid %d) did not exit in time: %s", process.name,
                         process.pid, "killed" if done else "killed, and still not gone")

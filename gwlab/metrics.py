@@ -76,7 +76,9 @@ The registry also holds prometheus_client's process and platform collectors (``p
 CPU seconds, resident memory, open file descriptors, start time; ``python_info``), which its
 default registry would have shown. The metrics server hands the registry to
 prometheus_client's own aiohttp handler, which answers in the text format or in OpenMetrics
-as the scraper's ``Accept`` asks, gzipped when its ``Accept-Encoding`` allows.
+as the scraper's ``Accept`` asks, gzipped when its ``Accept-Encoding`` allows, with only the
+series named by ``name[]`` parameters when the scrape gives any (every collector says what
+it gives: gwlab's from :data:`FAMILIES`, the process's by a first collect).
 
 Everything that depends on time (tokens, breaker state and cooldown) is read from the router
 at scrape time, in one :meth:`Router.snapshot` at the gateway clock's ``now``, which first
@@ -193,7 +195,9 @@ class Metrics:
     Subscribes to the router to count its breakers' transitions."""
 
     def __init__(self, router: Router, clock: Callable[[], float]) -> None:
-        self.registry = CollectorRegistry()
+        # Collectors without a describe() (the process's) are described by a first collect,
+        # as in prometheus_client's default registry, so a scrape may ask for them by name.
+        self.registry = CollectorRegistry(auto_describe=True)
         self.router = router
         self.clock = clock
         names = [u.name for u in router.upstreams]
@@ -328,6 +332,56 @@ class Metrics:
         self.transitions[event.provider, event.source.value, event.target.value] += 1
 
 
+FAMILIES: dict[str, tuple[type[Metric], str, tuple[str, ...]]] = {
+    "gwlab_requests": (CounterMetricFamily, "Answers sent, by status code and provider.", ("code", "provider")),
+    "gwlab_request_duration_seconds": (HistogramMetricFamily, "Time from a request's arrival to its answer (admitted "
+                                       "and 429).", ("provider",)),
+    "gwlab_rate_limited": (CounterMetricFamily, "Requests answered 429 by the token bucket.", ()),
+    "gwlab_limiter_rejected": (CounterMetricFamily, "Requests answered 429, by the limit that refused.", ("limit",)),
+    "gwlab_limiter_backend_errors": (CounterMetricFamily, "Admissions, refunds and changes that the limiter's Redis "
+                                     "failed.", ()),
+    "gwlab_provider_requests": (CounterMetricFamily, "Provider calls that ended, by outcome.", ("provider", "outcome")),
+    "gwlab_provider_request_duration_seconds": (HistogramMetricFamily, "Duration of provider calls that ended.",
+                                                ("provider",)),
+    "gwlab_limiter_tokens": (GaugeMetricFamily, "Tokens in the rate limiter's bucket.", ()),
+    "gwlab_limiter_tpm_tokens": (GaugeMetricFamily, "Tokens in the tokens-per-minute bucket (below 0 in debt).", ()),
+    "gwlab_in_flight_requests": (GaugeMetricFamily, "Admitted requests not yet answered.", ()),
+    "gwlab_breaker_state": (GaugeMetricFamily, "Breaker state: 1 for the current one, 0 for the others.",
+                            ("provider", "state")),
+    "gwlab_breaker_cooldown_seconds": (GaugeMetricFamily, "Cooldown left before the breaker half-opens.",
+                                       ("provider",)),
+    "gwlab_provider_weight": (GaugeMetricFamily, "Provider weight in the load balancer.", ("provider",)),
+    "gwlab_fallback": (CounterMetricFamily, "Calls forced on the provider whose cooldown ends soonest, because no "
+                       "provider was available.", ("provider",)),
+    "gwlab_panic": (CounterMetricFamily, "Calls made while no provider was available, picked among all of them "
+                    "(gateway.fallback = panic).", ("provider",)),
+    "gwlab_retry_decisions": (CounterMetricFamily, "Failed attempts retried, or not for want of attempts, time or "
+                              "budget.", ("decision",)),
+    "gwlab_breaker_transitions": (CounterMetricFamily, "Breaker state changes.",
+                                  ("provider", "from_state", "to_state")),
+    "gwlab_time_to_first_token_seconds": (HistogramMetricFamily, "Time from a streamed request's arrival to its first "
+                                          "token.", ("provider",)),
+    "gwlab_time_per_output_token_seconds": (HistogramMetricFamily, "Time per output token of a stream, after its first "
+                                            "one.", ("provider",)),
+    "gwlab_tokens": (CounterMetricFamily, "Tokens of the requests answered (prompt) and of the answers (completion).",
+                     ("provider", "kind")),
+    "gwlab_provider_requests_running": (GaugeMetricFamily, "Calls in a slot of a provider with a capacity.",
+                                        ("provider",)),
+    "gwlab_provider_requests_waiting": (GaugeMetricFamily, "Calls waiting for a slot of a provider.", ("provider",)),
+}
+"""Every metric family a gateway's collector gives, by name (a counter's without ``_total``):
+its type, help text and label names, in the order a scrape shows them. The registry learns
+the names from here (:meth:`_Collector.describe`), which a scrape asking for some names only
+(``/metrics?name[]=...``) needs."""
+
+
+def _family(name: str, value: float | None = None) -> Metric:
+    """The family ``name`` of :data:`FAMILIES` with no series yet; for one without labels,
+    with its one ``value`` if given."""
+    kind, documentation, labels = FAMILIES[name]
+    return kind(name, documentation, value) if value is not None else kind(name, documentation, labels=labels)
+
+
 class _Collector:
     """Hands the counts to prometheus_client's metric families at scrape time, with the
     values of the router's snapshot (tokens, states, cooldowns, weights, in flight) at ``now``."""
@@ -335,56 +389,43 @@ class _Collector:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
+    def describe(self) -> list[Metric]:
+        """Every family :meth:`collect` may give, without series: the names the registry
+        keeps for this collector."""
+        return [_family(name) for name in FAMILIES]
+
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
         state = m.router.snapshot(m.clock())
-        requests = CounterMetricFamily("gwlab_requests", "Answers sent, by status code and provider.",
-                                       labels=["code", "provider"])
+        requests = _family("gwlab_requests")
         for (code, provider), count in m.answers.items():
             requests.add_metric([code_name(code), provider], count)
-        duration = _histogram("gwlab_request_duration_seconds",
-                              "Time from a request's arrival to its answer (admitted and 429).", m.durations)
-        rate_limited = CounterMetricFamily("gwlab_rate_limited", "Requests answered 429 by the token bucket.",
-                                           m.rate_limited)
-        rejected = CounterMetricFamily("gwlab_limiter_rejected", "Requests answered 429, by the limit that refused.",
-                                       labels=["limit"])
+        duration = _histogram("gwlab_request_duration_seconds", m.durations)
+        rate_limited = _family("gwlab_rate_limited", m.rate_limited)
+        rejected = _family("gwlab_limiter_rejected")
         for code, count in m.rejected_by.items():
             rejected.add_metric([LIMITS[code]], count)
-        backend_errors = CounterMetricFamily("gwlab_limiter_backend_errors", "Admissions, refunds and changes that "
-                                             "the limiter's Redis failed.", m.router.admission.errors)
-        outcomes = CounterMetricFamily("gwlab_provider_requests", "Provider calls that ended, by outcome.",
-                                       labels=["provider", "outcome"])
+        backend_errors = _family("gwlab_limiter_backend_errors", m.router.admission.errors)
+        outcomes = _family("gwlab_provider_requests")
         for name in state.providers:
             for outcome in Outcome:
                 key = outcome.status, name
                 outcomes.add_metric([name, outcome.value], m.answers.get(key, 0) + m.attempts.get(key, 0))
-        provider_duration = _histogram("gwlab_provider_request_duration_seconds",
-                                       "Duration of provider calls that ended.", m.provider_durations)
-        tokens = GaugeMetricFamily("gwlab_limiter_tokens", "Tokens in the rate limiter's bucket.", state.tokens)
-        limiters = [tokens]
+        provider_duration = _histogram("gwlab_provider_request_duration_seconds", m.provider_durations)
+        limiters = [_family("gwlab_limiter_tokens", state.tokens)]
         if state.tpm_tokens is not None:
-            limiters.append(GaugeMetricFamily("gwlab_limiter_tpm_tokens", "Tokens in the tokens-per-minute bucket "
-                                              "(below 0 in debt).", state.tpm_tokens))
-        in_flight = GaugeMetricFamily("gwlab_in_flight_requests", "Admitted requests not yet answered.",
-                                      state.in_flight)
-        gauge = GaugeMetricFamily("gwlab_breaker_state", "Breaker state: 1 for the current one, 0 for the others.",
-                                  labels=["provider", "state"])
-        cooldown = GaugeMetricFamily("gwlab_breaker_cooldown_seconds", "Cooldown left before the breaker half-opens.",
-                                     labels=["provider"])
-        weight = GaugeMetricFamily("gwlab_provider_weight", "Provider weight in the load balancer.",
-                                   labels=["provider"])
-        fallback = CounterMetricFamily("gwlab_fallback", "Calls forced on the provider whose cooldown ends "
-                                       "soonest, because no provider was available.", labels=["provider"])
-        decisions = CounterMetricFamily("gwlab_retry_decisions", "Failed attempts retried, or not for want of "
-                                        "attempts, time or budget.", labels=["decision"])
+            limiters.append(_family("gwlab_limiter_tpm_tokens", state.tpm_tokens))
+        in_flight = _family("gwlab_in_flight_requests", state.in_flight)
+        gauge = _family("gwlab_breaker_state")
+        cooldown = _family("gwlab_breaker_cooldown_seconds")
+        weight = _family("gwlab_provider_weight")
+        fallback = _family("gwlab_fallback")
+        decisions = _family("gwlab_retry_decisions")
         for decision, count in m.decisions.items():
             decisions.add_metric([decision], count)
-        panic = CounterMetricFamily("gwlab_panic", "Calls made while no provider was available, picked among all "
-                                    "of them (gateway.fallback = panic).", labels=["provider"])
-        running = GaugeMetricFamily("gwlab_provider_requests_running", "Calls in a slot of a provider with a "
-                                    "capacity.", labels=["provider"])
-        waiting = GaugeMetricFamily("gwlab_provider_requests_waiting", "Calls waiting for a slot of a provider.",
-                                    labels=["provider"])
+        panic = _family("gwlab_panic")
+        running = _family("gwlab_provider_requests_running")
+        waiting = _family("gwlab_provider_requests_waiting")
         for name, p in state.providers.items():
             running.add_metric([name], p.busy)
             waiting.add_metric([name], p.waiting)
@@ -394,16 +435,12 @@ class _Collector:
             weight.add_metric([name], p.weight)
             fallback.add_metric([name], m.fallbacks[name])
             panic.add_metric([name], m.panics[name])
-        transitions = CounterMetricFamily("gwlab_breaker_transitions", "Breaker state changes.",
-                                          labels=["provider", "from_state", "to_state"])
+        transitions = _family("gwlab_breaker_transitions")
         for labels, count in m.transitions.items():
             transitions.add_metric(list(labels), count)
-        ttft = _histogram("gwlab_time_to_first_token_seconds",
-                          "Time from a streamed request's arrival to its first token.", m.ttft)
-        tpot = _histogram("gwlab_time_per_output_token_seconds",
-                          "Time per output token of a stream, after its first one.", m.tpot)
-        used = CounterMetricFamily("gwlab_tokens", "Tokens of the requests answered (prompt) and of the answers "
-                                   "(completion).", labels=["provider", "kind"])
+        ttft = _histogram("gwlab_time_to_first_token_seconds", m.ttft)
+        tpot = _histogram("gwlab_time_per_output_token_seconds", m.tpot)
+        used = _family("gwlab_tokens")
         for labels, count in m.tokens.items():
             used.add_metric(list(labels), count)
         yield from (requests, duration, rate_limited, rejected, backend_errors, outcomes, provider_duration,
@@ -411,9 +448,9 @@ class _Collector:
                     waiting)
 
 
-def _histogram(name: str, documentation: str, series: dict[str, Buckets]) -> HistogramMetricFamily:
-    """A histogram family with one series per provider."""
-    family = HistogramMetricFamily(name, documentation, labels=["provider"])
+def _histogram(name: str, series: dict[str, Buckets]) -> HistogramMetricFamily:
+    """The histogram family ``name`` of :data:`FAMILIES` with one series per provider."""
+    family = _family(name)
     for provider, buckets in series.items():
         family.add_metric([provider], buckets.cumulative(), buckets.sum)
     return family

@@ -35,7 +35,6 @@ import logging
 import math
 from importlib.resources import files
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
@@ -43,7 +42,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from gwlab.admission import FAILED_OPEN, LIMITER_UNAVAILABLE, RATE_LIMIT_REQUESTS, RATE_LIMIT_TOKENS, Rejected
-from gwlab.config import REDIS_LOG_INTERVAL, REDIS_RECONNECT_BASE, REDIS_RECONNECT_MAX, LimiterConfig
+from gwlab.config import REDIS_LOG_INTERVAL, REDIS_RECONNECT_BASE, REDIS_RECONNECT_MAX, LimiterConfig, redacted
 from gwlab.limiter import PerMinuteBucket, TokenBucket
 
 log = logging.getLogger(__name__)
@@ -122,8 +121,8 @@ class RedisAdmission:
         self._client = Redis.from_url(limiter.redis_url, retry=Retry(NoBackoff(), 0))
         self._script = self._client.register_script(SCRIPT)
         self._clock = clock
-        self.url = _shown(limiter.redis_url)
-        """The Redis's URL as log lines show it: without a password."""
+        self.url = redacted(limiter.redis_url)
+        """The Redis's URL as log lines show it: its password redacted."""
         self.errors = 0
         """Admissions, refunds and changes that Redis failed (or that were not tried, while
         waiting to try it again)."""
@@ -249,12 +248,6 @@ class RedisAdmission:
         """Finish the refunds and changes under way, then close the connections."""
         await asyncio.gather(*self._settling, *([self._changing] if self._changing else []), return_exceptions=True)
         await self._client.aclose()
-
-
-def _shown(url: str) -> str:
-    """``url`` without the user and password it may carry."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def _describe(error: BaseException | None) -> str:

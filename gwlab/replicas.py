@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Mapping
 
 from gwlab import config
-from gwlab.children import die_with, exited, spawn
+from gwlab.children import die_with, end, spawn
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
 from gwlab.metrics import Scrapes
@@ -47,13 +47,6 @@ from gwlab.wire import ApiError
 
 log = logging.getLogger(__name__)
 
-STARTUP_TIMEOUT = 60.0
-"""Seconds the replicas get to start (import, bind, listen) before the start fails."""
-REPLY_TIMEOUT = 10.0
-"""Seconds a replica gets to answer the parent (a configuration change, a reset, a
-snapshot) before it is taken for stuck and the request fails."""
-EXIT_TIMEOUT = 5.0
-"""Seconds, after the stop grace, a replica gets to exit before it is killed."""
 REPLICAS_UNAVAILABLE = "replicas_unavailable"
 """The ``code`` of the 503 an admin change gets when a replica did not confirm it (it was
 sent to all: a stalled replica applies it when it resumes)."""
@@ -142,7 +135,8 @@ class Replicas:
         """Start the replicas on ``host:port`` (0: a free port, the same for all) and wait
         until every one listens. Raises :class:`~gwlab.server.PortInUse` when ``port`` (or a
         replica's metrics port) is taken, :class:`ReplicaError` when a replica fails to
-        start within :data:`STARTUP_TIMEOUT`; then no replica is left running."""
+        start within :data:`~gwlab.config.CHILD_START_TIMEOUT`; then no replica is left
+        running."""
         if self._stopping:
             raise ReplicaError("these replicas were stopped: make a new Replicas to start again")
         if self._processes:
@@ -159,16 +153,28 @@ class Replicas:
             self._started.append(loop.create_future())
             loop.add_reader(mine.fileno(), self._receive, index)
         try:
-            ports = await asyncio.wait_for(asyncio.gather(*self._started), STARTUP_TIMEOUT)
-        except BaseException as exc:
+            ports = await self._listening()
+        except BaseException:
             await self._end(0.0)
-            if isinstance(exc, TimeoutError):
-                raise ReplicaError(f"the replicas did not start within {STARTUP_TIMEOUT:g} s") from None
             raise
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self.metrics_ports = list(ports)
         self.metrics_urls = [f"http://{shown}:{p}/metrics" for p in ports]
+
+    async def _listening(self) -> list[int]:
+        """Each replica's metrics port, once every one listens. Raises the failure of the
+        first replica that could not start, or a :class:`ReplicaError` naming the replicas
+        that did not say they listen within :data:`~gwlab.config.CHILD_START_TIMEOUT`."""
+        await asyncio.wait(self._started, timeout=config.CHILD_START_TIMEOUT, return_when=asyncio.FIRST_EXCEPTION)
+        for started in self._started:
+            if started.done() and started.exception() is not None:
+                raise started.exception()
+        late = [str(index) for index, started in enumerate(self._started) if not started.done()]
+        if late:
+            raise ReplicaError(f"replicas {', '.join(late)} of {self.count} did not start within "
+                               f"{config.CHILD_START_TIMEOUT:g} s")
+        return [started.result() for started in self._started]
 
     def targets(self) -> list[str]:
         """Each replica's metrics server as ``host:port``, as Prometheus scrapes it."""
@@ -191,20 +197,21 @@ class Replicas:
         self._tell_all("reset")
 
     async def sync(self) -> list[int]:
-        """Wait, at most :data:`REPLY_TIMEOUT`, until every replica still running has applied
-        every change sent so far; the replicas that have not (stalled: they apply it when
-        they resume), by index."""
-        return sorted({index for index, _ in (await self._wait(dict(self._replies)))[1]})
+        """Wait, at most :data:`~gwlab.config.REPLICA_REPLY_TIMEOUT`, until every replica
+        still running has applied every change sent so far; the replicas that have not
+        (stalled: they apply it when they resume), by index."""
+        return (await self._wait(list(self._replies.values())))[1]
 
     async def snapshots(self, timeout: float | None = None) -> dict[int, Snapshot]:
         """The router state now of every replica that answers within ``timeout`` seconds
-        (:data:`REPLY_TIMEOUT` by default), by index (in replica order)."""
+        (:data:`~gwlab.config.REPLICA_REPLY_TIMEOUT` by default), by index (in replica
+        order)."""
         return (await self._wait(self._tell_all("snapshot"), timeout))[0]
 
     async def ends(self) -> dict[int, dict[str, Any]]:
-        """What each replica that answers within :data:`REPLY_TIMEOUT` counted since it
-        started, by index, for a run's summary: its breakers' openings (``trips``, by
-        provider), its ``fallbacks`` and retry ``decisions`` (as its
+        """What each replica that answers within :data:`~gwlab.config.REPLICA_REPLY_TIMEOUT`
+        counted since it started, by index, for a run's summary: its breakers' openings
+        (``trips``, by provider), its ``fallbacks`` and retry ``decisions`` (as its
         :class:`~gwlab.metrics.Metrics` counts them) and its requests in flight."""
         return (await self._wait(self._tell_all("ends")))[0]
 
@@ -212,22 +219,23 @@ class Replicas:
         """Stop every replica as :meth:`Gateway.stop` does (requests in flight get ``grace``
         seconds; with ``final_scrape``, a replica whose metrics were scraped first waits for
         one more scrape, at most :data:`~gwlab.config.FINAL_SCRAPE` seconds, as ``gwlab run``
-        does), wait for them to exit, and kill those still running :data:`EXIT_TIMEOUT`
-        seconds later. Safe to call twice."""
+        does), wait for them to exit, and kill those still running
+        :data:`~gwlab.config.CHILD_EXIT_TIMEOUT` seconds later. Safe to call twice."""
         if self._stopping or not self._processes:
             self._stopping = True
             return
         self._stopping = True
         for conn in self._conns:
             _send(conn, ("stop", grace, final_scrape))
-        await self._end(grace + (config.FINAL_SCRAPE if final_scrape else 0.0) + EXIT_TIMEOUT)
+        await self._end(grace + (config.FINAL_SCRAPE if final_scrape else 0.0) + config.CHILD_EXIT_TIMEOUT)
 
-    def _tell_all(self, kind: str, *args: Any) -> dict[int, asyncio.Future]:
-        """Send every replica still running a request; the futures of their replies, by index."""
+    def _tell_all(self, kind: str, *args: Any) -> list[tuple[int, asyncio.Future]]:
+        """Send every replica still running a request; each one's index with the future of
+        its reply."""
         if self._stopping:
             raise ReplicaError("these replicas are stopped")
         loop = asyncio.get_running_loop()
-        replies = {}
+        sent = []
         for index, conn in enumerate(self._conns):
             if index in self.lost:
                 continue
@@ -236,20 +244,22 @@ class Replicas:
             self._replies[number] = index, reply
             reply.add_done_callback(lambda _, number=number: self._replies.pop(number, None))
             if _send(conn, (kind, number, *args)):
-                replies[number] = index, reply
+                sent.append((index, reply))
             else:
                 reply.cancel()
-        return {index: reply for index, reply in replies.values()}
+        return sent
 
-    async def _wait(self, replies: Mapping[Any, Any], timeout: float | None = None) -> tuple[dict[int, Any], list[Any]]:
-        """``replies`` (futures by replica index, or ``(index, future)`` by number) waited for at
-        most ``timeout`` seconds (:data:`REPLY_TIMEOUT` by default): the results by index, and
-        the values of those not answered."""
-        futures = {key: value[1] if isinstance(value, tuple) else value for key, value in replies.items()}
-        if futures:
-            await asyncio.wait(futures.values(), timeout=REPLY_TIMEOUT if timeout is None else timeout)
-        done = {key: f.result() for key, f in futures.items() if f.done() and not f.cancelled()}
-        return dict(sorted(done.items())), [replies[key] for key, f in futures.items() if not f.done()]
+    async def _wait(self, replies: list[tuple[int, asyncio.Future]],
+                    timeout: float | None = None) -> tuple[dict[int, Any], list[int]]:
+        """Wait at most ``timeout`` seconds (:data:`~gwlab.config.REPLICA_REPLY_TIMEOUT` by
+        default) for ``replies``, each a replica's index with the future of its reply: the
+        replies received, by index (in replica order), and the replicas that did not answer
+        (a replica lost meanwhile is neither)."""
+        if replies:
+            await asyncio.wait([reply for _, reply in replies],
+                               timeout=config.REPLICA_REPLY_TIMEOUT if timeout is None else timeout)
+        answered = {index: reply.result() for index, reply in replies if reply.done() and not reply.cancelled()}
+        return dict(sorted(answered.items())), sorted({index for index, reply in replies if not reply.done()})
 
     def _receive(self, index: int) -> None:
         conn = self._conns[index]
@@ -307,7 +317,8 @@ class Replicas:
             late = await self.sync()
             answer = None if not late else (
                 "unavailable", f"the change was sent to every replica, but replicas {', '.join(map(str, late))} did "
-                               f"not confirm it within {REPLY_TIMEOUT:g} s (they apply it when they resume)")
+                               f"not confirm it within {config.REPLICA_REPLY_TIMEOUT:g} s (they apply it when they "
+                               "resume)")
         except ConfigError as exc:
             answer = "refused", str(exc)
         except ReplicaError as exc:
@@ -315,20 +326,12 @@ class Replicas:
         _send(self._conns[index], ("answer", number, answer))
 
     async def _end(self, wait: float) -> None:
-        """Close the pipes (a replica still running takes that as a stop), let the replicas
-        exit for ``wait`` seconds, then kill the ones left."""
-        loop = asyncio.get_running_loop()
+        """Drop the admin requests being fanned out, then end the replicas as
+        :func:`gwlab.children.end` does: a replica still running takes its closed pipe as a
+        stop, and is killed once ``wait`` seconds have passed."""
         for task in self._tasks:
             task.cancel()
-        for conn in self._conns:
-            if not conn.closed:
-                loop.remove_reader(conn.fileno())
-                conn.close()
-        done = await asyncio.gather(*(exited(p, wait) for p in self._processes))
-        left = [p for p, ended in zip(self._processes, done) if not ended]
-        for process in left:
-            process.kill()
-        await asyncio.gather(*(exited(p, EXIT_TIMEOUT) for p in left))
+        await end(self._processes, self._conns, wait)
 
 
 def _free_to_share(host: str, port: int) -> int:
@@ -439,10 +442,10 @@ class _Replica:
         try:
             if not _send(self.conn, ("admin", number, kind, patch)):
                 raise ApiError(503, "the replicas' parent is gone: nothing was changed", REPLICAS_UNAVAILABLE)
-            outcome = await asyncio.wait_for(answer, REPLY_TIMEOUT * 2)
+            outcome = await asyncio.wait_for(answer, config.REPLICA_REPLY_TIMEOUT * 2)
         except TimeoutError:
-            raise ApiError(503, f"the replicas' parent did not answer within {REPLY_TIMEOUT * 2:g} s",
-                           REPLICAS_UNAVAILABLE) from None
+            raise ApiError(503, f"the replicas' parent did not answer within "
+                                f"{config.REPLICA_REPLY_TIMEOUT * 2:g} s", REPLICAS_UNAVAILABLE) from None
         finally:
             self._answers.pop(number, None)
         if outcome is not None:

@@ -772,7 +772,7 @@ class Gateway:
                            "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
     async def _get_config(self, request: web.BaseRequest) -> web.Response:
-        return _json(self.scenario.to_dict())
+        return _json(config.shown(self.scenario.to_dict()))
 
     async def _patch_config(self, request: web.BaseRequest) -> web.Response:
         """Merge the body into the scenario: a JSON merge patch (RFC 7396), sent as
@@ -789,7 +789,7 @@ class Gateway:
                 scenario = await self.fan_out("configure", patch)
         except ConfigError as exc:
             raise ApiError(400, str(exc), "invalid_config") from None
-        return _json(scenario.to_dict())
+        return _json(config.shown(scenario.to_dict()))
 
     async def _reset(self, request: web.BaseRequest) -> web.Response:
         if self.fan_out is None:

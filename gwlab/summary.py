@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from gwlab.breaker import State, Transition
-from gwlab.config import Scenario, WorkloadConfig
+from gwlab.config import Scenario, WorkloadConfig, shown
 from gwlab.router import RETRY_DECISIONS, Snapshot
 from gwlab.stats import ADMITTED, QUANTILES, RATE_LIMITED, USER_OUTCOMES, LatencyHistogram, Tally, code_name
 
@@ -105,7 +105,8 @@ def summarise(
     """The summary of a run of ``duration`` seconds, JSON-ready. Its fields:
 
     - ``mode``: ``"simulated"`` (``gwlab simulate``) or ``"live"`` (``gwlab run``, the lab);
-      ``seed``; ``scenario``: the scenario in force when the run began, as plain data.
+      ``seed``; ``scenario``: the scenario in force when the run began, as plain data, any
+      password in it redacted (:func:`gwlab.config.shown`).
     - ``duration``: seconds of the run (virtual ones in a simulation; of sending in
       ``gwlab run``; of the window in ``lab.run_for``).
     - ``offered``: requests counted in ``tally``: each one answered during the run, whatever
@@ -217,7 +218,7 @@ def summarise(
         "fallbacks": sum(fallbacks.get(name, 0) for name in providers),
         "mode": mode,
         "seed": seed,
-        "scenario": scenario.to_dict(),
+        "scenario": shown(scenario.to_dict()),
         "clients": w.clients if w.mode == "closed" else None,
         "requested_rate": requested_rate(workloads, duration),
         "achieved_offered_rate": per_second(sent),

@@ -54,7 +54,7 @@ def steps(scenario: Scenario, source: str = "scenario") -> tuple[Step, ...]:
 def describe(event: Event) -> str:
     """One line naming a scripted event and what it changes, e.g.
     ``event at 60 s: providers.p1.outage = 'error'``."""
-    changes = ", ".join(f"{key} = {value!r}" for key, value in _dotted(event.patch))
+    changes = ", ".join(f"{key} = {value!r}" for key, value in _dotted(config.shown(event.patch)))
     return f"event at {event.at:g} s: {changes}"
 
 

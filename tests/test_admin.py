@@ -220,3 +220,35 @@ def test_patch_of_another_media_type_is_415_naming_both():
     status, body = asyncio.run(main())
     assert status == 415
     assert "application/json or application/merge-patch+json" in body["error"]["message"]
+
+
+SECRET_URL = "redis://user:s3cret@10.0.0.5:6379/2"
+"""A Redis URL with a password (``limiter.redis_url`` is only used with ``backend = "redis"``:
+the gateway here keeps its buckets locally and never connects to it)."""
+SHOWN_URL = "redis://user:***@10.0.0.5:6379/2"
+
+
+def test_the_admin_api_shows_the_redis_url_with_its_password_redacted_and_takes_it_back_as_shown():
+    scenario = config.from_dict({"limiter": {"redis_url": SECRET_URL}})
+
+    async def main():
+        async with serving(scenario) as (gw, http):
+            status, shown = await call(http, "GET", "/admin/config")
+            assert status == 200 and shown["limiter"]["redis_url"] == SHOWN_URL
+            assert {k: v for k, v in shown.items() if k != "limiter"} == {
+                k: v for k, v in scenario.to_dict().items() if k != "limiter"}
+            # The whole document sent back as shown, with one change: only that change is made.
+            shown["limiter"]["rate"] = 5
+            status, body = await call(http, "PATCH", "/admin/config", json=shown)
+            assert status == 200 and body["limiter"]["redis_url"] == SHOWN_URL, body
+            assert gw.scenario.limiter.redis_url == SECRET_URL and gw.scenario.limiter.rate == 5
+            status, body = await call(http, "PATCH", "/admin/config",
+                                      json={"limiter": {"redis_url": "redis://user:other@10.0.0.6:6379/2"}})
+            assert status == 400 and "s3cret" not in str(body) and "other" not in str(body)
+            assert body["error"]["message"] == (
+                f"PATCH /admin/config: limiter.redis_url = 'redis://user:***@10.0.0.6:6379/2': expected "
+                f"{SHOWN_URL!r}, its value at start: it is fixed while the gateway runs (restart it with the new "
+                "value)")
+            assert gw.scenario.limiter.redis_url == SECRET_URL
+
+    asyncio.run(main())

@@ -193,6 +193,9 @@ BAD_FLAGS = {
     "redis_url": (["--redis-url", "127.0.0.1:6379"],
                   "gwlab: error: --redis-url: limiter.redis_url = '127.0.0.1:6379': expected a redis:// or rediss:// "
                   "URL (or unix:// for a socket)"),
+    "redis_url_with_a_password": (["--redis-url", "http://:s3cret@127.0.0.1:6379"],
+                                  "gwlab: error: --redis-url: limiter.redis_url = 'http://:***@127.0.0.1:6379': "
+                                  "expected a redis:// or rediss:// URL (or unix:// for a socket)"),
     "log_level": (["--log-level", "loud"],
                   "gwlab: error: argument --log-level: invalid choice: 'LOUD' "
                   "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR') (see gwlab run --help)"),
@@ -416,6 +419,26 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_run_shows_the_password_of_its_redis_url_nowhere(tmp_path):
+    """Not in the summary's scenario (``--json``), nor in a scripted event's line: the URL
+    shows ``***`` in its place (the buckets are local: nothing connects to it)."""
+    secret, shown = "redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"
+    path = tmp_path / "scenario.toml"
+    path.write_text(f'limiter.redis_url = "{secret}"\n[[events]]\nat = 0.5\nlimiter = {{ redis_url = "{secret}", '
+                    'rate = 500 }\n')
+    out = tmp_path / "run.json"
+    process = Process("run", "--config", str(path), "--clients", "5", "--duration", "1",
+                      "--port", "0", "--metrics-port", "0", "--log-level", "INFO", "--json", str(out), cwd=tmp_path)
+    status, lines, stderr = process.finish()
+    assert status == 0, stderr
+    assert f"event at 0.5 s: limiter.redis_url = {shown!r}, limiter.rate = 500" in lines
+    assert f"event at 0.5 s: limiter.redis_url = {shown!r}, limiter.rate = 500" in stderr  # the log's line
+    result = json.loads(out.read_text())
+    assert result["scenario"]["limiter"]["redis_url"] == shown
+    assert result["scenario"]["events"] == [{"at": 0.5, "limiter": {"redis_url": shown, "rate": 500}}]
+    assert "s3cret" not in out.read_text() + "\n".join(lines) + stderr
 
 
 def test_run_with_a_duration_exits_0_and_writes_the_summary(tmp_path):

@@ -160,6 +160,12 @@ ERRORS = [
      "socket)"),
     ({"limiter": {"redis_url": "127.0.0.1:6379"}},
      "scenario: limiter.redis_url = '127.0.0.1:6379': expected a redis:// or rediss:// URL (or unix:// for a socket)"),
+    ({"limiter": {"redis_url": "http://:s3cret@127.0.0.1:6379"}},
+     "scenario: limiter.redis_url = 'http://:***@127.0.0.1:6379': expected a redis:// or rediss:// URL (or unix:// "
+     "for a socket)"),
+    ({"limiter": {"redis_url": "user:s3cret@127.0.0.1:6379"}},
+     "scenario: limiter.redis_url = '***@127.0.0.1:6379': expected a redis:// or rediss:// URL (or unix:// for a "
+     "socket)"),
     ({"limiter": {"redis_prefix": ""}},
      "scenario: limiter.redis_prefix = '': expected 1 to 100 printable ASCII characters, no spaces"),
     ({"limiter": {"redis_prefix": "my gateway"}},
@@ -176,6 +182,10 @@ ERRORS = [
      "the gateway runs (restart it with the new value)"),
     ({"events": [{"at": 1, "limiter": {"redis_url": "redis://10.0.0.1"}}]},
      "scenario: event at 1 s: limiter.redis_url = 'redis://10.0.0.1': expected 'redis://127.0.0.1:6379/0', its "
+     "value at start: it is fixed while the gateway runs (restart it with the new value)"),
+    ({"limiter": {"redis_url": "redis://:s3cret@10.0.0.1"},
+      "events": [{"at": 1, "limiter": {"redis_url": "redis://:other@10.0.0.2"}}]},
+     "scenario: event at 1 s: limiter.redis_url = 'redis://:***@10.0.0.2': expected 'redis://:***@10.0.0.1', its "
      "value at start: it is fixed while the gateway runs (restart it with the new value)"),
     ({"workload": {"clients": 0}}, "scenario: workload.clients = 0: expected a whole number >= 1 and <= 100000"),
     ({"workload": {"clients": 2.5}}, "scenario: workload.clients = 2.5: expected a whole number >= 1 and <= 100000"),
@@ -498,6 +508,36 @@ def test_values_are_shown_in_one_short_line():
     with pytest.raises(ConfigError) as error:
         config.from_dict({"breaker": {"failure_threshold": 2**100}})
     assert str(error.value).startswith("scenario: breaker.failure_threshold = 1.26765E+30: expected ")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+    ("rediss://user:s3cret@host", "rediss://user:***@host"),
+    ("redis://user@host/1", "redis://user@host/1"),
+    ("redis://u:s3c@ret@host:1/0", "redis://u:***@host:1/0"),
+    ("unix://:s3cret@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
+    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ("redis://host/0?password=s3cret&socket_timeout=1", "redis://host/0?password=***&socket_timeout=1"),
+    ("redis://host/0?pass%77ord=s3cret#x", "redis://host/0?pass%77ord=***#x"),
+    ("user:s3cret@host", "***@host"),
+])
+def test_a_urls_password_is_redacted_and_the_rest_kept_as_given(url, shown):
+    assert config.redacted(url) == shown
+
+
+def test_a_scenario_shows_the_password_of_its_redis_url_nowhere():
+    secret, shown = "redis://:s3cret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"
+    scenario = config.from_dict({"limiter": {"redis_url": secret},
+                                 "events": [{"at": 1, "limiter": {"redis_url": secret, "rate": 5}}]})
+    data = scenario.to_dict()
+    assert data["limiter"]["redis_url"] == secret and config.from_dict(data) == scenario  # it round-trips
+    assert config.shown(data) == {**data, "limiter": {**data["limiter"], "redis_url": shown},
+                                  "events": [{"at": 1.0, "limiter": {"redis_url": shown, "rate": 5}}]}
+    assert "s3cret" not in repr(scenario) and f"redis_url={shown!r}" in repr(scenario)
+    assert repr(config.LimiterConfig()) == (
+        "LimiterConfig(rate=1000.0, burst=1000.0, tpm=0, default_max_tokens=4096, backend='local', "
+        "redis_url='redis://127.0.0.1:6379/0', redis_prefix='gwlab', redis_timeout=0.05, redis_failure='open')")
 
 
 def test_a_scenario_built_in_code_is_checked_by_every_shell():

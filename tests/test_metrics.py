@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
-from gwlab.metrics import BUCKETS, Buckets
+from gwlab.metrics import BUCKETS, FAMILIES, Buckets
 from gwlab.server import Gateway
 from tests.conftest import require_tool
 from tests.support import CHAT, failing_at_once, serving
@@ -115,6 +115,45 @@ def test_every_known_series_exists_from_the_start():
     for limit in ("requests", "tokens"):
         assert value(samples, "gwlab_limiter_rejected_total", limit=limit) == 0
     assert not any(name == "gwlab_limiter_tpm_tokens" for name, _ in samples)  # the limit is off
+
+
+def test_a_scrape_asking_for_some_names_gets_those_series_and_no_others():
+    """Prometheus's filtered scrape, ``/metrics?name[]=...``: prometheus_client's handler keeps
+    the collectors that describe those names, gwlab's own and the process's alike."""
+    asked = ["gwlab_requests_total", "gwlab_request_duration_seconds_count", "gwlab_limiter_tokens",
+             "process_open_fds"]
+
+    async def main():
+        async with serving(seed_with_no_latency(burst=2), clock=lambda: 0.0) as (gw, http):
+            for _ in range(3):
+                async with http.post("/v1/chat/completions", json=CHAT) as r:
+                    await r.read()
+            async with aiohttp.ClientSession() as scraper:
+                async with scraper.get(gw.metrics_url, params=[("name[]", name) for name in asked]) as r:
+                    assert r.status == 200
+                    text = await r.text()
+            return text, (await scrape(gw))[1]
+
+    text, everything = asyncio.run(main())
+    families = list(text_string_to_metric_families(text))
+    assert sorted(f.name for f in families) == ["gwlab_limiter_tokens", "gwlab_request_duration_seconds",
+                                                "gwlab_requests", "process_open_fds"]
+    samples = {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+    assert {name for name, _ in samples} == set(asked)
+    assert {key: v for key, v in samples.items() if key[0] != "process_open_fds"} == {
+        key: v for key, v in everything.items() if key[0] in asked[:3]}
+    assert sum(v for (name, _), v in samples.items() if name == "gwlab_requests_total") == 3
+    assert value(samples, "gwlab_requests_total", code="429", provider="none") == 1
+    assert value(samples, "gwlab_limiter_tokens") == 0
+
+
+def test_the_collector_describes_every_family_a_scrape_shows():
+    async def main():
+        async with serving(seed_with_no_latency(tpm=1000)) as (gw, _):  # the tokens limit's gauge too
+            return (await scrape(gw))[0]
+
+    shown = {f.name for f in text_string_to_metric_families(asyncio.run(main())) if f.name.startswith("gwlab_")}
+    assert shown == set(FAMILIES)
 
 
 def test_idle_breaker_half_opens_by_time_alone():

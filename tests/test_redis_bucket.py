@@ -226,6 +226,23 @@ def test_redis_stopped_fails_open_counts_logs_once_per_interval_and_reconnects(o
     asyncio.run(main())
 
 
+def test_the_log_line_of_a_failing_redis_shows_its_url_with_the_password_redacted(redis_bucket, caplog):
+    with socket.socket() as closed:  # a port nothing listens on: every call is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        scenario = _scenario(f"redis://user:s3cret@127.0.0.1:{port}/0")
+
+        async def main():
+            async with serving(scenario, clock=lambda: 100.0) as (_, http):
+                with caplog.at_level(logging.WARNING, logger="gwlab.redis_bucket"):
+                    assert (await _post(http))[0] == 200  # failing open
+
+        asyncio.run(main())
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gwlab.redis_bucket"]
+    assert line.startswith(f"limiter: Redis at redis://user:***@127.0.0.1:{port}/0 failed 1 calls (last: "), line
+    assert "s3cret" not in line
+
+
 def test_redis_stopped_fails_closed_with_429_limiter_unavailable(own_server):
     t = [100.0]
     scenario = _scenario(own_server.url, burst=5, redis_failure="closed")

@@ -21,7 +21,7 @@ from gwlab import config
 from gwlab.breaker import State
 from gwlab.live import status_lines
 from gwlab.redis_server import RedisServer
-from gwlab.replicas import Replicas, scrape_config
+from gwlab.replicas import ReplicaError, Replicas, scrape_config
 from gwlab.streams import replica_seed
 from gwlab.router import ProviderState, Snapshot
 from gwlab.server import PortInUse
@@ -372,7 +372,7 @@ def test_a_replica_that_dies_is_named_and_the_others_go_on(caplog):
 
 
 def test_a_change_a_stalled_replica_does_not_confirm_is_a_503_and_it_applies_it_on_resuming(monkeypatch):
-    monkeypatch.setattr("gwlab.replicas.REPLY_TIMEOUT", 1.0)
+    monkeypatch.setattr(config, "REPLICA_REPLY_TIMEOUT", 1.0)
 
     async def scenario() -> None:
         replicas = Replicas(config.Scenario(), 1, 2)
@@ -404,6 +404,50 @@ def test_a_change_a_stalled_replica_does_not_confirm_is_a_503_and_it_applies_it_
     asyncio.run(scenario())
 
 
+def test_replicas_that_never_say_they_listen_fail_the_start_within_its_bound_and_are_killed(monkeypatch):
+    """Replicas stopped (SIGSTOP) as soon as they are spawned never report that they listen:
+    the start fails once :data:`config.CHILD_START_TIMEOUT` has passed, naming them, and
+    kills them (a stopped process does not see its pipe close)."""
+    monkeypatch.setattr(config, "CHILD_START_TIMEOUT", 1.0)
+
+    async def start() -> tuple[float, list[int]]:
+        replicas = Replicas(config.Scenario(), 1, 2)
+
+        async def stall() -> None:  # runs once start() awaits: every replica is spawned
+            for pid in replicas.pids:
+                os.kill(pid, signal.SIGSTOP)
+
+        stalling = asyncio.create_task(stall())
+        began = time.monotonic()
+        with pytest.raises(ReplicaError) as raised:
+            await replicas.start("127.0.0.1", 0, 0)
+        await stalling
+        assert str(raised.value) == "replicas 0, 1 of 2 did not start within 1 s"
+        return time.monotonic() - began, replicas.pids
+
+    elapsed, pids = asyncio.run(start())
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert config.CHILD_START_TIMEOUT <= elapsed < config.CHILD_START_TIMEOUT + config.CHILD_EXIT_TIMEOUT
+
+
+def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_passed(monkeypatch):
+    monkeypatch.setattr(config, "CHILD_EXIT_TIMEOUT", 1.0)
+
+    async def stop() -> tuple[float, list[int]]:
+        replicas = Replicas(config.Scenario(), 1, 2)
+        await replicas.start("127.0.0.1", 0, 0)
+        os.kill(replicas.pids[1], signal.SIGSTOP)
+        began = time.monotonic()
+        await replicas.stop(grace=0.5)
+        return time.monotonic() - began, replicas.pids
+
+    elapsed, pids = asyncio.run(stop())
+    assert not any(_alive(pid) for pid in pids)
+    # Replica 0 stops within its grace; replica 1 is killed at the grace and the bound, and
+    # seen gone within the bound again.
+    assert 0.5 + config.CHILD_EXIT_TIMEOUT <= elapsed < 0.5 + 2 * config.CHILD_EXIT_TIMEOUT
+
+
 def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
     out = tmp_path / "run.json"
     process = Process("run", "--replicas", "3", "--duration", "4", "--port", "0", "--metrics-port", "0",
@@ -418,6 +462,25 @@ def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
     assert "ended unexpectedly; the other 2 go on" in stderr
     result = json.loads(out.read_text())
     assert [r["replica"] for r in result["replicas"]] == [0, 2] and result["replicas_lost"] == [1]
+    statuses = [line for line in lines if " offered " in line and "  tokens " in line]
+    assert " in 3 replicas " in statuses[0] and " in 2 replicas " in statuses[-1]  # the lost one is no longer shown
+
+
+def test_runs_status_shows_a_stalled_replica_as_it_last_was(tmp_path):
+    process = Process("run", "--replicas", "2", "--clients", "10", "--duration", "4", "--port", "0",
+                      "--metrics-port", "0", "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
+    process.line(60)
+    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(2)]
+    process.line()  # the scrape configuration
+    assert " in 2 replicas " in process.line()  # the first status, taken from both replicas
+    os.kill(replicas[1], signal.SIGSTOP)
+    try:
+        status = process.line()  # the next one, which replica 1 does not answer
+    finally:
+        os.kill(replicas[1], signal.SIGCONT)
+    assert " offered " in status and " in 2 replicas " in status, status
+    exit_status, _, stderr = process.finish(timeout=60)
+    assert exit_status == 0, stderr
 
 
 def test_a_replica_that_was_scraped_waits_for_one_last_scrape_when_a_run_ends():

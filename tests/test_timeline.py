@@ -98,6 +98,8 @@ def test_an_event_that_no_longer_fits_is_logged_counted_and_the_next_ones_still_
 def test_describe_names_every_changed_field_with_its_dotted_key():
     event = Event(60.0, {"providers": {"p1": {"outage": "error"}}, "workload": {"rate": 3000.0}})
     assert timeline.describe(event) == "event at 60 s: providers.p1.outage = 'error', workload.rate = 3000.0"
+    event = Event(1.0, {"limiter": {"redis_url": "redis://:s3cret@10.0.0.5:6379/0"}})
+    assert timeline.describe(event) == "event at 1 s: limiter.redis_url = 'redis://:***@10.0.0.5:6379/0'"
 
 
 def test_follow_plays_the_events_on_a_clock():
