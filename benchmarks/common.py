@@ -68,11 +68,11 @@ def can_pin() -> bool:
     return hasattr(os, "sched_setaffinity") and {SERVER_CORE, LOAD_CORE} <= os.sched_getaffinity(0)
 
 
-def pin(core: int) -> None:
-    """Run the calling process (and the threads and children it starts later) on ``core``,
-    when the machine has the cores for it."""
+def pin(core: int, pid: int = 0) -> None:
+    """Run process ``pid`` (0: the calling one), and the threads and children it starts
+    later, on ``core``, when the machine has the cores for it."""
     if can_pin():
-        os.sched_setaffinity(0, {core})
+        os.sched_setaffinity(pid, {core})
 
 
 def cpu_seconds(pid: int) -> float:

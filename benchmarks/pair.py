@@ -3,8 +3,9 @@
 Throughput: one ``wrk -t1`` on :data:`~benchmarks.common.LOAD_CORE` loads each in turn, round
 after round, so that a drift of the machine hits both alike; medians, and their ratio.
 Added latency: open-loop Poisson arrivals at a set rate (:mod:`benchmarks.openloop`) to each,
-one after the other; the client-side p50 and p99 of the second less the first's. The CPU of
-each server's processes is measured over every run (``server_cpu``, in cores).
+one after the other; the client-side p50 and p99 of the second less the first's. The servers
+may be placed otherwise for it (``between``). The CPU of each server's processes is measured
+over every run (``server_cpu``, in cores).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from benchmarks import common, openloop
 from benchmarks.bare import PATH
@@ -42,10 +44,13 @@ class Sizes:
 
 
 def compare(prefix: str, names: tuple[str, str], sides: tuple[Side, Side], sizes: Sizes,
-            target_added_p99: float | None = None, note: str = "") -> list[Row]:
+            target_added_p99: float | None = None, note: str = "", between: Callable[[], None] | None = None,
+            latency_note: str = "") -> list[Row]:
     """Rows ``{prefix}_throughput_{name}`` for both, ``{prefix}_throughput_ratio`` (the
-    second's over the first's) and ``{prefix}_added_latency_p{50,99}`` (the second's less
-    the first's, in ms; the p99 against ``target_added_p99`` seconds when given)."""
+    second's over the first's, ``note`` in its detail) and ``{prefix}_added_latency_p{50,99}``
+    (the second's less the first's, in ms; the p99 against ``target_added_p99`` seconds when
+    given; ``latency_note`` in their detail). ``between`` runs after the throughput rounds
+    and before the latency runs: to place the servers otherwise for those."""
     runs: dict[str, list[common.WrkResult]] = {name: [] for name in names}
     cores: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(sizes.rounds):
@@ -53,6 +58,8 @@ def compare(prefix: str, names: tuple[str, str], sides: tuple[Side, Side], sizes
             cpu, started = side.cpu(), time.monotonic()
             runs[name].append(common.wrk(side.url + PATH, BODY, sizes.seconds, sizes.connections, side.pids[0]))
             cores[name].append((side.cpu() - cpu) / (time.monotonic() - started))
+    if between is not None:
+        between()
     opened, open_cpu = {}, {}
     for name, side in zip(names, sides):
         cpu, started = side.cpu(), time.monotonic()
@@ -78,6 +85,8 @@ def compare(prefix: str, names: tuple[str, str], sides: tuple[Side, Side], sizes
                        load_generator=opened[other].generator,
                        limited_by_load_generator=any(run.limited for run in opened.values()))
     detail = {name: {f"p{round(q * 100)}_ms": value * 1e3 for q, value in quantiles[name].items()} for name in names}
+    if latency_note:
+        detail["note"] = latency_note
     for q in (0.5, 0.99):
         added = quantiles[other][q] - quantiles[reference][q]
         target = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import urllib.request
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep
-from benchmarks.common import ROOT, ROW_FIELDS, Server, post
+from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, can_pin, pin, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
 from gwlab.clients import BODY
@@ -354,6 +355,20 @@ def test_the_pairs_compare_a_reference_with_what_adds_to_it(results, prefix, nam
         row = table[f"{prefix}_added_latency_{q}"]
         assert row["value"] == pytest.approx(row["detail"][names[1]][f"{q}_ms"] - row["detail"][names[0]][f"{q}_ms"])
     assert table["forwarding_added_latency_p99"]["met"] == (table["forwarding_added_latency_p99"]["value"] < 1.0)
+    assert table["forwarding_added_latency_p99"]["detail"]["note"] == forwarding.LATENCY_PLACEMENT
+
+
+def test_a_process_can_be_moved_to_another_core():
+    if not can_pin():
+        pytest.skip("needs the server core and the load core")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as process:
+        try:
+            pin(LOAD_CORE, process.pid)
+            assert os.sched_getaffinity(process.pid) == {LOAD_CORE}
+            pin(SERVER_CORE, process.pid)
+            assert os.sched_getaffinity(process.pid) == {SERVER_CORE}
+        finally:
+            process.kill()
 
 
 def test_the_bare_upstream_answers_a_completion_the_gateway_can_forward():
