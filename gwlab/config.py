@@ -323,6 +323,10 @@ UPSTREAM_CONNECT_TIMEOUT = 5.0
 """Seconds a real upstream has to accept a connection; past them the call fails (502), so a
 host that is down costs a failure, not a whole ``gateway.timeout`` (Envoy's default cluster
 ``connect_timeout``)."""
+UPSTREAM_KEEPALIVE = 15.0
+"""Seconds a connection to a real upstream may sit idle and still carry a call; an older one
+is closed rather than used, before the upstream's own keep-alive timeout can close it under
+a request (aiohttp's ``TCPConnector`` default ``keepalive_timeout``)."""
 UPSTREAM_MAX_BODY = 16 * 1024 * 1024
 """Largest answer, or stream frame, the gateway reads from a real upstream, in bytes; a
 larger one fails the call (502): sixteen times the largest request it reads

@@ -439,6 +439,163 @@ def test_the_pool_holds_at_most_connections_to_an_upstream():
     assert (most, connections) == (bound, bound)
 
 
+def test_calls_that_give_up_on_a_connection_leave_the_pool_whole():
+    # One connection, held past the gateway's timeout: the call on it and the one waiting
+    # for it both end at the timeout (the second, handed the connection's place just before
+    # its own timeout, may send its request too); the next call finds that place free.
+    slow = {**CHAT, "messages": [{"role": "user", "content": "slow"}]}
+
+    async def sometimes_slow(request: web.Request) -> web.Response:
+        if (await request.json())["messages"][0]["content"] == "slow":
+            await asyncio.sleep(1)
+        return web.json_response({"object": "chat.completion", "choices": []})
+
+    async def main_():
+        async with upstream_app(sometimes_slow) as url:
+            scenario = front({"up": real(url, connections=1)}, gateway={"timeout": 0.3})
+            async with serving(scenario) as (_, http):
+                timed_out = await asyncio.gather(post(http, slow), post(http, slow))
+                return [a[0] for a in timed_out], (await post(http))[0]
+
+    assert asyncio.run(main_()) == ([504, 504], 200)
+
+
+async def forward_in_turn(url: str, calls: int, keepalive: float = config.UPSTREAM_KEEPALIVE) -> list[bytes]:
+    """``calls`` calls of a :class:`Forwarder` to ``url``, one after the other; their answers."""
+    provider = front({"up": real(url)}).providers[0]
+    forwarder = Forwarder(provider, None, keepalive)
+    await forwarder.start()
+    bodies = []
+    try:
+        for _ in range(calls):
+            answer = await forwarder.post(CHAT, provider)
+            bodies.append(await read_body(answer))
+            answer.release()
+    finally:
+        await forwarder.close()
+    return bodies
+
+
+def test_a_connection_idle_past_the_keepalive_is_closed_not_used():
+    async def main_(keepalive: float) -> int:
+        peers = set()
+
+        async def record(request: web.Request) -> web.Response:
+            peers.add(request.transport.get_extra_info("peername"))
+            return web.json_response({"object": "chat.completion", "choices": []})
+
+        async with upstream_app(record) as url:
+            await forward_in_turn(url, 3, keepalive)
+        return len(peers)
+
+    assert config.UPSTREAM_KEEPALIVE == 15.0
+    assert asyncio.run(main_(config.UPSTREAM_KEEPALIVE)) == 1
+    assert asyncio.run(main_(0.0)) == 3
+
+
+def test_the_upstream_gets_the_request_aiohttp_would_send():
+    async def main_():
+        seen = []
+
+        async def record(request: web.Request) -> web.Response:
+            seen.append((sorted(request.headers.items()), await request.read()))
+            return web.json_response({"object": "chat.completion", "choices": []})
+
+        async with upstream_app(record) as url:
+            async with serving(front({"up": real(url)})) as (_, http):
+                await post(http)
+            async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as direct:
+                async with direct.post(url + "/chat/completions", data=json.dumps(CHAT).encode()) as r:
+                    await r.read()
+        return seen
+
+    through, direct = asyncio.run(main_())
+    assert through == direct
+
+
+def test_an_upstreams_cookie_is_not_sent_back():
+    async def main_():
+        cookies = []
+
+        async def set_cookie(request: web.Request) -> web.Response:
+            cookies.append(request.headers.get("Cookie"))
+            response = web.json_response({"object": "chat.completion", "choices": []})
+            response.set_cookie("session", "one-clients")
+            return response
+
+        async with upstream_app(set_cookie) as url:  # by name: aiohttp's jar kept no cookie of an IP address
+            async with serving(front({"up": real(url.replace("127.0.0.1", "localhost"))})) as (_, http):
+                statuses = [(await post(http))[0] for _ in range(2)]
+        return statuses, cookies
+
+    assert asyncio.run(main_()) == ([200, 200], [None, None])
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(answer: bytes) -> AsyncIterator[str]:
+    """An upstream that reads a request's head and body and writes ``answer`` as it is; its
+    base URL."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("answer, status", [
+    (b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: LENGTH\r\n\r\nBODY", 200),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nHEX\r\nBODY\r\n0\r\n\r\n", 200),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nBODY", 200),  # no length: the body ends as the connection does
+    (b"not an HTTP answer\r\n\r\nBODY", 502),
+])
+def test_the_answer_is_read_as_http_says(answer, status):
+    body = json.dumps({"object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "12345678"}, "finish_reason": "stop"}]}).encode()
+    answer = answer.replace(b"LENGTH", b"%d" % len(body)).replace(b"HEX", b"%x" % len(body)).replace(b"BODY", body)
+
+    async def main_():
+        async with raw_upstream(answer) as url:
+            async with serving(front({"up": real(url)})) as (gw, http):
+                return await post(http), gw.metrics.tokens.get(("up", "completion"))
+
+    (got, _, forwarded), tokens = asyncio.run(main_())
+    assert got == status
+    if status == 200:
+        assert (forwarded, tokens) == (body, 2)
+
+
+def test_a_compressed_answer_is_decompressed():
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "x" * 4000}, "finish_reason": "stop"}]}
+
+    async def compressed(request: web.Request) -> web.Response:
+        assert "gzip" in request.headers["Accept-Encoding"]
+        response = web.json_response(body)
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async def main_():
+        async with upstream_app(compressed) as url:
+            async with aiohttp.ClientSession(auto_decompress=False) as direct:
+                async with direct.post(url + "/chat/completions", headers={"Accept-Encoding": "gzip"}) as r:
+                    encoding = r.headers["Content-Encoding"]
+            async with serving(front({"up": real(url)})) as (gw, http):
+                return encoding, await post(http), gw.metrics.tokens["up", "completion"]
+
+    encoding, (status, _, answer), tokens = asyncio.run(main_())
+    assert encoding == "gzip"
+    assert (status, json.loads(answer), tokens) == (200, body, 1000)
+
+
 def test_an_upstream_that_refuses_connections_is_a_502():
     async def main_():
         async with upstream_app(garbage) as url:
@@ -521,6 +678,16 @@ def test_a_missing_key_variable_is_an_error_at_load_naming_the_variable(monkeypa
                     'api_key_env = "GWLAB_MISSING_KEY"\n')
     assert main(["serve", "--config", str(path), "--port", "0", "--metrics-port", "0"]) == 2
     assert f"{path}: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["sk-1\r\nX-Injected: yes", "sk-1\n"])
+def test_a_key_with_a_line_break_is_an_error_at_load(monkeypatch, key):
+    monkeypatch.setenv("GWLAB_TEST_KEY", key)
+    with pytest.raises(ConfigError) as error:
+        Gateway(front({"up": real("http://127.0.0.1:9/v1", api_key_env="GWLAB_TEST_KEY")}))
+    assert str(error.value) == ("Gateway(scenario=...): providers.up.api_key_env = 'GWLAB_TEST_KEY': the environment "
+                                "variable GWLAB_TEST_KEY holds a line break; expected the upstream's API key alone, "
+                                "on one line")
 
 
 def test_the_repr_of_a_forwarder_holds_no_key():
