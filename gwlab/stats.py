@@ -112,7 +112,10 @@ class LatencyHistogram:
         self.alpha = alpha
         self._gamma = (1 + alpha) / (1 - alpha)
         self._log_gamma = math.log(self._gamma)
-        self.counts: Counter[int] = Counter()
+        self.counts: dict[int, int] = {}
+        """Values counted by bucket index. A plain dict, not a Counter: Counter defines
+        ``__delitem__`` in Python, which makes every ``counts[i] = ...`` a Python-level call,
+        and :meth:`add` runs for every request."""
         self.zeros = 0
         self.count = 0
         self.total = 0.0
@@ -124,14 +127,17 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
         if seconds > 0:
-            self.counts[_ceil(_log(seconds) / self._log_gamma)] += 1
+            index = _ceil(_log(seconds) / self._log_gamma)
+            self.counts[index] = self.counts.get(index, 0) + 1
         else:
             self.zeros += 1
 
     def merge(self, other: LatencyHistogram) -> None:
         if other.alpha != self.alpha:
             raise ValueError("cannot merge histograms of different accuracy")
-        self.counts.update(other.counts)
+        counts = self.counts
+        for index, n in other.counts.items():
+            counts[index] = counts.get(index, 0) + n
         self.zeros += other.zeros
         self.count += other.count
         self.total += other.total
@@ -163,7 +169,7 @@ class LatencyHistogram:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyHistogram:
         h = cls(data["alpha"])
-        h.counts.update({int(k): v for k, v in data["counts"].items()})
+        h.counts = {int(k): v for k, v in data["counts"].items()}
         h.zeros, h.count, h.total, h.max = data["zeros"], data["count"], data["total"], data["max"]
         return h
 
