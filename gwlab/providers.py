@@ -195,10 +195,11 @@ class Provider:
         tokens come more than ``idle_timeout`` seconds apart: it fails that long after its
         first), or a SUCCESS."""
         config = self.config
-        latency = self._latency(self._latency_rng.random())
+        u = self._latency_rng.random()
         failed = self._error_rng.random() < config.error_rate
-        if self._tokens:
-            return self._llm_call(config, latency, failed, timeout, streaming, max_tokens, idle_timeout)
+        if self._tokens:  # the latency's draw is always made; its value is needed only without ttft
+            return self._llm_call(config, u, failed, timeout, streaming, max_tokens, idle_timeout)
+        latency = self._latency(u)
         outage = config.outage
         # Calls built as Call(...) builds them, without its Python-level __new__: this runs
         # for every request.
@@ -208,22 +209,27 @@ class Provider:
             return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
         return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
 
-    def _llm_call(self, config: ProviderConfig, latency: float, failed: bool, timeout: float, streaming: bool,
+    def _llm_call(self, config: ProviderConfig, u: float, failed: bool, timeout: float, streaming: bool,
                   max_tokens: int | None, idle_timeout: float) -> Call:
-        """:meth:`call` for a provider with token timing, a length model or mid-stream errors."""
+        """:meth:`call` for a provider with token timing, a length model or mid-stream errors;
+        ``u`` is the latency's draw. (Bounds are compared rather than passed to ``min`` and
+        ``max``: this runs for every request, and the builtins' calls cost more.)"""
         wanted = 0
         if config.output_tokens:
-            drawn = self._output(self._output_rng.random())
-            wanted = min(max(1, round(drawn)), MAX_OUTPUT_TOKENS)
+            wanted = round(self._output(self._output_rng.random()))
+            if wanted < 1:
+                wanted = 1
+            elif wanted > MAX_OUTPUT_TOKENS:
+                wanted = MAX_OUTPUT_TOKENS
         capped = max_tokens is not None and wanted > max_tokens
         tokens = max_tokens if capped else wanted
         if config.ttft:
             first = self._ttft(self._ttft_rng.random())
             gap = 1.0 / config.decode_rate
         else:  # the answer comes whole after the latency
-            first, gap = latency, 0.0
+            first, gap = self._latency(u), 0.0
         broken = self._stream_error_rng.random() if config.stream_error_rate else 1.0
-        last = first + (max(tokens, 1) - 1) * gap
+        last = first + ((tokens if tokens > 1 else 1) - 1) * gap
         if config.outage == "hang" or (first if streaming else last) > timeout:
             return _new_call(Call, (timeout, _TIMEOUT, first, 0, False, 0.0))
         if failed or config.outage == "error":
