@@ -99,6 +99,15 @@ def code_name(status: int) -> str:
     return CODE_NAMES.get(status, str(status))
 
 
+class Counts(Counter):
+    """A :class:`~collections.Counter` whose ``del counts[key]`` is dict's, raising
+    :class:`KeyError` for a key it does not hold. Counter defines ``__delitem__`` in Python,
+    and since a type has one slot for storing and deleting items, that makes every
+    ``counts[key] += 1`` a Python-level call; the simulator counts each request this way."""
+
+    __delitem__ = dict.__delitem__
+
+
 _ceil, _log = math.ceil, math.log
 """Bound once: :meth:`LatencyHistogram.add` runs for every request."""
 
@@ -193,12 +202,12 @@ class Tally:
     __slots__ = ("by_status", "latency", "ttft", "tpot", "output_tokens", "users")
 
     def __init__(self) -> None:
-        self.by_status: Counter[tuple[int, str]] = Counter()
+        self.by_status: Counts[tuple[int, str]] = Counts()
         self.latency = LatencyHistogram()
         self.ttft = LatencyHistogram()
         self.tpot = LatencyHistogram()
         self.output_tokens = 0
-        self.users: Counter[str] = Counter()
+        self.users: Counts[str] = Counts()
         """User requests of clients that time out or retry (:mod:`gwlab.workload`), counted
         as they end, by outcome (:data:`USER_OUTCOMES`); ``"attempts"``, the attempts those
         sent to the gateway; and ``"wasted"`` (simulated runs only), the gateway's answers to

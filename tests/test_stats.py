@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from random import Random
 
 import pytest
 
-from gwlab.stats import RELATIVE_ERROR, LatencyHistogram, Tally
+from gwlab.stats import RELATIVE_ERROR, Counts, LatencyHistogram, Tally
 
 QS = [i / 200 for i in range(201)]
 
@@ -166,3 +167,16 @@ def test_tally_merge_and_round_trip():
     back = Tally.from_dict(json.loads(json.dumps(a.to_dict())))
     assert back.by_status == a.by_status
     assert back.latency.to_dict() == a.latency.to_dict()
+
+
+def test_counts_count_as_a_counter_and_delete_as_a_dict():
+    counts = Counts()
+    counts["a"] += 1
+    counts["a"] += 1
+    counts.update({"a": 1, "b": 2})
+    assert counts == {"a": 3, "b": 2} and counts["missing"] == 0 and "missing" not in counts
+    assert isinstance(counts + Counts(b=1), Counter) and (counts + Counts(b=1))["b"] == 3
+    del counts["a"]
+    assert counts == {"b": 2}
+    with pytest.raises(KeyError):
+        del counts["a"]
