@@ -461,7 +461,9 @@ class Router:
     def _vacate(self, route: Route, now: float) -> None:
         """``route`` leaves its provider at ``now``: the routes waiting for the slot it frees start."""
         route.waiting = False
-        self._begin(route.upstream.host.vacate(route), now)
+        started = route.upstream.host.vacate(route)
+        if started:
+            self._begin(started, now)
 
     def _begin(self, routes: list[Route], now: float) -> None:
         """Start ``routes``, which waited for a slot, at ``now``; their shells hear it."""

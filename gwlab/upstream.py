@@ -135,12 +135,12 @@ class Host:
     def vacate(self, route: Any) -> list[Any]:
         """``route`` no longer needs the provider (its call ended, it was abandoned, or it
         gave up waiting): free its slot or its place in the queue. Returns the waiting routes
-        that start now, first come first."""
+        that start now, first come first (most often none: the queue is empty)."""
         number = self._serving.pop(route, None)
         if number is not None:
             self._live.discard(number)
             self.busy -= 1
-            return self._start_waiting()
+            return self._start_waiting() if self.waiting else []
         if self.waiting and route in self.waiting:
             self.waiting.remove(route)
         return []
