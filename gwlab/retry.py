@@ -79,12 +79,13 @@ class SlidingCounts:
         items 1 and 2 are its counts (add to them through :meth:`add`)."""
         second = math.floor(now)
         seconds, totals = self._seconds, self.totals
+        if seconds and second <= seconds[-1][0]:
+            return seconds[-1]  # nothing left the window since the latest second was opened
         while seconds and seconds[0][0] <= second - self.window:
             _, first, other = seconds.popleft()
             totals[0] -= first
             totals[1] -= other
-        if not seconds or seconds[-1][0] < second:
-            seconds.append([second, 0, 0])
+        seconds.append([second, 0, 0])
         return seconds[-1]
 
     def add(self, now: float, which: int) -> None:
