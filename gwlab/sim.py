@@ -299,7 +299,7 @@ class _Engine:
         self.keep = keep_requests
         self.progress = progress
         self.transitions: list[BreakerChange] = []
-        self.flips: Counter[str] = Counter()
+        self.flips: stats.Counts[str] = stats.Counts()
         self.fleet = Fleet(scenario, seed, replicas)
         self.router = self.fleet.routers[0]
         self.trips = [Trips() for _ in self.fleet.routers]
@@ -438,7 +438,7 @@ class _Engine:
         requests: list[Request] | None = [] if keep else None
         end = self.duration
         fallbacks: Counter[Upstream] = Counter()  # calls forced on each provider, by the replica's view of it
-        decisions: Counter[str] = Counter()  # the router's retry decisions (gwlab.router.RETRY_DECISIONS)
+        decisions: stats.Counts[str] = stats.Counts()  # the router's retry decisions (gwlab.router.RETRY_DECISIONS)
         rejected_key = (stats.RATE_LIMITED, stats.NO_PROVIDER)
         scripted = self._scripted()
 
