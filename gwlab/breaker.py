@@ -193,7 +193,8 @@ class CircuitBreaker:
         outcome changed nothing: the permit is from an older generation (stale), or the
         breaker is switched off. A probe's slot comes back either way; recording a probe
         permit twice raises :class:`PermitError`."""
-        self.settle(now)
+        if self._state is _OPEN:  # only an OPEN breaker has anything to settle: asked first, as this runs per call
+            self.settle(now)
         if permit.probe:
             self._give_back(permit)
         if permit.generation != self.generation or not self.config.enabled:
