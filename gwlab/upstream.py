@@ -93,9 +93,10 @@ class Host:
         ``waiting``), or the seconds after which the provider would take it when it refuses
         it (429)."""
         config = self.provider.config
-        wait = self._take(now, tokens)
-        if wait:
-            return wait / 1e6
+        if self.requests is not None or self.tokens is not None:  # a capacity alone takes nothing
+            wait = self._take(now, tokens)
+            if wait:
+                return wait / 1e6
         if self.tokens is not None:
             route.provider_reserved = tokens
         if not config.capacity or self.busy < config.capacity and not self.waiting:
