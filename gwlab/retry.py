@@ -90,7 +90,10 @@ class SlidingCounts:
 
     def add(self, now: float, which: int) -> None:
         """Count one event of kind ``which`` (0 or 1) at ``now``."""
-        self.at(now)[which + 1] += 1
+        seconds = self._seconds
+        # Most events fall in the latest second: its bucket is taken without the call to at().
+        bucket = seconds[-1] if seconds and math.floor(now) <= seconds[-1][0] else self.at(now)
+        bucket[which + 1] += 1
         self.totals[which] += 1
 
 
