@@ -141,6 +141,7 @@ class Host:
         if number is not None:
             self._live.discard(number)
             self.busy -= 1
+            self._forget_ended()
             return self._start_waiting() if self.waiting else []
         if self.waiting and route in self.waiting:
             self.waiting.remove(route)
@@ -156,10 +157,17 @@ class Host:
         return started
 
     def _soonest_end(self) -> float:
-        ends = self._ends
-        while ends and ends[0][1] not in self._live:
+        self._forget_ended()
+        return self._ends[0][0] if self._ends else 0.0
+
+    def _forget_ended(self) -> None:
+        """Drop the ends of calls no longer in service from the top of :attr:`_ends`. It
+        then holds the calls in service, and calls that left before their end (abandoned,
+        given up) only while a call in service ends sooner than they would have: bounded by
+        the calls started within one call's time, not by the calls of the run."""
+        ends, live = self._ends, self._live
+        while ends and ends[0][1] not in live:
             heapq.heappop(ends)
-        return ends[0][0] if ends else 0.0
 
 
 class Upstream:
