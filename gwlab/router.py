@@ -267,19 +267,28 @@ class Router:
         attempts.reserved, route.reserved = route.reserved, 0
         return Retry(wait, "retry")
 
+    @property
+    def bucket(self) -> TokenBucket:
+        """The admission's requests bucket (read through the admission, which may be shared
+        by several routers and replace its buckets on a reset)."""
+        return self.admission.requests
+
+    @property
+    def tokens(self) -> TokenBucket | None:
+        """The admission's tokens bucket (``limiter.tpm`` per minute), or ``None`` when that
+        limit is off."""
+        return self.admission.tokens
+
     def _token_limits(self) -> None:
-        """Keep the admission's buckets at hand, :attr:`bucket` (requests) and :attr:`tokens`
-        (``limiter.tpm`` per minute, or ``None`` when that limit is off), and what the tokens
-        limits allow, read on every request: whether any counts
+        """Keep what the tokens limits allow at hand, read on every request: whether any counts
         tokens (:attr:`counts_tokens`: the shells skip :meth:`reservation` otherwise), the most tokens a request may reserve (the gateway's limit, and the largest
         provider limit of those with a weight, none counting as unbounded) and the least
         that every provider takes (beyond it, :meth:`route` skips the providers too small)."""
-        self.bucket = self.admission.requests
-        self.tokens = self.admission.tokens
+        gateway = self.tokens
         own = [u.host.tokens for u in self.upstreams]
         limits = [b.limit if b is not None else math.inf for b, u in zip(own, self.upstreams) if u.weight > 0]
-        self.counts_tokens = self.tokens is not None or any(b is not None for b in own)
-        self._most_tokens = min(max(limits), math.inf if self.tokens is None else self.tokens.limit)
+        self.counts_tokens = gateway is not None or any(b is not None for b in own)
+        self._most_tokens = min(max(limits), math.inf if gateway is None else gateway.limit)
         self._every_provider_takes = min(b.limit if b is not None else math.inf for b in own)
 
     def reservation(self, prompt_tokens: int, max_tokens: int | None) -> int:
@@ -358,7 +367,7 @@ class Router:
         # The tokens the request holds from the gateway's bucket: taken with its first attempt,
         # held from there (Attempts.reserved) while it is retried.
         held = (attempts.reserved if attempts is not None and attempts.made else
-                tokens if self.tokens is not None and not unreserved else 0)
+                tokens if tokens and not unreserved and self.tokens is not None else 0)
         if chosen is not None:
             upstream: Upstream = chosen  # type: ignore[assignment]
             permit = upstream.breaker.acquire(now)

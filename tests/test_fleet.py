@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gwlab import simulate
 from gwlab.breaker import State
-from gwlab.config import ConfigError, Scenario
+from gwlab.config import ConfigError, Scenario, from_dict
 from gwlab.fleet import Fleet, merge
 from gwlab.router import ProviderState, Snapshot
 from tests.conftest import SIMULATION_TIMEOUT
@@ -168,3 +168,17 @@ def test_the_report_says_whose_breaker_changed():
     page = render(simulate(s, duration=30, seed=3, replicas=2))
     assert "<th>replica</th><th>time (s)</th>" in page and "<h3>Each replica's breakers</h3>" in page
     assert "<th>replica</th>" not in render(simulate(s, duration=30, seed=3))
+
+
+def test_replicas_sharing_a_bucket_see_it_whichever_of_them_reset_it():
+    # A reset gives the admission new buckets: every router reads them through the
+    # admission they share, not a copy of its own from before.
+    scenario = from_dict({"limiter": {"backend": "redis", "rate": 100.0, "burst": 1000.0, "tpm": 6000}})
+    first, second = Fleet(scenario, 1, 2).routers
+    for _ in range(600):
+        assert first.admit(1.0, 5) is None
+    first.reset(5.0)
+    for _ in range(500):
+        assert second.admit(5.0, 2) is None
+    assert first.snapshot(5.0) == second.snapshot(5.0)
+    assert (first.bucket.tokens(5.0), first.tokens.level(5.0)) == (500.0, 5000.0)
