@@ -24,13 +24,15 @@ such admission, refund or change is counted (:attr:`RedisAdmission.errors`,
 After a failure Redis is left alone for :data:`~gwlab.config.REDIS_RECONNECT_BASE`, doubling
 up to :data:`~gwlab.config.REDIS_RECONNECT_MAX`: meanwhile admissions follow the failure mode
 at once, and the next call after the wait reconnects (redis-py opens a new connection, and
-loads the script again into a Redis that restarted). No call ever blocks the event loop:
+loads the script again into a Redis that restarted). A failure also closes the pool's idle
+connections, so that none of them fails a call again once Redis is back. No call ever blocks the event loop:
 redis-py's asyncio client, each call within ``limiter.redis_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from importlib.resources import files
@@ -222,12 +224,21 @@ class RedisAdmission:
                 reply = await self._script(keys=self._keys, args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(now, exc)
+            await self._drop_idle()
             return None
         self._backoff = 0.0
         self.requests._seen(*reply[3:6])
         if self.tokens is not None:
             self.tokens._seen(*reply[6:9])
         return reply
+
+    async def _drop_idle(self) -> None:
+        """Close the idle connections of the pool, within ``limiter.redis_timeout``. After a
+        failure they lead to a Redis that is gone, or that restarted and closed them: each
+        would otherwise fail its next call once Redis is back."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.limiter.redis_timeout):
+                await self._client.connection_pool.disconnect(inuse_connections=False)
 
     def _failed(self, now: float, error: BaseException | None) -> None:
         """Count a call that Redis failed (``error``) or that was not tried; after a failure,

@@ -398,3 +398,28 @@ def test_the_wait_before_trying_redis_again_doubles_up_to_its_cap(redis_bucket):
         waits = asyncio.run(main())
     assert config.REDIS_RECONNECT_BASE == 0.1 and config.REDIS_RECONNECT_MAX == 2.0
     assert waits == ["100", "200", "400", "800", "1600", "2000", "2000", "2000"]
+
+
+def test_once_redis_is_back_no_connection_left_from_before_fails_a_call(redis_bucket, own_server):
+    # Calls at once leave several idle connections in the pool; Redis restarting closes them all.
+    t = [100.0]
+    limiter = _scenario(own_server.url, rate=1000, burst=1000, redis_failure="closed").limiter
+
+    async def main():
+        admission = redis_bucket.RedisAdmission(limiter, lambda: t[0])
+        try:
+            for _ in range(3):
+                assert await asyncio.gather(*(admission.admit(t[0], 0) for _ in range(6))) == [None] * 6
+            assert len(admission._client.connection_pool._available_connections) > 1
+            own_server.stop()
+            assert (await admission.admit(t[0], 0)).code == "limiter_unavailable"
+            own_server.start()
+            t[0] += config.REDIS_RECONNECT_BASE
+            failed = admission.errors
+            for _ in range(3):
+                assert await asyncio.gather(*(admission.admit(t[0], 0) for _ in range(6))) == [None] * 6
+            assert admission.errors == failed == 1
+        finally:
+            await admission.aclose()
+
+    asyncio.run(main())
