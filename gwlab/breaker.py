@@ -47,6 +47,11 @@ class State(enum.Enum):
         return "CLOSED" if self in (State.HEALTHY, State.FAILING) else self.name
 
 
+AVAILABILITY = (State.HEALTHY, State.FAILING, State.HALF_OPEN, State.OPEN)
+"""The states from the most available to the least: a FAILING breaker still admits every
+call, a HALF_OPEN one only its probes, an OPEN one none. Timelines draw them in this order, and
+a snapshot merged over replicas shows a provider in the least available state of any."""
+
 _HEALTHY, _FAILING, _OPEN, _HALF_OPEN = State.HEALTHY, State.FAILING, State.OPEN, State.HALF_OPEN
 """The states under module names: the breaker compares them on every request, and a module
 global is read more cheaply than a member looked up on its Enum class."""

@@ -21,14 +21,14 @@ from dataclasses import replace
 from typing import Sequence
 
 from gwlab.admission import LocalAdmission
-from gwlab.breaker import State
+from gwlab.breaker import AVAILABILITY
 from gwlab.config import Scenario
 from gwlab.router import ProviderState, Router, Snapshot, make_hosts
 from gwlab.streams import replica_seed
 
-_AVAILABILITY = {State.HEALTHY: 0, State.FAILING: 1, State.HALF_OPEN: 2, State.OPEN: 3}
-"""Breaker states from the most available to the least: a merged snapshot shows a
-provider in the least available state any replica has it in."""
+_UNAVAILABILITY = {state: i for i, state in enumerate(AVAILABILITY)}
+"""Each breaker state's rank in :data:`~gwlab.breaker.AVAILABILITY`: the higher, the less
+available."""
 
 
 class Fleet:
@@ -79,7 +79,7 @@ def merge(snapshots: Sequence[Snapshot], shared: bool) -> Snapshot:
     providers = {}
     for name, state in first.providers.items():
         each = [s.providers[name] for s in snapshots]
-        worst = max(each, key=lambda p: (_AVAILABILITY[p.state], p.cooldown_left))
+        worst = max(each, key=lambda p: (_UNAVAILABILITY[p.state], p.cooldown_left))
         providers[name] = ProviderState(worst.state, worst.cooldown_left, state.weight,
                                         sum(p.in_flight for p in each), sum(p.trips for p in each),
                                         state.busy, state.waiting)

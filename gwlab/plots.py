@@ -41,6 +41,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gwlab import config
+from gwlab.breaker import AVAILABILITY
 from gwlab.stats import CUT_OFF, RATE_LIMITED, TRANSPORT_ERROR
 from gwlab.timeseries import STATUSES, BreakerChange, TimeSeries
 
@@ -55,7 +56,7 @@ STATUS_COLOURS = {
 """A colour per status code (Okabe–Ito)."""
 QUANTILE_COLOURS = {"p50": "#56B4E9", "p95": "#0072B2", "p99": "#003F7F"}
 """A colour per latency quantile: one blue, darker for a higher quantile."""
-STATE_LEVELS = {"healthy": 0, "failing": 1, "half_open": 2, "open": 3}
+STATE_LEVELS = {state.value: i for i, state in enumerate(AVAILABILITY)}
 """Breaker states as numbers for the timeline, from best to worst."""
 STATE_COLOURS = {"healthy": "#009E73", "failing": "#F0E442", "half_open": "#E69F00", "open": "#D55E00"}
 """A colour per breaker state (Okabe–Ito): healthy as a 200, open as a 502."""
