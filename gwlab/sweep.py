@@ -128,7 +128,8 @@ def sweep(
     Raises :class:`~gwlab.config.ConfigError` for a bad scenario, grid, duration, seeds or
     workers, before any run; :class:`TypeError` for a measure that is not callable or
     cannot reach the worker processes, or that returns other keys or values than above; and
-    whatever a run raised, with a note naming its point and seed."""
+    whatever a run raised, with a note naming its point and seed: of the runs that fail, the
+    first in the rows' order, the same whatever the executor and the number of workers."""
     plan = Plan(scenario, grid, duration, seeds, bin_width=bin_width)
     rows = plan.run(measure, executor=executor, workers=workers, progress=progress)
     try:
@@ -201,7 +202,7 @@ class Plan:
                 events.append((parts[1:], value))
             else:
                 _put(patch, parts, value)
-        scenario = config.merge(self.base, patch, where) if patch else self.base
+        scenario = config.merge(self.base, patch, where, at_start=True) if patch else self.base
         if events:
             # A patch cannot change events: they are set in the scenario's data, checked whole.
             data = scenario.to_dict()
@@ -269,10 +270,16 @@ class Plan:
 
     def _execute(self, submit: Callable[..., Future], tasks: Iterator[tuple], limit: int, table: _Table,
                  bar: Any) -> None:
-        """Run ``tasks`` through ``submit``, at most ``limit`` at a time, into ``table``;
-        runs not yet started are cancelled when one fails."""
+        """Run ``tasks`` through ``submit``, at most ``limit`` at a time, into ``table``.
+
+        When a run fails, none is handed out any more, and the failure raised is the first
+        in the runs' order, whatever the order they end in (so the same whatever the executor
+        and the number of workers): runs are handed out in order, so every run before the
+        first failing one was handed out before any failure was seen, and only those are
+        waited for; the runs after it are cancelled (the caller stops those running)."""
         queued = enumerate(tasks)
         pending: dict[Future, int] = {}
+        failed: tuple[int, BaseException] | None = None
 
         def hand_out(n: int) -> None:
             for index, task in itertools.islice(queued, n):
@@ -282,11 +289,22 @@ class Plan:
             hand_out(limit)
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=pending.__getitem__):  # a failure is reported by index
+                for future in done:
                     index = pending.pop(future)
-                    table.put(index, self._result(index, future.result))
+                    try:
+                        table.put(index, self._result(index, future.result))
+                    except BaseException as exc:  # raised by the run (or its measure), not here
+                        if failed is None or index < failed[0]:
+                            failed = index, exc
                     _tick(bar)
-                hand_out(len(done))
+                if failed is None:
+                    hand_out(len(done))
+                    continue
+                for future in [f for f, index in pending.items() if index > failed[0]]:
+                    future.cancel()
+                    del pending[future]
+            if failed is not None:
+                raise failed[1]
         finally:
             for future in pending:
                 future.cancel()

@@ -9,6 +9,7 @@ import itertools
 import multiprocessing
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -175,6 +176,22 @@ def test_a_failed_run_stops_the_sweep_names_its_point_and_leaves_no_process(exce
     assert multiprocessing.active_children() == []
 
 
+class FailingLate:
+    """A measure that fails on every seed, seed 1 last: a quarter of a second after the others."""
+
+    def __call__(self, result: SimResult) -> dict:
+        if result.seed == 1:
+            time.sleep(0.25)
+        raise ValueError(f"seed {result.seed} failed")
+
+
+def test_the_failure_raised_is_the_first_in_the_runs_order_not_the_first_to_end():
+    with pytest.raises(ValueError, match="seed 1 failed") as failed:
+        sweep(None, {}, DURATION, 2, measure=FailingLate(), workers=2)
+    assert failed.value.__notes__ == ["sweep: point 0 (the scenario as it is), seed 1"]
+    assert multiprocessing.active_children() == []
+
+
 @pytest.mark.parametrize("measure, message", [
     (lambda r: {"seed": 1},
      "the measure returned the key 'seed': expected strings other than 'seed' and the grid's paths"),
@@ -201,6 +218,15 @@ def test_a_grid_may_move_the_scenarios_events():
     assert rows[0]["events.0.at"] == 1.0 and rows[0]["availability"] < rows[1]["availability"]
     plan = Plan(SCENARIOS / "p1_outage.toml", {"events.1.providers.p1.latency": [0.3]}, DURATION, 1)
     assert plan.scenario(plan.points[0]).events[1].patch == {"providers": {"p1": {"outage": "none", "latency": 0.3}}}
+
+
+def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_running_may_vary():
+    # limiter.backend is fixed while a gateway runs; every point of a sweep starts a run.
+    rows = records(sweep(None, {"limiter.backend": ["local", "redis"]}, DURATION, 1, workers=1))
+    assert [row["limiter.backend"] for row in rows] == ["local", "redis"]
+    # One gateway: the bucket it shares with no one admits as its own does.
+    assert {k: v for k, v in rows[0].items() if k != "limiter.backend"} == \
+        {k: v for k, v in rows[1].items() if k != "limiter.backend"}
 
 
 @pytest.mark.parametrize("grid, seeds, message", [
