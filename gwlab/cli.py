@@ -80,17 +80,17 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", type=Path,
                         help="scenario TOML file (default: the seed scenario; flags override it)")
     load = parser.add_mutually_exclusive_group()
-    load.add_argument("--clients", metavar="N", type=int,
+    load.add_argument("--clients", metavar="N", type=_whole,
                       help=f"closed loop: N clients, each waiting for its answer (default {config.CLIENTS})")
     load.add_argument("--rate", metavar="RPS", type=float,
                       help="open loop: Poisson arrivals at RPS requests per second in total")
-    parser.add_argument("--max-in-flight", metavar="N", type=int,
+    parser.add_argument("--max-in-flight", metavar="N", type=_whole,
                         help="open loop: requests outstanding at most, in total; an arrival finding N "
                              f"is not sent and counted as saturated (default {config.MAX_IN_FLIGHT})")
     parser.add_argument("--stream-share", metavar="SHARE", type=float,
                         help="share of the requests that ask for a stream (stream: true), from 0 to 1 "
                              "(default 0: none)")
-    parser.add_argument("--max-tokens", metavar="N", type=int,
+    parser.add_argument("--max-tokens", metavar="N", type=_whole,
                         help="each request's max_tokens, the cap on its output tokens (default 0: none)")
     parser.add_argument("--retry-policy", metavar="POLICY",
                         help="how the clients retry a failed or timed-out request: "
@@ -98,7 +98,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-timeout", metavar="SECONDS", type=float,
                         help="seconds a client waits for an answer before it gives the request up and retries "
                              "by its policy (default 0: it waits for the gateway)")
-    parser.add_argument("--seed", metavar="N", type=int, default=config.SEED,
+    parser.add_argument("--seed", metavar="N", type=_whole, default=config.SEED,
                         help=f"random seed (default {config.SEED})")
     parser.add_argument("--json", metavar="FILE", type=Path,
                         help="write the final summary to FILE as JSON")
@@ -107,9 +107,9 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=config.HOST,
                         help=f"address to listen on (default {config.HOST})")
-    parser.add_argument("--port", metavar="PORT", type=int, default=config.PORT,
+    parser.add_argument("--port", metavar="PORT", type=_whole, default=config.PORT,
                         help=f"gateway port, 0 for any free one (default {config.PORT})")
-    parser.add_argument("--metrics-port", metavar="PORT", type=int, default=config.METRICS_PORT,
+    parser.add_argument("--metrics-port", metavar="PORT", type=_whole, default=config.METRICS_PORT,
                         help=f"Prometheus metrics port, 0 for any free one (default {config.METRICS_PORT})")
     parser.add_argument("--admin-token", metavar="TOKEN",
                         help="serve /admin/* on any address, to requests with 'Authorization: Bearer "
@@ -123,7 +123,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                                 ("--body-timeout", config.BODY_TIMEOUT, "a request's body may take")):
         bounds.add_argument(flag, metavar="SECONDS", type=_above_zero(float), default=default,
                             help=f"seconds {what} (default {default:g})")
-    parser.add_argument("--replicas", metavar="N", type=int, default=config.REPLICAS,
+    parser.add_argument("--replicas", metavar="N", type=_whole, default=config.REPLICAS,
                         help=f"gateway processes sharing --port (SO_REUSEPORT), each with its own metrics port "
                              f"(--metrics-port + i, or any free one for 0), 1 to {config.MAX_REPLICAS} "
                              f"(default {config.REPLICAS})")
@@ -139,6 +139,15 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=config.LOG_LEVEL, type=str.upper, choices=LOG_LEVELS,
                         help=f"log level on stderr (default {config.LOG_LEVEL}; INFO adds every "
                              "breaker opening and recovery, DEBUG also healthy<->failing)")
+
+
+def _whole(text: str) -> int:
+    """An argparse type: a whole number, as ``int`` reads it (its range is checked with the
+    other arguments')."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 def _above_zero(kind: type) -> Callable[[str], float]:
@@ -246,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "SDK, wrk, a browser) until Ctrl-C or SIGTERM.")
     serve.add_argument("--config", metavar="FILE", type=Path,
                        help="scenario TOML file (default: the seed scenario)")
-    serve.add_argument("--seed", metavar="N", type=int, default=config.SEED,
+    serve.add_argument("--seed", metavar="N", type=_whole, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
     serve.set_defaults(handler=_serve, clients=None, rate=None, max_in_flight=None, stream_share=None,
@@ -262,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="simulated seconds to run")
     simulate.add_argument("--report", metavar="FILE.html", type=Path,
                           help="write an offline HTML report with the run's figures")
-    simulate.add_argument("--replicas", metavar="N", type=int, default=config.REPLICAS,
+    simulate.add_argument("--replicas", metavar="N", type=_whole, default=config.REPLICAS,
                           help=f"gateways sharing the providers, each request reaching one drawn at random, "
                                f"1 to {config.MAX_REPLICAS} (default {config.REPLICAS})")
     simulate.add_argument("--limiter-backend", metavar="BACKEND",
@@ -290,7 +299,7 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--duration", metavar="SECONDS", type=float, required=True,
                        help="simulated seconds of each run")
     seeds = sweep.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", metavar="N", type=int, default=1,
+    seeds.add_argument("--seeds", metavar="N", type=_whole, default=1,
                        help="run each point with seeds 1 to N (default 1)")
     seeds.add_argument("--seed-list", metavar="S1,S2,...",
                        help="run each point with these seeds")

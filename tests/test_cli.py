@@ -174,7 +174,7 @@ BAD_FLAGS = {
                             "gwlab: error: --max-tokens: workload.max_tokens = 1000001: expected a whole number >= 0 "
                             "and <= 1000000"),
     "max_tokens_not_whole": (["--max-tokens", "2.5"],
-                             "gwlab: error: argument --max-tokens: invalid int value: '2.5' (see gwlab run --help)"),
+                             "gwlab: error: argument --max-tokens: expected a whole number, got '2.5' (see gwlab run --help)"),
     "retry_policy": (["--retry-policy", "sometimes"],
                      "gwlab: error: --retry-policy: workload.retry_policy = 'sometimes': expected one of 'none', "
                      "'openai_sdk', 'fixed', 'exponential_jitter', 'adaptive'"),

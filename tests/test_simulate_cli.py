@@ -83,6 +83,8 @@ def test_report_is_a_self_contained_page(tmp_path):
     (["--duration", "5", "--config", "/nonexistent.toml"], "/nonexistent.toml: cannot read"),
     (["--duration", "5", "--replicas", "0"], "--replicas = 0: expected a whole number >= 1 and <= 64"),
     (["--duration", "5", "--replicas", "65"], "--replicas = 65: expected a whole number >= 1 and <= 64"),
+    (["--duration", "5", "--replicas", "1.5"], "argument --replicas: expected a whole number, got '1.5'"),
+    (["--duration", "5", "--seed", "x"], "argument --seed: expected a whole number, got 'x'"),
     (["--duration", "5", "--limiter-backend", "etcd"],
      "--limiter-backend: limiter.backend = 'etcd': expected one of 'local', 'redis'"),
 ])
