@@ -26,6 +26,26 @@ PR_SET_PDEATHSIG = 1
 """Linux ``prctl`` option: the signal a process gets when its parent ends."""
 
 
+class ChildError(RuntimeError):
+    """A child process failed to start in time, or ended unexpectedly."""
+
+
+async def started(ready: Sequence[asyncio.Future], what: str, error: type[ChildError] = ChildError) -> list[Any]:
+    """The results of ``ready``, one future per child, set when that child says it is ready,
+    once all are: within :data:`~gwlab.config.CHILD_START_TIMEOUT`. Raises the failure of the
+    first child that could not start, or ``error`` naming the children (``what``, e.g.
+    "replicas") that did not say they were ready in time."""
+    await asyncio.wait(ready, timeout=config.CHILD_START_TIMEOUT, return_when=asyncio.FIRST_EXCEPTION)
+    for future in ready:
+        if future.done() and future.exception() is not None:
+            raise future.exception()
+    late = [str(index) for index, future in enumerate(ready) if not future.done()]
+    if late:
+        raise error(f"{what} {', '.join(late)} of {len(ready)} did not start within "
+                         f"{config.CHILD_START_TIMEOUT:g} s")
+    return [future.result() for future in ready]
+
+
 def resolve(future: asyncio.Future) -> None:
     """Set ``future``'s result to ``None`` unless it is done already."""
     if not future.done():

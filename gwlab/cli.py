@@ -36,6 +36,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gwlab import __version__, config
+from gwlab.children import ChildError
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
@@ -349,7 +350,7 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(args.handler(args, scenario))
-    except ReplicaError as exc:  # every replica gone at the end of a run
+    except ChildError as exc:  # the clients' processes did not start; every replica gone at the end of a run
         print(f"gwlab: error: {exc}", file=sys.stderr)
         return 1
 

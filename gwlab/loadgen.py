@@ -43,7 +43,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from gwlab import config
-from gwlab.children import die_with, end, resolve, spawn
+from gwlab.children import ChildError, die_with, end, resolve, spawn, started
 from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, book, book_user, open_session
 from gwlab.config import WorkloadConfig
 from gwlab.stats import CUT_OFF, NO_PROVIDER, Tally
@@ -197,7 +197,10 @@ class LoadGenerator:
         return self.sent / elapsed if elapsed > 0 else None
 
     async def start(self) -> None:
-        """Start the workers, wait until every one is ready, then let them all go at once."""
+        """Start the workers, wait until every one is ready, then let them all go at once.
+        Raises :class:`~gwlab.children.ChildError` when a worker ends or does not say it is
+        ready within :data:`~gwlab.config.CHILD_START_TIMEOUT`; then no worker is left
+        running."""
         if self._processes:
             return
         loop = asyncio.get_running_loop()
@@ -209,7 +212,7 @@ class LoadGenerator:
             self._final.append(loop.create_future())
             loop.add_reader(mine.fileno(), self._receive, len(self._conns) - 1)
         try:
-            await asyncio.wait_for(asyncio.gather(*self._ready), config.CHILD_START_TIMEOUT)
+            await started(self._ready, "load generator processes")
         except BaseException:
             await self._end(time.monotonic())
             raise
@@ -288,7 +291,7 @@ class LoadGenerator:
                         resolve(self._final[index])
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(conn.fileno())
-            error = RuntimeError(f"load generator process {index} ended unexpectedly")
+            error = ChildError(f"load generator process {index} ended unexpectedly")
             for future in (self._ready[index], self._final[index]):
                 if not future.done():
                     future.set_exception(error)

@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Mapping
 
 from gwlab import config
-from gwlab.children import die_with, end, spawn
+from gwlab.children import ChildError, die_with, end, spawn, started
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
 from gwlab.metrics import Scrapes
@@ -82,7 +82,7 @@ class _Plan:
     bounds: Mapping[str, float]
 
 
-class ReplicaError(RuntimeError):
+class ReplicaError(ChildError):
     """A replica failed to start, to answer in time, or ended unexpectedly."""
 
 
@@ -163,18 +163,8 @@ class Replicas:
         self.metrics_urls = [f"http://{shown}:{p}/metrics" for p in ports]
 
     async def _listening(self) -> list[int]:
-        """Each replica's metrics port, once every one listens. Raises the failure of the
-        first replica that could not start, or a :class:`ReplicaError` naming the replicas
-        that did not say they listen within :data:`~gwlab.config.CHILD_START_TIMEOUT`."""
-        await asyncio.wait(self._started, timeout=config.CHILD_START_TIMEOUT, return_when=asyncio.FIRST_EXCEPTION)
-        for started in self._started:
-            if started.done() and started.exception() is not None:
-                raise started.exception()
-        late = [str(index) for index, started in enumerate(self._started) if not started.done()]
-        if late:
-            raise ReplicaError(f"replicas {', '.join(late)} of {self.count} did not start within "
-                               f"{config.CHILD_START_TIMEOUT:g} s")
-        return [started.result() for started in self._started]
+        """Each replica's metrics port, once every one listens (:func:`gwlab.children.started`)."""
+        return await started(self._started, "replicas", ReplicaError)
 
     def targets(self) -> list[str]:
         """Each replica's metrics server as ``host:port``, as Prometheus scrapes it."""

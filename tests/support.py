@@ -109,3 +109,12 @@ def handle(router: Router, now: float) -> Rejected | Route:
     """A request arriving at ``now`` as a shell takes it: admitted, then routed; or the
     ``Rejected`` of its 429."""
     return router.admit(now) or router.route(now)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux's ``/proc``)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

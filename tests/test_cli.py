@@ -29,6 +29,7 @@ from gwlab.router import ProviderState, Snapshot
 from gwlab.stats import RELATIVE_ERROR, STREAM_ERROR, Tally
 from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT
+from tests.support import alive
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
@@ -413,14 +414,6 @@ class Process:
         return status, self.seen, self.popen.stderr.read()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_run_shows_the_password_of_its_redis_url_nowhere(tmp_path):
     """Not in the summary's scenario (``--json``), nor in a scripted event's line: the URL
     shows ``***`` in its place (the buckets are local: nothing connects to it)."""
@@ -538,9 +531,9 @@ def test_sigterm_mid_traffic_exits_0_with_nothing_in_flight_and_no_workers_left(
     assert result["offered"] > 0
     assert result["gateway_in_flight_at_end"] == 0
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in children if _alive(pid)]
+    assert not [pid for pid in children if alive(pid)]
 
 
 def test_serve_answers_clients_and_exits_0_on_sigint(tmp_path):
@@ -598,9 +591,9 @@ def _workers(process: Process) -> list[int]:
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:
     """The ``pids`` still alive after at most ``seconds``."""
     deadline = time.monotonic() + seconds
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return [pid for pid in pids if _alive(pid)]
+    return [pid for pid in pids if alive(pid)]
 
 
 def test_a_stopped_worker_is_killed_and_named_and_the_run_ends_on_time(tmp_path):
@@ -618,7 +611,7 @@ def test_a_stopped_worker_is_killed_and_named_and_the_run_ends_on_time(tmp_path)
     assert 2 + config.CLIENT_GRACE <= took < 2 + EXIT_BOUND
     assert f"(pid {worker}) did not exit in time: killed" in stderr
     assert json.loads(out.read_text())["workers_killed"] == [worker]
-    assert not _alive(worker)
+    assert not alive(worker)
 
 
 def test_the_workers_die_with_their_parent_killed_under_overload(tmp_path):

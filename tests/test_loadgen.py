@@ -8,6 +8,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import signal
 import time
 from collections import Counter
 
@@ -18,6 +20,7 @@ from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
+from gwlab.children import ChildError
 from gwlab.clients import BODY, PATH, Driver, open_session, read_stream, request_body
 from gwlab.config import WorkloadConfig
 from gwlab.loadgen import LoadGenerator, plan, worker_count
@@ -27,6 +30,7 @@ from gwlab.summary import summarise
 from gwlab.wire import reply
 from gwlab.streams import stream
 from gwlab.workload import next_arrival
+from tests.support import alive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -654,3 +658,28 @@ def test_the_load_generators_summary_shows_the_streams_ttft_tokens_and_stream_er
         # From the first content frame to the end, both as late as the machine makes them:
         # no one-sided bound, but every stream of 6 tokens has one.
         assert summary["time_per_output_token"]["p50"] > 0
+
+
+def test_workers_that_never_say_they_are_ready_fail_the_start_within_its_bound_and_are_ended(monkeypatch):
+    # Workers stopped (SIGSTOP) as soon as they are spawned never report that they are ready.
+    monkeypatch.setattr(config, "CHILD_START_TIMEOUT", 1.0)
+    monkeypatch.setattr(config, "CHILD_EXIT_TIMEOUT", 1.0)
+
+    async def start() -> tuple[float, list[int]]:
+        clients = LoadGenerator("http://127.0.0.1:9", WorkloadConfig(mode="open", rate=6000.0), workers=2)
+
+        async def stall() -> None:  # runs once start() awaits: every worker is spawned
+            for process in clients.processes:
+                os.kill(process.pid, signal.SIGSTOP)
+
+        stalling = asyncio.create_task(stall())
+        began = time.monotonic()
+        with pytest.raises(ChildError) as raised:
+            await clients.start()
+        await stalling
+        assert str(raised.value) == "load generator processes 0, 1 of 2 did not start within 1 s"
+        return time.monotonic() - began, [process.pid for process in clients.processes]
+
+    elapsed, pids = asyncio.run(start())
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+    assert config.CHILD_START_TIMEOUT <= elapsed < config.CHILD_START_TIMEOUT + 2 * config.CHILD_EXIT_TIMEOUT

@@ -28,8 +28,8 @@ from gwlab.server import PortInUse
 from gwlab.stats import Tally
 from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
-from tests.support import CHAT
-from tests.test_cli import Process, _alive, _wait_gone
+from tests.support import CHAT, alive
+from tests.test_cli import Process, _wait_gone
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
@@ -132,7 +132,7 @@ def test_replicas_share_one_port_and_apply_every_admin_change_together():
         finally:
             await replicas.stop()
         assert [p.exitcode for p in replicas._processes] == [0, 0, 0]
-        assert replicas.pids and not any(_alive(pid) for pid in replicas.pids)
+        assert replicas.pids and not any(alive(pid) for pid in replicas.pids)
 
     asyncio.run(scenario())
 
@@ -142,7 +142,7 @@ def test_a_port_taken_by_anything_fails_the_start_with_no_replica_left():
         replicas = Replicas(config.Scenario(), 1, 2)
         with pytest.raises(PortInUse, match=f"port {taken} is already in use"):
             await replicas.start("127.0.0.1", port, metrics_port)
-        assert not any(_alive(pid) for pid in replicas.pids)
+        assert not any(alive(pid) for pid in replicas.pids)
 
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even a socket that shares
@@ -426,7 +426,7 @@ def test_replicas_that_never_say_they_listen_fail_the_start_within_its_bound_and
         return time.monotonic() - began, replicas.pids
 
     elapsed, pids = asyncio.run(start())
-    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert config.CHILD_START_TIMEOUT <= elapsed < config.CHILD_START_TIMEOUT + config.CHILD_EXIT_TIMEOUT
 
 
@@ -442,7 +442,7 @@ def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_pass
         return time.monotonic() - began, replicas.pids
 
     elapsed, pids = asyncio.run(stop())
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     # Replica 0 stops within its grace; replica 1 is killed at the grace and the bound, and
     # seen gone within the bound again.
     assert 0.5 + config.CHILD_EXIT_TIMEOUT <= elapsed < 0.5 + 2 * config.CHILD_EXIT_TIMEOUT
