@@ -14,8 +14,9 @@ flag, the value and what is allowed, before any port is bound or any run starts;
 port in use, or a ``--json``, ``--report`` or ``--out`` file that cannot be written.
 
 ``run`` always ends: after ``--duration`` or the first Ctrl-C / SIGTERM it exits within
-:data:`EXIT_BOUND` seconds whatever its workers or the gateway do (a worker that does not
-stop in time is killed and named); a second Ctrl-C or SIGTERM ends it at once.
+:data:`EXIT_BOUND` seconds (:data:`REPLICAS_EXIT_BOUND` with replicas) whatever its workers,
+the gateway or its replicas do (a worker or replica that does not stop in time is killed and
+named); a second Ctrl-C or SIGTERM ends it at once.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ EXIT_BOUND = config.CLIENT_GRACE + 2 * config.CHILD_EXIT_TIMEOUT + config.STOP_G
 clients' grace, their workers' time to report and exit or be killed
 (:meth:`gwlab.loadgen.LoadGenerator.stop`), the gateway's stop grace and the metrics' final
 scrape."""
+REPLICAS_EXIT_BOUND = EXIT_BOUND + config.REPLICA_REPLY_TIMEOUT + 2 * config.CHILD_EXIT_TIMEOUT
+"""The same with ``--replicas``: the replicas' time to send what they counted for the summary
+(:meth:`gwlab.replicas.Replicas.ends`, asked at once with their snapshots), and their time to
+exit or be killed and seen gone (:meth:`gwlab.replicas.Replicas.stop`)."""
 
 
 
@@ -638,7 +643,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
             playing.cancel()
             await asyncio.gather(playing, return_exceptions=True)
         await clients.stop()
-        snapshots, ends = await served.snapshots(), await served.ends()
+        snapshots, ends = await asyncio.gather(served.snapshots(), served.ends())
         answered = sorted(set(snapshots) & set(ends))
         if not answered:
             raise ReplicaError("no replica answered at the end of the run: there is no summary to give")

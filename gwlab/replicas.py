@@ -318,10 +318,12 @@ class Replicas:
     async def _end(self, wait: float) -> None:
         """Drop the admin requests being fanned out, then end the replicas as
         :func:`gwlab.children.end` does: a replica still running takes its closed pipe as a
-        stop, and is killed once ``wait`` seconds have passed."""
+        stop, and is killed once ``wait`` seconds have passed (and named in a warning)."""
         for task in self._tasks:
             task.cancel()
-        await end(self._processes, self._conns, wait)
+        for process, done in await end(self._processes, self._conns, wait):
+            log.warning("replica %d (pid %d) did not exit in time: %s", self._processes.index(process), process.pid,
+                        "killed" if done else "killed, and still not gone")
 
 
 def _free_to_share(host: str, port: int) -> int:

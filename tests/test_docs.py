@@ -131,10 +131,12 @@ def test_nothing_points_outside_the_repository():
     assert found == []
 
 
-def test_readme_states_the_bound_on_a_runs_exit():
-    from gwlab.cli import EXIT_BOUND
+def test_readme_states_the_bounds_on_a_runs_exit():
+    from gwlab.cli import EXIT_BOUND, REPLICAS_EXIT_BOUND
 
-    assert f"within {EXIT_BOUND:g} s at most (`gwlab.cli.EXIT_BOUND`)" in " ".join(README.split())
+    text = " ".join(README.split())
+    assert f"within {EXIT_BOUND:g} s at most (`gwlab.cli.EXIT_BOUND`)" in text
+    assert f"within {REPLICAS_EXIT_BOUND:g} s at most (`gwlab.cli.REPLICAS_EXIT_BOUND`)" in text
 
 
 def test_the_readme_prints_the_status_table_of_the_code():

@@ -19,6 +19,7 @@ import pytest
 
 from gwlab import config
 from gwlab.breaker import State
+from gwlab.cli import REPLICAS_EXIT_BOUND
 from gwlab.live import status_lines
 from gwlab.redis_server import RedisServer
 from gwlab.replicas import ReplicaError, Replicas, scrape_config
@@ -430,7 +431,7 @@ def test_replicas_that_never_say_they_listen_fail_the_start_within_its_bound_and
     assert config.CHILD_START_TIMEOUT <= elapsed < config.CHILD_START_TIMEOUT + config.CHILD_EXIT_TIMEOUT
 
 
-def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_passed(monkeypatch):
+def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_passed(monkeypatch, caplog):
     monkeypatch.setattr(config, "CHILD_EXIT_TIMEOUT", 1.0)
 
     async def stop() -> tuple[float, list[int]]:
@@ -443,9 +444,31 @@ def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_pass
 
     elapsed, pids = asyncio.run(stop())
     assert not any(alive(pid) for pid in pids)
+    assert [r.getMessage() for r in caplog.records if r.name == "gwlab.replicas"] == [
+        f"replica 1 (pid {pids[1]}) did not exit in time: killed"]
     # Replica 0 stops within its grace; replica 1 is killed at the grace and the bound, and
     # seen gone within the bound again.
     assert 0.5 + config.CHILD_EXIT_TIMEOUT <= elapsed < 0.5 + 2 * config.CHILD_EXIT_TIMEOUT
+
+
+def test_run_with_a_replica_stalled_at_the_end_exits_within_its_bound_and_names_it(tmp_path):
+    out = tmp_path / "run.json"
+    process = Process("run", "--replicas", "2", "--duration", "2", "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(tmp_path / "scrape.yml"), "--json", str(out), cwd=tmp_path)
+    process.line(60)
+    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(2)]
+    process.line()  # the scrape configuration
+    assert " offered " in process.line()  # the first status, 1.25 s after the start
+    began = time.monotonic() - 1.25
+    os.kill(replicas[1], signal.SIGSTOP)
+    status, lines, stderr = process.finish(timeout=2 + REPLICAS_EXIT_BOUND + 5)
+    took = time.monotonic() - began
+    assert status == 0, stderr
+    assert 2 + config.REPLICA_REPLY_TIMEOUT <= took < 2 + REPLICAS_EXIT_BOUND
+    assert f"replica 1 (pid {replicas[1]}) did not exit in time: killed" in stderr
+    summary = json.loads(out.read_text())
+    assert summary["replicas_lost"] == [1] and [r["replica"] for r in summary["replicas"]] == [0]
+    assert not alive(replicas[1])
 
 
 def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
