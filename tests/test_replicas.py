@@ -451,14 +451,21 @@ def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_pass
     assert 0.5 + config.CHILD_EXIT_TIMEOUT <= elapsed < 0.5 + 2 * config.CHILD_EXIT_TIMEOUT
 
 
+def _running(tmp_path, count: int, *args: str) -> tuple[Process, list[int]]:
+    """``gwlab run --replicas count`` with ``args``, once its first status line is out: the
+    process, and its replicas' pids."""
+    process = Process("run", "--replicas", str(count), *args, "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
+    process.line(60)
+    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(count)]
+    process.line()  # the scrape configuration
+    assert " offered " in process.line()  # the first status, 1.25 s after the start: the clients run
+    return process, replicas
+
+
 def test_run_with_a_replica_stalled_at_the_end_exits_within_its_bound_and_names_it(tmp_path):
     out = tmp_path / "run.json"
-    process = Process("run", "--replicas", "2", "--duration", "2", "--port", "0", "--metrics-port", "0",
-                      "--scrape-config", str(tmp_path / "scrape.yml"), "--json", str(out), cwd=tmp_path)
-    process.line(60)
-    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(2)]
-    process.line()  # the scrape configuration
-    assert " offered " in process.line()  # the first status, 1.25 s after the start
+    process, replicas = _running(tmp_path, 2, "--duration", "2", "--json", str(out))
     began = time.monotonic() - 1.25
     os.kill(replicas[1], signal.SIGSTOP)
     status, lines, stderr = process.finish(timeout=2 + REPLICAS_EXIT_BOUND + 5)
@@ -473,12 +480,7 @@ def test_run_with_a_replica_stalled_at_the_end_exits_within_its_bound_and_names_
 
 def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
     out = tmp_path / "run.json"
-    process = Process("run", "--replicas", "3", "--duration", "4", "--port", "0", "--metrics-port", "0",
-                      "--scrape-config", str(tmp_path / "scrape.yml"), "--json", str(out), cwd=tmp_path)
-    process.line(60)
-    replicas = [int(REPLICA_LINE.match(process.line()).group(3)) for _ in range(3)]
-    process.line()  # the scrape configuration
-    assert " offered " in process.line()  # the first status: the clients run
+    process, replicas = _running(tmp_path, 3, "--duration", "4", "--json", str(out))
     os.kill(replicas[1], signal.SIGKILL)
     status, lines, stderr = process.finish(timeout=60)
     assert status == 0, stderr
