@@ -25,6 +25,7 @@ from gwlab.lab.virtual import VirtualLab
 from gwlab.stats import RELATIVE_ERROR, Tally
 from gwlab.timeseries import Bin
 from tests.conftest import SIMULATION_TIMEOUT
+from tests.support import README, readme_table
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
@@ -260,3 +261,14 @@ def test_a_tally_since_a_copy_counts_what_came_after(before, after, counted):
     assert since.latency.count == counted["count"]
     assert since.latency.max == pytest.approx(counted["max"], rel=RELATIVE_ERROR)
     assert since.latency.quantile(0.5) == pytest.approx(sorted(after[len(before):])[0], rel=RELATIVE_ERROR)
+
+
+def test_the_readme_gives_the_lab_modes_and_bounds_of_the_code():
+    rows = {row[0]: row[1:] for row in readme_table("Every default is one named constant")}
+    default, meaning = rows["gwlab.lab.start(mode=...)"]
+    assert default == config.LAB_MODE == "live"
+    assert meaning.startswith(" or ".join(config.LAB_MODES) + " (LAB_MODES")
+    for name in ("LAB_BIN_WIDTH", "LAB_WINDOW", "VIRTUAL_STEP", "VIRTUAL_CATCH_UP"):
+        assert rows[name][0] == str(getattr(config, name)), name
+    lab = gwlab.lab.start(mode="virtual", seed=3)
+    assert 'lab.run_for(2.5)["offered"]   # 696' in README and lab.run_for(2.5)["offered"] == 696
