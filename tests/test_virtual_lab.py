@@ -189,7 +189,13 @@ def test_run_for_holds_the_pacing_and_it_goes_on_from_its_end():
     assert lab.now == 2.5
 
 
-def test_the_dashboard_draws_a_virtual_lab_and_its_mode():
+@pytest.fixture
+def unpaced(monkeypatch):
+    """Pacing steps too far apart to come during a test: only the test advances the lab."""
+    monkeypatch.setattr(config, "VIRTUAL_STEP", 3600.0)
+
+
+def test_the_dashboard_draws_a_virtual_lab_and_its_mode(unpaced):
     async def main():
         lab = gwlab.lab.start(mode="virtual")
         dashboard = lab.dashboard()
@@ -272,3 +278,16 @@ def test_the_readme_gives_the_lab_modes_and_bounds_of_the_code():
         assert rows[name][0] == str(getattr(config, name)), name
     lab = gwlab.lab.start(mode="virtual", seed=3)
     assert 'lab.run_for(2.5)["offered"]   # 696' in README and lab.run_for(2.5)["offered"] == 696
+
+
+def test_a_reset_during_run_for_async_is_named_not_mixed_into_its_summary(unpaced):
+    async def main():
+        lab = gwlab.lab.start(mode="virtual")
+        running = asyncio.ensure_future(lab.run_for_async(5.0))
+        await asyncio.sleep(0)
+        lab.reset()
+        with pytest.raises(RuntimeError, match="^lab.run_for: the lab was reset while it ran"):
+            await running
+        return lab.now, lab.run_for(1.0)["duration"]
+
+    assert asyncio.run(main()) == (0.0, 1.0)

@@ -26,7 +26,7 @@ import asyncio
 import math
 import time
 from collections import Counter, deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Generator, Mapping, TypeVar
 
 from gwlab import config, sim
 from gwlab.config import Event, Scenario
@@ -336,9 +336,10 @@ class VirtualLab:
             for listener in self._listeners:
                 listener(scenario)
 
-    def _run_for(self, seconds: float, chunk: float):
+    def _run_for(self, seconds: float, chunk: float) -> Generator[Summary | None, None, None]:
         """Advance ``seconds`` in steps of at most ``chunk`` virtual seconds, yielding
-        ``None`` after each but the last, and then the summary."""
+        ``None`` after each but the last, and then the summary. Raises
+        :class:`RuntimeError` if the lab is reset or stopped between two steps."""
         self._check_running()
         seconds = config.run_argument("duration", seconds, "lab.run_for: seconds")
         engine = self.engine
@@ -354,6 +355,9 @@ class VirtualLab:
                 self._advance(min(end, self.now + chunk))
                 if self.now < end:
                     yield None
+                    self._check_running()
+                    if self.engine is not engine:
+                        raise RuntimeError("lab.run_for: the lab was reset while it ran; its summary would mix two runs")
         finally:
             self.recorder.taps.remove(tap)
             self._wall = self._clock()  # the pacing goes on from here, not from before
