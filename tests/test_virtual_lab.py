@@ -291,3 +291,19 @@ def test_a_reset_during_run_for_async_is_named_not_mixed_into_its_summary(unpace
         return lab.now, lab.run_for(1.0)["duration"]
 
     assert asyncio.run(main()) == (0.0, 1.0)
+
+
+def test_an_error_while_pacing_is_logged_and_the_lab_stands_still(caplog):
+    async def main():
+        clock = FakeClock([0.0, 0.5, 1.0])
+        lab = VirtualLab(Scenario(), 1, clock=clock, sleep=clock.sleep)
+        lab.subscribe(lambda scenario: 1 / 0)
+        lab._begin()
+        lab.engine.player.schedule(config.Event(0.2, {"limiter": {"rate": 10.0}}))
+        while not lab._task.done():
+            await asyncio.sleep(0)
+        return lab.now, clock.asked, lab.scenario.limiter.rate
+
+    assert asyncio.run(main()) == (0.5, [config.VIRTUAL_STEP], 10.0)
+    assert [r.getMessage() for r in caplog.records if r.name == "gwlab.lab.virtual"] == [
+        "the virtual lab stopped advancing at t = 0.5 s"]

@@ -23,6 +23,7 @@ Everything runs on the caller's thread: the loop's, in a kernel.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import Counter, deque
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from gwlab.lab.dashboard import Dashboard
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -169,7 +172,11 @@ class VirtualLab:
     async def _pace(self) -> None:
         while True:
             await self._sleep(config.VIRTUAL_STEP)
-            self.step()
+            try:
+                self.step()
+            except Exception:  # a task's error would be lost: say it, once, and stand still
+                log.exception("the virtual lab stopped advancing at t = %g s", self.now)
+                return
 
     def step(self) -> None:
         """One step of its pacing: advance virtual time by the wall time elapsed since the
