@@ -307,3 +307,22 @@ def test_an_error_while_pacing_is_logged_and_the_lab_stands_still(caplog):
     assert asyncio.run(main()) == (0.5, [config.VIRTUAL_STEP], 10.0)
     assert [r.getMessage() for r in caplog.records if r.name == "gwlab.lab.virtual"] == [
         "the virtual lab stopped advancing at t = 0.5 s"]
+
+
+def test_the_browser_defaults_to_the_virtual_lab():
+    code = "import sys; sys.platform = 'emscripten'; from gwlab import config; print(config.LAB_MODE)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent).stdout
+    assert out == "virtual\n"
+
+
+def test_start_and_stop_async_run_a_virtual_lab_on_the_loop_itself(unpaced):
+    async def main():
+        lab = await gwlab.lab.start_async(mode="virtual", seed=3)
+        summary = await lab.run_for_async(2.5)
+        await gwlab.lab.stop_async()
+        await asyncio.sleep(0)
+        return summary["offered"], lab.running, gwlab.lab.current(), asyncio.all_tasks()
+
+    offered, running, current, tasks = asyncio.run(main())
+    assert (offered, running, current) == (696, False, None) and len(tasks) == 1
