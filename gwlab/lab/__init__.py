@@ -55,9 +55,10 @@ def __getattr__(name: str) -> Any:
         return Lab
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 _lock = threading.Lock()
 """Held around every start and stop: the kernel's one lab slot changes in one step at a time."""
-_current: Lab | None = None
+_current: Lab | VirtualLab | None = None
 _request: tuple | None = None
 
 
