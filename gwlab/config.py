@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
@@ -235,6 +236,18 @@ LAB_WINDOW = 60.0
 """Seconds of history a notebook's live charts keep (older bins roll out)."""
 LAB_REDRAW = 0.3
 """Seconds between two redraws of a notebook's live charts (about 3 per second)."""
+LAB_MODES = ("live", "virtual")
+"""How a notebook's lab runs: ``live``, a real gateway, metrics server and clients on sockets
+in a background thread; ``virtual``, the simulator on the kernel's own event loop at
+wall-clock pace, seeded and without sockets."""
+LAB_MODE = "virtual" if sys.platform == "emscripten" else "live"
+"""The lab's mode when none is given: ``virtual`` in the browser (Pyodide has no sockets)."""
+VIRTUAL_STEP = 0.1
+"""Wall seconds between two steps of a virtual lab: each advances its virtual time by the
+wall time elapsed since the one before."""
+VIRTUAL_CATCH_UP = 1.0
+"""The most virtual seconds one step of a virtual lab advances: after a cell that held the
+kernel for minutes, it goes on from where it was rather than run those minutes at once."""
 HOST = "127.0.0.1"
 PORT = 8080
 METRICS_PORT = 9090

@@ -36,9 +36,9 @@ import heapq
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Generator, Mapping, NamedTuple
 
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
@@ -185,7 +185,7 @@ def simulate(
     seed = config.run_argument("seed", seed, "simulate: seed")
     replicas = config.run_argument("replicas", replicas, "simulate: replicas")
     check_runnable(scenario, source)
-    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress, replicas).run()
+    return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress, replicas).advance(duration)
 
 
 def run_arguments(duration: float, bin_width: float, where: str) -> tuple[float, float]:
@@ -206,6 +206,17 @@ def check_runnable(scenario: Scenario, source: str = "scenario") -> None:
     events, a closed loop that could stand still in virtual time, or requests that no
     tokens limit could ever admit, or a real upstream (``kind = "openai"``, which
     cannot change at runtime)."""
+    check_state(scenario, source)
+    for step in timeline.steps(scenario, source):
+        _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
+        _check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
+
+
+def check_state(scenario: Scenario, source: str = "scenario") -> None:
+    """Raise :class:`~gwlab.config.ConfigError`, naming ``source``, if the simulator could not
+    run on from ``scenario`` once it is in force (its events aside): a real upstream, a closed
+    loop that could stand still in virtual time, or requests that no tokens limit could ever
+    admit. A virtual lab checks every change with it before applying it."""
     for p in scenario.providers:
         if p.kind != "simulated":
             raise ConfigError(f"{source}: providers.{p.name}.kind = {p.kind!r}: a real upstream cannot be simulated "
@@ -213,9 +224,6 @@ def check_runnable(scenario: Scenario, source: str = "scenario") -> None:
                               "gwlab serve or gwlab run")
     _check_cycle(scenario, source)
     _check_reservation(scenario, source)
-    for step in timeline.steps(scenario, source):
-        _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
-        _check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
 
 
 class Stuck(RuntimeError):
@@ -276,7 +284,10 @@ def _check_reservation(s: Scenario, source: str) -> None:
 
 
 class _Engine:
-    """One simulation run. The event loop keeps its hot state in local variables.
+    """One simulation run. The event loop keeps its hot state in local variables, in a
+    generator: :meth:`advance` runs it to a given virtual time and it pauses there, keeping
+    that state, until the next call. ``duration`` may be infinite (an open-ended run, as a
+    virtual lab's): ``window`` then bounds the bins kept, and the run never ends.
 
     Every entry of the heap is ``(time, sequence, route, sent, client)``: a request's next
     moment, its sending when ``route`` is ``None`` and its answer otherwise; ``sent`` is when
@@ -290,7 +301,8 @@ class _Engine:
     attempt's client timeout."""
 
     def __init__(self, scenario: Scenario, source: str, seed: int, duration: float, bin_width: float,
-                 keep_requests: bool, progress: Callable[[float], None] | None, replicas: int) -> None:
+                 keep_requests: bool, progress: Callable[[float], None] | None, replicas: int,
+                 window: int | None = None) -> None:
         self.scenario = scenario
         self.source = source
         self.seed = seed
@@ -311,10 +323,28 @@ class _Engine:
         self.workloads = [(0.0, scenario.workload)]
         """Each workload of the run with the time it applied from."""
         self.names = [u.name for u in self.router.upstreams]
-        self.bins: list[Bin] = []
-        self.bin_count = max(1, math.ceil(duration / bin_width))
-        if (self.bin_count - 1) * bin_width >= duration:
-            self.bin_count -= 1
+        self.bins: list[Bin] | deque[Bin] = [] if window is None else deque(maxlen=window)
+        """The bins opened, oldest first (the last ``window`` of them when it is given); the
+        last one is open while the run goes on."""
+        self.opened = 0
+        """Bins opened so far."""
+        self.on_close: Callable[[Bin], None] | None = None
+        """Called with each bin as it closes, its counts and gauges final."""
+        if math.isinf(duration):
+            self.bin_count: float = math.inf
+        else:
+            self.bin_count = max(1, math.ceil(duration / bin_width))
+            if (self.bin_count - 1) * bin_width >= duration:
+                self.bin_count -= 1
+        self.until = 0.0
+        """The virtual time the run is paused at (see :meth:`advance`)."""
+        self.saturated = 0
+        """Open-loop arrivals not sent so far: ``max_in_flight`` requests were in flight."""
+        self.fallbacks: Counter[Upstream] = Counter()
+        """Calls forced on each provider so far, by the replica's view of it."""
+        self.decisions: stats.Counts[str] = stats.Counts()
+        """The routers' retry decisions so far (:data:`gwlab.router.RETRY_DECISIONS`)."""
+        self._steps = self._run()
         self._wall = time.monotonic()
 
     def _listener(self, replica: int | None) -> Callable[[Transition], None]:
@@ -334,9 +364,23 @@ class _Engine:
             self.workloads.append((event.at, self.router.scenario.workload))
 
     def _scripted(self) -> float:
-        """The time of the next scripted event, or infinity when none is left in the run."""
-        at = self.player.next_at
+        """The time of the next scripted event due before the run ends or pauses (one at the
+        pause is played before it), else the pause's time if the run pauses before it ends,
+        else infinity."""
+        at = min(self.player.next_at, self.until)
         return at if at < self.duration else math.inf
+
+    def advance(self, until: float) -> SimResult | None:
+        """Run every event before ``until`` virtual seconds (and the scripted ones at
+        ``until``), close the bins that end by then and pause; the result once ``until``
+        reaches the run's duration (the run then ends), else ``None``. ``until`` never goes
+        back: an earlier time runs nothing."""
+        self.until = max(self.until, until)
+        try:
+            next(self._steps)
+        except StopIteration as done:
+            return done.value
+        return None
 
     def _stuck(self, sent: float, then: float) -> Stuck:
         return Stuck(f"{self.source}: a closed-loop client that sent at t = {sent!r} s was scheduled to send "
@@ -350,14 +394,14 @@ class _Engine:
         """Close every bin that ends by ``t``, the current one with these counts (``area``
         being the in-flight integral up to ``last``), and return the bin then current (``None``
         after the last one)."""
-        edge = self._edge(len(self.bins) - 1)
+        edge = self._edge(self.opened - 1)
         while t >= edge:
             cur = self._close(cur, edge, offered, admitted, area + in_flight * (edge - last))
             if cur is None:
                 return None
             offered = admitted = 0
             area, last = 0.0, edge
-            edge = self._edge(len(self.bins) - 1)
+            edge = self._edge(self.opened - 1)
         return cur
 
     def _close(self, b: Bin, at: float, offered: int, admitted: int, in_flight_area: float) -> Bin | None:
@@ -370,11 +414,14 @@ class _Engine:
             if wall - self._wall >= _PROGRESS_INTERVAL:
                 self._wall = wall
                 self.progress(at / self.duration)
-        index = len(self.bins)
+        if self.on_close is not None:
+            self.on_close(b)
+        index = self.opened
         if index >= self.bin_count:
             return None
         nxt = Bin(index * self.bin_width, self._edge(index) - index * self.bin_width)
         self.bins.append(nxt)
+        self.opened += 1
         return nxt
 
     def _prompt(self, sent: float) -> int:
@@ -411,7 +458,9 @@ class _Engine:
         started.clear()
         return seq
 
-    def run(self) -> SimResult:
+    def _run(self) -> Generator[None, None, SimResult]:
+        """The run: it pauses (yields) at :attr:`until` until the run's duration, and returns
+        its result there."""
         router = self.router
         admit, route_to, complete = router.admit, router.route, router.complete
         # With replicas, each attempt reaching the gateway is drawn a replica, whose router
@@ -437,8 +486,7 @@ class _Engine:
         keep = self.keep
         requests: list[Request] | None = [] if keep else None
         end = self.duration
-        fallbacks: Counter[Upstream] = Counter()  # calls forced on each provider, by the replica's view of it
-        decisions: stats.Counts[str] = stats.Counts()  # the router's retry decisions (gwlab.router.RETRY_DECISIONS)
+        fallbacks, decisions = self.fallbacks, self.decisions
         rejected_key = (stats.RATE_LIMITED, stats.NO_PROVIDER)
         scripted = self._scripted()
 
@@ -478,6 +526,7 @@ class _Engine:
 
         cur = Bin(0.0, self._edge(0))
         self.bins.append(cur)
+        self.opened = 1
         edge = self._edge(0)
         by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
         offered = admitted = in_flight = 0
@@ -493,12 +542,18 @@ class _Engine:
             elif now >= end:
                 break
             if now >= edge:
+                self.saturated = saturated
                 cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
                 offered = admitted = 0
                 area, last = 0.0, cur.start
-                edge = self._edge(len(self.bins) - 1)
+                edge = self._edge(self.opened - 1)
                 by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
             if now == scripted:
+                if self.player.next_at > now:  # no event is due: the run pauses here
+                    cur.offered, cur.admitted, self.saturated = offered, admitted, saturated
+                    yield
+                    scripted = self._scripted()
+                    continue
                 self.player.play(now)
                 if started:  # a larger capacity
                     seq = self._start(started, queued, heap, seq, now)
@@ -737,6 +792,7 @@ class _Engine:
         if self.progress is not None:
             self.progress(1.0)
 
+        self.saturated = saturated
         self.transitions.sort(key=lambda t: t.time)
         series = TimeSeries(self.bins, self.names, self.bin_width)
         by_name: Counter[str] = Counter()

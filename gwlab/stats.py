@@ -152,6 +152,18 @@ class LatencyHistogram:
         self.total += other.total
         self.max = max(self.max, other.max)
 
+    def since(self, earlier: LatencyHistogram) -> LatencyHistogram:
+        """What was added to this histogram after ``earlier``, a copy of it taken then: the
+        counts exactly, the total by difference, and the largest value exactly when it is
+        larger than ``earlier``'s, else within ``alpha`` (from the highest bucket added)."""
+        h = LatencyHistogram(self.alpha)
+        h.counts = {i: n - earlier.counts.get(i, 0) for i, n in self.counts.items() if n != earlier.counts.get(i, 0)}
+        h.zeros, h.count, h.total = self.zeros - earlier.zeros, self.count - earlier.count, self.total - earlier.total
+        h.max = self.max
+        if h.count and self.max == earlier.max:
+            h.max = h.quantile(1.0)
+        return h
+
     def quantile(self, q: float) -> float | None:
         """The value of rank ``floor(q * (count - 1))`` (0-based, in sorted order), within the
         relative error; ``None`` when empty."""
@@ -232,6 +244,20 @@ class Tally:
         self.tpot.merge(other.tpot)
         self.output_tokens += other.output_tokens
         self.users.update(other.users)
+
+    def since(self, earlier: Tally) -> Tally:
+        """What was counted in this tally after ``earlier``, a copy of it taken then
+        (:meth:`copy`); latencies as :meth:`LatencyHistogram.since` gives them."""
+        t = Tally()
+        for mine, theirs, into in ((self.by_status, earlier.by_status, t.by_status), (self.users, earlier.users, t.users)):
+            into.update({key: n - theirs[key] for key, n in mine.items() if n != theirs[key]})
+        t.latency, t.ttft, t.tpot = (self.latency.since(earlier.latency), self.ttft.since(earlier.ttft),
+                                     self.tpot.since(earlier.tpot))
+        t.output_tokens = self.output_tokens - earlier.output_tokens
+        return t
+
+    def copy(self) -> Tally:
+        return Tally.from_dict(self.to_dict())
 
     def count(self, statuses: Iterable[int] | None = None, provider: str | None = None) -> int:
         wanted = None if statuses is None else set(statuses)

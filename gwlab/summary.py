@@ -104,7 +104,8 @@ def summarise(
 ) -> dict[str, Any]:
     """The summary of a run of ``duration`` seconds, JSON-ready. Its fields:
 
-    - ``mode``: ``"simulated"`` (``gwlab simulate``) or ``"live"`` (``gwlab run``, the lab);
+    - ``mode``: ``"simulated"`` (``gwlab simulate``), ``"live"`` (``gwlab run``, the lab) or
+      ``"virtual"`` (a virtual lab's ``run_for``, :mod:`gwlab.lab.virtual`);
       ``seed``; ``scenario``: the scenario in force when the run began, as plain data, any
       password in it redacted (:func:`gwlab.config.shown`).
     - ``duration``: seconds of the run (virtual ones in a simulation; of sending in

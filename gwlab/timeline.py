@@ -17,6 +17,7 @@ and the lab all play their events through a :class:`Player`; the player never re
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 from dataclasses import dataclass
@@ -83,6 +84,15 @@ class Player:
     def next_at(self) -> float:
         """The time of the next event still to play (infinity when none is left)."""
         return self.events[self._next].at if self._next < len(self.events) else math.inf
+
+    def schedule(self, event: Event) -> None:
+        """Play ``event`` at its time as well, after the events at that time already to play
+        (a change made while the run goes, as a virtual lab's ``configure`` at its now).
+        The events played so far are forgotten."""
+        rest = self.events[self._next:]
+        at = bisect.bisect_right([e.at for e in rest], event.at)
+        self.events = (*rest[:at], event, *rest[at:])
+        self._next = 0
 
     def play(self, now: float) -> list[Event]:
         """Apply, in order, every event due by ``now`` and not played before; return those

@@ -28,7 +28,7 @@ EXPECTED_ROWS = {
     *(f"throughput_{kind}_{loop}" for loop in LOOPS
       for kind in ("bare", "bare_low_level", "gateway", "ratio", "ratio_low_level", "ratio_same_core")),
     "overhead_own_time_p99", "overhead_client_p50_vs_bare", "overhead_client_p99_vs_bare",
-    "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error",
+    "limiter_admitted_vs_expected", "lab_seed_closed_rps", "lab_open_loop_offered_error", "lab_virtual_cpu",
     "sim_requests_per_wall_second", "sim_hour_wall_seconds", "sim_peak_memory", "memory_growth_smoke",
     "instructions_bare", "instructions_bare_low_level", "instructions_gateway", "instructions_ratio",
     "streams_at_20tps_bare", "streams_at_20tps_gateway", "streams_at_20tps_ratio", "streams_cpu_ratio_same_core",

@@ -329,7 +329,7 @@ def test_a_refused_event_is_logged_counted_and_the_later_ones_apply(caplog):
         Event(1.0, {"breaker": {"max_cooldown": 0.5}}), Event(2.0, {"limiter": {"rate": 500.0}})))
     engine = sim._Engine(s, "hand-built", 1, 3.0, 1.0, False, None, 1)
     with caplog.at_level(logging.WARNING, logger="gwlab.timeline"):
-        result = engine.run()
+        result = engine.advance(3.0)
     assert result.summary()["events_refused"] == 1
     assert engine.router.scenario.limiter.rate == 500.0
     assert [r.getMessage() for r in caplog.records] == [

@@ -70,6 +70,17 @@ def test_player_applies_each_event_once_when_its_time_comes():
     assert shell.applied == [5.0, 8.0] and player.refused == 0
 
 
+def test_a_scheduled_event_plays_after_the_scripted_ones_of_its_time():
+    shell = Shell(with_events({"at": 5.0, "workload": {"rate": 10.0}}, {"at": 8.0, "workload": {"rate": 20.0}}))
+    player = timeline.Player(shell.scenario, shell.apply)
+    player.play(5.0)
+    player.schedule(Event(8.0, {"workload": {"rate": 30.0}}))
+    player.schedule(Event(6.0, {"workload": {"rate": 15.0}}))
+    assert [e.at for e in player.events] == [6.0, 8.0, 8.0] and player.next_at == 6.0
+    assert [e.patch["workload"]["rate"] for e in player.play(8.0)] == [15.0, 20.0, 30.0]
+    assert shell.scenario.workload.rate == 30.0 and shell.applied == [5.0, 6.0, 8.0, 8.0]
+
+
 def test_an_event_is_a_patch_on_the_scenario_in_force_so_runtime_changes_are_kept():
     shell = Shell(with_events({"at": 1.0, "workload": {"rate": 10.0}}, {"at": 2.0, "providers": {"p1": {"weight": 0.0}}}))
     player = timeline.Player(shell.scenario, shell.apply)

@@ -8,6 +8,8 @@
     lab.run_for(5)               # block this cell 5 s; the charts keep moving
     lab.stop()
 
+    lab = gwlab.lab.start(mode="virtual")   # the simulator at wall-clock pace: no sockets
+
 The gateway (:class:`gwlab.server.Gateway`), its metrics server and the clients run on an
 event loop owned by a background thread (:mod:`gwlab.lab.loop` says why), behind the
 synchronous :class:`~gwlab.lab.handle.Lab` handle; ``start_async``, ``run_for_async``,
@@ -20,6 +22,11 @@ servers, never a leaked port or thread. Starts and stops from several threads, o
 the one before it, and those with the same arguments get the same lab. Unlike the command line, which fails when its port
 is taken, a lab falls back to free ports and says which ones it got: a notebook must just
 work. Each gateway has its own Prometheus registry, so a restart duplicates no series.
+
+``mode="virtual"`` (:mod:`gwlab.lab.virtual`, the default where there are no sockets: in the
+browser, on Pyodide) runs the simulator at wall-clock pace on the kernel's own loop instead,
+behind a handle with the same surface; its numbers depend on the scenario and seed alone.
+Only the live mode needs aiohttp: it is imported when a live lab starts.
 """
 
 from __future__ import annotations
@@ -28,31 +35,49 @@ import asyncio
 import atexit
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gwlab import config
 from gwlab.config import ConfigError, Scenario
-from gwlab.lab.handle import Lab, Summary
+from gwlab.lab.summary import Summary
+from gwlab.lab.virtual import VirtualLab
 
-__all__ = ["Lab", "Summary", "current", "start", "start_async", "stop", "stop_async"]
+if TYPE_CHECKING:
+    from gwlab.lab.handle import Lab
+
+__all__ = ["Lab", "Summary", "VirtualLab", "current", "start", "start_async", "stop", "stop_async"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Lab":  # imported on use: it needs aiohttp
+        from gwlab.lab.handle import Lab
+
+        return Lab
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _lock = threading.Lock()
 """Held around every start and stop: the kernel's one lab slot changes in one step at a time."""
-_current: Lab | None = None
+_current: Lab | VirtualLab | None = None
 _request: tuple | None = None
 
 
-def current() -> Lab | None:
+def current() -> Lab | VirtualLab | None:
     """The running lab of this kernel, if any."""
     return _current
 
 
 def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, seed: int = config.SEED,
           clients: int | None = None, rate: float | None = None, host: str = config.HOST,
-          port: int = config.PORT, metrics_port: int = config.METRICS_PORT) -> Lab:
+          port: int = config.PORT, metrics_port: int = config.METRICS_PORT,
+          mode: str = config.LAB_MODE) -> Lab | VirtualLab:
     """Start the lab: the gateway on ``port``, its metrics on ``metrics_port`` (free ports
     instead when those are taken) and the scenario's clients, or ``clients`` closed-loop
     clients, or open-loop arrivals at ``rate`` per second.
+
+    ``mode`` is one of :data:`gwlab.config.LAB_MODES`: ``"live"`` (a :class:`Lab`, the
+    default on CPython) or ``"virtual"`` (a :class:`VirtualLab`: the simulator at wall-clock
+    pace with ``seed``, no sockets, ``host`` and the ports unused; the default on Pyodide).
 
     ``scenario`` is a :class:`~gwlab.config.Scenario`, plain data in the TOML shape, the path
     of a TOML file, or ``None`` for the seed scenario. Returns the running lab when one was
@@ -60,7 +85,7 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
 
     Safe from any thread: calls made at once run one after the other, so the kernel holds at
     most one lab, and a call with the same arguments gets the lab another one started."""
-    request = (_scenario(scenario, clients, rate), seed, host, port, metrics_port)
+    request = (_scenario(scenario, clients, rate), seed, host, port, metrics_port, _mode(mode))
     with _lock:
         return _start(request)
 
@@ -68,11 +93,16 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
 async def start_async(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                       seed: int = config.SEED, clients: int | None = None, rate: float | None = None,
                       host: str = config.HOST, port: int = config.PORT,
-                      metrics_port: int = config.METRICS_PORT) -> Lab:
+                      metrics_port: int = config.METRICS_PORT, mode: str = config.LAB_MODE) -> Lab | VirtualLab:
     """:func:`start`, awaitable: it waits for the lab's lock in a worker thread, so the
-    kernel's loop stays free while another call holds it and while the lab starts."""
+    kernel's loop stays free while another call holds it and while the lab starts. A
+    virtual lab starts at once on the running loop (its pacing runs there; Pyodide has no
+    threads)."""
+    if _mode(mode) == "virtual":
+        return start(scenario, seed=seed, clients=clients, rate=rate, host=host, port=port,
+                     metrics_port=metrics_port, mode=mode)
     return await asyncio.to_thread(start, scenario, seed=seed, clients=clients, rate=rate, host=host,
-                                   port=port, metrics_port=metrics_port)
+                                   port=port, metrics_port=metrics_port, mode=mode)
 
 
 def stop() -> None:
@@ -82,11 +112,14 @@ def stop() -> None:
 
 
 async def stop_async() -> None:
-    """:func:`stop`, awaitable."""
-    await asyncio.to_thread(stop)
+    """:func:`stop`, awaitable (a virtual lab stops at once)."""
+    if isinstance(_current, VirtualLab):
+        stop()
+    else:
+        await asyncio.to_thread(stop)
 
 
-def release(lab: Lab) -> None:
+def release(lab: Lab | VirtualLab) -> None:
     """Stop ``lab`` (its handle's :meth:`~Lab.stop`) as one step among the starts and stops,
     and free the kernel's slot if ``lab`` held it."""
     global _current, _request
@@ -96,16 +129,22 @@ def release(lab: Lab) -> None:
             _current = _request = None
 
 
-def _start(request: tuple) -> Lab:
+def _start(request: tuple) -> Lab | VirtualLab:
     """The running lab if it was started for ``request``, else a new one started in its
     place (with the lock held)."""
     global _current, _request
     if _current is not None and _request == request:
         return _current
     _drop()
-    lab = Lab(*request)
+    scenario, seed, host, port, metrics_port, mode = request
+    if mode == "virtual":
+        lab: Lab | VirtualLab = VirtualLab(scenario, seed)
+    else:
+        from gwlab.lab.handle import Lab
+
+        lab = Lab(scenario, seed, host, port, metrics_port)
     try:
-        lab._open().call(lab._start())
+        lab._begin()
     except BaseException:
         lab._halt()
         raise
@@ -119,6 +158,12 @@ def _drop() -> None:
     if _current is not None:
         _current._halt()
         _current = _request = None
+
+
+def _mode(mode: str) -> str:
+    if mode not in config.LAB_MODES:
+        raise ConfigError(f"gwlab.lab.start: mode = {mode!r}: expected one of {', '.join(map(repr, config.LAB_MODES))}")
+    return mode
 
 
 def _scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None, clients: int | None,

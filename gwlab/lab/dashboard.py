@@ -24,6 +24,12 @@ cooldown below the base delay) is shown with the same message a scenario file wo
 and the control goes back to the value in force. Anything else that goes wrong in a
 callback or a redraw is written to the Output widget at the bottom; a failing redraw also
 pauses the charts, so one error is shown once.
+
+It draws a live lab (:class:`~gwlab.lab.handle.Lab`) and a virtual one
+(:class:`~gwlab.lab.virtual.VirtualLab`) alike, through what both handles offer: their
+``recorder`` (the rolling bins, the breaker changes), ``state_now()`` (the gateway's state
+this instant, read on the thread that runs the lab), ``call`` and ``mode``, which the status
+line names first.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from gwlab.router import Snapshot
 
 if TYPE_CHECKING:
     from gwlab.lab.handle import Lab
+    from gwlab.lab.virtual import VirtualLab
 
 HEIGHT = 1000
 """Height of the live figure in pixels, for the five panels of :data:`gwlab.plots.PANELS`; a
@@ -134,7 +141,7 @@ class Dashboard:
     """Controls, status line and live charts of one :class:`~gwlab.lab.handle.Lab`.
     Display it (the last expression of a cell) or its :attr:`widget`."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab | VirtualLab) -> None:
         self.lab = lab
         self.llm = lab.scenario.llm
         """Whether it shows the LLM controls and charts: decided by the scenario it starts with."""
@@ -166,7 +173,7 @@ class Dashboard:
         lab.on_stop(self.detach)
 
     @classmethod
-    def of(cls, lab: Lab) -> Dashboard:
+    def of(cls, lab: Lab | VirtualLab) -> Dashboard:
         """The dashboard of ``lab``, made and started on first use (one per lab)."""
         dashboard = lab.views.get("dashboard")
         if dashboard is None:
@@ -304,15 +311,16 @@ class Dashboard:
         self._task = asyncio.create_task(self._redraw_loop())
 
     async def detach(self) -> None:
-        """Stop redrawing; the charts keep their last picture and the controls are disabled."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop redrawing; the charts keep their last picture and the controls are disabled
+        (all before its first wait, for the virtual lab's stop)."""
         for widget in self.controls.values():
             widget.disabled = True
         self.pause_button.disabled = self.reset_button.disabled = True
         self.status.value = "<b>the lab is stopped</b>"
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _redraw_loop(self) -> None:
         while True:
@@ -326,7 +334,7 @@ class Dashboard:
     def redraw(self) -> None:
         """Refresh the status line, and the charts if a bin closed since the last redraw."""
         recorder = self.lab.recorder
-        self.status.value = self._status(self.lab.gateway.snapshot())
+        self.status.value = self._status(self.lab.state_now())
         if self.paused or recorder.version == self._drawn:
             return
         self._drawn = recorder.version
@@ -356,14 +364,14 @@ class Dashboard:
         last = recorder.bins[-1] if recorder.bins else None
         answered = last.tally.count() / last.width if last else 0.0
         admitted = last.tally.admitted() if last else 0
-        parts = [f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
+        parts = [f"<b>{self.lab.mode}</b>", f"<b>t = {recorder.current.start:.1f} s</b>", f"{answered:.0f} answers/s",
                  f"tokens {snapshot.tokens:.0f} / {snapshot.burst:.0f}"]
         if self.llm and last:
             ttft = last.tally.ttft
             p50, p99 = seconds_text(ttft.quantile(0.5)), seconds_text(ttft.quantile(0.99))
-            parts.insert(2, f"TTFT p50 {p50}, p99 {p99}, {last.tally.output_tokens / last.width:.0f} output tokens/s")
+            parts.insert(3, f"TTFT p50 {p50}, p99 {p99}, {last.tally.output_tokens / last.width:.0f} output tokens/s")
         if last and recorder.saturated_last:
-            parts.insert(2, cannot_keep_up(last.offered / last.width, recorder.saturated_last / last.width))
+            parts.insert(3, cannot_keep_up(last.offered / last.width, recorder.saturated_last / last.width))
         for name, p in snapshot.providers.items():
             share = f"{100 * last.tally.admitted(name) / admitted:.0f}%" if admitted else "-"
             state = p.state.value

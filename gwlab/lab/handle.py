@@ -13,11 +13,11 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
-from gwlab import live
 from gwlab.config import Event, Scenario, WorkloadConfig
 from gwlab.lab.clients import ClientPool
 from gwlab.lab.loop import LoopThread
 from gwlab.lab.recorder import Recorder
+from gwlab.lab.summary import Summary
 from gwlab.router import Snapshot
 from gwlab.server import Gateway, PortInUse
 from gwlab.stats import Tally
@@ -38,19 +38,14 @@ _STOP_GRACE = 0.0
 """A lab stops at once: the calls still in flight are abandoned (they decide nothing)."""
 
 
-class Summary(dict):
-    """A run summary (the schema of ``gwlab run --json``) that shows itself as a few lines."""
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text("\n".join(live.summary_lines(self)))
-
-
 class Lab:
     """The gateway, its metrics server and in-process clients, running on a loop thread.
 
     Made by :func:`gwlab.lab.start`. ``url`` and ``metrics_url`` say where they listen;
     ``port`` and ``metrics_port`` are the ports bound, which differ from the ones asked for
     (``requested_ports``) when those were taken."""
+
+    mode = "live"
 
     def __init__(self, scenario: Scenario, seed: int, host: str, port: int, metrics_port: int) -> None:
         self.seed = seed
@@ -76,9 +71,10 @@ class Lab:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _open(self) -> LoopThread:
+    def _begin(self) -> None:
+        """Start the loop thread, and everything on it."""
         self._thread = LoopThread(f"gwlab-lab-{id(self):x}")
-        return self._thread
+        self._thread.call(self._start())
 
     async def _start(self) -> None:
         """Listen (falling back to free ports for the ones taken), start the clients, the
@@ -215,6 +211,10 @@ class Lab:
         """The gateway's state now (see :meth:`gwlab.server.Gateway.snapshot`)."""
         return self.call(self._snapshot())
 
+    def state_now(self) -> Snapshot:
+        """The gateway's state now, read on the lab's loop thread (what the dashboard reads)."""
+        return self.gateway.snapshot()
+
     # -- what it shows ----------------------------------------------------------------------
 
     def timeseries(self) -> TimeSeries:
@@ -307,7 +307,7 @@ class Lab:
         return self._switched(scenario)
 
     async def _snapshot(self) -> Snapshot:
-        return self.gateway.snapshot()
+        return self.state_now()
 
     async def _timeseries(self) -> tuple[TimeSeries, list[BreakerChange]]:
         return self.recorder.timeseries(), list(self.recorder.transitions)
