@@ -1,14 +1,19 @@
-"""The cells the browser site skips: tagged ``lite-skip`` with a note of what they show on a
-full install, replaced in the site's copy of each notebook by that note (lite/build.py)."""
+"""The browser site's build without a browser (tests/test_lite.py opens it in one): the cells
+it skips, tagged ``lite-skip`` with a note of what they show on a full install and replaced in
+the site's copy of each notebook by that note; its bounds; the server's refusal of a folder
+without a site."""
 
 from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import pytest
 
-from lite.build import NOTEBOOKS, SKIP_NOTE_KEY, SKIP_TAG, BuildError, contents, skip_socket_cells, skipped_cells
+from lite import serve
+from lite.build import (NOTEBOOKS, SKIP_NOTE_KEY, SKIP_TAG, BuildError, _run, contents, skip_socket_cells,
+                        skipped_cells, up_to_date)
 
 SKIPPED = {
     "00_quickstart.ipynb": [37],
@@ -69,3 +74,19 @@ def test_the_site_copy_has_notes_where_the_tagged_cells_were(tmp_path):
         assert [i for i, cell in enumerate(site) if cell["cell_type"] != original[i]["cell_type"]] == indexes
         assert all(site[i]["source"].startswith("> **Skipped in the browser:**") for i in indexes)
     assert (tmp_path / "contents" / "data" / "retry_storm_phase.csv").is_file()
+
+
+def test_a_step_past_its_timeout_says_which_and_how_long():
+    with pytest.raises(BuildError, match=r"^sleeping: still running after 0.2 s \(lite.build's timeout\)$"):
+        _run("sleeping", [sys.executable, "-c", "import time; time.sleep(30)"], 0.2)
+
+
+def test_a_failed_step_says_what_it_printed():
+    with pytest.raises(BuildError, match=r"^failing failed \(exit 3\):\nwhy$"):
+        _run("failing", [sys.executable, "-c", "import sys; print('why', file=sys.stderr); sys.exit(3)"], 30)
+
+
+def test_a_folder_without_a_site_is_neither_up_to_date_nor_served(tmp_path):
+    assert not up_to_date(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"no site in {tmp_path}: build it first \\(make lite\\)"):
+        serve.server(tmp_path)
