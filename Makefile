@@ -27,9 +27,9 @@ $(VENV)/.installed-lite: pyproject.toml lite/requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[lab]' -r lite/requirements.txt
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench,redis]'
-	touch $@ $(VENV)/.installed
+$(VENV)/.installed-bench: pyproject.toml lite/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench,redis,lab]' -r lite/requirements.txt
+	touch $@ $(VENV)/.installed $(VENV)/.installed-lab $(VENV)/.installed-lite
 
 run: $(VENV)/.installed
 	$(BIN)/gwlab run $(ARGS)
@@ -78,7 +78,7 @@ test: $(VENV)/.installed-test
 	exit $$status
 
 # Measurements side by side with a bare aiohttp server (needs Debian's wrk, valgrind and
-# redis-server); writes
+# redis-server; the browser site's rows chromium and npm); writes
 # benchmarks/results.json. ARGS="--smoke" runs each once at a tiny size.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.run $(ARGS)
