@@ -23,6 +23,11 @@ FULL_INSTALL = "pip install gwlab"
 class FullInstallNeeded(ImportError):
     """A shell that opens sockets was used where the packages it needs are missing."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (a notebook) shows instead of the traceback through the imports: the
+        one line."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 def missing(packages: tuple[str, ...]) -> list[str]:
     """The import names among ``packages`` that cannot be imported here, in their order."""

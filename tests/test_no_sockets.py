@@ -7,6 +7,7 @@ Every module of the package is classified here; a new one fails the test until i
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 import subprocess
 import sys
@@ -128,3 +129,14 @@ def test_run_and_serve_say_in_one_line_what_they_need(probed, command):
 
 def test_simulate_on_the_command_line_runs_without_sockets(probed):
     assert probed["simulate"] == [0, ""]
+
+
+
+def test_a_notebook_shows_the_one_line_without_the_traceback(tmp_path):
+    cell = "import gwlab.needs\ngwlab.needs.needs('the live lab (gwlab.lab)', ('no_such_package',))"
+    code = ("from IPython.core.interactiveshell import InteractiveShell\n"
+            f"InteractiveShell.instance().run_cell({cell!r})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=SIMULATION_TIMEOUT,
+                          env={**os.environ, "IPYTHONDIR": str(tmp_path)})
+    assert proc.stdout.strip() == ("FullInstallNeeded: the live lab (gwlab.lab) needs no_such_package, which this "
+                                   "Python does not have: it runs on a full install (pip install gwlab)")
