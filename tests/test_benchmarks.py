@@ -383,3 +383,15 @@ def test_the_bare_upstream_answers_a_completion_the_gateway_can_forward():
     body = json.loads(bare.completion_body())
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 9
     assert "kind = \"openai\"" in forwarding.scenario("http://127.0.0.1:1")
+
+
+def test_the_browser_site_rows_ran_the_check_notebook_offline(results):
+    table = rows(results)
+    first = table["lite_first_output_seconds"]
+    assert first["detail"]["first_output"] == f"admitted {simulate(None, 60, seed=1).summary()['admitted']}"
+    assert first["detail"]["requests_outside_loopback"] == 0
+    speed = table["sim_pyodide_requests_per_wall_second"]["detail"]
+    assert speed["requests"] > 0.9 * check.SPEED_RATE * check.SPEED_DURATION
+    ratio = table["sim_pyodide_vs_cpython"]
+    assert ratio["value"] == pytest.approx(ratio["detail"]["pyodide_requests_per_wall_second"]
+                                           / ratio["detail"]["cpython_requests_per_wall_second"])
