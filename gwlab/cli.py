@@ -348,7 +348,6 @@ def _main(argv: Sequence[str] | None) -> int:
         # says in one line what is missing (in the browser site, or an install without them).
         needs(f"gwlab {args.command}")
         from gwlab.forward import keys
-        from gwlab.replicas import ReplicaError
 
         _check_server_args(args)
         if args.command == "run":

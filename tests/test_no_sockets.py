@@ -32,8 +32,10 @@ WORKS = [
     "gwlab.exercises.fault_drills", "gwlab.exercises.llm_traffic", "gwlab.exercises.load_testing",
     "gwlab.exercises.metrics", "gwlab.exercises.retries", "gwlab.exercises.scale_out",
     "gwlab.exercises.token_bucket",
+    "gwlab.lab", "gwlab.lab.controls", "gwlab.lab.dashboard", "gwlab.lab.loop", "gwlab.lab.summary",
+    "gwlab.lab.virtual",
 ]
-"""The modules that import without any package of :data:`ABSENT`."""
+"""The modules that import without any package of :data:`ABSENT` (the virtual lab among them)."""
 
 LIVE_LAB = "the live lab (gwlab.lab) needs aiohttp, multidict, prometheus_client"
 FULL_INSTALL = "which this Python does not have: it runs on a full install (pip install gwlab)"
@@ -47,9 +49,8 @@ NEEDS = {
     "gwlab.forward": "gwlab.forward needs aiohttp",
     "gwlab.errors": "gwlab.errors needs aiohttp, multidict",
     "gwlab.redis_bucket": 'limiter.backend = "redis" (gwlab.redis_bucket) needs redis',
-    "gwlab.lab": LIVE_LAB, "gwlab.lab.clients": LIVE_LAB, "gwlab.lab.controls": LIVE_LAB,
-    "gwlab.lab.dashboard": LIVE_LAB, "gwlab.lab.handle": LIVE_LAB, "gwlab.lab.loop": LIVE_LAB,
-    "gwlab.lab.recorder": LIVE_LAB,
+    "gwlab.lab.clients": LIVE_LAB, "gwlab.lab.handle": LIVE_LAB,
+    "gwlab.lab.recorder": "gwlab.clients needs aiohttp",
 }
 """The shells that open sockets (or reach Redis), with the start of the one line each raises."""
 
@@ -70,10 +71,14 @@ for module in {modules!r}:
         out["imports"][module] = None
     except Exception as exc:
         out["imports"][module] = [type(exc).__name__, str(exc)]
-import gwlab
+import gwlab, gwlab.lab
 result = gwlab.simulate(None, 60, seed=1)
 out["admitted"] = result.summary()["admitted"]
 out["traces"] = len(result.figure().data)
+try:
+    gwlab.lab.start(mode="live")
+except Exception as exc:
+    out["live_lab"] = [type(exc).__name__, str(exc)]
 from gwlab.cli import main
 for command in (["run", "--duration", "1"], ["serve"], ["simulate", "--duration", "1"]):
     stderr = io.StringIO()
@@ -86,8 +91,8 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def probed() -> dict:
     """What an interpreter without :data:`ABSENT` did: each module's import (``None`` or the
-    exception's type and message), a 60 s simulation's admitted count and figure, and the
-    command line's run, serve and simulate (exit status and stderr)."""
+    exception's type and message), a 60 s simulation's admitted count and figure, a live lab's
+    start, and the command line's run, serve and simulate (exit status and stderr)."""
     code = PROBE.format(absent=ABSENT, modules=[*WORKS, *NEEDS])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=SIMULATION_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
@@ -140,3 +145,7 @@ def test_a_notebook_shows_the_one_line_without_the_traceback(tmp_path):
                           env={**os.environ, "IPYTHONDIR": str(tmp_path)})
     assert proc.stdout.strip() == ("FullInstallNeeded: the live lab (gwlab.lab) needs no_such_package, which this "
                                    "Python does not have: it runs on a full install (pip install gwlab)")
+
+
+def test_the_live_lab_says_in_one_line_what_it_needs(probed):
+    assert probed["live_lab"] == ["FullInstallNeeded", f"{LIVE_LAB}, {FULL_INSTALL}"]
