@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+SCENARIOS = ROOT / "scenarios"
+"""The scenario files the notebooks read (``../scenarios/...``): the site holds them beside
+its ``notebooks/`` folder, as the repository does."""
 OUT = ROOT / "build" / "lite"
 CACHE = ROOT / "build" / "lite-cache"
 SITE_REQUIREMENTS = ROOT / "lite" / "site.txt"
@@ -94,7 +97,7 @@ def inputs(notebooks: Path = NOTEBOOKS) -> list[Path]:
     to date."""
     files = [ROOT / "pyproject.toml", ROOT / "lite" / "requirements.txt", SITE_REQUIREMENTS, Path(__file__)]
     files += sorted((ROOT / "gwlab").rglob("*.py"))
-    files += sorted(path for path in notebooks.rglob("*") if path.is_file())
+    files += sorted(path for folder in (notebooks, SCENARIOS) for path in folder.rglob("*") if path.is_file())
     return files
 
 
@@ -178,11 +181,12 @@ def gwlab_wheel(dest: Path) -> Path:
 
 
 def contents(dest: Path, notebooks: Path = NOTEBOOKS) -> dict[str, list[int]]:
-    """Copy ``notebooks`` into ``dest`` for the site, socket cells replaced by notes; returns
-    the replaced cells per notebook."""
-    shutil.copytree(notebooks, dest, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.cfg"))
+    """Copy ``notebooks`` into ``dest/notebooks`` for the site, socket cells replaced by notes,
+    and :data:`SCENARIOS` into ``dest/scenarios``; returns the replaced cells per notebook."""
+    shutil.copytree(notebooks, dest / "notebooks", ignore=shutil.ignore_patterns(".*", "__pycache__", "*.cfg"))
+    shutil.copytree(SCENARIOS, dest / "scenarios")
     replaced = {}
-    for path in sorted(dest.glob("*.ipynb")):
+    for path in sorted((dest / "notebooks").glob("*.ipynb")):
         site, replaced[path.name] = skip_socket_cells(json.loads(path.read_text(encoding="utf-8")))
         path.write_text(json.dumps(site, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return replaced

@@ -69,11 +69,12 @@ def test_the_site_copy_has_notes_where_the_tagged_cells_were(tmp_path):
     assert contents(tmp_path / "contents") == SKIPPED
     for name, indexes in SKIPPED.items():
         original = json.loads((NOTEBOOKS / name).read_text(encoding="utf-8"))["cells"]
-        site = json.loads((tmp_path / "contents" / name).read_text(encoding="utf-8"))["cells"]
+        site = json.loads((tmp_path / "contents" / "notebooks" / name).read_text(encoding="utf-8"))["cells"]
         assert len(site) == len(original)
         assert [i for i, cell in enumerate(site) if cell["cell_type"] != original[i]["cell_type"]] == indexes
         assert all(site[i]["source"].startswith("> **Skipped in the browser:**") for i in indexes)
-    assert (tmp_path / "contents" / "data" / "retry_storm_phase.csv").is_file()
+    assert (tmp_path / "contents" / "notebooks" / "data" / "retry_storm_phase.csv").is_file()
+    assert (tmp_path / "contents" / "scenarios" / "p1_outage.toml").is_file()  # ../scenarios from a notebook
 
 
 def test_a_step_past_its_timeout_says_which_and_how_long():
