@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run serve simulate lab test bench clean
+.PHONY: run serve simulate lab lite lite-serve test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,18 @@ $(VENV)/.installed-lab: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	touch $@ $(VENV)/.installed
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,lab,sweep,redis]'
+$(VENV)/.installed-test: pyproject.toml lite/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,lab,sweep,redis]' -r lite/requirements.txt
+	touch $@ $(VENV)/.installed $(VENV)/.installed-lab $(VENV)/.installed-lite
+
+# The lab extra brings the JupyterLab extensions (plotly, ipywidgets, anywidget) the site copies.
+$(VENV)/.installed-lite: pyproject.toml lite/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[lab]' -r lite/requirements.txt
 	touch $@ $(VENV)/.installed $(VENV)/.installed-lab
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench,redis]'
-	touch $@ $(VENV)/.installed
+$(VENV)/.installed-bench: pyproject.toml lite/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench,redis,lab]' -r lite/requirements.txt
+	touch $@ $(VENV)/.installed $(VENV)/.installed-lab $(VENV)/.installed-lite
 
 run: $(VENV)/.installed
 	$(BIN)/gwlab run $(ARGS)
@@ -39,6 +44,18 @@ simulate: $(VENV)/.installed
 lab: $(VENV)/.installed-lab
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
+# The browser site (JupyterLite on Pyodide) of the notebooks, in build/lite: Pyodide and every
+# wheel served by the site itself. What it downloads (npm's pyodide, the wheels) stays in
+# build/lite-cache, so a rebuild is offline. lite-serve serves it on 127.0.0.1 (a free port, or
+# LITE_PORT), building it first when it is older than its inputs, and prints the URL.
+LITE_PORT ?= 0
+lite: $(VENV)/.installed-lite
+	$(BIN)/python -m lite.build $(ARGS)
+
+lite-serve: $(VENV)/.installed-lite
+	$(BIN)/python -m lite.build --if-stale
+	$(BIN)/python -m lite.serve --port $(LITE_PORT) $(ARGS)
+
 # The tests run in two processes at once, one core each: the tests that drive other processes
 # (a browser, the benchmarks' servers, the command line, the replicas) and the rest, whose output comes
 # first; then the notebooks, under nbval in strict mode (every output not marked
@@ -48,7 +65,7 @@ lab: $(VENV)/.installed-lab
 # on every call of some hot loops, several times slower: hence two plain processes.) ARGS go
 # to every run; a run that ARGS leave without tests (pytest's exit status 5) is not a failure.
 NOTEBOOK_WORKERS ?= 3
-PROCESS_TESTS := tests/test_browser.py tests/test_benchmarks.py tests/test_cli.py tests/test_replicas.py
+PROCESS_TESTS := tests/test_browser.py tests/test_lite.py tests/test_benchmarks.py tests/test_cli.py tests/test_replicas.py
 test: $(VENV)/.installed-test
 	@mkdir -p build; status=0; \
 	$(BIN)/python -m pytest -rs --durations=5 $(PROCESS_TESTS) $(ARGS) > build/process-tests.log 2>&1 & \
@@ -61,7 +78,7 @@ test: $(VENV)/.installed-test
 	exit $$status
 
 # Measurements side by side with a bare aiohttp server (needs Debian's wrk, valgrind and
-# redis-server); writes
+# redis-server; the browser site's rows chromium and npm); writes
 # benchmarks/results.json. ARGS="--smoke" runs each once at a tiny size.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m benchmarks.run $(ARGS)

@@ -21,6 +21,7 @@ from benchmarks import (
     instructions,
     lab,
     limiter_accuracy,
+    lite,
     memory,
     overhead,
     redis_limiter,
@@ -45,6 +46,7 @@ MEASUREMENTS: dict[str, Callable[[bool], list[Row]]] = {
     "replicas": replicas.measure,
     "forwarding": forwarding.measure,
     "redis_limiter": redis_limiter.measure,
+    "lite": lite.measure,
 }
 DEFAULT_OUT = Path(__file__).with_name("results.json")
 

@@ -34,20 +34,21 @@ import time
 import tomllib
 from pathlib import Path
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gwlab import __version__, config
 from gwlab.children import ChildError
 from gwlab.config import ConfigError, Event, Scenario
-from gwlab.forward import keys
 from gwlab.live import LiveView, status_lines, summary_lines
-from gwlab.metrics import Scrapes
+from gwlab.needs import FullInstallNeeded, needs
 from gwlab.router import Snapshot
-from gwlab.loadgen import REPORT_INTERVAL, LoadGenerator, worker_count
-from gwlab.replicas import ReplicaError, Replicas, scrape_config
-from gwlab.server import Gateway
 from gwlab.summary import Trips, summarise
 from gwlab.timeline import Player, describe, follow, steps
+
+if TYPE_CHECKING:
+    from gwlab.loadgen import LoadGenerator
+    from gwlab.replicas import Replicas
+    from gwlab.server import Gateway
 
 REFRESH = 1.0
 """Seconds between two updates of the live status."""
@@ -343,6 +344,11 @@ def _main(argv: Sequence[str] | None) -> int:
             config.run_argument("replicas", args.replicas, "--replicas")
             check_writable("--report", args.report)
             return _simulate(args, scenario_from_args(args))
+        # run and serve open sockets: their modules are imported only here, after a check that
+        # says in one line what is missing (in the browser site, or an install without them).
+        needs(f"gwlab {args.command}")
+        from gwlab.forward import keys
+
         _check_server_args(args)
         if args.command == "run":
             _check_run_args(args)
@@ -350,7 +356,7 @@ def _main(argv: Sequence[str] | None) -> int:
             _check_replicas_args(args)
         scenario = scenario_from_args(args)
         keys(scenario, str(args.config or "scenario"))  # a real upstream's key: there before anything starts
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, FullInstallNeeded) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -516,6 +522,8 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
+    from gwlab.server import Gateway
+
     if args.replicas != 1:
         return await _serve_replicas(args, scenario)
     stop = _stop_on_signals()
@@ -532,6 +540,8 @@ async def _serve(args: argparse.Namespace, scenario: Scenario) -> int:
 async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
     """Start ``replicas``, write their scrape configuration and print their URLs; ``False``
     (after one line on stderr) when they cannot start."""
+    from gwlab.replicas import ReplicaError, scrape_config
+
     try:
         await replicas.start(args.host, args.port, args.metrics_port)
     except (OSError, ReplicaError) as exc:
@@ -549,6 +559,8 @@ async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
 
 async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
     """``gwlab serve --replicas N``: N gateways on one port, until a signal."""
+    from gwlab.replicas import Replicas
+
     stop = _stop_on_signals()
     replicas = Replicas(scenario, args.seed, args.replicas, admin_token=args.admin_token, **_bounds(args))
     try:
@@ -588,6 +600,8 @@ class _OneGateway:
     ends the wait for a final scrape."""
 
     def __init__(self, gateway: Gateway, signalled: asyncio.Event) -> None:
+        from gwlab.metrics import Scrapes
+
         self.gateway = gateway
         self.url = gateway.url
         self.lost: list[int] = []
@@ -616,6 +630,10 @@ class _OneGateway:
 
 
 async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
+    from gwlab.loadgen import LoadGenerator, worker_count
+    from gwlab.replicas import ReplicaError, Replicas
+    from gwlab.server import Gateway
+
     stop = _stop_on_signals()
     if args.replicas == 1:
         gateway = Gateway(scenario, args.seed, admin_token=args.admin_token, **_bounds(args))
@@ -703,6 +721,8 @@ async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
     ``duration`` seconds of sending have passed, however late the loop wakes up. The ticks
     fall half-way between two tally reports of the workers, so each view counts whole
     report intervals."""
+    from gwlab.loadgen import REPORT_INTERVAL
+
     start = clients.started_at or time.monotonic()
     end = None if duration is None else start + duration
     tick = last = start + REPORT_INTERVAL / 2

@@ -67,6 +67,10 @@ import json
 import logging
 from typing import Any, AsyncIterable, Callable, Protocol
 
+from gwlab.needs import needs
+
+needs("gwlab.clients", ("aiohttp",))
+
 import aiohttp
 from aiohttp.http_exceptions import HttpProcessingError
 

@@ -61,6 +61,10 @@ import select
 import socket
 from typing import Any, Callable, Sequence, Sized
 
+from gwlab.needs import needs
+
+needs("gwlab.connections", ("aiohttp",))
+
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser, HttpRequestParserPy

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from gwlab.needs import needs
+
+needs("gwlab.errors", ("aiohttp", "multidict"))
+
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 

@@ -22,6 +22,10 @@ import json
 import os
 from typing import Any, Mapping
 
+from gwlab.needs import needs
+
+needs("gwlab.forward", ("aiohttp",))
+
 import aiohttp
 
 from gwlab import config

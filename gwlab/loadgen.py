@@ -42,6 +42,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from gwlab.needs import needs
+
+needs("gwlab.loadgen", ("aiohttp",))
+
 from gwlab import config
 from gwlab.children import ChildError, die_with, end, resolve, spawn, started
 from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, book, book_user, open_session

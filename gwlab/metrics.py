@@ -104,6 +104,10 @@ import functools
 import itertools
 from typing import Callable, Iterator
 
+from gwlab.needs import needs
+
+needs("gwlab.metrics", ("prometheus_client",))
+
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString

@@ -38,6 +38,10 @@ import math
 from importlib.resources import files
 from typing import Callable
 
+from gwlab.needs import needs
+
+needs("limiter.backend = \"redis\" (gwlab.redis_bucket)", ("redis",), "pip install 'gwlab[redis]'")
+
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError

@@ -35,6 +35,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Mapping
 
+from gwlab.needs import needs
+
+needs("gwlab.replicas")
+
 from gwlab import config
 from gwlab.children import ChildError, die_with, end, spawn, started
 from gwlab.config import ConfigError, Scenario

@@ -38,6 +38,10 @@ import socket
 import time
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
+from gwlab.needs import needs
+
+needs("gwlab.server")
+
 import aiohttp
 from aiohttp import HttpVersion11, hdrs, web
 from multidict import CIMultiDict

@@ -20,7 +20,9 @@ from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep
 from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, can_pin, pin, post
 from benchmarks.gateway_server import scenario
 from benchmarks.serving import has_uvloop
+from gwlab import simulate
 from gwlab.clients import BODY
+from lite import check
 from tests.conftest import require_tool
 
 LOOPS = ["asyncio", "uvloop"] if has_uvloop() else ["asyncio"]
@@ -39,7 +41,13 @@ EXPECTED_ROWS = {
     "forwarding_added_latency_p50", "forwarding_added_latency_p99",
     "redis_limiter_throughput_local", "redis_limiter_throughput_redis", "redis_limiter_throughput_ratio",
     "redis_limiter_added_latency_p50", "redis_limiter_added_latency_p99",
+    "lite_first_output_seconds", "sim_pyodide_requests_per_wall_second", "sim_pyodide_vs_cpython",
 }
+SMOKE_TIMEOUT = 400 + check.FIRST_OUTPUT + 4 * check.WIDGETS
+"""Seconds the smoke run gets: the measurements, and the browser site's page (its check site is
+built by tests/test_lite.py before, or reused)."""
+
+pytestmark = pytest.mark.timeout(SMOKE_TIMEOUT + 60)  # the first test sets the smoke run up
 MACHINE_FIELDS = {"cpu": str, "cores": int, "pinned": bool, "python": str, "platform": str,
                   "load_average_1m": float, "date": str}
 
@@ -50,7 +58,7 @@ def results(tmp_path_factory) -> dict:
     require_tool("valgrind")
     out = tmp_path_factory.mktemp("bench") / "results.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+                          cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
     data["_stdout"] = done.stdout
@@ -86,7 +94,7 @@ def test_rows_follow_the_schema(results):
 
 def test_rows_from_real_traffic_carry_what_makes_them_trustworthy(results):
     for name, row in rows(results).items():
-        if name.startswith(("sim_", "instructions_")):  # virtual time; counted, not timed
+        if name.startswith(("sim_", "instructions_", "lite_")):  # virtual time; counted, not timed; a page's load
             continue
         assert row["achieved_rate"] > 0, name
         assert row["server_cpu"] > 0, name
@@ -375,3 +383,15 @@ def test_the_bare_upstream_answers_a_completion_the_gateway_can_forward():
     body = json.loads(bare.completion_body())
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 9
     assert "kind = \"openai\"" in forwarding.scenario("http://127.0.0.1:1")
+
+
+def test_the_browser_site_rows_ran_the_check_notebook_offline(results):
+    table = rows(results)
+    first = table["lite_first_output_seconds"]
+    assert first["detail"]["first_output"] == f"admitted {simulate(None, 60, seed=1).summary()['admitted']}"
+    assert first["detail"]["requests_outside_loopback"] == 0
+    speed = table["sim_pyodide_requests_per_wall_second"]["detail"]
+    assert speed["requests"] > 0.9 * check.SPEED_RATE * check.SPEED_DURATION
+    ratio = table["sim_pyodide_vs_cpython"]
+    assert ratio["value"] == pytest.approx(ratio["detail"]["pyodide_requests_per_wall_second"]
+                                           / ratio["detail"]["cpython_requests_per_wall_second"])

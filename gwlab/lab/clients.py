@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+from gwlab.needs import needs
+
+needs("the live lab (gwlab.lab)")
+
 import aiohttp
 
 from gwlab.clients import RETRIES, STREAMS, THROTTLE, Driver, open_session
