@@ -70,14 +70,15 @@ def current() -> Lab | VirtualLab | None:
 def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, seed: int = config.SEED,
           clients: int | None = None, rate: float | None = None, host: str = config.HOST,
           port: int = config.PORT, metrics_port: int = config.METRICS_PORT,
-          mode: str = config.LAB_MODE) -> Lab | VirtualLab:
+          mode: str | None = None) -> Lab | VirtualLab:
     """Start the lab: the gateway on ``port``, its metrics on ``metrics_port`` (free ports
     instead when those are taken) and the scenario's clients, or ``clients`` closed-loop
     clients, or open-loop arrivals at ``rate`` per second.
 
-    ``mode`` is one of :data:`gwlab.config.LAB_MODES`: ``"live"`` (a :class:`Lab`, the
-    default on CPython) or ``"virtual"`` (a :class:`VirtualLab`: the simulator at wall-clock
-    pace with ``seed``, no sockets, ``host`` and the ports unused; the default on Pyodide).
+    ``mode`` is one of :data:`gwlab.config.LAB_MODES`: ``"live"`` (a :class:`Lab`) or
+    ``"virtual"`` (a :class:`VirtualLab`: the simulator at wall-clock pace with ``seed``, no
+    sockets, ``host`` and the ports unused); ``None``, :data:`gwlab.config.LAB_MODE` (live on
+    CPython, virtual on Pyodide, unless the environment's ``GWLAB_LAB_MODE`` says otherwise).
 
     ``scenario`` is a :class:`~gwlab.config.Scenario`, plain data in the TOML shape, the path
     of a TOML file, or ``None`` for the seed scenario. Returns the running lab when one was
@@ -93,7 +94,7 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
 async def start_async(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *,
                       seed: int = config.SEED, clients: int | None = None, rate: float | None = None,
                       host: str = config.HOST, port: int = config.PORT,
-                      metrics_port: int = config.METRICS_PORT, mode: str = config.LAB_MODE) -> Lab | VirtualLab:
+                      metrics_port: int = config.METRICS_PORT, mode: str | None = None) -> Lab | VirtualLab:
     """:func:`start`, awaitable: it waits for the lab's lock in a worker thread, so the
     kernel's loop stays free while another call holds it and while the lab starts. A
     virtual lab starts at once on the running loop (its pacing runs there; Pyodide has no
@@ -160,9 +161,12 @@ def _drop() -> None:
         _current = _request = None
 
 
-def _mode(mode: str) -> str:
+def _mode(mode: str | None) -> str:
+    where = "gwlab.lab.start: mode"
+    if mode is None:
+        mode, where = config.LAB_MODE, "gwlab.lab.start: the environment's GWLAB_LAB_MODE"
     if mode not in config.LAB_MODES:
-        raise ConfigError(f"gwlab.lab.start: mode = {mode!r}: expected one of {', '.join(map(repr, config.LAB_MODES))}")
+        raise ConfigError(f"{where} = {mode!r}: expected one of {', '.join(map(repr, config.LAB_MODES))}")
     return mode
 
 
