@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import re
 import sys
 import tomllib
@@ -241,10 +240,10 @@ LAB_MODES = ("live", "virtual")
 """How a notebook's lab runs: ``live``, a real gateway, metrics server and clients on sockets
 in a background thread; ``virtual``, the simulator on the kernel's own event loop at
 wall-clock pace, seeded and without sockets."""
-LAB_MODE = os.environ.get("GWLAB_LAB_MODE") or ("virtual" if sys.platform == "emscripten" else "live")
-"""The lab's mode when none is given: the environment's ``GWLAB_LAB_MODE`` when set (every
-tutorial in virtual mode on CPython: ``GWLAB_LAB_MODE=virtual make lab``), else ``virtual``
-in the browser (Pyodide has no sockets) and ``live`` elsewhere."""
+LAB_MODE = "virtual" if sys.platform == "emscripten" else "live"
+"""The lab's mode when none is given and the environment sets no ``GWLAB_LAB_MODE`` (see
+:func:`gwlab.lab.start`): ``virtual`` in the browser (Pyodide has no sockets), ``live``
+elsewhere."""
 VIRTUAL_STEP = 0.1
 """Wall seconds between two steps of a virtual lab: each advances its virtual time by the
 wall time elapsed since the one before."""

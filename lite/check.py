@@ -48,9 +48,16 @@ CELLS = [
     "started = time.perf_counter()\n"
     f"offered = gwlab.simulate(open_loop, {SPEED_DURATION!r}).summary()['offered']\n"
     "print('speed', json.dumps({'requests': offered, 'wall': time.perf_counter() - started}))",
+    "import gwlab.lab\n\nlab = gwlab.lab.start(seed=1)\nprint('lab', lab.mode)\nlab.dashboard()",
 ]
 """The check notebook's cells: a seeded simulation, its figure, a slider whose moves the
-kernel answers, and the simulator's speed (after a one-second warm-up run)."""
+kernel answers, the simulator's speed (after a one-second warm-up run), and the lab (virtual,
+as the browser starts it) with its dashboard."""
+LIVE_PLOT = f"{PANEL} .widget-vbox .js-plotly-plot"
+"""The dashboard's live chart."""
+RECENT_ANSWERS = """((selector, name) => document.querySelector(selector).data
+    .find(t => t.name === name).y.slice(-3).reduce((a, b) => a + b, 0))"""
+"""JavaScript: the answers of provider ``name`` in the live chart's last three bins."""
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Run:
     traces: int
     slider_answered: bool
     speed: dict
+    lab: str
+    """What the lab's cell printed: ``lab virtual`` in the browser."""
     errors: list[str]
     outside: list[str] = field(default_factory=list)
 
@@ -92,7 +101,9 @@ def site(out: Path = SITE) -> Path:
 
 def run(site: Path, chromium: str, screenshot: Path | None = None) -> Run:
     """Open :data:`CHECK` of ``site`` in a fresh ``chromium`` (a path), run all its cells, move
-    the slider one step and read what the page shows; a picture of the page to ``screenshot``.
+    the slider one step, drive the lab's dashboard (its chart must gain three bins by itself,
+    then lose p1's answers once its ``p1 weight`` is typed to 0) and read what the page shows;
+    a picture of the page to ``screenshot``.
     Raises Playwright's ``TimeoutError`` when a step outlasts :data:`FIRST_OUTPUT` or
     :data:`WIDGETS`."""
     from playwright.sync_api import sync_playwright
@@ -135,15 +146,102 @@ def run(site: Path, chromium: str, screenshot: Path | None = None) -> Run:
                 answered.wait_for(timeout=WIDGETS * 1000)
                 speed = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="speed").first
                 speed.wait_for(timeout=WIDGETS * 1000)
+                lab = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="lab ").first
+                lab.wait_for(timeout=WIDGETS * 1000)
+                _drive_dashboard(page)
                 errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='stderr'], "
                                       f"{PANEL} .jp-OutputArea-output[data-mime-type*='error']")
                 result = Run(first_output=first.inner_text().strip(), first_output_s=first_output_s,
                              traces=page.evaluate("(s) => document.querySelector(s).data.length", plot),
                              slider_answered=answered.count() == 1,
                              speed=json.loads(speed.inner_text().strip().removeprefix("speed ")),
-                             errors=errors.all_inner_texts(), outside=outside)
+                             lab=lab.inner_text().strip(), errors=errors.all_inner_texts(), outside=outside)
                 if screenshot is not None:
                     page.screenshot(path=str(screenshot))
+                return result
+            finally:
+                browser.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def _drive_dashboard(page) -> None:
+    """Watch the dashboard's chart gain three bins by itself, then type 0 into ``p1 weight``
+    and watch p1's answers leave the chart's last three bins (as tests/test_browser.py does
+    with the live lab in JupyterLab). Raises Playwright's ``TimeoutError`` after
+    :data:`WIDGETS` seconds for a step."""
+    page.wait_for_function("(s) => document.querySelector(s)?.data?.length > 0", arg=LIVE_PLOT,
+                           timeout=WIDGETS * 1000)
+    bins = "(s) => document.querySelector(s).data[0].x.length"
+    before = page.evaluate(bins, LIVE_PLOT)
+    page.wait_for_function(f"([s, n]) => ({bins})(s) >= n", arg=[LIVE_PLOT, before + 3], timeout=WIDGETS * 1000)
+    readout = page.locator(f"{PANEL} .widget-slider", has_text="p1 weight").locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        f"""(s) => {{
+            const answers = name => {RECENT_ANSWERS}(s, name);
+            return answers("p1") === 0 && answers("p2") + answers("p3") > 0;
+        }}""", arg=LIVE_PLOT, timeout=WIDGETS * 1000)
+
+
+TUTORIAL = 420.0
+"""Seconds one tutorial gets to run all its cells in the browser (tutorial 9's simulations
+take the longest)."""
+
+
+@dataclass
+class TutorialRun:
+    """What one tutorial showed in the browser site: ``errors``, the text of every error
+    output; ``plots``, the Plotly figures drawn; ``seconds``, from opening the page to its
+    last cell's end."""
+
+    errors: list[str]
+    plots: int
+    seconds: float
+
+
+def run_tutorial(site: Path, chromium: str, name: str, screenshot: Path | None = None) -> TutorialRun:
+    """Open notebook ``name`` (of :data:`lite.build.NOTEBOOKS`) of ``site`` in a fresh ``chromium``, clear the outputs it was
+    saved with, run all its cells and wait until the last one has run (at most
+    :data:`TUTORIAL` seconds, else Playwright's ``TimeoutError``); what it showed, and a
+    picture of its end to ``screenshot``. Requests outside 127.0.0.1 are aborted."""
+    from playwright.sync_api import sync_playwright
+
+    site_copy, _ = build.skip_socket_cells(json.loads((build.NOTEBOOKS / name).read_text(encoding="utf-8")))
+    cells = sum(cell["cell_type"] == "code" for cell in site_copy["cells"])
+    httpd, thread = serve.serve_in_thread(site)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--disable-dev-shm-usage", LOOPBACK_ONLY])
+            try:
+                context = browser.new_context(viewport={"width": 1400, "height": 1200})
+                context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+                    "http://127.0.0.1:") else route.abort())
+                page = context.new_page()
+                opened = time.monotonic()
+                page.goto(serve.url(httpd) + f"?path=notebooks/{name}")
+                page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=FIRST_OUTPUT * 1000)
+                page.locator(f"{PANEL} .jp-Cell").first.click()
+                for menu, item in (("Edit", "Clear Outputs of All Cells"), ("Run", "Run All Cells")):
+                    page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+                    page.locator(".lm-Menu-itemLabel").filter(has_text=item).first.click()
+                page.wait_for_function(
+                    """([selector, n]) => {
+                        const prompts = document.querySelectorAll(selector);
+                        return prompts.length === n && prompts[n - 1].textContent.trim() === `[${n}]:`;
+                    }""",
+                    arg=[f"{PANEL} .jp-CodeCell .jp-InputPrompt", cells], timeout=TUTORIAL * 1000)
+                seconds = time.monotonic() - opened
+                errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='error']")
+                result = TutorialRun(errors=errors.all_inner_texts(),
+                                     plots=page.locator(f"{PANEL} .js-plotly-plot").count(), seconds=seconds)
+                if screenshot is not None:
+                    page.screenshot(path=str(screenshot), full_page=True)
                 return result
             finally:
                 browser.close()

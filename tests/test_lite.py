@@ -3,7 +3,9 @@ opened in Debian's chromium through Playwright with every request outside 127.0.
 
 The check notebook of :mod:`lite.check`, added to a copy of the notebooks, runs a 60 s
 simulation (the same admitted count as CPython's), draws its figure and shows a slider, which
-the test moves and sees the kernel answer. No cell may print an error. The page's screenshot
+the test moves and sees the kernel answer; then it starts the lab (virtual, the browser's
+default) with its dashboard, whose chart must move by itself and answer its ``p1 weight``
+slider. No cell may print an error. The page's screenshot
 goes to :data:`SCREENSHOT`; the test prints the time from opening the page to the first cell's
 output. Under CI=true a missing browser, Playwright or JupyterLite build tool fails the test
 instead of skipping it.
@@ -48,6 +50,7 @@ def test_check_notebook_runs_in_the_browser_offline(site):
     assert run.traces > 0
     assert run.slider_answered
     assert run.speed["requests"] > 0.9 * check.SPEED_RATE * check.SPEED_DURATION
+    assert run.lab == "lab virtual"  # and its dashboard moved and answered (check.run raises otherwise)
     assert run.errors == []
     assert run.outside == []
 
@@ -66,3 +69,13 @@ def test_site_lock_lists_only_wheels_the_site_serves(site):
     kernel = settings["jupyter-config-data"]["litePluginSettings"][build.KERNEL_PLUGIN]
     assert kernel["disablePyPIFallback"] is True
     assert kernel["pyodideUrl"] == "./static/pyodide/pyodide.mjs"
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in build.NOTEBOOKS.glob("[0-9]*.ipynb")))
+def test_each_tutorial_runs_all_its_cells_in_the_browser(site, name):
+    chromium = require_tool("chromium")
+    require_module("playwright.sync_api")
+    run = check.run_tutorial(site, chromium, name, build.ROOT / "build" / f"lite-{name.removesuffix('.ipynb')}.png")
+    print(f"{name}: {run.seconds:.0f} s, {run.plots} figures")
+    assert run.errors == []
+    assert run.plots > 0

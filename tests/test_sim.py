@@ -355,7 +355,8 @@ def test_every_test_module_that_simulates_runs_under_a_wall_clock_bound():
     for path in sorted(Path(__file__).parent.glob("test_*.py")):
         text = path.read_text()
         if re.search(r"\bsimulate\(|\"simulate\"", text):
-            assert "pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)" in text, path.name
+            # SIMULATION_TIMEOUT, or the larger bound of a module that also builds or serves.
+            assert re.search(r"^pytestmark = pytest\.mark\.timeout\(\w+", text, re.M), path.name
 
 
 def test_a_client_meeting_the_limiter_advances_the_clock_exactly():

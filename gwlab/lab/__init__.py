@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -56,6 +57,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+MODE_VARIABLE = "GWLAB_LAB_MODE"
+"""The environment variable that chooses the lab's mode when a start does not."""
 _lock = threading.Lock()
 """Held around every start and stop: the kernel's one lab slot changes in one step at a time."""
 _current: Lab | VirtualLab | None = None
@@ -77,8 +80,9 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
 
     ``mode`` is one of :data:`gwlab.config.LAB_MODES`: ``"live"`` (a :class:`Lab`) or
     ``"virtual"`` (a :class:`VirtualLab`: the simulator at wall-clock pace with ``seed``, no
-    sockets, ``host`` and the ports unused); ``None``, :data:`gwlab.config.LAB_MODE` (live on
-    CPython, virtual on Pyodide, unless the environment's ``GWLAB_LAB_MODE`` says otherwise).
+    sockets, ``host`` and the ports unused); ``None``, the environment's ``GWLAB_LAB_MODE``
+    when set (every tutorial in virtual mode on CPython: ``GWLAB_LAB_MODE=virtual make
+    lab``), else :data:`gwlab.config.LAB_MODE` (live on CPython, virtual on Pyodide).
 
     ``scenario`` is a :class:`~gwlab.config.Scenario`, plain data in the TOML shape, the path
     of a TOML file, or ``None`` for the seed scenario. Returns the running lab when one was
@@ -164,7 +168,8 @@ def _drop() -> None:
 def _mode(mode: str | None) -> str:
     where = "gwlab.lab.start: mode"
     if mode is None:
-        mode, where = config.LAB_MODE, "gwlab.lab.start: the environment's GWLAB_LAB_MODE"
+        mode = os.environ.get(MODE_VARIABLE) or config.LAB_MODE
+        where = f"gwlab.lab.start: the environment's {MODE_VARIABLE}"
     if mode not in config.LAB_MODES:
         raise ConfigError(f"{where} = {mode!r}: expected one of {', '.join(map(repr, config.LAB_MODES))}")
     return mode
