@@ -9,12 +9,14 @@ once and reused while it is newer than its inputs. :func:`run` opens it in a fre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 from lite import build, serve
 
@@ -106,65 +108,42 @@ def run(site: Path, chromium: str, screenshot: Path | None = None) -> Run:
     a picture of the page to ``screenshot``.
     Raises Playwright's ``TimeoutError`` when a step outlasts :data:`FIRST_OUTPUT` or
     :data:`WIDGETS`."""
-    from playwright.sync_api import sync_playwright
-
-    httpd, thread = serve.serve_in_thread(site)
     outside: list[str] = []
+    with _browser(site, chromium, outside) as (page, url):
+        opened = time.monotonic()
+        page.goto(url + f"?path=notebooks/{CHECK}")
+        page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=FIRST_OUTPUT * 1000)
+        page.locator(f"{PANEL} .jp-Cell").first.click()
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel").filter(has_text="Run All Cells").first.click()
+        first = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="admitted").first
+        first.wait_for(timeout=FIRST_OUTPUT * 1000 - (time.monotonic() - opened) * 1000)
+        first_output_s = time.monotonic() - opened
 
-    def only_loopback(route) -> None:
-        if route.request.url.startswith("http://127.0.0.1:"):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--disable-dev-shm-usage", LOOPBACK_ONLY])
-            try:
-                context = browser.new_context(viewport={"width": 1400, "height": 1200})
-                context.route("**/*", only_loopback)
-                page = context.new_page()
-                opened = time.monotonic()
-                page.goto(serve.url(httpd) + f"?path=notebooks/{CHECK}")
-                page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=FIRST_OUTPUT * 1000)
-                page.locator(f"{PANEL} .jp-Cell").first.click()
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel").filter(has_text="Run All Cells").first.click()
-                first = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="admitted").first
-                first.wait_for(timeout=FIRST_OUTPUT * 1000 - (time.monotonic() - opened) * 1000)
-                first_output_s = time.monotonic() - opened
-
-                plot = f"{PANEL} .js-plotly-plot"
-                page.wait_for_function("(s) => document.querySelector(s)?.data?.length > 0", arg=plot,
-                                       timeout=WIDGETS * 1000)
-                handle = page.locator(f"{PANEL} .widget-slider .noUi-handle").first
-                handle.wait_for(timeout=WIDGETS * 1000)
-                handle.focus()
-                page.keyboard.press("ArrowRight")
-                answered = page.locator(f"{PANEL} .widget-label", has_text="kernel saw 2")
-                answered.wait_for(timeout=WIDGETS * 1000)
-                speed = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="speed").first
-                speed.wait_for(timeout=WIDGETS * 1000)
-                lab = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="lab ").first
-                lab.wait_for(timeout=WIDGETS * 1000)
-                _drive_dashboard(page)
-                errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='stderr'], "
-                                      f"{PANEL} .jp-OutputArea-output[data-mime-type*='error']")
-                result = Run(first_output=first.inner_text().strip(), first_output_s=first_output_s,
-                             traces=page.evaluate("(s) => document.querySelector(s).data.length", plot),
-                             slider_answered=answered.count() == 1,
-                             speed=json.loads(speed.inner_text().strip().removeprefix("speed ")),
-                             lab=lab.inner_text().strip(), errors=errors.all_inner_texts(), outside=outside)
-                if screenshot is not None:
-                    page.screenshot(path=str(screenshot))
-                return result
-            finally:
-                browser.close()
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+        plot = f"{PANEL} .js-plotly-plot"
+        page.wait_for_function("(s) => document.querySelector(s)?.data?.length > 0", arg=plot,
+                               timeout=WIDGETS * 1000)
+        handle = page.locator(f"{PANEL} .widget-slider .noUi-handle").first
+        handle.wait_for(timeout=WIDGETS * 1000)
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        answered = page.locator(f"{PANEL} .widget-label", has_text="kernel saw 2")
+        answered.wait_for(timeout=WIDGETS * 1000)
+        speed = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="speed").first
+        speed.wait_for(timeout=WIDGETS * 1000)
+        lab = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="lab ").first
+        lab.wait_for(timeout=WIDGETS * 1000)
+        _drive_dashboard(page)
+        errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='stderr'], "
+                              f"{PANEL} .jp-OutputArea-output[data-mime-type*='error']")
+        result = Run(first_output=first.inner_text().strip(), first_output_s=first_output_s,
+                     traces=page.evaluate("(s) => document.querySelector(s).data.length", plot),
+                     slider_answered=answered.count() == 1,
+                     speed=json.loads(speed.inner_text().strip().removeprefix("speed ")),
+                     lab=lab.inner_text().strip(), errors=errors.all_inner_texts(), outside=outside)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot))
+        return result
 
 
 def _drive_dashboard(page) -> None:
@@ -210,39 +189,54 @@ def run_tutorial(site: Path, chromium: str, name: str, screenshot: Path | None =
     saved with, run all its cells and wait until the last one has run (at most
     :data:`TUTORIAL` seconds, else Playwright's ``TimeoutError``); what it showed, and a
     picture of its end to ``screenshot``. Requests outside 127.0.0.1 are aborted."""
-    from playwright.sync_api import sync_playwright
-
     site_copy, _ = build.skip_socket_cells(json.loads((build.NOTEBOOKS / name).read_text(encoding="utf-8")))
     cells = sum(cell["cell_type"] == "code" for cell in site_copy["cells"])
+    with _browser(site, chromium, []) as (page, url):
+        opened = time.monotonic()
+        page.goto(url + f"?path=notebooks/{name}")
+        page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=FIRST_OUTPUT * 1000)
+        page.locator(f"{PANEL} .jp-Cell").first.click()
+        for menu, item in (("Edit", "Clear Outputs of All Cells"), ("Run", "Run All Cells")):
+            page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+            page.locator(".lm-Menu-itemLabel").filter(has_text=item).first.click()
+        page.wait_for_function(
+            """([selector, n]) => {
+                const prompts = document.querySelectorAll(selector);
+                return prompts.length === n && prompts[n - 1].textContent.trim() === `[${n}]:`;
+            }""",
+            arg=[f"{PANEL} .jp-CodeCell .jp-InputPrompt", cells], timeout=TUTORIAL * 1000)
+        seconds = time.monotonic() - opened
+        errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='error']")
+        result = TutorialRun(errors=errors.all_inner_texts(),
+                             plots=page.locator(f"{PANEL} .js-plotly-plot").count(), seconds=seconds)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
+        return result
+
+
+@contextlib.contextmanager
+def _browser(site: Path, chromium: str, outside: list[str]) -> Iterator[tuple[Any, str]]:
+    """A page of a fresh ``chromium`` with ``site`` served on 127.0.0.1, and the site's URL;
+    the URLs asked for outside 127.0.0.1 are aborted and added to ``outside``. The browser
+    and the server end with the block."""
+    from playwright.sync_api import sync_playwright
+
     httpd, thread = serve.serve_in_thread(site)
+
+    def only_loopback(route) -> None:
+        if route.request.url.startswith("http://127.0.0.1:"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--disable-dev-shm-usage", LOOPBACK_ONLY])
             try:
                 context = browser.new_context(viewport={"width": 1400, "height": 1200})
-                context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
-                    "http://127.0.0.1:") else route.abort())
-                page = context.new_page()
-                opened = time.monotonic()
-                page.goto(serve.url(httpd) + f"?path=notebooks/{name}")
-                page.wait_for_selector(f"{PANEL} .jp-Cell", timeout=FIRST_OUTPUT * 1000)
-                page.locator(f"{PANEL} .jp-Cell").first.click()
-                for menu, item in (("Edit", "Clear Outputs of All Cells"), ("Run", "Run All Cells")):
-                    page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
-                    page.locator(".lm-Menu-itemLabel").filter(has_text=item).first.click()
-                page.wait_for_function(
-                    """([selector, n]) => {
-                        const prompts = document.querySelectorAll(selector);
-                        return prompts.length === n && prompts[n - 1].textContent.trim() === `[${n}]:`;
-                    }""",
-                    arg=[f"{PANEL} .jp-CodeCell .jp-InputPrompt", cells], timeout=TUTORIAL * 1000)
-                seconds = time.monotonic() - opened
-                errors = page.locator(f"{PANEL} .jp-OutputArea-output[data-mime-type*='error']")
-                result = TutorialRun(errors=errors.all_inner_texts(),
-                                     plots=page.locator(f"{PANEL} .js-plotly-plot").count(), seconds=seconds)
-                if screenshot is not None:
-                    page.screenshot(path=str(screenshot), full_page=True)
-                return result
+                context.route("**/*", only_loopback)
+                yield context.new_page(), serve.url(httpd)
             finally:
                 browser.close()
     finally:
