@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import logging
 import multiprocessing
@@ -386,7 +385,7 @@ def _sweep(args: argparse.Namespace) -> int:
     """``gwlab sweep``: raises :class:`UsageError` or :class:`ConfigError` for a bad flag or
     scenario, before any run."""
     from gwlab.metastability import judge
-    from gwlab.sweep import Plan
+    from gwlab.sweep import Plan, write_csv
 
     config.run_argument("duration", args.duration, "--duration")
     check_writable("--out", args.out)
@@ -403,10 +402,10 @@ def _sweep(args: argparse.Namespace) -> int:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
         return 128 + signal.SIGINT
     if args.out is None:
-        _write_csv(sys.stdout, rows)
+        write_csv(rows, sys.stdout)
     else:
         with args.out.open("w", encoding="utf-8", newline="") as out:
-            _write_csv(out, rows)
+            write_csv(rows, out)
         print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {args.out}")
     return 0
 
@@ -452,14 +451,6 @@ def _seeds_flag(args: argparse.Namespace) -> int | list[int]:
         raise UsageError(f"--seed-list {args.seed_list!r}: expected distinct seeds (a seed gives the same run every "
                          "time)")
     return seeds
-
-
-def _write_csv(out, rows: list[dict]) -> None:
-    """``rows`` as CSV with a header line: ``None`` as an empty field, floats as Python
-    writes them (read back exactly)."""
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 class _Progress:

@@ -24,10 +24,14 @@ built and checked as :func:`gwlab.simulate` checks it, so a bad value fails at o
 an hour of runs. A sweep holds at most :data:`gwlab.config.MAX_SWEEP_RUNS` runs, and hands
 an executor at most two runs per worker at a time: a large grid is never queued whole, and
 its scenarios are built again as their runs are handed out rather than kept.
+
+Rows go to a CSV file and come back, each value of its type, with :func:`write_csv` and
+:func:`read_csv` (``gwlab sweep --out`` writes one).
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
@@ -37,7 +41,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import IO, Any, Callable, Union
 
 from gwlab import config, sim
 from gwlab.config import ConfigError, Scenario
@@ -137,6 +141,44 @@ def sweep(
     except ImportError:
         return rows
     return pandas.DataFrame(rows, columns=list(rows[0]))
+
+
+def write_csv(rows: Sequence[Mapping[str, Value]], out: IO[str]) -> None:
+    """``rows`` (:meth:`Plan.run`'s, or :func:`sweep`'s as a list of dicts) as CSV to the text
+    stream ``out`` (opened with ``newline=""``), a header line first: ``None`` as an empty
+    field, booleans as ``True`` and ``False``, floats as Python writes them (so that
+    :func:`read_csv` reads them back exactly). Lines end in CRLF, as RFC 4180 has them: the
+    csv module quotes a field holding a line break only if the break is part of the line
+    ending, and a string with a lone ``\\r`` would otherwise split its row. ``gwlab sweep``
+    writes its rows with it."""
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def read_csv(path: str | Path) -> list[Row]:
+    """The rows of a CSV file :func:`write_csv` wrote (``gwlab sweep --out``), each field
+    typed back: empty as ``None``, ``True``/``False`` as booleans, a whole number as an int,
+    another number as a float (``nan`` and ``inf`` included), anything else as a string. A
+    string that reads as one of the others (``"7"``) comes back as that. A list of dicts,
+    without pandas (``pandas.DataFrame(rows)`` makes a table of them); :func:`gwlab.plots.phase_diagram`
+    takes it as it is. Raises :class:`OSError` when the file cannot be read."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return [{key: _typed(text) for key, text in row.items()} for row in csv.DictReader(f)]
+
+
+def _typed(text: str) -> Value:
+    """One field of :func:`write_csv` as the value it was written from."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 class Plan:

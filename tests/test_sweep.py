@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
+import math
 import multiprocessing
 import sys
 import threading
@@ -14,12 +16,14 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gwlab import config
 from gwlab.cli import _toml_values, main
 from gwlab.config import ConfigError
 from gwlab.sim import SimResult, simulate
-from gwlab.sweep import Plan, summary_measure, sweep
+from gwlab.sweep import Plan, read_csv, summary_measure, sweep, write_csv
 from tests.conftest import SIMULATION_TIMEOUT, require_module
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
@@ -276,6 +280,76 @@ def test_bad_run_arguments_are_refused_naming_them():
         sweep(None, {}, 0, 1)
     with pytest.raises(ConfigError, match=r"^sweep: workers = 0: expected a whole number >= 1"):
         sweep(None, {}, DURATION, 1, workers=0)
+
+
+# -- rows as CSV ----------------------------------------------------------------------------
+
+
+def _is_other_value(text: str) -> bool:
+    """Whether ``text`` would be read back as something else than a string."""
+    for kind in (int, float):
+        try:
+            kind(text)
+            return True
+        except ValueError:
+            pass
+    return text in ("", "True", "False")
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                   st.text(st.characters(blacklist_categories=("Cs",)))
+                   .filter(lambda t: not _is_other_value(t)))
+"""What a row may hold (:data:`gwlab.sweep.Value`): strings that read as another value are
+the documented exception, tested apart."""
+
+
+@given(st.lists(st.text(min_size=1), min_size=1, max_size=5, unique=True).flatmap(
+    lambda keys: st.lists(st.tuples(*[VALUES] * len(keys)), min_size=1, max_size=5)
+    .map(lambda rows: [dict(zip(keys, values)) for values in rows])))
+def test_rows_written_as_csv_read_back_equal_value_for_value_and_type_for_type(rows):
+    written = io.StringIO(newline="")
+    write_csv(rows, written)
+    path = _tmp_csv(written.getvalue())
+    back = read_csv(path)
+    assert back == rows
+    assert [[type(v) for v in row.values()] for row in back] == [[type(v) for v in row.values()] for row in rows]
+    assert [list(row) for row in back] == [list(row) for row in rows]
+
+
+def _tmp_csv(text: str) -> Path:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False, encoding="utf-8", newline="") as f:
+        f.write(text)
+    return Path(f.name)
+
+
+@pytest.mark.parametrize("field, value", [
+    ('""', None), ("True", True), ("False", False), ("0", 0), ("-12", -12), ("1.0", 1.0), ("1e-06", 1e-06),
+    ("inf", math.inf), ("-inf", -math.inf), ("fixed", "fixed"), ("true", "true"), ("none", "none"),
+    ("7", 7),  # a string "7" comes back as the int it reads as
+])
+def test_each_kind_of_field_is_read_as_the_value_written(tmp_path, field, value):
+    path = tmp_path / "rows.csv"
+    path.write_text(f"column\r\n{field}\r\n", encoding="utf-8")  # a lone empty field is quoted
+    [row] = read_csv(path)
+    assert row == {"column": value} and type(row["column"]) is type(value)
+
+
+def test_nan_is_read_back_as_nan(tmp_path):
+    written = io.StringIO(newline="")
+    write_csv([{"latency_p50": math.nan}], written)
+    path = tmp_path / "rows.csv"
+    path.write_text(written.getvalue(), encoding="utf-8")
+    assert math.isnan(read_csv(path)[0]["latency_p50"])
+
+
+def test_the_phase_diagram_of_the_tutorial_reads_back_as_the_sweep_wrote_it():
+    rows = read_csv(Path(__file__).resolve().parents[1] / "notebooks" / "data" / "retry_storm_phase.csv")
+    assert len(rows) == 210
+    assert rows[0] == {"workload.retry_policy": "fixed", "workload.rate": 20, "events.1.at": 61, "seed": 1,
+                       "trigger": 1.0, "baseline": 1.0, "persists": False, "recovered": True, "recovered_after": 4.0}
+    assert {type(row["recovered_after"]) for row in rows} <= {float, type(None)}
 
 
 # -- gwlab sweep ----------------------------------------------------------------------------
