@@ -62,8 +62,9 @@ def test_site_lock_lists_only_wheels_the_site_serves(site):
     for package in lock["packages"].values():
         wheel = (folder / package["file_name"]).resolve()
         assert wheel.is_file() and wheel.is_relative_to(site.resolve()), package["file_name"]
-    assert {"gwlab", "plotly", "ipywidgets", "nbformat"} <= set(lock["packages"])
-    assert not {"aiohttp", "multidict", "prometheus-client"} & set(lock["packages"])
+    assert {"gwlab", "plotly", "ipywidgets", "nbformat", "prometheus-client"} <= set(lock["packages"])
+    assert not {"aiohttp", "multidict"} & set(lock["packages"])
+    assert "prometheus-client" not in lock["packages"]["gwlab"]["depends"]  # tutorial 4's, not gwlab's
     assert "nbformat" in lock["packages"]["plotly"]["depends"]
     settings = json.loads((site / "jupyter-lite.json").read_text(encoding="utf-8"))
     kernel = settings["jupyter-config-data"]["litePluginSettings"][build.KERNEL_PLUGIN]

@@ -1,7 +1,8 @@
 """Every tutorial runs top to bottom as the browser site runs it, checked on CPython: the site's
 copy of the notebook (each cell tagged ``lite-skip`` replaced by its note), the lab in virtual
 mode (``GWLAB_LAB_MODE``, Pyodide's default), and a kernel where the packages the site does not
-serve cannot be imported and no socket connects, as in Pyodide. A new cell that needs what the
+serve cannot be imported, no socket connects, no process starts (one CPU, no
+``multiprocessing.synchronize``) and ``resource`` has no ``getpagesize``, as in Pyodide. A new cell that needs what the
 browser lacks fails here unless it is tagged (tests/test_lite_build.py lists the cells that are);
 tests/test_lite.py runs the site itself in chromium."""
 
@@ -15,20 +16,22 @@ from lite.build import NOTEBOOKS, skip_socket_cells
 
 pytestmark = pytest.mark.timeout(600)
 
-ABSENT = ("aiohttp", "multidict", "yarl", "prometheus_client", "redis", "openai", "httpx", "langchain_core",
+ABSENT = ("aiohttp", "multidict", "yarl", "redis", "openai", "httpx", "langchain_core",
           "langchain_openai", "pandas", "numpy", "dask", "distributed", "uvloop", "playwright")
 """Packages of a full install that the browser site does not serve (lite/site.txt lists what it
 does)."""
 
 BROWSER = f"""\
 import importlib.abc
+import os
+import resource
 import socket
 import sys
 
 
 class _Absent(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in {ABSENT!r}:
+        if name.partition(".")[0] in {ABSENT!r} or name == "multiprocessing.synchronize":
             raise ModuleNotFoundError(f"No module named {{name!r}} (not in the browser site)", name=name)
 
 
@@ -38,6 +41,8 @@ def _no_socket(self, *args, **kwargs):
 
 sys.meta_path.insert(0, _Absent())
 socket.socket.connect = socket.socket.connect_ex = _no_socket
+os.cpu_count = lambda: 1
+del resource.getpagesize
 """
 """The ``sitecustomize`` of the kernel: what Pyodide lacks, taken away at its start."""
 

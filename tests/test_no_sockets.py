@@ -149,3 +149,45 @@ def test_a_notebook_shows_the_one_line_without_the_traceback(tmp_path):
 
 def test_the_live_lab_says_in_one_line_what_it_needs(probed):
     assert probed["live_lab"] == ["FullInstallNeeded", f"{LIVE_LAB}, {FULL_INSTALL}"]
+
+
+# -- prometheus-client in the browser site ---------------------------------------------------
+
+WITHOUT_GETPAGESIZE = "import resource\ndel resource.getpagesize\n"
+"""What a Pyodide kernel starts with: a ``resource`` module without ``getpagesize``."""
+
+
+def _python(source: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(gwlab.__file__))})
+
+
+def test_prometheus_client_does_not_import_where_resource_lacks_getpagesize():
+    proc = _python(WITHOUT_GETPAGESIZE + "import prometheus_client\n")
+    assert proc.returncode == 1
+    assert "AttributeError: module 'resource' has no attribute 'getpagesize'" in proc.stderr
+
+
+def test_after_import_gwlab_prometheus_client_imports_there_and_renders_a_registry():
+    proc = _python(WITHOUT_GETPAGESIZE + "import os, resource\nimport gwlab\n"
+                   "from prometheus_client import CollectorRegistry, Counter, generate_latest\n"
+                   "registry = CollectorRegistry()\n"
+                   "Counter('answers', 'Answers.', ['code'], registry=registry).labels('200').inc()\n"
+                   "print(resource.getpagesize() == os.sysconf('SC_PAGESIZE'))\n"
+                   "print(generate_latest(registry).decode().splitlines()[2])\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True", 'answers_total{code="200"} 1.0']
+
+
+def test_a_resource_module_with_getpagesize_keeps_its_own():
+    import types
+
+    from gwlab.needs import fill_getpagesize
+
+    def own() -> int:
+        return 4096
+
+    module = types.ModuleType("resource")
+    module.getpagesize = own
+    fill_getpagesize(module)
+    assert module.getpagesize is own
