@@ -7,21 +7,23 @@ the notebooks are shells around the same objects.
 ``gwlab.simulate`` and ``gwlab.SimResult`` are loaded from :mod:`gwlab.sim` when first used,
 so that importing one part (``import gwlab.limiter``) loads only that part. Where the
 ``resource`` module lacks ``getpagesize`` (Pyodide), importing gwlab adds it
-(:func:`gwlab.needs.fill_getpagesize`), for prometheus-client.
+(the page size ``os.sysconf("SC_PAGESIZE")`` reports, as CPython's own answers), because
+prometheus-client reads it when imported and catches only an ``ImportError``: the browser
+site serves prometheus-client for tutorial 4's registry of its own.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
-
-from gwlab.needs import fill_getpagesize
 
 try:
     import resource
 except ImportError:  # not Unix: nothing calls resource.getpagesize there
     pass
 else:
-    fill_getpagesize(resource)
+    if not hasattr(resource, "getpagesize"):
+        resource.getpagesize = lambda: os.sysconf("SC_PAGESIZE")
 
 __version__ = "0.1.0"
 

@@ -7,18 +7,11 @@ installed (``pyproject.toml`` marks them ``sys_platform != 'emscripten'``). The 
 listen or connect (:mod:`gwlab.server`, the live lab, ``gwlab run`` and ``gwlab serve``)
 call :func:`needs` before their imports, so that there they stop with one clear line instead
 of a traceback through the import chain.
-
-Pyodide's ``resource`` module lacks ``getpagesize``, which prometheus-client calls when it is
-imported (catching only an ``ImportError``): :func:`fill_getpagesize`, run by ``import
-gwlab``, gives it one, so that the browser site's kernel imports prometheus-client (served
-by the site) for tutorial 4's registry of its own.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-from types import ModuleType
 
 SOCKETS = ("aiohttp", "multidict", "prometheus_client")
 """The packages of the shells that open sockets (import names)."""
@@ -56,10 +49,3 @@ def needs(what: str, packages: tuple[str, ...] = SOCKETS, install: str = FULL_IN
             f"{what} needs {', '.join(absent)}, which this Python does not have: it runs on a full "
             f"install ({install})", name=absent[0])
 
-
-def fill_getpagesize(resource: ModuleType) -> None:
-    """Give the ``resource`` module a ``getpagesize`` where it has none: the page size that
-    ``os.sysconf("SC_PAGESIZE")`` reports, as CPython's own ``resource.getpagesize`` answers
-    (Modules/resource.c). Leaves a module that has one as it is."""
-    if not hasattr(resource, "getpagesize"):
-        resource.getpagesize = lambda: os.sysconf("SC_PAGESIZE")

@@ -180,14 +180,5 @@ def test_after_import_gwlab_prometheus_client_imports_there_and_renders_a_regist
 
 
 def test_a_resource_module_with_getpagesize_keeps_its_own():
-    import types
-
-    from gwlab.needs import fill_getpagesize
-
-    def own() -> int:
-        return 4096
-
-    module = types.ModuleType("resource")
-    module.getpagesize = own
-    fill_getpagesize(module)
-    assert module.getpagesize is own
+    proc = _python("import resource\nown = resource.getpagesize\nimport gwlab\nprint(resource.getpagesize is own)\n")
+    assert proc.stdout == "True\n", proc.stderr

@@ -53,11 +53,17 @@ def own_server(redis_bucket):
 _prefixes = (f"test{i}" for i in itertools.count())
 
 
+CALL_TIMEOUT = 1.0
+"""Seconds each Redis call gets here unless a test says otherwise: the default
+(``config.REDIS_TIMEOUT``) suits a Redis on a quiet network, and a loaded test machine may
+answer a call later than that; only the tests about timeouts want one."""
+
+
 def _scenario(url: str, **limiter: Any) -> config.Scenario:
     """One provider ``p1`` answering at once and never failing, limits in the Redis at ``url``."""
     return config.from_dict({"providers": {"p1": {"latency": 0.0}},
                              "limiter": {"backend": "redis", "redis_url": url, "redis_prefix": next(_prefixes),
-                                         **limiter}})
+                                         "redis_timeout": CALL_TIMEOUT, **limiter}})
 
 
 async def _post(http, body: Any = CHAT) -> tuple[int, Any, Any]:
