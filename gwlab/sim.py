@@ -107,6 +107,28 @@ class _LocalRejection(NamedTuple):
 _THROTTLED = _LocalRejection()
 
 
+class _Pending:
+    """The latencies and stream timings of the answers in the open bin, kept until it closes
+    or the run pauses and then counted into its tally in one pass (:meth:`into`): counted
+    one at a time, each was a Python call per answer. Nothing outside the engine reads a
+    bin before either."""
+
+    __slots__ = ("latencies", "stream_latencies", "ttfts", "tokens")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.stream_latencies: list[float] = []
+        self.ttfts: list[float] = []
+        self.tokens: list[int] = []
+
+    def into(self, tally: stats.Tally) -> None:
+        """Count everything kept into ``tally``, in the order it came, and start afresh."""
+        tally.latency.add_all(self.latencies)
+        tally.record_streams(self.stream_latencies, self.ttfts, self.tokens)
+        for kept in (self.latencies, self.stream_latencies, self.ttfts, self.tokens):
+            kept.clear()
+
+
 class SimResult:
     """What a simulation produced: counts per time bin, breaker transitions, the summary."""
 
@@ -429,10 +451,12 @@ class _Engine:
         return next(w for at, w in reversed(self.workloads) if at <= sent).prompt_tokens
 
     @staticmethod
-    def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> tuple[float | None, int]:
+    def _tokens(tally: stats.Tally, pending: _Pending, route: Route, status: int,
+                latency: float) -> tuple[float | None, int]:
         """Count the tokens of an answer given (a success, or a stream up to its failure;
-        a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage),
-        and a stream's timing (``latency`` from its arrival, a wait for a slot included).
+        a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage)
+        into ``tally``, and keep a stream's timing in ``pending`` (``latency`` from its
+        arrival, a wait for a slot included).
         Returns the stream's time to first token (``None`` for a whole answer) and the tokens."""
         if status != 200 and status != stats.STREAM_ERROR:
             return None, 0
@@ -442,7 +466,9 @@ class _Engine:
         if not route.streaming:
             return None, tokens
         ttft = call.ttft + (latency - call.duration)
-        tally.record_stream(latency, ttft, tokens)
+        pending.stream_latencies.append(latency)
+        pending.ttfts.append(ttft)
+        pending.tokens.append(tokens)
         return ttft, tokens
 
     @staticmethod
@@ -528,7 +554,9 @@ class _Engine:
         self.bins.append(cur)
         self.opened = 1
         edge = self._edge(0)
-        by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
+        by_status = cur.tally.by_status
+        pending = _Pending()
+        hist_add = pending.latencies.append
         offered = admitted = in_flight = 0
         area = 0.0
         last = 0.0
@@ -543,14 +571,16 @@ class _Engine:
                 break
             if now >= edge:
                 self.saturated = saturated
+                pending.into(cur.tally)
                 cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
                 offered = admitted = 0
                 area, last = 0.0, cur.start
                 edge = self._edge(self.opened - 1)
-                by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
+                by_status = cur.tally.by_status
             if now == scripted:
                 if self.player.next_at > now:  # no event is due: the run pauses here
                     cur.offered, cur.admitted, self.saturated = offered, admitted, saturated
+                    pending.into(cur.tally)
                     yield
                     scripted = self._scripted()
                     continue
@@ -723,7 +753,7 @@ class _Engine:
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
                 if call.tokens or llm:  # LLM traffic; never for the seed's
-                    timing = self._tokens(cur.tally, route, status, latency)
+                    timing = self._tokens(cur.tally, pending, route, status, latency)
                     if keep:
                         requests.append(Request(sent, now, name, status, latency, route.fallback, *timing))
                 elif keep:
@@ -771,6 +801,7 @@ class _Engine:
 
         # Requests still in flight at the end are cut off, as a live run does when it stops;
         # they count in the last bin.
+        pending.into(cur.tally)
         final = self._advance((self.bin_count - 1) * self.bin_width, cur, offered, admitted, area, in_flight, last)
         if final is not cur:
             cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start
