@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
+import statistics
 from random import Random
 from statistics import NormalDist
 from typing import Callable, NamedTuple
@@ -38,6 +39,10 @@ from gwlab.streams import stream
 _STANDARD_NORMAL = NormalDist()
 _Z99 = _STANDARD_NORMAL.inv_cdf(0.99)
 _TINY = 1e-300
+_inv_cdf = getattr(statistics, "_normal_dist_inv_cdf", None)
+"""The standard normal's quantile as :meth:`NormalDist.inv_cdf` computes it, without that
+method's Python-level checks (``0 < u < 1`` holds here): called for every draw of a
+log-normal. It is private to :mod:`statistics`, hence the method when it is missing."""
 
 
 class Outcome(enum.Enum):
@@ -113,8 +118,11 @@ def sampler(distribution: str, median: float, p99: float) -> Callable[[float], f
     if distribution == "exponential":
         return lambda u: -median * math.log1p(-u)
     sigma = math.log(p99 / median) / _Z99
-    inv_cdf, exp = _STANDARD_NORMAL.inv_cdf, math.exp
-    return lambda u: median * exp(sigma * inv_cdf(u if u > _TINY else _TINY))
+    exp = math.exp
+    if _inv_cdf is None:
+        inv_cdf = _STANDARD_NORMAL.inv_cdf
+        return lambda u: median * exp(sigma * inv_cdf(u if u > _TINY else _TINY))
+    return lambda u: median * exp(sigma * _inv_cdf(u if u > _TINY else _TINY, 0.0, 1.0))
 
 
 def latency_quantile(config: ProviderConfig, u: float) -> float:
