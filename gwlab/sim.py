@@ -561,66 +561,79 @@ class _Engine:
         area = 0.0
         last = 0.0
 
+        # The soonest of the next scripted event (or pause), the run's end and the bin's: an
+        # event before it needs none of their checks, and nearly every event comes before it.
+        horizon = min(scripted, end, edge)
         while True:
-            from_arrival = open_loop and (not heap or arrival < heap[0][0]
-                                          or (arrival == heap[0][0] and arrival_seq < heap[0][1]))
-            now = arrival if from_arrival else heap[0][0] if heap else math.inf
-            if now >= scripted:
-                now = scripted
-            elif now >= end:
-                break
-            if now >= edge:
-                self.saturated = saturated
-                pending.into(cur.tally)
-                cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
-                offered = admitted = 0
-                area, last = 0.0, cur.start
-                edge = self._edge(self.opened - 1)
-                by_status = cur.tally.by_status
-            if now == scripted:
-                if self.player.next_at > now:  # no event is due: the run pauses here
-                    cur.offered, cur.admitted, self.saturated = offered, admitted, saturated
+            if heap:
+                top = heap[0]
+                now = top[0]
+                from_arrival = open_loop and (arrival < now or (arrival == now and arrival_seq < top[1]))
+                if from_arrival:
+                    now = arrival
+            else:
+                from_arrival = open_loop
+                now = arrival if open_loop else math.inf
+            if now >= horizon:
+                if now >= scripted:
+                    now = scripted
+                elif now >= end:
+                    break
+                if now >= edge:
+                    self.saturated = saturated
                     pending.into(cur.tally)
-                    yield
+                    cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
+                    offered = admitted = 0
+                    area, last = 0.0, cur.start
+                    edge = self._edge(self.opened - 1)
+                    horizon = min(scripted, end, edge)
+                    by_status = cur.tally.by_status
+                if now == scripted:
+                    if self.player.next_at > now:  # no event is due: the run pauses here
+                        cur.offered, cur.admitted, self.saturated = offered, admitted, saturated
+                        pending.into(cur.tally)
+                        yield
+                        scripted = self._scripted()
+                        horizon = min(scripted, end, edge)
+                        continue
+                    self.player.play(now)
+                    if started:  # a larger capacity
+                        seq = self._start(started, queued, heap, seq, now)
                     scripted = self._scripted()
-                    continue
-                self.player.play(now)
-                if started:  # a larger capacity
-                    seq = self._start(started, queued, heap, seq, now)
-                scripted = self._scripted()
-                router = self.router  # every replica has the scenario of the event
-                w = router.scenario.workload
-                think = w.think_time
-                cap = w.max_in_flight
-                share, max_tokens = w.stream_share, w.max_tokens or None
-                llm = share > 0.0 or max_tokens is not None
-                reserve = router.reservation(w.prompt_tokens, max_tokens)
-                retries = router.budget is not None
-                users = users or workload.follows_users(w)
-                timeout = w.timeout
-                if w.retry_policy != "adaptive":
-                    throttle = None
-                elif throttle is None or (throttle.k, throttle.window) != (w.adaptive_k, w.adaptive_window):
-                    throttle = AdaptiveThrottle(w.adaptive_k, w.adaptive_window, throttle_rng)
-                was_open, open_loop = open_loop, w.mode == "open"
-                if open_loop and (not was_open or w.rate != rate):
-                    # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
-                    arrival = next_arrival(now, w.rate, arrivals)
-                    arrival_seq = seq
-                    seq += 1
-                rate = w.rate
-                wanted = 0 if open_loop else w.clients
-                more = wanted - (clients - retiring)
-                if more > 0:
-                    revived = min(more, retiring)
-                    retiring -= revived
-                    for _ in range(more - revived):
-                        push(heap, (now, seq, None, now, True))
+                    horizon = min(scripted, end, edge)
+                    router = self.router  # every replica has the scenario of the event
+                    w = router.scenario.workload
+                    think = w.think_time
+                    cap = w.max_in_flight
+                    share, max_tokens = w.stream_share, w.max_tokens or None
+                    llm = share > 0.0 or max_tokens is not None
+                    reserve = router.reservation(w.prompt_tokens, max_tokens)
+                    retries = router.budget is not None
+                    users = users or workload.follows_users(w)
+                    timeout = w.timeout
+                    if w.retry_policy != "adaptive":
+                        throttle = None
+                    elif throttle is None or (throttle.k, throttle.window) != (w.adaptive_k, w.adaptive_window):
+                        throttle = AdaptiveThrottle(w.adaptive_k, w.adaptive_window, throttle_rng)
+                    was_open, open_loop = open_loop, w.mode == "open"
+                    if open_loop and (not was_open or w.rate != rate):
+                        # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
+                        arrival = next_arrival(now, w.rate, arrivals)
+                        arrival_seq = seq
                         seq += 1
-                    clients += more - revived
-                elif more < 0:
-                    retiring -= more
-                continue
+                    rate = w.rate
+                    wanted = 0 if open_loop else w.clients
+                    more = wanted - (clients - retiring)
+                    if more > 0:
+                        revived = min(more, retiring)
+                        retiring -= revived
+                        for _ in range(more - revived):
+                            push(heap, (now, seq, None, now, True))
+                            seq += 1
+                        clients += more - revived
+                    elif more < 0:
+                        retiring -= more
+                    continue
             if from_arrival:
                 route, sent, client = None, now, False
                 arrival = next_arrival(now, rate, arrivals)
