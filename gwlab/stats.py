@@ -158,8 +158,11 @@ class LatencyHistogram:
             self.max = top
         positive = values if min(values) > 0 else [v for v in values if v > 0]
         self.zeros += len(values) - len(positive)
-        counts = self.counts
         indices = Counter(map(_ceil, map(truediv, map(_log, positive), repeat(self._log_gamma))))
+        counts = self.counts
+        if not counts:  # the first values: no count to add to (the order of the keys is never read)
+            self.counts = dict(indices)
+            return
         for index, n in indices.items():
             counts[index] = counts.get(index, 0) + n
 
