@@ -198,6 +198,10 @@ class CircuitBreaker:
         outcome changed nothing: the permit is from an older generation (stale), or the
         breaker is switched off. A probe's slot comes back either way; recording a probe
         permit twice raises :class:`PermitError`."""
+        if ok and permit is self._permit and self._state is _HEALTHY:
+            # Most calls: an ordinary permit of this generation succeeds on a healthy breaker,
+            # which changes nothing; answered before the checks the other cases need.
+            return self.config.enabled
         if self._state is _OPEN:  # only an OPEN breaker has anything to settle: asked first, as this runs per call
             self.settle(now)
         if permit.probe:
