@@ -448,8 +448,12 @@ class Router:
             upstream.breaker.release(route.permit)
         else:
             upstream.breaker.record(route.permit, now, outcome.ok)
-        if upstream.host.busy or route.waiting:
-            self._vacate(route, now)
+        host = upstream.host
+        if host.busy or route.waiting:  # _vacate(route, now), written out: a provider with a capacity is busy
+            route.waiting = False
+            started = host.vacate(route)
+            if started:
+                self._begin(started, now)
         return outcome.status
 
     def give_up(self, route: Route, now: float) -> int:
