@@ -106,6 +106,11 @@ class _LocalRejection(NamedTuple):
 
 _THROTTLED = _LocalRejection()
 
+_FIRST = object()
+"""The first attempt of a request the gateway may retry, routed without its
+:class:`~gwlab.router.Attempts`: they are made only if it fails (most do not), by
+:meth:`~gwlab.router.Attempts.after_first`."""
+
 
 class _Pending:
     """The latencies and stream timings of the answers in the open bin, kept until it closes
@@ -502,8 +507,9 @@ class _Engine:
         were sent, whether by a closed-loop client, the sequence number of their end event
         (-1 while they wait), their events in the heap (the deadline, and the end once they
         run)]."""
-        attempts_of: dict[Route, Attempts] = {}
-        """The attempts of each route in flight whose request the gateway may retry."""
+        attempts_of: dict[Route, Attempts | object] = {}
+        """The attempts of each route in flight whose request the gateway may retry, or
+        :data:`_FIRST` for a first attempt (sent and routed without them)."""
         retrying: dict[Route, Attempts] = {}
         """Requests waiting for their next attempt, by the route of their last one (its heap
         event is the retry's moment)."""
@@ -669,7 +675,7 @@ class _Engine:
                         streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
                     if users and throttle is not None and not throttle.admits(now):
                         rejected = _THROTTLED  # by the client itself: the gateway never sees it
-                        attempts = None
+                        attempts, first = None, False
                     else:
                         if users:
                             user.attempts += 1
@@ -682,9 +688,11 @@ class _Engine:
                             router = routers[spread(count)]
                             admit, route_to = router.admit, router.route
                         rejected = admit(now, reserve)
-                        attempts = router.attempts(now) if retries and rejected is None else None
+                        attempts, first = None, retries and rejected is None  # the gateway may retry it
+                        if first:  # the retry budget counts it; its Attempts are made if it fails
+                            router.budget.request(now)
                 else:  # it leaves the provider it failed on, and is routed again at once
-                    attempts, streaming, rejected = retrying.pop(route), route.streaming, None
+                    attempts, streaming, rejected, first = retrying.pop(route), route.streaming, None, False
                     if count > 1:
                         router = owner[route.upstream]
                         route_to = router.route
@@ -707,6 +715,8 @@ class _Engine:
                         admitted += 1
                     if attempts is not None:
                         attempts_of[route] = attempts
+                    elif first:
+                        attempts_of[route] = _FIRST
                     area += in_flight * (now - last)
                     last = now
                     in_flight += 1
@@ -741,6 +751,8 @@ class _Engine:
                     status = complete(route, now, call.outcome)
                 attempts = attempts_of.pop(route, None) if attempts_of else None
                 if attempts is not None and status != 200:
+                    if attempts is _FIRST:
+                        attempts = Attempts.after_first(sent, route.upstream)
                     retry = router.retry(attempts, route, now, status)
                     decisions[retry.reason] += 1
                     if retry.wait is not None:  # it ends here, and its request tries again after the wait
