@@ -118,20 +118,19 @@ class _Pending:
     one at a time, each was a Python call per answer. Nothing outside the engine reads a
     bin before either."""
 
-    __slots__ = ("latencies", "stream_latencies", "ttfts", "tokens")
+    __slots__ = ("latencies", "streams")
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
-        self.stream_latencies: list[float] = []
-        self.ttfts: list[float] = []
-        self.tokens: list[int] = []
+        self.streams: list[tuple[float, float, int]] = []
+        """(latency, ttft, tokens) of each stream (:meth:`gwlab.stats.Tally.record_streams`)."""
 
     def into(self, tally: stats.Tally) -> None:
         """Count everything kept into ``tally``, in the order it came, and start afresh."""
         tally.latency.add_all(self.latencies)
-        tally.record_streams(self.stream_latencies, self.ttfts, self.tokens)
-        for kept in (self.latencies, self.stream_latencies, self.ttfts, self.tokens):
-            kept.clear()
+        tally.record_streams(self.streams)
+        self.latencies.clear()
+        self.streams.clear()
 
 
 class SimResult:
@@ -471,9 +470,7 @@ class _Engine:
         if not route.streaming:
             return None, tokens
         ttft = call.ttft + (latency - call.duration)
-        pending.stream_latencies.append(latency)
-        pending.ttfts.append(ttft)
-        pending.tokens.append(tokens)
+        pending.streams.append((latency, ttft, tokens))
         return ttft, tokens
 
     @staticmethod

@@ -258,13 +258,13 @@ class Tally:
     def record_stream(self, latency: float, ttft: float, tokens: int) -> None:
         """A stream's timing, once it has ended after its first token: ``latency`` to its
         last byte and ``ttft`` in seconds, ``tokens`` the output tokens it carried."""
-        self.record_streams((latency,), (ttft,), (tokens,))
+        self.record_streams([(latency, ttft, tokens)])
 
-    def record_streams(self, latencies: Sequence[float], ttfts: Sequence[float], tokens: Sequence[int]) -> None:
-        """:meth:`record_stream` for each stream of three sequences of the same length, in
-        their order, counted in one pass (:meth:`LatencyHistogram.add_all`)."""
-        self.ttft.add_all(ttfts)
-        self.tpot.add_all([(latency - ttft) / (n - 1) for latency, ttft, n in zip(latencies, ttfts, tokens) if n >= 2])
+    def record_streams(self, streams: Sequence[tuple[float, float, int]]) -> None:
+        """:meth:`record_stream` for each ``(latency, ttft, tokens)`` of ``streams``, in their
+        order, counted in one pass (:meth:`LatencyHistogram.add_all`)."""
+        self.ttft.add_all([ttft for _, ttft, _ in streams])
+        self.tpot.add_all([(latency - ttft) / (n - 1) for latency, ttft, n in streams if n >= 2])
 
     def merge(self, other: Tally) -> None:
         self.by_status.update(other.by_status)

@@ -89,7 +89,7 @@ def test_streams_recorded_at_once_count_as_one_by_one():
     one_by_one, at_once = Tally(), Tally()
     for latency, ttft, tokens in streams:
         one_by_one.record_stream(latency, ttft, tokens)
-    at_once.record_streams(*zip(*streams))
+    at_once.record_streams(streams)
     assert at_once.to_dict() == one_by_one.to_dict()
     assert (at_once.ttft.count, at_once.tpot.count, at_once.tpot.total) == (4, 2, 0.5 + 0.5)
 
