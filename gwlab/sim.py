@@ -455,25 +455,6 @@ class _Engine:
         return next(w for at, w in reversed(self.workloads) if at <= sent).prompt_tokens
 
     @staticmethod
-    def _tokens(tally: stats.Tally, pending: _Pending, route: Route, status: int,
-                latency: float) -> tuple[float | None, int]:
-        """Count the tokens of an answer given (a success, or a stream up to its failure;
-        a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage)
-        into ``tally``, and keep a stream's timing in ``pending`` (``latency`` from its
-        arrival, a wait for a slot included).
-        Returns the stream's time to first token (``None`` for a whole answer) and the tokens."""
-        if status != 200 and status != stats.STREAM_ERROR:
-            return None, 0
-        call = route.call
-        tokens = call.tokens or reply(route.upstream.name)[1]
-        tally.output_tokens += tokens
-        if not route.streaming:
-            return None, tokens
-        ttft = call.ttft + (latency - call.duration)
-        pending.streams.append((latency, ttft, tokens))
-        return ttft, tokens
-
-    @staticmethod
     def _start(started: list[Route], queued: dict[Route, list], heap: list, seq: int, now: float) -> int:
         """Schedule the end of each route that waited for a slot and starts at ``now``;
         returns the next sequence number."""
@@ -559,7 +540,7 @@ class _Engine:
         edge = self._edge(0)
         by_status = cur.tally.by_status
         pending = _Pending()
-        hist_add = pending.latencies.append
+        hist_add, keep_stream = pending.latencies.append, pending.streams.append
         offered = admitted = in_flight = 0
         area = 0.0
         last = 0.0
@@ -775,9 +756,18 @@ class _Engine:
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
                 if call.tokens or llm:  # LLM traffic; never for the seed's
-                    timing = self._tokens(cur.tally, pending, route, status, latency)
+                    # The tokens of an answer given (a success, or a stream up to its failure; a
+                    # fixed reply's, as the live clients see it in its usage), and a stream's time
+                    # to first token, counted from its arrival (a wait for a slot included).
+                    ttft, tokens = None, 0
+                    if status == 200 or status == stats.STREAM_ERROR:
+                        tokens = call.tokens or replies[name]
+                        cur.tally.output_tokens += tokens
+                        if route.streaming:
+                            ttft = call.ttft + (latency - call.duration)
+                            keep_stream((latency, ttft, tokens))
                     if keep:
-                        requests.append(Request(sent, now, name, status, latency, route.fallback, *timing))
+                        requests.append(Request(sent, now, name, status, latency, route.fallback, ttft, tokens))
                 elif keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
                 retry_after = call.retry_after
