@@ -100,8 +100,11 @@ class Host:
         if self.tokens is not None:
             route.provider_reserved = tokens
         if not config.capacity or self.busy < config.capacity and not self.waiting:
-            if config.capacity:
-                self.start(route, end)
+            if config.capacity:  # start(route, end), written out: this runs for every call
+                number = next(self._numbers)
+                self.busy += 1
+                self._serving[route] = number
+                heapq.heappush(self._ends, (end, number, route))
             return None
         if len(self.waiting) < config.queue:
             self.waiting.append(route)
