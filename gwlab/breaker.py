@@ -140,9 +140,10 @@ class CircuitBreaker:
         (HEALTHY or FAILING) or switched off. Kept with each change of state or
         configuration, so the router, which asks every breaker while one is not CLOSED, reads
         an attribute instead of calling :meth:`available` for those."""
-        self._permit = Permit(self.generation, False)
+        self.permit = Permit(self.generation, False)
         """The permit of every ordinary (non-probe) call in this generation: one immutable
-        object, handed out again rather than made per request."""
+        object, handed out again rather than made per request (what :meth:`acquire` gives
+        while the breaker is :attr:`closed`; the router reads it itself then)."""
 
     # -- queries (pure) -------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class CircuitBreaker:
         like a HALF_OPEN one. Raises :class:`PermitError` for a call :meth:`available`
         would not let through, unless forced."""
         if self.closed:  # no probe
-            return self._permit
+            return self.permit
         self.settle(now)
         if not force and not self.available(now):
             raise PermitError(f"breaker {self.name}: acquire() at {now!r} without a free slot; "
@@ -198,6 +199,10 @@ class CircuitBreaker:
         outcome changed nothing: the permit is from an older generation (stale), or the
         breaker is switched off. A probe's slot comes back either way; recording a probe
         permit twice raises :class:`PermitError`."""
+        if ok and permit is self.permit and self._state is _HEALTHY:
+            # Most calls: an ordinary permit of this generation succeeds on a healthy breaker,
+            # which changes nothing; answered before the checks the other cases need.
+            return self.config.enabled
         if self._state is _OPEN:  # only an OPEN breaker has anything to settle: asked first, as this runs per call
             self.settle(now)
         if permit.probe:
@@ -262,7 +267,7 @@ class CircuitBreaker:
 
     def _new_generation(self, target: State, now: float) -> None:
         self.generation += 1
-        self._permit = Permit(self.generation, False)
+        self.permit = Permit(self.generation, False)
         self.probes = 0
         self._move(target, now)
 

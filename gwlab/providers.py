@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
+import statistics
 from random import Random
 from statistics import NormalDist
 from typing import Callable, NamedTuple
@@ -38,6 +39,10 @@ from gwlab.streams import stream
 _STANDARD_NORMAL = NormalDist()
 _Z99 = _STANDARD_NORMAL.inv_cdf(0.99)
 _TINY = 1e-300
+_inv_cdf = getattr(statistics, "_normal_dist_inv_cdf", None)
+"""The standard normal's quantile as :meth:`NormalDist.inv_cdf` computes it, without that
+method's Python-level checks (``0 < u < 1`` holds here): called for every draw of a
+log-normal. It is private to :mod:`statistics`, hence the method when it is missing."""
 
 
 class Outcome(enum.Enum):
@@ -113,8 +118,11 @@ def sampler(distribution: str, median: float, p99: float) -> Callable[[float], f
     if distribution == "exponential":
         return lambda u: -median * math.log1p(-u)
     sigma = math.log(p99 / median) / _Z99
-    inv_cdf, exp = _STANDARD_NORMAL.inv_cdf, math.exp
-    return lambda u: median * exp(sigma * inv_cdf(u if u > _TINY else _TINY))
+    exp = math.exp
+    if _inv_cdf is None:
+        inv_cdf = _STANDARD_NORMAL.inv_cdf
+        return lambda u: median * exp(sigma * inv_cdf(u if u > _TINY else _TINY))
+    return lambda u: median * exp(sigma * _inv_cdf(u if u > _TINY else _TINY, 0.0, 1.0))
 
 
 def latency_quantile(config: ProviderConfig, u: float) -> float:
@@ -197,23 +205,18 @@ class Provider:
         config = self.config
         u = self._latency_rng.random()
         failed = self._error_rng.random() < config.error_rate
-        if self._tokens:  # the latency's draw is always made; its value is needed only without ttft
-            return self._llm_call(config, u, failed, timeout, streaming, max_tokens, idle_timeout)
-        latency = self._latency(u)
-        outage = config.outage
-        # Calls built as Call(...) builds them, without its Python-level __new__: this runs
-        # for every request.
-        if outage == "hang" or latency > timeout:
-            return _new_call(Call, (timeout, _TIMEOUT, latency, 0, False, 0.0))
-        if failed or outage == "error":
-            return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
-        return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
-
-    def _llm_call(self, config: ProviderConfig, u: float, failed: bool, timeout: float, streaming: bool,
-                  max_tokens: int | None, idle_timeout: float) -> Call:
-        """:meth:`call` for a provider with token timing, a length model or mid-stream errors;
-        ``u`` is the latency's draw. (Bounds are compared rather than passed to ``min`` and
-        ``max``: this runs for every request, and the builtins' calls cost more.)"""
+        # Calls are built as Call(...) builds them but without its Python-level __new__, and
+        # bounds compared rather than passed to min and max: this runs for every request.
+        if not self._tokens:
+            latency = self._latency(u)
+            outage = config.outage
+            if outage == "hang" or latency > timeout:
+                return _new_call(Call, (timeout, _TIMEOUT, latency, 0, False, 0.0))
+            if failed or outage == "error":
+                return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
+            return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
+        # Token timing, a length model or mid-stream errors: the latency's draw ``u`` is always
+        # made, and its value is needed only without ttft.
         wanted = 0
         if config.output_tokens:
             wanted = round(self._output(self._output_rng.random()))

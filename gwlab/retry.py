@@ -65,12 +65,15 @@ class SlidingCounts:
     buckets: what a retry budget and adaptive throttling both look back on. Time runs
     forward: a ``now`` earlier than the last one counts in the latest second."""
 
-    __slots__ = ("window", "_seconds", "totals")
+    __slots__ = ("window", "_seconds", "_latest_ends", "totals")
 
     def __init__(self, window: int) -> None:
         self.window = window
         self._seconds: deque[list[int]] = deque()
         """[second, first count, second count] of each second with any, oldest first."""
+        self._latest_ends: float = -math.inf
+        """The end of the latest second in :attr:`_seconds` (its second + 1): an event
+        before it counts in that second."""
         self.totals = [0, 0]
         """The two counts summed over the window, as of the last :meth:`at`."""
 
@@ -86,13 +89,14 @@ class SlidingCounts:
             totals[0] -= first
             totals[1] -= other
         seconds.append([second, 0, 0])
+        self._latest_ends = second + 1
         return seconds[-1]
 
     def add(self, now: float, which: int) -> None:
         """Count one event of kind ``which`` (0 or 1) at ``now``."""
-        seconds = self._seconds
         # Most events fall in the latest second: its bucket is taken without the call to at().
-        bucket = seconds[-1] if seconds and math.floor(now) <= seconds[-1][0] else self.at(now)
+        # (floor(now) <= second exactly when now < second + 1, a whole number.)
+        bucket = self._seconds[-1] if now < self._latest_ends else self.at(now)
         bucket[which + 1] += 1
         self.totals[which] += 1
 

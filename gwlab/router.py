@@ -118,6 +118,18 @@ class Attempts:
         self.backoff: Backoff | None = None
         self.reserved = 0
 
+    @classmethod
+    def after_first(cls, arrived: float, upstream: Upstream) -> Attempts:
+        """The attempts of a request that arrived at ``arrived`` once its first attempt, sent
+        to ``upstream``, has ended: what :meth:`Router.route` leaves in :meth:`Router.attempts`'
+        :class:`Attempts` after routing it. A shell may route a first attempt without them (it
+        goes where it would with them) and make them only if it fails, when its retry is
+        decided: most requests never need them."""
+        attempts = cls(arrived)
+        attempts.made = 1
+        attempts.tried.append(upstream)
+        return attempts
+
 
 RETRY_DECISIONS = ("retry", "attempts", "deadline", "budget")
 """The reasons of :meth:`Router.retry` that metrics and summaries count: all but
@@ -236,7 +248,9 @@ class Router:
 
     def attempts(self, now: float) -> Attempts | None:
         """A request admitted at ``now`` that the gateway may retry: its :class:`Attempts`
-        (counted by the retry budget as a request), or ``None`` while retries are off."""
+        (counted by the retry budget as a request), or ``None`` while retries are off. (A
+        shell may count the request with :attr:`budget` itself and make its Attempts later,
+        with :meth:`Attempts.after_first`.)"""
         budget = self.budget
         if budget is None:
             return None
@@ -370,7 +384,8 @@ class Router:
                 tokens if tokens and not unreserved and self.tokens is not None else 0)
         if chosen is not None:
             upstream: Upstream = chosen  # type: ignore[assignment]
-            permit = upstream.breaker.acquire(now)
+            breaker = upstream.breaker  # acquire(now), written out for a closed breaker: nearly every call
+            permit = breaker.permit if breaker.closed else breaker.acquire(now)
             fallback = panic = False
         else:  # no provider is eligible
             policy = self.scenario.gateway.fallback
@@ -448,8 +463,12 @@ class Router:
             upstream.breaker.release(route.permit)
         else:
             upstream.breaker.record(route.permit, now, outcome.ok)
-        if upstream.host.busy or route.waiting:
-            self._vacate(route, now)
+        host = upstream.host
+        if host.busy or route.waiting:  # _vacate(route, now), written out: a provider with a capacity is busy
+            route.waiting = False
+            started = host.vacate(route)
+            if started:
+                self._begin(started, now)
         return outcome.status
 
     def give_up(self, route: Route, now: float) -> int:

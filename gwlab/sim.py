@@ -106,6 +106,32 @@ class _LocalRejection(NamedTuple):
 
 _THROTTLED = _LocalRejection()
 
+_FIRST = object()
+"""The first attempt of a request the gateway may retry, routed without its
+:class:`~gwlab.router.Attempts`: they are made only if it fails (most do not), by
+:meth:`~gwlab.router.Attempts.after_first`."""
+
+
+class _Pending:
+    """The latencies and stream timings of the answers in the open bin, kept until it closes
+    or the run pauses and then counted into its tally in one pass (:meth:`into`): counted
+    one at a time, each was a Python call per answer. Nothing outside the engine reads a
+    bin before either."""
+
+    __slots__ = ("latencies", "streams")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.streams: list[tuple[float, float, int]] = []
+        """(latency, ttft, tokens) of each stream (:meth:`gwlab.stats.Tally.record_streams`)."""
+
+    def into(self, tally: stats.Tally) -> None:
+        """Count everything kept into ``tally``, in the order it came, and start afresh."""
+        tally.latency.add_all(self.latencies)
+        tally.record_streams(self.streams)
+        self.latencies.clear()
+        self.streams.clear()
+
 
 class SimResult:
     """What a simulation produced: counts per time bin, breaker transitions, the summary."""
@@ -429,23 +455,6 @@ class _Engine:
         return next(w for at, w in reversed(self.workloads) if at <= sent).prompt_tokens
 
     @staticmethod
-    def _tokens(tally: stats.Tally, route: Route, status: int, latency: float) -> tuple[float | None, int]:
-        """Count the tokens of an answer given (a success, or a stream up to its failure;
-        a fixed reply's, :func:`gwlab.wire.reply`, as the live clients see it in its usage),
-        and a stream's timing (``latency`` from its arrival, a wait for a slot included).
-        Returns the stream's time to first token (``None`` for a whole answer) and the tokens."""
-        if status != 200 and status != stats.STREAM_ERROR:
-            return None, 0
-        call = route.call
-        tokens = call.tokens or reply(route.upstream.name)[1]
-        tally.output_tokens += tokens
-        if not route.streaming:
-            return None, tokens
-        ttft = call.ttft + (latency - call.duration)
-        tally.record_stream(latency, ttft, tokens)
-        return ttft, tokens
-
-    @staticmethod
     def _start(started: list[Route], queued: dict[Route, list], heap: list, seq: int, now: float) -> int:
         """Schedule the end of each route that waited for a slot and starts at ``now``;
         returns the next sequence number."""
@@ -476,8 +485,9 @@ class _Engine:
         were sent, whether by a closed-loop client, the sequence number of their end event
         (-1 while they wait), their events in the heap (the deadline, and the end once they
         run)]."""
-        attempts_of: dict[Route, Attempts] = {}
-        """The attempts of each route in flight whose request the gateway may retry."""
+        attempts_of: dict[Route, Attempts | object] = {}
+        """The attempts of each route in flight whose request the gateway may retry, or
+        :data:`_FIRST` for a first attempt (sent and routed without them)."""
         retrying: dict[Route, Attempts] = {}
         """Requests waiting for their next attempt, by the route of their last one (its heap
         event is the retry's moment)."""
@@ -528,69 +538,86 @@ class _Engine:
         self.bins.append(cur)
         self.opened = 1
         edge = self._edge(0)
-        by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
+        by_status = cur.tally.by_status
+        pending = _Pending()
+        hist_add, keep_stream = pending.latencies.append, pending.streams.append
         offered = admitted = in_flight = 0
         area = 0.0
         last = 0.0
 
+        # The soonest of the next scripted event (or pause), the run's end and the bin's: an
+        # event before it needs none of their checks, and nearly every event comes before it.
+        horizon = min(scripted, end, edge)
         while True:
-            from_arrival = open_loop and (not heap or arrival < heap[0][0]
-                                          or (arrival == heap[0][0] and arrival_seq < heap[0][1]))
-            now = arrival if from_arrival else heap[0][0] if heap else math.inf
-            if now >= scripted:
-                now = scripted
-            elif now >= end:
-                break
-            if now >= edge:
-                self.saturated = saturated
-                cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
-                offered = admitted = 0
-                area, last = 0.0, cur.start
-                edge = self._edge(self.opened - 1)
-                by_status, hist_add = cur.tally.by_status, cur.tally.latency.add
-            if now == scripted:
-                if self.player.next_at > now:  # no event is due: the run pauses here
-                    cur.offered, cur.admitted, self.saturated = offered, admitted, saturated
-                    yield
+            if heap:
+                top = heap[0]
+                now = top[0]
+                from_arrival = open_loop and (arrival < now or (arrival == now and arrival_seq < top[1]))
+                if from_arrival:
+                    now = arrival
+            else:
+                from_arrival = open_loop
+                now = arrival if open_loop else math.inf
+            if now >= horizon:
+                if now >= scripted:
+                    now = scripted
+                elif now >= end:
+                    break
+                if now >= edge:
+                    self.saturated = saturated
+                    pending.into(cur.tally)
+                    cur = self._advance(now, cur, offered, admitted, area, in_flight, last)
+                    offered = admitted = 0
+                    area, last = 0.0, cur.start
+                    edge = self._edge(self.opened - 1)
+                    horizon = min(scripted, end, edge)
+                    by_status = cur.tally.by_status
+                if now == scripted:
+                    if self.player.next_at > now:  # no event is due: the run pauses here
+                        cur.offered, cur.admitted, self.saturated = offered, admitted, saturated
+                        pending.into(cur.tally)
+                        yield
+                        scripted = self._scripted()
+                        horizon = min(scripted, end, edge)
+                        continue
+                    self.player.play(now)
+                    if started:  # a larger capacity
+                        seq = self._start(started, queued, heap, seq, now)
                     scripted = self._scripted()
-                    continue
-                self.player.play(now)
-                if started:  # a larger capacity
-                    seq = self._start(started, queued, heap, seq, now)
-                scripted = self._scripted()
-                router = self.router  # every replica has the scenario of the event
-                w = router.scenario.workload
-                think = w.think_time
-                cap = w.max_in_flight
-                share, max_tokens = w.stream_share, w.max_tokens or None
-                llm = share > 0.0 or max_tokens is not None
-                reserve = router.reservation(w.prompt_tokens, max_tokens)
-                retries = router.budget is not None
-                users = users or workload.follows_users(w)
-                timeout = w.timeout
-                if w.retry_policy != "adaptive":
-                    throttle = None
-                elif throttle is None or (throttle.k, throttle.window) != (w.adaptive_k, w.adaptive_window):
-                    throttle = AdaptiveThrottle(w.adaptive_k, w.adaptive_window, throttle_rng)
-                was_open, open_loop = open_loop, w.mode == "open"
-                if open_loop and (not was_open or w.rate != rate):
-                    # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
-                    arrival = next_arrival(now, w.rate, arrivals)
-                    arrival_seq = seq
-                    seq += 1
-                rate = w.rate
-                wanted = 0 if open_loop else w.clients
-                more = wanted - (clients - retiring)
-                if more > 0:
-                    revived = min(more, retiring)
-                    retiring -= revived
-                    for _ in range(more - revived):
-                        push(heap, (now, seq, None, now, True))
+                    horizon = min(scripted, end, edge)
+                    router = self.router  # every replica has the scenario of the event
+                    w = router.scenario.workload
+                    think = w.think_time
+                    cap = w.max_in_flight
+                    share, max_tokens = w.stream_share, w.max_tokens or None
+                    llm = share > 0.0 or max_tokens is not None
+                    reserve = router.reservation(w.prompt_tokens, max_tokens)
+                    retries = router.budget is not None
+                    users = users or workload.follows_users(w)
+                    timeout = w.timeout
+                    if w.retry_policy != "adaptive":
+                        throttle = None
+                    elif throttle is None or (throttle.k, throttle.window) != (w.adaptive_k, w.adaptive_window):
+                        throttle = AdaptiveThrottle(w.adaptive_k, w.adaptive_window, throttle_rng)
+                    was_open, open_loop = open_loop, w.mode == "open"
+                    if open_loop and (not was_open or w.rate != rate):
+                        # Poisson arrivals are memoryless: the next one may be drawn afresh from now.
+                        arrival = next_arrival(now, w.rate, arrivals)
+                        arrival_seq = seq
                         seq += 1
-                    clients += more - revived
-                elif more < 0:
-                    retiring -= more
-                continue
+                    rate = w.rate
+                    wanted = 0 if open_loop else w.clients
+                    more = wanted - (clients - retiring)
+                    if more > 0:
+                        revived = min(more, retiring)
+                        retiring -= revived
+                        for _ in range(more - revived):
+                            push(heap, (now, seq, None, now, True))
+                            seq += 1
+                        clients += more - revived
+                    elif more < 0:
+                        retiring -= more
+                    continue
             if from_arrival:
                 route, sent, client = None, now, False
                 arrival = next_arrival(now, rate, arrivals)
@@ -626,7 +653,7 @@ class _Engine:
                         streaming = share > 0.0 and (share == 1.0 or streams.random() < share)
                     if users and throttle is not None and not throttle.admits(now):
                         rejected = _THROTTLED  # by the client itself: the gateway never sees it
-                        attempts = None
+                        attempts, first = None, False
                     else:
                         if users:
                             user.attempts += 1
@@ -639,9 +666,11 @@ class _Engine:
                             router = routers[spread(count)]
                             admit, route_to = router.admit, router.route
                         rejected = admit(now, reserve)
-                        attempts = router.attempts(now) if retries and rejected is None else None
+                        attempts, first = None, retries and rejected is None  # the gateway may retry it
+                        if first:  # the retry budget counts it; its Attempts are made if it fails
+                            router.budget.request(now)
                 else:  # it leaves the provider it failed on, and is routed again at once
-                    attempts, streaming, rejected = retrying.pop(route), route.streaming, None
+                    attempts, streaming, rejected, first = retrying.pop(route), route.streaming, None, False
                     if count > 1:
                         router = owner[route.upstream]
                         route_to = router.route
@@ -664,6 +693,8 @@ class _Engine:
                         admitted += 1
                     if attempts is not None:
                         attempts_of[route] = attempts
+                    elif first:
+                        attempts_of[route] = _FIRST
                     area += in_flight * (now - last)
                     last = now
                     in_flight += 1
@@ -698,6 +729,8 @@ class _Engine:
                     status = complete(route, now, call.outcome)
                 attempts = attempts_of.pop(route, None) if attempts_of else None
                 if attempts is not None and status != 200:
+                    if attempts is _FIRST:
+                        attempts = Attempts.after_first(sent, route.upstream)
                     retry = router.retry(attempts, route, now, status)
                     decisions[retry.reason] += 1
                     if retry.wait is not None:  # it ends here, and its request tries again after the wait
@@ -723,9 +756,18 @@ class _Engine:
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
                 if call.tokens or llm:  # LLM traffic; never for the seed's
-                    timing = self._tokens(cur.tally, route, status, latency)
+                    # The tokens of an answer given (a success, or a stream up to its failure; a
+                    # fixed reply's, as the live clients see it in its usage), and a stream's time
+                    # to first token, counted from its arrival (a wait for a slot included).
+                    ttft, tokens = None, 0
+                    if status == 200 or status == stats.STREAM_ERROR:
+                        tokens = call.tokens or replies[name]
+                        cur.tally.output_tokens += tokens
+                        if route.streaming:
+                            ttft = call.ttft + (latency - call.duration)
+                            keep_stream((latency, ttft, tokens))
                     if keep:
-                        requests.append(Request(sent, now, name, status, latency, route.fallback, *timing))
+                        requests.append(Request(sent, now, name, status, latency, route.fallback, ttft, tokens))
                 elif keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
                 retry_after = call.retry_after
@@ -771,6 +813,7 @@ class _Engine:
 
         # Requests still in flight at the end are cut off, as a live run does when it stops;
         # they count in the last bin.
+        pending.into(cur.tally)
         final = self._advance((self.bin_count - 1) * self.bin_width, cur, offered, admitted, area, in_flight, last)
         if final is not cur:
             cur, offered, admitted, area, last = final, 0, 0, 0.0, final.start

@@ -42,8 +42,8 @@ class Host:
     Every replica of a simulated gateway routes to the same hosts (DESIGN, "Upstreams and
     replicas"); each has its own :class:`Upstream` view of them."""
 
-    __slots__ = ("provider", "retry_provider", "limited", "busy", "waiting", "_ends", "_serving", "_live",
-                 "_numbers", "requests", "tokens")
+    __slots__ = ("provider", "retry_provider", "limited", "busy", "waiting", "_ends", "_serving", "_numbers",
+                 "requests", "tokens")
 
     def __init__(self, provider: Provider | Forwarded, retry_provider: Provider | Forwarded, now: float) -> None:
         self.provider = provider
@@ -57,12 +57,12 @@ class Host:
         """Calls holding a slot (counted only while ``capacity`` > 0 or calls queued since)."""
         self.waiting: deque[Any] = deque()
         """Routes waiting for a slot, first come first."""
-        self._ends: list[tuple[float, int]] = []
-        """(end, number) of the calls in service: a heap, whose ended entries are dropped lazily."""
+        self._ends: list[tuple[float, int, Any]] = []
+        """(end, number, route) of the calls in service: a heap, whose entries of routes no
+        longer in service are dropped lazily. The numbers, unique, order equal ends: routes
+        are never compared."""
         self._serving: dict[Any, int] = {}
         """The number of each route in service."""
-        self._live: set[int] = set()
-        """The numbers of the routes in service."""
         self._numbers = itertools.count()
         self.requests = _per_minute(None, provider.config.rpm, now)
         """The provider's own requests bucket (``rpm`` per minute), or ``None`` without that limit."""
@@ -100,8 +100,11 @@ class Host:
         if self.tokens is not None:
             route.provider_reserved = tokens
         if not config.capacity or self.busy < config.capacity and not self.waiting:
-            if config.capacity:
-                self.start(route, end)
+            if config.capacity:  # start(route, end), written out: this runs for every call
+                number = next(self._numbers)
+                self.busy += 1
+                self._serving[route] = number
+                heapq.heappush(self._ends, (end, number, route))
             return None
         if len(self.waiting) < config.queue:
             self.waiting.append(route)
@@ -130,18 +133,18 @@ class Host:
         number = next(self._numbers)
         self.busy += 1
         self._serving[route] = number
-        self._live.add(number)
-        heapq.heappush(self._ends, (end, number))
+        heapq.heappush(self._ends, (end, number, route))
 
     def vacate(self, route: Any) -> list[Any]:
         """``route`` no longer needs the provider (its call ended, it was abandoned, or it
         gave up waiting): free its slot or its place in the queue. Returns the waiting routes
         that start now, first come first (most often none: the queue is empty)."""
-        number = self._serving.pop(route, None)
-        if number is not None:
-            self._live.discard(number)
+        serving = self._serving
+        if serving.pop(route, None) is not None:
             self.busy -= 1
-            self._forget_ended()
+            ends = self._ends  # _forget_ended(), written out: this runs for every call that ends
+            while ends and ends[0][2] not in serving:
+                heapq.heappop(ends)
             return self._start_waiting() if self.waiting else []
         if self.waiting and route in self.waiting:
             self.waiting.remove(route)
@@ -165,8 +168,8 @@ class Host:
         then holds the calls in service, and calls that left before their end (abandoned,
         given up) only while a call in service ends sooner than they would have: bounded by
         the calls started within one call's time, not by the calls of the run."""
-        ends, live = self._ends, self._live
-        while ends and ends[0][1] not in live:
+        ends, serving = self._ends, self._serving
+        while ends and ends[0][2] not in serving:
             heapq.heappop(ends)
 
 

@@ -57,6 +57,21 @@ def test_lognormal_other_quantiles_follow_the_normal():
         assert latency_quantile(LOGN, u) == pytest.approx(0.2 * math.exp(sigma * NormalDist().inv_cdf(u)), rel=1e-12)
 
 
+@pytest.mark.parametrize("without_statistics_internals", [False, True])
+def test_lognormal_draws_are_exactly_the_normal_distributions(monkeypatch, without_statistics_internals):
+    # The sampler calls the function NormalDist.inv_cdf wraps (or the method, where
+    # statistics lacks it): every draw is the very number the method gives.
+    from gwlab import providers
+
+    if without_statistics_internals:
+        monkeypatch.setattr(providers, "_inv_cdf", None)
+    sigma = math.log(1.5 / 0.2) / NormalDist().inv_cdf(0.99)
+    draw = providers.sampler("lognormal", 0.2, 1.5)
+    rng = Random(3)
+    for u in [0.0, 1e-300, 0.5, 1 - 2**-53] + [rng.random() for _ in range(1000)]:
+        assert draw(u) == 0.2 * math.exp(sigma * NormalDist().inv_cdf(max(u, 1e-300)))
+
+
 def test_quantiles_increase_with_u():
     us = [i / 100 for i in range(100)]
     for cfg in (EXPO, LOGN):

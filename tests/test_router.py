@@ -16,7 +16,7 @@ from gwlab import config
 from gwlab.balancer import PowerOfTwo, RoundRobin, WeightedRandom
 from gwlab.breaker import State, Transition
 from gwlab.providers import Call, Outcome
-from gwlab.router import Rejected, Route, Router
+from gwlab.router import Attempts, Rejected, Route, Router
 from gwlab.upstream import Upstream
 from gwlab.streams import stream
 from tests.support import handle
@@ -69,6 +69,22 @@ def test_admitted_request_routes_and_completes():
     assert route.call == Call(0.25, Outcome.SUCCESS, 0.25)
     assert route.status == 200
     assert router.complete(route, 0.25, route.call.outcome) == 200
+
+
+def test_a_first_attempt_goes_where_it_would_with_its_attempts_which_can_be_made_after_it():
+    data = {"a": good(), "b": good(2.0), "c": bad()}
+    eager, lazy = Router(scenario(data, retry={"attempts": 3}), SEED), Router(scenario(data, retry={"attempts": 3}), SEED)
+    for i in range(50):
+        now = i * 0.01
+        attempts = eager.attempts(now)
+        first = eager.route(now, attempts=attempts)
+        lazy.budget.request(now)
+        alone = lazy.route(now)
+        assert (alone.upstream.name, alone.call) == (first.upstream.name, first.call)
+        made = Attempts.after_first(now, alone.upstream)
+        assert (made.arrived, made.made, [u.name for u in made.tried], made.backoff, made.reserved) == (
+            attempts.arrived, attempts.made, [u.name for u in attempts.tried], attempts.backoff, attempts.reserved)
+    assert lazy.budget.counts(1.0) == eager.budget.counts(1.0) == (50, 0)
 
 
 def test_rejected_carries_exact_retry_after():

@@ -70,6 +70,30 @@ def test_count_total_mean_max():
     assert (hist.count, hist.zeros, hist.total, hist.max, hist.mean) == (4, 1, 2.0, 1.25, 0.5)
 
 
+@pytest.mark.parametrize("name", list(data_sets()))
+def test_adding_values_at_once_gives_what_adding_them_one_by_one_does(name):
+    values = data_sets()[name]
+    one_by_one, at_once = LatencyHistogram(), LatencyHistogram()
+    for hist in (one_by_one, at_once):
+        hist.add(0.5)  # counted before: the total goes on from it, in the values' order
+    for v in values:
+        one_by_one.add(v)
+    at_once.add_all(values)
+    at_once.add_all([])
+    assert at_once.to_dict() == one_by_one.to_dict()
+    assert at_once.count == len(values) + 1
+
+
+def test_streams_recorded_at_once_count_as_one_by_one():
+    streams = [(2.0, 0.5, 4), (1.0, 1.0, 1), (0.7, 0.2, 2), (3.0, 0.0, 0)]
+    one_by_one, at_once = Tally(), Tally()
+    for latency, ttft, tokens in streams:
+        one_by_one.record_stream(latency, ttft, tokens)
+    at_once.record_streams(streams)
+    assert at_once.to_dict() == one_by_one.to_dict()
+    assert (at_once.ttft.count, at_once.tpot.count, at_once.tpot.total) == (4, 2, 0.5 + 0.5)
+
+
 def test_empty_histogram():
     hist = LatencyHistogram()
     assert hist.quantile(0.5) is None
