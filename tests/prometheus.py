@@ -48,12 +48,14 @@ class Prometheus:
         return float(result[0]["value"][1])
 
     async def scrapes(self, job: str = "gwlab") -> float:
-        """How many scrapes of ``job``'s targets Prometheus has stored (0 before the first)."""
-        result = await self.query(f'sum(count_over_time(up{{job="{job}"}}[1h]))')
+        """How many scrapes of ``job``'s targets Prometheus has stored samples of (0 before the
+        first): ``up`` is 1 for those, 0 for a scrape that failed (a target too slow to answer
+        within the interval on a loaded machine), which brought nothing to compute on."""
+        result = await self.query(f'sum(sum_over_time(up{{job="{job}"}}[1h]))')
         return float(result[0]["value"][1]) if result else 0.0
 
     async def wait_for_scrapes(self, n: int, timeout: float, job: str = "gwlab") -> None:
-        """Wait (letting the loop serve the targets) until ``n`` more scrapes are stored."""
+        """Wait (letting the loop serve the targets) until ``n`` more successful scrapes are stored."""
         target = await self.scrapes(job) + n
         deadline = time.monotonic() + timeout
         while await self.scrapes(job) < target:
