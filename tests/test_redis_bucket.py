@@ -337,16 +337,15 @@ capacity only in a pause of the flood longer than BURST / RATE seconds; half a s
 a machine busy with other work."""
 
 
-def _admitted_by_two_gateways(scenario: config.Scenario) -> tuple[int, float, float]:
-    """Requests two gateways of ``scenario`` admitted together while flooded, and the span
-    of their admissions bracketed: at least from the first admitted request's answer to the
-    last one's sending, at most from the first one's sending to the last one's answer."""
-    admitted: list[tuple[float, float]] = []
+def _admitted_by_two_gateways(scenario: config.Scenario) -> list[list[tuple[float, float]]]:
+    """What two gateways of ``scenario`` admitted while flooded, per gateway: for each
+    request admitted, when it was sent and when its answer came."""
+    admitted: list[list[tuple[float, float]]] = [[], []]
 
-    async def flood(http) -> None:
+    async def flood(http, times: list[tuple[float, float]]) -> None:
         while (sent := time.monotonic()) < end:
             if (await _post(http))[0] == 200:
-                admitted.append((sent, time.monotonic()))
+                times.append((sent, time.monotonic()))
 
     async def main() -> None:
         nonlocal end
@@ -356,33 +355,43 @@ def _admitted_by_two_gateways(scenario: config.Scenario) -> tuple[int, float, fl
             for gw in (a, b):
                 gw.reset()
             end = time.monotonic() + SECONDS
-            await asyncio.gather(*(flood(http) for http in (http_a, http_b) for _ in range(WORKERS)))
+            await asyncio.gather(*(flood(http, times) for http, times in zip((http_a, http_b), admitted)
+                                   for _ in range(WORKERS)))
             assert [_sample(gw, "gwlab_limiter_backend_errors_total") for gw in (a, b)] == [0, 0]
-            assert sum(_sample(gw, "gwlab_requests_total", code="200", provider="p1")
-                       for gw in (a, b)) == len(admitted) + 2 * WORKERS
+            assert [_sample(gw, "gwlab_requests_total", code="200", provider="p1") for gw in (a, b)] == [
+                len(times) + WORKERS for times in admitted]
 
     end = 0.0
     asyncio.run(main())
+    return admitted
+
+
+def _within_its_bucket(admitted: list[tuple[float, float]]) -> None:
+    """A bucket that starts full admits BURST + RATE * T under overload for T seconds, T from
+    the first admission to the last, each on time for its token within the tolerance of a
+    microsecond (DESIGN, "Semantics"), less than one token more. T is bracketed by the
+    requests' times: at least from the first admitted request's answer to the last one's
+    sending, at most from the first one's sending to the last one's answer, so the count is
+    held within ``BURST + RATE * shortest`` and ``BURST + RATE * longest + 1``. (The bracket
+    is as wide as two answers' latencies, under 1 % of the count on a quiet machine; a
+    tolerance of 1 % around one end of it failed where a loaded machine answered slower.)"""
     first, last = min(admitted), max(admitted, key=lambda times: times[1])
-    return len(admitted), last[0] - first[1], last[1] - first[0]
+    shortest, longest = last[0] - first[1], last[1] - first[0]
+    assert BURST + RATE * shortest <= len(admitted) <= BURST + RATE * longest + 1
+    assert longest > SECONDS * 0.9
 
 
 def test_two_gateways_share_one_redis_limit_where_local_ones_admit_twice(server):
-    # A bucket that starts full admits BURST + RATE * T under overload for T seconds, T from
-    # the first admission to the last, each on time for its token within the tolerance of a
-    # microsecond (DESIGN, "Semantics"), less than one token more. Redis's clock is one for
-    # both gateways, so together they admit that once. T is bracketed by the answers' times
-    # (within milliseconds of each other): the count is held within those bounds, and within
-    # 1 % of BURST + RATE * T.
+    # Redis's clock is one for both gateways, so together they admit what one bucket admits;
+    # with local buckets, each admits that.
     limiter = {"rate": RATE, "burst": BURST}
     # A timeout would admit without Redis: one no busy machine reaches, to count Redis's answers alone.
-    shared, shortest, longest = _admitted_by_two_gateways(_scenario(server.url, redis_timeout=2.0, **limiter))
-    assert BURST + RATE * shortest <= shared <= BURST + RATE * longest + 1
-    assert shared == pytest.approx(BURST + RATE * longest, rel=0.01)
-    assert longest > SECONDS * 0.9
-    local, shortest, longest = _admitted_by_two_gateways(
-        config.from_dict({"providers": {"p1": {"latency": 0.0}}, "limiter": limiter}))
-    assert local == pytest.approx(2 * (BURST + RATE * longest), rel=0.01)
+    a, b = _admitted_by_two_gateways(_scenario(server.url, redis_timeout=2.0, **limiter))
+    _within_its_bucket(a + b)
+    assert a and b  # both took part
+    for each in _admitted_by_two_gateways(config.from_dict({"providers": {"p1": {"latency": 0.0}},
+                                                            "limiter": limiter})):
+        _within_its_bucket(each)
 
 
 def test_the_wait_before_trying_redis_again_doubles_up_to_its_cap(redis_bucket):
