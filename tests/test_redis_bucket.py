@@ -366,32 +366,39 @@ def _admitted_by_two_gateways(scenario: config.Scenario) -> list[list[tuple[floa
     return admitted
 
 
-def _within_its_bucket(admitted: list[tuple[float, float]]) -> None:
+STALL_SHARE = 0.02
+"""The share of a bucket's count its flood may fall short of: tokens are lost only at the
+bucket's cap, where the flood did not keep up (the test process stalled by a loaded machine:
+a count 1.6 % under the bracket's lower end was seen in CI with the load above 4). Nothing
+lets a bucket admit more: the upper end is exact."""
+
+
+def _within_its_bucket(admitted: list[tuple[float, float]]) -> int:
     """A bucket that starts full admits BURST + RATE * T under overload for T seconds, T from
     the first admission to the last, each on time for its token within the tolerance of a
     microsecond (DESIGN, "Semantics"), less than one token more. T is bracketed by the
     requests' times: at least from the first admitted request's answer to the last one's
-    sending, at most from the first one's sending to the last one's answer, so the count is
-    held within ``BURST + RATE * shortest`` and ``BURST + RATE * longest + 1``. (The bracket
-    is as wide as two answers' latencies, under 1 % of the count on a quiet machine; a
-    tolerance of 1 % around one end of it failed where a loaded machine answered slower.)"""
+    sending, at most from the first one's sending to the last one's answer (the bracket is as
+    wide as two answers' latencies). The count is held below ``BURST + RATE * longest + 1``,
+    and above ``BURST + RATE * shortest`` less :data:`STALL_SHARE`. Returns the count."""
     first, last = min(admitted), max(admitted, key=lambda times: times[1])
     shortest, longest = last[0] - first[1], last[1] - first[0]
-    assert BURST + RATE * shortest <= len(admitted) <= BURST + RATE * longest + 1
+    assert (1 - STALL_SHARE) * (BURST + RATE * shortest) <= len(admitted) <= BURST + RATE * longest + 1
     assert longest > SECONDS * 0.9
+    return len(admitted)
 
 
 def test_two_gateways_share_one_redis_limit_where_local_ones_admit_twice(server):
     # Redis's clock is one for both gateways, so together they admit what one bucket admits;
-    # with local buckets, each admits that.
+    # with local buckets, each admits that: together, nearly twice as many.
     limiter = {"rate": RATE, "burst": BURST}
     # A timeout would admit without Redis: one no busy machine reaches, to count Redis's answers alone.
     a, b = _admitted_by_two_gateways(_scenario(server.url, redis_timeout=2.0, **limiter))
-    _within_its_bucket(a + b)
+    shared = _within_its_bucket(a + b)
     assert a and b  # both took part
-    for each in _admitted_by_two_gateways(config.from_dict({"providers": {"p1": {"latency": 0.0}},
-                                                            "limiter": limiter})):
-        _within_its_bucket(each)
+    local = sum(_within_its_bucket(each) for each in _admitted_by_two_gateways(
+        config.from_dict({"providers": {"p1": {"latency": 0.0}}, "limiter": limiter})))
+    assert local > 1.9 * shared
 
 
 def test_the_wait_before_trying_redis_again_doubles_up_to_its_cap(redis_bucket):
