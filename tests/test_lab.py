@@ -313,15 +313,17 @@ def test_stopping_freezes_the_dashboard(lab, dashboard):
 
 
 def test_an_event_that_no_longer_fits_is_skipped_and_the_later_ones_still_apply(caplog):
-    scenario = Scenario().to_dict() | {"events": [{"at": 0.4, "breaker": {"base_delay": 20.0}},
-                                                  {"at": 0.6, "limiter": {"rate": 500.0}}]}
+    # The events come well after the start, so that run_for's window holds them however long a
+    # loaded machine takes from the start to run_for (0.4 s after the start was too soon once).
+    scenario = Scenario().to_dict() | {"events": [{"at": 1.5, "breaker": {"base_delay": 20.0}},
+                                                  {"at": 1.7, "limiter": {"rate": 500.0}}]}
     lab = gwlab.lab.start(scenario, clients=5, **FREE)
     lab.configure({"breaker": {"max_cooldown": 10.0}})
     with caplog.at_level("WARNING", logger="gwlab.timeline"):
-        summary = lab.run_for(1.0)
+        summary = lab.run_for(2.2)
     assert lab.scenario.limiter.rate == 500.0 and lab.scenario.breaker.max_cooldown == 10.0
     assert summary["events_refused"] == 1
-    assert [r.getMessage().split(": not applied")[0] for r in caplog.records] == ["event at 0.4 s: breaker.base_delay = 20.0"]
+    assert [r.getMessage().split(": not applied")[0] for r in caplog.records] == ["event at 1.5 s: breaker.base_delay = 20.0"]
 
 
 def test_run_for_counts_requests_sent_per_second_and_trips_once(lab):
