@@ -58,9 +58,9 @@ class Host:
         self.waiting: deque[Any] = deque()
         """Routes waiting for a slot, first come first."""
         self._ends: list[tuple[float, int, Any]] = []
-        """(end, number, route) of the calls in service: a heap, whose entries of routes no
-        longer in service are dropped lazily. The numbers, unique, order equal ends: routes
-        are never compared."""
+        """(end, number, route) of the calls in service: a heap, whose entries no longer in
+        service (their route not served under their number) are dropped lazily. The numbers,
+        unique, order equal ends: routes are never compared."""
         self._serving: dict[Any, int] = {}
         """The number of each route in service."""
         self._numbers = itertools.count()
@@ -143,7 +143,7 @@ class Host:
         if serving.pop(route, None) is not None:
             self.busy -= 1
             ends = self._ends  # _forget_ended(), written out: this runs for every call that ends
-            while ends and ends[0][2] not in serving:
+            while ends and serving.get(ends[0][2]) != ends[0][1]:
                 heapq.heappop(ends)
             return self._start_waiting() if self.waiting else []
         if self.waiting and route in self.waiting:
@@ -169,7 +169,7 @@ class Host:
         given up) only while a call in service ends sooner than they would have: bounded by
         the calls started within one call's time, not by the calls of the run."""
         ends, serving = self._ends, self._serving
-        while ends and ends[0][2] not in serving:
+        while ends and serving.get(ends[0][2]) != ends[0][1]:
             heapq.heappop(ends)
 
 
