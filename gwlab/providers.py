@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 from gwlab.config import MAX_OUTPUT_TOKENS, ProviderConfig
 from gwlab.stats import STREAM_ERROR
 from gwlab.streams import stream
+from gwlab.wire import reply
 
 _STANDARD_NORMAL = NormalDist()
 _Z99 = _STANDARD_NORMAL.inv_cdf(0.99)
@@ -79,7 +80,8 @@ class Call(NamedTuple):
     without token timing: its answer comes whole), past ``duration`` when the call timed out
     before it; ``tokens`` the output tokens it gives (by the end, or before a mid-stream
     error), 0 when the provider has no length model: it answers with its fixed reply, all of
-    it at the first token; ``capped`` whether the request's ``max_tokens`` cut the answer
+    it at the first token (the first ``max_tokens`` of them, counted here, when the
+    request's cap is shorter); ``capped`` whether the request's ``max_tokens`` cut the answer
     short (``finish_reason: "length"``); ``retry_after``, for a call the provider refused
     (429: its queue was full, or its own rate limit), the seconds after which it would take
     one."""
@@ -192,6 +194,8 @@ class Provider:
         self._latency = sampler(config.distribution, config.latency, config.p99)
         self._ttft = sampler(config.ttft_distribution, config.ttft, config.ttft_p99)
         self._output = sampler(config.output_distribution, config.output_tokens, config.output_p99)
+        self._reply_tokens = reply(config.name)[1]
+        """The tokens of the fixed reply given without a length model."""
 
     def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
              idle_timeout: float = math.inf) -> Call:
@@ -214,6 +218,8 @@ class Provider:
                 return _new_call(Call, (timeout, _TIMEOUT, latency, 0, False, 0.0))
             if failed or outage == "error":
                 return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
+            if max_tokens is not None and max_tokens < self._reply_tokens:  # the fixed reply cut short
+                return _new_call(Call, (latency, _SUCCESS, latency, max_tokens, True, 0.0))
             return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
         # Token timing, a length model or mid-stream errors: the latency's draw ``u`` is always
         # made, and its value is needed only without ttft.

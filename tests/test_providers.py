@@ -17,6 +17,7 @@ from gwlab.config import ProviderConfig, Scenario
 from gwlab.providers import Call, Outcome, Provider, latency_quantile, mean_latency
 from gwlab.sim import simulate
 from gwlab.streams import stream
+from gwlab.wire import reply
 from tests.conftest import SIMULATION_TIMEOUT
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
@@ -325,6 +326,27 @@ def test_each_stream_the_model_turns_on_is_drawn_once_per_call(fields, streams):
             for _ in range(123):
                 expected.random()
         assert getattr(provider, attribute).getstate() == expected.getstate(), name
+
+
+@pytest.mark.parametrize("max_tokens, tokens, capped", [
+    (None, 0, False),  # the fixed reply, all of it
+    (1, 1, True),
+    (8, 8, True),  # one token short of the reply
+    (9, 0, False),  # the reply's own length: not cut
+    (10, 0, False),
+    (10_000, 0, False),
+])
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_cap_shorter_than_the_fixed_reply_cuts_it(max_tokens, tokens, capped, streaming):
+    """A provider without a length model answers its fixed reply (9 tokens); a request's
+    ``max_tokens`` below that cuts it to that many tokens, ``finish_reason: "length"``; the
+    call's timing and draws are those of the uncapped call."""
+    assert reply("p1")[1] == 9
+    fixed = ProviderConfig(name="p1", latency=0.25)
+    call = Provider(fixed, seed=1).call(1.0, streaming, max_tokens)
+    uncapped = Provider(fixed, seed=1).call(1.0, streaming)
+    assert (call.outcome, call.tokens, call.capped) == (Outcome.SUCCESS, tokens, capped)
+    assert (call.duration, call.ttft) == (uncapped.duration, uncapped.ttft) == (0.25, 0.25)
 
 
 @settings(max_examples=300, deadline=None)

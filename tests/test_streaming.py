@@ -95,6 +95,27 @@ def test_max_tokens_cuts_the_stream_with_finish_reason_length():
     assert whole.choices[0].message.content == "".join(reply_pieces("p1", 5))
 
 
+@pytest.mark.parametrize("cap, finish_reason", [(1, "length"), (8, "length"), (9, "stop"), (50, "stop")])
+def test_max_tokens_cuts_a_fixed_reply_too(cap, finish_reason):
+    """A provider without a length model (the seed's) answers its fixed reply of 9 tokens:
+    a smaller cap cuts it, streamed or whole, and the usage counts what was sent."""
+    async def main():
+        scenario = config.from_dict({"providers": {"p1": {"latency": 0.01}}})
+        async with serving(scenario) as (gw, _), sdk(gw) as client:
+            streamed = await frames(client, max_tokens=cap, stream_options={"include_usage": True})
+            whole = await client.chat.completions.create(model="gwlab-sim", messages=MESSAGES, max_tokens=cap)
+            return streamed, whole
+
+    streamed, whole = asyncio.run(main())
+    expected = "".join(reply_pieces("p1", min(cap, 9)))
+    chunks = [c for _, c in streamed]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == finish_reason
+    assert chunks[-1].usage.completion_tokens == min(cap, 9)
+    assert whole.choices[0].message.content == expected
+    assert (whole.choices[0].finish_reason, whole.usage.completion_tokens) == (finish_reason, min(cap, 9))
+
+
 def test_the_sync_sdk_streams_too():
     async def main():
         async with serving(provider()) as (gw, _):
