@@ -28,7 +28,7 @@ import json
 import math
 from typing import Any, Mapping, NamedTuple
 
-from gwlab.config import UPSTREAM_MAX_RETRY_AFTER
+from gwlab.config import MAX_OUTPUT_TOKENS, UPSTREAM_MAX_RETRY_AFTER
 from gwlab.providers import Outcome
 from gwlab.upstream import MIN_RETRY_AFTER
 
@@ -88,6 +88,13 @@ def completion_tokens(body: bytes) -> int:
                 and isinstance(c["message"].get("content"), str))
     return (chars + 3) // 4
 
+
+def counted(tokens: int, max_tokens: int | None) -> int:
+    """The output tokens the gateway counts for an upstream's answer that reports (or
+    gives) ``tokens``: at most the request's ``max_tokens``, which an upstream honours, or
+    :data:`~gwlab.config.MAX_OUTPUT_TOKENS` for a request without one. An upstream's usage,
+    however wrong, then takes from a tokens limit no more than its request could use."""
+    return min(tokens, MAX_OUTPUT_TOKENS if max_tokens is None else max_tokens)
 
 def _usage(chunk: dict[str, Any]) -> int | None:
     usage = chunk.get("usage")

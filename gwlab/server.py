@@ -665,7 +665,7 @@ class Gateway:
                         else:
                             body = await read_body(answer)
                             if outcome is Outcome.SUCCESS:
-                                tokens = observe.completion_tokens(body)
+                                tokens = observe.counted(observe.completion_tokens(body), chat.max_tokens)
                             elif outcome is Outcome.RATE_LIMITED:
                                 wait = observe.retry_after(answer.headers)
                 except aiohttp.ClientError as exc:  # before TimeoutError: a connect timeout is a failure
@@ -747,10 +747,11 @@ class Gateway:
         if failed:
             answer.close()
         outcome = Outcome.STREAM_ERROR if failed else Outcome.SUCCESS
-        self._streamed(route, outcome, chat, arrived, start, first, tally.tokens)
+        tokens = observe.counted(tally.tokens, chat.max_tokens)
+        self._streamed(route, outcome, chat, arrived, start, first, tokens)
         try:
             if failed:
-                await response.write(_broken(route.upstream.name, tally.tokens))
+                await response.write(_broken(route.upstream.name, tokens))
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left as the stream ended: the outcome stands

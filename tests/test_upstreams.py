@@ -234,6 +234,53 @@ def test_a_real_upstreams_own_limits_apply_at_the_gateway_without_a_call():
     assert forwarded == 1
 
 
+def claiming(tokens: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upstream answering one token of content and a usage of ``tokens`` output tokens,
+    whole or streamed (a content frame, a usage frame, ``[DONE]``) as asked."""
+    usage = {"prompt_tokens": 3, "completion_tokens": tokens, "total_tokens": tokens + 3}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.json_response({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                                   "finish_reason": "stop"}], "usage": usage})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        usage_frame = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+                       "usage": usage}
+        await response.write(chunk("hi") + b"data: " + json.dumps(usage_frame).encode() + b"\n\n" + b"data: [DONE]\n\n")
+        return response
+
+    return handler
+
+
+@pytest.mark.parametrize("claimed, max_tokens, counted", [
+    (10**30, 10, 10),  # far past any bound
+    (11, 10, 10),  # one past the cap
+    (10, 10, 10),
+    (7, 10, 7),  # within the cap: as reported
+    (10**30, None, config.MAX_OUTPUT_TOKENS),
+    (2_000, None, 2_000),
+])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_an_upstreams_usage_is_counted_up_to_the_requests_cap(claimed, max_tokens, counted, stream):
+    """However many output tokens an upstream reports, the gateway counts at most what its
+    request allowed: the tokens counter, and a tokens limit that a wrong usage would
+    otherwise lock for hours, take no more."""
+    limits = {"limiter": {"tpm": 100}} if max_tokens is not None else {}
+    body = {**CHAT, "stream": stream, **({} if max_tokens is None else {"max_tokens": max_tokens})}
+
+    async def main_():
+        async with upstream_app(claiming(claimed)) as url:
+            async with serving(front({"up": real(url)}, **limits)) as (gw, http):
+                statuses = [(await post(http, body))[0] for _ in range(2)]
+                return statuses, gw.metrics.tokens["up", "completion"]
+
+    statuses, tokens = asyncio.run(main_())
+    assert statuses == [200, 200]  # 2 x (3 + 10) of 100 tokens a minute: no 429
+    assert tokens == 2 * counted
+
+
 # -- upstreams that misbehave ---------------------------------------------------------------------
 
 
