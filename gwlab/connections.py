@@ -358,6 +358,12 @@ class _Connection(RequestHandler):
         """Between requests: no request handled, none arriving."""
         return not (self._request_in_progress or self._messages or self._head_timer or self._force_close)
 
+    @property
+    def closing(self) -> bool:
+        """Whether the connection closes once the answer in progress is sent (``close`` or
+        ``force_close`` was called): that answer then says ``Connection: close``."""
+        return self._close or self._force_close
+
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         """aiohttp calls this once an answer is written (the access log is off): the
         connection is about to be idle, which an accept loop waiting for room wants to know."""

@@ -358,7 +358,7 @@ class Gateway:
             error = ApiError(500, "internal error in the gateway; see its log", "internal_error")
         self.metrics.refused(error.status)
         response = answer(error)
-        if self._stopping or not request.content.is_eof():
+        if self._stopping or not request.content.is_eof() or request.protocol.closing:
             response.force_close()
             if hdrs.EXPECT in request.headers and not request.content.is_eof():
                 _stop_reading(request)  # refused before "100 Continue": no body is coming

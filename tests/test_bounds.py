@@ -120,6 +120,7 @@ def test_a_body_sent_slowly_or_cut_short_is_answered_408_and_closed(framing):
             writer.close()
             status, error = status_and_error(answer)
             assert (status, error["code"]) == (408, "request_timeout")
+            assert b"Connection: close\r\n" in answer  # as the README's table of statuses says
             assert 0.25 <= waited < 2.0
             assert gw.snapshot().tokens == config.BURST
             assert requests_total(gw, 408) == 1
