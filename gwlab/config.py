@@ -977,8 +977,9 @@ def _providers(check: _Checker, data: Any, base: Scenario | None, fixed: bool) -
     if base is None:
         result: dict[str, ProviderConfig] = {}
         for name in data:
-            if not name or not name.isidentifier():
-                raise check.fail(f"providers.{name!r}", name, "a provider name of letters, digits and _")
+            if not (name.isascii() and name.isidentifier()):  # it goes into HTTP headers, which are ASCII
+                raise check.fail(f"providers.{name!r}", name,
+                                 "a provider name of ASCII letters, digits and _, not starting with a digit")
             result[name] = ProviderConfig(name=name)
     else:
         result = {p.name: p for p in base.providers}

@@ -205,7 +205,8 @@ ERRORS = [
     ({"providers": {"p1": {"distribution": "lognormal", "latency": 0.5, "p99": 0.5}}},
      "scenario: providers.p1.p99 = 0.5: expected a log-normal p99 greater than its median latency (0.5),"
      " which must be > 0, and at most 1000 times it"),
-    ({"providers": {"p-1": {}}}, "scenario: providers.'p-1' = 'p-1': expected a provider name of letters, digits and _"),
+    *[({"providers": {name: {}}}, f"scenario: providers.{name!r} = {name!r}: expected a provider name of ASCII letters,"
+       " digits and _, not starting with a digit") for name in ("p-1", "", "1p", "пр", "p\u00e9", "p 1")],
     ({"providers": {}}, "scenario: providers = a table: expected at least one provider"),
     ({"breaker": {"max_cooldown": 0.5}},
      "scenario: breaker.max_cooldown = 0.5: expected a number >= breaker.base_delay (1)"),
