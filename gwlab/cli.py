@@ -202,6 +202,24 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     return scenario
 
 
+OUTPUT_FLAGS = ("--json", "--report", "--scrape-config", "--out")
+"""The flags naming a file a command writes."""
+
+
+def check_distinct_outputs(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file: the
+    second written would replace the first. The scrape configuration counts only where it
+    is written, with ``--replicas``."""
+    seen: dict[Path, str] = {}
+    for flag in OUTPUT_FLAGS:
+        path = getattr(args, flag[2:].replace("-", "_"), None)
+        if path is None or flag == "--scrape-config" and getattr(args, "replicas", 1) == 1:
+            continue
+        same = seen.setdefault(path.resolve(), flag)
+        if same != flag:
+            raise UsageError(f"{same} and {flag} both name {str(path)!r}: expected a file of its own for each")
+
+
 def check_writable(flag: str, path: Path | None) -> None:
     """Raise :class:`ConfigError` naming ``flag`` unless ``path`` (if given) is a file that
     can be written: checked before a run, so that its end is not lost to a typo."""
@@ -335,6 +353,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        check_distinct_outputs(args)
         if args.command == "sweep":
             return _sweep(args)
         config.run_argument("seed", args.seed, "--seed")

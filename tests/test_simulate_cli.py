@@ -87,11 +87,30 @@ def test_report_is_a_self_contained_page(tmp_path):
     (["--duration", "5", "--seed", "x"], "argument --seed: expected a whole number, got 'x'"),
     (["--duration", "5", "--limiter-backend", "etcd"],
      "--limiter-backend: limiter.backend = 'etcd': expected one of 'local', 'redis'"),
+    (["--duration", "5", "--json", "/tmp/gwlab-run.out", "--report", "/tmp/gwlab-run.out"],
+     "--json and --report both name '/tmp/gwlab-run.out': expected a file of its own for each"),
+    (["--duration", "5", "--json", "/tmp/gwlab-run.out", "--report", "/tmp/../tmp/gwlab-run.out"],
+     "--json and --report both name '/tmp/../tmp/gwlab-run.out': expected a file of its own for each"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
     assert main(["simulate", *args]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and expected in err, err
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["--json", "out", "--scrape-config", "out", "--replicas", "2"], True),
+    (["--json", "out", "--scrape-config", "out"], False),  # no replicas: no scrape configuration is written
+])
+def test_a_run_refuses_one_file_for_two_outputs(tmp_path, monkeypatch, capsys, args, refused):
+    monkeypatch.chdir(tmp_path)
+    if refused:
+        assert main(["run", "--duration", "1", *args]) == 2
+        assert capsys.readouterr().err == ("gwlab: error: --json and --scrape-config both name 'out': "
+                                           "expected a file of its own for each\n")
+    else:
+        assert main(["run", "--duration", "0", *args]) == 2  # refused for its duration, after the outputs' check
+        assert "--duration" in capsys.readouterr().err
 
 
 def test_zero_time_closed_loop_is_refused(tmp_path, capsys):
