@@ -57,13 +57,14 @@ lite-serve: $(VENV)/.installed-lite
 	$(BIN)/python -m lite.serve --port $(LITE_PORT) $(ARGS)
 
 # The tests run in two processes at once, one core each: the tests that drive other processes
-# (a browser, the benchmarks' servers, the command line, the replicas) and the rest, whose output comes
-# first; then the notebooks, under nbval in strict mode (every output not marked
-# NBVAL_IGNORE_OUTPUT must come out the same as the committed one), NOTEBOOK_WORKERS at a
-# time: each runs in a kernel of its own and mostly waits on its live lab. (pytest-xdist's
-# workers run the tests at a stack depth that makes CPython 3.11 map and unmap a frame chunk
-# on every call of some hot loops, several times slower: hence two plain processes.) ARGS go
-# to every run; a run that ARGS leave without tests (pytest's exit status 5) is not a failure.
+# (a browser, the benchmarks' servers, the command line, the replicas), and the rest, whose
+# output comes first. The notebooks follow the rest as soon as it ends, beside the first
+# process's tests: under nbval in strict mode (every output not marked NBVAL_IGNORE_OUTPUT must
+# come out the same as the committed one), NOTEBOOK_WORKERS at a time, each in a kernel of its
+# own and mostly waiting on its live lab. (pytest-xdist's workers run the tests at a stack
+# depth that makes CPython 3.11 map and unmap a frame chunk on every call of some hot loops,
+# several times slower: hence two plain processes.) ARGS go to every run; a run that ARGS
+# leave without tests (pytest's exit status 5) is not a failure.
 NOTEBOOK_WORKERS ?= 3
 PROCESS_TESTS := tests/test_browser.py tests/test_lite.py tests/test_benchmarks.py tests/test_cli.py tests/test_replicas.py
 test: $(VENV)/.installed-test
@@ -71,10 +72,10 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -rs --durations=5 $(PROCESS_TESTS) $(ARGS) > build/process-tests.log 2>&1 & \
 	process_tests=$$!; \
 	$(BIN)/python -m pytest -rs --durations=15 tests $(PROCESS_TESTS:%=--ignore=%) $(ARGS) || [ $$? -eq 5 ] || status=1; \
-	wait $$process_tests || [ $$? -eq 5 ] || status=1; \
-	cat build/process-tests.log; \
 	$(BIN)/python -m pytest -rs -n $(NOTEBOOK_WORKERS) --dist loadfile --nbval \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks $(ARGS) || [ $$? -eq 5 ] || status=1; \
+	wait $$process_tests || [ $$? -eq 5 ] || status=1; \
+	cat build/process-tests.log; \
 	exit $$status
 
 # Measurements side by side with a bare aiohttp server (needs Debian's wrk, valgrind and
