@@ -197,8 +197,9 @@ class TokenBucket:
         # the clock stepped back).
         whole, part = divmod(need - level, self._earn)
         offset = now * MICROS - self._stamp
-        # At least 1 also when float error in ``offset`` rounds a sliver of a wait to 0.
-        return max(1, int(whole) + math.ceil(part / self._earn - offset))
+        # At least 1 also when float error in ``offset`` rounds a sliver of a wait to 0. The
+        # sum is a float's, as Redis's script adds (past 2^53 microseconds, 285 years, it rounds).
+        return max(1, int(whole + math.ceil(part / self._earn - offset)))
 
     def retry_after(self, now: float) -> float:
         """:meth:`retry_after_us` in seconds: a whole number of microseconds, at least one

@@ -231,6 +231,10 @@ class RedisAdmission:
             await self._drop_idle()
             return None
         self._backoff = 0.0
+        if self._unlogged and now - self._logged_at >= REDIS_LOG_INTERVAL:  # failures since the last line
+            log.warning("limiter: Redis at %s failed %d calls since the last line; it answers again",
+                        self.url, self._unlogged)
+            self._logged_at, self._unlogged = now, 0
         self.requests._seen(*reply[3:6])
         if self.tokens is not None:
             self.tokens._seen(*reply[6:9])
@@ -246,7 +250,8 @@ class RedisAdmission:
 
     def _failed(self, now: float, error: BaseException | None) -> None:
         """Count a call that Redis failed (``error``) or that was not tried; after a failure,
-        leave Redis alone for the next backoff; log once per interval."""
+        leave Redis alone for the next backoff; log once per interval (failures left unlogged
+        when Redis answers again are logged by the first answer after the interval)."""
         self.errors += 1
         self._unlogged += 1
         if error is not None:

@@ -101,6 +101,7 @@ _steps = st.lists(st.tuples(
     (0, "charge", 2 * MAX_PER_MINUTE, (1.0, 1.0, 0)), (1, "admit", 3, (1.0, 1.0, 0)),
     (0, "configure", 0, (1.0, 1.0, MAX_PER_MINUTE)), (0, "charge", 155_804_598, (1.0, 1.0, 0)),
     (10**9, "admit", 1, (1.0, 1.0, 0))])
+@example(start=(1.0, 1.0, 1), steps=[(-1, "admit", 150_119_989, (1.0, 1.0, 0))])  # a wait past 2^53 µs
 def test_the_script_answers_as_the_local_buckets_at_every_step(redis_bucket, server, start, steps):
     client = require_module("redis").Redis(port=server.port)
     script = client.register_script(redis_bucket.SCRIPT)
@@ -228,6 +229,15 @@ def test_redis_stopped_fails_open_counts_logs_once_per_interval_and_reconnects(o
             assert (await _post(http))[0] == 200
             assert _sample(gw, "gwlab_limiter_backend_errors_total") == 12
             assert _sample(gw, "gwlab_limiter_tokens") == 4.0  # a new bucket, full, less this request
+            # The call not tried since the last line is logged by the first answer an interval after it.
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="gwlab.redis_bucket"):
+                assert (await _post(http))[0] == 200
+                assert caplog.records == []
+                t[0] += config.REDIS_LOG_INTERVAL
+                assert [(await _post(http))[0] for _ in range(2)] == [200, 200]
+            [line] = [r.getMessage() for r in caplog.records]
+            assert line == f"limiter: Redis at {own_server.url} failed 1 calls since the last line; it answers again"
 
     asyncio.run(main())
 
