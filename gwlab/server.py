@@ -730,7 +730,7 @@ class Gateway:
                 raise
             if not ready:
                 read.cancel()
-                failed = True
+                failed = f"no frame within {idle:g} s"
                 break
             try:
                 data = read.result()
@@ -738,13 +738,13 @@ class Gateway:
                     raise InvalidAnswer("the upstream's stream ended without [DONE]")
                 out = tally.take(frames.feed(data))
             except (aiohttp.ClientError, OSError, InvalidAnswer) as exc:
-                log.debug("upstream %s: %s after the first token", route.upstream.name, exc)
-                failed = True
+                failed = f"{type(exc).__name__}: {exc}"
                 break
             failed = tally.error
             if out:
                 await response.write(out)  # ConnectionResetError: the client left
         if failed:
+            log.debug("upstream %s: %s after the first token", route.upstream.name, failed)
             answer.close()
         outcome = Outcome.STREAM_ERROR if failed else Outcome.SUCCESS
         tokens = observe.counted(tally.tokens, chat.max_tokens)
@@ -972,8 +972,8 @@ def _broken(provider: str, tokens: int) -> bytes:
 
 class _Tally:
     """What a real upstream's stream has given so far: its frames' tokens (its usage frame's
-    count when it sends one, else one per content frame), and whether it has ended
-    (``done``) or sent an error frame (``error``)."""
+    count when it sends one, else one per content frame), whether it has ended (``done``),
+    and why it failed, at an error frame or an invalid one (``error``; "": it has not)."""
 
     __slots__ = ("counted", "usage", "done", "error")
 
@@ -981,19 +981,20 @@ class _Tally:
         self.counted = 0
         self.usage: int | None = None
         self.done = False
-        self.error = False
+        self.error = ""
 
     @property
     def tokens(self) -> int:
         return self.counted if self.usage is None else self.usage
 
     def take(self, frames: list[Frame]) -> bytes:
-        """The bytes of ``frames`` to pass on, counted, up to the end or an error frame
-        (neither passed on: the end is the stream's, an error becomes the gateway's)."""
+        """The bytes of ``frames`` to pass on, counted, up to the end or a frame that fails
+        the stream (neither passed on: the end is the stream's, a failure becomes the
+        gateway's)."""
         out = []
         for frame in frames:
             if frame.error:
-                self.error = True
+                self.error = frame.error
                 break
             out.append(frame.raw)
             self.counted += frame.content
@@ -1007,8 +1008,9 @@ class _Tally:
 
 async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _Tally) -> bytes:
     """The frames of a stream up to its first content frame, or its end when it has none;
-    :class:`InvalidAnswer` for an error frame before it, or a stream that ends without
-    ``[DONE]`` (a failure before the first byte: an ordinary 502)."""
+    :class:`InvalidAnswer` for an error frame or an invalid one before it, or a stream that
+    ends without ``[DONE]`` (a failure before the first byte: an ordinary 502). Bounded by
+    the caller's deadline alone, which nothing but a content frame or the end stops."""
     head = []
     while True:
         data = await answer.content.readany()
@@ -1019,7 +1021,7 @@ async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _T
         for i, frame in enumerate(pieces):
             head.append(tally.take([frame]))
             if tally.error:
-                raise InvalidAnswer("the upstream sent an error frame before its first token")
+                raise InvalidAnswer(f"{tally.error} before its first token")
             if tally.counted > before or tally.done:
                 rest = tally.take(pieces[i + 1:])  # frames that came in the same read
                 return b"".join(head) + rest
