@@ -710,28 +710,33 @@ class Gateway:
                      start: float, attempts: Attempts | None) -> web.StreamResponse:
         """Relay the stream of a real upstream from its first content frame (``head``, the
         frames up to it): 200 and the frames as they arrive, then the upstream's end, or, when
-        it fails (an error frame, a reset, an invalid frame, no frame within
+        it fails (an error frame, a reset, an invalid frame, no token within
         ``gateway.stream_idle_timeout``, an end without ``[DONE]``), the error frame of a
-        mid-stream failure. A client that leaves is noticed at once: the upstream request is
-        closed and the route abandoned (499, the breaker not charged)."""
+        mid-stream failure. The idle timeout runs from each content frame to the next one or
+        to ``[DONE]``: nothing else the upstream sends (comments, blank lines, frames without
+        a token, bytes that complete no event) holds the stream open past it. A client that
+        leaves is noticed at once: the upstream request is closed and the route abandoned
+        (499, the breaker not charged)."""
         first = self.clock()
         response = await self._stream_response(request, route, attempts)
         await response.write(head)
         protocol: Any = request.protocol
         idle = self.scenario.gateway.stream_idle_timeout
+        due = first + idle  # the next token, or the end
         failed = tally.error
         while not (tally.done or failed):
             read = asyncio.ensure_future(answer.content.readany())
             try:
-                ready = await protocol.pause(idle, read)  # ConnectionResetError: the client left
+                ready = await protocol.pause(due - self.clock(), read)  # ConnectionResetError: the client left
             except BaseException:
                 read.cancel()
                 answer.close()
                 raise
             if not ready:
                 read.cancel()
-                failed = f"no frame within {idle:g} s"
+                failed = f"no token within {idle:g} s"
                 break
+            before = tally.counted
             try:
                 data = read.result()
                 if not data:
@@ -740,6 +745,8 @@ class Gateway:
             except (aiohttp.ClientError, OSError, InvalidAnswer) as exc:
                 failed = f"{type(exc).__name__}: {exc}"
                 break
+            if tally.counted > before:
+                due = self.clock() + idle
             failed = tally.error
             if out:
                 await response.write(out)  # ConnectionResetError: the client left
