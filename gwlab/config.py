@@ -74,8 +74,9 @@ TIMEOUT = 10.0
 """Provider call timeout in seconds; a slower call answers 504 and counts as a failure. For a
 stream it bounds the time to the first token."""
 STREAM_IDLE_TIMEOUT = 60.0
-"""Seconds a stream may go without a token once it has begun; past them it fails as a
-mid-stream error (nginx's ``proxy_read_timeout``: 60 s between two reads)."""
+"""Seconds a stream may go without a token once it has begun (its end included: from its
+last token to it); past them it fails as a mid-stream error (nginx's ``proxy_read_timeout``:
+60 s between two reads, bytes where this counts tokens)."""
 RETRY_ATTEMPTS = 1
 """Attempts the gateway makes at a request: 1, no retries, as in the seed (``retry.attempts``)."""
 RETRY_ON = (429, 502, 504)

@@ -19,7 +19,10 @@ token) within ``gateway.timeout``
 
 A stream (Server-Sent Events, as OpenAI's) is cut into its events by :class:`Frames`; each
 event's ``data`` is one ``chat.completion.chunk`` object, an ``{"error": ...}`` object or
-``[DONE]``. Line ends may be ``\\n`` or ``\\r\\n``.
+``[DONE]``. Line ends may be ``\\n`` or ``\\r\\n``. A body and a chunk have the same
+shape: a JSON object whose ``choices`` is a list of objects (a usage frame's is empty). An
+``error`` that is there and not empty makes an error frame, as the ``openai`` SDK reads one
+(it raises ``APIError`` for it).
 """
 
 from __future__ import annotations
@@ -73,18 +76,18 @@ def completion_tokens(body: bytes) -> int:
     """The output tokens of a ``chat.completion`` body: its ``usage.completion_tokens``, or
     without usage an estimate from its messages' characters (one token per four, rounded
     up, as the gateway estimates prompts). Raises :class:`InvalidAnswer` for a body that
-    is not a JSON object with a ``choices`` array."""
+    is not a JSON object with a ``choices`` list of objects."""
     try:
         answer = json.loads(body)
     except (ValueError, RecursionError):
         raise InvalidAnswer("the upstream's answer is not JSON") from None
-    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+    if not _shaped(answer):
         raise InvalidAnswer("the upstream's answer is not a chat.completion object")
     used = _usage(answer)
     if used is not None:
         return used
     chars = sum(len(c["message"]["content"]) for c in answer["choices"]
-                if isinstance(c, dict) and isinstance(c.get("message"), dict)
+                if isinstance(c.get("message"), dict)
                 and isinstance(c["message"].get("content"), str))
     return (chars + 3) // 4
 
@@ -96,6 +99,13 @@ def counted(tokens: int, max_tokens: int | None) -> int:
     however wrong, then takes from a tokens limit no more than its request could use."""
     return min(tokens, MAX_OUTPUT_TOKENS if max_tokens is None else max_tokens)
 
+
+def _shaped(answer: Any) -> bool:
+    """Whether ``answer`` (parsed JSON) is a JSON object whose ``choices`` is a list of objects."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    return isinstance(choices, list) and all(isinstance(c, dict) for c in choices)
+
+
 def _usage(chunk: dict[str, Any]) -> int | None:
     usage = chunk.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
@@ -106,13 +116,14 @@ class Frame(NamedTuple):
     """One event of an upstream's stream: ``raw``, its bytes to pass on (ending in a blank
     line); whether it carries ``content`` (a content delta, a refusal or a tool call: one
     token or more), the ``usage`` it reports (its ``completion_tokens``, else ``None``),
-    whether it is the stream's end (``done``: ``[DONE]``) or an ``error``."""
+    whether it is the stream's end (``done``: ``[DONE]``), and ``error``: why the stream
+    fails at it, an error frame or an event that is not a chunk ("": it does not)."""
 
     raw: bytes
     content: bool = False
     usage: int | None = None
     done: bool = False
-    error: bool = False
+    error: str = ""
 
 
 _DELTA_FIELDS = ("content", "refusal", "tool_calls")
@@ -120,9 +131,10 @@ _DELTA_FIELDS = ("content", "refusal", "tool_calls")
 
 class Frames:
     """Cuts a Server-Sent Events stream into :class:`Frame` objects as its bytes arrive.
-    An event longer than ``limit`` bytes, or whose data is neither JSON object nor
-    ``[DONE]``, raises :class:`InvalidAnswer`. Events without data (comments, keep-alives)
-    are dropped."""
+    An event longer than ``limit`` bytes raises :class:`InvalidAnswer`; one whose data is
+    neither a chunk, an error nor ``[DONE]`` is a frame with its ``error`` (the frames before
+    it in the same bytes are still given). Events without data (comments, keep-alives) are
+    dropped."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -154,13 +166,13 @@ def _frame(event: bytes) -> Frame | None:
     try:
         chunk = json.loads(payload)
     except (ValueError, RecursionError):
-        raise InvalidAnswer("an event of the upstream's stream is not JSON") from None
+        return Frame(raw, error="an event of the upstream's stream is not JSON")
     if not isinstance(chunk, dict):
-        raise InvalidAnswer("an event of the upstream's stream is not a JSON object")
-    if "error" in chunk:
-        return Frame(raw, error=True)
-    choices = chunk.get("choices")
-    content = isinstance(choices, list) and any(
-        isinstance(c, dict) and isinstance(c.get("delta"), dict) and any(c["delta"].get(f) for f in _DELTA_FIELDS)
-        for c in choices)
+        return Frame(raw, error="an event of the upstream's stream is not a JSON object")
+    if chunk.get("error"):
+        return Frame(raw, error="the upstream sent an error frame")
+    if not _shaped(chunk):
+        return Frame(raw, error="an event of the upstream's stream is not a chat.completion.chunk object")
+    content = any(isinstance(c.get("delta"), dict) and any(c["delta"].get(f) for f in _DELTA_FIELDS)
+                  for c in chunk["choices"])
     return Frame(raw, content, _usage(chunk))

@@ -710,41 +710,48 @@ class Gateway:
                      start: float, attempts: Attempts | None) -> web.StreamResponse:
         """Relay the stream of a real upstream from its first content frame (``head``, the
         frames up to it): 200 and the frames as they arrive, then the upstream's end, or, when
-        it fails (an error frame, a reset, an invalid frame, no frame within
+        it fails (an error frame, a reset, an invalid frame, no token within
         ``gateway.stream_idle_timeout``, an end without ``[DONE]``), the error frame of a
-        mid-stream failure. A client that leaves is noticed at once: the upstream request is
-        closed and the route abandoned (499, the breaker not charged)."""
+        mid-stream failure. The idle timeout runs from each content frame to the next one or
+        to ``[DONE]``: nothing else the upstream sends (comments, blank lines, frames without
+        a token, bytes that complete no event) holds the stream open past it. A client that
+        leaves is noticed at once: the upstream request is closed and the route abandoned
+        (499, the breaker not charged)."""
         first = self.clock()
         response = await self._stream_response(request, route, attempts)
         await response.write(head)
         protocol: Any = request.protocol
         idle = self.scenario.gateway.stream_idle_timeout
+        due = first + idle  # the next token, or the end
         failed = tally.error
         while not (tally.done or failed):
             read = asyncio.ensure_future(answer.content.readany())
             try:
-                ready = await protocol.pause(idle, read)  # ConnectionResetError: the client left
+                ready = await protocol.pause(due - self.clock(), read)  # ConnectionResetError: the client left
             except BaseException:
                 read.cancel()
                 answer.close()
                 raise
             if not ready:
                 read.cancel()
-                failed = True
+                failed = f"no token within {idle:g} s"
                 break
+            before = tally.counted
             try:
                 data = read.result()
                 if not data:
                     raise InvalidAnswer("the upstream's stream ended without [DONE]")
                 out = tally.take(frames.feed(data))
             except (aiohttp.ClientError, OSError, InvalidAnswer) as exc:
-                log.debug("upstream %s: %s after the first token", route.upstream.name, exc)
-                failed = True
+                failed = f"{type(exc).__name__}: {exc}"
                 break
+            if tally.counted > before:
+                due = self.clock() + idle
             failed = tally.error
             if out:
                 await response.write(out)  # ConnectionResetError: the client left
         if failed:
+            log.debug("upstream %s: %s after the first token", route.upstream.name, failed)
             answer.close()
         outcome = Outcome.STREAM_ERROR if failed else Outcome.SUCCESS
         tokens = observe.counted(tally.tokens, chat.max_tokens)
@@ -972,8 +979,8 @@ def _broken(provider: str, tokens: int) -> bytes:
 
 class _Tally:
     """What a real upstream's stream has given so far: its frames' tokens (its usage frame's
-    count when it sends one, else one per content frame), and whether it has ended
-    (``done``) or sent an error frame (``error``)."""
+    count when it sends one, else one per content frame), whether it has ended (``done``),
+    and why it failed, at an error frame or an invalid one (``error``; "": it has not)."""
 
     __slots__ = ("counted", "usage", "done", "error")
 
@@ -981,19 +988,20 @@ class _Tally:
         self.counted = 0
         self.usage: int | None = None
         self.done = False
-        self.error = False
+        self.error = ""
 
     @property
     def tokens(self) -> int:
         return self.counted if self.usage is None else self.usage
 
     def take(self, frames: list[Frame]) -> bytes:
-        """The bytes of ``frames`` to pass on, counted, up to the end or an error frame
-        (neither passed on: the end is the stream's, an error becomes the gateway's)."""
+        """The bytes of ``frames`` to pass on, counted, up to the end or a frame that fails
+        the stream (neither passed on: the end is the stream's, a failure becomes the
+        gateway's)."""
         out = []
         for frame in frames:
             if frame.error:
-                self.error = True
+                self.error = frame.error
                 break
             out.append(frame.raw)
             self.counted += frame.content
@@ -1007,8 +1015,9 @@ class _Tally:
 
 async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _Tally) -> bytes:
     """The frames of a stream up to its first content frame, or its end when it has none;
-    :class:`InvalidAnswer` for an error frame before it, or a stream that ends without
-    ``[DONE]`` (a failure before the first byte: an ordinary 502)."""
+    :class:`InvalidAnswer` for an error frame or an invalid one before it, or a stream that
+    ends without ``[DONE]`` (a failure before the first byte: an ordinary 502). Bounded by
+    the caller's deadline alone, which nothing but a content frame or the end stops."""
     head = []
     while True:
         data = await answer.content.readany()
@@ -1019,7 +1028,7 @@ async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _T
         for i, frame in enumerate(pieces):
             head.append(tally.take([frame]))
             if tally.error:
-                raise InvalidAnswer("the upstream sent an error frame before its first token")
+                raise InvalidAnswer(f"{tally.error} before its first token")
             if tally.counted > before or tally.done:
                 rest = tally.take(pieces[i + 1:])  # frames that came in the same read
                 return b"".join(head) + rest

@@ -70,6 +70,7 @@ def test_completion_tokens(body, tokens):
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b'{"object": "chat.completion"}', b'{"choices": 1}',
+                                  b'{"choices": [1]}',
                                   b"[" * 100_000])
 def test_invalid_completions(body):
     with pytest.raises(InvalidAnswer):
@@ -108,7 +109,9 @@ def test_frames_do_not_depend_on_how_the_bytes_arrive(cuts, crlf):
 
 
 @pytest.mark.parametrize("event, frame", [
-    (b'data: {"error": {"message": "boom"}}', Frame(b'data: {"error": {"message": "boom"}}\n\n', error=True)),
+    (b'data: {"error": {"message": "boom"}}',
+     Frame(b'data: {"error": {"message": "boom"}}\n\n', error="the upstream sent an error frame")),
+    (b'data: {"error": null, "choices": []}', Frame(b'data: {"error": null, "choices": []}\n\n')),  # as the SDK
     (b'data: {"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]}',
      Frame(b'data: {"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]}\n\n', content=True)),
     (b'data: {"choices": [{"delta": {"refusal": "no"}}]}',
@@ -121,10 +124,33 @@ def test_frame_kinds(event, frame):
     assert Frames(1000).feed(event + b"\n\n") == [frame]
 
 
-@pytest.mark.parametrize("event", [b"data: garbage", b"data: [1]", b"data: {\"choices\": ", b"data: " + b"[" * 100_000])
-def test_invalid_frames(event):
-    with pytest.raises(InvalidAnswer):
-        Frames(10**6).feed(event + b"\n\n")
+NOT_JSON = "an event of the upstream's stream is not JSON"
+NOT_OBJECT = "an event of the upstream's stream is not a JSON object"
+NOT_CHUNK = "an event of the upstream's stream is not a chat.completion.chunk object"
+
+
+@pytest.mark.parametrize("event, error", [
+    (b"data: garbage", NOT_JSON),
+    (b'data: {"choices": ', NOT_JSON),
+    (b"data: " + b"[" * 100_000, NOT_JSON),
+    (b"data: [1]", NOT_OBJECT),
+    (b'data: "text"', NOT_OBJECT),
+    (b'data: {"foo": 1}', NOT_CHUNK),
+    (b'data: {"choices": null}', NOT_CHUNK),
+    (b'data: {"choices": {"0": {"delta": {"content": "x"}}}}', NOT_CHUNK),
+    (b'data: {"choices": [1]}', NOT_CHUNK),
+    (b'data: {"choices": [{"delta": {"content": "x"}}, "x"]}', NOT_CHUNK),
+    (b'data: {"error": {}}', NOT_CHUNK),  # an empty error is none to the SDK: then a chunk it must be
+])
+def test_invalid_frames(event, error):
+    assert Frames(10**6).feed(event + b"\n\n") == [Frame(event + b"\n\n", error=error)]
+
+
+def test_the_frames_before_an_invalid_one_are_given_with_it():
+    wire = _chunk("Hello") + b"\n\n" + b'data: {"foo": 1}\n\n' + _chunk(" world") + b"\n\n"
+    assert Frames(1000).feed(wire) == [Frame(_chunk("Hello") + b"\n\n", content=True),
+                                       Frame(b'data: {"foo": 1}\n\n', error=NOT_CHUNK),
+                                       Frame(_chunk(" world") + b"\n\n", content=True)]
 
 
 def test_an_event_longer_than_the_limit_is_invalid():

@@ -30,6 +30,7 @@ from gwlab.router import Router
 from gwlab.server import Gateway
 from gwlab.sim import simulate
 from gwlab.stats import STREAM_ERROR
+from gwlab.wire import error_frame
 from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import CHAT, serving
 
@@ -426,6 +427,119 @@ def test_an_upstream_stream_idle_past_the_idle_timeout_is_a_stream_error():
     (status, _, body), took, stream_errors = asyncio.run(main_())
     assert status == 200 and b"provider up failed after 1 tokens" in body
     assert 0.2 <= took < 0.7 and stream_errors == 1
+
+
+KEEPALIVE = b": keepalive\n\n"
+DRIBBLE = b" "
+"""A byte at a time of an event that never ends (after ``data: ``): never a frame."""
+BLANK = b"\n"
+NO_TOKEN = chunk("")
+"""A chunk whose delta carries no token."""
+DONE = b"data: [DONE]\n\n"
+NO_CHOICES = b'data: {"foo": 1}\n\n' + DONE
+CHOICES_NOT_A_LIST = b'data: {"choices": {"0": {"delta": {"content": "x"}}}}\n\n' + DONE
+AN_ARRAY = b'data: [{"choices": []}]\n\n' + DONE
+IDLE = 0.3
+"""The gateway's ``timeout`` and ``stream_idle_timeout`` in the relay's tests: seconds."""
+MARGIN = 0.3
+"""Seconds a stream may end past its bound on a loaded machine."""
+
+
+def repeating(head: bytes, piece: bytes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upstream's stream: ``head``, then ``piece`` every 50 ms until the gateway leaves."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            await response.write(head)
+            while True:
+                await asyncio.sleep(0.05)
+                await response.write(piece)
+        except ConnectionResetError:
+            pass
+        return response
+
+    return handler
+
+
+async def relayed(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> tuple[Any, ...]:
+    """A stream through the gateway from ``handler``'s upstream, both bounds :data:`IDLE`:
+    its status, frames, seconds taken, answers counted for ``up`` and breaker state."""
+    async with upstream_app(handler) as url:
+        scenario = front({"up": real(url)}, gateway={"timeout": IDLE, "stream_idle_timeout": IDLE})
+        async with serving(scenario) as (gw, http):
+            started = time.monotonic()
+            status, _, body = await post(http, {**CHAT, "stream": True})
+            took = time.monotonic() - started
+            answers = {code: n for (code, name), n in gw.metrics.answers.items() if name == "up" and n}
+            return status, [f + b"\n\n" for f in body.split(b"\n\n") if f], took, answers, state(gw)
+
+
+@pytest.mark.parametrize("piece, passed_on", [
+    (KEEPALIVE, False),
+    (DRIBBLE, False),
+    (BLANK, False),
+    (NO_TOKEN, True),
+], ids=["comments", "dribbled-bytes", "blank-lines", "frames-without-a-token"])
+def test_nothing_but_a_token_holds_a_stream_open_past_the_idle_timeout(piece, passed_on):
+    head = chunk("Hello") + (b"data: " if piece is DRIBBLE else b"")
+    status, frames, took, answers, breaker = asyncio.run(relayed(repeating(head, piece)))
+    assert status == 200 and frames[0] == chunk("Hello")
+    assert frames[1:-1] == [piece] * (len(frames) - 2) if passed_on else len(frames) == 2
+    assert frames[-1] == error_frame(502, "provider up failed after 1 tokens", "provider_stream_error")
+    assert (answers, breaker) == ({STREAM_ERROR: 1}, State.FAILING)
+    assert IDLE <= took < IDLE + MARGIN
+
+
+@pytest.mark.parametrize("piece", [KEEPALIVE, DRIBBLE, BLANK, NO_TOKEN],
+                         ids=["comments", "dribbled-bytes", "blank-lines", "frames-without-a-token"])
+def test_nothing_but_a_token_holds_the_wait_for_the_first_past_the_gateway_timeout(piece):
+    status, frames, took, answers, breaker = asyncio.run(relayed(repeating(b"data: " if piece is DRIBBLE else b"",
+                                                                          piece)))
+    assert status == 504
+    assert json.loads(frames[0])["error"] == {"message": f"provider up did not answer within {IDLE:g} s",
+                                              "type": "api_error", "param": None, "code": "provider_timeout"}
+    assert (answers, breaker) == ({504: 1}, State.FAILING)
+    assert IDLE <= took < IDLE + MARGIN
+
+
+@pytest.mark.parametrize("invalid", [NO_CHOICES, CHOICES_NOT_A_LIST, AN_ARRAY],
+                         ids=["no-choices", "choices-not-a-list", "an-array"])
+def test_an_invalid_frame_before_the_first_token_is_a_502(invalid):
+    status, frames, took, answers, breaker = asyncio.run(relayed(repeating(NO_TOKEN, invalid)))
+    assert status == 502
+    assert json.loads(frames[0])["error"] == {"message": "provider up failed", "type": "api_error",
+                                              "param": None, "code": "provider_error"}
+    assert (answers, breaker) == ({502: 1}, State.FAILING)
+    assert took < IDLE  # at the frame, not at a timeout
+
+
+@pytest.mark.parametrize("invalid", [NO_CHOICES, CHOICES_NOT_A_LIST, AN_ARRAY],
+                         ids=["no-choices", "choices-not-a-list", "an-array"])
+def test_an_invalid_frame_after_the_first_token_ends_the_stream_with_the_error_frame(invalid):
+    head = chunk("Hello") + chunk(" there")
+    status, frames, took, answers, breaker = asyncio.run(relayed(repeating(head, chunk("!") + invalid)))
+    assert status == 200
+    assert frames == [chunk("Hello"), chunk(" there"), chunk("!"),
+                      error_frame(502, "provider up failed after 3 tokens", "provider_stream_error")]
+    assert (answers, breaker) == ({STREAM_ERROR: 1}, State.FAILING)
+    assert took < IDLE
+
+
+def test_tokens_each_within_the_idle_timeout_keep_a_stream_longer_than_it():
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ["a", "b", "c", "d", "e"]:
+            await response.write(chunk(word) + KEEPALIVE)
+            await asyncio.sleep(IDLE / 3)
+        await response.write(chunk(finish="stop") + DONE)
+        return response
+
+    status, frames, took, answers, breaker = asyncio.run(relayed(slow))
+    assert (status, answers, breaker) == (200, {200: 1}, State.HEALTHY)
+    assert frames == [*(chunk(word) for word in "abcde"), chunk(finish="stop"), DONE]
+    assert took > IDLE
 
 
 def test_a_client_that_leaves_mid_stream_closes_the_upstream_request_at_once():
