@@ -393,6 +393,10 @@ MAX_SEED = 2**64 - 1
 MAX_MODEL_LENGTH = 256
 """The longest model name accepted, in a request or a provider's ``model`` (model names are
 a few dozen characters). It bounds the memory held by the cache of encoded model names."""
+SHOWN_DIGITS = 40
+"""Most digits of a whole number an error message shows as given: twice those of the largest
+bound (:data:`MAX_SEED`); a longer one is shown rounded to six digits (``1E+400``), so that a
+message stays one short line."""
 MAX_DEPTH = 3
 """Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
 the third table. Deeper data is refused before it is walked."""
@@ -934,14 +938,21 @@ _MISSING = object()
 
 
 def _show(value: Any) -> str:
-    """``value`` as an error message shows it: one short line, whatever the value."""
+    """``value`` as an error message shows it: as TOML or JSON writes it (``true``, ``null``,
+    ``1979-05-27T07:32:00``), in one short line whatever the value: a table or an array that
+    is not of numbers named, a whole number of more than :data:`SHOWN_DIGITS` digits
+    rounded."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None:
+        return "null"
+    if hasattr(value, "isoformat"):  # a TOML date or time (this module imports no clock)
+        return value.isoformat()
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list) and not all(isinstance(v, float) for v in value):
         return "an array"
-    if isinstance(value, int) and value.bit_length() > 64:
+    if isinstance(value, int) and abs(value) >= 10**SHOWN_DIGITS:
         return str(Decimal(value).normalize(Context(prec=6)))  # 1E+400, not every digit
     return repr(value)
 

@@ -251,6 +251,14 @@ def test_a_redis_url_redis_py_refuses_exits_2_with_one_line_before_anything_star
         2, ("", f"gwlab: error: {source}: limiter.redis_url = {shown!r}: expected {expected}\n"))
 
 
+@pytest.mark.parametrize("command", ["simulate", "run", "serve"])
+def test_a_seed_out_of_range_is_shown_as_given(command, held_port, capsys):
+    rest = ["--duration", "1"] if command == "simulate" else ["--port", str(held_port)]
+    assert main([command, "--seed", "18446744073709551616", *rest]) == 2
+    assert capsys.readouterr() == (
+        "", "gwlab: error: --seed = 18446744073709551616: expected a whole number >= 0 and <= 18446744073709551615\n")
+
+
 # -- the live view ----------------------------------------------------------------------
 
 

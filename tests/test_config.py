@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -509,9 +510,38 @@ def test_values_are_shown_in_one_short_line():
     assert str(error.value) == (
         "scenario: breaker.failure_threshold = 18446744073709551615: expected a whole number >= 1 and <= 1000000")
 
+
+
+@pytest.mark.parametrize("value, shown", [
+    # as TOML or JSON writes it, as it was given
+    (None, "null"),
+    (True, "true"),
+    (2**64, "18446744073709551616"),
+    (-(2**100), "-1267650600228229401496703205376"),
+    (10**40 - 1, "9" * 40),
+    ("fast", "'fast'"),
+    (datetime.datetime(1979, 5, 27, 7, 32, tzinfo=datetime.timezone.utc), "1979-05-27T07:32:00+00:00"),
+    (datetime.date(1979, 5, 27), "1979-05-27"),
+    (datetime.time(7, 32, 0, 999000), "07:32:00.999000"),
+    # described when it cannot be one short line
+    (10**40, "1E+40"),
+    (-(10**400), "-1E+400"),
+    ({"a": 1}, "a table"),
+    ([None], "an array"),
+])
+def test_a_value_is_shown_as_given(value, shown):
     with pytest.raises(ConfigError) as error:
-        config.from_dict({"breaker": {"failure_threshold": 2**100}})
-    assert str(error.value).startswith("scenario: breaker.failure_threshold = 1.26765E+30: expected ")
+        config.from_dict({"breaker": {"failure_threshold": value}})
+    assert str(error.value) == \
+        f"scenario: breaker.failure_threshold = {shown}: expected a whole number >= 1 and <= 1000000"
+
+
+def test_a_toml_value_is_shown_as_written(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[limiter]\nrate = 1979-05-27T07:32:00\n")
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert str(error.value) == f"{path}: limiter.rate = 1979-05-27T07:32:00: expected a number >= 0.001 and <= 1e+06"
 
 
 @pytest.mark.parametrize("url, shown", [
