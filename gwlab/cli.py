@@ -202,6 +202,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     return scenario
 
 
+def _source(args: argparse.Namespace) -> str:
+    """What messages about the scenario of ``args`` name it by: its file, or ``scenario``."""
+    return str(args.config or "scenario")
+
+
 def check_writable(flag: str, path: Path | None) -> None:
     """Raise :class:`ConfigError` naming ``flag`` unless ``path`` (if given) is a file that
     can be written: checked before a run, so that its end is not lost to a typo."""
@@ -354,7 +359,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.replicas != 1:
             _check_replicas_args(args)
         scenario = scenario_from_args(args)
-        keys(scenario, str(args.config or "scenario"))  # a real upstream's key: there before anything starts
+        keys(scenario, _source(args))  # a real upstream's key: there before anything starts
     except (UsageError, ConfigError, FullInstallNeeded) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -371,7 +376,8 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     from gwlab.sim import simulate
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas)
+    result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas,
+                      source=_source(args))
     for line in summary_lines(result.summary()):
         print(line)
     if args.json is not None:
