@@ -401,9 +401,10 @@ def _sweep(args: argparse.Namespace) -> int:
         if path in grid:
             raise UsageError(f"--grid {path}: given twice: expected each path once, its values separated by commas")
         grid[path] = values
-    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), source="--grid")
+    measure = judge if args.measure == "recovery" else None
+    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), measure=measure, source="--grid")
     try:
-        rows = plan.run(judge if args.measure == "recovery" else None, workers=args.workers)
+        rows = plan.run(workers=args.workers)
     except KeyboardInterrupt:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
         return 128 + signal.SIGINT
