@@ -220,6 +220,11 @@ def check_distinct_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"{same} and {flag} both name {str(path)!r}: expected a file of its own for each")
 
 
+def _source(args: argparse.Namespace) -> str:
+    """What messages about the scenario of ``args`` name it by: its file, or ``scenario``."""
+    return str(args.config or "scenario")
+
+
 def check_writable(flag: str, path: Path | None) -> None:
     """Raise :class:`ConfigError` naming ``flag`` unless ``path`` (if given) is a file that
     can be written: checked before a run, so that its end is not lost to a typo."""
@@ -373,7 +378,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.replicas != 1:
             _check_replicas_args(args)
         scenario = scenario_from_args(args)
-        keys(scenario, str(args.config or "scenario"))  # a real upstream's key: there before anything starts
+        keys(scenario, _source(args))  # a real upstream's key: there before anything starts
     except (UsageError, ConfigError, FullInstallNeeded) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -390,7 +395,8 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     from gwlab.sim import simulate
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas)
+    result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas,
+                      source=_source(args))
     for line in summary_lines(result.summary()):
         print(line)
     if args.json is not None:
@@ -414,9 +420,10 @@ def _sweep(args: argparse.Namespace) -> int:
         if path in grid:
             raise UsageError(f"--grid {path}: given twice: expected each path once, its values separated by commas")
         grid[path] = values
-    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), source="--grid")
+    measure = judge if args.measure == "recovery" else None
+    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), measure=measure, source="--grid")
     try:
-        rows = plan.run(judge if args.measure == "recovery" else None, workers=args.workers)
+        rows = plan.run(workers=args.workers)
     except KeyboardInterrupt:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
         return 128 + signal.SIGINT

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from decimal import Context, Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from gwlab import balancer
 from gwlab.limiter import MAX_BURST, MAX_PER_MINUTE, MAX_RATE, MIN_RATE  # the ranges in which the limiter is exact
@@ -386,11 +386,18 @@ MAX_REDIS_TIMEOUT = 10.0
 """The longest ``limiter.redis_timeout``, seconds: every admission may wait that long."""
 MAX_PREFIX = 100
 """The longest ``limiter.redis_prefix``, characters."""
+MAX_REDIS_DB = 2**31 - 2
+"""The largest database number in ``limiter.redis_url``: a Redis has at most 2**31 - 1
+databases (its ``databases`` setting), numbered from 0."""
 MAX_SEED = 2**64 - 1
 """Largest random seed: 64 bits name more runs than anyone makes, and keep a seed printable."""
 MAX_MODEL_LENGTH = 256
 """The longest model name accepted, in a request or a provider's ``model`` (model names are
 a few dozen characters). It bounds the memory held by the cache of encoded model names."""
+SHOWN_DIGITS = 40
+"""Most digits of a whole number an error message shows as given: twice those of the largest
+bound (:data:`MAX_SEED`); a longer one is shown rounded to six digits (``1E+400``), so that a
+message stays one short line."""
 MAX_DEPTH = 3
 """Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
 the third table. Deeper data is refused before it is walked."""
@@ -416,7 +423,10 @@ class ConfigError(ValueError):
     """A scenario value that is not allowed. The message is one line, ready to show."""
 
 
-def _spec(allowed: str, check, kind=float) -> dict:
+def _spec(allowed: str | Callable[[Any], str], check, kind=float) -> dict:
+    """A field's metadata: ``allowed`` says what it may hold in a message (or, a function,
+    what the value refused was expected to be), ``check`` says whether a value of ``kind``
+    fits."""
     return {"allowed": allowed, "check": check, "kind": kind}
 
 
@@ -449,7 +459,7 @@ RUN_RANGES = {
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
-    return _spec(lambda: "one of " + ", ".join(repr(o) for o in options()), lambda v: v in options(), str)
+    return _spec(lambda _: "one of " + ", ".join(repr(o) for o in options()), lambda v: v in options(), str)
 
 
 _BOOL = _spec("true or false", lambda v: True, bool)
@@ -478,9 +488,54 @@ def redacted(url: str) -> str:
             f"{path}{question}{query}{hash_}{fragment}")
 
 
-_REDIS_URL = {**_spec("a redis:// or rediss:// URL (or unix:// for a socket)",
-                      lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and len(v.split("://", 1)) == 2,
-                      str), "redact": redacted}
+_REDIS_URL_FORM = "a redis:// or rediss:// URL (or unix:// for a socket)"
+REDIS_QUERY = ("db", "username", "password")
+"""The query arguments ``limiter.redis_url`` may hold; redis-py reads every one as a setting
+of its connections, and gwlab sets the rest itself (timeouts, retries)."""
+
+
+def _redis_url(url: str) -> str | None:
+    """What ``limiter.redis_url`` is expected to be that ``url`` is not, or ``None`` when it is
+    a Redis URL that redis-py's ``from_url`` reads as written: ``redis://`` or ``rediss://``,
+    a host, a port from 1 to 65535 if any, and a database number from 0 to
+    :data:`MAX_REDIS_DB` as the path if any; or ``unix://`` and a socket's path, no host or
+    port; a user and password in either; no query arguments but :data:`REDIS_QUERY`, ``db``
+    a database number. Split by :func:`urllib.parse.urlsplit`, as redis-py splits it. Of
+    the URL, the message says what is wrong, never the password."""
+    scheme, separator, _ = url.partition("://")
+    if not separator or scheme not in ("redis", "rediss", "unix"):
+        return _REDIS_URL_FORM
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # brackets that hold no IPv6 address, characters that change under NFKC
+        return f"{_REDIS_URL_FORM} that urllib.parse can split: an IPv6 host in brackets, no other brackets"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"{_REDIS_URL_FORM} with a port from 1 to 65535, or none for 6379"
+    if scheme == "unix":
+        if parts.hostname or port is not None or not parts.path:
+            return "unix:///PATH, the socket's path, with no host or port"
+    elif not parts.hostname:
+        return f"{_REDIS_URL_FORM} with a host, such as {REDIS_URL!r}"
+    elif parts.path not in ("", "/") and not _redis_db(parts.path[1:]):
+        return f"{_REDIS_URL_FORM} with a database number from 0 to {MAX_REDIS_DB} as its path, such as /0, or none"
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in REDIS_QUERY or (name == "db" and not _redis_db(value)):
+            return (f"{_REDIS_URL_FORM} with no query arguments but {', '.join(REDIS_QUERY)} (db a number from 0 to "
+                    f"{MAX_REDIS_DB})")
+    return None
+
+
+def _redis_db(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= len(str(MAX_REDIS_DB)) and int(text) <= MAX_REDIS_DB
+
+
+_REDIS_URL = {**_spec(lambda v: isinstance(v, str) and _redis_url(v) or _REDIS_URL_FORM,
+                      lambda v: _redis_url(v) is None, str),
+              "redact": redacted}
 _REDIS_PREFIX = _spec(f"1 to {MAX_PREFIX} printable ASCII characters, no spaces",
                       lambda v: 0 < len(v) <= MAX_PREFIX and v.isascii() and v.isprintable() and " " not in v, str)
 
@@ -859,7 +914,7 @@ class _Checker:
             ok = isinstance(raw, kind)
         if not ok or not spec["check"](raw):
             allowed = spec["allowed"]
-            raise self.fail(where, _safe(spec, raw), allowed() if callable(allowed) else allowed)
+            raise self.fail(where, _safe(spec, raw), allowed(raw) if callable(allowed) else allowed)
         return float(raw) if kind is float else tuple(raw) if kind is list else raw
 
     def depth(self, data: Any) -> None:
@@ -884,14 +939,21 @@ _MISSING = object()
 
 
 def _show(value: Any) -> str:
-    """``value`` as an error message shows it: one short line, whatever the value."""
+    """``value`` as an error message shows it: as TOML or JSON writes it (``true``, ``null``,
+    ``1979-05-27T07:32:00``), in one short line whatever the value: a table or an array that
+    is not of numbers named, a whole number of more than :data:`SHOWN_DIGITS` digits
+    rounded."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None:
+        return "null"
+    if hasattr(value, "isoformat"):  # a TOML date or time (this module imports no clock)
+        return value.isoformat()
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list) and not all(isinstance(v, float) for v in value):
         return "an array"
-    if isinstance(value, int) and value.bit_length() > 64:
+    if isinstance(value, int) and abs(value) >= 10**SHOWN_DIGITS:
         return str(Decimal(value).normalize(Context(prec=6)))  # 1E+400, not every digit
     return repr(value)
 

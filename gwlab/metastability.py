@@ -23,8 +23,10 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gwlab import config
+from gwlab.config import ConfigError, Scenario
 from gwlab.stats import USER_OUTCOMES
 from gwlab.timeseries import TimeSeries
+from gwlab.workload import follows_users
 
 if TYPE_CHECKING:
     from gwlab.sim import SimResult
@@ -51,13 +53,9 @@ def recovery(series: TimeSeries, start: float, end: float) -> Recovery:
     :data:`~gwlab.config.PERSISTS_FOR` × (end − start) seconds after it, or when no user
     request ended before it."""
     length = end - start
-    span = sum(b.width for b in series.bins)
-    if not (config.RECOVERED_FOR <= start < end):
-        raise ValueError(f"recovery: a trigger from {start!r} to {end!r} s: expected "
-                         f"{config.RECOVERED_FOR:g} <= start < end")
-    if end + config.PERSISTS_FOR * length > span + 1e-9:
-        raise ValueError(f"recovery: the run lasts {span:g} s: expected at least {config.PERSISTS_FOR:g} times "
-                         f"the trigger's {length:g} s after its end, so {end + config.PERSISTS_FOR * length:g} s")
+    problem = _trigger(start, end, sum(b.width for b in series.bins))
+    if problem:
+        raise ValueError(f"recovery: {problem}")
     bins = series.resample(config.JUDGED_BIN).bins
     ok = [b.tally.users["ok"] for b in bins]
     ended = [sum(b.tally.users[o] for o in USER_OUTCOMES) for b in bins]
@@ -79,19 +77,62 @@ def recovery(series: TimeSeries, start: float, end: float) -> Recovery:
     return Recovery(baseline, persists, recovered_after)
 
 
-def judge(result: SimResult) -> dict[str, Any]:
-    """A simulated run judged by :func:`recovery` around its trigger, the stretch from its
-    scenario's first scripted event to its second: ``trigger`` (its length in seconds),
-    ``baseline``, ``persists``, ``recovered`` (whether the run recovered before its end) and
-    ``recovered_after`` (seconds, ``None`` when it did not). A measure for
-    :func:`gwlab.sweep.sweep`, as in a phase diagram (:func:`gwlab.plots.phase_diagram`).
+def _trigger(start: float, end: float, span: float) -> str | None:
+    """What keeps a run of ``span`` seconds from being judged around a trigger from ``start``
+    to ``end`` seconds, or ``None``."""
+    if not (config.RECOVERED_FOR <= start < end):
+        return f"a trigger from {start!r} to {end!r} s: expected {config.RECOVERED_FOR:g} <= start < end"
+    need = end + config.PERSISTS_FOR * (end - start)
+    if need > span + 1e-9:
+        return (f"the run lasts {span:g} s: expected at least {config.PERSISTS_FOR:g} times the trigger's "
+                f"{end - start:g} s after its end, so {need:g} s")
+    return None
 
-    Raises :class:`ValueError` for a scenario with fewer than two events, or as
-    :func:`recovery` does."""
-    events = result.scenario.events
-    if len(events) < 2:
-        raise ValueError(f"judge: {len(events)} scripted events: expected a trigger from the first to the second")
-    start, end = events[0].at, events[1].at
-    judged = recovery(result.timeseries(), start, end)
-    return {"trigger": end - start, "baseline": judged.baseline, "persists": judged.persists,
-            "recovered": judged.recovered_after is not None, "recovered_after": judged.recovered_after}
+
+class Judge:
+    """The measure :data:`judge`: a class, so that it carries its own :meth:`check`."""
+
+    def __call__(self, result: SimResult) -> dict[str, Any]:
+        """``result`` judged by :func:`recovery` around its trigger, the stretch from its
+        scenario's first scripted event to its second: ``trigger`` (its length in seconds),
+        ``baseline``, ``persists``, ``recovered`` (whether the run recovered before its end)
+        and ``recovered_after`` (seconds, ``None`` when it did not).
+
+        Raises :class:`~gwlab.config.ConfigError` (a :class:`ValueError`) for a run that
+        :meth:`check` refuses, and :class:`ValueError` as :func:`recovery` does."""
+        series = result.timeseries()
+        self.check(result.scenario, result.duration, series.bin_width)
+        start, end = result.scenario.events[0].at, result.scenario.events[1].at
+        judged = recovery(series, start, end)
+        return {"trigger": end - start, "baseline": judged.baseline, "persists": judged.persists,
+                "recovered": judged.recovered_after is not None, "recovered_after": judged.recovered_after}
+
+    def check(self, scenario: Scenario, duration: float, bin_width: float, source: str = "scenario") -> None:
+        """Raise :class:`~gwlab.config.ConfigError` naming ``source`` when no run of
+        ``scenario`` for ``duration`` seconds in bins of ``bin_width`` seconds can be judged,
+        whatever happens in it: fewer than two scripted events, a trigger :func:`recovery`
+        cannot judge in a run that long, bins that do not divide
+        :data:`~gwlab.config.JUDGED_BIN`, or clients that neither time out nor retry (no user
+        requests to judge). :func:`gwlab.sweep.sweep` calls it for every point before any
+        run."""
+        events = scenario.events
+        if len(events) < 2:
+            raise ConfigError(f"{source}: judge: {len(events)} scripted events: expected a trigger from the first "
+                              "to the second")
+        problem = _trigger(events[0].at, events[1].at, duration)
+        if problem:
+            raise ConfigError(f"{source}: judge: {problem}")
+        bins = config.JUDGED_BIN / bin_width
+        if round(bins) < 1 or not math.isclose(bins, round(bins), rel_tol=1e-9):
+            raise ConfigError(f"{source}: judge: bin_width = {bin_width:g}: expected a width that divides the "
+                              f"{config.JUDGED_BIN:g} s of the bins judged")
+        if not follows_users(scenario.workload):
+            w = scenario.workload
+            raise ConfigError(f"{source}: judge: workload.retry_policy = {w.retry_policy!r} and workload.timeout = "
+                              f"{w.timeout:g}: expected clients that time out or retry, whose user requests are judged")
+
+
+judge = Judge()
+"""A simulated run judged around its trigger (:meth:`Judge.__call__`): a measure for
+:func:`gwlab.sweep.sweep`, as in a phase diagram (:func:`gwlab.plots.phase_diagram`), whose
+:meth:`Judge.check` the sweep calls for every point before it runs any."""

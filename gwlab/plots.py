@@ -16,7 +16,7 @@ and for LLM traffic (:data:`LLM_PANELS`, when the series holds it or when asked)
 - output tokens per second,
 - each provider's calls waiting for a slot.
 
-and, for a sweep of storms judged by :func:`gwlab.metastability.judge`, a phase diagram
+and, for a sweep of storms judged by :data:`gwlab.metastability.judge`, a phase diagram
 (:func:`phase_diagram`).
 
 Every quantity has one colour wherever it is drawn (live, static, in the report and in a
@@ -296,7 +296,7 @@ def phase_diagram(rows: Any, x: str, y: str = "trigger", facet: str | None = Non
     storm persisted or never ended) to bluish green (all), the share written in each cell;
     one panel per value of ``facet`` when given.
 
-    ``rows`` are :func:`gwlab.sweep.sweep`'s rows with :func:`gwlab.metastability.judge`'s
+    ``rows`` are :func:`gwlab.sweep.sweep`'s rows with :data:`gwlab.metastability.judge`'s
     columns (a list of dicts, or a pandas DataFrame). Raises :class:`KeyError` naming a
     column that no row has."""
     records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)

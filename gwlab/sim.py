@@ -191,6 +191,7 @@ def simulate(
     keep_requests: bool = False,
     progress: Callable[[float], None] | None = None,
     replicas: int = config.REPLICAS,
+    source: str | None = None,
 ) -> SimResult:
     """Run ``scenario`` for ``duration`` simulated seconds.
 
@@ -204,9 +205,12 @@ def simulate(
     ``limiter.backend = "redis"`` they admit with one bucket, else each with its own. The
     summary then lists each replica's breakers (``replicas``), and the time series shows
     each provider in the least available state any replica has it in.
-    Raises :class:`~gwlab.config.ConfigError` for bad input, naming it."""
-    source = str(scenario) if isinstance(scenario, (str, Path)) else "scenario"
-    scenario = as_scenario(scenario)
+    Raises :class:`~gwlab.config.ConfigError` for bad input, naming it: the scenario by
+    ``source`` (by default its file's path, or ``scenario``), which also starts the warnings
+    about its events."""
+    if source is None:
+        source = str(scenario) if isinstance(scenario, (str, Path)) else "scenario"
+    scenario = as_scenario(scenario, source)
     duration, bin_width = run_arguments(duration, bin_width, "simulate")
     seed = config.run_argument("seed", seed, "simulate: seed")
     replicas = config.run_argument("replicas", replicas, "simulate: replicas")
@@ -257,17 +261,18 @@ class Stuck(RuntimeError):
     or before its previous one. A bug, in the engine or in what validation let through."""
 
 
-def as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None) -> Scenario:
+def as_scenario(scenario: Scenario | Mapping[str, Any] | str | Path | None, source: str = "scenario") -> Scenario:
     """What :func:`simulate` accepts as its scenario (a :class:`~gwlab.config.Scenario`, plain
     data in the TOML shape, a TOML file's path or ``None`` for the seed), as a checked
-    :class:`~gwlab.config.Scenario`. Raises :class:`~gwlab.config.ConfigError`."""
+    :class:`~gwlab.config.Scenario`. Raises :class:`~gwlab.config.ConfigError` naming
+    ``source`` (a file, its path)."""
     if scenario is None:
         return Scenario()
     if isinstance(scenario, Scenario):
-        config.check(scenario)
+        config.check(scenario, source)
         return scenario
     if isinstance(scenario, Mapping):
-        return config.from_dict(scenario)
+        return config.from_dict(scenario, source)
     if isinstance(scenario, (str, Path)):
         return config.load(scenario)
     raise ConfigError(f"simulate: scenario = {type(scenario).__name__}: expected a Scenario, a dict, a TOML path or None")

@@ -19,9 +19,10 @@ runs them, this process (``workers=1``), a pool of processes (the default) or an
 (``distributed.Client(cluster).get_executor()``).
 
 The grid is checked whole before anything runs (:class:`Plan`): every point's scenario is
-built and checked as :func:`gwlab.simulate` checks it, so a bad value fails at once with a
-:class:`~gwlab.config.ConfigError` naming the path, the value and what is allowed, not after
-an hour of runs. A sweep holds at most :data:`gwlab.config.MAX_SWEEP_RUNS` runs, and hands
+built and checked as :func:`gwlab.simulate` checks it, and as the measure's own ``check``
+does (:data:`gwlab.metastability.judge` needs a trigger it can judge), so a bad value fails
+at once with a :class:`~gwlab.config.ConfigError` naming the path, the value and what is
+allowed, not after an hour of runs. A sweep holds at most :data:`gwlab.config.MAX_SWEEP_RUNS` runs, and hands
 an executor at most two runs per worker at a time: a large grid is never queued whole, and
 its scenarios are built again as their runs are handed out rather than kept.
 
@@ -113,7 +114,11 @@ def sweep(
       same keys for every run, each value a number, a boolean, a string or ``None``
       (default :func:`summary_measure`). It runs in the worker processes, so it must be
       picklable: a function defined at the top level of a module, or an instance of a class
-      defined there (a lambda or a nested function works only with ``workers=1``).
+      defined there (a lambda or a nested function works only with ``workers=1``). A measure
+      with a method ``check(scenario, duration, bin_width, source)``, such as
+      :data:`gwlab.metastability.judge`, has it called for every point before any run: it
+      raises :class:`~gwlab.config.ConfigError` naming ``source`` for a point whose runs it
+      could not measure.
     - ``executor``: any :class:`concurrent.futures.Executor` to run on (a dask cluster's
       ``Client(cluster).get_executor()``); it is used, not shut down. Without one, a
       :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
@@ -130,12 +135,13 @@ def sweep(
     the same columns as keys.
 
     Raises :class:`~gwlab.config.ConfigError` for a bad scenario, grid, duration, seeds or
-    workers, before any run; :class:`TypeError` for a measure that is not callable or
-    cannot reach the worker processes, or that returns other keys or values than above; and
+    workers, or a point the measure's ``check`` refuses, before any run; :class:`TypeError`
+    for a measure that is not callable or cannot reach the worker processes, or that returns
+    other keys or values than above; and
     whatever a run raised, with a note naming its point and seed: of the runs that fail, the
     first in the rows' order, the same whatever the executor and the number of workers."""
-    plan = Plan(scenario, grid, duration, seeds, bin_width=bin_width)
-    rows = plan.run(measure, executor=executor, workers=workers, progress=progress)
+    plan = Plan(scenario, grid, duration, seeds, measure=measure, bin_width=bin_width)
+    rows = plan.run(executor=executor, workers=workers, progress=progress)
     try:
         import pandas
     except ImportError:
@@ -192,8 +198,8 @@ class Plan:
     its paths' values on the scenario, as a patch would, and leaves the rest as it was (a
     path may also set a table: ``workload`` = ``{"mode": "open", "rate": 500}``); its
     scenario is refused, naming the path and value, wherever :func:`gwlab.simulate` would
-    refuse it. ``source`` starts the messages about the grid (``--grid`` for the command
-    line)."""
+    refuse it, or wherever the measure's ``check`` refuses it (see :func:`sweep`). ``source``
+    starts the messages about the grid (``--grid`` for the command line)."""
 
     def __init__(
         self,
@@ -202,9 +208,14 @@ class Plan:
         duration: float,
         seeds: int | Iterable[int],
         *,
+        measure: Measure | None = None,
         bin_width: float = config.BIN_WIDTH,
         source: str = "sweep: grid",
     ) -> None:
+        if measure is not None and not callable(measure):
+            raise TypeError(f"sweep: measure = {measure!r}: expected a function of a SimResult returning a dict")
+        self.measure = measure
+        """What each run's row holds besides its point and seed (``None``: :func:`summary_measure`)."""
         self.base = sim.as_scenario(scenario)
         """The scenario the points change."""
         self.duration, self.bin_width = sim.run_arguments(duration, bin_width, "sweep")
@@ -252,14 +263,17 @@ class Plan:
                 data["events"] = _assign(data["events"], parts, value)
             scenario = config.from_dict(data, where)
         sim.check_runnable(scenario, where)
+        check = getattr(self.measure, "check", None)
+        if check is not None:
+            check(scenario, self.duration, self.bin_width, where)
         return scenario
 
-    def run(self, measure: Measure | None = None, *, executor: Executor | None = None, workers: int | None = None,
+    def run(self, *, executor: Executor | None = None, workers: int | None = None,
             progress: bool | None = None) -> list[Row]:
-        """Run every point with every seed; the rows as a list of dicts (see :func:`sweep`,
-        which takes the same arguments and raises the same errors)."""
-        if measure is not None and not callable(measure):
-            raise TypeError(f"sweep: measure = {measure!r}: expected a function of a SimResult returning a dict")
+        """Run every point with every seed, each measured by :attr:`measure`; the rows as a
+        list of dicts (see :func:`sweep`, which takes the same arguments and raises the same
+        errors)."""
+        measure = self.measure
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"sweep: executor = {executor!r}: expected a concurrent.futures.Executor")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -276,7 +290,7 @@ class Plan:
         table = _Table(self)
         bar = _bar(progress, len(self))
         try:
-            tasks = self._tasks(measure)
+            tasks = self._tasks()
             if executor is not None:
                 self._execute(executor.submit, tasks, config.SWEEP_OUTSTANDING_PER_WORKER * count, table, bar)
             elif not pooled:
@@ -302,13 +316,13 @@ class Plan:
         values = _describe(self.paths, self.points[point]) or "the scenario as it is"
         return f"sweep: point {point} ({values}), seed {self.seeds[seed]}"
 
-    def _tasks(self, measure: Measure | None) -> Iterator[tuple]:
+    def _tasks(self) -> Iterator[tuple]:
         """The arguments of :func:`_run` for every run, in order; each point's scenario is
         built when its first run is handed out."""
         for point in self.points:
             scenario = self.scenario(point)
             for seed in self.seeds:
-                yield scenario, self.duration, seed, self.bin_width, measure
+                yield scenario, self.duration, seed, self.bin_width, self.measure
 
     def _execute(self, submit: Callable[..., Future], tasks: Iterator[tuple], limit: int, table: _Table,
                  bar: Any) -> None:

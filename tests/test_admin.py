@@ -68,6 +68,29 @@ def test_bad_patch_is_400_with_the_config_error(patch):
                              "param": None, "code": "invalid_config"}
 
 
+@pytest.mark.parametrize("body, message", [
+    # each value as the JSON sent spells it
+    (b'{"limiter": {"rate": null}}', "limiter.rate = null: expected a number >= 0.001 and <= 1e+06"),
+    (b'{"breaker": {"enabled": null}}', "breaker.enabled = null: expected true or false"),
+    (b'{"limiter": {"rate": false}}', "limiter.rate = false: expected a number >= 0.001 and <= 1e+06"),
+    (b'{"breaker": {"failure_threshold": 18446744073709551616}}',
+     "breaker.failure_threshold = 18446744073709551616: expected a whole number >= 1 and <= 1000000"),
+    (b'{"providers": {"p1": {"outage": null}}}', "providers.p1.outage = null: expected one of 'none', 'error', 'hang'"),
+    (b'{"limiter": {"redis_url": null}}',
+     "limiter.redis_url = null: expected a redis:// or rediss:// URL (or unix:// for a socket)"),
+    (b'{"limiter": {"redis_url": "redis://:s3cret@127.0.0.1:notaport/0"}}',
+     "limiter.redis_url = 'redis://:***@127.0.0.1:notaport/0': expected a redis:// or rediss:// URL (or unix:// for "
+     "a socket) with a port from 1 to 65535, or none for 6379"),
+])
+def test_a_bad_patch_names_the_value_as_sent(body, message):
+    async def main():
+        async with serving(config.Scenario()) as (gw, http):
+            return await call(http, "PATCH", "/admin/config", data=body, headers={"Content-Type": "application/json"})
+
+    status, answer = asyncio.run(main())
+    assert (status, answer["error"]["message"]) == (400, f"PATCH /admin/config: {message}")
+
+
 @pytest.mark.parametrize("depth", [1000, 100_000])
 def test_patch_nested_deeper_than_a_scenario_is_400_in_one_line(depth):
     body = b'{"limiter": ' + b'{"a": ' * depth + b"1" + b"}" * (depth + 1)

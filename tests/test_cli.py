@@ -211,6 +211,64 @@ def test_a_bad_flag_exits_2_with_one_line_naming_it(case, held_port, capsys):
     assert (status, out, err) == (2, "", expected + "\n")
 
 
+FORM = "a redis:// or rediss:// URL (or unix:// for a socket)"
+BAD_REDIS_URLS = [
+    # (url, as the message shows it, what it says is expected): one of each kind redis-py refuses
+    ("redis://127.0.0.1:notaport/0", "redis://127.0.0.1:notaport/0",
+     f"{FORM} with a port from 1 to 65535, or none for 6379"),
+    ("redis://:s3cret@127.0.0.1:99999/0", "redis://:***@127.0.0.1:99999/0",
+     f"{FORM} with a port from 1 to 65535, or none for 6379"),
+    ("redis://[::1/0", "redis://[::1/0",
+     f"{FORM} that urllib.parse can split: an IPv6 host in brackets, no other brackets"),
+    ("redis://127.0.0.1:6379/0?timeout=x", "redis://127.0.0.1:6379/0?timeout=x",
+     f"{FORM} with no query arguments but db, username, password (db a number from 0 to 2147483646)"),
+]
+REDIS_COMMANDS = [
+    # (command, its flags besides the URL's, whether the URL is given in the file or by --redis-url)
+    ("serve", ["--limiter-backend", "redis"], "flag"),
+    ("serve", ["--limiter-backend", "redis", "--replicas", "2"], "flag"),
+    ("serve", ["--replicas", "2"], "file"),
+    ("run", ["--limiter-backend", "redis", "--duration", "1"], "flag"),
+    ("run", ["--duration", "1"], "file"),
+    ("simulate", ["--duration", "1"], "file"),
+    ("simulate", ["--duration", "1", "--replicas", "2"], "file"),
+]
+
+
+@pytest.mark.parametrize("url, shown, expected", BAD_REDIS_URLS, ids=[u for u, _, _ in BAD_REDIS_URLS])
+@pytest.mark.parametrize("command, flags, given", REDIS_COMMANDS,
+                         ids=[" ".join([c, *f, g]) for c, f, g in REDIS_COMMANDS])
+def test_a_redis_url_redis_py_refuses_exits_2_with_one_line_before_anything_starts(url, shown, expected, command,
+                                                                                  flags, given, tmp_path, held_port,
+                                                                                  capsys):
+    path = tmp_path / "s.toml"
+    path.write_text(f'[limiter]\nbackend = "redis"\nredis_url = "{url}"\n')
+    where = ["--redis-url", url] if given == "flag" else ["--config", str(path)]
+    ports = [] if command == "simulate" else ["--port", str(held_port)]
+    status = main([command, *flags, *where, *ports])
+    source = "--redis-url" if given == "flag" else str(path)
+    assert (status, capsys.readouterr()) == (
+        2, ("", f"gwlab: error: {source}: limiter.redis_url = {shown!r}: expected {expected}\n"))
+
+
+@pytest.mark.parametrize("command", ["simulate", "run", "serve"])
+def test_a_seed_out_of_range_is_shown_as_given(command, held_port, capsys):
+    rest = ["--duration", "1"] if command == "simulate" else ["--port", str(held_port)]
+    assert main([command, "--seed", "18446744073709551616", *rest]) == 2
+    assert capsys.readouterr() == (
+        "", "gwlab: error: --seed = 18446744073709551616: expected a whole number >= 0 and <= 18446744073709551615\n")
+
+
+def test_a_check_of_several_fields_names_the_file(tmp_path, capsys):
+    path = tmp_path / "f.toml"
+    path.write_text("[limiter]\ntpm = 10\n[workload]\nmax_tokens = 100\n")
+    assert main(["simulate", "--config", str(path), "--duration", "1"]) == 2
+    assert capsys.readouterr() == ("", (
+        f"gwlab: error: {path}: limiter.tpm = 10: each request reserves 102 tokens (workload.prompt_tokens = 2 and "
+        "workload.max_tokens = 100), more than the limit can ever admit; expected a limiter.tpm >= 102, or a smaller "
+        "workload.max_tokens\n"))
+
+
 # -- the live view ----------------------------------------------------------------------
 
 

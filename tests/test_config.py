@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwlab import config
 from gwlab.config import ConfigError, Event, Scenario
@@ -506,9 +510,39 @@ def test_values_are_shown_in_one_short_line():
         config.from_dict({"breaker": {"failure_threshold": 2**64 - 1}})
     assert str(error.value) == (
         "scenario: breaker.failure_threshold = 18446744073709551615: expected a whole number >= 1 and <= 1000000")
+
+
+
+@pytest.mark.parametrize("value, shown", [
+    # as TOML or JSON writes it, as it was given
+    (None, "null"),
+    (True, "true"),
+    (2**64, "18446744073709551616"),
+    (-(2**100), "-1267650600228229401496703205376"),
+    (10**40 - 1, "9" * 40),
+    ("fast", "'fast'"),
+    (datetime.datetime(1979, 5, 27, 7, 32, tzinfo=datetime.timezone.utc), "1979-05-27T07:32:00+00:00"),
+    (datetime.date(1979, 5, 27), "1979-05-27"),
+    (datetime.time(7, 32, 0, 999000), "07:32:00.999000"),
+    # described when it cannot be one short line
+    (10**40, "1E+40"),
+    (-(10**400), "-1E+400"),
+    ({"a": 1}, "a table"),
+    ([None], "an array"),
+])
+def test_a_value_is_shown_as_given(value, shown):
     with pytest.raises(ConfigError) as error:
-        config.from_dict({"breaker": {"failure_threshold": 2**100}})
-    assert str(error.value).startswith("scenario: breaker.failure_threshold = 1.26765E+30: expected ")
+        config.from_dict({"breaker": {"failure_threshold": value}})
+    assert str(error.value) == \
+        f"scenario: breaker.failure_threshold = {shown}: expected a whole number >= 1 and <= 1000000"
+
+
+def test_a_toml_value_is_shown_as_written(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("[limiter]\nrate = 1979-05-27T07:32:00\n")
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert str(error.value) == f"{path}: limiter.rate = 1979-05-27T07:32:00: expected a number >= 0.001 and <= 1e+06"
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -525,6 +559,96 @@ def test_values_are_shown_in_one_short_line():
 ])
 def test_a_urls_password_is_redacted_and_the_rest_kept_as_given(url, shown):
     assert config.redacted(url) == shown
+
+
+FORM = "a redis:// or rediss:// URL (or unix:// for a socket)"
+PORT = f"{FORM} with a port from 1 to 65535, or none for 6379"
+SPLIT = f"{FORM} that urllib.parse can split: an IPv6 host in brackets, no other brackets"
+DB = f"{FORM} with a database number from 0 to 2147483646 as its path, such as /0, or none"
+QUERY = f"{FORM} with no query arguments but db, username, password (db a number from 0 to 2147483646)"
+HOST = f"{FORM} with a host, such as 'redis://127.0.0.1:6379/0'"
+UNIX = "unix:///PATH, the socket's path, with no host or port"
+REDIS_URLS_REFUSED = [
+    # (url, as the message shows it, what it says is expected): one row per kind of URL redis-py refuses,
+    # would fail with at its first call, or would read otherwise than written
+    ("http://127.0.0.1:6379", "http://127.0.0.1:6379", FORM),
+    ("REDIS://127.0.0.1:6379/0", "REDIS://127.0.0.1:6379/0", FORM),
+    ("redis://127.0.0.1:notaport/0", "redis://127.0.0.1:notaport/0", PORT),
+    ("redis://127.0.0.1:99999/0", "redis://127.0.0.1:99999/0", PORT),
+    ("redis://127.0.0.1:0/0", "redis://127.0.0.1:0/0", PORT),
+    ("redis://127.0.0.1:+6379/0", "redis://127.0.0.1:+6379/0", PORT),
+    ("redis://:s3cret@127.0.0.1:x/0", "redis://:***@127.0.0.1:x/0", PORT),
+    ("redis://[::1/0", "redis://[::1/0", SPLIT),
+    ("redis://:s3cret@\u2100/0", "redis://:***@\u2100/0", SPLIT),  # NFKC makes it a/c: a / in the host
+    ("redis://", "redis://", HOST),
+    ("rediss://:s3cret@:6380/0", "rediss://:***@:6380/0", HOST),
+    ("redis://h/abc", "redis://h/abc", DB),
+    ("redis://h/-1", "redis://h/-1", DB),
+    ("redis://h/1/2", "redis://h/1/2", DB),
+    ("redis://h/2147483647", "redis://h/2147483647", DB),
+    ("redis://h/" + "1" * 5000, "redis://h/" + "1" * 5000, DB),
+    ("redis://h/0?db=x", "redis://h/0?db=x", QUERY),
+    ("redis://h/0?db=", "redis://h/0?db=", QUERY),
+    ("redis://h/0?foo=bar", "redis://h/0?foo=bar", QUERY),
+    ("redis://h/0?password=s3cret&socket_timeout=1", "redis://h/0?password=***&socket_timeout=1", QUERY),
+    ("unix://", "unix://", UNIX),
+    ("unix://run/redis.sock", "unix://run/redis.sock", UNIX),
+    ("unix://:6379/run/redis.sock", "unix://:6379/run/redis.sock", UNIX),
+    ("unix:///run/redis.sock?db=x", "unix:///run/redis.sock?db=x", QUERY),
+]
+
+
+@pytest.mark.parametrize("url, shown, expected", REDIS_URLS_REFUSED, ids=[u[:40] for u, _, _ in REDIS_URLS_REFUSED])
+def test_a_redis_url_redis_py_would_not_read_as_written_is_refused_naming_what_is_expected(url, shown, expected):
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"limiter": {"redis_url": url}})
+    assert str(error.value) == f"scenario: limiter.redis_url = {shown!r}: expected {expected}"
+
+
+REDIS_URLS = [
+    # (url, what redis-py's connection takes from it)
+    ("redis://127.0.0.1:6379/0", {"host": "127.0.0.1", "port": 6379, "db": 0}),
+    ("redis://10.0.0.5", {"host": "10.0.0.5", "port": 6379, "db": 0}),
+    ("redis://h/", {"host": "h", "port": 6379, "db": 0}),
+    ("rediss://user:s3c@ret@h:6380/2", {"host": "h", "port": 6380, "db": 2, "username": "user", "password": "s3c@ret"}),
+    ("redis://[::1]:1/2147483646", {"host": "::1", "port": 1, "db": 2147483646}),
+    ("redis://h:65535/0?db=3&password=s3cret&username=u",
+     {"host": "h", "port": 65535, "db": 3, "password": "s3cret", "username": "u"}),
+    ("redis://h/0#x", {"host": "h", "port": 6379, "db": 0}),
+    ("unix:///run/redis.sock", {"path": "/run/redis.sock", "db": 0}),
+    ("unix://:s3cret@/run/redis.sock?db=1", {"path": "/run/redis.sock", "db": 1, "password": "s3cret"}),
+]
+
+
+@pytest.mark.parametrize("url, taken", REDIS_URLS)
+def test_a_redis_url_taken_is_one_redis_py_reads_as_written(url, taken):
+    assert config.from_dict({"limiter": {"redis_url": url}}).limiter.redis_url == url
+    connection = pytest.importorskip("redis.asyncio").ConnectionPool.from_url(url)
+    connection = connection.connection_class(**connection.connection_kwargs)  # no unknown argument: no TypeError
+    assert {key: getattr(connection, key) for key in taken} == taken
+
+
+@settings(max_examples=300, deadline=None)
+@given(scheme=st.sampled_from(["redis", "rediss", "unix", "http"]),
+       user=st.sampled_from(["", "u@", ":s3cret@", "u:p@"]),
+       host=st.sampled_from(["", "h", "127.0.0.1", "[::1]", "[::1", "h]"]),
+       port=st.sampled_from(["", ":", ":0", ":1", ":6379", ":65535", ":65536", ":x", ": 1"]),
+       path=st.sampled_from(["", "/", "/0", "/15", "/x", "/1/2", "/run/redis.sock"]),
+       query=st.sampled_from(["", "?db=1", "?db=x", "?db=", "?foo=1", "?password=p&db=2", "?socket_timeout=1"]))
+def test_every_redis_url_taken_is_read_by_redis_py_as_urllib_splits_it(scheme, user, host, port, path, query):
+    url = f"{scheme}://{user}{host}{port}{path}{query}"
+    try:
+        config.from_dict({"limiter": {"redis_url": url}})
+    except ConfigError:
+        return
+    pool = pytest.importorskip("redis.asyncio").ConnectionPool.from_url(url)
+    connection = pool.connection_class(**pool.connection_kwargs)
+    parts, args = urlsplit(url), dict(parse_qsl(urlsplit(url).query))
+    if scheme == "unix":
+        assert connection.path == parts.path
+    else:
+        assert (connection.host, connection.port) == (parts.hostname, parts.port or 6379)
+    assert connection.db == int(args.get("db", parts.path[1:] if scheme != "unix" else "") or 0)
 
 
 def test_a_scenario_shows_the_password_of_its_redis_url_nowhere():

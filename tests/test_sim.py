@@ -215,7 +215,7 @@ def test_custom_balancer_registered_changes_the_result(monkeypatch):
     ({"duration": 10, "bin_width": 1e-6}, "duration = 10: expected at most 100000 bins of bin_width = 1e-06 s, so <= 0.1"),
     ({"duration": 100_001}, "duration = 100001: expected at most 100000 bins of bin_width = 1 s, so <= 100000"),
     ({"duration": 10, "seed": -1}, "seed = -1: expected a whole number >= 0 and <= 18446744073709551615"),
-    ({"duration": 10, "seed": 2**64}, "seed = 1.84467E+19: expected a whole number >= 0"),
+    ({"duration": 10, "seed": 2**64}, "seed = 18446744073709551616: expected a whole number >= 0"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, field):
     with pytest.raises(ConfigError, match=re.escape(field)):

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from gwlab import config
 from gwlab.cli import _toml_values, main
 from gwlab.config import ConfigError
+from gwlab.metastability import judge
 from gwlab.sim import SimResult, simulate
 from gwlab.sweep import Plan, read_csv, summary_measure, sweep, write_csv
 from tests.conftest import SIMULATION_TIMEOUT, require_module
@@ -275,6 +276,35 @@ def test_a_bad_grid_is_refused_whole_before_any_run(grid, seeds, message):
     assert config.MAX_SWEEP_RUNS == 100_000
 
 
+STORM = SCENARIOS / "retry_storm.toml"
+"""A trigger from t = 60 s to t = 90 s, clients that time out after 2 s and retry."""
+
+
+@pytest.mark.parametrize("scenario, grid, duration, bin_width, message", [
+    (STORM, {"events.1.at": [61.0, 120.0]}, 420, 1.0,
+     "sweep: grid point events.1.at=120.0: judge: the run lasts 420 s: expected at least 10 times the trigger's 60 "
+     "s after its end, so 720 s"),
+    (STORM, {"events.0.at": [10.0]}, 1000, 1.0,
+     "sweep: grid point events.0.at=10.0: judge: a trigger from 10.0 to 90.0 s: expected 30 <= start < end"),
+    (STORM, {"events.1.at": [60.0]}, 1000, 1.0,
+     "sweep: grid point events.1.at=60.0: judge: a trigger from 60.0 to 60.0 s: expected 30 <= start < end"),
+    (STORM, {"workload.retry_policy": ["none"], "workload.timeout": [0]}, 1000, 1.0,
+     'sweep: grid point workload.retry_policy="none", workload.timeout=0: judge: workload.retry_policy = \'none\' '
+     "and workload.timeout = 0: expected clients that time out or retry, whose user requests are judged"),
+    (STORM, {"workload.rate": [30]}, 1000, 2.0,
+     "sweep: grid point workload.rate=30: judge: bin_width = 2: expected a width that divides the 5 s of the bins "
+     "judged"),
+    (None, {"workload.rate": [1]}, 1, 1.0,
+     "sweep: grid point workload.rate=1: judge: 0 scripted events: expected a trigger from the first to the second"),
+])
+def test_a_point_the_measure_cannot_judge_is_refused_before_any_run(scenario, grid, duration, bin_width, message,
+                                                                      monkeypatch):
+    monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
+    with pytest.raises(ConfigError) as refused:
+        sweep(scenario, grid, duration, 1, measure=judge, bin_width=bin_width, workers=1)
+    assert str(refused.value) == message
+
+
 def test_bad_run_arguments_are_refused_naming_them():
     with pytest.raises(ConfigError, match=r"^sweep: duration = 0: expected a number >= 1e-06"):
         sweep(None, {}, 0, 1)
@@ -375,6 +405,15 @@ def test_the_command_writes_csv_to_stdout_without_out(capsys):
     assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"]]
 
 
+def test_the_command_runs_nothing_and_writes_nothing_for_a_point_it_cannot_judge(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
+    out = tmp_path / "rec.csv"
+    assert main(["sweep", str(STORM), "--grid", "events.1.at=61,120", "--duration", "420", "--measure", "recovery",
+                 "--workers", "1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("gwlab: error: --grid point events.1.at=120: judge: the run lasts 420 s")
+    assert not out.exists()
+
+
 def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(capsys):
     assert main(["sweep", str(SCENARIOS / "retry_storm.toml"), "--grid", "workload.retries=1,2",
                  "--grid", "events.1.at=65", "--duration", "125", "--workers", "1", "--measure", "recovery"]) == 0
@@ -400,6 +439,15 @@ def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(ca
     (["--grid", "workload.rate=1", "--duration", "1", "--out", "/nonexistent/dir/s.csv"],
      "--out: '/nonexistent/dir/s.csv': expected a file in an existing directory"),
     (["--duration", "1"], "the following arguments are required: --grid (see gwlab sweep --help)"),
+    ([str(STORM), "--grid", "events.1.at=61,120", "--duration", "420", "--measure", "recovery"],
+     "--grid point events.1.at=120: judge: the run lasts 420 s: expected at least 10 times the trigger's 60 s after "
+     "its end, so 720 s"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--measure", "recovery"],
+     "--grid point workload.rate=1: judge: 0 scripted events: expected a trigger from the first to the second"),
+    ([str(STORM), "--grid", "workload.timeout=0", "--grid", "workload.retry_policy=none", "--duration", "420",
+      "--measure", "recovery"],
+     '--grid point workload.timeout=0, workload.retry_policy="none": judge: workload.retry_policy = \'none\' and '
+     "workload.timeout = 0: expected clients that time out or retry, whose user requests are judged"),
 ])
 def test_a_bad_flag_is_one_line_and_exit_2(args, message, capsys):
     assert main(["sweep", *args]) == 2
