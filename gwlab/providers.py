@@ -35,7 +35,10 @@ from typing import Callable, NamedTuple
 from gwlab.config import MAX_OUTPUT_TOKENS, ProviderConfig
 from gwlab.stats import STREAM_ERROR
 from gwlab.streams import stream
-from gwlab.wire import reply
+
+REPLY = "This is a simulated answer from gwlab provider {}."
+"""The fixed reply of a provider without a length model, ``{}`` its name (one word): a token
+is a word of it (:func:`gwlab.wire.reply_pieces`)."""
 
 _STANDARD_NORMAL = NormalDist()
 _Z99 = _STANDARD_NORMAL.inv_cdf(0.99)
@@ -194,7 +197,7 @@ class Provider:
         self._latency = sampler(config.distribution, config.latency, config.p99)
         self._ttft = sampler(config.ttft_distribution, config.ttft, config.ttft_p99)
         self._output = sampler(config.output_distribution, config.output_tokens, config.output_p99)
-        self._reply_tokens = reply(config.name)[1]
+        self._reply_tokens = len(REPLY.format(config.name).split())
         """The tokens of the fixed reply given without a length model."""
 
     def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,

@@ -21,6 +21,7 @@ import json
 from typing import Any, Literal, Mapping, NamedTuple
 
 from gwlab.config import MAX_MODEL_LENGTH
+from gwlab.providers import REPLY
 
 
 class ApiError(Exception):
@@ -311,9 +312,6 @@ def _json_string(text: str) -> bytes:
     return json.dumps(text).encode()
 
 
-_REPLY = "This is a simulated answer from gwlab provider {}."
-
-
 def reply(provider: str, tokens: int | None = None) -> tuple[bytes, int]:
     """The simulated assistant message of ``provider`` as an encoded JSON string (the
     ``content`` of :func:`completion`), and its length in tokens: the text the pieces of
@@ -332,7 +330,7 @@ def reply_pieces(provider: str, tokens: int | None = None, size: int = 1) -> lis
     (``["This", " is", " a", ...]`` for ``size`` 1). ``tokens`` None is the reply once (9
     tokens: a provider's name is one word); more tokens repeat it, separated by a space,
     and fewer cut it short. ValueError if ``tokens`` or ``size`` is below 1."""
-    words = _REPLY.format(provider).split()
+    words = REPLY.format(provider).split()
     count = len(words) if tokens is None else tokens
     if count < 1 or size < 1:
         raise ValueError(f"a reply needs at least 1 token and pieces of at least 1, got {count} and {size}")
