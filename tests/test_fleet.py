@@ -115,14 +115,15 @@ def test_the_same_seed_gives_the_same_run_and_the_replicas_their_own_draws():
     assert json.loads(a)["summary"]["replicas"][2]["replica"] == 2
 
 
-@pytest.mark.parametrize("value, allowed", [
-    (0, "a whole number >= 1 and <= 64"), (65, "a whole number >= 1 and <= 64"),
-    (1.5, "a whole number"), ("2", "a whole number"), (None, "a whole number"),
+@pytest.mark.parametrize("value, shown, allowed", [
+    (0, "0", "a whole number >= 1 and <= 64"), (65, "65", "a whole number >= 1 and <= 64"),
+    (1.5, "1.5", "a whole number"), ("2", "'2'", "a whole number"), (None, "null", "a whole number"),
 ])
-def test_a_bad_replica_count_is_refused_naming_it(value, allowed):
+def test_a_bad_replica_count_is_refused_naming_it(value, shown, allowed):
+    """Values are shown as a scenario file writes them (None as null)."""
     with pytest.raises(ConfigError) as error:
         simulate(None, duration=1, replicas=value)
-    assert f"simulate: replicas = {value!r}" in str(error.value) and allowed in str(error.value)
+    assert f"simulate: replicas = {shown}: " in str(error.value) and allowed in str(error.value)
 
 
 def test_a_fleet_needs_a_replica():
