@@ -286,8 +286,8 @@ def test_the_tokens_limit_shows_its_bucket_and_its_429s_apart_from_the_requests_
                 async with http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 40}) as r:
                     codes.append((r.status, (await r.json()).get("error", {}).get("code")))
             t[0] = 30.0  # both buckets are full again
-            # Three admitted, each reserving 3 + 2 and using 3 + 9 (the fixed reply has no cap):
-            # 7 tokens each beyond the reservation; the fourth is out of request tokens.
+            # Three admitted, each reserving 3 + 2 and using as much (the fixed reply cut to its
+            # cap); the fourth is out of request tokens.
             for _ in range(4):
                 async with http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2}) as r:
                     codes.append((r.status, (await r.json()).get("error", {}).get("code")))
@@ -302,8 +302,8 @@ def test_the_tokens_limit_shows_its_bucket_and_its_429s_apart_from_the_requests_
     assert value(samples, "gwlab_limiter_rejected_total", limit="tokens") == 2
     assert value(samples, "gwlab_limiter_rejected_total", limit="requests") == 1
     assert value(samples, "gwlab_rate_limited_total") == 3  # every 429, as before
-    assert value(samples, "gwlab_limiter_tpm_tokens") == 60 - 3 * 12
-    assert value(later, "gwlab_limiter_tpm_tokens") == 34
+    assert value(samples, "gwlab_limiter_tpm_tokens") == 60 - 3 * 5
+    assert value(later, "gwlab_limiter_tpm_tokens") == 55  # 10 s at a token a second
     assert value(samples, "gwlab_limiter_tokens") == 0
 
 
