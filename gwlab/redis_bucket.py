@@ -183,8 +183,9 @@ class RedisAdmission:
 
     def configure(self, limiter: LimiterConfig, now: float) -> None:
         """Switch to ``limiter``: its prefix, timeout and failure mode at once; new rates,
-        burst or tokens limit also in Redis (before this gateway's next admission), where the
-        buckets settle at their old rates first, as a local bucket does."""
+        burst or tokens limit also in Redis (before this gateway's next admission that Redis
+        answers: a change Redis fails is kept and tried again), where the buckets settle at
+        their old rates first, as a local bucket does."""
         old = self.limiter
         if (old.rate, old.burst, old.tpm) == (limiter.rate, limiter.burst, limiter.tpm):
             self.limiter, self._keys = limiter, keys(limiter.redis_prefix)
@@ -194,11 +195,15 @@ class RedisAdmission:
 
     def reset(self, limiter: LimiterConfig, now: float) -> None:
         """Full shared buckets: for every gateway that uses them (before this one's next
-        admission)."""
+        admission that Redis answers: a reset Redis fails is kept and tried again)."""
         self._apply(limiter)
         self._change_soon(self._arguments("reset"))
 
     def _change_soon(self, args: list[str]) -> None:
+        # A reset writes the buckets anew, with its limits: no change pending before it
+        # matters. A change of the limits replaces one pending before it: the limits as they
+        # now stand are what Redis must take. At most a reset and a change are ever pending.
+        self._pending = [a for a in self._pending if args[0] == "configure" and a[0] == "reset"]
         self._pending.append(args)
         try:
             asyncio.get_running_loop()
@@ -213,8 +218,13 @@ class RedisAdmission:
         return self._changing
 
     async def _changes(self) -> None:
+        """Make the pending changes in Redis, in order. One that Redis fails stays pending,
+        with those after it: they are made before a later admission, once Redis answers."""
         while self._pending:
-            await self._call(self._pending.pop(0))
+            args = self._pending[0]
+            if await self._call(args) is None:
+                return
+            self._pending = [a for a in self._pending if a is not args]  # it may have been replaced meanwhile
 
     async def _call(self, args: list[str]) -> list[int] | None:
         """Run the script with ``args`` within ``limiter.redis_timeout``; its reply (the
@@ -265,8 +275,12 @@ class RedisAdmission:
             self._unlogged = 0
 
     async def aclose(self) -> None:
-        """Finish the refunds and changes under way, then close the connections."""
+        """Finish the refunds and changes under way, then close the connections. Changes
+        that Redis failed until then are logged: the other gateways keep the old limits."""
         await asyncio.gather(*self._settling, *([self._changing] if self._changing else []), return_exceptions=True)
+        if self._pending:
+            log.warning("limiter: Redis at %s did not take %d changes of the limits before this gateway stopped; "
+                        "gateways sharing its buckets keep the limits from before", self.url, len(self._pending))
         await self._client.aclose()
 
 

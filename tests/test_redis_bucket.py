@@ -4,6 +4,7 @@ step; the failure modes; and gateways sharing one limit."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import itertools
 import logging
@@ -453,5 +454,44 @@ def test_once_redis_is_back_no_connection_left_from_before_fails_a_call(redis_bu
             assert admission.errors == failed == 1
         finally:
             await admission.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_change_redis_fails_is_kept_and_made_before_the_next_admission_it_answers(redis_bucket, server, caplog):
+    # CLIENT PAUSE holds every call (ours time out) and keeps the buckets, as a Redis that
+    # stalls does; a change lost then would leave every gateway on the old limits for good.
+    t = [100.0]
+    limiter = _scenario(server.url, rate=config.MIN_RATE, burst=3, redis_timeout=0.2).limiter
+    shared = f"{limiter.redis_prefix}:bucket:requests"
+
+    async def main():
+        a, b = (redis_bucket.RedisAdmission(limiter, lambda: t[0]) for _ in range(2))
+        async with require_module("redis.asyncio").Redis(port=server.port) as client:
+            try:
+                assert await a.admit(t[0], 0) is None  # a new bucket of 3, 2 left
+                await client.client_pause(1000)
+                a.configure(dataclasses.replace(limiter, burst=1.0), t[0])
+                a.configure(dataclasses.replace(limiter, burst=2.0), t[0])  # replaces the one before
+                a.reset(limiter, t[0])
+                a.configure(dataclasses.replace(limiter, burst=1.0), t[0])
+                assert [args[0] for args in a._pending] == ["reset", "configure"]  # never more than two
+                await asyncio.sleep(1.2)  # the change failed (0.2 s), Redis answers again
+                assert a.errors == 1 and len(a._pending) == 2
+                assert float(await client.hget(shared, "cap")) == 3 * 1e6 / config.MIN_RATE  # not made
+                t[0] += config.REDIS_RECONNECT_BASE
+                assert await a.admit(t[0], 0) is None  # the reset, then burst 1, then this admission
+                assert float(await client.hget(shared, "cap")) == 1e6 / config.MIN_RATE
+                assert (await b.admit(t[0], 0)).code == "rate_limit_requests"  # b sees a's limits
+                assert a._pending == [] and a.errors == 1
+                await client.client_pause(1000)
+                a.configure(dataclasses.replace(limiter, burst=5.0), t[0])
+            finally:
+                with caplog.at_level(logging.WARNING, logger="gwlab.redis_bucket"):
+                    await a.aclose()
+                await b.aclose()
+        [line] = [r.getMessage() for r in caplog.records if "did not take" in r.getMessage()]
+        assert line == (f"limiter: Redis at {server.url} did not take 1 changes of the limits before this gateway "
+                        "stopped; gateways sharing its buckets keep the limits from before")
 
     asyncio.run(main())
