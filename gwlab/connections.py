@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 import resource
 import select
 import socket
@@ -66,7 +67,7 @@ from gwlab.needs import needs
 needs("gwlab.connections", ("aiohttp",))
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser, HttpRequestParserPy
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
@@ -447,17 +448,36 @@ class _Connection(RequestHandler):
             # leave, and counted it) nobody to give it to; aiohttp closes the connection.
             raise ConnectionError("an answer is partly sent, or its client has gone")
         reason = parse_error_reason(exc, message)
-        if status >= 500:
+        if isinstance(exc, ContentEncodingError):
+            # Raised at the head, for a coding aiohttp decodes only with a library that is not
+            # installed: "brotli (br)", "zstandard (zstd)". (A body that does not decode is
+            # its request's 400: server.py.)
+            named = re.search(r"\((\w+)\)", reason)
+            error = coding_error(named.group(1) if named else reason)
+        elif status >= 500:
             log.error("error answering a request from %s", request.remote, exc_info=exc)
             error = ApiError(status, "internal error in the gateway; see its log", "internal_error")
         else:
             log.debug("malformed request from %s: %s", request.remote, reason)
             error = ApiError(status, f"malformed HTTP request: {reason}", "invalid_http_request")
         if self._manager is not None:
-            self._manager.refused(status)
+            self._manager.refused(error.status)
         response = answer(error)
         response.force_close()
         return response
+
+
+CODINGS = ("gzip", "deflate")
+"""The content codings of a request body that the gateway decodes (aiohttp does, with the
+standard library's zlib); ``identity`` (or no ``Content-Encoding``) is a body as it is."""
+
+
+def coding_error(given: str) -> ApiError:
+    """The 415 for a request body in the content coding ``given``, which the gateway does not
+    decode, with the codings it does in ``Accept-Encoding`` (RFC 9110 §12.5.3, §15.5.16).
+    One coding at most: aiohttp decodes no list of them."""
+    return ApiError(415, f"Content-Encoding must be {', '.join(CODINGS)} or identity; got {given!r}",
+                    "unsupported_content_encoding", headers={"Accept-Encoding": ", ".join(CODINGS)})
 
 
 def parse_error_reason(exc: BaseException | None, message: str | None = None) -> str:

@@ -43,7 +43,7 @@ from gwlab.needs import needs
 needs("gwlab.server")
 
 import aiohttp
-from aiohttp import HttpVersion11, hdrs, web
+from aiohttp import HttpVersion10, HttpVersion11, hdrs, web
 from multidict import CIMultiDict
 from prometheus_client.aiohttp import make_aiohttp_handler
 
@@ -51,7 +51,7 @@ from gwlab import config, observe
 from gwlab.admission import FAILED_OPEN, LIMITER_UNAVAILABLE
 from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
-from gwlab.connections import GatewayServer, bind, parse_error_reason
+from gwlab.connections import CODINGS, GatewayServer, bind, coding_error, parse_error_reason
 from gwlab.errors import ATTEMPTS_HEADER, NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
 from gwlab.forward import Forwarder, keys, read_body
 from gwlab.limiter import retry_after_header, retry_after_ms_header
@@ -69,6 +69,11 @@ _T = TypeVar("_T")
 _Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
+_CODINGS = frozenset(("", "identity", *CODINGS))
+_VERSIONS = (HttpVersion11, HttpVersion10)
+_ASKED_VERSION = "gwlab.asked_version"
+"""The key of a request's HTTP version in the request (as a mapping) when it is not one of
+:data:`_VERSIONS`: the request then reads as HTTP/1.1, so that its 505 answers in it."""
 _NONE_HEADERS = {PROVIDER_HEADER: NO_PROVIDER}
 _CLOSED_STATES = {State.HEALTHY, State.FAILING}
 
@@ -317,7 +322,13 @@ class Gateway:
         loop = asyncio.get_running_loop()
 
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
-            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=config.MAX_BODY)
+            if message.version in _VERSIONS:
+                return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=config.MAX_BODY)
+            # aiohttp's parser reads "HTTP/2.0" and "HTTP/0.9" too, and would answer in them.
+            request = web.BaseRequest(message._replace(version=HttpVersion11, should_close=True), payload, protocol,
+                                      writer, task, loop, client_max_size=config.MAX_BODY)
+            request[_ASKED_VERSION] = message.version
+            return request
 
         return GatewayServer(self._serve, make_request, max_connections=self.max_connections,
                              keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
@@ -330,6 +341,10 @@ class Gateway:
         An error answered before the whole body has arrived closes the connection (the
         client need not send the rest), and so does every answer while the gateway stops."""
         try:
+            if _ASKED_VERSION in request:
+                major, minor = request[_ASKED_VERSION]
+                raise ApiError(505, f"HTTP/{major}.{minor} is not supported: the gateway speaks HTTP/1.1 (and 1.0)",
+                               "http_version_not_supported")
             methods = self._handlers.get(request.path)
             if methods is None:
                 raise ApiError(404, f"unknown path {request.path!r}; see GET /v1/models and POST /v1/chat/completions",
@@ -367,6 +382,7 @@ class Gateway:
     async def _chat(self, request: web.BaseRequest) -> web.Response:
         arrived = self.clock()
         _check_json_content_type(request)
+        _check_content_encoding(request)
         data = _parse_json(await _read_body(request, self.body_timeout))
         chat = validate(data)
         if self._stopping:
@@ -792,6 +808,7 @@ class Gateway:
         deep merge already, except that ``null`` (remove a field) is refused, as every field
         has a value."""
         _check_json_content_type(request, _MERGE_PATCH)
+        _check_content_encoding(request)
         patch = _parse_json(await _read_body(request, self.body_timeout))
         source = "PATCH /admin/config"
         try:
@@ -938,6 +955,14 @@ def _stop_reading(request: web.BaseRequest) -> None:
     waiting for the rest of a body (aiohttp would read and drop it for up to 10 s)."""
     request.protocol.close()
     request.content.feed_eof()
+
+
+def _check_content_encoding(request: web.BaseRequest) -> None:
+    """415 unless the request's body is in a content coding the gateway decodes, or none: a
+    body in another one would be read as it is, as if it were JSON."""
+    given = request.headers.get(hdrs.CONTENT_ENCODING)
+    if given is not None and given.lower() not in _CODINGS:
+        raise coding_error(given)
 
 
 def _check_json_content_type(request: web.BaseRequest, also: str | None = None) -> None:

@@ -47,6 +47,7 @@ _TYPES = {
     502: "api_error",
     503: "api_error",
     504: "api_error",
+    505: "invalid_request_error",  # the client's HTTP version, not the server's fault
 }
 """OpenAI error ``type`` by status; every other 4xx is an ``invalid_request_error``."""
 

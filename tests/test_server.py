@@ -8,11 +8,13 @@ clock (``clock=lambda: t[0]``) makes the bucket's token count exact.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import re
 import socket
 import threading
+import zlib
 from typing import Any
 from unittest import mock
 
@@ -344,6 +346,10 @@ BAD_INPUTS = [
      "unsupported_media_type", "Content-Type must be application/json; got 'text/plain'"),
     ("no content type", "POST", "/chat/completions", raw(VALID.encode(), None), 415, "unsupported_media_type",
      "got no Content-Type"),
+    *[(f"Content-Encoding {coding!r}", "POST", "/v1/chat/completions",
+       {"data": VALID.encode(), "headers": {"Content-Type": "application/json", "Content-Encoding": coding}}, 415,
+       "unsupported_content_encoding", f"Content-Encoding must be gzip, deflate or identity; got {coding!r}")
+      for coding in ("bogus", "x-gzip", "compress", "gzip, identity", "identity, gzip", "gzip;q=1")],
     ("too large", "POST", "/v1/chat/completions", raw(BIG), 413, "request_too_large",
      f"request body is larger than {config.MAX_BODY} bytes"),
     ("unknown path", "POST", "/v1/completions", body(), 404, "unknown_url", "unknown path '/v1/completions'"),
@@ -643,6 +649,15 @@ MALFORMED = [
     ("bad header", b"GET /healthz HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n", b"", 400, "invalid_http_request"),
     ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32 + b"\r\n\r\n", b"", 400,
      "invalid_http_request"),
+    # Codings aiohttp decodes only with a library gwlab does not need (Brotli, backports.zstd).
+    ("Content-Encoding br", POST + b"Content-Encoding: br\r\nContent-Length: 5\r\n\r\nhello", b"", 415,
+     "unsupported_content_encoding"),
+    ("Content-Encoding zstd", POST + b"Content-Encoding: ZSTD\r\nContent-Length: 5\r\n\r\nhello", b"", 415,
+     "unsupported_content_encoding"),
+    ("HTTP/2.0", b"GET /healthz HTTP/2.0\r\nHost: gw\r\n\r\n", b"", 505, "http_version_not_supported"),
+    ("HTTP/0.9", POST.replace(b"HTTP/1.1", b"HTTP/0.9") + b"Content-Length: 2\r\n\r\n{}", b"", 505,
+     "http_version_not_supported"),
+    ("HTTP/1.2", b"GET /healthz HTTP/1.2\r\nHost: gw\r\n\r\n", b"", 400, "invalid_http_request"),
 ]
 
 
@@ -669,6 +684,43 @@ def test_a_malformed_request_is_answered_in_the_openai_shape_counted_and_logged_
         assert [(r.levelno, r.exc_info) for r in records] in ([], [(logging.DEBUG, None)])
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("coding,encode", [
+    (None, bytes), ("identity", bytes), ("", bytes), ("gzip", gzip.compress), ("GZIP", gzip.compress),
+    ("deflate", zlib.compress), ("Deflate", zlib.compress),
+])
+def test_a_body_in_a_coding_the_gateway_decodes_is_answered(coding, encode):
+    headers = {"Content-Type": "application/json"}
+    if coding is not None:
+        headers["Content-Encoding"] = coding
+
+    async def main():
+        async with serving(single()) as (gw, http):
+            async with http.post("/v1/chat/completions", data=encode(json.dumps(CHAT).encode()),
+                                 headers=headers) as r:
+                return r.status, (await r.json())["usage"]["prompt_tokens"]
+
+    assert asyncio.run(main()) == (200, 3)
+
+
+def test_the_415_for_a_coding_names_those_the_gateway_decodes_and_the_505_answers_in_http_1_1():
+    async def main():
+        async with serving(single()) as (gw, http):
+            codings = []
+            for path, method, media in (("/v1/chat/completions", "POST", "application/json"),
+                                        ("/admin/config", "PATCH", "application/merge-patch+json")):
+                async with http.request(method, path, data=b"{}", headers={
+                        "Content-Type": media, "Content-Encoding": "br"}) as r:
+                    codings.append((r.status, r.headers["Accept-Encoding"]))
+            version = await answer_to(gw.port, b"GET /healthz HTTP/2.0\r\nHost: gw\r\n\r\n")
+            return codings, version
+
+    codings, version = asyncio.run(main())
+    assert codings == [(415, "gzip, deflate")] * 2
+    # RFC 9110 §6.2: the highest version the server speaks below the one asked for.
+    assert version.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
+    assert b"Connection: close\r\n" in version
 
 
 # -- pipelined requests: each is answered in order, whatever follows it ------------------------

@@ -218,7 +218,7 @@ def test_prompt_tokens_are_one_per_four_characters_of_text_at_least_one(messages
 @pytest.mark.parametrize("status,type_", [
     (400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"),
     (404, "invalid_request_error"), (429, "rate_limit_error"), (500, "server_error"), (502, "api_error"),
-    (503, "api_error"), (504, "api_error"), (505, "server_error"),
+    (503, "api_error"), (504, "api_error"), (505, "invalid_request_error"), (507, "server_error"),
 ])
 def test_error_body_has_the_openai_shape(status, type_):
     body = json.loads(error_body(status, "went wrong", "some_code", "messages[0]"))
