@@ -40,7 +40,7 @@ from gwlab.needs import needs
 needs("gwlab.replicas")
 
 from gwlab import config
-from gwlab.children import ChildError, die_with, end, spawn, started
+from gwlab.children import ChildError, die_with, end, exited, spawn, started
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
 from gwlab.metrics import Scrapes
@@ -283,15 +283,22 @@ class Replicas:
                 self._lose(index)
 
     def _lose(self, index: int) -> None:
-        """Replica ``index`` ended unexpectedly: say so once, and go on without it (its
-        requests awaiting a reply get none)."""
+        """Replica ``index`` ended unexpectedly: go on without it (its requests awaiting a
+        reply get none), reap it at once (no zombie is left until the end) and say so once,
+        with how it ended."""
         self.lost.append(index)
-        process = self._processes[index]
-        log.warning("replica %d (pid %d) ended unexpectedly; the other %d go on", index, process.pid,
-                    self.count - len(self.lost))
         for number, (owner, future) in list(self._replies.items()):
             if owner == index:
                 future.cancel()
+        task = asyncio.create_task(self._reap(index, self.count - len(self.lost)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reap(self, index: int, left: int) -> None:
+        process = self._processes[index]
+        await exited(process, config.CHILD_EXIT_TIMEOUT)
+        log.warning("replica %d (pid %d) ended unexpectedly (%s); the other %d go on", index, process.pid,
+                    _ending(process.exitcode), left)
 
     def _fail(self, index: int, error: BaseException) -> None:
         started = self._started[index]
@@ -328,6 +335,19 @@ class Replicas:
         for process, done in await end(self._processes, self._conns, wait):
             log.warning("replica %d (pid %d) did not exit in time: %s", self._processes.index(process), process.pid,
                         "killed" if done else "killed, and still not gone")
+
+
+def _ending(code: int | None) -> str:
+    """How a process ended, from its exit code as :mod:`multiprocessing` gives it (``-N``:
+    killed by signal N; ``None``: not reaped yet)."""
+    if code is None:
+        return "not reaped yet"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
 
 
 def _free_to_share(host: str, port: int) -> int:
