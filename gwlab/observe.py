@@ -72,10 +72,18 @@ def retry_after(headers: Mapping[str, str]) -> float:
     return MIN_RETRY_AFTER
 
 
+_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
+"""The fields of a message (or a delta) whose text is output tokens: the answer, the
+reasoning that reasoning models send before it (``reasoning_content`` as DeepSeek's API, vLLM
+and llama.cpp name it, ``reasoning`` as Ollama and OpenRouter do) and a refusal."""
+_DELTA_FIELDS = (*_TEXT_FIELDS, "tool_calls")
+"""The fields of a stream's delta that carry a token or more."""
+
+
 def completion_tokens(body: bytes) -> int:
     """The output tokens of a ``chat.completion`` body: its ``usage.completion_tokens``, or
-    without usage an estimate from its messages' characters (one token per four, rounded
-    up, as the gateway estimates prompts). Raises :class:`InvalidAnswer` for a body that
+    without usage an estimate from the characters of its messages' text (answer, reasoning
+    and refusal: one token per four, rounded up, as the gateway estimates prompts). Raises :class:`InvalidAnswer` for a body that
     is not a JSON object with a ``choices`` list of objects."""
     try:
         answer = json.loads(body)
@@ -86,9 +94,8 @@ def completion_tokens(body: bytes) -> int:
     used = _usage(answer)
     if used is not None:
         return used
-    chars = sum(len(c["message"]["content"]) for c in answer["choices"]
-                if isinstance(c.get("message"), dict)
-                and isinstance(c["message"].get("content"), str))
+    chars = sum(len(text) for c in answer["choices"] if isinstance(c.get("message"), dict)
+                for text in map(c["message"].get, _TEXT_FIELDS) if isinstance(text, str))
     return (chars + 3) // 4
 
 
@@ -114,8 +121,8 @@ def _usage(chunk: dict[str, Any]) -> int | None:
 
 class Frame(NamedTuple):
     """One event of an upstream's stream: ``raw``, its bytes to pass on (ending in a blank
-    line); whether it carries ``content`` (a content delta, a refusal or a tool call: one
-    token or more), the ``usage`` it reports (its ``completion_tokens``, else ``None``),
+    line); whether it carries ``content`` (a delta of the answer, of reasoning, a refusal or
+    a tool call: one token or more), the ``usage`` it reports (its ``completion_tokens``, else ``None``),
     whether it is the stream's end (``done``: ``[DONE]``), and ``error``: why the stream
     fails at it, an error frame or an event that is not a chunk ("": it does not)."""
 
@@ -124,9 +131,6 @@ class Frame(NamedTuple):
     usage: int | None = None
     done: bool = False
     error: str = ""
-
-
-_DELTA_FIELDS = ("content", "refusal", "tool_calls")
 
 
 class Frames:

@@ -64,6 +64,13 @@ def _completion(content, usage=None):
     (_completion(None), 0),
     (_completion("x", {"completion_tokens": "7"}), 1),  # usage that is not a count is no usage
     (b'{"choices": []}', 0),
+    # Reasoning models' text before the answer (DeepSeek, vLLM, llama.cpp; Ollama, OpenRouter), a refusal.
+    (json.dumps({"choices": [{"message": {"content": "0123", "reasoning_content": "01234567"}}]}).encode(), 3),
+    (json.dumps({"choices": [{"message": {"content": None, "reasoning": "012345678"}}]}).encode(), 3),
+    (json.dumps({"choices": [{"message": {"content": None, "refusal": "01234"}}]}).encode(), 2),
+    (json.dumps({"choices": [{"message": {"content": "0123", "reasoning_content": 5}}]}).encode(), 1),
+    (json.dumps({"choices": [{"message": {"reasoning_content": "01234567"}, "index": 0},
+                             {"message": {"content": "0123"}, "index": 1}]}).encode(), 3),
 ])
 def test_completion_tokens(body, tokens):
     assert completion_tokens(body) == tokens
@@ -116,6 +123,12 @@ def test_frames_do_not_depend_on_how_the_bytes_arrive(cuts, crlf):
      Frame(b'data: {"choices": [{"delta": {"tool_calls": [{"index": 0}]}}]}\n\n', content=True)),
     (b'data: {"choices": [{"delta": {"refusal": "no"}}]}',
      Frame(b'data: {"choices": [{"delta": {"refusal": "no"}}]}\n\n', content=True)),
+    (b'data: {"choices": [{"delta": {"reasoning_content": "hm"}}]}',
+     Frame(b'data: {"choices": [{"delta": {"reasoning_content": "hm"}}]}\n\n', content=True)),
+    (b'data: {"choices": [{"delta": {"content": null, "reasoning": "hm"}}]}',
+     Frame(b'data: {"choices": [{"delta": {"content": null, "reasoning": "hm"}}]}\n\n', content=True)),
+    (b'data: {"choices": [{"delta": {"reasoning_content": ""}}]}',
+     Frame(b'data: {"choices": [{"delta": {"reasoning_content": ""}}]}\n\n')),
     (b'data:{"choices": [{"delta": {"content": "x"}}]}',
      Frame(b'data:{"choices": [{"delta": {"content": "x"}}]}\n\n', content=True)),
     (b'data: {"choices": [{"delta": {"content": ""}}]}', Frame(b'data: {"choices": [{"delta": {"content": ""}}]}\n\n')),

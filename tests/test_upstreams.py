@@ -542,6 +542,29 @@ def test_tokens_each_within_the_idle_timeout_keep_a_stream_longer_than_it():
     assert took > IDLE
 
 
+def _reasoning(field: str, text: str) -> bytes:
+    return b"data: " + json.dumps({"object": "chat.completion.chunk",
+                                   "choices": [{"index": 0, "delta": {field: text}}]}).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_reasoning_models_thinking_is_its_first_token_and_keeps_its_stream_open(field):
+    # A reasoning model streams its reasoning before the answer, for longer than both bounds.
+    async def thinking(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(6):
+            await response.write(_reasoning(field, "hm"))
+            await asyncio.sleep(IDLE / 3)
+        await response.write(chunk("Yes") + chunk(finish="stop") + DONE)
+        return response
+
+    status, frames, took, answers, breaker = asyncio.run(relayed(thinking))
+    assert (status, answers, breaker) == (200, {200: 1}, State.HEALTHY)
+    assert frames == [*[_reasoning(field, "hm")] * 6, chunk("Yes"), chunk(finish="stop"), DONE]
+    assert took > 2 * IDLE
+
+
 def test_a_client_that_leaves_mid_stream_closes_the_upstream_request_at_once():
     async def main_():
         left = asyncio.Event()
