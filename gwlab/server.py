@@ -71,9 +71,7 @@ _JSON = "application/json"
 _MERGE_PATCH = "application/merge-patch+json"
 _CODINGS = frozenset(("", "identity", *CODINGS))
 _VERSIONS = (HttpVersion11, HttpVersion10)
-_ASKED_VERSION = "gwlab.asked_version"
-"""The key of a request's HTTP version in the request (as a mapping) when it is not one of
-:data:`_VERSIONS`: the request then reads as HTTP/1.1, so that its 505 answers in it."""
+"""The HTTP versions the gateway speaks."""
 _NONE_HEADERS = {PROVIDER_HEADER: NO_PROVIDER}
 _CLOSED_STATES = {State.HEALTHY, State.FAILING}
 
@@ -324,11 +322,7 @@ class Gateway:
         def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
             if message.version in _VERSIONS:
                 return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=config.MAX_BODY)
-            # aiohttp's parser reads "HTTP/2.0" and "HTTP/0.9" too, and would answer in them.
-            request = web.BaseRequest(message._replace(version=HttpVersion11, should_close=True), payload, protocol,
-                                      writer, task, loop, client_max_size=config.MAX_BODY)
-            request[_ASKED_VERSION] = message.version
-            return request
+            return _OtherVersion(message, payload, protocol, writer, task, loop)
 
         return GatewayServer(self._serve, make_request, max_connections=self.max_connections,
                              keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
@@ -341,9 +335,8 @@ class Gateway:
         An error answered before the whole body has arrived closes the connection (the
         client need not send the rest), and so does every answer while the gateway stops."""
         try:
-            if _ASKED_VERSION in request:
-                major, minor = request[_ASKED_VERSION]
-                raise ApiError(505, f"HTTP/{major}.{minor} is not supported: the gateway speaks HTTP/1.1 (and 1.0)",
+            if request.__class__ is _OtherVersion:
+                raise ApiError(505, f"HTTP/{request.asked} is not supported: the gateway speaks HTTP/1.1 (and 1.0)",
                                "http_version_not_supported")
             methods = self._handlers.get(request.path)
             if methods is None:
@@ -1057,6 +1050,22 @@ async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _T
             if tally.counted > before or tally.done:
                 rest = tally.take(pieces[i + 1:])  # frames that came in the same read
                 return b"".join(head) + rest
+
+
+class _OtherVersion(web.BaseRequest):
+    """A request in an HTTP version the gateway does not speak (aiohttp's parser reads
+    ``HTTP/2.0`` and ``HTTP/0.9`` too), ``asked`` (e.g. ``"2.0"``): it reads as HTTP/1.1 and
+    closes its connection, so that its 505 answers in HTTP/1.1 (RFC 9110 §6.2). A class of
+    its own, so that telling it apart costs other requests nothing more than a comparison."""
+
+    def __init__(self, message: Any, *args: Any) -> None:
+        super().__init__(message._replace(version=HttpVersion11, should_close=True), *args,
+                         client_max_size=config.MAX_BODY)
+        self._asked = message.version
+
+    @property
+    def asked(self) -> str:
+        return f"{self._asked.major}.{self._asked.minor}"
 
 
 class _Waiting:
