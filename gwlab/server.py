@@ -26,6 +26,7 @@ What a client can hold (connections, idle time, time to send a request) is bound
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hmac
 import ipaddress
@@ -361,6 +362,15 @@ class Gateway:
             error = _too_large()
         except ConnectionResetError:
             raise  # the client went away mid-request: there is nobody to answer
+        except asyncio.CancelledError:
+            if self._stopping and request.writer.output_size > 0:
+                # A stream (only a stream has sent anything yet) cut off by a stop that ran
+                # out of grace: its client gets the error frame and a proper end, rather than
+                # a connection closed mid-body. aiohttp's shutdown bounds the writes.
+                with contextlib.suppress(ConnectionError):
+                    await request.writer.write(_STOPPED)
+                    await request.writer.write_eof()
+            raise
         except Exception:
             log.exception("unexpected error answering %s %s", request.method, request.path)
             error = ApiError(500, "internal error in the gateway; see its log", "internal_error")
@@ -988,6 +998,10 @@ def _attempted(headers: CIMultiDict, attempts: Attempts) -> CIMultiDict:
     copy = CIMultiDict(headers)
     copy[ATTEMPTS_HEADER] = str(attempts.made)
     return copy
+
+
+_STOPPED = error_frame(503, "the gateway stopped before the stream ended", "gateway_stopped")
+"""The error frame of a stream cut off by a stop that ran out of grace."""
 
 
 def _broken(provider: str, tokens: int) -> bytes:

@@ -20,7 +20,7 @@ from langchain_openai import ChatOpenAI
 
 from gwlab import config
 from gwlab.breaker import State
-from gwlab.wire import reply_pieces
+from gwlab.wire import error_frame, reply_pieces
 from tests.conftest import require_tool
 from tests.support import serving
 
@@ -280,6 +280,30 @@ def test_a_stop_cuts_off_a_long_stream_after_its_grace():
     took, rest, cut_off = asyncio.run(main())
     assert took < 2.0 and cut_off == 1
     assert b"[DONE]" not in rest
+    # The stream's last frame says why, and its body ends properly (chunked: a last, empty chunk).
+    stopped = error_frame(503, "the gateway stopped before the stream ended", "gateway_stopped")
+    assert rest.endswith(b"%x\r\n%s\r\n0\r\n\r\n" % (len(stopped), stopped))
+
+
+def test_the_sdk_reading_a_stream_a_stop_cuts_off_raises_the_gateways_error():
+    async def main():
+        async with serving(provider(decode_rate=2.0, output_tokens=100.0)) as (gw, http), sdk(gw) as client:
+            got: list[Any] = []
+
+            async def read() -> None:
+                stream = await client.chat.completions.create(model="gwlab-sim", messages=MESSAGES, stream=True)
+                async for chunk in stream:
+                    got.append(chunk)
+
+            reading = asyncio.create_task(read())
+            while not got:
+                await asyncio.sleep(0.01)
+            await gw.stop(grace=0.1)
+            with pytest.raises(openai.APIError, match="the gateway stopped before the stream ended"):
+                await reading
+            return len(got)
+
+    assert 1 <= asyncio.run(main()) < 100
 
 
 def test_stream_metrics_count_ttft_time_per_token_and_tokens():

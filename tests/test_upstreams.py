@@ -565,6 +565,28 @@ def test_a_reasoning_models_thinking_is_its_first_token_and_keeps_its_stream_ope
     assert took > 2 * IDLE
 
 
+def test_a_relayed_stream_a_stop_cuts_off_ends_with_the_gateways_error_frame():
+    async def main_():
+        async with upstream_app(repeating(chunk("Hello"), chunk(" again"))) as url:
+            scenario = front({"up": real(url)}, gateway={"stream_idle_timeout": 5.0})
+            gw = Gateway(scenario)
+            await gw.start(port=0, metrics_port=0)
+            try:
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+                        first = await r.content.readuntil(b"\n\n")
+                        await gw.stop(grace=0.1)
+                        rest = await r.content.read()  # the body ends properly: no error reading it
+            finally:
+                await gw.stop()
+            return first, rest, gw.metrics.answers.get((499, "up"), 0)
+
+    first, rest, cut_off = asyncio.run(main_())
+    assert first == chunk("Hello") and cut_off == 1
+    assert rest.endswith(error_frame(503, "the gateway stopped before the stream ended", "gateway_stopped"))
+    assert set(rest.split(b"\n\n")[:-2]) <= {chunk(" again").rstrip(b"\n")}
+
+
 def test_a_client_that_leaves_mid_stream_closes_the_upstream_request_at_once():
     async def main_():
         left = asyncio.Event()
