@@ -255,6 +255,8 @@ kernel for minutes, it goes on from where it was rather than run those minutes a
 HOST = "127.0.0.1"
 PORT = 8080
 METRICS_PORT = 9090
+MAX_PORT = 65535
+"""The largest TCP port number (0 asks for any free port)."""
 CLIENT_GRACE = 2.0
 """Seconds the requests in flight get to finish when a live run stops; later ones count as 499."""
 LOG_LEVEL = "WARNING"
@@ -453,10 +455,11 @@ RUN_RANGES = {
     "bin_width": _POSITIVE_SECONDS,
     "seed": _range(int, 0, MAX_SEED),
     "replicas": _range(int, 1, MAX_REPLICAS),
+    "port": _range(int, 0, MAX_PORT),
 }
 """The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
 ``duration`` (also ``--duration``), ``bin_width``, ``seed`` (also ``--seed``) and
-``replicas`` (also ``--replicas``)."""
+``replicas`` (also ``--replicas``), and ``gwlab.lab.start``'s ``port`` and ``metrics_port``."""
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
