@@ -533,6 +533,26 @@ def test_start_refuses_a_bad_seed_or_port_before_it_starts_or_stops_anything(mod
         assert gwlab.lab.current() is running and running.running and lab_threads() == []
 
 
+NUMPY_PATCHES = [
+    ({"limiter": {"rate": np.float64(500)}}, {"limiter": {"rate": 500.0}}),
+    ({"workload": {"clients": np.int64(3), "think_time": np.float32(0.5)}},
+     {"workload": {"clients": 3, "think_time": 0.5}}),
+    ({"providers": {"p1": {"weight": np.int8(5), "error_rate": np.float64(0.25)}}},
+     {"providers": {"p1": {"weight": 5.0, "error_rate": 0.25}}}),
+]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_configure_takes_numpy_numbers_as_the_plain_ones(mode):
+    lab = gwlab.lab.start(clients=2, mode=mode, **FREE)
+    for numpy, plain in NUMPY_PATCHES:
+        lab.reset()
+        changed = lab.configure(numpy)
+        lab.reset()
+        assert changed == lab.configure(plain)
+        assert changed.to_dict() == lab.scenario.to_dict() and repr(changed) == repr(lab.scenario)
+
+
 def test_start_takes_numpy_numbers_as_the_plain_ones():
     lab = gwlab.lab.start(clients=2, seed=np.int64(3), port=np.int64(0), metrics_port=np.uint16(0))
     assert type(lab.seed) is int and lab.seed == 3
