@@ -954,7 +954,7 @@ def _number(raw: Any) -> Any:
     bool included) as it is."""
     if isinstance(raw, bool) or type(raw) in (int, float):
         return raw
-    if isinstance(raw, numbers.Integral) or isinstance(raw, numbers.Rational) and raw.denominator == 1:
+    if isinstance(raw, numbers.Integral) or (isinstance(raw, numbers.Rational) and raw.denominator == 1):
         return int(raw)
     if isinstance(raw, numbers.Real):
         return float(raw)

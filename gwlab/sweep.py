@@ -106,8 +106,9 @@ def sweep(
       shape, a TOML file's path, ``None`` for the seed scenario).
     - ``grid``: dotted paths into the scenario's TOML shape (see :class:`Plan`), each with a
       non-empty list of values (or a 1-dimensional NumPy array, or any iterable: at most
-      :data:`gwlab.config.MAX_SWEEP_RUNS` values are read); the points are every combination of the values, the first
-      path varying slowest. An empty grid is one point: the scenario as it is.
+      :data:`gwlab.config.MAX_SWEEP_RUNS` values are read); the points are every combination
+      of the values, the first path varying slowest. An empty grid is one point: the
+      scenario as it is.
     - ``duration``: simulated seconds of each run; ``bin_width`` as :func:`gwlab.simulate`
       takes it.
     - ``seeds``: a whole number n (seeds 1 to n) or a list of distinct seeds (or an array or
@@ -118,11 +119,10 @@ def sweep(
       picklable: a function defined at the top level of a module, or an instance of a class
       defined there (a lambda or a nested function works only with ``workers=1`` or an
       executor of threads; a :class:`~concurrent.futures.ProcessPoolExecutor` given needs it
-      picklable too). A measure
-      with a method ``check(scenario, duration, bin_width, source)``, such as
-      :data:`gwlab.metastability.judge`, has it called for every point before any run: it
-      raises :class:`~gwlab.config.ConfigError` naming ``source`` for a point whose runs it
-      could not measure.
+      picklable too). A measure with a method ``check(scenario, duration, bin_width,
+      source)``, such as :data:`gwlab.metastability.judge`, has it called for every point
+      before any run: it raises :class:`~gwlab.config.ConfigError` naming ``source`` for a
+      point whose runs it could not measure.
     - ``executor``: any :class:`concurrent.futures.Executor` to run on (a dask cluster's
       ``Client(cluster).get_executor()``); it is used, not shut down. Without one, a
       :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
@@ -409,12 +409,15 @@ class Plan:
 
 class _Table:
     """The rows of a sweep, filled by run index as results come, each result checked as it
-    comes; that every run has the keys of run 0 is checked at the end, in the runs' order, so
-    the run named is the same whatever order they came in."""
+    comes, and its keys compared with the first run's once every run before it has come: so
+    a run that gives other keys is named as the first in the runs' order, whatever order they
+    came in, as early as that is known."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.rows: list[Row | None] = [None] * len(plan)
+        self.compared = 0
+        """How many rows, from the first on, have come and have the first row's keys."""
 
     def put(self, index: int, measured: Any) -> None:
         plan = self.plan
@@ -432,18 +435,18 @@ class _Table:
                 raise TypeError(f"{where}: the measure returned {key!r} = {value!r}: expected a number, a boolean, "
                                 "a string or None")
         self.rows[index] = {**dict(zip(plan.paths, plan.points[point])), SEED: plan.seeds[seed], **measured}
+        rows = self.rows
+        while self.compared < len(rows) and rows[self.compared] is not None:
+            keys, first = set(rows[self.compared]), set(rows[0])
+            if keys != first:
+                raise TypeError(f"{plan.where(self.compared)}: the measure returned the keys "
+                                f"{sorted(keys - {SEED, *plan.paths})}: expected the keys of the first run, "
+                                f"{sorted(first - {SEED, *plan.paths})}")
+            self.compared += 1
 
     def done(self) -> list[Row]:
-        """Every row, its columns in the order of the first row's. Raises :class:`TypeError`
-        naming the first run, in the runs' order, whose measure gave other keys than run 0's."""
+        """Every row, its columns in the order of the first row's."""
         columns = list(self.rows[0])
-        keys = set(columns)
-        for index, row in enumerate(self.rows):
-            if set(row) != keys:
-                measured = sorted(set(row) - {SEED, *self.plan.paths})
-                expected = sorted(keys - {SEED, *self.plan.paths})
-                raise TypeError(f"{self.plan.where(index)}: the measure returned the keys {measured}: expected the "
-                                f"keys of the first run, {expected}")
         return [row if list(row) == columns else {key: row[key] for key in columns} for row in self.rows]
 
 

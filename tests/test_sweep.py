@@ -238,6 +238,18 @@ def test_the_run_whose_keys_differ_from_the_first_runs_is_the_same_whatever_runs
     assert multiprocessing.active_children() == []
 
 
+def test_a_run_with_other_keys_stops_the_sweep_as_soon_as_the_runs_before_it_have_come():
+    measured = []
+
+    def measure(result):
+        measured.append(result.seed)
+        return {"a": 1} if result.seed == 1 else {"b": 1}
+
+    with pytest.raises(TypeError, match=r"^sweep: point 0 \(the scenario as it is\), seed 2: "):
+        sweep(None, {}, DURATION, [1, 2, 3, 4], measure=measure, workers=1)
+    assert measured == [1, 2]
+
+
 def test_a_measure_a_process_executor_cannot_receive_is_refused_before_any_run(monkeypatch):
     monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
 
