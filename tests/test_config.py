@@ -524,6 +524,21 @@ def test_a_key_that_is_not_a_string_is_refused_naming_its_table(data, message):
             ": expected a string, as every key of a table"
 
 
+def _outcome(name: str, value) -> tuple:
+    try:
+        taken = config.run_argument(name, value, name)
+    except ConfigError as error:
+        return "refused", str(error)
+    return "taken", taken, type(taken)
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.floats())
+def test_a_numpy_number_is_taken_or_refused_exactly_as_the_plain_number_it_holds(whole, real):
+    for name in ("seed", "duration", "port"):
+        assert _outcome(name, np.int64(whole)) == _outcome(name, whole)
+        assert _outcome(name, np.float64(real)) == _outcome(name, real)
+
+
 @pytest.mark.parametrize("name", sorted(config.RUN_RANGES))
 def test_every_run_argument_takes_numbers_of_any_type_as_the_plain_number_they_hold(name):
     spec = config.RUN_RANGES[name]
