@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import re
 import sys
 import tomllib
@@ -254,6 +255,8 @@ kernel for minutes, it goes on from where it was rather than run those minutes a
 HOST = "127.0.0.1"
 PORT = 8080
 METRICS_PORT = 9090
+MAX_PORT = 65535
+"""The largest TCP port number (0 asks for any free port)."""
 CLIENT_GRACE = 2.0
 """Seconds the requests in flight get to finish when a live run stops; later ones count as 499."""
 LOG_LEVEL = "WARNING"
@@ -452,10 +455,11 @@ RUN_RANGES = {
     "bin_width": _POSITIVE_SECONDS,
     "seed": _range(int, 0, MAX_SEED),
     "replicas": _range(int, 1, MAX_REPLICAS),
+    "port": _range(int, 0, MAX_PORT),
 }
 """The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
 ``duration`` (also ``--duration``), ``bin_width``, ``seed`` (also ``--seed``) and
-``replicas`` (also ``--replicas``)."""
+``replicas`` (also ``--replicas``), and ``gwlab.lab.start``'s ``port`` and ``metrics_port``."""
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
@@ -880,6 +884,9 @@ class _Checker:
     def table(self, where: str, value: Any) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
             raise self.fail(where, value, "a table")
+        for key in value:
+            if not isinstance(key, str):
+                raise self.fail(f"{where} key", key, "a string, as every key of a table")
         return value
 
     def unknown(self, where: str, key: str, known: tuple[str, ...]) -> ConfigError:
@@ -902,6 +909,8 @@ class _Checker:
 
     def value(self, where: str, raw: Any, spec: Mapping) -> Any:
         kind = spec["kind"]
+        if kind in (int, float):
+            raw = _number(raw)
         if kind is bool:
             ok = isinstance(raw, bool)
         elif kind is int:
@@ -936,6 +945,20 @@ class _Checker:
 
 
 _MISSING = object()
+
+
+def _number(raw: Any) -> Any:
+    """``raw`` as a plain int or float when it is a number of another type (NumPy's
+    ``int64`` or ``float32``, a :class:`~fractions.Fraction`; a whole one as an int, exactly),
+    so that it is checked, and then kept, as that plain number would be; anything else (a
+    bool included) as it is."""
+    if isinstance(raw, bool) or type(raw) in (int, float):
+        return raw
+    if isinstance(raw, numbers.Integral) or (isinstance(raw, numbers.Rational) and raw.denominator == 1):
+        return int(raw)
+    if isinstance(raw, numbers.Real):
+        return float(raw)
+    return raw
 
 
 def _show(value: Any) -> str:
@@ -1074,8 +1097,19 @@ def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
             raise check.fail(f"events[{i}]", "a table", "at least one change besides 'at'")
         if "events" in item:
             raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
-        events.append(Event(at=at, patch=item))
+        _Checker(f"{check.source}: event at {at:g} s").depth(item)  # before _plain_numbers walks it
+        events.append(Event(at=at, patch=_plain_numbers(item)))
     return tuple(sorted(events, key=lambda e: e.at))
+
+
+def _plain_numbers(data: Any) -> Any:
+    """``data`` (tables, arrays and values) with every number made plain (:func:`_number`): an
+    event's patch is kept as given, and a summary writes it out as JSON."""
+    if isinstance(data, Mapping):
+        return {key: _plain_numbers(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_plain_numbers(value) for value in data]
+    return _number(data)
 
 
 def _restart(was: Any) -> str:
@@ -1130,9 +1164,14 @@ def load(path: str | Path) -> Scenario:
     """Read a scenario TOML file; any problem raises a one-line :class:`ConfigError`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: byte {exc.object[exc.start]:#04x} at offset {exc.start}: expected UTF-8 text "
+                          "(TOML files are UTF-8)") from None
     try:
         data = tomllib.loads(text)
     except RecursionError:

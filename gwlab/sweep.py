@@ -39,7 +39,7 @@ import math
 import os
 import pickle
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any, Callable, Union
@@ -105,20 +105,24 @@ def sweep(
     - ``scenario``: what :func:`gwlab.simulate` accepts (a Scenario, plain data in the TOML
       shape, a TOML file's path, ``None`` for the seed scenario).
     - ``grid``: dotted paths into the scenario's TOML shape (see :class:`Plan`), each with a
-      non-empty list of values; the points are every combination of the values, the first
-      path varying slowest. An empty grid is one point: the scenario as it is.
+      non-empty list of values (or a 1-dimensional NumPy array, or any iterable: at most
+      :data:`gwlab.config.MAX_SWEEP_RUNS` values are read); the points are every combination
+      of the values, the first path varying slowest. An empty grid is one point: the
+      scenario as it is.
     - ``duration``: simulated seconds of each run; ``bin_width`` as :func:`gwlab.simulate`
       takes it.
-    - ``seeds``: a whole number n (seeds 1 to n) or a list of distinct seeds.
+    - ``seeds``: a whole number n (seeds 1 to n) or a list of distinct seeds (or an array or
+      an iterable of them, as a grid's values).
     - ``measure(result) -> dict``: what a run's row holds besides its point and seed, the
       same keys for every run, each value a number, a boolean, a string or ``None``
       (default :func:`summary_measure`). It runs in the worker processes, so it must be
       picklable: a function defined at the top level of a module, or an instance of a class
-      defined there (a lambda or a nested function works only with ``workers=1``). A measure
-      with a method ``check(scenario, duration, bin_width, source)``, such as
-      :data:`gwlab.metastability.judge`, has it called for every point before any run: it
-      raises :class:`~gwlab.config.ConfigError` naming ``source`` for a point whose runs it
-      could not measure.
+      defined there (a lambda or a nested function works only with ``workers=1`` or an
+      executor of threads; a :class:`~concurrent.futures.ProcessPoolExecutor` given needs it
+      picklable too). A measure with a method ``check(scenario, duration, bin_width,
+      source)``, such as :data:`gwlab.metastability.judge`, has it called for every point
+      before any run: it raises :class:`~gwlab.config.ConfigError` naming ``source`` for a
+      point whose runs it could not measure.
     - ``executor``: any :class:`concurrent.futures.Executor` to run on (a dask cluster's
       ``Client(cluster).get_executor()``); it is used, not shut down. Without one, a
       :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
@@ -247,7 +251,8 @@ class Plan:
         """The scenario of ``point`` (values in the order of :attr:`paths`), checked as
         :func:`gwlab.simulate` checks it. Raises :class:`~gwlab.config.ConfigError` naming
         the point, the field, the value and what is allowed."""
-        where = f"{self.source} point {_describe(self.paths, point)}"
+        where = f"{self.source} point {_describe(self.paths, point)}" if self.paths else \
+            f"{self.source} (empty): the scenario as it is"
         patch: dict[str, Any] = {}
         events = []
         for parts, value in zip(self._parts, point):
@@ -280,13 +285,14 @@ class Plan:
             raise ConfigError(f"sweep: workers = {workers!r}: expected a whole number >= 1, or None for one per core")
         count = workers or os.cpu_count() or 1
         pooled = executor is None and count > 1
-        if pooled and measure is not None:
+        if (pooled or isinstance(executor, ProcessPoolExecutor)) and measure is not None:
             try:
                 pickle.dumps(measure)
             except Exception as exc:
+                instead = "workers=1" if pooled else "an executor of threads, or workers=1 and no executor"
                 raise TypeError(f"sweep: measure = {measure!r} cannot be sent to the worker processes ({exc}): "
                                 "expected a function defined at the top level of a module, or an instance of a "
-                                "class defined there (or workers=1)") from None
+                                f"class defined there, which a process imports (or {instead})") from None
         table = _Table(self)
         bar = _bar(progress, len(self))
         try:
@@ -379,9 +385,9 @@ class Plan:
                               "'workload.rate' or 'providers.p1.latency'")
         if parts[0] == "events" and len(parts) > 1:
             n, index = len(self.base.events), parts[1]
-            if not (index.isascii() and index.isdigit() and int(index) < n):
-                expected = f"expected a whole number from 0 to {n - 1} ({_count(n, 'event')} in the scenario)" \
-                    if n else "the scenario has no events"
+            if not (index.isascii() and index.isdigit() and str(int(index)) == index and int(index) < n):
+                expected = f"expected a whole number from 0 to {n - 1}, written without leading zeros " \
+                    f"({_count(n, 'event')} in the scenario)" if n else "the scenario has no events"
                 raise ConfigError(f"{self.source} {path!r}: events index {index!r}: {expected}")
         return parts
 
@@ -392,26 +398,26 @@ class Plan:
                                   "which none holds another")
 
     def _values(self, path: str, values: Any) -> list[Any]:
+        where = f"{self.source} {path!r}"
         if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-            raise ConfigError(f"{self.source} {path!r}: expected a list of values, not {_kind(values)}")
-        if isinstance(values, Sequence) and len(values) > config.MAX_SWEEP_RUNS:
-            raise ConfigError(f"{self.source} {path!r}: {len(values)} values: expected at most "
-                              f"{config.MAX_SWEEP_RUNS} (gwlab.config.MAX_SWEEP_RUNS)")
-        listed = [_plain(v) for v in values]
+            raise ConfigError(f"{where}: expected a list of values, not {_kind(values)}")
+        listed = _listed(values, where)
         if not listed:
-            raise ConfigError(f"{self.source} {path!r}: no values: expected at least one")
+            raise ConfigError(f"{where}: no values: expected at least one")
         return listed
 
 
 class _Table:
     """The rows of a sweep, filled by run index as results come, each result checked as it
-    comes."""
+    comes, and its keys compared with the first run's once every run before it has come: so
+    a run that gives other keys is named as the first in the runs' order, whatever order they
+    came in, as early as that is known."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.rows: list[Row | None] = [None] * len(plan)
-        self.keys: set[str] | None = None
-        """The measure's keys, as the first result to come gave them."""
+        self.compared = 0
+        """How many rows, from the first on, have come and have the first row's keys."""
 
     def put(self, index: int, measured: Any) -> None:
         plan = self.plan
@@ -420,20 +426,23 @@ class _Table:
         if not isinstance(measured, Mapping):
             raise TypeError(f"{where}: the measure returned {_kind(measured)}: expected a dict")
         measured = {key: _plain(value) for key, value in measured.items()}
-        if self.keys is None:
-            taken = [key for key in measured if key in plan.paths or key == SEED or not isinstance(key, str)]
-            if taken:
-                raise TypeError(f"{where}: the measure returned the key {taken[0]!r}: expected strings other than "
-                                f"{SEED!r} and the grid's paths")
-            self.keys = set(measured)
-        elif set(measured) != self.keys:
-            raise TypeError(f"{where}: the measure returned the keys {sorted(measured)}: expected the keys of "
-                            f"every other run, {sorted(self.keys)}")
+        taken = [key for key in measured if key in plan.paths or key == SEED or not isinstance(key, str)]
+        if taken:
+            raise TypeError(f"{where}: the measure returned the key {taken[0]!r}: expected strings other than "
+                            f"{SEED!r} and the grid's paths")
         for key, value in measured.items():
             if not (value is None or isinstance(value, (bool, int, float, str))):
                 raise TypeError(f"{where}: the measure returned {key!r} = {value!r}: expected a number, a boolean, "
                                 "a string or None")
         self.rows[index] = {**dict(zip(plan.paths, plan.points[point])), SEED: plan.seeds[seed], **measured}
+        rows = self.rows
+        while self.compared < len(rows) and rows[self.compared] is not None:
+            keys, first = set(rows[self.compared]), set(rows[0])
+            if keys != first:
+                raise TypeError(f"{plan.where(self.compared)}: the measure returned the keys "
+                                f"{sorted(keys - {SEED, *plan.paths})}: expected the keys of the first run, "
+                                f"{sorted(first - {SEED, *plan.paths})}")
+            self.compared += 1
 
     def done(self) -> list[Row]:
         """Every row, its columns in the order of the first row's."""
@@ -456,7 +465,8 @@ def _seeds(seeds: Any) -> Sequence[int]:
         return range(1, seeds + 1)
     if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, Iterable):
         raise ConfigError(f"sweep: seeds = {seeds!r}: expected a whole number n (seeds 1 to n) or a list of seeds")
-    listed = tuple(config.run_argument("seed", _plain(s), f"sweep: seeds[{i}]") for i, s in enumerate(seeds))
+    listed = tuple(config.run_argument("seed", s, f"sweep: seeds[{i}]")
+                   for i, s in enumerate(_listed(seeds, "sweep: seeds")))
     if not listed:
         raise ConfigError("sweep: seeds = []: expected at least one seed")
     twice = [s for s, n in itertools.groupby(sorted(listed)) if len(list(n)) > 1]
@@ -482,10 +492,28 @@ def _count(n: int, what: str) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A NumPy scalar (``np.float64``, ``np.int64`` ...) as the Python number it holds."""
-    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+    """A NumPy scalar (``np.float64``, ``np.int64`` ...) as the Python number it holds; an
+    array of one or more dimensions as it is."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
         return value.item()
     return value
+
+
+def _listed(values: Iterable[Any], where: str) -> list[Any]:
+    """The elements of ``values`` (a list, a tuple, a 1-dimensional NumPy array, any iterable,
+    even an endless one), each made plain (:func:`_plain`). Raises
+    :class:`~gwlab.config.ConfigError` "``where``: ..." for an array of another dimension, or
+    for more than :data:`gwlab.config.MAX_SWEEP_RUNS` elements, reading one more at most."""
+    ndim = getattr(values, "ndim", 1)
+    if ndim != 1:
+        raise ConfigError(f"{where}: an array of shape {tuple(values.shape)}: expected a list of values, or an array "
+                          "of one dimension")
+    listed = [_plain(v) for v in itertools.islice(values, config.MAX_SWEEP_RUNS + 1)]
+    if len(listed) > config.MAX_SWEEP_RUNS:
+        many = len(values) if isinstance(values, Sized) else f"more than {config.MAX_SWEEP_RUNS}"
+        raise ConfigError(f"{where}: {many} values: expected at most {config.MAX_SWEEP_RUNS} "
+                          "(gwlab.config.MAX_SWEEP_RUNS)")
+    return listed
 
 
 def _put(patch: dict[str, Any], parts: list[str], value: Any) -> None:

@@ -14,10 +14,12 @@ from the live gateway, and :mod:`gwlab.plots` draws either.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from gwlab.breaker import State, Transition
+from gwlab.config import ConfigError
 from gwlab.stats import (CLIENT_TIMEOUT, CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, USER_OUTCOMES, Tally,
                          admitted, code_name)
 
@@ -109,11 +111,14 @@ class TimeSeries:
     def resample(self, width: float) -> TimeSeries:
         """The same run in bins of ``width`` seconds, a whole multiple of :attr:`bin_width`.
         Counts and in-flight integrals add up, tallies merge, end-of-bin readings come from
-        the last bin merged."""
-        factor = width / self.bin_width if width > 0 else 0.0
-        k = round(factor)
+        the last bin merged. Raises :class:`~gwlab.config.ConfigError` (a :class:`ValueError`)
+        for a ``width`` that is not such a multiple: not a number, infinite, NaN, or <= 0."""
+        number = isinstance(width, numbers.Real) and not isinstance(width, bool)
+        factor = width / self.bin_width if number and width > 0 else math.nan
+        k = round(factor) if math.isfinite(factor) else 0
         if k < 1 or not math.isclose(factor, k, rel_tol=1e-9):
-            raise ValueError(f"width = {width!r}: expected a whole multiple of the bin width {self.bin_width!r}")
+            raise ConfigError(f"timeseries: width = {width!r}: expected a whole multiple of the bin width "
+                              f"{self.bin_width!r}")
         if k == 1:
             return self
         merged = []

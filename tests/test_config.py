@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fractions
+import json
 import math
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -322,6 +325,24 @@ def test_load_errors_name_the_file(tmp_path, text, message):
     assert str(error.value) == message.format(path=path)
 
 
+NOT_UTF8 = [
+    (b"[limiter]\nrate = 5 # \xff\n", 21, 0xFF),
+    (b"\x80", 0, 0x80),
+    ("[workload]\nmode = 'closed'\n# caf\u00e9\n".encode("latin-1"), 32, 0xE9),
+    ("# \u00e9\n".encode("utf-16"), 0, 0xFF),
+    (b"# \xe2\x82\n", 2, 0xE2),  # a sequence cut short
+]
+
+
+@pytest.mark.parametrize(("data", "offset", "byte"), NOT_UTF8)
+def test_load_names_the_file_and_the_first_byte_that_is_not_utf8(tmp_path, data, offset, byte):
+    path = tmp_path / "latin.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert str(error.value) == f"{path}: byte {byte:#04x} at offset {offset}: expected UTF-8 text (TOML files are UTF-8)"
+
+
 def test_load_not_toml(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[limiter\nrate = 1\n", encoding="utf-8")
@@ -434,6 +455,97 @@ def test_every_field_takes_its_bounds_and_refuses_what_lies_just_outside(where, 
         message = str(error.value)
         assert message.startswith(f"scenario: {where} = ") and message.endswith(f": expected {spec['allowed']}")
         assert "\n" not in message and len(message) < 200
+
+
+def _kinds_of(value) -> list:
+    """``value`` as numbers of other types that hold it exactly: NumPy's integers (those wide
+    enough) and floats, and a Fraction."""
+    if isinstance(value, int):
+        kinds = [np.int8, np.int16, np.int32, np.int64, np.uint64]
+        return [k(value) for k in kinds if np.iinfo(k).min <= value <= np.iinfo(k).max] + [fractions.Fraction(value)]
+    return [np.float64(value), fractions.Fraction(value)]
+
+
+@pytest.mark.parametrize(("where", "spec", "place"), NUMERIC_FIELDS, ids=[w for w, _, _ in NUMERIC_FIELDS])
+def test_every_field_takes_numbers_of_any_type_as_the_plain_number_they_hold(where, spec, place):
+    for value in _inside(spec):
+        plain = config.from_dict(_with_room(where, place(value)))
+        for number in _kinds_of(value):
+            scenario = config.from_dict(_with_room(where, place(number)))
+            assert scenario == plain and type(_read(scenario, where)) is spec["kind"], (type(number), value)
+    for value in _outside(spec)[:2]:
+        with pytest.raises(ConfigError) as plain:
+            config.from_dict(_with_room(where, place(value)))
+        for number in _kinds_of(value):
+            with pytest.raises(ConfigError) as error:
+                config.from_dict(_with_room(where, place(number)))
+            assert str(error.value) == str(plain.value), type(number)
+
+
+@pytest.mark.parametrize("number", [True, False, np.bool_(True), "1", None, [1], 1j, datetime.date(2024, 1, 1)])
+def test_a_bool_or_what_is_not_a_real_number_is_refused_where_a_number_belongs(number):
+    with pytest.raises(ConfigError, match=r"^scenario: workload.clients = .*: expected a whole number >= 1 and <= "):
+        config.from_dict({"workload": {"clients": number}})
+    with pytest.raises(ConfigError, match=r"^scenario: limiter.rate = .*: expected a number >= 0.001 and <= "):
+        config.from_dict({"limiter": {"rate": number}})
+
+
+def test_an_events_patch_keeps_its_numbers_plain():
+    data = {"events": [{"at": np.float32(2.5), "workload": {"clients": np.int16(7), "rate": np.float64(9.5)},
+                        "providers": {"p1": {"weight": fractions.Fraction(1, 2)}}}]}
+    event = config.from_dict(data).events[0]
+    assert event.patch == {"workload": {"clients": 7, "rate": 9.5}, "providers": {"p1": {"weight": 0.5}}}
+    assert [type(v) for v in (event.at, *event.patch["workload"].values(), event.patch["providers"]["p1"]["weight"])] \
+        == [float, int, float, float]
+    assert json.loads(json.dumps(config.from_dict(data).to_dict()))["events"][0]["workload"] == {"clients": 7, "rate": 9.5}
+
+
+NOT_STRING_KEYS = [
+    ({1: {}}, "scenario: scenario key = 1"),
+    ({None: 1}, "scenario: scenario key = null"),
+    ({"workload": {1: 5}}, "scenario: workload key = 1"),
+    ({"limiter": {("rate",): 5}}, "scenario: limiter key = ('rate',)"),
+    ({"providers": {1: {}}}, "scenario: providers key = 1"),
+    ({"providers": {"p1": {b"weight": 1}}}, "scenario: providers.p1 key = b'weight'"),
+    ({"events": [{"at": 1, 2.5: {}}]}, "scenario: events[0] key = 2.5"),
+    ({"events": [{"at": 1, "workload": {True: 1}}]}, "scenario: event at 1 s: workload key = true"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), NOT_STRING_KEYS)
+def test_a_key_that_is_not_a_string_is_refused_naming_its_table(data, message):
+    with pytest.raises(ConfigError) as error:
+        config.from_dict(data)
+    assert str(error.value) == f"{message}: expected a string, as every key of a table"
+    with pytest.raises(ConfigError) as error:
+        config.merge(Scenario(), data, "lab.configure")
+    if "events" not in data:
+        assert str(error.value) == message.replace("scenario: ", "lab.configure: ", 1) + \
+            ": expected a string, as every key of a table"
+
+
+def _outcome(name: str, value) -> tuple:
+    try:
+        taken = config.run_argument(name, value, name)
+    except ConfigError as error:
+        return "refused", str(error)
+    return "taken", taken, type(taken)
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.floats())
+def test_a_numpy_number_is_taken_or_refused_exactly_as_the_plain_number_it_holds(whole, real):
+    for name in ("seed", "duration", "port"):
+        assert _outcome(name, np.int64(whole)) == _outcome(name, whole)
+        assert _outcome(name, np.float64(real)) == _outcome(name, real)
+
+
+@pytest.mark.parametrize("name", sorted(config.RUN_RANGES))
+def test_every_run_argument_takes_numbers_of_any_type_as_the_plain_number_they_hold(name):
+    spec = config.RUN_RANGES[name]
+    for value in _inside(spec):
+        for number in _kinds_of(value):
+            taken = config.run_argument(name, number, f"simulate: {name}")
+            assert taken == value and type(taken) is spec["kind"], type(number)
 
 
 @pytest.mark.parametrize("name", sorted(config.RUN_RANGES))

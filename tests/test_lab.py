@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import socket
 import threading
 
+import numpy as np
 import prometheus_client
 import pytest
 
@@ -15,6 +17,7 @@ import gwlab.lab
 from gwlab import config, plots
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab import controls
+from gwlab.lab.loop import LoopThread
 from gwlab.stats import RELATIVE_ERROR
 from tests.support import port_is_free
 
@@ -479,3 +482,111 @@ def test_a_lab_with_llm_traffic_shows_its_controls_and_charts_and_the_seed_lab_d
         assert "TTFT" not in dashboard.status.value and "running" not in dashboard.status.value
     finally:
         gwlab.lab.stop()
+
+
+BAD_SECONDS = [math.nan, math.inf, -math.inf, -1, 0, 1e-7, config.MAX_SECONDS + 1, 10**400, "1", None, True, [1]]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_run_for_refuses_what_is_not_a_duration_as_simulate_does_and_the_lab_runs_on(mode):
+    lab = gwlab.lab.start(clients=2, mode=mode, **FREE)
+    for seconds in BAD_SECONDS:
+        with pytest.raises(ConfigError) as expected:
+            config.run_argument("duration", seconds, "lab.run_for: seconds")
+        with pytest.raises(ConfigError) as error:
+            lab.run_for(seconds)
+        assert str(error.value) == str(expected.value) and str(error.value).startswith("lab.run_for: seconds = ")
+
+        async def run_async(seconds=seconds):
+            return await lab.run_for_async(seconds)
+
+        with pytest.raises(ConfigError) as error:
+            asyncio.run(run_async())
+        assert str(error.value) == str(expected.value)
+    summary = lab.run_for(np.float64(0.2))
+    assert lab.running and summary["duration"] >= 0.2
+
+
+BAD_STARTS = [
+    ({"port": -1}, "port = -1: expected a whole number >= 0 and <= 65535"),
+    ({"port": 65536}, "port = 65536: expected a whole number >= 0 and <= 65535"),
+    ({"port": 80.5}, "port = 80.5: expected a whole number >= 0 and <= 65535"),
+    ({"port": "8080"}, "port = '8080': expected a whole number >= 0 and <= 65535"),
+    ({"port": True}, "port = true: expected a whole number >= 0 and <= 65535"),
+    ({"port": None}, "port = null: expected a whole number >= 0 and <= 65535"),
+    ({"metrics_port": -1}, "metrics_port = -1: expected a whole number >= 0 and <= 65535"),
+    ({"metrics_port": math.inf}, "metrics_port = inf: expected a whole number >= 0 and <= 65535"),
+    ({"seed": -1}, "seed = -1: expected a whole number >= 0 and <= 18446744073709551615"),
+    ({"seed": 2**64}, "seed = 18446744073709551616: expected a whole number >= 0 and <= 18446744073709551615"),
+    ({"seed": 1.5}, "seed = 1.5: expected a whole number >= 0 and <= 18446744073709551615"),
+    ({"seed": "1"}, "seed = '1': expected a whole number >= 0 and <= 18446744073709551615"),
+]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_start_refuses_a_bad_seed_or_port_before_it_starts_or_stops_anything(mode):
+    running = gwlab.lab.start(mode="virtual", seed=5)
+    for arguments, message in BAD_STARTS:
+        with pytest.raises(ConfigError) as error:
+            gwlab.lab.start(**{**FREE, **arguments}, mode=mode)
+        assert str(error.value) == f"gwlab.lab.start: {message}"
+        assert gwlab.lab.current() is running and running.running and lab_threads() == []
+
+
+NUMPY_PATCHES = [
+    ({"limiter": {"rate": np.float64(500)}}, {"limiter": {"rate": 500.0}}),
+    ({"workload": {"clients": np.int64(3), "think_time": np.float32(0.5)}},
+     {"workload": {"clients": 3, "think_time": 0.5}}),
+    ({"providers": {"p1": {"weight": np.int8(5), "error_rate": np.float64(0.25)}}},
+     {"providers": {"p1": {"weight": 5.0, "error_rate": 0.25}}}),
+]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_configure_takes_numpy_numbers_as_the_plain_ones(mode):
+    lab = gwlab.lab.start(clients=2, mode=mode, **FREE)
+    for numpy, plain in NUMPY_PATCHES:
+        lab.reset()
+        changed = lab.configure(numpy)
+        lab.reset()
+        assert changed == lab.configure(plain)
+        assert changed.to_dict() == lab.scenario.to_dict() and repr(changed) == repr(lab.scenario)
+
+
+def test_start_takes_numpy_numbers_as_the_plain_ones():
+    lab = gwlab.lab.start(clients=2, seed=np.int64(3), port=np.int64(0), metrics_port=np.uint16(0))
+    assert type(lab.seed) is int and lab.seed == 3
+    assert gwlab.lab.start(clients=2, seed=3, **FREE) is lab
+
+
+def test_stopping_the_lab_while_run_for_runs_says_so(lab):
+    threading.Timer(0.3, lab.stop).start()
+    with pytest.raises(RuntimeError, match=r"^the lab was stopped while this call ran, so it has no result; "
+                                           r"gwlab.lab.start\(\) starts a new one$"):
+        lab.run_for(30)
+    assert not lab.running
+
+
+def test_a_loop_closed_under_a_waiting_call_raises_runtime_error_and_a_cancelled_caller_is_cancelled():
+    for wait in ("call", "call_async"):
+        thread = LoopThread("gwlab-lab-test")
+        threading.Timer(0.2, thread.close).start()
+        with pytest.raises(RuntimeError, match="^the lab was stopped while this call ran"):
+            if wait == "call":
+                thread.call(asyncio.sleep(30))
+            else:
+                asyncio.run(thread.call_async(asyncio.sleep(30)))
+
+    async def cancelled(thread):
+        task = asyncio.create_task(thread.call_async(asyncio.sleep(30)))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return task.cancelled()
+
+    thread = LoopThread("gwlab-lab-test")
+    try:
+        assert asyncio.run(cancelled(thread))
+    finally:
+        thread.close()
+

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gwlab
@@ -137,6 +138,24 @@ def test_same_seed_gives_byte_identical_json_across_processes_and_other_seeds_di
     assert first == second
     assert first != other
     assert '"mode": "simulated"' in first and '"transitions"' in first
+
+
+NUMPY_ARGUMENTS = [
+    ({"seed": np.int64(3)}, {"seed": 3}),
+    ({"seed": np.uint8(3), "duration": np.float32(4.5)}, {"seed": 3, "duration": 4.5}),
+    ({"duration": np.int16(4), "bin_width": np.float64(0.5), "replicas": np.int32(2)},
+     {"duration": 4, "bin_width": 0.5, "replicas": 2}),
+    ({"scenario": {"workload": {"clients": np.int64(7), "think_time": np.float64(0.25)},
+                   "events": [{"at": np.float32(2.0), "providers": {"p1": {"error_rate": np.float64(0.5)}}}]}},
+     {"scenario": {"workload": {"clients": 7, "think_time": 0.25},
+                   "events": [{"at": 2.0, "providers": {"p1": {"error_rate": 0.5}}}]}}),
+]
+
+
+@pytest.mark.parametrize(("numpy", "plain"), NUMPY_ARGUMENTS)
+def test_numpy_numbers_give_the_json_of_the_plain_numbers_they_hold(numpy, plain):
+    base = {"duration": 5, "seed": 1}
+    assert simulate(**{**base, **numpy}).to_json() == simulate(**{**base, **plain}).to_json()
 
 
 def test_global_random_state_untouched():

@@ -12,9 +12,11 @@ import multiprocessing
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -202,13 +204,139 @@ def test_the_failure_raised_is_the_first_in_the_runs_order_not_the_first_to_end(
      "the measure returned the key 'seed': expected strings other than 'seed' and the grid's paths"),
     (lambda r: {"x": [1]}, "the measure returned 'x' = [1]: expected a number, a boolean, a string or None"),
     (lambda r: {f"x{r.seed}": 1},
-     "the measure returned the keys ['x2']: expected the keys of every other run, ['x1']"),
+     "sweep: point 0 (the scenario as it is), seed 2: the measure returned the keys ['x2']: expected the keys of "
+     "the first run, ['x1']"),
     (lambda r: 5, "the measure returned an int: expected a dict"),
 ])
 def test_a_measure_must_return_the_same_flat_keys_every_run(measure, message):
     with pytest.raises(TypeError) as refused:
         sweep(None, {}, DURATION, 2, measure=measure, workers=1)
     assert message in str(refused.value)
+
+
+class KeysBySeed:
+    """A measure whose keys depend on the seed, seed 1's coming a quarter of a second after
+    the others: ``a`` for seed 1, ``b`` for the others."""
+
+    def __call__(self, result: SimResult) -> dict:
+        if result.seed == 1:
+            time.sleep(0.25)
+            return {"a": 1}
+        return {"b": 1}
+
+
+@pytest.mark.parametrize("seeds, named", [([1, 2, 3], 2), ([2, 1, 3], 1), ([3, 2, 1], 1)])
+def test_the_run_whose_keys_differ_from_the_first_runs_is_the_same_whatever_runs_them(seeds, named):
+    expected = "['a']" if named != 1 else "['b']"
+    message = (f"sweep: point 0 (the scenario as it is), seed {named}: the measure returned the keys "
+               f"{['b'] if named != 1 else ['a']}: expected the keys of the first run, {expected}")
+    with ThreadPoolExecutor(3) as threads:
+        for run in ({"workers": 1}, {"workers": 3}, {"executor": threads}):
+            with pytest.raises(TypeError) as refused:
+                sweep(None, {}, DURATION, seeds, measure=KeysBySeed(), **run)
+            assert str(refused.value) == message, run
+    assert multiprocessing.active_children() == []
+
+
+def test_a_run_with_other_keys_stops_the_sweep_as_soon_as_the_runs_before_it_have_come():
+    measured = []
+
+    def measure(result):
+        measured.append(result.seed)
+        return {"a": 1} if result.seed == 1 else {"b": 1}
+
+    with pytest.raises(TypeError, match=r"^sweep: point 0 \(the scenario as it is\), seed 2: "):
+        sweep(None, {}, DURATION, [1, 2, 3, 4], measure=measure, workers=1)
+    assert measured == [1, 2]
+
+
+def test_a_measure_a_process_executor_cannot_receive_is_refused_before_any_run(monkeypatch):
+    monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
+
+    def nested(result):
+        return {}
+
+    with ProcessPoolExecutor(1) as executor:
+        for measure in (lambda result: {}, nested):
+            with pytest.raises(TypeError) as refused:
+                sweep(None, {}, DURATION, 1, measure=measure, executor=executor)
+            message = str(refused.value)
+            assert message.startswith(f"sweep: measure = {measure!r} cannot be sent to the worker processes (")
+            assert message.endswith("): expected a function defined at the top level of a module, or an instance "
+                                    "of a class defined there, which a process imports (or an executor of threads, "
+                                    "or workers=1 and no executor)")
+    monkeypatch.undo()
+    with ThreadPoolExecutor(2) as executor:
+        assert records(sweep(None, {}, DURATION, [4], measure=lambda r: {"n": r.seed}, executor=executor)) == \
+            [{"seed": 4, "n": 4}]
+
+
+SEEDS_OF_ANY_KIND = [
+    (np.array([5]), (5,)),
+    (np.array([5, 2, 9], dtype=np.uint8), (5, 2, 9)),
+    (np.array([5.0, 2.0]), (5, 2)),
+    (np.array(3), range(1, 4)),
+    (np.int64(3), range(1, 4)),
+    (iter([4, 2]), (4, 2)),
+    ((s for s in (7, 8)), (7, 8)),
+    (range(2, 4), (2, 3)),
+]
+
+
+@pytest.mark.parametrize("seeds, taken", SEEDS_OF_ANY_KIND)
+def test_seeds_may_be_an_array_or_any_iterable_and_mean_their_elements(seeds, taken):
+    plan = Plan(None, {}, DURATION, seeds)
+    assert plan.seeds == taken and all(type(s) is int for s in plan.seeds)
+
+
+def test_an_array_of_seeds_runs_those_seeds():
+    rows = records(sweep(None, {}, DURATION, np.array([5]), measure=codes, workers=1))
+    assert [row["seed"] for row in rows] == [5] and rows[0]["ok"] == codes(simulate(None, DURATION, 5))["ok"]
+
+
+@pytest.mark.parametrize("values, points", [
+    (np.array([50, 60]), [(50,), (60,)]),
+    (np.array([50.5]), [(50.5,)]),
+    (iter([50, 60]), [(50,), (60,)]),
+    ((v for v in (1.5,)), [(1.5,)]),
+])
+def test_a_grids_values_may_be_an_array_or_any_iterable(values, points):
+    plan = Plan(OPEN, {"workload.rate": values}, DURATION, 1)
+    assert plan.points == points and [type(p[0]) for p in plan.points] == [type(p[0]) for p in points]
+
+
+MAX = config.MAX_SWEEP_RUNS
+TOO_MANY = [
+    (np.array([[5, 6]]), "an array of shape (1, 2): expected a list of values, or an array of one dimension"),
+    (np.array([[5], [6]]), "an array of shape (2, 1): expected a list of values, or an array of one dimension"),
+    (np.zeros((2, 2, 2)), "an array of shape (2, 2, 2): expected a list of values, or an array of one dimension"),
+    (itertools.count(1), f"more than {MAX} values: expected at most {MAX} (gwlab.config.MAX_SWEEP_RUNS)"),
+    (itertools.repeat(1), f"more than {MAX} values: expected at most {MAX} (gwlab.config.MAX_SWEEP_RUNS)"),
+    ((s for s in range(1, MAX + 2)), f"more than {MAX} values: expected at most {MAX} (gwlab.config.MAX_SWEEP_RUNS)"),
+    (np.arange(1, MAX + 2), f"{MAX + 1} values: expected at most {MAX} (gwlab.config.MAX_SWEEP_RUNS)"),
+    (list(range(1, MAX + 2)), f"{MAX + 1} values: expected at most {MAX} (gwlab.config.MAX_SWEEP_RUNS)"),
+]
+
+
+@pytest.mark.parametrize("values, message", TOO_MANY)
+def test_an_array_of_two_dimensions_or_too_many_values_is_refused_at_once(values, message, monkeypatch):
+    monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {"workload.rate": values}, DURATION, 1)
+    assert str(refused.value) == f"sweep: grid 'workload.rate': {message}"
+    if isinstance(values, Iterator):
+        return  # read once
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {}, DURATION, values)
+    assert str(refused.value) == f"sweep: seeds: {message}"
+
+
+@pytest.mark.parametrize("make", [lambda: itertools.count(1), lambda: itertools.repeat(1)])
+def test_endless_seeds_are_refused_at_once(make):
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {}, DURATION, make())
+    assert str(refused.value) == f"sweep: seeds: more than {MAX} values: expected at most {MAX} " \
+                                 "(gwlab.config.MAX_SWEEP_RUNS)"
 
 
 def test_progress_bar_counts_the_runs_on_stderr(capsys):
@@ -244,9 +372,20 @@ def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_runnin
     ({"providers.p9.latency": [1]}, 1, "sweep: grid point providers.p9.latency=1: unknown key 'providers.p9'; "
                                        "allowed: p1, p2, p3"),
     ({"events.2.at": [1]}, 1,
-     "sweep: grid 'events.2.at': events index '2': expected a whole number from 0 to 1 (2 events in the scenario)"),
+     "sweep: grid 'events.2.at': events index '2': expected a whole number from 0 to 1, written without leading "
+     "zeros (2 events in the scenario)"),
     ({"events.x.at": [1]}, 1,
-     "sweep: grid 'events.x.at': events index 'x': expected a whole number from 0 to 1 (2 events in the scenario)"),
+     "sweep: grid 'events.x.at': events index 'x': expected a whole number from 0 to 1, written without leading "
+     "zeros (2 events in the scenario)"),
+    ({"events.00.at": [1]}, 1,
+     "sweep: grid 'events.00.at': events index '00': expected a whole number from 0 to 1, written without leading "
+     "zeros (2 events in the scenario)"),
+    ({"events.01.providers.p1.outage": ["none"]}, 1,
+     "sweep: grid 'events.01.providers.p1.outage': events index '01': expected a whole number from 0 to 1, written "
+     "without leading zeros (2 events in the scenario)"),
+    ({"events.+1.at": [1]}, 1,
+     "sweep: grid 'events.+1.at': events index '+1': expected a whole number from 0 to 1, written without leading "
+     "zeros (2 events in the scenario)"),
     ({"workload.rate": []}, 1, "sweep: grid 'workload.rate': no values: expected at least one"),
     ([("workload.rate", [1])], 1,
      "sweep: grid: a list: expected a mapping of dotted paths to lists of values, like {'workload.rate': [500, 1000]}"),
@@ -296,6 +435,9 @@ STORM = SCENARIOS / "retry_storm.toml"
      "judged"),
     (None, {"workload.rate": [1]}, 1, 1.0,
      "sweep: grid point workload.rate=1: judge: 0 scripted events: expected a trigger from the first to the second"),
+    (None, {}, 1, 1.0,
+     "sweep: grid (empty): the scenario as it is: judge: 0 scripted events: expected a trigger from the first to "
+     "the second"),
 ])
 def test_a_point_the_measure_cannot_judge_is_refused_before_any_run(scenario, grid, duration, bin_width, message,
                                                                       monkeypatch):

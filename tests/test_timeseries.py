@@ -3,12 +3,16 @@ simulator's bins adding up to its summary."""
 
 from __future__ import annotations
 
+import fractions
 import json
+import math
 import sys
 import types
 
+import numpy as np
 import pytest
 
+from gwlab.config import ConfigError
 from gwlab.sim import simulate
 from gwlab.stats import LatencyHistogram, Tally
 from gwlab.timeseries import Bin, TimeSeries
@@ -78,10 +82,17 @@ def test_resample_by_one_is_the_same_series(series):
     assert series.resample(1.0) is series
 
 
-@pytest.mark.parametrize("width", [1.5, 0.5, 0.0, -2.0])
+@pytest.mark.parametrize("width", [1.5, 0.5, 0.0, -2.0, math.inf, -math.inf, math.nan, 1e-320, "2", None, True,
+                                   [2], 2j])
 def test_resample_needs_a_whole_multiple(series, width):
-    with pytest.raises(ValueError, match=f"width = {width!r}: expected a whole multiple of the bin width 1.0"):
+    with pytest.raises(ConfigError) as error:
         series.resample(width)
+    assert str(error.value) == f"timeseries: width = {width!r}: expected a whole multiple of the bin width 1.0"
+
+
+@pytest.mark.parametrize("width", [2, 2.0, np.int64(2), np.float32(2.0), fractions.Fraction(2)])
+def test_resample_takes_a_whole_multiple_of_any_number_type(series, width):
+    assert series.resample(width).columns() == series.resample(2.0).columns()
 
 
 def test_to_pandas_without_pandas_says_so(series, monkeypatch):

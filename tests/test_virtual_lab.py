@@ -228,6 +228,38 @@ def test_the_dashboard_draws_a_virtual_lab_and_its_mode(unpaced):
     assert len(tasks) == 1  # main's own: no pacing, no redraw task left
 
 
+def test_a_dashboard_without_a_running_loop_is_refused_and_nothing_is_kept(unpaced):
+    lab = gwlab.lab.start(mode="virtual")
+    for _ in range(2):
+        with pytest.raises(RuntimeError) as error:
+            lab.dashboard()
+        assert str(error.value) == ("lab.dashboard(): no event loop is running to redraw the virtual lab's charts "
+                                    "on: expected a notebook (its kernel runs one) or a call from a coroutine "
+                                    "(asyncio.run)")
+        assert (lab.views, lab._listeners, lab._stopping) == ({}, [], [])
+
+    async def main():
+        dashboard = lab.dashboard()
+        assert lab.dashboard() is dashboard and lab.views == {"dashboard": dashboard}
+        lab.configure({"limiter": {"rate": 500}})
+        rate = dashboard.controls["limiter", "rate"].value
+        lab.stop()
+        await asyncio.sleep(0)
+        return rate, dashboard.status.value
+
+    assert asyncio.run(main()) == (500, "<b>the lab is stopped</b>")
+
+
+def test_the_window_of_either_lab_refuses_a_width_that_is_not_a_whole_multiple():
+    lab = gwlab.lab.start(mode="virtual")
+    lab.run_for(2.0)
+    for width in (math.inf, "2", math.nan, 0.75):
+        with pytest.raises(ConfigError, match=r"^timeseries: width = .*: expected a whole multiple of the bin "
+                                              r"width 0.5$"):
+            lab.timeseries().resample(width)
+    assert lab.timeseries().resample(1.0).bin_width == 1.0
+
+
 def test_start_checks_the_mode_and_keeps_one_lab():
     with pytest.raises(ConfigError, match=r"^gwlab.lab.start: mode = 'browser': expected one of 'live', 'virtual'$"):
         gwlab.lab.start(mode="browser")

@@ -169,16 +169,18 @@ class Dashboard:
             self.output,
         ])
         self._show_mode()
-        lab.subscribe(self.sync)
-        lab.on_stop(self.detach)
 
     @classmethod
     def of(cls, lab: Lab | VirtualLab) -> Dashboard:
-        """The dashboard of ``lab``, made and started on first use (one per lab)."""
+        """The dashboard of ``lab``, made and started on first use (one per lab). Raises
+        :class:`RuntimeError`, keeping nothing, where it cannot redraw (see :meth:`attach`)."""
         dashboard = lab.views.get("dashboard")
         if dashboard is None:
-            dashboard = lab.views["dashboard"] = cls(lab)
+            dashboard = cls(lab)
             lab.call(dashboard.attach())
+            lab.subscribe(dashboard.sync)
+            lab.on_stop(dashboard.detach)
+            lab.views["dashboard"] = dashboard
         return dashboard
 
     # -- display ----------------------------------------------------------------------------
@@ -307,8 +309,15 @@ class Dashboard:
         return fig
 
     async def attach(self) -> None:
-        """Start redrawing (on the lab's loop)."""
-        self._task = asyncio.create_task(self._redraw_loop())
+        """Start redrawing (on the lab's loop). Raises :class:`RuntimeError` when no event
+        loop runs: a virtual lab runs on the caller's, which a plain script does not have."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(f"lab.dashboard(): no event loop is running to redraw the {self.lab.mode} lab's "
+                               "charts on: expected a notebook (its kernel runs one) or a call from a coroutine "
+                               "(asyncio.run)") from None
+        self._task = loop.create_task(self._redraw_loop())
 
     async def detach(self) -> None:
         """Stop redrawing; the charts keep their last picture and the controls are disabled

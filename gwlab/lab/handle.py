@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
+from gwlab import config
 from gwlab.config import Event, Scenario, WorkloadConfig
 from gwlab.lab.clients import ClientPool
 from gwlab.lab.loop import LoopThread
@@ -169,7 +170,10 @@ class Lab:
 
     def run_for(self, seconds: float) -> Summary:
         """Let the lab run for ``seconds`` (blocking this cell; the charts keep moving) and
-        return the summary of the requests answered meanwhile."""
+        return the summary of the requests answered meanwhile. Raises
+        :class:`~gwlab.config.ConfigError` for ``seconds`` out of
+        :data:`gwlab.config.RUN_RANGES`' ``duration``, :class:`RuntimeError` once stopped, or
+        when the lab is stopped while it runs."""
         return self.call(self._run_for(seconds))
 
     async def run_for_async(self, seconds: float) -> Summary:
@@ -259,6 +263,7 @@ class Lab:
         return thread
 
     async def _run_for(self, seconds: float) -> Summary:
+        seconds = config.run_argument("duration", seconds, "lab.run_for: seconds")
         tap = Tally()
         recorder, metrics, clock = self.recorder, self.gateway.metrics, self.gateway.clock
         scenario = self.gateway.scenario

@@ -58,17 +58,27 @@ class LoopThread:
 
     def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coro`` on the loop and wait for its result. An interrupt (Ctrl-C, the
-        notebook's stop button) cancels it."""
+        notebook's stop button) cancels it. Raises :class:`RuntimeError` when the loop is
+        closed (the lab stopped) before ``coro`` ends."""
         future = self.submit(coro)
         try:
             return future.result()
         except KeyboardInterrupt:
             future.cancel()
             raise
+        except concurrent.futures.CancelledError:
+            raise _stopped() from None
 
     async def call_async(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        """Run ``coro`` on the loop; await its result from another loop."""
-        return await asyncio.wrap_future(self.submit(coro))
+        """Run ``coro`` on the loop; await its result from another loop. Raises
+        :class:`RuntimeError` as :meth:`call` does; cancelling the awaiting task cancels
+        ``coro``."""
+        try:
+            return await asyncio.wrap_future(self.submit(coro))
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            raise _stopped() from None
 
     def close(self) -> None:
         """Stop the loop (pending tasks are cancelled, so every future handed out ends) and
@@ -79,3 +89,8 @@ class LoopThread:
             self._closing = True
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
+
+
+def _stopped() -> RuntimeError:
+    return RuntimeError("the lab was stopped while this call ran, so it has no result; "
+                        "gwlab.lab.start() starts a new one")
