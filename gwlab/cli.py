@@ -240,8 +240,8 @@ def check_writable(flag: str, path: Path | None) -> None:
 
 def _check_server_args(args: argparse.Namespace) -> None:
     for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
-        if not 0 <= port <= 65535:
-            raise UsageError(f"{flag} = {port}: expected a port number from 0 to 65535")
+        if not 0 <= port <= config.MAX_PORT:
+            raise UsageError(f"{flag} = {port}: expected a port number from 0 to {config.MAX_PORT}")
     token = args.admin_token
     if token is not None and not (token and token.isascii() and token.isprintable() and " " not in token):
         # The value is a secret: never shown.
@@ -252,9 +252,10 @@ def _check_server_args(args: argparse.Namespace) -> None:
 def _check_replicas_args(args: argparse.Namespace) -> None:
     if not 1 <= args.replicas <= config.MAX_REPLICAS:
         raise UsageError(f"--replicas = {args.replicas}: expected 1 to {config.MAX_REPLICAS}")
-    if args.metrics_port and args.metrics_port + args.replicas - 1 > 65535:
+    if args.metrics_port and args.metrics_port + args.replicas - 1 > config.MAX_PORT:
         raise UsageError(f"--metrics-port = {args.metrics_port}: the replicas' metrics ports "
-                         f"{args.metrics_port} to {args.metrics_port + args.replicas - 1} must be at most 65535")
+                         f"{args.metrics_port} to {args.metrics_port + args.replicas - 1} must be at most "
+                         f"{config.MAX_PORT}")
     check_writable("--scrape-config", args.scrape_config)
 
 
