@@ -167,6 +167,13 @@ def test_what_summaries_count_as_admitted_follows_the_status_table():
         assert stats.admitted(status, provider) == (rows[answer].admitted == "yes"), answer
 
 
+def test_the_readme_counts_a_providers_429_as_admitted_as_the_summary_does():
+    rows = {row[0]: row[1] for row in readme_table("means one thing in all three:")}
+    assert ("those that reached a provider: answered 200, 502, 504 or stream_error, or 429 by the provider (its "
+            "queue or its own limit; the gateway's own 429 is not admitted)") in rows["offered, admitted, codes"]
+    assert stats.admitted(stats.RATE_LIMITED, "p1") and not stats.admitted(stats.RATE_LIMITED, stats.NO_PROVIDER)
+
+
 def test_readme_lists_every_tutorial_and_every_scenario():
     def first_cells(header: str) -> set[str]:
         rows = README.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]

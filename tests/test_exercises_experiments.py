@@ -75,7 +75,7 @@ def crashes(q, buckets):
     (interpolated_from_zero, False, ["gave 0.0833333, too low", "interpolates from 0"]),
     (inf_bucket_not_handled, False, ["histogram_quantile(0.99, [(0.1, 2), (0.5, 8), (inf, 10)]) gave inf, too high",
                                      "highest finite le"]),
-    (crashes, False, ["IndexError", "instead of a number"]),
+    (crashes, False, ["raised IndexError: tuple index out of range (PromQL's rule gives 0.0916667)"]),
     (None, False, ["histogram_quantile(q, buckets)"]),
 ])
 def test_histogram_quantile_check(answer, ok, named):
@@ -160,7 +160,10 @@ def test_fault_drill_outages_end_at_phases_spread_over_any_cooldown():
     ({"base_delay": 1.0, "max_cooldown": 3.0}, False, ["too many failed probes in 8 of the 8 outages",
                                                        "2 too many (allowed: 15)"]),
     ({"base_delay": 5.0, "max_cooldown": 4.0}, False, ["breaker.max_cooldown = 4.0"]),
-    (None, False, ["set answer to a dict"]),
+    (None, False, ["answer is None", "expected a dict such as"]),
+    # A base delay alone above the default max_cooldown: the one to set is the one left out.
+    ({"base_delay": 40.0}, False, ["base_delay 40 s is longer than max_cooldown, whose default is 30 s: set "
+                                   "max_cooldown too, at least the base delay"]),
 ])
 def test_backoff_check(answer, ok, named):
     assert_verdict(fault_drills.check_backoff(answer), ok, *named)
@@ -188,7 +191,8 @@ def test_littles_law_holds_on_the_exercise_run_within_the_tolerance():
     (lambda s: 500 * 0.37, False, ["too high by 23%", "configured weights"]),
     (lambda s: s["rates"]["admitted"] / s["latency"]["mean"], False, ["too high by", "divides the rate"]),
     (lambda s: 100.0, False, ["too low by 33%", "multiply the run's admitted rate"]),
-    (lambda s: None, False, ["set answer to a number"]),
+    (lambda s: None, False, ["answer is None", "expected a number: the arrival rate"]),
+    (lambda s: 1e300, False, ["1e+300 requests in flight is too high by a factor of 6.65e+297"]),
 ])
 def test_in_flight_check(predict, ok, named):
     assert_verdict(load_testing.check_in_flight(predict(load_testing.little_run().summary())), ok, *named)

@@ -120,3 +120,14 @@ def test_trips_count_every_transition_to_open():
 ])
 def test_retries_show_only_when_the_gateway_decided_any(retries, shown):
     assert summary_of(make_tally(), retries=retries).get("retries") == shown
+
+
+def test_admitted_counts_a_providers_429_and_not_the_gateways():
+    tally = Tally()
+    tally.record(200, "p1", 0.1)
+    tally.record(429, "p1", 0.0)
+    tally.record(429, NO_PROVIDER, 0.0)
+    s = summary_of(tally, end=at_end(p1=State.HEALTHY))
+    assert (s["offered"], s["admitted"], s["availability"]) == (3, 2, 0.5)
+    assert s["codes"] == {"200": 1, "429": 2}
+    assert (s["providers"]["p1"]["requests"], s["providers"]["p1"]["codes"]["429"]) == (2, 1)

@@ -11,11 +11,10 @@ other wrong answer is told which way it misses and by how much.
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Any
 
 from gwlab.config import SEED_PROVIDERS
-from gwlab.exercises import Verdict, direction, known_mistake
+from gwlab.exercises import Verdict, direction, known_mistake, number, wrong_kind
 
 WEIGHTS = {name: weight for name, weight, _, _ in SEED_PROVIDERS}
 """The seed's weights by provider."""
@@ -31,12 +30,6 @@ SAMPLE_SLACK = 0.02
 SAMPLE_MISTAKE_TOLERANCE = 0.01
 """How close (a fraction of it) an answer must be to a characteristic wrong sample size to be
 taken for it."""
-
-
-def _number(answer: Any, what: str) -> str | None:
-    if isinstance(answer, bool) or not isinstance(answer, Real) or not math.isfinite(answer):
-        return f"answer = {answer!r}: expected {what}"
-    return None
 
 
 def _share_mistakes() -> list[tuple[float, str]]:
@@ -62,12 +55,16 @@ def _share_mistakes() -> list[tuple[float, str]]:
 
 def check_share_without_p3(answer: Any) -> Verdict:
     """Is ``answer`` p1's share of the requests (a fraction) while p3 is excluded?"""
-    problem = _number(answer, "p1's share as a fraction between 0 and 1 (for example answer = 0.5)")
-    if problem:
-        return Verdict(False, problem)
+    expected = "p1's share as a fraction between 0 and 1 (for example answer = 0.5)"
+    share = number(answer)
+    if share is None:
+        return wrong_kind(answer, expected)
     right = WEIGHTS["p1"] / (WEIGHTS["p1"] + WEIGHTS["p2"])
-    if 1 < answer <= 100 and abs(answer / 100 - right) <= TOLERANCE:
-        return Verdict(False, f"{answer:g} looks like a percentage: give the share as a fraction between 0 and 1.")
+    if 1 < share <= 100 and abs(share / 100 - right) <= TOLERANCE:
+        return Verdict(False, f"{share:g} looks like a percentage: give the share as a fraction between 0 and 1.")
+    if not 0 <= share <= 1:
+        return wrong_kind(answer, expected)
+    answer = share
     if abs(answer - right) > TOLERANCE:
         hint = known_mistake(answer, _share_mistakes(), TOLERANCE) or (
             "divide p1's weight by the total weight of the providers still eligible")
@@ -106,11 +103,10 @@ def check_sample_size(answer: Any) -> Verdict:
     """Is ``answer`` (about) the smallest number of requests for which p3's observed share
     lies within ±1 point of 10% at 4 standard deviations? A wrong answer is told the band it
     gives, which is wider or narrower than asked."""
-    problem = _number(answer, "a number of requests (for example answer = 1000)")
-    if problem:
-        return Verdict(False, problem)
-    if answer <= 0:
-        return Verdict(False, f"answer = {answer!r}: expected a number of requests > 0")
+    requests = number(answer)
+    if requests is None or requests <= 0:
+        return wrong_kind(answer, "a number of requests > 0 (for example answer = 1000)")
+    answer = requests
     n = smallest_sample()
     p = WEIGHTS["p3"] / sum(WEIGHTS.values())
     half = SIGMAS * math.sqrt(p * (1 - p) / answer)

@@ -52,7 +52,7 @@ from typing import Any, Mapping
 
 from gwlab import config
 from gwlab.config import ConfigError, Scenario
-from gwlab.exercises import Verdict
+from gwlab.exercises import Verdict, number, wrong_kind
 from gwlab.sim import SimResult, simulate
 
 ERROR_RATE = 0.1
@@ -207,10 +207,17 @@ def score(answer: Mapping[str, Any]) -> Score:
 def check_flaky_breaker(answer: Any) -> Verdict:
     """Does the breaker setting ``answer`` (a dict with ``failure_threshold`` and
     ``base_delay``) leave a flaky p1 in use, shut it out for every blip and bring it back
-    soon after?"""
+    soon after? A base delay above the breaker's default ``max_cooldown`` is told that it is
+    too long, not that ``max_cooldown`` (which the learner does not set here) is too short."""
     if not isinstance(answer, Mapping) or set(answer) != set(ANSWER_KEYS):
-        return Verdict(False, f"answer = {answer!r}: expected a dict with the keys failure_threshold and "
-                              "base_delay (for example {'failure_threshold': 3, 'base_delay': 1.0})")
+        return wrong_kind(answer, "a dict with the keys failure_threshold and base_delay (for example "
+                                  "{'failure_threshold': 3, 'base_delay': 1.0})")
+    delay = number(answer["base_delay"])
+    if delay is not None and delay > config.MAX_COOLDOWN:
+        return Verdict(False, f"base delay {delay:g} s is longer than any cooldown may last (max_cooldown, "
+                              f"{config.MAX_COOLDOWN:g} s, is not part of this exercise), and far too long: an "
+                              f"opening keeps p1 out for the base delay at least, and the blips last "
+                              f"{min(BLIP_LENGTHS):g} to {max(BLIP_LENGTHS):g} s")
     try:
         s = score(answer)
     except ConfigError as exc:

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from gwlab import config
 from gwlab.config import ConfigError, Scenario
-from gwlab.exercises import Verdict
+from gwlab.exercises import Verdict, number, wrong_kind
 from gwlab.sim import SimResult, simulate
 
 OUTAGE_RATE = 300.0
@@ -94,9 +94,14 @@ def _drill(seed: int, length: float, answer: Mapping[str, Any]) -> tuple[float |
 
 def check_backoff(answer: Mapping[str, Any] | None) -> Verdict:
     """Right when the breaker settings in ``answer`` recover p1 within :data:`RECOVERY_BOUND`
-    after every outage of :data:`OUTAGES` with few wasted probes."""
+    after every outage of :data:`OUTAGES` with few wasted probes. A ``base_delay`` alone above
+    the default ``max_cooldown`` is told to set ``max_cooldown`` too, which it left out."""
     if not isinstance(answer, Mapping) or set(answer) - {"base_delay", "max_cooldown"} or not answer:
-        return Verdict(False, 'set answer to a dict such as {"base_delay": 1.0, "max_cooldown": 30.0}')
+        return wrong_kind(answer, 'a dict such as {"base_delay": 1.0, "max_cooldown": 30.0}')
+    delay = number(answer.get("base_delay"))
+    if "max_cooldown" not in answer and delay is not None and delay > config.MAX_COOLDOWN:
+        return Verdict(False, f"base_delay {delay:g} s is longer than max_cooldown, whose default is "
+                              f"{config.MAX_COOLDOWN:g} s: set max_cooldown too, at least the base delay")
     try:
         outage_scenario(SHORTEST_OUTAGE, answer)
     except ConfigError as exc:

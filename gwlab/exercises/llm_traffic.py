@@ -43,11 +43,12 @@ more: the medians in place of the means (15% and 11% low), the means without the
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from statistics import NormalDist
 from typing import Any, Mapping
 
 from gwlab import config
-from gwlab.exercises import Verdict, direction, known_mistake
+from gwlab.exercises import Verdict, direction, known_mistake, number, off_by, shown, wrong_kind
 from gwlab.sim import simulate
 from gwlab.stats import LatencyHistogram
 
@@ -106,10 +107,6 @@ def _mean_wait(arrival_rate: float, mean_call: float, slots: int) -> float:
     """The mean wait for a slot of an M/M/c queue: C(c, a) / (c μ − λ)."""
     service_rate = 1 / mean_call
     return erlang_c(slots, arrival_rate * mean_call) / (slots * service_rate - arrival_rate)
-
-
-def _is_number(answer: Any) -> bool:
-    return not isinstance(answer, bool) and isinstance(answer, (int, float)) and math.isfinite(answer)
 
 
 # -- exercise 2: the mean wait of an M/M/c provider ----------------------------------------
@@ -179,16 +176,17 @@ def check_mean_wait(answer: float | None) -> Verdict:
     """Right when ``answer`` (seconds) is the M/M/c mean wait of :data:`MMC`: within
     :data:`WAIT_TOLERANCE` of the formula and :data:`WAIT_SE_BOUND` standard errors of the
     simulation."""
-    if not _is_number(answer):
-        return Verdict(False, "answer = None: expected the mean wait for a slot in seconds, a number "
-                              "(for example answer = 1.5)")
+    wait = number(answer)
+    if wait is None:
+        return wrong_kind(answer, "the mean wait for a slot in seconds, a number (for example answer = 1.5)")
+    answer = wait
     lam, call, c = MMC["arrival_rate"], MMC["mean_call"], int(MMC["slots"])
     want = _mean_wait(lam, call, c)
     error = abs(answer - want) / want
     if error > WAIT_TOLERANCE:
         hint = known_mistake(answer, _wait_mistakes(want), WAIT_TOLERANCE * abs(answer)) or (
             f"a = λ / μ = {lam:g} × {call:g} = {lam * call:g} slots busy on average; the wait is C(c, a) / (c μ − λ)")
-        return Verdict(False, f"{answer:.4g} s is {direction(answer, want)} by {error:.0%}: {hint}.")
+        return Verdict(False, f"{answer:.4g} s is {direction(answer, want)} by {off_by(answer, want)}: {hint}.")
     measured, se = simulated_waits(mmc_scenario(), call)
     if abs(answer - measured) > WAIT_SE_BOUND * se:
         return Verdict(False, f"{answer:.4g} s agrees with the formula but not with the simulation "
@@ -241,9 +239,8 @@ def ttft_p99(slots: int, seeds=SLOTS_SEEDS, duration: float = SLOTS_DURATION) ->
 def check_slots(answer: int | None) -> Verdict:
     """Right when ``answer`` slots keep the pooled p99 TTFT within :data:`TTFT_TARGET` and
     one fewer does not."""
-    if isinstance(answer, bool) or not isinstance(answer, int) or not 1 <= answer <= MAX_SLOTS:
-        return Verdict(False, f"answer = {answer!r}: expected a whole number of slots from 1 to {MAX_SLOTS} "
-                              "(for example answer = 12)")
+    if isinstance(answer, bool) or not isinstance(answer, Integral) or not 1 <= answer <= MAX_SLOTS:
+        return wrong_kind(answer, f"a whole number of slots from 1 to {MAX_SLOTS} (for example answer = 12)")
     load = offered_load()
     if answer <= load:
         return Verdict(False, f"{answer} slots are too few: {SLOTS_RATE:g} requests a second of {load / SLOTS_RATE:.2f} s "
@@ -329,19 +326,21 @@ def check_tokens_per_minute(answer: Mapping[str, float] | None) -> Verdict:
     """Right when ``answer["mix"]`` and ``answer["long_heavy"]`` are both within
     :data:`TOKENS_TOLERANCE` of the expected tokens per minute at :data:`RPM_LIMIT`."""
     keys = ("mix", "long_heavy")
-    if not isinstance(answer, Mapping) or set(answer) != set(keys) or not all(_is_number(answer[k]) for k in keys):
-        return Verdict(False, f"answer = {answer!r}: expected a dict with two numbers of tokens per minute, "
-                              "{'mix': ..., 'long_heavy': ...}")
+    if not isinstance(answer, Mapping) or set(answer) != set(keys):
+        return wrong_kind(answer, "a dict with two numbers of tokens per minute, {'mix': ..., 'long_heavy': ...}")
+    given = {k: number(answer[k]) for k in keys}
+    for key in keys:
+        if given[key] is None:
+            return Verdict(False, f"answer['{key}'] = {shown(answer[key])}: expected a number of tokens per minute")
     wrong = []
     for key, share in (("mix", MIX_LONG_SHARE), ("long_heavy", HEAVY_LONG_SHARE)):
-        want = tokens_per_minute(share)
-        error = abs(answer[key] - want) / want
-        if error > TOKENS_TOLERANCE:
-            hint = known_mistake(answer[key], _tokens_mistakes(share), TOKENS_TOLERANCE * abs(answer[key])) or (
+        want, got = tokens_per_minute(share), given[key]
+        if abs(got - want) / want > TOKENS_TOLERANCE:
+            hint = known_mistake(got, _tokens_mistakes(share), TOKENS_TOLERANCE * abs(got)) or (
                 f"{RPM_LIMIT} requests a minute times the mean output of one, "
                 f"{1 - share:.0%} chat and {share:.0%} long, each cut at {MAX_TOKENS} tokens")
-            wrong.append(f"{key} ({share:.0%} long): {answer[key]:,.0f} tokens a minute is "
-                         f"{direction(answer[key], want)} by {error:.0%}: {hint}")
+            wrong.append(f"{key} ({share:.0%} long): {got:,.6g} tokens a minute is "
+                         f"{direction(got, want)} by {off_by(got, want)}: {hint}")
     if wrong:
         return Verdict(False, "; ".join(wrong) + ".")
     mix, heavy = tokens_per_minute(MIX_LONG_SHARE), tokens_per_minute(HEAVY_LONG_SHARE)

@@ -18,11 +18,10 @@ slow providers).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 from gwlab.config import SEED_PROVIDERS
-from gwlab.exercises import Verdict, direction, known_mistake
+from gwlab.exercises import Verdict, direction, known_mistake, number, off_by, wrong_kind
 from gwlab.sim import SimResult, simulate
 
 LITTLE_RUN: Mapping[str, Any] = {
@@ -66,15 +65,17 @@ def _mistakes(summary: Mapping[str, Any]) -> list[tuple[float, str]]:
 
 def check_in_flight(answer: float | None) -> Verdict:
     """Right when ``answer`` is within :data:`LITTLE_TOLERANCE` of the measured mean in flight."""
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or not math.isfinite(answer):
-        return Verdict(False, "set answer to a number: arrival rate of admitted requests × their mean latency")
+    predicted = number(answer)
+    if predicted is None:
+        return wrong_kind(answer, "a number: the arrival rate of admitted requests × their mean latency")
+    answer = predicted
     result = little_run()
     measured = mean_in_flight(result)
     error = abs(answer - measured) / measured
     if error <= LITTLE_TOLERANCE:
-        return Verdict(True, f"{answer:.1f} in flight predicted, {measured:.1f} measured: "
+        return Verdict(True, f"{answer:.5g} in flight predicted, {measured:.1f} measured: "
                              f"Little's law holds within {error:.2%}")
     hint = known_mistake(answer, _mistakes(result.summary()), LITTLE_TOLERANCE * abs(answer)) or (
         "multiply the run's admitted rate (requests per second) by their mean latency (seconds)")
-    return Verdict(False, f"{answer:.1f} requests in flight is {direction(answer, measured)} by {error:.0%} (the "
-                          f"simulator measured {measured:.1f}): {hint}.")
+    return Verdict(False, f"{answer:.5g} requests in flight is {direction(answer, measured)} by "
+                          f"{off_by(answer, measured)} (the simulator measured {measured:.1f}): {hint}.")

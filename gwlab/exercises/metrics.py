@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-from gwlab.exercises import Verdict, direction
+from gwlab.exercises import Verdict, call, direction
 
 Buckets = Sequence[tuple[float, float]]
 """Cumulative histogram buckets: ``(le, count of observations <= le)``, ending with ``+Inf``."""
@@ -121,16 +121,8 @@ _INCREASE_MISTAKES: tuple[tuple[Callable[[Samples], float], str], ...] = (
 """Characteristic wrong versions of :func:`increase`, with what each gets wrong."""
 
 
-def _value(fn: Callable, args: tuple) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the learner's code may fail in any way: report, don't raise
-        return f"{type(exc).__name__}: {exc}"
-
-
-def _same(got: object, want: float) -> bool:
-    return isinstance(got, (int, float)) and (
-        math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12) or (math.isinf(want) and got == want))
+def _same(got: float, want: float) -> bool:
+    return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12) or (math.isinf(want) and got == want)
 
 
 def _wrong(fn: Callable, args: tuple, hint: str, expected: Callable, mistakes) -> str | None:
@@ -138,12 +130,14 @@ def _wrong(fn: Callable, args: tuple, hint: str, expected: Callable, mistakes) -
     misses the expected one, and the characteristic mistake that gives the same value (or
     else the case's ``hint``)."""
     want = expected(*args)
-    got = _value(fn, args)
+    got = call(fn, *args)
+    if isinstance(got, str):
+        return f"{got} (PromQL's rule gives {want:.6g}); look at {hint}"
     if _same(got, want):
         return None
-    if not isinstance(got, (int, float)) or math.isnan(got):
-        return f"gave {got!r} instead of a number ({want:.6g}); look at {hint}"
-    why = next((what for wrong, what in mistakes if _same(got, _value(wrong, args))), f"look at {hint}")
+    if math.isnan(got):
+        return f"gave nan instead of a number ({want:.6g}); look at {hint}"
+    why = next((what for wrong, what in mistakes if _same(got, wrong(*args))), f"look at {hint}")
     return f"gave {got:.6g}, {direction(got, want)} (PromQL's rule gives {want:.6g}): {why}"
 
 

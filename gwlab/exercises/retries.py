@@ -29,11 +29,12 @@ user request makes retries + 1 attempts, 40 × (retries + 1) a second against th
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable
 
 from gwlab import config
-from gwlab.exercises import Verdict, known_mistake
+from gwlab.exercises import Verdict, call, known_mistake, shown, wrong_kind
 from gwlab.metastability import recovery
 from gwlab.sim import simulate
 
@@ -88,15 +89,14 @@ def check_amplification(answer: Callable[[float], float] | None) -> Verdict:
     """Right when ``answer(p)`` gives :func:`calls_per_user_request` at every probability
     of :data:`AMPLIFICATION_PROBABILITIES`, within :data:`AMPLIFICATION_TOLERANCE`."""
     if not callable(answer):
-        return Verdict(False, f"answer = {answer!r}: expected a function of p, the probability that a call fails "
+        return Verdict(False, f"answer = {shown(answer)}: expected a function of p, the probability that a call fails "
                               "(for example def answer(p): return 1 + p)")
     for p in AMPLIFICATION_PROBABILITIES:
         want = calls_per_user_request(p)
-        try:
-            got = float(answer(p))
-        except (ArithmeticError, TypeError, ValueError) as exc:
-            return Verdict(False, f"answer({p:g}) raised {type(exc).__name__}: {exc}; at p = 1 every call fails, "
-                                  "and a layer stops after its last attempt")
+        got = call(answer, p)
+        if isinstance(got, str):
+            return Verdict(False, f"answer({p:g}) {got}" + ("; at p = 1 every call fails, and a layer stops after "
+                                                            "its last attempt" if p == 1 else ""))
         if not math.isfinite(got) or abs(got - want) > AMPLIFICATION_TOLERANCE * want:
             mistakes = [(1 / (1 - p), "that is the series without its cap: each layer stops after its last attempt")] \
                 if p < 1 else [(float(GATEWAY_ATTEMPTS + CLIENT_ATTEMPTS), "that adds the two layers' attempts: the "
@@ -107,9 +107,9 @@ def check_amplification(answer: Callable[[float], float] | None) -> Verdict:
             return Verdict(False, f"at p = {p:g} your function gives {got:.4g} calls per user request, the formula "
                                   f"{want:.4g}" + (f": {why}" if why else ""))
     measured = {p: [measured_calls(p, seed) for seed in AMPLIFICATION_SEEDS] for p in (0.5, 1.0)}
-    shown = "; ".join(f"p = {p:g}: {calls_per_user_request(p):.3f}, simulated "
-                      + ", ".join(f"{m:.3f}" for m in runs) for p, runs in measured.items())
-    return Verdict(True, f"right at every p ({shown}). A failing system gets "
+    seen = "; ".join(f"p = {p:g}: {calls_per_user_request(p):.3f}, simulated "
+                     + ", ".join(f"{m:.3f}" for m in runs) for p, runs in measured.items())
+    return Verdict(True, f"right at every p ({seen}). A failing system gets "
                          f"{GATEWAY_ATTEMPTS} × {CLIENT_ATTEMPTS} = {GATEWAY_ATTEMPTS * CLIENT_ATTEMPTS} calls for every "
                          "user request: the layers multiply")
 
@@ -133,9 +133,8 @@ def storm_persists(retries: int, seed: int) -> bool:
 def check_retries(answer: int | None) -> Verdict:
     """Right when the storm does not persist with ``answer`` client retries on any of
     :data:`STORM_SEEDS`, and persists on each with one more."""
-    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < MAX_RETRIES:
-        return Verdict(False, f"answer = {answer!r}: expected a whole number of retries from 0 to {MAX_RETRIES - 1} "
-                              "(for example answer = 4)")
+    if isinstance(answer, bool) or not isinstance(answer, Integral) or not 0 <= answer < MAX_RETRIES:
+        return wrong_kind(answer, f"a whole number of retries from 0 to {MAX_RETRIES - 1} (for example answer = 4)")
     rate, capacity = 40, 100
     if any(storm_persists(answer, seed) for seed in STORM_SEEDS):
         return Verdict(False, f"with {answer} retries the storm persists: once every attempt times out, each user "

@@ -34,11 +34,10 @@ and waits that never double (steps of the base).
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Callable
 
 from gwlab import config
-from gwlab.exercises import Verdict, known_mistake
+from gwlab.exercises import Verdict, call, known_mistake, number, shown, wrong_kind
 from gwlab.limiter import TokenBucket
 from gwlab.streams import stream
 
@@ -102,9 +101,10 @@ def simulated_split_share(seed: int = 1, placements: int = PLACEMENTS) -> tuple[
 
 def check_split_share(answer: float | None) -> Verdict:
     """Right when ``answer`` is within :data:`SPLIT_TOLERANCE` of :func:`split_share`."""
-    if isinstance(answer, bool) or not isinstance(answer, Real) or not 0 <= answer <= 1:
-        return Verdict(False, f"answer = {answer!r}: expected the share of the requests admitted, a number from 0 "
-                              "to 1 (for example answer = 0.5)")
+    share = number(answer)
+    if share is None or not 0 <= share <= 1:
+        return wrong_kind(answer, "the share of the requests admitted, a number from 0 to 1 (for example answer = 0.5)")
+    answer = share
     want = split_share()
     cap = CONNECTIONS // REPLICAS
     if abs(answer - want) > SPLIT_TOLERANCE:
@@ -154,15 +154,14 @@ def check_reconnect(answer: Callable[[float], float] | None) -> Verdict:
     """Right when ``answer(outage)`` gives :func:`back_in_use` at every outage of
     :data:`OUTAGES`, within :data:`RECONNECT_TOLERANCE`."""
     if not callable(answer):
-        return Verdict(False, f"answer = {answer!r}: expected a function of the outage's length in seconds (for "
+        return Verdict(False, f"answer = {shown(answer)}: expected a function of the outage's length in seconds (for "
                               "example def answer(outage): return outage + 1)")
     base, longest = config.REDIS_RECONNECT_BASE, config.REDIS_RECONNECT_MAX
     for outage in OUTAGES:
         want = back_in_use(outage)
-        try:
-            got = float(answer(outage))
-        except (ArithmeticError, TypeError, ValueError) as exc:
-            return Verdict(False, f"answer({outage:g}) raised {type(exc).__name__}: {exc}")
+        got = call(answer, outage)
+        if isinstance(got, str):
+            return Verdict(False, f"answer({outage:g}) {got}")
         if not math.isfinite(got) or abs(got - want) > RECONNECT_TOLERANCE:
             why = known_mistake(got, [
                 (outage, "that is Redis tried at every request: after a failed call the gateway leaves it alone "

@@ -20,10 +20,9 @@ other characteristic estimates (:func:`_mistakes`) and says what each left out.
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Any
 
-from gwlab.exercises import Verdict, known_mistake
+from gwlab.exercises import Verdict, known_mistake, number, wrong_kind
 from gwlab.limiter import TokenBucket
 
 RATE = 100.0
@@ -104,25 +103,27 @@ def _tokens(n: float) -> str:
 def check_burst(answer: Any) -> Verdict:
     """Is ``answer`` a burst that admits the whole workload without being much larger than
     needed (at most :data:`SLACK` above the smallest)? A wrong burst is told which way it
-    misses and by how many tokens, and a characteristic estimate what it left out."""
-    if isinstance(answer, bool) or not isinstance(answer, Real) or not answer >= 1:
-        return Verdict(False, f"answer = {answer!r}: expected the burst, a number of tokens >= 1 "
-                              "(for example answer = 150)")
+    misses and by how many tokens, and a characteristic estimate what it left out. A burst
+    of at least the smallest refuses nothing (less burst never refuses fewer), so only a
+    smaller one is run through a bucket, and a huge one is told it is too large."""
+    burst = number(answer)
+    if burst is None or burst < 1:
+        return wrong_kind(answer, "the burst, a finite number of tokens >= 1 (for example answer = 150)")
     total = len(bursty_arrivals())
-    refused = rejections(float(answer))
     smallest = _smallest_burst()
-    mistake = known_mistake(answer, _mistakes(), MISTAKE_TOLERANCE)
+    refused = rejections(burst) if burst < smallest else []
+    mistake = known_mistake(burst, _mistakes(), MISTAKE_TOLERANCE)
     if refused:
         hint = mistake or ("from a batch's first request to the end of its half second, count the requests that "
                            "arrive, both ends included, less the tokens that flow back in")
-        return Verdict(False, f"burst {answer:g} is too small by {_tokens(smallest - answer)} ({hint}): "
+        return Verdict(False, f"burst {burst:g} is too small by {_tokens(smallest - burst)} ({hint}): "
                               f"{len(refused)} of the {total} requests get a 429, the first at "
                               f"t = {refused[0]:.4f} s, during a batch.")
-    if answer > smallest * (1 + SLACK):
+    if burst > smallest * (1 + SLACK):
         hint = mistake or "subtract the tokens that flow back in while a batch is being sent"
-        return Verdict(False, f"burst {answer:g} is too large by {_tokens(answer - smallest)} ({hint}): no 429, "
+        return Verdict(False, f"burst {burst:g} is too large by {_tokens(burst - smallest)} ({hint}): no 429, "
                               f"but more than {SLACK:.0%} above the smallest burst that works, so bigger floods "
                               "than needed reach the providers.")
-    return Verdict(True, f"burst {answer:g}: all {total} requests admitted; the smallest burst that does it is "
+    return Verdict(True, f"burst {burst:g}: all {total} requests admitted; the smallest burst that does it is "
                          f"{smallest}: a batch's {SPIKE_SIZE} requests and the steady ones at both ends of its "
                          f"{SPIKE_SIZE / SPIKE_RATE:g} s, less the tokens that flow back in meanwhile.")
