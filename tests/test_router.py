@@ -171,24 +171,27 @@ def test_successful_fallback_closes_the_breaker():
 
 def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
     """The router skips asking the breakers while it knows all of them are closed (it counts
-    their transitions). Through thousands of openings, probes, re-openings and recoveries,
-    a provider is picked only when its breaker lets the call through, and the fallback is
-    used only when no breaker does."""
+    their transitions), and while one is not it keeps their answers until a cooldown ends, a
+    transition, or a probe taken or given back. Through thousands of openings, probes,
+    re-openings and recoveries, each pick is the balancer's over exactly the providers whose
+    breakers let the call through at that moment (drawn with a twin of the router's stream),
+    and the fallback is used only when no breaker does."""
     flaky = {"error_rate": 0.6, "latency": 0.05}
     providers = {"a": flaky, "b": {**flaky, "weight": 2.0}, "c": {**flaky, "error_rate": 0.2}}
     router = Router(scenario(providers, breaker={"failure_threshold": 2, "base_delay": 0.2, "max_cooldown": 1.0}),
                     SEED)
     heard: list[Transition] = []
     router.subscribe(heard.append)
+    twin = stream(SEED, "pick")
     now = 0.0
     for _ in range(20_000):
-        available = {u.name for u in router.upstreams if u.breaker.available(now)}
+        available = [u for u in router.upstreams if u.breaker.available(now)]
         route = handle(router, now)
         assert isinstance(route, Route)
         if route.fallback:
             assert not available
         else:
-            assert route.provider in available
+            assert route.provider == WeightedRandom().pick(available, twin).name
         router.complete(route, now + route.call.duration, route.call.outcome)
         now += 0.01
     kinds = {(t.source, t.target) for t in heard}
