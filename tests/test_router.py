@@ -199,6 +199,21 @@ def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
             (State.HALF_OPEN, State.HEALTHY), (State.OPEN, State.OPEN), (State.OPEN, State.HEALTHY)} <= kinds
 
 
+def test_a_probe_given_back_without_an_outcome_lets_the_next_requests_probe_again():
+    """A half-open provider whose one probe slot is out is skipped; once that probe is
+    abandoned (no outcome, so no transition), the next requests may go to it again."""
+    router = Router(scenario({"a": good(), "b": good()}, breaker={"half_open_max_calls": 1}), SEED)
+    trip(router, "a", 0.0)
+    now = upstream(router, "a").breaker.reopens_at
+    probe = handle(router, now)
+    while probe.provider != "a":
+        probe = handle(router, now)
+    assert not probe.fallback
+    assert {handle(router, now).provider for _ in range(20)} == {"b"}  # its probe slot is out
+    router.abandon(probe, now)
+    assert "a" in {handle(router, now).provider for _ in range(20)}
+
+
 def test_eligible_set_of_zero_weight_counts_as_none_available():
     router = Router(scenario({"idle": good(weight=0), "main": good(weight=1)}), SEED)
     assert upstream(router, "idle").breaker.available(0.0)
