@@ -214,6 +214,13 @@ class Router:
         counts it before anyone else hears it, so between two calls this always equals the
         number of breakers whose announced state is not CLOSED. While it is 0, which is
         nearly always, every provider is eligible without asking each breaker."""
+        self._eligible: list[Upstream] = []
+        self._eligible_from = self._eligible_until = -math.inf
+        """While some breaker is not CLOSED: the providers eligible from :attr:`_eligible_from`
+        until :attr:`_eligible_until`, the soonest end of a cooldown running then (infinity
+        for none), as :meth:`_find_eligible` found them. Only time's end of a cooldown, a
+        transition, a probe taken or given back, or a new configuration changes what the
+        breakers answer: the last three end it at once."""
         self.admission = LocalAdmission(scenario.limiter, now) if admission is None else admission
         """What admits requests (:mod:`gwlab.admission`): the buckets of this process unless
         the shell gives it another (:class:`gwlab.redis_bucket.RedisAdmission`)."""
@@ -368,8 +375,12 @@ class Router:
         # A retry (the gateway's, or a client's: ``retry``) draws apart from first attempts.
         retrying = retry or (attempts is not None and attempts.made > 0)
         rng = self._retry_pick_rng if retrying else self._rng
-        eligible = ([u for u in self.upstreams if u.breaker.closed or u.breaker.available(now)] if self._open
-                    else self.upstreams)
+        if not self._open:
+            eligible = self.upstreams
+        elif self._eligible_from <= now < self._eligible_until:
+            eligible = self._eligible
+        else:
+            eligible = self._find_eligible(now)
         if tokens > self._every_provider_takes:
             eligible = [u for u in eligible if u.host.fits(tokens)]
         chosen = None
@@ -385,7 +396,11 @@ class Router:
         if chosen is not None:
             upstream: Upstream = chosen  # type: ignore[assignment]
             breaker = upstream.breaker  # acquire(now), written out for a closed breaker: nearly every call
-            permit = breaker.permit if breaker.closed else breaker.acquire(now)
+            if breaker.closed:
+                permit = breaker.permit
+            else:  # a probe: the breaker's answers change
+                permit = breaker.acquire(now)
+                self._eligible_until = -math.inf
             fallback = panic = False
         else:  # no provider is eligible
             policy = self.scenario.gateway.fallback
@@ -400,6 +415,7 @@ class Router:
             else:
                 upstream = self.soonest_reopening(tokens)
                 permit = upstream.breaker.acquire(now, True)
+                self._eligible_until = -math.inf
         upstream.in_flight += 1
         host = upstream.host
         provider = host.retry_provider if retrying else host.provider
@@ -417,6 +433,15 @@ class Router:
                 route.waiting = True
                 route.routed = now
         return route
+
+    def _find_eligible(self, now: float) -> list[Upstream]:
+        """The providers whose breakers let a call through at ``now``, kept with how long
+        that holds (:attr:`_eligible`)."""
+        self._eligible = [u for u in self.upstreams if u.breaker.available(now)]
+        self._eligible_from = now
+        self._eligible_until = min((u.breaker.reopens_at for u in self.upstreams if u.breaker.state(now) is State.OPEN),
+                                   default=math.inf)
+        return self._eligible
 
     def _cooling_down(self, now: float, tokens: int, held: int) -> Rejected:
         """The 503 of ``gateway.fallback = "reject"``, with the wait until the soonest
@@ -441,6 +466,7 @@ class Router:
     def _announce(self, event: Transition) -> None:
         """The one listener of every breaker: keep :attr:`_open`, then tell the subscribers."""
         self._open += (event.target.standard != "CLOSED") - (event.source.standard != "CLOSED")
+        self._eligible_until = -math.inf
         for listener in self._listeners:
             listener(event)
 
@@ -459,10 +485,13 @@ class Router:
         route.pending = False
         upstream = route.upstream
         upstream.in_flight -= 1
+        permit = route.permit
+        if permit.probe:  # its slot comes back: the breaker's answers change
+            self._eligible_until = -math.inf
         if outcome is _RATE_LIMITED and not self.scenario.breaker.count_rate_limited:
-            upstream.breaker.release(route.permit)
+            upstream.breaker.release(permit)
         else:
-            upstream.breaker.record(route.permit, now, outcome.ok)
+            upstream.breaker.record(permit, now, outcome.ok)
         host = upstream.host
         if host.busy or route.waiting:  # _vacate(route, now), written out: a provider with a capacity is busy
             route.waiting = False
@@ -482,6 +511,8 @@ class Router:
         its provider's slot or place in the queue are freed."""
         self._close(route)
         upstream = route.upstream
+        if route.permit.probe:
+            self._eligible_until = -math.inf
         upstream.breaker.release(route.permit)
         if upstream.host.busy or route.waiting:
             self._vacate(route, now)
@@ -543,6 +574,7 @@ class Router:
         self.scenario = scenario
         self._timeout = scenario.gateway.timeout
         self._idle_timeout = scenario.gateway.stream_idle_timeout
+        self._eligible_until = -math.inf
         for upstream, config in zip(self.upstreams, scenario.providers):
             upstream.breaker.configure(scenario.breaker)
             self._begin(upstream.configure(config, now), now)
@@ -556,6 +588,7 @@ class Router:
         self._token_limits()
         for u in self.upstreams:
             u.breaker.reset(now)
+        self._eligible_until = -math.inf
         self.balancer = balancers.create(self.scenario.gateway.balancer)
         self.budget = self._budget(self.scenario)
 

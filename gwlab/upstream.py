@@ -21,8 +21,6 @@ queue order, for the router to hand to its shell.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections import deque
 from typing import Any
 
@@ -42,7 +40,7 @@ class Host:
     Every replica of a simulated gateway routes to the same hosts (DESIGN, "Upstreams and
     replicas"); each has its own :class:`Upstream` view of them."""
 
-    __slots__ = ("provider", "retry_provider", "limited", "busy", "waiting", "_ends", "_serving", "_numbers",
+    __slots__ = ("provider", "retry_provider", "limited", "busy", "waiting", "_serving",
                  "requests", "tokens")
 
     def __init__(self, provider: Provider | Forwarded, retry_provider: Provider | Forwarded, now: float) -> None:
@@ -57,13 +55,10 @@ class Host:
         """Calls holding a slot (counted only while ``capacity`` > 0 or calls queued since)."""
         self.waiting: deque[Any] = deque()
         """Routes waiting for a slot, first come first."""
-        self._ends: list[tuple[float, int, Any]] = []
-        """(end, number, route) of the calls in service: a heap, whose entries no longer in
-        service (their route not served under their number) are dropped lazily. The numbers,
-        unique, order equal ends: routes are never compared."""
-        self._serving: dict[Any, int] = {}
-        """The number of each route in service."""
-        self._numbers = itertools.count()
+        self._serving: dict[Any, float] = {}
+        """The end of each route's call in service. Only a refusal (the queue full) asks for
+        the soonest of them, so they are kept unordered: a call's start and end cost a
+        dict's insertion and removal, not a heap's."""
         self.requests = _per_minute(None, provider.config.rpm, now)
         """The provider's own requests bucket (``rpm`` per minute), or ``None`` without that limit."""
         self.tokens = _per_minute(None, provider.config.tpm, now)
@@ -101,10 +96,8 @@ class Host:
             route.provider_reserved = tokens
         if not config.capacity or self.busy < config.capacity and not self.waiting:
             if config.capacity:  # start(route, end), written out: this runs for every call
-                number = next(self._numbers)
                 self.busy += 1
-                self._serving[route] = number
-                heapq.heappush(self._ends, (end, number, route))
+                self._serving[route] = end
             return None
         if len(self.waiting) < config.queue:
             self.waiting.append(route)
@@ -130,21 +123,15 @@ class Host:
 
     def start(self, route: Any, end: float) -> None:
         """``route``'s call takes a slot until ``end``."""
-        number = next(self._numbers)
         self.busy += 1
-        self._serving[route] = number
-        heapq.heappush(self._ends, (end, number, route))
+        self._serving[route] = end
 
     def vacate(self, route: Any) -> list[Any]:
         """``route`` no longer needs the provider (its call ended, it was abandoned, or it
         gave up waiting): free its slot or its place in the queue. Returns the waiting routes
         that start now, first come first (most often none: the queue is empty)."""
-        serving = self._serving
-        if serving.pop(route, None) is not None:
+        if self._serving.pop(route, None) is not None:
             self.busy -= 1
-            ends = self._ends  # _forget_ended(), written out: this runs for every call that ends
-            while ends and serving.get(ends[0][2]) != ends[0][1]:
-                heapq.heappop(ends)
             return self._start_waiting() if self.waiting else []
         if self.waiting and route in self.waiting:
             self.waiting.remove(route)
@@ -160,17 +147,8 @@ class Host:
         return started
 
     def _soonest_end(self) -> float:
-        self._forget_ended()
-        return self._ends[0][0] if self._ends else 0.0
-
-    def _forget_ended(self) -> None:
-        """Drop the ends of calls no longer in service from the top of :attr:`_ends`. It
-        then holds the calls in service, and calls that left before their end (abandoned,
-        given up) only while a call in service ends sooner than they would have: bounded by
-        the calls started within one call's time, not by the calls of the run."""
-        ends, serving = self._ends, self._serving
-        while ends and serving.get(ends[0][2]) != ends[0][1]:
-            heapq.heappop(ends)
+        """When the soonest call in service ends (0 when none is)."""
+        return min(self._serving.values(), default=0.0)
 
 
 class Upstream:

@@ -285,24 +285,24 @@ def test_a_larger_capacity_starts_the_waiting_calls_at_once():
 
 def test_a_provider_keeps_no_trace_of_the_calls_that_left():
     # What a provider keeps of its calls (the ends of those in service, for the wait a full
-    # queue's 429 gives) stays as small as the calls in service however many calls pass,
-    # and an early leaver's end is dropped once the call that ends before it has ended.
+    # queue's 429 gives) is exactly the calls in service however many calls pass, and an
+    # early leaver's end is dropped as it leaves.
     router = Router(one(capacity=2, queue=0, latency=0.01, error_rate=0.0), seed=1)
     host = router.upstreams[0].host
     now = 0.0
     for _ in range(10_000):
         first, second = router.route(now), router.route(now)
-        assert len(host._ends) == 2
+        assert host._serving == {first: now + first.call.duration, second: now + second.call.duration}
         now += 0.01
         router.complete(second, now, second.call.outcome)
         router.complete(first, now, first.call.outcome)
-        assert not host._ends and host.busy == 0
+        assert not host._serving and host.busy == 0
     early = router.route(now)  # ends at now + 0.01
     late = router.route(now + 0.005)  # would end at now + 0.015, but leaves at once
     router.abandon(late, now + 0.006)
-    assert len(host._ends) == 2 and host.busy == 1  # below the call in service, which ends first
+    assert host._serving == {early: now + 0.01} and host.busy == 1
     router.complete(early, now + 0.01, early.call.outcome)
-    assert not host._ends and host.busy == 0
+    assert not host._serving and host.busy == 0
 
 
 class CapacityMachine(RuleBasedStateMachine):

@@ -171,29 +171,47 @@ def test_successful_fallback_closes_the_breaker():
 
 def test_picks_only_providers_whose_breakers_let_calls_through_at_that_moment():
     """The router skips asking the breakers while it knows all of them are closed (it counts
-    their transitions). Through thousands of openings, probes, re-openings and recoveries,
-    a provider is picked only when its breaker lets the call through, and the fallback is
-    used only when no breaker does."""
+    their transitions), and while one is not it keeps their answers until a cooldown ends, a
+    transition, or a probe taken or given back. Through thousands of openings, probes,
+    re-openings and recoveries, each pick is the balancer's over exactly the providers whose
+    breakers let the call through at that moment (drawn with a twin of the router's stream),
+    and the fallback is used only when no breaker does."""
     flaky = {"error_rate": 0.6, "latency": 0.05}
     providers = {"a": flaky, "b": {**flaky, "weight": 2.0}, "c": {**flaky, "error_rate": 0.2}}
     router = Router(scenario(providers, breaker={"failure_threshold": 2, "base_delay": 0.2, "max_cooldown": 1.0}),
                     SEED)
     heard: list[Transition] = []
     router.subscribe(heard.append)
+    twin = stream(SEED, "pick")
     now = 0.0
     for _ in range(20_000):
-        available = {u.name for u in router.upstreams if u.breaker.available(now)}
+        available = [u for u in router.upstreams if u.breaker.available(now)]
         route = handle(router, now)
         assert isinstance(route, Route)
         if route.fallback:
             assert not available
         else:
-            assert route.provider in available
+            assert route.provider == WeightedRandom().pick(available, twin).name
         router.complete(route, now + route.call.duration, route.call.outcome)
         now += 0.01
     kinds = {(t.source, t.target) for t in heard}
     assert {(State.FAILING, State.OPEN), (State.OPEN, State.HALF_OPEN), (State.HALF_OPEN, State.OPEN),
             (State.HALF_OPEN, State.HEALTHY), (State.OPEN, State.OPEN), (State.OPEN, State.HEALTHY)} <= kinds
+
+
+def test_a_probe_given_back_without_an_outcome_lets_the_next_requests_probe_again():
+    """A half-open provider whose one probe slot is out is skipped; once that probe is
+    abandoned (no outcome, so no transition), the next requests may go to it again."""
+    router = Router(scenario({"a": good(), "b": good()}, breaker={"half_open_max_calls": 1}), SEED)
+    trip(router, "a", 0.0)
+    now = upstream(router, "a").breaker.reopens_at
+    probe = handle(router, now)
+    while probe.provider != "a":
+        probe = handle(router, now)
+    assert not probe.fallback
+    assert {handle(router, now).provider for _ in range(20)} == {"b"}  # its probe slot is out
+    router.abandon(probe, now)
+    assert "a" in {handle(router, now).provider for _ in range(20)}
 
 
 def test_eligible_set_of_zero_weight_counts_as_none_available():
