@@ -239,7 +239,7 @@ def check_runnable(scenario: Scenario, source: str = "scenario") -> None:
     check_state(scenario, source)
     for step in timeline.steps(scenario, source):
         _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
-        _check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
+        workload.check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
 
 
 def check_state(scenario: Scenario, source: str = "scenario") -> None:
@@ -253,7 +253,7 @@ def check_state(scenario: Scenario, source: str = "scenario") -> None:
                               "(it answers in real time, not virtual); expected 'simulated', or run it live with "
                               "gwlab serve or gwlab run")
     _check_cycle(scenario, source)
-    _check_reservation(scenario, source)
+    workload.check_reservation(scenario, source)
 
 
 class Stuck(RuntimeError):
@@ -289,29 +289,6 @@ def _check_cycle(s: Scenario, source: str) -> None:
                 f"{source}: providers.{p.name}.latency = 0 ({p.distribution}) with workload.think_time = 0: "
                 "a closed-loop client could send again in zero time; expected a latency > 0 or a think_time > 0"
             )
-
-
-def _check_reservation(s: Scenario, source: str) -> None:
-    """Every simulated request reserves the same tokens; if they exceed the gateway's tokens
-    limit, or every provider's own, the gateway would answer each one 400 and the run would
-    show nothing else."""
-    w, limiter = s.workload, s.limiter
-    reserved = w.prompt_tokens + (w.max_tokens or limiter.default_max_tokens)
-    cap = f"workload.max_tokens = {w.max_tokens}" if w.max_tokens else \
-        f"limiter.default_max_tokens = {limiter.default_max_tokens} (workload.max_tokens = 0)"
-    reserves = f"each request reserves {reserved} tokens (workload.prompt_tokens = {w.prompt_tokens} and {cap})"
-    if limiter.tpm and reserved > limiter.tpm:
-        raise ConfigError(
-            f"{source}: limiter.tpm = {limiter.tpm}: {reserves}, more than the limit can ever admit; "
-            f"expected a limiter.tpm >= {reserved}, or a smaller workload.max_tokens"
-        )
-    used = [p for p in s.providers if p.weight > 0]
-    if all(0 < p.tpm < reserved for p in used):
-        limits = ", ".join(f"providers.{p.name}.tpm = {p.tpm}" for p in used)
-        raise ConfigError(
-            f"{source}: {limits}: {reserves}, more than any provider's limit can ever take; "
-            f"expected a providers.NAME.tpm >= {reserved} (or 0), or a smaller workload.max_tokens"
-        )
 
 
 class _Engine:

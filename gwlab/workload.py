@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from random import Random
 
-from gwlab.config import OPENAI_MAX_RETRY_AFTER, WorkloadConfig
+from gwlab.config import OPENAI_MAX_RETRY_AFTER, ConfigError, Scenario, WorkloadConfig
 from gwlab.stats import CLIENT_TIMEOUT, RATE_LIMITED, TRANSPORT_ERROR, UNAVAILABLE
 
 RETRIED = frozenset((408, 409, RATE_LIMITED, 500, 502, UNAVAILABLE, 504, TRANSPORT_ERROR, CLIENT_TIMEOUT))
@@ -97,3 +97,29 @@ class ClientRetry:
         if policy == "exponential_jitter":
             return max(self._rng.uniform(0.0, min(self.cap, self.delay * 2.0 ** n)), retry_after)
         return max(self.delay, retry_after)
+
+
+def check_reservation(s: Scenario, source: str = "scenario") -> None:
+    """Raise :class:`~gwlab.config.ConfigError`, naming ``source``, if the requests of ``s``'s
+    workload reserve more tokens than its gateway's tokens limit, or every provider's own,
+    can ever admit: every request would be answered 400 (``context_exceeds_limit``), and a
+    run, simulated or live, would show nothing else. Every such request reserves the same
+    tokens: its prompt and its cap (``workload.max_tokens``, else
+    ``limiter.default_max_tokens``)."""
+    w, limiter = s.workload, s.limiter
+    reserved = w.prompt_tokens + (w.max_tokens or limiter.default_max_tokens)
+    cap = f"workload.max_tokens = {w.max_tokens}" if w.max_tokens else \
+        f"limiter.default_max_tokens = {limiter.default_max_tokens} (workload.max_tokens = 0)"
+    reserves = f"each request reserves {reserved} tokens (workload.prompt_tokens = {w.prompt_tokens} and {cap})"
+    if limiter.tpm and reserved > limiter.tpm:
+        raise ConfigError(
+            f"{source}: limiter.tpm = {limiter.tpm}: {reserves}, more than the limit can ever admit; "
+            f"expected a limiter.tpm >= {reserved}, or a smaller workload.max_tokens"
+        )
+    used = [p for p in s.providers if p.weight > 0]
+    if all(0 < p.tpm < reserved for p in used):
+        limits = ", ".join(f"providers.{p.name}.tpm = {p.tpm}" for p in used)
+        raise ConfigError(
+            f"{source}: {limits}: {reserves}, more than any provider's limit can ever take; "
+            f"expected a providers.NAME.tpm >= {reserved} (or 0), or a smaller workload.max_tokens"
+        )

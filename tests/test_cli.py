@@ -259,14 +259,21 @@ def test_a_seed_out_of_range_is_shown_as_given(command, held_port, capsys):
         "", "gwlab: error: --seed = 18446744073709551616: expected a whole number >= 0 and <= 18446744073709551615\n")
 
 
-def test_a_check_of_several_fields_names_the_file(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["simulate", "run"])
+@pytest.mark.parametrize("text,where", [
+    ("[limiter]\ntpm = 10\n[workload]\nmax_tokens = 100\n", ""),
+    ("[workload]\nmax_tokens = 100\n[[events]]\nat = 5.0\nlimiter = {tpm = 10}\n", ": event at 5 s"),
+], ids=["at-start", "after-an-event"])
+def test_a_check_of_several_fields_names_the_file(command, text, where, held_port, tmp_path, capsys):
+    # A live run's clients would get nothing but 400s, as a simulated run's: refused before anything starts.
     path = tmp_path / "f.toml"
-    path.write_text("[limiter]\ntpm = 10\n[workload]\nmax_tokens = 100\n")
-    assert main(["simulate", "--config", str(path), "--duration", "1"]) == 2
+    path.write_text(text)
+    rest = ["--duration", "1"] if command == "simulate" else ["--duration", "1", "--port", str(held_port)]
+    assert main([command, "--config", str(path), *rest]) == 2
     assert capsys.readouterr() == ("", (
-        f"gwlab: error: {path}: limiter.tpm = 10: each request reserves 102 tokens (workload.prompt_tokens = 2 and "
-        "workload.max_tokens = 100), more than the limit can ever admit; expected a limiter.tpm >= 102, or a smaller "
-        "workload.max_tokens\n"))
+        f"gwlab: error: {path}{where}: limiter.tpm = 10: each request reserves 102 tokens (workload.prompt_tokens = 2 "
+        "and workload.max_tokens = 100), more than the limit can ever admit; expected a limiter.tpm >= 102, or a "
+        "smaller workload.max_tokens\n"))
 
 
 # -- the live view ----------------------------------------------------------------------
