@@ -10,8 +10,13 @@ aiohttp costs per request.
 With ``--completion`` it answers a ``chat.completion`` body of a gwlab reply instead (an
 OpenAI-compatible upstream, which a gateway with a ``kind = "openai"`` provider can forward to).
 
-Run as ``python -m benchmarks.bare (--body-size N | --completion) [--low-level] [--port P]
-[--uvloop]``; prints ``PORT <n>`` once listening, then serves until terminated.
+With ``--forward URL`` it is the bare proxy: on aiohttp's low-level server, it reads and parses
+the request, sends its bytes to ``URL`` (an upstream's base URL, ``/v1`` and the chat path
+added) through one ``aiohttp.ClientSession`` and answers with the upstream's body: the floor of
+what aiohttp costs per forwarded request, which the gateway's forwarding is compared with.
+
+Run as ``python -m benchmarks.bare (--body-size N | --completion | --forward URL) [--low-level]
+[--port P] [--uvloop]``; prints ``PORT <n>`` once listening, then serves until terminated.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import json
 from typing import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from benchmarks.serving import serve
@@ -53,6 +59,21 @@ def handler(size: int) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
     return chat
 
 
+def forwarder(upstream: str, session: aiohttp.ClientSession) -> Callable[[web.BaseRequest], Awaitable[web.Response]]:
+    """The proxy's handler: parse the request, post its bytes to ``upstream``'s chat path over
+    ``session`` and answer the upstream's status and body."""
+    url = upstream.rstrip("/") + PATH
+
+    async def chat(request: web.BaseRequest) -> web.Response:
+        data = await request.read()
+        json.loads(data)
+        async with session.post(url, data=data, headers={"Content-Type": "application/json"}) as answer:
+            body = await answer.read()
+        return web.Response(status=answer.status, body=body, content_type="application/json")
+
+    return chat
+
+
 def app(size: int) -> web.Application:
     application = web.Application()
     application.router.add_post(PATH, handler(size))
@@ -64,10 +85,14 @@ def main() -> None:
     body = parser.add_mutually_exclusive_group(required=True)
     body.add_argument("--body-size", type=int)
     body.add_argument("--completion", action="store_true", help="answer a chat.completion body")
+    body.add_argument("--forward", metavar="URL", help="forward each request to the upstream at URL")
     parser.add_argument("--low-level", action="store_true", help="serve on aiohttp's low-level web.Server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
+    if args.forward:
+        serve(lambda: _forward(args.forward, args.port), args.uvloop)
+        return
     size = 0 if args.completion else args.body_size
     serve(lambda: _start(size, args.port, args.low_level), args.uvloop)
 
@@ -77,6 +102,15 @@ async def _start(size: int, port: int, low_level: bool) -> int:
         runner: web.BaseRunner = web.ServerRunner(web.Server(handler(size)), access_log=None)
     else:
         runner = web.AppRunner(app(size), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return site.port
+
+
+async def _forward(upstream: str, port: int) -> int:
+    session = aiohttp.ClientSession()
+    runner = web.ServerRunner(web.Server(forwarder(upstream, session)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()

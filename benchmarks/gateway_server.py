@@ -15,8 +15,11 @@ With ``--ttft T --decode-rate R --output-tokens K`` the seed's providers give wa
 provider, ``p1``, that streams: its first token after exactly ``T`` seconds, then ``R``
 tokens per second, ``K`` tokens in all, and no errors (as streaming is measured).
 
+With ``--upstream URL`` the one provider is a real upstream (``kind = "openai"``) at ``URL``
+(its base URL, ``/v1`` added), as forwarding is measured.
+
 Run as ``python -m benchmarks.gateway_server [--rate R] [--burst B] [--zero-latency]
-[--ttft T --decode-rate R --output-tokens K] [--probe] [--port P] [--uvloop]``; prints
+[--ttft T --decode-rate R --output-tokens K] [--upstream URL] [--probe] [--port P] [--uvloop]``; prints
 ``PORT <n>``, then serves until terminated. Without ``--probe`` it is the plain
 :class:`Gateway`, as throughput is measured.
 """
@@ -59,6 +62,13 @@ def streaming_scenario(rate: float, burst: float, ttft: float, decode_rate: floa
                 "error_rate": 0.0}
     return config.from_dict({"limiter": {"rate": rate, "burst": burst}, "providers": {STREAMING_PROVIDER: provider}},
                             "streaming benchmark scenario")
+
+
+def forwarding_scenario(rate: float, burst: float, upstream: str) -> Scenario:
+    """One real upstream at ``upstream`` (a base URL, ``/v1`` added); the bucket at ``rate``/``burst``."""
+    return config.from_dict({"limiter": {"rate": rate, "burst": burst},
+                             "providers": {"upstream": {"kind": "openai", "base_url": f"{upstream}/v1"}}},
+                            "forwarding benchmark scenario")
 
 
 class ProbedGateway(Gateway):
@@ -133,11 +143,14 @@ def main() -> None:
     parser.add_argument("--ttft", type=float, help="one streaming provider: seconds to its first token")
     parser.add_argument("--decode-rate", type=float, default=config.DECODE_RATE, help="its tokens per second")
     parser.add_argument("--output-tokens", type=int, default=40, help="its tokens per answer")
+    parser.add_argument("--upstream", metavar="URL", help="one real upstream at URL")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--probe", action="store_true", help="measure the gateway's own time per request")
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
-    if args.ttft is not None:
+    if args.upstream is not None:
+        chosen = forwarding_scenario(args.rate, args.burst, args.upstream)
+    elif args.ttft is not None:
         chosen = streaming_scenario(args.rate, args.burst, args.ttft, args.decode_rate, args.output_tokens)
     else:
         chosen = scenario(args.rate, args.burst, args.zero_latency)

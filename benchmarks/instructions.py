@@ -12,10 +12,18 @@ imports and shutdown cancel out. How closely counts repeat between runs is state
 Instructions are not time: code that misses the CPU caches more runs slower per
 instruction, and in the running servers the gateway's code does (see ``benchmarks/README.md``).
 So this is the compass for tuning, and the throughput rows stay the measure of the target.
+
+``python -m benchmarks.instructions --forwarding`` counts forwarding the same way, each server
+in front of one ``benchmarks.bare --completion`` upstream (not under valgrind): the gateway
+forwarding to it, the bare aiohttp proxy (``benchmarks.bare --forward``: aiohttp's server and
+client, nothing else) and, beside them, the bare low-level server answering the same body
+itself and the gateway answering from zero-latency simulated providers. It prints
+instructions per request; nothing is recorded.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import shutil
 import signal
@@ -26,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.bare import PATH
-from benchmarks.common import ROOT, Row
+from benchmarks.common import ROOT, Row, Server
 from gwlab.clients import BODY
 
 BATCHES, SMOKE_BATCHES = (300, 1300), (20, 60)
@@ -51,6 +59,19 @@ def measure(smoke: bool = False) -> list[Row]:
         Row("instructions_ratio", bare / gateway, "bare/gateway", detail={"against_low_level": low_level / gateway},
             **common),
     ]
+
+
+def forwarding(batches: tuple[int, int] = BATCHES) -> dict[str, float]:
+    """Instructions per request of each server of forwarding's comparison (see the module's
+    docstring), by name."""
+    with Server("benchmarks.bare", "--completion") as upstream:
+        servers = {
+            "gateway_forwarding": ("benchmarks.gateway_server", "--upstream", upstream.url),
+            "bare_proxy": ("benchmarks.bare", "--forward", upstream.url),
+            "gateway_simulated": ("benchmarks.gateway_server", "--zero-latency"),
+            "bare_low_level": ("benchmarks.bare", "--completion", "--low-level"),
+        }
+        return {name: _per_request(args, batches)[0] for name, args in servers.items()}
 
 
 def _per_request(args: tuple[str, ...], batches: tuple[int, int]) -> tuple[float, int]:
@@ -104,3 +125,15 @@ def _post(port: int, requests: int) -> int:
             connection.close()
     return size
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Instructions per request under valgrind.")
+    parser.add_argument("--forwarding", action="store_true", required=True,
+                        help="count forwarding's servers (the measurement rows come from benchmarks.run)")
+    parser.parse_args()
+    for name, count in forwarding().items():
+        print(f"{name:20} {count:12,.0f} instructions/request")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep
 from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, can_pin, pin, post
-from benchmarks.gateway_server import scenario
+from benchmarks.gateway_server import forwarding_scenario, scenario
 from benchmarks.serving import has_uvloop
 from gwlab import simulate
 from gwlab.clients import BODY
@@ -383,6 +383,21 @@ def test_the_bare_upstream_answers_a_completion_the_gateway_can_forward():
     body = json.loads(bare.completion_body())
     assert body["object"] == "chat.completion" and body["usage"]["completion_tokens"] == 9
     assert "kind = \"openai\"" in forwarding.scenario("http://127.0.0.1:1")
+
+
+def test_the_bare_proxy_and_the_forwarding_gateway_answer_the_upstreams_body():
+    with Server("benchmarks.bare", "--completion") as upstream, \
+            Server("benchmarks.bare", "--forward", upstream.url) as proxy, \
+            Server("benchmarks.gateway_server", "--upstream", upstream.url) as gateway:
+        direct = post(upstream.url + bare.PATH, BODY)
+        assert post(proxy.url + bare.PATH, BODY) == direct == post(gateway.url + bare.PATH, BODY)
+    assert direct == bare.completion_body()
+
+
+def test_the_forwarding_scenario_has_one_real_upstream_and_the_bucket_asked():
+    s = forwarding_scenario(5000.0, 200.0, "http://127.0.0.1:1")
+    assert (s.limiter.rate, s.limiter.burst) == (5000.0, 200.0)
+    assert [(p.name, p.kind, p.base_url) for p in s.providers] == [("upstream", "openai", "http://127.0.0.1:1/v1")]
 
 
 def test_the_browser_site_rows_ran_the_check_notebook_offline(results):
