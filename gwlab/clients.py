@@ -19,8 +19,9 @@ lab runs one in its loop thread (:mod:`gwlab.lab.clients`). It sends chat comple
 LLM traffic, as the simulator sends it: each request sent streams (``stream: true``) with
 the probability ``workload.stream_share``, drawn once per request sent from a named random
 stream of the seed when the share is strictly between 0 and 1 (0 and 1 draw nothing), and
-asks for at most ``workload.max_tokens`` output tokens when that is not 0. Without either,
-every request is :data:`BODY`, byte for byte. A stream is read frame by frame
+asks for at most ``workload.max_tokens`` output tokens when that is not 0; its prompt holds
+``workload.prompt_tokens`` tokens by the gateway's estimate (:func:`prompt`). Without a stream
+or a cap, and with the default prompt, every request is :data:`BODY`, byte for byte. A stream is read frame by frame
 (:func:`read_stream`): its time to first token counts from the request's scheduled send
 time, as its latency does, and its output tokens come from the usage frame it is asked to
 end with (``stream_options.include_usage``).
@@ -85,9 +86,17 @@ log = logging.getLogger(__name__)
 PROVIDER_HEADER = "x-gwlab-provider"
 RETRY_AFTER_MS_HEADER = "retry-after-ms"
 PATH = "/v1/chat/completions"
-_MESSAGES = [{"role": "user", "content": "Hello"}]
-BODY = json.dumps({"model": config.MODEL, "messages": _MESSAGES}).encode()
-"""The request of a workload without LLM traffic (no streams, no cap on tokens)."""
+
+
+def prompt(tokens: int) -> str:
+    """A prompt of ``tokens`` tokens by the gateway's estimate (one per four characters,
+    rounded up: ``4 * tokens - 3`` characters): ``"Hello"`` for the default 2, cut short or
+    padded with dots otherwise."""
+    return ("Hello" + "." * (4 * tokens))[:4 * tokens - 3]
+
+
+BODY = json.dumps({"model": config.MODEL, "messages": [{"role": "user", "content": prompt(config.PROMPT_TOKENS)}]}).encode()
+"""The request of a workload without LLM traffic (no streams, no cap on tokens, the default prompt)."""
 STREAMS = "workload/stream"
 """The random stream a driver draws whether a request streams from, unless told another
 (the simulator's own name for it)."""
@@ -141,6 +150,9 @@ class Workload(Protocol):
     def max_tokens(self) -> int: ...
 
     @property
+    def prompt_tokens(self) -> int: ...
+
+    @property
     def retry_policy(self) -> str: ...
 
     @property
@@ -162,13 +174,14 @@ class Workload(Protocol):
     def adaptive_window(self) -> int: ...
 
 
-def request_body(streaming: bool, max_tokens: int) -> bytes:
-    """The chat completion request a driver sends: :data:`BODY` unless it streams or
-    ``max_tokens`` > 0 caps its output. A stream asks for the usage frame
-    (``stream_options.include_usage``), the only count of its tokens."""
-    if not streaming and not max_tokens:
+def request_body(streaming: bool, max_tokens: int, prompt_tokens: int = config.PROMPT_TOKENS) -> bytes:
+    """The chat completion request a driver sends, its prompt of ``prompt_tokens`` tokens:
+    :data:`BODY` unless it streams, ``max_tokens`` > 0 caps its output or its prompt is not
+    the default. A stream asks for the usage frame (``stream_options.include_usage``), the
+    only count of its tokens."""
+    if not streaming and not max_tokens and prompt_tokens == config.PROMPT_TOKENS:
         return BODY
-    body: dict[str, Any] = {"model": config.MODEL, "messages": _MESSAGES}
+    body: dict[str, Any] = {"model": config.MODEL, "messages": [{"role": "user", "content": prompt(prompt_tokens)}]}
     if max_tokens:
         body["max_tokens"] = max_tokens
     if streaming:
@@ -344,7 +357,8 @@ class Driver:
             return
         self.workload = workload
         self._share = workload.stream_share
-        self._bodies = (request_body(False, workload.max_tokens), request_body(True, workload.max_tokens))
+        self._bodies = tuple(request_body(streaming, workload.max_tokens, workload.prompt_tokens)
+                             for streaming in (False, True))
         self._llm = workload.stream_share > 0 or workload.max_tokens > 0
         self._followed = self._followed or follows_users(workload)
         throttle = self._throttle

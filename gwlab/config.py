@@ -132,6 +132,10 @@ tokens per second, and faster ones grouped, as many tokens a frame as come in 20
 MAX_OUTPUT_TOKENS = 1_000_000
 """Most output tokens one answer may hold (``output_tokens``, its p99, ``max_tokens``): a
 hundred times the longest outputs hosted models give, and a bound on every drawn length."""
+MAX_PROMPT_TOKENS = 200_000
+"""Most tokens of a workload's prompt (``workload.prompt_tokens``): the context window of
+the largest common models, and a live client's request of that many (four characters a
+token) still fits in :data:`MAX_BODY`."""
 TPM = 0
 """Tokens per minute the gateway admits (``limiter.tpm``): 0, no limit on tokens, as in the
 seed, whose limit is on requests only."""
@@ -223,9 +227,9 @@ JUDGED_BIN = 5.0
 "recovered": five one-second bins, so that a second in which few requests ended does not
 decide alone."""
 PROMPT_TOKENS = 2
-"""Prompt tokens of each simulated request (``workload.prompt_tokens``): the live clients'
-request, whose one message is ``"Hello"``, by the gateway's estimate (one token per four
-characters, rounded up)."""
+"""Prompt tokens of each request of a workload (``workload.prompt_tokens``): a live
+client's one message ``"Hello"`` by the gateway's estimate (one token per four characters,
+rounded up)."""
 SEED = 1
 """Random seed of every command when none is given."""
 SIM_DURATION = 60.0
@@ -760,7 +764,7 @@ class WorkloadConfig:
     max_in_flight: int = field(default=MAX_IN_FLIGHT, metadata={**_range(int, 1, MAX_CLIENTS), "added": True})
     stream_share: float = field(default=0.0, metadata={**_range(float, 0, 1), "added": True})
     max_tokens: int = field(default=0, metadata={**_range(int, 0, MAX_OUTPUT_TOKENS), "added": True})
-    prompt_tokens: int = field(default=PROMPT_TOKENS, metadata={**_range(int, 1, MAX_OUTPUT_TOKENS), "added": True})
+    prompt_tokens: int = field(default=PROMPT_TOKENS, metadata={**_range(int, 1, MAX_PROMPT_TOKENS), "added": True})
     retry_policy: str = field(default=CLIENT_RETRY_POLICY, metadata={**_choice(lambda: CLIENT_RETRY_POLICIES), "added": True})
     retries: int = field(default=CLIENT_RETRIES, metadata={**_range(int, 0, MAX_ATTEMPTS - 1), "added": True})
     retry_delay: float = field(default=CLIENT_RETRY_DELAY, metadata={**_POSITIVE_SECONDS, "added": True})

@@ -84,7 +84,7 @@ class WorkerPlan:
     at ``rate`` per second drawn from the stream ``arrivals/<index>`` of ``seed``, at most
     ``max_in_flight`` of them outstanding; a share ``stream_share`` of its requests stream
     (drawn from the stream ``workload/stream/<index>``), each capped at ``max_tokens`` output
-    tokens (0: no cap). Its clients time out and retry as the workload's fields of the same
+    tokens (0: no cap), each with a prompt of ``prompt_tokens`` tokens. Its clients time out and retry as the workload's fields of the same
     names say (:class:`~gwlab.config.WorkloadConfig`). A worker gets a new plan when the
     workload changes."""
 
@@ -99,6 +99,7 @@ class WorkerPlan:
     grace: float
     stream_share: float = 0.0
     max_tokens: int = 0
+    prompt_tokens: int = config.PROMPT_TOKENS
     retry_policy: str = config.CLIENT_RETRY_POLICY
     retries: int = config.CLIENT_RETRIES
     retry_delay: float = config.CLIENT_RETRY_DELAY
@@ -108,7 +109,7 @@ class WorkerPlan:
     adaptive_window: int = config.ADAPTIVE_WINDOW
 
 
-_CARRIED = ("think_time", "stream_share", "max_tokens", "retry_policy", "retries", "retry_delay", "retry_max_delay",
+_CARRIED = ("think_time", "stream_share", "max_tokens", "prompt_tokens", "retry_policy", "retries", "retry_delay", "retry_max_delay",
             "timeout", "adaptive_k", "adaptive_window")
 """The fields of a workload that every worker's plan carries as they are."""
 

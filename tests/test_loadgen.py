@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
 from gwlab.children import ChildError
-from gwlab.clients import BODY, PATH, Driver, open_session, read_stream, request_body
+from gwlab.clients import BODY, PATH, Driver, open_session, prompt, read_stream, request_body
 from gwlab.config import WorkloadConfig
 from gwlab.loadgen import LoadGenerator, plan, worker_count
 from gwlab.server import Gateway
@@ -203,11 +203,11 @@ def test_apply_before_the_start_replaces_the_workload_and_its_split_over_the_wor
     assert clients.requested_rate == 500.0
 
 
-def test_every_worker_plan_carries_the_stream_share_and_the_token_cap():
+def test_every_worker_plan_carries_the_stream_share_the_token_cap_and_the_prompt():
     clients = LoadGenerator("http://h:1/", WorkloadConfig(mode="open", rate=3000.0), seed=9, workers=2)
-    assert {(p.stream_share, p.max_tokens) for p in clients.plans} == {(0.0, 0)}
-    clients.apply(WorkloadConfig(mode="open", rate=3000.0, stream_share=0.25, max_tokens=64))
-    assert [(p.stream_share, p.max_tokens) for p in clients.plans] == [(0.25, 64), (0.25, 64)]
+    assert {(p.stream_share, p.max_tokens, p.prompt_tokens) for p in clients.plans} == {(0.0, 0, 2)}
+    clients.apply(WorkloadConfig(mode="open", rate=3000.0, stream_share=0.25, max_tokens=64, prompt_tokens=300))
+    assert [(p.stream_share, p.max_tokens, p.prompt_tokens) for p in clients.plans] == [(0.25, 64, 300)] * 2
 
 
 class _Books:
@@ -517,6 +517,22 @@ def test_a_fixed_reply_counts_its_tokens_live_whether_it_streams_or_not():
     assert {(status, tokens) for status, _, tokens in books.llm} == {(200, fixed)}
     streamed = [ttft for _, ttft, _ in books.llm if ttft is not None]
     assert streamed and all(ttft >= 0.02 for ttft in streamed)  # none of 20 streaming: odds 1e-6
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 3, 4, 5, 99, 1000, config.MAX_PROMPT_TOKENS])
+def test_a_prompt_is_as_many_tokens_as_the_gateway_estimates(tokens):
+    # The gateway's estimate: one token per four characters of the text, rounded up.
+    text = prompt(tokens)
+    assert ((len(text) + 3) // 4, (len(text) - 1) // 4) == (tokens, tokens - 1)  # and one character less is fewer
+    body = request_body(True, config.MAX_OUTPUT_TOKENS, tokens)
+    assert json.loads(body)["messages"] == [{"role": "user", "content": text}] and len(body) <= config.MAX_BODY
+
+
+def test_the_live_clients_send_the_workloads_prompt_and_the_gateway_counts_it():
+    scenario = _llm({"prompt_tokens": 37, "max_tokens": 4}, output_tokens=50.0, decode_rate=1000.0)
+    _, books, samples = asyncio.run(_answered(scenario, 10))
+    prompt_tokens = samples["gwlab_tokens_total"][(("kind", "prompt"), ("provider", "p1"))]
+    assert prompt_tokens == 37 * len(books.answers)
 
 
 def test_without_llm_traffic_the_request_is_body_byte_for_byte():
