@@ -275,7 +275,8 @@ class Metrics:
                   prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """The provider call of ``route`` ended with ``outcome`` after ``call_seconds``; the
         answer went out ``seconds`` after the request arrived, carrying ``completion_tokens``
-        for a prompt of ``prompt_tokens`` (0 for an answer with none)."""
+        for a prompt of ``prompt_tokens`` (both 0 for an answer with no reply; a reply may
+        carry no tokens, and its prompt still counts)."""
         name = route.upstream.name
         key = outcome.status, name
         try:
@@ -284,7 +285,7 @@ class Metrics:
             self.answers[key] = 1
         self.durations[name].observe(seconds)
         self.provider_durations[name].observe(call_seconds)
-        if completion_tokens:
+        if prompt_tokens:
             tokens = self.tokens
             tokens[name, "prompt"] += prompt_tokens
             tokens[name, "completion"] += completion_tokens

@@ -72,12 +72,10 @@ def retry_after(headers: Mapping[str, str]) -> float:
     return MIN_RETRY_AFTER
 
 
-_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
-"""The fields of a message (or a delta) whose text is output tokens: the answer, the
-reasoning that reasoning models send before it (``reasoning_content`` as DeepSeek's API, vLLM
-and llama.cpp name it, ``reasoning`` as Ollama and OpenRouter do) and a refusal."""
-_DELTA_FIELDS = (*_TEXT_FIELDS, "tool_calls")
-"""The fields of a stream's delta that carry a token or more."""
+_DELTA_FIELDS = ("content", "reasoning_content", "reasoning", "refusal", "tool_calls")
+"""The fields of a stream's delta that carry a token or more: the answer, the reasoning that
+reasoning models send before it (``reasoning_content`` as DeepSeek's API, vLLM and llama.cpp
+name it, ``reasoning`` as Ollama and OpenRouter do), a refusal and a tool call."""
 
 
 def completion_tokens(body: bytes) -> int:
@@ -94,9 +92,19 @@ def completion_tokens(body: bytes) -> int:
     used = _usage(answer)
     if used is not None:
         return used
-    chars = sum(len(text) for c in answer["choices"] if isinstance(c.get("message"), dict)
-                for text in map(c["message"].get, _TEXT_FIELDS) if isinstance(text, str))
+    chars = sum(_characters(c["message"]) for c in answer["choices"] if isinstance(c.get("message"), dict))
     return (chars + 3) // 4
+
+
+def _characters(message: dict[str, Any]) -> int:
+    """The characters of a message's text: its answer, its refusal and its reasoning, once
+    (a server may send the same reasoning under both names, as vLLM does while it moves
+    from ``reasoning_content`` to ``reasoning``: the longer counts)."""
+    def length(field: str) -> int:
+        text = message.get(field)
+        return len(text) if isinstance(text, str) else 0
+
+    return length("content") + length("refusal") + max(length("reasoning_content"), length("reasoning"))
 
 
 def counted(tokens: int, max_tokens: int | None) -> int:

@@ -69,6 +69,10 @@ def _completion(content, usage=None):
     (json.dumps({"choices": [{"message": {"content": None, "reasoning": "012345678"}}]}).encode(), 3),
     (json.dumps({"choices": [{"message": {"content": None, "refusal": "01234"}}]}).encode(), 2),
     (json.dumps({"choices": [{"message": {"content": "0123", "reasoning_content": 5}}]}).encode(), 1),
+    # The same reasoning under both names (vLLM sends both): counted once, the longer.
+    (json.dumps({"choices": [{"message": {"content": "0123", "reasoning_content": "01234567",
+                                          "reasoning": "01234567"}}]}).encode(), 3),
+    (json.dumps({"choices": [{"message": {"content": "", "reasoning_content": "0123", "reasoning": "01234567"}}]}).encode(), 2),
     (json.dumps({"choices": [{"message": {"reasoning_content": "01234567"}, "index": 0},
                              {"message": {"content": "0123"}, "index": 1}]}).encode(), 3),
 ])

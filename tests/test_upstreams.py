@@ -262,6 +262,7 @@ def claiming(tokens: int) -> Callable[[web.Request], Awaitable[web.StreamRespons
     (7, 10, 7),  # within the cap: as reported
     (10**30, None, config.MAX_OUTPUT_TOKENS),
     (2_000, None, 2_000),
+    (0, 10, 0),  # an answer of no tokens: its prompt still counts
 ])
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_an_upstreams_usage_is_counted_up_to_the_requests_cap(claimed, max_tokens, counted, stream):
@@ -275,11 +276,11 @@ def test_an_upstreams_usage_is_counted_up_to_the_requests_cap(claimed, max_token
         async with upstream_app(claiming(claimed)) as url:
             async with serving(front({"up": real(url)}, **limits)) as (gw, http):
                 statuses = [(await post(http, body))[0] for _ in range(2)]
-                return statuses, gw.metrics.tokens["up", "completion"]
+                return statuses, gw.metrics.tokens["up", "completion"], gw.metrics.tokens["up", "prompt"]
 
-    statuses, tokens = asyncio.run(main_())
+    statuses, tokens, prompt = asyncio.run(main_())
     assert statuses == [200, 200]  # 2 x (3 + 10) of 100 tokens a minute: no 429
-    assert tokens == 2 * counted
+    assert (tokens, prompt) == (2 * counted, 2 * 3)
 
 
 # -- upstreams that misbehave ---------------------------------------------------------------------
