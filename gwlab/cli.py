@@ -586,7 +586,8 @@ async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
 
 
 async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
-    """``gwlab serve --replicas N``: N gateways on one port, until a signal."""
+    """``gwlab serve --replicas N``: N gateways on one port, until a signal, or until every
+    one has ended unexpectedly (exit status 1: nothing serves the port any more)."""
     from gwlab.replicas import Replicas
 
     stop = _stop_on_signals()
@@ -594,9 +595,17 @@ async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
     try:
         if not await _start_replicas(replicas, args):
             return EXIT_USAGE
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(replicas.gone.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
     finally:
         await replicas.stop()
+    if replicas.gone.is_set() and not stop.is_set():
+        _fail(f"every one of the {replicas.count} replicas ended unexpectedly; nothing serves {replicas.url}")
+        return 1
     return 0
 
 

@@ -119,6 +119,9 @@ class Replicas:
         """Requests awaiting a replica's reply, by number: the replica's index and the future."""
         self.lost: list[int] = []
         """Replicas that ended unexpectedly, by index: the others go on without them."""
+        self.gone = asyncio.Event()
+        """Set once every replica has ended unexpectedly and been named in the log."""
+        self._named = 0
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
         """Admin requests passed up by a replica, being fanned out."""
@@ -290,15 +293,20 @@ class Replicas:
         for number, (owner, future) in list(self._replies.items()):
             if owner == index:
                 future.cancel()
-        task = asyncio.create_task(self._reap(index, self.count - len(self.lost)))
+        task = asyncio.create_task(self._reap(index))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reap(self, index: int, left: int) -> None:
+    async def _reap(self, index: int) -> None:
         process = self._processes[index]
         await exited(process, config.CHILD_EXIT_TIMEOUT)
+        # The replicas left as the line is written: replicas that died together may be
+        # reaped, and named, in another order than their pipes closed.
         log.warning("replica %d (pid %d) ended unexpectedly (%s); the other %d go on", index, process.pid,
-                    _ending(process.exitcode), left)
+                    _ending(process.exitcode), self.count - len(self.lost))
+        self._named += 1
+        if self._named == self.count:
+            self.gone.set()
 
     def _fail(self, index: int, error: BaseException) -> None:
         started = self._started[index]

@@ -177,6 +177,27 @@ def test_serve_with_replicas_writes_the_scrape_configuration_and_ends_on_sigterm
     assert _wait_gone(replicas, 1) == []
 
 
+def test_serve_ends_with_status_1_once_every_replica_has_died(tmp_path):
+    process = Process("serve", "--replicas", "2", "--port", "0", "--metrics-port", "0",
+                      "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
+    url = process.line(60).split()[1]
+    replicas = [pid for pid in process.children() if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+    assert len(replicas) == 2
+    for pid, sig in zip(replicas, (signal.SIGKILL, signal.SIGSEGV)):
+        os.kill(pid, sig)
+    status, _, stderr = process.finish(timeout=config.CHILD_EXIT_TIMEOUT + config.STOP_GRACE)
+    assert status == 1, stderr
+    named = [re.sub(r"pid \d+", "pid N", line) for line in stderr.splitlines() if line.startswith("WARNING gwlab.replicas")]
+    # Named as each is reaped, in either order; each line counts the replicas left as it is
+    # written (the second death may come before the first line: then both say 0).
+    assert sorted(line.split("; ")[0] for line in named) == [
+        "WARNING gwlab.replicas: replica 0 (pid N) ended unexpectedly (killed by SIGKILL)",
+        "WARNING gwlab.replicas: replica 1 (pid N) ended unexpectedly (killed by SIGSEGV)"]
+    assert [line.split("; ")[1] for line in named] in (["the other 1 go on", "the other 0 go on"],
+                                                       ["the other 0 go on"] * 2)
+    assert stderr.rstrip().endswith(f"gwlab: error: every one of the 2 replicas ended unexpectedly; nothing serves {url}")
+
+
 def test_the_replicas_die_with_their_parent_killed(tmp_path):
     process = Process("serve", "--replicas", "2", "--port", "0", "--metrics-port", "0",
                       "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
