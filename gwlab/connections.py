@@ -476,8 +476,14 @@ def coding_error(given: str) -> ApiError:
     """The 415 for a request body in the content coding ``given``, which the gateway does not
     decode, with the codings it does in ``Accept-Encoding`` (RFC 9110 §12.5.3, §15.5.16).
     One coding at most: aiohttp decodes no list of them."""
-    return ApiError(415, f"Content-Encoding must be {', '.join(CODINGS)} or identity; got {given!r}",
+    raw = given.encode("utf-8", "surrogateescape")  # as the client sent it
+    shown = repr(raw[:SHOWN_BYTES])[1:] + ("..." if len(raw) > SHOWN_BYTES else "")
+    return ApiError(415, f"Content-Encoding must be {', '.join(CODINGS)} or identity; got {shown}",
                     "unsupported_content_encoding", headers={"Accept-Encoding": ", ".join(CODINGS)})
+
+
+SHOWN_BYTES = 64
+"""The most bytes of a header's value that an error message repeats."""
 
 
 def parse_error_reason(exc: BaseException | None, message: str | None = None) -> str:

@@ -963,9 +963,9 @@ def _stop_reading(request: web.BaseRequest) -> None:
 def _check_content_encoding(request: web.BaseRequest) -> None:
     """415 unless the request's body is in a content coding the gateway decodes, or none: a
     body in another one would be read as it is, as if it were JSON."""
-    given = request.headers.get(hdrs.CONTENT_ENCODING)
-    if given is not None and given.lower() not in _CODINGS:
-        raise coding_error(given)
+    given = request.headers.getall(hdrs.CONTENT_ENCODING, None)
+    if given is not None and (len(given) > 1 or given[0].lower() not in _CODINGS):
+        raise coding_error(", ".join(given))  # several lines are one list (RFC 9110 §5.3)
 
 
 def _check_json_content_type(request: web.BaseRequest, also: str | None = None) -> None:

@@ -704,6 +704,26 @@ def test_a_body_in_a_coding_the_gateway_decodes_is_answered(coding, encode):
     assert asyncio.run(main()) == (200, 3)
 
 
+@pytest.mark.parametrize("lines,shown", [
+    ([b"gzip", b"identity"], "'gzip, identity'"),  # two lines are one list
+    ([b"identity", b"identity"], "'identity, identity'"),
+    ([b"\xff\xfe"], "'\\xff\\xfe'"),  # shown as the bytes sent
+    ([b"x" * 7000], "'" + "x" * 64 + "'..."),  # at most 64 bytes repeated
+])
+def test_a_coding_of_several_lines_or_odd_bytes_is_a_415_showing_it_short(lines, shown):
+    payload = gzip.compress(json.dumps(CHAT).encode())
+    head = b"".join(b"Content-Encoding: %s\r\n" % line for line in lines)
+    data = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n" + head +
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(payload) + payload)
+
+    async def main():
+        async with serving(single()) as (gw, _):
+            return await answer_to(gw.port, data)
+
+    [(status, body)] = answers(asyncio.run(main()))
+    assert (status, body["error"]["message"]) == (415, f"Content-Encoding must be gzip, deflate or identity; got {shown}")
+
+
 def test_the_415_for_a_coding_names_those_the_gateway_decodes_and_the_505_answers_in_http_1_1():
     async def main():
         async with serving(single()) as (gw, http):
