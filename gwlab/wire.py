@@ -201,7 +201,8 @@ def _message(message: Any, where: str) -> int:
                        + (" without tool_calls" if role == "assistant" else ""),
                        "missing_required_parameter", f"{where}.content")
     if isinstance(content, str):
-        _unicode(content, f"{where}.content")
+        if not content.isascii():  # most text is: no call, and no name of the field to spell
+            _unicode(content, f"{where}.content")
         return len(content)
     if not isinstance(content, list) or parts is None:
         allowed = "a string" if parts is None else "a string or an array of content parts"
