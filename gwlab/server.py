@@ -462,8 +462,9 @@ class Gateway:
             if reserved:  # what the answer used: the prompt and the reply's tokens
                 router.refund(route, ended, chat.prompt_tokens + tokens)
             self.metrics.completed(route, outcome, ended - arrived, ended - now, chat.prompt_tokens, tokens)
-            if router.tokens is None:
-                remaining, reset_us = router.bucket.status(ended)
+            admission = router.admission  # its buckets read once, not through the router's two properties
+            if admission.tokens is None:
+                remaining, reset_us = admission.requests.status(ended)
                 if not reset_us:  # a full bucket: the headers are written already
                     full = self._full
                     if full[0] != remaining:

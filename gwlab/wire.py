@@ -182,9 +182,10 @@ def _message(message: Any, where: str) -> int:
     if parts is None and role != "function":
         raise ApiError(400, f"'{where}.role' must be one of {_ROLES}, got {_short(role)}", "invalid_value",
                        f"{where}.role")
-    for field in ("name", "tool_call_id"):
-        if field in message:
-            _string(message[field], f"{where}.{field}")
+    if "name" in message:  # the loop over both names written out: this runs for every message
+        _string(message["name"], f"{where}.name")
+    if "tool_call_id" in message:
+        _string(message["tool_call_id"], f"{where}.tool_call_id")
     if role == "tool" and "tool_call_id" not in message:
         raise ApiError(400, f"'{where}.tool_call_id' is required in a tool message", "missing_required_parameter",
                        f"{where}.tool_call_id")
@@ -201,7 +202,8 @@ def _message(message: Any, where: str) -> int:
                        + (" without tool_calls" if role == "assistant" else ""),
                        "missing_required_parameter", f"{where}.content")
     if isinstance(content, str):
-        _unicode(content, f"{where}.content")
+        if not content.isascii():  # most text is: no call, and no name of the field to spell
+            _unicode(content, f"{where}.content")
         return len(content)
     if not isinstance(content, list) or parts is None:
         allowed = "a string" if parts is None else "a string or an array of content parts"
