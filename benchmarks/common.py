@@ -2,13 +2,14 @@
 /proc, server processes started on their own core, and ``wrk`` runs.
 
 A number is only as good as what produced it, so each :class:`Row` carries the offered
-rate actually achieved, the server's CPU use (``utime + stime`` deltas of its process, as a
+rate actually achieved, the server's CPU use (deltas of its process's CPU-time clock, as a
 fraction of one core), the load generator and its connections, and whether the load
 generator rather than the server limited it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -30,7 +31,7 @@ CPU_BOUND = 0.9
 """A throughput number counts only when the server used at least this share of its core."""
 STARTUP_TIMEOUT = 30.0
 """Seconds a server process gets to print the port it listens on."""
-_TICKS = os.sysconf("SC_CLK_TCK")
+_LIBC = ctypes.CDLL(None)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 ROW_FIELDS = ("name", "value", "unit", "target", "met", "offered_rate", "achieved_rate", "server_cpu",
               "load_generator", "connections", "limited_by_load_generator", "detail")
@@ -76,9 +77,16 @@ def pin(core: int, pid: int = 0) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds used so far by process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    """CPU seconds used so far by process ``pid`` (all its threads, ended ones too), to the
+    nanosecond: the process's CPU-time clock (POSIX ``clock_getcpuclockid``). ``/proc/PID/stat``
+    counts in clock ticks (10 ms), coarser than a light server uses in a short window.
+
+    Raises :class:`ProcessLookupError` when no process ``pid`` exists."""
+    clock = ctypes.c_int()
+    error = _LIBC.clock_getcpuclockid(pid, ctypes.byref(clock))
+    if error:
+        raise ProcessLookupError(error, f"no CPU clock for process {pid}: {os.strerror(error)}")
+    return time.clock_gettime(clock.value)
 
 
 def rss_bytes(pid: int) -> int:
