@@ -16,7 +16,9 @@ port in use, or a ``--json``, ``--report`` or ``--out`` file that cannot be writ
 ``run`` always ends: after ``--duration`` or the first Ctrl-C / SIGTERM it exits within
 :data:`EXIT_BOUND` seconds (:data:`REPLICAS_EXIT_BOUND` with replicas) whatever its workers,
 the gateway or its replicas do (a worker or replica that does not stop in time is killed and
-named); a second Ctrl-C or SIGTERM ends it at once.
+named); a second Ctrl-C or SIGTERM ends it at once. ``run`` and ``serve`` with replicas also
+end, with exit status 1, once every replica has ended unexpectedly: nothing serves the port
+any more.
 """
 
 from __future__ import annotations
@@ -595,27 +597,40 @@ async def _serve_replicas(args: argparse.Namespace, scenario: Scenario) -> int:
     try:
         if not await _start_replicas(replicas, args):
             return EXIT_USAGE
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(replicas.gone.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        await _first_of(stop, replicas.gone)
     finally:
         await replicas.stop()
-    if replicas.gone.is_set() and not stop.is_set():
-        _fail(f"every one of the {replicas.count} replicas ended unexpectedly; nothing serves {replicas.url}")
-        return 1
-    return 0
+    return _gone(replicas) if not stop.is_set() else 0
+
+
+async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Wait until one of ``events`` is set, or ``timeout`` seconds have passed."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+def _gone(served: _Served) -> int:
+    """The exit status of a command whose gateways are ``served``: 1 (after one line on
+    stderr) once every one of them has ended unexpectedly, else 0."""
+    if not served.gone.is_set():
+        return 0
+    _fail(f"every one of the {len(served.lost)} replicas ended unexpectedly; nothing serves {served.url}")
+    return 1
 
 
 class _Served(Protocol):
     """What ``gwlab run`` drives its clients at: the gateways at ``url``, either
     :class:`~gwlab.replicas.Replicas` or one gateway (:class:`_OneGateway`, replica 0 of
-    one), of which those in ``lost`` (by index) ended unexpectedly."""
+    one), of which those in ``lost`` (by index) ended unexpectedly; ``gone`` is set once every
+    one has."""
 
     url: str
     lost: list[int]
+    gone: asyncio.Event
 
     def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
         """Apply ``patch`` in every gateway; the scenario they now run."""
@@ -633,8 +648,8 @@ class _Served(Protocol):
 
 
 class _OneGateway:
-    """One gateway served as :class:`_Served`: replica 0 of one, never lost. ``signalled``
-    ends the wait for a final scrape."""
+    """One gateway served as :class:`_Served`: replica 0 of one, never lost (it runs in this
+    process), so never ``gone``. ``signalled`` ends the wait for a final scrape."""
 
     def __init__(self, gateway: Gateway, signalled: asyncio.Event) -> None:
         from gwlab.metrics import Scrapes
@@ -642,6 +657,7 @@ class _OneGateway:
         self.gateway = gateway
         self.url = gateway.url
         self.lost: list[int] = []
+        self.gone = asyncio.Event()
         self.trips = Trips()
         gateway.router.subscribe(self.trips)
         self.scrapes = Scrapes()
@@ -700,33 +716,37 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         await clients.stop()
         snapshots, ends = await asyncio.gather(served.snapshots(), served.ends())
         answered = sorted(set(snapshots) & set(ends))
-        if not answered:
+        if not answered and not served.gone.is_set():
             raise ReplicaError("no replica answered at the end of the run: there is no summary to give")
-        result = summarise(
-            clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
-            sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads,
-            end=snapshots[answered[0]], trips=_total(ends[i]["trips"] for i in answered),
-            fallbacks=_total(ends[i]["fallbacks"] for i in answered), events_refused=player.refused,
-            retries=_total(ends[i]["decisions"] for i in answered),
-            replicas=[{"replica": i, "end": snapshots[i], **ends[i]} for i in answered] if args.replicas > 1 else (),
-        )
-        missing = sorted(set(range(args.replicas)) - set(answered))
-        if missing:
-            result["replicas_lost"] = missing
-        ended = True
+        if answered:
+            result = summarise(
+                clients.tally, mode="live", seed=args.seed, scenario=scenario, duration=clients.elapsed,
+                sent=clients.sent, saturated=clients.saturated, workloads=clients.workloads,
+                end=snapshots[answered[0]], trips=_total(ends[i]["trips"] for i in answered),
+                fallbacks=_total(ends[i]["fallbacks"] for i in answered), events_refused=player.refused,
+                retries=_total(ends[i]["decisions"] for i in answered),
+                replicas=[{"replica": i, "end": snapshots[i], **ends[i]} for i in answered] if args.replicas > 1
+                else (),
+            )
+            missing = sorted(set(range(args.replicas)) - set(answered))
+            if missing:
+                result["replicas_lost"] = missing
+            ended = True
     finally:
         await clients.stop()
         await served.stop(final_scrape=ended)
-    if isinstance(served, _OneGateway):
-        result["gateway_in_flight_at_end"] = served.gateway.metrics.registry.get_sample_value("gwlab_in_flight_requests")
-    else:
-        result["gateway_in_flight_at_end"] = sum(ends[i]["in_flight"] for i in answered)
-    if clients.lost:
-        result["workers_killed"] = clients.lost
-    view.print(summary_lines(result))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return 0
+    if ended:  # else every replica ended unexpectedly before it could answer: there is no summary to give
+        if isinstance(served, _OneGateway):
+            result["gateway_in_flight_at_end"] = served.gateway.metrics.registry.get_sample_value(
+                "gwlab_in_flight_requests")
+        else:
+            result["gateway_in_flight_at_end"] = sum(ends[i]["in_flight"] for i in answered)
+        if clients.lost:
+            result["workers_killed"] = clients.lost
+        view.print(summary_lines(result))
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return _gone(served)
 
 
 def _total(counts: Iterable[Mapping[str, int]]) -> Counter[str]:
@@ -754,8 +774,9 @@ def event_player(scenario: Scenario, gateway: Gateway | _Served, clients: LoadGe
 
 async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
                  stop: asyncio.Event, duration: float | None) -> None:
-    """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set or
-    ``duration`` seconds of sending have passed, however late the loop wakes up. The ticks
+    """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set, every
+    gateway of ``served`` is ``gone`` or ``duration`` seconds of sending have passed, however
+    late the loop wakes up. The ticks
     fall half-way between two tally reports of the workers, so each view counts whole
     report intervals."""
     from gwlab.loadgen import REPORT_INTERVAL
@@ -765,15 +786,12 @@ async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
     tick = last = start + REPORT_INTERVAL / 2
     shown: dict[int, Snapshot] = {}
     """Each gateway's router state as the status shows it, by index."""
-    while not stop.is_set():
+    while not (stop.is_set() or served.gone.is_set()):
         tick += REFRESH
         while tick < time.monotonic():  # a busy loop fell behind: skip the ticks it missed
             tick += REFRESH
         wake = tick if end is None else min(tick, end)
-        try:
-            await asyncio.wait_for(stop.wait(), max(0.0, wake - time.monotonic()))
-        except TimeoutError:
-            pass
+        await _first_of(stop, served.gone, timeout=max(0.0, wake - time.monotonic()))
         now = time.monotonic()
         if now < tick:
             # Stopped between two ticks: a part-interval would hold a whole or no report of

@@ -519,6 +519,31 @@ def test_run_with_replicas_goes_on_without_one_that_dies_and_says_so(tmp_path):
     assert " in 3 replicas " in statuses[0] and " in 2 replicas " in statuses[-1]  # the lost one is no longer shown
 
 
+@pytest.mark.parametrize("signals, endings", [
+    ((signal.SIGKILL, signal.SIGSEGV), ("killed by SIGKILL", "killed by SIGSEGV")),
+    ((signal.SIGTERM, signal.SIGTERM), ("exit status 0", "exit status 0")),  # stopped, but not by gwlab run
+])
+def test_run_ends_with_status_1_once_every_replica_has_died(tmp_path, signals, endings):
+    """As ``gwlab serve`` does: its clients stopped, and no summary (no replica is left to give
+    its end), where a run with no ``--duration`` would go on for ever."""
+    out = tmp_path / "run.json"
+    process, replicas = _running(tmp_path, 2, "--clients", "10", "--json", str(out))
+    url = process.seen[0].split()[1]
+    workers = [pid for pid in process.children() if pid not in replicas]
+    assert workers
+    for pid, sig in zip(replicas, signals):
+        os.kill(pid, sig)
+    status, lines, stderr = process.finish(timeout=config.CHILD_EXIT_TIMEOUT + REPLICAS_EXIT_BOUND)
+    assert status == 1, stderr
+    named = sorted(re.sub(r"pid \d+", "pid N", line).split("; ")[0] for line in stderr.splitlines()
+                   if line.startswith("WARNING gwlab.replicas"))
+    assert named == [f"WARNING gwlab.replicas: replica {i} (pid N) ended unexpectedly ({ending})"
+                     for i, ending in enumerate(endings)]
+    assert stderr.rstrip().endswith(f"gwlab: error: every one of the 2 replicas ended unexpectedly; nothing serves {url}")
+    assert not out.exists() and not any(line.startswith(("duration ", "codes ")) for line in lines), lines
+    assert _wait_gone(workers + replicas, 5) == []
+
+
 def test_runs_status_shows_a_stalled_replica_as_it_last_was(tmp_path):
     process = Process("run", "--replicas", "2", "--clients", "10", "--duration", "4", "--port", "0",
                       "--metrics-port", "0", "--scrape-config", str(tmp_path / "scrape.yml"), cwd=tmp_path)
