@@ -241,6 +241,7 @@ def check_writable(flag: str, path: Path | None) -> None:
 
 
 def _check_server_args(args: argparse.Namespace) -> None:
+    config.run_argument("host", args.host, "--host")
     for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= config.MAX_PORT:
             raise UsageError(f"{flag} = {port}: expected a port number from 0 to {config.MAX_PORT}")

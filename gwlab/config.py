@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import numbers
 import re
 import sys
@@ -257,6 +258,9 @@ VIRTUAL_CATCH_UP = 1.0
 """The most virtual seconds one step of a virtual lab advances: after a cell that held the
 kernel for minutes, it goes on from where it was rather than run those minutes at once."""
 HOST = "127.0.0.1"
+"""The address gateways listen on: this machine only."""
+MAX_HOST_NAME = 253
+"""The longest host name, in characters (RFC 1035's 255 bytes on the wire, less their framing)."""
 PORT = 8080
 METRICS_PORT = 9090
 MAX_PORT = 65535
@@ -454,6 +458,22 @@ _POSITIVE_SECONDS = _range(float, MIN_SECONDS, MAX_SECONDS)
 _RATE = _range(float, MIN_RATE, MAX_RATE)
 _COUNT = _range(int, 1, MAX_COUNT)
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _host(value: str) -> bool:
+    """Whether ``value`` is an address to listen on: an IP address, IPv6 without brackets
+    (a zone allowed), or a host name (labels of letters, digits, ``-`` and ``_``, 1 to 63
+    characters each, :data:`MAX_HOST_NAME` in all, an ending ``.`` allowed)."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    return len(name) <= MAX_HOST_NAME and all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
 RUN_RANGES = {
     "duration": _POSITIVE_SECONDS,
     "bin_width": _POSITIVE_SECONDS,
@@ -464,6 +484,13 @@ RUN_RANGES = {
 """The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
 ``duration`` (also ``--duration``), ``bin_width``, ``seed`` (also ``--seed``) and
 ``replicas`` (also ``--replicas``), and ``gwlab.lab.start``'s ``port`` and ``metrics_port``."""
+RUN_ARGUMENTS = {
+    **RUN_RANGES,
+    "host": _spec("an address to listen on: an IP address (IPv6 without brackets) or a host name, such as "
+                  f"{HOST!r}, '0.0.0.0' (every IPv4 interface), '::' or 'localhost'", _host, str),
+}
+"""What :func:`run_argument` checks: :data:`RUN_RANGES`, and the address a gateway listens
+on, ``gwlab.lab.start``'s ``host`` (also ``--host``)."""
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
@@ -986,9 +1013,9 @@ def _show(value: Any) -> str:
 
 
 def run_argument(name: str, value: Any, where: str) -> Any:
-    """``value`` checked against ``RUN_RANGES[name]`` (and made a float or int); raises a
-    one-line :class:`ConfigError` "``where`` = value: expected ..." otherwise."""
-    return _Checker("").value(where, value, RUN_RANGES[name])
+    """``value`` checked against ``RUN_ARGUMENTS[name]`` (a number made a float or int); raises
+    a one-line :class:`ConfigError` "``where`` = value: expected ..." otherwise."""
+    return _Checker("").value(where, value, RUN_ARGUMENTS[name])
 
 
 def from_dict(data: Mapping[str, Any], source: str = "scenario") -> Scenario:

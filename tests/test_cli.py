@@ -30,6 +30,7 @@ from gwlab.stats import RELATIVE_ERROR, STREAM_ERROR, Tally
 from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import alive
+from tests.test_config import BAD_HOSTS
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
@@ -209,6 +210,15 @@ def test_a_bad_flag_exits_2_with_one_line_naming_it(case, held_port, capsys):
     status = main(["run", *argv, "--port", str(held_port)])
     out, err = capsys.readouterr()
     assert (status, out, err) == (2, "", expected + "\n")
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+@pytest.mark.parametrize("host, shown", [(host, shown) for host, shown in BAD_HOSTS if isinstance(host, str)])
+def test_a_host_that_is_no_address_exits_2_as_lab_start_refuses_it(command, host, shown, held_port, capsys):
+    status = main([command, f"--host={host}", "--port", str(held_port)])
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (2, "", f"gwlab: error: --host = {shown}: expected "
+                                         f"{config.RUN_ARGUMENTS['host']['allowed']}\n")
 
 
 FORM = "a redis:// or rediss:// URL (or unix:// for a socket)"

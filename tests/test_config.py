@@ -560,6 +560,30 @@ def test_every_run_argument_takes_its_bounds_and_refuses_what_lies_just_outside(
         assert message.startswith(f"--{name} = ") and message.endswith(f": expected {spec['allowed']}")
 
 
+GOOD_HOSTS = ["127.0.0.1", "0.0.0.0", "::", "::1", "fe80::1%eth0", "localhost", "localhost.",
+              "gw-1.example_net.internal", "a" * 63, ".".join(["a" * 63] * 4)[:config.MAX_HOST_NAME],
+              ".".join(["a" * 63] * 4)[:config.MAX_HOST_NAME] + "."]
+BAD_HOSTS = [
+    # (value, as the message shows it): what is not a string, then strings that are no address
+    (None, "null"), (8080, "8080"), (127.0, "127.0"), (True, "true"), (b"127.0.0.1", "b'127.0.0.1'"),
+    (["127.0.0.1"], "an array"), ("", "''"), ("127.0.0.1:8080", "'127.0.0.1:8080'"), ("[::1]", "'[::1]'"),
+    ("http://localhost", "'http://localhost'"), (" localhost", "' localhost'"), ("local host", "'local host'"),
+    ("-gw", "'-gw'"), ("gw-", "'gw-'"), ("gw..example", "'gw..example'"), (".", "'.'"), ("a" * 64, repr("a" * 64)),
+    ("a" * 63 + "." + "a" * 190, repr("a" * 63 + "." + "a" * 190)), ("gwé", "'gwé'"), ("lo\ncalhost", "'lo\\ncalhost'"),
+]
+"""Addresses to listen on that ``gwlab.lab.start`` and ``--host`` refuse, as their
+messages show them."""
+
+
+def test_a_host_is_an_ip_address_or_a_host_name():
+    for host in GOOD_HOSTS:
+        assert config.run_argument("host", host, "--host") == host
+    for host, shown in BAD_HOSTS:
+        with pytest.raises(ConfigError) as error:
+            config.run_argument("host", host, "--host")
+        assert str(error.value) == f"--host = {shown}: expected {config.RUN_ARGUMENTS['host']['allowed']}"
+
+
 def test_the_documented_examples_of_numbers_that_used_to_validate():
     def message(data):
         with pytest.raises(ConfigError) as error:

@@ -20,6 +20,7 @@ from gwlab.lab import controls
 from gwlab.lab.loop import LoopThread
 from gwlab.stats import RELATIVE_ERROR
 from tests.support import port_is_free
+from tests.test_config import BAD_HOSTS
 
 FREE = {"port": 0, "metrics_port": 0}
 
@@ -520,11 +521,13 @@ BAD_STARTS = [
     ({"seed": 2**64}, "seed = 18446744073709551616: expected a whole number >= 0 and <= 18446744073709551615"),
     ({"seed": 1.5}, "seed = 1.5: expected a whole number >= 0 and <= 18446744073709551615"),
     ({"seed": "1"}, "seed = '1': expected a whole number >= 0 and <= 18446744073709551615"),
+    *(({"host": host}, f"host = {shown}: expected {config.RUN_ARGUMENTS['host']['allowed']}")
+      for host, shown in BAD_HOSTS),
 ]
 
 
 @pytest.mark.parametrize("mode", ["live", "virtual"])
-def test_start_refuses_a_bad_seed_or_port_before_it_starts_or_stops_anything(mode):
+def test_start_refuses_a_bad_seed_host_or_port_before_it_starts_or_stops_anything(mode):
     running = gwlab.lab.start(mode="virtual", seed=5)
     for arguments, message in BAD_STARTS:
         with pytest.raises(ConfigError) as error:
