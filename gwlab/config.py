@@ -940,8 +940,10 @@ class _Checker:
 
     def value(self, where: str, raw: Any, spec: Mapping) -> Any:
         kind = spec["kind"]
-        if kind in (int, float):
-            raw = _number(raw)
+        if kind in (int, float, bool):
+            raw = _plain_scalar(raw)
+        elif kind is list and isinstance(raw, list):
+            raw = [_plain_scalar(item) for item in raw]
         if kind is bool:
             ok = isinstance(raw, bool)
         elif kind is int:
@@ -978,12 +980,17 @@ class _Checker:
 _MISSING = object()
 
 
-def _number(raw: Any) -> Any:
-    """``raw`` as a plain int or float when it is a number of another type (NumPy's
-    ``int64`` or ``float32``, a :class:`~fractions.Fraction`; a whole one as an int, exactly),
-    so that it is checked, and then kept, as that plain number would be; anything else (a
-    bool included) as it is."""
-    if isinstance(raw, bool) or type(raw) in (int, float):
+def _plain_scalar(raw: Any) -> Any:
+    """``raw`` as the plain bool, int or float it holds when it is a bool or a number of
+    another type (NumPy's ``bool_``, ``int64`` or ``float32``, a 0-d NumPy array holding one,
+    a :class:`~fractions.Fraction`; a whole number as an int, exactly), so that it is checked,
+    and then kept, as that plain value would be (a bool is no number); anything else as it
+    is."""
+    if type(raw) in (bool, int, float):
+        return raw
+    if getattr(raw, "ndim", None) == 0 and hasattr(raw, "item"):  # NumPy's scalars and 0-d arrays
+        raw = raw.item()
+    if isinstance(raw, bool):
         return raw
     if isinstance(raw, numbers.Integral) or (isinstance(raw, numbers.Rational) and raw.denominator == 1):
         return int(raw)
@@ -1128,19 +1135,20 @@ def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
             raise check.fail(f"events[{i}]", "a table", "at least one change besides 'at'")
         if "events" in item:
             raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
-        _Checker(f"{check.source}: event at {at:g} s").depth(item)  # before _plain_numbers walks it
-        events.append(Event(at=at, patch=_plain_numbers(item)))
+        _Checker(f"{check.source}: event at {at:g} s").depth(item)  # before _plain_scalars walks it
+        events.append(Event(at=at, patch=_plain_scalars(item)))
     return tuple(sorted(events, key=lambda e: e.at))
 
 
-def _plain_numbers(data: Any) -> Any:
-    """``data`` (tables, arrays and values) with every number made plain (:func:`_number`): an
-    event's patch is kept as given, and a summary writes it out as JSON."""
+def _plain_scalars(data: Any) -> Any:
+    """``data`` (tables, arrays and values) with every bool and number made plain
+    (:func:`_plain_scalar`): an event's patch is kept as given, and a summary writes it out as
+    JSON."""
     if isinstance(data, Mapping):
-        return {key: _plain_numbers(value) for key, value in data.items()}
+        return {key: _plain_scalars(value) for key, value in data.items()}
     if isinstance(data, list):
-        return [_plain_numbers(value) for value in data]
-    return _number(data)
+        return [_plain_scalars(value) for value in data]
+    return _plain_scalar(data)
 
 
 def _restart(was: Any) -> str:

@@ -8,6 +8,7 @@ import fractions
 import json
 import math
 from pathlib import Path
+from typing import Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -380,10 +381,10 @@ def test_load_events_file(tmp_path):
     assert s.providers == Scenario().providers
 
 
-def _numeric_fields():
+def _fields(pick: Callable[[Mapping], bool]):
     """(dotted name, field spec, a function giving the scenario data that puts a value there)
-    for every field of every part of a scenario that has a range, read from the dataclass
-    metadata: a new field is walked as soon as it has one."""
+    for every field of every part of a scenario whose spec ``pick`` picks, read from the
+    dataclass metadata: a new field is walked as soon as it has one."""
     defaults = Scenario()
     parts = [(f.name, type(getattr(defaults, f.name)), lambda k, v, s=f.name: {s: {k: v}})
              for f in dataclasses.fields(Scenario) if dataclasses.is_dataclass(getattr(defaults, f.name))]
@@ -392,11 +393,15 @@ def _numeric_fields():
     parts.append(("events[0]", config.Event, lambda k, v: {"events": [{k: v, "limiter": {"rate": 5}}]}))
     for where, cls, place in parts:
         for f in dataclasses.fields(cls):
-            if "lo" in f.metadata:
+            if f.metadata and pick(f.metadata):
                 yield f"{where}.{f.name}", f.metadata, lambda v, k=f.name, p=place: p(k, v)
 
 
-NUMERIC_FIELDS = list(_numeric_fields())
+NUMERIC_FIELDS = list(_fields(lambda spec: "lo" in spec))
+"""Every field that has a range."""
+BOOL_FIELDS = list(_fields(lambda spec: spec["kind"] is bool))
+ARRAY_FIELDS = list(_fields(lambda spec: spec["kind"] is list))
+"""Every field that holds an array (of numbers: statuses)."""
 
 ROOM = {
     # what a boundary value needs from another field to pass the rules across fields
@@ -488,6 +493,57 @@ def test_a_bool_or_what_is_not_a_real_number_is_refused_where_a_number_belongs(n
         config.from_dict({"workload": {"clients": number}})
     with pytest.raises(ConfigError, match=r"^scenario: limiter.rate = .*: expected a number >= 0.001 and <= "):
         config.from_dict({"limiter": {"rate": number}})
+
+
+def _outcome_of(where: str, data: dict) -> tuple:
+    """The field at ``where`` of the scenario built from ``data``, or the message refusing it."""
+    try:
+        scenario = config.from_dict(_with_room(where, data))
+    except ConfigError as error:
+        return "refused", str(error)
+    taken = _read(scenario, where)
+    return "taken", taken, type(taken), [type(item) for item in taken] if isinstance(taken, tuple) else None
+
+
+def _numpy_forms(value) -> list:
+    """``value`` (a bool, int or float) as NumPy holds it: its scalar and a 0-d array."""
+    return [np.bool_(value), np.array(value)] if isinstance(value, bool) else [np.array(value), np.asarray(value)[()]]
+
+
+SCALARS = [True, False, 0, 1, 2, 1.0, 0.5, -1, 1e300, math.nan]
+"""Plain values a field of each kind takes or refuses: each given as NumPy holds it must
+fare exactly as the plain one, taken as the same plain value or refused with the same message."""
+
+
+@pytest.mark.parametrize(("where", "spec", "place"), NUMERIC_FIELDS + BOOL_FIELDS,
+                         ids=[w for w, _, _ in NUMERIC_FIELDS + BOOL_FIELDS])
+def test_numpy_bools_and_0d_arrays_fare_exactly_as_the_plain_value_they_hold(where, spec, place):
+    values = [*SCALARS, *_inside(spec)] if "lo" in spec else SCALARS
+    for value in values:
+        plain = _outcome_of(where, place(value))
+        for numpy in _numpy_forms(value):
+            assert _outcome_of(where, place(numpy)) == plain, (type(numpy), value)
+    assert _outcome_of(where, place(True if spec["kind"] is bool else spec["lo"]))[0] == "taken"
+    for array in (np.array([True]), np.array([[1]]), np.array([])):  # no longer one value: no number, no bool
+        assert _outcome_of(where, place(array))[0] == "refused"
+
+
+@pytest.mark.parametrize(("where", "spec", "place"), ARRAY_FIELDS, ids=[w for w, _, _ in ARRAY_FIELDS])
+def test_an_arrays_numpy_items_fare_exactly_as_the_plain_values_they_hold(where, spec, place):
+    default = list(_read(Scenario(), where))
+    for items in (default, default[:1], [default[0], True], [default[0], 1.5], [default[0], default[0]], [True]):
+        plain = _outcome_of(where, place(items))
+        for forms in zip(*map(_numpy_forms, items)):
+            assert _outcome_of(where, place(list(forms))) == plain, (forms, items)
+    assert _outcome_of(where, place(default))[0] == "taken"
+
+
+def test_an_events_patch_keeps_its_bools_and_numpy_arrays_plain():
+    patch = {"breaker": {"enabled": np.bool_(False), "count_rate_limited": np.array(True)},
+             "retry": {"retry_on": [np.int64(502), np.array(504)]}}
+    event = config.from_dict({"events": [{"at": 1, **patch}]}).events[0]
+    assert event.patch == {"breaker": {"enabled": False, "count_rate_limited": True}, "retry": {"retry_on": [502, 504]}}
+    assert [type(v) for v in (*event.patch["breaker"].values(), *event.patch["retry"]["retry_on"])] == [bool, bool, int, int]
 
 
 def test_an_events_patch_keeps_its_numbers_plain():
