@@ -14,7 +14,7 @@ import prometheus_client
 import pytest
 
 import gwlab.lab
-from gwlab import config, plots
+from gwlab import config, plots, workload
 from gwlab.config import ConfigError, Scenario
 from gwlab.lab import controls
 from gwlab.lab.loop import LoopThread
@@ -534,6 +534,43 @@ def test_start_refuses_a_bad_seed_host_or_port_before_it_starts_or_stops_anythin
             gwlab.lab.start(**{**FREE, **arguments}, mode=mode)
         assert str(error.value) == f"gwlab.lab.start: {message}"
         assert gwlab.lab.current() is running and running.running and lab_threads() == []
+
+
+ALL_400_PATCHES = [
+    # patches of the seed scenario after which each request reserves more tokens than a limit can
+    # ever admit (2 prompt tokens and a cap of max_tokens, else default_max_tokens = 4096)
+    {"limiter": {"tpm": 100}},
+    {"limiter": {"tpm": 4097}},  # one token short
+    {"workload": {"max_tokens": 100}, "limiter": {"tpm": 101}},
+    {"limiter": {"tpm": 200, "default_max_tokens": 199}},
+    {"providers": {"p1": {"tpm": 10}, "p2": {"tpm": 10}, "p3": {"tpm": 4097}}},
+    {"providers": {"p1": {"tpm": 10}, "p2": {"tpm": 10}, "p3": {"weight": 0.0}}},  # p3 unlimited, but never called
+]
+RUNNABLE_PATCHES = [
+    # applied one after the other
+    {"limiter": {"tpm": 4098}},
+    {"workload": {"max_tokens": 100}, "limiter": {"tpm": 102}},
+    {"limiter": {"tpm": 200, "default_max_tokens": 198}},
+    {"providers": {"p1": {"tpm": 10}, "p2": {"tpm": 10}}},  # p3 takes them all
+]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_configure_refuses_a_change_that_makes_every_request_a_400_in_either_mode(mode):
+    lab = gwlab.lab.start(clients=2, mode=mode, **FREE)
+    for patch in ALL_400_PATCHES:
+        with pytest.raises(ConfigError) as expected:
+            workload.check_reservation(config.merge(lab.scenario, patch), "lab.configure")
+        with pytest.raises(ConfigError) as error:
+            lab.configure(patch)
+        assert str(error.value) == str(expected.value)
+        with pytest.raises(ConfigError) as error:
+            asyncio.run(lab.configure_async(patch, "dashboard"))
+        assert str(error.value) == str(expected.value).replace("lab.configure: ", "dashboard: ", 1)
+        assert lab.scenario == lab.initial and lab.running
+    for patch in RUNNABLE_PATCHES:  # each on top of the ones before
+        before = lab.scenario
+        assert lab.configure(patch) == config.merge(before, patch) == lab.scenario
 
 
 NUMPY_PATCHES = [

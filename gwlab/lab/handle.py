@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
-from gwlab import config
+from gwlab import config, workload
 from gwlab.config import Event, Scenario, WorkloadConfig
 from gwlab.lab.clients import ClientPool
 from gwlab.lab.loop import LoopThread
@@ -183,8 +183,10 @@ class Lab:
     def configure(self, patch: Mapping[str, Any], source: str = "lab.configure") -> Scenario:
         """Merge ``patch`` (the scenario's shape, e.g. ``{"providers": {"p1": {"weight": 0}}}``)
         into the running scenario and apply it within the second: gateway and clients alike.
-        Raises :class:`~gwlab.config.ConfigError` naming ``source`` for a bad patch, leaving
-        everything as it was."""
+        Raises :class:`~gwlab.config.ConfigError` naming ``source`` for a bad patch, or one
+        after which the lab's requests reserve more tokens than any limit can admit (every
+        one would be a 400: :func:`gwlab.workload.check_reservation`, as a virtual lab
+        checks), leaving everything as it was."""
         return self.call(self._configure(patch, source))
 
     async def configure_async(self, patch: Mapping[str, Any], source: str = "lab.configure") -> Scenario:
@@ -301,6 +303,7 @@ class Lab:
         return scenario
 
     async def _configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
+        workload.check_reservation(config.merge(self.scenario, patch, source), source)  # as a virtual lab does
         return self._change(patch, source)
 
     async def _reset(self) -> Scenario:
