@@ -844,19 +844,21 @@ class Scenario:
                 return p
         raise KeyError(name)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The scenario as plain data, in the TOML shape (round-trips through :func:`from_dict`)."""
+    def to_dict(self, complete: bool = False) -> dict[str, Any]:
+        """The scenario as plain data, in the TOML shape (round-trips through :func:`from_dict`).
+        With ``complete``, every field, those :func:`_fields` leaves out at their defaults
+        included: a patch that sets each one (:func:`merge` it to go back to this scenario)."""
         out: dict[str, Any] = {
-            "gateway": _fields(self.gateway),
-            "limiter": _fields(self.limiter),
-            "breaker": _fields(self.breaker),
+            "gateway": _fields(self.gateway, complete),
+            "limiter": _fields(self.limiter, complete),
+            "breaker": _fields(self.breaker, complete),
             "providers": {
-                p.name: {k: v for k, v in _fields(p).items() if k != "name"}
+                p.name: {k: v for k, v in _fields(p, complete).items() if k != "name"}
                 for p in self.providers
             },
-            "workload": _fields(self.workload),
+            "workload": _fields(self.workload, complete),
         }
-        retry = _fields(self.retry)
+        retry = _fields(self.retry, complete)
         if retry:  # a section of fields added after the first release: left out at its defaults
             out["retry"] = {k: list(v) if isinstance(v, tuple) else v for k, v in retry.items()}
         if self.events:
@@ -864,12 +866,13 @@ class Scenario:
         return out
 
 
-def _fields(section: Any) -> dict[str, Any]:
+def _fields(section: Any, complete: bool = False) -> dict[str, Any]:
     """A section as plain data. A field marked ``added`` (one that came after the first
-    release) is left out while it holds its default, so that the data, and every summary
-    and simulation output holding it, stay byte for byte what they were before it existed."""
+    release) is left out while it holds its default, unless ``complete``, so that the data,
+    and every summary and simulation output holding it, stay byte for byte what they were
+    before it existed."""
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
-            if not (f.metadata.get("added") and getattr(section, f.name) == f.default)}
+            if complete or not (f.metadata.get("added") and getattr(section, f.name) == f.default)}
 
 
 def shown(data: Mapping[str, Any]) -> dict[str, Any]:

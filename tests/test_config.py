@@ -102,6 +102,19 @@ def test_to_dict_round_trips():
     assert "events" not in Scenario().to_dict()
 
 
+def test_a_complete_to_dict_holds_every_field_and_as_a_patch_undoes_any_change():
+    seed = Scenario()
+    complete = seed.to_dict(complete=True)
+    for section in ("gateway", "limiter", "breaker", "workload", "retry"):
+        assert sorted(complete[section]) == sorted(f.name for f in dataclasses.fields(getattr(seed, section)))
+    assert sorted(complete["providers"]["p1"]) == sorted(f.name for f in dataclasses.fields(config.ProviderConfig)
+                                                         if f.name != "name")
+    assert config.from_dict(complete) == seed
+    changed = config.merge(seed, {"workload": {"max_tokens": 100}, "retry": {"attempts": 3},
+                                  "providers": {"p1": {"tpm": 600}}})
+    assert config.merge(changed, complete) == seed != config.merge(changed, seed.to_dict())
+
+
 def test_events_are_sorted_by_time_keeping_order_of_equal_times():
     s = config.from_dict({"events": [
         {"at": 5, "limiter": {"rate": 5}},

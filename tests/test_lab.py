@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import re
@@ -571,6 +572,47 @@ def test_configure_refuses_a_change_that_makes_every_request_a_400_in_either_mod
     for patch in RUNNABLE_PATCHES:  # each on top of the ones before
         before = lab.scenario
         assert lab.configure(patch) == config.merge(before, patch) == lab.scenario
+
+
+def _other(spec, default):
+    """A value of the field whose spec is ``spec`` other than its ``default``."""
+    if spec["kind"] is bool:
+        return not default
+    if spec["kind"] is list:
+        return list(default[:1])
+    if "lo" in spec:
+        near = default + 1 if spec["kind"] is int else default * 2 or 1.0
+        return near if near <= spec["hi"] else spec["lo"]
+    if callable(spec["allowed"]):  # a choice among options
+        return next(o for o in re.findall(r"'([^']*)'", spec["allowed"](None)) if o != default)
+    return f"{default}x"
+
+
+def _added_fields() -> list[dict]:
+    """A patch per field added after the first release (``to_dict()`` leaves each out at its
+    default) that a running gateway may change, setting it to a value other than its default."""
+    seed = Scenario()
+    parts = [(name, getattr(seed, name), lambda k, v, n=name: {n: {k: v}})
+             for name in ("gateway", "limiter", "breaker", "workload", "retry")]
+    parts.append(("providers.p1", seed.provider("p1"), lambda k, v: {"providers": {"p1": {k: v}}}))
+    return [place(f.name, _other(f.metadata, f.default))
+            for where, part, place in parts for f in dataclasses.fields(part)
+            if f.metadata.get("added") and f"{where}.{f.name}" not in config.RESTART_ONLY
+            and f.name not in config.FIXED_FIELDS]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_reset_restores_every_field_even_those_to_dict_leaves_out_at_their_defaults(mode):
+    lab = gwlab.lab.start(clients=2, mode=mode, **FREE)
+    changed = []
+    for patch in _added_fields():
+        try:
+            lab.configure(patch)
+        except ConfigError:  # the value breaks a rule across fields: the others cover the class
+            continue
+        changed.append(patch)
+    assert len(changed) >= 25 and lab.scenario != lab.initial
+    assert lab.reset() == lab.initial == lab.scenario
 
 
 NUMPY_PATCHES = [

@@ -307,7 +307,7 @@ class Lab:
         return self._change(patch, source)
 
     async def _reset(self) -> Scenario:
-        data = self.initial.to_dict()
+        data = self.initial.to_dict(complete=True)  # every field: one left out would keep its change
         data.pop("events", None)
         scenario = self.gateway.configure(data, "lab.reset")
         self.gateway.reset()
