@@ -37,14 +37,14 @@ from pathlib import Path
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from gwlab import __version__, config, workload
+from gwlab import __version__, config
 from gwlab.children import ChildError
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.needs import FullInstallNeeded, needs
 from gwlab.router import Snapshot
 from gwlab.summary import Trips, summarise
-from gwlab.timeline import Player, describe, follow, steps
+from gwlab.timeline import Player, check_reservations, describe, follow, steps
 
 if TYPE_CHECKING:
     from gwlab.loadgen import LoadGenerator
@@ -384,7 +384,7 @@ def _main(argv: Sequence[str] | None) -> int:
         scenario = scenario_from_args(args)
         keys(scenario, _source(args))  # a real upstream's key: there before anything starts
         if args.command == "run":  # its clients' requests, which the limits must be able to admit
-            _check_reservations(scenario, _source(args))
+            check_reservations(scenario, _source(args))
     except (UsageError, ConfigError, FullInstallNeeded) as exc:
         return _fail(str(exc))
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -393,14 +393,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except ChildError as exc:  # the clients' processes did not start; every replica gone at the end of a run
         print(f"gwlab: error: {exc}", file=sys.stderr)
         return 1
-
-
-def _check_reservations(scenario: Scenario, source: str) -> None:
-    """:func:`gwlab.workload.check_reservation` for ``scenario`` at its start and after each
-    of its events, as ``gwlab simulate`` checks it."""
-    workload.check_reservation(scenario, source)
-    for step in steps(scenario, source):
-        workload.check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
 
 
 def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:

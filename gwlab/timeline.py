@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
-from gwlab import config
+from gwlab import config, workload
 from gwlab.config import ConfigError, Event, Scenario
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,14 @@ async def follow(player: Player, clock: Callable[[], float], origin: float) -> N
         if clock() >= origin + at:  # compared on the clock: ``clock() - origin`` may round below ``at``
             player.play(at)
 
+
+def check_reservations(scenario: Scenario, source: str = "scenario") -> None:
+    """:func:`gwlab.workload.check_reservation` for ``scenario`` at its start and after each
+    of its events (:func:`steps`), as ``gwlab simulate`` and a virtual lab check it: what
+    ``gwlab run`` and a live lab check before they start."""
+    workload.check_reservation(scenario, source)
+    for step in steps(scenario, source):
+        workload.check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
 
 def _in_order(events: tuple[Event, ...]) -> tuple[Event, ...]:
     """Events in time order; events at the same time in the order given."""

@@ -20,6 +20,7 @@ from gwlab.config import ConfigError, Scenario
 from gwlab.lab import controls
 from gwlab.lab.loop import LoopThread
 from gwlab.stats import RELATIVE_ERROR
+from gwlab.timeline import check_reservations
 from tests.support import port_is_free
 from tests.test_config import BAD_HOSTS
 
@@ -572,6 +573,31 @@ def test_configure_refuses_a_change_that_makes_every_request_a_400_in_either_mod
     for patch in RUNNABLE_PATCHES:  # each on top of the ones before
         before = lab.scenario
         assert lab.configure(patch) == config.merge(before, patch) == lab.scenario
+
+
+ALL_400_STARTS = [
+    # scenarios whose requests all reserve more tokens than a limit admits, at the start or after an event
+    {"limiter": {"tpm": 100}},
+    {"workload": {"max_tokens": 100}, "limiter": {"tpm": 101}},
+    {"providers": {"p1": {"tpm": 10}, "p2": {"tpm": 4097}}},
+    {"events": [{"at": 5, "limiter": {"tpm": 100}}]},
+    {"limiter": {"tpm": 200}, "workload": {"max_tokens": 100},
+     "events": [{"at": 1, "workload": {"max_tokens": 0}}, {"at": 2, "limiter": {"tpm": 4098}}]},
+]
+
+
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_start_refuses_a_scenario_whose_requests_would_all_be_400s_in_either_mode(mode):
+    source = {"live": "live lab", "virtual": "virtual lab"}[mode]
+    for data in ALL_400_STARTS:
+        scenario = config.merge(config.from_dict(data), {"workload": {"clients": 2}})
+        with pytest.raises(ConfigError) as expected:
+            check_reservations(scenario, source)
+        with pytest.raises(ConfigError) as error:
+            gwlab.lab.start(data, clients=2, mode=mode, **FREE)
+        assert str(error.value) == str(expected.value)
+        assert gwlab.lab.current() is None and lab_threads() == []
+    assert gwlab.lab.start({"limiter": {"tpm": 4098}}, clients=2, mode=mode, **FREE).running  # one token more: it runs
 
 
 def _other(spec, default):

@@ -23,7 +23,7 @@ from gwlab.router import Snapshot
 from gwlab.server import Gateway, PortInUse
 from gwlab.stats import Tally
 from gwlab.summary import Trips, summarise
-from gwlab.timeline import Player, follow
+from gwlab.timeline import Player, check_reservations, follow
 from gwlab.timeseries import BreakerChange, TimeSeries
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from gwlab.lab.dashboard import Dashboard
 
 log = logging.getLogger(__name__)
+SOURCE = "live lab"
+"""How a live lab names its starting scenario in its messages (a virtual lab's says
+``virtual lab``)."""
 
 _T = TypeVar("_T")
 
@@ -49,6 +52,7 @@ class Lab:
     mode = "live"
 
     def __init__(self, scenario: Scenario, seed: int, host: str, port: int, metrics_port: int) -> None:
+        check_reservations(scenario, SOURCE)
         self.seed = seed
         self.host = host
         self.requested_ports = (port, metrics_port)
