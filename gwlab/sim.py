@@ -486,6 +486,7 @@ class _Engine:
         seq = 0
         w = self.scenario.workload
         arrivals = stream(self.seed, "arrivals")
+        draw_arrival, log1p = arrivals.random, math.log1p  # next_arrival's draw and function, bound once
         open_loop = w.mode == "open"
         rate = w.rate
         think = w.think_time
@@ -602,7 +603,8 @@ class _Engine:
                     continue
             if from_arrival:
                 route, sent, client = None, now, False
-                arrival = next_arrival(now, rate, arrivals)
+                # next_arrival(now, rate, arrivals), written out: this runs for every arrival.
+                arrival = now - log1p(-draw_arrival()) / rate
                 arrival_seq = seq
                 seq += 1
                 if in_flight >= cap:
