@@ -753,7 +753,7 @@ class _Engine:
                 by_status[status, name] += 1
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
-                if call.tokens or llm:  # LLM traffic; never for the seed's
+                if llm or call.tokens:  # LLM traffic; never for the seed's
                     # The tokens of an answer given (a success, or a stream up to its failure; a
                     # fixed reply's, as the live clients see it in its usage), and a stream's time
                     # to first token, counted from its arrival (a wait for a slot included).
@@ -768,6 +768,8 @@ class _Engine:
                         requests.append(Request(sent, now, name, status, latency, route.fallback, ttft, tokens))
                 elif keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
+                if not client:
+                    continue  # an open-loop request's answer: no client waits for it, nor for its retry-after
                 retry_after = call.retry_after
             # The client has seen ``status`` (with ``retry_after``): a user request tries again
             # or ends; a closed-loop client whose request ended waits ``wait``.
