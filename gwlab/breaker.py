@@ -135,6 +135,10 @@ class CircuitBreaker:
         self.probes = 0
         """Probe permits of the current generation still out."""
         self._state = _HEALTHY
+        self.healthy = True
+        """Whether the state is HEALTHY: a success under :attr:`permit` then changes nothing
+        (:meth:`record`'s first case), so the router, which completes every call, skips
+        :meth:`record` for it."""
         self.closed = True
         """Whether every call goes through without asking more: the breaker is CLOSED
         (HEALTHY or FAILING) or switched off. Kept with each change of state or
@@ -273,6 +277,7 @@ class CircuitBreaker:
 
     def _move(self, target: State, at: float) -> None:
         source, self._state = self._state, target
+        self.healthy = target is _HEALTHY
         self.closed = target is _HEALTHY or target is _FAILING or not self.config.enabled
         # OPEN -> OPEN is a new opening (a failed forced probe) with a longer cooldown: announce it.
         if source is target and target is not _OPEN:

@@ -488,10 +488,11 @@ class Router:
         permit = route.permit
         if permit.probe:  # its slot comes back: the breaker's answers change
             self._eligible_until = -math.inf
+        breaker = upstream.breaker
         if outcome is _RATE_LIMITED and not self.scenario.breaker.count_rate_limited:
-            upstream.breaker.release(permit)
-        else:
-            upstream.breaker.record(permit, now, outcome.ok)
+            breaker.release(permit)
+        elif not (outcome.ok and permit is breaker.permit and breaker.healthy):  # else it would change nothing
+            breaker.record(permit, now, outcome.ok)
         host = upstream.host
         if host.busy or route.waiting:  # _vacate(route, now), written out: a provider with a capacity is busy
             route.waiting = False

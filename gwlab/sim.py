@@ -38,14 +38,14 @@ import math
 import time
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any, Callable, Generator, Mapping, NamedTuple
+from typing import Any, Callable, Generator, Mapping, NamedTuple, Sequence
 
 from gwlab import config, stats, timeline, workload
 from gwlab.breaker import Transition
 from gwlab.config import ConfigError, Event, Scenario
 from gwlab.retry import AdaptiveThrottle
 from gwlab.fleet import Fleet
-from gwlab.router import Attempts, Rejected, Route
+from gwlab.router import Attempts, Rejected, Route, Router
 from gwlab.streams import stream
 from gwlab.summary import Trips, summarise
 from gwlab.timeseries import Bin, BreakerChange, TimeSeries, is_listed
@@ -291,6 +291,15 @@ def _check_cycle(s: Scenario, source: str) -> None:
             )
 
 
+def _admitters(routers: Sequence[Router], reserve: int) -> list[Callable[[float, int], Rejected | None]]:
+    """What admits a request reserving ``reserve`` tokens at each of ``routers``: its
+    :meth:`~gwlab.router.Router.admit`, or, for a request that reserves none (no tokens limit
+    is on), its admission's own ``admit``. Such a request is never oversized, the one check
+    :meth:`~gwlab.router.Router.admit` makes before asking its admission, so the admission
+    decides alone: one call less for every request."""
+    return [router.admit if reserve else router.admission.admit for router in routers]
+
+
 class _Engine:
     """One simulation run. The event loop keeps its hot state in local variables, in a
     generator: :meth:`advance` runs it to a given virtual time and it pauses there, keeping
@@ -453,7 +462,7 @@ class _Engine:
         """The run: it pauses (yields) at :attr:`until` until the run's duration, and returns
         its result there."""
         router = self.router
-        admit, route_to, complete = router.admit, router.route, router.complete
+        route_to, complete = router.route, router.complete
         # With replicas, each attempt reaching the gateway is drawn a replica, whose router
         # admits and routes it; the replica that routed a call completes it and retries it.
         routers, owner = self.fleet.routers, self.fleet.owner
@@ -486,6 +495,7 @@ class _Engine:
         seq = 0
         w = self.scenario.workload
         arrivals = stream(self.seed, "arrivals")
+        draw_arrival, log1p = arrivals.random, math.log1p  # next_arrival's draw and function, bound once
         open_loop = w.mode == "open"
         rate = w.rate
         think = w.think_time
@@ -493,6 +503,8 @@ class _Engine:
         share, max_tokens = w.stream_share, w.max_tokens or None
         llm = share > 0.0 or max_tokens is not None  # the clients count every answer's tokens
         reserve = router.reservation(w.prompt_tokens, max_tokens)  # 0 without tokens limits
+        admits = _admitters(routers, reserve)
+        admit = admits[0]
         retries = router.budget is not None  # the gateway retries (retry.attempts > 1)
         prompt = w.prompt_tokens  # while no scripted event changes the workload
         replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
@@ -574,6 +586,8 @@ class _Engine:
                     share, max_tokens = w.stream_share, w.max_tokens or None
                     llm = share > 0.0 or max_tokens is not None
                     reserve = router.reservation(w.prompt_tokens, max_tokens)
+                    admits = _admitters(routers, reserve)
+                    admit = admits[0]
                     retries = router.budget is not None
                     users = users or workload.follows_users(w)
                     timeout = w.timeout
@@ -602,7 +616,8 @@ class _Engine:
                     continue
             if from_arrival:
                 route, sent, client = None, now, False
-                arrival = next_arrival(now, rate, arrivals)
+                # next_arrival(now, rate, arrivals), written out: this runs for every arrival.
+                arrival = now - log1p(-draw_arrival()) / rate
                 arrival_seq = seq
                 seq += 1
                 if in_flight >= cap:
@@ -645,8 +660,9 @@ class _Engine:
                                 seq += 1
                         offered += 1
                         if count > 1:
-                            router = routers[spread(count)]
-                            admit, route_to = router.admit, router.route
+                            replica = spread(count)
+                            router, admit = routers[replica], admits[replica]
+                            route_to = router.route
                         rejected = admit(now, reserve)
                         attempts, first = None, retries and rejected is None  # the gateway may retry it
                         if first:  # the retry budget counts it; its Attempts are made if it fails
@@ -737,7 +753,7 @@ class _Engine:
                 by_status[status, name] += 1
                 latency = now - sent if waited or attempts is not None else call.duration
                 hist_add(latency)
-                if call.tokens or llm:  # LLM traffic; never for the seed's
+                if llm or call.tokens:  # LLM traffic; never for the seed's
                     # The tokens of an answer given (a success, or a stream up to its failure; a
                     # fixed reply's, as the live clients see it in its usage), and a stream's time
                     # to first token, counted from its arrival (a wait for a slot included).
@@ -752,6 +768,8 @@ class _Engine:
                         requests.append(Request(sent, now, name, status, latency, route.fallback, ttft, tokens))
                 elif keep:
                     requests.append(Request(sent, now, name, status, latency, route.fallback))
+                if not client:
+                    continue  # an open-loop request's answer: no client waits for it, nor for its retry-after
                 retry_after = call.retry_after
             # The client has seen ``status`` (with ``retry_after``): a user request tries again
             # or ends; a closed-loop client whose request ended waits ``wait``.

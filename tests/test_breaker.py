@@ -360,3 +360,36 @@ def test_listeners_can_be_added_after_construction():
 def test_state_names(state, value, standard):
     assert state.value == value
     assert state.standard == standard
+
+
+def test_healthy_follows_every_change_of_state():
+    """``healthy``, which the router reads to skip recording a success that would change
+    nothing, is true exactly while the state is HEALTHY: through failures, an opening, a
+    failed and a successful probe, and a reset."""
+    breaker, heard = make(failure_threshold=2, base_delay=1.0)
+    seen = []
+
+    def check(now: float) -> None:
+        seen.append(breaker.state(now))
+        assert breaker.healthy is (breaker.state(now) is H)
+
+    check(0.0)
+    fail(breaker, 0.0)
+    check(0.0)
+    succeed(breaker, 0.5)
+    check(0.5)
+    fail(breaker, 1.0, times=2)
+    check(1.0)
+    breaker.settle(2.0)
+    check(2.0)
+    fail(breaker, 2.0)  # the probe fails: open again, for 2 s
+    check(2.0)
+    breaker.settle(4.0)
+    succeed(breaker, 4.0)  # the probe succeeds
+    check(4.0)
+    fail(breaker, 5.0, times=2)
+    check(5.0)
+    breaker.reset(5.5)
+    check(5.5)
+    assert seen == [H, F, H, O, HO, O, H, O, H]
+    assert [(t.source, t.target) for t in heard][:3] == [(H, F), (F, H), (H, F)]

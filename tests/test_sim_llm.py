@@ -206,3 +206,19 @@ def test_a_workload_no_provider_can_ever_take_is_refused(providers, fails):
             f"scenario: {limits}: each request reserves 4098 tokens (workload.prompt_tokens = 2 and "
             "limiter.default_max_tokens = 4096 (workload.max_tokens = 0)), more than any provider's limit")):
         simulate(scenario, duration=1)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_tokens_limit_switched_on_by_an_event_admits_from_then_on(replicas):
+    """Without a tokens limit a request reserves nothing and the simulator asks the admission
+    alone; once an event switches ``limiter.tpm`` on, every replica admits with the tokens
+    bucket too: ten clients sending 100 requests a second of 10 tokens each meet its 600 a
+    minute, and only after the event."""
+    scenario = config.from_dict({"providers": {"a": {"latency": 0.1, "output_tokens": 8.0}},
+                                 "limiter": {"default_max_tokens": 50},
+                                 "workload": {"clients": 10, "prompt_tokens": 2, "max_tokens": 8},
+                                 "events": [{"at": 10, "limiter": {"tpm": 600}}]})
+    before = simulate(scenario, duration=9.95, seed=1, replicas=replicas).summary()["codes"]
+    after = simulate(scenario, duration=20.05, seed=1, replicas=replicas).summary()["codes"]
+    assert "429" not in before
+    assert after["429"] >= 90
