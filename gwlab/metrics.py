@@ -187,6 +187,20 @@ class Buckets:
         return list(zip(_les(self.bounds), itertools.accumulate(self.counts)))
 
 
+class _Served:
+    """The series of one provider that every answer it gives counts in, held together so
+    that an answer finds them with one lookup: its request durations (arrival to answer),
+    its call durations, and the prompt and completion tokens of its answers."""
+
+    __slots__ = ("durations", "call_durations", "prompt_tokens", "completion_tokens")
+
+    def __init__(self, durations: Buckets, call_durations: Buckets) -> None:
+        self.durations = durations
+        self.call_durations = call_durations
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+
 @functools.cache
 def _les(bounds: tuple[float, ...]) -> tuple[str, ...]:
     """The ``le`` labels of ``bounds``, ``+Inf`` last: spelled once per set of bounds, not
@@ -226,8 +240,8 @@ class Metrics:
         self.tpot: dict[str, Buckets] = collections.defaultdict(lambda: Buckets(TPOT_BUCKETS))
         """Time per output token of each stream of two tokens or more, per provider that
         had one."""
-        self.tokens = {(name, kind): 0 for name in names for kind in TOKEN_KINDS}
-        """Prompt and completion tokens per (provider, kind)."""
+        self._served = {name: _Served(self.durations[name], self.provider_durations[name]) for name in names}
+        """What :meth:`completed` counts of each provider, by name: one lookup per answer."""
         self.fallbacks: collections.Counter[str] = collections.Counter({name: 0 for name in names})
         """Fallback calls per provider."""
         self.panics: collections.Counter[str] = collections.Counter({name: 0 for name in names})
@@ -283,12 +297,18 @@ class Metrics:
             self.answers[key] += 1
         except KeyError:  # a status not precreated (a provider's 429, a stream error)
             self.answers[key] = 1
-        self.durations[name].observe(seconds)
-        self.provider_durations[name].observe(call_seconds)
+        served = self._served[name]
+        served.durations.observe(seconds)
+        served.call_durations.observe(call_seconds)
         if prompt_tokens:
-            tokens = self.tokens
-            tokens[name, "prompt"] += prompt_tokens
-            tokens[name, "completion"] += completion_tokens
+            served.prompt_tokens += prompt_tokens
+            served.completion_tokens += completion_tokens
+
+    @property
+    def tokens(self) -> dict[tuple[str, str], int]:
+        """Prompt and completion tokens per (provider, kind): ``gwlab_tokens_total``."""
+        return {(name, kind): count for name, served in self._served.items()
+                for kind, count in zip(TOKEN_KINDS, (served.prompt_tokens, served.completion_tokens))}
 
     def passed(self, route: Route, status: int, seconds: float, call_seconds: float) -> None:
         """A real upstream's ``status`` (400, 404 or 422) went to the client as it came, after

@@ -981,8 +981,12 @@ def _check_json_content_type(request: web.BaseRequest, also: str | None = None) 
 def _parse_json(raw: bytes) -> Any:
     """``raw`` as strict JSON (no NaN or Infinity), in any of the encodings JSON allows; 400
     otherwise."""
+    # A body that opens with "{" and a byte other than NUL is UTF-8 by json.detect_encoding's
+    # own rules (no byte order mark begins with "{"; UTF-16 and UTF-32 put a NUL beside it):
+    # nearly every request, told without that Python call.
+    encoding = "utf-8" if raw[:1] == b"{" and raw[1:2] != b"\x00" else json.detect_encoding(raw)
     try:
-        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        return _DECODER.decode(raw.decode(encoding, "surrogatepass"))
     except RecursionError:
         raise ApiError(400, "request body is not valid JSON: nested too deeply", "invalid_json") from None
     except ValueError as exc:

@@ -112,7 +112,8 @@ def validate(body: Any) -> ChatRequest:
     if len(model) > MAX_MODEL_LENGTH:
         raise ApiError(400, f"'model' must be at most {MAX_MODEL_LENGTH} characters long, got {len(model)}",
                        "invalid_value", "model")
-    _unicode(model, "model")
+    if not model.isascii():  # most names are: no call
+        _unicode(model, "model")
     if "messages" not in body:
         raise ApiError(400, "'messages' is required", "missing_required_parameter", "messages")
     messages = body["messages"]

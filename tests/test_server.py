@@ -704,6 +704,18 @@ def test_a_body_in_a_coding_the_gateway_decodes_is_answered(coding, encode):
     assert asyncio.run(main()) == (200, 3)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                                      "utf-32-le", "utf-32-be"])
+def test_a_body_in_any_encoding_json_allows_is_answered(encoding):
+    # UTF-16-LE and UTF-32-LE bodies open with "{" too, a NUL after it: not taken for UTF-8.
+    async def main():
+        async with serving(single()) as (gw, http):
+            async with http.post("/v1/chat/completions", data=json.dumps(CHAT).encode(encoding), headers=JSON) as r:
+                return r.status, (await r.json())["usage"]["prompt_tokens"]
+
+    assert asyncio.run(main()) == (200, 3)
+
+
 @pytest.mark.parametrize("lines,shown", [
     ([b"gzip", b"identity"], "'gzip, identity'"),  # two lines are one list
     ([b"identity", b"identity"], "'identity, identity'"),
