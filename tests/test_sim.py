@@ -408,3 +408,18 @@ def test_the_default_cap_leaves_every_scenario_as_it_was():
         if all(p.kind == "simulated" for p in config.load(path).providers):  # a real upstream is not simulated
             assert "saturated" not in simulate(path, duration=120).summary(), path.name
     assert "saturated" not in simulate(scenario(workload=OPEN), duration=120).summary()
+
+
+@pytest.mark.parametrize("seed, rate", [(1, 50.0), (9, 300.0), (4, 1000.0)])
+def test_open_loop_arrivals_are_the_live_clients_poisson_process(seed, rate):
+    """The engine writes :func:`~gwlab.workload.next_arrival` out in its loop: its arrivals
+    are still exactly that function's, from the seed's arrivals stream, as the live open-loop
+    clients' are (``tests/test_loadgen.py``)."""
+    result = simulate({"workload": {**OPEN, "rate": rate}}, duration=5, seed=seed, keep_requests=True)
+    draws, expected, now = stream(seed, "arrivals"), [], 0.0
+    while (now := workload.next_arrival(now, rate, draws)) < 5:
+        expected.append(now)
+    sent = sorted(r.sent for r in result.requests)
+    assert len(sent) == len(expected) >= rate * 5 / 2
+    first = next((i for i, (a, b) in enumerate(zip(sent, expected)) if a != b), None)
+    assert first is None, f"arrival {first}: {sent[first]!r}, expected {expected[first]!r}"
