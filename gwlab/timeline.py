@@ -129,6 +129,7 @@ def check_reservations(scenario: Scenario, source: str = "scenario") -> None:
     for step in steps(scenario, source):
         workload.check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
 
+
 def _in_order(events: tuple[Event, ...]) -> tuple[Event, ...]:
     """Events in time order; events at the same time in the order given."""
     return tuple(sorted(events, key=lambda e: e.at))
