@@ -145,6 +145,26 @@ def test_simulated_traffic_is_the_requested_open_loop(results):
     assert abs(row["detail"]["requests"] - 1000 * seconds) <= 4 * math.sqrt(1000 * seconds)
 
 
+@pytest.mark.parametrize("walls, median", [
+    ([2.0], 2.0),
+    ([3.0, 1.0, 2.0], 2.0),  # the middle one, whatever the order they ran in
+    ([1.0, 5.0, 5.0], 5.0),
+    ([4.0, 1.0, 3.0, 2.0], 3.0),  # an even count: the upper of the two in the middle
+])
+def test_a_simulator_row_takes_its_median_run_and_keeps_every_wall_time(walls, median):
+    runs = [{"wall": wall, "requests": 100, "run": i} for i, wall in enumerate(walls)]
+    out = simulator._median(runs)
+    assert out["wall"] == median and out["walls"] == walls
+    assert runs[out["run"]]["wall"] == median and "walls" not in runs[out["run"]]  # the run itself, not changed
+
+
+def test_the_simulator_rows_time_one_run_each_in_smoke_mode(results):
+    for name in ("sim_requests_per_wall_second", "sim_llm_mix_requests_per_wall_second",
+                 "sim_retries_attempts_per_wall_second"):
+        detail = rows(results)[name]["detail"]
+        assert len(detail["walls_s"]) == simulator.SMOKE_ROUNDS and detail["wall_s"] in detail["walls_s"], name
+
+
 def test_llm_mix_is_simulated_whole_and_admitted_whole(results):
     row = rows(results)["sim_llm_mix_requests_per_wall_second"]
     detail = row["detail"]
