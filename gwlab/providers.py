@@ -199,6 +199,10 @@ class Provider:
         self._output = sampler(config.output_distribution, config.output_tokens, config.output_p99)
         self._reply_tokens = len(REPLY.format(config.name).split())
         """The tokens of the fixed reply given without a length model."""
+        self._hang, self._down = config.outage == "hang", config.outage == "error"
+        """Whether an outage holds every call to the timeout, or fails it at once."""
+        self._gap = 1.0 / config.decode_rate if config.ttft else 0.0
+        """Seconds between two tokens after the first (0 without ttft: the answer comes whole)."""
 
     def call(self, timeout: float, streaming: bool = False, max_tokens: int | None = None,
              idle_timeout: float = math.inf) -> Call:
@@ -216,10 +220,9 @@ class Provider:
         # bounds compared rather than passed to min and max: this runs for every request.
         if not self._tokens:
             latency = self._latency(u)
-            outage = config.outage
-            if outage == "hang" or latency > timeout:
+            if self._hang or latency > timeout:
                 return _new_call(Call, (timeout, _TIMEOUT, latency, 0, False, 0.0))
-            if failed or outage == "error":
+            if failed or self._down:
                 return _new_call(Call, (latency, _ERROR, latency, 0, False, 0.0))
             if max_tokens is not None and max_tokens < self._reply_tokens:  # the fixed reply cut short
                 return _new_call(Call, (latency, _SUCCESS, latency, max_tokens, True, 0.0))
@@ -228,28 +231,27 @@ class Provider:
         # made, and its value is needed only without ttft.
         wanted = 0
         if config.output_tokens:
-            wanted = round(self._output(self._output_rng.random()))
+            # round() of a float looks its __round__ up anew on every call: called directly.
+            wanted = self._output(self._output_rng.random()).__round__()
             if wanted < 1:
                 wanted = 1
             elif wanted > MAX_OUTPUT_TOKENS:
                 wanted = MAX_OUTPUT_TOKENS
         capped = max_tokens is not None and wanted > max_tokens
         tokens = max_tokens if capped else wanted
-        if config.ttft:
-            first = self._ttft(self._ttft_rng.random())
-            gap = 1.0 / config.decode_rate
-        else:  # the answer comes whole after the latency
-            first, gap = self._latency(u), 0.0
-        broken = self._stream_error_rng.random() if config.stream_error_rate else 1.0
+        gap = self._gap
+        first = self._ttft(self._ttft_rng.random()) if config.ttft else self._latency(u)
+        rate = config.stream_error_rate
+        broken = self._stream_error_rng.random() if rate else 1.0
         last = first + ((tokens if tokens > 1 else 1) - 1) * gap
-        if config.outage == "hang" or (first if streaming else last) > timeout:
+        if self._hang or (first if streaming else last) > timeout:
             return _new_call(Call, (timeout, _TIMEOUT, first, 0, False, 0.0))
-        if failed or config.outage == "error":
+        if failed or self._down:
             return _new_call(Call, (first, _ERROR, first, 0, False, 0.0))
-        failing = broken < config.stream_error_rate
+        failing = broken < rate
         # Given that it fails, the draw is uniform below the rate: its share of the rate is
         # the share of the output given before the failure (at least the first token).
-        sent = max(1, math.ceil(broken / config.stream_error_rate * tokens)) if failing else tokens
+        sent = max(1, math.ceil(broken / rate * tokens)) if failing else tokens
         if streaming and sent > 1 and gap > idle_timeout:  # the second token comes too late
             return Call(first + idle_timeout, _STREAM_ERROR, first, 1)
         if failing:
