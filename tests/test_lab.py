@@ -600,6 +600,27 @@ def test_start_refuses_a_scenario_whose_requests_would_all_be_400s_in_either_mod
     assert gwlab.lab.start({"limiter": {"tpm": 4098}}, clients=2, mode=mode, **FREE).running  # one token more: it runs
 
 
+@pytest.mark.parametrize("mode", ["live", "virtual"])
+def test_a_start_refused_for_its_scenario_leaves_the_running_lab_running(mode):
+    # A scenario that parses but cannot run (every request a 400, or, in virtual time, a closed
+    # loop that would stand still) is refused before the running lab is touched.
+    cannot_run = [*ALL_400_STARTS]
+    if mode == "virtual":
+        cannot_run.append({"providers": {name: {"latency": 0.0} for name in ("p1", "p2", "p3")},
+                           "workload": {"think_time": 0.0}})
+    lab = gwlab.lab.start(clients=2, mode=mode, **FREE)
+    threads = lab_threads()
+    for data in cannot_run:
+        with pytest.raises(ConfigError):
+            gwlab.lab.start(data, clients=2, mode=mode, **FREE)
+        assert gwlab.lab.current() is lab and lab.running, data
+        assert lab_threads() == threads
+    if mode == "live":
+        with socket.create_connection((lab.host, lab.port), timeout=5):
+            pass  # still listening
+    assert gwlab.lab.start(clients=2, mode=mode, **FREE) is lab  # the same arguments: the same lab
+
+
 def _other(spec, default):
     """A value of the field whose spec is ``spec`` other than its ``default``."""
     if spec["kind"] is bool:

@@ -141,11 +141,11 @@ def release(lab: Lab | VirtualLab) -> None:
 
 def _start(request: tuple) -> Lab | VirtualLab:
     """The running lab if it was started for ``request``, else a new one started in its
-    place (with the lock held)."""
+    place (with the lock held). The new lab is made, which checks that its scenario can run,
+    before the running one stops: a start refused for its scenario leaves that one running."""
     global _current, _request
     if _current is not None and _request == request:
         return _current
-    _drop()
     scenario, seed, host, port, metrics_port, mode = request
     if mode == "virtual":
         lab: Lab | VirtualLab = VirtualLab(scenario, seed)
@@ -153,6 +153,7 @@ def _start(request: tuple) -> Lab | VirtualLab:
         from gwlab.lab.handle import Lab
 
         lab = Lab(scenario, seed, host, port, metrics_port)
+    _drop()
     try:
         lab._begin()
     except BaseException:
