@@ -58,7 +58,7 @@ STATUS_TABLE = (
               "failure (none with `breaker.count_rate_limited = false`)", "no"),
     StatusRow("502: the provider failed", "`502`", "yes", "failure", "no"),
     StatusRow("503: every breaker open, `gateway.fallback = reject`", "`503`, provider `none`",
-              "no: the gateway answers it itself, as its 429", "-", "no"),
+              "no: the gateway answers it itself (the limiter took its request token)", "-", "no"),
     StatusRow("504: past `gateway.timeout`", "`504`", "yes", "failure", "no"),
     StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
     StatusRow("499: the client left (seen when its answer is written, or mid-stream at once), or a stop cut it off "
@@ -76,7 +76,7 @@ limiter but got no answer, so it is not among them."""
 
 def status_table() -> str:
     """:data:`STATUS_TABLE` as the README's Markdown table."""
-    lines = ["| answer | `code` | past the limiter | breaker | goodput |", "|---|---|---|---|---|"]
+    lines = ["| answer | `code` | reached a provider | breaker | goodput |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in STATUS_TABLE]
     return "\n".join(lines)
 
