@@ -427,12 +427,18 @@ def _sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"--grid {path}: given twice: expected each path once, its values separated by commas")
         grid[path] = values
     measure = judge if args.measure == "recovery" else None
-    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), measure=measure, source="--grid")
+    seeds = _seeds_flag(args)
+    # SIGTERM (kill, a scheduler ending the job) ends the sweep as Ctrl-C does, its worker
+    # processes stopped: by default it would end this process alone, and they would run on.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
+        plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.out is None:
         write_csv(rows, sys.stdout)
     else:
@@ -440,6 +446,14 @@ def _sweep(args: argparse.Namespace) -> int:
             write_csv(rows, out)
         print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {args.out}")
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the sweep is, as SIGINT raises :class:`KeyboardInterrupt`."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _grid_flag(text: str) -> tuple[str, list]:

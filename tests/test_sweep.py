@@ -3,12 +3,16 @@ whole before any run, and ``gwlab sweep`` writing the rows ``sweep()`` returns."
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import itertools
 import math
 import multiprocessing
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -595,6 +599,32 @@ def test_a_bad_flag_is_one_line_and_exit_2(args, message, capsys):
     assert main(["sweep", *args]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"gwlab: error: {message}\n")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children in /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_command_at_once_with_its_worker_processes_and_writes_nothing(sig, tmp_path):
+    out = tmp_path / "sweep.csv"
+    command = [sys.executable, "-m", "gwlab", "sweep", "--grid", "workload.rate=50,100", "--duration", "20000",
+               "--workers", "2", "--out", str(out)]
+    # SIGINT as a terminal sends it: not ignored, as a shell's background job would have it.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        deadline = time.monotonic() + SIMULATION_TIMEOUT / 2
+        while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(sig)  # to the command alone, not to its workers
+        # The workers hold its stdout: it closes once they have ended too.
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever the command left running
+        process.communicate()
+    assert (process.returncode, stdout, stderr) == (128 + sig, "", "gwlab: sweep interrupted: nothing written\n")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("text, values", [
