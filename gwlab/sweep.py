@@ -266,7 +266,7 @@ class Plan:
             # A patch cannot change events: they are set in the scenario's data, checked whole.
             data = scenario.to_dict()
             for parts, value in events:
-                data["events"] = _assign(data["events"], parts, value)
+                data["events"] = _assign(data.get("events", []), parts, value)  # none: to_dict() leaves it out
             scenario = config.from_dict(data, where)
         sim.check_runnable(scenario, where)
         check = getattr(self.measure, "check", None)

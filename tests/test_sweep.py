@@ -357,6 +357,15 @@ def test_a_grid_may_move_the_scenarios_events():
     assert plan.scenario(plan.points[0]).events[1].patch == {"providers": {"p1": {"outage": "none", "latency": 0.3}}}
 
 
+def test_a_grid_may_set_the_events_whole_even_on_a_scenario_without_any():
+    outage = {"at": 1.0, "providers": {"p1": {"outage": "error"}}}
+    plan = Plan(None, {"events": [[], [outage]]}, DURATION, 1)
+    assert [plan.scenario(point).events for point in plan.points] == [
+        (), config.from_dict({"events": [outage]}).events]
+    with pytest.raises(ConfigError, match=r"^sweep: grid point events=\[\{\"at\": -1\}\]: events\[0\]\.at = -1: "):
+        Plan(None, {"events": [[{"at": -1}]]}, DURATION, 1)
+
+
 def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_running_may_vary():
     # limiter.backend is fixed while a gateway runs; every point of a sweep starts a run.
     rows = records(sweep(None, {"limiter.backend": ["local", "redis"]}, DURATION, 1, workers=1))
