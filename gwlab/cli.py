@@ -434,6 +434,8 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
+        if args.out is not None:
+            _write_whole("--out", args.out, lambda out: write_csv(rows, out))
     except KeyboardInterrupt as exc:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
@@ -442,10 +444,31 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.out is None:
         write_csv(rows, sys.stdout)
     else:
-        with args.out.open("w", encoding="utf-8", newline="") as out:
-            write_csv(rows, out)
         print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {args.out}")
     return 0
+
+
+def _write_whole(flag: str, path: Path, write: Callable[[Any], None]) -> None:
+    """``write(out)`` into the file ``path``, whole or not at all: into a file beside it, renamed
+    over it once complete, so that an interrupt or a full disk leaves no file that looks
+    complete (only the one there before, if any). What is not a regular file (``/dev/stdout``,
+    a pipe) is written as it is. Raises :class:`ConfigError` naming ``flag`` when it cannot be
+    written."""
+    target = Path(os.path.realpath(path))  # a link is followed, not replaced
+    whole = not target.exists() or target.is_file()
+    part = target.with_name(f"{target.name}.part") if whole else target
+    try:
+        try:
+            with part.open("w", encoding="utf-8", newline="") as out:
+                write(out)
+            if whole:
+                os.replace(part, target)
+        except BaseException:
+            if whole:
+                part.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{flag}: {str(path)!r}: cannot write: {exc.strerror or exc}") from None
 
 
 class _Terminated(KeyboardInterrupt):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import itertools
 import math
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -558,6 +559,44 @@ def test_the_command_writes_csv_to_stdout_without_out(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "workload.clients,seed," + ",".join(MEASURED)
     assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"]]
+
+
+def half_then(exception: BaseException) -> Callable[..., None]:
+    """A ``write_csv`` that writes half of the rows, then raises ``exception``."""
+    def write(rows: list, out: io.TextIOBase) -> None:
+        write_csv(rows[:len(rows) // 2], out)
+        raise exception
+    return write
+
+
+@pytest.mark.parametrize("exception, status, message", [
+    (KeyboardInterrupt(), 130, "gwlab: sweep interrupted: nothing written\n"),
+    (OSError(errno.ENOSPC, "No space left on device"), 2,
+     "gwlab: error: --out: '{out}': cannot write: No space left on device\n"),
+])
+def test_the_command_writes_its_file_whole_or_leaves_the_one_there_before(exception, status, message, tmp_path,
+                                                                         capsys, monkeypatch):
+    out = tmp_path / "sweep.csv"
+    out.write_text("before\n")
+    monkeypatch.setattr("gwlab.sweep.write_csv", half_then(exception))
+    assert main(["sweep", "--grid", "workload.clients=5,10", "--duration", "1", "--workers", "1",
+                 "--out", str(out)]) == status
+    assert capsys.readouterr().err == message.format(out=out)
+    assert out.read_text() == "before\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["sweep.csv"]
+
+
+def test_the_command_writes_through_a_link_and_to_what_is_not_a_file(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "sweep.csv"
+    link.symlink_to(tmp_path / "data" / "sweep.csv")
+    for out in (link, Path("/dev/null")):
+        assert main(["sweep", "--grid", "workload.clients=5", "--duration", "1", "--workers", "1",
+                     "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"1 runs (1 points x 1 seeds) written to {out}"
+                                                    for out in (link, "/dev/null")]
+    assert link.is_symlink() and read_csv(link)[0]["workload.clients"] == 5
+    assert Path("/dev/null").is_char_device()
 
 
 def test_the_command_runs_nothing_and_writes_nothing_for_a_point_it_cannot_judge(tmp_path, capsys, monkeypatch):
