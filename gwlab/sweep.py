@@ -106,7 +106,7 @@ def sweep(
     - ``scenario``: what :func:`gwlab.simulate` accepts (a Scenario, plain data in the TOML
       shape, a TOML file's path, ``None`` for the seed scenario).
     - ``grid``: dotted paths into the scenario's TOML shape (see :class:`Plan`), each with a
-      non-empty list of values (or a 1-dimensional NumPy array, or any iterable: at most
+      non-empty list of distinct values (or a 1-dimensional NumPy array, or any iterable: at most
       :data:`gwlab.config.MAX_SWEEP_RUNS` values are read); the points are every combination
       of the values, the first path varying slowest. An empty grid is one point: the
       scenario as it is.
@@ -405,6 +405,12 @@ class Plan:
         listed = _listed(values, where)
         if not listed:
             raise ConfigError(f"{where}: no values: expected at least one")
+        first: dict[Any, int] = {}
+        for i, value in enumerate(listed):
+            j = first.setdefault(_same(value), i)
+            if j != i:
+                raise ConfigError(f"{where}: values[{i}] = {_shown(value)} equals values[{j}] = {_shown(listed[j])}: "
+                                  "expected distinct values (a point gives the same runs every time)")
         return listed
 
 
@@ -479,7 +485,27 @@ def _seeds(seeds: Any) -> Sequence[int]:
 
 def _describe(paths: Sequence[str], point: Sequence[Any]) -> str:
     """A point as messages show it: ``workload.rate=500, providers.p1.outage="error"``."""
-    return ", ".join(f"{path}={json.dumps(value, default=repr)}" for path, value in zip(paths, point))
+    return ", ".join(f"{path}={_shown(value)}" for path, value in zip(paths, point))
+
+
+def _shown(value: Any) -> str:
+    """A grid's value as messages show it: as JSON (``"error"``, ``{"rate": 5}``)."""
+    return json.dumps(value, default=repr)
+
+
+def _same(value: Any) -> Any:
+    """A key equal for two values of a grid's path that set its field alike: a number as
+    itself whatever its type (``500`` and ``500.0``; a boolean apart), a table or an array as
+    its JSON, the tables' keys sorted (as they come when they cannot be sorted)."""
+    try:
+        hash(value)
+        return type(value) is bool, value
+    except TypeError:
+        pass
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except TypeError:
+        return repr(value)
 
 
 def _kind(value: Any) -> str:

@@ -418,6 +418,12 @@ def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_runnin
      "closed-loop client could send again in zero time; expected a latency > 0 or a think_time > 0"),
     ({"workload.rate": list(range(1, 1001)), "limiter.rate": list(range(1, 11))}, 11,
      "sweep: 10000 points x 11 seeds = 110000 runs: expected at most 100000 (gwlab.config.MAX_SWEEP_RUNS): split it"),
+    ({"workload.rate": [500, 1000, 500.0]}, 1,
+     "sweep: grid 'workload.rate': values[2] = 500.0 equals values[0] = 500: expected distinct values (a point gives "
+     "the same runs every time)"),
+    ({"workload": [{"mode": "open", "rate": 5}, {"rate": 5, "mode": "open"}]}, 1,
+     "sweep: grid 'workload': values[1] = {\"rate\": 5, \"mode\": \"open\"} equals values[0] = {\"mode\": \"open\", "
+     "\"rate\": 5}: expected distinct values (a point gives the same runs every time)"),
     ({}, 0, "sweep: seeds = 0: expected a whole number from 1 to 100000 (seeds 1 to n), or a list of seeds"),
     ({}, [3, 1, 3], "sweep: seeds: 3 is given twice: expected distinct seeds (a seed gives the same run every time)"),
     ({}, [1, -1], "sweep: seeds[1] = -1: expected a whole number >= 0 and <= 18446744073709551615"),
@@ -622,6 +628,9 @@ def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(ca
      "--grid 'workload.rate': expected PATH=V1,V2,..., like workload.rate=500,1000"),
     (["--grid", "workload.rate=-1,5", "--duration", "1"],
      "--grid point workload.rate=-1: workload.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    (["--grid", "workload.rate=5,1,5", "--duration", "1"],
+     "--grid 'workload.rate': values[2] = 5 equals values[0] = 5: expected distinct values (a point gives the same "
+     "runs every time)"),
     (["--grid", "workload.rate=1", "--grid", "workload.rate=2", "--duration", "1"],
      "--grid workload.rate: given twice: expected each path once, its values separated by commas"),
     (["--grid", "workload.rate=1", "--duration", "0"],
