@@ -129,8 +129,8 @@ def sweep(
       :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
       ``os.cpu_count()``) is started and shut down at the end, its processes stopped even
       when a run fails or the sweep is interrupted; ``workers=1`` runs in this process, with
-      no pool. ``workers`` also sets how many runs an executor given holds at a time (two
-      per worker).
+      no pool (a NumPy integer does as an int). ``workers`` also sets how many runs an
+      executor given holds at a time (two per worker).
     - ``progress``: a progress bar (tqdm; a widget in a notebook) when true; ``None``, when
       stderr is a terminal.
 
@@ -282,6 +282,7 @@ class Plan:
         measure = self.measure
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"sweep: executor = {executor!r}: expected a concurrent.futures.Executor")
+        workers = _plain(workers)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"sweep: workers = {workers!r}: expected a whole number >= 1, or None for one per core")
         count = workers or os.cpu_count() or 1

@@ -472,6 +472,13 @@ def test_bad_run_arguments_are_refused_naming_them():
         sweep(None, {}, 0, 1)
     with pytest.raises(ConfigError, match=r"^sweep: workers = 0: expected a whole number >= 1"):
         sweep(None, {}, DURATION, 1, workers=0)
+    with pytest.raises(ConfigError, match=r"^sweep: workers = 1.0: expected a whole number >= 1"):
+        sweep(None, {}, DURATION, 1, workers=np.float64(1))
+
+
+def test_workers_may_be_a_numpy_integer_as_the_seeds_and_the_values_may():
+    assert records(sweep(None, {}, DURATION, np.int64(2), workers=np.int64(1))) == \
+        records(sweep(None, {}, DURATION, 2, workers=1))
 
 
 # -- rows as CSV ----------------------------------------------------------------------------
