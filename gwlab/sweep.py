@@ -142,8 +142,8 @@ def sweep(
     Raises :class:`~gwlab.config.ConfigError` for a bad scenario, grid, duration, seeds or
     workers, or a point the measure's ``check`` refuses, before any run; :class:`TypeError`
     for a measure that is not callable or cannot reach the worker processes, or that returns
-    other keys or values than above; and
-    whatever a run raised, with a note naming its point and seed: of the runs that fail, the
+    other keys or values than above; and whatever a run raised (or the executor, refusing
+    it: one shut down), with a note naming its point and seed: of the runs that fail, the
     first in the rows' order, the same whatever the executor and the number of workers."""
     plan = Plan(scenario, grid, duration, seeds, measure=measure, bin_width=bin_width)
     rows = plan.run(executor=executor, workers=workers, progress=progress)
@@ -347,7 +347,7 @@ class Plan:
 
         def hand_out(n: int) -> None:
             for index, task in itertools.islice(queued, n):
-                pending[submit(_run, *task)] = index
+                pending[self._result(index, lambda: submit(_run, *task))] = index  # an executor may refuse it
 
         try:
             hand_out(limit)

@@ -84,6 +84,14 @@ def test_an_executor_given_is_used_and_left_open(in_process):
         assert threads.submit(lambda: 42).result() == 42
 
 
+def test_an_executor_that_refuses_a_run_stops_the_sweep_naming_the_run():
+    threads = ThreadPoolExecutor(max_workers=2)
+    threads.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown") as refused:
+        sweep(None, {"workload.clients": [5]}, DURATION, 2, executor=threads)
+    assert refused.value.__notes__ == ["sweep: point 0 (workload.clients=5), seed 1"]
+
+
 class _Counting(ThreadPoolExecutor):
     """An executor that keeps the most runs it ever held at once (submitted, not finished)."""
 
