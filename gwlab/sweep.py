@@ -40,7 +40,7 @@ import os
 import pickle
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set, Sized
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any, Callable, Union
@@ -106,8 +106,9 @@ def sweep(
     - ``scenario``: what :func:`gwlab.simulate` accepts (a Scenario, plain data in the TOML
       shape, a TOML file's path, ``None`` for the seed scenario).
     - ``grid``: dotted paths into the scenario's TOML shape (see :class:`Plan`), each with a
-      non-empty list of distinct values (or a 1-dimensional NumPy array, or any iterable: at most
-      :data:`gwlab.config.MAX_SWEEP_RUNS` values are read); the points are every combination
+      non-empty list of distinct values (or a 1-dimensional NumPy array, or any iterable but a
+      set, whose order changes with the process: at most :data:`gwlab.config.MAX_SWEEP_RUNS`
+      values are read); the points are every combination
       of the values, the first path varying slowest. An empty grid is one point: the
       scenario as it is.
     - ``duration``: simulated seconds of each run; ``bin_width`` as :func:`gwlab.simulate`
@@ -530,8 +531,12 @@ def _plain(value: Any) -> Any:
 def _listed(values: Iterable[Any], where: str) -> list[Any]:
     """The elements of ``values`` (a list, a tuple, a 1-dimensional NumPy array, any iterable,
     even an endless one), each made plain (:func:`_plain`). Raises
-    :class:`~gwlab.config.ConfigError` "``where``: ..." for an array of another dimension, or
-    for more than :data:`gwlab.config.MAX_SWEEP_RUNS` elements, reading one more at most."""
+    :class:`~gwlab.config.ConfigError` "``where``: ..." for a set (its order, string hashes',
+    changes with the process), an array of another dimension, or more than
+    :data:`gwlab.config.MAX_SWEEP_RUNS` elements, reading one more at most."""
+    if isinstance(values, Set):
+        raise ConfigError(f"{where}: {_kind(values)}: expected a list, or an iterable in an order (a set's changes "
+                          "from one process to the next, and the rows follow it)")
     ndim = getattr(values, "ndim", 1)
     if ndim != 1:
         raise ConfigError(f"{where}: an array of shape {tuple(values.shape)}: expected a list of values, or an array "

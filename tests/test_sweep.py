@@ -331,6 +331,18 @@ TOO_MANY = [
 ]
 
 
+@pytest.mark.parametrize("values", [{50, 60}, frozenset([50]), {50: "a"}.keys()])
+def test_a_set_of_values_or_of_seeds_is_refused_for_it_has_no_order(values):
+    expected = f"{type(values).__name__}: expected a list, or an iterable in an order (a set's changes from one " \
+        "process to the next, and the rows follow it)"
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {"workload.rate": values}, DURATION, 1)
+    assert str(refused.value) == f"sweep: grid 'workload.rate': a {expected}"
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {}, DURATION, values)
+    assert str(refused.value) == f"sweep: seeds: a {expected}"
+
+
 @pytest.mark.parametrize("values, message", TOO_MANY)
 def test_an_array_of_two_dimensions_or_too_many_values_is_refused_at_once(values, message, monkeypatch):
     monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
