@@ -395,10 +395,12 @@ class Plan:
         return parts
 
     def _check_overlaps(self) -> None:
-        for a, b in itertools.permutations(self.paths, 2):
-            if b.startswith(a + "."):
-                raise ConfigError(f"{self.source} {a!r} and {b!r}: the first holds the second: expected paths of "
-                                  "which none holds another")
+        paths = set(self.paths)  # each path's own prefixes looked up: not every pair compared
+        for b, parts in zip(self.paths, self._parts):
+            for a in (".".join(parts[:n]) for n in range(1, len(parts))):
+                if a in paths:
+                    raise ConfigError(f"{self.source} {a!r} and {b!r}: the first holds the second: expected paths of "
+                                      "which none holds another")
 
     def _values(self, path: str, values: Any) -> list[Any]:
         where = f"{self.source} {path!r}"

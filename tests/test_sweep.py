@@ -459,6 +459,15 @@ STORM = SCENARIOS / "retry_storm.toml"
 """A trigger from t = 60 s to t = 90 s, clients that time out after 2 s and retry."""
 
 
+@pytest.mark.timeout(10)
+def test_a_grid_of_many_paths_is_refused_in_time_linear_in_its_paths():
+    # Comparing every pair of 20,000 paths for one holding the other takes 400 million comparisons.
+    with pytest.raises(ConfigError, match=r"^sweep: grid 'a' and 'a.b': the first holds the second"):
+        Plan(None, {**{f"workload.x{i}": [1] for i in range(20_000)}, "a.b": [1], "a": [1]}, DURATION, 1)
+    with pytest.raises(ConfigError, match=r": unknown key 'workload.x0'; allowed: mode, "):
+        Plan(None, {f"workload.x{i}": [1] for i in range(20_000)}, DURATION, 1)
+
+
 @pytest.mark.parametrize("scenario, grid, duration, bin_width, message", [
     (STORM, {"events.1.at": [61.0, 120.0]}, 420, 1.0,
      "sweep: grid point events.1.at=120.0: judge: the run lasts 420 s: expected at least 10 times the trigger's 60 "
