@@ -507,8 +507,9 @@ def _toml(text: str) -> object:
 
 def _seeds_flag(args: argparse.Namespace) -> int | list[int]:
     if args.seed_list is None:
-        if args.seeds < 1:
-            raise UsageError(f"--seeds = {args.seeds}: expected a whole number >= 1 (seeds 1 to N)")
+        if not 1 <= args.seeds <= config.MAX_SWEEP_RUNS:
+            raise UsageError(f"--seeds = {args.seeds}: expected a whole number from 1 to {config.MAX_SWEEP_RUNS} "
+                             "(seeds 1 to N)")
         return args.seeds
     seeds = []
     for item in args.seed_list.split(","):
