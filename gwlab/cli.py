@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import multiprocessing
@@ -430,7 +431,7 @@ def _sweep(args: argparse.Namespace) -> int:
     seeds = _seeds_flag(args)
     # SIGTERM (kill, a scheduler ending the job) ends the sweep as Ctrl-C does, its worker
     # processes stopped: by default it would end this process alone, and they would run on.
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    previous = signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
     try:
         plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
@@ -475,8 +476,14 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the sweep is, as SIGINT raises :class:`KeyboardInterrupt`."""
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise _Terminated
+def _terminated(pid: int, signum: int, frame: object) -> None:
+    """SIGTERM in the sweep's process ``pid``: raised there, as Ctrl-C raises KeyboardInterrupt.
+    A worker forks with this handler, before it can set its own: there it ends the worker, as
+    SIGTERM does by default (the pool stops its workers with it)."""
+    if os.getpid() == pid:
+        raise _Terminated
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _grid_flag(text: str) -> tuple[str, list]:

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import pickle
-import signal
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set, Sized
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -307,7 +306,7 @@ class Plan:
                     table.put(index, self._result(index, lambda: _run(*task)))
                     _tick(bar)
             else:
-                pool = ProcessPoolExecutor(max_workers=min(count, len(self)), initializer=_worker_signals)
+                pool = ProcessPoolExecutor(max_workers=min(count, len(self)))
                 try:
                     self._execute(pool.submit, tasks, config.SWEEP_OUTSTANDING_PER_WORKER * count, table, bar)
                 except BaseException:
@@ -587,12 +586,6 @@ def _bar(progress: bool | None, total: int) -> Any:
 def _tick(bar: Any) -> None:
     if bar is not None:
         bar.update(1)
-
-
-def _worker_signals() -> None:
-    """A worker process ends on SIGTERM, as :func:`_stop` ends it, whatever handler it
-    inherited from the process that forked it (``gwlab sweep`` makes SIGTERM interrupt)."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlab import config
-from gwlab.cli import _toml_values, main
+from gwlab.cli import _terminated, _toml_values, main
 from gwlab.config import ConfigError
 from gwlab.metastability import judge
 from gwlab.sim import SimResult, simulate
@@ -711,6 +711,7 @@ def test_a_signal_ends_the_command_at_once_with_its_worker_processes_and_writes_
         deadline = time.monotonic() + SIMULATION_TIMEOUT / 2
         while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(0.5)  # the pool started, its workers running: not a signal in the middle of a fork
         process.send_signal(sig)  # to the command alone, not to its workers
         # The workers hold its stdout: it closes once they have ended too.
         stdout, stderr = process.communicate(timeout=10)
@@ -720,6 +721,18 @@ def test_a_signal_ends_the_command_at_once_with_its_worker_processes_and_writes_
         process.communicate()
     assert (process.returncode, stdout, stderr) == (128 + sig, "", "gwlab: sweep interrupted: nothing written\n")
     assert not out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a worker forked with the command's handler")
+def test_sigterm_ends_a_worker_forked_with_the_commands_handler_as_by_default():
+    child = os.fork()
+    if child == 0:  # a worker, before it sets handlers of its own
+        try:
+            _terminated(os.getppid(), signal.SIGTERM, None)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
 
 
 @pytest.mark.parametrize("text, values", [
