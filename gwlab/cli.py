@@ -207,13 +207,17 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 OUTPUT_FLAGS = ("--json", "--report", "--scrape-config", "--out")
 """The flags naming a file a command writes."""
+INPUT_ARGUMENTS = {"config": "--config", "scenario": "SCENARIO"}
+"""The arguments naming the scenario file a command reads (by their ``args`` attribute)."""
 
 
 def check_distinct_outputs(args: argparse.Namespace) -> None:
-    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file: the
-    second written would replace the first. The scrape configuration counts only where it
-    is written, with ``--replicas``."""
-    seen: dict[Path, str] = {}
+    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file, or one
+    names the scenario file read (:data:`INPUT_ARGUMENTS`): the second written would replace
+    the first, the output the scenario. The scrape configuration counts only where it is
+    written, with ``--replicas``."""
+    seen: dict[Path, str] = {path.resolve(): name for attribute, name in INPUT_ARGUMENTS.items()
+                             if isinstance(path := getattr(args, attribute, None), Path)}
     for flag in OUTPUT_FLAGS:
         path = getattr(args, flag[2:].replace("-", "_"), None)
         if path is None or flag == "--scrape-config" and getattr(args, "replicas", 1) == 1:

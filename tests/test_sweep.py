@@ -680,6 +680,8 @@ def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(ca
     (["--grid", "workload.rate=1", "--duration", "1", "--out", "/nonexistent/dir/s.csv"],
      "--out: '/nonexistent/dir/s.csv': expected a file in an existing directory"),
     (["--duration", "1"], "the following arguments are required: --grid (see gwlab sweep --help)"),
+    (["/tmp/gwlab-sweep.toml", "--grid", "workload.rate=1", "--duration", "1", "--out", "/tmp/../tmp/gwlab-sweep.toml"],
+     "SCENARIO and --out both name '/tmp/../tmp/gwlab-sweep.toml': expected a file of its own for each"),
     ([str(STORM), "--grid", "events.1.at=61,120", "--duration", "420", "--measure", "recovery"],
      "--grid point events.1.at=120: judge: the run lasts 420 s: expected at least 10 times the trigger's 60 s after "
      "its end, so 720 s"),
