@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import multiprocessing
@@ -206,13 +207,17 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 OUTPUT_FLAGS = ("--json", "--report", "--scrape-config", "--out")
 """The flags naming a file a command writes."""
+INPUT_ARGUMENTS = {"config": "--config", "scenario": "SCENARIO"}
+"""The arguments naming the scenario file a command reads (by their ``args`` attribute)."""
 
 
 def check_distinct_outputs(args: argparse.Namespace) -> None:
-    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file: the
-    second written would replace the first. The scrape configuration counts only where it
-    is written, with ``--replicas``."""
-    seen: dict[Path, str] = {}
+    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file, or one
+    names the scenario file read (:data:`INPUT_ARGUMENTS`): the second written would replace
+    the first, the output the scenario. The scrape configuration counts only where it is
+    written, with ``--replicas``."""
+    seen: dict[Path, str] = {path.resolve(): name for attribute, name in INPUT_ARGUMENTS.items()
+                             if isinstance(path := getattr(args, attribute, None), Path)}
     for flag in OUTPUT_FLAGS:
         path = getattr(args, flag[2:].replace("-", "_"), None)
         if path is None or flag == "--scrape-config" and getattr(args, "replicas", 1) == 1:
@@ -427,19 +432,62 @@ def _sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"--grid {path}: given twice: expected each path once, its values separated by commas")
         grid[path] = values
     measure = judge if args.measure == "recovery" else None
-    plan = Plan(args.scenario, grid, args.duration, _seeds_flag(args), measure=measure, source="--grid")
+    seeds = _seeds_flag(args)
+    # SIGTERM (kill, a scheduler ending the job) ends the sweep as Ctrl-C does, its worker
+    # processes stopped: by default it would end this process alone, and they would run on.
+    previous = signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
     try:
+        plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
-    except KeyboardInterrupt:
+        if args.out is not None:
+            _write_whole("--out", args.out, lambda out: write_csv(rows, out))
+    except KeyboardInterrupt as exc:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.out is None:
         write_csv(rows, sys.stdout)
     else:
-        with args.out.open("w", encoding="utf-8", newline="") as out:
-            write_csv(rows, out)
         print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {args.out}")
     return 0
+
+
+def _write_whole(flag: str, path: Path, write: Callable[[Any], None]) -> None:
+    """``write(out)`` into the file ``path``, whole or not at all: into a file beside it, renamed
+    over it once complete, so that an interrupt or a full disk leaves no file that looks
+    complete (only the one there before, if any). What is not a regular file (``/dev/stdout``,
+    a pipe) is written as it is. Raises :class:`ConfigError` naming ``flag`` when it cannot be
+    written."""
+    target = Path(os.path.realpath(path))  # a link is followed, not replaced
+    whole = not target.exists() or target.is_file()
+    part = target.with_name(f"{target.name}.part") if whole else target
+    try:
+        try:
+            with part.open("w", encoding="utf-8", newline="") as out:
+                write(out)
+            if whole:
+                os.replace(part, target)
+        except BaseException:
+            if whole:
+                part.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"{flag}: {str(path)!r}: cannot write: {exc.strerror or exc}") from None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the sweep is, as SIGINT raises :class:`KeyboardInterrupt`."""
+
+
+def _terminated(pid: int, signum: int, frame: object) -> None:
+    """SIGTERM in the sweep's process ``pid``: raised there, as Ctrl-C raises KeyboardInterrupt.
+    A worker forks with this handler, before it can set its own: there it ends the worker, as
+    SIGTERM does by default (the pool stops its workers with it)."""
+    if os.getpid() == pid:
+        raise _Terminated
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _grid_flag(text: str) -> tuple[str, list]:
@@ -470,8 +518,9 @@ def _toml(text: str) -> object:
 
 def _seeds_flag(args: argparse.Namespace) -> int | list[int]:
     if args.seed_list is None:
-        if args.seeds < 1:
-            raise UsageError(f"--seeds = {args.seeds}: expected a whole number >= 1 (seeds 1 to N)")
+        if not 1 <= args.seeds <= config.MAX_SWEEP_RUNS:
+            raise UsageError(f"--seeds = {args.seeds}: expected a whole number from 1 to {config.MAX_SWEEP_RUNS} "
+                             "(seeds 1 to N)")
         return args.seeds
     seeds = []
     for item in args.seed_list.split(","):

@@ -39,7 +39,7 @@ import math
 import os
 import pickle
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set, Sized
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any, Callable, Union
@@ -105,8 +105,9 @@ def sweep(
     - ``scenario``: what :func:`gwlab.simulate` accepts (a Scenario, plain data in the TOML
       shape, a TOML file's path, ``None`` for the seed scenario).
     - ``grid``: dotted paths into the scenario's TOML shape (see :class:`Plan`), each with a
-      non-empty list of values (or a 1-dimensional NumPy array, or any iterable: at most
-      :data:`gwlab.config.MAX_SWEEP_RUNS` values are read); the points are every combination
+      non-empty list of distinct values (or a 1-dimensional NumPy array, or any iterable but a
+      set, whose order changes with the process: at most :data:`gwlab.config.MAX_SWEEP_RUNS`
+      values are read); the points are every combination
       of the values, the first path varying slowest. An empty grid is one point: the
       scenario as it is.
     - ``duration``: simulated seconds of each run; ``bin_width`` as :func:`gwlab.simulate`
@@ -128,8 +129,8 @@ def sweep(
       :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
       ``os.cpu_count()``) is started and shut down at the end, its processes stopped even
       when a run fails or the sweep is interrupted; ``workers=1`` runs in this process, with
-      no pool. ``workers`` also sets how many runs an executor given holds at a time (two
-      per worker).
+      no pool (a NumPy integer does as an int). ``workers`` also sets how many runs an
+      executor given holds at a time (two per worker).
     - ``progress``: a progress bar (tqdm; a widget in a notebook) when true; ``None``, when
       stderr is a terminal.
 
@@ -141,8 +142,8 @@ def sweep(
     Raises :class:`~gwlab.config.ConfigError` for a bad scenario, grid, duration, seeds or
     workers, or a point the measure's ``check`` refuses, before any run; :class:`TypeError`
     for a measure that is not callable or cannot reach the worker processes, or that returns
-    other keys or values than above; and
-    whatever a run raised, with a note naming its point and seed: of the runs that fail, the
+    other keys or values than above; and whatever a run raised (or the executor, refusing
+    it: one shut down), with a note naming its point and seed: of the runs that fail, the
     first in the rows' order, the same whatever the executor and the number of workers."""
     plan = Plan(scenario, grid, duration, seeds, measure=measure, bin_width=bin_width)
     rows = plan.run(executor=executor, workers=workers, progress=progress)
@@ -265,7 +266,7 @@ class Plan:
             # A patch cannot change events: they are set in the scenario's data, checked whole.
             data = scenario.to_dict()
             for parts, value in events:
-                data["events"] = _assign(data["events"], parts, value)
+                data["events"] = _assign(data.get("events", []), parts, value)  # none: to_dict() leaves it out
             scenario = config.from_dict(data, where)
         sim.check_runnable(scenario, where)
         check = getattr(self.measure, "check", None)
@@ -281,6 +282,7 @@ class Plan:
         measure = self.measure
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"sweep: executor = {executor!r}: expected a concurrent.futures.Executor")
+        workers = _plain(workers)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"sweep: workers = {workers!r}: expected a whole number >= 1, or None for one per core")
         count = workers or os.cpu_count() or 1
@@ -345,7 +347,7 @@ class Plan:
 
         def hand_out(n: int) -> None:
             for index, task in itertools.islice(queued, n):
-                pending[submit(_run, *task)] = index
+                pending[self._result(index, lambda: submit(_run, *task))] = index  # an executor may refuse it
 
         try:
             hand_out(limit)
@@ -392,10 +394,12 @@ class Plan:
         return parts
 
     def _check_overlaps(self) -> None:
-        for a, b in itertools.permutations(self.paths, 2):
-            if b.startswith(a + "."):
-                raise ConfigError(f"{self.source} {a!r} and {b!r}: the first holds the second: expected paths of "
-                                  "which none holds another")
+        paths = set(self.paths)  # each path's own prefixes looked up: not every pair compared
+        for b, parts in zip(self.paths, self._parts):
+            for a in (".".join(parts[:n]) for n in range(1, len(parts))):
+                if a in paths:
+                    raise ConfigError(f"{self.source} {a!r} and {b!r}: the first holds the second: expected paths of "
+                                      "which none holds another")
 
     def _values(self, path: str, values: Any) -> list[Any]:
         where = f"{self.source} {path!r}"
@@ -404,6 +408,12 @@ class Plan:
         listed = _listed(values, where)
         if not listed:
             raise ConfigError(f"{where}: no values: expected at least one")
+        first: dict[Any, int] = {}
+        for i, value in enumerate(listed):
+            j = first.setdefault(_same(value), i)
+            if j != i:
+                raise ConfigError(f"{where}: values[{i}] = {_shown(value)} equals values[{j}] = {_shown(listed[j])}: "
+                                  "expected distinct values (a point gives the same runs every time)")
         return listed
 
 
@@ -478,7 +488,27 @@ def _seeds(seeds: Any) -> Sequence[int]:
 
 def _describe(paths: Sequence[str], point: Sequence[Any]) -> str:
     """A point as messages show it: ``workload.rate=500, providers.p1.outage="error"``."""
-    return ", ".join(f"{path}={json.dumps(value, default=repr)}" for path, value in zip(paths, point))
+    return ", ".join(f"{path}={_shown(value)}" for path, value in zip(paths, point))
+
+
+def _shown(value: Any) -> str:
+    """A grid's value as messages show it: as JSON (``"error"``, ``{"rate": 5}``)."""
+    return json.dumps(value, default=repr)
+
+
+def _same(value: Any) -> Any:
+    """A key equal for two values of a grid's path that set its field alike: a number as
+    itself whatever its type (``500`` and ``500.0``; a boolean apart), a table or an array as
+    its JSON, the tables' keys sorted (as they come when they cannot be sorted)."""
+    try:
+        hash(value)
+        return type(value) is bool, value
+    except TypeError:
+        pass
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except TypeError:
+        return repr(value)
 
 
 def _kind(value: Any) -> str:
@@ -502,8 +532,12 @@ def _plain(value: Any) -> Any:
 def _listed(values: Iterable[Any], where: str) -> list[Any]:
     """The elements of ``values`` (a list, a tuple, a 1-dimensional NumPy array, any iterable,
     even an endless one), each made plain (:func:`_plain`). Raises
-    :class:`~gwlab.config.ConfigError` "``where``: ..." for an array of another dimension, or
-    for more than :data:`gwlab.config.MAX_SWEEP_RUNS` elements, reading one more at most."""
+    :class:`~gwlab.config.ConfigError` "``where``: ..." for a set (its order, string hashes',
+    changes with the process), an array of another dimension, or more than
+    :data:`gwlab.config.MAX_SWEEP_RUNS` elements, reading one more at most."""
+    if isinstance(values, Set):
+        raise ConfigError(f"{where}: {_kind(values)}: expected a list, or an iterable in an order (a set's changes "
+                          "from one process to the next, and the rows follow it)")
     ndim = getattr(values, "ndim", 1)
     if ndim != 1:
         raise ConfigError(f"{where}: an array of shape {tuple(values.shape)}: expected a list of values, or an array "

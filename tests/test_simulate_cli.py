@@ -91,6 +91,8 @@ def test_report_is_a_self_contained_page(tmp_path):
      "--json and --report both name '/tmp/gwlab-run.out': expected a file of its own for each"),
     (["--duration", "5", "--json", "/tmp/gwlab-run.out", "--report", "/tmp/../tmp/gwlab-run.out"],
      "--json and --report both name '/tmp/../tmp/gwlab-run.out': expected a file of its own for each"),
+    (["--duration", "5", "--config", "/tmp/gwlab-run.out", "--report", "/tmp/../tmp/gwlab-run.out"],
+     "--config and --report both name '/tmp/../tmp/gwlab-run.out': expected a file of its own for each"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
     assert main(["simulate", *args]) == 2

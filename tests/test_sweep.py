@@ -3,16 +3,21 @@ whole before any run, and ``gwlab sweep`` writing the rows ``sweep()`` returns."
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import itertools
 import math
 import multiprocessing
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlab import config
-from gwlab.cli import _toml_values, main
+from gwlab.cli import _terminated, _toml_values, main
 from gwlab.config import ConfigError
 from gwlab.metastability import judge
 from gwlab.sim import SimResult, simulate
@@ -77,6 +82,14 @@ def test_an_executor_given_is_used_and_left_open(in_process):
     with ThreadPoolExecutor(max_workers=3) as threads:
         assert records(sweep(OPEN, GRID, DURATION, SEEDS, executor=threads, workers=1)) == in_process
         assert threads.submit(lambda: 42).result() == 42
+
+
+def test_an_executor_that_refuses_a_run_stops_the_sweep_naming_the_run():
+    threads = ThreadPoolExecutor(max_workers=2)
+    threads.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown") as refused:
+        sweep(None, {"workload.clients": [5]}, DURATION, 2, executor=threads)
+    assert refused.value.__notes__ == ["sweep: point 0 (workload.clients=5), seed 1"]
 
 
 class _Counting(ThreadPoolExecutor):
@@ -318,6 +331,18 @@ TOO_MANY = [
 ]
 
 
+@pytest.mark.parametrize("values", [{50, 60}, frozenset([50]), {50: "a"}.keys()])
+def test_a_set_of_values_or_of_seeds_is_refused_for_it_has_no_order(values):
+    expected = f"{type(values).__name__}: expected a list, or an iterable in an order (a set's changes from one " \
+        "process to the next, and the rows follow it)"
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {"workload.rate": values}, DURATION, 1)
+    assert str(refused.value) == f"sweep: grid 'workload.rate': a {expected}"
+    with pytest.raises(ConfigError) as refused:
+        Plan(OPEN, {}, DURATION, values)
+    assert str(refused.value) == f"sweep: seeds: a {expected}"
+
+
 @pytest.mark.parametrize("values, message", TOO_MANY)
 def test_an_array_of_two_dimensions_or_too_many_values_is_refused_at_once(values, message, monkeypatch):
     monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
@@ -351,6 +376,15 @@ def test_a_grid_may_move_the_scenarios_events():
     assert rows[0]["events.0.at"] == 1.0 and rows[0]["availability"] < rows[1]["availability"]
     plan = Plan(SCENARIOS / "p1_outage.toml", {"events.1.providers.p1.latency": [0.3]}, DURATION, 1)
     assert plan.scenario(plan.points[0]).events[1].patch == {"providers": {"p1": {"outage": "none", "latency": 0.3}}}
+
+
+def test_a_grid_may_set_the_events_whole_even_on_a_scenario_without_any():
+    outage = {"at": 1.0, "providers": {"p1": {"outage": "error"}}}
+    plan = Plan(None, {"events": [[], [outage]]}, DURATION, 1)
+    assert [plan.scenario(point).events for point in plan.points] == [
+        (), config.from_dict({"events": [outage]}).events]
+    with pytest.raises(ConfigError, match=r"^sweep: grid point events=\[\{\"at\": -1\}\]: events\[0\]\.at = -1: "):
+        Plan(None, {"events": [[{"at": -1}]]}, DURATION, 1)
 
 
 def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_running_may_vary():
@@ -404,6 +438,12 @@ def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_runnin
      "closed-loop client could send again in zero time; expected a latency > 0 or a think_time > 0"),
     ({"workload.rate": list(range(1, 1001)), "limiter.rate": list(range(1, 11))}, 11,
      "sweep: 10000 points x 11 seeds = 110000 runs: expected at most 100000 (gwlab.config.MAX_SWEEP_RUNS): split it"),
+    ({"workload.rate": [500, 1000, 500.0]}, 1,
+     "sweep: grid 'workload.rate': values[2] = 500.0 equals values[0] = 500: expected distinct values (a point gives "
+     "the same runs every time)"),
+    ({"workload": [{"mode": "open", "rate": 5}, {"rate": 5, "mode": "open"}]}, 1,
+     "sweep: grid 'workload': values[1] = {\"rate\": 5, \"mode\": \"open\"} equals values[0] = {\"mode\": \"open\", "
+     "\"rate\": 5}: expected distinct values (a point gives the same runs every time)"),
     ({}, 0, "sweep: seeds = 0: expected a whole number from 1 to 100000 (seeds 1 to n), or a list of seeds"),
     ({}, [3, 1, 3], "sweep: seeds: 3 is given twice: expected distinct seeds (a seed gives the same run every time)"),
     ({}, [1, -1], "sweep: seeds[1] = -1: expected a whole number >= 0 and <= 18446744073709551615"),
@@ -417,6 +457,15 @@ def test_a_bad_grid_is_refused_whole_before_any_run(grid, seeds, message):
 
 STORM = SCENARIOS / "retry_storm.toml"
 """A trigger from t = 60 s to t = 90 s, clients that time out after 2 s and retry."""
+
+
+@pytest.mark.timeout(10)
+def test_a_grid_of_many_paths_is_refused_in_time_linear_in_its_paths():
+    # Comparing every pair of 20,000 paths for one holding the other takes 400 million comparisons.
+    with pytest.raises(ConfigError, match=r"^sweep: grid 'a' and 'a.b': the first holds the second"):
+        Plan(None, {**{f"workload.x{i}": [1] for i in range(20_000)}, "a.b": [1], "a": [1]}, DURATION, 1)
+    with pytest.raises(ConfigError, match=r": unknown key 'workload.x0'; allowed: mode, "):
+        Plan(None, {f"workload.x{i}": [1] for i in range(20_000)}, DURATION, 1)
 
 
 @pytest.mark.parametrize("scenario, grid, duration, bin_width, message", [
@@ -452,6 +501,13 @@ def test_bad_run_arguments_are_refused_naming_them():
         sweep(None, {}, 0, 1)
     with pytest.raises(ConfigError, match=r"^sweep: workers = 0: expected a whole number >= 1"):
         sweep(None, {}, DURATION, 1, workers=0)
+    with pytest.raises(ConfigError, match=r"^sweep: workers = 1.0: expected a whole number >= 1"):
+        sweep(None, {}, DURATION, 1, workers=np.float64(1))
+
+
+def test_workers_may_be_a_numpy_integer_as_the_seeds_and_the_values_may():
+    assert records(sweep(None, {}, DURATION, np.int64(2), workers=np.int64(1))) == \
+        records(sweep(None, {}, DURATION, 2, workers=1))
 
 
 # -- rows as CSV ----------------------------------------------------------------------------
@@ -547,6 +603,44 @@ def test_the_command_writes_csv_to_stdout_without_out(capsys):
     assert [line.split(",")[:2] for line in lines[1:]] == [["5", "1"], ["5", "2"]]
 
 
+def half_then(exception: BaseException) -> Callable[..., None]:
+    """A ``write_csv`` that writes half of the rows, then raises ``exception``."""
+    def write(rows: list, out: io.TextIOBase) -> None:
+        write_csv(rows[:len(rows) // 2], out)
+        raise exception
+    return write
+
+
+@pytest.mark.parametrize("exception, status, message", [
+    (KeyboardInterrupt(), 130, "gwlab: sweep interrupted: nothing written\n"),
+    (OSError(errno.ENOSPC, "No space left on device"), 2,
+     "gwlab: error: --out: '{out}': cannot write: No space left on device\n"),
+])
+def test_the_command_writes_its_file_whole_or_leaves_the_one_there_before(exception, status, message, tmp_path,
+                                                                         capsys, monkeypatch):
+    out = tmp_path / "sweep.csv"
+    out.write_text("before\n")
+    monkeypatch.setattr("gwlab.sweep.write_csv", half_then(exception))
+    assert main(["sweep", "--grid", "workload.clients=5,10", "--duration", "1", "--workers", "1",
+                 "--out", str(out)]) == status
+    assert capsys.readouterr().err == message.format(out=out)
+    assert out.read_text() == "before\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["sweep.csv"]
+
+
+def test_the_command_writes_through_a_link_and_to_what_is_not_a_file(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "sweep.csv"
+    link.symlink_to(tmp_path / "data" / "sweep.csv")
+    for out in (link, Path("/dev/null")):
+        assert main(["sweep", "--grid", "workload.clients=5", "--duration", "1", "--workers", "1",
+                     "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"1 runs (1 points x 1 seeds) written to {out}"
+                                                    for out in (link, "/dev/null")]
+    assert link.is_symlink() and read_csv(link)[0]["workload.clients"] == 5
+    assert Path("/dev/null").is_char_device()
+
+
 def test_the_command_runs_nothing_and_writes_nothing_for_a_point_it_cannot_judge(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("gwlab.sweep.simulate", pytest.fail)
     out = tmp_path / "rec.csv"
@@ -570,17 +664,24 @@ def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(ca
      "--grid 'workload.rate': expected PATH=V1,V2,..., like workload.rate=500,1000"),
     (["--grid", "workload.rate=-1,5", "--duration", "1"],
      "--grid point workload.rate=-1: workload.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    (["--grid", "workload.rate=5,1,5", "--duration", "1"],
+     "--grid 'workload.rate': values[2] = 5 equals values[0] = 5: expected distinct values (a point gives the same "
+     "runs every time)"),
     (["--grid", "workload.rate=1", "--grid", "workload.rate=2", "--duration", "1"],
      "--grid workload.rate: given twice: expected each path once, its values separated by commas"),
     (["--grid", "workload.rate=1", "--duration", "0"],
      "--duration = 0.0: expected a number >= 1e-06 and <= 31536000"),
     (["--grid", "workload.rate=1", "--duration", "1", "--seeds", "0"],
-     "--seeds = 0: expected a whole number >= 1 (seeds 1 to N)"),
+     "--seeds = 0: expected a whole number from 1 to 100000 (seeds 1 to N)"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seeds", "100001"],
+     "--seeds = 100001: expected a whole number from 1 to 100000 (seeds 1 to N)"),
     (["--grid", "workload.rate=1", "--duration", "1", "--seed-list", "1,x"],
      "--seed-list '1,x': expected whole numbers separated by commas, like 1,2,3"),
     (["--grid", "workload.rate=1", "--duration", "1", "--out", "/nonexistent/dir/s.csv"],
      "--out: '/nonexistent/dir/s.csv': expected a file in an existing directory"),
     (["--duration", "1"], "the following arguments are required: --grid (see gwlab sweep --help)"),
+    (["/tmp/gwlab-sweep.toml", "--grid", "workload.rate=1", "--duration", "1", "--out", "/tmp/../tmp/gwlab-sweep.toml"],
+     "SCENARIO and --out both name '/tmp/../tmp/gwlab-sweep.toml': expected a file of its own for each"),
     ([str(STORM), "--grid", "events.1.at=61,120", "--duration", "420", "--measure", "recovery"],
      "--grid point events.1.at=120: judge: the run lasts 420 s: expected at least 10 times the trigger's 60 s after "
      "its end, so 720 s"),
@@ -595,6 +696,45 @@ def test_a_bad_flag_is_one_line_and_exit_2(args, message, capsys):
     assert main(["sweep", *args]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", f"gwlab: error: {message}\n")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children in /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_command_at_once_with_its_worker_processes_and_writes_nothing(sig, tmp_path):
+    out = tmp_path / "sweep.csv"
+    command = [sys.executable, "-m", "gwlab", "sweep", "--grid", "workload.rate=50,100", "--duration", "20000",
+               "--workers", "2", "--out", str(out)]
+    # SIGINT as a terminal sends it: not ignored, as a shell's background job would have it.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        deadline = time.monotonic() + SIMULATION_TIMEOUT / 2
+        while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the pool started, its workers running: not a signal in the middle of a fork
+        process.send_signal(sig)  # to the command alone, not to its workers
+        # The workers hold its stdout: it closes once they have ended too.
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever the command left running
+        process.communicate()
+    assert (process.returncode, stdout, stderr) == (128 + sig, "", "gwlab: sweep interrupted: nothing written\n")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a worker forked with the command's handler")
+def test_sigterm_ends_a_worker_forked_with_the_commands_handler_as_by_default():
+    child = os.fork()
+    if child == 0:  # a worker, before it sets handlers of its own
+        try:
+            _terminated(os.getppid(), signal.SIGTERM, None)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
 
 
 @pytest.mark.parametrize("text, values", [
