@@ -411,9 +411,9 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     for line in summary_lines(result.summary()):
         print(line)
     if args.json is not None:
-        args.json.write_text(result.to_json() + "\n", encoding="utf-8")
+        _write_whole("--json", args.json, lambda out: out.write(result.to_json() + "\n"))
     if args.report is not None:
-        report.write_html(result, args.report)
+        _write_whole("--report", args.report, lambda out: out.write(report.render(result)))
     return 0
 
 
@@ -621,7 +621,7 @@ async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
         _fail(str(exc) if not isinstance(exc, OSError) or exc.strerror is None
               else f"cannot listen on {where}: {exc.strerror}")
         return False
-    args.scrape_config.write_text(scrape_config(replicas.targets()), encoding="utf-8")
+    _write_whole("--scrape-config", args.scrape_config, lambda out: out.write(scrape_config(replicas.targets())))
     print(f"gateway  {replicas.url} ({replicas.count} replicas)", flush=True)
     for index, (url, pid) in enumerate(zip(replicas.metrics_urls, replicas.pids)):
         print(f"metrics  {url} (replica {index}, pid {pid})", flush=True)
@@ -787,7 +787,8 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
             result["workers_killed"] = clients.lost
         view.print(summary_lines(result))
         if args.json is not None:
-            args.json.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+            _write_whole("--json", args.json, lambda out: out.write(text))
     return _gone(served)
 
 

@@ -8,7 +8,6 @@ and the breaker transitions.
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 import plotly.io as pio
@@ -78,10 +77,3 @@ def render(result: SimResult) -> str:
         f"<h1>{html.escape(title)}</h1><h2>Summary</h2>{headline}<h2>Providers</h2>{providers}"
         f"<h2>Over time</h2>{chart}<h2>Breaker transitions</h2>{transitions}</body></html>\n"
     )
-
-
-def write_html(result: SimResult, path: str | Path) -> Path:
-    """Write the report page to ``path`` and return the path."""
-    path = Path(path)
-    path.write_text(render(result), encoding="utf-8")
-    return path

@@ -300,7 +300,7 @@ def test_package_exports_simulate():
     assert gwlab.simulate is simulate
 
 
-def test_figure_and_offline_report(tmp_path):
+def test_figure_and_offline_report():
     from gwlab import plots, report
 
     result = simulate(OUTAGE, duration=90, seed=1)
@@ -310,7 +310,7 @@ def test_figure_and_offline_report(tmp_path):
     assert {"200", "502", "p50", "p99", "p1", "p2", "p3", "state", "opened", "tokens"} <= names
     opened = next(t for t in fig.data if t.name == "opened")
     assert list(opened.x) == [t.time for t in result.transitions if t.target == "open"]
-    page = report.write_html(result, tmp_path / "run.html").read_text(encoding="utf-8")
+    page = report.render(result)
     assert page.startswith("<!DOCTYPE html>")
     assert "<script src=" not in page          # plotly.js is inline: the page opens offline
     assert "Plotly.newPlot" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -67,6 +68,22 @@ def test_report_is_a_self_contained_page(tmp_path):
                  "--report", str(page)]) == 0
     html = page.read_text()
     assert html.startswith("<!") and "<script src=" not in html and "plotly" in html.lower()
+
+
+def _no_space(*args, **kwargs) -> str:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("flag, writer", [("--json", "gwlab.sim.SimResult.to_json"),
+                                          ("--report", "gwlab.report.render")])
+def test_an_output_that_cannot_be_written_whole_leaves_the_file_there_before(flag, writer, tmp_path, capsys,
+                                                                              monkeypatch):
+    out = tmp_path / "out"
+    out.write_text("before\n")
+    monkeypatch.setattr(writer, _no_space)
+    assert main(["simulate", "--duration", "2", flag, str(out)]) == 2
+    assert capsys.readouterr().err == f"gwlab: error: {flag}: '{out}': cannot write: No space left on device\n"
+    assert out.read_text() == "before\n" and [path.name for path in tmp_path.iterdir()] == ["out"]
 
 
 @pytest.mark.parametrize("args, expected", [
