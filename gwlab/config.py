@@ -944,9 +944,9 @@ class _Checker:
     def value(self, where: str, raw: Any, spec: Mapping) -> Any:
         kind = spec["kind"]
         if kind in (int, float, bool):
-            raw = _plain_scalar(raw)
+            raw = plain_scalar(raw)
         elif kind is list and isinstance(raw, list):
-            raw = [_plain_scalar(item) for item in raw]
+            raw = [plain_scalar(item) for item in raw]
         if kind is bool:
             ok = isinstance(raw, bool)
         elif kind is int:
@@ -983,7 +983,7 @@ class _Checker:
 _MISSING = object()
 
 
-def _plain_scalar(raw: Any) -> Any:
+def plain_scalar(raw: Any) -> Any:
     """``raw`` as the plain bool, int or float it holds when it is a bool or a number of
     another type (NumPy's ``bool_``, ``int64`` or ``float32``, a 0-d NumPy array holding one,
     a :class:`~fractions.Fraction`; a whole number as an int, exactly), so that it is checked,
@@ -1145,13 +1145,13 @@ def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
 
 def _plain_scalars(data: Any) -> Any:
     """``data`` (tables, arrays and values) with every bool and number made plain
-    (:func:`_plain_scalar`): an event's patch is kept as given, and a summary writes it out as
+    (:func:`plain_scalar`): an event's patch is kept as given, and a summary writes it out as
     JSON."""
     if isinstance(data, Mapping):
         return {key: _plain_scalars(value) for key, value in data.items()}
     if isinstance(data, list):
         return [_plain_scalars(value) for value in data]
-    return _plain_scalar(data)
+    return plain_scalar(data)
 
 
 def _restart(was: Any) -> str:

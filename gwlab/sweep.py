@@ -282,7 +282,7 @@ class Plan:
         measure = self.measure
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"sweep: executor = {executor!r}: expected a concurrent.futures.Executor")
-        workers = _plain(workers)
+        workers = config.plain_scalar(workers)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"sweep: workers = {workers!r}: expected a whole number >= 1, or None for one per core")
         count = workers or os.cpu_count() or 1
@@ -435,7 +435,7 @@ class _Table:
         where = plan.where(index)
         if not isinstance(measured, Mapping):
             raise TypeError(f"{where}: the measure returned {_kind(measured)}: expected a dict")
-        measured = {key: _plain(value) for key, value in measured.items()}
+        measured = {key: config.plain_scalar(value) for key, value in measured.items()}
         taken = [key for key in measured if key in plan.paths or key == SEED or not isinstance(key, str)]
         if taken:
             raise TypeError(f"{where}: the measure returned the key {taken[0]!r}: expected strings other than "
@@ -467,7 +467,7 @@ def _run(scenario: Scenario, duration: float, seed: int, bin_width: float, measu
 
 
 def _seeds(seeds: Any) -> Sequence[int]:
-    seeds = _plain(seeds)
+    seeds = config.plain_scalar(seeds)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= config.MAX_SWEEP_RUNS:
             raise ConfigError(f"sweep: seeds = {seeds}: expected a whole number from 1 to {config.MAX_SWEEP_RUNS} "
@@ -521,17 +521,9 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def _plain(value: Any) -> Any:
-    """A NumPy scalar (``np.float64``, ``np.int64`` ...) as the Python number it holds; an
-    array of one or more dimensions as it is."""
-    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-        return value.item()
-    return value
-
-
 def _listed(values: Iterable[Any], where: str) -> list[Any]:
     """The elements of ``values`` (a list, a tuple, a 1-dimensional NumPy array, any iterable,
-    even an endless one), each made plain (:func:`_plain`). Raises
+    even an endless one), each made plain (:func:`gwlab.config.plain_scalar`). Raises
     :class:`~gwlab.config.ConfigError` "``where``: ..." for a set (its order, string hashes',
     changes with the process), an array of another dimension, or more than
     :data:`gwlab.config.MAX_SWEEP_RUNS` elements, reading one more at most."""
@@ -542,7 +534,7 @@ def _listed(values: Iterable[Any], where: str) -> list[Any]:
     if ndim != 1:
         raise ConfigError(f"{where}: an array of shape {tuple(values.shape)}: expected a list of values, or an array "
                           "of one dimension")
-    listed = [_plain(v) for v in itertools.islice(values, config.MAX_SWEEP_RUNS + 1)]
+    listed = [config.plain_scalar(v) for v in itertools.islice(values, config.MAX_SWEEP_RUNS + 1)]
     if len(listed) > config.MAX_SWEEP_RUNS:
         many = len(values) if isinstance(values, Sized) else f"more than {config.MAX_SWEEP_RUNS}"
         raise ConfigError(f"{where}: {many} values: expected at most {config.MAX_SWEEP_RUNS} "

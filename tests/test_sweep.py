@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,7 @@ SEEDS_OF_ANY_KIND = [
     (np.array([5.0, 2.0]), (5, 2)),
     (np.array(3), range(1, 4)),
     (np.int64(3), range(1, 4)),
+    (Fraction(6, 2), range(1, 4)),
     (iter([4, 2]), (4, 2)),
     ((s for s in (7, 8)), (7, 8)),
     (range(2, 4), (2, 3)),
@@ -307,9 +309,17 @@ def test_an_array_of_seeds_runs_those_seeds():
     assert [row["seed"] for row in rows] == [5] and rows[0]["ok"] == codes(simulate(None, DURATION, 5))["ok"]
 
 
+def test_a_measures_numbers_of_other_types_are_made_plain_as_the_scenarios_are():
+    measured = {"half": Fraction(1, 2), "whole": Fraction(6, 2), "n": np.int64(3), "ok": np.bool_(True)}
+    row = records(sweep(None, {}, DURATION, 1, measure=lambda r: measured, workers=1))[0]
+    assert row == {"seed": 1, "half": 0.5, "whole": 3, "n": 3, "ok": True}
+    assert [type(row[key]) for key in measured] == [float, int, int, bool]
+
+
 @pytest.mark.parametrize("values, points", [
     (np.array([50, 60]), [(50,), (60,)]),
     (np.array([50.5]), [(50.5,)]),
+    ([Fraction(100, 2), Fraction(101, 2)], [(50,), (50.5,)]),  # made plain as the scenario's checks make them
     (iter([50, 60]), [(50,), (60,)]),
     ((v for v in (1.5,)), [(1.5,)]),
 ])
