@@ -124,11 +124,7 @@ class RetryBudget:
 
     def request(self, now: float) -> None:
         """A request arrived at ``now`` (its first attempt)."""
-        # self._counts.add(now, 0), written out: this runs for every request while retries are on.
-        counts = self._counts
-        bucket = counts._seconds[-1] if now < counts._latest_ends else counts.at(now)
-        bucket[1] += 1
-        counts.totals[0] += 1
+        self._counts.add(now, 0)
 
     def allows(self, now: float) -> bool:
         """Whether a retry at ``now`` fits the budget; if it does, it is counted."""
