@@ -229,7 +229,6 @@ class Provider:
             return _new_call(Call, (latency, _SUCCESS, latency, 0, False, 0.0))
         # Token timing, a length model or mid-stream errors: the latency's draw ``u`` is always
         # made, and its value is needed only without ttft.
-        wanted = 0
         if config.output_tokens:
             # round() of a float looks its __round__ up anew on every call: called directly.
             wanted = self._output(self._output_rng.random()).__round__()
@@ -237,8 +236,11 @@ class Provider:
                 wanted = 1
             elif wanted > MAX_OUTPUT_TOKENS:
                 wanted = MAX_OUTPUT_TOKENS
-        capped = max_tokens is not None and wanted > max_tokens
-        tokens = max_tokens if capped else wanted
+            capped = max_tokens is not None and wanted > max_tokens
+            tokens = max_tokens if capped else wanted
+        else:  # the fixed reply, whole at the first token: timed as one token, cut short by a shorter cap
+            capped = max_tokens is not None and max_tokens < self._reply_tokens
+            tokens = 0
         gap = self._gap
         first = self._ttft(self._ttft_rng.random()) if config.ttft else self._latency(u)
         rate = config.stream_error_rate
@@ -257,4 +259,4 @@ class Provider:
         if failing:
             return _new_call(Call, (first + (sent - 1) * gap, _STREAM_ERROR if streaming else _ERROR, first, sent,
                                     False, 0.0))
-        return _new_call(Call, (last, _SUCCESS, first, tokens, capped, 0.0))
+        return _new_call(Call, (last, _SUCCESS, first, max_tokens if capped else tokens, capped, 0.0))

@@ -337,12 +337,19 @@ def test_each_stream_the_model_turns_on_is_drawn_once_per_call(fields, streams):
     (10_000, 0, False),
 ])
 @pytest.mark.parametrize("streaming", [True, False])
-def test_a_cap_shorter_than_the_fixed_reply_cuts_it(max_tokens, tokens, capped, streaming):
-    """A provider without a length model answers its fixed reply (9 tokens); a request's
-    ``max_tokens`` below that cuts it to that many tokens, ``finish_reason: "length"``; the
-    call's timing and draws are those of the uncapped call."""
+@pytest.mark.parametrize("timing", [
+    {},  # no token model: the seed's providers
+    {"ttft": 0.25, "decode_rate": 10.0},  # token timing, without a length model
+    {"stream_error_rate": 1e-12},  # mid-stream errors on (this call's draw does not fail)
+    {"ttft": 0.25, "stream_error_rate": 1e-12},
+], ids=["plain", "ttft", "stream-errors", "ttft-and-stream-errors"])
+def test_a_cap_shorter_than_the_fixed_reply_cuts_it(max_tokens, tokens, capped, streaming, timing):
+    """A provider without a length model answers its fixed reply (9 tokens), whole at its
+    first token, with or without token timing; a request's ``max_tokens`` below that cuts it
+    to that many tokens, ``finish_reason: "length"``; the call's timing and draws are those
+    of the uncapped call."""
     assert reply("p1")[1] == 9
-    fixed = ProviderConfig(name="p1", latency=0.25)
+    fixed = ProviderConfig(name="p1", latency=0.25, **timing)
     call = Provider(fixed, seed=1).call(1.0, streaming, max_tokens)
     uncapped = Provider(fixed, seed=1).call(1.0, streaming)
     assert (call.outcome, call.tokens, call.capped) == (Outcome.SUCCESS, tokens, capped)
@@ -376,7 +383,8 @@ def test_every_call_is_consistent(ttft, rate, length, distribution, error_rate, 
         assert call.ttft <= call.duration
         assert (call.ttft if streaming else call.duration) <= timeout
         if call.outcome is Outcome.SUCCESS and ttft:
-            assert call.duration == pytest.approx(call.ttft + (max(call.tokens, 1) - 1) / rate, rel=1e-9)
+            timed = call.tokens if length else 1  # a fixed reply comes whole at its first token
+            assert call.duration == pytest.approx(call.ttft + (max(timed, 1) - 1) / rate, rel=1e-9)
         if call.outcome is Outcome.STREAM_ERROR:
             assert streaming and call.tokens >= 1
 

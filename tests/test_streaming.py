@@ -96,11 +96,14 @@ def test_max_tokens_cuts_the_stream_with_finish_reason_length():
 
 
 @pytest.mark.parametrize("cap, finish_reason", [(1, "length"), (8, "length"), (9, "stop"), (50, "stop")])
-def test_max_tokens_cuts_a_fixed_reply_too(cap, finish_reason):
-    """A provider without a length model (the seed's) answers its fixed reply of 9 tokens:
-    a smaller cap cuts it, streamed or whole, and the usage counts what was sent."""
+@pytest.mark.parametrize("timing", [{}, {"ttft": 0.01}, {"ttft": 0.01, "stream_error_rate": 1e-12}],
+                         ids=["plain", "ttft", "ttft-and-stream-errors"])
+def test_max_tokens_cuts_a_fixed_reply_too(cap, finish_reason, timing):
+    """A provider without a length model (the seed's, or one with token timing alone)
+    answers its fixed reply of 9 tokens: a smaller cap cuts it, streamed or whole, and the
+    usage counts what was sent."""
     async def main():
-        scenario = config.from_dict({"providers": {"p1": {"latency": 0.01}}})
+        scenario = config.from_dict({"providers": {"p1": {"latency": 0.01, **timing}}})
         async with serving(scenario) as (gw, _), sdk(gw) as client:
             streamed = await frames(client, max_tokens=cap, stream_options={"include_usage": True})
             whole = await client.chat.completions.create(model="gwlab-sim", messages=MESSAGES, max_tokens=cap)
