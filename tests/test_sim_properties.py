@@ -4,7 +4,8 @@ their own rate limits and outages; the limiter with and without a tokens limit; 
 fallback policies, gateway retries, client retries, timeouts and adaptive throttling; open
 and closed loops, replicas, scripted events) and checks what must hold of any run:
 
-- every request sent ends exactly once, as one status, and is counted once in the summary;
+- every request sent ends exactly once, as one status, and is counted once in the summary
+  (its provider's requests and its output tokens too);
 - no request ends before it was sent or after the run, no latency or time to first token is
   negative or longer than the request took, no answer outgrows its cap;
 - the gateway's timeout bounds a whole answer, and a stream's first token;
@@ -128,6 +129,9 @@ def test_every_request_ends_once_within_the_bounds_of_its_scenario(data, replica
     summary = result.summary()
     assert sum(summary["codes"].values()) == summary["offered"] == len(result.requests)
     assert summary["admitted"] <= summary["offered"]
+    assert summary.get("output_tokens", {}).get("total", 0) == sum(r.tokens for r in result.requests)
+    for name, counts in summary["providers"].items():
+        assert counts["requests"] == sum(r.provider == name for r in result.requests)
 
     still = not scenario.events  # the bounds below are those of the scenario throughout
     caps = [scenario.workload.max_tokens] + [e.patch["workload"]["max_tokens"] for e in scenario.events
