@@ -17,8 +17,6 @@ and closed loops, replicas, scripted events) and checks what must hold of any ru
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
