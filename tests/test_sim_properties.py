@@ -11,11 +11,13 @@ and closed loops, replicas, scripted events) and checks what must hold of any ru
 - the gateway's timeout bounds a whole answer, and a stream's first token;
 - a provider never runs more calls than its capacity nor queues more than its queue;
 - the requests the limiter admitted fit its token bucket, and the calls a provider took its own;
-- the same run twice is the same run, and a run paused anywhere (as the virtual lab pauses
-  it) ends as the run made at once.
+- the same run twice is the same run, a run paused anywhere ends as the run made at once,
+  and an open-ended run (the virtual lab's) counts, up to any time, as a run that ends later.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 
 from gwlab import config, sim, stats
 from gwlab.config import ConfigError
+from gwlab.timeseries import TimeSeries
 from tests.conftest import SIMULATION_TIMEOUT
 
 pytestmark = pytest.mark.timeout(4 * SIMULATION_TIMEOUT)  # each test makes hundreds of short runs
@@ -199,3 +202,20 @@ def test_a_run_paused_anywhere_ends_as_the_run_made_at_once(data, replicas, seed
     for at in sorted(pauses):
         assert engine.advance(at) is None
     assert _same(engine.advance(DURATION), whole)
+
+
+@settings(max_examples=EXAMPLES // 2, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=_scenarios(), seed=st.integers(0, 5), pauses=st.lists(st.floats(0, DURATION), max_size=4))
+def test_an_open_ended_run_counts_as_the_run_of_a_set_duration(data, seed, pauses):
+    """The virtual lab's run has no end: up to any time, its bins are those of a run that ends later."""
+    scenario = _runnable(data)
+    whole = sim.simulate(scenario, duration=DURATION + 1, seed=seed, bin_width=config.LAB_BIN_WIDTH)
+    engine = sim._Engine(scenario, "scenario", seed, math.inf, config.LAB_BIN_WIDTH, False, None, 1)
+    for at in sorted(pauses) + [DURATION]:
+        assert engine.advance(at) is None
+    closed = int(DURATION / config.LAB_BIN_WIDTH)
+    assert len(engine.bins) == closed + 1  # and the one open
+    paused = TimeSeries(engine.bins[:closed], engine.names, config.LAB_BIN_WIDTH).columns()
+    ended = TimeSeries(whole.timeseries().bins[:closed], engine.names, config.LAB_BIN_WIDTH).columns()
+    assert paused == ended
