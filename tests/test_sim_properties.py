@@ -9,7 +9,8 @@ and closed loops, replicas, scripted events) and checks what must hold of any ru
 - no request ends before it was sent or after the run, no latency or time to first token is
   negative or longer than the request took, no answer outgrows its cap;
 - the gateway's timeout bounds a whole answer, and a stream's first token;
-- a provider never runs more calls than its capacity nor queues more than its queue;
+- a provider never runs more calls than its capacity nor queues more than its queue, nor is
+  called while its breaker is open (unless forced, as a fallback);
 - the requests the limiter admitted fit its token bucket, and the calls a provider took its own;
 - the same run twice is the same run, a run paused anywhere ends as the run made at once,
   and an open-ended run (the virtual lab's) counts, up to any time, as a run that ends later.
@@ -136,6 +137,7 @@ def test_every_request_ends_once_within_the_bounds_of_its_scenario(data, replica
         assert counts["requests"] == sum(r.provider == name for r in result.requests)
 
     still = not scenario.events  # the bounds below are those of the scenario throughout
+    one_bucket = replicas == 1 or scenario.limiter.backend == "redis"
     caps = [scenario.workload.max_tokens] + [e.patch["workload"]["max_tokens"] for e in scenario.events
                                              if "max_tokens" in e.patch.get("workload", {})]
     cap = max(caps) if all(caps) else None  # every workload in force caps the answers
@@ -160,12 +162,13 @@ def test_every_request_ends_once_within_the_bounds_of_its_scenario(data, replica
     for b in result.timeseries().bins:
         assert b.in_flight_area >= 0, b
         if still:
-            assert 0 <= b.tokens <= scenario.limiter.burst * replicas + 1e-9, b
+            # The gauges are each bucket's, rounded to the nanotoken, summed over the buckets.
+            assert b.burst == pytest.approx(scenario.limiter.burst * (1 if one_bucket else replicas), abs=1e-8)
+            assert 0 <= b.tokens <= b.burst, b
             for p in scenario.providers:
                 busy, waiting = b.slots.get(p.name, (0, 0))
                 assert busy <= (p.capacity or busy) and waiting <= p.queue, (p.name, busy, waiting)
 
-    one_bucket = replicas == 1 or scenario.limiter.backend == "redis"
     if still and one_bucket and one_attempt and not (scenario.limiter.tpm or scenario.workload.timeout
                                                         or scenario.workload.retries):
         # Each request the limiter admitted took a token: replayed in order through an ideal
@@ -177,6 +180,22 @@ def test_every_request_ends_once_within_the_bounds_of_its_scenario(data, replica
             tokens = min(scenario.limiter.burst, tokens + (r.sent - last) * scenario.limiter.rate) - 1
             last = r.sent
             assert tokens >= -1e-9, r
+
+    if still and one_attempt and replicas == 1 and scenario.gateway.fallback != "panic":
+        # No call goes to a provider while its breaker is open, but one forced there when none
+        # was eligible (a fallback): calls are routed as they are sent.
+        opened: dict[str, float] = {}
+        cooling: dict[str, list[tuple[float, float]]] = {p.name: [] for p in scenario.providers}
+        for t in result.transitions:
+            if t.target == "open":
+                opened[t.provider] = t.time
+            elif t.source == "open":
+                cooling[t.provider].append((opened.pop(t.provider), t.time))
+        for name, since in opened.items():
+            cooling[name].append((since, DURATION))
+        for r in result.requests:
+            if r.provider != stats.NO_PROVIDER and not r.fallback:
+                assert not any(start < r.sent < end for start, end in cooling[r.provider]), (r, cooling[r.provider])
 
     for p in scenario.providers if still and one_attempt else ():
         if p.rpm and not (p.capacity or p.tpm):
