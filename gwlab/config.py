@@ -327,6 +327,11 @@ BODY_TIMEOUT = 20.0
 """Seconds within which a request body must have arrived whole once the gateway starts
 reading it; a slower one is answered 408 and closed (Apache's ``RequestReadTimeout
 body=20``). Bodies are at most :data:`MAX_BODY` bytes: 20 s asks for 52 KB/s."""
+SEND_TIMEOUT = 60.0
+"""Seconds an answer may wait for its client to read what the gateway has already written
+(nginx's ``send_timeout``): a client that reads nothing for that long while the socket's
+buffers are full is cut off (499), so that it cannot hold its provider call, and the
+provider slot or breaker probe that call holds, for ever."""
 MAX_CONNECTIONS = 10_000
 """Most client connections the gateway holds at once. At the limit it closes idle keep-alive
 connections (as nginx does when its ``worker_connections`` run out) and, if none is idle,

@@ -20,9 +20,15 @@ ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bou
   connection closed (slowloris).
 - **Body.** The gateway reads a body within :data:`~gwlab.config.BODY_TIMEOUT` (in
   ``server.py``, where it reads).
+- **Sending.** A connection whose client has read nothing of an answer for
+  :data:`~gwlab.config.SEND_TIMEOUT` seconds while the socket's buffers are full (the
+  transport paused the writes, and what it holds has not shrunk since) is closed: the
+  handler's next write or pause raises ConnectionResetError, as for a client gone (nginx's
+  ``send_timeout``, which also sees a client's reads only as the kernel takes more bytes).
 
-None of these cuts an answer being written: the idle and head timers only act while the
-connection waits for a request, never while a handler runs.
+None of these cuts an answer its client reads, however slowly: the idle and head timers only
+act while the connection waits for a request, never while a handler runs, and the send timer
+only while the writes wait for the client.
 
 Every answer aiohttp's parser gives (a malformed request line or header, a bad chunk) is
 an OpenAI-style JSON error too, counted like any other and logged in one line at DEBUG:
@@ -108,11 +114,13 @@ class GatewayServer(web.Server):
     """
 
     def __init__(self, handler: Callable, request_factory: Callable, *, max_connections: int,
-                 keepalive_timeout: float, header_timeout: float, refused: Callable[[int], None]) -> None:
+                 keepalive_timeout: float, header_timeout: float, send_timeout: float,
+                 refused: Callable[[int], None]) -> None:
         super().__init__(handler, request_factory=request_factory, keepalive_timeout=keepalive_timeout,
                          access_log=None)
         self.cap = connection_cap(max_connections)
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         self.refused = refused
         self.open = 0
         """Connections held now."""
@@ -340,11 +348,14 @@ class _Connection(RequestHandler):
     parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
     may end when the client goes away (:meth:`pause`)."""
 
-    __slots__ = ("_head_timer", "_pause")
+    __slots__ = ("_head_timer", "_send_timer", "_unsent", "_pause")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0
+        """The bytes the transport held when the send timer was last set."""
         self._pause: asyncio.Future[None] | None = None
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
             # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
@@ -419,13 +430,45 @@ class _Connection(RequestHandler):
                 self._pause = None
         return until is not None and until.done()
 
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: the client has until the send timeout to read."""
+        super().pause_writing()
+        self._send_timer_set()
+
+    def _send_timer_set(self) -> None:
+        if self._manager is not None and self.transport is not None:
+            self._unsent = self.transport.get_write_buffer_size()
+            self._send_timer = self._loop.call_later(self._manager.send_timeout, self._send_too_slow)
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._pause is not None and not self._pause.done():
             self._pause.set_exception(ConnectionResetError("the client closed the connection"))
         super().connection_lost(exc)
+
+    def _send_too_slow(self) -> None:
+        """The send timer ran out: the client read something meanwhile (the transport holds
+        less than it did), and the timer starts again, or it read nothing and is cut off."""
+        self._send_timer = None
+        transport, manager = self.transport, self._manager
+        if transport is None or manager is None:
+            return
+        if transport.get_write_buffer_size() < self._unsent:
+            self._send_timer_set()
+        else:
+            log.debug("closing a connection whose client read nothing for %g s", manager.send_timeout)
+            transport.abort()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None

@@ -19,8 +19,8 @@ gateway is bound to a loopback address, unless an admin token is given; with a t
 require ``Authorization: Bearer TOKEN`` (the scheme in any case) on any address, checked
 before anything else about the request.
 
-What a client can hold (connections, idle time, time to send a request) is bounded by
-:mod:`gwlab.connections`; the body's time here, where it is read.
+What a client can hold (connections, idle time, time to send a request, time to read an
+answer) is bounded by :mod:`gwlab.connections`; the body's time here, where it is read.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ class Gateway:
     """Gateway HTTP server and metrics HTTP server around one Router, on one asyncio loop.
 
     ``clock`` gives the ``now`` of every decision (monotonic seconds); tests inject a fake one.
-    ``max_connections``, ``keepalive_timeout``, ``header_timeout`` and ``body_timeout`` bound
-    what clients can hold (:mod:`gwlab.connections`).
+    ``max_connections``, ``keepalive_timeout``, ``header_timeout``, ``body_timeout`` and
+    ``send_timeout`` bound what clients can hold (:mod:`gwlab.connections`).
     After :meth:`start`, ``url`` and ``metrics_url`` say where to connect and ``port`` and
     ``metrics_port`` are the ports actually bound (the last ones bound, after a failed start).
     A ``scenario`` holding a value out of its range, or a real upstream whose key variable is
@@ -109,13 +109,15 @@ class Gateway:
     def __init__(self, scenario: Scenario, seed: int = config.SEED, *,
                  admin_token: str | None = None, clock: Callable[[], float] = time.monotonic,
                  max_connections: int = config.MAX_CONNECTIONS, keepalive_timeout: float = config.KEEPALIVE_TIMEOUT,
-                 header_timeout: float = config.HEADER_TIMEOUT, body_timeout: float = config.BODY_TIMEOUT) -> None:
+                 header_timeout: float = config.HEADER_TIMEOUT, body_timeout: float = config.BODY_TIMEOUT,
+                 send_timeout: float = config.SEND_TIMEOUT) -> None:
         config.check(scenario, "Gateway(scenario=...)")
         self.clock = clock
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.seed = seed
         self.admin_token = admin_token
         found = keys(scenario, "Gateway(scenario=...)")
@@ -327,7 +329,7 @@ class Gateway:
 
         return GatewayServer(self._serve, make_request, max_connections=self.max_connections,
                              keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
-                             refused=self.metrics.refused)
+                             send_timeout=self.send_timeout, refused=self.metrics.refused)
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route ``request`` by path and method; every 4xx/5xx as an OpenAI-style JSON error,

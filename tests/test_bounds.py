@@ -244,3 +244,45 @@ def test_300_idle_sockets_under_256_descriptors_leave_the_gateway_and_metrics_re
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert "Traceback" not in stderr.decode()
     assert len(stderr) < 4000, stderr.decode()[-2000:]
+
+
+STREAM = json.dumps({**CHAT, "stream": True}).encode()
+LONG_STREAM = single(ttft=0.01, decode_rate=config.MAX_RATE, output_tokens=config.MAX_OUTPUT_TOKENS)
+"""A provider whose streams are about 6 MB, more than the sockets' buffers hold, sent in a second."""
+
+
+async def stream_request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a small receive buffer that has sent a request for a stream."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(HEAD.replace(b"%d" % len(BODY), b"%d" % len(STREAM)) + STREAM)
+    return reader, writer
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout():
+    """A client that reads nothing more of a long stream is cut off (499) once its writes
+    have waited the send timeout, and its provider call is abandoned; one that reads through
+    the same small buffer, whose writes wait on it again and again, gets the whole stream."""
+    async def main():
+        async with serving(LONG_STREAM, send_timeout=0.3) as (gw, _):
+            reader, writer = await stream_request(gw.port)
+            started = time.monotonic()
+            while gw.metrics.answers.get((499, "p1")) != 1:
+                assert time.monotonic() - started < 5, "the stream still waits for its client"
+                await asyncio.sleep(0.05)
+            assert gw.snapshot().providers["p1"].in_flight == 0
+            data = await asyncio.wait_for(reader.read(), 5)  # what the buffers held, then the close
+            writer.close()
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"[DONE]" not in data
+
+            reader, writer = await stream_request(gw.port)
+            data = b""
+            while not data.endswith(b"0\r\n\r\n") and not reader.at_eof():
+                data += await asyncio.wait_for(reader.read(1 << 16), 5)
+            writer.close()
+            assert data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+            assert gw.metrics.answers[200, "p1"] == 1
+
+    asyncio.run(main())
