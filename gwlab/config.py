@@ -414,6 +414,12 @@ SHOWN_DIGITS = 40
 """Most digits of a whole number an error message shows as given: twice those of the largest
 bound (:data:`MAX_SEED`); a longer one is shown rounded to six digits (``1E+400``), so that a
 message stays one short line."""
+SHOWN_CHARS = 300
+"""Most characters of a string (a value, a key) that an error message repeats, and about the
+most of an array of numbers: a longer one is shown cut, ending in ``...``, so that a message
+stays one line of bounded length whatever a file or a request holds. It is above the longest
+strings a field takes (:data:`MAX_MODEL_LENGTH`, :data:`MAX_HOST_NAME`), so that a value
+refused for being a little too long is still shown whole."""
 MAX_DEPTH = 3
 """Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
 the third table. Deeper data is refused before it is walked."""
@@ -933,7 +939,7 @@ class _Checker:
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         name = f"{where}.{key}" if where else key
         return ConfigError(
-            f"{self.source}: unknown key {name!r}{did}; allowed: {', '.join(known)}"
+            f"{self.source}: unknown key {shortened(name)}{did}; allowed: {', '.join(known)}"
         )
 
     def section(self, cls, where: str, data: Any, base):
@@ -1007,11 +1013,17 @@ def plain_scalar(raw: Any) -> Any:
     return raw
 
 
+def shortened(text: str) -> str:
+    """``text`` quoted as an error message repeats it: its ``repr``, cut after
+    :data:`SHOWN_CHARS` characters (``'abc...'``)."""
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
+
+
 def _show(value: Any) -> str:
     """``value`` as an error message shows it: as TOML or JSON writes it (``true``, ``null``,
     ``1979-05-27T07:32:00``), in one short line whatever the value: a table or an array that
     is not of numbers named, a whole number of more than :data:`SHOWN_DIGITS` digits
-    rounded."""
+    rounded, a string or an array of numbers cut after about :data:`SHOWN_CHARS` characters."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -1020,11 +1032,26 @@ def _show(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, Mapping):
         return "a table"
-    if isinstance(value, list) and not all(isinstance(v, float) for v in value):
-        return "an array"
+    if isinstance(value, str):
+        return shortened(value)
+    if isinstance(value, list):
+        return _numbers(value) if all(type(v) in (int, float) for v in value) else "an array"
     if isinstance(value, int) and abs(value) >= 10**SHOWN_DIGITS:
         return str(Decimal(value).normalize(Context(prec=6)))  # 1E+400, not every digit
     return repr(value)
+
+
+def _numbers(values: list[float]) -> str:
+    """An array of numbers as an error message shows it: its first numbers, as many as fit
+    in about :data:`SHOWN_CHARS` characters, then how many it holds in all."""
+    shown: list[str] = []
+    length = 0
+    for value in values:
+        if length > SHOWN_CHARS:
+            return f"[{', '.join(shown)}, ... ({len(values)} numbers)]"
+        shown.append(_show(value))
+        length += len(shown[-1]) + 2
+    return f"[{', '.join(shown)}]"
 
 
 def run_argument(name: str, value: Any, where: str) -> Any:
@@ -1110,7 +1137,7 @@ def _providers(check: _Checker, data: Any, base: Scenario | None, fixed: bool) -
         result: dict[str, ProviderConfig] = {}
         for name in data:
             if not (name.isascii() and name.isidentifier()):  # it goes into HTTP headers, which are ASCII
-                raise check.fail(f"providers.{name!r}", name,
+                raise check.fail(f"providers.{shortened(name)}", name,
                                  "a provider name of ASCII letters, digits and _, not starting with a digit")
             result[name] = ProviderConfig(name=name)
     else:
