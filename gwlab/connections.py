@@ -8,10 +8,12 @@ ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bou
   connections: :data:`~gwlab.config.MAX_CONNECTIONS`, lowered to leave
   :data:`~gwlab.config.FD_RESERVE` descriptors free under the process's ``RLIMIT_NOFILE``
   (for the metrics server, the log, the loop). At the cap it closes the connections that
-  sit idle between requests (nginx does the same when its connections run out), so a flood
-  of idle sockets cannot lock out new clients or the admin routes; when none is idle it
-  stops calling ``accept()`` until a connection closes, and new clients wait in the listen
-  backlog instead of being accepted and dropped. It says so in the log once per
+  sit idle between requests, the one idle the longest first (nginx does the same when its
+  connections run out), once it has been idle :data:`~gwlab.config.MIN_IDLE_TO_CLOSE`
+  seconds, so a flood of idle sockets cannot lock out new clients or the admin routes, and
+  a connection just accepted is not closed before its request has had time to arrive; when
+  none is idle it stops calling ``accept()`` until a connection closes, and new clients wait
+  in the listen backlog instead of being accepted and dropped. It says so in the log once per
   :data:`~gwlab.config.LIMIT_LOG_INTERVAL`, not once per socket.
 - **Idle.** aiohttp's own keep-alive timer, set to :data:`~gwlab.config.KEEPALIVE_TIMEOUT`,
   closes a connection that waits that long for its next request.
@@ -168,15 +170,22 @@ class GatewayServer(web.Server):
                 conn.close()
 
     async def _make_room(self, why: str, timeout: float | None = None) -> None:
-        """A client waits and there is no room for it: close an idle connection if there is
-        one, log ``why`` once per interval, and wait until a connection closes or finishes
-        an answer (or ``timeout`` passes)."""
-        idle = next((c for c in self._connections if c.idle), None)  # type: ignore[attr-defined]
-        if idle is not None:
-            idle.force_close()
-            self._closed_idle += 1
-        self._waits += 1
+        """A client waits and there is no room for it: close the connection idle the
+        longest if it has been idle :data:`~gwlab.config.MIN_IDLE_TO_CLOSE` seconds, log
+        ``why`` once per interval, and wait until a connection closes or finishes an answer
+        (or ``timeout`` passes, or the connection idle the longest has been idle long
+        enough)."""
         now = self._loop.time()
+        connections = self._connections  # type: ignore[attr-defined]
+        idle = min((c for c in connections if c.idle), key=_idle_since, default=None)
+        if idle is not None:
+            left = idle.idle_since + config.MIN_IDLE_TO_CLOSE - now
+            if left <= 0:
+                idle.force_close()
+                self._closed_idle += 1
+            else:
+                timeout = left if timeout is None else min(timeout, left)
+        self._waits += 1
         if now >= self._next_log:
             log.warning("the gateway %s: new connections wait in the backlog (%d waits, %d idle connections "
                         "closed in the last %g s)", why, self._waits, self._closed_idle, config.LIMIT_LOG_INTERVAL)
@@ -199,6 +208,10 @@ class GatewayServer(web.Server):
             self._room = None
             if readable is not None:
                 loop.remove_reader(readable)
+
+
+def _idle_since(connection: _Connection) -> float:
+    return connection.idle_since
 
 
 def _client_waits(sock: socket.socket) -> bool:
@@ -348,7 +361,7 @@ class _Connection(RequestHandler):
     parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
     may end when the client goes away (:meth:`pause`)."""
 
-    __slots__ = ("_head_timer", "_send_timer", "_unsent", "_pause")
+    __slots__ = ("_head_timer", "_send_timer", "_unsent", "_pause", "idle_since")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -357,6 +370,8 @@ class _Connection(RequestHandler):
         self._unsent = 0
         """The bytes the transport held when the send timer was last set."""
         self._pause: asyncio.Future[None] | None = None
+        self.idle_since = self._loop.time()
+        """When the connection last became idle (:attr:`idle`): accepted, or answered."""
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
             # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
             # arguments) but for the pause after each request instead of after 32.
@@ -379,6 +394,7 @@ class _Connection(RequestHandler):
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         """aiohttp calls this once an answer is written (the access log is off): the
         connection is about to be idle, which an accept loop waiting for room wants to know."""
+        self.idle_since = self._loop.time()
         manager = self._manager
         if manager is not None and manager._room is not None:
             _wake(manager._room)

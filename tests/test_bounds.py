@@ -140,10 +140,12 @@ def test_the_timeouts_never_cut_an_answer_being_prepared():
     asyncio.run(main())
 
 
-def test_at_the_connection_limit_the_gateway_stops_accepting_until_one_closes(caplog):
+def test_at_the_connection_limit_the_gateway_stops_accepting_until_one_closes(caplog, monkeypatch):
     """Three connections busy sending their heads fill a limit of 3: twenty more wait in the
     backlog, unanswered, and the log says so once; when one of the three leaves, the
-    waiting clients are served."""
+    waiting clients are served (each answered one closed, once idle, for the next)."""
+    monkeypatch.setattr(config, "MIN_IDLE_TO_CLOSE", 0.05)
+
     async def main():
         async with serving(single(), max_connections=3, header_timeout=30) as (gw, _):
             busy = []
@@ -190,6 +192,29 @@ def test_at_the_connection_limit_idle_connections_make_room_for_new_clients():
             assert closed == [True, False, False]  # the oldest idle one made room
 
     asyncio.run(main())
+
+
+def test_at_the_connection_limit_no_client_loses_its_request_to_make_room_for_another():
+    """Twenty clients at once against a limit of three, each sending its request a moment
+    after it connects, as over a network: a connection just accepted has received nothing
+    yet, and closing it to make room for the next client in the backlog (and that one for
+    the next) would answer none of them. Every one is answered."""
+    async def client(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await asyncio.sleep(0.05)
+            writer.write(HEAD + BODY)
+            return (await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)).split(b" ")[1]
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return b"closed unanswered"
+        finally:
+            writer.close()
+
+    async def main():
+        async with serving(single(latency=0.02), max_connections=3) as (gw, _):
+            return await asyncio.gather(*[client(gw.port) for _ in range(20)])
+
+    assert asyncio.run(main()) == [b"200"] * 20
 
 
 async def _closed_now(reader: asyncio.StreamReader) -> bool:
