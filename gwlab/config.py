@@ -928,7 +928,7 @@ class _Checker:
         self.source = source
 
     def fail(self, where: str, value: Any, allowed: str) -> ConfigError:
-        shown = "(missing)" if value is _MISSING else value if value is _NOT_SHOWN else _show(value)
+        shown = "(missing)" if value is _MISSING else value if value is _NOT_SHOWN else shown_value(value)
         prefix = f"{self.source}: " if self.source else ""
         return ConfigError(f"{prefix}{where} = {shown}: expected {allowed}")
 
@@ -1025,7 +1025,7 @@ def shortened(text: str) -> str:
     return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
 
 
-def _show(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """``value`` as an error message shows it: as TOML or JSON writes it (``true``, ``null``,
     ``1979-05-27T07:32:00``), in one short line whatever the value: a table or an array that
     is not of numbers named, a whole number of more than :data:`SHOWN_DIGITS` digits
@@ -1055,7 +1055,7 @@ def _numbers(values: list[float]) -> str:
     for value in values:
         if length > SHOWN_CHARS:
             return f"[{', '.join(shown)}, ... ({len(values)} numbers)]"
-        shown.append(_show(value))
+        shown.append(shown_value(value))
         length += len(shown[-1]) + 2
     return f"[{', '.join(shown)}]"
 

@@ -547,10 +547,11 @@ class Gateway:
         limit holds (an ApiError, answered and counted as every 400 is)."""
         now = self.clock()
         limits = self._ratelimit(now)
-        if rejected.code == CONTEXT_EXCEEDS_LIMIT:
-            asked = f"max_tokens {chat.max_tokens}" if chat.max_tokens else (
+        if rejected.code == CONTEXT_EXCEEDS_LIMIT:  # max_tokens may have thousands of digits: shown rounded
+            asked = f"max_tokens {config.shown_value(chat.max_tokens)}" if chat.max_tokens else (
                 f"limiter.default_max_tokens {self.scenario.limiter.default_max_tokens} (no max_tokens)")
-            raise ApiError(400, f"this request reserves {reserved} tokens ({chat.prompt_tokens} of the prompt and "
+            raise ApiError(400, f"this request reserves {config.shown_value(reserved)} tokens ({chat.prompt_tokens} "
+                                "of the prompt and "
                                 f"{asked}), more than {self._token_limits(reserved)} can ever admit; lower "
                                 "max_tokens or shorten the prompt",
                            CONTEXT_EXCEEDS_LIMIT, "max_tokens" if chat.max_tokens else "messages", headers=dict(limits))
