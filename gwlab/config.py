@@ -336,17 +336,23 @@ MAX_CONNECTIONS = 10_000
 """Most client connections the gateway holds at once. At the limit it closes idle keep-alive
 connections (as nginx does when its ``worker_connections`` run out) and, if none is idle,
 stops accepting until one closes; new connections wait in the listen backlog."""
-MIN_IDLE_TO_CLOSE = 1.0
+MIN_IDLE_TO_CLOSE = 0.25
 """Seconds a connection must have sat idle, since it was accepted or since its last answer,
 before the gateway at :data:`MAX_CONNECTIONS` closes it to make room for a new client: a
 connection just accepted may not have received its client's request yet, and one just
 answered may be carrying the next; closing either would drop a request unanswered. A
-second is many round trips, and a flood of idle sockets still gives way within it."""
+quarter of a second is many round trips, and a flood of idle sockets waiting in the backlog
+still gives way, the connection limit's worth at a time, four times a second."""
 FD_RESERVE = 64
 """File descriptors the gateway's connections leave free under the process's limit
 (``RLIMIT_NOFILE``), whatever :data:`MAX_CONNECTIONS` says: room for the metrics server,
 the log, the event loop and the load generator's pipes, so they keep working when clients
 hold every connection the gateway allows."""
+METRICS_MAX_CONNECTIONS = 16
+"""Most connections the metrics server holds at once, within :data:`FD_RESERVE`, under the
+same idle, head and send timeouts as the gateway's: Prometheus scrapes over one connection
+it keeps, and a few scrapers and a browser need no more. Unbounded, a flood of sockets on
+the metrics port took every descriptor the process had, and the gateway answered nothing."""
 BACKLOG = 511
 """Connections the kernel queues for the gateway before it accepts them (nginx's ``listen``
 backlog); at the connection limit, new clients wait there."""

@@ -134,8 +134,9 @@ class Gateway:
         self.port = 0
         self.metrics_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runners: tuple[GatewayServer, asyncio.Task, web.AppRunner] | None = None
-        """The gateway's server, the task accepting its connections, the metrics server."""
+        self._runners: tuple[GatewayServer, asyncio.Task, GatewayServer, asyncio.Task] | None = None
+        """The gateway's server and the task accepting its connections, the metrics server's
+        and its task."""
         self._handlers: dict[str, dict[str, _Handler]] = {}
         """Handlers by path, then method (set when the gateway starts)."""
         self._protected: frozenset[str] = frozenset()
@@ -194,17 +195,20 @@ class Gateway:
                 raise PortInUse(port, host) from None
             raise
         self.port = sock.getsockname()[1]
-        metrics = web.AppRunner(self._metrics_app(), access_log=None)
         try:
-            self.metrics_port = await _listen(metrics, host, metrics_port)
-        except BaseException:
+            metrics_sock = bind(host, metrics_port)
+        except OSError as exc:
             sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(metrics_port, host) from None
             raise
+        self.metrics_port = metrics_sock.getsockname()[1]
         for forwarder in self._forwarders.values():
             await forwarder.start()
         gateway = self._gateway_server(admin)
-        accepting = asyncio.create_task(self._accept(gateway, sock))
-        self._runners = (gateway, accepting, metrics)
+        metrics = self._metrics_server()
+        self._runners = (gateway, asyncio.create_task(self._accept(gateway, sock)),
+                         metrics, asyncio.create_task(self._accept(metrics, metrics_sock)))
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self.metrics_url = f"http://{shown}:{self.metrics_port}/metrics"
@@ -216,7 +220,7 @@ class Gateway:
         if not started."""
         if self._runners is None:
             return
-        gateway, accepting, metrics = self._runners
+        gateway, accepting, metrics, scraped = self._runners
         self._runners = None
         self._stopping = True
         try:
@@ -234,7 +238,9 @@ class Gateway:
             await asyncio.sleep(0)  # requests that arrived before the close begin to be handled
             gateway.pre_shutdown()
             await gateway.shutdown(config.STOP_GRACE)
-            await metrics.cleanup()
+            scraped.cancel()
+            await asyncio.gather(scraped, return_exceptions=True)
+            await metrics.shutdown(config.STOP_GRACE)
             for forwarder in self._forwarders.values():
                 await forwarder.close()
             if self._remote is not None:
@@ -834,15 +840,34 @@ class Gateway:
             await self.fan_out("reset", None)
         return _json(self._state())
 
-    # -- the metrics app ----------------------------------------------------------------
+    # -- the metrics server -------------------------------------------------------------
 
-    def _metrics_app(self) -> web.Application:
-        app = web.Application()
+    def _metrics_server(self) -> GatewayServer:
+        """The metrics server: ``GET /metrics`` and a page linking it at ``/``, in a server
+        with the gateway's bounds on what a client can hold, but its own cap on connections,
+        :data:`~gwlab.config.METRICS_MAX_CONNECTIONS`, and answers counted nowhere."""
         # prometheus_client's handler: the text format or OpenMetrics as the scraper's Accept
         # asks, gzip when its Accept-Encoding allows, ``name[]`` to restrict the families.
-        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
-        app.router.add_get("/", self._index)
-        return app
+        handlers: dict[str, _Handler] = {"/metrics": make_aiohttp_handler(self.metrics.registry), "/": self._index}
+        loop = asyncio.get_running_loop()
+
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
+            handler = handlers.get(request.path)
+            if handler is None:
+                error = ApiError(404, f"unknown path {request.path!r}; see GET /metrics", "unknown_url")
+            elif request.method not in ("GET", "HEAD"):
+                error = ApiError(405, f"method {request.method} is not allowed on {request.path!r}; allowed: GET, HEAD",
+                                 "method_not_allowed", headers={"Allow": "GET, HEAD"})
+            else:
+                return await handler(request)
+            return answer(error)
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop)
+
+        return GatewayServer(serve, make_request, max_connections=config.METRICS_MAX_CONNECTIONS,
+                             keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
+                             send_timeout=self.send_timeout, refused=_uncounted)
 
     async def _index(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text=_INDEX, content_type="text/html")
@@ -856,19 +881,8 @@ _INDEX = """<!doctype html>
 """
 
 
-async def _listen(runner: web.BaseRunner, host: str, port: int) -> int:
-    """Serve ``runner`` on ``host:port``; the port actually bound. On failure nothing of
-    ``runner`` is left open."""
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException as exc:
-        await runner.cleanup()
-        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-            raise PortInUse(port, host) from None
-        raise
-    return site.port
+def _uncounted(status: int) -> None:
+    """What the metrics server does with its own errors' statuses: they are no gateway answers."""
 
 
 async def _expect(request: web.BaseRequest) -> None:
