@@ -336,13 +336,14 @@ MAX_CONNECTIONS = 10_000
 """Most client connections the gateway holds at once. At the limit it closes idle keep-alive
 connections (as nginx does when its ``worker_connections`` run out) and, if none is idle,
 stops accepting until one closes; new connections wait in the listen backlog."""
-MIN_IDLE_TO_CLOSE = 0.25
+MIN_IDLE_TO_CLOSE = 1.0
 """Seconds a connection must have sat idle, since it was accepted or since its last answer,
 before the gateway at :data:`MAX_CONNECTIONS` closes it to make room for a new client: a
 connection just accepted may not have received its client's request yet, and one just
-answered may be carrying the next; closing either would drop a request unanswered. A
-quarter of a second is many round trips, and a flood of idle sockets waiting in the backlog
-still gives way, the connection limit's worth at a time, four times a second."""
+answered may be carrying the next; closing either would drop a request unanswered. A busy
+client can take a good part of a second to send its request once connected, and a flood of
+idle sockets waiting in the backlog still gives way, the connection limit's worth each
+second."""
 FD_RESERVE = 64
 """File descriptors the gateway's connections leave free under the process's limit
 (``RLIMIT_NOFILE``), whatever :data:`MAX_CONNECTIONS` says: room for the metrics server,

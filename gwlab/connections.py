@@ -8,8 +8,9 @@ ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bou
   connections: :data:`~gwlab.config.MAX_CONNECTIONS`, lowered to leave
   :data:`~gwlab.config.FD_RESERVE` descriptors free under the process's ``RLIMIT_NOFILE``
   (for the metrics server, the log, the loop). At the cap it closes the connections that
-  sit idle between requests, the one idle the longest first (nginx does the same when its
-  connections run out), once it has been idle :data:`~gwlab.config.MIN_IDLE_TO_CLOSE`
+  sit idle between requests, those that have been answered before those that never sent a
+  request, the one idle the longest first (nginx does the same when its connections run
+  out), once it has been idle :data:`~gwlab.config.MIN_IDLE_TO_CLOSE`
   seconds, so a flood of idle sockets cannot lock out new clients or the admin routes, and
   a connection just accepted is not closed before its request has had time to arrive; when
   none is idle it stops calling ``accept()`` until a connection closes, and new clients wait
@@ -170,14 +171,16 @@ class GatewayServer(web.Server):
                 conn.close()
 
     async def _make_room(self, why: str, timeout: float | None = None) -> None:
-        """A client waits and there is no room for it: close the connection idle the
-        longest if it has been idle :data:`~gwlab.config.MIN_IDLE_TO_CLOSE` seconds, log
+        """A client waits and there is no room for it: close an idle connection, one that
+        has been answered before one that never sent a request (its client may be sending it
+        yet), the one idle the longest first, if it has been idle
+        :data:`~gwlab.config.MIN_IDLE_TO_CLOSE` seconds, log
         ``why`` once per interval, and wait until a connection closes or finishes an answer
         (or ``timeout`` passes, or the connection idle the longest has been idle long
         enough)."""
         now = self._loop.time()
         connections = self._connections  # type: ignore[attr-defined]
-        idle = min((c for c in connections if c.idle), key=_idle_since, default=None)
+        idle = min((c for c in connections if c.idle), key=_closing_order, default=None)
         if idle is not None:
             left = idle.idle_since + config.MIN_IDLE_TO_CLOSE - now
             if left <= 0:
@@ -210,8 +213,8 @@ class GatewayServer(web.Server):
                 loop.remove_reader(readable)
 
 
-def _idle_since(connection: _Connection) -> float:
-    return connection.idle_since
+def _closing_order(connection: _Connection) -> tuple[bool, float]:
+    return not connection.answered, connection.idle_since
 
 
 def _client_waits(sock: socket.socket) -> bool:
@@ -361,7 +364,7 @@ class _Connection(RequestHandler):
     parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
     may end when the client goes away (:meth:`pause`)."""
 
-    __slots__ = ("_head_timer", "_send_timer", "_unsent", "_pause", "idle_since")
+    __slots__ = ("_head_timer", "_send_timer", "_unsent", "_pause", "idle_since", "answered")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -372,6 +375,8 @@ class _Connection(RequestHandler):
         self._pause: asyncio.Future[None] | None = None
         self.idle_since = self._loop.time()
         """When the connection last became idle (:attr:`idle`): accepted, or answered."""
+        self.answered = False
+        """Whether it has been given an answer (else its client has not sent a request yet)."""
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
             # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
             # arguments) but for the pause after each request instead of after 32.
@@ -395,6 +400,7 @@ class _Connection(RequestHandler):
         """aiohttp calls this once an answer is written (the access log is off): the
         connection is about to be idle, which an accept loop waiting for room wants to know."""
         self.idle_since = self._loop.time()
+        self.answered = True
         manager = self._manager
         if manager is not None and manager._room is not None:
             _wake(manager._room)

@@ -217,6 +217,30 @@ def test_at_the_connection_limit_no_client_loses_its_request_to_make_room_for_an
     assert asyncio.run(main()) == [b"200"] * 20
 
 
+def test_at_the_connection_limit_an_answered_connection_makes_room_before_one_yet_to_send_its_request(monkeypatch):
+    """Of two idle connections, the one already answered is closed for a new client, though
+    the other, whose client has sent nothing yet, has been idle longer: closing that one
+    would lose the request its client may be about to send."""
+    monkeypatch.setattr(config, "MIN_IDLE_TO_CLOSE", 0.1)
+
+    async def main():
+        async with serving(single(), max_connections=2) as (gw, http):
+            silent = await asyncio.open_connection("127.0.0.1", gw.port)
+            await asyncio.sleep(0.05)
+            answered = await asyncio.open_connection("127.0.0.1", gw.port)
+            answered[1].write(HEAD + BODY)
+            await asyncio.wait_for(answered[0].readuntil(b"}}"), 5)
+            await asyncio.sleep(0.2)
+            async with http.post("/v1/chat/completions", json=CHAT) as r:
+                assert r.status == 200
+            closed = [await _closed_now(reader) for reader, _ in (silent, answered)]
+            for _, writer in (silent, answered):
+                writer.close()
+            assert closed == [False, True]
+
+    asyncio.run(main())
+
+
 async def _closed_now(reader: asyncio.StreamReader) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), 0.1) == b""
