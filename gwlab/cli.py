@@ -129,7 +129,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{config.FD_RESERVE} (default {config.MAX_CONNECTIONS})")
     for flag, default, what in (("--keepalive-timeout", config.KEEPALIVE_TIMEOUT, "an idle connection is kept"),
                                 ("--header-timeout", config.HEADER_TIMEOUT, "a request's head may take"),
-                                ("--body-timeout", config.BODY_TIMEOUT, "a request's body may take")):
+                                ("--body-timeout", config.BODY_TIMEOUT, "a request's body may take"),
+                                ("--send-timeout", config.SEND_TIMEOUT,
+                                 "an answer may wait for a client that reads nothing")):
         bounds.add_argument(flag, metavar="SECONDS", type=_above_zero(float), default=default,
                             help=f"seconds {what} (default {default:g})")
     parser.add_argument("--replicas", metavar="N", type=_whole, default=config.REPLICAS,
@@ -174,7 +176,8 @@ def _above_zero(kind: type) -> Callable[[str], float]:
 def _bounds(args: argparse.Namespace) -> dict[str, float]:
     """The :class:`Gateway` arguments of the bounds flags."""
     return {"max_connections": args.max_connections, "keepalive_timeout": args.keepalive_timeout,
-            "header_timeout": args.header_timeout, "body_timeout": args.body_timeout}
+            "header_timeout": args.header_timeout, "body_timeout": args.body_timeout,
+            "send_timeout": args.send_timeout}
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:

@@ -327,15 +327,33 @@ BODY_TIMEOUT = 20.0
 """Seconds within which a request body must have arrived whole once the gateway starts
 reading it; a slower one is answered 408 and closed (Apache's ``RequestReadTimeout
 body=20``). Bodies are at most :data:`MAX_BODY` bytes: 20 s asks for 52 KB/s."""
+SEND_TIMEOUT = 60.0
+"""Seconds an answer may wait for its client to read what the gateway has already written
+(nginx's ``send_timeout``): a client that reads nothing for that long while the socket's
+buffers are full is cut off (499), so that it cannot hold its provider call, and the
+provider slot or breaker probe that call holds, for ever."""
 MAX_CONNECTIONS = 10_000
 """Most client connections the gateway holds at once. At the limit it closes idle keep-alive
 connections (as nginx does when its ``worker_connections`` run out) and, if none is idle,
 stops accepting until one closes; new connections wait in the listen backlog."""
+MIN_IDLE_TO_CLOSE = 1.0
+"""Seconds a connection must have sat idle, since it was accepted or since its last answer,
+before the gateway at :data:`MAX_CONNECTIONS` closes it to make room for a new client: a
+connection just accepted may not have received its client's request yet, and one just
+answered may be carrying the next; closing either would drop a request unanswered. A busy
+client can take a good part of a second to send its request once connected, and a flood of
+idle sockets waiting in the backlog still gives way, the connection limit's worth each
+second."""
 FD_RESERVE = 64
 """File descriptors the gateway's connections leave free under the process's limit
 (``RLIMIT_NOFILE``), whatever :data:`MAX_CONNECTIONS` says: room for the metrics server,
 the log, the event loop and the load generator's pipes, so they keep working when clients
 hold every connection the gateway allows."""
+METRICS_MAX_CONNECTIONS = 16
+"""Most connections the metrics server holds at once, within :data:`FD_RESERVE`, under the
+same idle, head and send timeouts as the gateway's: Prometheus scrapes over one connection
+it keeps, and a few scrapers and a browser need no more. Unbounded, a flood of sockets on
+the metrics port took every descriptor the process had, and the gateway answered nothing."""
 BACKLOG = 511
 """Connections the kernel queues for the gateway before it accepts them (nginx's ``listen``
 backlog); at the connection limit, new clients wait there."""
@@ -409,6 +427,12 @@ SHOWN_DIGITS = 40
 """Most digits of a whole number an error message shows as given: twice those of the largest
 bound (:data:`MAX_SEED`); a longer one is shown rounded to six digits (``1E+400``), so that a
 message stays one short line."""
+SHOWN_CHARS = 300
+"""Most characters of a string (a value, a key) that an error message repeats, and about the
+most of an array of numbers: a longer one is shown cut, ending in ``...``, so that a message
+stays one line of bounded length whatever a file or a request holds. It is above the longest
+strings a field takes (:data:`MAX_MODEL_LENGTH`, :data:`MAX_HOST_NAME`), so that a value
+refused for being a little too long is still shown whole."""
 MAX_DEPTH = 3
 """Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
 the third table. Deeper data is refused before it is walked."""
@@ -911,7 +935,7 @@ class _Checker:
         self.source = source
 
     def fail(self, where: str, value: Any, allowed: str) -> ConfigError:
-        shown = "(missing)" if value is _MISSING else value if value is _NOT_SHOWN else _show(value)
+        shown = "(missing)" if value is _MISSING else value if value is _NOT_SHOWN else shown_value(value)
         prefix = f"{self.source}: " if self.source else ""
         return ConfigError(f"{prefix}{where} = {shown}: expected {allowed}")
 
@@ -928,7 +952,7 @@ class _Checker:
         did = f" (did you mean {hint[0]!r}?)" if hint else ""
         name = f"{where}.{key}" if where else key
         return ConfigError(
-            f"{self.source}: unknown key {name!r}{did}; allowed: {', '.join(known)}"
+            f"{self.source}: unknown key {shortened(name)}{did}; allowed: {', '.join(known)}"
         )
 
     def section(self, cls, where: str, data: Any, base):
@@ -1002,11 +1026,17 @@ def plain_scalar(raw: Any) -> Any:
     return raw
 
 
-def _show(value: Any) -> str:
+def shortened(text: str) -> str:
+    """``text`` quoted as an error message repeats it: its ``repr``, cut after
+    :data:`SHOWN_CHARS` characters (``'abc...'``)."""
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
+
+
+def shown_value(value: Any) -> str:
     """``value`` as an error message shows it: as TOML or JSON writes it (``true``, ``null``,
     ``1979-05-27T07:32:00``), in one short line whatever the value: a table or an array that
     is not of numbers named, a whole number of more than :data:`SHOWN_DIGITS` digits
-    rounded."""
+    rounded, a string or an array of numbers cut after about :data:`SHOWN_CHARS` characters."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -1015,11 +1045,26 @@ def _show(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, Mapping):
         return "a table"
-    if isinstance(value, list) and not all(isinstance(v, float) for v in value):
-        return "an array"
+    if isinstance(value, str):
+        return shortened(value)
+    if isinstance(value, list):
+        return _numbers(value) if all(type(v) in (int, float) for v in value) else "an array"
     if isinstance(value, int) and abs(value) >= 10**SHOWN_DIGITS:
         return str(Decimal(value).normalize(Context(prec=6)))  # 1E+400, not every digit
     return repr(value)
+
+
+def _numbers(values: list[float]) -> str:
+    """An array of numbers as an error message shows it: its first numbers, as many as fit
+    in about :data:`SHOWN_CHARS` characters, then how many it holds in all."""
+    shown: list[str] = []
+    length = 0
+    for value in values:
+        if length > SHOWN_CHARS:
+            return f"[{', '.join(shown)}, ... ({len(values)} numbers)]"
+        shown.append(shown_value(value))
+        length += len(shown[-1]) + 2
+    return f"[{', '.join(shown)}]"
 
 
 def run_argument(name: str, value: Any, where: str) -> Any:
@@ -1105,7 +1150,7 @@ def _providers(check: _Checker, data: Any, base: Scenario | None, fixed: bool) -
         result: dict[str, ProviderConfig] = {}
         for name in data:
             if not (name.isascii() and name.isidentifier()):  # it goes into HTTP headers, which are ASCII
-                raise check.fail(f"providers.{name!r}", name,
+                raise check.fail(f"providers.{shortened(name)}", name,
                                  "a provider name of ASCII letters, digits and _, not starting with a digit")
             result[name] = ProviderConfig(name=name)
     else:

@@ -8,10 +8,13 @@ ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bou
   connections: :data:`~gwlab.config.MAX_CONNECTIONS`, lowered to leave
   :data:`~gwlab.config.FD_RESERVE` descriptors free under the process's ``RLIMIT_NOFILE``
   (for the metrics server, the log, the loop). At the cap it closes the connections that
-  sit idle between requests (nginx does the same when its connections run out), so a flood
-  of idle sockets cannot lock out new clients or the admin routes; when none is idle it
-  stops calling ``accept()`` until a connection closes, and new clients wait in the listen
-  backlog instead of being accepted and dropped. It says so in the log once per
+  sit idle between requests, those that have been answered before those that never sent a
+  request, the one idle the longest first (nginx does the same when its connections run
+  out), once it has been idle :data:`~gwlab.config.MIN_IDLE_TO_CLOSE`
+  seconds, so a flood of idle sockets cannot lock out new clients or the admin routes, and
+  a connection just accepted is not closed before its request has had time to arrive; when
+  none is idle it stops calling ``accept()`` until a connection closes, and new clients wait
+  in the listen backlog instead of being accepted and dropped. It says so in the log once per
   :data:`~gwlab.config.LIMIT_LOG_INTERVAL`, not once per socket.
 - **Idle.** aiohttp's own keep-alive timer, set to :data:`~gwlab.config.KEEPALIVE_TIMEOUT`,
   closes a connection that waits that long for its next request.
@@ -20,9 +23,15 @@ ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bou
   connection closed (slowloris).
 - **Body.** The gateway reads a body within :data:`~gwlab.config.BODY_TIMEOUT` (in
   ``server.py``, where it reads).
+- **Sending.** A connection whose client has read nothing of an answer for
+  :data:`~gwlab.config.SEND_TIMEOUT` seconds while the socket's buffers are full (the
+  transport paused the writes, and what it holds has not shrunk since) is closed: the
+  handler's next write or pause raises ConnectionResetError, as for a client gone (nginx's
+  ``send_timeout``, which also sees a client's reads only as the kernel takes more bytes).
 
-None of these cuts an answer being written: the idle and head timers only act while the
-connection waits for a request, never while a handler runs.
+None of these cuts an answer its client reads, however slowly: the idle and head timers only
+act while the connection waits for a request, never while a handler runs, and the send timer
+only while the writes wait for the client.
 
 Every answer aiohttp's parser gives (a malformed request line or header, a bad chunk) is
 an OpenAI-style JSON error too, counted like any other and logged in one line at DEBUG:
@@ -108,11 +117,13 @@ class GatewayServer(web.Server):
     """
 
     def __init__(self, handler: Callable, request_factory: Callable, *, max_connections: int,
-                 keepalive_timeout: float, header_timeout: float, refused: Callable[[int], None]) -> None:
+                 keepalive_timeout: float, header_timeout: float, send_timeout: float,
+                 refused: Callable[[int], None]) -> None:
         super().__init__(handler, request_factory=request_factory, keepalive_timeout=keepalive_timeout,
                          access_log=None)
         self.cap = connection_cap(max_connections)
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         self.refused = refused
         self.open = 0
         """Connections held now."""
@@ -160,15 +171,24 @@ class GatewayServer(web.Server):
                 conn.close()
 
     async def _make_room(self, why: str, timeout: float | None = None) -> None:
-        """A client waits and there is no room for it: close an idle connection if there is
-        one, log ``why`` once per interval, and wait until a connection closes or finishes
-        an answer (or ``timeout`` passes)."""
-        idle = next((c for c in self._connections if c.idle), None)  # type: ignore[attr-defined]
-        if idle is not None:
-            idle.force_close()
-            self._closed_idle += 1
-        self._waits += 1
+        """A client waits and there is no room for it: close an idle connection, one that
+        has been answered before one that never sent a request (its client may be sending it
+        yet), the one idle the longest first, if it has been idle
+        :data:`~gwlab.config.MIN_IDLE_TO_CLOSE` seconds, log
+        ``why`` once per interval, and wait until a connection closes or finishes an answer
+        (or ``timeout`` passes, or the connection idle the longest has been idle long
+        enough)."""
         now = self._loop.time()
+        connections = self._connections  # type: ignore[attr-defined]
+        idle = min((c for c in connections if c.idle), key=_closing_order, default=None)
+        if idle is not None:
+            left = idle.idle_since + config.MIN_IDLE_TO_CLOSE - now
+            if left <= 0:
+                idle.force_close()
+                self._closed_idle += 1
+            else:
+                timeout = left if timeout is None else min(timeout, left)
+        self._waits += 1
         if now >= self._next_log:
             log.warning("the gateway %s: new connections wait in the backlog (%d waits, %d idle connections "
                         "closed in the last %g s)", why, self._waits, self._closed_idle, config.LIMIT_LOG_INTERVAL)
@@ -191,6 +211,10 @@ class GatewayServer(web.Server):
             self._room = None
             if readable is not None:
                 loop.remove_reader(readable)
+
+
+def _closing_order(connection: _Connection) -> tuple[bool, float]:
+    return not connection.answered, connection.idle_since
 
 
 def _client_waits(sock: socket.socket) -> bool:
@@ -340,12 +364,19 @@ class _Connection(RequestHandler):
     parses handed over, its parser's errors answered in the OpenAI shape, and pauses that
     may end when the client goes away (:meth:`pause`)."""
 
-    __slots__ = ("_head_timer", "_pause")
+    __slots__ = ("_head_timer", "_send_timer", "_unsent", "_pause", "idle_since", "answered")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0
+        """The bytes the transport held when the send timer was last set."""
         self._pause: asyncio.Future[None] | None = None
+        self.idle_since = self._loop.time()
+        """When the connection last became idle (:attr:`idle`): accepted, or answered."""
+        self.answered = False
+        """Whether it has been given an answer (else its client has not sent a request yet)."""
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
             # aiohttp's parser, built as aiohttp builds it (from its private attributes, its
             # arguments) but for the pause after each request instead of after 32.
@@ -368,6 +399,8 @@ class _Connection(RequestHandler):
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         """aiohttp calls this once an answer is written (the access log is off): the
         connection is about to be idle, which an accept loop waiting for room wants to know."""
+        self.idle_since = self._loop.time()
+        self.answered = True
         manager = self._manager
         if manager is not None and manager._room is not None:
             _wake(manager._room)
@@ -419,13 +452,45 @@ class _Connection(RequestHandler):
                 self._pause = None
         return until is not None and until.done()
 
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: the client has until the send timeout to read."""
+        super().pause_writing()
+        self._send_timer_set()
+
+    def _send_timer_set(self) -> None:
+        if self._manager is not None and self.transport is not None:
+            self._unsent = self.transport.get_write_buffer_size()
+            self._send_timer = self._loop.call_later(self._manager.send_timeout, self._send_too_slow)
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._pause is not None and not self._pause.done():
             self._pause.set_exception(ConnectionResetError("the client closed the connection"))
         super().connection_lost(exc)
+
+    def _send_too_slow(self) -> None:
+        """The send timer ran out: the client read something meanwhile (the transport holds
+        less than it did), and the timer starts again, or it read nothing and is cut off."""
+        self._send_timer = None
+        transport, manager = self.transport, self._manager
+        if transport is None or manager is None:
+            return
+        if transport.get_write_buffer_size() < self._unsent:
+            self._send_timer_set()
+        else:
+            log.debug("closing a connection whose client read nothing for %g s", manager.send_timeout)
+            transport.abort()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None

@@ -19,8 +19,8 @@ gateway is bound to a loopback address, unless an admin token is given; with a t
 require ``Authorization: Bearer TOKEN`` (the scheme in any case) on any address, checked
 before anything else about the request.
 
-What a client can hold (connections, idle time, time to send a request) is bounded by
-:mod:`gwlab.connections`; the body's time here, where it is read.
+What a client can hold (connections, idle time, time to send a request, time to read an
+answer) is bounded by :mod:`gwlab.connections`; the body's time here, where it is read.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ class Gateway:
     """Gateway HTTP server and metrics HTTP server around one Router, on one asyncio loop.
 
     ``clock`` gives the ``now`` of every decision (monotonic seconds); tests inject a fake one.
-    ``max_connections``, ``keepalive_timeout``, ``header_timeout`` and ``body_timeout`` bound
-    what clients can hold (:mod:`gwlab.connections`).
+    ``max_connections``, ``keepalive_timeout``, ``header_timeout``, ``body_timeout`` and
+    ``send_timeout`` bound what clients can hold (:mod:`gwlab.connections`).
     After :meth:`start`, ``url`` and ``metrics_url`` say where to connect and ``port`` and
     ``metrics_port`` are the ports actually bound (the last ones bound, after a failed start).
     A ``scenario`` holding a value out of its range, or a real upstream whose key variable is
@@ -109,13 +109,15 @@ class Gateway:
     def __init__(self, scenario: Scenario, seed: int = config.SEED, *,
                  admin_token: str | None = None, clock: Callable[[], float] = time.monotonic,
                  max_connections: int = config.MAX_CONNECTIONS, keepalive_timeout: float = config.KEEPALIVE_TIMEOUT,
-                 header_timeout: float = config.HEADER_TIMEOUT, body_timeout: float = config.BODY_TIMEOUT) -> None:
+                 header_timeout: float = config.HEADER_TIMEOUT, body_timeout: float = config.BODY_TIMEOUT,
+                 send_timeout: float = config.SEND_TIMEOUT) -> None:
         config.check(scenario, "Gateway(scenario=...)")
         self.clock = clock
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self.seed = seed
         self.admin_token = admin_token
         found = keys(scenario, "Gateway(scenario=...)")
@@ -132,8 +134,9 @@ class Gateway:
         self.port = 0
         self.metrics_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runners: tuple[GatewayServer, asyncio.Task, web.AppRunner] | None = None
-        """The gateway's server, the task accepting its connections, the metrics server."""
+        self._runners: tuple[GatewayServer, asyncio.Task, GatewayServer, asyncio.Task] | None = None
+        """The gateway's server and the task accepting its connections, the metrics server's
+        and its task."""
         self._handlers: dict[str, dict[str, _Handler]] = {}
         """Handlers by path, then method (set when the gateway starts)."""
         self._protected: frozenset[str] = frozenset()
@@ -192,17 +195,20 @@ class Gateway:
                 raise PortInUse(port, host) from None
             raise
         self.port = sock.getsockname()[1]
-        metrics = web.AppRunner(self._metrics_app(), access_log=None)
         try:
-            self.metrics_port = await _listen(metrics, host, metrics_port)
-        except BaseException:
+            metrics_sock = bind(host, metrics_port)
+        except OSError as exc:
             sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(metrics_port, host) from None
             raise
+        self.metrics_port = metrics_sock.getsockname()[1]
         for forwarder in self._forwarders.values():
             await forwarder.start()
         gateway = self._gateway_server(admin)
-        accepting = asyncio.create_task(self._accept(gateway, sock))
-        self._runners = (gateway, accepting, metrics)
+        metrics = self._metrics_server()
+        self._runners = (gateway, asyncio.create_task(self._accept(gateway, sock)),
+                         metrics, asyncio.create_task(self._accept(metrics, metrics_sock)))
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self.metrics_url = f"http://{shown}:{self.metrics_port}/metrics"
@@ -214,7 +220,7 @@ class Gateway:
         if not started."""
         if self._runners is None:
             return
-        gateway, accepting, metrics = self._runners
+        gateway, accepting, metrics, scraped = self._runners
         self._runners = None
         self._stopping = True
         try:
@@ -232,7 +238,9 @@ class Gateway:
             await asyncio.sleep(0)  # requests that arrived before the close begin to be handled
             gateway.pre_shutdown()
             await gateway.shutdown(config.STOP_GRACE)
-            await metrics.cleanup()
+            scraped.cancel()
+            await asyncio.gather(scraped, return_exceptions=True)
+            await metrics.shutdown(config.STOP_GRACE)
             for forwarder in self._forwarders.values():
                 await forwarder.close()
             if self._remote is not None:
@@ -327,7 +335,7 @@ class Gateway:
 
         return GatewayServer(self._serve, make_request, max_connections=self.max_connections,
                              keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
-                             refused=self.metrics.refused)
+                             send_timeout=self.send_timeout, refused=self.metrics.refused)
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route ``request`` by path and method; every 4xx/5xx as an OpenAI-style JSON error,
@@ -545,10 +553,11 @@ class Gateway:
         limit holds (an ApiError, answered and counted as every 400 is)."""
         now = self.clock()
         limits = self._ratelimit(now)
-        if rejected.code == CONTEXT_EXCEEDS_LIMIT:
-            asked = f"max_tokens {chat.max_tokens}" if chat.max_tokens else (
+        if rejected.code == CONTEXT_EXCEEDS_LIMIT:  # max_tokens may have thousands of digits: shown rounded
+            asked = f"max_tokens {config.shown_value(chat.max_tokens)}" if chat.max_tokens else (
                 f"limiter.default_max_tokens {self.scenario.limiter.default_max_tokens} (no max_tokens)")
-            raise ApiError(400, f"this request reserves {reserved} tokens ({chat.prompt_tokens} of the prompt and "
+            raise ApiError(400, f"this request reserves {config.shown_value(reserved)} tokens ({chat.prompt_tokens} "
+                                "of the prompt and "
                                 f"{asked}), more than {self._token_limits(reserved)} can ever admit; lower "
                                 "max_tokens or shorten the prompt",
                            CONTEXT_EXCEEDS_LIMIT, "max_tokens" if chat.max_tokens else "messages", headers=dict(limits))
@@ -831,15 +840,34 @@ class Gateway:
             await self.fan_out("reset", None)
         return _json(self._state())
 
-    # -- the metrics app ----------------------------------------------------------------
+    # -- the metrics server -------------------------------------------------------------
 
-    def _metrics_app(self) -> web.Application:
-        app = web.Application()
+    def _metrics_server(self) -> GatewayServer:
+        """The metrics server: ``GET /metrics`` and a page linking it at ``/``, in a server
+        with the gateway's bounds on what a client can hold, but its own cap on connections,
+        :data:`~gwlab.config.METRICS_MAX_CONNECTIONS`, and answers counted nowhere."""
         # prometheus_client's handler: the text format or OpenMetrics as the scraper's Accept
         # asks, gzip when its Accept-Encoding allows, ``name[]`` to restrict the families.
-        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
-        app.router.add_get("/", self._index)
-        return app
+        handlers: dict[str, _Handler] = {"/metrics": make_aiohttp_handler(self.metrics.registry), "/": self._index}
+        loop = asyncio.get_running_loop()
+
+        async def serve(request: web.BaseRequest) -> web.StreamResponse:
+            handler = handlers.get(request.path)
+            if handler is None:
+                error = ApiError(404, f"unknown path {request.path!r}; see GET /metrics", "unknown_url")
+            elif request.method not in ("GET", "HEAD"):
+                error = ApiError(405, f"method {request.method} is not allowed on {request.path!r}; allowed: GET, HEAD",
+                                 "method_not_allowed", headers={"Allow": "GET, HEAD"})
+            else:
+                return await handler(request)
+            return answer(error)
+
+        def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop)
+
+        return GatewayServer(serve, make_request, max_connections=config.METRICS_MAX_CONNECTIONS,
+                             keepalive_timeout=self.keepalive_timeout, header_timeout=self.header_timeout,
+                             send_timeout=self.send_timeout, refused=_uncounted)
 
     async def _index(self, request: web.BaseRequest) -> web.Response:
         return web.Response(text=_INDEX, content_type="text/html")
@@ -853,19 +881,8 @@ _INDEX = """<!doctype html>
 """
 
 
-async def _listen(runner: web.BaseRunner, host: str, port: int) -> int:
-    """Serve ``runner`` on ``host:port``; the port actually bound. On failure nothing of
-    ``runner`` is left open."""
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException as exc:
-        await runner.cleanup()
-        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-            raise PortInUse(port, host) from None
-        raise
-    return site.port
+def _uncounted(status: int) -> None:
+    """What the metrics server does with its own errors' statuses: they are no gateway answers."""
 
 
 async def _expect(request: web.BaseRequest) -> None:

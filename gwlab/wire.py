@@ -20,7 +20,7 @@ import functools
 import json
 from typing import Any, Literal, Mapping, NamedTuple
 
-from gwlab.config import MAX_MODEL_LENGTH
+from gwlab.config import MAX_MODEL_LENGTH, shown_value
 from gwlab.providers import REPLY
 
 
@@ -167,8 +167,8 @@ def _cap(body: dict[str, Any], field: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(400, f"'{field}' must be an integer >= 1 or null, got {_shown(value)}", "invalid_type", field)
     if value < 1:
-        raise ApiError(400, f"'{field}' must be an integer >= 1 or null, got {value}", "integer_below_min_value",
-                       field)
+        raise ApiError(400, f"'{field}' must be an integer >= 1 or null, got {_shown(value)}",
+                       "integer_below_min_value", field)
     return value
 
 
@@ -256,8 +256,9 @@ def _unicode(text: str, where: str) -> None:
 
 
 def _shown(value: Any) -> str:
-    """A number or boolean as JSON spells it, any other value by its kind."""
-    return json.dumps(value) if isinstance(value, (int, float)) else kind(value)
+    """A number or boolean as JSON spells it (a whole number of many digits rounded, as
+    :func:`gwlab.config.shown_value` shows it), any other value by its kind."""
+    return shown_value(value) if isinstance(value, (int, float)) else kind(value)
 
 
 def _short(text: str) -> str:

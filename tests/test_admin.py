@@ -91,6 +91,26 @@ def test_a_bad_patch_names_the_value_as_sent(body, message):
     assert (status, answer["error"]["message"]) == (400, f"PATCH /admin/config: {message}")
 
 
+@pytest.mark.parametrize("patch, shown", [
+    ({"gateway": {"balancer": "x" * 10**5}}, "gateway.balancer = " + repr("x" * config.SHOWN_CHARS + "...")),
+    ({"limiter": {"rate": 1.0, "burst": [2.5] * 10**5}}, "limiter.burst = [2.5, 2.5, "),
+    ({"retry": {"retry_on": [500]}}, "retry.retry_on = [500]: expected a list of distinct statuses"),
+    ({"limiter": {"rate": 1.0}, "x" * 10**5: 1}, "unknown key " + repr("x" * config.SHOWN_CHARS + "...")),
+], ids=["long string", "long array of numbers", "array of whole numbers", "long key"])
+def test_a_bad_patch_shows_a_long_value_cut_and_changes_nothing(patch, shown):
+    """The 400 repeats what the patch sent, cut after SHOWN_CHARS characters: a patch of
+    100 000 characters gets a message of a few hundred, not one as long as itself."""
+    async def main():
+        async with serving(config.Scenario()) as (gw, http):
+            status, answer = await call(http, "PATCH", "/admin/config", json=patch)
+            assert gw.scenario == config.Scenario()
+            return status, answer["error"]["message"]
+
+    status, message = asyncio.run(main())
+    assert status == 400 and shown in message
+    assert len(message) < 2 * config.SHOWN_CHARS
+
+
 @pytest.mark.parametrize("depth", [1000, 100_000])
 def test_patch_nested_deeper_than_a_scenario_is_400_in_one_line(depth):
     body = b'{"limiter": ' + b'{"a": ' * depth + b"1" + b"}" * (depth + 1)

@@ -140,10 +140,12 @@ def test_the_timeouts_never_cut_an_answer_being_prepared():
     asyncio.run(main())
 
 
-def test_at_the_connection_limit_the_gateway_stops_accepting_until_one_closes(caplog):
+def test_at_the_connection_limit_the_gateway_stops_accepting_until_one_closes(caplog, monkeypatch):
     """Three connections busy sending their heads fill a limit of 3: twenty more wait in the
     backlog, unanswered, and the log says so once; when one of the three leaves, the
-    waiting clients are served."""
+    waiting clients are served (each answered one closed, once idle, for the next)."""
+    monkeypatch.setattr(config, "MIN_IDLE_TO_CLOSE", 0.05)
+
     async def main():
         async with serving(single(), max_connections=3, header_timeout=30) as (gw, _):
             busy = []
@@ -192,6 +194,53 @@ def test_at_the_connection_limit_idle_connections_make_room_for_new_clients():
     asyncio.run(main())
 
 
+def test_at_the_connection_limit_no_client_loses_its_request_to_make_room_for_another():
+    """Twenty clients at once against a limit of three, each sending its request a moment
+    after it connects, as over a network: a connection just accepted has received nothing
+    yet, and closing it to make room for the next client in the backlog (and that one for
+    the next) would answer none of them. Every one is answered."""
+    async def client(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await asyncio.sleep(0.05)
+            writer.write(HEAD + BODY)
+            return (await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)).split(b" ")[1]
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return b"closed unanswered"
+        finally:
+            writer.close()
+
+    async def main():
+        async with serving(single(latency=0.02), max_connections=3) as (gw, _):
+            return await asyncio.gather(*[client(gw.port) for _ in range(20)])
+
+    assert asyncio.run(main()) == [b"200"] * 20
+
+
+def test_at_the_connection_limit_an_answered_connection_makes_room_before_one_yet_to_send_its_request(monkeypatch):
+    """Of two idle connections, the one already answered is closed for a new client, though
+    the other, whose client has sent nothing yet, has been idle longer: closing that one
+    would lose the request its client may be about to send."""
+    monkeypatch.setattr(config, "MIN_IDLE_TO_CLOSE", 0.1)
+
+    async def main():
+        async with serving(single(), max_connections=2) as (gw, http):
+            silent = await asyncio.open_connection("127.0.0.1", gw.port)
+            await asyncio.sleep(0.05)
+            answered = await asyncio.open_connection("127.0.0.1", gw.port)
+            answered[1].write(HEAD + BODY)
+            await asyncio.wait_for(answered[0].readuntil(b"}}"), 5)
+            await asyncio.sleep(0.2)
+            async with http.post("/v1/chat/completions", json=CHAT) as r:
+                assert r.status == 200
+            closed = [await _closed_now(reader) for reader, _ in (silent, answered)]
+            for _, writer in (silent, answered):
+                writer.close()
+            assert closed == [False, True]
+
+    asyncio.run(main())
+
+
 async def _closed_now(reader: asyncio.StreamReader) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), 0.1) == b""
@@ -209,10 +258,12 @@ def _limit_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
 
-def test_300_idle_sockets_under_256_descriptors_leave_the_gateway_and_metrics_reachable():
-    """``gwlab serve`` as a process limited to 256 descriptors; 300 sockets connect and
-    stay idle. /metrics answers, a chat request is served (idle connections make room),
-    and the log holds a line or two, not one per socket."""
+@pytest.mark.parametrize("flooded", ["gateway", "metrics"])
+def test_300_idle_sockets_under_256_descriptors_leave_the_gateway_and_metrics_reachable(flooded):
+    """``gwlab serve`` as a process limited to 256 descriptors; 300 sockets connect to the
+    gateway's port, or to the metrics port, and stay idle. /metrics answers, a chat request
+    is served (idle connections make room), and the log holds a line or two, not one per
+    socket."""
     process = subprocess.Popen(
         [sys.executable, "-m", "gwlab", "serve", "--port", "0", "--metrics-port", "0", "--log-level", "DEBUG"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_limit_descriptors,
@@ -223,17 +274,21 @@ def test_300_idle_sockets_under_256_descriptors_leave_the_gateway_and_metrics_re
         urls = [process.stdout.readline().decode() for _ in range(2)]
         port = int(re.search(r":(\d+)", urls[0].split()[1]).group(1))
         metrics_url = urls[1].split()[1]
+        flood = port if flooded == "gateway" else int(re.search(r":(\d+)", metrics_url).group(1))
         for _ in range(300):
-            sockets.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            sockets.append(socket.create_connection(("127.0.0.1", flood), timeout=5))
         time.sleep(0.5)
 
         async def check() -> None:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-                async with http.get(metrics_url) as r:
-                    assert r.status == 200
-                    assert "gwlab_requests_total" in await r.text()
                 async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT) as r:
                     assert r.status == 200
+                # Behind a flood of the metrics port, the scrape waits in the backlog while
+                # the flood gives way, METRICS_MAX_CONNECTIONS sockets at a time.
+                waits = 300 / config.METRICS_MAX_CONNECTIONS * config.MIN_IDLE_TO_CLOSE if flooded == "metrics" else 0
+                async with http.get(metrics_url, timeout=aiohttp.ClientTimeout(total=5 + waits)) as r:
+                    assert r.status == 200
+                    assert "gwlab_requests_total" in await r.text()
 
         asyncio.run(check())
     finally:
@@ -244,3 +299,45 @@ def test_300_idle_sockets_under_256_descriptors_leave_the_gateway_and_metrics_re
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert "Traceback" not in stderr.decode()
     assert len(stderr) < 4000, stderr.decode()[-2000:]
+
+
+STREAM = json.dumps({**CHAT, "stream": True}).encode()
+LONG_STREAM = single(ttft=0.01, decode_rate=config.MAX_RATE, output_tokens=config.MAX_OUTPUT_TOKENS)
+"""A provider whose streams are about 6 MB, more than the sockets' buffers hold, sent in a second."""
+
+
+async def stream_request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a small receive buffer that has sent a request for a stream."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(HEAD.replace(b"%d" % len(BODY), b"%d" % len(STREAM)) + STREAM)
+    return reader, writer
+
+
+def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout():
+    """A client that reads nothing more of a long stream is cut off (499) once its writes
+    have waited the send timeout, and its provider call is abandoned; one that reads through
+    the same small buffer, whose writes wait on it again and again, gets the whole stream."""
+    async def main():
+        async with serving(LONG_STREAM, send_timeout=0.3) as (gw, _):
+            reader, writer = await stream_request(gw.port)
+            started = time.monotonic()
+            while gw.metrics.answers.get((499, "p1")) != 1:
+                assert time.monotonic() - started < 5, "the stream still waits for its client"
+                await asyncio.sleep(0.05)
+            assert gw.snapshot().providers["p1"].in_flight == 0
+            data = await asyncio.wait_for(reader.read(), 5)  # what the buffers held, then the close
+            writer.close()
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"[DONE]" not in data
+
+            reader, writer = await stream_request(gw.port)
+            data = b""
+            while not data.endswith(b"0\r\n\r\n") and not reader.at_eof():
+                data += await asyncio.wait_for(reader.read(1 << 16), 5)
+            writer.close()
+            assert data.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+            assert gw.metrics.answers[200, "p1"] == 1
+
+    asyncio.run(main())

@@ -707,6 +707,14 @@ def test_a_scenario_at_the_deepest_allowed_nesting_is_fine():
     assert scenario.to_dict()["events"] == [{"at": 1.0, "providers": {"p1": {"weight": 3}}}]
 
 
+def test_an_unknown_key_is_shown_cut_when_it_is_long():
+    with pytest.raises(ConfigError) as error:
+        config.from_dict({"limiter": {"r" * 10**6: 1}})
+    assert str(error.value) == (f"scenario: unknown key {'limiter.' + 'r' * (config.SHOWN_CHARS - 8) + '...'!r}; "
+                                "allowed: rate, burst, tpm, default_max_tokens, backend, redis_url, redis_prefix, "
+                                "redis_timeout, redis_failure")
+
+
 def test_values_are_shown_in_one_short_line():
     with pytest.raises(ConfigError) as error:
         config.from_dict({"limiter": {"rate": ["x" * 10**6]}})
@@ -734,6 +742,12 @@ def test_values_are_shown_in_one_short_line():
     (-(10**400), "-1E+400"),
     ({"a": 1}, "a table"),
     ([None], "an array"),
+    ([429, 1.5], "[429, 1.5]"),
+    ([], "[]"),
+    # cut when it is long
+    ("x" * config.SHOWN_CHARS, repr("x" * config.SHOWN_CHARS)),
+    ("x" * 10**6, repr("x" * config.SHOWN_CHARS + "...")),
+    ([1.5] * 10**6, "[" + ", ".join(["1.5"] * 61) + ", ... (1000000 numbers)]"),
 ])
 def test_a_value_is_shown_as_given(value, shown):
     with pytest.raises(ConfigError) as error:
@@ -791,7 +805,7 @@ REDIS_URLS_REFUSED = [
     ("redis://h/-1", "redis://h/-1", DB),
     ("redis://h/1/2", "redis://h/1/2", DB),
     ("redis://h/2147483647", "redis://h/2147483647", DB),
-    ("redis://h/" + "1" * 5000, "redis://h/" + "1" * 5000, DB),
+    ("redis://h/" + "1" * 5000, ("redis://h/" + "1" * 5000)[:config.SHOWN_CHARS] + "...", DB),
     ("redis://h/0?db=x", "redis://h/0?db=x", QUERY),
     ("redis://h/0?db=", "redis://h/0?db=", QUERY),
     ("redis://h/0?foo=bar", "redis://h/0?foo=bar", QUERY),

@@ -980,7 +980,8 @@ def test_when_both_limits_are_short_the_429_names_the_later_one(reserved, code, 
 @pytest.mark.parametrize(("request_body", "param", "text"), [
     (capped(58), "max_tokens", "reserves 61 tokens (3 of the prompt and max_tokens 58)"),
     (CHAT, "messages", "reserves 4099 tokens (3 of the prompt and limiter.default_max_tokens 4096 (no max_tokens))"),
-], ids=["max_tokens", "the default"])
+    (capped(10**4000 - 1), "max_tokens", "reserves 1E+4000 tokens (3 of the prompt and max_tokens 1E+4000), more"),
+], ids=["max_tokens", "the default", "max_tokens of 4000 digits, shown rounded"])
 def test_a_request_larger_than_the_tokens_limit_is_a_400_that_takes_nothing(request_body, param, text):
     t = [0.0]
 
@@ -993,7 +994,7 @@ def test_a_request_larger_than_the_tokens_limit_is_a_400_that_takes_nothing(requ
     (status, headers, body), snapshot, counted = asyncio.run(main())
     assert status == 400 and body["error"]["code"] == "context_exceeds_limit"
     assert body["error"]["param"] == param and text in body["error"]["message"]
-    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["type"] == "invalid_request_error" and len(body["error"]["message"]) < 300
     # Nothing taken from either bucket, no provider called, no breaker charged.
     assert limits(headers) == ("5", "5", "0s") and limits(headers, "tokens") == ("60", "60", "0s")
     assert (snapshot.tokens, snapshot.tpm_tokens, snapshot.in_flight) == (5.0, 60.0, 0)

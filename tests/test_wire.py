@@ -101,6 +101,7 @@ INVALID = [
           (0, "integer_below_min_value", "0"),
           (-1, "integer_below_min_value", "-1"),
           (-10**30, "integer_below_min_value", str(-10**30)),
+          (-10**4000, "integer_below_min_value", "-1E+4000"),  # rounded, as a scenario's values are
           (2.0, "invalid_type", "2.0"),
           (1.5, "invalid_type", "1.5"),
           (1e300, "invalid_type", "1e+300"),
