@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -36,7 +37,7 @@ import time
 import tomllib
 from pathlib import Path
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from gwlab import __version__, config
 from gwlab.children import ChildError
@@ -109,8 +110,8 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
                              "by its policy (default 0: it waits for the gateway)")
     parser.add_argument("--seed", metavar="N", type=_whole, default=config.SEED,
                         help=f"random seed (default {config.SEED})")
-    parser.add_argument("--json", metavar="FILE", type=Path,
-                        help="write the final summary to FILE as JSON")
+    parser.add_argument("--json", metavar="FILE", type=_output,
+                        help="write the final summary to FILE as JSON (- for stdout)")
 
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,9 +139,9 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"gateway processes sharing --port (SO_REUSEPORT), each with its own metrics port "
                              f"(--metrics-port + i, or any free one for 0), 1 to {config.MAX_REPLICAS} "
                              f"(default {config.REPLICAS})")
-    parser.add_argument("--scrape-config", metavar="FILE", type=Path, default=Path(config.SCRAPE_CONFIG),
+    parser.add_argument("--scrape-config", metavar="FILE", type=_output, default=Path(config.SCRAPE_CONFIG),
                         help="with --replicas, where to write Prometheus's scrape configuration for the "
-                             f"replicas' metrics (default {config.SCRAPE_CONFIG})")
+                             f"replicas' metrics (default {config.SCRAPE_CONFIG}; - for stdout)")
     limiter = parser.add_argument_group("where the limits are kept (see the README's Redis backend)")
     limiter.add_argument("--limiter-backend", metavar="BACKEND",
                          help=f"limiter.backend: {' or '.join(config.LIMITER_BACKENDS)} (one bucket shared by every "
@@ -210,22 +211,36 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 OUTPUT_FLAGS = ("--json", "--report", "--scrape-config", "--out")
 """The flags naming a file a command writes."""
+STDOUT = "-"
+"""What an output flag names for standard output, as Unix commands read ``-``: the output goes
+there, and what the command prints there otherwise goes to stderr (``./-`` names a file
+``-``)."""
+
+
+def _output(text: str) -> Path | str:
+    """An argparse type: the file an output flag names, or :data:`STDOUT`."""
+    return STDOUT if text == STDOUT else Path(text)
 INPUT_ARGUMENTS = {"config": "--config", "scenario": "SCENARIO"}
 """The arguments naming the scenario file a command reads (by their ``args`` attribute)."""
 
 
-def check_distinct_outputs(args: argparse.Namespace) -> None:
-    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file, or one
-    names the scenario file read (:data:`INPUT_ARGUMENTS`): the second written would replace
-    the first, the output the scenario. The scrape configuration counts only where it is
-    written, with ``--replicas``."""
-    seen: dict[Path, str] = {path.resolve(): name for attribute, name in INPUT_ARGUMENTS.items()
-                             if isinstance(path := getattr(args, attribute, None), Path)}
+def _outputs(args: argparse.Namespace) -> Iterator[tuple[str, Path | str]]:
+    """The flags of :data:`OUTPUT_FLAGS` given in ``args``, each with its file: the scrape
+    configuration only where it is written, with ``--replicas``."""
     for flag in OUTPUT_FLAGS:
         path = getattr(args, flag[2:].replace("-", "_"), None)
-        if path is None or flag == "--scrape-config" and getattr(args, "replicas", 1) == 1:
-            continue
-        same = seen.setdefault(path.resolve(), flag)
+        if path is not None and not (flag == "--scrape-config" and getattr(args, "replicas", 1) == 1):
+            yield flag, path
+
+
+def check_distinct_outputs(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` when two of :data:`OUTPUT_FLAGS` name the same file (or both
+    :data:`STDOUT`), or one names the scenario file read (:data:`INPUT_ARGUMENTS`): the second
+    written would replace the first, the output the scenario."""
+    seen: dict[Path | str, str] = {path.resolve(): name for attribute, name in INPUT_ARGUMENTS.items()
+                             if isinstance(path := getattr(args, attribute, None), Path)}
+    for flag, path in _outputs(args):
+        same = seen.setdefault(path if path == STDOUT else path.resolve(), flag)
         if same != flag:
             raise UsageError(f"{same} and {flag} both name {str(path)!r}: expected a file of its own for each")
 
@@ -235,10 +250,11 @@ def _source(args: argparse.Namespace) -> str:
     return str(args.config or "scenario")
 
 
-def check_writable(flag: str, path: Path | None) -> None:
+def check_writable(flag: str, path: Path | str | None) -> None:
     """Raise :class:`ConfigError` naming ``flag`` unless ``path`` (if given) is a file that
-    can be written: checked before a run, so that its end is not lost to a typo."""
-    if path is None:
+    can be written (or is :data:`STDOUT`): checked before a run, so that its end is not lost to
+    a typo."""
+    if path is None or path == STDOUT:
         return
     if path.is_dir():
         raise ConfigError(f"{flag}: {str(path)!r} is a directory: expected a file")
@@ -310,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_arguments(simulate)
     simulate.add_argument("--duration", metavar="SECONDS", type=float, required=True,
                           help="simulated seconds to run")
-    simulate.add_argument("--report", metavar="FILE.html", type=Path,
-                          help="write an offline HTML report with the run's figures")
+    simulate.add_argument("--report", metavar="FILE.html", type=_output,
+                          help="write an offline HTML report with the run's figures (- for stdout)")
     simulate.add_argument("--replicas", metavar="N", type=_whole, default=config.REPLICAS,
                           help=f"gateways sharing the providers, each request reaching one drawn at random, "
                                f"1 to {config.MAX_REPLICAS} (default {config.REPLICAS})")
@@ -351,8 +367,8 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
                        help="what each row takes from its run: summary (the columns above) or recovery (the run "
                             "judged around its trigger, from the scenario's first event to its second: trigger, "
                             "baseline, persists, recovered, recovered_after; DESIGN's definitions)")
-    sweep.add_argument("--out", metavar="FILE.csv", type=Path,
-                       help="write the CSV to FILE (default: stdout)")
+    sweep.add_argument("--out", metavar="FILE.csv", type=_output,
+                       help="write the CSV to FILE (default, or -: stdout)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,10 +383,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
         check_distinct_outputs(args)
+    except UsageError as exc:
+        return _fail(str(exc))
+    args.stdout = sys.stdout  # where an output naming STDOUT goes
+    if any(path == STDOUT for _, path in _outputs(args)):
+        with contextlib.redirect_stdout(sys.stderr):
+            return _command(args)
+    return _command(args)
+
+
+def _command(args: argparse.Namespace) -> int:
+    try:
         if args.command == "sweep":
             return _sweep(args)
         config.run_argument("seed", args.seed, "--seed")
@@ -414,9 +440,9 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     for line in summary_lines(result.summary()):
         print(line)
     if args.json is not None:
-        _write_whole("--json", args.json, lambda out: out.write(result.to_json() + "\n"))
+        _write_whole(args, "--json", lambda out: out.write(result.to_json() + "\n"))
     if args.report is not None:
-        _write_whole("--report", args.report, lambda out: out.write(report.render(result)))
+        _write_whole(args, "--report", lambda out: out.write(report.render(result)))
     return 0
 
 
@@ -443,7 +469,7 @@ def _sweep(args: argparse.Namespace) -> int:
         plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
         if args.out is not None:
-            _write_whole("--out", args.out, lambda out: write_csv(rows, out))
+            _write_whole(args, "--out", lambda out: write_csv(rows, out))
     except KeyboardInterrupt as exc:
         print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
@@ -452,20 +478,26 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.out is None:
         write_csv(rows, sys.stdout)
     else:
-        print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {args.out}")
+        print(f"{len(rows)} runs ({len(plan.points)} points x {len(plan.seeds)} seeds) written to {_named(args.out)}")
     return 0
 
 
-def _write_whole(flag: str, path: Path, write: Callable[[Any], None]) -> None:
-    """``write(out)`` into the file ``path``, whole or not at all: into a file beside it, renamed
-    over it once complete, so that an interrupt or a full disk leaves no file that looks
-    complete (only the one there before, if any). What is not a regular file (``/dev/stdout``,
-    a pipe) is written as it is. Raises :class:`ConfigError` naming ``flag`` when it cannot be
-    written."""
-    target = Path(os.path.realpath(path))  # a link is followed, not replaced
-    whole = not target.exists() or target.is_file()
-    part = target.with_name(f"{target.name}.part") if whole else target
+def _write_whole(args: argparse.Namespace, flag: str, write: Callable[[Any], None]) -> None:
+    """``write(out)`` into the file ``flag`` names in ``args``, whole or not at all: into a file
+    beside it, renamed over it once complete, so that an interrupt or a full disk leaves no file
+    that looks complete (only the one there before, if any). :data:`STDOUT` is standard output;
+    what is not a regular file (``/dev/stdout``, a pipe) is written as it is. Raises
+    :class:`ConfigError` naming ``flag`` when it cannot be written (a reader of standard output
+    gone raises :class:`BrokenPipeError`, as a print does)."""
+    path = getattr(args, flag[2:].replace("-", "_"))
     try:
+        if path == STDOUT:
+            write(args.stdout)
+            args.stdout.flush()
+            return
+        target = Path(os.path.realpath(path))  # a link is followed, not replaced
+        whole = not target.exists() or target.is_file()
+        part = target.with_name(f"{target.name}.part") if whole else target
         try:
             with part.open("w", encoding="utf-8", newline="") as out:
                 write(out)
@@ -475,8 +507,15 @@ def _write_whole(flag: str, path: Path, write: Callable[[Any], None]) -> None:
             if whole:
                 part.unlink(missing_ok=True)
             raise
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         raise ConfigError(f"{flag}: {str(path)!r}: cannot write: {exc.strerror or exc}") from None
+
+
+def _named(path: Path | str) -> str:
+    """An output file as a line on the terminal names it."""
+    return "standard output" if path == STDOUT else str(path)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -624,11 +663,11 @@ async def _start_replicas(replicas: Replicas, args: argparse.Namespace) -> bool:
         _fail(str(exc) if not isinstance(exc, OSError) or exc.strerror is None
               else f"cannot listen on {where}: {exc.strerror}")
         return False
-    _write_whole("--scrape-config", args.scrape_config, lambda out: out.write(scrape_config(replicas.targets())))
+    _write_whole(args, "--scrape-config", lambda out: out.write(scrape_config(replicas.targets())))
     print(f"gateway  {replicas.url} ({replicas.count} replicas)", flush=True)
     for index, (url, pid) in enumerate(zip(replicas.metrics_urls, replicas.pids)):
         print(f"metrics  {url} (replica {index}, pid {pid})", flush=True)
-    print(f"Prometheus scrape configuration: {args.scrape_config}", flush=True)
+    print(f"Prometheus scrape configuration: {_named(args.scrape_config)}", flush=True)
     return True
 
 
@@ -791,7 +830,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         view.print(summary_lines(result))
         if args.json is not None:
             text = json.dumps(result, indent=2, sort_keys=True) + "\n"
-            _write_whole("--json", args.json, lambda out: out.write(text))
+            _write_whole(args, "--json", lambda out: out.write(text))
     return _gone(served)
 
 

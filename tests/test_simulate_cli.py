@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
+import io
 import json
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gwlab.cli import main
+from gwlab.cli import OUTPUT_FLAGS, _output, _write_whole, check_writable, main
 from gwlab.config import Scenario
 from gwlab.router import Router
 from gwlab.stats import Tally
@@ -86,6 +88,34 @@ def test_an_output_that_cannot_be_written_whole_leaves_the_file_there_before(fla
     assert out.read_text() == "before\n" and [path.name for path in tmp_path.iterdir()] == ["out"]
 
 
+@pytest.mark.parametrize("args, flag, parse", [
+    (["simulate", "--duration", "1", "--json", "-"], "--json", lambda text: json.loads(text)["summary"]["offered"]),
+    (["simulate", "--duration", "1", "--report", "-"], "--report", lambda text: text.startswith("<!DOCTYPE html>")),
+    (["sweep", "--grid", "workload.clients=5", "--duration", "1", "--workers", "1", "--out", "-"], "--out",
+     lambda text: text.startswith("workload.clients,seed,")),
+])
+def test_an_output_named_dash_goes_to_stdout_and_the_rest_to_stderr(args, flag, parse, tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert parse(out), out
+    assert err and not err.startswith("gwlab: error"), err  # the summary, or the line saying what was written
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
+@pytest.mark.parametrize("flag", OUTPUT_FLAGS)
+def test_every_output_flag_takes_dash_for_stdout_and_dot_slash_dash_for_a_file(flag, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    attribute = flag[2:].replace("-", "_")
+    check_writable(flag, _output("-"))
+    stdout = io.StringIO()
+    _write_whole(argparse.Namespace(**{attribute: _output("-")}, stdout=stdout), flag, lambda out: out.write("text\n"))
+    assert stdout.getvalue() == "text\n" and list(tmp_path.iterdir()) == []
+    _write_whole(argparse.Namespace(**{attribute: _output("./-")}, stdout=stdout), flag, lambda out: out.write("file"))
+    assert (tmp_path / "-").read_text() == "file" and stdout.getvalue() == "text\n"
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--duration", "-1"], "--duration = -1.0: expected a number >= 1e-06 and <= 31536000"),
     ([], "the following arguments are required: --duration"),
@@ -110,6 +140,8 @@ def test_an_output_that_cannot_be_written_whole_leaves_the_file_there_before(fla
      "--json and --report both name '/tmp/../tmp/gwlab-run.out': expected a file of its own for each"),
     (["--duration", "5", "--config", "/tmp/gwlab-run.out", "--report", "/tmp/../tmp/gwlab-run.out"],
      "--config and --report both name '/tmp/../tmp/gwlab-run.out': expected a file of its own for each"),
+    (["--duration", "5", "--json", "-", "--report", "-"], "--json and --report both name '-': expected a file of its "
+     "own for each"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
     assert main(["simulate", *args]) == 2
