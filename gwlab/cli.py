@@ -154,18 +154,26 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _whole(text: str) -> int:
-    """An argparse type: a whole number, as ``int`` reads it (its range is checked with the
-    other arguments')."""
+    """An argparse type: a whole number, as ``int`` reads it, or a number of a whole value
+    (``2.0``, ``1e3``) as a scenario's field of whole numbers takes it
+    (:func:`gwlab.config.whole_number`); its range is checked with the other arguments'."""
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        pass
+    try:
+        value = config.whole_number(float(text))
+    except ValueError:
+        value = None
+    if not isinstance(value, int):
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return value
 
 
 def _above_zero(kind: type) -> Callable[[str], float]:
     """An argparse type: a finite number of ``kind`` greater than 0."""
     def parse(text: str) -> float:
-        value = kind(text)
+        value = (_whole if kind is int else kind)(text)
         if not 0 < value < float("inf"):
             raise ValueError(text)
         return value
@@ -566,7 +574,7 @@ def _seeds_flag(args: argparse.Namespace) -> int | list[int]:
         return args.seeds
     seeds = []
     for item in args.seed_list.split(","):
-        seed = _toml(item.strip())
+        seed = config.whole_number(_toml(item.strip()))
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise UsageError(f"--seed-list {args.seed_list!r}: expected whole numbers separated by commas, like 1,2,3")
         seeds.append(config.run_argument("seed", seed, "--seed-list"))

@@ -974,9 +974,8 @@ class _Checker:
         if kind is bool:
             ok = isinstance(raw, bool)
         elif kind is int:
+            raw = whole_number(raw)
             ok = isinstance(raw, int) and not isinstance(raw, bool)
-            if isinstance(raw, float) and raw.is_integer():
-                raw, ok = int(raw), True
         elif kind is float:
             ok = isinstance(raw, (int, float)) and not isinstance(raw, bool)
         else:
@@ -1024,6 +1023,15 @@ def plain_scalar(raw: Any) -> Any:
     if isinstance(raw, numbers.Real):
         return float(raw)
     return raw
+
+
+def whole_number(raw: Any) -> Any:
+    """``raw`` made plain (:func:`plain_scalar`), and a float of a whole value (``2.0``, not
+    ``2.5``, NaN or infinity) made the int it equals: a field of whole numbers takes it as
+    that int, wherever it is given (a scenario, a sweep's grid, its seeds and workers, a
+    flag); anything else as it is, for the caller to refuse."""
+    raw = plain_scalar(raw)
+    return int(raw) if isinstance(raw, float) and raw.is_integer() else raw
 
 
 def shortened(text: str) -> str:

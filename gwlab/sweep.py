@@ -282,7 +282,7 @@ class Plan:
         measure = self.measure
         if executor is not None and not isinstance(executor, Executor):
             raise TypeError(f"sweep: executor = {executor!r}: expected a concurrent.futures.Executor")
-        workers = config.plain_scalar(workers)
+        workers = config.whole_number(workers)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"sweep: workers = {workers!r}: expected a whole number >= 1, or None for one per core")
         count = workers or os.cpu_count() or 1
@@ -467,7 +467,7 @@ def _run(scenario: Scenario, duration: float, seed: int, bin_width: float, measu
 
 
 def _seeds(seeds: Any) -> Sequence[int]:
-    seeds = config.plain_scalar(seeds)
+    seeds = config.whole_number(seeds)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= config.MAX_SWEEP_RUNS:
             raise ConfigError(f"sweep: seeds = {seeds}: expected a whole number from 1 to {config.MAX_SWEEP_RUNS} "

@@ -511,8 +511,48 @@ def test_bad_run_arguments_are_refused_naming_them():
         sweep(None, {}, 0, 1)
     with pytest.raises(ConfigError, match=r"^sweep: workers = 0: expected a whole number >= 1"):
         sweep(None, {}, DURATION, 1, workers=0)
-    with pytest.raises(ConfigError, match=r"^sweep: workers = 1.0: expected a whole number >= 1"):
-        sweep(None, {}, DURATION, 1, workers=np.float64(1))
+    with pytest.raises(ConfigError, match=r"^sweep: workers = 1.5: expected a whole number >= 1"):
+        sweep(None, {}, DURATION, 1, workers=np.float64(1.5))
+
+
+WHOLE_NUMBERS = [  # (a whole number given as, taken as); every other way of giving it below takes it alike
+    (2, 2), (2.0, 2), (np.float64(2.0), 2), (Fraction(4, 2), 2), (2.5, None), (float("nan"), None),
+    (float("inf"), None), (True, None), ("2", None),
+]
+
+
+@pytest.mark.parametrize("given, taken", WHOLE_NUMBERS)
+def test_a_whole_number_given_as_a_float_is_taken_alike_by_a_field_a_grid_the_seeds_and_the_workers(given, taken):
+    threads = ThreadPoolExecutor(1)
+    # One rule, the scenario's: a float of a whole value is the int it equals, anything else not a whole number is
+    # refused naming where it was given, the value and what is allowed.
+    takes = {
+        "scenario field": lambda: config.from_dict({"workload": {"clients": given}}).workload.clients,
+        "grid value": lambda: (lambda plan: plan.scenario(plan.points[0]).workload.clients)(
+            Plan(None, {"workload.clients": [given]}, DURATION, 1)),
+        "seeds": lambda: len(Plan(None, {}, DURATION, given).seeds),
+        "a seed": lambda: Plan(None, {}, DURATION, [given]).seeds[0],
+        "workers": lambda: len(Plan(None, {}, DURATION, 1, measure=codes).run(executor=threads, workers=given)),
+    }
+    refusals = {"scenario field": r"^scenario: workload.clients = .*: expected a whole number >= 1",
+                "grid value": r"^sweep: grid point workload.clients=.*: expected a whole number >= 1",
+                "seeds": r"^sweep: seeds = .*: expected a whole number n",
+                "a seed": r"^sweep: seeds\[0\] = .*: expected a whole number >= 0",
+                "workers": r"^sweep: workers = .*: expected a whole number >= 1"}
+    for name, take in takes.items():
+        if taken is None:
+            with pytest.raises(ConfigError, match=refusals[name]):
+                take()
+        else:
+            value = take()
+            assert value == (1 if name == "workers" else taken) and type(value) is int, name
+    threads.shutdown()
+
+
+@pytest.mark.parametrize("seeds", [["--seeds", "2.0"], ["--seed-list", "1.0,2"], ["--seeds", "2"]])
+def test_the_command_takes_a_whole_number_given_as_a_float_as_a_scenario_does(seeds, capsys):
+    assert main(["sweep", "--grid", "workload.clients=5.0", "--duration", "1", "--workers", "1.0", *seeds]) == 0
+    assert [line.split(",")[:2] for line in capsys.readouterr().out.splitlines()[1:]] == [["5.0", "1"], ["5.0", "2"]]
 
 
 def test_workers_may_be_a_numpy_integer_as_the_seeds_and_the_values_may():
@@ -687,6 +727,14 @@ def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(ca
      "--seeds = 100001: expected a whole number from 1 to 100000 (seeds 1 to N)"),
     (["--grid", "workload.rate=1", "--duration", "1", "--seed-list", "1,x"],
      "--seed-list '1,x': expected whole numbers separated by commas, like 1,2,3"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seed-list", "1,2.5"],
+     "--seed-list '1,2.5': expected whole numbers separated by commas, like 1,2,3"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seeds", "2.5"],
+     "argument --seeds: expected a whole number, got '2.5' (see gwlab sweep --help)"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--workers", "0.5"],
+     "argument --workers: expected a whole number, got '0.5' (see gwlab sweep --help)"),
+    (["--grid", "workload.rate=1", "--duration", "1", "--seeds", "nan"],
+     "argument --seeds: expected a whole number, got 'nan' (see gwlab sweep --help)"),
     (["--grid", "workload.rate=1", "--duration", "1", "--out", "/nonexistent/dir/s.csv"],
      "--out: '/nonexistent/dir/s.csv': expected a file in an existing directory"),
     (["--duration", "1"], "the following arguments are required: --grid (see gwlab sweep --help)"),
