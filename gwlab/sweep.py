@@ -157,21 +157,31 @@ def sweep(
 def write_csv(rows: Sequence[Mapping[str, Value]], out: IO[str]) -> None:
     """``rows`` (:meth:`Plan.run`'s, or :func:`sweep`'s as a list of dicts) as CSV to the text
     stream ``out`` (opened with ``newline=""``), a header line first: ``None`` as an empty
-    field, booleans as ``True`` and ``False``, floats as Python writes them (so that
-    :func:`read_csv` reads them back exactly). Lines end in CRLF, as RFC 4180 has them: the
+    field, booleans as ``True`` and ``False``, floats as Python writes them, a table or an
+    array (a grid's value may be one) as JSON (so that :func:`read_csv` reads them back
+    exactly, an array as a list). Lines end in CRLF, as RFC 4180 has them: the
     csv module quotes a field holding a line break only if the break is part of the line
     ending, and a string with a lone ``\\r`` would otherwise split its row. ``gwlab sweep``
     writes its rows with it."""
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: _field(value) for key, value in row.items()} for row in rows)
+
+
+def _field(value: Any) -> Any:
+    """A row's value as :func:`write_csv` hands it to the csv module: a table or an array as
+    JSON, anything else as it is."""
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def read_csv(path: str | Path) -> list[Row]:
     """The rows of a CSV file :func:`write_csv` wrote (``gwlab sweep --out``), each field
     typed back: empty as ``None``, ``True``/``False`` as booleans, a whole number as an int,
-    another number as a float (``nan`` and ``inf`` included), anything else as a string. A
-    string that reads as one of the others (``"7"``) comes back as that. A list of dicts,
+    another number as a float (``nan`` and ``inf`` included), a JSON array or object as a list
+    or a dict, anything else as a string. A string that reads as one of the others (``"7"``,
+    ``"[1]"``) comes back as that. A list of dicts,
     without pandas (``pandas.DataFrame(rows)`` makes a table of them); :func:`gwlab.plots.phase_diagram`
     takes it as it is. Raises :class:`OSError` when the file cannot be read."""
     with open(path, encoding="utf-8", newline="") as f:
@@ -188,6 +198,11 @@ def _typed(text: str) -> Value:
         try:
             return kind(text)
         except ValueError:
+            pass
+    if text[0] in "[{":
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than it reads
             pass
     return text
 

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import io
 import itertools
+import json
 import math
 import multiprocessing
 import os
@@ -565,20 +566,23 @@ def test_workers_may_be_a_numpy_integer_as_the_seeds_and_the_values_may():
 
 def _is_other_value(text: str) -> bool:
     """Whether ``text`` would be read back as something else than a string."""
-    for kind in (int, float):
+    for kind in (int, float, json.loads):
         try:
             kind(text)
-            return True
+            return kind is not json.loads or text[:1] in ("[", "{")
         except ValueError:
             pass
     return text in ("", "True", "False")
 
 
-VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                   st.text(st.characters(blacklist_categories=("Cs",)))
-                   .filter(lambda t: not _is_other_value(t)))
-"""What a row may hold (:data:`gwlab.sweep.Value`): strings that read as another value are
-the documented exception, tested apart."""
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)))
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), TEXT)
+VALUES = st.one_of(SCALARS.filter(lambda v: not (isinstance(v, str) and _is_other_value(v))),
+                   st.recursive(st.lists(SCALARS, max_size=3) | st.dictionaries(TEXT, SCALARS, max_size=3),
+                                lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+                                max_leaves=6))
+"""What a row may hold (:data:`gwlab.sweep.Value`, and a grid's table or array value):
+strings that read as another value are the documented exception, tested apart."""
 
 
 @given(st.lists(st.text(min_size=1), min_size=1, max_size=5, unique=True).flatmap(
@@ -606,12 +610,24 @@ def _tmp_csv(text: str) -> Path:
     ('""', None), ("True", True), ("False", False), ("0", 0), ("-12", -12), ("1.0", 1.0), ("1e-06", 1e-06),
     ("inf", math.inf), ("-inf", -math.inf), ("fixed", "fixed"), ("true", "true"), ("none", "none"),
     ("7", 7),  # a string "7" comes back as the int it reads as
+    ('"[502, 504]"', [502, 504]), ('"{""mode"": ""open"", ""rate"": 5.0}"', {"mode": "open", "rate": 5.0}),
+    ("[x", "[x"), ('"[1, 2"', "[1, 2"), ("[" * 100_000, "[" * 100_000),  # not JSON: strings
 ])
 def test_each_kind_of_field_is_read_as_the_value_written(tmp_path, field, value):
     path = tmp_path / "rows.csv"
     path.write_text(f"column\r\n{field}\r\n", encoding="utf-8")  # a lone empty field is quoted
     [row] = read_csv(path)
     assert row == {"column": value} and type(row["column"]) is type(value)
+
+
+def test_a_grid_of_tables_and_arrays_is_written_as_json_and_read_back_as_the_sweep_returned_it(tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    assert main(["sweep", "--grid", "retry.retry_on=[502, 504],[429]", "--grid", 'workload={mode = "open", rate = 5}',
+                 "--duration", "1", "--workers", "1", "--out", str(out)]) == 0
+    rows = read_csv(out)
+    grid = {"retry.retry_on": [[502, 504], [429]], "workload": [{"mode": "open", "rate": 5}]}
+    assert rows == records(sweep(None, grid, 1, 1, workers=1))
+    assert out.read_text().splitlines()[1].startswith('"[502, 504]","{""mode"": ""open"", ""rate"": 5}",1,')
 
 
 def test_nan_is_read_back_as_nan(tmp_path):
