@@ -433,6 +433,11 @@ most of an array of numbers: a longer one is shown cut, ending in ``...``, so th
 stays one line of bounded length whatever a file or a request holds. It is above the longest
 strings a field takes (:data:`MAX_MODEL_LENGTH`, :data:`MAX_HOST_NAME`), so that a value
 refused for being a little too long is still shown whole."""
+SHOWN_PATHS = 3
+"""Most of a sweep's grid paths a message names with their values when it names a point
+(``workload.rate=500, retry.attempts=3, breaker.enabled=true and 197 more paths``), so
+that a grid of many paths still gives one short line (the field at fault is named after
+it)."""
 MAX_DEPTH = 3
 """Deepest nesting of tables in a scenario or patch: ``providers.NAME.field`` is a value in
 the third table. Deeper data is refused before it is walked."""

@@ -502,8 +502,11 @@ def _seeds(seeds: Any) -> Sequence[int]:
 
 
 def _describe(paths: Sequence[str], point: Sequence[Any]) -> str:
-    """A point as messages show it: ``workload.rate=500, providers.p1.outage="error"``."""
-    return ", ".join(f"{path}={_shown(value)}" for path, value in zip(paths, point))
+    """A point as messages show it: ``workload.rate=500, providers.p1.outage="error"``, its
+    first :data:`gwlab.config.SHOWN_PATHS` paths named and the others counted."""
+    shown = ", ".join(f"{path}={_shown(value)}" for path, value in zip(paths[:config.SHOWN_PATHS], point))
+    more = len(paths) - config.SHOWN_PATHS
+    return f"{shown} and {_count(more, 'more path')}" if more > 0 else shown
 
 
 def _shown(value: Any) -> str:

@@ -466,6 +466,25 @@ def test_a_bad_grid_is_refused_whole_before_any_run(grid, seeds, message):
     assert config.MAX_SWEEP_RUNS == 100_000
 
 
+EVENTS = {"workload": {"mode": "open"}, "events": [{"at": i + 1.0, "workload": {"rate": 10.0}} for i in range(200)]}
+
+
+@pytest.mark.parametrize("paths, named", [
+    (1, "events.0.workload.rate=-1"),
+    (3, "events.0.workload.rate=5, events.1.workload.rate=5, events.2.workload.rate=-1"),
+    (4, "events.0.workload.rate=5, events.1.workload.rate=5, events.2.workload.rate=5 and 1 more path"),
+    (200, "events.0.workload.rate=5, events.1.workload.rate=5, events.2.workload.rate=5 and 197 more paths"),
+])
+def test_a_point_of_many_paths_is_named_by_its_first_few_and_a_count_of_the_others(paths, named):
+    grid = {f"events.{i}.workload.rate": [5] for i in range(paths - 1)}
+    grid[f"events.{paths - 1}.workload.rate"] = [-1]
+    with pytest.raises(ConfigError) as refused:
+        Plan(EVENTS, grid, DURATION, 1)
+    assert str(refused.value) == (f"sweep: grid point {named}: event at {paths} s: workload.rate = -1: expected a "
+                                  "number >= 0.001 and <= 1e+06")
+    assert config.SHOWN_PATHS == 3
+
+
 STORM = SCENARIOS / "retry_storm.toml"
 """A trigger from t = 60 s to t = 90 s, clients that time out after 2 s and retry."""
 
