@@ -532,8 +532,9 @@ class _Terminated(KeyboardInterrupt):
 
 def _terminated(pid: int, signum: int, frame: object) -> None:
     """SIGTERM in the sweep's process ``pid``: raised there, as Ctrl-C raises KeyboardInterrupt.
-    A worker forks with this handler, before it can set its own: there it ends the worker, as
-    SIGTERM does by default (the pool stops its workers with it)."""
+    In a process forked with this handler it ends that process, as SIGTERM does by default
+    (the pool's workers hold the signal back until they have set their own handling, and the
+    pool stops them with it: :func:`gwlab.sweep._worker_signals`)."""
     if os.getpid() == pid:
         raise _Terminated
     signal.signal(signum, signal.SIG_DFL)

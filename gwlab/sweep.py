@@ -33,11 +33,13 @@ Rows go to a CSV file and come back, each value of its type, with :func:`write_c
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import json
 import math
 import os
 import pickle
+import signal
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set, Sized
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -128,8 +130,9 @@ def sweep(
       ``Client(cluster).get_executor()``); it is used, not shut down. Without one, a
       :class:`~concurrent.futures.ProcessPoolExecutor` of ``workers`` processes (default
       ``os.cpu_count()``) is started and shut down at the end, its processes stopped even
-      when a run fails or the sweep is interrupted; ``workers=1`` runs in this process, with
-      no pool (a NumPy integer does as an int). ``workers`` also sets how many runs an
+      when a run fails or the sweep is interrupted, however early (its workers ignore Ctrl-C,
+      which a terminal sends them too: this process stops them); ``workers=1`` runs in this
+      process, with no pool (a NumPy integer does as an int). ``workers`` also sets how many runs an
       executor given holds at a time (two per worker).
     - ``progress``: a progress bar (tqdm; a widget in a notebook) when true; ``None``, when
       stderr is a terminal.
@@ -321,9 +324,10 @@ class Plan:
                     table.put(index, self._result(index, lambda: _run(*task)))
                     _tick(bar)
             else:
-                pool = ProcessPoolExecutor(max_workers=min(count, len(self)))
+                pool = ProcessPoolExecutor(max_workers=min(count, len(self)), initializer=_worker_signals)
                 try:
-                    self._execute(pool.submit, tasks, config.SWEEP_OUTSTANDING_PER_WORKER * count, table, bar)
+                    self._execute(functools.partial(_submit_held, pool), tasks,
+                                  config.SWEEP_OUTSTANDING_PER_WORKER * count, table, bar)
                 except BaseException:
                     _stop(pool)
                     raise
@@ -596,6 +600,36 @@ def _bar(progress: bool | None, total: int) -> Any:
 def _tick(bar: Any) -> None:
     if bar is not None:
         bar.update(1)
+
+
+HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+"""The signals held back from the sweep's thread while its pool starts worker processes, and
+from each worker until it has set how it takes them (:func:`_worker_signals`)."""
+
+
+def _submit_held(pool: ProcessPoolExecutor, *args: Any) -> Future:
+    """``pool.submit(*args)`` with :data:`HELD_SIGNALS` held back, delivered once it returns. A
+    submit may fork the pool's workers, and a signal arriving then would run its handler in
+    the fork's after-fork hooks, which ignore its exception (Ctrl-C or SIGTERM lost, the sweep
+    running on), or in a worker before it has set its own handling; held, it reaches this
+    process once the workers are known to the pool, which stops them."""
+    if not hasattr(signal, "pthread_sigmask"):  # no POSIX signals: nothing to hold
+        return pool.submit(*args)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        return pool.submit(*args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_signals() -> None:
+    """A pool worker's first step: Ctrl-C, which a terminal sends to every process of the
+    sweep, ignored (the sweep's process stops its workers), SIGTERM ending it as by default,
+    then both let in (held since the worker was forked, :func:`_submit_held`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
