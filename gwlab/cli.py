@@ -435,6 +435,8 @@ def _command(args: argparse.Namespace) -> int:
     except ChildError as exc:  # the clients' processes did not start; every replica gone at the end of a run
         print(f"gwlab: error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # an output that could not be written (--json, --scrape-config), as simulate's
+        return _fail(str(exc))
 
 
 def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:

@@ -539,6 +539,16 @@ def test_run_with_a_duration_exits_0_and_writes_the_summary(tmp_path):
     assert lines[-1].startswith("p3  share ")
 
 
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="writes to /dev/full, a device always full")
+@pytest.mark.parametrize("args", [
+    ("simulate", "--duration", "1"),
+    ("run", "--duration", "1", "--clients", "1", "--port", "0", "--metrics-port", "0"),
+])
+def test_a_summary_that_cannot_be_written_at_the_end_is_one_line_and_exit_2(args, tmp_path):
+    status, _, stderr = Process(*args, "--json", "/dev/full", cwd=tmp_path).finish()
+    assert (status, stderr) == (2, "gwlab: error: --json: '/dev/full': cannot write: No space left on device\n")
+
+
 def test_run_with_the_stream_flags_streams_and_shows_ttft_and_output_tokens(tmp_path):
     """Ten clients that always stream, capped at 6 tokens, to a provider whose first token
     comes after 0.05 s: each call lasts 0.1 s."""
