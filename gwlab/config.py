@@ -273,6 +273,10 @@ MODEL = "gwlab-sim"
 """The model name the gateway lists at ``GET /v1/models`` (any requested model is echoed)."""
 MAX_BODY = 1024 * 1024
 """Largest request body the gateway reads, in bytes; a bigger one is answered 413."""
+MAX_SCENARIO_BYTES = 16 * 1024 * 1024
+"""Largest scenario file read, in bytes: hundreds of thousands of scripted events (a seed
+scenario is a few kilobytes), and a path to an endless file (``/dev/zero``) is refused
+after reading that much rather than filling memory."""
 STOP_GRACE = 5.0
 """Seconds a stopping gateway lets requests in flight finish before cutting them off."""
 REPLICAS = 1
@@ -1261,12 +1265,17 @@ def _check_kind(check: _Checker, p: ProviderConfig) -> None:
 
 
 def load(path: str | Path) -> Scenario:
-    """Read a scenario TOML file; any problem raises a one-line :class:`ConfigError`."""
+    """Read a scenario TOML file of at most :data:`MAX_SCENARIO_BYTES`; any problem raises a
+    one-line :class:`ConfigError`."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_SCENARIO_BYTES} bytes: expected a scenario file of at most "
+                          f"{MAX_SCENARIO_BYTES} bytes (gwlab.config.MAX_SCENARIO_BYTES)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

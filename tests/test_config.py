@@ -379,6 +379,28 @@ def test_load_directory(tmp_path):
     assert str(error.value) == f"{tmp_path}: cannot read: Is a directory"
 
 
+@pytest.mark.parametrize("size, refused", [(64, False), (65, True)])
+def test_load_refuses_a_file_beyond_its_bound_having_read_no_more(size, refused, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "MAX_SCENARIO_BYTES", 64)
+    path = tmp_path / "long.toml"
+    path.write_text("[workload]\nclients = 5\n" + "#" * (size - 24) + "\n", encoding="utf-8")
+    assert path.stat().st_size == size
+    if refused:
+        with pytest.raises(ConfigError) as error:
+            config.load(path)
+        assert str(error.value) == (f"{path}: more than 64 bytes: expected a scenario file of at most 64 bytes "
+                                    "(gwlab.config.MAX_SCENARIO_BYTES)")
+    else:
+        assert config.load(path).workload.clients == 5
+
+
+@pytest.mark.skipif(not Path("/dev/zero").is_char_device(), reason="reads /dev/zero, an endless file")
+def test_load_of_an_endless_file_is_refused_at_the_bound():
+    with pytest.raises(ConfigError, match=r"^/dev/zero: more than 16777216 bytes: expected a scenario file"):
+        config.load("/dev/zero")
+    assert config.MAX_SCENARIO_BYTES == 16 * 1024 * 1024
+
+
 def test_load_events_file(tmp_path):
     path = tmp_path / "outage.toml"
     path.write_text(
