@@ -1281,6 +1281,9 @@ def load(path: str | Path) -> Scenario:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: byte {exc.object[exc.start]:#04x} at offset {exc.start}: expected UTF-8 text "
                           "(TOML files are UTF-8)") from None
+    if text.startswith("\ufeff"):  # some editors start UTF-8 with it; tomllib reads it as an invalid statement
+        raise ConfigError(f"{path}: starts with a byte order mark (bytes 0xef 0xbb 0xbf): expected UTF-8 text "
+                          "without one (save it without the mark)")
     try:
         data = tomllib.loads(text)
     except RecursionError:

@@ -327,6 +327,8 @@ TOML_ERRORS = [
     ("[[events]]\nat = -1\nlimiter.rate = 5\n", "{path}: events[0].at = -1: expected a number >= 0 and <= 31536000"),
     ('[[events]]\nat = 3\nproviders.p7.outage = "error"\n',
      "{path}: event at 3 s: unknown key 'providers.p7'; allowed: p1, p2, p3"),
+    ("\ufeff[workload]\nclients = 5\n", "{path}: starts with a byte order mark (bytes 0xef 0xbb 0xbf): expected "
+     "UTF-8 text without one (save it without the mark)"),
 ]
 
 
