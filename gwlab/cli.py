@@ -87,7 +87,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     ``--max-in-flight``, ``--stream-share``, ``--max-tokens``, ``--retry-policy``,
     ``--client-timeout``, ``--seed``, ``--json``): shared by every command that runs one;
     read them with :func:`scenario_from_args`."""
-    parser.add_argument("--config", metavar="FILE", type=Path,
+    parser.add_argument("--config", metavar="FILE", type=_file,
                         help="scenario TOML file (default: the seed scenario; flags override it)")
     load = parser.add_mutually_exclusive_group()
     load.add_argument("--clients", metavar="N", type=_whole,
@@ -225,9 +225,16 @@ there, and what the command prints there otherwise goes to stderr (``./-`` names
 ``-``)."""
 
 
+def _file(text: str) -> Path:
+    """An argparse type: a file's path, not empty (``Path("")`` is the working directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got ''")
+    return Path(text)
+
+
 def _output(text: str) -> Path | str:
     """An argparse type: the file an output flag names, or :data:`STDOUT`."""
-    return STDOUT if text == STDOUT else Path(text)
+    return STDOUT if text == STDOUT else _file(text)
 INPUT_ARGUMENTS = {"config": "--config", "scenario": "SCENARIO"}
 """The arguments naming the scenario file a command reads (by their ``args`` attribute)."""
 
@@ -318,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="gateway + metrics only, for outside clients",
         description="Run the gateway and its metrics server for outside clients (curl, the OpenAI "
                     "SDK, wrk, a browser) until Ctrl-C or SIGTERM.")
-    serve.add_argument("--config", metavar="FILE", type=Path,
+    serve.add_argument("--config", metavar="FILE", type=_file,
                        help="scenario TOML file (default: the seed scenario)")
     serve.add_argument("--seed", metavar="N", type=_whole, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
@@ -354,7 +361,7 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
                     "the grid's values, the seed, offered, admitted, goodput, availability, latency_p50 and "
                     "latency_p99 (seconds), trips, saturated and retries. The rows are the same whatever "
                     "--workers. A progress bar goes to stderr when it is a terminal.")
-    sweep.add_argument("scenario", metavar="SCENARIO", nargs="?", type=Path,
+    sweep.add_argument("scenario", metavar="SCENARIO", nargs="?", type=_file,
                        help="scenario TOML file (default: the seed scenario)")
     sweep.add_argument("--grid", metavar="PATH=V1,V2,...", action="append", required=True,
                        help="a dotted field of the scenario and its values, e.g. workload.rate=500,1000 or "

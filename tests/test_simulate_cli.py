@@ -142,6 +142,9 @@ def test_every_output_flag_takes_dash_for_stdout_and_dot_slash_dash_for_a_file(f
      "--config and --report both name '/tmp/../tmp/gwlab-run.out': expected a file of its own for each"),
     (["--duration", "5", "--json", "-", "--report", "-"], "--json and --report both name '-': expected a file of its "
      "own for each"),
+    (["--duration", "5", "--json", ""], "argument --json: expected a file name, got ''"),
+    (["--duration", "5", "--report", ""], "argument --report: expected a file name, got ''"),
+    (["--duration", "5", "--config", ""], "argument --config: expected a file name, got ''"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, expected):
     assert main(["simulate", *args]) == 2
