@@ -436,6 +436,9 @@ def _command(args: argparse.Namespace) -> int:
             check_reservations(scenario, _source(args))
     except (UsageError, ConfigError, FullInstallNeeded) as exc:
         return _fail(str(exc))
+    except _Interrupted as exc:
+        print(f"gwlab: {exc}", file=sys.stderr)
+        return exc.status
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(args.handler(args, scenario))
@@ -452,8 +455,9 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     from gwlab.sim import simulate
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas,
-                      source=_source(args))
+    with _interruptible("simulate"):
+        result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas,
+                          source=_source(args))
     for line in summary_lines(result.summary()):
         print(line)
     if args.json is not None:
@@ -479,19 +483,11 @@ def _sweep(args: argparse.Namespace) -> int:
         grid[path] = values
     measure = judge if args.measure == "recovery" else None
     seeds = _seeds_flag(args)
-    # SIGTERM (kill, a scheduler ending the job) ends the sweep as Ctrl-C does, its worker
-    # processes stopped: by default it would end this process alone, and they would run on.
-    previous = signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
-    try:
+    with _interruptible("sweep"):  # its worker processes stopped, by SIGTERM too
         plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
         if args.out is not None:
             _write_whole(args, "--out", lambda out: write_csv(rows, out))
-    except KeyboardInterrupt as exc:
-        print("gwlab: sweep interrupted: nothing written", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.out is None:
         write_csv(rows, sys.stdout)
     else:
@@ -533,6 +529,30 @@ def _write_whole(args: argparse.Namespace, flag: str, write: Callable[[Any], Non
 def _named(path: Path | str) -> str:
     """An output file as a line on the terminal names it."""
     return "standard output" if path == STDOUT else str(path)
+
+
+class _Interrupted(Exception):
+    """A command ended by Ctrl-C or SIGTERM, having written nothing: its line for stderr, and
+    its exit status (``status``: 130 or 143, as a shell gives a process the signal ended)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@contextlib.contextmanager
+def _interruptible(command: str) -> Iterator[None]:
+    """The block of ``command`` ended by Ctrl-C or by SIGTERM alike (kill, a scheduler ending
+    the job: by default SIGTERM would end this process alone, with no word, and any worker
+    processes would run on), raising :class:`_Interrupted` rather than a traceback."""
+    previous = signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+        raise _Interrupted(f"{command} interrupted: nothing written", 128 + signum) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Terminated(KeyboardInterrupt):

@@ -6,6 +6,7 @@ import argparse
 import errno
 import io
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,29 @@ def test_an_output_that_cannot_be_written_whole_leaves_the_file_there_before(fla
     assert main(["simulate", "--duration", "2", flag, str(out)]) == 2
     assert capsys.readouterr().err == f"gwlab: error: {flag}: '{out}': cannot write: No space left on device\n"
     assert out.read_text() == "before\n" and [path.name for path in tmp_path.iterdir()] == ["out"]
+
+
+SIGNALLED = """
+import os, signal, sys, time
+import gwlab.sim
+from gwlab.cli import main
+
+def signalled(*args, **kwargs):  # a simulation that gets the signal mid-run, as from Ctrl-C or kill
+    os.kill(os.getpid(), int(sys.argv[1]))
+    time.sleep(60)
+
+gwlab.sim.simulate = signalled
+sys.exit(main(["simulate", "--duration", "100", "--json", sys.argv[2]]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_simulation_with_one_line_and_writes_nothing(sig, tmp_path):
+    out = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, "-c", SIGNALLED, str(int(sig)), str(out)], capture_output=True, text=True,
+                          timeout=SIMULATION_TIMEOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (done.returncode, done.stdout, done.stderr) == (128 + sig, "", "gwlab: simulate interrupted: nothing written\n")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("args, flag, parse", [
