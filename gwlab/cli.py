@@ -31,6 +31,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -577,13 +578,26 @@ def _grid_flag(text: str) -> tuple[str, list]:
     path = path.strip()
     if not equals or not path:
         raise UsageError(f"--grid {text!r}: expected PATH=V1,V2,..., like workload.rate=500,1000")
-    return path, _toml_values(values)
+    try:
+        return path, _toml_values(values)
+    except ValueError as exc:
+        raise UsageError(f"--grid {text!r}: not TOML ({exc}): expected values as TOML writes them, a string "
+                         "holding brackets, braces or quotes in quotes") from None
 
 
 def _toml_values(text: str) -> list:
-    listed = _toml(f"[{text}]")
-    if isinstance(listed, list):
-        return listed
+    """``V1,V2,...`` as TOML reads the array ``[V1,V2,...]``, or else each value as
+    :func:`_toml` reads it. Raises :class:`ValueError` with TOML's reason when that array is
+    not TOML and the text has brackets, braces or quotes: a table, an array or a string meant
+    (a comma inside one would split it)."""
+    try:
+        document = tomllib.loads(f"v = [{text}]")
+    except tomllib.TOMLDecodeError as exc:
+        if any(mark in text for mark in "[]{}\"'"):
+            raise ValueError(re.sub(r" \(at (line \d+, column \d+|end of document)\)$", "", str(exc))) from None
+    else:
+        if list(document) == ["v"]:
+            return document["v"]
     return [_toml(item.strip()) for item in text.split(",")]
 
 

@@ -768,6 +768,15 @@ def test_the_command_judges_each_run_around_its_trigger_with_measure_recovery(ca
      "argument --seeds: expected a whole number, got '2.5' (see gwlab sweep --help)"),
     (["--grid", "workload.rate=1", "--duration", "1", "--workers", "0.5"],
      "argument --workers: expected a whole number, got '0.5' (see gwlab sweep --help)"),
+    (["--grid", "workload={rate = 1, rate = 2}", "--duration", "1"],
+     "--grid 'workload={rate = 1, rate = 2}': not TOML (Duplicate inline table key 'rate'): expected values as TOML "
+     "writes them, a string holding brackets, braces or quotes in quotes"),
+    (["--grid", "retry.retry_on=[502, 504],none", "--duration", "1"],
+     "--grid 'retry.retry_on=[502, 504],none': not TOML (Invalid value): expected values as TOML writes them, a "
+     "string holding brackets, braces or quotes in quotes"),
+    (["--grid", 'workload.retry_policy="fixed', "--duration", "1"],
+     "--grid 'workload.retry_policy=\"fixed': not TOML (Unterminated string): expected values as TOML writes them, "
+     "a string holding brackets, braces or quotes in quotes"),
     (["--grid", "workload.rate=1", "--duration", "1", "--out", ""],
      "argument --out: expected a file name, got '' (see gwlab sweep --help)"),
     (["", "--grid", "workload.rate=1", "--duration", "1"],
