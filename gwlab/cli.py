@@ -236,6 +236,8 @@ def _file(text: str) -> Path:
 def _output(text: str) -> Path | str:
     """An argparse type: the file an output flag names, or :data:`STDOUT`."""
     return STDOUT if text == STDOUT else _file(text)
+
+
 INPUT_ARGUMENTS = {"config": "--config", "scenario": "SCENARIO"}
 """The arguments naming the scenario file a command reads (by their ``args`` attribute)."""
 
