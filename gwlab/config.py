@@ -1046,7 +1046,13 @@ def whole_number(raw: Any) -> Any:
 def shortened(text: str) -> str:
     """``text`` quoted as an error message repeats it: its ``repr``, cut after
     :data:`SHOWN_CHARS` characters (``'abc...'``)."""
-    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
+    return repr(cut(text))
+
+
+def cut(text: str) -> str:
+    """``text`` cut after :data:`SHOWN_CHARS` characters, ending in ``...``, as an error
+    message repeats it."""
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "..."
 
 
 def shown_value(value: Any) -> str:

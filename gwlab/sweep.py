@@ -514,8 +514,9 @@ def _describe(paths: Sequence[str], point: Sequence[Any]) -> str:
 
 
 def _shown(value: Any) -> str:
-    """A grid's value as messages show it: as JSON (``"error"``, ``{"rate": 5}``)."""
-    return json.dumps(value, default=repr)
+    """A grid's value as messages show it: as JSON (``"error"``, ``{"rate": 5}``), cut as
+    :func:`gwlab.config.cut` cuts it."""
+    return config.cut(json.dumps(value, default=repr))
 
 
 def _same(value: Any) -> Any:

@@ -455,6 +455,9 @@ def test_each_point_is_a_scenario_a_run_starts_with_so_fields_fixed_while_runnin
     ({"workload": [{"mode": "open", "rate": 5}, {"rate": 5, "mode": "open"}]}, 1,
      "sweep: grid 'workload': values[1] = {\"rate\": 5, \"mode\": \"open\"} equals values[0] = {\"mode\": \"open\", "
      "\"rate\": 5}: expected distinct values (a point gives the same runs every time)"),
+    ({"workload.retry_policy": ["x" * 600]}, 1,
+     f'sweep: grid point workload.retry_policy="{"x" * 299}...: workload.retry_policy = '
+     f"'{'x' * 300}...': expected one of 'none', 'openai_sdk', 'fixed', 'exponential_jitter', 'adaptive'"),
     ({}, 0, "sweep: seeds = 0: expected a whole number from 1 to 100000 (seeds 1 to n), or a list of seeds"),
     ({}, [3, 1, 3], "sweep: seeds: 3 is given twice: expected distinct seeds (a seed gives the same run every time)"),
     ({}, [1, -1], "sweep: seeds[1] = -1: expected a whole number >= 0 and <= 18446744073709551615"),
@@ -463,7 +466,7 @@ def test_a_bad_grid_is_refused_whole_before_any_run(grid, seeds, message):
     with pytest.raises(ConfigError) as refused:
         sweep(SCENARIOS / "p1_outage.toml", grid, DURATION, seeds, measure=pytest.fail)
     assert str(refused.value) == message
-    assert config.MAX_SWEEP_RUNS == 100_000
+    assert config.MAX_SWEEP_RUNS == 100_000 and config.SHOWN_CHARS == 300
 
 
 EVENTS = {"workload": {"mode": "open"}, "events": [{"at": i + 1.0, "workload": {"rate": 10.0}} for i in range(200)]}
