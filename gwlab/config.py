@@ -978,8 +978,8 @@ class _Checker:
         kind = spec["kind"]
         if kind in (int, float, bool):
             raw = plain_scalar(raw)
-        elif kind is list and isinstance(raw, list):
-            raw = [plain_scalar(item) for item in raw]
+        elif kind is list and isinstance(raw, list):  # a list of statuses: whole numbers, as an int field takes them
+            raw = [whole_number(item) for item in raw]
         if kind is bool:
             ok = isinstance(raw, bool)
         elif kind is int:

@@ -925,3 +925,18 @@ def test_a_scenario_built_in_code_is_checked_by_every_shell():
     from gwlab import lab
     with pytest.raises(ConfigError, match=r"^gwlab\.lab\.start\(scenario=\.\.\.\): limiter\.rate = 1e-310: "):
         lab.start(bad)
+
+
+@pytest.mark.parametrize("given, taken", [
+    (502, 502), (502.0, 502), (np.float64(502.0), 502), (fractions.Fraction(1004, 2), 502),
+    (502.5, None), (float("nan"), None), (True, None), ("502", None), (400, None),
+])
+def test_a_status_in_a_list_is_a_whole_number_as_an_int_field_takes_one(given, taken):
+    # retry.retry_on, the one list field, holds statuses: 502.0 is 502, as clients = 2.0 is 2.
+    data = {"retry": {"retry_on": [given, 504]}}
+    if taken is None:
+        with pytest.raises(ConfigError, match=r"^scenario: retry.retry_on = .*: expected a list of distinct statuses"):
+            config.from_dict(data)
+    else:
+        assert config.from_dict(data).retry.retry_on == (taken, 504)
+        assert type(config.from_dict(data).retry.retry_on[0]) is int
