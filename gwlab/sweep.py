@@ -165,7 +165,9 @@ def write_csv(rows: Sequence[Mapping[str, Value]], out: IO[str]) -> None:
     exactly, an array as a list). Lines end in CRLF, as RFC 4180 has them: the
     csv module quotes a field holding a line break only if the break is part of the line
     ending, and a string with a lone ``\\r`` would otherwise split its row. ``gwlab sweep``
-    writes its rows with it."""
+    writes its rows with it. No rows make an empty file, which :func:`read_csv` reads as no rows."""
+    if not rows:
+        return
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\r\n")
     writer.writeheader()
     writer.writerows({key: _field(value) for key, value in row.items()} for row in rows)
@@ -186,7 +188,8 @@ def read_csv(path: str | Path) -> list[Row]:
     or a dict, anything else as a string. A string that reads as one of the others (``"7"``,
     ``"[1]"``) comes back as that. A list of dicts,
     without pandas (``pandas.DataFrame(rows)`` makes a table of them); :func:`gwlab.plots.phase_diagram`
-    takes it as it is. Raises :class:`OSError` when the file cannot be read."""
+    takes it as it is. Raises :class:`OSError` when the file cannot be read, and
+    :class:`UnicodeDecodeError` (a :class:`ValueError`) when it is not UTF-8."""
     with open(path, encoding="utf-8", newline="") as f:
         return [{key: _typed(text) for key, text in row.items()} for row in csv.DictReader(f)]
 

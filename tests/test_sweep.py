@@ -891,3 +891,10 @@ def test_help_names_every_flag(capsys):
     assert out.startswith("usage: gwlab sweep")
     for flag in ("SCENARIO", "--grid", "--duration", "--seeds", "--seed-list", "--workers", "--out"):
         assert flag in out
+
+
+def test_no_rows_are_an_empty_csv_read_back_as_no_rows():
+    written = io.StringIO(newline="")
+    write_csv([], written)
+    assert written.getvalue() == ""
+    assert read_csv(_tmp_csv("")) == []
