@@ -60,9 +60,11 @@ PROGRESS_AFTER = 2.0
 """Seconds after which a running simulation starts showing its progress."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 EXIT_USAGE = 2
-EXIT_BOUND = config.CLIENT_GRACE + 2 * config.CHILD_EXIT_TIMEOUT + config.STOP_GRACE + config.FINAL_SCRAPE
+EXIT_BOUND = (config.CLIENT_GRACE + config.CUT_OFF_MARGIN + 2 * config.CHILD_EXIT_TIMEOUT + config.STOP_GRACE
+              + config.FINAL_SCRAPE)
 """Most seconds ``gwlab run`` takes to exit after its duration or the first signal: the
-clients' grace, their workers' time to report and exit or be killed
+clients' grace and their wait past it for the gateway's cut-off, their workers' time to
+report and exit or be killed
 (:meth:`gwlab.loadgen.LoadGenerator.stop`), the gateway's stop grace and the metrics' final
 scrape."""
 REPLICAS_EXIT_BOUND = EXIT_BOUND + config.REPLICA_REPLY_TIMEOUT + 2 * config.CHILD_EXIT_TIMEOUT
@@ -780,6 +782,10 @@ class _Served(Protocol):
     async def ends(self) -> dict[int, dict[str, Any]]:
         """What each gateway counted for the run's summary, by index."""
 
+    async def cut_off_after(self, grace: float) -> None:
+        """Have every gateway cut off the requests still in flight after ``grace`` seconds
+        (:meth:`Gateway.cut_off_after`)."""
+
     async def stop(self, *, final_scrape: bool = False) -> None:
         """Stop every gateway, after one last scrape of each scraped one with
         ``final_scrape``."""
@@ -814,6 +820,9 @@ class _OneGateway:
         metrics = self.gateway.metrics
         return {0: {"trips": self.trips.counts, "fallbacks": metrics.fallbacks, "decisions": metrics.decisions}}
 
+    async def cut_off_after(self, grace: float) -> None:
+        await self.gateway.cut_off_after(grace)
+
     async def stop(self, final_scrape: bool = False) -> None:
         if final_scrape:
             await self.scrapes.final(self.signalled)
@@ -839,7 +848,10 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         served = replicas
     view = LiveView(sys.stdout, redraw=sys.stdout.isatty())
     workloads = (scenario.workload, *(step.scenario.workload for step in steps(scenario)))
-    clients = LoadGenerator(served.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)))
+    # The gateway decides which answers came within the clients' grace; they wait past it
+    # for what it decided, and count each request as it does.
+    clients = LoadGenerator(served.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)),
+                            grace=config.CLIENT_GRACE + config.CUT_OFF_MARGIN)
     player = event_player(scenario, served, clients, view)
     ended = False
     try:
@@ -851,7 +863,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         finally:
             playing.cancel()
             await asyncio.gather(playing, return_exceptions=True)
-        await clients.stop()
+        await asyncio.gather(clients.stop(), served.cut_off_after(config.CLIENT_GRACE))
         snapshots, ends = await asyncio.gather(served.snapshots(), served.ends())
         answered = sorted(set(snapshots) & set(ends))
         if not answered and not served.gone.is_set():

@@ -57,7 +57,9 @@ status, provider, ttft, tokens)`` as its answer arrives (see :data:`OnAnswer`),
 that time out or retry, ``on_user(outcome, attempts)`` as a user request ends (see
 :data:`OnUser`). A request still unanswered when :meth:`Driver.stop` runs out of grace gets
 no answer: the stop returns how many there were, each a :data:`~gwlab.stats.CUT_OFF` (499)
-for the caller; the user requests still going then end ``"cut_off"``.
+for the caller; the user requests still going then end ``"cut_off"``. An attempt whose
+connection is lost once the stop has begun was cut off by its gateway
+(:meth:`~gwlab.server.Gateway.cut_off_after`), and is reported as a CUT_OFF as it ends.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from gwlab import config
 from gwlab.retry import AdaptiveThrottle
-from gwlab.stats import CLIENT_TIMEOUT, NO_PROVIDER, STREAM_ERROR, TRANSPORT_ERROR, Tally
+from gwlab.stats import CLIENT_TIMEOUT, CUT_OFF, NO_PROVIDER, STREAM_ERROR, TRANSPORT_ERROR, Tally
 from gwlab.streams import stream
 from gwlab.workload import ClientRetry, follows_users, next_arrival, pause_after
 
@@ -494,7 +496,8 @@ class Driver:
                     self._throttle.answered(done, status == 200)
                 wait = None if status == 200 else user.retry.after(status, retry_after)
                 if wait is None:
-                    outcome = "ok" if status == 200 else "timed_out" if status == CLIENT_TIMEOUT else "failed"
+                    outcome = ("ok" if status == 200 else "timed_out" if status == CLIENT_TIMEOUT
+                               else "cut_off" if status == CUT_OFF else "failed")
                     break
                 if self._stopped:  # nothing more is sent
                     outcome = "cut_off"
@@ -541,10 +544,13 @@ class Driver:
                         await response.read()
         except aiohttp.ClientError as exc:
             log.debug("request failed: %s", exc)
-            status, retry_ms = TRANSPORT_ERROR, None
+            # Once stopping, a connection lost after it was made is the gateway cutting the
+            # request off as its grace ran out (Gateway.cut_off_after), and counts as it does.
+            cut = self._stopped and not isinstance(exc, aiohttp.ClientConnectorError)
+            status, retry_ms = CUT_OFF if cut else TRANSPORT_ERROR, None
         except TimeoutError:
             status, retry_ms = CLIENT_TIMEOUT, None
-        if status == TRANSPORT_ERROR or status == CLIENT_TIMEOUT:  # no answer came whole: nothing of it counts
+        if status == TRANSPORT_ERROR or status == CLIENT_TIMEOUT or status == CUT_OFF:  # no answer came whole: none of it counts
             provider, first, tokens = NO_PROVIDER, None, 0
         ttft = None if first is None else first - scheduled
         done = self.clock()

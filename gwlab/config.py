@@ -266,7 +266,13 @@ METRICS_PORT = 9090
 MAX_PORT = 65535
 """The largest TCP port number (0 asks for any free port)."""
 CLIENT_GRACE = 2.0
-"""Seconds the requests in flight get to finish when a live run stops; later ones count as 499."""
+"""Seconds the requests in flight get to finish when a live run stops; the gateway cuts off
+the rest, which count as 499."""
+CUT_OFF_MARGIN = 1.0
+"""Seconds past its gateway's grace a stopping client waits for each request in flight to be
+answered or cut off: the gateway alone decides which answers came in time, and both count
+each request alike. A request neither answered nor closed by then (a gateway that does not
+answer) its client counts 499 itself."""
 LOG_LEVEL = "WARNING"
 """Log level of the command line; INFO adds the breaker transitions."""
 MODEL = "gwlab-sim"

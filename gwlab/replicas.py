@@ -212,6 +212,13 @@ class Replicas:
         :class:`~gwlab.metrics.Metrics` counts them) and its requests in flight."""
         return (await self._wait(self._tell_all("ends")))[0]
 
+    async def cut_off_after(self, grace: float) -> None:
+        """Have every replica still running let its requests in flight finish within
+        ``grace`` seconds and cut off the rest, as :meth:`Gateway.cut_off_after` does, going on
+        serving; return once they have, or :data:`~gwlab.config.CUT_OFF_MARGIN` seconds
+        after the grace (as long as the clients wait) for those that do not say so."""
+        await self._wait(self._tell_all("cut_off", grace), grace + config.CUT_OFF_MARGIN)
+
     async def stop(self, grace: float = config.STOP_GRACE, final_scrape: bool = False) -> None:
         """Stop every replica as :meth:`Gateway.stop` does (requests in flight get ``grace``
         seconds; with ``final_scrape``, a replica whose metrics were scraped first waits for
@@ -403,6 +410,8 @@ class _Replica:
         self.final_scrape = False
         self.stop = asyncio.Event()
         self.grace = config.STOP_GRACE
+        self._cutting: asyncio.Task | None = None
+        """The cut-off the parent asked for (:meth:`Replicas.cut_off_after`), while it runs."""
         self._answers: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
 
@@ -419,6 +428,9 @@ class _Replica:
         if _send(self.conn, ("started", self.gateway.metrics_port)):
             await self.stop.wait()
         loop.remove_reader(self.conn.fileno())
+        if self._cutting is not None:  # the stop cuts off in its own grace
+            self._cutting.cancel()
+            await asyncio.gather(self._cutting, return_exceptions=True)
         if self.final_scrape:
             await self.scrapes.final(self.stop)
         await self.gateway.stop(self.grace)
@@ -441,6 +453,8 @@ class _Replica:
                     _send(self.conn, ("reply", number, self.gateway.snapshot()))
                 elif kind == "ends":
                     _send(self.conn, ("reply", number, self._ends()))
+                elif kind == "cut_off":
+                    self._cutting = asyncio.create_task(self._cut_off(number, *args))
                 else:
                     if kind == "configure":
                         self.gateway.configure(*args)
@@ -449,6 +463,10 @@ class _Replica:
                     _send(self.conn, ("reply", number, None))
         except (EOFError, OSError):
             self.stop.set()
+
+    async def _cut_off(self, number: int, grace: float) -> None:
+        await self.gateway.cut_off_after(grace)
+        _send(self.conn, ("reply", number, None))
 
     def _ends(self) -> dict[str, Any]:
         metrics = self.gateway.metrics

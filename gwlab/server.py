@@ -226,15 +226,7 @@ class Gateway:
         try:
             accepting.cancel()
             await asyncio.gather(accepting, return_exceptions=True)
-            if self._waiting:
-                self._idle = asyncio.Event()
-                try:
-                    await asyncio.wait_for(self._idle.wait(), grace)
-                except TimeoutError:
-                    log.info("cutting off %d requests still in flight", len(self._waiting))
-                    for task in self._waiting:
-                        task.cancel()
-                    await self._idle.wait()
+            await self.cut_off_after(grace)
             await asyncio.sleep(0)  # requests that arrived before the close begin to be handled
             gateway.pre_shutdown()
             await gateway.shutdown(config.STOP_GRACE)
@@ -246,8 +238,31 @@ class Gateway:
             if self._remote is not None:
                 await self._remote.aclose()
         finally:
-            self._idle = None
             self._stopping = False
+
+    async def cut_off_after(self, grace: float) -> None:
+        """Let the requests in flight finish within ``grace`` seconds, then cut off those
+        still waiting on a provider (or to retry): each counts 499 and its connection
+        closes, so that its client sees the cut-off as the gateway counts it. Returns once
+        they have ended. The gateway goes on serving: :meth:`stop` does this once it stops
+        listening, and ``gwlab run`` and the lab do it as their clients stop, the clients
+        waiting :data:`~gwlab.config.CUT_OFF_MARGIN` longer, for what the gateway decided,
+        rather than deciding themselves at the same instant."""
+        if not self._waiting:
+            return
+        self._idle = idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(idle.wait(), grace)
+        except TimeoutError:
+            cut = list(self._waiting)  # none, when the last left in the instant the grace ran out
+            if cut:
+                log.info("cutting off %d requests still in flight", len(cut))
+                for task in cut:
+                    task.cancel()
+                await asyncio.wait(cut)
+        finally:
+            if self._idle is idle:
+                self._idle = None
 
     # -- runtime controls (any thread) --------------------------------------------------
 

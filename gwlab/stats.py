@@ -62,7 +62,8 @@ STATUS_TABLE = (
     StatusRow("504: past `gateway.timeout`", "`504`", "yes", "failure", "no"),
     StatusRow("a stream failed after its first byte", "`stream_error`", "yes", "failure", "no"),
     StatusRow("499: the client left (seen when its answer is written, or mid-stream at once), or a stop cut it off "
-              "(a stream then ends with the error frame `gateway_stopped`, which the SDK raises)",
+              "(a stream then ends with the error frame `gateway_stopped`, which the SDK raises), or the end of "
+              "`gwlab run` did (its connection closed; its client counts the same 499)",
               "`499`", "yes", "its call's outcome when the call ran its course; none when cut off: a probe slot is freed",
               "no"),
     StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),

@@ -161,7 +161,8 @@ def test_what_summaries_count_as_admitted_follows_the_status_table():
     rows = {row.answer: row for row in stats.STATUS_TABLE}
     assert set(ANSWERED) == set(rows) - {
         "499: the client left (seen when its answer is written, or mid-stream at once), or a stop cut it off (a "
-        "stream then ends with the error frame `gateway_stopped`, which the SDK raises)",
+        "stream then ends with the error frame `gateway_stopped`, which the SDK raises), or the end of `gwlab run` "
+        "did (its connection closed; its client counts the same 499)",
         "no HTTP answer (client side only)",
         "the client stopped waiting, `workload.timeout` (client side only)"}
     for answer, (status, provider) in ANSWERED.items():

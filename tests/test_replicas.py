@@ -30,7 +30,7 @@ from gwlab.stats import Tally
 from gwlab.summary import summarise
 from tests.conftest import SIMULATION_TIMEOUT, require_tool
 from tests.support import CHAT, alive
-from tests.test_cli import Process, _wait_gone
+from tests.test_cli import BOUNDARY_SCENARIO, Process, _wait_gone, scraped_codes
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)
 
@@ -367,6 +367,29 @@ def test_run_with_replicas_drives_them_all_and_sums_them_in_the_summary(tmp_path
     assert result["trips"] == sum(p["trips"] for p in result["providers"].values())
     assert result["offered"] > 0 and result["gateway_in_flight_at_end"] == 0
     assert _wait_gone(replicas, 5) == []  # the load generator's workers and the replicas
+
+
+def test_with_replicas_the_requests_a_run_cuts_off_count_alike_in_its_summary_and_metrics(tmp_path):
+    # As with one gateway (tests/test_cli.py): each replica cuts off its own requests in
+    # flight as the grace runs out, and the clients count each request as its replica did.
+    scenario = tmp_path / "boundary.toml"
+    scenario.write_text(BOUNDARY_SCENARIO)
+    out = tmp_path / "run.json"
+    process = Process("run", "--replicas", "2", "--config", str(scenario), "--duration", "2", "--port", "0",
+                      "--metrics-port", "0", "--scrape-config", str(tmp_path / "scrape.yml"), "--json", str(out),
+                      cwd=tmp_path)
+    assert re.match(r"^gateway  http://\S+ \(2 replicas\)$", process.line(60))
+    began = time.monotonic()
+    urls = [REPLICA_LINE.match(process.line()).group(1) for _ in range(2)]
+    scraped_codes(urls)
+    time.sleep(max(0.0, began + 2 + config.CLIENT_GRACE + config.CUT_OFF_MARGIN + 1.0 - time.monotonic()))
+    final = scraped_codes(urls)
+    status, _, stderr = process.finish(timeout=60)
+    assert status == 0, stderr
+    result = json.loads(out.read_text())
+    assert final == result["codes"]
+    assert result["codes"]["200"] > 0 and result["codes"]["499"] > 0
+    assert result["gateway_in_flight_at_end"] == 0
 
 
 # -- a replica that dies or stalls ------------------------------------------------------------

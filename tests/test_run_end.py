@@ -1,0 +1,68 @@
+"""The end of a live run (``gwlab run``, :func:`gwlab.cli._run`): the clients stop sending and
+the gateway alone decides which of the requests in flight answer within the grace
+(:meth:`gwlab.server.Gateway.cut_off_after`); the clients wait a margin longer
+(:data:`gwlab.config.CUT_OFF_MARGIN`), so that each request counts alike on both sides,
+however late either side's loop runs at the grace's end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from gwlab import config
+from gwlab.clients import Driver, open_session
+from gwlab.config import WorkloadConfig
+from gwlab.server import Gateway
+from gwlab.stats import CUT_OFF
+
+pytestmark = pytest.mark.timeout(60)
+
+GRACE = 0.5
+SENDING = 1.0
+"""Seconds of sending before the stop."""
+
+
+async def _end_of_run(lag: float, streaming: bool) -> tuple[Counter, Counter]:
+    """Drive a gateway at 300 requests a second for :data:`SENDING` seconds, its calls
+    taking as long as the grace (one in ten three times that), or streams of about twice the
+    grace, then end the run as ``gwlab run`` does while the loop stalls
+    for ``lag`` seconds across the grace's end. The answers counted by the gateway and by its
+    client, by status, each cut-off as :data:`~gwlab.stats.CUT_OFF`."""
+    providers = ({"p1": {"weight": 9.0, "latency": GRACE}, "p2": {"weight": 1.0, "latency": 3 * GRACE}}
+                 if not streaming else {"p1": {"ttft": GRACE / 2, "decode_rate": 20.0, "output_tokens": 10.0}})
+    scenario = config.from_dict({"providers": providers, "limiter": {"rate": 10_000.0, "burst": 10_000.0}},
+                                "test scenario")
+    gateway = Gateway(scenario, seed=1)
+    await gateway.start(port=0, metrics_port=0)
+    loop = asyncio.get_running_loop()
+    client: Counter = Counter()
+    try:
+        async with open_session() as http:
+            driver = Driver(http, gateway.url, 1, "arrivals/0", time.monotonic, lambda: None,
+                            lambda scheduled, done, status, *_: client.update([status]), lambda: None)
+            driver.apply(WorkloadConfig(mode="open", rate=300.0, max_in_flight=10_000,
+                                        stream_share=1.0 if streaming else 0.0))
+            await asyncio.sleep(SENDING)
+            loop.call_later(GRACE - lag / 2, time.sleep, lag)  # the loop stalls across the grace's end
+            cut, _ = await asyncio.gather(driver.stop(GRACE + config.CUT_OFF_MARGIN), gateway.cut_off_after(GRACE))
+            client[CUT_OFF] += cut
+            async with asyncio.timeout(5):
+                while gateway.snapshot().in_flight:
+                    await asyncio.sleep(0.01)
+    finally:
+        await gateway.stop(grace=0)
+    served: Counter = Counter()
+    for (status, _), n in gateway.metrics.answers.items():
+        served[status] += n
+    return +served, +client
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("lag", [0.0, 0.01, 0.1, 0.4])
+def test_the_requests_in_flight_at_the_end_count_alike_for_the_gateway_and_its_client(lag, streaming):
+    served, client = asyncio.run(_end_of_run(lag, streaming))
+    assert served == client
+    assert served[200] > 0 and served[CUT_OFF] > 0
