@@ -245,9 +245,11 @@ class Gateway:
         still waiting on a provider (or to retry): each counts 499 and its connection
         closes, so that its client sees the cut-off as the gateway counts it. Returns once
         they have ended. The gateway goes on serving: :meth:`stop` does this once it stops
-        listening, and ``gwlab run`` and the lab do it as their clients stop, the clients
-        waiting :data:`~gwlab.config.CUT_OFF_MARGIN` longer, for what the gateway decided,
-        rather than deciding themselves at the same instant."""
+        listening, and ``gwlab run`` as its clients stop, the clients waiting
+        :data:`~gwlab.config.CUT_OFF_MARGIN` longer, for what the gateway decided, rather
+        than deciding themselves at the same instant. A request not yet waiting when this
+        is called (still reading its body, or awaiting a shared limiter's answer) is not
+        cut off by it."""
         if not self._waiting:
             return
         self._idle = idle = asyncio.Event()
