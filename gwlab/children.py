@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterable, Sequence
 
@@ -77,16 +78,23 @@ def start_ignoring_sigint(process) -> None:
     Ctrl-C in a terminal reaches every process of the foreground group; the children must not
     die of it half-way (tracebacks, lost tallies) but stop when the parent tells them. An
     ignored disposition survives the spawn's exec, and Python keeps SIGINT ignored when it
-    starts that way. Only the main thread can change signal handlers; elsewhere (a notebook
-    running its loop in a thread) the children start with the parent's disposition."""
+    starts that way. Meanwhile the parent holds SIGINT blocked, so that one coming then is
+    not lost with the disposition but reaches its own handler as the start returns (Linux
+    keeps a blocked signal pending even while it is ignored); the children inherit the mask,
+    SIGINT blocked as well as ignored. Only the main thread can change signal handlers;
+    elsewhere (a notebook running its loop in a thread) the children start with the parent's
+    disposition."""
     if threading.current_thread() is not threading.main_thread():
         process.start()
         return
+    resource_tracker.ensure_running()  # its first start unblocks SIGINT: done before the block
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         process.start()
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def die_with(parent: int) -> None:

@@ -250,21 +250,25 @@ class Gateway:
         than deciding themselves at the same instant. A request not yet waiting when this
         is called (still reading its body, or awaiting a shared limiter's answer) is not
         cut off by it."""
-        if not self._waiting:
-            return
-        self._idle = idle = asyncio.Event()
-        try:
-            await asyncio.wait_for(idle.wait(), grace)
-        except TimeoutError:
-            cut = list(self._waiting)  # none, when the last left in the instant the grace ran out
-            if cut:
-                log.info("cutting off %d requests still in flight", len(cut))
-                for task in cut:
-                    task.cancel()
-                await asyncio.wait(cut)
-        finally:
-            if self._idle is idle:
-                self._idle = None
+        deadline = asyncio.get_running_loop().time() + grace
+        # Whether any handler waits is looked at again as this wakes: one between two waits (an
+        # attempt and its retry, a slot and its call) leaves none waiting for an instant.
+        while self._waiting:
+            self._idle = idle = asyncio.Event()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await idle.wait()
+            except TimeoutError:
+                cut = list(self._waiting)  # none, when the last left in the instant the grace ran out
+                if cut:
+                    log.info("cutting off %d requests still in flight", len(cut))
+                    for task in cut:
+                        task.cancel()
+                    await asyncio.wait(cut)
+                return
+            finally:
+                if self._idle is idle:
+                    self._idle = None
 
     # -- runtime controls (any thread) --------------------------------------------------
 

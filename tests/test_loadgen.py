@@ -10,6 +10,8 @@ import logging
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -699,3 +701,34 @@ def test_workers_that_never_say_they_are_ready_fail_the_start_within_its_bound_a
     elapsed, pids = asyncio.run(start())
     assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert config.CHILD_START_TIMEOUT <= elapsed < config.CHILD_START_TIMEOUT + 2 * config.CHILD_EXIT_TIMEOUT
+
+
+SIGINT_AS_A_WORKER_STARTS = """
+import multiprocessing, os, signal
+from gwlab.children import start_ignoring_sigint
+
+class Starting(multiprocessing.get_context("spawn").Process):
+    def start(self):
+        os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C as the process starts
+        super().start()
+
+if __name__ == "__main__":
+    process = Starting(target=os.getpid, daemon=True)
+    try:
+        start_ignoring_sigint(process)
+    except KeyboardInterrupt:
+        print("interrupted")
+    process.join()
+"""
+"""A process's first worker started as a Ctrl-C comes: the first, as multiprocessing's own
+resource tracker starts with it."""
+
+
+def test_a_ctrl_c_while_a_worker_starts_reaches_the_parent(tmp_path):
+    # The parent ignored SIGINT while it started a worker (which starts ignoring it): one
+    # that came then was lost, and a run stopped by one Ctrl-C as its workers started ran on.
+    script = tmp_path / "starting.py"
+    script.write_text(SIGINT_AS_A_WORKER_STARTS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "interrupted\n", "")

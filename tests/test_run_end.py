@@ -25,17 +25,13 @@ SENDING = 1.0
 """Seconds of sending before the stop."""
 
 
-async def _end_of_run(lag: float, streaming: bool) -> tuple[Counter, Counter]:
-    """Drive a gateway at 300 requests a second for :data:`SENDING` seconds, its calls
-    taking as long as the grace (one in ten three times that), or streams of about twice the
-    grace, then end the run as ``gwlab run`` does while the loop stalls
-    for ``lag`` seconds across the grace's end. The answers counted by the gateway and by its
-    client, by status, each cut-off as :data:`~gwlab.stats.CUT_OFF`."""
-    providers = ({"p1": {"weight": 9.0, "latency": GRACE}, "p2": {"weight": 1.0, "latency": 3 * GRACE}}
-                 if not streaming else {"p1": {"ttft": GRACE / 2, "decode_rate": 20.0, "output_tokens": 10.0}})
-    scenario = config.from_dict({"providers": providers, "limiter": {"rate": 10_000.0, "burst": 10_000.0}},
-                                "test scenario")
-    gateway = Gateway(scenario, seed=1)
+async def _counted(scenario: dict, workload: WorkloadConfig, sending: float,
+                   lag: float = 0.0) -> tuple[Counter, Counter]:
+    """Drive a gateway running ``scenario`` by ``workload`` for ``sending`` seconds, then end
+    the run as ``gwlab run`` does while the loop stalls for ``lag`` seconds across the
+    grace's end. The answers counted by the gateway and by its clients, by status, each
+    cut-off as :data:`~gwlab.stats.CUT_OFF`."""
+    gateway = Gateway(config.from_dict(scenario, "test scenario"), seed=1)
     await gateway.start(port=0, metrics_port=0)
     loop = asyncio.get_running_loop()
     client: Counter = Counter()
@@ -43,9 +39,8 @@ async def _end_of_run(lag: float, streaming: bool) -> tuple[Counter, Counter]:
         async with open_session() as http:
             driver = Driver(http, gateway.url, 1, "arrivals/0", time.monotonic, lambda: None,
                             lambda scheduled, done, status, *_: client.update([status]), lambda: None)
-            driver.apply(WorkloadConfig(mode="open", rate=300.0, max_in_flight=10_000,
-                                        stream_share=1.0 if streaming else 0.0))
-            await asyncio.sleep(SENDING)
+            driver.apply(workload)
+            await asyncio.sleep(sending)
             loop.call_later(GRACE - lag / 2, time.sleep, lag)  # the loop stalls across the grace's end
             cut, _ = await asyncio.gather(driver.stop(GRACE + config.CUT_OFF_MARGIN), gateway.cut_off_after(GRACE))
             client[CUT_OFF] += cut
@@ -60,9 +55,43 @@ async def _end_of_run(lag: float, streaming: bool) -> tuple[Counter, Counter]:
     return +served, +client
 
 
+async def _end_of_run(lag: float, streaming: bool) -> tuple[Counter, Counter]:
+    """:func:`_counted` at 300 requests a second for :data:`SENDING` seconds, the calls
+    taking as long as the grace (one in ten three times that), or streams of about twice the
+    grace."""
+    providers = ({"p1": {"weight": 9.0, "latency": GRACE}, "p2": {"weight": 1.0, "latency": 3 * GRACE}}
+                 if not streaming else {"p1": {"ttft": GRACE / 2, "decode_rate": 20.0, "output_tokens": 10.0}})
+    workload = WorkloadConfig(mode="open", rate=300.0, max_in_flight=10_000, stream_share=1.0 if streaming else 0.0)
+    return await _counted({"providers": providers, "limiter": {"rate": 10_000.0, "burst": 10_000.0}}, workload,
+                          SENDING, lag)
+
+
 @pytest.mark.parametrize("streaming", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("lag", [0.0, 0.01, 0.1, 0.4])
 def test_the_requests_in_flight_at_the_end_count_alike_for_the_gateway_and_its_client(lag, streaming):
     served, client = asyncio.run(_end_of_run(lag, streaming))
     assert served == client
     assert served[200] > 0 and served[CUT_OFF] > 0
+
+
+BETWEEN_TWO_WAITS = {
+    "retried": ({"providers": {"p1": {"latency": 0.6 * GRACE, "error_rate": 1.0}},
+                 "retry": {"attempts": 3, "base_delay": 0.001, "max_delay": 0.001, "jitter": "none"},
+                 "breaker": {"enabled": False}}, 1, Counter({CUT_OFF: 1})),
+    "queued": ({"providers": {"p1": {"latency": 0.6 * GRACE, "capacity": 1, "queue": 1}}}, 2,
+               Counter({200: 1, CUT_OFF: 1})),
+}
+"""Scenarios whose last handler in flight goes from one wait to the next within the grace:
+a call failing after 0.6 of it, which the gateway retries (one client), or a call queued
+for the slot of another that ends then (two clients); the closed loop's clients, and what
+each side counts."""
+
+
+@pytest.mark.parametrize("case", BETWEEN_TWO_WAITS)
+def test_a_request_between_two_waits_as_the_grace_runs_is_still_cut_off_at_its_end(case):
+    # For an instant between two waits no handler waited: the cut-off returned then, and the
+    # retry (the queued call) ran past the grace to its 502 (its 200).
+    scenario, clients, counted = BETWEEN_TWO_WAITS[case]
+    workload = WorkloadConfig(mode="closed", clients=clients, think_time=0.0)
+    served, client = asyncio.run(_counted(scenario, workload, 0.1 * GRACE))
+    assert served == client == counted
