@@ -550,7 +550,8 @@ class Driver:
             status, retry_ms = CUT_OFF if cut else TRANSPORT_ERROR, None
         except TimeoutError:
             status, retry_ms = CLIENT_TIMEOUT, None
-        if status == TRANSPORT_ERROR or status == CLIENT_TIMEOUT or status == CUT_OFF:  # no answer came whole: none of it counts
+        # No answer came whole: none of it counts.
+        if status == TRANSPORT_ERROR or status == CLIENT_TIMEOUT or status == CUT_OFF:
             provider, first, tokens = NO_PROVIDER, None, 0
         ttft = None if first is None else first - scheduled
         done = self.clock()

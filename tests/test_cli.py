@@ -757,8 +757,12 @@ def scraped_codes(urls: list[str]) -> dict[str, int]:
     """The answers of ``gwlab_requests_total`` summed by code over the metrics at ``urls``
     (codes of no answer left out), as a summary's ``codes`` counts them."""
     async def scrape() -> list[str]:
+        texts = []
         async with aiohttp.ClientSession() as session:
-            return [await (await session.get(url)).text() for url in urls]
+            for url in urls:
+                async with session.get(url) as response:
+                    texts.append(await response.text())
+        return texts
 
     counts: dict[str, int] = {}
     for text in asyncio.run(scrape()):
