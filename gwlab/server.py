@@ -141,9 +141,13 @@ class Gateway:
         """Handlers by path, then method (set when the gateway starts)."""
         self._protected: frozenset[str] = frozenset()
         """Paths that need the admin token (none without one)."""
-        self._waiting: set[asyncio.Task] = set()
-        """Handler tasks sleeping through a provider call (cut off if a stop runs out of time)."""
+        self._waiting: set[_Waiting] = set()
+        """Handlers sleeping through a provider call (cut off if a stop runs out of time)."""
         self._idle: asyncio.Event | None = None
+        """Set (and dropped) as the last waiting handler leaves: what the cut-offs under way await."""
+        self._cut_at: float | None = None
+        """When every wait is cut off, on the loop's clock, once :meth:`cut_off_after` is called
+        (until the gateway stops)."""
         self._starting: dict[Route, asyncio.Future[None]] = {}
         """Futures of the handlers whose routes wait for a provider's slot."""
         self.router.on_start = self._started
@@ -239,36 +243,37 @@ class Gateway:
                 await self._remote.aclose()
         finally:
             self._stopping = False
+            self._cut_at = None
 
     async def cut_off_after(self, grace: float) -> None:
         """Let the requests in flight finish within ``grace`` seconds, then cut off those
         still waiting on a provider (or to retry): each counts 499 and its connection
-        closes, so that its client sees the cut-off as the gateway counts it. Returns once
-        they have ended. The gateway goes on serving: :meth:`stop` does this once it stops
-        listening, and ``gwlab run`` as its clients stop, the clients waiting
-        :data:`~gwlab.config.CUT_OFF_MARGIN` longer, for what the gateway decided, rather
-        than deciding themselves at the same instant. A request not yet waiting when this
-        is called (still reading its body, or awaiting a shared limiter's answer) is not
-        cut off by it."""
+        closes, so that its client sees the cut-off as the gateway counts it. From now until
+        the gateway stops, no wait outlasts the grace's end, whenever its request came: one
+        that comes later, or is between two waits as this is called, is cut off as it would
+        have been had it waited now; one that begins after the grace is cut off at once.
+        A call that takes no time still answers. Returns once no handler waits. The gateway
+        goes on serving: :meth:`stop` does this once it stops listening, and ``gwlab run`` as
+        its clients stop, the clients waiting :data:`~gwlab.config.CUT_OFF_MARGIN` longer, for
+        what the gateway decided, rather than deciding themselves at the same instant. A
+        second call with an earlier end brings the cut-off forward; a later one leaves it."""
         deadline = asyncio.get_running_loop().time() + grace
+        if self._cut_at is None or deadline < self._cut_at:
+            self._cut_at = deadline
+            for waiting in self._waiting:
+                waiting.cut_at(deadline)
         # Whether any handler waits is looked at again as this wakes: one between two waits (an
         # attempt and its retry, a slot and its call) leaves none waiting for an instant.
+        told = False
         while self._waiting:
-            self._idle = idle = asyncio.Event()
+            if self._idle is None:  # shared by every cut-off under way
+                self._idle = asyncio.Event()
             try:
-                async with asyncio.timeout_at(deadline):
-                    await idle.wait()
-            except TimeoutError:
-                cut = list(self._waiting)  # none, when the last left in the instant the grace ran out
-                if cut:
-                    log.info("cutting off %d requests still in flight", len(cut))
-                    for task in cut:
-                        task.cancel()
-                    await asyncio.wait(cut)
-                return
-            finally:
-                if self._idle is idle:
-                    self._idle = None
+                async with asyncio.timeout_at(None if told else self._cut_at):
+                    await self._idle.wait()
+            except TimeoutError:  # each wait's own timer cuts it off now
+                log.info("cutting off %d requests still in flight", len(self._waiting))
+                told = True
 
     # -- runtime controls (any thread) --------------------------------------------------
 
@@ -1130,26 +1135,40 @@ class _Waiting:
     tokens), or with no call (``route`` ``None``) for its next attempt, as a ``with`` block: a
     stop that runs out of grace cuts it off (cancels it), and any exception out of the wait
     (its client gone, the cut-off) abandons the call and counts it 499 before it propagates
-    (under provider ``none`` between attempts)."""
+    (under provider ``none`` between attempts). Once the gateway cuts off
+    (:meth:`Gateway.cut_off_after`), a wait ends at the cut-off's time at the latest."""
 
-    __slots__ = ("gateway", "route", "task")
+    __slots__ = ("gateway", "route", "task", "timer")
 
     def __init__(self, gateway: Gateway, route: Route | None) -> None:
         self.gateway = gateway
         self.route = route
         self.task = asyncio.current_task()
+        self.timer: asyncio.TimerHandle | None = None
 
     def __enter__(self) -> None:
-        self.gateway._waiting.add(self.task)
+        gateway = self.gateway
+        gateway._waiting.add(self)
+        if gateway._cut_at is not None:
+            self.cut_at(gateway._cut_at)
+
+    def cut_at(self, when: float) -> None:
+        """Cut this wait off at ``when`` (the loop's clock; at once if it has passed)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_at(when, self.task.cancel)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
         gateway = self.gateway
+        if self.timer is not None:
+            self.timer.cancel()
         if kind is not None and self.route is None:
             gateway.metrics.gone()
         elif kind is not None:
             gateway.router.abandon(self.route, gateway.clock())
             gateway.metrics.cut_off(self.route)
-        gateway._waiting.discard(self.task)
+        gateway._waiting.discard(self)
         if gateway._idle is not None and not gateway._waiting:
             gateway._idle.set()
+            gateway._idle = None
         return False

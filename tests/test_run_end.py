@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import Counter
 
+import aiohttp
 import pytest
 
 from gwlab import config
@@ -95,3 +96,85 @@ def test_a_request_between_two_waits_as_the_grace_runs_is_still_cut_off_at_its_e
     workload = WorkloadConfig(mode="closed", clients=clients, think_time=0.0)
     served, client = asyncio.run(_counted(scenario, workload, 0.1 * GRACE))
     assert served == client == counted
+
+
+LATE_PROVIDERS = {
+    "whole": {"p1": {"latency": 20 * GRACE}},
+    "streamed": {"p1": {"ttft": 0.2 * GRACE, "decode_rate": 2.0, "output_tokens": 20.0}},
+}
+"""Calls that would take 20 times the grace: whole, or streamed a token every half second after
+a first token at a fifth of it."""
+
+
+async def _late(providers: dict, late: float, stream: bool) -> tuple[float, BaseException | None, Counter]:
+    """A gateway running ``providers`` begins to cut off with nothing in flight (so
+    :meth:`~gwlab.server.Gateway.cut_off_after` returns at once); ``late`` seconds later a
+    request comes. When that request ended, counted from the cut-off's start, what its client
+    saw go wrong (``None`` for a whole answer), and the gateway's answers by status."""
+    gateway = Gateway(config.from_dict({"providers": providers}, "test scenario"), seed=1)
+    await gateway.start(port=0, metrics_port=0)
+    loop = asyncio.get_running_loop()
+    failed = None
+    try:
+        began = loop.time()
+        async with asyncio.timeout(1):
+            await gateway.cut_off_after(GRACE)
+        await asyncio.sleep(late)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        async with open_session() as http:
+            try:
+                async with asyncio.timeout(GRACE + 5):  # the call alone takes 10 s
+                    async with http.post(f"{gateway.url}/v1/chat/completions", json=body) as response:
+                        await response.read()
+            except aiohttp.ClientError as error:
+                failed = error
+        ended = loop.time() - began
+    finally:
+        await gateway.stop(grace=0)
+    served: Counter = Counter()
+    for (status, _), n in gateway.metrics.answers.items():
+        served[status] += n
+    return ended, failed, +served
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("late", [0.0, 0.5 * GRACE, 2 * GRACE], ids=["at_once", "within_the_grace", "after_it"])
+def test_a_request_that_comes_once_the_cut_off_has_begun_ends_by_the_grace(late, stream):
+    # A request sent as the clients heard the stop can reach the gateway after its cut-off
+    # found nothing to wait for: it waited out its whole call.
+    ended, failed, served = asyncio.run(_late(LATE_PROVIDERS["streamed" if stream else "whole"], late, stream))
+    assert isinstance(failed, aiohttp.ClientError)
+    assert served == Counter({CUT_OFF: 1})
+    # Cut off at the grace's end, or on arrival after it: long before its call's 10 s.
+    assert ended < max(late, GRACE) + 1.0
+
+
+def test_a_call_that_takes_no_time_still_answers_after_the_grace():
+    ended, failed, served = asyncio.run(_late({"p1": {"latency": 0.0}}, 2 * GRACE, False))
+    assert failed is None and served == Counter({200: 1})
+
+
+def test_a_second_cut_off_brings_the_end_forward_and_never_back():
+    async def ends(first: float, second: float) -> float:
+        gateway = Gateway(config.from_dict({"providers": {"p1": {"latency": 10.0}}}, "test scenario"), seed=1)
+        await gateway.start(port=0, metrics_port=0)
+        loop = asyncio.get_running_loop()
+        try:
+            async with open_session() as http:
+                body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+                sent = asyncio.create_task(http.post(f"{gateway.url}/v1/chat/completions", json=body))
+                async with asyncio.timeout(5):
+                    while not gateway.snapshot().in_flight:
+                        await asyncio.sleep(0.01)
+                began = loop.time()
+                async with asyncio.timeout(5):
+                    await asyncio.gather(gateway.cut_off_after(first), gateway.cut_off_after(second))
+                    with pytest.raises(aiohttp.ClientError):
+                        await sent
+                return loop.time() - began
+        finally:
+            await gateway.stop(grace=0)
+
+    # Each ends near the shorter grace (0.2 s), not the longer (3 s).
+    assert asyncio.run(ends(3.0, 0.2)) < 1.5
+    assert asyncio.run(ends(0.2, 3.0)) < 1.5
