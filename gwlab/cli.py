@@ -780,7 +780,9 @@ class _Served(Protocol):
         index."""
 
     async def ends(self) -> dict[int, dict[str, Any]]:
-        """What each gateway counted for the run's summary, by index."""
+        """What each gateway counted for the run's summary, by index: its breakers'
+        openings (``trips``), ``fallbacks``, retry ``decisions`` and the requests it holds now
+        (``in_flight``, read as the run's cut-off ends)."""
 
     async def cut_off_after(self, grace: float) -> None:
         """Have every gateway cut off the requests still in flight after ``grace`` seconds
@@ -818,7 +820,8 @@ class _OneGateway:
 
     async def ends(self) -> dict[int, dict[str, Any]]:
         metrics = self.gateway.metrics
-        return {0: {"trips": self.trips.counts, "fallbacks": metrics.fallbacks, "decisions": metrics.decisions}}
+        return {0: {"trips": self.trips.counts, "fallbacks": metrics.fallbacks, "decisions": metrics.decisions,
+                    "in_flight": metrics.registry.get_sample_value("gwlab_in_flight_requests")}}
 
     async def cut_off_after(self, grace: float) -> None:
         await self.gateway.cut_off_after(grace)
@@ -878,6 +881,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
                 replicas=[{"replica": i, "end": snapshots[i], **ends[i]} for i in answered] if args.replicas > 1
                 else (),
             )
+            result["gateway_in_flight_at_end"] = sum(ends[i]["in_flight"] for i in answered)
             missing = sorted(set(range(args.replicas)) - set(answered))
             if missing:
                 result["replicas_lost"] = missing
@@ -886,11 +890,6 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
         await clients.stop()
         await served.stop(final_scrape=ended)
     if ended:  # else every replica ended unexpectedly before it could answer: there is no summary to give
-        if isinstance(served, _OneGateway):
-            result["gateway_in_flight_at_end"] = served.gateway.metrics.registry.get_sample_value(
-                "gwlab_in_flight_requests")
-        else:
-            result["gateway_in_flight_at_end"] = sum(ends[i]["in_flight"] for i in answered)
         if clients.lost:
             result["workers_killed"] = clients.lost
         view.print(summary_lines(result))
