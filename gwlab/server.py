@@ -706,7 +706,7 @@ class Gateway:
         start = self.clock()
         answer = None
         body, tokens, wait = b"", 0, 0.0
-        with _Waiting(self, route):
+        with _Waiting(self, route) as waiting:
             try:
                 try:
                     async with asyncio.timeout(now + self.scenario.gateway.timeout - start) as deadline:
@@ -734,7 +734,7 @@ class Gateway:
                         return self._passed(route, answer, body, chat, arrived, start, attempts)
                     if chat.stream and outcome is Outcome.SUCCESS:
                         return await self._relay(request, chat, route, answer, frames, tally, head, arrived, start,
-                                                 attempts)
+                                                 attempts, waiting)
                     reason = f"status {answer.status}"
                 if outcome is not Outcome.SUCCESS:
                     log.debug("upstream %s: %s", name, reason)
@@ -762,7 +762,7 @@ class Gateway:
 
     async def _relay(self, request: web.BaseRequest, chat: ChatRequest, route: Route,
                      answer: aiohttp.ClientResponse, frames: Frames, tally: _Tally, head: bytes, arrived: float,
-                     start: float, attempts: Attempts | None) -> web.StreamResponse:
+                     start: float, attempts: Attempts | None, waiting: _Waiting) -> web.StreamResponse:
         """Relay the stream of a real upstream from its first content frame (``head``, the
         frames up to it): 200 and the frames as they arrive, then the upstream's end, or, when
         it fails (an error frame, a reset, an invalid frame, no token within
@@ -811,6 +811,7 @@ class Gateway:
         outcome = Outcome.STREAM_ERROR if failed else Outcome.SUCCESS
         tokens = observe.counted(tally.tokens, chat.max_tokens)
         self._streamed(route, outcome, chat, arrived, start, first, tokens)
+        waiting.end()  # the call has ended: writing its end is not cut off
         try:
             if failed:
                 await response.write(_broken(route.upstream.name, tokens))
@@ -1138,19 +1139,21 @@ class _Waiting:
     (under provider ``none`` between attempts). Once the gateway cuts off
     (:meth:`Gateway.cut_off_after`), a wait ends at the cut-off's time at the latest."""
 
-    __slots__ = ("gateway", "route", "task", "timer")
+    __slots__ = ("gateway", "route", "task", "timer", "over")
 
     def __init__(self, gateway: Gateway, route: Route | None) -> None:
         self.gateway = gateway
         self.route = route
         self.task = asyncio.current_task()
         self.timer: asyncio.TimerHandle | None = None
+        self.over = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _Waiting:
         gateway = self.gateway
         gateway._waiting.add(self)
         if gateway._cut_at is not None:
             self.cut_at(gateway._cut_at)
+        return self
 
     def cut_at(self, when: float) -> None:
         """Cut this wait off at ``when`` (the loop's clock; at once if it has passed)."""
@@ -1158,17 +1161,32 @@ class _Waiting:
             self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_at(when, self.task.cancel)
 
+    def end(self) -> None:
+        """The call ended and was counted (a relayed stream's last token came) within the
+        block: what follows, the answer's last writes to a client that may read slowly, is
+        no wait on the provider, and neither cut off nor counted again."""
+        self.over = True
+        self._leave()
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
+        if self.over:
+            return False
+        gateway = self.gateway
+        try:
+            if kind is not None and self.route is None:
+                gateway.metrics.gone()
+            elif kind is not None:
+                gateway.router.abandon(self.route, gateway.clock())
+                gateway.metrics.cut_off(self.route)
+        finally:  # whatever the counting raises, a cut-off does not wait for this wait for ever
+            self._leave()
+        return False
+
+    def _leave(self) -> None:
         gateway = self.gateway
         if self.timer is not None:
             self.timer.cancel()
-        if kind is not None and self.route is None:
-            gateway.metrics.gone()
-        elif kind is not None:
-            gateway.router.abandon(self.route, gateway.clock())
-            gateway.metrics.cut_off(self.route)
         gateway._waiting.discard(self)
         if gateway._idle is not None and not gateway._waiting:
             gateway._idle.set()
             gateway._idle = None
-        return False

@@ -23,6 +23,7 @@ from gwlab import config
 from gwlab.breaker import State
 from gwlab.cli import main
 from gwlab.config import ConfigError
+from gwlab.errors import PROVIDER_HEADER
 from gwlab.forward import Forwarder, read_body
 from gwlab.observe import InvalidAnswer
 from gwlab.providers import Call, Outcome
@@ -586,6 +587,44 @@ def test_a_relayed_stream_a_stop_cuts_off_ends_with_the_gateways_error_frame():
     assert first == chunk("Hello") and cut_off == 1
     assert rest.endswith(error_frame(503, "the gateway stopped before the stream ended", "gateway_stopped"))
     assert set(rest.split(b"\n\n")[:-2]) <= {chunk(" again").rstrip(b"\n")}
+
+
+@pytest.mark.timeout(10, method="thread")  # before, the gateway could not stop either
+def test_a_relayed_stream_that_has_ended_is_not_cut_off_while_its_end_is_written(monkeypatch):
+    # Its last token came before the cut-off: it counts 200 once, however long a slow client
+    # takes to read its end (here the gateway's final write waits 0.3 s, past the cut-off).
+    # Before, that write still waited under the call's cut-off, which abandoned its route a
+    # second time (RouteError) and never let the cut-off return.
+    write_eof = web.StreamResponse.write_eof
+
+    async def slow(self: web.StreamResponse, data: bytes = b"") -> None:
+        if PROVIDER_HEADER in self.headers:  # the gateway's answer, not the upstream's
+            await asyncio.sleep(0.3)
+        await write_eof(self, data)
+
+    monkeypatch.setattr(web.StreamResponse, "write_eof", slow)
+
+    async def ending(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk("Hello"))
+        await asyncio.sleep(0.1)
+        await response.write(chunk(finish="stop") + DONE)
+        return response
+
+    async def main_():
+        async with upstream_app(ending) as url:
+            async with serving(front({"up": real(url)})) as (gw, http):
+                async with http.post("/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+                    await r.content.readuntil(b"\n\n")
+                    async with asyncio.timeout(2):  # before, the cut-off never returned
+                        await gw.cut_off_after(0.2)
+                        body = await r.content.read()
+                return body, {key: n for key, n in gw.metrics.answers.items() if n}, gw.snapshot().in_flight
+
+    body, answers, in_flight = asyncio.run(main_())
+    assert body.endswith(DONE)
+    assert (answers, in_flight) == ({(200, "up"): 1}, 0)
 
 
 def test_a_client_that_leaves_mid_stream_closes_the_upstream_request_at_once():
