@@ -1139,14 +1139,13 @@ class _Waiting:
     (under provider ``none`` between attempts). Once the gateway cuts off
     (:meth:`Gateway.cut_off_after`), a wait ends at the cut-off's time at the latest."""
 
-    __slots__ = ("gateway", "route", "task", "timer", "over")
+    __slots__ = ("gateway", "route", "task", "timer")
 
     def __init__(self, gateway: Gateway, route: Route | None) -> None:
         self.gateway = gateway
         self.route = route
         self.task = asyncio.current_task()
         self.timer: asyncio.TimerHandle | None = None
-        self.over = False
 
     def __enter__(self) -> _Waiting:
         gateway = self.gateway
@@ -1165,13 +1164,12 @@ class _Waiting:
         """The call ended and was counted (a relayed stream's last token came) within the
         block: what follows, the answer's last writes to a client that may read slowly, is
         no wait on the provider, and neither cut off nor counted again."""
-        self.over = True
         self._leave()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
-        if self.over:
-            return False
         gateway = self.gateway
+        if self not in gateway._waiting:  # left already, its call counted (end)
+            return False
         try:
             if kind is not None and self.route is None:
                 gateway.metrics.gone()

@@ -68,7 +68,8 @@ STATUS_TABLE = (
               "no"),
     StatusRow("no HTTP answer (client side only)", "`transport_error`", "-", "-", "no"),
     StatusRow("the client stopped waiting, `workload.timeout` (client side only)", "`client_timeout`", "-",
-              "none: the gateway serves it on, then counts a 499 (its answer's own status when that went out as the client's timer ran out)", "no"),
+              "none: the gateway serves it on, then counts a 499 (its answer's own status when that went out "
+              "as the client's timer ran out)", "no"),
 )
 """How every answer counts; the README prints it (:func:`status_table`). A summary's
 ``admitted`` counts the answers of admitted requests (:func:`admitted`): a 499 passed the
