@@ -140,7 +140,10 @@ def share_traces(ts: TimeSeries) -> list[go.Scatter]:
 
 def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) -> list[go.BaseTraceType]:
     """A heat strip per provider with its breaker state at each bin's end, and a marker at
-    every opening (a short cooldown can begin and end inside one bin)."""
+    every opening (a short cooldown can begin and end inside one bin). With no opening the
+    markers are one point at no place: plotly.js hides a trace with no points, and with it
+    this panel's only legend entry, so the live chart's legend would come and go as
+    openings enter and leave its window."""
     cols = ts.columns()
     levels = len(STATE_LEVELS)
     scale = []
@@ -155,7 +158,8 @@ def breaker_traces(ts: TimeSeries, transitions: Sequence[BreakerChange] = ()) ->
     )
     opened = [t for t in transitions if t.target == "open"]
     marks = go.Scatter(
-        x=[t.time for t in opened], y=[t.provider for t in opened], mode="markers", name="opened",
+        x=[t.time for t in opened] or [None], y=[t.provider for t in opened] or [None],
+        mode="markers", name="opened",
         marker={"symbol": "x", "color": OPENED_COLOUR, "size": 7},
         text=[f"cooldown {t.cooldown:g} s" for t in opened],
         hovertemplate="%{y} opened at %{x:.3f} s, %{text}<extra></extra>",

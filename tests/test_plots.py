@@ -69,6 +69,8 @@ def check_legends(fig) -> None:
         low, high = layout[f"yaxis{panel + 1}"].domain
         entries = [t for t in fig.data if t.yaxis == axis and t.type != "heatmap"]
         assert entries and all(t.legend == key for t in entries)
+        # plotly.js hides a trace with no points, and its legend entry with it.
+        assert all(len(t.x) and len(t.y) for t in entries), [t.name for t in entries if not len(t.x)]
         legend = layout[key]
         assert (legend.x, legend.xanchor, legend.y, legend.yanchor) == (plots.LEGEND_X, "left", high, "top")
         bottom = high - plots.legend_height(len(entries)) / area
