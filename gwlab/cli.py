@@ -90,8 +90,8 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     ``--max-in-flight``, ``--stream-share``, ``--max-tokens``, ``--retry-policy``,
     ``--client-timeout``, ``--seed``, ``--json``): shared by every command that runs one;
     read them with :func:`scenario_from_args`."""
-    parser.add_argument("--config", metavar="FILE", type=_file,
-                        help="scenario TOML file (default: the seed scenario; flags override it)")
+    parser.add_argument("--config", metavar="FILE", type=_input,
+                        help="scenario TOML file, - for stdin (default: the seed scenario; flags override it)")
     load = parser.add_mutually_exclusive_group()
     load.add_argument("--clients", metavar="N", type=_whole,
                       help=f"closed loop: N clients, each waiting for its answer (default {config.CLIENTS})")
@@ -201,7 +201,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     like the file,
     so an error names the flag and its value. Also checks that the
     ``--json`` file can be written. Raises :class:`ConfigError`."""
-    scenario = config.load(args.config) if args.config else Scenario()
+    scenario = read_scenario(args.config) if args.config else Scenario()
     if args.clients is not None:
         scenario = config.merge(scenario, {"workload": {"mode": "closed", "clients": args.clients}}, "--clients")
     if args.rate is not None:
@@ -240,6 +240,36 @@ def _output(text: str) -> Path | str:
     return STDOUT if text == STDOUT else _file(text)
 
 
+STDIN = "-"
+"""What ``--config`` or ``gwlab sweep``'s ``SCENARIO`` names for standard input, as Unix
+commands read ``-`` (``./-`` names a file ``-``)."""
+STDIN_SOURCE = "standard input"
+"""What messages name a scenario read from standard input by."""
+
+
+def _input(text: str) -> Path | str:
+    """An argparse type: the scenario file an input argument names, or :data:`STDIN`."""
+    return STDIN if text == STDIN else _file(text)
+
+
+def read_scenario(named: Path | str) -> Scenario:
+    """The scenario in the file ``named``, or on standard input for :data:`STDIN` (read to
+    its end, at most :data:`~gwlab.config.MAX_SCENARIO_BYTES` as for a file). Raises
+    :class:`ConfigError` naming the file or standard input, and :class:`_Interrupted` for
+    Ctrl-C or SIGTERM while it waits (on a terminal, a pipe, a FIFO)."""
+    with _interruptible(f"reading {STDIN_SOURCE if named == STDIN else named}"):
+        if named != STDIN:
+            return config.load(named)
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:
+            raise ConfigError(f"{STDIN_SOURCE}: cannot read: there is none (it is closed)")
+        try:
+            raw = stdin.read(config.MAX_SCENARIO_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{STDIN_SOURCE}: cannot read: {exc.strerror or exc}") from None
+        return config.parse(raw, STDIN_SOURCE)
+
+
 INPUT_ARGUMENTS = {"config": "--config", "scenario": "SCENARIO"}
 """The arguments naming the scenario file a command reads (by their ``args`` attribute)."""
 
@@ -266,8 +296,9 @@ def check_distinct_outputs(args: argparse.Namespace) -> None:
 
 
 def _source(args: argparse.Namespace) -> str:
-    """What messages about the scenario of ``args`` name it by: its file, or ``scenario``."""
-    return str(args.config or "scenario")
+    """What messages about the scenario of ``args`` name it by: its file, standard input, or
+    ``scenario``."""
+    return STDIN_SOURCE if args.config == STDIN else str(args.config or "scenario")
 
 
 def check_writable(flag: str, path: Path | str | None) -> None:
@@ -330,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="gateway + metrics only, for outside clients",
         description="Run the gateway and its metrics server for outside clients (curl, the OpenAI "
                     "SDK, wrk, a browser) until Ctrl-C or SIGTERM.")
-    serve.add_argument("--config", metavar="FILE", type=_file,
-                       help="scenario TOML file (default: the seed scenario)")
+    serve.add_argument("--config", metavar="FILE", type=_input,
+                       help="scenario TOML file, - for stdin (default: the seed scenario)")
     serve.add_argument("--seed", metavar="N", type=_whole, default=config.SEED,
                        help=f"random seed (default {config.SEED})")
     _add_server_arguments(serve)
@@ -366,8 +397,8 @@ def _add_sweep_parser(commands: argparse._SubParsersAction) -> None:
                     "the grid's values, the seed, offered, admitted, goodput, availability, latency_p50 and "
                     "latency_p99 (seconds), trips, saturated and retries. The rows are the same whatever "
                     "--workers. A progress bar goes to stderr when it is a terminal.")
-    sweep.add_argument("scenario", metavar="SCENARIO", nargs="?", type=_file,
-                       help="scenario TOML file (default: the seed scenario)")
+    sweep.add_argument("scenario", metavar="SCENARIO", nargs="?", type=_input,
+                       help="scenario TOML file, - for stdin (default: the seed scenario)")
     sweep.add_argument("--grid", metavar="PATH=V1,V2,...", action="append", required=True,
                        help="a dotted field of the scenario and its values, e.g. workload.rate=500,1000 or "
                             "providers.p1.outage=none,error (events.0.at for the first event's time); each value "
@@ -489,7 +520,8 @@ def _sweep(args: argparse.Namespace) -> int:
     measure = judge if args.measure == "recovery" else None
     seeds = _seeds_flag(args)
     with _interruptible("sweep"):  # its worker processes stopped, by SIGTERM too
-        plan = Plan(args.scenario, grid, args.duration, seeds, measure=measure, source="--grid")
+        scenario = read_scenario(args.scenario) if args.scenario else None
+        plan = Plan(scenario, grid, args.duration, seeds, measure=measure, source="--grid")
         rows = plan.run(workers=args.workers)
         if args.out is not None:
             _write_whole(args, "--out", lambda out: write_csv(rows, out))
@@ -547,9 +579,10 @@ class _Interrupted(Exception):
 
 @contextlib.contextmanager
 def _interruptible(command: str) -> Iterator[None]:
-    """The block of ``command`` ended by Ctrl-C or by SIGTERM alike (kill, a scheduler ending
-    the job: by default SIGTERM would end this process alone, with no word, and any worker
-    processes would run on), raising :class:`_Interrupted` rather than a traceback."""
+    """The block of ``command`` (a command, or what one does: ``reading FILE``) ended by
+    Ctrl-C or by SIGTERM alike (kill, a scheduler ending the job: by default SIGTERM would end
+    this process alone, with no word, and any worker processes would run on), raising
+    :class:`_Interrupted` rather than a traceback."""
     previous = signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
     try:
         yield

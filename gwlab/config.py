@@ -1285,21 +1285,28 @@ def load(path: str | Path) -> Scenario:
             raw = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse(raw, str(path))
+
+
+def parse(raw: bytes, source: str) -> Scenario:
+    """The scenario in ``raw``, a scenario TOML file's bytes as read (at most
+    :data:`MAX_SCENARIO_BYTES` and one more, to tell a longer one); any problem raises a
+    one-line :class:`ConfigError` naming ``source``."""
     if len(raw) > MAX_SCENARIO_BYTES:
-        raise ConfigError(f"{path}: more than {MAX_SCENARIO_BYTES} bytes: expected a scenario file of at most "
+        raise ConfigError(f"{source}: more than {MAX_SCENARIO_BYTES} bytes: expected a scenario file of at most "
                           f"{MAX_SCENARIO_BYTES} bytes (gwlab.config.MAX_SCENARIO_BYTES)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: byte {exc.object[exc.start]:#04x} at offset {exc.start}: expected UTF-8 text "
+        raise ConfigError(f"{source}: byte {exc.object[exc.start]:#04x} at offset {exc.start}: expected UTF-8 text "
                           "(TOML files are UTF-8)") from None
     if text.startswith("\ufeff"):  # some editors start UTF-8 with it; tomllib reads it as an invalid statement
-        raise ConfigError(f"{path}: starts with a byte order mark (bytes 0xef 0xbb 0xbf): expected UTF-8 text "
+        raise ConfigError(f"{source}: starts with a byte order mark (bytes 0xef 0xbb 0xbf): expected UTF-8 text "
                           "without one (save it without the mark)")
     try:
         data = tomllib.loads(text)
     except RecursionError:
-        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from None
     except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return from_dict(data, str(path))
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return from_dict(data, source)

@@ -9,11 +9,13 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from gwlab.cli import OUTPUT_FLAGS, _output, _write_whole, check_writable, main
+from gwlab import config
 from gwlab.config import Scenario
 from gwlab.router import Router
 from gwlab.stats import Tally
@@ -237,3 +239,82 @@ def test_replicas_with_local_or_shared_limits(tmp_path, capsys, backend, buckets
     through = summary["offered"] - summary["codes"]["429"]
     assert 0.99 * buckets * 11_000 <= through <= buckets * 11_001
     assert summary["scenario"]["limiter"].get("backend", "local") == backend and len(summary["replicas"]) == 4
+
+
+SCENARIO_TEXT = '[workload]\nmode = "open"\nrate = 40\n\n[providers.p1]\nerror_rate = 0.3\n'
+"""A scenario file's text, read from a file or from standard input."""
+
+
+@pytest.mark.parametrize("args, output", [
+    (["simulate", "--duration", "5", "--seed", "4", "--json", "-", "--config"], lambda out: json.loads(out)),
+    (["sweep", "--grid", "workload.rate=20,30", "--duration", "3", "--workers", "1", "--out", "-"], str),
+])
+def test_a_scenario_read_from_standard_input_runs_as_its_file_does(args, output, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(SCENARIO_TEXT)
+    (tmp_path / "-").write_text("[workload]\nrate = 1\n")  # named ./- only; - alone is standard input
+    runs = {}
+    for named in ("s.toml", "-"):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(SCENARIO_TEXT.encode())))
+        assert main([*args, named]) == 0
+        runs[named] = output(capsys.readouterr().out)
+    assert runs["-"] == runs["s.toml"]
+    assert main([*args, "./-"]) == 0
+    assert output(capsys.readouterr().out) != runs["-"]  # the file named -, at 1 request/s
+
+
+@pytest.mark.parametrize("stdin, expected", [
+    (b"x = \n", "standard input: not valid TOML: Invalid value (at line 1, column 5)"),
+    (b"[workload]\nrate = -1\n", "standard input: workload.rate = -1: expected a number >= 0.001 and <= 1e+06"),
+    (b"\xff", "standard input: byte 0xff at offset 0: expected UTF-8 text"),
+    (b"#" * 65, "standard input: more than 64 bytes: expected a scenario file of at most 64 bytes"),
+    (None, "standard input: cannot read: there is none (it is closed)"),
+])
+@pytest.mark.parametrize("command", [
+    ["simulate", "--duration", "1", "--config", "-"],
+    ["run", "--duration", "1", "--config", "-"],
+    ["serve", "--config", "-"],
+    ["sweep", "-", "--grid", "workload.rate=1", "--duration", "1"],
+])
+def test_a_bad_scenario_on_standard_input_is_one_line_naming_it_and_exit_2(command, stdin, expected, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setattr(config, "MAX_SCENARIO_BYTES", 64)
+    monkeypatch.setattr(sys, "stdin", None if stdin is None else io.TextIOWrapper(io.BytesIO(stdin)))
+    assert main(command) == 2  # before any server or worker starts
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(f"gwlab: error: {expected}"), err
+
+
+def test_a_scenario_piped_into_the_command_runs_as_its_file_does(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO_TEXT)
+    command = [sys.executable, "-m", "gwlab", "simulate", "--duration", "5", "--json", "-", "--config"]
+    piped = subprocess.run([*command, "-"], cwd=ROOT, input=SCENARIO_TEXT, capture_output=True, text=True,
+                           timeout=120)
+    named = subprocess.run([*command, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == named.stdout and json.loads(piped.stdout)["summary"]["scenario"]["workload"]["rate"] == 40
+
+
+def _reading_its_pipe(pid: int) -> bool:
+    """Whether process ``pid`` is blocked reading a pipe (Linux's wait channel)."""
+    return "pipe_read" in Path(f"/proc/{pid}/wchan").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", [
+    ["simulate", "--duration", "1", "--config", "-"],
+    ["serve", "--config", "-", "--port", "0", "--metrics-port", "0"],
+    ["sweep", "-", "--grid", "workload.rate=1", "--duration", "1"],
+])
+def test_a_signal_while_the_scenario_is_awaited_on_standard_input_ends_with_one_line(command, sig):
+    with subprocess.Popen([sys.executable, "-m", "gwlab", *command], cwd=ROOT, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 60
+        while not _reading_its_pipe(process.pid):  # the writer sends nothing and keeps the pipe open
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.05)
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + sig, err
+    assert err == "gwlab: reading standard input interrupted: nothing written\n" and out == ""
