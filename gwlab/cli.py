@@ -252,12 +252,17 @@ def _input(text: str) -> Path | str:
     return STDIN if text == STDIN else _file(text)
 
 
+def _input_name(named: Path | str) -> str:
+    """A scenario's file, or standard input, as messages name it."""
+    return STDIN_SOURCE if named == STDIN else str(named)
+
+
 def read_scenario(named: Path | str) -> Scenario:
     """The scenario in the file ``named``, or on standard input for :data:`STDIN` (read to
     its end, at most :data:`~gwlab.config.MAX_SCENARIO_BYTES` as for a file). Raises
     :class:`ConfigError` naming the file or standard input, and :class:`_Interrupted` for
     Ctrl-C or SIGTERM while it waits (on a terminal, a pipe, a FIFO)."""
-    with _interruptible(f"reading {STDIN_SOURCE if named == STDIN else named}"):
+    with _interruptible(f"reading {_input_name(named)}"):
         if named != STDIN:
             return config.load(named)
         stdin = getattr(sys.stdin, "buffer", None)
@@ -298,7 +303,7 @@ def check_distinct_outputs(args: argparse.Namespace) -> None:
 def _source(args: argparse.Namespace) -> str:
     """What messages about the scenario of ``args`` name it by: its file, standard input, or
     ``scenario``."""
-    return STDIN_SOURCE if args.config == STDIN else str(args.config or "scenario")
+    return _input_name(args.config) if args.config else "scenario"
 
 
 def check_writable(flag: str, path: Path | str | None) -> None:

@@ -1160,12 +1160,6 @@ class _Waiting:
             self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_at(when, self.task.cancel)
 
-    def end(self) -> None:
-        """The call ended and was counted (a relayed stream's last token came) within the
-        block: what follows, the answer's last writes to a client that may read slowly, is
-        no wait on the provider, and neither cut off nor counted again."""
-        self._leave()
-
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
         gateway = self.gateway
         if self not in gateway._waiting:  # left already, its call counted (end)
@@ -1177,10 +1171,14 @@ class _Waiting:
                 gateway.router.abandon(self.route, gateway.clock())
                 gateway.metrics.cut_off(self.route)
         finally:  # whatever the counting raises, a cut-off does not wait for this wait for ever
-            self._leave()
+            self.end()
         return False
 
-    def _leave(self) -> None:
+    def end(self) -> None:
+        """Leave the gateway's waits: at the block's end, or earlier once the call ended and
+        was counted within it (a relayed stream's last token came), so that what follows, the
+        answer's last writes to a client that may read slowly, is no wait on the provider,
+        and neither cut off nor counted again."""
         gateway = self.gateway
         if self.timer is not None:
             self.timer.cancel()
