@@ -236,10 +236,8 @@ def check_runnable(scenario: Scenario, source: str = "scenario") -> None:
     events, a closed loop that could stand still in virtual time, or requests that no
     tokens limit could ever admit, or a real upstream (``kind = "openai"``, which
     cannot change at runtime)."""
-    check_state(scenario, source)
-    for step in timeline.steps(scenario, source):
-        _check_cycle(step.scenario, f"{source}: event at {step.at:g} s")
-        workload.check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
+    for state, where in timeline.states(scenario, source):
+        check_state(state, where)
 
 
 def check_state(scenario: Scenario, source: str = "scenario") -> None:

@@ -47,7 +47,7 @@ def steps(scenario: Scenario, source: str = "scenario") -> tuple[Step, ...]:
     for i, event in enumerate(_in_order(scenario.events)):
         if not event.at >= 0:
             raise ConfigError(f"{source}: events[{i}].at = {event.at!r}: expected a time in seconds >= 0")
-        current = config.merge(current, event.patch, _source(source, event))
+        current = config.merge(current, event.patch, _source(source, event.at))
         result.append(Step(event.at, event.patch, current))
     return tuple(result)
 
@@ -102,7 +102,7 @@ class Player:
             event = self.events[self._next]
             self._next += 1
             try:
-                self.apply(event, _source(self.source, event))
+                self.apply(event, _source(self.source, event.at))
             except ConfigError as exc:
                 self.refused += 1
                 log.warning("%s: not applied: %s", describe(event), exc)
@@ -121,13 +121,21 @@ async def follow(player: Player, clock: Callable[[], float], origin: float) -> N
             player.play(at)
 
 
-def check_reservations(scenario: Scenario, source: str = "scenario") -> None:
-    """:func:`gwlab.workload.check_reservation` for ``scenario`` at its start and after each
-    of its events (:func:`steps`), as ``gwlab simulate`` and a virtual lab check it: what
-    ``gwlab run`` and a live lab check before they start."""
-    workload.check_reservation(scenario, source)
+def states(scenario: Scenario, source: str = "scenario") -> Iterator[tuple[Scenario, str]]:
+    """``scenario`` at its start, then after each of its events (:func:`steps`), each with
+    the source that names it in messages (``source``, then ``source: event at T s``): the
+    states a run passes through while no runtime change is made. Raises as :func:`steps`."""
+    yield scenario, source
     for step in steps(scenario, source):
-        workload.check_reservation(step.scenario, f"{source}: event at {step.at:g} s")
+        yield step.scenario, _source(source, step.at)
+
+
+def check_reservations(scenario: Scenario, source: str = "scenario") -> None:
+    """:func:`gwlab.workload.check_reservation` for every state of ``scenario``
+    (:func:`states`), as ``gwlab simulate`` and a virtual lab check it: what ``gwlab run``
+    and a live lab check before they start."""
+    for state, where in states(scenario, source):
+        workload.check_reservation(state, where)
 
 
 def _in_order(events: tuple[Event, ...]) -> tuple[Event, ...]:
@@ -135,8 +143,9 @@ def _in_order(events: tuple[Event, ...]) -> tuple[Event, ...]:
     return tuple(sorted(events, key=lambda e: e.at))
 
 
-def _source(source: str, event: Event) -> str:
-    return f"{source}: event at {event.at:g} s"
+def _source(source: str, at: float) -> str:
+    """How messages name the event at ``at`` seconds of ``source``."""
+    return f"{source}: event at {at:g} s"
 
 
 def _dotted(patch: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

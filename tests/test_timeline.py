@@ -43,6 +43,14 @@ def test_scenario_without_events_has_no_steps():
     assert timeline.steps(config.Scenario()) == ()
 
 
+def test_the_states_are_the_start_then_each_step_each_named_as_messages_name_it():
+    s = with_events({"at": 12.5, "breaker": {"base_delay": 20.0}}, {"at": 3.0, "limiter": {"rate": 7.0}})
+    states = list(timeline.states(s, "f.toml"))
+    assert [where for _, where in states] == ["f.toml", "f.toml: event at 3 s", "f.toml: event at 12.5 s"]
+    assert [state for state, _ in states] == [s, *(step.scenario for step in timeline.steps(s))]
+    assert list(timeline.states(config.Scenario())) == [(config.Scenario(), "scenario")]
+
+
 class Shell:
     """A shell reduced to its scenario in force: what a player's ``apply`` changes."""
 
