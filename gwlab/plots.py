@@ -111,13 +111,16 @@ def _rates(counts: Sequence[int], widths: Sequence[float]) -> list[float]:
 
 
 def status_traces(ts: TimeSeries) -> list[go.Scatter]:
-    """Requests per second by status code, stacked; 499 (cut off at the end) only if any."""
+    """Requests per second by status code, stacked, one trace per status of
+    :data:`~gwlab.timeseries.STATUSES`; 499 (cut off at the end) is drawn and in the legend
+    only if any, and hidden (``visible=False``) otherwise rather than left out, so that every
+    series gives the same traces and a live figure follows it with new values alone."""
     cols = ts.columns()
     return [
         go.Scatter(x=cols["time"], y=_rates(cols[str(s)], cols["width"]), name=str(s), mode="lines",
-                   stackgroup="status", line={"color": STATUS_COLOURS[s], "width": 0.5})
+                   stackgroup="status", line={"color": STATUS_COLOURS[s], "width": 0.5},
+                   visible=any(cols[str(s)]) if s == CUT_OFF else None)
         for s in STATUSES
-        if s != CUT_OFF or any(cols[str(CUT_OFF)])
     ]
 
 
@@ -247,7 +250,8 @@ def panels(ts: TimeSeries, transitions: Sequence[BreakerChange] = (),
            llm: bool = False) -> list[list[go.BaseTraceType]]:
     """The traces of each panel of :data:`PANELS` (and :data:`LLM_PANELS` with ``llm``), in
     order: what :func:`figure` lays out, and what a live figure updates its traces from
-    without building a new layout."""
+    without building a new layout. Which traces there are, and in which order, depends on
+    the series' providers and ``llm`` alone, never on its values."""
     traces = [status_traces(ts), latency_traces(ts), share_traces(ts), breaker_traces(ts, transitions),
               token_traces(ts)]
     if llm:

@@ -4,13 +4,15 @@ statuses and providers, and in the live dashboard's."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import gwlab
 import gwlab.lab
-from gwlab import plots
+from gwlab import config, plots
 from gwlab.config import from_dict
 from tests.conftest import SIMULATION_TIMEOUT
 
@@ -67,8 +69,9 @@ def check_legends(fig) -> None:
         key = "legend" if panel == 0 else f"legend{panel + 1}"
         axis = "y" if panel == 0 else f"y{panel + 1}"
         low, high = layout[f"yaxis{panel + 1}"].domain
-        entries = [t for t in fig.data if t.yaxis == axis and t.type != "heatmap"]
-        assert entries and all(t.legend == key for t in entries)
+        traces = [t for t in fig.data if t.yaxis == axis and t.type != "heatmap"]
+        assert traces and all(t.legend == key for t in traces)
+        entries = [t for t in traces if t.visible is not False]  # a hidden trace has no entry
         # plotly.js hides a trace with no points, and its legend entry with it.
         assert all(len(t.x) and len(t.y) for t in entries), [t.name for t in entries if not len(t.x)]
         legend = layout[key]
@@ -101,15 +104,22 @@ def test_a_provider_keeps_its_colour_whatever_the_others():
 def test_a_simulated_figure_with_cut_off_requests():
     result = gwlab.simulate(OUTAGE, duration=90, seed=1)
     fig = result.figure()
-    assert "499" in [t.name for t in fig.data]
+    assert cut_off_band(fig).visible is True
     check_conventions(fig, ["p1", "p2", "p3"], 1000)
 
 
 def test_a_simulated_figure_without_cut_off_requests_and_other_providers():
     result = gwlab.simulate(from_dict(TWO_PROVIDERS), duration=20, seed=1)
     fig = result.figure()
-    assert "499" not in [t.name for t in fig.data]
+    band = cut_off_band(fig)
+    assert band.visible is False and not any(band.y)  # hidden: neither drawn nor in the legend
     check_conventions(fig, ["backup", "p2"], 80)  # the largest burst in force
+
+
+def cut_off_band(fig):
+    """The 499 trace of ``fig``: there whether or not any request was cut off."""
+    (band,) = [t for t in fig.data if t.name == "499"]
+    return band
 
 
 def test_the_colours_are_the_same_in_both_figures():
@@ -145,6 +155,71 @@ def test_a_figure_of_llm_traffic_adds_its_panels_below_the_others():
     check_legends(fig)
     seed = gwlab.simulate(None, duration=10, seed=1).figure()
     assert [a.text for a in seed.layout.annotations] == list(plots.PANELS) and seed.layout.height == plots.HEIGHT
+
+
+QUIET = {"workload": {"mode": "open", "rate": 2.0}}
+"""A few requests a second that nothing cuts off, with calls of a millisecond that never fail."""
+QUIET_CALL = {"latency": 0.001, "distribution": "fixed", "error_rate": 0.0, "outage": "none"}
+
+
+@pytest.mark.parametrize("scenario, quiet", [
+    (config.load(OUTAGE), {"p1": {**QUIET_CALL, "weight": 1.0}, "p2": QUIET_CALL, "p3": QUIET_CALL}),
+    (from_dict(LLM), {"a": {**QUIET_CALL, "ttft": 0.001, "decode_rate": config.MAX_RATE, "stream_error_rate": 0.0},
+                      "b": QUIET_CALL}),
+], ids=["seed providers", "llm"])
+def test_the_traces_depend_on_the_providers_alone_not_on_the_values(scenario, quiet):
+    """A live figure follows its series by new values alone: what its traces are may not
+    change as statuses, openings or cut-offs come and go in its window."""
+    calm = dataclasses.replace(config.merge(scenario, {**QUIET, "providers": quiet}), events=())
+    runs = [gwlab.simulate(scenario, duration=90, seed=1), gwlab.simulate(calm, duration=20, seed=1)]
+    assert [run.summary()["codes"].get("499", 0) > 0 for run in runs] == [True, False]
+    assert [len(run.transitions) > 0 for run in runs] == [scenario.breaker.enabled, False]
+    series = [(run.timeseries(), run.transitions) for run in runs]
+    llm = plots.has_llm_traffic(series[0][0])
+    shapes = {tuple((t.type, t.name) for traces in plots.panels(ts, transitions, llm) for t in traces)
+              for ts, transitions in series}
+    assert len(shapes) == 1
+
+
+FIGURE_MESSAGES = ("_send_addTraces_msg", "_send_deleteTraces_msg", "_send_moveTraces_msg", "_send_restyle_msg",
+                   "_send_relayout_msg", "_send_update_msg", "_send_animate_msg")
+"""Every kind of message a plotly FigureWidget sends its views."""
+
+
+def test_a_live_figure_follows_a_cut_off_band_coming_and_going_with_one_message_a_redraw(monkeypatch):
+    """The band of a 499 enters and leaves the live window; each redraw sends the views one
+    update of the same traces, never a deletion and an addition (a view could draw the
+    empty figure between the two)."""
+    monkeypatch.setattr(config, "VIRTUAL_STEP", 3600.0)  # only the test advances the lab
+    scenario = config.load(OUTAGE)
+    quiet = {name: QUIET_CALL for name in ("p1", "p2", "p3")}
+    cut = gwlab.simulate(scenario, duration=30, seed=1)
+    calm = gwlab.simulate(dataclasses.replace(config.merge(scenario, {**QUIET, "providers": quiet}), events=()),
+                          duration=30, seed=1)
+
+    async def main():
+        dashboard = gwlab.lab.start(scenario, mode="virtual").dashboard()
+        fig = dashboard.figure
+        names = [t.name for t in fig.data]
+        sent = []
+        for kind in FIGURE_MESSAGES:
+            monkeypatch.setattr(fig, kind, lambda *args, kind=kind, **kwargs: sent.append(kind))
+        for run, shown in ((cut, True), (calm, False), (cut, True)):
+            monkeypatch.setattr(dashboard, "_data", lambda run=run: (run.timeseries(), run.transitions))
+            dashboard._drawn = None  # as if a bin had closed
+            sent.clear()
+            dashboard.redraw()
+            assert sent == ["_send_update_msg"]
+            assert [t.name for t in fig.data] == names and cut_off_band(fig).visible is shown
+            assert list(fig.data[0].x) == run.timeseries().columns()["time"]
+
+    async def run_and_stop():
+        try:
+            await main()
+        finally:
+            gwlab.lab.stop()
+
+    asyncio.run(run_and_stop())
 
 
 @pytest.fixture

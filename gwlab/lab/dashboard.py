@@ -6,7 +6,7 @@ simulation's ``result.figure()``; so a live run and its replay look alike. A tas
 lab's loop thread redraws them about three times a second (``config.LAB_REDRAW``) from the
 panels' new traces (:func:`gwlab.plots.panels`; laying a whole figure out again would cost
 several times more, and the loop's gateway and clients wait while it draws), in one
-``batch_update`` so the views open get one change per redraw, and only when a bin has closed
+``batch_update`` so the views open get one message per redraw, and only when a bin has closed
 since the last redraw, with the axis ranges of :func:`gwlab.plots.axis_ranges` (the tokens
 axis follows the burst). Each redraw also refreshes the figure's synced state, from which a
 view opened later (a reloaded page) draws its first picture. It also refreshes a status line
@@ -350,17 +350,15 @@ class Dashboard:
         series, transitions = self._data()
         fresh_traces = [trace for traces in plots.panels(series, transitions, self.llm) for trace in traces]
         fig = self.figure
-        if [t.name for t in fig.data] != [t.name for t in fresh_traces]:  # a trace came or went (a 499 band)
-            fig.data = ()
-            fig.add_traces(list(self._figure(series, transitions).data))
-        else:  # the same traces with new points: no new layout (building one costs several times more)
-            with fig.batch_update():
-                for old, fresh in zip(fig.data, fresh_traces):
-                    if fresh.type == "heatmap":
-                        old.update(x=fresh.x, y=fresh.y, z=fresh.z)
-                    else:
-                        old.update(x=fresh.x, y=fresh.y, text=fresh.text)
-        fig.update_layout(plots.axis_ranges(series, self.llm))  # the tokens axis follows the burst
+        # The same traces every time (plots.panels), with new points: no new layout (building
+        # one costs several times more), and one message to each view.
+        with fig.batch_update():
+            for old, fresh in zip(fig.data, fresh_traces, strict=True):
+                if fresh.type == "heatmap":
+                    old.update(x=fresh.x, y=fresh.y, z=fresh.z)
+                else:
+                    old.update(x=fresh.x, y=fresh.y, text=fresh.text, visible=fresh.visible)
+            fig.update_layout(plots.axis_ranges(series, self.llm))  # the tokens axis follows the burst
         # The changes above reach the views open now as deltas; a view opened later (a
         # reloaded page) starts from the figure's synced state, which plotly refreshes only
         # when the figure is displayed. Without this it would draw the picture of that moment
