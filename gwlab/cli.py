@@ -47,7 +47,7 @@ from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.needs import FullInstallNeeded, needs
 from gwlab.router import Snapshot
 from gwlab.summary import Trips, summarise
-from gwlab.timeline import Player, check_reservations, describe, follow, steps
+from gwlab.timeline import Player, check_reservations, describe, follow, follows_users, steps
 
 if TYPE_CHECKING:
     from gwlab.loadgen import LoadGenerator
@@ -892,7 +892,7 @@ async def _run(args: argparse.Namespace, scenario: Scenario) -> int:
     # The gateway decides which answers came within the clients' grace; they wait past it
     # for what it decided, and count each request as it does.
     clients = LoadGenerator(served.url, scenario.workload, args.seed, workers=max(map(worker_count, workloads)),
-                            grace=config.CLIENT_GRACE + config.CUT_OFF_MARGIN)
+                            grace=config.CLIENT_GRACE + config.CUT_OFF_MARGIN, follow_users=follows_users(scenario))
     player = event_player(scenario, served, clients, view)
     ended = False
     try:

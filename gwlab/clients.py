@@ -317,7 +317,7 @@ class Driver:
     def __init__(self, session: aiohttp.ClientSession, url: str, seed: int, arrivals: str,
                  clock: Callable[[], float], on_sent: Callable[[], None], on_answer: OnAnswer,
                  on_saturated: Callable[[], None], *, streams: str = STREAMS, retries: str = RETRIES,
-                 throttle: str = THROTTLE, on_user: OnUser | None = None) -> None:
+                 throttle: str = THROTTLE, on_user: OnUser | None = None, follow_users: bool = False) -> None:
         self.session = session
         self.url = url.rstrip("/") + PATH
         self.clock = clock
@@ -331,9 +331,11 @@ class Driver:
         self._retry_rng = stream(seed, retries)
         self._throttle_rng = stream(seed, throttle)
         self._throttle: AdaptiveThrottle | None = None
-        self._followed = False
-        """Whether user requests are followed: once a workload times out or retries, to the
-        end (as the simulator follows them)."""
+        self._followed = follow_users
+        """Whether user requests are followed: from the start with ``follow_users`` (a run
+        whose scripted events will make its clients time out or retry:
+        :func:`gwlab.timeline.follows_users`), else once a workload times out or retries;
+        to the end either way, as the simulator follows them."""
         self._share = 0.0
         self._bodies = (BODY, BODY)
         """The request sent without and with a stream."""

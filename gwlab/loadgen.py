@@ -107,6 +107,9 @@ class WorkerPlan:
     timeout: float = config.CLIENT_TIMEOUT
     adaptive_k: float = config.ADAPTIVE_K
     adaptive_window: int = config.ADAPTIVE_WINDOW
+    follow_users: bool = False
+    """Whether the worker's clients follow their user requests from the start
+    (:class:`~gwlab.clients.Driver`'s ``follow_users``)."""
 
 
 _CARRIED = ("think_time", "stream_share", "max_tokens", "prompt_tokens", "retry_policy", "retries", "retry_delay", "retry_max_delay",
@@ -115,13 +118,14 @@ _CARRIED = ("think_time", "stream_share", "max_tokens", "prompt_tokens", "retry_
 
 
 def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
-         grace: float = config.CLIENT_GRACE) -> list[WorkerPlan]:
+         grace: float = config.CLIENT_GRACE, follow_users: bool = False) -> list[WorkerPlan]:
     """Split ``workload`` over ``workers`` processes: clients and the in-flight cap as
     evenly as whole numbers allow, and the open-loop rate in proportion to each worker's cap
     (independent Poisson streams add up to a Poisson stream at the total rate), so that no
     worker saturates before the cap in total is reached, and a worker without a share of the
     cap sends nothing. Every worker streams the same share of its requests, with the same
-    cap on tokens, and its clients time out and retry alike."""
+    cap on tokens, and its clients time out and retry alike, following their user requests
+    from the start with ``follow_users``."""
     base, extra = divmod(workload.clients, workers)
     cap, more = divmod(workload.max_in_flight, workers)
     caps = [cap + (i < more) for i in range(workers)]
@@ -129,7 +133,7 @@ def plan(url: str, workload: WorkloadConfig, seed: int, workers: int,
     return [
         WorkerPlan(url=url, index=i, mode=workload.mode, clients=base + (i < extra),
                    rate=workload.rate * caps[i] / workload.max_in_flight, max_in_flight=caps[i], seed=seed,
-                   grace=grace, **carried)
+                   grace=grace, follow_users=follow_users, **carried)
         for i in range(workers)
     ]
 
@@ -143,15 +147,17 @@ class LoadGenerator:
     :meth:`take_interval` the same since its previous call (the live view's "last second").
     :attr:`lost` names the workers that had to be killed at the stop. ``workers`` defaults to
     :func:`worker_count` of ``workload``; a run whose workload will change should pass the
-    most any of its workloads needs, as the number of workers is fixed at the start."""
+    most any of its workloads needs, as the number of workers is fixed at the start, and
+    ``follow_users`` when any of them times out or retries (:func:`gwlab.timeline.follows_users`)."""
 
     def __init__(self, url: str, workload: WorkloadConfig, seed: int = config.SEED, *,
-                 workers: int | None = None, grace: float = config.CLIENT_GRACE) -> None:
+                 workers: int | None = None, grace: float = config.CLIENT_GRACE, follow_users: bool = False) -> None:
         self.url = url.rstrip("/")
         self.workload = workload
         self.seed = seed
         self.grace = grace
-        self.plans = plan(self.url, workload, seed, workers or worker_count(workload), grace)
+        self.follow_users = follow_users
+        self.plans = plan(self.url, workload, seed, workers or worker_count(workload), grace, follow_users)
         self.workloads: list[tuple[float, WorkloadConfig]] = [(0.0, workload)]
         """Each workload with the seconds of sending after which it applied."""
         self.tally = Tally()
@@ -232,7 +238,7 @@ class LoadGenerator:
         if self._stopping or workload == self.workload:
             return
         self.workload = workload
-        self.plans = plan(self.url, workload, self.seed, len(self.plans), self.grace)
+        self.plans = plan(self.url, workload, self.seed, len(self.plans), self.grace, self.follow_users)
         if self._started_at is None:
             self.workloads = [(0.0, workload)]
         else:
@@ -360,7 +366,8 @@ class _Worker:
                 self.driver = Driver(session, self.plan.url, self.plan.seed, f"arrivals/{index}",
                                      time.monotonic, self._sent, self._answered, self._saturated,
                                      streams=f"{STREAMS}/{index}", retries=f"{RETRIES}/{index}",
-                                     throttle=f"{THROTTLE}/{index}", on_user=self._user)
+                                     throttle=f"{THROTTLE}/{index}", on_user=self._user,
+                                     follow_users=self.plan.follow_users)
                 self.driver.apply(self.plan)
                 reporter = asyncio.create_task(self._report())
                 await self.stop.wait()

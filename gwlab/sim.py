@@ -507,7 +507,9 @@ class _Engine:
         prompt = w.prompt_tokens  # while no scripted event changes the workload
         replies = {name: reply(name)[1] for name in self.names}  # a fixed reply's tokens
         streams = stream(self.seed, "workload/stream")
-        users = workload.follows_users(w)  # once on, user requests are followed to the end of the run
+        # User requests are followed from the start when any event will need them, and, once
+        # on (a virtual lab's change may switch them on), to the end of the run.
+        users = timeline.follows_users(self.scenario)
         timeout = w.timeout
         client_rng = stream(self.seed, "workload/retry")
         throttle_rng = stream(self.seed, "workload/throttle")
@@ -680,6 +682,9 @@ class _Engine:
                         rejected = route
                 if rejected is not None:
                     status, retry_after = rejected.status, rejected.retry_after
+                    if users and client.__class__ is _Try and client.user.current is not client:
+                        cur.tally.users["wasted"] += 1  # a retry's 503 after its client stopped waiting
+                        continue
                     if rejected is not _THROTTLED:
                         by_status[rejected_key if status == 429 else (status, stats.NO_PROVIDER)] += 1
                         if keep:
@@ -820,9 +825,7 @@ class _Engine:
             if route is None or route.__class__ is _Try or route in cut or not (route.pending or route in retrying):
                 continue
             cut.add(route)
-            if client.__class__ is _Try and client.user.current is not client:
-                cur.tally.users["wasted"] += 1
-            else:
+            if client.__class__ is not _Try or client.user.current is client:  # else its client's timeout counted it
                 cur.tally.by_status[stats.CUT_OFF, stats.NO_PROVIDER] += 1
                 if keep:
                     requests.append(Request(sent, end, stats.NO_PROVIDER, stats.CUT_OFF, 0.0, route.fallback))

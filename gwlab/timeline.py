@@ -130,6 +130,23 @@ def states(scenario: Scenario, source: str = "scenario") -> Iterator[tuple[Scena
         yield step.scenario, _source(source, step.at)
 
 
+def follows_users(scenario: Scenario) -> bool:
+    """Whether the clients time out or retry (:func:`gwlab.workload.follows_users`) at the
+    start of ``scenario`` or after any of its events, each applied as a :class:`Player`
+    applies it (one that does not fit is skipped). A run follows its user requests from its
+    start then, whichever event switches them on, so that its user outcomes and attempts
+    count every request it sent."""
+    current = scenario
+    followed = workload.follows_users(current.workload)
+    for event in _in_order(scenario.events):
+        try:
+            current = config.merge(current, event.patch, "")
+        except ConfigError:
+            continue
+        followed = followed or workload.follows_users(current.workload)
+    return followed
+
+
 def check_reservations(scenario: Scenario, source: str = "scenario") -> None:
     """:func:`gwlab.workload.check_reservation` for every state of ``scenario``
     (:func:`states`), as ``gwlab simulate`` and a virtual lab check it: what ``gwlab run``

@@ -220,3 +220,56 @@ def test_first_attempts_draw_as_they_would_without_retries(policy):
     firsts = sorted(r for r in retried if r[0] in arrivals)
     assert len(retried) > len(firsts) > 5000  # the clients did retry
     assert firsts == sorted(alone)
+
+
+HANGING_REJECT = {
+    "providers": {"p1": {"latency": 0.1, "outage": "hang"}},
+    "breaker": {"failure_threshold": 1, "base_delay": 0.5, "max_cooldown": 0.5},
+    "gateway": {"timeout": 1.0, "fallback": "reject"},
+    "retry": {"attempts": 2, "base_delay": 0.01, "max_delay": 0.01},
+}
+"""Every call hangs to the gateway's 1 s timeout, which opens the one breaker: the gateway's
+retry of it then finds every provider cooling down and answers 503 itself, long after a
+client with a 0.5 s timeout has stopped waiting."""
+
+
+@pytest.mark.parametrize("workload", [{"mode": "open", "rate": 5.0, "timeout": 0.5},
+                                      {"mode": "closed", "clients": 2, "think_time": 0.2, "timeout": 0.5}],
+                         ids=["open", "closed"])
+def test_an_answer_of_the_gateway_itself_to_a_client_that_left_is_wasted_not_counted(workload):
+    scenario = {**HANGING_REJECT, "workload": workload}
+    runs = {attempts: simulate({**scenario, "retry": {**scenario["retry"], "attempts": attempts}},
+                               duration=120, seed=1, bin_width=1.0) for attempts in (1, 2)}
+    summary = runs[2].summary()
+    users, codes = summary["user_requests"], summary["codes"]
+    # Each attempt its client stopped waiting for is answered later, to no one, unless the
+    # run's end cuts it off first.
+    assert codes["503"] > 0 and codes["client_timeout"] - 2 <= users["wasted"] <= codes["client_timeout"]
+    assert sum(codes.values()) == summary["offered"] == users["attempts"] == users["offered"]
+    assert sum(users["outcomes"].values()) == users["offered"]
+    # Closed-loop clients send as often whether or not the gateway retries: a late 503 does
+    # not start a client of its own.
+    if workload["mode"] == "closed":
+        per_minute = [run.timeseries(60.0).columns()["offered"] for run in runs.values()]
+        assert per_minute[0] == per_minute[1] and len(set(per_minute[1])) == 1
+
+
+def test_an_attempt_cut_off_at_the_end_after_its_client_left_is_neither_wasted_nor_counted_again():
+    scenario = {"providers": {"p1": {"latency": 100.0, "distribution": "fixed"}}, "gateway": {"timeout": 200.0},
+                "workload": {"mode": "open", "rate": 5.0, "timeout": 1.0}}
+    summary = simulate(scenario, duration=20, seed=1).summary()
+    users, codes = summary["user_requests"], summary["codes"]
+    assert "wasted" not in users and set(codes) == {"499", "client_timeout"}  # no call can end within the run
+    assert sum(codes.values()) == summary["offered"] == users["attempts"]
+    assert users["outcomes"]["cut_off"] == codes["499"] and users["outcomes"]["timed_out"] == codes["client_timeout"]
+
+
+@pytest.mark.parametrize("policy", ["none", "fixed"], ids=["switched on at 20 s", "switched off at 20 s"])
+def test_user_requests_count_the_whole_run_whichever_event_switches_their_retries(policy):
+    flaky = {"providers": {"p1": {"latency": 0.05, "error_rate": 0.3}}, "breaker": {"enabled": False}}
+    scenario = {**flaky, "workload": {"mode": "open", "rate": 10.0, "retry_policy": policy},
+                "events": [{"at": 20.0, "workload": {"retry_policy": "none" if policy == "fixed" else "fixed"}}]}
+    summary = simulate(scenario, duration=40, seed=1).summary()
+    users, codes = summary["user_requests"], summary["codes"]
+    assert users["attempts"] == summary["offered"] and users["outcomes"]["ok"] == codes["200"]
+    assert users["offered"] > 350  # 10 a second over 40 s, each counted from the start

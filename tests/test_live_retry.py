@@ -66,7 +66,7 @@ class _Run:
 
 
 async def _drive(scenario: config.Scenario, workload: WorkloadConfig, enough: Callable[[_Books], bool], *,
-                 grace: float = 2.0, session: aiohttp.ClientSession | None = None) -> _Run:
+                 grace: float = 2.0, session: aiohttp.ClientSession | None = None, follow_users: bool = False) -> _Run:
     gateway = Gateway(scenario, seed=3)
     await gateway.start(port=0, metrics_port=0)
     clock = asyncio.get_running_loop().time
@@ -74,7 +74,7 @@ async def _drive(scenario: config.Scenario, workload: WorkloadConfig, enough: Ca
     try:
         async with session or open_session() as http:
             driver = Driver(http, gateway.url, SEED, "arrivals/0", clock, books.on_sent, books.on_answer,
-                            lambda: None, on_user=books.on_user)
+                            lambda: None, on_user=books.on_user, follow_users=follow_users)
             driver.apply(workload)
             async with asyncio.timeout(20):
                 while not enough(books):
@@ -230,6 +230,14 @@ def test_clients_that_neither_time_out_nor_retry_report_no_user_requests():
     assert run.books.users == [] and len(run.books.sent) == len(run.books.answers)
 
 
+def test_clients_told_to_follow_user_requests_from_the_start_report_each_request_as_one():
+    """As a run whose scripted event will make its clients retry counts its requests before
+    the event (:func:`gwlab.timeline.follows_users`)."""
+    run = asyncio.run(_drive(HEALTHY, _closed(), lambda books: len(books.answers) >= 20, follow_users=True))
+    ended = run.books.ended()
+    assert set(ended) == {("ok", 1)} and len(ended) == len(run.books.answers) >= 20
+
+
 def test_the_stop_cuts_off_the_user_requests_in_flight_and_those_waiting_to_retry():
     # The calls hang until the gateway's timeout, 1 s, well past the stop's grace: the gateway
     # serves them that long for clients that have left.
@@ -262,6 +270,18 @@ def test_the_lab_books_user_requests_in_its_bins_and_its_summaries():
         gwlab.lab.stop()
 
 
+def test_a_lab_whose_event_will_make_its_clients_retry_counts_user_requests_from_the_start():
+    scenario = {"breaker": {"enabled": False}, "providers": {"p1": {"latency": 0.01}}, "workload": {"clients": 2},
+                "events": [{"at": 600.0, "workload": {"retry_policy": "fixed"}}]}
+    lab = gwlab.lab.start(scenario, port=0, metrics_port=0)
+    try:
+        summary = lab.run_for(1.0)
+        users = summary["user_requests"]
+        assert users["offered"] > 10 and users["outcomes"]["ok"] == users["offered"] == users["attempts"]
+    finally:
+        gwlab.lab.stop()
+
+
 def test_the_dashboard_sets_how_the_lab_clients_retry_and_time_out():
     lab = gwlab.lab.start(clients=2, port=0, metrics_port=0)
     try:
@@ -280,8 +300,10 @@ def test_the_dashboard_sets_how_the_lab_clients_retry_and_time_out():
 def test_every_worker_plan_carries_how_the_clients_time_out_and_retry():
     workload = WorkloadConfig(mode="open", rate=3000.0, retry_policy="adaptive", retries=4, retry_delay=0.2,
                               retry_max_delay=3.0, timeout=1.5, adaptive_k=1.5, adaptive_window=10)
-    clients = LoadGenerator("http://h:1/", WorkloadConfig(), seed=9, workers=2)
+    clients = LoadGenerator("http://h:1/", WorkloadConfig(), seed=9, workers=2, follow_users=True)
+    assert [p.follow_users for p in clients.plans] == [True, True]
     clients.apply(workload)
+    assert [p.follow_users for p in clients.plans] == [True, True]
     fields = ("retry_policy", "retries", "retry_delay", "retry_max_delay", "timeout", "adaptive_k", "adaptive_window")
     assert [tuple(getattr(p, f) for f in fields) for p in clients.plans] == \
         [tuple(getattr(workload, f) for f in fields)] * 2

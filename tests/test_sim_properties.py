@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gwlab import config, sim, stats
+from gwlab import config, sim, stats, timeline
 from gwlab.config import ConfigError
 from gwlab.timeseries import TimeSeries
 from tests.conftest import SIMULATION_TIMEOUT
@@ -135,6 +135,16 @@ def test_every_request_ends_once_within_the_bounds_of_its_scenario(data, replica
     assert summary.get("output_tokens", {}).get("total", 0) == sum(r.tokens for r in result.requests)
     for name, counts in summary["providers"].items():
         assert counts["requests"] == sum(r.provider == name for r in result.requests)
+    users = summary.get("user_requests")
+    assert (users is not None) == timeline.follows_users(scenario)  # from the start, whatever event needs them
+    if users is not None:
+        # Each user request ends once, in one outcome; each of its attempts sent reached the
+        # gateway and ended in one status; an answer after its client left is wasted, not
+        # counted, and there is at most one for each attempt its client stopped waiting for.
+        outcomes, codes = users["outcomes"], summary["codes"]
+        assert min(outcomes.values()) >= 0 and sum(outcomes.values()) == users["offered"], users
+        assert users["attempts"] == summary["offered"] and outcomes["ok"] == codes.get("200", 0), (users, codes)
+        assert users.get("wasted", 0) <= codes.get("client_timeout", 0), (users, codes)
 
     still = not scenario.events  # the bounds below are those of the scenario throughout
     one_bucket = replicas == 1 or scenario.limiter.backend == "redis"

@@ -157,3 +157,24 @@ def test_loading_events_from_dict_checks_them_cumulatively_and_terminates():
     s = with_events({"at": 1.0, "providers": {"p1": {"outage": "error"}}})
     assert s.events == (Event(1.0, {"providers": {"p1": {"outage": "error"}}}),)
     assert config.merge(s, {"limiter": {"rate": 5.0}}).events == s.events
+
+
+@pytest.mark.parametrize("start, events, followed", [
+    ({}, (), False),
+    ({"timeout": 2.0}, (), True),
+    ({"retry_policy": "fixed"}, (), True),
+    ({}, ({"at": 50.0, "workload": {"retry_policy": "openai_sdk"}},), True),
+    ({}, ({"at": 5.0, "workload": {"timeout": 1.0}}, {"at": 9.0, "workload": {"timeout": 0.0}}), True),
+    ({}, ({"at": 5.0, "workload": {"rate": 3.0}},), False),
+], ids=["never", "timeout", "retries", "switched on later", "on then off", "other fields"])
+def test_user_requests_are_followed_when_any_state_of_the_run_times_out_or_retries(start, events, followed):
+    assert timeline.follows_users(config.from_dict({"workload": start, "events": list(events)})) is followed
+
+
+def test_an_event_that_will_be_refused_is_skipped_as_the_player_skips_it():
+    s = dataclasses.replace(config.Scenario(), events=(
+        Event(1.0, {"breaker": {"max_cooldown": 0.5}, "workload": {"timeout": 1.0}}),
+        Event(2.0, {"limiter": {"rate": 500.0}})))
+    assert timeline.follows_users(s) is False
+    fits = dataclasses.replace(s, events=(*s.events, Event(3.0, {"workload": {"retry_policy": "fixed"}})))
+    assert timeline.follows_users(fits) is True

@@ -44,13 +44,15 @@ class ClientPool:
         self._session: aiohttp.ClientSession | None = None
         self._driver: Driver | None = None
 
-    async def start(self, workload: WorkloadConfig) -> None:
-        """Open the HTTP session and start sending as ``workload`` says."""
+    async def start(self, workload: WorkloadConfig, follow_users: bool = False) -> None:
+        """Open the HTTP session and start sending as ``workload`` says, following user
+        requests from the start with ``follow_users`` (:class:`~gwlab.clients.Driver`)."""
         if self._driver is None:
             self._session = open_session()
             self._driver = Driver(self._session, self.url, self.seed, ARRIVALS, self.clock,
                                   self.recorder.sent, self.recorder.answered, self.recorder.saturated,
-                                  streams=STREAMS, retries=RETRIES, throttle=THROTTLE, on_user=self.recorder.user)
+                                  streams=STREAMS, retries=RETRIES, throttle=THROTTLE, on_user=self.recorder.user,
+                                  follow_users=follow_users)
         self.apply(workload)
 
     def apply(self, workload: WorkloadConfig) -> None:

@@ -23,7 +23,7 @@ from gwlab.router import Snapshot
 from gwlab.server import Gateway, PortInUse
 from gwlab.stats import Tally
 from gwlab.summary import Trips, summarise
-from gwlab.timeline import Player, check_reservations, follow
+from gwlab.timeline import Player, check_reservations, follow, follows_users
 from gwlab.timeseries import BreakerChange, TimeSeries
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ class Lab:
         self.gateway.router.subscribe(self.recorder.transition)
         self.gateway.router.subscribe(self.trips)
         self.player = Player(scenario, self._apply)
+        self._follow_users = follows_users(scenario)
+        """Whether the clients follow their user requests from the start (a scripted event
+        will make them time out or retry)."""
         self.workloads: list[tuple[float, WorkloadConfig]] = [(self.gateway.clock(), scenario.workload)]
         """Each workload with the gateway clock's reading from which it applied."""
         self._listeners: list[Callable[[Scenario], None]] = []
@@ -99,7 +102,7 @@ class Lab:
                     raise
         self.recorder.origin = self.gateway.clock()
         self.clients = ClientPool(self.gateway.url, self.seed, self.recorder, self.gateway.clock)
-        await self.clients.start(self.gateway.scenario.workload)
+        await self.clients.start(self.gateway.scenario.workload, self._follow_users)
         self._tasks = [asyncio.create_task(self._sample()),
                        asyncio.create_task(follow(self.player, self.gateway.clock, self.recorder.origin))]
         self.running = True
