@@ -1001,21 +1001,44 @@ class _Checker:
         return float(raw) if kind is float else tuple(raw) if kind is list else raw
 
     def depth(self, data: Any) -> None:
-        """Refuse ``data`` nested deeper than :data:`MAX_DEPTH` tables and arrays, counted
-        without recursion (a PATCH body can nest thousands of levels)."""
-        deepest, todo = 0, [(data, 1)]
+        """Refuse ``data`` nested deeper than :data:`MAX_DEPTH` tables, and a table or an
+        array in a field's place, counted without recursion (a PATCH body can nest thousands
+        of levels); the message names the path to the first container too deep. One table
+        or array where a field's value belongs is left to that field's check, which names
+        what the field takes."""
+        # A path is kept as links (its parent's links, its key): written out only for the
+        # message, it costs nothing per level however deep the data goes.
+        deepest, first, todo = 0, None, [(data, 1, None)]
         while todo:
-            value, level = todo.pop()
+            value, level, links = todo.pop()
             if isinstance(value, Mapping):
-                todo.extend((v, level + 1) for v in value.values())
+                children = list(value.items())
             elif isinstance(value, list):
-                todo.extend((v, level + 1) for v in value)
+                children = list(enumerate(value))
             else:
                 continue
+            if level > MAX_DEPTH + 1 and first is None:
+                first = links
             deepest = max(deepest, level)
-        if deepest > MAX_DEPTH:
-            raise ConfigError(f"{self.source}: data nested {deepest} levels deep: expected at most "
-                              f"{MAX_DEPTH} levels (the scenario, a section, a provider)")
+            todo.extend((v, level + 1, (links, k)) for k, v in reversed(children))
+        if first is not None:
+            raise ConfigError(f"{self.source}: {_written(first)}: data nested {deepest} levels deep: expected at "
+                              f"most {MAX_DEPTH} levels (the scenario, a section, a provider) and a field's value")
+
+
+def _written(links: tuple | None) -> str:
+    """The dotted path of ``links`` (``(parent links, key)`` pairs; an index is a list's),
+    cut after :data:`SHOWN_CHARS` characters."""
+    keys = []
+    while links is not None:
+        links, key = links
+        keys.append(key)
+    path = ""
+    for key in reversed(keys):
+        path += f"[{key}]" if isinstance(key, int) else f".{key}" if path else str(key)
+        if len(path) > SHOWN_CHARS:
+            break
+    return cut(path)
 
 
 _MISSING = object()

@@ -223,7 +223,7 @@ def _part(part: Any, allowed: frozenset[str], where: str, role: str) -> int:
     if not isinstance(part, dict):
         raise ApiError(400, f"'{where}' must be a content part object, got {kind(part)}", "invalid_type", where)
     kind_ = part.get("type")
-    if kind_ not in allowed:
+    if not isinstance(kind_, str) or kind_ not in allowed:  # a string first: an array or object is unhashable
         shown = _short(kind_) if isinstance(kind_, str) else kind(kind_)
         raise ApiError(400, f"'{where}.type' must be one of {', '.join(map(repr, sorted(allowed)))} in a {role} "
                        f"message, got {shown}", "invalid_value", f"{where}.type")

@@ -708,21 +708,37 @@ def _nested(depth: int, inner):
     return inner
 
 
-@pytest.mark.parametrize("depth", [4, 1000, 100_000])
+@pytest.mark.parametrize("depth", [5, 1000, 100_000])
 def test_data_nested_deeper_than_a_scenario_is_refused_without_recursion(depth):
     deep_list = 1.0
     for _ in range(depth - 3):
         deep_list = [deep_list]
     cases = [
-        ({"limiter": _nested(depth - 1, 1.0)}, f"scenario: data nested {depth} levels deep"),
-        ({"providers": {"p1": {"weight": deep_list}}}, f"scenario: data nested {depth} levels deep"),
+        ({"limiter": _nested(depth - 1, 1.0)}, "scenario: " + config.cut("limiter" + ".a" * 3)),
+        ({"providers": {"p1": {"weight": deep_list}}}, "scenario: providers.p1.weight[0]"),
         ({"events": [{"at": 1, "limiter": _nested(depth - 1, 1.0)}]},
-         f"scenario: event at 1 s: data nested {depth} levels deep"),
+         "scenario: event at 1 s: " + config.cut("limiter" + ".a" * 3)),
     ]
     for data, start in cases:
         with pytest.raises(ConfigError) as error:
             config.from_dict(data)
-        assert str(error.value) == f"{start}: expected at most 3 levels (the scenario, a section, a provider)"
+        assert str(error.value) == (f"{start}: data nested {depth} levels deep: expected at most 3 levels "
+                                    "(the scenario, a section, a provider) and a field's value")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"providers": {"p1": {"weight": [1]}}}, "providers.p1.weight = [1]: expected a number >= 0 and <= 1e+06"),
+    ({"providers": {"p1": {"weight": {"a": 1}}}}, "providers.p1.weight = a table: expected a number >= 0 and <= 1e+06"),
+    ({"limiter": {"rate": [[1]]}}, "limiter.rate = an array: expected a number >= 0.001 and <= 1e+06"),
+    ({"gateway": {"fallback": ["reject"]}}, "gateway.fallback = an array: expected one of 'soonest', 'panic', 'reject'"),
+    ({"retry": {"retry_on": [[502]]}}, "retry.retry_on = an array: expected a list of distinct statuses among "
+                                       "[429, 502, 504]"),
+], ids=["array for a number", "table for a number", "arrays in a section's field", "array for a choice",
+        "array in a list"])
+def test_a_table_or_array_in_a_fields_place_is_named_by_that_fields_check(data, message):
+    with pytest.raises(ConfigError) as error:
+        config.from_dict(data)
+    assert str(error.value) == f"scenario: {message}"
 
 
 def test_a_scenario_at_the_deepest_allowed_nesting_is_fine():
@@ -914,7 +930,7 @@ def test_a_scenario_built_in_code_is_checked_by_every_shell():
     config.check(Scenario())
     with pytest.raises(ConfigError, match=r"^scenario: limiter\.rate = 1e-310: expected "):
         config.check(bad)
-    with pytest.raises(ConfigError, match=r"^scenario: data nested 100000 levels deep: "):
+    with pytest.raises(ConfigError, match=r"^scenario: a\.a\.a\.a: data nested 100000 levels deep: "):
         config.check(deep)
     from gwlab.server import Gateway
     from gwlab.sim import simulate

@@ -216,6 +216,57 @@ def test_prompt_tokens_are_one_per_four_characters_of_text_at_least_one(messages
     assert validate(chat(messages=messages)).prompt_tokens == tokens
 
 
+RICH = {
+    "model": "gwlab-sim", "stream": True, "stream_options": {"include_usage": True}, "max_tokens": 9,
+    "max_completion_tokens": 7,
+    "messages": [
+        {"role": "system", "content": "be brief", "name": "rules"},
+        {"role": "user", "content": [{"type": "text", "text": "look"},
+                                     {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}], "tool_calls": []},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+        {"role": "function", "content": None, "name": "f"},
+    ],
+}
+"""A valid request that uses every field the gateway reads."""
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6)
+"""Any JSON value Python's parser gives (NaN and the infinities included, as it reads them)."""
+
+
+def _paths(value: Any, path: tuple = ()) -> list[tuple]:
+    """The path of ``value`` itself and of everything inside it."""
+    inner = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [path] + [p for key, child in inner for p in _paths(child, (*path, key))]
+
+
+def _replaced(body: Any, path: tuple, value: Any) -> Any:
+    if not path:
+        return value
+    copy = dict(body) if isinstance(body, dict) else list(body)
+    copy[path[0]] = _replaced(body[path[0]], path[1:], value)
+    return copy
+
+
+@given(where=st.sampled_from(_paths(RICH)), value=JSON_VALUES, dropped=st.booleans())
+def test_any_value_anywhere_is_taken_or_refused_as_a_400_naming_a_field(where, value, dropped):
+    """Whatever a client puts in a field the gateway reads (or leaves out): a request, or a 400
+    whose param is a field of the body; never another exception (a 500 and a traceback)."""
+    validate(RICH)
+    body = _replaced(RICH, where, value)
+    if dropped and where and isinstance(value, (dict, list)):
+        body = _replaced(RICH, where, type(value)())  # an empty object or array there
+    try:
+        request = validate(body)
+    except ApiError as error:
+        assert error.status == 400 and error.message
+        assert error.param is None or error.param.split(".")[0].split("[")[0] in RICH
+    else:
+        assert isinstance(request, ChatRequest)
+
+
 @pytest.mark.parametrize("status,type_", [
     (400, "invalid_request_error"), (401, "authentication_error"), (403, "permission_error"),
     (404, "invalid_request_error"), (429, "rate_limit_error"), (500, "server_error"), (502, "api_error"),
