@@ -574,9 +574,10 @@ class Gateway:
                 attempts: Attempts | None = None) -> web.Response:
         """The answer to a request the gateway refused itself: 429 with the wait, the 503
         of every provider cooling down under ``gateway.fallback = "reject"``, with the wait
-        until the soonest reopens (and the attempts made before it, of a request the
-        gateway retries), or the 400 of a request that reserves more tokens than a tokens
-        limit holds (an ApiError, answered and counted as every 400 is)."""
+        until the soonest reopens and, in ``x-gwlab-attempts``, the provider calls made
+        before it (0 but for a request the gateway retries), or the 400 of a request that
+        reserves more tokens than a tokens limit holds (an ApiError, answered and counted
+        as every 400 is)."""
         now = self.clock()
         limits = self._ratelimit(now)
         if rejected.code == CONTEXT_EXCEEDS_LIMIT:  # max_tokens may have thousands of digits: shown rounded
@@ -594,9 +595,8 @@ class Gateway:
             ("retry-after-ms", retry_after_ms_header(rejected.retry_after_us)),
             *limits,
         ]
-        if attempts is not None:
-            headers.append((ATTEMPTS_HEADER, str(attempts.made)))
-        if rejected.code == ALL_COOLING_DOWN:
+        if rejected.code == ALL_COOLING_DOWN:  # it reached the routing step: the provider calls it made
+            headers.append((ATTEMPTS_HEADER, str(attempts.made if attempts is not None else 0)))
             message = (f"every provider's circuit breaker is open (gateway.fallback = reject); the soonest "
                        f"reopens in {wait:.3f} s")
             self.metrics.refused(503)
@@ -659,7 +659,12 @@ class Gateway:
         self._streamed(route, outcome, chat, arrived, start, first, tokens)
         try:
             if outcome is Outcome.STREAM_ERROR:
-                await response.write(_broken(name, tokens))
+                # A stream whose next token would come past the idle timeout fails that long
+                # after its first, the one token it gave (Provider.call); any other failure
+                # ends at the token it fails after.
+                idle = self.scenario.gateway.stream_idle_timeout if call.tokens == 1 and call.duration > call.ttft \
+                    else None
+                await response.write(_broken(name, tokens, idle))
             else:
                 end = chunks.finish("length" if call.capped else "stop")
                 if chat.include_usage:
@@ -779,6 +784,7 @@ class Gateway:
         idle = self.scenario.gateway.stream_idle_timeout
         due = first + idle  # the next token, or the end
         failed = tally.error
+        stalled = False
         while not (tally.done or failed):
             read = asyncio.ensure_future(answer.content.readany())
             try:
@@ -789,7 +795,7 @@ class Gateway:
                 raise
             if not ready:
                 read.cancel()
-                failed = f"no token within {idle:g} s"
+                failed, stalled = f"no token within {idle:g} s", True
                 break
             before = tally.counted
             try:
@@ -814,7 +820,7 @@ class Gateway:
         waiting.end()  # the call has ended: writing its end is not cut off
         try:
             if failed:
-                await response.write(_broken(route.upstream.name, tokens))
+                await response.write(_broken(route.upstream.name, tokens, idle if stalled else None))
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left as the stream ended: the outcome stands
@@ -1053,9 +1059,12 @@ _STOPPED = error_frame(503, "the gateway stopped before the stream ended", "gate
 """The error frame of a stream cut off by a stop that ran out of grace."""
 
 
-def _broken(provider: str, tokens: int) -> bytes:
-    """The error frame of a stream whose provider failed after ``tokens`` tokens."""
-    return error_frame(502, f"provider {provider} failed after {tokens} tokens", "provider_stream_error")
+def _broken(provider: str, tokens: int, idle: float | None = None) -> bytes:
+    """The error frame of a stream whose provider failed after ``tokens`` tokens; ``idle``:
+    the ``gateway.stream_idle_timeout`` in seconds that ran out, when that was the failure."""
+    reason = f": no token within gateway.stream_idle_timeout = {idle:g} s" if idle is not None else ""
+    return error_frame(502, f"provider {provider} failed after {tokens} token{'' if tokens == 1 else 's'}{reason}",
+                       "provider_stream_error")
 
 
 class _Tally:

@@ -199,7 +199,7 @@ def _message(message: Any, where: str) -> int:
             return 0
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
             return 0
-        raise ApiError(400, f"'{where}.content' is required in a{'n' if role[0] in 'aeiou' else ''} {role} message"
+        raise ApiError(400, f"'{where}.content' is required in {'an' if role == 'assistant' else 'a'} {role} message"
                        + (" without tool_calls" if role == "assistant" else ""),
                        "missing_required_parameter", f"{where}.content")
     if isinstance(content, str):

@@ -247,6 +247,7 @@ def test_live_fallbacks_answer_as_the_readme_says(fallback):
     if fallback == "reject":
         assert (status, body["error"]["code"]) == (503, "all_providers_cooling_down")
         assert (headers["Retry-After"], headers["retry-after-ms"], headers["x-gwlab-provider"]) == ("1", "250", "none")
+        assert headers["x-gwlab-attempts"] == "0"  # it reached the routing step and called no provider
         assert 'gwlab_requests_total{code="503",provider="none"} 1.0' in metrics
         return
     assert status == 502 and headers["x-gwlab-route"] == ("panic" if fallback == "panic" else "fallback")

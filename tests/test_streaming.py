@@ -179,6 +179,22 @@ def test_a_mid_stream_error_reaches_the_sdk_charges_the_breaker_and_counts_apart
     assert 'gwlab_requests_total{code="200",provider="p1"} 0.0' in metrics
 
 
+@pytest.mark.parametrize("fields, gateway, message", [
+    ({"stream_error_rate": 1.0, "output_tokens": 1.0}, {}, "provider p1 failed after 1 token"),
+    ({"decode_rate": 2.0}, {"stream_idle_timeout": 0.1},
+     "provider p1 failed after 1 token: no token within gateway.stream_idle_timeout = 0.1 s"),
+], ids=["a failure", "the idle timeout"])
+def test_a_mid_stream_error_says_how_many_tokens_came_and_whether_the_idle_timeout_ran_out(fields, gateway, message):
+    async def main():
+        scenario = config.merge(provider(**fields), {"gateway": gateway})
+        async with serving(scenario) as (gw, _), sdk(gw) as client:
+            with pytest.raises(openai.APIError) as error:
+                await frames(client)
+            return error.value
+
+    assert asyncio.run(main()).message == message
+
+
 @pytest.mark.parametrize("fields, status, code", [
     ({"error_rate": 1.0}, 502, "provider_error"),
     ({"ttft": 5.0}, 504, "provider_timeout"),

@@ -477,3 +477,12 @@ def test_a_reset_duration_reads_back_as_the_wait_rounded_up_to_a_millisecond(wai
 ], ids=["openai's requests sample", "openai's tokens sample", "empty", "full"])
 def test_the_ratelimit_headers_are_openais(kind, limit, remaining, reset_us, headers):
     assert ratelimit_headers(kind, limit, remaining, reset_us) == headers
+
+
+@pytest.mark.parametrize("role, article", [("system", "a"), ("developer", "a"), ("user", "a"), ("assistant", "an"),
+                                           ("tool", "a")])
+def test_a_missing_content_is_named_with_its_role(role, article):
+    message = {"role": role, "tool_call_id": "c"} if role == "tool" else {"role": role}
+    error = refusal(chat(messages=[message]))
+    assert error.message.startswith(f"'messages[0].content' is required in {article} {role} message")
+    assert error.param == "messages[0].content"
