@@ -25,9 +25,12 @@ ever. :class:`GatewayServer` adds the bounds of ``config.py`` (the README's "Bou
   ``server.py``, where it reads).
 - **Sending.** A connection whose client has read nothing of an answer for
   :data:`~gwlab.config.SEND_TIMEOUT` seconds while the socket's buffers are full (the
-  transport paused the writes, and what it holds has not shrunk since) is closed: the
-  handler's next write or pause raises ConnectionResetError, as for a client gone (nginx's
-  ``send_timeout``, which also sees a client's reads only as the kernel takes more bytes).
+  transport paused the writes, and what it holds has not shrunk since) is reset: closed
+  at once with what the kernel still holds for it dropped (``SO_LINGER`` 0; a plain close
+  would leave megabytes queued, sent on to a client that reads them as slowly as ever), and
+  the handler's next write or pause raises ConnectionResetError, as for a client gone
+  (nginx's ``send_timeout``, which also sees a client's reads only as the kernel takes more
+  bytes).
 
 None of these cuts an answer its client reads, however slowly: the idle and head timers only
 act while the connection waits for a request, never while a handler runs, and the send timer
@@ -69,6 +72,7 @@ import re
 import resource
 import select
 import socket
+import struct
 from typing import Any, Callable, Sequence, Sized
 
 from gwlab.needs import needs
@@ -107,6 +111,10 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     sock = socket.create_server((host, port), family=family, backlog=config.BACKLOG, reuse_port=reuse_port)
     sock.setblocking(False)
     return sock
+
+
+_RESET = struct.pack("ii", 1, 0)
+"""``SO_LINGER`` on with a linger of 0 s: closing the socket resets the connection."""
 
 
 class GatewayServer(web.Server):
@@ -489,7 +497,10 @@ class _Connection(RequestHandler):
         if transport.get_write_buffer_size() < self._unsent:
             self._send_timer_set()
         else:
-            log.debug("closing a connection whose client read nothing for %g s", manager.send_timeout)
+            log.debug("resetting a connection whose client read nothing for %g s", manager.send_timeout)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # a reset: the kernel drops what it still holds for the client
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             transport.abort()
 
     def _head_too_slow(self) -> None:
