@@ -523,20 +523,22 @@ RUN_RANGES = {
 """The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
 ``duration`` (also ``--duration``), ``bin_width``, ``seed`` (also ``--seed``) and
 ``replicas`` (also ``--replicas``), and ``gwlab.lab.start``'s ``port`` and ``metrics_port``."""
+_BOOL = _spec("true or false", lambda v: True, bool)
 RUN_ARGUMENTS = {
     **RUN_RANGES,
     "host": _spec("an address to listen on: an IP address (IPv6 without brackets) or a host name, such as "
                   f"{HOST!r}, '0.0.0.0' (every IPv4 interface), '::' or 'localhost'", _host, str),
+    "keep_requests": _BOOL,
 }
-"""What :func:`run_argument` checks: :data:`RUN_RANGES`, and the address a gateway listens
-on, ``gwlab.lab.start``'s ``host`` (also ``--host``)."""
+"""What :func:`run_argument` checks: :data:`RUN_RANGES`, the address a gateway listens
+on, ``gwlab.lab.start``'s ``host`` (also ``--host``), and :func:`gwlab.simulate`'s
+``keep_requests``."""
 
 
 def _choice(options: Callable[[], tuple[str, ...]]) -> dict:
     return _spec(lambda _: "one of " + ", ".join(repr(o) for o in options()), lambda v: v in options(), str)
 
 
-_BOOL = _spec("true or false", lambda v: True, bool)
 REDACTED = "***"
 """What gwlab shows in place of a password."""
 

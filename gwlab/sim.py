@@ -214,6 +214,10 @@ def simulate(
     duration, bin_width = run_arguments(duration, bin_width, "simulate")
     seed = config.run_argument("seed", seed, "simulate: seed")
     replicas = config.run_argument("replicas", replicas, "simulate: replicas")
+    keep_requests = config.run_argument("keep_requests", keep_requests, "simulate: keep_requests")
+    if progress is not None and not callable(progress):
+        raise ConfigError(f"simulate: progress = {config.shown_value(progress)}: expected a function called with "
+                          "the fraction done, or None")
     check_runnable(scenario, source)
     return _Engine(scenario, source, seed, duration, bin_width, keep_requests, progress, replicas).advance(duration)
 
@@ -353,6 +357,9 @@ class _Engine:
                 self.bin_count -= 1
         self.until = 0.0
         """The virtual time the run is paused at (see :meth:`advance`)."""
+        self.interrupted: str | None = None
+        """What ended the run between two pauses (an exception raised while it ran, such as
+        a KeyboardInterrupt), if anything did: it then cannot go on."""
         self.saturated = 0
         """Open-loop arrivals not sent so far: ``max_in_flight`` requests were in flight."""
         self.fallbacks: Counter[Upstream] = Counter()
@@ -389,12 +396,21 @@ class _Engine:
         """Run every event before ``until`` virtual seconds (and the scripted ones at
         ``until``), close the bins that end by then and pause; the result once ``until``
         reaches the run's duration (the run then ends), else ``None``. ``until`` never goes
-        back: an earlier time runs nothing."""
+        back: an earlier time runs nothing. An exception raised while the run goes (a
+        KeyboardInterrupt, say) ends it where it was: :attr:`interrupted` says so, and a later
+        call raises :class:`RuntimeError`."""
+        if self.interrupted is not None:
+            raise RuntimeError(f"{self.source}: the run was {self.interrupted}; it cannot go on")
+        paused = self.until
         self.until = max(self.until, until)
         try:
             next(self._steps)
         except StopIteration as done:
             return done.value
+        except BaseException as exc:
+            self.interrupted = f"interrupted ({type(exc).__name__}) after t = {paused:g} s"
+            self.until = paused
+            raise
         return None
 
     def _stuck(self, sent: float, then: float) -> Stuck:

@@ -229,6 +229,25 @@ def test_a_slider_changes_the_gateway(lab, dashboard):
     assert dashboard.error.value == ""
 
 
+def test_a_reset_plays_the_scripted_events_again_from_then_and_a_run_for_across_it_is_refused():
+    scenario = {"workload": {"clients": 2}, "events": [{"at": 0.5, "providers": {"p1": {"outage": "error"}}}]}
+    lab = gwlab.lab.start(scenario, **FREE)
+    try:
+        lab.run_for(0.8)
+        assert lab.scenario.provider("p1").outage == "error"
+        lab.reset()
+        assert lab.scenario.provider("p1").outage == "none"
+        lab.run_for(0.8)
+        assert lab.scenario.provider("p1").outage == "error"  # played again, 0.5 s after the reset
+        resetting = threading.Timer(0.2, lab.reset)  # from another thread, as a button's callback
+        resetting.start()
+        with pytest.raises(RuntimeError, match="^lab.run_for: the lab was reset while it ran"):
+            lab.run_for(0.6)
+        resetting.join()
+    finally:
+        gwlab.lab.stop()
+
+
 def test_a_refused_slider_shows_the_reason_and_goes_back(lab, dashboard):
     dashboard.controls["breaker", "base_delay"].value = 5
     dashboard.controls["breaker", "max_cooldown"].value = 2
@@ -236,6 +255,9 @@ def test_a_refused_slider_shows_the_reason_and_goes_back(lab, dashboard):
         in dashboard.error.value
     assert dashboard.controls["breaker", "max_cooldown"].value == 30
     assert lab.scenario.breaker.max_cooldown == 30
+    # A change made since, from code, that fits: the refusal is old news.
+    lab.configure({"breaker": {"base_delay": 1.0, "max_cooldown": 2.0}})
+    assert dashboard.controls["breaker", "max_cooldown"].value == 2 and dashboard.error.value == ""
 
 
 def test_code_changes_and_reset_move_the_sliders(lab, dashboard):
@@ -536,6 +558,17 @@ def test_start_refuses_a_bad_seed_host_or_port_before_it_starts_or_stops_anythin
             gwlab.lab.start(**{**FREE, **arguments}, mode=mode)
         assert str(error.value) == f"gwlab.lab.start: {message}"
         assert gwlab.lab.current() is running and running.running and lab_threads() == []
+
+
+@pytest.mark.parametrize("host, reason", [("nonexistent.invalid", "Name or service not known"),
+                                          ("192.0.2.1", "Cannot assign requested address")],
+                         ids=["a name that does not resolve", "an address of another machine"])
+def test_a_live_start_on_a_host_nothing_can_listen_on_is_refused_before_the_running_lab_stops(host, reason):
+    running = gwlab.lab.start(mode="virtual", seed=5)
+    with pytest.raises(ConfigError) as error:
+        gwlab.lab.start(**FREE, host=host, mode="live")
+    assert str(error.value).startswith(f"gwlab.lab.start: host = {host!r}: cannot listen there: {reason}")
+    assert gwlab.lab.current() is running and running.running and lab_threads() == []
 
 
 ALL_400_PATCHES = [

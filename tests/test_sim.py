@@ -235,6 +235,9 @@ def test_custom_balancer_registered_changes_the_result(monkeypatch):
     ({"duration": 100_001}, "duration = 100001: expected at most 100000 bins of bin_width = 1 s, so <= 100000"),
     ({"duration": 10, "seed": -1}, "seed = -1: expected a whole number >= 0 and <= 18446744073709551615"),
     ({"duration": 10, "seed": 2**64}, "seed = 18446744073709551616: expected a whole number >= 0"),
+    ({"duration": 1, "keep_requests": "no"}, "simulate: keep_requests = 'no': expected true or false"),
+    ({"duration": 1, "keep_requests": 1}, "simulate: keep_requests = 1: expected true or false"),
+    ({"duration": 1, "progress": 5}, "simulate: progress = 5: expected a function called with the fraction done"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, field):
     with pytest.raises(ConfigError, match=re.escape(field)):

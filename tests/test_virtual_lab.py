@@ -326,6 +326,39 @@ def test_a_reset_during_run_for_async_is_named_not_mixed_into_its_summary(unpace
     assert asyncio.run(main()) == (0.0, 1.0)
 
 
+def test_an_interrupted_run_for_says_so_on_every_later_call_until_a_reset(unpaced, monkeypatch):
+    """Jupyter's "interrupt the kernel" raises KeyboardInterrupt wherever the run is: the run
+    cannot go on from there, and every later call says so, rather than a lab that answers
+    with empty summaries for ever; a reset starts it again."""
+    async def main():
+        lab = gwlab.lab.start(mode="virtual")
+        lab.run_for(1.0)
+        calls = [0]
+        for upstream in lab.engine.router.upstreams:  # the 500th provider call from now is interrupted
+            def interrupted(*args, call=upstream.host.provider.call, **kwargs):
+                calls[0] += 1
+                if calls[0] == 500:
+                    raise KeyboardInterrupt
+                return call(*args, **kwargs)
+
+            monkeypatch.setattr(upstream.host.provider, "call", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            lab.run_for(3600.0)
+        assert lab.now == 1.0  # where the run last paused, not the time it was asked to reach
+        message = (r"^this virtual lab's run was interrupted \(KeyboardInterrupt\) after t = 1 s and cannot go on "
+                   r"from there; lab\.reset\(\) starts it again from 0$")
+        for call in (lambda: lab.run_for(1.0), lambda: lab.configure({"limiter": {"rate": 5.0}}), lab.snapshot):
+            with pytest.raises(RuntimeError, match=message):
+                call()
+        with pytest.raises(RuntimeError, match=message):
+            await lab.run_for_async(1.0)
+        lab.reset()
+        return lab.now, lab.run_for(1.0)
+
+    now, summary = asyncio.run(main())
+    assert now == 0.0 and summary["offered"] > 0
+
+
 def test_an_error_while_pacing_is_logged_and_the_lab_stands_still(caplog):
     async def main():
         clock = FakeClock([0.0, 0.5, 1.0])

@@ -87,8 +87,9 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
     ``scenario`` is a :class:`~gwlab.config.Scenario`, plain data in the TOML shape, the path
     of a TOML file, or ``None`` for the seed scenario. Returns the running lab when one was
     started with the same arguments. Raises :class:`~gwlab.config.ConfigError` for bad input
-    (``seed`` as :func:`gwlab.simulate` takes it, ``host`` as ``gwlab run --host`` takes it,
-    ports from 0 to :data:`gwlab.config.MAX_PORT`), before anything starts or stops.
+    (``seed`` as :func:`gwlab.simulate` takes it, ``host`` as ``gwlab run --host`` takes it
+    and, in live mode, one this machine can listen on, ports from 0 to
+    :data:`gwlab.config.MAX_PORT`), before anything starts or stops.
 
     Safe from any thread: calls made at once run one after the other, so the kernel holds at
     most one lab, and a call with the same arguments gets the lab another one started."""

@@ -251,8 +251,8 @@ class Dashboard:
         try:
             self.lab.configure(_patch(path, value), source="dashboard")
         except ConfigError as exc:
+            self.sync(self.lab.scenario)  # the control back to the value in force
             self.error.value = f'<span style="color:#d62728">refused: {html.escape(str(exc))}</span>'
-            self.sync(self.lab.scenario)
             return
         self.error.value = ""
         if path == ("workload", "mode"):
@@ -262,10 +262,12 @@ class Dashboard:
         """Set every control to its value in ``scenario``. The dashboard subscribes this to
         its lab, so the controls follow every change: made here, from code or by a scripted
         event. A control set to the value in force sends nothing back (see :meth:`_changed`),
-        and a slider widens its range to hold a value beyond it rather than clamp it."""
+        and a slider widens its range to hold a value beyond it rather than clamp it. The
+        line of a change refused before is cleared: the scenario has moved on since."""
         for path, widget in self.controls.items():
             show(widget, _read(scenario, path))
         self._show_mode()
+        self.error.value = ""
 
     def _show_mode(self) -> None:
         closed = self.lab.scenario.workload.mode == "closed"

@@ -14,11 +14,12 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Mapping, TypeVar
 
 from gwlab import config, workload
-from gwlab.config import Event, Scenario, WorkloadConfig
-from gwlab.lab.clients import ClientPool
+from gwlab.config import ConfigError, Event, Scenario, WorkloadConfig
+from gwlab.lab.clients import ClientPool  # first of gwlab's: it names what the live lab needs, when missing
 from gwlab.lab.loop import LoopThread
 from gwlab.lab.recorder import Recorder
 from gwlab.lab.summary import Summary
+from gwlab.connections import bind
 from gwlab.router import Snapshot
 from gwlab.server import Gateway, PortInUse
 from gwlab.stats import Tally
@@ -42,6 +43,16 @@ _STOP_GRACE = 0.0
 """A lab stops at once: the calls still in flight are abandoned (they decide nothing)."""
 
 
+
+def _check_host(host: str) -> None:
+    """Raise :class:`~gwlab.config.ConfigError` if nothing can listen on ``host`` here (a name
+    that does not resolve, an address of another machine), as ``gwlab run`` says it: found by
+    binding a socket to a free port there and closing it, before a lab is stopped for this one."""
+    try:
+        bind(host, 0).close()
+    except OSError as exc:
+        raise ConfigError(f"gwlab.lab.start: host = {host!r}: cannot listen there: {exc.strerror or exc}") from None
+
 class Lab:
     """The gateway, its metrics server and in-process clients, running on a loop thread.
 
@@ -53,6 +64,7 @@ class Lab:
 
     def __init__(self, scenario: Scenario, seed: int, host: str, port: int, metrics_port: int) -> None:
         check_reservations(scenario, SOURCE)
+        _check_host(host)
         self.seed = seed
         self.host = host
         self.requested_ports = (port, metrics_port)
@@ -62,7 +74,8 @@ class Lab:
         self.trips = Trips()
         self.gateway.router.subscribe(self.recorder.transition)
         self.gateway.router.subscribe(self.trips)
-        self.player = Player(scenario, self._apply)
+        self.player: Player | None = None
+        """The scripted events' player: made anew at the start and at each reset."""
         self._follow_users = follows_users(scenario)
         """Whether the clients follow their user requests from the start (a scripted event
         will make them time out or retry)."""
@@ -76,6 +89,9 @@ class Lab:
         self.running = False
         self._thread: LoopThread | None = None
         self._tasks: list[asyncio.Task] = []
+        """The bin sampler, then the task that plays the scripted events."""
+        self.resets = 0
+        """Resets so far: a :meth:`run_for` that spans one refuses to mix two runs."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -103,9 +119,17 @@ class Lab:
         self.recorder.origin = self.gateway.clock()
         self.clients = ClientPool(self.gateway.url, self.seed, self.recorder, self.gateway.clock)
         await self.clients.start(self.gateway.scenario.workload, self._follow_users)
-        self._tasks = [asyncio.create_task(self._sample()),
-                       asyncio.create_task(follow(self.player, self.gateway.clock, self.recorder.origin))]
+        self._tasks = [asyncio.create_task(self._sample())]
+        self._play_events(self.recorder.origin)
         self.running = True
+
+    def _play_events(self, origin: float) -> None:
+        """Play the scenario's scripted events at their times from ``origin`` (a reading of
+        the gateway's clock), by a new :class:`Player`, instead of those played so far."""
+        if len(self._tasks) > 1:
+            self._tasks.pop().cancel()
+        self.player = Player(self.initial, self._apply)
+        self._tasks.append(asyncio.create_task(follow(self.player, self.gateway.clock, origin)))
 
     async def _stop(self) -> None:
         self.running = False
@@ -202,7 +226,8 @@ class Lab:
 
     def reset(self) -> Scenario:
         """Back to the scenario the lab started with: a full bucket, healthy breakers with
-        no history, and empty charts. Returns that scenario."""
+        no history, empty charts, and its scripted events to play again from now, as a
+        virtual lab's reset plays them from its 0. Returns that scenario."""
         return self.call(self._reset())
 
     def subscribe(self, listener: Callable[[Scenario], None]) -> None:
@@ -278,19 +303,22 @@ class Lab:
         scenario = self.gateway.scenario
         trips, fallbacks, retries = Counter(self.trips.counts), Counter(metrics.fallbacks), Counter(metrics.decisions)
         sent, saturated = recorder.sent_total, recorder.saturated_total
-        refused, changes = self.player.refused, len(self.workloads)
+        player, resets = self.player, self.resets
+        refused, changes = player.refused, len(self.workloads)
         recorder.taps.append(tap)
         began = clock()
         try:
             await asyncio.sleep(seconds)
         finally:
             recorder.taps.remove(tap)
+        if self.resets != resets:
+            raise RuntimeError("lab.run_for: the lab was reset while it ran; its summary would mix two runs")
         return Summary(summarise(
             tap, mode="live", seed=self.seed, scenario=scenario, duration=clock() - began,
             sent=recorder.sent_total - sent, saturated=recorder.saturated_total - saturated,
             workloads=[(0.0, scenario.workload), *((at - began, w) for at, w in self.workloads[changes:])],
             end=self.gateway.snapshot(), trips=self.trips.counts - trips, fallbacks=metrics.fallbacks - fallbacks,
-            events_refused=self.player.refused - refused, retries=Counter(metrics.decisions) - retries,
+            events_refused=player.refused - refused, retries=Counter(metrics.decisions) - retries,
         ))
 
     def _apply(self, event: Event, source: str) -> None:
@@ -318,7 +346,10 @@ class Lab:
         data.pop("events", None)
         scenario = self.gateway.configure(data, "lab.reset")
         self.gateway.reset()
-        self.recorder.clear(self.gateway.clock())
+        now = self.gateway.clock()
+        self.recorder.clear(now)
+        self.resets += 1
+        self._play_events(now)
         return self._switched(scenario)
 
     async def _snapshot(self) -> Snapshot:

@@ -172,6 +172,8 @@ class VirtualLab:
     async def _pace(self) -> None:
         while True:
             await self._sleep(config.VIRTUAL_STEP)
+            if self.engine.interrupted is not None:
+                continue  # it stands still until a reset starts a new run
             try:
                 self.step()
             except Exception:  # a task's error would be lost: say it, once, and stand still
@@ -270,8 +272,10 @@ class VirtualLab:
         """Start again from virtual time 0: the starting scenario (its scripted events to
         play again), a full bucket, healthy breakers with no history, empty charts, the same
         seed. Returns that scenario."""
-        self._check_running()
+        self._check_running(interrupted=True)
         self.engine = self._engine()
+        if self._task is not None and self._task.done():  # an interrupt ended the pacing task
+            self._begin()
         self._announce()
         return self.scenario
 
@@ -324,11 +328,16 @@ class VirtualLab:
 
     # -- inside -----------------------------------------------------------------------------
 
-    def _check_running(self, coro: Coroutine | None = None) -> None:
-        if not self.running:
+    def _check_running(self, coro: Coroutine | None = None, *, interrupted: bool = False) -> None:
+        """Raise :class:`RuntimeError` (closing ``coro``) once the lab is stopped, or, unless
+        ``interrupted`` is allowed, while its run stands interrupted (:attr:`sim._Engine.interrupted`)."""
+        if not self.running or (self.engine.interrupted is not None and not interrupted):
             if coro is not None:
                 coro.close()
-            raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
+            if not self.running:
+                raise RuntimeError("this lab is stopped; gwlab.lab.start() starts a new one")
+            raise RuntimeError(f"this virtual lab's run was {self.engine.interrupted} and cannot go on from "
+                               "there; lab.reset() starts it again from 0")
 
     def _advance(self, until: float) -> None:
         self.engine.advance(until)
