@@ -12,10 +12,13 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Iterable, Sequence
 
 from gwlab import config
@@ -119,6 +122,68 @@ def spawn(target: Callable[..., None], plan: Any, name: str) -> tuple[multiproce
     theirs.close()
     return process, mine
 
+
+
+class Outbox:
+    """What the parent sends one child over the duplex pipe ``conn`` (a Unix socket pair, as
+    :func:`spawn` makes it), in order, framed as :meth:`Connection.send` frames it (the child
+    reads it with ``recv``), written without ever blocking the loop: what the child does not
+    take now waits here, and the loop writes it as the child reads. More than ``bound`` bytes
+    waiting (a child stopped or swamped for long) calls ``overflow()``, once, and the outbox
+    takes nothing more. Make it on the loop that reads ``conn``; :meth:`close` it before
+    ``conn`` is closed (it holds a copy of the socket, which would keep the pipe open)."""
+
+    def __init__(self, conn: Connection, bound: int, overflow: Callable[[], None]) -> None:
+        self._socket = socket.socket(fileno=os.dup(conn.fileno()))
+        self._loop = asyncio.get_running_loop()
+        self._waiting = bytearray()
+        self._bound = bound
+        self._overflow = overflow
+        self.closed = False
+
+    def send(self, message: Any) -> bool:
+        """Send ``message``, or queue what the pipe does not take now; ``False`` once the
+        child is gone, the outbox closed, or past its bound."""
+        if self.closed:
+            return False
+        data = bytes(ForkingPickler.dumps(message))
+        frame = struct.pack("!i", len(data)) + data
+        if not self._waiting:
+            try:
+                frame = frame[self._socket.send(frame, socket.MSG_DONTWAIT):]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.close()
+                return False
+            if frame:
+                self._loop.add_writer(self._socket.fileno(), self._flush)
+        self._waiting += frame
+        if len(self._waiting) > self._bound:
+            self.close()
+            self._overflow()
+            return False
+        return True
+
+    def _flush(self) -> None:
+        try:
+            del self._waiting[:self._socket.send(self._waiting, socket.MSG_DONTWAIT)]
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        if not self._waiting:
+            self._loop.remove_writer(self._socket.fileno())
+
+    def close(self) -> None:
+        """Drop what waits and let go of the pipe. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._waiting.clear()
+        self._loop.remove_writer(self._socket.fileno())
+        self._socket.close()
 
 async def end(processes: Sequence[multiprocessing.process.BaseProcess], conns: Iterable[Connection],
               wait: float) -> list[tuple[multiprocessing.process.BaseProcess, bool]]:

@@ -312,6 +312,12 @@ without its answer, and an admin change it did not confirm answers 503
 an admin change waits no longer for a replica than a request waits for a provider. A
 replica waits twice this for the parent's answer to an admin request it passed up, so that
 the parent's own wait ends first."""
+REPLICA_BACKLOG = 16 * 1024 * 1024
+"""Bytes of messages (configuration changes, resets, requests for its state) the parent
+holds for one replica that reads none of them (stopped, swamped): the parent never waits
+for a replica to read, so that its loop, its other replicas and its signals go on; past
+this the replica, which could no longer be kept in step, is killed and the others go on
+without it. About ten thousand changes."""
 SCRAPE_CONFIG = "gwlab-replicas.yml"
 """Where ``--replicas`` writes Prometheus's scrape configuration for the replicas' metrics
 servers (``--scrape-config``), relative to the working directory."""

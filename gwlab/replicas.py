@@ -40,7 +40,7 @@ from gwlab.needs import needs
 needs("gwlab.replicas")
 
 from gwlab import config
-from gwlab.children import ChildError, die_with, end, exited, spawn, started
+from gwlab.children import ChildError, Outbox, die_with, end, exited, spawn, started
 from gwlab.config import ConfigError, Scenario
 from gwlab.router import Snapshot
 from gwlab.metrics import Scrapes
@@ -114,6 +114,8 @@ class Replicas:
         self.metrics_ports: list[int] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._conns: list[Connection] = []
+        self._outboxes: list[Outbox] = []
+        """What is sent to each replica, by index: never waiting for a replica to read it."""
         self._started: list[asyncio.Future] = []
         self._replies: dict[int, tuple[int, asyncio.Future]] = {}
         """Requests awaiting a replica's reply, by number: the replica's index and the future."""
@@ -157,6 +159,7 @@ class Replicas:
             process, mine = spawn(_replica_main, plan, f"gwlab-replica-{index}")
             self._processes.append(process)
             self._conns.append(mine)
+            self._outboxes.append(Outbox(mine, config.REPLICA_BACKLOG, lambda index=index: self._overrun(index)))
             self._started.append(loop.create_future())
             loop.add_reader(mine.fileno(), self._receive, index)
         try:
@@ -229,8 +232,8 @@ class Replicas:
             self._stopping = True
             return
         self._stopping = True
-        for conn in self._conns:
-            _send(conn, ("stop", grace, final_scrape))
+        for outbox in self._outboxes:
+            outbox.send(("stop", grace, final_scrape))
         await self._end(grace + (config.FINAL_SCRAPE if final_scrape else 0.0) + config.CHILD_EXIT_TIMEOUT)
 
     def _tell_all(self, kind: str, *args: Any) -> list[tuple[int, asyncio.Future]]:
@@ -240,14 +243,14 @@ class Replicas:
             raise ReplicaError("these replicas are stopped")
         loop = asyncio.get_running_loop()
         sent = []
-        for index, conn in enumerate(self._conns):
+        for index, outbox in enumerate(self._outboxes):
             if index in self.lost:
                 continue
             number = next(self._ids)
             reply = loop.create_future()
             self._replies[number] = index, reply
             reply.add_done_callback(lambda _, number=number: self._replies.pop(number, None))
-            if _send(conn, (kind, number, *args)):
+            if outbox.send((kind, number, *args)):
                 sent.append((index, reply))
             else:
                 reply.cancel()
@@ -297,6 +300,7 @@ class Replicas:
         reply get none), reap it at once (no zombie is left until the end) and say so once,
         with how it ended."""
         self.lost.append(index)
+        self._outboxes[index].close()
         for number, (owner, future) in list(self._replies.items()):
             if owner == index:
                 future.cancel()
@@ -314,6 +318,15 @@ class Replicas:
         self._named += 1
         if self._named == self.count:
             self.gone.set()
+
+    def _overrun(self, index: int) -> None:
+        """Replica ``index`` read nothing while :data:`~gwlab.config.REPLICA_BACKLOG` bytes
+        waited for it: it could no longer be kept in step with the others, and is killed
+        (then lost, as a replica that died)."""
+        process = self._processes[index]
+        log.warning("replica %d (pid %d) read none of the last %d bytes sent to it: killed", index, process.pid,
+                    config.REPLICA_BACKLOG)
+        process.kill()
 
     def _fail(self, index: int, error: BaseException) -> None:
         started = self._started[index]
@@ -339,7 +352,7 @@ class Replicas:
             answer = "refused", str(exc)
         except ReplicaError as exc:
             answer = "unavailable", str(exc)
-        _send(self._conns[index], ("answer", number, answer))
+        self._outboxes[index].send(("answer", number, answer))
 
     async def _end(self, wait: float) -> None:
         """Drop the admin requests being fanned out, then end the replicas as
@@ -347,6 +360,8 @@ class Replicas:
         stop, and is killed once ``wait`` seconds have passed (and named in a warning)."""
         for task in self._tasks:
             task.cancel()
+        for outbox in self._outboxes:
+            outbox.close()
         for process, done in await end(self._processes, self._conns, wait):
             log.warning("replica %d (pid %d) did not exit in time: %s", self._processes.index(process), process.pid,
                         "killed" if done else "killed, and still not gone")

@@ -4,6 +4,7 @@ one parent that fans admin changes out to all and takes them down with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -480,6 +481,42 @@ def test_replicas_that_never_say_they_listen_fail_the_start_within_its_bound_and
     elapsed, pids = asyncio.run(start())
     assert len(pids) == 2 and not any(alive(pid) for pid in pids)
     assert config.CHILD_START_TIMEOUT <= elapsed < config.CHILD_START_TIMEOUT + config.CHILD_EXIT_TIMEOUT
+
+
+def test_a_stalled_replica_never_holds_the_parent_up_and_is_killed_past_its_backlog(monkeypatch, caplog):
+    """The parent writes to a replica only what its pipe takes at once, and keeps the rest:
+    thousands of changes for a replica that reads none of them (stopped) keep the parent's
+    loop going, reach the other replica, and, past the backlog's bound, end the stalled one."""
+    monkeypatch.setattr(config, "REPLICA_BACKLOG", 64 * 1024)
+
+    async def scenario() -> tuple[list[float], list[int], int, float, int]:
+        replicas = Replicas(config.Scenario(), 1, 2)
+        await replicas.start("127.0.0.1", 0, 0)
+        stalled = replicas.pids[1]
+        os.kill(stalled, signal.SIGSTOP)
+        try:
+            took, rate = [], 1.0
+            async with asyncio.timeout(30):
+                while not replicas.lost:
+                    for _ in range(100):
+                        rate = rate % 50 + 1
+                        began = time.monotonic()
+                        replicas.configure({"limiter": {"rate": rate}})
+                        took.append(time.monotonic() - began)
+                    await asyncio.sleep(0)  # the loop reads the replicas' pipes and writes to them
+            snapshots = await replicas.snapshots()
+            return took, replicas.lost, stalled, snapshots[0].rate - rate, len(snapshots)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # killed, and reaped already
+                os.kill(stalled, signal.SIGCONT)
+            await replicas.stop()
+
+    took, lost, stalled, behind, answered = asyncio.run(scenario())
+    assert lost == [1] and answered == 1 and behind == 0  # replica 0 has the last change
+    assert len(took) > 300 and max(took) < 1.0  # no change waited for the stalled replica to read
+    assert f"replica 1 (pid {stalled}) read none of the last 65536 bytes sent to it: killed" in \
+        [r.getMessage() for r in caplog.records]
+    assert not alive(stalled)
 
 
 def test_a_stalled_replica_is_killed_once_the_grace_and_the_exit_bound_have_passed(monkeypatch, caplog):
