@@ -2,7 +2,7 @@
 
 import sys
 
-from gwlab.cli import main
+from gwlab.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Pr
 from gwlab import __version__, config
 from gwlab.children import ChildError
 from gwlab.config import ConfigError, Event, Scenario
+from gwlab.entry import status, terminated
 from gwlab.live import LiveView, status_lines, summary_lines
 from gwlab.needs import FullInstallNeeded, needs
 from gwlab.router import Snapshot
@@ -588,29 +589,13 @@ def _interruptible(command: str) -> Iterator[None]:
     Ctrl-C or by SIGTERM alike (kill, a scheduler ending the job: by default SIGTERM would end
     this process alone, with no word, and any worker processes would run on), raising
     :class:`_Interrupted` rather than a traceback."""
-    previous = signal.signal(signal.SIGTERM, functools.partial(_terminated, os.getpid()))
+    previous = signal.signal(signal.SIGTERM, functools.partial(terminated, os.getpid()))
     try:
         yield
-    except KeyboardInterrupt as exc:
-        signum = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
-        raise _Interrupted(f"{command} interrupted: nothing written", 128 + signum) from None
+    except KeyboardInterrupt as interrupt:
+        raise _Interrupted(f"{command} interrupted: nothing written", status(interrupt)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the sweep is, as SIGINT raises :class:`KeyboardInterrupt`."""
-
-
-def _terminated(pid: int, signum: int, frame: object) -> None:
-    """SIGTERM in the sweep's process ``pid``: raised there, as Ctrl-C raises KeyboardInterrupt.
-    In a process forked with this handler it ends that process, as SIGTERM does by default
-    (the pool's workers hold the signal back until they have set their own handling, and the
-    pool stops them with it: :func:`gwlab.sweep._worker_signals`)."""
-    if os.getpid() == pid:
-        raise _Terminated
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
 
 
 def _grid_flag(text: str) -> tuple[str, list]:

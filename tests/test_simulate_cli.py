@@ -319,3 +319,30 @@ def test_a_signal_while_the_scenario_is_awaited_on_standard_input_ends_with_one_
         out, err = process.communicate(timeout=30)
     assert process.returncode == 128 + sig, err
     assert err == "gwlab: reading standard input interrupted: nothing written\n" and out == ""
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``sig`` (Linux's ``SigCgt`` mask)."""
+    caught = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (sig - 1) & 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", [
+    ["serve", "--port", "0", "--metrics-port", "0"],
+    ["run", "--port", "0", "--metrics-port", "0", "--duration", "5"],
+    ["simulate", "--duration", "1"],
+])
+def test_a_signal_while_the_command_loads_ends_it_with_one_line(command, sig):
+    """Ctrl-C or SIGTERM as soon as the entry point handles them, while the command line and
+    what it needs load (a tenth of a second and more): one line and the signal's status, no
+    traceback (SIGINT's default) and no silent death (SIGTERM's)."""
+    with subprocess.Popen([sys.executable, "-m", "gwlab", *command], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        deadline = time.monotonic() + 60
+        while not _catches(process.pid, signal.SIGTERM):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + sig, err
+    assert err == "gwlab: interrupted as it started: nothing written\n" and out == ""

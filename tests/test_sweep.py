@@ -29,8 +29,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gwlab import config
-from gwlab.cli import _terminated, _toml_values, main
+from gwlab.cli import _toml_values, main
 from gwlab.config import ConfigError
+from gwlab.entry import terminated
 from gwlab.metastability import judge
 from gwlab.sim import SimResult, simulate
 from gwlab.sweep import Plan, read_csv, summary_measure, sweep, write_csv
@@ -862,7 +863,7 @@ def test_sigterm_ends_a_worker_forked_with_the_commands_handler_as_by_default():
     child = os.fork()
     if child == 0:  # a worker, before it sets handlers of its own
         try:
-            _terminated(os.getppid(), signal.SIGTERM, None)
+            terminated(os.getppid(), signal.SIGTERM, None)
         finally:
             os._exit(1)
     _, status = os.waitpid(child, 0)
