@@ -795,6 +795,10 @@ class _Served(Protocol):
     lost: list[int]
     gone: asyncio.Event
 
+    @property
+    def scenario(self) -> Scenario:
+        """The scenario the gateways run now, ``PATCH /admin/config``'s changes included."""
+
     def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
         """Apply ``patch`` in every gateway; the scenario they now run."""
 
@@ -832,6 +836,10 @@ class _OneGateway:
         self.scrapes = Scrapes()
         gateway.metrics.registry.register(self.scrapes)
         self.signalled = signalled
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.gateway.scenario
 
     def configure(self, patch: Mapping[str, Any], source: str) -> Scenario:
         return self.gateway.configure(patch, source)
@@ -949,7 +957,8 @@ async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
                  stop: asyncio.Event, duration: float | None) -> None:
     """Redraw the live status every :data:`REFRESH` seconds until ``stop`` is set, every
     gateway of ``served`` is ``gone`` or ``duration`` seconds of sending have passed, however
-    late the loop wakes up. The ticks
+    late the loop wakes up; at each, the clients follow the workload the gateways run (a
+    ``PATCH /admin/config`` may have changed it). The ticks
     fall half-way between two tally reports of the workers, so each view counts whole
     report intervals."""
     from gwlab.loadgen import REPORT_INTERVAL
@@ -970,6 +979,7 @@ async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
             # Stopped between two ticks: a part-interval would hold a whole or no report of
             # each worker and show rates that were never there. The summary follows.
             break
+        clients.apply(served.scenario.workload)  # a PATCH /admin/config of the workload: within a refresh
         interval, sent, saturated = clients.take_interval()
         # A replica that does not answer within half a refresh is shown as it last was; one
         # that ended, no longer.

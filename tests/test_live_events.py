@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gwlab import config
-from gwlab.cli import event_player
+from gwlab.cli import REFRESH, _OneGateway, _watch, event_player
 from gwlab.live import LiveView
 from gwlab.loadgen import LoadGenerator
 from gwlab.server import Gateway
@@ -200,3 +200,33 @@ def test_gwlab_run_keeps_a_runtime_change_and_skips_an_event_that_no_longer_fits
     assert caplog.records[0].getMessage().startswith("event at 1 s: breaker.base_delay = 20.0: not applied: ")
     assert (gateway.scenario.limiter.rate, gateway.scenario.breaker.max_cooldown) == (500.0, 10.0)
     assert out.getvalue() == "event at 2 s: limiter.rate = 500.0\n"
+
+
+def test_gwlab_runs_clients_follow_a_patch_of_the_workload_within_a_refresh():
+    """``PATCH /admin/config`` of ``workload.rate`` during ``gwlab run`` (applied to the
+    gateway's scenario, as the admin API does): the clients send at the new rate from the
+    next refresh of the live status on, and the run's workloads record it, with no event."""
+    scenario = config.from_dict({"breaker": {"enabled": False}, "providers": {"p1": {"weight": 1, "latency": 0.005}},
+                                 "workload": {"mode": "open", "rate": 20.0}}, "test scenario")
+
+    async def main():
+        gateway = Gateway(scenario, seed=5)
+        await gateway.start(port=0, metrics_port=0)
+        clients = LoadGenerator(gateway.url, scenario.workload, seed=5, workers=1, grace=0.5)
+        stop = asyncio.Event()
+        try:
+            await clients.start()
+            watching = asyncio.create_task(_watch(clients, _OneGateway(gateway, stop), LiveView(io.StringIO(), False),
+                                                  stop, 3 * REFRESH))
+            await _until(clients, 0.5 * REFRESH)
+            gateway.configure({"workload": {"rate": 100.0}}, "PATCH /admin/config")
+            await watching
+            await clients.stop()
+        finally:
+            await clients.stop()
+            await gateway.stop()
+        return clients.workloads
+
+    workloads = asyncio.run(main())
+    assert [w.rate for _, w in workloads] == [20.0, 100.0]
+    assert REFRESH / 2 <= workloads[1][0] <= 2 * REFRESH  # at the first refresh after the change
