@@ -209,24 +209,14 @@ def test_gwlab_runs_clients_follow_a_patch_of_the_workload_within_a_refresh():
     scenario = config.from_dict({"breaker": {"enabled": False}, "providers": {"p1": {"weight": 1, "latency": 0.005}},
                                  "workload": {"mode": "open", "rate": 20.0}}, "test scenario")
 
-    async def main():
-        gateway = Gateway(scenario, seed=5)
-        await gateway.start(port=0, metrics_port=0)
-        clients = LoadGenerator(gateway.url, scenario.workload, seed=5, workers=1, grace=0.5)
+    async def probe(gateway, clients):
         stop = asyncio.Event()
-        try:
-            await clients.start()
-            watching = asyncio.create_task(_watch(clients, _OneGateway(gateway, stop), LiveView(io.StringIO(), False),
-                                                  stop, 3 * REFRESH))
-            await _until(clients, 0.5 * REFRESH)
-            gateway.configure({"workload": {"rate": 100.0}}, "PATCH /admin/config")
-            await watching
-            await clients.stop()
-        finally:
-            await clients.stop()
-            await gateway.stop()
-        return clients.workloads
+        watching = asyncio.create_task(_watch(clients, _OneGateway(gateway, stop), LiveView(io.StringIO(), False),
+                                              stop, 3 * REFRESH))
+        await _until(clients, 0.5 * REFRESH)
+        gateway.configure({"workload": {"rate": 100.0}}, "PATCH /admin/config")
+        await watching
 
-    workloads = asyncio.run(main())
+    workloads = asyncio.run(_live(scenario, probe))[0].workloads
     assert [w.rate for _, w in workloads] == [20.0, 100.0]
     assert REFRESH / 2 <= workloads[1][0] <= 2 * REFRESH  # at the first refresh after the change
