@@ -988,7 +988,8 @@ async def _watch(clients: LoadGenerator, served: _Served, view: LiveView,
             shown.pop(index, None)
         if shown:
             snapshots = [shown[index] for index in sorted(shown)]
-            view.show(status_lines(interval, now - last, sent, clients.tally, snapshots, now - start, saturated))
+            view.show(status_lines(interval, now - last, sent, clients.tally, snapshots, now - start, saturated,
+                                   shared=served.scenario.limiter.backend == "redis"))
         last = now
         if end is not None and now >= end:
             break

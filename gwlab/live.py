@@ -74,13 +74,14 @@ def cannot_keep_up(sent: float, saturated: float) -> str:
 
 
 def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
-                 snapshots: Sequence[Snapshot], elapsed: float, saturated: int = 0) -> list[str]:
+                 snapshots: Sequence[Snapshot], elapsed: float, saturated: int = 0, shared: bool = False) -> list[str]:
     """The live status: requests/s by status code and latency quantiles over the last
     ``seconds`` (``interval``, ``sent`` requests, ``saturated`` arrivals not sent), each
     provider's share of the admitted requests so far (``total``), its breaker state and
     cooldown left, and the bucket's tokens (from ``snapshots``: the gateway's, or one per
     replica; then each provider's states are counted over the replicas, its longest cooldown
-    is shown, and the tokens are summed). With LLM
+    is shown, and the tokens are summed, or, with ``shared``, the one bucket they all admit
+    through, ``limiter.backend = "redis"``, is shown once, as the latest snapshot read it). With LLM
     traffic in the run so far (:func:`llm_traffic` of ``total``), ``stream_error`` is always
     among the codes, and a fourth line gives the streams' time to first token and the output
     tokens per second over the last ``seconds``. With clients that time out or retry (user
@@ -100,9 +101,15 @@ def status_lines(interval: Tally, seconds: float, sent: int, total: Tally,
         if cooldown > 0:
             text += f" {cooldown:.1f}s"
         providers.append(text)
-    tokens = f"{sum(s.tokens for s in snapshots):.0f}/{sum(s.burst for s in snapshots):.0f}"
-    if len(snapshots) > 1:
-        tokens += f" in {len(snapshots)} replicas"
+    if shared:  # one bucket in Redis: each replica's snapshot holds its last answer
+        latest = max(snapshots, key=lambda s: s.at)
+        tokens = f"{latest.tokens:.0f}/{latest.burst:.0f}"
+        if len(snapshots) > 1:
+            tokens += f" shared by {len(snapshots)} replicas"
+    else:
+        tokens = f"{sum(s.tokens for s in snapshots):.0f}/{sum(s.burst for s in snapshots):.0f}"
+        if len(snapshots) > 1:
+            tokens += f" in {len(snapshots)} replicas"
     quantiles = "  ".join(f"p{round(q * 100)} {seconds_text(interval.latency.quantile(q))}" for q in QUANTILES)
     lines = [
         f"{elapsed:6.1f}s  offered {per_second(sent):.0f}/s  {rates}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -324,6 +325,17 @@ def test_the_status_counts_each_breakers_states_over_the_replicas_and_sums_their
     assert lines[1] == "        p1 75.0% healthy×1 open×2 2.5s   p2 25.0% healthy×3"
     assert lines[2].startswith("        tokens 962/3000 in 3 replicas  latency ")
     assert status_lines(tally, 1.0, 4, tally, snapshots[1:2], 3.0)[1] == "        p1 75.0% open 2.5s   p2 25.0% healthy"
+
+
+def test_the_status_shows_a_bucket_the_replicas_share_in_redis_once_as_last_read():
+    tally = Tally()
+    tally.record(200, "p1", 0.1)
+    snapshots = [dataclasses.replace(_snapshot(tokens, State.HEALTHY), at=at)
+                 for tokens, at in ((900.0, 3.0), (12.4, 3.5), (50.0, 3.2))]
+    assert status_lines(tally, 1.0, 1, tally, snapshots, 3.0, shared=True)[2].startswith(
+        "        tokens 12/1000 shared by 3 replicas  latency ")
+    assert status_lines(tally, 1.0, 1, tally, snapshots[:1], 3.0, shared=True)[2].startswith(
+        "        tokens 900/1000  latency ")
 
 
 def test_a_summary_with_replicas_gives_totals_and_each_replicas_breakers():
