@@ -24,7 +24,7 @@ ABSENT = ("aiohttp", "multidict", "prometheus_client", "redis")
 
 WORKS = [
     "gwlab", "gwlab.__main__", "gwlab.admission", "gwlab.balancer", "gwlab.breaker", "gwlab.children", "gwlab.cli",
-    "gwlab.config", "gwlab.fleet", "gwlab.limiter", "gwlab.live", "gwlab.metastability", "gwlab.needs",
+    "gwlab.config", "gwlab.entry", "gwlab.fleet", "gwlab.limiter", "gwlab.live", "gwlab.metastability", "gwlab.needs",
     "gwlab.observe", "gwlab.plots", "gwlab.providers", "gwlab.redis_server", "gwlab.report", "gwlab.retry",
     "gwlab.router", "gwlab.sim", "gwlab.stats", "gwlab.streams", "gwlab.summary", "gwlab.sweep", "gwlab.timeline",
     "gwlab.timeseries", "gwlab.upstream", "gwlab.wire", "gwlab.workload",
