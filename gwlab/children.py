@@ -123,7 +123,6 @@ def spawn(target: Callable[..., None], plan: Any, name: str) -> tuple[multiproce
     return process, mine
 
 
-
 class Outbox:
     """What the parent sends one child over the duplex pipe ``conn`` (a Unix socket pair, as
     :func:`spawn` makes it), in order, framed as :meth:`Connection.send` frames it (the child
@@ -184,6 +183,7 @@ class Outbox:
         self._waiting.clear()
         self._loop.remove_writer(self._socket.fileno())
         self._socket.close()
+
 
 async def end(processes: Sequence[multiprocessing.process.BaseProcess], conns: Iterable[Connection],
               wait: float) -> list[tuple[multiprocessing.process.BaseProcess, bool]]:

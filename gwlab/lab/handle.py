@@ -43,7 +43,6 @@ _STOP_GRACE = 0.0
 """A lab stops at once: the calls still in flight are abandoned (they decide nothing)."""
 
 
-
 def _check_host(host: str) -> None:
     """Raise :class:`~gwlab.config.ConfigError` if nothing can listen on ``host`` here (a name
     that does not resolve, an address of another machine), as ``gwlab run`` says it: found by
@@ -52,6 +51,7 @@ def _check_host(host: str) -> None:
         bind(host, 0).close()
     except OSError as exc:
         raise ConfigError(f"gwlab.lab.start: host = {host!r}: cannot listen there: {exc.strerror or exc}") from None
+
 
 class Lab:
     """The gateway, its metrics server and in-process clients, running on a loop thread.
