@@ -29,8 +29,7 @@ logs or prints.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from gwlab.config import BreakerConfig
 
@@ -44,8 +43,12 @@ class State(enum.Enum):
     @property
     def standard(self) -> str:
         """The textbook name: HEALTHY and FAILING are both CLOSED."""
-        return "CLOSED" if self in (State.HEALTHY, State.FAILING) else self.name
+        return "CLOSED" if self in CLOSED else self.name
 
+
+CLOSED = (State.HEALTHY, State.FAILING)
+"""The states whose standard name is CLOSED. A tuple, not a set: hashing an enum member is a
+Python-level call, and the router and the simulator ask this of every transition."""
 
 AVAILABILITY = (State.HEALTHY, State.FAILING, State.HALF_OPEN, State.OPEN)
 """The states from the most available to the least: a FAILING breaker still admits every
@@ -94,10 +97,11 @@ class PermitError(RuntimeError):
     """A probe permit was recorded or released a second time: the caller miscounts calls."""
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     """A state change: at ``at`` seconds, ``provider`` went from ``source`` to ``target``.
-    ``cooldown`` is the new cooldown when ``target`` is OPEN, else 0."""
+    ``cooldown`` is the new cooldown when ``target`` is OPEN, else 0. A named tuple, made
+    without a Python-level ``__init__``: under load a breaker flips between HEALTHY and
+    FAILING many times a second, and each flip is announced."""
 
     at: float
     provider: str
@@ -220,7 +224,7 @@ class CircuitBreaker:
                 self._new_generation(_HEALTHY, now)
             else:
                 self._open(now)
-        elif self._state not in (_HEALTHY, _FAILING):
+        elif self._state not in CLOSED:
             # Only a permit taken while the breaker was switched off gets here.
             return False
         elif ok:

@@ -51,7 +51,7 @@ from gwlab import balancer as balancers
 from gwlab.admission import (  # the codes and Rejected, importable from here too
     ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, LIMITER_UNAVAILABLE, RATE_LIMIT_REQUESTS,
     RATE_LIMIT_TOKENS, LocalAdmission, Rejected)
-from gwlab.breaker import UNCOUNTED, CircuitBreaker, Listener, Permit, State, Transition
+from gwlab.breaker import CLOSED, UNCOUNTED, CircuitBreaker, Listener, Permit, State, Transition
 from gwlab.config import Scenario
 from gwlab.limiter import TokenBucket
 from gwlab.providers import Call, Outcome, make_provider
@@ -464,9 +464,13 @@ class Router:
         self._listeners.append(listener)
 
     def _announce(self, event: Transition) -> None:
-        """The one listener of every breaker: keep :attr:`_open`, then tell the subscribers."""
-        self._open += (event.target.standard != "CLOSED") - (event.source.standard != "CLOSED")
-        self._eligible_until = -math.inf
+        """The one listener of every breaker: keep :attr:`_open` and drop the eligible
+        providers found (a flip between HEALTHY and FAILING changes neither: it is CLOSED
+        either way), then tell the subscribers."""
+        was_closed, closed = event.source in CLOSED, event.target in CLOSED
+        if not (was_closed and closed):
+            self._open += was_closed - closed
+            self._eligible_until = -math.inf
         for listener in self._listeners:
             listener(event)
 

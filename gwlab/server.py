@@ -50,7 +50,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gwlab import config, observe
 from gwlab.admission import FAILED_OPEN, LIMITER_UNAVAILABLE
-from gwlab.breaker import State, Transition
+from gwlab.breaker import CLOSED, State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import CODINGS, GatewayServer, bind, coding_error, parse_error_reason
 from gwlab.errors import ATTEMPTS_HEADER, NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
@@ -74,7 +74,6 @@ _CODINGS = frozenset(("", "identity", *CODINGS))
 _VERSIONS = (HttpVersion11, HttpVersion10)
 """The HTTP versions the gateway speaks."""
 _NONE_HEADERS = {PROVIDER_HEADER: NO_PROVIDER}
-_CLOSED_STATES = {State.HEALTHY, State.FAILING}
 
 
 class PortInUse(OSError):
@@ -89,7 +88,7 @@ class PortInUse(OSError):
 
 def log_transition(event: Transition) -> None:
     """Breaker listener: openings and recoveries at INFO, HEALTHY <-> FAILING at DEBUG."""
-    level = logging.DEBUG if {event.source, event.target} <= _CLOSED_STATES else logging.INFO
+    level = logging.DEBUG if event.source in CLOSED and event.target in CLOSED else logging.INFO
     cooldown = f" (cooldown {event.cooldown:g} s)" if event.target is State.OPEN else ""
     log.log(level, "breaker %s: %s -> %s%s", event.provider, event.source.value, event.target.value, cooldown)
 

@@ -18,7 +18,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
-from gwlab.breaker import State, Transition
+from gwlab.breaker import CLOSED, Transition
 from gwlab.config import ConfigError
 from gwlab.stats import (CLIENT_TIMEOUT, CUT_OFF, QUANTILES, RATE_LIMITED, STREAM_ERROR, USER_OUTCOMES, Tally,
                          admitted, code_name)
@@ -55,14 +55,10 @@ class BreakerChange(NamedTuple):
         return data
 
 
-_CLOSED = (State.HEALTHY, State.FAILING)
-
-
 def is_listed(t: Transition) -> bool:
     """Whether a transition is one that a run lists: flips between healthy and failing happen
-    many times a second under load and are only counted. (Tuples, not sets: hashing an enum
-    member is a Python-level call, and this runs for every transition.)"""
-    return not (t.source in _CLOSED and t.target in _CLOSED)
+    many times a second under load and are only counted."""
+    return not (t.source in CLOSED and t.target in CLOSED)
 
 
 @dataclass

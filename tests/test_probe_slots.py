@@ -17,12 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from gwlab import config
-from gwlab.breaker import CircuitBreaker, Permit, PermitError, State, Transition
+from gwlab.breaker import CLOSED, CircuitBreaker, Permit, PermitError, State, Transition
 from gwlab.config import BreakerConfig
 from gwlab.router import Route, RouteError, Router
 from tests.support import handle
-
-CLOSED = (State.HEALTHY, State.FAILING)
 
 breaker_configs = st.builds(
     BreakerConfig,
