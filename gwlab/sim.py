@@ -118,19 +118,19 @@ class _Pending:
     one at a time, each was a Python call per answer. Nothing outside the engine reads a
     bin before either."""
 
-    __slots__ = ("latencies", "streams")
+    __slots__ = ("latencies", "ttfts", "tpots")
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
-        self.streams: list[tuple[float, float, int]] = []
-        """(latency, ttft, tokens) of each stream (:meth:`gwlab.stats.Tally.record_streams`)."""
+        self.ttfts: list[float] = []
+        self.tpots: list[float] = []
+        """Of each stream of two tokens or more (:func:`gwlab.stats.time_per_output_token`)."""
 
     def into(self, tally: stats.Tally) -> None:
         """Count everything kept into ``tally``, in the order it came, and start afresh."""
-        tally.latency.add_all(self.latencies)
-        tally.record_streams(self.streams)
-        self.latencies.clear()
-        self.streams.clear()
+        for values, histogram in ((self.latencies, tally.latency), (self.ttfts, tally.ttft), (self.tpots, tally.tpot)):
+            histogram.add_all(values)
+            values.clear()
 
 
 class SimResult:
@@ -550,7 +550,7 @@ class _Engine:
         edge = self._edge(0)
         by_status = cur.tally.by_status
         pending = _Pending()
-        hist_add, keep_stream = pending.latencies.append, pending.streams.append
+        hist_add, ttft_add, tpot_add = pending.latencies.append, pending.ttfts.append, pending.tpots.append
         offered = admitted = in_flight = 0
         area = 0.0
         last = 0.0
@@ -782,7 +782,9 @@ class _Engine:
                         cur.tally.output_tokens += tokens
                         if route.streaming:
                             ttft = call.ttft + (latency - call.duration)
-                            keep_stream((latency, ttft, tokens))
+                            ttft_add(ttft)
+                            if tokens >= 2:  # stats.time_per_output_token, written out
+                                tpot_add((latency - ttft) / (tokens - 1))
                     if keep:
                         requests.append(Request(sent, now, name, status, latency, route.fallback, ttft, tokens))
                 elif keep:

@@ -1,7 +1,7 @@
 """Counting outcomes and latencies.
 
-:class:`LatencyHistogram` is a mergeable logarithmic histogram (the DDSketch mapping): a
-latency ``v > 0`` falls in bucket ``ceil(log(v) / log(gamma))`` with
+:class:`LatencyHistogram` is a mergeable logarithmic histogram (the DDSketch mapping: Masson,
+Rim and Lee, VLDB 2019): a latency ``v > 0`` falls in bucket ``ceil(log(v) / log(gamma))`` with
 ``gamma = (1 + a) / (1 - a)``, and the bucket is represented by ``2 * gamma**i / (gamma + 1)``,
 which is within a relative error ``a`` of every value in it. Quantiles read from it are
 therefore within ``a`` (1% by default) of the exact ones, in constant memory however many
@@ -114,19 +114,22 @@ class Counts(Counter):
     __delitem__ = dict.__delitem__
 
 
-_ceil, _log = math.ceil, math.log
+_ceil, _log2 = math.ceil, math.log2
 """Bound once: :meth:`LatencyHistogram.add` runs for every request."""
 
 
 class LatencyHistogram:
-    """Latencies in seconds, bucketed with relative error ``alpha``."""
+    """Latencies in seconds, bucketed with relative error ``alpha`` (the module's DDSketch
+    mapping). The bucket's logarithm is taken as ``log2(v) / log2(gamma)``: ``math.log``
+    accepts a base, which makes each of its calls take its arguments as a tuple, at twice
+    the cost of ``log2``'s."""
 
-    __slots__ = ("alpha", "_log_gamma", "_gamma", "counts", "zeros", "count", "total", "max")
+    __slots__ = ("alpha", "_log2_gamma", "_gamma", "counts", "zeros", "count", "total", "max")
 
     def __init__(self, alpha: float = RELATIVE_ERROR) -> None:
         self.alpha = alpha
         self._gamma = (1 + alpha) / (1 - alpha)
-        self._log_gamma = math.log(self._gamma)
+        self._log2_gamma = math.log2(self._gamma)
         self.counts: dict[int, int] = {}
         """Values counted by bucket index. A plain dict, not a Counter: Counter defines
         ``__delitem__`` in Python, which makes every ``counts[i] = ...`` a Python-level call,
@@ -142,7 +145,7 @@ class LatencyHistogram:
         if seconds > self.max:
             self.max = seconds
         if seconds > 0:
-            index = _ceil(_log(seconds) / self._log_gamma)
+            index = _ceil(_log2(seconds) / self._log2_gamma)
             self.counts[index] = self.counts.get(index, 0) + 1
         else:
             self.zeros += 1
@@ -161,7 +164,7 @@ class LatencyHistogram:
             self.max = top
         positive = values if min(values) > 0 else [v for v in values if v > 0]
         self.zeros += len(values) - len(positive)
-        indices = Counter(map(_ceil, map(truediv, map(_log, positive), repeat(self._log_gamma))))
+        indices = Counter(map(_ceil, map(truediv, map(_log2, positive), repeat(self._log2_gamma))))
         counts = self.counts
         if not counts:  # the first values: no count to add to (the order of the keys is never read)
             self.counts = dict(indices)
@@ -223,6 +226,14 @@ class LatencyHistogram:
         return h
 
 
+def time_per_output_token(latency: float, ttft: float, tokens: int) -> float:
+    """The seconds between a stream's tokens after its first: ``(latency - ttft) /
+    (tokens - 1)`` for a stream of ``tokens`` >= 2 tokens whose last byte came ``latency``
+    seconds after it was sent and its first token ``ttft`` seconds after (DESIGN, "LLM
+    traffic"; vLLM's ``time_per_output_token_seconds``)."""
+    return (latency - ttft) / (tokens - 1)
+
+
 USER_OUTCOMES = ("ok", "failed", "timed_out", "throttled", "cut_off")
 """How a user request ends: a success; a failure its client does not retry (or no retry
 left); its last attempt given up at the client's timeout; rejected by the client's own
@@ -261,13 +272,9 @@ class Tally:
     def record_stream(self, latency: float, ttft: float, tokens: int) -> None:
         """A stream's timing, once it has ended after its first token: ``latency`` to its
         last byte and ``ttft`` in seconds, ``tokens`` the output tokens it carried."""
-        self.record_streams([(latency, ttft, tokens)])
-
-    def record_streams(self, streams: Sequence[tuple[float, float, int]]) -> None:
-        """:meth:`record_stream` for each ``(latency, ttft, tokens)`` of ``streams``, in their
-        order, counted in one pass (:meth:`LatencyHistogram.add_all`)."""
-        self.ttft.add_all([ttft for _, ttft, _ in streams])
-        self.tpot.add_all([(latency - ttft) / (n - 1) for latency, ttft, n in streams if n >= 2])
+        self.ttft.add(ttft)
+        if tokens >= 2:
+            self.tpot.add(time_per_output_token(latency, ttft, tokens))
 
     def merge(self, other: Tally) -> None:
         self.by_status.update(other.by_status)

@@ -84,14 +84,12 @@ def test_adding_values_at_once_gives_what_adding_them_one_by_one_does(name):
     assert at_once.count == len(values) + 1
 
 
-def test_streams_recorded_at_once_count_as_one_by_one():
-    streams = [(2.0, 0.5, 4), (1.0, 1.0, 1), (0.7, 0.2, 2), (3.0, 0.0, 0)]
-    one_by_one, at_once = Tally(), Tally()
-    for latency, ttft, tokens in streams:
-        one_by_one.record_stream(latency, ttft, tokens)
-    at_once.record_streams(streams)
-    assert at_once.to_dict() == one_by_one.to_dict()
-    assert (at_once.ttft.count, at_once.tpot.count, at_once.tpot.total) == (4, 2, 0.5 + 0.5)
+def test_a_stream_counts_its_ttft_and_its_time_per_output_token_from_two_tokens():
+    tally = Tally()
+    for latency, ttft, tokens in [(2.0, 0.5, 4), (1.0, 1.0, 1), (0.7, 0.2, 2), (3.0, 0.0, 0)]:
+        tally.record_stream(latency, ttft, tokens)
+    assert (tally.ttft.count, tally.ttft.total) == (4, 0.5 + 1.0 + 0.2 + 0.0)
+    assert (tally.tpot.count, tally.tpot.total, tally.tpot.max) == (2, 0.5 + 0.5, 0.5)
 
 
 def test_empty_histogram():
