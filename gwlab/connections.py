@@ -429,7 +429,13 @@ class _Connection(RequestHandler):
                     error = self._messages.pop()[0]
                     request.content.set_exception(RequestPayloadError(error.message))
         elif self._head_timer is None and data and self._manager is not None:
+            # A head has begun: its own timer runs from here, and aiohttp's keep-alive timer,
+            # which would close the connection without a word, stops (it starts again after
+            # the answer).
             self._head_timer = self._loop.call_later(self._manager.header_timeout, self._head_too_slow)
+            if self._keepalive_handle is not None:
+                self._keepalive_handle.cancel()
+                self._keepalive_handle = None
 
     async def pause(self, seconds: float, until: asyncio.Future[None] | None = None, *, notice: bool = True) -> bool:
         """Wait ``seconds`` (only a turn of the loop if <= 0), or until ``until`` is done if

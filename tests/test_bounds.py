@@ -104,6 +104,29 @@ def test_a_head_sent_slowly_is_answered_408_and_closed():
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("answered_before", [False, True])
+def test_a_head_begun_is_timed_by_the_head_timeout_alone(answered_before):
+    """A shorter keep-alive timeout does not close a connection whose head has begun (on a
+    new connection, or after an answer): the head timeout answers it, 408."""
+    async def main():
+        async with serving(single(), keepalive_timeout=0.2, header_timeout=0.8) as (gw, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            if answered_before:
+                writer.write(HEAD + BODY)
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 ")
+                await reader.readexactly(int(re.search(rb"Content-Length: (\d+)", head)[1]))
+            writer.write(HEAD[:20])
+            answer, waited = await read_until_closed(reader)
+            writer.close()
+            status, error = status_and_error(answer)
+            assert (status, error["code"]) == (408, "request_timeout")
+            assert 0.7 <= waited < 2.0
+            assert requests_total(gw, 408) == 1
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_a_body_sent_slowly_or_cut_short_is_answered_408_and_closed(framing):
     """A body that stops half-way (truncated) never hangs the connection: the body timeout
