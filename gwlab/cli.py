@@ -326,6 +326,7 @@ def _check_server_args(args: argparse.Namespace) -> None:
     for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
         if not 0 <= port <= config.MAX_PORT:
             raise UsageError(f"{flag} = {port}: expected a port number from 0 to {config.MAX_PORT}")
+    config.distinct_ports(args.port, args.metrics_port, args.replicas)
     token = args.admin_token
     if token is not None and not (token and token.isascii() and token.isprintable() and " " not in token):
         # The value is a secret: never shown.

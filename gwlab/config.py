@@ -1133,6 +1133,21 @@ def run_argument(name: str, value: Any, where: str) -> Any:
     return _Checker("").value(where, value, RUN_ARGUMENTS[name])
 
 
+def distinct_ports(port: int, metrics_port: int, replicas: int = 1,
+                   names: tuple[str, str] = ("--port", "--metrics-port")) -> None:
+    """Raise a :class:`ConfigError` naming both (as ``names`` call them) when the gateway's
+    ``port`` is one of the metrics ports of ``replicas`` gateways (``metrics_port + i`` for
+    each replica ``i``): the two servers need ports of their own. Port 0 asks for a free
+    port, which never clashes."""
+    if port and metrics_port and metrics_port <= port < metrics_port + replicas:
+        if replicas == 1:
+            clash = f"{names[0]} = {port} and {names[1]} = {metrics_port}"
+        else:
+            clash = (f"{names[0]} = {port} is the metrics port of replica {port - metrics_port} "
+                     f"({names[1]} = {metrics_port}, plus {port - metrics_port})")
+        raise ConfigError(f"{clash}: the gateway and its metrics need a port each")
+
+
 def from_dict(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
     """Build a scenario from plain data; absent sections and fields take their defaults.
 

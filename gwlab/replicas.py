@@ -165,7 +165,7 @@ class Replicas:
         try:
             ports = await self._listening()
         except BaseException:
-            await self._end(0.0)
+            await self._end(0.0, overdue=False)
             raise
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
@@ -354,17 +354,20 @@ class Replicas:
             answer = "unavailable", str(exc)
         self._outboxes[index].send(("answer", number, answer))
 
-    async def _end(self, wait: float) -> None:
+    async def _end(self, wait: float, overdue: bool = True) -> None:
         """Drop the admin requests being fanned out, then end the replicas as
         :func:`gwlab.children.end` does: a replica still running takes its closed pipe as a
-        stop, and is killed once ``wait`` seconds have passed (and named in a warning)."""
+        stop, and is killed once ``wait`` seconds have passed, and named in a warning. Not
+        when they are not ``overdue`` (a start that failed kills the others at once, no
+        fault of theirs), unless one is still not gone after its kill."""
         for task in self._tasks:
             task.cancel()
         for outbox in self._outboxes:
             outbox.close()
         for process, done in await end(self._processes, self._conns, wait):
-            log.warning("replica %d (pid %d) did not exit in time: %s", self._processes.index(process), process.pid,
-                        "killed" if done else "killed, and still not gone")
+            if overdue or not done:
+                log.warning("replica %d (pid %d) did not exit in time: %s", self._processes.index(process),
+                            process.pid, "killed" if done else "killed, and still not gone")
 
 
 def _ending(code: int | None) -> str:

@@ -956,3 +956,23 @@ def test_a_status_in_a_list_is_a_whole_number_as_an_int_field_takes_one(given, t
     else:
         assert config.from_dict(data).retry.retry_on == (taken, 504)
         assert type(config.from_dict(data).retry.retry_on[0]) is int
+
+
+@pytest.mark.parametrize("port, metrics_port, replicas, clash", [
+    (8080, 9090, 1, None),
+    (0, 0, 1, None),  # free ports never clash
+    (0, 9090, 4, None),
+    (9090, 0, 4, None),
+    (9090, 9090, 1, "--port = 9090 and --metrics-port = 9090"),
+    (9089, 9090, 3, None),
+    (9090, 9090, 3, "--port = 9090 is the metrics port of replica 0 (--metrics-port = 9090, plus 0)"),
+    (9092, 9090, 3, "--port = 9092 is the metrics port of replica 2 (--metrics-port = 9090, plus 2)"),
+    (9093, 9090, 3, None),
+])
+def test_the_gateway_and_each_metrics_server_need_a_port_each(port, metrics_port, replicas, clash):
+    if clash is None:
+        config.distinct_ports(port, metrics_port, replicas)
+    else:
+        with pytest.raises(config.ConfigError) as error:
+            config.distinct_ports(port, metrics_port, replicas)
+        assert str(error.value) == f"{clash}: the gateway and its metrics need a port each"

@@ -140,12 +140,15 @@ def test_replicas_share_one_port_and_apply_every_admin_change_together():
     asyncio.run(scenario())
 
 
-def test_a_port_taken_by_anything_fails_the_start_with_no_replica_left():
+def test_a_port_taken_by_anything_fails_the_start_with_no_replica_left(caplog):
     async def start(port: int, metrics_port: int, taken: str) -> None:
         replicas = Replicas(config.Scenario(), 1, 2)
         with pytest.raises(PortInUse, match=f"port {taken} is already in use"):
             await replicas.start("127.0.0.1", port, metrics_port)
         assert not any(alive(pid) for pid in replicas.pids)
+        # The others are ended at once, which is no fault of theirs: no warning says they
+        # did not exit in time.
+        assert [r.getMessage() for r in caplog.records if r.name == "gwlab.replicas"] == []
 
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even a socket that shares
@@ -215,6 +218,11 @@ def test_the_replicas_die_with_their_parent_killed(tmp_path):
     (["--replicas", "0"], f"--replicas = 0: expected 1 to {config.MAX_REPLICAS}"),
     (["--replicas", "3", "--metrics-port", "65534"], "--metrics-port = 65534: the replicas' metrics ports 65534 to 65536"),
     (["--replicas", "2", "--scrape-config", "/"], "--scrape-config: '/' is a directory"),
+    (["--port", "40001", "--metrics-port", "40001"],
+     "--port = 40001 and --metrics-port = 40001: the gateway and its metrics need a port each"),
+    (["--replicas", "2", "--port", "40002", "--metrics-port", "40001"],
+     "--port = 40002 is the metrics port of replica 1 (--metrics-port = 40001, plus 1): the gateway and its "
+     "metrics need a port each"),
 ])
 def test_bad_replica_flags_exit_2_with_one_line_naming_them(argv, expected, tmp_path):
     process = Process("serve", "--port", "0", *argv, cwd=tmp_path)

@@ -89,7 +89,7 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
     started with the same arguments. Raises :class:`~gwlab.config.ConfigError` for bad input
     (``seed`` as :func:`gwlab.simulate` takes it, ``host`` as ``gwlab run --host`` takes it
     and, in live mode, one this machine can listen on, ports from 0 to
-    :data:`gwlab.config.MAX_PORT`), before anything starts or stops.
+    :data:`gwlab.config.MAX_PORT`, not the same one twice), before anything starts or stops.
 
     Safe from any thread: calls made at once run one after the other, so the kernel holds at
     most one lab, and a call with the same arguments gets the lab another one started."""
@@ -97,6 +97,7 @@ def start(scenario: Scenario | Mapping[str, Any] | str | Path | None = None, *, 
                config.run_argument("host", host, "gwlab.lab.start: host"),
                config.run_argument("port", port, "gwlab.lab.start: port"),
                config.run_argument("port", metrics_port, "gwlab.lab.start: metrics_port"), _mode(mode))
+    config.distinct_ports(request[3], request[4], names=("gwlab.lab.start: port", "metrics_port"))
     with _lock:
         return _start(request)
 
