@@ -129,7 +129,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve /admin/* on any address, to requests with 'Authorization: Bearer "
                              "TOKEN' (without it, /admin/* is served on a loopback address only)")
     bounds = parser.add_argument_group("bounds on what clients can hold (see the README's Bounds)")
-    bounds.add_argument("--max-connections", metavar="N", type=_above_zero(int), default=config.MAX_CONNECTIONS,
+    bounds.add_argument("--max-connections", metavar="N", type=_whole, default=config.MAX_CONNECTIONS,
                         help=f"client connections held at once, at most the descriptor limit minus "
                              f"{config.FD_RESERVE} (default {config.MAX_CONNECTIONS})")
     for flag, default, what in (("--keepalive-timeout", config.KEEPALIVE_TIMEOUT, "an idle connection is kept"),
@@ -137,7 +137,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                                 ("--body-timeout", config.BODY_TIMEOUT, "a request's body may take"),
                                 ("--send-timeout", config.SEND_TIMEOUT,
                                  "an answer may wait for a client that reads nothing")):
-        bounds.add_argument(flag, metavar="SECONDS", type=_above_zero(float), default=default,
+        bounds.add_argument(flag, metavar="SECONDS", type=float, default=default,
                             help=f"seconds {what} (default {default:g})")
     parser.add_argument("--replicas", metavar="N", type=_whole, default=config.REPLICAS,
                         help=f"gateway processes sharing --port (SO_REUSEPORT), each with its own metrics port "
@@ -146,7 +146,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scrape-config", metavar="FILE", type=_output, default=Path(config.SCRAPE_CONFIG),
                         help="with --replicas, where to write Prometheus's scrape configuration for the "
                              f"replicas' metrics (default {config.SCRAPE_CONFIG}; - for stdout)")
-    limiter = parser.add_argument_group("where the limits are kept (see the README's Redis backend)")
+    limiter = parser.add_argument_group("where the limits are kept (see the README's Shared limits)")
     limiter.add_argument("--limiter-backend", metavar="BACKEND",
                          help=f"limiter.backend: {' or '.join(config.LIMITER_BACKENDS)} (one bucket shared by every "
                               f"gateway using the same Redis; default {config.LIMITER_BACKEND})")
@@ -327,6 +327,10 @@ def _check_server_args(args: argparse.Namespace) -> None:
         if not 0 <= port <= config.MAX_PORT:
             raise UsageError(f"{flag} = {port}: expected a port number from 0 to {config.MAX_PORT}")
     config.distinct_ports(args.port, args.metrics_port, args.replicas)
+    for flag, value in (("--keepalive-timeout", args.keepalive_timeout), ("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout), ("--send-timeout", args.send_timeout)):
+        config.run_argument("timeout", value, flag)
+    config.run_argument("max_connections", args.max_connections, "--max-connections")
     token = args.admin_token
     if token is not None and not (token and token.isascii() and token.isprintable() and " " not in token):
         # The value is a secret: never shown.

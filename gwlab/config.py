@@ -525,10 +525,14 @@ RUN_RANGES = {
     "seed": _range(int, 0, MAX_SEED),
     "replicas": _range(int, 1, MAX_REPLICAS),
     "port": _range(int, 0, MAX_PORT),
+    "timeout": _POSITIVE_SECONDS,
+    "max_connections": _COUNT,
 }
 """The ranges of a run's own arguments, outside the scenario: ``gwlab.simulate``'s
 ``duration`` (also ``--duration``), ``bin_width``, ``seed`` (also ``--seed``) and
-``replicas`` (also ``--replicas``), and ``gwlab.lab.start``'s ``port`` and ``metrics_port``."""
+``replicas`` (also ``--replicas``), ``gwlab.lab.start``'s ``port`` and ``metrics_port``, and
+the bounds of ``serve`` and ``run``: ``--keepalive-timeout``, ``--header-timeout``,
+``--body-timeout`` and ``--send-timeout`` (each a ``timeout``) and ``--max-connections``."""
 _BOOL = _spec("true or false", lambda v: True, bool)
 RUN_ARGUMENTS = {
     **RUN_RANGES,

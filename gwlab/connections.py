@@ -130,6 +130,9 @@ class GatewayServer(web.Server):
         super().__init__(handler, request_factory=request_factory, keepalive_timeout=keepalive_timeout,
                          access_log=None)
         self.cap = connection_cap(max_connections)
+        if self.cap < max_connections:
+            log.warning("max connections %d: the descriptor limit (ulimit -n) less the %d kept free allows %d, "
+                        "the most held at once", max_connections, config.FD_RESERVE, self.cap)
         self.header_timeout = header_timeout
         self.send_timeout = send_timeout
         self.refused = refused

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from gwlab import config
-from gwlab.connections import connection_cap
+from gwlab.connections import GatewayServer, connection_cap
 from tests.support import CHAT, serving
 from tests.test_server import single
 
@@ -271,10 +271,69 @@ async def _closed_now(reader: asyncio.StreamReader) -> bool:
         return False
 
 
-def test_the_connection_cap_leaves_the_descriptor_reserve_free():
+def test_the_connection_cap_leaves_the_descriptor_reserve_free(caplog):
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    assert connection_cap(10**9) == soft - config.FD_RESERVE
+    assert connection_cap(10**6) == soft - config.FD_RESERVE
     assert connection_cap(5) == 5
+
+    async def server(asked: int) -> None:
+        GatewayServer(lambda request: None, None, max_connections=asked, keepalive_timeout=1.0, header_timeout=1.0,
+                      send_timeout=1.0, refused=lambda status: None)
+
+    for asked in (5, 10**6):
+        asyncio.run(server(asked))
+    # Cut to what the descriptors allow, it says so (once: 5 is allowed as asked).
+    assert [r.getMessage() for r in caplog.records if r.name == "gwlab.server"] == [
+        f"max connections 1000000: the descriptor limit (ulimit -n) less the {config.FD_RESERVE} kept free "
+        f"allows {soft - config.FD_RESERVE}, the most held at once"]
+
+
+OUT_OF_DESCRIPTORS = """
+import asyncio, os, sys, time
+from gwlab import config
+from gwlab.server import Gateway
+
+async def main():
+    gw = Gateway(config.from_dict({"providers": {"p1": {"latency": 0.0}}}))
+    await gw.start(port=0, metrics_port=0)
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    print(gw.port, flush=True)
+    await asyncio.sleep(float(sys.argv[1]))  # a client connects meanwhile: accepting it fails
+    os.close(held.pop())
+    print(time.monotonic(), flush=True)
+    await asyncio.sleep(3 * config.ACCEPT_RETRY)
+    await gw.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_out_of_descriptors_the_gateway_accepts_again_within_the_accept_retry():
+    """Every descriptor of the gateway's process taken by files, not connections: a client
+    that connects waits in the backlog. One file closes (no connection does, which would
+    wake the accept loop): the client is accepted and answered within ACCEPT_RETRY."""
+    held_for = 1.5 * config.ACCEPT_RETRY
+    process = subprocess.Popen([sys.executable, "-c", OUT_OF_DESCRIPTORS, str(held_for)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        port = int(process.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(HEAD + BODY)
+            freed = float(process.stdout.readline())
+            answer = client.recv(65536)
+            answered = time.monotonic()
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert 0 <= answered - freed < config.ACCEPT_RETRY + 0.5
+    finally:
+        process.kill()
+        _, stderr = process.communicate(timeout=10)
+    assert "the gateway is out of descriptors (Too many open files)" in stderr
 
 
 def _limit_descriptors() -> None:
