@@ -1259,7 +1259,7 @@ def _events(check: _Checker, data: Any) -> tuple[Event, ...]:
         item = dict(check.table(f"events[{i}]", item))
         at = check.value(f"events[{i}].at", item.pop("at", _MISSING), _AT)
         if not item:
-            raise check.fail(f"events[{i}]", "a table", "at least one change besides 'at'")
+            raise check.fail(f"events[{i}]", {"at": at}, "at least one change besides 'at'")
         if "events" in item:
             raise check.unknown(f"events[{i}]", "events", tuple(k for k in _TOP_KEYS if k != "events"))
         _Checker(f"{check.source}: event at {at:g} s").depth(item)  # before _plain_scalars walks it
