@@ -528,7 +528,7 @@ class _Connection(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         """The answer to a request aiohttp could not parse (or, never expected, a handler
         that raised): JSON, counted, one line in the log; the connection closes after it."""
-        if request.writer.output_size > 0 or isinstance(exc, ConnectionResetError):
+        if request.writer.output_size > 0 or isinstance(exc, ConnectionError):
             # As aiohttp: too late for another answer, or (the handler noticed the client
             # leave, and counted it) nobody to give it to; aiohttp closes the connection.
             raise ConnectionError("an answer is partly sent, or its client has gone")

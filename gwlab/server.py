@@ -147,6 +147,8 @@ class Gateway:
         self._cut_at: float | None = None
         """When every wait is cut off, on the loop's clock, once :meth:`cut_off_after` is called
         (until the gateway stops)."""
+        self._cut_offs = 0
+        """Waits cut off so far (each counted as its timer cuts it)."""
         self._starting: dict[Route, asyncio.Future[None]] = {}
         """Futures of the handlers whose routes wait for a provider's slot."""
         self.router.on_start = self._started
@@ -264,14 +266,15 @@ class Gateway:
         # Whether any handler waits is looked at again as this wakes: one between two waits (an
         # attempt and its retry, a slot and its call) leaves none waiting for an instant.
         told = False
+        before = self._cut_offs
         while self._waiting:
             if self._idle is None:  # shared by every cut-off under way
                 self._idle = asyncio.Event()
             try:
                 async with asyncio.timeout_at(None if told else self._cut_at):
                     await self._idle.wait()
-            except TimeoutError:  # each wait's own timer cuts it off now
-                log.info("cutting off %d requests still in flight", len(self._waiting))
+            except TimeoutError:  # each wait's own timer, due as this one, has cut it off
+                log.info("requests still in flight cut off: %d", self._cut_offs - before)
                 told = True
 
     # -- runtime controls (any thread) --------------------------------------------------
@@ -393,8 +396,11 @@ class Gateway:
             error = exc
         except web.HTTPRequestEntityTooLarge:  # raised by request.read() past MAX_BODY
             error = _too_large()
-        except ConnectionResetError:
-            raise  # the client went away mid-request: there is nobody to answer
+        except ConnectionError:
+            # The client went away mid-request: there is nobody to answer. A write it left
+            # raises ConnectionResetError, or, when it was waiting for the client to read,
+            # aiohttp's ConnectionError("Connection lost").
+            raise
         except asyncio.CancelledError:
             if self._stopping and request.writer.output_size > 0:
                 # A stream (only a stream has sent anything yet) cut off by a stop that ran
@@ -670,7 +676,7 @@ class Gateway:
                     end += chunks.usage(chat.prompt_tokens, tokens)
                 await response.write(end + DONE)
             await response.write_eof()
-        except ConnectionResetError:
+        except ConnectionError:
             pass  # the client left as the stream ended: the outcome stands
         return response
 
@@ -787,7 +793,7 @@ class Gateway:
         while not (tally.done or failed):
             read = asyncio.ensure_future(answer.content.readany())
             try:
-                ready = await protocol.pause(due - self.clock(), read)  # ConnectionResetError: the client left
+                ready = await protocol.pause(due - self.clock(), read)  # ConnectionError: the client left
             except BaseException:
                 read.cancel()
                 answer.close()
@@ -809,7 +815,7 @@ class Gateway:
                 due = self.clock() + idle
             failed = tally.error
             if out:
-                await response.write(out)  # ConnectionResetError: the client left
+                await response.write(out)  # ConnectionError: the client left
         if failed:
             log.debug("upstream %s: %s after the first token", route.upstream.name, failed)
             answer.close()
@@ -821,7 +827,7 @@ class Gateway:
             if failed:
                 await response.write(_broken(route.upstream.name, tokens, idle if stalled else None))
             await response.write_eof()
-        except ConnectionResetError:
+        except ConnectionError:
             pass  # the client left as the stream ended: the outcome stands
         return response
 
@@ -1106,8 +1112,11 @@ async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _T
     """The frames of a stream up to its first content frame, or its end when it has none;
     :class:`InvalidAnswer` for an error frame or an invalid one before it, or a stream that
     ends without ``[DONE]`` (a failure before the first byte: an ordinary 502). Bounded by
-    the caller's deadline alone, which nothing but a content frame or the end stops."""
+    the caller's deadline, which nothing but a content frame or the end stops, and in size:
+    frames without content past ``frames.limit`` bytes in all are an :class:`InvalidAnswer`
+    too (they are held until the first token)."""
     head = []
+    size = 0
     while True:
         data = await answer.content.readany()
         if not data:
@@ -1116,6 +1125,9 @@ async def _first_token(answer: aiohttp.ClientResponse, frames: Frames, tally: _T
         before = tally.counted
         for i, frame in enumerate(pieces):
             head.append(tally.take([frame]))
+            size += len(head[-1])
+            if size > frames.limit:
+                raise InvalidAnswer(f"the upstream's stream sent over {frames.limit} bytes before its first token")
             if tally.error:
                 raise InvalidAnswer(f"{tally.error} before its first token")
             if tally.counted > before or tally.done:
@@ -1166,7 +1178,11 @@ class _Waiting:
         """Cut this wait off at ``when`` (the loop's clock; at once if it has passed)."""
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_at(when, self.task.cancel)
+        self.timer = asyncio.get_running_loop().call_at(when, self._cut)
+
+    def _cut(self) -> None:
+        self.gateway._cut_offs += 1
+        self.task.cancel()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> bool:
         gateway = self.gateway

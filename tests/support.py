@@ -3,10 +3,12 @@ the tutorials' worked solutions and the verdicts of their checks."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import runpy
 import socket
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable
@@ -118,3 +120,20 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+async def reset_unread(port: int, request: bytes, hold: float = 0.5) -> None:
+    """Send ``request`` to ``127.0.0.1:port`` from a socket with a small receive buffer, read
+    nothing of the answer for ``hold`` seconds (a long answer fills the buffers, and the
+    gateway's writes wait for the client to read), then reset the connection, as a client
+    killed then leaves it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        await asyncio.get_running_loop().sock_sendall(sock, request)
+        await asyncio.sleep(hold)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()

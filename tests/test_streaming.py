@@ -22,7 +22,7 @@ from gwlab import config
 from gwlab.breaker import State
 from gwlab.wire import error_frame, reply_pieces
 from tests.conftest import require_tool
-from tests.support import serving
+from tests.support import reset_unread, serving
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 """Its 11 characters are 3 prompt tokens."""
@@ -245,6 +245,24 @@ def test_a_client_that_goes_away_mid_stream_frees_the_call_at_once_and_charges_n
     assert 'gwlab_provider_requests_total{outcome="success",provider="p1"} 0.0' in metrics
 
 
+def test_a_client_that_resets_while_the_gateway_waits_for_it_to_read_counts_499_alone(caplog):
+    """A stream far longer than the buffers, to a client that reads nothing then resets: the
+    gateway's write, waiting for the client, fails with aiohttp's ConnectionError, which is
+    the client gone as much as a ConnectionResetError (not a 500 besides its 499)."""
+    async def main():
+        async with serving(provider(ttft=0.01, decode_rate=1e5, output_tokens=1e5)) as (gw, _):
+            await reset_unread(gw.port, _stream_request())
+            left = time.monotonic()
+            while gw.snapshot().in_flight and time.monotonic() - left < 5:
+                await asyncio.sleep(0.005)
+            return {key: n for key, n in gw.metrics.answers.items() if n}, gw.snapshot()
+
+    with caplog.at_level(logging.DEBUG):
+        answers, snapshot = asyncio.run(main())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (answers, snapshot.in_flight) == ({(499, "p1"): 1}, 0)  # no 500 under provider none
+
+
 @pytest.mark.parametrize("leave, outcome", [("before the first token", "success"), ("not streaming", "success"),
                                             ("not streaming", "error")])
 def test_a_client_that_goes_away_before_its_answer_is_served_until_the_gateway_writes_to_it(leave, outcome, caplog):
@@ -283,7 +301,7 @@ def test_a_client_that_goes_away_before_its_answer_is_served_until_the_gateway_w
     assert snapshot.providers["p1"].state is (State.OPEN if counted and outcome == "error" else State.HEALTHY)
 
 
-def test_a_stop_cuts_off_a_long_stream_after_its_grace():
+def test_a_stop_cuts_off_a_long_stream_after_its_grace(caplog):
     async def main():
         async with serving(provider(decode_rate=0.01)) as (gw, http):
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -296,8 +314,10 @@ def test_a_stop_cuts_off_a_long_stream_after_its_grace():
             writer.close()
             return took, rest, gw.metrics.answers.get((499, "p1"), 0)
 
-    took, rest, cut_off = asyncio.run(main())
+    with caplog.at_level(logging.INFO, logger="gwlab.server"):
+        took, rest, cut_off = asyncio.run(main())
     assert took < 2.0 and cut_off == 1
+    assert "requests still in flight cut off: 1" in [r.getMessage() for r in caplog.records]
     assert b"[DONE]" not in rest
     # The stream's last frame says why, and its body ends properly (chunked: a last, empty chunk).
     stopped = error_frame(503, "the gateway stopped before the stream ended", "gateway_stopped")

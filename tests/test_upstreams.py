@@ -33,7 +33,7 @@ from gwlab.sim import simulate
 from gwlab.stats import STREAM_ERROR
 from gwlab.wire import error_frame
 from tests.conftest import SIMULATION_TIMEOUT
-from tests.support import CHAT, serving
+from tests.support import CHAT, reset_unread, serving
 
 pytestmark = pytest.mark.timeout(SIMULATION_TIMEOUT)  # it simulates, once, to be refused
 
@@ -660,6 +660,34 @@ def test_a_client_that_leaves_mid_stream_closes_the_upstream_request_at_once():
     assert (cut_off, breaker, in_flight) == (1, State.HEALTHY, 0)
 
 
+def test_a_client_that_resets_while_the_gateway_waits_for_it_to_read_counts_499_alone(caplog):
+    """An upstream that streams as fast as it can, to a client that reads nothing then
+    resets: 499, and neither a 500 nor an error in the log."""
+    async def main_():
+        async def endless(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError):
+                while True:
+                    await response.write(chunk("tick " * 1000))
+            return response
+
+        async with upstream_app(endless) as url:
+            async with serving(front({"up": real(url)})) as (gw, _):
+                await reset_unread(gw.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
+                                   b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                                   % (len(body := json.dumps({**CHAT, "stream": True}).encode()), body))
+                left = time.monotonic()
+                while gw.snapshot().in_flight and time.monotonic() - left < 5:
+                    await asyncio.sleep(0.005)
+                return {key: n for key, n in gw.metrics.answers.items() if n}, state(gw), gw.snapshot().in_flight
+
+    with caplog.at_level(logging.DEBUG):
+        answers, breaker, in_flight = asyncio.run(main_())
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (answers, breaker, in_flight) == ({(499, "up"): 1}, State.HEALTHY, 0)
+
+
 def test_the_pool_holds_at_most_connections_to_an_upstream():
     bound = 2
 
@@ -1064,3 +1092,31 @@ def test_an_answer_longer_than_the_bound_is_invalid():
 
     assert asyncio.run(main_()) == b"x" * 101
     assert config.UPSTREAM_MAX_BODY == 16 * 1024 * 1024
+
+
+def test_frames_without_content_before_the_first_token_are_bounded_too(monkeypatch, caplog):
+    """An upstream that sends role frames for ever and never a token: the frames held until
+    the first token stop at the bound, a 502, well before the gateway's timeout."""
+    monkeypatch.setattr(config, "UPSTREAM_MAX_BODY", 64 * 1024)
+
+    async def roles(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(chunk(""))
+                await asyncio.sleep(0)
+        return response
+
+    async def main_():
+        async with upstream_app(roles) as url:
+            async with serving(front({"up": real(url)}, gateway={"timeout": 30.0})) as (gw, http):
+                started = time.monotonic()
+                status, _, body = await post(http, {**CHAT, "stream": True})
+                return status, json.loads(body)["error"]["message"], time.monotonic() - started, gw.snapshot().in_flight
+
+    with caplog.at_level(logging.DEBUG):
+        status, message, took, in_flight = asyncio.run(main_())
+    assert (status, message, in_flight) == (502, "provider up failed", 0) and took < 10
+    assert any(f"the upstream's stream sent over {64 * 1024} bytes before its first token" in r.getMessage()
+               for r in caplog.records)
