@@ -150,20 +150,41 @@ class Frames:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._held = b""
+        self._held: list[bytes] = []
+        """The bytes of the event under way (line ends made ``\n``), as they came: joined
+        only once the event ends, so that an event arriving in many reads costs time in
+        proportion to its length, not to its square."""
+        self._size = 0
+        self._cr = False
+        """Whether the last read ended in ``\r``, held back: the first half of a ``\r\n``."""
 
     def feed(self, data: bytes) -> list[Frame]:
         """The events that ``data`` completes, in order."""
-        held = (self._held + data).replace(b"\r\n", b"\n")
-        *events, self._held = held.split(b"\n\n")
-        if len(self._held) > self.limit:
-            raise InvalidAnswer(f"an event of the upstream's stream is longer than {self.limit} bytes")
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data.endswith(b"\r")
+        data = (data[:-1] if self._cr else data).replace(b"\r\n", b"\n")
+        held = self._held
+        if b"\n\n" not in data and not (data[:1] == b"\n" and held and held[-1].endswith(b"\n")):
+            if data:
+                held.append(data)
+                self._size += len(data)
+            self._check()
+            return []
+        *events, rest = (b"".join(held) + data).split(b"\n\n")
+        self._held = [rest] if rest else []
+        self._size = len(rest)
+        self._check()
         frames = []
         for event in events:
             frame = _frame(event)
             if frame is not None:
                 frames.append(frame)
         return frames
+
+    def _check(self) -> None:
+        if self._size + self._cr > self.limit:
+            raise InvalidAnswer(f"an event of the upstream's stream is longer than {self.limit} bytes")
 
 
 def _frame(event: bytes) -> Frame | None:

@@ -119,6 +119,22 @@ def test_frames_do_not_depend_on_how_the_bytes_arrive(cuts, crlf):
     assert got == FRAMES
 
 
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"data: ", b"[DONE]", b": c", b"x", _chunk("Hi")]),
+                max_size=40), st.lists(st.integers(0, 400), max_size=20))
+def test_any_bytes_give_the_same_frames_however_they_are_cut(pieces, cuts):
+    """Line ends of every kind, split anywhere (a ``\r\n`` across two reads included): the
+    frames are those of the bytes read at once, and so is the event left under way."""
+    wire = b"".join(pieces)
+    whole = Frames(10**6)
+    expected = whole.feed(wire) + whole.feed(b"\n\n")
+    cuts = sorted(min(c, len(wire)) for c in cuts)
+    frames = Frames(10**6)
+    got = []
+    for start, end in zip([0, *cuts], [*cuts, len(wire)]):
+        got += frames.feed(wire[start:end])
+    assert got + frames.feed(b"\n\n") == expected
+
+
 @pytest.mark.parametrize("event, frame", [
     (b'data: {"error": {"message": "boom"}}',
      Frame(b'data: {"error": {"message": "boom"}}\n\n', error="the upstream sent an error frame")),
