@@ -251,6 +251,11 @@ LAB_MODE = "virtual" if sys.platform == "emscripten" else "live"
 """The lab's mode when none is given and the environment sets no ``GWLAB_LAB_MODE`` (see
 :func:`gwlab.lab.start`): ``virtual`` in the browser (Pyodide has no sockets), ``live``
 elsewhere."""
+EXERCISE_CALL_TIMEOUT = 10.0
+"""Seconds a tutorial's check waits for one call of the learner's function (on a POSIX main
+thread, where a timer signal can stop it: a Jupyter kernel's cells run there) before its
+verdict says the function did not return: a loop that never ends is a verdict, not a
+kernel to interrupt."""
 VIRTUAL_STEP = 0.1
 """Wall seconds between two steps of a virtual lab: each advances its virtual time by the
 wall time elapsed since the one before."""

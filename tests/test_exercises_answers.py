@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 import reprlib
+import signal
+import time
+from fractions import Fraction
+from typing import Any
 
+import numpy as np
 import pytest
 
 from gwlab import config
 from gwlab.exercises import Verdict, balancing, breaker, call, capstone, fault_drills, llm_traffic, load_testing
-from gwlab.exercises import metrics, number, off_by, retries, scale_out, shown, token_bucket, wrong_kind
+from gwlab.exercises import metrics, number, off_by, retries, scale_out, shown, token_bucket, whole, wrong_kind
 from tests.conftest import SIMULATION_TIMEOUT
 from tests.support import assert_verdict
 
@@ -207,9 +212,84 @@ def test_call_gives_a_float_or_what_the_function_did(function, got):
 @pytest.mark.parametrize("got, want, said", [
     (1.1, 1.0, "10%"), (0.5, 1.0, "50%"), (9.9, 1.0, "890%"), (10.0, 1.0, "a factor of 10"),
     (1e300, 3.0, "a factor of 3.33e+299"), (-5.0, 1.0, "600%"),
+    (0.11, 1.0, "89%"), (0.1, 1.0, "a factor of 10"), (1.0, 600.0, "a factor of 600"), (0.0, 1.0, "100%"),
+    (-0.01, 1.0, "101%"),
 ])
 def test_off_by_is_a_percentage_below_the_factor(got, want, said):
     assert off_by(got, want) == said
+
+
+@pytest.mark.parametrize("answer, value", [
+    (9, 9), (9.0, 9), (-3.0, -3), (np.int64(9), 9), (np.float64(9.0), 9), (Fraction(18, 2), 9),
+    (9.5, None), (True, None), (math.nan, None), (math.inf, None), ("9", None), (None, None),
+])
+def test_whole_takes_whole_numbers_of_any_type(answer, value):
+    got = whole(answer)
+    assert got == value and (got is None or type(got) is int)
+
+
+def endless(*args: Any) -> float:
+    while True:
+        pass
+
+
+def stubborn(*args: Any) -> float:
+    """A loop that catches every Exception it meets."""
+    while True:
+        try:
+            time.sleep(0.01)
+        except Exception:
+            pass
+
+
+@pytest.mark.parametrize("check, first_call, right", FUNCTION_CHECKS, ids=lambda v: getattr(v, "__name__", "call"))
+@pytest.mark.parametrize("function", [endless, stubborn], ids=lambda f: f.__name__)
+def test_a_learners_function_that_never_returns_gets_its_verdict_in_time(check, first_call, right, function,
+                                                                         monkeypatch):
+    monkeypatch.setattr(config, "EXERCISE_CALL_TIMEOUT", 0.2)
+    handler = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    verdict = check(function)
+    assert time.monotonic() - started < 2
+    assert not verdict.ok and verdict.message.startswith(first_call), verdict.message
+    assert "did not return within 0.2 s: does a loop never end?" in verdict.message
+    assert signal.getsignal(signal.SIGALRM) is handler  # SIGALRM is handled as before
+
+
+@pytest.mark.parametrize("running", [0.0, 60.0, 0.5])
+def test_a_timer_running_before_is_kept(running):
+    """None (the bound runs alone), a later one (set again for what it had left after the
+    call), or one due before the bound (left alone: the call is not bounded then)."""
+    fired = []
+    handler = signal.signal(signal.SIGALRM, lambda *_: fired.append(time.monotonic()))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, running)
+        started = time.monotonic()
+        assert call(lambda: (time.sleep(0.3), 7)[1]) == 7.0
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        if running == 60.0:
+            assert 59.0 < left < 60.0 - 0.3 and not fired
+        elif running == 0.5:
+            time.sleep(0.5)
+            assert len(fired) == 1 and fired[0] - started >= 0.5 - 0.01
+        else:
+            assert left == 0.0 and not fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+
+
+def test_the_learners_functions_get_lists_of_pairs_as_the_exercises_say():
+    """A right answer that uses what a list has and a tuple has not passes."""
+    def quantile(q, buckets):
+        return metrics.histogram_quantile(q, buckets.copy())
+
+    def gained(samples):
+        samples.append(samples[-1])  # changes its own copy: no later case sees it
+        return metrics.increase(samples)
+
+    assert metrics.check_histogram_quantile(quantile).ok
+    assert metrics.check_increase(gained).ok
 
 
 def test_a_long_answer_is_shown_cut_short():

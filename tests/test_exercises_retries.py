@@ -46,7 +46,8 @@ def test_the_retries_verdict_holds_on_other_seeds(seed):
     (lambda: 2, False, ["persists", "120 a second"]),
     (lambda: 0, False, ["so do 1", "the most"]),
     (lambda: -1, False, ["expected a whole number of retries"]),
-    (lambda: 1.0, False, ["expected a whole number of retries"]),
+    (lambda: 1.0, True, ["1 retry"]),  # a whole number, as a float
+    (lambda: 1.5, False, ["answer = 1.5: expected a whole number of retries"]),
     (lambda: True, False, ["expected a whole number of retries"]),
 ])
 def test_retries_check(answer, ok, named):

@@ -13,17 +13,23 @@ and its module's docstring states the bound and why it holds. A failing verdict 
 quantity that is off, which way (:func:`direction`) and by how much or in which case, and
 recognises the characteristic wrong answers (:func:`known_mistake`). A check never raises:
 an answer of the wrong kind (:func:`wrong_kind`), a huge or infinite number, or a learner's
-function that raises or returns something other than a number (:func:`call`) gets a verdict
-that says so.
+function that raises, returns something other than a number or does not return (:func:`call`)
+gets a verdict that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import reprlib
+import signal
+import threading
+import time
 from dataclasses import dataclass
-from numbers import Number
-from typing import Any, Callable, Iterable
+from numbers import Integral, Number
+from typing import Any, Callable, Iterable, Iterator
+
+from gwlab import config
 
 
 FACTOR = 10.0
@@ -56,10 +62,13 @@ def direction(got: float, want: float) -> str:
 
 
 def off_by(got: float, want: float) -> str:
-    """How far ``got`` misses ``want`` (not 0), for "too high by ...": a percentage, or for
-    an answer :data:`FACTOR` times ``want`` or more, the factor."""
+    """How far ``got`` misses ``want`` (not 0), for "too high by ..." or "too low by ...": a
+    percentage, or for an answer :data:`FACTOR` times ``want`` or more, or that many times
+    less (of the same sign), the factor."""
     ratio = got / want
-    return f"a factor of {ratio:.3g}" if ratio >= FACTOR else f"{abs(got - want) / abs(want):.0%}"
+    if ratio >= FACTOR or 0 < ratio <= 1 / FACTOR:
+        return f"a factor of {max(ratio, 1 / ratio):.3g}"
+    return f"{abs(got - want) / abs(want):.0%}"
 
 
 def known_mistake(answer: float, mistakes: Iterable[tuple[float, str]], tolerance: float) -> str | None:
@@ -85,6 +94,17 @@ def number(answer: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def whole(answer: Any) -> int | None:
+    """``answer`` as an int when it is a whole number: an integer of any type (not a bool),
+    or a real number of whole finite value (``9.0``, ``numpy.ceil(8.2)``); else ``None``."""
+    if isinstance(answer, bool):
+        return None
+    if isinstance(answer, Integral):
+        return int(answer)
+    value = number(answer)
+    return int(value) if value is not None and value.is_integer() else None
+
+
 def wrong_kind(answer: Any, expected: str) -> Verdict:
     """The failing verdict on an answer that is not of the kind asked for: what it is and
     ``expected`` (what was asked for, with an example). ``None`` is what a function returns
@@ -98,12 +118,60 @@ def wrong_kind(answer: Any, expected: str) -> Verdict:
     return Verdict(False, f"answer = {shown(answer)}: expected {expected}")
 
 
+class _TookTooLong(BaseException):
+    """Raised in the learner's function when :data:`~gwlab.config.EXERCISE_CALL_TIMEOUT` runs
+    out: not an Exception, so that no ``except Exception`` of theirs holds it."""
+
+
+@contextlib.contextmanager
+def _bounded(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TookTooLong` in the block after ``seconds``, where a timer signal can
+    (a POSIX main thread); elsewhere (a thread, Pyodide) the block runs unbounded. A timer
+    already running (a test runner's) is kept: one due first is left alone, a later one is
+    set again for what it had left once the block ends."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _TookTooLong
+
+    started = time.monotonic()
+    try:
+        handler = signal.signal(signal.SIGALRM, expire)
+    except (OSError, ValueError):  # no timer signals here after all
+        yield
+        return
+    try:
+        left, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    except OSError:
+        signal.signal(signal.SIGALRM, handler)
+        yield
+        return
+    if left and left <= seconds:  # the running timer is due first: it stays as it was
+        signal.setitimer(signal.ITIMER_REAL, left, interval)
+        signal.signal(signal.SIGALRM, handler)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, max(1e-6, left - (time.monotonic() - started)), interval)
+
+
 def call(function: Callable[..., Any], *args: Any) -> float | str:
     """What the learner's ``function`` gives for ``args`` as a float (NaN and infinities
-    included), or, when it raised or gave something other than a real number, what it did
-    instead: a phrase such as ``"raised NameError: name 'x' is not defined"``."""
+    included), or, when it raised, gave something other than a real number or did not
+    return within :data:`~gwlab.config.EXERCISE_CALL_TIMEOUT` seconds, what it did instead:
+    a phrase such as ``"raised NameError: name 'x' is not defined"``."""
     try:
-        got = function(*args)
+        with _bounded(config.EXERCISE_CALL_TIMEOUT):
+            got = function(*args)
+    except _TookTooLong:
+        return f"did not return within {config.EXERCISE_CALL_TIMEOUT:g} s: does a loop never end?"
     except Exception as exc:  # the learner's code may fail in any way: report it, never raise
         return f"raised {type(exc).__name__}: {exc}"
     if got is None:

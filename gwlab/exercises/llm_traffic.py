@@ -43,12 +43,11 @@ more: the medians in place of the means (15% and 11% low), the means without the
 from __future__ import annotations
 
 import math
-from numbers import Integral
 from statistics import NormalDist
 from typing import Any, Mapping
 
 from gwlab import config
-from gwlab.exercises import Verdict, direction, known_mistake, number, off_by, shown, wrong_kind
+from gwlab.exercises import Verdict, direction, known_mistake, number, off_by, shown, whole, wrong_kind
 from gwlab.sim import simulate
 from gwlab.stats import LatencyHistogram
 
@@ -239,8 +238,10 @@ def ttft_p99(slots: int, seeds=SLOTS_SEEDS, duration: float = SLOTS_DURATION) ->
 def check_slots(answer: int | None) -> Verdict:
     """Right when ``answer`` slots keep the pooled p99 TTFT within :data:`TTFT_TARGET` and
     one fewer does not."""
-    if isinstance(answer, bool) or not isinstance(answer, Integral) or not 1 <= answer <= MAX_SLOTS:
+    count = whole(answer)
+    if count is None or not 1 <= count <= MAX_SLOTS:
         return wrong_kind(answer, f"a whole number of slots from 1 to {MAX_SLOTS} (for example answer = 12)")
+    answer = count
     load = offered_load()
     if answer <= load:
         return Verdict(False, f"{answer} slots are too few: {SLOTS_RATE:g} requests a second of {load / SLOTS_RATE:.2f} s "

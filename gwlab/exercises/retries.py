@@ -29,12 +29,11 @@ user request makes retries + 1 attempts, 40 × (retries + 1) a second against th
 from __future__ import annotations
 
 import math
-from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable
 
 from gwlab import config
-from gwlab.exercises import Verdict, call, known_mistake, shown, wrong_kind
+from gwlab.exercises import Verdict, call, known_mistake, shown, whole, wrong_kind
 from gwlab.metastability import recovery
 from gwlab.sim import simulate
 
@@ -133,8 +132,10 @@ def storm_persists(retries: int, seed: int) -> bool:
 def check_retries(answer: int | None) -> Verdict:
     """Right when the storm does not persist with ``answer`` client retries on any of
     :data:`STORM_SEEDS`, and persists on each with one more."""
-    if isinstance(answer, bool) or not isinstance(answer, Integral) or not 0 <= answer < MAX_RETRIES:
+    count = whole(answer)
+    if count is None or not 0 <= count < MAX_RETRIES:
         return wrong_kind(answer, f"a whole number of retries from 0 to {MAX_RETRIES - 1} (for example answer = 4)")
+    answer = count
     rate, capacity = 40, 100
     if any(storm_persists(answer, seed) for seed in STORM_SEEDS):
         return Verdict(False, f"with {answer} retries the storm persists: once every attempt times out, each user "
