@@ -502,15 +502,20 @@ def _simulate(args: argparse.Namespace, scenario: Scenario) -> int:
     from gwlab.sim import simulate
 
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    with _interruptible("simulate"):
+    written: list[str] = []
+    with _interruptible("simulate", written):
         result = simulate(scenario, args.duration, args.seed, progress=progress, replicas=args.replicas,
                           source=_source(args))
-    for line in summary_lines(result.summary()):
-        print(line)
-    if args.json is not None:
-        _write_whole(args, "--json", lambda out: out.write(result.to_json() + "\n"))
-    if args.report is not None:
-        _write_whole(args, "--report", lambda out: out.write(report.render(result)))
+        # Every output is made before any is written (a report takes seconds to render), so
+        # that an interrupt then leaves none.
+        outputs = {flag: make() for flag, make in (("--json", lambda: result.to_json() + "\n"),
+                                                   ("--report", lambda: report.render(result)))
+                   if getattr(args, flag[2:]) is not None}
+        for line in summary_lines(result.summary()):
+            print(line)
+        for flag, text in outputs.items():
+            _write_whole(args, flag, lambda out: out.write(text))
+            written.append(flag)
     return 0
 
 
@@ -580,8 +585,9 @@ def _named(path: Path | str) -> str:
 
 
 class _Interrupted(Exception):
-    """A command ended by Ctrl-C or SIGTERM, having written nothing: its line for stderr, and
-    its exit status (``status``: 130 or 143, as a shell gives a process the signal ended)."""
+    """A command ended by Ctrl-C or SIGTERM, having written nothing or what its line names: its
+    line for stderr, and its exit status (``status``: 130 or 143, as a shell gives a process the
+    signal ended)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
@@ -589,16 +595,18 @@ class _Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def _interruptible(command: str) -> Iterator[None]:
+def _interruptible(command: str, written: Sequence[str] = ()) -> Iterator[None]:
     """The block of ``command`` (a command, or what one does: ``reading FILE``) ended by
     Ctrl-C or by SIGTERM alike (kill, a scheduler ending the job: by default SIGTERM would end
     this process alone, with no word, and any worker processes would run on), raising
-    :class:`_Interrupted` rather than a traceback."""
+    :class:`_Interrupted` rather than a traceback. Its message says which outputs the block
+    had ``written`` by then (the flags naming them), or that it wrote nothing."""
     previous = signal.signal(signal.SIGTERM, functools.partial(terminated, os.getpid()))
     try:
         yield
     except KeyboardInterrupt as interrupt:
-        raise _Interrupted(f"{command} interrupted: nothing written", status(interrupt)) from None
+        done = f"{' and '.join(written)} written, nothing else" if written else "nothing written"
+        raise _Interrupted(f"{command} interrupted: {done}", status(interrupt)) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -75,17 +75,20 @@ def test_report_is_a_self_contained_page(tmp_path):
     assert html.startswith("<!") and "<script src=" not in html and "plotly" in html.lower()
 
 
-def _no_space(*args, **kwargs) -> str:
-    raise OSError(errno.ENOSPC, "No space left on device")
+class _Full(io.StringIO):
+    """A file on a full disk: its first write fails."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("flag, writer", [("--json", "gwlab.sim.SimResult.to_json"),
-                                          ("--report", "gwlab.report.render")])
-def test_an_output_that_cannot_be_written_whole_leaves_the_file_there_before(flag, writer, tmp_path, capsys,
-                                                                              monkeypatch):
+@pytest.mark.parametrize("flag", ["--json", "--report"])
+def test_an_output_that_cannot_be_written_whole_leaves_the_file_there_before(flag, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     out.write_text("before\n")
-    monkeypatch.setattr(writer, _no_space)
+    opened = Path.open
+    monkeypatch.setattr(Path, "open", lambda path, *args, **kwargs: _Full() if path.name == "out.part"
+                        else opened(path, *args, **kwargs))
     assert main(["simulate", "--duration", "2", flag, str(out)]) == 2
     assert capsys.readouterr().err == f"gwlab: error: {flag}: '{out}': cannot write: No space left on device\n"
     assert out.read_text() == "before\n" and [path.name for path in tmp_path.iterdir()] == ["out"]
@@ -112,6 +115,42 @@ def test_a_signal_ends_a_simulation_with_one_line_and_writes_nothing(sig, tmp_pa
                           timeout=SIMULATION_TIMEOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (done.returncode, done.stdout, done.stderr) == (128 + sig, "", "gwlab: simulate interrupted: nothing written\n")
     assert not out.exists()
+
+
+SIGNALLED_LATE = """
+import os, sys, time
+import gwlab.cli, gwlab.report
+
+def signalled(*args, **kwargs):  # the signal comes at the chosen stage, as from Ctrl-C or kill
+    os.kill(os.getpid(), int(sys.argv[1]))
+    time.sleep(60)
+
+if sys.argv[2] == "rendering the report":
+    gwlab.report.render = signalled
+else:  # as the report is renamed into place, the JSON written
+    renamed = []
+    replace = os.replace
+    def replacing(part, target):
+        renamed.append(target)
+        if len(renamed) == 2:
+            signalled()
+        replace(part, target)
+    gwlab.cli.os.replace = replacing
+sys.exit(gwlab.cli.main(["simulate", "--duration", "5", "--json", sys.argv[3], "--report", sys.argv[4]]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("stage, said", [("rendering the report", "nothing written"),
+                                         ("writing the report", "--json written, nothing else")])
+def test_a_signal_after_the_simulation_says_what_was_written(sig, stage, said, tmp_path):
+    json_out, report_out = tmp_path / "out.json", tmp_path / "out.html"
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_LATE, str(int(sig)), stage, str(json_out), str(report_out)],
+                          capture_output=True, text=True, timeout=SIMULATION_TIMEOUT,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 128 + sig, done.stderr
+    assert done.stderr == f"gwlab: simulate interrupted: {said}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == (["out.json"] if "--json" in said else [])
 
 
 @pytest.mark.parametrize("args, flag, parse", [
