@@ -50,7 +50,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gwlab import config, observe
 from gwlab.admission import FAILED_OPEN, LIMITER_UNAVAILABLE
-from gwlab.breaker import CLOSED, State, Transition
+from gwlab.breaker import State, Transition
 from gwlab.config import ConfigError, Scenario
 from gwlab.connections import CODINGS, GatewayServer, bind, coding_error, parse_error_reason
 from gwlab.errors import ATTEMPTS_HEADER, NO_PROVIDER, PROVIDER_HEADER, ROUTE_HEADER, answer, error_response
@@ -61,6 +61,7 @@ from gwlab.observe import Frame, Frames, InvalidAnswer
 from gwlab.providers import Call, Outcome
 from gwlab.router import (ALL_COOLING_DOWN, CONTEXT_EXCEEDS_LIMIT, RATE_LIMIT_TOKENS, Attempts, Rejected, Route,
                           Router, Snapshot)
+from gwlab.timeseries import is_listed
 from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_frame, ratelimit_headers, reply,
                         reply_pieces, validate)
 
@@ -88,7 +89,7 @@ class PortInUse(OSError):
 
 def log_transition(event: Transition) -> None:
     """Breaker listener: openings and recoveries at INFO, HEALTHY <-> FAILING at DEBUG."""
-    level = logging.DEBUG if event.source in CLOSED and event.target in CLOSED else logging.INFO
+    level = logging.INFO if is_listed(event) else logging.DEBUG
     cooldown = f" (cooldown {event.cooldown:g} s)" if event.target is State.OPEN else ""
     log.log(level, "breaker %s: %s -> %s%s", event.provider, event.source.value, event.target.value, cooldown)
 

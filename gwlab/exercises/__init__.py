@@ -123,43 +123,50 @@ class _TookTooLong(BaseException):
     out: not an Exception, so that no ``except Exception`` of theirs holds it."""
 
 
-@contextlib.contextmanager
-def _bounded(seconds: float) -> Iterator[None]:
-    """Raise :class:`_TookTooLong` in the block after ``seconds``, where a timer signal can
-    (a POSIX main thread); elsewhere (a thread, Pyodide) the block runs unbounded. A timer
-    already running (a test runner's) is kept: one due first is left alone, a later one is
-    set again for what it had left once the block ends."""
+def _expire(signum: int, frame: Any) -> None:
+    raise _TookTooLong
+
+
+def _arm(seconds: float) -> Callable[[], None] | None:
+    """Have SIGALRM raise :class:`_TookTooLong` after ``seconds``, where a timer signal can (a
+    POSIX main thread): what puts things back as they were, or ``None`` when nothing was
+    armed (a thread, Pyodide, or a timer already running that is due first, which stays as it
+    was). A later running timer (a test runner's) is set again, once put back, for what it
+    had left."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise _TookTooLong
-
+        return None
     started = time.monotonic()
     try:
-        handler = signal.signal(signal.SIGALRM, expire)
+        handler = signal.signal(signal.SIGALRM, _expire)
     except (OSError, ValueError):  # no timer signals here after all
-        yield
-        return
+        return None
     try:
         left, interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     except OSError:
         signal.signal(signal.SIGALRM, handler)
-        yield
-        return
-    if left and left <= seconds:  # the running timer is due first: it stays as it was
-        signal.setitimer(signal.ITIMER_REAL, left, interval)
-        signal.signal(signal.SIGALRM, handler)
-        yield
-        return
-    try:
-        yield
-    finally:
+        return None
+
+    def restore() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, handler)
         if left:
             signal.setitimer(signal.ITIMER_REAL, max(1e-6, left - (time.monotonic() - started)), interval)
+
+    if left and left <= seconds:
+        restore()
+        return None
+    return restore
+
+
+@contextlib.contextmanager
+def _bounded(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TookTooLong` in the block after ``seconds`` where :func:`_arm` can."""
+    restore = _arm(seconds)
+    try:
+        yield
+    finally:
+        if restore is not None:
+            restore()
 
 
 def call(function: Callable[..., Any], *args: Any) -> float | str:
