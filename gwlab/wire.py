@@ -78,6 +78,9 @@ _PART_FIELD = {"text": "text", "refusal": "refusal", "image_url": "image_url", "
                "file": "file"}
 """The field each part type must carry: a string for text and refusal, an object for the others."""
 _ROLES = ", ".join(repr(r) for r in (*_PARTS, "function"))
+_TEXT_ROLES = frozenset(("system", "developer", "user", "assistant"))
+"""The roles whose message may be text alone (a tool message needs its call's id, a function
+message its name)."""
 
 
 class ChatRequest(NamedTuple):
@@ -122,6 +125,13 @@ def validate(body: Any) -> ChatRequest:
                        "invalid_type", "messages")
     chars = 0
     for i, message in enumerate(messages):
+        # Nearly every message is a role and ASCII text, nothing else, and is told so here: no
+        # call, and no name of the field to spell. Any other goes through _message.
+        if message.__class__ is dict and len(message) == 2:
+            role, content = message.get("role"), message.get("content")
+            if role.__class__ is str and role in _TEXT_ROLES and content.__class__ is str and content.isascii():
+                chars += len(content)
+                continue
         chars += _message(message, f"messages[{i}]")
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):

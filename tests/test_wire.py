@@ -12,12 +12,12 @@ from typing import Any
 
 import openai
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gwlab.wire import (DONE, ApiError, ChatRequest, Chunks, completion, error_body, error_frame, error_type,
-                        ratelimit_headers, reply, reply_pieces, reset_duration, validate)
+                        _message, ratelimit_headers, reply, reply_pieces, reset_duration, validate)
 
 CHAT = {"model": "gwlab-sim", "messages": [{"role": "user", "content": "hello there"}]}
 """A valid request; its 11-character message is 3 prompt tokens."""
@@ -265,6 +265,34 @@ def test_any_value_anywhere_is_taken_or_refused_as_a_400_naming_a_field(where, v
         assert error.param is None or error.param.split(".")[0].split("[")[0] in RICH
     else:
         assert isinstance(request, ChatRequest)
+
+
+_TEXTS = st.text(st.sampled_from("a \u00e9\ud800\U0001f600"), max_size=3)
+"""Text of ASCII, other characters and a lone surrogate."""
+_MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "robot", ""]),
+         "content": _TEXTS},
+        optional={"name": _TEXTS, "tool_call_id": _TEXTS})
+    | st.dictionaries(st.sampled_from(["role", "content", "name"]), JSON_VALUES | _TEXTS, max_size=3)
+    | JSON_VALUES,
+    min_size=1, max_size=4)
+
+
+@settings(max_examples=400)
+@given(messages=_MESSAGES)
+def test_a_message_of_a_role_and_text_is_judged_as_every_other_message_is(messages):
+    """validate tells a message of a role and ASCII text without _message: the same prompt
+    tokens, or the same 400, as _message gives for any message."""
+    def outcome(judge):
+        try:
+            return judge()
+        except ApiError as error:
+            return error.status, error.message, error.code, error.param
+
+    told = outcome(lambda: validate({"model": "m", "messages": messages}).prompt_tokens)
+    expected = outcome(lambda: (sum(_message(m, f"messages[{i}]") for i, m in enumerate(messages)) + 3) // 4 or 1)
+    assert told == expected
 
 
 @pytest.mark.parametrize("status,type_", [
