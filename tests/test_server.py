@@ -22,10 +22,13 @@ import aiohttp
 import pytest
 from aiohttp import StreamReader, web
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gwlab import config
 from gwlab.config import ConfigError
-from gwlab.server import Gateway, PortInUse, _read_body
+from gwlab.server import _DECODER, Gateway, PortInUse, _parse_json, _read_body
+from gwlab.wire import ApiError
 from tests.support import CHAT, port_is_free, serving
 
 JSON = {"Content-Type": "application/json"}
@@ -714,6 +717,43 @@ def test_a_body_in_any_encoding_json_allows_is_answered(encoding):
                 return r.status, (await r.json())["usage"]["prompt_tokens"]
 
     assert asyncio.run(main()) == (200, 3)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+_JSON_SPACE = st.text(" \t\n\r", max_size=2)
+
+
+def _strictly(raw: bytes) -> Any:
+    """What the gateway's JSON has always been: the encoding json.detect_encoding tells, then
+    the strict decoder; the value, or the words of its error."""
+    try:
+        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except ValueError as exc:
+        return f"request body is not valid JSON: {exc}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON_VALUES, before=_JSON_SPACE, after=_JSON_SPACE,
+       tail=st.sampled_from(["", "}", "x}", ", 1}", "{}", "NaN}", " }"]), cut=st.integers(0, 8),
+       encoding=st.sampled_from(["utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]),
+       odd=st.sampled_from([b"", b"{\x00", b"{\x00\x00", b"\xff", b"\x00"]))
+def test_a_body_parses_as_detect_encoding_and_the_strict_decoder_parse_it(value, before, after, tail, cut, encoding,
+                                                                         odd):
+    # The short cut for a UTF-8 object that ends the body must give what the whole way gives:
+    # the same value, or the same error, whatever space, cut, encoding or stray bytes surround it.
+    text = before + json.dumps(value) + after + tail
+    raw = odd + text[:len(text) - cut].encode(encoding, "surrogatepass")
+    expected = _strictly(raw)
+    if isinstance(expected, str) and expected.startswith("request body is not valid JSON: "):
+        with pytest.raises(ApiError) as raised:
+            _parse_json(raw)
+        assert (raised.value.status, raised.value.message) == (400, expected)
+    else:
+        assert _parse_json(raw) == expected
 
 
 @pytest.mark.parametrize("lines,shown", [
