@@ -98,10 +98,10 @@ needed.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import functools
 import itertools
+from bisect import bisect_left
 from typing import Callable, Iterator
 
 from gwlab.needs import needs
@@ -178,7 +178,7 @@ class Buckets:
 
     def observe(self, value: float) -> None:
         # The first bound >= value: the bucket whose ``le`` the value is counted under.
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
     def cumulative(self) -> list[tuple[str, int]]:
@@ -298,8 +298,12 @@ class Metrics:
         except KeyError:  # a status not precreated (a provider's 429, a stream error)
             self.answers[key] = 1
         served = self._served[name]
-        served.durations.observe(seconds)
-        served.call_durations.observe(call_seconds)
+        # Buckets.observe of each histogram, written out: this runs for every answer.
+        durations, calls = served.durations, served.call_durations
+        durations.counts[bisect_left(durations.bounds, seconds)] += 1
+        durations.sum += seconds
+        calls.counts[bisect_left(calls.bounds, call_seconds)] += 1
+        calls.sum += call_seconds
         if prompt_tokens:
             served.prompt_tokens += prompt_tokens
             served.completion_tokens += completion_tokens

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gwlab import config
 from gwlab.metrics import BUCKETS, FAMILIES, Buckets
+from gwlab.providers import Outcome
 from gwlab.server import Gateway
 from tests.conftest import require_tool
 from tests.support import CHAT, failing_at_once, serving
@@ -260,6 +261,24 @@ def test_buckets_expose_what_prometheus_clients_histogram_would():
               for m in registry.collect() for s in m.samples if not s.name.endswith("_created")}
     assert ours == theirs
     assert ours["h_seconds_bucket", "0.005"] == 4 and ours["h_seconds_count", None] == len(observed)
+
+
+def test_an_answers_durations_count_in_its_providers_histograms_as_buckets_observe_counts_them():
+    """Metrics.completed writes Buckets.observe out for its two histograms: the same counts
+    and sums, a value on a bound included."""
+    gw = Gateway(seed_with_no_latency())
+    route = gw.router.route(0.0)
+    gw.router.complete(route, 0.0, route.call.outcome)
+    observed = [0.0, 0.004, 0.005, 0.0050001, 0.1, 2.0, 10.0, 400.0, *BUCKETS]
+    durations, calls = Buckets(), Buckets()
+    for v in observed:
+        gw.metrics.completed(route, Outcome.SUCCESS, v, v / 3, 3, 9)
+        durations.observe(v)
+        calls.observe(v / 3)
+    name = route.upstream.name
+    for ours, expected in ((gw.metrics.durations[name], durations), (gw.metrics.provider_durations[name], calls)):
+        assert (ours.counts, ours.sum) == (expected.counts, expected.sum)
+    assert gw.metrics.tokens[name, "prompt"] == 3 * len(observed)
 
 
 def test_index_page_links_to_metrics():
