@@ -73,6 +73,7 @@ import resource
 import select
 import socket
 import struct
+from time import monotonic
 from typing import Any, Callable, Sequence, Sized
 
 from gwlab.needs import needs
@@ -189,7 +190,7 @@ class GatewayServer(web.Server):
         ``why`` once per interval, and wait until a connection closes or finishes an answer
         (or ``timeout`` passes, or the connection idle the longest has been idle long
         enough)."""
-        now = self._loop.time()
+        now = monotonic()  # the clock of idle_since
         connections = self._connections  # type: ignore[attr-defined]
         idle = min((c for c in connections if c.idle), key=_closing_order, default=None)
         if idle is not None:
@@ -384,8 +385,10 @@ class _Connection(RequestHandler):
         self._unsent = 0
         """The bytes the transport held when the send timer was last set."""
         self._pause: asyncio.Future[None] | None = None
-        self.idle_since = self._loop.time()
-        """When the connection last became idle (:attr:`idle`): accepted, or answered."""
+        self.idle_since = monotonic()
+        """When the connection last became idle (:attr:`idle`): accepted, or answered. By
+        ``time.monotonic``, which asyncio's loop reads too, called directly: this is set
+        after every answer."""
         self.answered = False
         """Whether it has been given an answer (else its client has not sent a request yet)."""
         if HttpRequestParser is not HttpRequestParserPy:  # the C parser (see "Pipelining")
@@ -410,14 +413,14 @@ class _Connection(RequestHandler):
     def log_access(self, request: web.BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         """aiohttp calls this once an answer is written (the access log is off): the
         connection is about to be idle, which an accept loop waiting for room wants to know."""
-        self.idle_since = self._loop.time()
+        self.idle_since = monotonic()
         self.answered = True
         manager = self._manager
         if manager is not None and manager._room is not None:
             _wake(manager._room)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        RequestHandler.data_received(self, data)  # named, not super(): no super object per packet
         if self._messages or self._request_in_progress:
             if self._head_timer is not None:  # the head has arrived in time
                 self._head_timer.cancel()
