@@ -77,7 +77,7 @@ class Route:
                  "reserved", "provider_reserved")
 
     def __init__(self, upstream: Upstream, permit: Permit, fallback: bool, call: Call, streaming: bool,
-                 panic: bool = False) -> None:
+                 panic: bool = False, reserved: int = 0) -> None:
         self.upstream = upstream
         self.permit = permit
         self.fallback = fallback
@@ -90,7 +90,7 @@ class Route:
         timeout runs out first, counted from :attr:`routed` (set only for such a call: when
         it was routed)."""
         self.pending = True
-        self.reserved = 0
+        self.reserved = reserved
         self.provider_reserved = 0
 
     @property
@@ -420,8 +420,7 @@ class Router:
         host = upstream.host
         provider = host.retry_provider if retrying else host.provider
         call = provider.call(self._timeout, streaming, max_tokens, self._idle_timeout)
-        route = Route(upstream, permit, fallback, call, streaming, panic)
-        route.reserved = held
+        route = Route(upstream, permit, fallback, call, streaming, panic, held)
         if attempts is not None:
             attempts.made += 1
             attempts.tried.append(upstream)
