@@ -211,17 +211,19 @@ class TokenBucket:
         0), and the whole microseconds until the bucket is full again (0 when it is full),
         rounded up and counted from the bucket's own microsecond of ``now``, which is what
         it will take a client's arrival to be."""
-        # _settle(micros(now)), written out: this runs for every answer.
+        # _settle(micros(now)), written out: this runs for every answer. A bucket full again,
+        # nearly every answer's, says so at once.
         t = (now * 1e6 + 0.5) // 1.0
         level = self._level
+        cap = self._cap
         if t > self._stamp:
             level += (t - self._stamp) * self._earn
-            if level > self._cap:
-                level = self._cap
-            self._level = level
             self._stamp = t
-        cap = self._cap
-        if level >= cap:
+            if level >= cap:
+                self._level = cap
+                return self._whole, 0
+            self._level = level
+        elif level >= cap:
             return self._whole, 0
         # Floor division of whole numbers in floats is exact: -((level - cap) // earn) is
         # the exact ceiling of (cap - level) / earn.

@@ -507,6 +507,26 @@ def test_property_takes_refunds_and_debt_are_exact_unit_for_unit(pair, script):
 
 
 @settings(max_examples=400, deadline=None)
+@given(buckets(), steps, st.integers(0, 10_000_000))
+def test_property_status_is_the_models_whole_tokens_and_wait_until_full_and_changes_nothing(pair, script, later):
+    """Between any two operations, and after them: status tells the model's whole tokens
+    (none in debt) and the exact microseconds until it is full, and the bucket goes on as
+    the model does."""
+    bucket, model = pair
+    t = 0
+    for gap, op, n in [*script, (later, "status", 0)]:
+        t += gap
+        model.settle(t)
+        whole = max(0, model.level) // model.unit
+        wait = 0 if model.level >= model.cap else -((model.level - model.cap) // model.earn)
+        assert bucket.status(t / 1e6) == (whole, wait)
+        assert bucket._level == model.level
+        if op != "status":
+            getattr(bucket, op)(t / 1e6, n)
+            getattr(model, op)(t, n)
+
+
+@settings(max_examples=400, deadline=None)
 @given(buckets(), steps)
 def test_property_net_usage_up_to_any_admission_is_at_most_the_level_plus_rate_times_elapsed(pair, script):
     """From the start of any window to any admission in it, tokens taken, less those
