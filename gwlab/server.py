@@ -489,9 +489,6 @@ class Gateway:
             raise ConnectionResetError("the client left before its answer")
         name = route.upstream.name
         key = name, route.fallback, route.panic
-        headers = self._route_headers[key]
-        if attempts is not None:
-            headers = _attempted(headers, attempts)
         if status == 200:  # the provider's fixed reply, or as many tokens of it as the call gave
             call = route.call
             if route.upstream.real:  # the upstream's own answer, as _forward read it
@@ -510,11 +507,16 @@ class Gateway:
                     full = self._full
                     if full[0] != remaining:
                         full = self._full = self._full_headers(remaining)
-                    return web.Response(body=body, headers=full[1][key] if attempts is None else
-                                        _attempted(full[1][key], attempts))
-            response = web.Response(body=body, headers=headers)
+                    headers = full[1][key]
+                    return web.Response(body=body,
+                                        headers=headers if attempts is None else _attempted(headers, attempts))
+            headers = self._route_headers[key]
+            response = web.Response(body=body, headers=headers if attempts is None else _attempted(headers, attempts))
             response.headers.extend(self._ratelimit(ended))
             return response
+        headers = self._route_headers[key]
+        if attempts is not None:
+            headers = _attempted(headers, attempts)
         if reserved:  # an answer with no reply used its prompt alone
             router.refund(route, ended, chat.prompt_tokens)
         self.metrics.completed(route, outcome, ended - arrived, ended - now)
