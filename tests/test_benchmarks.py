@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep
-from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, can_pin, pin, post
+from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep, throughput
+from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, WrkResult, can_pin, pin, post
 from benchmarks.gateway_server import forwarding_scenario, scenario
 from benchmarks.serving import has_uvloop
 from gwlab import simulate
@@ -252,6 +252,27 @@ def test_stream_search_doubles_then_bisects_to_its_resolution():
     assert len(tried) == 5 and (search.passed, search.failed, search.complete) == (768, 1024, False)
     search, tried = _verdicts(10, start=16, least=16, most=16)  # smoke: one trial
     assert tried == [16] and search.complete
+
+
+@pytest.mark.parametrize("order_factor", [1.0, 1.05, 1 / 1.12, 1.3])
+def test_the_same_core_ratio_cancels_what_the_starting_order_does_to_a_round(order_factor):
+    """Bare costs 100 µs a request and the gateway 125 µs (the true ratio 0.8); the server
+    whose wrk starts first pays ``order_factor`` more a request, and each pair of rounds
+    runs on a machine of another speed. The row reports 0.8, where the rounds with one
+    order alone would report 0.8 times the factor, or over it."""
+    rounds = []
+    for speed in (1.0, 0.7, 1.3, 0.9, 1.1):
+        for bare_first in (True, False):
+            bare_us = 100 * speed * (order_factor if bare_first else 1)
+            gateway_us = 125 * speed * (1 if bare_first else order_factor)
+            rate = 4000.0 / speed  # requests a second each, with half the core each
+            rounds.append([WrkResult(int(rate * 2), 2.0, 0, 0, 0.001, 0.002, rate * us / 1e6, 0.3)
+                           for us in (bare_us, gateway_us)])
+    row = throughput._same_core_row(rounds, "asyncio", 64, 2.0)
+    assert row.value == pytest.approx(0.8, rel=1e-12)
+    assert row.detail["pair_ratios"] == [0.8] * 5 and row.detail["rounds"] == 10
+    assert row.detail["bare_first_ratios"] == [round(0.8 * order_factor, 3)] * 5
+    assert row.detail["gateway_first_ratios"] == [round(0.8 / order_factor, 3)] * 5
 
 
 def _out(p99: float, others: float = 0.0) -> dict:
