@@ -120,15 +120,15 @@ class CpuMeter:
 
 
 class Server:
-    """A server under test in its own process (``python -m MODULE ARGS``), pinned to
-    :data:`SERVER_CORE`. The module prints ``PORT <n>`` once it listens; the constructor
-    waits for it, unless ``wait`` is false: then :meth:`wait` does, so that several servers
-    can start at once."""
+    """A server under test in its own process (``python -m MODULE ARGS`` in the checkout
+    ``root``, whose modules it imports), pinned to :data:`SERVER_CORE`. The module prints
+    ``PORT <n>`` once it listens; the constructor waits for it, unless ``wait`` is false:
+    then :meth:`wait` does, so that several servers can start at once."""
 
-    def __init__(self, module: str, *args: str, wait: bool = True) -> None:
+    def __init__(self, module: str, *args: str, wait: bool = True, root: Path = ROOT) -> None:
         self.module = module
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", module, *args], cwd=root, stdout=subprocess.PIPE, text=True,
             preexec_fn=lambda: pin(SERVER_CORE),
         )
         if wait:

@@ -73,7 +73,7 @@ def _measure(loop: str, smoke: bool) -> list[Row]:
                 for name, server in servers.items():
                     runs[name].append(common.wrk(server.url + PATH, BODY, seconds, connections, server.pid))
             pairs = SMOKE_SAME_CORE_PAIRS if smoke else SAME_CORE_PAIRS
-            together = [_at_once((bare, gateway), seconds, connections, reverse=i % 2 == 1)
+            together = [at_once((bare, gateway), seconds, connections, reverse=i % 2 == 1)
                         for i in range(2 * pairs)]
     rates = {name: statistics.median(r.rate for r in results) for name, results in runs.items()}
     cpu = {name: statistics.median(r.server_cpu for r in results) for name, results in runs.items()}
@@ -115,7 +115,7 @@ def _measure(loop: str, smoke: bool) -> list[Row]:
     return rows
 
 
-def _at_once(servers: tuple[Server, ...], seconds: float, connections: int, reverse: bool) -> list[WrkResult]:
+def at_once(servers: tuple[Server, ...], seconds: float, connections: int, reverse: bool) -> list[WrkResult]:
     """Load every server at the same time, each with its own wrk, started in the order of
     ``servers`` (the reverse order when ``reverse``) and waited for in that order; the
     results in the order of ``servers``."""
@@ -123,6 +123,21 @@ def _at_once(servers: tuple[Server, ...], seconds: float, connections: int, reve
     started = [common.WrkRun(s.url + PATH, BODY, seconds, connections, s.pid) for s in order]
     results = [run.result() for run in started]
     return results[::-1] if reverse else results
+
+
+def paired_ratios(together: list[list[WrkResult]]) -> tuple[list[float], list[float]]:
+    """For rounds of two servers loaded at once (:func:`at_once`), in pairs of the two
+    starting orders: each round's first server's CPU time per request over the second's,
+    and each pair's geometric mean of its two rounds."""
+    ratios = [(a.server_cpu / a.rate) / (b.server_cpu / b.rate) for a, b in together]
+    return ratios, geometric_pairs(ratios)
+
+
+def geometric_pairs(ratios: list[float]) -> list[float]:
+    """The geometric mean of each two ``ratios`` in turn (the first and second, the third and
+    fourth, ...): measured in the two orders of something, a factor the order puts on one
+    of a two and takes off the other cancels."""
+    return [math.sqrt(first * second) for first, second in zip(ratios[::2], ratios[1::2])]
 
 
 def _same_core_row(together: list[list[WrkResult]], loop: str, connections: int, seconds: float) -> Row:
@@ -134,8 +149,7 @@ def _same_core_row(together: list[list[WrkResult]], loop: str, connections: int,
     second: a pair gives the geometric mean of its two rounds, in which a factor the starting
     order puts on one round and takes off the other cancels; the median of the pairs counts.
     Valid when the two servers kept the core busy between them."""
-    ratios = [(b.server_cpu / b.rate) / (g.server_cpu / g.rate) for b, g in together]
-    pairs = [math.sqrt(first * second) for first, second in zip(ratios[::2], ratios[1::2])]
+    ratios, pairs = paired_ratios(together)
     ratio = statistics.median(pairs)
     busy = min(b.server_cpu + g.server_cpu for b, g in together)
     wrk_bound = max(b.wrk_cpu + g.wrk_cpu for b, g in together) >= CPU_BOUND

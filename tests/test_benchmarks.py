@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep, throughput
+from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep, throughput, versus
 from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, WrkResult, can_pin, pin, post
 from benchmarks.gateway_server import forwarding_scenario, scenario
 from benchmarks.serving import has_uvloop
@@ -273,6 +273,66 @@ def test_the_same_core_ratio_cancels_what_the_starting_order_does_to_a_round(ord
     assert row.detail["pair_ratios"] == [0.8] * 5 and row.detail["rounds"] == 10
     assert row.detail["bare_first_ratios"] == [round(0.8 * order_factor, 3)] * 5
     assert row.detail["gateway_first_ratios"] == [round(0.8 / order_factor, 3)] * 5
+
+
+class _Checkout:
+    """A stand-in for a server of a checkout whose requests cost ``COSTS[root]`` CPU seconds
+    each, pinned to the one core whatever starts first."""
+    COSTS = {ROOT: 100e-6, Path("/other"): 110e-6}
+
+    def __init__(self, module: str, *args: str, root: Path) -> None:
+        self.root, self.url, self.pid = root, "http://127.0.0.1:1", 0
+
+    def close(self) -> None:
+        pass
+
+
+def _loaded_at_once(servers, seconds, connections, reverse):
+    """Rounds as :func:`throughput.at_once` gives them: the server whose load starts first
+    costs 3 % less a request (as uvloop's do)."""
+    first = servers[-1] if reverse else servers[0]
+    rate = 3000.0
+    return [WrkResult(int(rate * seconds), seconds, 0, 0, 0.001, 0.002,
+                      rate * _Checkout.COSTS[s.root] * (0.97 if s is first else 1), 0.3) for s in servers]
+
+
+def test_versus_gives_the_other_checkouts_cost_over_this_ones_whichever_starts_first(monkeypatch, capsys):
+    monkeypatch.setattr(versus, "Server", _Checkout)
+    monkeypatch.setattr(versus, "at_once", _loaded_at_once)
+    monkeypatch.setattr(versus.common, "wrk", lambda *args: None)
+    ratios = versus.compare(Path("/other"), "asyncio", 4, 2, 1.0)
+    assert ratios == [pytest.approx(1.1, rel=1e-12)] * 4
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("first: ")[1].split(")")[0] for line in printed] == ["/other", str(ROOT)] * 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["/nonexistent"], "OTHER = /nonexistent: not a checkout of gwlab"),
+    ([str(ROOT), "--pairs", "0"], "--pairs = 0: must be an even number, at least 2"),
+    ([str(ROOT), "--pairs", "3"], "--pairs = 3: must be an even number, at least 2"),
+    ([str(ROOT), "--rounds", "3"], "--rounds = 3: must be an even number, at least 2"),
+    ([str(ROOT), "--rounds", "0"], "--rounds = 0: must be an even number, at least 2"),
+    ([str(ROOT), "--seconds", "0.5"], "--seconds = 0.5: must be at least 1"),
+    ([str(ROOT), "--seconds", "nan"], "--seconds = nan: must be at least 1"),
+])
+def test_versus_refuses_bad_input_naming_it(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        versus.main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_versus_compares_two_real_gateways_on_the_machine():
+    require_tool("wrk")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.versus", str(ROOT), "--pairs", "2", "--rounds", "2",
+                           "--seconds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(" (")[0] for line in lines[:2]] == ["pair 1 of 2", "pair 2 of 2"]
+    pairs = [float(line.rsplit(": ", 1)[1]) for line in lines[:2]]
+    median = float(lines[2].rsplit(": ", 1)[1])
+    assert median == pytest.approx(math.sqrt(pairs[0] * pairs[1]), abs=0.002)  # each printed to 3 places
+    # The same code against itself: one process pair of 1 s rounds wanders by a few percent.
+    assert 0.5 < median < 2
 
 
 def _out(p99: float, others: float = 0.0) -> dict:
