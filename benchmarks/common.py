@@ -257,10 +257,14 @@ class WrkRun:
         self.script = script.name
         self.server = CpuMeter(server_pid)
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", script.name, url],
-            stdout=subprocess.PIPE, text=True, preexec_fn=lambda: pin(LOAD_CORE),
-        )
+        try:
+            self.process = subprocess.Popen(
+                ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", script.name, url],
+                stdout=subprocess.PIPE, text=True, preexec_fn=lambda: pin(LOAD_CORE),
+            )
+        except BaseException:  # no wrk to remove its script after it: remove it now
+            os.unlink(script.name)
+            raise
 
     def result(self) -> WrkResult:
         """Wait for wrk to finish; what it counted, and the CPU use of the server and of this

@@ -12,12 +12,13 @@ import re
 import subprocess
 import urllib.request
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from benchmarks import bare, forwarding, replicas, simulator, streaming, sweep, throughput, versus
-from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, WrkResult, can_pin, pin, post
+from benchmarks.common import LOAD_CORE, ROOT, ROW_FIELDS, SERVER_CORE, Server, WrkResult, WrkRun, can_pin, pin, post
 from benchmarks.gateway_server import forwarding_scenario, scenario
 from benchmarks.serving import has_uvloop
 from gwlab import simulate
@@ -333,6 +334,14 @@ def test_versus_compares_two_real_gateways_on_the_machine():
     assert median == pytest.approx(math.sqrt(pairs[0] * pairs[1]), abs=0.002)  # each printed to 3 places
     # The same code against itself: one process pair of 1 s rounds wanders by a few percent.
     assert 0.5 < median < 2
+
+
+def test_a_wrk_run_that_cannot_start_leaves_no_script_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no wrk on it
+    with pytest.raises(FileNotFoundError):
+        WrkRun("http://127.0.0.1:1/", BODY, 1, 1, os.getpid())
+    assert list(tmp_path.iterdir()) == []
 
 
 def _out(p99: float, others: float = 0.0) -> dict:
