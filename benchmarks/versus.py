@@ -22,6 +22,7 @@ Run as ``python -m benchmarks.versus OTHER [--loop asyncio|uvloop] [--pairs N] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 from pathlib import Path
@@ -51,14 +52,12 @@ def compare(other: Path, loop: str, pairs: int, rounds: int, seconds: float) -> 
     ratios = []
     for p in range(pairs):
         roots = (other, ROOT) if p % 2 == 0 else (ROOT, other)
-        servers = [Server("benchmarks.gateway_server", "--zero-latency", *extra, root=root) for root in roots]
-        try:
+        with contextlib.ExitStack() as stack:  # each server started is stopped, whatever fails after it
+            servers = [stack.enter_context(Server("benchmarks.gateway_server", "--zero-latency", *extra, root=root))
+                       for root in roots]
             for server in servers:
                 common.wrk(server.url + PATH, BODY, WARM_SECONDS, CONNECTIONS, server.pid)
             together = [at_once(tuple(servers), seconds, CONNECTIONS, reverse=i % 2 == 1) for i in range(rounds)]
-        finally:
-            for server in servers:
-                server.close()
         _, paired = paired_ratios(together)
         ratio = statistics.median(paired)
         ratios.append(ratio if roots[0] == other else 1 / ratio)

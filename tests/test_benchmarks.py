@@ -281,11 +281,20 @@ class _Checkout:
     each, pinned to the one core whatever starts first."""
     COSTS = {ROOT: 100e-6, Path("/other"): 110e-6}
 
-    def __init__(self, module: str, *args: str, root: Path) -> None:
-        self.root, self.url, self.pid = root, "http://127.0.0.1:1", 0
+    started: list[Path] = []
+    closed: list[Path] = []
 
-    def close(self) -> None:
-        pass
+    def __init__(self, module: str, *args: str, root: Path) -> None:
+        if root not in self.COSTS:
+            raise RuntimeError(f"{module} did not start")
+        self.root, self.url, self.pid = root, "http://127.0.0.1:1", 0
+        self.started.append(root)
+
+    def __enter__(self) -> _Checkout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closed.append(self.root)
 
 
 def _loaded_at_once(servers, seconds, connections, reverse):
@@ -299,12 +308,35 @@ def _loaded_at_once(servers, seconds, connections, reverse):
 
 def test_versus_gives_the_other_checkouts_cost_over_this_ones_whichever_starts_first(monkeypatch, capsys):
     monkeypatch.setattr(versus, "Server", _Checkout)
+    monkeypatch.setattr(_Checkout, "started", [])
+    monkeypatch.setattr(_Checkout, "closed", [])
     monkeypatch.setattr(versus, "at_once", _loaded_at_once)
     monkeypatch.setattr(versus.common, "wrk", lambda *args: None)
     ratios = versus.compare(Path("/other"), "asyncio", 4, 2, 1.0)
     assert ratios == [pytest.approx(1.1, rel=1e-12)] * 4
     printed = capsys.readouterr().out.splitlines()
     assert [line.split("first: ")[1].split(")")[0] for line in printed] == ["/other", str(ROOT)] * 2
+    assert _Checkout.closed == [ROOT, Path("/other"), Path("/other"), ROOT] * 2  # each stopped once
+
+
+@pytest.mark.parametrize("fails", ["start", "warm"])
+def test_versus_stops_every_server_it_started_whatever_fails_after(fails, monkeypatch):
+    """The other checkout's server starts first in the first pair; this one's (here a
+    checkout that cannot start, or whose warm-up load fails) second."""
+    monkeypatch.setattr(versus, "Server", _Checkout)
+    monkeypatch.setattr(_Checkout, "closed", [])
+    if fails == "start":
+        monkeypatch.setattr(versus, "ROOT", Path("/broken"))
+    else:
+        def wrk(url, body, seconds, connections, pid):
+            if len(_Checkout.started) == 2:
+                raise RuntimeError("wrk failed (exit code 1)")
+        monkeypatch.setattr(versus.common, "wrk", wrk)
+    monkeypatch.setattr(_Checkout, "started", [])
+    with pytest.raises(RuntimeError):
+        versus.compare(ROOT, "asyncio", 2, 2, 1.0)
+    assert sorted(_Checkout.closed) == sorted(_Checkout.started)
+    assert len(_Checkout.started) == (1 if fails == "start" else 2)
 
 
 @pytest.mark.parametrize("argv, message", [
